@@ -1,0 +1,138 @@
+//! The JSON access log, written off the request path.
+//!
+//! A request formats its line and `try_send`s it into a bounded channel; a writer thread
+//! (started as a Pingora background service, so it survives daemonising) drains the channel
+//! into a buffered file or stdout. A slow disk never stalls a request: when the channel is
+//! full the line is dropped and `tollgate_access_log_dropped_total` counts it.
+
+use crate::config::model::AccessLogTarget;
+use crate::metrics::METRICS;
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use serde::Serialize;
+use std::io::Write;
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// One access-log line.
+#[derive(Debug, Default, Serialize)]
+pub struct Entry<'a> {
+    pub time: String,
+    pub request_id: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub route: Option<&'a str>,
+    pub endpoint: Option<&'a str>,
+    pub provider: Option<&'a str>,
+    pub key: Option<&'a str>,
+    pub model: Option<&'a str>,
+    pub upstream_model: Option<&'a str>,
+    pub stream: bool,
+    pub status: u16,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub usage_estimated: bool,
+    pub ttfb_ms: Option<f64>,
+    pub ttft_ms: Option<f64>,
+    pub duration_ms: f64,
+    pub error: Option<&'a str>,
+}
+
+pub struct AccessLog {
+    tx: Option<SyncSender<String>>,
+    /// Taken by the writer service when it starts.
+    rx: Mutex<Option<(Receiver<String>, AccessLogTarget)>>,
+}
+
+impl AccessLog {
+    pub fn new(target: AccessLogTarget, buffer: usize) -> Self {
+        if target == AccessLogTarget::Off {
+            return AccessLog {
+                tx: None,
+                rx: Mutex::new(None),
+            };
+        }
+        let (tx, rx) = sync_channel(buffer);
+        AccessLog {
+            tx: Some(tx),
+            rx: Mutex::new(Some((rx, target))),
+        }
+    }
+
+    pub fn write(&self, entry: &Entry) {
+        let Some(tx) = &self.tx else { return };
+        let Ok(line) = serde_json::to_string(entry) else {
+            return;
+        };
+        match tx.try_send(line) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                METRICS.access_log_dropped.inc();
+            }
+        }
+    }
+}
+
+fn open(target: &AccessLogTarget) -> std::io::Result<Box<dyn Write + Send>> {
+    Ok(match target {
+        AccessLogTarget::File(path) => Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?,
+        ),
+        _ => Box::new(std::io::stdout()),
+    })
+}
+
+fn run_writer(rx: Receiver<String>, target: AccessLogTarget) {
+    let out = match open(&target) {
+        Ok(out) => out,
+        Err(e) => {
+            log::error!("access log {target:?}: {e}; lines will be dropped");
+            return;
+        }
+    };
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                let _ = out.write_all(line.as_bytes());
+                let _ = out.write_all(b"\n");
+                // Flush when the queue is drained, so lines appear promptly when idle.
+                while let Ok(line) = rx.try_recv() {
+                    let _ = out.write_all(line.as_bytes());
+                    let _ = out.write_all(b"\n");
+                }
+                let _ = out.flush();
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                let _ = out.flush();
+                return;
+            }
+        }
+    }
+}
+
+/// Starts the writer thread.
+pub struct Writer(pub std::sync::Arc<AccessLog>);
+
+#[async_trait]
+impl BackgroundService for Writer {
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        let taken = self.0.rx.lock().ok().and_then(|mut g| g.take());
+        if let Some((rx, target)) = taken {
+            let spawned = std::thread::Builder::new()
+                .name("access-log".into())
+                .spawn(move || run_writer(rx, target));
+            if let Err(e) = spawned {
+                log::error!("cannot start the access-log writer: {e}");
+            }
+        }
+    }
+}

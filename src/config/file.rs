@@ -1,0 +1,166 @@
+//! The YAML file schema, exactly as an operator writes it.
+//!
+//! Every struct denies unknown fields so that a typo is an error naming the field, never a
+//! silently ignored setting. Nothing here is validated beyond its YAML shape: `super::model`
+//! turns this into the checked internal model the gateway runs on.
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+/// The whole file: Pingora's server settings and the gateway's own.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerSection,
+    pub listeners: ListenersSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+    #[serde(default)]
+    pub access_log: AccessLogSection,
+    #[serde(default)]
+    pub providers: Vec<ProviderSection>,
+    #[serde(default)]
+    pub routes: Vec<RouteSection>,
+}
+
+/// Pingora's `ServerConf`, the fields an operator may set. Absent fields keep the gateway's
+/// defaults (see `model::ServerSettings`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub threads: Option<usize>,
+    pub work_stealing: Option<bool>,
+    pub pid_file: Option<String>,
+    pub upgrade_sock: Option<String>,
+    pub error_log: Option<String>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub daemon: Option<bool>,
+    pub grace_period_seconds: Option<u64>,
+    pub graceful_shutdown_timeout_seconds: Option<u64>,
+    pub upstream_keepalive_pool_size: Option<usize>,
+    /// CA bundle that replaces the platform roots for every upstream (prefer a provider's
+    /// own `ca_file`).
+    pub ca_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenersSection {
+    pub proxy: Vec<ListenerSection>,
+    pub admin: Option<ListenerSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSection {
+    pub address: String,
+    pub tls: Option<TlsSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub cert: String,
+    pub key: String,
+    /// Offer HTTP/2 by ALPN (default true).
+    #[serde(default = "yes")]
+    pub http2: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogSection {
+    /// `stdout`, `off`, or a file path. Default `stdout`.
+    pub path: Option<String>,
+    /// Lines buffered between the request path and the writer; beyond it lines are dropped
+    /// (and counted) rather than stalling requests.
+    pub buffer_lines: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSection {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub api_keys: Vec<KeyEntry>,
+    /// Requested model → upstream model. Keys: exact name, `prefix*`, `~regex`, or `*`.
+    #[serde(default)]
+    pub model_mapping: IndexMap<String, String>,
+    /// Model names this provider serves, listed by `GET /v1/models`.
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub timeouts: TimeoutSection,
+    /// PEM CA bundle trusted for this provider only (platform roots stay for the others).
+    pub ca_file: Option<String>,
+    /// Override the TLS server name (SNI and certificate check); default the URL's host.
+    pub sni: Option<String>,
+}
+
+/// An API key: a plain string, or a named one (`{name, key}`) so logs can say which.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum KeyEntry {
+    Plain(String),
+    Named { name: String, key: String },
+}
+
+/// Durations as `humantime` strings: `500ms`, `5s`, `2m`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutSection {
+    pub connect: Option<String>,
+    /// Longest wait for any read from the provider, including the first byte.
+    pub read: Option<String>,
+    pub write: Option<String>,
+    /// How long an unused pooled connection is kept.
+    pub idle: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    pub name: String,
+    /// Host names this route serves (`*.example.com` allowed); empty = any host.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Path prefix of the OpenAI API, default `/v1`.
+    pub path_prefix: Option<String>,
+    pub models: Vec<ModelRuleSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRuleSection {
+    /// Pattern on the requested model: exact, `prefix*`, `~regex`, or `*`.
+    pub model: String,
+    pub targets: Vec<TargetSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSection {
+    pub provider: String,
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}

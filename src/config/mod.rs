@@ -1,0 +1,112 @@
+//! Configuration: one YAML file with Pingora's server settings and the gateway's.
+//!
+//! `file` is the serde schema as written; `model` the validated snapshot the gateway runs on;
+//! `env` the `${VAR}` expansion. `load` goes from a path to a `Gateway`, and every error names
+//! the field at fault. The running snapshot lives in a `SharedConfig` (arc-swap): requests
+//! load it once and keep that `Arc` to the end, so nothing is parsed per request.
+
+pub mod env;
+pub mod file;
+pub mod model;
+
+pub use model::Gateway;
+
+use arc_swap::ArcSwap;
+use std::sync::Arc;
+
+pub type SharedConfig = Arc<ArcSwap<Gateway>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: String, message: String },
+    #[error("`{field}`: {message}")]
+    Field { field: String, message: String },
+}
+
+impl ConfigError {
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Field {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parse a config from YAML text.
+pub fn parse(text: &str, path: &str) -> Result<Gateway, ConfigError> {
+    let file: file::FileConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
+        path: path.to_string(),
+        message: e.to_string(),
+    })?;
+    Gateway::build(file)
+}
+
+/// Read and parse a config file.
+pub fn load(path: &str) -> Result<Gateway, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_string(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+listeners:
+  proxy: [{address: "127.0.0.1:8080"}]
+providers:
+  - name: mock
+    type: openai-compatible
+    base_url: http://127.0.0.1:8090/v1
+    api_keys: ["k1", {name: second, key: "k2"}, "${TOLLGATE_TEST_UNSET_KEY}"]
+    model_mapping: {"mock-gpt-4o": "gpt-4o-2024", "*": "fallback"}
+routes:
+  - name: default
+    models:
+      - model: "mock-*"
+        targets: [{provider: mock}]
+"#;
+
+    #[test]
+    fn loads_a_valid_config() {
+        let gw = parse(BASE, "t.yaml").unwrap();
+        let p = gw.provider("mock").unwrap();
+        assert_eq!(p.keys.len(), 2);
+        assert_eq!(p.keys.missing_vars(), ["TOLLGATE_TEST_UNSET_KEY"]);
+        assert_eq!(p.keys.get(1).unwrap().name, "second");
+        assert_eq!(p.upstream.base_path, "/v1");
+        assert!(p.peer().is_some(), "IP literal resolved at load");
+        assert_eq!(gw.routes[0].path_prefix, "/v1");
+        assert_eq!(p.model_map.map("mock-gpt-4o"), Some("gpt-4o-2024"));
+    }
+
+    fn err(text: &str) -> String {
+        parse(text, "t.yaml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = err(&BASE.replace("provider: mock}", "provider: nope}"));
+        assert!(e.contains("routes[0] (default).models[0].targets[0].provider"), "{e}");
+        assert!(e.contains("unknown provider `nope`"), "{e}");
+        let e = err(&BASE.replace("type: openai-compatible", "type: foo"));
+        assert!(e.contains("providers[0] (mock).type") && e.contains("unknown provider type `foo`"), "{e}");
+        let e = err(&BASE.replace("base_url:", "base_urll:"));
+        assert!(e.contains("base_urll"), "{e}");
+        let e = err(&BASE.replace("127.0.0.1:8080", "nonsense"));
+        assert!(e.contains("listeners.proxy[0].address"), "{e}");
+        let e = err(&BASE.replace("\"mock-*\"", "\"~(\""));
+        assert!(e.contains("models[0].model") && e.contains("invalid regex"), "{e}");
+        let e = err(&BASE.replace("http://127.0.0.1:8090/v1", "ftp://x"));
+        assert!(e.contains("base_url"), "{e}");
+    }
+}

@@ -1,0 +1,335 @@
+//! The validated internal model: what the gateway runs on.
+//!
+//! Built from `file::FileConfig` by `Gateway::build`; every reference is resolved (routes
+//! hold `Arc<Provider>`), every pattern compiled, every secret expanded. A `Gateway` is
+//! immutable; a reload builds a new one and swaps it in.
+
+use super::env::{expand, expand_key};
+use super::file::{self, FileConfig};
+use super::ConfigError;
+use crate::keys::{ApiKey, KeyPool};
+use crate::pattern::{ModelMap, Pattern};
+use crate::provider::{self, Provider, Timeouts, Upstream, PRESETS};
+use crate::route::{HostPattern, ModelRule, Route, Target};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const DEFAULT_MAX_BODY: usize = 32 * 1024 * 1024;
+
+/// Settings handed to Pingora's `ServerConf`.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub threads: usize,
+    pub work_stealing: bool,
+    pub pid_file: String,
+    pub upgrade_sock: String,
+    pub error_log: Option<String>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub daemon: bool,
+    pub grace_period_seconds: u64,
+    pub graceful_shutdown_timeout_seconds: u64,
+    pub upstream_keepalive_pool_size: usize,
+    pub ca_file: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub address: String,
+    pub tls: Option<ListenerTls>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    pub cert: String,
+    pub key: String,
+    pub http2: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Off,
+    Stdout,
+    File(String),
+}
+
+#[derive(Debug)]
+pub struct Gateway {
+    pub server: ServerSettings,
+    pub proxy_listeners: Vec<Listener>,
+    pub admin_listener: Option<Listener>,
+    pub max_body_bytes: usize,
+    pub access_log: AccessLogTarget,
+    pub access_log_buffer: usize,
+    pub providers: Vec<Arc<Provider>>,
+    pub routes: Vec<Route>,
+    /// Body of `GET /v1/models`, rendered once.
+    pub models_json: bytes::Bytes,
+}
+
+fn duration(field: &str, value: &Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(s) => humantime::parse_duration(s)
+            .map_err(|e| ConfigError::field(field, format!("`{s}` is not a duration: {e}"))),
+    }
+}
+
+fn listener(field: &str, l: &file::ListenerSection) -> Result<Listener, ConfigError> {
+    l.address
+        .parse::<std::net::SocketAddr>()
+        .map_err(|e| ConfigError::field(format!("{field}.address"), format!("`{}`: {e}", l.address)))?;
+    let tls = match &l.tls {
+        None => None,
+        Some(t) => {
+            let cert = expand(&t.cert).map_err(|e| ConfigError::field(format!("{field}.tls.cert"), e))?;
+            let key = expand(&t.key).map_err(|e| ConfigError::field(format!("{field}.tls.key"), e))?;
+            for (name, path) in [("cert", &cert), ("key", &key)] {
+                if !std::path::Path::new(path).is_file() {
+                    return Err(ConfigError::field(
+                        format!("{field}.tls.{name}"),
+                        format!("file `{path}` does not exist"),
+                    ));
+                }
+            }
+            Some(ListenerTls {
+                cert,
+                key,
+                http2: t.http2,
+            })
+        }
+    };
+    Ok(Listener {
+        address: l.address.clone(),
+        tls,
+    })
+}
+
+fn build_provider(i: usize, p: &file::ProviderSection) -> Result<Provider, ConfigError> {
+    let field = |f: &str| format!("providers[{i}] ({}).{f}", p.name);
+    let (_, family, preset_url) = PRESETS
+        .iter()
+        .find(|(name, _, _)| *name == p.kind)
+        .ok_or_else(|| {
+            let known: Vec<&str> = PRESETS.iter().map(|(n, _, _)| *n).collect();
+            ConfigError::field(
+                field("type"),
+                format!("unknown provider type `{}` (known: {})", p.kind, known.join(", ")),
+            )
+        })?;
+    let url = match &p.base_url {
+        Some(u) => expand(u).map_err(|e| ConfigError::field(field("base_url"), e))?,
+        None => preset_url
+            .ok_or_else(|| ConfigError::field(field("base_url"), "required for this type"))?
+            .to_string(),
+    };
+    let upstream =
+        Upstream::parse(&url, p.sni.as_deref()).map_err(|e| ConfigError::field(field("base_url"), e))?;
+
+    let mut keys = Vec::new();
+    let mut missing = Vec::new();
+    for (k, entry) in p.api_keys.iter().enumerate() {
+        let (name, raw) = match entry {
+            file::KeyEntry::Plain(raw) => (format!("{}#{k}", p.name), raw),
+            file::KeyEntry::Named { name, key } => (name.clone(), key),
+        };
+        match expand_key(raw) {
+            Ok(value) => keys.push(
+                ApiKey::new(name, value).map_err(|e| ConfigError::field(field(&format!("api_keys[{k}]")), e))?,
+            ),
+            Err(var) => missing.push(var),
+        }
+    }
+
+    let model_map = ModelMap::new(p.model_mapping.iter())
+        .map_err(|e| ConfigError::field(field("model_mapping"), e))?;
+    let defaults = Timeouts::default();
+    let timeouts = Timeouts {
+        connect: duration(&field("timeouts.connect"), &p.timeouts.connect, defaults.connect)?,
+        read: duration(&field("timeouts.read"), &p.timeouts.read, defaults.read)?,
+        write: duration(&field("timeouts.write"), &p.timeouts.write, defaults.write)?,
+        idle: duration(&field("timeouts.idle"), &p.timeouts.idle, defaults.idle)?,
+    };
+    let ca = match &p.ca_file {
+        None => None,
+        Some(path) => {
+            let path = expand(path).map_err(|e| ConfigError::field(field("ca_file"), e))?;
+            Some(provider::load_ca(&path).map_err(|e| ConfigError::field(field("ca_file"), e))?)
+        }
+    };
+    Ok(Provider::new(
+        p.name.clone(),
+        p.kind.clone(),
+        *family,
+        upstream,
+        KeyPool::new(keys, missing),
+        model_map,
+        p.models.clone(),
+        timeouts,
+        ca,
+    ))
+}
+
+fn build_route(
+    i: usize,
+    r: &file::RouteSection,
+    providers: &HashMap<&str, Arc<Provider>>,
+) -> Result<Route, ConfigError> {
+    let mut rules = Vec::new();
+    for (j, rule) in r.models.iter().enumerate() {
+        let field = |f: &str| format!("routes[{i}] ({}).models[{j}].{f}", r.name);
+        let pattern = Pattern::parse(&rule.model).map_err(|e| ConfigError::field(field("model"), e))?;
+        if rule.targets.is_empty() {
+            return Err(ConfigError::field(field("targets"), "at least one target is required"));
+        }
+        let mut targets = Vec::new();
+        for (k, t) in rule.targets.iter().enumerate() {
+            let provider = providers.get(t.provider.as_str()).ok_or_else(|| {
+                ConfigError::field(
+                    field(&format!("targets[{k}].provider")),
+                    format!("unknown provider `{}`", t.provider),
+                )
+            })?;
+            targets.push(Target {
+                provider: provider.clone(),
+                weight: t.weight,
+            });
+        }
+        if targets.iter().all(|t| t.weight == 0) {
+            return Err(ConfigError::field(field("targets"), "all weights are 0"));
+        }
+        rules.push(ModelRule::new(pattern, targets));
+    }
+    let prefix = r.path_prefix.clone().unwrap_or_else(|| "/v1".into());
+    if !prefix.starts_with('/') {
+        return Err(ConfigError::field(
+            format!("routes[{i}] ({}).path_prefix", r.name),
+            "must start with `/`",
+        ));
+    }
+    Ok(Route {
+        name: r.name.clone(),
+        hosts: r.hosts.iter().map(|h| HostPattern::parse(h)).collect(),
+        path_prefix: prefix.trim_end_matches('/').to_string(),
+        rules,
+    })
+}
+
+fn models_json(routes: &[Route]) -> bytes::Bytes {
+    let mut names: BTreeSet<(&str, &str)> = BTreeSet::new();
+    for route in routes {
+        for rule in &route.rules {
+            for target in &rule.targets {
+                let owner = target.provider.name.as_str();
+                if let Pattern::Exact(name) = &rule.pattern {
+                    names.insert((name, owner));
+                }
+                for name in &target.provider.models {
+                    if rule.pattern.matches(name) {
+                        names.insert((name, owner));
+                    }
+                }
+                for name in target.provider.model_map.exact_names() {
+                    if rule.pattern.matches(name) {
+                        names.insert((name, owner));
+                    }
+                }
+            }
+        }
+    }
+    let mut seen = BTreeSet::new();
+    let data: Vec<serde_json::Value> = names
+        .into_iter()
+        .filter(|(name, _)| seen.insert(*name))
+        .map(|(name, owner)| {
+            serde_json::json!({"id": name, "object": "model", "created": 0, "owned_by": owner})
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({"object": "list", "data": data}))
+        .unwrap_or_default()
+        .into()
+}
+
+impl Gateway {
+    pub fn build(f: FileConfig) -> Result<Self, ConfigError> {
+        let s = &f.server;
+        let server = ServerSettings {
+            threads: s.threads.unwrap_or(1).max(1),
+            work_stealing: s.work_stealing.unwrap_or(false),
+            pid_file: s.pid_file.clone().unwrap_or_else(|| "/tmp/tollgate.pid".into()),
+            upgrade_sock: s
+                .upgrade_sock
+                .clone()
+                .unwrap_or_else(|| "/tmp/tollgate_upgrade.sock".into()),
+            error_log: s.error_log.clone(),
+            user: s.user.clone(),
+            group: s.group.clone(),
+            daemon: s.daemon.unwrap_or(false),
+            grace_period_seconds: s.grace_period_seconds.unwrap_or(60),
+            graceful_shutdown_timeout_seconds: s.graceful_shutdown_timeout_seconds.unwrap_or(10),
+            upstream_keepalive_pool_size: s.upstream_keepalive_pool_size.unwrap_or(256),
+            ca_file: s.ca_file.clone(),
+        };
+        if f.listeners.proxy.is_empty() {
+            return Err(ConfigError::field("listeners.proxy", "at least one listener is required"));
+        }
+        let proxy_listeners = f
+            .listeners
+            .proxy
+            .iter()
+            .enumerate()
+            .map(|(i, l)| listener(&format!("listeners.proxy[{i}]"), l))
+            .collect::<Result<Vec<_>, _>>()?;
+        let admin_listener = f
+            .listeners
+            .admin
+            .as_ref()
+            .map(|l| listener("listeners.admin", l))
+            .transpose()?;
+
+        let mut providers = Vec::new();
+        let mut by_name = HashMap::new();
+        for (i, p) in f.providers.iter().enumerate() {
+            if by_name.contains_key(p.name.as_str()) {
+                return Err(ConfigError::field(
+                    format!("providers[{i}].name"),
+                    format!("duplicate provider name `{}`", p.name),
+                ));
+            }
+            let provider = Arc::new(build_provider(i, p)?);
+            by_name.insert(p.name.as_str(), provider.clone());
+            providers.push(provider);
+        }
+        let routes = f
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| build_route(i, r, &by_name))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let access_log = match f.access_log.path.as_deref() {
+            None | Some("stdout") | Some("-") => AccessLogTarget::Stdout,
+            Some("off") => AccessLogTarget::Off,
+            Some(path) => AccessLogTarget::File(
+                expand(path).map_err(|e| ConfigError::field("access_log.path", e))?,
+            ),
+        };
+        let models_json = models_json(&routes);
+        Ok(Gateway {
+            server,
+            proxy_listeners,
+            admin_listener,
+            max_body_bytes: f.limits.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY),
+            access_log,
+            access_log_buffer: f.access_log.buffer_lines.unwrap_or(65536).max(1),
+            providers,
+            routes,
+            models_json,
+        })
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
+        self.providers.iter().find(|p| p.name == name)
+    }
+}

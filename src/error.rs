@@ -1,0 +1,155 @@
+//! Every error a client can see, and the one place that maps it to an HTTP status and an
+//! OpenAI-style body `{"error":{"message","type","code"}}`.
+//!
+//! Messages never contain a provider key: they are built only from names (provider, key
+//! name, variable name), never from secrets.
+
+use bytes::Bytes;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GatewayError {
+    #[error("We could not parse the JSON body of your request: {0}")]
+    InvalidJson(String),
+    #[error("The request body must be a JSON object.")]
+    NotAnObject,
+    #[error("You must provide a model parameter.")]
+    MissingModel,
+    #[error("The `model` parameter must be a string.")]
+    ModelNotString,
+    #[error("The model `{0}` does not exist or is not served by this gateway.")]
+    ModelNotFound(String),
+    #[error("Unknown path {0}.")]
+    RouteNotFound(String),
+    #[error("Method {0} is not allowed here.")]
+    MethodNotAllowed(String),
+    #[error("The request body is larger than the limit of {0} bytes.")]
+    BodyTooLarge(usize),
+    #[error("Could not read the request body: {0}")]
+    BodyRead(String),
+    #[error("Provider `{provider}` has no API key configured (environment variable {vars} is not set).")]
+    ProviderKeyMissing { provider: String, vars: String },
+    #[error("Provider `{provider}`: host `{host}` could not be resolved.")]
+    UpstreamUnresolved { provider: String, host: String },
+    #[error("Could not connect to provider `{provider}`: {detail}")]
+    UpstreamConnect { provider: String, detail: String },
+    #[error("TLS handshake with provider `{provider}` failed: {detail}")]
+    UpstreamTls { provider: String, detail: String },
+    #[error("Provider `{provider}` did not answer in time ({detail}).")]
+    UpstreamTimeout { provider: String, detail: String },
+    #[error("The connection to provider `{provider}` failed: {detail}")]
+    UpstreamBroken { provider: String, detail: String },
+    #[error("Internal gateway error: {0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    pub fn status(&self) -> u16 {
+        use GatewayError::*;
+        match self {
+            InvalidJson(_) | NotAnObject | MissingModel | ModelNotString | BodyRead(_) => 400,
+            ModelNotFound(_) | RouteNotFound(_) => 404,
+            MethodNotAllowed(_) => 405,
+            BodyTooLarge(_) => 413,
+            ProviderKeyMissing { .. } => 503,
+            UpstreamUnresolved { .. } | UpstreamConnect { .. } | UpstreamTls { .. } | UpstreamBroken { .. } => 502,
+            UpstreamTimeout { .. } => 504,
+            Internal(_) => 500,
+        }
+    }
+
+    /// OpenAI's `type` field.
+    pub fn kind(&self) -> &'static str {
+        match self.status() {
+            400 | 404 | 405 | 413 => "invalid_request_error",
+            _ => "server_error",
+        }
+    }
+
+    /// OpenAI's `code` field (also the `error` label in metrics and the access log).
+    pub fn code(&self) -> &'static str {
+        use GatewayError::*;
+        match self {
+            InvalidJson(_) => "invalid_json",
+            NotAnObject => "invalid_body",
+            MissingModel => "missing_model",
+            ModelNotString => "invalid_model",
+            ModelNotFound(_) => "model_not_found",
+            RouteNotFound(_) => "not_found",
+            MethodNotAllowed(_) => "method_not_allowed",
+            BodyTooLarge(_) => "request_too_large",
+            BodyRead(_) => "body_read_error",
+            ProviderKeyMissing { .. } => "provider_key_missing",
+            UpstreamUnresolved { .. } => "upstream_unresolved",
+            UpstreamConnect { .. } => "upstream_connect_error",
+            UpstreamTls { .. } => "upstream_tls_error",
+            UpstreamTimeout { .. } => "upstream_timeout",
+            UpstreamBroken { .. } => "upstream_error",
+            Internal(_) => "internal_error",
+        }
+    }
+
+    /// The JSON error object (without the `data:` framing).
+    pub fn body(&self) -> Bytes {
+        let v = serde_json::json!({"error": {
+            "message": self.to_string(),
+            "type": self.kind(),
+            "code": self.code(),
+        }});
+        serde_json::to_vec(&v).unwrap_or_default().into()
+    }
+
+    /// The error as a final SSE event, for a stream that already started.
+    pub fn sse_event(&self) -> Bytes {
+        let mut out = b"data: ".to_vec();
+        out.extend_from_slice(&self.body());
+        out.extend_from_slice(b"\n\n");
+        out.into()
+    }
+
+    /// Classify a Pingora error raised while talking to `provider`.
+    pub fn from_upstream(provider: &str, e: &pingora_error::Error) -> Self {
+        use pingora_error::ErrorType::*;
+        let provider = provider.to_string();
+        let detail = describe(e);
+        match e.etype() {
+            ConnectTimedout | ReadTimedout | WriteTimedout => GatewayError::UpstreamTimeout { provider, detail },
+            TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | HandshakeError | TLSWantX509Lookup => {
+                GatewayError::UpstreamTls { provider, detail }
+            }
+            ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure | BindError | SocketError => {
+                GatewayError::UpstreamConnect { provider, detail }
+            }
+            _ => GatewayError::UpstreamBroken { provider, detail },
+        }
+    }
+}
+
+/// A one-line description of a Pingora error: its type and cause, without the peer dump.
+fn describe(e: &pingora_error::Error) -> String {
+    let mut s = e.etype().as_str().to_string();
+    if let Some(ctx) = &e.context {
+        s.push_str(": ");
+        s.push_str(ctx.as_str());
+    }
+    if let Some(cause) = &e.cause {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_shape() {
+        let e = GatewayError::BodyTooLarge(10);
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["code"], "request_too_large");
+        assert!(v["error"]["message"].as_str().unwrap().contains("10 bytes"));
+        assert_eq!(e.status(), 413);
+        assert!(e.sse_event().starts_with(b"data: {"));
+    }
+}

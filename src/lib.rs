@@ -1,0 +1,31 @@
+//! Tollgate: an OpenAI-compatible AI gateway on Cloudflare's Pingora.
+//!
+//! Layout, in the order a request meets it:
+//! - `config`: the YAML file (`file`) → the validated snapshot (`model::Gateway`), swapped
+//!   atomically through `SharedConfig`.
+//! - `proxy`: the Pingora `ProxyHttp` phases. `proxy::client` serves the client-facing
+//!   request; `proxy::attempt` is one upstream attempt, run as a subrequest.
+//! - `route`: route, endpoint and model rule for a request; `pattern`: model-name patterns
+//!   and the provider model mapping.
+//! - `body`: the request's top-level JSON fields and the byte-splicing rewrite.
+//! - `provider`: where providers live and how to call them (`openai`), host resolution
+//!   off the request path (`resolve`).
+//! - `keys`: a provider's API-key pool.
+//! - `sse`, `usage`: the incremental SSE parser and token metering.
+//! - `error`: every client-visible error, mapped to status and OpenAI-style body.
+//! - `metrics`, `access_log`, `admin`: what operators see.
+
+pub mod access_log;
+pub mod admin;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod metrics;
+pub mod pattern;
+pub mod provider;
+pub mod proxy;
+pub mod route;
+pub mod server;
+pub mod sse;
+pub mod usage;

@@ -1,0 +1,104 @@
+//! Prometheus metrics, registered once in a process-wide registry and served by `admin`.
+//!
+//! Labels are route, provider and model names from the config and the requested model
+//! (bounded by the routes, since unknown models are rejected before they are counted).
+//! No label ever holds a key or a client credential.
+
+use once_cell::sync::Lazy;
+use prometheus::{
+    register_histogram_vec_with_registry, register_int_counter_vec_with_registry,
+    register_int_counter_with_registry, HistogramVec, IntCounter, IntCounterVec, Registry,
+};
+
+pub static REGISTRY: Lazy<Registry> = Lazy::new(Registry::new);
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+pub struct Metrics {
+    pub requests: IntCounterVec,
+    pub input_tokens: IntCounterVec,
+    pub output_tokens: IntCounterVec,
+    pub cached_tokens: IntCounterVec,
+    pub reasoning_tokens: IntCounterVec,
+    pub duration: HistogramVec,
+    pub ttft: HistogramVec,
+    pub access_log_dropped: IntCounter,
+}
+
+#[expect(clippy::expect_used, reason = "static metric definitions; a failure is a programming error caught by any test")]
+pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
+    let r = &*REGISTRY;
+    let labels = &["route", "provider", "model"];
+    Metrics {
+        requests: register_int_counter_vec_with_registry!(
+            "tollgate_requests_total",
+            "Requests by route, provider, requested model and status code",
+            &["route", "provider", "model", "status"],
+            r
+        )
+        .expect("metric"),
+        input_tokens: register_int_counter_vec_with_registry!(
+            "tollgate_input_tokens_total",
+            "Input (prompt) tokens, cached included",
+            labels,
+            r
+        )
+        .expect("metric"),
+        output_tokens: register_int_counter_vec_with_registry!(
+            "tollgate_output_tokens_total",
+            "Output (completion) tokens, reasoning included",
+            labels,
+            r
+        )
+        .expect("metric"),
+        cached_tokens: register_int_counter_vec_with_registry!(
+            "tollgate_cached_input_tokens_total",
+            "Input tokens served from the provider's prompt cache",
+            labels,
+            r
+        )
+        .expect("metric"),
+        reasoning_tokens: register_int_counter_vec_with_registry!(
+            "tollgate_reasoning_tokens_total",
+            "Output tokens spent on reasoning",
+            labels,
+            r
+        )
+        .expect("metric"),
+        duration: register_histogram_vec_with_registry!(
+            "tollgate_request_duration_seconds",
+            "Time from request to the end of the response",
+            labels,
+            LATENCY_BUCKETS.to_vec(),
+            r
+        )
+        .expect("metric"),
+        ttft: register_histogram_vec_with_registry!(
+            "tollgate_time_to_first_token_seconds",
+            "Time from request to the first content of a streamed response",
+            labels,
+            LATENCY_BUCKETS.to_vec(),
+            r
+        )
+        .expect("metric"),
+        access_log_dropped: register_int_counter_with_registry!(
+            "tollgate_access_log_dropped_total",
+            "Access-log lines dropped because the writer fell behind",
+            r
+        )
+        .expect("metric"),
+    }
+});
+
+/// The text exposition of every metric.
+pub fn render() -> Vec<u8> {
+    use prometheus::Encoder;
+    let mut out = Vec::new();
+    let encoder = prometheus::TextEncoder::new();
+    if let Err(e) = encoder.encode(&REGISTRY.gather(), &mut out) {
+        log::warn!("metrics encoding failed: {e}");
+    }
+    out
+}

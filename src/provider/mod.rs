@@ -1,0 +1,212 @@
+//! Providers: where a provider lives (URL, TLS, resolved address), how to authenticate to
+//! it, and which protocol family it speaks.
+//!
+//! A `Provider` is built once at config load. Its upstream address is resolved off the hot
+//! path (at load and by the `resolve` background service) into a ready `HttpPeer`
+//! template, so a request only clones a peer: no DNS, no parsing.
+
+pub mod openai;
+pub mod resolve;
+
+use crate::keys::KeyPool;
+use crate::pattern::ModelMap;
+use arc_swap::ArcSwapOption;
+use http::HeaderValue;
+use pingora_core::protocols::tls::CaType;
+use pingora_core::upstreams::peer::HttpPeer;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Wire protocol a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// OpenAI's `/chat/completions`, `/completions`, `/embeddings` with a bearer key.
+    OpenAi,
+}
+
+/// Provider types known by name, with the base URL used when the config gives none.
+pub const PRESETS: &[(&str, Family, Option<&str>)] = &[
+    ("openai", Family::OpenAi, Some("https://api.openai.com/v1")),
+    ("deepseek", Family::OpenAi, Some("https://api.deepseek.com/v1")),
+    ("qwen", Family::OpenAi, Some("https://dashscope.aliyuncs.com/compatible-mode/v1")),
+    ("moonshot", Family::OpenAi, Some("https://api.moonshot.cn/v1")),
+    ("doubao", Family::OpenAi, Some("https://ark.cn-beijing.volces.com/api/v3")),
+    ("zhipu", Family::OpenAi, Some("https://open.bigmodel.cn/api/paas/v4")),
+    ("ollama", Family::OpenAi, Some("http://127.0.0.1:11434/v1")),
+    ("vllm", Family::OpenAi, Some("http://127.0.0.1:8000/v1")),
+    ("openai-compatible", Family::OpenAi, None),
+];
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub write: Duration,
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(10),
+            read: Duration::from_secs(300),
+            write: Duration::from_secs(60),
+            idle: Duration::from_secs(90),
+        }
+    }
+}
+
+/// Where the provider is: parsed from its base URL at load time.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path of the base URL without a trailing slash, e.g. `/v1` or `/compatible-mode/v1`.
+    pub base_path: String,
+    pub sni: String,
+    pub host_header: HeaderValue,
+}
+
+impl Upstream {
+    pub fn parse(url: &str, sni: Option<&str>) -> Result<Self, String> {
+        let uri: http::Uri = url.parse().map_err(|e| format!("invalid URL `{url}`: {e}"))?;
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(format!("URL `{url}` must start with http:// or https://")),
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("URL `{url}` has no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        if uri.query().is_some() {
+            return Err(format!("URL `{url}` must not have a query"));
+        }
+        let base_path = uri.path().trim_end_matches('/').to_string();
+        let authority = uri.authority().map(|a| a.as_str()).unwrap_or(host.as_str());
+        let host_header = HeaderValue::from_str(authority)
+            .map_err(|_| format!("URL `{url}` has an invalid host"))?;
+        Ok(Upstream {
+            tls,
+            sni: sni.unwrap_or(&host).to_string(),
+            host,
+            port,
+            base_path,
+            host_header,
+        })
+    }
+}
+
+pub struct Provider {
+    pub name: String,
+    /// The configured `type` (a preset name).
+    pub kind: String,
+    pub family: Family,
+    pub upstream: Upstream,
+    pub keys: KeyPool,
+    pub model_map: ModelMap,
+    /// Names listed by `GET /v1/models` for this provider.
+    pub models: Vec<String>,
+    pub timeouts: Timeouts,
+    pub ca: Option<Arc<CaType>>,
+    /// Ready-to-clone peer for the resolved address; `None` until resolution succeeds.
+    peer: ArcSwapOption<HttpPeer>,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("host", &self.upstream.host)
+            .field("keys", &self.keys)
+            .finish()
+    }
+}
+
+impl Provider {
+    #[expect(clippy::too_many_arguments, reason = "built once, from the validated config")]
+    pub fn new(
+        name: String,
+        kind: String,
+        family: Family,
+        upstream: Upstream,
+        keys: KeyPool,
+        model_map: ModelMap,
+        models: Vec<String>,
+        timeouts: Timeouts,
+        ca: Option<Arc<CaType>>,
+    ) -> Self {
+        let provider = Provider {
+            name,
+            kind,
+            family,
+            upstream,
+            keys,
+            model_map,
+            models,
+            timeouts,
+            ca,
+            peer: ArcSwapOption::empty(),
+        };
+        // An IP literal needs no resolution.
+        if let Ok(ip) = provider.upstream.host.parse::<std::net::IpAddr>() {
+            provider.set_addr(SocketAddr::new(ip, provider.upstream.port));
+        }
+        provider
+    }
+
+    /// The peer to connect to, or `None` while the host name is unresolved.
+    pub fn peer(&self) -> Option<Box<HttpPeer>> {
+        self.peer.load().as_deref().map(|p| Box::new(p.clone()))
+    }
+
+    pub fn resolved_addr(&self) -> Option<SocketAddr> {
+        self.peer.load().as_deref().and_then(|p| match p._address {
+            pingora_core::protocols::l4::socket::SocketAddr::Inet(a) => Some(a),
+            _ => None,
+        })
+    }
+
+    /// Install a newly resolved address (no-op when unchanged).
+    pub fn set_addr(&self, addr: SocketAddr) {
+        if self.resolved_addr() == Some(addr) {
+            return;
+        }
+        let mut peer = HttpPeer::new(addr, self.upstream.tls, self.upstream.sni.clone());
+        let t = &self.timeouts;
+        let o = &mut peer.options;
+        o.connection_timeout = Some(t.connect);
+        o.total_connection_timeout = Some(t.connect);
+        o.read_timeout = Some(t.read);
+        o.write_timeout = Some(t.write);
+        o.idle_timeout = Some(t.idle);
+        o.verify_cert = true;
+        o.verify_hostname = true;
+        o.ca = self.ca.clone();
+        self.peer.store(Some(Arc::new(peer)));
+    }
+}
+
+/// Build the per-provider CA list from a PEM file, checking every certificate parses (the
+/// Pingora type panics on bad DER, so it must never see any).
+pub fn load_ca(path: &str) -> Result<Arc<CaType>, String> {
+    use pingora_core::utils::tls::{parse_x509, WrappedX509};
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read CA file `{path}`: {e}"))?;
+    let mut certs = Vec::new();
+    for item in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let der = item.map_err(|e| format!("CA file `{path}`: {e}"))?;
+        x509_parser::parse_x509_certificate(der.as_ref())
+            .map_err(|e| format!("CA file `{path}`: invalid certificate: {e}"))?;
+        certs.push(WrappedX509::new(der.as_ref().to_vec(), parse_x509));
+    }
+    if certs.is_empty() {
+        return Err(format!("CA file `{path}` holds no PEM certificate"));
+    }
+    Ok(Arc::from(certs.into_boxed_slice()))
+}

@@ -1,0 +1,276 @@
+//! The Pingora `ProxyHttp` implementation: each phase a few lines that delegate.
+//!
+//! A client request is served entirely from `request_filter` (`client`): it reads the body,
+//! routes it, and runs each upstream attempt as a *subrequest* with the body preset, because
+//! Pingora can only re-send a body it kept in its 64 KiB retry buffer. The subrequest then
+//! passes through the remaining phases (`attempt`): `upstream_peer` picks the resolved
+//! provider peer, `upstream_request_filter` sets path and key, `request_body_filter`
+//! splices the rewritten body, and `response_body_filter` meters tokens.
+
+pub mod attempt;
+pub mod client;
+pub mod respond;
+
+use crate::access_log::{AccessLog, Entry};
+use crate::config::SharedConfig;
+use crate::metrics::METRICS;
+use crate::usage::{estimate_tokens, Usage};
+use async_trait::async_trait;
+use attempt::AttemptState;
+use bytes::Bytes;
+use client::ClientRequest;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct Tollgate {
+    pub config: SharedConfig,
+    pub access_log: Arc<AccessLog>,
+}
+
+pub enum Ctx {
+    /// Before `request_filter` has decided what this request is.
+    New(Instant),
+    Client(Box<Client>),
+    Attempt(Box<AttemptState>),
+}
+
+pub struct Client {
+    pub started: Instant,
+    pub request_id: String,
+    pub req: ClientRequest,
+}
+
+static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// The client's `x-request-id` when it is a sane token, else a new one.
+fn request_id(session: &Session) -> String {
+    let given = session
+        .req_header()
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128);
+    match given {
+        Some(id) => id.to_string(),
+        None => format!(
+            "tg-{:x}-{:x}",
+            std::process::id(),
+            REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)
+        ),
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Tollgate {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::New(Instant::now())
+    }
+
+    fn allow_spawning_subrequest(&self, session: &Session, _ctx: &Ctx) -> bool {
+        session.subrequest_ctx.is_none()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if session.subrequest_ctx.is_some() {
+            *ctx = Ctx::Attempt(Box::new(attempt::begin(session)?));
+            return Ok(false);
+        }
+        let started = match ctx {
+            Ctx::New(t) => *t,
+            _ => Instant::now(),
+        };
+        let mut client = Box::new(Client {
+            started,
+            request_id: request_id(session),
+            req: ClientRequest::new(self.config.load_full()),
+        });
+        let result = client.req.serve(session, &client.request_id).await;
+        *ctx = Ctx::Client(client);
+        result.map(|()| true)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        match ctx {
+            Ctx::Attempt(a) => a.peer(),
+            _ => Error::e_explain(ErrorType::InternalError, "no upstream for a client request"),
+        }
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        match ctx {
+            Ctx::Attempt(a) => a.upstream_request(upstream_request),
+            _ => Ok(()),
+        }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Ctx::Attempt(a) = ctx {
+            a.request_body(body, end_of_stream);
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Ctx::Attempt(a) = ctx {
+            a.response_header(upstream_response);
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        if let Ctx::Attempt(a) = ctx {
+            a.response_body(body, end_of_stream);
+        }
+        Ok(None)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        match ctx {
+            // An attempt reports to its client request, which answers the client.
+            Ctx::Attempt(a) => {
+                a.failed(e);
+                FailToProxy {
+                    error_code: 502,
+                    can_reuse_downstream: false,
+                }
+            }
+            // A client request answers its own errors; what reaches here is a dead client
+            // connection or a response already under way.
+            _ => {
+                let code = match ctx {
+                    Ctx::Client(c) => c.req.status,
+                    _ => 0,
+                };
+                if code == 0 && session.response_written().is_none() {
+                    let err = crate::error::GatewayError::Internal(e.etype().as_str().to_string());
+                    let _ = respond::error(session, &err, "").await;
+                }
+                FailToProxy {
+                    error_code: code,
+                    can_reuse_downstream: false,
+                }
+            }
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
+        // Attempt failures are reported once, by the client request's access-log line.
+        matches!(ctx, Ctx::Attempt(_))
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        if let Ctx::Client(c) = ctx {
+            self.log_request(session, c);
+        }
+    }
+}
+
+fn ms(from: Instant, to: Option<Instant>) -> Option<f64> {
+    to.map(|t| t.saturating_duration_since(from).as_secs_f64() * 1000.0)
+}
+
+/// Usage as reported, or estimated from the request and streamed text when the provider
+/// reported none.
+fn final_usage(req: &ClientRequest) -> Option<Usage> {
+    let mut usage = req.outcome.usage?;
+    if usage.estimated && usage.input_tokens == 0 {
+        if let Some(body) = &req.body {
+            usage.input_tokens = estimate_tokens(&String::from_utf8_lossy(&body.bytes));
+        }
+    }
+    Some(usage)
+}
+
+impl Tollgate {
+    fn log_request(&self, session: &Session, c: &Client) {
+        let req = &c.req;
+        let end = Instant::now();
+        let route = req.route_name();
+        let provider = req.provider.as_ref().map(|p| p.name.as_str());
+        let model = req.model.as_deref();
+        let usage = final_usage(req).unwrap_or_default();
+        let status = if req.status == 0 {
+            session.response_written().map(|h| h.status.as_u16()).unwrap_or(0)
+        } else {
+            req.status
+        };
+
+        let labels = [route.unwrap_or(""), provider.unwrap_or(""), model.unwrap_or("")];
+        let status_label = status.to_string();
+        METRICS
+            .requests
+            .with_label_values(&[labels[0], labels[1], labels[2], status_label.as_str()])
+            .inc();
+        if provider.is_some() {
+            METRICS.input_tokens.with_label_values(&labels).inc_by(usage.input_tokens);
+            METRICS.output_tokens.with_label_values(&labels).inc_by(usage.output_tokens);
+            METRICS.cached_tokens.with_label_values(&labels).inc_by(usage.cached_input_tokens);
+            METRICS.reasoning_tokens.with_label_values(&labels).inc_by(usage.reasoning_tokens);
+            METRICS
+                .duration
+                .with_label_values(&labels)
+                .observe(end.duration_since(c.started).as_secs_f64());
+            if let Some(t) = req.outcome.first_token {
+                METRICS
+                    .ttft
+                    .with_label_values(&labels)
+                    .observe(t.saturating_duration_since(c.started).as_secs_f64());
+            }
+        }
+
+        let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        let header = session.req_header();
+        self.access_log.write(&Entry {
+            time,
+            request_id: &c.request_id,
+            method: header.method.as_str(),
+            path: header.uri.path(),
+            route,
+            endpoint: req.endpoint.map(|e| e.as_str()),
+            provider,
+            key: req.key_name(),
+            model,
+            upstream_model: req.upstream_model.as_deref(),
+            stream: req.stream,
+            status,
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cached_tokens: usage.cached_input_tokens,
+            reasoning_tokens: usage.reasoning_tokens,
+            usage_estimated: usage.estimated,
+            ttfb_ms: ms(c.started, req.outcome.first_byte),
+            ttft_ms: ms(c.started, req.outcome.first_token),
+            duration_ms: end.duration_since(c.started).as_secs_f64() * 1000.0,
+            error: req.error.as_ref().map(|e| e.code()),
+        });
+    }
+}

@@ -1,0 +1,21 @@
+//! Responses the gateway writes itself: errors and locally answered endpoints.
+
+use crate::error::GatewayError;
+use bytes::Bytes;
+use pingora_error::Result;
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+
+pub async fn json(session: &mut Session, status: u16, body: Bytes, request_id: &str) -> Result<()> {
+    let mut h = ResponseHeader::build(status, Some(4))?;
+    h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    h.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    h.insert_header("x-request-id", request_id)?;
+    session.write_response_header(Box::new(h), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(())
+}
+
+pub async fn error(session: &mut Session, err: &GatewayError, request_id: &str) -> Result<()> {
+    json(session, err.status(), err.body(), request_id).await
+}

@@ -1,0 +1,177 @@
+//! Routing: which route a request belongs to (host and path prefix), which API endpoint it
+//! calls, and which providers may serve its model, in attempt order.
+
+use crate::pattern::Pattern;
+use crate::provider::Provider;
+use std::sync::Arc;
+
+/// The OpenAI API operations the gateway proxies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+    /// `GET /models`, answered by the gateway itself.
+    Models,
+}
+
+impl Endpoint {
+    /// The endpoint named by the rest of the path after a route's prefix.
+    pub fn from_suffix(rest: &str) -> Option<Self> {
+        match rest.trim_end_matches('/') {
+            "/chat/completions" => Some(Endpoint::ChatCompletions),
+            "/completions" => Some(Endpoint::Completions),
+            "/embeddings" => Some(Endpoint::Embeddings),
+            "/models" => Some(Endpoint::Models),
+            _ => None,
+        }
+    }
+
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::Completions => "/completions",
+            Endpoint::Embeddings => "/embeddings",
+            Endpoint::Models => "/models",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat",
+            Endpoint::Completions => "completions",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Models => "models",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum HostPattern {
+    Exact(String),
+    /// `*.example.com`: any subdomain (stored as `.example.com`).
+    Suffix(String),
+}
+
+impl HostPattern {
+    pub fn parse(s: &str) -> Self {
+        let s = s.to_ascii_lowercase();
+        match s.strip_prefix('*') {
+            Some(rest) => HostPattern::Suffix(rest.to_string()),
+            None => HostPattern::Exact(s),
+        }
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(h) => h.eq_ignore_ascii_case(host),
+            HostPattern::Suffix(s) => {
+                host.len() > s.len()
+                    && host.as_bytes()[host.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes())
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Target {
+    pub provider: Arc<Provider>,
+    pub weight: u32,
+}
+
+#[derive(Debug)]
+pub struct ModelRule {
+    pub pattern: Pattern,
+    pub targets: Vec<Target>,
+    total_weight: u64,
+}
+
+impl ModelRule {
+    pub fn new(pattern: Pattern, targets: Vec<Target>) -> Self {
+        let total_weight = targets.iter().map(|t| u64::from(t.weight)).sum();
+        ModelRule {
+            pattern,
+            targets,
+            total_weight,
+        }
+    }
+
+    /// Targets in attempt order: the first chosen at random by weight, the others after it
+    /// in configured order (the fallbacks).
+    pub fn attempt_order(&self) -> Vec<&Target> {
+        let first = self.pick_weighted(fastrand::u64(..self.total_weight.max(1)));
+        let mut order = Vec::with_capacity(self.targets.len());
+        order.extend(self.targets.get(first));
+        order.extend(
+            self.targets
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != first)
+                .map(|(_, t)| t),
+        );
+        order
+    }
+
+    fn pick_weighted(&self, mut point: u64) -> usize {
+        for (i, t) in self.targets.iter().enumerate() {
+            let w = u64::from(t.weight);
+            if point < w {
+                return i;
+            }
+            point -= w;
+        }
+        0
+    }
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub hosts: Vec<HostPattern>,
+    pub path_prefix: String,
+    pub rules: Vec<ModelRule>,
+}
+
+impl Route {
+    /// The endpoint if this route serves `host` and `path`.
+    pub fn match_request(&self, host: &str, path: &str) -> Option<Endpoint> {
+        if !self.hosts.is_empty() && !self.hosts.iter().any(|h| h.matches(host)) {
+            return None;
+        }
+        let rest = path.strip_prefix(self.path_prefix.as_str())?;
+        Endpoint::from_suffix(rest)
+    }
+
+    /// The first rule whose pattern matches `model`.
+    pub fn rule_for(&self, model: &str) -> Option<&ModelRule> {
+        self.rules.iter().find(|r| r.pattern.matches(model))
+    }
+}
+
+/// Host of a request without its port.
+pub fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split(']').next().map(|h| &h[1..]).unwrap_or(host);
+    }
+    host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_and_hosts() {
+        assert_eq!(
+            Endpoint::from_suffix("/chat/completions"),
+            Some(Endpoint::ChatCompletions)
+        );
+        assert_eq!(Endpoint::from_suffix("/chat"), None);
+        assert!(HostPattern::parse("*.example.com").matches("api.EXAMPLE.com"));
+        assert!(!HostPattern::parse("*.example.com").matches("example.com"));
+        assert!(HostPattern::parse("Api.x").matches("api.x"));
+        assert_eq!(host_without_port("a.b:8080"), "a.b");
+        assert_eq!(host_without_port("[::1]:80"), "::1");
+        assert_eq!(host_without_port("a.b"), "a.b");
+    }
+}

@@ -1,0 +1,107 @@
+//! Assembling the Pingora server: `ServerConf` from the config, the proxy and admin
+//! listeners, and the background services (host resolution, access-log writer).
+
+use crate::access_log::{self, AccessLog};
+use crate::admin::Admin;
+use crate::config::model::{Listener, ServerSettings};
+use crate::config::{Gateway, SharedConfig};
+use crate::provider::resolve::{resolve_now, Resolver};
+use crate::proxy::Tollgate;
+use arc_swap::ArcSwap;
+use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
+use pingora_core::services::listening::Service;
+use std::sync::Arc;
+
+/// Command-line switches that Pingora acts on.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Switches {
+    pub daemon: bool,
+    pub upgrade: bool,
+}
+
+fn server_conf(s: &ServerSettings) -> ServerConf {
+    let mut conf = ServerConf::default();
+    conf.threads = s.threads;
+    conf.work_stealing = s.work_stealing;
+    conf.pid_file = s.pid_file.clone();
+    conf.upgrade_sock = s.upgrade_sock.clone();
+    conf.error_log = s.error_log.clone();
+    conf.user = s.user.clone();
+    conf.group = s.group.clone();
+    conf.daemon = s.daemon;
+    conf.grace_period_seconds = Some(s.grace_period_seconds);
+    conf.graceful_shutdown_timeout_seconds = Some(s.graceful_shutdown_timeout_seconds);
+    conf.upstream_keepalive_pool_size = s.upstream_keepalive_pool_size;
+    conf.ca_file = s.ca_file.clone();
+    conf
+}
+
+fn tls_settings(l: &Listener) -> pingora_error::Result<Option<TlsSettings>> {
+    let Some(tls) = &l.tls else { return Ok(None) };
+    let mut settings = TlsSettings::intermediate(&tls.cert, &tls.key)?;
+    if tls.http2 {
+        settings.enable_h2();
+    }
+    Ok(Some(settings))
+}
+
+fn add_listener<A>(service: &mut Service<A>, l: &Listener) -> pingora_error::Result<()> {
+    match tls_settings(l)? {
+        Some(settings) => service.add_tls_with_settings(&l.address, None, settings),
+        None => service.add_tcp(&l.address),
+    }
+    Ok(())
+}
+
+/// Build the server for `gateway`; the caller runs it with `run_forever`.
+pub fn build(gateway: Gateway, switches: Switches) -> Result<Server, Box<dyn std::error::Error>> {
+    resolve_now(&gateway.providers);
+    let mut conf = server_conf(&gateway.server);
+    conf.daemon = conf.daemon || switches.daemon;
+    let opt = Opt {
+        upgrade: switches.upgrade,
+        daemon: conf.daemon,
+        nocapture: false,
+        test: false,
+        conf: None,
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+    let conf = server.configuration.clone();
+
+    let access_log = Arc::new(AccessLog::new(
+        gateway.access_log.clone(),
+        gateway.access_log_buffer,
+    ));
+    let proxy_listeners = gateway.proxy_listeners.clone();
+    let admin_listener = gateway.admin_listener.clone();
+    let config: SharedConfig = Arc::new(ArcSwap::from_pointee(gateway));
+
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &conf,
+        Tollgate {
+            config: config.clone(),
+            access_log: access_log.clone(),
+        },
+        "tollgate proxy",
+    );
+    for l in &proxy_listeners {
+        add_listener(&mut proxy, l)?;
+    }
+    server.add_service(proxy);
+
+    if let Some(l) = &admin_listener {
+        let mut admin = Service::new("tollgate admin".to_string(), Admin);
+        add_listener(&mut admin, l)?;
+        server.add_service(admin);
+    }
+    server.add_service(background_service("resolver", Resolver { config }));
+    server.add_service(background_service(
+        "access log",
+        access_log::Writer(access_log),
+    ));
+    Ok(server)
+}
