@@ -116,6 +116,7 @@ impl ClientRequest {
             .next()
             .ok_or_else(|| GatewayError::ModelNotFound(body.model.clone()))?;
         let provider = target.provider.clone();
+        self.provider = Some(provider.clone());
         let key_index = provider.keys.pick().ok_or_else(|| GatewayError::ProviderKeyMissing {
             provider: provider.name.clone(),
             vars: provider.keys.missing_vars().join(", "),
@@ -124,7 +125,6 @@ impl ClientRequest {
         let force_usage = matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions);
         let rewrite = body.rewrite(upstream_model.as_deref(), force_usage);
         let strip_usage = body.stream && force_usage && !body.client_wants_usage;
-        self.provider = Some(provider.clone());
         self.key_index = Some(key_index);
         self.upstream_model = Some(upstream_model.unwrap_or_else(|| body.model.clone()));
 

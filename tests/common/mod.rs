@@ -1,0 +1,283 @@
+//! Shared integration-test harness: spawn mock-llm and the gateway on run-time ports, wait
+//! for readiness by polling (never by sleeping a fixed time), read the access log.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A port free right now (bind port 0, read it, release it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Proc {
+    pub child: Child,
+    pub name: &'static str,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Mock {
+    pub addr: String,
+    _proc: Proc,
+}
+
+impl Mock {
+    pub fn start() -> Mock {
+        Self::start_with(&[])
+    }
+
+    pub fn start_tls(cert: &Path, key: &Path) -> Mock {
+        Self::start_with(&[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ])
+    }
+
+    fn start_with(extra: &[&str]) -> Mock {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mock-llm"))
+            .args(["--listen", "127.0.0.1:0", "--threads", "2"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn mock-llm");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("mock-llm listening on ")
+            .unwrap_or_else(|| panic!("unexpected mock-llm output: {line:?}"))
+            .to_string();
+        Mock {
+            addr,
+            _proc: Proc {
+                child,
+                name: "mock-llm",
+            },
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+}
+
+pub struct Gateway {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub admin_port: u16,
+    pub config_path: PathBuf,
+    pub access_log: PathBuf,
+    proc: Option<Proc>,
+}
+
+/// The server/listener/access-log part of a test config; `body` adds providers and routes.
+pub fn config_text(dir: &Path, port: u16, admin_port: u16, proxy_tls: Option<(&Path, &Path)>, body: &str) -> String {
+    let tls = match proxy_tls {
+        Some((cert, key)) => format!(
+            "\n      tls: {{cert: \"{}\", key: \"{}\"}}",
+            cert.display(),
+            key.display()
+        ),
+        None => String::new(),
+    };
+    format!(
+        r#"server:
+  threads: 2
+  pid_file: "{dir}/tollgate.pid"
+  upgrade_sock: "{dir}/upgrade.sock"
+  grace_period_seconds: 1
+  graceful_shutdown_timeout_seconds: 1
+listeners:
+  proxy:
+    - address: "127.0.0.1:{port}"{tls}
+  admin:
+    address: "127.0.0.1:{admin_port}"
+access_log:
+  path: "{dir}/access.log"
+{body}
+"#,
+        dir = dir.display()
+    )
+}
+
+impl Gateway {
+    pub fn start(body: &str) -> Gateway {
+        Self::start_full(body, None, &[])
+    }
+
+    pub fn start_full(body: &str, proxy_tls: Option<(&Path, &Path)>, env: &[(&str, &str)]) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let admin_port = free_port();
+        let text = config_text(dir.path(), port, admin_port, proxy_tls, body);
+        let config_path = dir.path().join("tollgate.yaml");
+        std::fs::write(&config_path, text).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        cmd.arg("-c").arg(&config_path);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tollgate");
+        let mut gw = Gateway {
+            access_log: dir.path().join("access.log"),
+            dir,
+            port,
+            admin_port,
+            config_path,
+            proc: Some(Proc {
+                child,
+                name: "tollgate",
+            }),
+        };
+        gw.wait_ready();
+        gw
+    }
+
+    fn wait_ready(&mut self) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.proc.as_mut().unwrap().child.try_wait().unwrap() {
+                let mut err = String::new();
+                if let Some(mut s) = self.proc.as_mut().unwrap().child.stderr.take() {
+                    use std::io::Read;
+                    let _ = s.read_to_string(&mut err);
+                }
+                panic!("tollgate exited early ({status}): {err}");
+            }
+            let proxy_up = std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok();
+            let admin_up = std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).is_ok();
+            if proxy_up && admin_up {
+                return;
+            }
+            assert!(start.elapsed() < DEADLINE, "tollgate did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    /// The gateway's stderr so far is not read; this stops it and returns what it printed.
+    pub fn stop(&mut self) -> String {
+        let mut out = String::new();
+        if let Some(mut p) = self.proc.take() {
+            let _ = p.child.kill();
+            if let Some(mut s) = p.child.stderr.take() {
+                use std::io::Read;
+                let _ = s.read_to_string(&mut out);
+            }
+        }
+        out
+    }
+
+    /// The access-log line of `request_id`, waiting for the writer to flush it.
+    pub fn log_line(&self, request_id: &str) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&self.access_log) {
+                for line in text.lines() {
+                    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                    if v["request_id"] == request_id {
+                        return v;
+                    }
+                }
+            }
+            assert!(start.elapsed() < DEADLINE, "no access-log line for {request_id}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn access_log_text(&self) -> String {
+        std::fs::read_to_string(&self.access_log).unwrap_or_default()
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Sum of a counter's samples whose labels contain every `name="value"` in `labels`.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// FNV-1a 64, as mock-llm reports it in `x-mock-body-fnv64`.
+pub fn fnv64(data: &[u8]) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}
+
+/// SSE `data:` payloads of a complete stream body.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|ev| {
+            let data: Vec<&str> = ev
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:").map(|d| d.strip_prefix(' ').unwrap_or(d)))
+                .collect();
+            (!data.is_empty()).then(|| data.join("\n"))
+        })
+        .collect()
+}
+
+/// A providers+routes block with one OpenAI-compatible provider `mock` at `base_url`.
+pub fn mock_provider(base_url: &str, extra: &str) -> String {
+    format!(
+        r#"providers:
+  - name: mock
+    type: openai-compatible
+    base_url: "{base_url}"
+    api_keys: ["sk-provider-secret-1234"]
+    model_mapping:
+      mock-mapped: upstream-model-x
+{extra}
+routes:
+  - name: default
+    models:
+      - model: "mock-*"
+        targets: [{{provider: mock}}]
+"#
+    )
+}
+
+pub const PROVIDER_KEY: &str = "sk-provider-secret-1234";
