@@ -17,7 +17,8 @@ fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Ve
         resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
     }
     let len = resp.body().len();
-    resp.headers_mut().insert(http::header::CONTENT_LENGTH, len.into());
+    resp.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, len.into());
     resp
 }
 

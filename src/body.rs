@@ -78,12 +78,16 @@ impl RequestBody {
     pub fn parse(bytes: Bytes) -> Result<Self, GatewayError> {
         let top: TopLevel = match serde_json::from_slice(&bytes) {
             // serde also accepts a JSON array for a struct: insist on an object.
-            Ok(_) if !bytes.trim_ascii_start().starts_with(b"{") => return Err(GatewayError::NotAnObject),
+            Ok(_) if !bytes.trim_ascii_start().starts_with(b"{") => {
+                return Err(GatewayError::NotAnObject)
+            }
             Ok(t) => t,
             Err(e) if e.classify() == serde_json::error::Category::Data => {
                 // Valid JSON of the wrong shape (an array, a number...).
                 return match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
-                    Ok(_) if !bytes.trim_ascii_start().starts_with(b"{") => Err(GatewayError::NotAnObject),
+                    Ok(_) if !bytes.trim_ascii_start().starts_with(b"{") => {
+                        Err(GatewayError::NotAnObject)
+                    }
                     _ => Err(GatewayError::InvalidJson(e.to_string())),
                 };
             }
@@ -135,12 +139,15 @@ impl RequestBody {
         if force_usage && self.stream && !self.client_wants_usage {
             match &self.stream_options_span {
                 Some(range) => {
-                    let mut options = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(
-                        &self.bytes[range.clone()],
-                    )
+                    let mut options = serde_json::from_slice::<
+                        serde_json::Map<String, serde_json::Value>,
+                    >(&self.bytes[range.clone()])
                     .unwrap_or_default();
                     options.insert("include_usage".into(), serde_json::Value::Bool(true));
-                    edits.push((range.clone(), serde_json::to_vec(&options).unwrap_or_default()));
+                    edits.push((
+                        range.clone(),
+                        serde_json::to_vec(&options).unwrap_or_default(),
+                    ));
                 }
                 None => {
                     let at = self.close_brace;
@@ -185,9 +192,18 @@ mod tests {
         assert!(matches!(parse("{"), Err(GatewayError::InvalidJson(_))));
         assert!(matches!(parse("[1]"), Err(GatewayError::NotAnObject)));
         assert!(matches!(parse("{}"), Err(GatewayError::MissingModel)));
-        assert!(matches!(parse(r#"{"model":null}"#), Err(GatewayError::MissingModel)));
-        assert!(matches!(parse(r#"{"model":1}"#), Err(GatewayError::ModelNotString)));
-        assert!(matches!(parse(r#"{"model":"a","model":"b"}"#), Err(GatewayError::InvalidJson(_))));
+        assert!(matches!(
+            parse(r#"{"model":null}"#),
+            Err(GatewayError::MissingModel)
+        ));
+        assert!(matches!(
+            parse(r#"{"model":1}"#),
+            Err(GatewayError::ModelNotString)
+        ));
+        assert!(matches!(
+            parse(r#"{"model":"a","model":"b"}"#),
+            Err(GatewayError::InvalidJson(_))
+        ));
     }
 
     #[test]
@@ -200,18 +216,33 @@ mod tests {
 
     #[test]
     fn model_and_usage_rewrites() {
-        let v = rewritten(r#"{"model":"a\u0062","stream":true,"messages":[{"role":"user","content":"hé"}]}"#, Some("up\"x"), true);
+        let v = rewritten(
+            r#"{"model":"a\u0062","stream":true,"messages":[{"role":"user","content":"hé"}]}"#,
+            Some("up\"x"),
+            true,
+        );
         assert_eq!(v["model"], "up\"x");
         assert_eq!(v["stream_options"]["include_usage"], true);
         assert_eq!(v["messages"][0]["content"], "hé");
-        let v = rewritten(r#"{"stream_options":{"x":1},"model":"a","stream":true}"#, None, true);
-        assert_eq!(v["stream_options"], serde_json::json!({"x":1,"include_usage":true}));
+        let v = rewritten(
+            r#"{"stream_options":{"x":1},"model":"a","stream":true}"#,
+            None,
+            true,
+        );
+        assert_eq!(
+            v["stream_options"],
+            serde_json::json!({"x":1,"include_usage":true})
+        );
         let v = rewritten(r#" { "model" : "a" , "stream" : true } "#, None, true);
         assert_eq!(v["stream_options"]["include_usage"], true);
         // Client already asked, or not streaming: no usage edit.
-        let b = parse(r#"{"model":"a","stream":true,"stream_options":{"include_usage":true}}"#).unwrap();
+        let b = parse(r#"{"model":"a","stream":true,"stream_options":{"include_usage":true}}"#)
+            .unwrap();
         assert!(b.client_wants_usage);
         assert!(b.rewrite(None, true).is_empty());
-        assert!(parse(r#"{"model":"a"}"#).unwrap().rewrite(None, true).is_empty());
+        assert!(parse(r#"{"model":"a"}"#)
+            .unwrap()
+            .rewrite(None, true)
+            .is_empty());
     }
 }

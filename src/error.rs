@@ -26,7 +26,9 @@ pub enum GatewayError {
     BodyTooLarge(usize),
     #[error("Could not read the request body: {0}")]
     BodyRead(String),
-    #[error("Provider `{provider}` has no API key configured (environment variable {vars} is not set).")]
+    #[error(
+        "Provider `{provider}` has no API key configured (environment variable {vars} is not set)."
+    )]
     ProviderKeyMissing { provider: String, vars: String },
     #[error("Provider `{provider}`: host `{host}` could not be resolved.")]
     UpstreamUnresolved { provider: String, host: String },
@@ -51,7 +53,10 @@ impl GatewayError {
             MethodNotAllowed(_) => 405,
             BodyTooLarge(_) => 413,
             ProviderKeyMissing { .. } => 503,
-            UpstreamUnresolved { .. } | UpstreamConnect { .. } | UpstreamTls { .. } | UpstreamBroken { .. } => 502,
+            UpstreamUnresolved { .. }
+            | UpstreamConnect { .. }
+            | UpstreamTls { .. }
+            | UpstreamBroken { .. } => 502,
             UpstreamTimeout { .. } => 504,
             Internal(_) => 500,
         }
@@ -112,13 +117,13 @@ impl GatewayError {
         let provider = provider.to_string();
         let detail = describe(e);
         match e.etype() {
-            ConnectTimedout | ReadTimedout | WriteTimedout => GatewayError::UpstreamTimeout { provider, detail },
-            TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | HandshakeError | TLSWantX509Lookup => {
-                GatewayError::UpstreamTls { provider, detail }
+            ConnectTimedout | ReadTimedout | WriteTimedout => {
+                GatewayError::UpstreamTimeout { provider, detail }
             }
-            ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure | BindError | SocketError => {
-                GatewayError::UpstreamConnect { provider, detail }
-            }
+            TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | HandshakeError
+            | TLSWantX509Lookup => GatewayError::UpstreamTls { provider, detail },
+            ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure | BindError
+            | SocketError => GatewayError::UpstreamConnect { provider, detail },
             _ => GatewayError::UpstreamBroken { provider, detail },
         }
     }

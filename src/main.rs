@@ -11,7 +11,11 @@ use clap::Parser;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "tollgate", version, about = "OpenAI-compatible AI gateway on Pingora")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "OpenAI-compatible AI gateway on Pingora"
+)]
 struct Cli {
     /// Configuration file.
     #[arg(short = 'c', long = "conf", default_value = "conf/tollgate.yaml")]

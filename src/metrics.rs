@@ -27,7 +27,10 @@ pub struct Metrics {
     pub access_log_dropped: IntCounter,
 }
 
-#[expect(clippy::expect_used, reason = "static metric definitions; a failure is a programming error caught by any test")]
+#[expect(
+    clippy::expect_used,
+    reason = "static metric definitions; a failure is a programming error caught by any test"
+)]
 pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
     let r = &*REGISTRY;
     let labels = &["route", "provider", "model"];

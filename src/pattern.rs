@@ -60,7 +60,9 @@ pub struct ModelMap {
 }
 
 impl ModelMap {
-    pub fn new<'a>(entries: impl IntoIterator<Item = (&'a String, &'a String)>) -> Result<Self, String> {
+    pub fn new<'a>(
+        entries: impl IntoIterator<Item = (&'a String, &'a String)>,
+    ) -> Result<Self, String> {
         let mut map = ModelMap::default();
         for (from, to) in entries {
             if to.is_empty() {
@@ -75,12 +77,16 @@ impl ModelMap {
                 Pattern::Regex(r) => map.regexes.push((r, to.clone())),
             }
         }
-        map.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        map.prefixes
+            .sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
         Ok(map)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.prefixes.is_empty() && self.regexes.is_empty() && self.any.is_none()
+        self.exact.is_empty()
+            && self.prefixes.is_empty()
+            && self.regexes.is_empty()
+            && self.any.is_none()
     }
 
     /// The upstream name for `model`, or `None` to keep it.
@@ -88,7 +94,11 @@ impl ModelMap {
         if let Some(to) = self.exact.get(model) {
             return Some(to);
         }
-        if let Some((_, to)) = self.prefixes.iter().find(|(p, _)| model.starts_with(p.as_str())) {
+        if let Some((_, to)) = self
+            .prefixes
+            .iter()
+            .find(|(p, _)| model.starts_with(p.as_str()))
+        {
             return Some(to);
         }
         if let Some((_, to)) = self.regexes.iter().find(|(r, _)| r.is_match(model)) {
@@ -113,7 +123,9 @@ mod tests {
         assert!(Pattern::parse("gpt-4o").unwrap().matches("gpt-4o"));
         assert!(!Pattern::parse("gpt-4o").unwrap().matches("gpt-4o-mini"));
         assert!(Pattern::parse("gpt-*").unwrap().matches("gpt-4o-mini"));
-        assert!(Pattern::parse("~gpt-4o(-mini)?").unwrap().matches("gpt-4o-mini"));
+        assert!(Pattern::parse("~gpt-4o(-mini)?")
+            .unwrap()
+            .matches("gpt-4o-mini"));
         assert!(!Pattern::parse("~gpt-4o").unwrap().matches("xgpt-4o"));
         assert!(Pattern::parse("a*b").is_err());
         assert!(Pattern::parse("~(").is_err());

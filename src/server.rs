@@ -23,20 +23,21 @@ pub struct Switches {
 }
 
 fn server_conf(s: &ServerSettings) -> ServerConf {
-    let mut conf = ServerConf::default();
-    conf.threads = s.threads;
-    conf.work_stealing = s.work_stealing;
-    conf.pid_file = s.pid_file.clone();
-    conf.upgrade_sock = s.upgrade_sock.clone();
-    conf.error_log = s.error_log.clone();
-    conf.user = s.user.clone();
-    conf.group = s.group.clone();
-    conf.daemon = s.daemon;
-    conf.grace_period_seconds = Some(s.grace_period_seconds);
-    conf.graceful_shutdown_timeout_seconds = Some(s.graceful_shutdown_timeout_seconds);
-    conf.upstream_keepalive_pool_size = s.upstream_keepalive_pool_size;
-    conf.ca_file = s.ca_file.clone();
-    conf
+    ServerConf {
+        threads: s.threads,
+        work_stealing: s.work_stealing,
+        pid_file: s.pid_file.clone(),
+        upgrade_sock: s.upgrade_sock.clone(),
+        error_log: s.error_log.clone(),
+        user: s.user.clone(),
+        group: s.group.clone(),
+        daemon: s.daemon,
+        grace_period_seconds: Some(s.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(s.graceful_shutdown_timeout_seconds),
+        upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
+        ca_file: s.ca_file.clone(),
+        ..Default::default()
+    }
 }
 
 fn tls_settings(l: &Listener) -> pingora_error::Result<Option<TlsSettings>> {

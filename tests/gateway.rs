@@ -28,7 +28,16 @@ async fn non_streaming_and_streaming_usage_match_upstream() {
     let gw = Gateway::start(&mock_provider(&mock.url(), ""));
 
     // Non-streaming: the usage the client sees is the usage the gateway logs.
-    let resp = post(&gw, &chat("mock-a", false), &[("x-mock-chunks", "5"), ("x-mock-cached-tokens", "2"), ("x-mock-reasoning-tokens", "3")]).await;
+    let resp = post(
+        &gw,
+        &chat("mock-a", false),
+        &[
+            ("x-mock-chunks", "5"),
+            ("x-mock-cached-tokens", "2"),
+            ("x-mock-reasoning-tokens", "3"),
+        ],
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     let id = request_id(&resp);
     let body: Value = resp.json().await.unwrap();
@@ -59,7 +68,10 @@ async fn non_streaming_and_streaming_usage_match_upstream() {
     assert_eq!(line["input_tokens"], usage_chunk["usage"]["prompt_tokens"]);
     assert_eq!(line["output_tokens"], 6);
     assert!(line["ttft_ms"].as_f64().unwrap() > 0.0);
-    let (input_s1, output_s1) = (usage_chunk["usage"]["prompt_tokens"].as_u64().unwrap(), 6u64);
+    let (input_s1, output_s1) = (
+        usage_chunk["usage"]["prompt_tokens"].as_u64().unwrap(),
+        6u64,
+    );
 
     // Streaming without usage: the gateway asked for it, metered it, and hid it.
     let resp = post(&gw, &chat("mock-a", true), &[("x-mock-chunks", "7")]).await;
@@ -68,7 +80,10 @@ async fn non_streaming_and_streaming_usage_match_upstream() {
     for data in sse_data(&text) {
         if data != "[DONE]" {
             let v: Value = serde_json::from_str(&data).unwrap();
-            assert!(v["usage"].is_null(), "usage leaked to a client that did not ask: {data}");
+            assert!(
+                v["usage"].is_null(),
+                "usage leaked to a client that did not ask: {data}"
+            );
             assert!(!v["choices"].as_array().unwrap().is_empty());
         }
     }
@@ -78,12 +93,35 @@ async fn non_streaming_and_streaming_usage_match_upstream() {
     assert_eq!(line["usage_estimated"], false);
 
     // /metrics agrees with the sum of the three requests.
-    let metrics = client().get(gw.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
-    let labels = [("route", "default"), ("provider", "mock"), ("model", "mock-a")];
-    assert_eq!(metric_sum(&metrics, "tollgate_input_tokens_total", &labels) as u64, input_ns + 2 * input_s1);
-    assert_eq!(metric_sum(&metrics, "tollgate_output_tokens_total", &labels) as u64, output_ns + output_s1 + 7);
-    assert_eq!(metric_sum(&metrics, "tollgate_requests_total", &labels) as u64, 3);
-    assert_eq!(metric_sum(&metrics, "tollgate_reasoning_tokens_total", &labels) as u64, 3);
+    let metrics = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let labels = [
+        ("route", "default"),
+        ("provider", "mock"),
+        ("model", "mock-a"),
+    ];
+    assert_eq!(
+        metric_sum(&metrics, "tollgate_input_tokens_total", &labels) as u64,
+        input_ns + 2 * input_s1
+    );
+    assert_eq!(
+        metric_sum(&metrics, "tollgate_output_tokens_total", &labels) as u64,
+        output_ns + output_s1 + 7
+    );
+    assert_eq!(
+        metric_sum(&metrics, "tollgate_requests_total", &labels) as u64,
+        3
+    );
+    assert_eq!(
+        metric_sum(&metrics, "tollgate_reasoning_tokens_total", &labels) as u64,
+        3
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,7 +135,10 @@ async fn provider_without_usage_is_estimated() {
     let line = gw.log_line(&id);
     assert_eq!(line["usage_estimated"], true);
     // "Hello wörld 世界 from mock 🚀 llm." by the documented estimate.
-    assert_eq!(line["output_tokens"], tollgate::usage::estimate_tokens("Hello wörld 世界 from mock 🚀 llm."));
+    assert_eq!(
+        line["output_tokens"],
+        tollgate::usage::estimate_tokens("Hello wörld 世界 from mock 🚀 llm.")
+    );
     assert!(line["input_tokens"].as_u64().unwrap() > 0);
 }
 
@@ -109,7 +150,10 @@ async fn model_mapping_rewrites_upstream_model() {
     let id = request_id(&resp);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["mock_echo"]["body"]["model"], "upstream-model-x");
-    assert_eq!(body["mock_echo"]["body"]["messages"], chat("x", false)["messages"]);
+    assert_eq!(
+        body["mock_echo"]["body"]["messages"],
+        chat("x", false)["messages"]
+    );
     let line = gw.log_line(&id);
     assert_eq!(line["model"], "mock-mapped");
     assert_eq!(line["upstream_model"], "upstream-model-x");
@@ -120,7 +164,10 @@ async fn model_mapping_rewrites_upstream_model() {
     let events = sse_data(&text);
     let echo: Value = serde_json::from_str(&events[0]).unwrap();
     assert_eq!(echo["mock_echo"]["body"]["model"], "upstream-model-x");
-    assert_eq!(echo["mock_echo"]["body"]["stream_options"]["include_usage"], true);
+    assert_eq!(
+        echo["mock_echo"]["body"]["stream_options"]["include_usage"],
+        true
+    );
     for data in &events[1..events.len() - 1] {
         let v: Value = serde_json::from_str(data).unwrap();
         assert_eq!(v["model"], "upstream-model-x");
@@ -138,11 +185,19 @@ async fn credentials_stay_where_they_belong() {
         ("x-api-key", client_secret),
         ("api-key", client_secret),
     ];
-    let resp = post(&gw, &chat("mock-a", false), &[&headers[..], &[("x-mock-echo", "1")]].concat()).await;
+    let resp = post(
+        &gw,
+        &chat("mock-a", false),
+        &[&headers[..], &[("x-mock-echo", "1")]].concat(),
+    )
+    .await;
     let body: Value = resp.json().await.unwrap();
     let seen = &body["mock_echo"]["headers"];
     assert_eq!(seen["authorization"], format!("Bearer {PROVIDER_KEY}"));
-    assert!(!seen.to_string().contains(client_secret), "client credential forwarded: {seen}");
+    assert!(
+        !seen.to_string().contains(client_secret),
+        "client credential forwarded: {seen}"
+    );
 
     // Without echo, nothing the client or an operator sees holds the provider key.
     let mut seen_by_client = String::new();
@@ -159,16 +214,35 @@ async fn credentials_stay_where_they_belong() {
     let resp = post(&gw, &chat("mock-a", false), &[]).await;
     let last = request_id(&resp);
     gw.log_line(&last);
-    let metrics = client().get(gw.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
-    for (what, text) in [("responses", seen_by_client), ("access log", gw.access_log_text()), ("metrics", metrics)] {
+    let metrics = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (what, text) in [
+        ("responses", seen_by_client),
+        ("access log", gw.access_log_text()),
+        ("metrics", metrics),
+    ] {
         assert!(!text.contains(PROVIDER_KEY), "provider key in {what}");
-        assert!(!text.contains("provider-secret"), "part of the provider key in {what}");
+        assert!(
+            !text.contains("provider-secret"),
+            "part of the provider key in {what}"
+        );
     }
 }
 
 fn big_body(model: &str, size: usize) -> Vec<u8> {
-    let filler: String = "lorem ipsum dolor sit amet, wörld 世界 ".chars().cycle().take(size).collect();
-    serde_json::to_vec(&json!({"model": model, "messages": [{"role": "user", "content": filler}]})).unwrap()
+    let filler: String = "lorem ipsum dolor sit amet, wörld 世界 "
+        .chars()
+        .cycle()
+        .take(size)
+        .collect();
+    serde_json::to_vec(&json!({"model": model, "messages": [{"role": "user", "content": filler}]}))
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,23 +253,47 @@ async fn four_mib_body_arrives_intact() {
     // Unchanged body: byte for byte.
     let body = big_body("mock-a", 4 * 1024 * 1024);
     assert!(body.len() > 4 * 1024 * 1024);
-    let resp = client().post(gw.url("/v1/chat/completions")).body(body.clone()).send().await.unwrap();
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["x-mock-body-len"], body.len().to_string().as_str());
+    assert_eq!(
+        resp.headers()["x-mock-body-len"],
+        body.len().to_string().as_str()
+    );
     assert_eq!(resp.headers()["x-mock-body-fnv64"], fnv64(&body).as_str());
 
     // Rewritten body: exactly the client's bytes with the model swapped.
     let body = big_body("mock-mapped", 4 * 1024 * 1024);
     let text = String::from_utf8(body.clone()).unwrap();
-    let expected = text.replacen("\"model\":\"mock-mapped\"", "\"model\":\"upstream-model-x\"", 1);
-    let resp = client().post(gw.url("/v1/chat/completions")).body(body).send().await.unwrap();
+    let expected = text.replacen(
+        "\"model\":\"mock-mapped\"",
+        "\"model\":\"upstream-model-x\"",
+        1,
+    );
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["x-mock-body-len"], expected.len().to_string().as_str());
-    assert_eq!(resp.headers()["x-mock-body-fnv64"], fnv64(expected.as_bytes()).as_str());
+    assert_eq!(
+        resp.headers()["x-mock-body-len"],
+        expected.len().to_string().as_str()
+    );
+    assert_eq!(
+        resp.headers()["x-mock-body-fnv64"],
+        fnv64(expected.as_bytes()).as_str()
+    );
 
     // Chunked upload (no Content-Length) of a big body.
     let body = big_body("mock-a", 5 * 1024 * 1024);
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = body.chunks(100_000).map(|c| Ok(c.to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        body.chunks(100_000).map(|c| Ok(c.to_vec())).collect();
     let stream = futures_util::stream::iter(chunks);
     let resp = client()
         .post(gw.url("/v1/chat/completions"))
@@ -241,20 +339,80 @@ limits:
     let c = client();
     let url = gw.url("/v1/chat/completions");
 
-    expect_error(c.post(&url).body("{\"model\":").send().await.unwrap(), 400, "invalid_json").await;
-    expect_error(c.post(&url).body("[1,2]").send().await.unwrap(), 400, "invalid_body").await;
-    expect_error(c.post(&url).json(&json!({"messages": []})).send().await.unwrap(), 400, "missing_model").await;
-    let msg = expect_error(post(&gw, &chat("nobody-serves-this", false), &[]).await, 404, "model_not_found").await;
+    expect_error(
+        c.post(&url).body("{\"model\":").send().await.unwrap(),
+        400,
+        "invalid_json",
+    )
+    .await;
+    expect_error(
+        c.post(&url).body("[1,2]").send().await.unwrap(),
+        400,
+        "invalid_body",
+    )
+    .await;
+    expect_error(
+        c.post(&url)
+            .json(&json!({"messages": []}))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "missing_model",
+    )
+    .await;
+    let msg = expect_error(
+        post(&gw, &chat("nobody-serves-this", false), &[]).await,
+        404,
+        "model_not_found",
+    )
+    .await;
     assert!(msg.contains("nobody-serves-this"));
-    expect_error(c.post(gw.url("/v2/chat")).json(&chat("mock-a", false)).send().await.unwrap(), 404, "not_found").await;
+    expect_error(
+        c.post(gw.url("/v2/chat"))
+            .json(&chat("mock-a", false))
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
     expect_error(c.get(&url).send().await.unwrap(), 405, "method_not_allowed").await;
-    let msg = expect_error(c.post(&url).body(big_body("mock-a", 200_000)).send().await.unwrap(), 413, "request_too_large").await;
+    let msg = expect_error(
+        c.post(&url)
+            .body(big_body("mock-a", 200_000))
+            .send()
+            .await
+            .unwrap(),
+        413,
+        "request_too_large",
+    )
+    .await;
     assert!(msg.contains("100000"));
-    let msg = expect_error(post(&gw, &chat("keyless-1", false), &[]).await, 503, "provider_key_missing").await;
-    assert!(msg.contains("TOLLGATE_TEST_MISSING_KEY") && msg.contains("keyless"), "{msg}");
-    let msg = expect_error(post(&gw, &chat("dead-1", false), &[]).await, 502, "upstream_connect_error").await;
+    let msg = expect_error(
+        post(&gw, &chat("keyless-1", false), &[]).await,
+        503,
+        "provider_key_missing",
+    )
+    .await;
+    assert!(
+        msg.contains("TOLLGATE_TEST_MISSING_KEY") && msg.contains("keyless"),
+        "{msg}"
+    );
+    let msg = expect_error(
+        post(&gw, &chat("dead-1", false), &[]).await,
+        502,
+        "upstream_connect_error",
+    )
+    .await;
     assert!(msg.contains("dead"), "{msg}");
-    let msg = expect_error(post(&gw, &chat("mock-a", false), &[("x-mock-delay-ms", "3000")]).await, 504, "upstream_timeout").await;
+    let msg = expect_error(
+        post(&gw, &chat("mock-a", false), &[("x-mock-delay-ms", "3000")]).await,
+        504,
+        "upstream_timeout",
+    )
+    .await;
     assert!(msg.contains("mock"), "{msg}");
     // Upstream errors pass through with their own status and body.
     let resp = post(&gw, &chat("mock-a", false), &[("x-mock-status", "429")]).await;
@@ -263,8 +421,20 @@ limits:
     // Still serving, on a fresh connection and after every error above.
     let resp = post(&gw, &chat("mock-a", false), &[]).await;
     assert_eq!(resp.status(), 200);
-    let models: Value = c.get(gw.url("/v1/models")).send().await.unwrap().json().await.unwrap();
-    let ids: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let models: Value = c
+        .get(gw.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     assert!(ids.contains(&"mock-mapped"), "{ids:?}");
 }
 
@@ -272,7 +442,12 @@ limits:
 async fn stream_cut_midway_ends_with_an_error_event() {
     let mock = Mock::start();
     let gw = Gateway::start(&mock_provider(&mock.url(), ""));
-    let mut resp = post(&gw, &chat("mock-a", true), &[("x-mock-drop-after", "3"), ("x-mock-chunks", "8")]).await;
+    let mut resp = post(
+        &gw,
+        &chat("mock-a", true),
+        &[("x-mock-drop-after", "3"), ("x-mock-chunks", "8")],
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     let id = request_id(&resp);
     let mut text = Vec::new();
@@ -292,12 +467,19 @@ async fn stream_cut_midway_ends_with_an_error_event() {
     assert!(!events.iter().any(|e| e == "[DONE]"));
     let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
     assert!(last["error"]["message"].is_string(), "{last}");
-    let content_chunks = events.iter().filter(|e| e.contains("\"content\":\"") && !e.contains("\"content\":\"\"")).count();
+    let content_chunks = events
+        .iter()
+        .filter(|e| e.contains("\"content\":\"") && !e.contains("\"content\":\"\""))
+        .count();
     assert_eq!(content_chunks, 3);
     let line = gw.log_line(&id);
     // No usage chunk came: the delivered text is metered by the documented estimate.
     assert_eq!(line["usage_estimated"], true, "{line}");
-    assert_eq!(line["output_tokens"], tollgate::usage::estimate_tokens("Hello wörld 世界"), "{line}");
+    assert_eq!(
+        line["output_tokens"],
+        tollgate::usage::estimate_tokens("Hello wörld 世界"),
+        "{line}"
+    );
     assert_eq!(line["error"], "upstream_error");
 }
 

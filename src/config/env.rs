@@ -29,7 +29,9 @@ fn expand_with(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Strin
             out.push('$');
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end = body.find('}').ok_or_else(|| format!("unterminated `${{` in `{s}`"))?;
+            let end = body
+                .find('}')
+                .ok_or_else(|| format!("unterminated `${{` in `{s}`"))?;
             let name = &body[..end];
             out.push_str(&lookup(name).ok_or_else(|| name.to_string())?);
             rest = &body[end + 1..];
@@ -52,7 +54,10 @@ mod tests {
         assert_eq!(expand_with("x${A}y$$z$", lookup).unwrap(), "x1y$z$");
         assert_eq!(expand_with("${B}", lookup).unwrap_err(), "B");
         assert!(expand_with("${A", lookup).is_err());
-        assert_eq!(expand_key("${TOLLGATE_TEST_SURELY_UNSET}").unwrap_err(), "TOLLGATE_TEST_SURELY_UNSET");
+        assert_eq!(
+            expand_key("${TOLLGATE_TEST_SURELY_UNSET}").unwrap_err(),
+            "TOLLGATE_TEST_SURELY_UNSET"
+        );
         assert_eq!(expand_key("sk-plain").unwrap(), "sk-plain");
     }
 }

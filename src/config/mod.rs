@@ -96,16 +96,25 @@ routes:
     #[test]
     fn errors_name_the_field() {
         let e = err(&BASE.replace("provider: mock}", "provider: nope}"));
-        assert!(e.contains("routes[0] (default).models[0].targets[0].provider"), "{e}");
+        assert!(
+            e.contains("routes[0] (default).models[0].targets[0].provider"),
+            "{e}"
+        );
         assert!(e.contains("unknown provider `nope`"), "{e}");
         let e = err(&BASE.replace("type: openai-compatible", "type: foo"));
-        assert!(e.contains("providers[0] (mock).type") && e.contains("unknown provider type `foo`"), "{e}");
+        assert!(
+            e.contains("providers[0] (mock).type") && e.contains("unknown provider type `foo`"),
+            "{e}"
+        );
         let e = err(&BASE.replace("base_url:", "base_urll:"));
         assert!(e.contains("base_urll"), "{e}");
         let e = err(&BASE.replace("127.0.0.1:8080", "nonsense"));
         assert!(e.contains("listeners.proxy[0].address"), "{e}");
         let e = err(&BASE.replace("\"mock-*\"", "\"~(\""));
-        assert!(e.contains("models[0].model") && e.contains("invalid regex"), "{e}");
+        assert!(
+            e.contains("models[0].model") && e.contains("invalid regex"),
+            "{e}"
+        );
         let e = err(&BASE.replace("http://127.0.0.1:8090/v1", "ftp://x"));
         assert!(e.contains("base_url"), "{e}");
     }

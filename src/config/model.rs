@@ -68,7 +68,11 @@ pub struct Gateway {
     pub models_json: bytes::Bytes,
 }
 
-fn duration(field: &str, value: &Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+fn duration(
+    field: &str,
+    value: &Option<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
     match value {
         None => Ok(default),
         Some(s) => humantime::parse_duration(s)
@@ -77,14 +81,16 @@ fn duration(field: &str, value: &Option<String>, default: Duration) -> Result<Du
 }
 
 fn listener(field: &str, l: &file::ListenerSection) -> Result<Listener, ConfigError> {
-    l.address
-        .parse::<std::net::SocketAddr>()
-        .map_err(|e| ConfigError::field(format!("{field}.address"), format!("`{}`: {e}", l.address)))?;
+    l.address.parse::<std::net::SocketAddr>().map_err(|e| {
+        ConfigError::field(format!("{field}.address"), format!("`{}`: {e}", l.address))
+    })?;
     let tls = match &l.tls {
         None => None,
         Some(t) => {
-            let cert = expand(&t.cert).map_err(|e| ConfigError::field(format!("{field}.tls.cert"), e))?;
-            let key = expand(&t.key).map_err(|e| ConfigError::field(format!("{field}.tls.key"), e))?;
+            let cert =
+                expand(&t.cert).map_err(|e| ConfigError::field(format!("{field}.tls.cert"), e))?;
+            let key =
+                expand(&t.key).map_err(|e| ConfigError::field(format!("{field}.tls.key"), e))?;
             for (name, path) in [("cert", &cert), ("key", &key)] {
                 if !std::path::Path::new(path).is_file() {
                     return Err(ConfigError::field(
@@ -115,7 +121,11 @@ fn build_provider(i: usize, p: &file::ProviderSection) -> Result<Provider, Confi
             let known: Vec<&str> = PRESETS.iter().map(|(n, _, _)| *n).collect();
             ConfigError::field(
                 field("type"),
-                format!("unknown provider type `{}` (known: {})", p.kind, known.join(", ")),
+                format!(
+                    "unknown provider type `{}` (known: {})",
+                    p.kind,
+                    known.join(", ")
+                ),
             )
         })?;
     let url = match &p.base_url {
@@ -124,8 +134,8 @@ fn build_provider(i: usize, p: &file::ProviderSection) -> Result<Provider, Confi
             .ok_or_else(|| ConfigError::field(field("base_url"), "required for this type"))?
             .to_string(),
     };
-    let upstream =
-        Upstream::parse(&url, p.sni.as_deref()).map_err(|e| ConfigError::field(field("base_url"), e))?;
+    let upstream = Upstream::parse(&url, p.sni.as_deref())
+        .map_err(|e| ConfigError::field(field("base_url"), e))?;
 
     let mut keys = Vec::new();
     let mut missing = Vec::new();
@@ -136,7 +146,8 @@ fn build_provider(i: usize, p: &file::ProviderSection) -> Result<Provider, Confi
         };
         match expand_key(raw) {
             Ok(value) => keys.push(
-                ApiKey::new(name, value).map_err(|e| ConfigError::field(field(&format!("api_keys[{k}]")), e))?,
+                ApiKey::new(name, value)
+                    .map_err(|e| ConfigError::field(field(&format!("api_keys[{k}]")), e))?,
             ),
             Err(var) => missing.push(var),
         }
@@ -146,7 +157,11 @@ fn build_provider(i: usize, p: &file::ProviderSection) -> Result<Provider, Confi
         .map_err(|e| ConfigError::field(field("model_mapping"), e))?;
     let defaults = Timeouts::default();
     let timeouts = Timeouts {
-        connect: duration(&field("timeouts.connect"), &p.timeouts.connect, defaults.connect)?,
+        connect: duration(
+            &field("timeouts.connect"),
+            &p.timeouts.connect,
+            defaults.connect,
+        )?,
         read: duration(&field("timeouts.read"), &p.timeouts.read, defaults.read)?,
         write: duration(&field("timeouts.write"), &p.timeouts.write, defaults.write)?,
         idle: duration(&field("timeouts.idle"), &p.timeouts.idle, defaults.idle)?,
@@ -179,9 +194,13 @@ fn build_route(
     let mut rules = Vec::new();
     for (j, rule) in r.models.iter().enumerate() {
         let field = |f: &str| format!("routes[{i}] ({}).models[{j}].{f}", r.name);
-        let pattern = Pattern::parse(&rule.model).map_err(|e| ConfigError::field(field("model"), e))?;
+        let pattern =
+            Pattern::parse(&rule.model).map_err(|e| ConfigError::field(field("model"), e))?;
         if rule.targets.is_empty() {
-            return Err(ConfigError::field(field("targets"), "at least one target is required"));
+            return Err(ConfigError::field(
+                field("targets"),
+                "at least one target is required",
+            ));
         }
         let mut targets = Vec::new();
         for (k, t) in rule.targets.iter().enumerate() {
@@ -257,7 +276,10 @@ impl Gateway {
         let server = ServerSettings {
             threads: s.threads.unwrap_or(1).max(1),
             work_stealing: s.work_stealing.unwrap_or(false),
-            pid_file: s.pid_file.clone().unwrap_or_else(|| "/tmp/tollgate.pid".into()),
+            pid_file: s
+                .pid_file
+                .clone()
+                .unwrap_or_else(|| "/tmp/tollgate.pid".into()),
             upgrade_sock: s
                 .upgrade_sock
                 .clone()
@@ -272,7 +294,10 @@ impl Gateway {
             ca_file: s.ca_file.clone(),
         };
         if f.listeners.proxy.is_empty() {
-            return Err(ConfigError::field("listeners.proxy", "at least one listener is required"));
+            return Err(ConfigError::field(
+                "listeners.proxy",
+                "at least one listener is required",
+            ));
         }
         let proxy_listeners = f
             .listeners

@@ -28,11 +28,31 @@ pub enum Family {
 /// Provider types known by name, with the base URL used when the config gives none.
 pub const PRESETS: &[(&str, Family, Option<&str>)] = &[
     ("openai", Family::OpenAi, Some("https://api.openai.com/v1")),
-    ("deepseek", Family::OpenAi, Some("https://api.deepseek.com/v1")),
-    ("qwen", Family::OpenAi, Some("https://dashscope.aliyuncs.com/compatible-mode/v1")),
-    ("moonshot", Family::OpenAi, Some("https://api.moonshot.cn/v1")),
-    ("doubao", Family::OpenAi, Some("https://ark.cn-beijing.volces.com/api/v3")),
-    ("zhipu", Family::OpenAi, Some("https://open.bigmodel.cn/api/paas/v4")),
+    (
+        "deepseek",
+        Family::OpenAi,
+        Some("https://api.deepseek.com/v1"),
+    ),
+    (
+        "qwen",
+        Family::OpenAi,
+        Some("https://dashscope.aliyuncs.com/compatible-mode/v1"),
+    ),
+    (
+        "moonshot",
+        Family::OpenAi,
+        Some("https://api.moonshot.cn/v1"),
+    ),
+    (
+        "doubao",
+        Family::OpenAi,
+        Some("https://ark.cn-beijing.volces.com/api/v3"),
+    ),
+    (
+        "zhipu",
+        Family::OpenAi,
+        Some("https://open.bigmodel.cn/api/paas/v4"),
+    ),
     ("ollama", Family::OpenAi, Some("http://127.0.0.1:11434/v1")),
     ("vllm", Family::OpenAi, Some("http://127.0.0.1:8000/v1")),
     ("openai-compatible", Family::OpenAi, None),
@@ -71,7 +91,9 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn parse(url: &str, sni: Option<&str>) -> Result<Self, String> {
-        let uri: http::Uri = url.parse().map_err(|e| format!("invalid URL `{url}`: {e}"))?;
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| format!("invalid URL `{url}`: {e}"))?;
         let tls = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
@@ -130,7 +152,10 @@ impl std::fmt::Debug for Provider {
 }
 
 impl Provider {
-    #[expect(clippy::too_many_arguments, reason = "built once, from the validated config")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "built once, from the validated config"
+    )]
     pub fn new(
         name: String,
         kind: String,

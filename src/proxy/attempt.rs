@@ -120,11 +120,10 @@ impl AttemptState {
 
     pub fn upstream_request(&self, req: &mut RequestHeader) -> Result<()> {
         let a = &self.attempt;
-        let key = a
-            .provider
-            .keys
-            .get(a.key_index)
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "key index out of range"))?;
+        let key =
+            a.provider.keys.get(a.key_index).ok_or_else(|| {
+                Error::explain(ErrorType::InternalError, "key index out of range")
+            })?;
         openai::prepare_request(req, &a.provider, key, a.endpoint)?;
         req.remove_header(&http::header::TRANSFER_ENCODING);
         req.insert_header(
@@ -181,7 +180,9 @@ impl AttemptState {
             }
             if !self.first_token_seen && meter.first_content_seen() {
                 self.first_token_seen = true;
-                self.attempt.shared.update(|o| o.first_token = Some(Instant::now()));
+                self.attempt
+                    .shared
+                    .update(|o| o.first_token = Some(Instant::now()));
             }
             if end_of_stream {
                 let rest = meter.finish();

@@ -54,7 +54,9 @@ impl ClientRequest {
     }
 
     pub fn route_name(&self) -> Option<&str> {
-        self.route.and_then(|i| self.config.routes.get(i)).map(|r| r.name.as_str())
+        self.route
+            .and_then(|i| self.config.routes.get(i))
+            .map(|r| r.name.as_str())
     }
 
     pub fn key_name(&self) -> Option<&str> {
@@ -91,7 +93,9 @@ impl ClientRequest {
             let body = self.config.models_json.clone();
             return respond::json(session, 200, body, request_id)
                 .await
-                .map_err(|e| Failure::Abort(GatewayError::Internal("writing the response".into()), e));
+                .map_err(|e| {
+                    Failure::Abort(GatewayError::Internal("writing the response".into()), e)
+                });
         }
         if session.req_header().method != http::Method::POST {
             return Err(Failure::Respond(GatewayError::MethodNotAllowed(
@@ -117,10 +121,13 @@ impl ClientRequest {
             .ok_or_else(|| GatewayError::ModelNotFound(body.model.clone()))?;
         let provider = target.provider.clone();
         self.provider = Some(provider.clone());
-        let key_index = provider.keys.pick().ok_or_else(|| GatewayError::ProviderKeyMissing {
-            provider: provider.name.clone(),
-            vars: provider.keys.missing_vars().join(", "),
-        })?;
+        let key_index = provider
+            .keys
+            .pick()
+            .ok_or_else(|| GatewayError::ProviderKeyMissing {
+                provider: provider.name.clone(),
+                vars: provider.keys.missing_vars().join(", "),
+            })?;
         let upstream_model = provider.model_map.map(&body.model).map(str::to_string);
         let force_usage = matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions);
         let rewrite = body.rewrite(upstream_model.as_deref(), force_usage);
@@ -158,6 +165,11 @@ impl ClientRequest {
             .body_mode(BodyMode::ExpectBody)
             .user_ctx(Box::new(Slot(Mutex::new(Some(Box::new(attempt))))))
             .build();
+        // The subrequest parses an HTTP/1 rendering of the client's header, and the HTTP/1
+        // parser refuses the version "HTTP/2": present an h2 request as HTTP/1.1 to it.
+        if session.req_header().version == http::Version::HTTP_2 {
+            session.req_header_mut().set_version(http::Version::HTTP_11);
+        }
         let spawner = session
             .subrequest_spawner
             .as_ref()
@@ -195,19 +207,31 @@ impl ClientRequest {
                 // the client cannot mistake the truncated answer for a complete one.
                 self.status = status;
                 let err = recorded.unwrap_or_else(|| {
-                    let name = self.provider.as_ref().map(|p| p.name.as_str()).unwrap_or("");
+                    let name = self
+                        .provider
+                        .as_ref()
+                        .map(|p| p.name.as_str())
+                        .unwrap_or("");
                     GatewayError::from_upstream(name, &e)
                 });
                 if self.stream {
-                    let _ = session.write_response_body(Some(err.sse_event()), false).await;
+                    let _ = session
+                        .write_response_body(Some(err.sse_event()), false)
+                        .await;
                 }
                 Err(Failure::Abort(err, e))
             }
             (None, e) => Err(Failure::Respond(recorded.unwrap_or_else(|| {
-                let name = self.provider.as_ref().map(|p| p.name.as_str()).unwrap_or("");
+                let name = self
+                    .provider
+                    .as_ref()
+                    .map(|p| p.name.as_str())
+                    .unwrap_or("");
                 match e {
                     Some(e) => GatewayError::from_upstream(name, &e),
-                    None => GatewayError::Internal("the upstream attempt produced no response".into()),
+                    None => {
+                        GatewayError::Internal("the upstream attempt produced no response".into())
+                    }
                 }
             }))),
         }
@@ -220,7 +244,11 @@ impl ClientRequest {
         let host = req
             .uri
             .host()
-            .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
+            .or_else(|| {
+                req.headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
             .map(host_without_port)
             .unwrap_or("");
         for (i, route) in self.config.routes.iter().enumerate() {

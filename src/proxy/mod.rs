@@ -219,22 +219,41 @@ impl Tollgate {
         let model = req.model.as_deref();
         let usage = final_usage(req).unwrap_or_default();
         let status = if req.status == 0 {
-            session.response_written().map(|h| h.status.as_u16()).unwrap_or(0)
+            session
+                .response_written()
+                .map(|h| h.status.as_u16())
+                .unwrap_or(0)
         } else {
             req.status
         };
 
-        let labels = [route.unwrap_or(""), provider.unwrap_or(""), model.unwrap_or("")];
+        let labels = [
+            route.unwrap_or(""),
+            provider.unwrap_or(""),
+            model.unwrap_or(""),
+        ];
         let status_label = status.to_string();
         METRICS
             .requests
             .with_label_values(&[labels[0], labels[1], labels[2], status_label.as_str()])
             .inc();
         if provider.is_some() {
-            METRICS.input_tokens.with_label_values(&labels).inc_by(usage.input_tokens);
-            METRICS.output_tokens.with_label_values(&labels).inc_by(usage.output_tokens);
-            METRICS.cached_tokens.with_label_values(&labels).inc_by(usage.cached_input_tokens);
-            METRICS.reasoning_tokens.with_label_values(&labels).inc_by(usage.reasoning_tokens);
+            METRICS
+                .input_tokens
+                .with_label_values(&labels)
+                .inc_by(usage.input_tokens);
+            METRICS
+                .output_tokens
+                .with_label_values(&labels)
+                .inc_by(usage.output_tokens);
+            METRICS
+                .cached_tokens
+                .with_label_values(&labels)
+                .inc_by(usage.cached_input_tokens);
+            METRICS
+                .reasoning_tokens
+                .with_label_values(&labels)
+                .inc_by(usage.reasoning_tokens);
             METRICS
                 .duration
                 .with_label_values(&labels)

@@ -12,7 +12,11 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 
 /// A port free right now (bind port 0, read it, release it).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct Proc {
@@ -90,7 +94,13 @@ pub struct Gateway {
 }
 
 /// The server/listener/access-log part of a test config; `body` adds providers and routes.
-pub fn config_text(dir: &Path, port: u16, admin_port: u16, proxy_tls: Option<(&Path, &Path)>, body: &str) -> String {
+pub fn config_text(
+    dir: &Path,
+    port: u16,
+    admin_port: u16,
+    proxy_tls: Option<(&Path, &Path)>,
+    body: &str,
+) -> String {
     let tls = match proxy_tls {
         Some((cert, key)) => format!(
             "\n      tls: {{cert: \"{}\", key: \"{}\"}}",
@@ -124,7 +134,11 @@ impl Gateway {
         Self::start_full(body, None, &[])
     }
 
-    pub fn start_full(body: &str, proxy_tls: Option<(&Path, &Path)>, env: &[(&str, &str)]) -> Gateway {
+    pub fn start_full(
+        body: &str,
+        proxy_tls: Option<(&Path, &Path)>,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let admin_port = free_port();
@@ -172,7 +186,10 @@ impl Gateway {
             if proxy_up && admin_up {
                 return;
             }
-            assert!(start.elapsed() < DEADLINE, "tollgate did not start listening");
+            assert!(
+                start.elapsed() < DEADLINE,
+                "tollgate did not start listening"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -210,7 +227,10 @@ impl Gateway {
                     }
                 }
             }
-            assert!(start.elapsed() < DEADLINE, "no access-log line for {request_id}");
+            assert!(
+                start.elapsed() < DEADLINE,
+                "no access-log line for {request_id}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -232,7 +252,11 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -253,7 +277,10 @@ pub fn sse_data(body: &str) -> Vec<String> {
         .filter_map(|ev| {
             let data: Vec<&str> = ev
                 .lines()
-                .filter_map(|l| l.strip_prefix("data:").map(|d| d.strip_prefix(' ').unwrap_or(d)))
+                .filter_map(|l| {
+                    l.strip_prefix("data:")
+                        .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                })
                 .collect();
             (!data.is_empty()).then(|| data.join("\n"))
         })

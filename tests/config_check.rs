@@ -1,0 +1,77 @@
+//! `tollgate -t`: every shipped config validates; broken ones fail naming the field.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+fn check(path: &std::path::Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("-t")
+        .arg("-c")
+        .arg(path)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn shipped_configs_are_valid() {
+    let conf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(conf).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            let (ok, text) = check(&path);
+            assert!(ok, "{}: {text}", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1);
+}
+
+#[test]
+fn broken_configs_are_rejected_with_the_field_named() {
+    let good = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/tollgate.yaml"),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(String, &[&str])> = vec![
+        (
+            good.replace(
+                "targets: [{provider: deepseek}]",
+                "targets: [{provider: deepsick}]",
+            ),
+            &["unknown provider `deepsick`", "targets[0].provider"],
+        ),
+        (
+            good.replace("type: moonshot", "type: moonshine"),
+            &["unknown provider type `moonshine`"],
+        ),
+        (
+            good.replace("grace_period_seconds", "grace_period_second"),
+            &["grace_period_second"],
+        ),
+        (
+            good.replace("127.0.0.1:8080", "127.0.0.1:http"),
+            &["listeners.proxy[0].address"],
+        ),
+        (
+            good.replace("\"deepseek-*\"", "\"deep*seek\""),
+            &["models[2].model"],
+        ),
+        ("listeners: [".to_string(), &["broken-5.yaml", "listeners"]),
+    ];
+    for (i, (text, needles)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("broken-{i}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        let (ok, out) = check(&path);
+        assert!(!ok, "case {i} accepted");
+        for n in *needles {
+            assert!(out.contains(n), "case {i}: `{n}` not in: {out}");
+        }
+    }
+    let (ok, out) = check(&dir.path().join("missing.yaml"));
+    assert!(!ok && out.contains("missing.yaml"), "{out}");
+}
