@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Install what building and testing Tollgate needs on a fresh Debian machine, only when missing.
+# Runs `apt-get update` at most once. Safe to run repeatedly.
+set -euo pipefail
+need=()
+command -v cmake >/dev/null 2>&1 || need+=(cmake)        # pingora-core -> libz-ng-sys
+command -v cc >/dev/null 2>&1 || need+=(build-essential)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing: ${need[*]}" >&2
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${need[@]}"
+fi

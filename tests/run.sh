@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit and integration tests (real processes on
+# loopback, ports chosen at run time). Installs missing system packages first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tests/deps.sh
+export CARGO_TERM_COLOR=never
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+cargo build --bins
+cargo test --all-targets -- --test-threads=2
