@@ -124,7 +124,7 @@ pub struct Writer(pub std::sync::Arc<AccessLog>);
 
 #[async_trait]
 impl BackgroundService for Writer {
-    async fn start(&self, _shutdown: ShutdownWatch) {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
         let taken = self.0.rx.lock().ok().and_then(|mut g| g.take());
         if let Some((rx, target)) = taken {
             let spawned = std::thread::Builder::new()
@@ -134,5 +134,7 @@ impl BackgroundService for Writer {
                 log::error!("cannot start the access-log writer: {e}");
             }
         }
+        // Live as long as the server, like the writer thread.
+        let _ = shutdown.changed().await;
     }
 }

@@ -160,6 +160,63 @@ pub fn host_without_port(host: &str) -> &str {
 mod tests {
     use super::*;
 
+    fn provider(name: &str) -> Arc<Provider> {
+        let upstream = crate::provider::Upstream::parse("http://127.0.0.1:1/v1", None).unwrap();
+        Arc::new(Provider::new(
+            name.into(),
+            "openai-compatible".into(),
+            crate::provider::Family::OpenAi,
+            upstream,
+            Default::default(),
+            Default::default(),
+            vec![],
+            Default::default(),
+            None,
+        ))
+    }
+
+    #[test]
+    fn weights_choose_the_first_attempt_and_the_rest_follow_in_order() {
+        let rule = ModelRule::new(
+            Pattern::Any,
+            vec![
+                Target {
+                    provider: provider("a"),
+                    weight: 3,
+                },
+                Target {
+                    provider: provider("b"),
+                    weight: 0,
+                },
+                Target {
+                    provider: provider("c"),
+                    weight: 1,
+                },
+            ],
+        );
+        assert_eq!(rule.pick_weighted(0), 0);
+        assert_eq!(rule.pick_weighted(2), 0);
+        assert_eq!(rule.pick_weighted(3), 2);
+        let mut firsts = std::collections::HashMap::new();
+        for _ in 0..4000 {
+            let order: Vec<&str> = rule
+                .attempt_order()
+                .iter()
+                .map(|t| t.provider.name.as_str())
+                .collect();
+            assert_eq!(order.len(), 3);
+            *firsts.entry(order[0].to_string()).or_insert(0) += 1;
+            if order[0] == "a" {
+                assert_eq!(order, ["a", "b", "c"]);
+            } else {
+                assert_eq!(order, ["c", "a", "b"]);
+            }
+        }
+        assert!(!firsts.contains_key("b"), "weight 0 is never first");
+        let a = firsts["a"] as f64 / 4000.0;
+        assert!((0.70..0.80).contains(&a), "weight 3:1 gave {a}");
+    }
+
     #[test]
     fn endpoints_and_hosts() {
         assert_eq!(

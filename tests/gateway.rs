@@ -513,3 +513,22 @@ async fn completions_and_embeddings_are_metered() {
     assert_eq!(line["output_tokens"], 8);
     assert_eq!(line["usage_estimated"], false);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_key_from_the_environment_reaches_the_provider() {
+    let mock = Mock::start();
+    let body =
+        mock_provider(&mock.url(), "").replace(PROVIDER_KEY, "${TOLLGATE_TEST_PROVIDER_KEY}");
+    let gw = Gateway::start_full(
+        &body,
+        None,
+        &[("TOLLGATE_TEST_PROVIDER_KEY", "sk-from-env-42")],
+    );
+    let resp = post(&gw, &chat("mock-a", false), &[("x-mock-echo", "1")]).await;
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["mock_echo"]["headers"]["authorization"],
+        "Bearer sk-from-env-42"
+    );
+    assert_eq!(body["mock_echo"]["path"], "/v1/chat/completions");
+}
