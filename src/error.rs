@@ -40,6 +40,15 @@ pub enum GatewayError {
     UpstreamTimeout { provider: String, detail: String },
     #[error("The connection to provider `{provider}` failed: {detail}")]
     UpstreamBroken { provider: String, detail: String },
+    #[error("Every API key of {0} is out of rotation (failing, revoked or rate limited); try again later.")]
+    AllKeysUnavailable(String),
+    /// Every attempt failed; `status`/`code` are the last one's, `message` summarises all.
+    #[error("{message}")]
+    Exhausted {
+        status: u16,
+        code: &'static str,
+        message: String,
+    },
     #[error("Internal gateway error: {0}")]
     Internal(String),
 }
@@ -52,7 +61,8 @@ impl GatewayError {
             ModelNotFound(_) | RouteNotFound(_) => 404,
             MethodNotAllowed(_) => 405,
             BodyTooLarge(_) => 413,
-            ProviderKeyMissing { .. } => 503,
+            ProviderKeyMissing { .. } | AllKeysUnavailable(_) => 503,
+            Exhausted { status, .. } => *status,
             UpstreamUnresolved { .. }
             | UpstreamConnect { .. }
             | UpstreamTls { .. }
@@ -66,7 +76,20 @@ impl GatewayError {
     pub fn kind(&self) -> &'static str {
         match self.status() {
             400 | 404 | 405 | 413 => "invalid_request_error",
+            429 => "rate_limit_error",
             _ => "server_error",
+        }
+    }
+
+    /// How an attempt that failed with this error ended, for key health.
+    pub fn attempt_end(&self) -> crate::health::AttemptEnd {
+        use crate::health::AttemptEnd;
+        match self {
+            GatewayError::UpstreamTimeout { .. } => AttemptEnd::Timeout,
+            GatewayError::UpstreamConnect { .. }
+            | GatewayError::UpstreamTls { .. }
+            | GatewayError::UpstreamUnresolved { .. } => AttemptEnd::Connect,
+            _ => AttemptEnd::Broken,
         }
     }
 
@@ -84,6 +107,8 @@ impl GatewayError {
             BodyTooLarge(_) => "request_too_large",
             BodyRead(_) => "body_read_error",
             ProviderKeyMissing { .. } => "provider_key_missing",
+            AllKeysUnavailable(_) => "all_keys_unavailable",
+            Exhausted { code, .. } => code,
             UpstreamUnresolved { .. } => "upstream_unresolved",
             UpstreamConnect { .. } => "upstream_connect_error",
             UpstreamTls { .. } => "upstream_tls_error",

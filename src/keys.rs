@@ -1,11 +1,93 @@
-//! A provider's pool of API keys: selection, and (later) health.
+//! A provider's pool of API keys: selection among usable keys, and each key's health.
 //!
 //! Keys are named everywhere by `name` (given in the config, or `<provider>#<n>`), never by
 //! their value. The value is kept as a sensitive `HeaderValue` built once at load time so the
-//! hot path only clones it.
+//! hot path only clones it. Health is a few atomics per key: no lock on the request path.
+//!
+//! States: `healthy`; `resting` (a 429 said when to come back: usable again by itself after
+//! that instant, not counted as broken); `unhealthy` (`failure_threshold` consecutive
+//! failures); `revoked` (a 401/403: out at once). Unhealthy and revoked keys come back only
+//! after `success_threshold` successful health checks (`health` service).
 
 use http::HeaderValue;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    Healthy = 0,
+    Resting = 1,
+    Unhealthy = 2,
+    Revoked = 3,
+}
+
+impl KeyState {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => KeyState::Resting,
+            2 => KeyState::Unhealthy,
+            3 => KeyState::Revoked,
+            _ => KeyState::Healthy,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Healthy => "healthy",
+            KeyState::Resting => "resting",
+            KeyState::Unhealthy => "unhealthy",
+            KeyState::Revoked => "revoked",
+        }
+    }
+}
+
+/// What an attempt with a key came to, as far as the key's health is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOutcome {
+    Success,
+    /// Counted toward `failure_threshold`.
+    Failure,
+    /// 401/403: the key is out until a health check succeeds.
+    Rejected,
+    /// 429 with a known reset time: rest, do not count as broken.
+    RateLimited(Duration),
+    /// Not the key's fault (a client error): no change.
+    Neutral,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthPolicy {
+    pub failure_threshold: u32,
+    pub success_threshold: u32,
+}
+
+impl Default for HealthPolicy {
+    fn default() -> Self {
+        HealthPolicy {
+            failure_threshold: 3,
+            success_threshold: 1,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Health {
+    state: AtomicU8,
+    consecutive_failures: AtomicU32,
+    check_successes: AtomicU32,
+    /// Unix ms until which a resting key rests.
+    rest_until: AtomicU64,
+    /// Unix ms of the last state change (0 = never).
+    changed_at: AtomicU64,
+    failures_total: AtomicU64,
+}
 
 pub struct ApiKey {
     pub name: String,
@@ -14,12 +96,26 @@ pub struct ApiKey {
     /// `Bearer <secret>`, ready for the `Authorization` header.
     bearer: HeaderValue,
     plain: HeaderValue,
+    health: Health,
 }
 
 impl std::fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "ApiKey({})", self.name)
     }
+}
+
+/// A point-in-time view of a key, for the admin API and metrics.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyStatus {
+    pub name: String,
+    pub state: &'static str,
+    pub consecutive_failures: u32,
+    pub failures_total: u64,
+    /// Unix milliseconds of the last state change, if any.
+    pub changed_at_ms: Option<u64>,
+    /// For a resting key: Unix milliseconds when it is usable again.
+    pub rest_until_ms: Option<u64>,
 }
 
 impl ApiKey {
@@ -35,6 +131,7 @@ impl ApiKey {
             value,
             bearer,
             plain,
+            health: Health::default(),
         })
     }
 
@@ -50,9 +147,121 @@ impl ApiKey {
     pub fn secret(&self) -> &str {
         &self.value
     }
+
+    pub fn state(&self) -> KeyState {
+        KeyState::from_u8(self.health.state.load(Ordering::Acquire))
+    }
+
+    /// Usable for a request now (a resting key whose rest is over is usable again).
+    pub fn usable(&self) -> bool {
+        match self.state() {
+            KeyState::Healthy => true,
+            KeyState::Resting => {
+                if now_ms() >= self.health.rest_until.load(Ordering::Acquire) {
+                    self.set_state(KeyState::Resting, KeyState::Healthy);
+                    true
+                } else {
+                    false
+                }
+            }
+            KeyState::Unhealthy | KeyState::Revoked => false,
+        }
+    }
+
+    /// Needs active health checks (out of rotation until one succeeds).
+    pub fn needs_check(&self) -> bool {
+        matches!(self.state(), KeyState::Unhealthy | KeyState::Revoked)
+    }
+
+    /// Move from `from` to `to`; true if this call made the change.
+    fn set_state(&self, from: KeyState, to: KeyState) -> bool {
+        let changed = self
+            .health
+            .state
+            .compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if changed {
+            self.health.changed_at.store(now_ms(), Ordering::Release);
+            if to == KeyState::Healthy {
+                self.health.consecutive_failures.store(0, Ordering::Release);
+            }
+            log::info!("key {} is now {}", self.name, to.as_str());
+        }
+        changed
+    }
+
+    fn force_state(&self, to: KeyState) {
+        let from = self.state();
+        if from != to {
+            self.set_state(from, to);
+        }
+    }
+
+    /// Record what a request with this key came to.
+    pub fn report(&self, outcome: KeyOutcome, policy: &HealthPolicy) {
+        let h = &self.health;
+        match outcome {
+            KeyOutcome::Success => {
+                h.consecutive_failures.store(0, Ordering::Release);
+            }
+            KeyOutcome::Neutral => {}
+            KeyOutcome::Failure => {
+                h.failures_total.fetch_add(1, Ordering::Relaxed);
+                let n = h.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
+                if n >= policy.failure_threshold.max(1) && self.state() == KeyState::Healthy {
+                    h.check_successes.store(0, Ordering::Release);
+                    self.set_state(KeyState::Healthy, KeyState::Unhealthy);
+                }
+            }
+            KeyOutcome::Rejected => {
+                h.failures_total.fetch_add(1, Ordering::Relaxed);
+                h.check_successes.store(0, Ordering::Release);
+                self.force_state(KeyState::Revoked);
+            }
+            KeyOutcome::RateLimited(wait) => {
+                let until = now_ms() + wait.as_millis() as u64;
+                h.rest_until.fetch_max(until, Ordering::AcqRel);
+                if self.state() == KeyState::Healthy {
+                    self.set_state(KeyState::Healthy, KeyState::Resting);
+                }
+            }
+        }
+    }
+
+    /// Record a health-check result; true when the key came back into rotation.
+    pub fn report_check(&self, ok: bool, policy: &HealthPolicy) -> bool {
+        let h = &self.health;
+        if !ok {
+            h.check_successes.store(0, Ordering::Release);
+            return false;
+        }
+        let n = h.check_successes.fetch_add(1, Ordering::AcqRel) + 1;
+        if n >= policy.success_threshold.max(1) {
+            h.check_successes.store(0, Ordering::Release);
+            let state = self.state();
+            return matches!(state, KeyState::Unhealthy | KeyState::Revoked)
+                && self.set_state(state, KeyState::Healthy);
+        }
+        false
+    }
+
+    pub fn status(&self) -> KeyStatus {
+        let h = &self.health;
+        let state = self.state();
+        let changed = h.changed_at.load(Ordering::Acquire);
+        KeyStatus {
+            name: self.name.clone(),
+            state: state.as_str(),
+            consecutive_failures: h.consecutive_failures.load(Ordering::Acquire),
+            failures_total: h.failures_total.load(Ordering::Relaxed),
+            changed_at_ms: (changed > 0).then_some(changed),
+            rest_until_ms: (state == KeyState::Resting)
+                .then(|| h.rest_until.load(Ordering::Acquire)),
+        }
+    }
 }
 
-/// Keys of one provider, chosen round-robin.
+/// Keys of one provider, chosen round-robin among the usable ones.
 #[derive(Debug, Default)]
 pub struct KeyPool {
     keys: Vec<ApiKey>,
@@ -82,12 +291,27 @@ impl KeyPool {
         &self.missing_vars
     }
 
-    /// The index of the next key, round-robin; `None` when the pool is empty.
-    pub fn pick(&self) -> Option<usize> {
-        if self.keys.is_empty() {
+    /// The next usable key not in `tried`, round-robin; `None` when there is none.
+    pub fn pick(&self, tried: &[usize]) -> Option<usize> {
+        let n = self.keys.len();
+        if n == 0 {
             return None;
         }
-        Some(self.next.fetch_add(1, Ordering::Relaxed) % self.keys.len())
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| (start + i) % n)
+            .find(|i| !tried.contains(i) && self.keys[*i].usable())
+    }
+
+    /// Any key not in `tried`, ignoring health (for `all_keys_down: try_anyway`).
+    pub fn pick_any(&self, tried: &[usize]) -> Option<usize> {
+        let n = self.keys.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n).map(|i| (start + i) % n).find(|i| !tried.contains(i))
+    }
+
+    pub fn any_usable(&self) -> bool {
+        self.keys.iter().any(ApiKey::usable)
     }
 
     pub fn get(&self, index: usize) -> Option<&ApiKey> {
@@ -103,20 +327,73 @@ impl KeyPool {
 mod tests {
     use super::*;
 
+    fn pool(n: usize) -> KeyPool {
+        KeyPool::new(
+            (0..n)
+                .map(|i| ApiKey::new(format!("k{i}"), format!("sk-{i}")).unwrap())
+                .collect(),
+            vec![],
+        )
+    }
+
     #[test]
     fn round_robin_and_debug_hides_secret() {
-        let pool = KeyPool::new(
-            vec![
-                ApiKey::new("a".into(), "sk-1".into()).unwrap(),
-                ApiKey::new("b".into(), "sk-2".into()).unwrap(),
-            ],
-            vec![],
-        );
-        let picks: Vec<usize> = (0..4).filter_map(|_| pool.pick()).collect();
+        let pool = pool(2);
+        let picks: Vec<usize> = (0..4).filter_map(|_| pool.pick(&[])).collect();
         assert_eq!(picks, vec![0, 1, 0, 1]);
         assert!(!format!("{pool:?}").contains("sk-1"));
-        assert_eq!(pool.get(0).unwrap().bearer(), "Bearer sk-1");
-        assert!(KeyPool::default().pick().is_none());
+        assert_eq!(pool.get(0).unwrap().bearer(), "Bearer sk-0");
+        assert!(KeyPool::default().pick(&[]).is_none());
         assert!(ApiKey::new("bad".into(), "a\nb".into()).is_err());
+        assert_eq!(pool.pick(&[0, 1]), None);
+        assert!(matches!(pool.pick(&[0]), Some(1)));
+    }
+
+    #[test]
+    fn failures_threshold_and_checks() {
+        let policy = HealthPolicy {
+            failure_threshold: 3,
+            success_threshold: 2,
+        };
+        let pool = pool(2);
+        let k = pool.get(0).unwrap();
+        k.report(KeyOutcome::Failure, &policy);
+        k.report(KeyOutcome::Failure, &policy);
+        k.report(KeyOutcome::Success, &policy);
+        k.report(KeyOutcome::Failure, &policy);
+        k.report(KeyOutcome::Failure, &policy);
+        assert_eq!(k.state(), KeyState::Healthy, "a success resets the count");
+        k.report(KeyOutcome::Failure, &policy);
+        assert_eq!(k.state(), KeyState::Unhealthy);
+        assert!(k.needs_check());
+        for _ in 0..5 {
+            assert_eq!(pool.pick(&[]), Some(1), "only the healthy key is picked");
+        }
+        assert!(!k.report_check(true, &policy));
+        assert!(k.report_check(true, &policy));
+        assert_eq!(k.state(), KeyState::Healthy);
+        assert_eq!(k.status().consecutive_failures, 0);
+        assert_eq!(k.status().failures_total, 5);
+    }
+
+    #[test]
+    fn rejected_and_rate_limited() {
+        let policy = HealthPolicy::default();
+        let pool = pool(1);
+        let k = pool.get(0).unwrap();
+        k.report(KeyOutcome::RateLimited(Duration::from_millis(50)), &policy);
+        assert_eq!(k.state(), KeyState::Resting);
+        assert!(!k.needs_check(), "a resting key comes back by itself");
+        assert!(!pool.any_usable());
+        assert!(k.status().rest_until_ms.is_some());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(pool.any_usable());
+        assert_eq!(k.state(), KeyState::Healthy);
+        k.report(KeyOutcome::Rejected, &policy);
+        assert_eq!(k.state(), KeyState::Revoked);
+        assert_eq!(pool.pick(&[]), None);
+        assert_eq!(pool.pick_any(&[]), Some(0));
+        assert!(k.report_check(true, &policy));
+        assert!(pool.any_usable());
     }
 }

@@ -10,7 +10,8 @@
 //! - `body`: the request's top-level JSON fields and the byte-splicing rewrite.
 //! - `provider`: where providers live and how to call them (`openai`), host resolution
 //!   off the request path (`resolve`).
-//! - `keys`: a provider's API-key pool.
+//! - `keys`: a provider's API-key pool and each key's health; `health`: what an attempt's
+//!   result means for its key, retry decisions, and active health checks.
 //! - `sse`, `usage`: the incremental SSE parser and token metering.
 //! - `error`: every client-visible error, mapped to status and OpenAI-style body.
 //! - `metrics`, `access_log`, `admin`: what operators see.
@@ -20,6 +21,7 @@ pub mod admin;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod keys;
 pub mod metrics;
 pub mod pattern;

@@ -7,7 +7,8 @@
 use once_cell::sync::Lazy;
 use prometheus::{
     register_histogram_vec_with_registry, register_int_counter_vec_with_registry,
-    register_int_counter_with_registry, HistogramVec, IntCounter, IntCounterVec, Registry,
+    register_int_counter_with_registry, register_int_gauge_vec_with_registry, HistogramVec,
+    IntCounter, IntCounterVec, IntGaugeVec, Registry,
 };
 
 pub static REGISTRY: Lazy<Registry> = Lazy::new(Registry::new);
@@ -25,6 +26,12 @@ pub struct Metrics {
     pub duration: HistogramVec,
     pub ttft: HistogramVec,
     pub access_log_dropped: IntCounter,
+    /// 1 when a key is in rotation, 0 otherwise; set from key state at scrape time.
+    pub key_healthy: IntGaugeVec,
+    pub attempt_failures: IntCounterVec,
+    pub retries: IntCounterVec,
+    pub fallbacks: IntCounterVec,
+    pub health_checks: IntCounterVec,
 }
 
 #[expect(
@@ -92,8 +99,58 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
             r
         )
         .expect("metric"),
+        key_healthy: register_int_gauge_vec_with_registry!(
+            "tollgate_key_healthy",
+            "1 when a provider key is in rotation, 0 when it is resting, unhealthy or revoked",
+            &["provider", "key", "state"],
+            r
+        )
+        .expect("metric"),
+        attempt_failures: register_int_counter_vec_with_registry!(
+            "tollgate_attempt_failures_total",
+            "Failed upstream attempts by provider, key and reason",
+            &["provider", "key", "reason"],
+            r
+        )
+        .expect("metric"),
+        retries: register_int_counter_vec_with_registry!(
+            "tollgate_retries_total",
+            "Attempts retried on another key or target, by route and reason",
+            &["route", "reason"],
+            r
+        )
+        .expect("metric"),
+        fallbacks: register_int_counter_vec_with_registry!(
+            "tollgate_fallbacks_total",
+            "Requests moved to the route's next target",
+            &["route", "from", "to"],
+            r
+        )
+        .expect("metric"),
+        health_checks: register_int_counter_vec_with_registry!(
+            "tollgate_health_checks_total",
+            "Active health checks of keys out of rotation, by outcome",
+            &["provider", "key", "outcome"],
+            r
+        )
+        .expect("metric"),
     }
 });
+
+/// Refresh the key-state gauges from the running config.
+pub fn observe_keys(config: &crate::config::Gateway) {
+    METRICS.key_healthy.reset();
+    for p in &config.providers {
+        for k in p.keys.iter() {
+            let state = k.state();
+            let up = i64::from(k.usable());
+            METRICS
+                .key_healthy
+                .with_label_values(&[p.name.as_str(), k.name.as_str(), state.as_str()])
+                .set(up);
+        }
+    }
+}
 
 /// The text exposition of every metric.
 pub fn render() -> Vec<u8> {

@@ -77,6 +77,18 @@ impl HostPattern {
 pub struct Target {
     pub provider: Arc<Provider>,
     pub weight: u32,
+    /// Model to ask this target for, overriding the provider's mapping.
+    pub model: Option<String>,
+}
+
+impl Target {
+    /// The model name to send upstream for a request that asked for `requested`, or
+    /// `None` to send it unchanged.
+    pub fn upstream_model<'a>(&'a self, requested: &str) -> Option<&'a str> {
+        self.model
+            .as_deref()
+            .or_else(|| self.provider.model_map.map(requested))
+    }
 }
 
 #[derive(Debug)]
@@ -130,6 +142,37 @@ pub struct Route {
     pub hosts: Vec<HostPattern>,
     pub path_prefix: String,
     pub rules: Vec<ModelRule>,
+    pub retry: RetryPolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllKeysDown {
+    /// Answer 503 at once without contacting any provider.
+    FailFast,
+    /// Try keys that are out of rotation anyway.
+    TryAnyway,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Most attempts for one request across keys and targets.
+    pub attempts: u32,
+    /// Most keys tried on one target before falling back to the next.
+    pub per_target: u32,
+    /// No new attempt starts after this long.
+    pub deadline: std::time::Duration,
+    pub all_keys_down: AllKeysDown,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 3,
+            per_target: 2,
+            deadline: std::time::Duration::from_secs(60),
+            all_keys_down: AllKeysDown::FailFast,
+        }
+    }
 }
 
 impl Route {
@@ -162,17 +205,18 @@ mod tests {
 
     fn provider(name: &str) -> Arc<Provider> {
         let upstream = crate::provider::Upstream::parse("http://127.0.0.1:1/v1", None).unwrap();
-        Arc::new(Provider::new(
-            name.into(),
-            "openai-compatible".into(),
-            crate::provider::Family::OpenAi,
+        Arc::new(Provider::new(crate::provider::ProviderSpec {
+            name: name.into(),
+            kind: "openai-compatible".into(),
+            family: crate::provider::Family::OpenAi,
             upstream,
-            Default::default(),
-            Default::default(),
-            vec![],
-            Default::default(),
-            None,
-        ))
+            keys: Default::default(),
+            model_map: Default::default(),
+            models: vec![],
+            timeouts: Default::default(),
+            ca: None,
+            health: Default::default(),
+        }))
     }
 
     #[test]
@@ -183,14 +227,17 @@ mod tests {
                 Target {
                     provider: provider("a"),
                     weight: 3,
+                    model: None,
                 },
                 Target {
                     provider: provider("b"),
                     weight: 0,
+                    model: None,
                 },
                 Target {
                     provider: provider("c"),
                     weight: 1,
+                    model: None,
                 },
             ],
         );

@@ -5,9 +5,12 @@ use crate::access_log::{self, AccessLog};
 use crate::admin::Admin;
 use crate::config::model::{Listener, ServerSettings};
 use crate::config::{Gateway, SharedConfig};
+use crate::health::Checker;
 use crate::provider::resolve::{resolve_now, Resolver};
 use crate::proxy::Tollgate;
 use arc_swap::ArcSwap;
+use pingora_core::connectors::http::Connector;
+use pingora_core::connectors::ConnectorOptions;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
@@ -95,10 +98,22 @@ pub fn build(gateway: Gateway, switches: Switches) -> Result<Server, Box<dyn std
     server.add_service(proxy);
 
     if let Some(l) = &admin_listener {
-        let mut admin = Service::new("tollgate admin".to_string(), Admin);
+        let mut admin = Service::new(
+            "tollgate admin".to_string(),
+            Admin {
+                config: config.clone(),
+            },
+        );
         add_listener(&mut admin, l)?;
         server.add_service(admin);
     }
+    server.add_service(background_service(
+        "health checks",
+        Checker {
+            config: config.clone(),
+            connector: Connector::new(Some(ConnectorOptions::from_server_conf(&conf))),
+        },
+    ));
     server.add_service(background_service("resolver", Resolver { config }));
     server.add_service(background_service(
         "access log",

@@ -111,6 +111,27 @@ pub struct ProviderSection {
     pub ca_file: Option<String>,
     /// Override the TLS server name (SNI and certificate check); default the URL's host.
     pub sni: Option<String>,
+    #[serde(default)]
+    pub health: HealthSection,
+}
+
+/// Key health: passive failure counting and active checks of keys out of rotation.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    /// Consecutive failures that take a key out (default 3).
+    pub failure_threshold: Option<u32>,
+    /// Successful checks that bring it back (default 1).
+    pub success_threshold: Option<u32>,
+    /// Between checks of a key out of rotation (default 5s).
+    pub check_interval: Option<String>,
+    /// Longest a check may take (default 5s).
+    pub check_timeout: Option<String>,
+    /// Model the check asks for (default: the provider's first `models` entry).
+    pub check_model: Option<String>,
+    /// Outcomes that count as failures: `connect`, `timeout`, a status (`429`) or a class
+    /// (`5xx`). Default: connect, timeout, 429, 5xx.
+    pub failures: Option<Vec<String>>,
 }
 
 /// An API key: a plain string, or a named one (`{name, key}`) so logs can say which.
@@ -143,6 +164,22 @@ pub struct RouteSection {
     /// Path prefix of the OpenAI API, default `/v1`.
     pub path_prefix: Option<String>,
     pub models: Vec<ModelRuleSection>,
+    #[serde(default)]
+    pub retry: RetrySection,
+    /// When no key of any target is usable: `fail_fast` (503 at once, the default) or
+    /// `try_anyway` (attempt keys out of rotation).
+    pub all_keys_down: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySection {
+    /// Most attempts for one request, across keys and targets (default 3).
+    pub attempts: Option<u32>,
+    /// Most keys tried on one target before the next target (default 2).
+    pub per_target: Option<u32>,
+    /// No new attempt starts after this long (default 60s).
+    pub deadline: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,6 +194,8 @@ pub struct ModelRuleSection {
 #[serde(deny_unknown_fields)]
 pub struct TargetSection {
     pub provider: String,
+    /// Model to ask this target for, instead of the provider's mapping of the requested one.
+    pub model: Option<String>,
     #[serde(default = "one")]
     pub weight: u32,
 }

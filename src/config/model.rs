@@ -7,10 +7,12 @@
 use super::env::{expand, expand_key};
 use super::file::{self, FileConfig};
 use super::ConfigError;
+use crate::health::{FailureSet, HealthSettings};
+use crate::keys::HealthPolicy;
 use crate::keys::{ApiKey, KeyPool};
 use crate::pattern::{ModelMap, Pattern};
-use crate::provider::{self, Provider, Timeouts, Upstream, PRESETS};
-use crate::route::{HostPattern, ModelRule, Route, Target};
+use crate::provider::{self, Provider, ProviderSpec, Timeouts, Upstream, PRESETS};
+use crate::route::{AllKeysDown, HostPattern, ModelRule, RetryPolicy, Route, Target};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -173,17 +175,61 @@ fn build_provider(i: usize, p: &file::ProviderSection) -> Result<Provider, Confi
             Some(provider::load_ca(&path).map_err(|e| ConfigError::field(field("ca_file"), e))?)
         }
     };
-    Ok(Provider::new(
-        p.name.clone(),
-        p.kind.clone(),
-        *family,
+    let health = build_health(&field, &p.health, &p.models)?;
+    Ok(Provider::new(ProviderSpec {
+        name: p.name.clone(),
+        kind: p.kind.clone(),
+        family: *family,
         upstream,
-        KeyPool::new(keys, missing),
+        keys: KeyPool::new(keys, missing),
         model_map,
-        p.models.clone(),
+        models: p.models.clone(),
         timeouts,
         ca,
-    ))
+        health,
+    }))
+}
+
+fn build_health(
+    field: &dyn Fn(&str) -> String,
+    h: &file::HealthSection,
+    models: &[String],
+) -> Result<HealthSettings, ConfigError> {
+    let d = HealthSettings::default();
+    let failures = match &h.failures {
+        None => d.failures,
+        Some(list) => {
+            FailureSet::parse(list).map_err(|e| ConfigError::field(field("health.failures"), e))?
+        }
+    };
+    Ok(HealthSettings {
+        policy: HealthPolicy {
+            failure_threshold: h
+                .failure_threshold
+                .unwrap_or(d.policy.failure_threshold)
+                .max(1),
+            success_threshold: h
+                .success_threshold
+                .unwrap_or(d.policy.success_threshold)
+                .max(1),
+        },
+        check_interval: duration(
+            &field("health.check_interval"),
+            &h.check_interval,
+            d.check_interval,
+        )?,
+        check_timeout: duration(
+            &field("health.check_timeout"),
+            &h.check_timeout,
+            d.check_timeout,
+        )?,
+        check_model: h
+            .check_model
+            .clone()
+            .or_else(|| models.first().cloned())
+            .unwrap_or(d.check_model),
+        failures,
+    })
 }
 
 fn build_route(
@@ -213,6 +259,7 @@ fn build_route(
             targets.push(Target {
                 provider: provider.clone(),
                 weight: t.weight,
+                model: t.model.clone(),
             });
         }
         if targets.iter().all(|t| t.weight == 0) {
@@ -227,11 +274,34 @@ fn build_route(
             "must start with `/`",
         ));
     }
+    let route_field = |f: &str| format!("routes[{i}] ({}).{f}", r.name);
+    let d = RetryPolicy::default();
+    let all_keys_down = match r.all_keys_down.as_deref() {
+        None | Some("fail_fast") => AllKeysDown::FailFast,
+        Some("try_anyway") => AllKeysDown::TryAnyway,
+        Some(other) => {
+            return Err(ConfigError::field(
+                route_field("all_keys_down"),
+                format!("`{other}`: expected fail_fast or try_anyway"),
+            ))
+        }
+    };
+    let retry = RetryPolicy {
+        attempts: r.retry.attempts.unwrap_or(d.attempts).max(1),
+        per_target: r.retry.per_target.unwrap_or(d.per_target).max(1),
+        deadline: duration(
+            &route_field("retry.deadline"),
+            &r.retry.deadline,
+            d.deadline,
+        )?,
+        all_keys_down,
+    };
     Ok(Route {
         name: r.name.clone(),
         hosts: r.hosts.iter().map(|h| HostPattern::parse(h)).collect(),
         path_prefix: prefix.trim_end_matches('/').to_string(),
         rules,
+        retry,
     })
 }
 

@@ -8,6 +8,7 @@
 pub mod openai;
 pub mod resolve;
 
+use crate::health::HealthSettings;
 use crate::keys::KeyPool;
 use crate::pattern::ModelMap;
 use arc_swap::ArcSwapOption;
@@ -136,6 +137,7 @@ pub struct Provider {
     pub models: Vec<String>,
     pub timeouts: Timeouts,
     pub ca: Option<Arc<CaType>>,
+    pub health: HealthSettings,
     /// Ready-to-clone peer for the resolved address; `None` until resolution succeeds.
     peer: ArcSwapOption<HttpPeer>,
 }
@@ -151,32 +153,33 @@ impl std::fmt::Debug for Provider {
     }
 }
 
+/// Everything a provider is made of, as built from the config.
+pub struct ProviderSpec {
+    pub name: String,
+    pub kind: String,
+    pub family: Family,
+    pub upstream: Upstream,
+    pub keys: KeyPool,
+    pub model_map: ModelMap,
+    pub models: Vec<String>,
+    pub timeouts: Timeouts,
+    pub ca: Option<Arc<CaType>>,
+    pub health: HealthSettings,
+}
+
 impl Provider {
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "built once, from the validated config"
-    )]
-    pub fn new(
-        name: String,
-        kind: String,
-        family: Family,
-        upstream: Upstream,
-        keys: KeyPool,
-        model_map: ModelMap,
-        models: Vec<String>,
-        timeouts: Timeouts,
-        ca: Option<Arc<CaType>>,
-    ) -> Self {
+    pub fn new(spec: ProviderSpec) -> Self {
         let provider = Provider {
-            name,
-            kind,
-            family,
-            upstream,
-            keys,
-            model_map,
-            models,
-            timeouts,
-            ca,
+            name: spec.name,
+            kind: spec.kind,
+            family: spec.family,
+            upstream: spec.upstream,
+            keys: spec.keys,
+            model_map: spec.model_map,
+            models: spec.models,
+            timeouts: spec.timeouts,
+            ca: spec.ca,
+            health: spec.health,
             peer: ArcSwapOption::empty(),
         };
         // An IP literal needs no resolution.

@@ -2,20 +2,23 @@
 //! and key, run the attempt as a subrequest piped back to the client, and remember what
 //! happened for the access log and metrics.
 
-use super::attempt::{Attempt, Outcome, Shared, Slot};
+use super::attempt::{Attempt, Outcome, Shared};
+use super::pipe::{self, AttemptResult, FailedAttempt};
 use super::respond;
 use crate::body::RequestBody;
 use crate::config::Gateway;
 use crate::error::GatewayError;
+use crate::health::{self, AttemptEnd};
+use crate::keys::KeyOutcome;
+use crate::metrics::METRICS;
 use crate::provider::Provider;
 use crate::route::{host_without_port, Endpoint};
+use crate::route::{AllKeysDown, Target};
 use bytes::{Bytes, BytesMut};
-use pingora_core::protocols::http::HttpTask;
 use pingora_error::{Error, Result};
-use pingora_proxy::subrequest::pipe::{pipe_subrequest, InputBody, InputBodyType};
-use pingora_proxy::subrequest::{BodyMode, Ctx as SubCtx};
 use pingora_proxy::Session;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Instant;
 
 /// What the access log and metrics need to know about a client request.
 pub struct ClientRequest {
@@ -33,6 +36,8 @@ pub struct ClientRequest {
     pub error: Option<GatewayError>,
     /// Kept only to estimate prompt tokens when a provider reports no usage.
     pub body: Option<RequestBody>,
+    /// Attempts after the first.
+    pub retries: u32,
 }
 
 impl ClientRequest {
@@ -50,6 +55,7 @@ impl ClientRequest {
             outcome: Outcome::default(),
             error: None,
             body: None,
+            retries: 0,
         }
     }
 
@@ -107,133 +113,142 @@ impl ClientRequest {
         self.model = Some(body.model.clone());
         self.stream = body.stream;
 
+        let config = self.config.clone();
         let route = self
             .route
-            .and_then(|i| self.config.routes.get(i))
+            .and_then(|i| config.routes.get(i))
             .ok_or_else(|| GatewayError::Internal("route vanished".into()))?;
         let rule = route
             .rule_for(&body.model)
             .ok_or_else(|| GatewayError::ModelNotFound(body.model.clone()))?;
-        let target = rule
-            .attempt_order()
-            .into_iter()
-            .next()
-            .ok_or_else(|| GatewayError::ModelNotFound(body.model.clone()))?;
-        let provider = target.provider.clone();
-        self.provider = Some(provider.clone());
-        let key_index = provider
-            .keys
-            .pick()
-            .ok_or_else(|| GatewayError::ProviderKeyMissing {
-                provider: provider.name.clone(),
-                vars: provider.keys.missing_vars().join(", "),
-            })?;
-        let upstream_model = provider.model_map.map(&body.model).map(str::to_string);
-        let force_usage = matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions);
-        let rewrite = body.rewrite(upstream_model.as_deref(), force_usage);
-        let strip_usage = body.stream && force_usage && !body.client_wants_usage;
-        self.key_index = Some(key_index);
-        self.upstream_model = Some(upstream_model.unwrap_or_else(|| body.model.clone()));
+        let order = rule.attempt_order();
+        let policy = route.retry;
+        let try_anyway = policy.all_keys_down == AllKeysDown::TryAnyway;
+        if !try_anyway && !order.iter().any(|t| t.provider.keys.any_usable()) {
+            return Err(no_key_error(&order).into());
+        }
 
-        let shared = Arc::new(Shared::default());
-        let attempt = Attempt {
+        let started = Instant::now();
+        let mut tried: Vec<(usize, usize)> = Vec::new();
+        let mut failures: Vec<FailedAttempt> = Vec::new();
+        let mut target = 0;
+        while (tried.len() as u32) < policy.attempts
+            && (tried.is_empty() || started.elapsed() < policy.deadline)
+        {
+            let Some((t, key_index)) =
+                next_choice(&order, &tried, &mut target, policy.per_target, try_anyway)
+            else {
+                break;
+            };
+            if let Some(last) = failures.last() {
+                let reason = last.end.reason();
+                METRICS
+                    .retries
+                    .with_label_values(&[route.name.as_str(), reason.as_str()])
+                    .inc();
+                if !Arc::ptr_eq(&last.provider, &order[t].provider) {
+                    METRICS
+                        .fallbacks
+                        .with_label_values(&[
+                            route.name.as_str(),
+                            last.provider.name.as_str(),
+                            order[t].provider.name.as_str(),
+                        ])
+                        .inc();
+                }
+            }
+            tried.push((t, key_index));
+            let attempt = self.prepare(&body, order[t], key_index, endpoint);
+            let (result, outcome) = pipe::run(session, attempt, request_id, body.stream).await;
+            self.outcome = outcome;
+            let provider = &order[t].provider;
+            let key = provider.keys.get(key_index);
+            match result {
+                AttemptResult::Delivered(status) => {
+                    let end = AttemptEnd::Status(status);
+                    if let Some(k) = key {
+                        k.report(
+                            health::classify(end, None, &provider.health),
+                            &provider.health.policy,
+                        );
+                    }
+                    self.status = status;
+                    self.retries = tried.len() as u32 - 1;
+                    self.body = Some(body);
+                    return Ok(());
+                }
+                AttemptResult::Aborted {
+                    status,
+                    error,
+                    cause,
+                } => {
+                    if let Some(k) = key {
+                        k.report(KeyOutcome::Failure, &provider.health.policy);
+                    }
+                    METRICS
+                        .attempt_failures
+                        .with_label_values(&[
+                            provider.name.as_str(),
+                            key.map(|k| k.name.as_str()).unwrap_or(""),
+                            "broken",
+                        ])
+                        .inc();
+                    self.status = status;
+                    self.retries = tried.len() as u32 - 1;
+                    self.body = Some(body);
+                    return Err(Failure::Abort(error, cause));
+                }
+                AttemptResult::Failed(failed) => {
+                    if let Some(k) = key {
+                        let outcome =
+                            health::classify(failed.end, failed.retry_after, &provider.health);
+                        k.report(outcome, &provider.health.policy);
+                    }
+                    METRICS
+                        .attempt_failures
+                        .with_label_values(&[
+                            provider.name.as_str(),
+                            failed.key_name(),
+                            failed.end.reason().as_str(),
+                        ])
+                        .inc();
+                    failures.push(failed);
+                }
+            }
+        }
+        self.retries = (tried.len() as u32).saturating_sub(1);
+        self.body = Some(body);
+        Err(match failures.is_empty() {
+            true => no_key_error(&order),
+            false => exhausted(&failures),
+        }
+        .into())
+    }
+
+    /// The attempt for `target` with key `key_index`: model mapping and body rewrite.
+    fn prepare(
+        &mut self,
+        body: &RequestBody,
+        target: &Target,
+        key_index: usize,
+        endpoint: Endpoint,
+    ) -> Attempt {
+        let provider = target.provider.clone();
+        let upstream_model = target.upstream_model(&body.model);
+        let force_usage = matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions);
+        let rewrite = body.rewrite(upstream_model, force_usage);
+        self.provider = Some(provider.clone());
+        self.key_index = Some(key_index);
+        self.upstream_model = Some(upstream_model.unwrap_or(&body.model).to_string());
+        Attempt {
             provider,
             key_index,
             endpoint,
             stream: body.stream,
             original: body.bytes.clone(),
             rewrite,
-            strip_usage,
-            shared: shared.clone(),
-        };
-        self.body = Some(body);
-        let result = self.run_attempt(session, attempt, request_id).await;
-        self.outcome = shared.take();
-        result
-    }
-
-    /// Pipe one attempt to the client.
-    async fn run_attempt(
-        &mut self,
-        session: &mut Session,
-        attempt: Attempt,
-        request_id: &str,
-    ) -> Result<(), Failure> {
-        let original = attempt.original.clone();
-        let shared = attempt.shared.clone();
-        let sub_ctx = SubCtx::builder()
-            .body_mode(BodyMode::ExpectBody)
-            .user_ctx(Box::new(Slot(Mutex::new(Some(Box::new(attempt))))))
-            .build();
-        // The subrequest parses an HTTP/1 rendering of the client's header, and the HTTP/1
-        // parser refuses the version "HTTP/2": present an h2 request as HTTP/1.1 to it.
-        if session.req_header().version == http::Version::HTTP_2 {
-            session.req_header_mut().set_version(http::Version::HTTP_11);
-        }
-        let spawner = session
-            .subrequest_spawner
-            .as_ref()
-            .ok_or_else(|| GatewayError::Internal("subrequests are not enabled".into()))?;
-        let (sub, handle) = spawner.create_subrequest(session.as_downstream(), sub_ctx);
-
-        let mut header_sent: Option<u16> = None;
-        let request_id_header = http::HeaderValue::from_str(request_id).ok();
-        let filter = |task: HttpTask| -> Result<Option<HttpTask>> {
-            Ok(Some(match task {
-                HttpTask::Header(mut h, end) => {
-                    header_sent = Some(h.status.as_u16());
-                    if let Some(id) = &request_id_header {
-                        h.insert_header("x-request-id", id.clone())?;
-                    }
-                    HttpTask::Header(h, end)
-                }
-                other => other,
-            }))
-        };
-        let input = InputBodyType::Preset(InputBody::Bytes(vec![original]));
-        let piped = pipe_subrequest(session, sub, handle, filter, input).await;
-        let pipe_error = match piped {
-            Ok(_) => None,
-            Err(e) => Some(e.error),
-        };
-        let recorded = shared.outcome.lock().ok().and_then(|o| o.error.clone());
-        match (header_sent, pipe_error) {
-            (Some(status), None) => {
-                self.status = status;
-                Ok(())
-            }
-            (Some(status), Some(e)) => {
-                // The response had started: tell a stream's reader, then cut the connection so
-                // the client cannot mistake the truncated answer for a complete one.
-                self.status = status;
-                let err = recorded.unwrap_or_else(|| {
-                    let name = self
-                        .provider
-                        .as_ref()
-                        .map(|p| p.name.as_str())
-                        .unwrap_or("");
-                    GatewayError::from_upstream(name, &e)
-                });
-                if self.stream {
-                    let _ = session
-                        .write_response_body(Some(err.sse_event()), false)
-                        .await;
-                }
-                Err(Failure::Abort(err, e))
-            }
-            (None, e) => Err(Failure::Respond(recorded.unwrap_or_else(|| {
-                let name = self
-                    .provider
-                    .as_ref()
-                    .map(|p| p.name.as_str())
-                    .unwrap_or("");
-                match e {
-                    Some(e) => GatewayError::from_upstream(name, &e),
-                    None => {
-                        GatewayError::Internal("the upstream attempt produced no response".into())
-                    }
-                }
-            }))),
+            strip_usage: body.stream && force_usage && !body.client_wants_usage,
+            shared: Arc::new(Shared::default()),
         }
     }
 
@@ -259,6 +274,138 @@ impl ClientRequest {
             }
         }
         Err(GatewayError::RouteNotFound(path.to_string()))
+    }
+}
+
+/// The next (target, key) to try: more keys of the current target up to `per_target`,
+/// then the next target; keys out of rotation only with `try_anyway`.
+fn next_choice(
+    order: &[&Target],
+    tried: &[(usize, usize)],
+    target: &mut usize,
+    per_target: u32,
+    try_anyway: bool,
+) -> Option<(usize, usize)> {
+    while *target < order.len() {
+        let t = *target;
+        let used: Vec<usize> = tried
+            .iter()
+            .filter(|(ti, _)| *ti == t)
+            .map(|(_, k)| *k)
+            .collect();
+        if (used.len() as u32) < per_target {
+            let keys = &order[t].provider.keys;
+            let pick = keys.pick(&used).or_else(|| {
+                if try_anyway {
+                    keys.pick_any(&used)
+                } else {
+                    None
+                }
+            });
+            if let Some(k) = pick {
+                return Some((t, k));
+            }
+        }
+        *target += 1;
+    }
+    None
+}
+
+/// Why no attempt could be made: keys never configured, or all out of rotation.
+fn no_key_error(order: &[&Target]) -> GatewayError {
+    if let Some(t) = order
+        .iter()
+        .find(|t| t.provider.keys.is_empty())
+        .filter(|_| order.iter().all(|t| t.provider.keys.is_empty()))
+    {
+        return GatewayError::ProviderKeyMissing {
+            provider: t.provider.name.clone(),
+            vars: t.provider.keys.missing_vars().join(", "),
+        };
+    }
+    let names: Vec<String> = order
+        .iter()
+        .map(|t| format!("provider `{}`", t.provider.name))
+        .collect();
+    GatewayError::AllKeysUnavailable(names.join(", "))
+}
+
+/// The provider's error message, without anything that could be its key.
+fn provider_message(f: &FailedAttempt) -> String {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        error: Option<ErrorField>,
+        message: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum ErrorField {
+        Object { message: Option<String> },
+        Text(String),
+    }
+    let parsed = serde_json::from_slice::<Body>(&f.body).ok();
+    let text = parsed
+        .and_then(|b| match b.error {
+            Some(ErrorField::Object { message }) => message,
+            Some(ErrorField::Text(t)) => Some(t),
+            None => b.message,
+        })
+        .unwrap_or_else(|| String::from_utf8_lossy(&f.body[..f.body.len().min(512)]).into_owned());
+    match f.provider.keys.get(f.key_index) {
+        Some(k) if !k.secret().is_empty() => text.replace(k.secret(), "[redacted]"),
+        _ => text,
+    }
+}
+
+/// The error for a request whose every attempt failed: the last attempt's status and code,
+/// and a message listing them all.
+fn exhausted(failures: &[FailedAttempt]) -> GatewayError {
+    let Some(last) = failures.last() else {
+        return GatewayError::Internal("no attempt was made".into());
+    };
+    let (status, code, last_text) = match (&last.error, last.end) {
+        (Some(e), _) => (e.status(), e.code(), e.to_string()),
+        (None, AttemptEnd::Status(s @ (401 | 403))) => (
+            502,
+            "upstream_auth_error",
+            format!(
+                "provider `{}` rejected key `{}` ({s})",
+                last.provider.name,
+                last.key_name()
+            ),
+        ),
+        (None, AttemptEnd::Status(s)) => (
+            if s == 429 || s >= 500 { s } else { 502 },
+            if s == 429 {
+                "rate_limit_exceeded"
+            } else {
+                "upstream_error"
+            },
+            format!(
+                "provider `{}` answered {s}: {}",
+                last.provider.name,
+                provider_message(last)
+            ),
+        ),
+        (None, end) => (502, "upstream_error", end.reason()),
+    };
+    if failures.len() == 1 {
+        if let Some(e) = &last.error {
+            return e.clone();
+        }
+    }
+    let list: Vec<String> = failures
+        .iter()
+        .map(|f| format!("{}/{}: {}", f.provider.name, f.key_name(), f.end.reason()))
+        .collect();
+    GatewayError::Exhausted {
+        status,
+        code,
+        message: format!(
+            "All {} attempts failed ({}). Last error: {last_text}",
+            failures.len(),
+            list.join(", ")
+        ),
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod attempt;
 pub mod client;
+pub mod pipe;
 pub mod respond;
 
 use crate::access_log::{AccessLog, Entry};
@@ -289,6 +290,7 @@ impl Tollgate {
             ttfb_ms: ms(c.started, req.outcome.first_byte),
             ttft_ms: ms(c.started, req.outcome.first_token),
             duration_ms: end.duration_since(c.started).as_secs_f64() * 1000.0,
+            retries: req.retries,
             error: req.error.as_ref().map(|e| e.code()),
         });
     }
