@@ -96,6 +96,8 @@ pub struct ApiKey {
     /// `Bearer <secret>`, ready for the `Authorization` header.
     bearer: HeaderValue,
     plain: HeaderValue,
+    /// Relative share of requests among the pool's usable keys.
+    weight: u32,
     health: Health,
 }
 
@@ -131,8 +133,14 @@ impl ApiKey {
             value,
             bearer,
             plain,
+            weight: 1,
             health: Health::default(),
         })
+    }
+
+    pub fn with_weight(mut self, weight: u32) -> Self {
+        self.weight = weight;
+        self
     }
 
     pub fn bearer(&self) -> &HeaderValue {
@@ -291,10 +299,33 @@ impl KeyPool {
         &self.missing_vars
     }
 
-    /// The next usable key not in `tried`, round-robin; `None` when there is none.
+    /// The next usable key not in `tried`: round-robin, or by weight when the keys have
+    /// different weights (a weight-0 key is used only when no other is usable); `None`
+    /// when there is none.
     pub fn pick(&self, tried: &[usize]) -> Option<usize> {
         let n = self.keys.len();
         if n == 0 {
+            return None;
+        }
+        if self.keys.iter().any(|k| k.weight != self.keys[0].weight) {
+            let candidates: Vec<usize> = (0..n)
+                .filter(|i| !tried.contains(i) && self.keys[*i].usable())
+                .collect();
+            let total: u64 = candidates
+                .iter()
+                .map(|i| u64::from(self.keys[*i].weight))
+                .sum();
+            if total == 0 {
+                return candidates.first().copied();
+            }
+            let mut point = fastrand::u64(..total);
+            for i in candidates {
+                let w = u64::from(self.keys[i].weight);
+                if point < w {
+                    return Some(i);
+                }
+                point -= w;
+            }
             return None;
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
@@ -347,6 +378,31 @@ mod tests {
         assert!(ApiKey::new("bad".into(), "a\nb".into()).is_err());
         assert_eq!(pool.pick(&[0, 1]), None);
         assert!(matches!(pool.pick(&[0]), Some(1)));
+    }
+
+    #[test]
+    fn weighted_keys() {
+        let pool = KeyPool::new(
+            vec![
+                ApiKey::new("heavy".into(), "sk-h".into())
+                    .unwrap()
+                    .with_weight(3),
+                ApiKey::new("light".into(), "sk-l".into())
+                    .unwrap()
+                    .with_weight(1),
+                ApiKey::new("spare".into(), "sk-s".into())
+                    .unwrap()
+                    .with_weight(0),
+            ],
+            vec![],
+        );
+        let heavy = (0..4000).filter(|_| pool.pick(&[]) == Some(0)).count() as f64 / 4000.0;
+        assert!((0.70..0.80).contains(&heavy), "{heavy}");
+        assert!(
+            (0..200).all(|_| pool.pick(&[]) != Some(2)),
+            "weight 0 is a spare"
+        );
+        assert_eq!(pool.pick(&[0, 1]), Some(2));
     }
 
     #[test]

@@ -134,12 +134,18 @@ pub struct HealthSection {
     pub failures: Option<Vec<String>>,
 }
 
-/// An API key: a plain string, or a named one (`{name, key}`) so logs can say which.
+/// An API key: a plain string, or a named one (`{name, key, weight}`) so logs can say which.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum KeyEntry {
     Plain(String),
-    Named { name: String, key: String },
+    Named {
+        name: String,
+        key: String,
+        /// Share of requests relative to the provider's other keys (default 1).
+        #[serde(default)]
+        weight: Option<u32>,
+    },
 }
 
 /// Durations as `humantime` strings: `500ms`, `5s`, `2m`.

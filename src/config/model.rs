@@ -142,13 +142,14 @@ fn build_provider(i: usize, p: &file::ProviderSection) -> Result<Provider, Confi
     let mut keys = Vec::new();
     let mut missing = Vec::new();
     for (k, entry) in p.api_keys.iter().enumerate() {
-        let (name, raw) = match entry {
-            file::KeyEntry::Plain(raw) => (format!("{}#{k}", p.name), raw),
-            file::KeyEntry::Named { name, key } => (name.clone(), key),
+        let (name, raw, weight) = match entry {
+            file::KeyEntry::Plain(raw) => (format!("{}#{k}", p.name), raw, 1),
+            file::KeyEntry::Named { name, key, weight } => (name.clone(), key, weight.unwrap_or(1)),
         };
         match expand_key(raw) {
             Ok(value) => keys.push(
                 ApiKey::new(name, value)
+                    .map(|key| key.with_weight(weight))
                     .map_err(|e| ConfigError::field(field(&format!("api_keys[{k}]")), e))?,
             ),
             Err(var) => missing.push(var),
