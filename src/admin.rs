@@ -1,33 +1,22 @@
-//! The admin listener: `/metrics` (Prometheus text), `/healthz`, `/admin/keys`.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz` and the `/admin/*` API
+//! (`GET /admin/status`, `GET /admin/keys`, `POST /admin/reload`).
 //!
 //! Served by a plain Pingora `ServeHttp` app on its own listener (loopback by default), so
-//! operational traffic never shares the proxy's routing.
+//! operational traffic never shares the proxy's routing. With `token` set, `/admin/*`
+//! requires `Authorization: Bearer <token>` (compared in constant time).
 
-use crate::config::SharedConfig;
+use crate::config::{Gateway, SharedConfig};
+use crate::reload::Reloader;
 use async_trait::async_trait;
-use http::{Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
+use serde_json::json;
 
 pub struct Admin {
     pub config: SharedConfig,
-}
-
-/// `/admin/keys`: every provider's keys by name, with state and failure counts.
-fn keys_json(config: &crate::config::Gateway) -> Vec<u8> {
-    let providers: Vec<serde_json::Value> = config
-        .providers
-        .iter()
-        .map(|p| {
-            let keys: Vec<_> = p.keys.iter().map(|k| k.status()).collect();
-            serde_json::json!({
-                "provider": p.name,
-                "missing_key_variables": p.keys.missing_vars(),
-                "keys": keys,
-            })
-        })
-        .collect();
-    serde_json::to_vec(&serde_json::json!({ "providers": providers })).unwrap_or_default()
+    pub reloader: Reloader,
+    pub token: Option<String>,
 }
 
 fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -42,10 +31,143 @@ fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Ve
     resp
 }
 
+fn json_response(status: StatusCode, v: serde_json::Value) -> Response<Vec<u8>> {
+    respond(
+        status,
+        "application/json",
+        serde_json::to_vec(&v).unwrap_or_default(),
+    )
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response<Vec<u8>> {
+    let kind = if status.is_server_error() {
+        "server_error"
+    } else {
+        "invalid_request_error"
+    };
+    json_response(
+        status,
+        json!({"error": {"message": message, "type": kind, "code": code}}),
+    )
+}
+
+/// Constant-time equality for secrets.
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn providers_json(config: &Gateway) -> Vec<serde_json::Value> {
+    config
+        .providers
+        .iter()
+        .map(|p| {
+            let keys: Vec<_> = p.keys.iter().map(|k| k.status()).collect();
+            json!({
+                "provider": p.name,
+                "type": p.kind,
+                "host": p.upstream.host,
+                "resolved": p.resolved_addr().map(|a| a.to_string()),
+                "missing_key_variables": p.keys.missing_vars(),
+                "keys": keys,
+            })
+        })
+        .collect()
+}
+
+fn status_json(config: &Gateway) -> serde_json::Value {
+    let routes: Vec<_> = config
+        .routes
+        .iter()
+        .map(|r| {
+            let rules: Vec<_> = r
+                .rules
+                .iter()
+                .map(|rule| {
+                    let targets: Vec<_> = rule
+                        .targets
+                        .iter()
+                        .map(|t| json!({"provider": t.provider.name, "weight": t.weight, "model": t.model}))
+                        .collect();
+                    json!({"model": format!("{:?}", rule.pattern), "targets": targets})
+                })
+                .collect();
+            json!({"name": r.name, "path_prefix": r.path_prefix, "rules": rules})
+        })
+        .collect();
+    json!({"routes": routes, "providers": providers_json(config)})
+}
+
+/// Ready when every provider that has keys has at least one usable one.
+fn readiness(config: &Gateway) -> (bool, serde_json::Value) {
+    let down: Vec<&str> = config
+        .providers
+        .iter()
+        .filter(|p| !p.keys.is_empty() && !p.keys.any_usable())
+        .map(|p| p.name.as_str())
+        .collect();
+    let unresolved: Vec<&str> = config
+        .providers
+        .iter()
+        .filter(|p| p.resolved_addr().is_none())
+        .map(|p| p.name.as_str())
+        .collect();
+    let ready = down.is_empty();
+    (
+        ready,
+        json!({"ready": ready, "providers_without_usable_keys": down, "providers_unresolved": unresolved}),
+    )
+}
+
+impl Admin {
+    fn authorized(&self, session: &ServerSession) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| same_secret(given.as_bytes(), token.as_bytes()))
+    }
+
+    async fn admin_api(&self, method: &Method, path: &str) -> Response<Vec<u8>> {
+        let config = self.config.load_full();
+        match (method, path) {
+            (&Method::GET, "/admin/status") => json_response(StatusCode::OK, status_json(&config)),
+            (&Method::GET, "/admin/keys") => json_response(
+                StatusCode::OK,
+                json!({"providers": providers_json(&config)}),
+            ),
+            (&Method::POST, "/admin/reload") => match self.reloader.reload().await {
+                Ok(report) => json_response(
+                    StatusCode::OK,
+                    json!({"status": "reloaded", "needs_upgrade": report.needs_upgrade}),
+                ),
+                Err(e) => {
+                    log::error!("config reload rejected, the previous config keeps serving: {e}");
+                    error(StatusCode::BAD_REQUEST, "invalid_config", &e.to_string())
+                }
+            },
+            (_, "/admin/status" | "/admin/keys" | "/admin/reload") => error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed.",
+            ),
+            _ => error(StatusCode::NOT_FOUND, "not_found", "Unknown admin path."),
+        }
+    }
+}
+
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_string();
+        let method = session.req_header().method.clone();
         match path.as_str() {
             "/metrics" => {
                 crate::metrics::observe_keys(&self.config.load());
@@ -55,18 +177,39 @@ impl ServeHttp for Admin {
                     crate::metrics::render(),
                 )
             }
-            "/admin/keys" => respond(
-                StatusCode::OK,
-                "application/json",
-                keys_json(&self.config.load()),
-            ),
-            "/healthz" => respond(StatusCode::OK, "application/json", br#"{"status":"ok"}"#.to_vec()),
-            _ => respond(
-                StatusCode::NOT_FOUND,
-                "application/json",
-                br#"{"error":{"message":"Unknown admin path.","type":"invalid_request_error","code":"not_found"}}"#
-                    .to_vec(),
-            ),
+            "/healthz" => json_response(StatusCode::OK, json!({"status": "ok"})),
+            "/readyz" => {
+                let (ready, body) = readiness(&self.config.load());
+                let status = if ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                json_response(status, body)
+            }
+            p if p.starts_with("/admin/") => {
+                if !self.authorized(session) {
+                    return error(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "A valid admin bearer token is required.",
+                    );
+                }
+                self.admin_api(&method, p).await
+            }
+            _ => error(StatusCode::NOT_FOUND, "not_found", "Unknown admin path."),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"abc", b"abcd"));
     }
 }

@@ -98,7 +98,8 @@ pub struct ApiKey {
     plain: HeaderValue,
     /// Relative share of requests among the pool's usable keys.
     weight: u32,
-    health: Health,
+    /// Shared with the same key of the previous config after a reload.
+    health: std::sync::Arc<Health>,
 }
 
 impl std::fmt::Debug for ApiKey {
@@ -134,8 +135,15 @@ impl ApiKey {
             bearer,
             plain,
             weight: 1,
-            health: Health::default(),
+            health: Default::default(),
         })
+    }
+
+    /// Keep `previous`'s health (the same key in the config being replaced).
+    pub fn adopt_health(&mut self, previous: &ApiKey) {
+        if previous.name == self.name && previous.value == self.value {
+            self.health = previous.health.clone();
+        }
     }
 
     pub fn with_weight(mut self, weight: u32) -> Self {

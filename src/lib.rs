@@ -14,7 +14,8 @@
 //!   result means for its key, retry decisions, and active health checks.
 //! - `sse`, `usage`: the incremental SSE parser and token metering.
 //! - `error`: every client-visible error, mapped to status and OpenAI-style body.
-//! - `metrics`, `access_log`, `admin`: what operators see.
+//! - `metrics`, `access_log`, `admin`: what operators see; `reload`: config hot reload.
+//! - `server`: assembling the Pingora server and its services.
 
 pub mod access_log;
 pub mod admin;
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod pattern;
 pub mod provider;
 pub mod proxy;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod sse;

@@ -34,7 +34,7 @@ struct Cli {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
-    let gateway = match tollgate::config::load(&cli.conf) {
+    let gateway = match tollgate::config::load(&cli.conf, None) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("tollgate: configuration error: {e}");
@@ -49,7 +49,7 @@ fn main() -> ExitCode {
         daemon: cli.daemon,
         upgrade: cli.upgrade,
     };
-    match tollgate::server::build(gateway, switches) {
+    match tollgate::server::build(gateway, &cli.conf, switches) {
         Ok(server) => server.run_forever(),
         Err(e) => {
             eprintln!("tollgate: cannot start: {e}");

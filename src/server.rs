@@ -8,6 +8,7 @@ use crate::config::{Gateway, SharedConfig};
 use crate::health::Checker;
 use crate::provider::resolve::{resolve_now, Resolver};
 use crate::proxy::Tollgate;
+use crate::reload::{OnSighup, Reloader};
 use arc_swap::ArcSwap;
 use pingora_core::connectors::http::Connector;
 use pingora_core::connectors::ConnectorOptions;
@@ -61,7 +62,11 @@ fn add_listener<A>(service: &mut Service<A>, l: &Listener) -> pingora_error::Res
 }
 
 /// Build the server for `gateway`; the caller runs it with `run_forever`.
-pub fn build(gateway: Gateway, switches: Switches) -> Result<Server, Box<dyn std::error::Error>> {
+pub fn build(
+    gateway: Gateway,
+    config_path: &str,
+    switches: Switches,
+) -> Result<Server, Box<dyn std::error::Error>> {
     resolve_now(&gateway.providers);
     let mut conf = server_conf(&gateway.server);
     conf.daemon = conf.daemon || switches.daemon;
@@ -83,6 +88,10 @@ pub fn build(gateway: Gateway, switches: Switches) -> Result<Server, Box<dyn std
     let proxy_listeners = gateway.proxy_listeners.clone();
     let admin_listener = gateway.admin_listener.clone();
     let config: SharedConfig = Arc::new(ArcSwap::from_pointee(gateway));
+    let reloader = Reloader {
+        config: config.clone(),
+        path: Arc::from(config_path),
+    };
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &conf,
@@ -102,6 +111,8 @@ pub fn build(gateway: Gateway, switches: Switches) -> Result<Server, Box<dyn std
             "tollgate admin".to_string(),
             Admin {
                 config: config.clone(),
+                reloader: reloader.clone(),
+                token: l.token.clone(),
             },
         );
         add_listener(&mut admin, l)?;
@@ -115,6 +126,7 @@ pub fn build(gateway: Gateway, switches: Switches) -> Result<Server, Box<dyn std
         },
     ));
     server.add_service(background_service("resolver", Resolver { config }));
+    server.add_service(background_service("reload on SIGHUP", OnSighup(reloader)));
     server.add_service(background_service(
         "access log",
         access_log::Writer(access_log),

@@ -57,6 +57,8 @@ pub struct ListenersSection {
 pub struct ListenerSection {
     pub address: String,
     pub tls: Option<TlsSection>,
+    /// Admin listener only: bearer token required for `/admin/*`.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -38,22 +38,22 @@ impl ConfigError {
     }
 }
 
-/// Parse a config from YAML text.
-pub fn parse(text: &str, path: &str) -> Result<Gateway, ConfigError> {
+/// Parse a config from YAML text; `previous` is the config it replaces, if any.
+pub fn parse(text: &str, path: &str, previous: Option<&Gateway>) -> Result<Gateway, ConfigError> {
     let file: file::FileConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
         path: path.to_string(),
         message: e.to_string(),
     })?;
-    Gateway::build(file)
+    Gateway::build(file, previous)
 }
 
 /// Read and parse a config file.
-pub fn load(path: &str) -> Result<Gateway, ConfigError> {
+pub fn load(path: &str, previous: Option<&Gateway>) -> Result<Gateway, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_string(),
         source,
     })?;
-    parse(&text, path)
+    parse(&text, path, previous)
 }
 
 #[cfg(test)]
@@ -78,7 +78,7 @@ routes:
 
     #[test]
     fn loads_a_valid_config() {
-        let gw = parse(BASE, "t.yaml").unwrap();
+        let gw = parse(BASE, "t.yaml", None).unwrap();
         let p = gw.provider("mock").unwrap();
         assert_eq!(p.keys.len(), 2);
         assert_eq!(p.keys.missing_vars(), ["TOLLGATE_TEST_UNSET_KEY"]);
@@ -90,7 +90,7 @@ routes:
     }
 
     fn err(text: &str) -> String {
-        parse(text, "t.yaml").unwrap_err().to_string()
+        parse(text, "t.yaml", None).unwrap_err().to_string()
     }
 
     #[test]

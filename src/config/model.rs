@@ -40,6 +40,8 @@ pub struct ServerSettings {
 pub struct Listener {
     pub address: String,
     pub tls: Option<ListenerTls>,
+    /// Bearer token for `/admin/*` (admin listener only).
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -108,13 +110,29 @@ fn listener(field: &str, l: &file::ListenerSection) -> Result<Listener, ConfigEr
             })
         }
     };
+    let token = l
+        .token
+        .as_ref()
+        .map(|t| expand(t).map_err(|e| ConfigError::field(format!("{field}.token"), e)))
+        .transpose()?;
+    if token.as_ref().is_some_and(|t| t.is_empty()) {
+        return Err(ConfigError::field(
+            format!("{field}.token"),
+            "must not be empty",
+        ));
+    }
     Ok(Listener {
         address: l.address.clone(),
         tls,
+        token,
     })
 }
 
-fn build_provider(i: usize, p: &file::ProviderSection) -> Result<Provider, ConfigError> {
+fn build_provider(
+    i: usize,
+    p: &file::ProviderSection,
+    previous: Option<&Provider>,
+) -> Result<Provider, ConfigError> {
     let field = |f: &str| format!("providers[{i}] ({}).{f}", p.name);
     let (_, family, preset_url) = PRESETS
         .iter()
@@ -147,11 +165,17 @@ fn build_provider(i: usize, p: &file::ProviderSection) -> Result<Provider, Confi
             file::KeyEntry::Named { name, key, weight } => (name.clone(), key, weight.unwrap_or(1)),
         };
         match expand_key(raw) {
-            Ok(value) => keys.push(
-                ApiKey::new(name, value)
+            Ok(value) => {
+                let mut key = ApiKey::new(name, value)
                     .map(|key| key.with_weight(weight))
-                    .map_err(|e| ConfigError::field(field(&format!("api_keys[{k}]")), e))?,
-            ),
+                    .map_err(|e| ConfigError::field(field(&format!("api_keys[{k}]")), e))?;
+                if let Some(old) =
+                    previous.and_then(|old| old.keys.iter().find(|o| o.name == key.name))
+                {
+                    key.adopt_health(old);
+                }
+                keys.push(key);
+            }
             Err(var) => missing.push(var),
         }
     }
@@ -342,7 +366,9 @@ fn models_json(routes: &[Route]) -> bytes::Bytes {
 }
 
 impl Gateway {
-    pub fn build(f: FileConfig) -> Result<Self, ConfigError> {
+    /// Build the model from the file. With `previous` (a reload), keys that are unchanged
+    /// keep their health state.
+    pub fn build(f: FileConfig, previous: Option<&Gateway>) -> Result<Self, ConfigError> {
         let s = &f.server;
         let server = ServerSettings {
             threads: s.threads.unwrap_or(1).max(1),
@@ -377,6 +403,12 @@ impl Gateway {
             .enumerate()
             .map(|(i, l)| listener(&format!("listeners.proxy[{i}]"), l))
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(i) = proxy_listeners.iter().position(|l| l.token.is_some()) {
+            return Err(ConfigError::field(
+                format!("listeners.proxy[{i}].token"),
+                "only the admin listener takes a token",
+            ));
+        }
         let admin_listener = f
             .listeners
             .admin
@@ -393,7 +425,8 @@ impl Gateway {
                     format!("duplicate provider name `{}`", p.name),
                 ));
             }
-            let provider = Arc::new(build_provider(i, p)?);
+            let old = previous.and_then(|g| g.provider(&p.name)).map(|p| &**p);
+            let provider = Arc::new(build_provider(i, p, old)?);
             by_name.insert(p.name.as_str(), provider.clone());
             providers.push(provider);
         }

@@ -99,8 +99,12 @@ pub fn config_text(
     port: u16,
     admin_port: u16,
     proxy_tls: Option<(&Path, &Path)>,
+    admin_token: Option<&str>,
     body: &str,
 ) -> String {
+    let token = admin_token
+        .map(|t| format!("\n    token: \"{t}\""))
+        .unwrap_or_default();
     let tls = match proxy_tls {
         Some((cert, key)) => format!(
             "\n      tls: {{cert: \"{}\", key: \"{}\"}}",
@@ -120,7 +124,7 @@ listeners:
   proxy:
     - address: "127.0.0.1:{port}"{tls}
   admin:
-    address: "127.0.0.1:{admin_port}"
+    address: "127.0.0.1:{admin_port}"{token}
 access_log:
   path: "{dir}/access.log"
 {body}
@@ -139,10 +143,19 @@ impl Gateway {
         proxy_tls: Option<(&Path, &Path)>,
         env: &[(&str, &str)],
     ) -> Gateway {
+        Self::start_opts(body, proxy_tls, None, env)
+    }
+
+    pub fn start_opts(
+        body: &str,
+        proxy_tls: Option<(&Path, &Path)>,
+        admin_token: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let admin_port = free_port();
-        let text = config_text(dir.path(), port, admin_port, proxy_tls, body);
+        let text = config_text(dir.path(), port, admin_port, proxy_tls, admin_token, body);
         let config_path = dir.path().join("tollgate.yaml");
         std::fs::write(&config_path, text).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
@@ -196,6 +209,23 @@ impl Gateway {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.as_ref().map(|p| p.child.id()).unwrap_or(0)
+    }
+
+    /// Rewrite the config file with a new providers/routes block (same listeners).
+    pub fn rewrite_config(&self, body: &str) {
+        let text = config_text(
+            self.dir.path(),
+            self.port,
+            self.admin_port,
+            None,
+            None,
+            body,
+        );
+        std::fs::write(&self.config_path, text).unwrap();
     }
 
     pub fn admin_url(&self, path: &str) -> String {

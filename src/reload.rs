@@ -1,0 +1,115 @@
+//! Config hot reload: SIGHUP or `POST /admin/reload` re-reads the YAML file.
+//!
+//! A valid file becomes the new snapshot for new requests (in-flight ones keep the `Arc`
+//! they started with); keys that did not change keep their health; new host names are
+//! resolved before the swap. An invalid file is rejected with the error logged and returned,
+//! and the old snapshot keeps serving. Settings that live in sockets or threads (listeners,
+//! `server`) cannot change live: the reload reports them as needing an upgrade.
+
+use crate::config::{self, ConfigError, Gateway, SharedConfig};
+use crate::provider::resolve::resolve_now;
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct Reloader {
+    pub config: SharedConfig,
+    pub path: Arc<str>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct ReloadReport {
+    /// Changed settings that take effect only after a binary upgrade or restart.
+    pub needs_upgrade: Vec<&'static str>,
+}
+
+fn needs_upgrade(old: &Gateway, new: &Gateway) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let listeners = |g: &Gateway| {
+        let show = |l: &config::model::Listener| {
+            format!(
+                "{}:{:?}",
+                l.address,
+                l.tls.as_ref().map(|t| (&t.cert, &t.key, t.http2))
+            )
+        };
+        (
+            g.proxy_listeners.iter().map(show).collect::<Vec<_>>(),
+            g.admin_listener.as_ref().map(show),
+        )
+    };
+    if listeners(old) != listeners(new) {
+        out.push("listeners");
+    }
+    if format!("{:?}", old.server) != format!("{:?}", new.server) {
+        out.push("server");
+    }
+    if old.access_log != new.access_log || old.access_log_buffer != new.access_log_buffer {
+        out.push("access_log");
+    }
+    out
+}
+
+impl Reloader {
+    /// Load, validate and swap in the config file (blocking: file I/O and name resolution).
+    pub fn reload_blocking(&self) -> Result<ReloadReport, ConfigError> {
+        let old = self.config.load_full();
+        let new = config::load(&self.path, Some(&old))?;
+        resolve_now(&new.providers);
+        let report = ReloadReport {
+            needs_upgrade: needs_upgrade(&old, &new),
+        };
+        self.config.store(Arc::new(new));
+        if report.needs_upgrade.is_empty() {
+            log::info!("config {} reloaded", self.path);
+        } else {
+            log::warn!(
+                "config {} reloaded; changes to {} take effect only after an upgrade",
+                self.path,
+                report.needs_upgrade.join(", ")
+            );
+        }
+        Ok(report)
+    }
+
+    /// The same, off the async runtime's worker threads.
+    pub async fn reload(&self) -> Result<ReloadReport, ConfigError> {
+        let this = self.clone();
+        match tokio::task::spawn_blocking(move || this.reload_blocking()).await {
+            Ok(result) => result,
+            Err(e) => Err(ConfigError::field("reload", e.to_string())),
+        }
+    }
+}
+
+/// Reloads on SIGHUP.
+pub struct OnSighup(pub Reloader);
+
+#[async_trait]
+impl BackgroundService for OnSighup {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot listen for SIGHUP: {e}");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                got = hup.recv() => {
+                    if got.is_none() {
+                        return;
+                    }
+                    if let Err(e) = self.0.reload().await {
+                        log::error!("config reload rejected, the previous config keeps serving: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
