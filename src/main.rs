@@ -29,6 +29,47 @@ struct Cli {
     /// Take over the listening sockets of a running instance (graceful upgrade).
     #[arg(short = 'u', long = "upgrade")]
     upgrade: bool,
+    /// Wait up to SECONDS for the instance running this config to answer on its admin
+    /// listener (`/healthz`), or accept connections on its first proxy listener; exit 0
+    /// when it does, 1 otherwise. For systemd's `ExecStartPost`.
+    #[arg(long = "wait-ready", value_name = "SECONDS")]
+    wait_ready: Option<u64>,
+}
+
+/// Poll the gateway described by `gateway` until it answers or `secs` pass.
+fn wait_ready(gateway: &tollgate::config::Gateway, secs: u64) -> bool {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let (address, http) = match &gateway.admin_listener {
+        Some(l) if l.tls.is_none() => (l.address.clone(), true),
+        _ => match gateway.proxy_listeners.first() {
+            Some(l) => (l.address.clone(), false),
+            None => return false,
+        },
+    };
+    let Ok(addr) = address.parse::<std::net::SocketAddr>() else {
+        return false;
+    };
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if let Ok(mut conn) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+            if !http {
+                return true;
+            }
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+            let request =
+                format!("GET /healthz HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+            let mut response = String::new();
+            if conn.write_all(request.as_bytes()).is_ok()
+                && conn.read_to_string(&mut response).is_ok()
+                && response.starts_with("HTTP/1.1 200")
+            {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
 }
 
 fn main() -> ExitCode {
@@ -41,6 +82,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(secs) = cli.wait_ready {
+        return if wait_ready(&gateway, secs) {
+            ExitCode::SUCCESS
+        } else {
+            eprintln!("tollgate: not ready after {secs}s");
+            ExitCode::from(1)
+        };
+    }
     if cli.test {
         println!("tollgate: configuration {} is valid", cli.conf);
         return ExitCode::SUCCESS;

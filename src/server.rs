@@ -10,14 +10,20 @@ use crate::provider::resolve::{resolve_now, Resolver};
 use crate::proxy::Tollgate;
 use crate::reload::{OnSighup, Reloader};
 use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora_core::connectors::http::Connector;
 use pingora_core::connectors::ConnectorOptions;
 use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::protocols::http::v2::server::H2Options;
+use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
+use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Command-line switches that Pingora acts on.
 #[derive(Debug, Default, Clone, Copy)]
@@ -61,6 +67,43 @@ fn add_listener<A>(service: &mut Service<A>, l: &Listener) -> pingora_error::Res
     Ok(())
 }
 
+/// How long a shutting-down process keeps waiting for the request header of connections it
+/// accepted just before it stopped accepting.
+const DRAIN_ACCEPTED: Duration = Duration::from_secs(1);
+
+/// The Pingora proxy app with a gentler stop. On shutdown Pingora drops every connection
+/// still waiting for its request header, to close idle keep-alive connections; that also
+/// drops a connection accepted a moment before the accept loop stopped whose request is
+/// still on the wire, which a client sees as a reset during a zero-downtime upgrade. This
+/// wrapper gives such connections `DRAIN_ACCEPTED` to deliver their header first.
+struct DrainingProxy {
+    proxy: Arc<pingora_proxy::HttpProxy<Tollgate>>,
+}
+
+#[async_trait]
+impl HttpServerApp for DrainingProxy {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        self.proxy.process_new_http(session, shutdown).await
+    }
+
+    fn h2_options(&self) -> Option<H2Options> {
+        self.proxy.h2_options()
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        self.proxy.server_options()
+    }
+
+    async fn http_cleanup(&self) {
+        tokio::time::sleep(DRAIN_ACCEPTED).await;
+        self.proxy.http_cleanup().await;
+    }
+}
+
 /// Build the server for `gateway`; the caller runs it with `run_forever`.
 pub fn build(
     gateway: Gateway,
@@ -93,13 +136,19 @@ pub fn build(
         path: Arc::from(config_path),
     };
 
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &conf,
+    let mut inner = pingora_proxy::HttpProxy::new(
         Tollgate {
             config: config.clone(),
             access_log: access_log.clone(),
         },
-        "tollgate proxy",
+        conf.clone(),
+    );
+    inner.handle_init_modules();
+    let mut proxy = Service::new(
+        "tollgate proxy".to_string(),
+        DrainingProxy {
+            proxy: Arc::new(inner),
+        },
     );
     for l in &proxy_listeners {
         add_listener(&mut proxy, l)?;
