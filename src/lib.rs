@@ -32,4 +32,5 @@ pub mod reload;
 pub mod route;
 pub mod server;
 pub mod sse;
+pub mod translate;
 pub mod usage;
