@@ -39,6 +39,8 @@ pub struct Entry<'a> {
     pub ttfb_ms: Option<f64>,
     pub ttft_ms: Option<f64>,
     pub duration_ms: f64,
+    /// Time inside the gateway (duration minus time waiting on providers).
+    pub overhead_ms: f64,
     /// Attempts after the first (other keys or targets).
     pub retries: u32,
     pub error: Option<&'a str>,

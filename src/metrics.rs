@@ -7,11 +7,21 @@
 use once_cell::sync::Lazy;
 use prometheus::{
     register_histogram_vec_with_registry, register_int_counter_vec_with_registry,
-    register_int_counter_with_registry, register_int_gauge_vec_with_registry, HistogramVec,
-    IntCounter, IntCounterVec, IntGaugeVec, Registry,
+    register_int_counter_with_registry, register_int_gauge_vec_with_registry,
+    register_int_gauge_with_registry, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Registry,
 };
 
-pub static REGISTRY: Lazy<Registry> = Lazy::new(Registry::new);
+pub static REGISTRY: Lazy<Registry> = Lazy::new(|| {
+    let registry = Registry::new();
+    // CPU, RSS, open file descriptors (`process_*`).
+    if let Err(e) = registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    )) {
+        log::warn!("process metrics unavailable: {e}");
+    }
+    registry
+});
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
@@ -25,6 +35,9 @@ pub struct Metrics {
     pub reasoning_tokens: IntCounterVec,
     pub duration: HistogramVec,
     pub ttft: HistogramVec,
+    /// Time inside the gateway: total duration minus time waiting on providers.
+    pub overhead: HistogramVec,
+    pub active_streams: IntGauge,
     pub access_log_dropped: IntCounter,
     /// 1 when a key is in rotation, 0 otherwise; set from key state at scrape time.
     pub key_healthy: IntGaugeVec,
@@ -90,6 +103,23 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
             "Time from request to the first content of a streamed response",
             labels,
             LATENCY_BUCKETS.to_vec(),
+            r
+        )
+        .expect("metric"),
+        overhead: register_histogram_vec_with_registry!(
+            "tollgate_gateway_overhead_seconds",
+            "Time spent inside the gateway: request duration minus time waiting on providers",
+            &["route", "provider"],
+            vec![
+                0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                0.25, 1.0
+            ],
+            r
+        )
+        .expect("metric"),
+        active_streams: register_int_gauge_with_registry!(
+            "tollgate_active_streams",
+            "Streaming responses in progress",
             r
         )
         .expect("metric"),

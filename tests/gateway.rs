@@ -532,3 +532,40 @@ async fn provider_key_from_the_environment_reaches_the_provider() {
     );
     assert_eq!(body["mock_echo"]["path"], "/v1/chat/completions");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overhead_excludes_time_waiting_on_the_provider() {
+    let mock = Mock::start();
+    let gw = Gateway::start(&mock_provider(&mock.url(), ""));
+    let resp = post(&gw, &chat("mock-a", false), &[("x-mock-delay-ms", "300")]).await;
+    let id = request_id(&resp);
+    resp.text().await.unwrap();
+    let line = gw.log_line(&id);
+    let (duration, overhead) = (
+        line["duration_ms"].as_f64().unwrap(),
+        line["overhead_ms"].as_f64().unwrap(),
+    );
+    assert!(duration >= 300.0, "{line}");
+    assert!(
+        overhead >= 0.0 && overhead < duration - 250.0,
+        "the provider's 300 ms are not overhead: {line}"
+    );
+    let metrics = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "tollgate_gateway_overhead_seconds_count",
+            &[("provider", "mock")]
+        ),
+        1.0
+    );
+    assert!(metric_sum(&metrics, "process_resident_memory_bytes", &[]) > 0.0);
+    assert!(metrics.contains("tollgate_active_streams 0"));
+}

@@ -31,6 +31,19 @@ pub struct Outcome {
     pub first_byte: Option<Instant>,
     pub first_token: Option<Instant>,
     pub error: Option<GatewayError>,
+    /// When the request was handed to the provider, and when its last byte came back.
+    pub upstream_started: Option<Instant>,
+    pub upstream_ended: Option<Instant>,
+}
+
+impl Outcome {
+    /// Time spent waiting on the provider (request sent to last byte received).
+    pub fn upstream_time(&self) -> std::time::Duration {
+        match (self.upstream_started, self.upstream_ended) {
+            (Some(a), Some(b)) => b.saturating_duration_since(a),
+            _ => std::time::Duration::ZERO,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -125,6 +138,8 @@ impl AttemptState {
                 Error::explain(ErrorType::InternalError, "key index out of range")
             })?;
         openai::prepare_request(req, &a.provider, key, a.endpoint)?;
+        a.shared
+            .update(|o| o.upstream_started = Some(Instant::now()));
         req.remove_header(&http::header::TRANSFER_ENCODING);
         req.insert_header(
             http::header::CONTENT_LENGTH,
@@ -174,6 +189,11 @@ impl AttemptState {
 
     /// `response_body_filter`: meter usage (and strip it when the gateway asked for it).
     pub fn response_body(&mut self, body: &mut Option<Bytes>, end_of_stream: bool) {
+        if end_of_stream {
+            self.attempt
+                .shared
+                .update(|o| o.upstream_ended = Some(Instant::now()));
+        }
         if let Some(meter) = self.meter.as_mut() {
             if let Some(chunk) = body.take() {
                 *body = Some(meter.feed(chunk));
@@ -209,6 +229,9 @@ impl AttemptState {
 
     /// Put what was metered so far into the outcome (also after a failure mid-stream).
     pub fn record_usage(&mut self) {
+        self.attempt
+            .shared
+            .update(|o| o.upstream_ended = Some(Instant::now()));
         let usage = if let Some(meter) = self.meter.as_ref() {
             Some(meter.usage())
         } else {

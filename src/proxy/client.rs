@@ -38,6 +38,8 @@ pub struct ClientRequest {
     pub body: Option<RequestBody>,
     /// Attempts after the first.
     pub retries: u32,
+    /// Time spent waiting on providers, summed over attempts.
+    pub upstream_time: std::time::Duration,
 }
 
 impl ClientRequest {
@@ -56,6 +58,7 @@ impl ClientRequest {
             error: None,
             body: None,
             retries: 0,
+            upstream_time: std::time::Duration::ZERO,
         }
     }
 
@@ -160,6 +163,7 @@ impl ClientRequest {
             tried.push((t, key_index));
             let attempt = self.prepare(&body, order[t], key_index, endpoint);
             let (result, outcome) = pipe::run(session, attempt, request_id, body.stream).await;
+            self.upstream_time += outcome.upstream_time();
             self.outcome = outcome;
             let provider = &order[t].provider;
             let key = provider.keys.get(key_index);

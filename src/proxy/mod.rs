@@ -259,6 +259,11 @@ impl Tollgate {
                 .duration
                 .with_label_values(&labels)
                 .observe(end.duration_since(c.started).as_secs_f64());
+            let total = end.duration_since(c.started);
+            METRICS
+                .overhead
+                .with_label_values(&[labels[0], labels[1]])
+                .observe(total.saturating_sub(req.upstream_time).as_secs_f64());
             if let Some(t) = req.outcome.first_token {
                 METRICS
                     .ttft
@@ -290,6 +295,11 @@ impl Tollgate {
             ttfb_ms: ms(c.started, req.outcome.first_byte),
             ttft_ms: ms(c.started, req.outcome.first_token),
             duration_ms: end.duration_since(c.started).as_secs_f64() * 1000.0,
+            overhead_ms: end
+                .duration_since(c.started)
+                .saturating_sub(req.upstream_time)
+                .as_secs_f64()
+                * 1000.0,
             retries: req.retries,
             error: req.error.as_ref().map(|e| e.code()),
         });

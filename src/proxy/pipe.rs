@@ -93,6 +93,22 @@ impl Tap {
     }
 }
 
+/// Counts a streaming attempt in `tollgate_active_streams` while it lives.
+struct ActiveStream;
+
+impl ActiveStream {
+    fn new() -> Self {
+        crate::metrics::METRICS.active_streams.inc();
+        ActiveStream
+    }
+}
+
+impl Drop for ActiveStream {
+    fn drop(&mut self) {
+        crate::metrics::METRICS.active_streams.dec();
+    }
+}
+
 /// Pipe `attempt` to the client; returns how it ended and what it measured.
 pub async fn run(
     session: &mut Session,
@@ -139,6 +155,7 @@ pub async fn run(
         retry_after: None,
     };
     let input = InputBodyType::Preset(InputBody::Bytes(vec![original]));
+    let _active = stream.then(|| ActiveStream::new());
     let piped = pipe_subrequest(session, sub, handle, |t| tap.filter(t), input).await;
     let pipe_error = piped.err().map(|e| e.error);
     let outcome = shared.take();
