@@ -155,7 +155,7 @@ pub async fn run(
         retry_after: None,
     };
     let input = InputBodyType::Preset(InputBody::Bytes(vec![original]));
-    let _active = stream.then(|| ActiveStream::new());
+    let _active = stream.then(ActiveStream::new);
     let piped = pipe_subrequest(session, sub, handle, |t| tap.filter(t), input).await;
     let pipe_error = piped.err().map(|e| e.error);
     let outcome = shared.take();
