@@ -49,6 +49,14 @@ pub enum GatewayError {
         code: &'static str,
         message: String,
     },
+    /// A request the target protocol cannot express, or a provider answer that could not
+    /// be translated.
+    #[error("{message}")]
+    Translate {
+        status: u16,
+        code: &'static str,
+        message: String,
+    },
     #[error("Internal gateway error: {0}")]
     Internal(String),
 }
@@ -62,7 +70,7 @@ impl GatewayError {
             MethodNotAllowed(_) => 405,
             BodyTooLarge(_) => 413,
             ProviderKeyMissing { .. } | AllKeysUnavailable(_) => 503,
-            Exhausted { status, .. } => *status,
+            Exhausted { status, .. } | Translate { status, .. } => *status,
             UpstreamUnresolved { .. }
             | UpstreamConnect { .. }
             | UpstreamTls { .. }
@@ -108,7 +116,7 @@ impl GatewayError {
             BodyRead(_) => "body_read_error",
             ProviderKeyMissing { .. } => "provider_key_missing",
             AllKeysUnavailable(_) => "all_keys_unavailable",
-            Exhausted { code, .. } => code,
+            Exhausted { code, .. } | Translate { code, .. } => code,
             UpstreamUnresolved { .. } => "upstream_unresolved",
             UpstreamConnect { .. } => "upstream_connect_error",
             UpstreamTls { .. } => "upstream_tls_error",
@@ -128,10 +136,36 @@ impl GatewayError {
         serde_json::to_vec(&v).unwrap_or_default().into()
     }
 
+    /// The error in Anthropic's shape, for clients of `/v1/messages`.
+    pub fn anthropic_body(&self) -> Bytes {
+        let kind = match self.status() {
+            400 | 404 | 405 | 413 => "invalid_request_error",
+            401 => "authentication_error",
+            429 => "rate_limit_error",
+            503 | 529 => "overloaded_error",
+            _ => "api_error",
+        };
+        let v = serde_json::json!({"type": "error", "error": {"type": kind, "message": self.to_string()}});
+        serde_json::to_vec(&v).unwrap_or_default().into()
+    }
+
+    /// The body for a client speaking `anthropic` (else OpenAI) format.
+    pub fn body_for(&self, anthropic: bool) -> Bytes {
+        if anthropic {
+            self.anthropic_body()
+        } else {
+            self.body()
+        }
+    }
+
     /// The error as a final SSE event, for a stream that already started.
-    pub fn sse_event(&self) -> Bytes {
-        let mut out = b"data: ".to_vec();
-        out.extend_from_slice(&self.body());
+    pub fn sse_event(&self, anthropic: bool) -> Bytes {
+        let mut out = if anthropic {
+            b"event: error\ndata: ".to_vec()
+        } else {
+            b"data: ".to_vec()
+        };
+        out.extend_from_slice(&self.body_for(anthropic));
         out.extend_from_slice(b"\n\n");
         out.into()
     }
@@ -180,6 +214,12 @@ mod tests {
         assert_eq!(v["error"]["code"], "request_too_large");
         assert!(v["error"]["message"].as_str().unwrap().contains("10 bytes"));
         assert_eq!(e.status(), 413);
-        assert!(e.sse_event().starts_with(b"data: {"));
+        assert!(e.sse_event(false).starts_with(b"data: {"));
+        assert!(e
+            .sse_event(true)
+            .starts_with(b"event: error\ndata: {\"error\""));
+        let a: serde_json::Value = serde_json::from_slice(&e.anthropic_body()).unwrap();
+        assert_eq!(a["type"], "error");
+        assert_eq!(a["error"]["type"], "invalid_request_error");
     }
 }

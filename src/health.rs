@@ -9,7 +9,7 @@
 use crate::config::SharedConfig;
 use crate::keys::{HealthPolicy, KeyOutcome};
 use crate::metrics::METRICS;
-use crate::provider::{openai, Provider};
+use crate::provider::Provider;
 use crate::route::Endpoint;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -211,16 +211,35 @@ async fn check_key(connector: &Connector, provider: &Provider, key_index: usize)
     let Some(peer) = provider.peer() else {
         return false;
     };
-    let body: Bytes = serde_json::to_vec(&serde_json::json!({
-        "model": provider.health.check_model,
+    let model = provider.health.check_model.as_str();
+    let chat: Bytes = serde_json::to_vec(&serde_json::json!({
+        "model": model,
         "messages": [{"role": "user", "content": "ping"}],
         "max_tokens": 1,
     }))
     .unwrap_or_default()
     .into();
+    // The same request in the provider's own protocol.
+    let Ok(parsed) = crate::body::RequestBody::parse(chat) else {
+        return false;
+    };
+    let Ok(plan) =
+        crate::proxy::plan::plan(&parsed, Endpoint::ChatCompletions, provider.family, model)
+    else {
+        return false;
+    };
+    let body = plan.body.apply(&parsed.bytes);
     let run = async {
         let mut req = RequestHeader::build("POST", b"/", None).ok()?;
-        openai::prepare_request(&mut req, provider, key, Endpoint::ChatCompletions).ok()?;
+        crate::provider::prepare_request(
+            &mut req,
+            provider,
+            key,
+            plan.upstream_endpoint,
+            model,
+            false,
+        )
+        .ok()?;
         req.insert_header(http::header::CONTENT_TYPE, "application/json")
             .ok()?;
         req.insert_header(http::header::CONTENT_LENGTH, body.len())

@@ -11,6 +11,8 @@ pub enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
+    /// Anthropic's `/messages`, for clients that speak Anthropic's API.
+    Messages,
     /// `GET /models`, answered by the gateway itself.
     Models,
 }
@@ -22,6 +24,7 @@ impl Endpoint {
             "/chat/completions" => Some(Endpoint::ChatCompletions),
             "/completions" => Some(Endpoint::Completions),
             "/embeddings" => Some(Endpoint::Embeddings),
+            "/messages" => Some(Endpoint::Messages),
             "/models" => Some(Endpoint::Models),
             _ => None,
         }
@@ -32,6 +35,7 @@ impl Endpoint {
             Endpoint::ChatCompletions => "/chat/completions",
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
+            Endpoint::Messages => "/messages",
             Endpoint::Models => "/models",
         }
     }
@@ -41,6 +45,7 @@ impl Endpoint {
             Endpoint::ChatCompletions => "chat",
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
+            Endpoint::Messages => "messages",
             Endpoint::Models => "models",
         }
     }
@@ -216,6 +221,8 @@ mod tests {
             timeouts: Default::default(),
             ca: None,
             health: Default::default(),
+            api_version: None,
+            connect_to: None,
         }))
     }
 

@@ -115,6 +115,11 @@ pub struct ProviderSection {
     pub sni: Option<String>,
     #[serde(default)]
     pub health: HealthSection,
+    /// Azure OpenAI `api-version` (default 2024-10-21).
+    pub api_version: Option<String>,
+    /// Connect to this `ip:port` instead of resolving the URL's host; TLS name and `Host`
+    /// stay the URL's (like curl's `--connect-to`).
+    pub connect_to: Option<String>,
 }
 
 /// Key health: passive failure counting and active checks of keys out of rotation.

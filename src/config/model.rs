@@ -201,7 +201,27 @@ fn build_provider(
         }
     };
     let health = build_health(&field, &p.health, &p.models)?;
+    let connect_to = p
+        .connect_to
+        .as_ref()
+        .map(|a| {
+            expand(a)
+                .and_then(|a| {
+                    a.parse::<std::net::SocketAddr>()
+                        .map_err(|e| format!("`{a}`: {e}"))
+                })
+                .map_err(|e| ConfigError::field(field("connect_to"), e))
+        })
+        .transpose()?;
+    if p.api_version.is_some() && *family != crate::provider::Family::Azure {
+        return Err(ConfigError::field(
+            field("api_version"),
+            "only for type azure",
+        ));
+    }
     Ok(Provider::new(ProviderSpec {
+        api_version: p.api_version.clone(),
+        connect_to,
         name: p.name.clone(),
         kind: p.kind.clone(),
         family: *family,

@@ -5,6 +5,9 @@
 //! path (at load and by the `resolve` background service) into a ready `HttpPeer`
 //! template, so a request only clones a peer: no DNS, no parsing.
 
+pub mod anthropic;
+pub mod azure;
+pub mod gemini;
 pub mod openai;
 pub mod resolve;
 
@@ -24,6 +27,13 @@ use std::time::Duration;
 pub enum Family {
     /// OpenAI's `/chat/completions`, `/completions`, `/embeddings` with a bearer key.
     OpenAi,
+    /// Azure OpenAI: OpenAI bodies on `/openai/deployments/{deployment}/…?api-version=`,
+    /// `api-key` header.
+    Azure,
+    /// Anthropic Messages API: `/v1/messages`, `x-api-key`, `anthropic-version`.
+    Anthropic,
+    /// Google Gemini: `/v1beta/models/{model}:generateContent`, `x-goog-api-key`.
+    Gemini,
 }
 
 /// Provider types known by name, with the base URL used when the config gives none.
@@ -54,10 +64,96 @@ pub const PRESETS: &[(&str, Family, Option<&str>)] = &[
         Family::OpenAi,
         Some("https://open.bigmodel.cn/api/paas/v4"),
     ),
+    (
+        "baichuan",
+        Family::OpenAi,
+        Some("https://api.baichuan-ai.com/v1"),
+    ),
+    ("yi", Family::OpenAi, Some("https://api.lingyiwanwu.com/v1")),
+    (
+        "stepfun",
+        Family::OpenAi,
+        Some("https://api.stepfun.com/v1"),
+    ),
+    (
+        "minimax",
+        Family::OpenAi,
+        Some("https://api.minimax.chat/v1"),
+    ),
+    (
+        "groq",
+        Family::OpenAi,
+        Some("https://api.groq.com/openai/v1"),
+    ),
+    ("mistral", Family::OpenAi, Some("https://api.mistral.ai/v1")),
+    (
+        "together",
+        Family::OpenAi,
+        Some("https://api.together.xyz/v1"),
+    ),
+    (
+        "fireworks",
+        Family::OpenAi,
+        Some("https://api.fireworks.ai/inference/v1"),
+    ),
+    (
+        "openrouter",
+        Family::OpenAi,
+        Some("https://openrouter.ai/api/v1"),
+    ),
+    ("xai", Family::OpenAi, Some("https://api.x.ai/v1")),
     ("ollama", Family::OpenAi, Some("http://127.0.0.1:11434/v1")),
     ("vllm", Family::OpenAi, Some("http://127.0.0.1:8000/v1")),
     ("openai-compatible", Family::OpenAi, None),
+    ("azure", Family::Azure, None),
+    (
+        "anthropic",
+        Family::Anthropic,
+        Some("https://api.anthropic.com/v1"),
+    ),
+    (
+        "gemini",
+        Family::Gemini,
+        Some("https://generativelanguage.googleapis.com"),
+    ),
 ];
+
+/// Point `req` at the provider's endpoint for `model` and authenticate with `key`.
+pub fn prepare_request(
+    req: &mut pingora_http::RequestHeader,
+    provider: &Provider,
+    key: &crate::keys::ApiKey,
+    endpoint: crate::route::Endpoint,
+    model: &str,
+    stream: bool,
+) -> pingora_error::Result<()> {
+    let path = match provider.family {
+        Family::OpenAi => openai::path(provider, endpoint),
+        Family::Azure => azure::path(provider, endpoint, model),
+        Family::Anthropic => anthropic::path(provider),
+        Family::Gemini => gemini::path(provider, endpoint, model, stream),
+    };
+    let uri: http::Uri = path.parse().map_err(|_| {
+        pingora_error::Error::explain(
+            pingora_error::ErrorType::InternalError,
+            "building the upstream path",
+        )
+    })?;
+    req.set_uri(uri);
+    req.set_method(http::Method::POST);
+    for name in openai::CLIENT_CREDENTIAL_HEADERS {
+        req.remove_header(*name);
+    }
+    req.insert_header(http::header::HOST, provider.upstream.host_header.clone())?;
+    // Bodies must come back uncompressed for the usage parser.
+    req.remove_header(&http::header::ACCEPT_ENCODING);
+    match provider.family {
+        Family::OpenAi => req.insert_header(http::header::AUTHORIZATION, key.bearer().clone()),
+        Family::Azure => req.insert_header("api-key", key.plain().clone()),
+        Family::Anthropic => anthropic::authenticate(req, key),
+        Family::Gemini => req.insert_header("x-goog-api-key", key.plain().clone()),
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -138,6 +234,8 @@ pub struct Provider {
     pub timeouts: Timeouts,
     pub ca: Option<Arc<CaType>>,
     pub health: HealthSettings,
+    pub api_version: Option<String>,
+    pub connect_to: Option<SocketAddr>,
     /// Ready-to-clone peer for the resolved address; `None` until resolution succeeds.
     peer: ArcSwapOption<HttpPeer>,
 }
@@ -165,6 +263,10 @@ pub struct ProviderSpec {
     pub timeouts: Timeouts,
     pub ca: Option<Arc<CaType>>,
     pub health: HealthSettings,
+    /// Azure's `api-version` query parameter.
+    pub api_version: Option<String>,
+    /// Connect here instead of the URL's host (TLS name and `Host` stay the URL's).
+    pub connect_to: Option<SocketAddr>,
 }
 
 impl Provider {
@@ -180,10 +282,14 @@ impl Provider {
             timeouts: spec.timeouts,
             ca: spec.ca,
             health: spec.health,
+            api_version: spec.api_version,
+            connect_to: spec.connect_to,
             peer: ArcSwapOption::empty(),
         };
-        // An IP literal needs no resolution.
-        if let Ok(ip) = provider.upstream.host.parse::<std::net::IpAddr>() {
+        // An IP literal (or a fixed address) needs no resolution.
+        if let Some(addr) = provider.connect_to {
+            provider.set_addr(addr);
+        } else if let Ok(ip) = provider.upstream.host.parse::<std::net::IpAddr>() {
             provider.set_addr(SocketAddr::new(ip, provider.upstream.port));
         }
         provider

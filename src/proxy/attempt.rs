@@ -7,11 +7,11 @@
 //! rewritten body in `request_body_filter`, and meter usage in `response_body_filter`.
 //! Results flow back through `Shared`, a small per-request record (never a global lock).
 
-use crate::body::Rewrite;
+use super::plan::{self, Client, Plan, ResponsePlan};
 use crate::error::GatewayError;
-use crate::provider::{openai, Provider};
-use crate::route::Endpoint;
-use crate::usage::{usage_from_json, StreamMeter, Usage};
+use crate::provider::{self, Family, Provider};
+use crate::translate::StreamTranslator;
+use crate::usage::{StreamMeter, Usage};
 use bytes::Bytes;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
@@ -70,21 +70,35 @@ impl Shared {
 pub struct Attempt {
     pub provider: Arc<Provider>,
     pub key_index: usize,
-    pub endpoint: Endpoint,
+    /// The model asked of the provider (after mapping).
+    pub upstream_model: String,
     pub stream: bool,
     /// The client's body, as received; the subrequest's preset input.
     pub original: Bytes,
-    pub rewrite: Rewrite,
-    /// The gateway added `include_usage`; remove usage from what the client sees.
-    pub strip_usage: bool,
+    pub plan: Plan,
     pub shared: Arc<Shared>,
+}
+
+/// How the response body is being read.
+enum Reader {
+    /// Nothing to read (an error passed through untouched).
+    None,
+    /// A native OpenAI stream: metered, usage chunk stripped if asked.
+    Meter(StreamMeter),
+    /// A stream translated chunk by chunk into the client's protocol.
+    Translate(Box<dyn StreamTranslator>),
+    /// A native stream passed through and read for usage only.
+    Observe(Box<dyn StreamTranslator>),
+    /// A JSON body passed through, a copy kept for its usage.
+    Json(Vec<u8>, Family),
+    /// A JSON body held back whole, translated at its end (`ok`: a 2xx answer).
+    Hold { body: Vec<u8>, ok: bool },
 }
 
 /// The subrequest's own per-request state.
 pub struct AttemptState {
     pub attempt: Box<Attempt>,
-    meter: Option<StreamMeter>,
-    json: Option<Vec<u8>>,
+    reader: Reader,
     first_token_seen: bool,
 }
 
@@ -107,8 +121,7 @@ pub fn begin(session: &mut Session) -> Result<AttemptState> {
     req.insert_header(http::header::CONTENT_LENGTH, attempt.original.len())?;
     Ok(AttemptState {
         attempt,
-        meter: None,
-        json: None,
+        reader: Reader::None,
         first_token_seen: false,
     })
 }
@@ -137,105 +150,214 @@ impl AttemptState {
             a.provider.keys.get(a.key_index).ok_or_else(|| {
                 Error::explain(ErrorType::InternalError, "key index out of range")
             })?;
-        openai::prepare_request(req, &a.provider, key, a.endpoint)?;
+        provider::prepare_request(
+            req,
+            &a.provider,
+            key,
+            a.plan.upstream_endpoint,
+            &a.upstream_model,
+            a.stream,
+        )?;
         a.shared
             .update(|o| o.upstream_started = Some(Instant::now()));
         req.remove_header(&http::header::TRANSFER_ENCODING);
+        req.insert_header(http::header::CONTENT_TYPE, "application/json")?;
         req.insert_header(
             http::header::CONTENT_LENGTH,
-            a.rewrite.output_len(a.original.len()),
+            a.plan.body.len(a.original.len()),
         )?;
         Ok(())
     }
 
-    /// `request_body_filter`: swap the client's bytes for the rewritten body.
+    /// `request_body_filter`: swap the client's bytes for the rewritten or translated body.
     pub fn request_body(&self, body: &mut Option<Bytes>, end_of_stream: bool) {
         let a = &self.attempt;
-        if a.rewrite.is_empty() {
+        if a.plan.body.is_unchanged() {
             return;
         }
         if end_of_stream {
-            *body = Some(a.rewrite.apply(&a.original));
+            *body = Some(a.plan.body.apply(&a.original));
         } else if body.is_some() {
             *body = Some(Bytes::new());
         }
     }
 
-    /// `upstream_response_filter`: note the status and choose how to meter the body.
+    /// `upstream_response_filter`: note the status and choose how to read the body.
     pub fn response_header(&mut self, resp: &mut ResponseHeader) {
         let status = resp.status.as_u16();
         self.attempt.shared.update(|o| {
             o.status = Some(status);
             o.first_byte = Some(Instant::now());
         });
-        if !resp.status.is_success() {
-            return;
-        }
         let is_sse = resp
             .headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("text/event-stream"));
-        if is_sse {
-            self.meter = Some(StreamMeter::new(self.attempt.strip_usage));
-            if self.attempt.strip_usage {
-                // Events may be removed: the length is no longer known.
-                resp.remove_header(&http::header::CONTENT_LENGTH);
+        let ok = resp.status.is_success();
+        self.reader = match &self.attempt.plan.response {
+            ResponsePlan::Native {
+                family,
+                strip_usage,
+            } => match (ok, is_sse, family) {
+                (true, true, Family::Anthropic) => {
+                    Reader::Observe(plan::anthropic_observer(&self.attempt.upstream_model))
+                }
+                (true, true, _) => Reader::Meter(StreamMeter::new(*strip_usage)),
+                (true, false, family) => Reader::Json(Vec::new(), *family),
+                (false, _, _) => Reader::None,
+            },
+            ResponsePlan::Translate {
+                from,
+                to,
+                model,
+                include_usage,
+                ..
+            } => {
+                if ok && is_sse {
+                    Reader::Translate(plan::stream_translator(*from, *to, model, *include_usage))
+                } else {
+                    let content_type = if is_sse {
+                        "text/event-stream"
+                    } else {
+                        "application/json"
+                    };
+                    let _ = resp.insert_header(http::header::CONTENT_TYPE, content_type);
+                    Reader::Hold {
+                        body: Vec::new(),
+                        ok,
+                    }
+                }
             }
-        } else {
-            self.json = Some(Vec::new());
+        };
+        if matches!(self.reader, Reader::Translate(_) | Reader::Hold { .. })
+            || matches!(
+                self.attempt.plan.response,
+                ResponsePlan::Native {
+                    strip_usage: true,
+                    ..
+                }
+            )
+        {
+            // The body changes length.
+            resp.remove_header(&http::header::CONTENT_LENGTH);
+            if resp.headers.get(http::header::TRANSFER_ENCODING).is_none() {
+                let _ = resp.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+            }
         }
     }
 
-    /// `response_body_filter`: meter usage (and strip it when the gateway asked for it).
+    /// `response_body_filter`: meter usage, translate, or strip what the gateway added.
     pub fn response_body(&mut self, body: &mut Option<Bytes>, end_of_stream: bool) {
         if end_of_stream {
             self.attempt
                 .shared
                 .update(|o| o.upstream_ended = Some(Instant::now()));
         }
-        if let Some(meter) = self.meter.as_mut() {
-            if let Some(chunk) = body.take() {
-                *body = Some(meter.feed(chunk));
-            }
-            if !self.first_token_seen && meter.first_content_seen() {
-                self.first_token_seen = true;
-                self.attempt
-                    .shared
-                    .update(|o| o.first_token = Some(Instant::now()));
-            }
-            if end_of_stream {
-                let rest = meter.finish();
-                if !rest.is_empty() {
-                    let mut joined = body.take().map(|b| b.to_vec()).unwrap_or_default();
-                    joined.extend_from_slice(&rest);
-                    *body = Some(joined.into());
+        let chunk = body.take();
+        let out: Option<Bytes> = match &mut self.reader {
+            Reader::None => chunk,
+            Reader::Meter(meter) => {
+                let mut out = chunk.map(|c| meter.feed(c));
+                if end_of_stream {
+                    out = Some(join(out, meter.finish().into()));
                 }
-                self.record_usage();
+                out
             }
-        } else if let Some(json) = self.json.as_mut() {
-            if let Some(chunk) = body.as_ref() {
-                if json.len() + chunk.len() <= MAX_JSON_FOR_USAGE {
-                    json.extend_from_slice(chunk);
+            Reader::Translate(t) => {
+                let mut out = chunk.map(|c| Bytes::from(t.push(&c)));
+                if end_of_stream {
+                    out = Some(join(out, t.finish().into()));
+                }
+                out
+            }
+            Reader::Observe(t) => {
+                if let Some(c) = &chunk {
+                    t.push(c);
+                }
+                if end_of_stream {
+                    t.finish();
+                }
+                chunk
+            }
+            Reader::Json(buf, _) => {
+                if let Some(c) = &chunk {
+                    if buf.len() + c.len() <= MAX_JSON_FOR_USAGE {
+                        buf.extend_from_slice(c);
+                    }
+                }
+                chunk
+            }
+            Reader::Hold { body: held, .. } => {
+                if let Some(c) = &chunk {
+                    held.extend_from_slice(c);
+                }
+                if end_of_stream {
+                    Some(self.translate_held())
                 } else {
-                    self.json = None;
+                    Some(Bytes::new())
                 }
             }
-            if end_of_stream {
-                self.record_usage();
+        };
+        *body = out;
+        if !self.first_token_seen && self.content_seen() {
+            self.first_token_seen = true;
+            self.attempt
+                .shared
+                .update(|o| o.first_token = Some(Instant::now()));
+        }
+        if end_of_stream {
+            self.record_usage();
+        }
+    }
+
+    fn content_seen(&self) -> bool {
+        match &self.reader {
+            Reader::Meter(m) => m.first_content_seen(),
+            Reader::Translate(t) | Reader::Observe(t) => t.first_content_seen(),
+            _ => false,
+        }
+    }
+
+    /// The held-back JSON body, in the client's protocol; records its usage.
+    fn translate_held(&mut self) -> Bytes {
+        let Reader::Hold { body, ok } = std::mem::replace(&mut self.reader, Reader::None) else {
+            return Bytes::new();
+        };
+        let ResponsePlan::Translate {
+            from,
+            to,
+            model,
+            embeddings,
+            ..
+        } = &self.attempt.plan.response
+        else {
+            return body.into();
+        };
+        if !ok {
+            return plan::translate_error(&body, *from, *to).into();
+        }
+        match plan::translate_response(&body, *from, *to, model, embeddings.clone()) {
+            Ok((out, usage)) => {
+                self.attempt.shared.update(|o| o.usage = Some(usage));
+                out.into()
+            }
+            Err(e) => {
+                let err = GatewayError::from(e);
+                let out = err.body_for(*to == Client::Anthropic);
+                self.attempt.shared.update(|o| o.error = Some(err));
+                out
             }
         }
     }
 
     /// Put what was metered so far into the outcome (also after a failure mid-stream).
     pub fn record_usage(&mut self) {
-        self.attempt
-            .shared
-            .update(|o| o.upstream_ended = Some(Instant::now()));
-        let usage = if let Some(meter) = self.meter.as_ref() {
-            Some(meter.usage())
-        } else {
-            self.json.take().and_then(|j| usage_from_json(&j))
+        let usage = match &self.reader {
+            Reader::Meter(m) => Some(m.usage()),
+            Reader::Translate(t) | Reader::Observe(t) => Some(t.usage()),
+            Reader::Json(body, family) => plan::native_usage(*family, body),
+            Reader::None | Reader::Hold { .. } => None,
         };
         if let Some(usage) = usage {
             self.attempt.shared.update(|o| o.usage = Some(usage));
@@ -244,10 +366,25 @@ impl AttemptState {
 
     /// `fail_to_proxy`: remember why, unless an earlier phase already said.
     pub fn failed(&mut self, e: &Error) {
+        self.attempt
+            .shared
+            .update(|o| o.upstream_ended = Some(Instant::now()));
         self.record_usage();
         let err = GatewayError::from_upstream(&self.attempt.provider.name, e);
         self.attempt.shared.update(|o| {
             o.error.get_or_insert(err);
         });
+    }
+}
+
+fn join(a: Option<Bytes>, b: Bytes) -> Bytes {
+    match a {
+        None => b,
+        Some(a) if b.is_empty() => a,
+        Some(a) => {
+            let mut v = a.to_vec();
+            v.extend_from_slice(&b);
+            v.into()
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 use super::attempt::{Attempt, Outcome, Shared};
 use super::pipe::{self, AttemptResult, FailedAttempt};
+use super::plan;
 use super::respond;
 use crate::body::RequestBody;
 use crate::config::Gateway;
@@ -79,7 +80,8 @@ impl ClientRequest {
             Ok(()) => Ok(()),
             Err(Failure::Respond(err)) => {
                 self.status = err.status();
-                let result = respond::error(session, &err, request_id).await;
+                let anthropic = self.endpoint == Some(Endpoint::Messages);
+                let result = respond::error(session, &err, request_id, anthropic).await;
                 self.error = Some(err);
                 result
             }
@@ -161,8 +163,10 @@ impl ClientRequest {
                 }
             }
             tried.push((t, key_index));
-            let attempt = self.prepare(&body, order[t], key_index, endpoint);
-            let (result, outcome) = pipe::run(session, attempt, request_id, body.stream).await;
+            let attempt = self.prepare(&body, order[t], key_index, endpoint)?;
+            let anthropic = endpoint == Endpoint::Messages;
+            let (result, outcome) =
+                pipe::run(session, attempt, request_id, body.stream, anthropic).await;
             self.upstream_time += outcome.upstream_time();
             self.outcome = outcome;
             let provider = &order[t].provider;
@@ -236,24 +240,25 @@ impl ClientRequest {
         target: &Target,
         key_index: usize,
         endpoint: Endpoint,
-    ) -> Attempt {
+    ) -> Result<Attempt, GatewayError> {
         let provider = target.provider.clone();
-        let upstream_model = target.upstream_model(&body.model);
-        let force_usage = matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions);
-        let rewrite = body.rewrite(upstream_model, force_usage);
+        let upstream_model = target
+            .upstream_model(&body.model)
+            .unwrap_or(&body.model)
+            .to_string();
         self.provider = Some(provider.clone());
         self.key_index = Some(key_index);
-        self.upstream_model = Some(upstream_model.unwrap_or(&body.model).to_string());
-        Attempt {
+        self.upstream_model = Some(upstream_model.clone());
+        let plan = plan::plan(body, endpoint, provider.family, &upstream_model)?;
+        Ok(Attempt {
             provider,
             key_index,
-            endpoint,
+            upstream_model,
             stream: body.stream,
             original: body.bytes.clone(),
-            rewrite,
-            strip_usage: body.stream && force_usage && !body.client_wants_usage,
+            plan,
             shared: Arc::new(Shared::default()),
-        }
+        })
     }
 
     /// Find the route and endpoint for the request's host and path.

@@ -10,6 +10,7 @@
 pub mod attempt;
 pub mod client;
 pub mod pipe;
+pub mod plan;
 pub mod respond;
 
 use crate::access_log::{AccessLog, Entry};
@@ -173,7 +174,7 @@ impl ProxyHttp for Tollgate {
                 };
                 if code == 0 && session.response_written().is_none() {
                     let err = crate::error::GatewayError::Internal(e.etype().as_str().to_string());
-                    let _ = respond::error(session, &err, "").await;
+                    let _ = respond::error(session, &err, "", false).await;
                 }
                 FailToProxy {
                     error_code: code,

@@ -115,6 +115,7 @@ pub async fn run(
     attempt: Attempt,
     request_id: &str,
     stream: bool,
+    anthropic: bool,
 ) -> (AttemptResult, Outcome) {
     let provider = attempt.provider.clone();
     let key_index = attempt.key_index;
@@ -170,7 +171,7 @@ pub async fn run(
                 recorded.unwrap_or_else(|| GatewayError::from_upstream(&provider.name, &cause));
             if stream {
                 let _ = session
-                    .write_response_body(Some(error.sse_event()), false)
+                    .write_response_body(Some(error.sse_event(anthropic)), false)
                     .await;
             }
             AttemptResult::Aborted {

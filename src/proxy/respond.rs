@@ -16,6 +16,12 @@ pub async fn json(session: &mut Session, status: u16, body: Bytes, request_id: &
     Ok(())
 }
 
-pub async fn error(session: &mut Session, err: &GatewayError, request_id: &str) -> Result<()> {
-    json(session, err.status(), err.body(), request_id).await
+/// Write `err` in the client's format (Anthropic's for `/v1/messages` clients).
+pub async fn error(
+    session: &mut Session,
+    err: &GatewayError,
+    request_id: &str,
+    anthropic: bool,
+) -> Result<()> {
+    json(session, err.status(), err.body_for(anthropic), request_id).await
 }

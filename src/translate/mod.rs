@@ -83,7 +83,7 @@ pub use gemini_stream::GeminiStreamToOpenAi;
 
 /// The common interface of the stream translators, so a caller can hold any of them
 /// (`Box<dyn StreamTranslator>`).
-pub trait StreamTranslator: Send {
+pub trait StreamTranslator: Send + Sync {
     /// Feed upstream bytes; returns the bytes to send to the client.
     fn push(&mut self, chunk: &[u8]) -> Vec<u8>;
     /// End of the upstream stream; returns the last bytes for the client.
