@@ -70,11 +70,22 @@ async fn anthropic_upstream_for_openai_clients() {
     // Non-streaming: translated request (system, max_tokens default, key headers) and response.
     let body = json!({"model": "claude-x", "messages": [
         {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]});
-    let (status, id, text) = chat(&gw, body, &[("x-mock-echo", "1"), ("authorization", "Bearer client-secret")]).await;
+    let (status, id, text) = chat(
+        &gw,
+        body,
+        &[
+            ("x-mock-echo", "1"),
+            ("authorization", "Bearer client-secret"),
+        ],
+    )
+    .await;
     assert_eq!(status, 200, "{text}");
     let v: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["object"], "chat.completion");
-    assert_eq!(v["choices"][0]["message"]["content"], "Hello wörld 世界 from mock 🚀 llm.");
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "Hello wörld 世界 from mock 🚀 llm."
+    );
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
     let line = gw.log_line(&id);
     assert_eq!(line["input_tokens"], v["usage"]["prompt_tokens"]);
@@ -82,7 +93,14 @@ async fn anthropic_upstream_for_openai_clients() {
     assert_eq!(line["upstream_model"], "claude-upstream");
 
     // What Anthropic received.
-    let stats: Value = client().get(format!("http://{}/mock/stats", mock.addr)).send().await.unwrap().json().await.unwrap();
+    let stats: Value = client()
+        .get(format!("http://{}/mock/stats", mock.addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(stats["by_key"]["sk-ant-test"], 1);
     assert_eq!(stats["by_path"]["/v1/messages"], 1);
     assert!(stats["by_key"].get("client-secret").is_none());
@@ -98,7 +116,11 @@ async fn anthropic_upstream_for_openai_clients() {
         .iter()
         .filter(|e| *e != "[DONE]")
         .filter_map(|e| serde_json::from_str::<Value>(e).ok())
-        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
         .collect();
     assert_eq!(content, "Hello wörld 世界 from mock");
     let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
@@ -113,7 +135,10 @@ async fn anthropic_upstream_for_openai_clients() {
     let v: Value = serde_json::from_str(&text).unwrap();
     let call = &v["choices"][0]["message"]["tool_calls"][0];
     assert_eq!(call["function"]["name"], "get_weather");
-    assert_eq!(serde_json::from_str::<Value>(call["function"]["arguments"].as_str().unwrap()).unwrap(), json!({"location": "Paris"}));
+    assert_eq!(
+        serde_json::from_str::<Value>(call["function"]["arguments"].as_str().unwrap()).unwrap(),
+        json!({"location": "Paris"})
+    );
     assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
     let mut streaming = body.clone();
     streaming["stream"] = json!(true);
@@ -121,9 +146,16 @@ async fn anthropic_upstream_for_openai_clients() {
     let args: String = sse_data(&text)
         .iter()
         .filter_map(|e| serde_json::from_str::<Value>(e).ok())
-        .filter_map(|v| v["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str().map(str::to_string))
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .map(str::to_string)
+        })
         .collect();
-    assert_eq!(serde_json::from_str::<Value>(&args).unwrap(), json!({"location": "Paris"}));
+    assert_eq!(
+        serde_json::from_str::<Value>(&args).unwrap(),
+        json!({"location": "Paris"})
+    );
 
     // The follow-up with the tool result is translated back (tool_use / tool_result blocks).
     let follow = json!({"model": "claude-x", "tools": tools(), "messages": [
@@ -141,11 +173,22 @@ async fn anthropic_upstream_for_openai_clients() {
     without["messages"].as_array_mut().unwrap().pop();
     let (_, _, text) = chat(&gw, without, &[]).await;
     let v: Value = serde_json::from_str(&text).unwrap();
-    let (a, b) = (with_result["usage"]["prompt_tokens"].as_u64().unwrap(), v["usage"]["prompt_tokens"].as_u64().unwrap());
-    assert!(a > b, "tool_use/tool_result reached the provider: {a} vs {b}");
+    let (a, b) = (
+        with_result["usage"]["prompt_tokens"].as_u64().unwrap(),
+        v["usage"]["prompt_tokens"].as_u64().unwrap(),
+    );
+    assert!(
+        a > b,
+        "tool_use/tool_result reached the provider: {a} vs {b}"
+    );
 
     // Provider errors come back in OpenAI's shape.
-    let (status, _, text) = chat(&gw, json!({"model": "claude-x", "messages": [{"role": "user", "content": "x"}]}), &[("x-mock-status", "400")]).await;
+    let (status, _, text) = chat(
+        &gw,
+        json!({"model": "claude-x", "messages": [{"role": "user", "content": "x"}]}),
+        &[("x-mock-status", "400")],
+    )
+    .await;
     assert_eq!(status, 400);
     let v: Value = serde_json::from_str(&text).unwrap();
     assert!(v["error"]["message"].is_string(), "{text}");
@@ -155,19 +198,35 @@ async fn anthropic_upstream_for_openai_clients() {
 async fn gemini_and_azure_upstreams() {
     let mock = Mock::start();
     let gw = Gateway::start(&config(&mock));
-    let (status, id, text) = chat(&gw, json!({"model": "gemini-2.0-flash", "messages": [{"role": "user", "content": "Hello"}]}), &[]).await;
+    let (status, id, text) = chat(
+        &gw,
+        json!({"model": "gemini-2.0-flash", "messages": [{"role": "user", "content": "Hello"}]}),
+        &[],
+    )
+    .await;
     assert_eq!(status, 200, "{text}");
     let v: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(v["choices"][0]["message"]["content"], "Hello wörld 世界 from mock 🚀 llm.");
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "Hello wörld 世界 from mock 🚀 llm."
+    );
     let line = gw.log_line(&id);
     assert_eq!(line["output_tokens"], 8);
     assert_eq!(line["input_tokens"], v["usage"]["prompt_tokens"]);
 
     let body = json!({"model": "gemini-2.0-flash", "stream": true, "messages": [{"role": "user", "content": "Hello"}]});
-    let (_, id, text) = chat(&gw, body, &[("x-mock-chunks", "4"), ("x-mock-reasoning-tokens", "2")]).await;
+    let (_, id, text) = chat(
+        &gw,
+        body,
+        &[("x-mock-chunks", "4"), ("x-mock-reasoning-tokens", "2")],
+    )
+    .await;
     let events = sse_data(&text);
     assert_eq!(events.last().unwrap(), "[DONE]");
-    assert!(events.iter().all(|e| !e.contains("\"usage\":{")), "no usage chunk unless asked");
+    assert!(
+        events.iter().all(|e| !e.contains("\"usage\":{")),
+        "no usage chunk unless asked"
+    );
     let line = gw.log_line(&id);
     assert_eq!(line["output_tokens"], 6);
     assert_eq!(line["reasoning_tokens"], 2);
@@ -181,16 +240,34 @@ async fn gemini_and_azure_upstreams() {
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["data"].as_array().unwrap().len(), 2);
-    let stats: Value = client().get(format!("http://{}/mock/stats", mock.addr)).send().await.unwrap().json().await.unwrap();
+    let stats: Value = client()
+        .get(format!("http://{}/mock/stats", mock.addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(stats["by_key"]["g-key-test"], 3);
-    assert_eq!(stats["by_path"]["/v1beta/models/gemini-embedding-001:batchEmbedContents"], 1);
+    assert_eq!(
+        stats["by_path"]["/v1beta/models/gemini-embedding-001:batchEmbedContents"],
+        1
+    );
 
     // Azure: deployment path, api-version, api-key header.
-    let (status, _, text) = chat(&gw, json!({"model": "az-gpt", "messages": [{"role": "user", "content": "Hello"}]}), &[("x-mock-echo", "1")]).await;
+    let (status, _, text) = chat(
+        &gw,
+        json!({"model": "az-gpt", "messages": [{"role": "user", "content": "Hello"}]}),
+        &[("x-mock-echo", "1")],
+    )
+    .await;
     assert_eq!(status, 200, "{text}");
     let v: Value = serde_json::from_str(&text).unwrap();
     let echo = &v["mock_echo"];
-    assert_eq!(echo["path"], "/openai/deployments/my-deployment/chat/completions");
+    assert_eq!(
+        echo["path"],
+        "/openai/deployments/my-deployment/chat/completions"
+    );
     assert_eq!(echo["query"], "api-version=2024-10-21");
     assert_eq!(echo["headers"]["api-key"], "az-key-test");
     assert!(echo["headers"].get("authorization").is_none());
@@ -219,7 +296,10 @@ async fn anthropic_clients_reach_any_provider() {
     let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["type"], "message");
-    assert_eq!(v["content"][0]["text"], "Hello wörld 世界 from mock 🚀 llm.");
+    assert_eq!(
+        v["content"][0]["text"],
+        "Hello wörld 世界 from mock 🚀 llm."
+    );
     assert_eq!(v["usage"]["output_tokens"], 8);
     assert_eq!(gw.log_line(&id)["output_tokens"], 8);
 
@@ -250,11 +330,23 @@ async fn anthropic_clients_reach_any_provider() {
     let text = resp.text().await.unwrap();
     assert!(text.contains("event: message_stop"), "{text}");
     assert_eq!(gw.log_line(&id)["output_tokens"], 8);
-    let stats: Value = client().get(format!("http://{}/mock/stats", mock.addr)).send().await.unwrap().json().await.unwrap();
+    let stats: Value = client()
+        .get(format!("http://{}/mock/stats", mock.addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(stats["by_key"].get("client-key").is_none());
 
     // Errors in Anthropic's shape.
-    let resp = client().post(gw.url("/v1/messages")).body("{").send().await.unwrap();
+    let resp = client()
+        .post(gw.url("/v1/messages"))
+        .body("{")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["type"], "error");
