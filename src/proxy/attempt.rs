@@ -260,7 +260,7 @@ impl AttemptState {
             Reader::Meter(meter) => {
                 let mut out = chunk.map(|c| meter.feed(c));
                 if end_of_stream {
-                    out = Some(join(out, meter.finish().into()));
+                    out = Some(join(out, meter.finish()));
                 }
                 out
             }
@@ -337,7 +337,7 @@ impl AttemptState {
         if !ok {
             return plan::translate_error(&body, *from, *to).into();
         }
-        match plan::translate_response(&body, *from, *to, model, embeddings.clone()) {
+        match plan::translate_response(&body, *from, *to, model, *embeddings) {
             Ok((out, usage)) => {
                 self.attempt.shared.update(|o| o.usage = Some(usage));
                 out.into()
