@@ -24,6 +24,7 @@ pub struct Entry<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub route: Option<&'a str>,
+    pub consumer: Option<&'a str>,
     pub endpoint: Option<&'a str>,
     pub provider: Option<&'a str>,
     pub key: Option<&'a str>,

@@ -57,6 +57,10 @@ pub enum GatewayError {
         code: &'static str,
         message: String,
     },
+    #[error("You didn't provide an API key. Send it as `Authorization: Bearer KEY`.")]
+    MissingCredential,
+    #[error("Your API key is not valid for this route.")]
+    Forbidden,
     #[error("Internal gateway error: {0}")]
     Internal(String),
 }
@@ -68,6 +72,8 @@ impl GatewayError {
             InvalidJson(_) | NotAnObject | MissingModel | ModelNotString | BodyRead(_) => 400,
             ModelNotFound(_) | RouteNotFound(_) => 404,
             MethodNotAllowed(_) => 405,
+            MissingCredential => 401,
+            Forbidden => 403,
             BodyTooLarge(_) => 413,
             ProviderKeyMissing { .. } | AllKeysUnavailable(_) => 503,
             Exhausted { status, .. } | Translate { status, .. } => *status,
@@ -83,7 +89,7 @@ impl GatewayError {
     /// OpenAI's `type` field.
     pub fn kind(&self) -> &'static str {
         match self.status() {
-            400 | 404 | 405 | 413 => "invalid_request_error",
+            400 | 401 | 403 | 404 | 405 | 413 => "invalid_request_error",
             429 => "rate_limit_error",
             _ => "server_error",
         }
@@ -112,6 +118,8 @@ impl GatewayError {
             ModelNotFound(_) => "model_not_found",
             RouteNotFound(_) => "not_found",
             MethodNotAllowed(_) => "method_not_allowed",
+            MissingCredential => "missing_api_key",
+            Forbidden => "invalid_api_key",
             BodyTooLarge(_) => "request_too_large",
             BodyRead(_) => "body_read_error",
             ProviderKeyMissing { .. } => "provider_key_missing",
@@ -141,6 +149,7 @@ impl GatewayError {
         let kind = match self.status() {
             400 | 404 | 405 | 413 => "invalid_request_error",
             401 => "authentication_error",
+            403 => "permission_error",
             429 => "rate_limit_error",
             503 | 529 => "overloaded_error",
             _ => "api_error",

@@ -5,6 +5,7 @@
 //!   atomically through `SharedConfig`.
 //! - `proxy`: the Pingora `ProxyHttp` phases. `proxy::client` serves the client-facing
 //!   request; `proxy::attempt` is one upstream attempt, run as a subrequest.
+//! - `auth`: consumers and their credentials.
 //! - `route`: route, endpoint and model rule for a request; `pattern`: model-name patterns
 //!   and the provider model mapping.
 //! - `body`: the request's top-level JSON fields and the byte-splicing rewrite.
@@ -19,6 +20,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;

@@ -39,6 +39,9 @@ pub struct Metrics {
     pub overhead: HistogramVec,
     pub active_streams: IntGauge,
     pub access_log_dropped: IntCounter,
+    /// Per consumer (names come only from the config, so the label set is bounded by it).
+    pub consumer_input_tokens: IntCounterVec,
+    pub consumer_output_tokens: IntCounterVec,
     /// 1 when a key is in rotation, 0 otherwise; set from key state at scrape time.
     pub key_healthy: IntGaugeVec,
     pub attempt_failures: IntCounterVec,
@@ -126,6 +129,20 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
         access_log_dropped: register_int_counter_with_registry!(
             "tollgate_access_log_dropped_total",
             "Access-log lines dropped because the writer fell behind",
+            r
+        )
+        .expect("metric"),
+        consumer_input_tokens: register_int_counter_vec_with_registry!(
+            "tollgate_consumer_input_tokens_total",
+            "Input tokens by consumer",
+            &["consumer"],
+            r
+        )
+        .expect("metric"),
+        consumer_output_tokens: register_int_counter_vec_with_registry!(
+            "tollgate_consumer_output_tokens_total",
+            "Output tokens by consumer",
+            &["consumer"],
             r
         )
         .expect("metric"),

@@ -148,6 +148,15 @@ pub struct Route {
     pub path_prefix: String,
     pub rules: Vec<ModelRule>,
     pub retry: RetryPolicy,
+    pub auth: RouteAuth,
+}
+
+/// Who may use a route.
+#[derive(Debug, Clone, Default)]
+pub struct RouteAuth {
+    pub required: bool,
+    /// Allowed consumer names; empty = any consumer.
+    pub allow: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -59,7 +59,10 @@ fn broken_configs_are_rejected_with_the_field_named() {
         ),
         (
             good.replace("\"deepseek-*\"", "\"deep*seek\""),
-            &["models[2].model"],
+            &[
+                "routes[1] (default).models[1].model",
+                "allowed only at the end",
+            ],
         ),
         ("listeners: [".to_string(), &["broken-5.yaml", "listeners"]),
     ];

@@ -22,6 +22,39 @@ pub struct FileConfig {
     pub providers: Vec<ProviderSection>,
     #[serde(default)]
     pub routes: Vec<RouteSection>,
+    #[serde(default)]
+    pub consumers: Vec<ConsumerSection>,
+    #[serde(default)]
+    pub auth: AuthSection,
+}
+
+/// A caller of the gateway.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerSection {
+    pub name: String,
+    /// Credentials (API keys) this consumer presents; `${VAR}` allowed.
+    pub credentials: Vec<String>,
+}
+
+/// Where consumer credentials are read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// In order: `bearer`, `header:NAME`, `query:NAME`. Default: bearer, header:x-api-key.
+    pub sources: Option<Vec<String>>,
+}
+
+/// A route's access rule.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteAuthSection {
+    /// Requests without a known consumer credential get 401 (default false).
+    #[serde(default)]
+    pub required: bool,
+    /// Consumers allowed on this route; empty = every consumer.
+    #[serde(default)]
+    pub allow: Vec<String>,
 }
 
 /// Pingora's `ServerConf`, the fields an operator may set. Absent fields keep the gateway's
@@ -179,6 +212,8 @@ pub struct RouteSection {
     pub models: Vec<ModelRuleSection>,
     #[serde(default)]
     pub retry: RetrySection,
+    #[serde(default)]
+    pub auth: RouteAuthSection,
     /// When no key of any target is usable: `fail_fast` (503 at once, the default) or
     /// `try_anyway` (attempt keys out of rotation).
     pub all_keys_down: Option<String>,

@@ -7,12 +7,13 @@
 use super::env::{expand, expand_key};
 use super::file::{self, FileConfig};
 use super::ConfigError;
+use crate::auth::{Consumers, Source};
 use crate::health::{FailureSet, HealthSettings};
 use crate::keys::HealthPolicy;
 use crate::keys::{ApiKey, KeyPool};
 use crate::pattern::{ModelMap, Pattern};
 use crate::provider::{self, Provider, ProviderSpec, Timeouts, Upstream, PRESETS};
-use crate::route::{AllKeysDown, HostPattern, ModelRule, RetryPolicy, Route, Target};
+use crate::route::{AllKeysDown, HostPattern, ModelRule, RetryPolicy, Route, RouteAuth, Target};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +69,7 @@ pub struct Gateway {
     pub access_log_buffer: usize,
     pub providers: Vec<Arc<Provider>>,
     pub routes: Vec<Route>,
+    pub consumers: Consumers,
     /// Body of `GET /v1/models`, rendered once.
     pub models_json: bytes::Bytes,
 }
@@ -347,6 +349,10 @@ fn build_route(
         path_prefix: prefix.trim_end_matches('/').to_string(),
         rules,
         retry,
+        auth: RouteAuth {
+            required: r.auth.required,
+            allow: r.auth.allow.clone(),
+        },
     })
 }
 
@@ -383,6 +389,38 @@ fn models_json(routes: &[Route]) -> bytes::Bytes {
     serde_json::to_vec(&serde_json::json!({"object": "list", "data": data}))
         .unwrap_or_default()
         .into()
+}
+
+fn build_consumers(f: &FileConfig) -> Result<Consumers, ConfigError> {
+    let mut consumers = match &f.auth.sources {
+        None => Consumers::default(),
+        Some(list) => Consumers::new(
+            list.iter()
+                .map(|s| Source::parse(s))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ConfigError::field("auth.sources", e))?,
+        ),
+    };
+    for (i, c) in f.consumers.iter().enumerate() {
+        let field = format!("consumers[{i}] ({})", c.name);
+        // An unset variable leaves the consumer without that credential (it cannot log in
+        // with it), the same way an unset provider key does; it never fails the config.
+        let creds: Vec<String> = c
+            .credentials
+            .iter()
+            .filter_map(|cred| match expand_key(cred) {
+                Ok(v) => Some(v),
+                Err(var) => {
+                    log::warn!("{field}: credential variable {var} is not set");
+                    None
+                }
+            })
+            .collect();
+        consumers
+            .add(c.name.clone(), creds)
+            .map_err(|e| ConfigError::field(field, e))?;
+    }
+    Ok(consumers)
 }
 
 impl Gateway {
@@ -464,6 +502,15 @@ impl Gateway {
                 expand(path).map_err(|e| ConfigError::field("access_log.path", e))?,
             ),
         };
+        let consumers = build_consumers(&f)?;
+        for (i, r) in routes.iter().enumerate() {
+            if let Some(name) = r.auth.allow.iter().find(|n| !consumers.names().contains(n)) {
+                return Err(ConfigError::field(
+                    format!("routes[{i}] ({}).auth.allow", r.name),
+                    format!("unknown consumer `{name}`"),
+                ));
+            }
+        }
         let models_json = models_json(&routes);
         Ok(Gateway {
             server,
@@ -474,6 +521,7 @@ impl Gateway {
             access_log_buffer: f.access_log.buffer_lines.unwrap_or(65536).max(1),
             providers,
             routes,
+            consumers,
             models_json,
         })
     }

@@ -6,6 +6,7 @@ use super::attempt::{Attempt, Outcome, Shared};
 use super::pipe::{self, AttemptResult, FailedAttempt};
 use super::plan;
 use super::respond;
+use crate::auth::AuthError;
 use crate::body::RequestBody;
 use crate::config::Gateway;
 use crate::error::GatewayError;
@@ -14,7 +15,7 @@ use crate::keys::KeyOutcome;
 use crate::metrics::METRICS;
 use crate::provider::Provider;
 use crate::route::{host_without_port, Endpoint};
-use crate::route::{AllKeysDown, Target};
+use crate::route::{AllKeysDown, ModelRule, RouteAuth, Target};
 use bytes::{Bytes, BytesMut};
 use pingora_error::{Error, Result};
 use pingora_proxy::Session;
@@ -39,6 +40,8 @@ pub struct ClientRequest {
     pub body: Option<RequestBody>,
     /// Attempts after the first.
     pub retries: u32,
+    /// The authenticated consumer, if any.
+    pub consumer: Option<String>,
     /// Time spent waiting on providers, summed over attempts.
     pub upstream_time: std::time::Duration,
 }
@@ -59,6 +62,7 @@ impl ClientRequest {
             error: None,
             body: None,
             retries: 0,
+            consumer: None,
             upstream_time: std::time::Duration::ZERO,
         }
     }
@@ -119,13 +123,12 @@ impl ClientRequest {
         self.stream = body.stream;
 
         let config = self.config.clone();
-        let route = self
-            .route
-            .and_then(|i| config.routes.get(i))
-            .ok_or_else(|| GatewayError::Internal("route vanished".into()))?;
-        let rule = route
-            .rule_for(&body.model)
+        let (route_index, rule) = self
+            .rule_for(session, &config, &body.model)
             .ok_or_else(|| GatewayError::ModelNotFound(body.model.clone()))?;
+        self.route = Some(route_index);
+        let route = &config.routes[route_index];
+        self.authenticate(session, &config, &route.auth)?;
         let order = rule.attempt_order();
         let policy = route.retry;
         let try_anyway = policy.all_keys_down == AllKeysDown::TryAnyway;
@@ -261,20 +264,9 @@ impl ClientRequest {
         })
     }
 
-    /// Find the route and endpoint for the request's host and path.
+    /// Find the first route for the request's host and path, and its endpoint.
     fn route(&mut self, session: &Session) -> Result<Endpoint, GatewayError> {
-        let req = session.req_header();
-        let path = req.uri.path();
-        let host = req
-            .uri
-            .host()
-            .or_else(|| {
-                req.headers
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-            })
-            .map(host_without_port)
-            .unwrap_or("");
+        let (host, path) = host_and_path(session);
         for (i, route) in self.config.routes.iter().enumerate() {
             if let Some(endpoint) = route.match_request(host, path) {
                 self.route = Some(i);
@@ -284,6 +276,60 @@ impl ClientRequest {
         }
         Err(GatewayError::RouteNotFound(path.to_string()))
     }
+
+    /// The first route serving this host and path that has a rule for `model`.
+    fn rule_for<'c>(
+        &self,
+        session: &Session,
+        config: &'c Gateway,
+        model: &str,
+    ) -> Option<(usize, &'c ModelRule)> {
+        let (host, path) = host_and_path(session);
+        let first = self.route?;
+        config
+            .routes
+            .iter()
+            .enumerate()
+            .skip(first)
+            .filter(|(_, r)| r.match_request(host, path).is_some())
+            .find_map(|(i, r)| r.rule_for(model).map(|rule| (i, rule)))
+    }
+
+    /// Who is calling, as the route requires.
+    fn authenticate(
+        &mut self,
+        session: &Session,
+        config: &Gateway,
+        auth: &RouteAuth,
+    ) -> Result<(), GatewayError> {
+        let req = session.req_header();
+        match config
+            .consumers
+            .identify(&req.headers, req.uri.query(), auth.required, &auth.allow)
+        {
+            Ok(consumer) => {
+                self.consumer = consumer.map(str::to_string);
+                Ok(())
+            }
+            Err(AuthError::Missing) => Err(GatewayError::MissingCredential),
+            Err(AuthError::Forbidden) => Err(GatewayError::Forbidden),
+        }
+    }
+}
+
+fn host_and_path(session: &Session) -> (&str, &str) {
+    let req = session.req_header();
+    let host = req
+        .uri
+        .host()
+        .or_else(|| {
+            req.headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .map(host_without_port)
+        .unwrap_or("");
+    (host, req.uri.path())
 }
 
 /// The next (target, key) to try: more keys of the current target up to `per_target`,

@@ -239,6 +239,16 @@ impl Tollgate {
             .requests
             .with_label_values(&[labels[0], labels[1], labels[2], status_label.as_str()])
             .inc();
+        if let Some(consumer) = req.consumer.as_deref() {
+            METRICS
+                .consumer_input_tokens
+                .with_label_values(&[consumer])
+                .inc_by(usage.input_tokens);
+            METRICS
+                .consumer_output_tokens
+                .with_label_values(&[consumer])
+                .inc_by(usage.output_tokens);
+        }
         if provider.is_some() {
             METRICS
                 .input_tokens
@@ -281,6 +291,7 @@ impl Tollgate {
             method: header.method.as_str(),
             path: header.uri.path(),
             route,
+            consumer: req.consumer.as_deref(),
             endpoint: req.endpoint.map(|e| e.as_str()),
             provider,
             key: req.key_name(),

@@ -1,0 +1,235 @@
+//! Consumers: who is calling. A consumer has a name and one or more credentials; a request's
+//! credential is read from the configured sources (bearer token, a header, a query
+//! parameter), in order. Routes may require a consumer and list the allowed ones.
+//!
+//! Lookup is a keyed hash (random key per process) to find the candidate, then a
+//! constant-time comparison of the whole credential, so response timing says nothing about
+//! how much of a guess was right. Credentials are never logged; only consumer names travel
+//! with the request. A consumer-identity header sent by the client is never read.
+
+use crate::admin::same_secret;
+use http::HeaderMap;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+
+/// Where a credential may be found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `Authorization: Bearer <credential>`.
+    Bearer,
+    Header(http::HeaderName),
+    Query(String),
+}
+
+impl Source {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s == "bearer" {
+            return Ok(Source::Bearer);
+        }
+        if let Some(h) = s.strip_prefix("header:") {
+            return http::HeaderName::from_bytes(h.trim().as_bytes())
+                .map(Source::Header)
+                .map_err(|_| format!("`{h}` is not a header name"));
+        }
+        if let Some(q) = s.strip_prefix("query:") {
+            return Ok(Source::Query(q.trim().to_string()));
+        }
+        Err(format!("`{s}`: expected bearer, header:NAME or query:NAME"))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    /// No credential in any source: 401.
+    Missing,
+    /// Unknown credential, or a consumer this route does not allow: 403.
+    Forbidden,
+}
+
+pub struct Consumers {
+    names: Vec<String>,
+    by_hash: HashMap<u64, Vec<(String, usize)>>,
+    hasher: std::collections::hash_map::RandomState,
+    pub sources: Vec<Source>,
+}
+
+impl std::fmt::Debug for Consumers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumers")
+            .field("names", &self.names)
+            .finish()
+    }
+}
+
+impl Default for Consumers {
+    fn default() -> Self {
+        Consumers::new(vec![
+            Source::Bearer,
+            Source::Header(http::HeaderName::from_static("x-api-key")),
+        ])
+    }
+}
+
+impl Consumers {
+    pub fn new(sources: Vec<Source>) -> Self {
+        Consumers {
+            names: vec![],
+            by_hash: HashMap::new(),
+            hasher: Default::default(),
+            sources,
+        }
+    }
+
+    fn hash(&self, credential: &str) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        h.write(credential.as_bytes());
+        h.finish()
+    }
+
+    /// Add a consumer; errors on a duplicate name or credential.
+    pub fn add(&mut self, name: String, credentials: Vec<String>) -> Result<(), String> {
+        if self.names.contains(&name) {
+            return Err(format!("duplicate consumer `{name}`"));
+        }
+        let index = self.names.len();
+        for c in credentials {
+            if c.is_empty() {
+                return Err(format!("consumer `{name}` has an empty credential"));
+            }
+            if self.lookup(&c).is_some() {
+                return Err(format!(
+                    "consumer `{name}` reuses another consumer's credential"
+                ));
+            }
+            let h = self.hash(&c);
+            self.by_hash.entry(h).or_default().push((c, index));
+        }
+        self.names.push(name);
+        Ok(())
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    fn lookup(&self, credential: &str) -> Option<usize> {
+        let candidates = self.by_hash.get(&self.hash(credential))?;
+        let mut found = None;
+        for (c, i) in candidates {
+            if same_secret(c.as_bytes(), credential.as_bytes()) {
+                found = Some(*i);
+            }
+        }
+        found
+    }
+
+    /// The credential a request carries, from the first source that has one.
+    pub fn credential<'a>(
+        &self,
+        headers: &'a HeaderMap,
+        query: Option<&'a str>,
+    ) -> Option<&'a str> {
+        self.sources.iter().find_map(|s| match s {
+            Source::Bearer => headers
+                .get(http::header::AUTHORIZATION)?
+                .to_str()
+                .ok()?
+                .strip_prefix("Bearer ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty()),
+            Source::Header(name) => headers.get(name)?.to_str().ok().filter(|c| !c.is_empty()),
+            Source::Query(name) => query?
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v)
+                .filter(|c| !c.is_empty()),
+        })
+    }
+
+    /// The consumer for this request, checked against `allowed` (empty = any consumer).
+    /// `Ok(None)` when no credential was sent and none is required.
+    pub fn identify(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        required: bool,
+        allowed: &[String],
+    ) -> Result<Option<&str>, AuthError> {
+        let Some(credential) = self.credential(headers, query) else {
+            return if required {
+                Err(AuthError::Missing)
+            } else {
+                Ok(None)
+            };
+        };
+        let Some(index) = self.lookup(credential) else {
+            // A wrong key on an open route is still a wrong key.
+            return Err(AuthError::Forbidden);
+        };
+        let name = self.names[index].as_str();
+        if !allowed.is_empty() && !allowed.iter().any(|a| a == name) {
+            return Err(AuthError::Forbidden);
+        }
+        Ok(Some(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn consumers() -> Consumers {
+        let mut c = Consumers::new(vec![
+            Source::Bearer,
+            Source::parse("header:x-api-key").unwrap(),
+            Source::parse("query:key").unwrap(),
+        ]);
+        c.add("alice".into(), vec!["sk-alice".into(), "sk-alice-2".into()])
+            .unwrap();
+        c.add("bob".into(), vec!["sk-bob".into()]).unwrap();
+        c
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn sources_and_decisions() {
+        let c = consumers();
+        let none = headers(&[]);
+        assert_eq!(c.identify(&none, None, true, &[]), Err(AuthError::Missing));
+        assert_eq!(c.identify(&none, None, false, &[]), Ok(None));
+        let bearer = headers(&[("authorization", "Bearer sk-alice-2")]);
+        assert_eq!(c.identify(&bearer, None, true, &[]), Ok(Some("alice")));
+        let header = headers(&[("x-api-key", "sk-bob")]);
+        assert_eq!(c.identify(&header, None, true, &[]), Ok(Some("bob")));
+        assert_eq!(
+            c.identify(&none, Some("a=1&key=sk-bob"), true, &[]),
+            Ok(Some("bob"))
+        );
+        assert_eq!(
+            c.identify(&header, None, true, &["alice".into()]),
+            Err(AuthError::Forbidden)
+        );
+        let wrong = headers(&[("authorization", "Bearer sk-alicf")]);
+        assert_eq!(
+            c.identify(&wrong, None, false, &[]),
+            Err(AuthError::Forbidden)
+        );
+        let mut dup = consumers();
+        assert!(dup.add("carol".into(), vec!["sk-bob".into()]).is_err());
+        assert!(dup.add("alice".into(), vec!["x".into()]).is_err());
+        assert!(Source::parse("cookie:x").is_err());
+        assert!(!format!("{c:?}").contains("sk-"));
+    }
+}
