@@ -19,6 +19,10 @@ struct TopLevel<'a> {
     stream: Option<&'a RawValue>,
     #[serde(borrow, default)]
     stream_options: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    max_tokens: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    max_completion_tokens: Option<&'a RawValue>,
 }
 
 #[derive(Debug, Clone)]
@@ -28,6 +32,8 @@ pub struct RequestBody {
     pub stream: bool,
     /// The client itself asked for `stream_options.include_usage: true`.
     pub client_wants_usage: bool,
+    /// `max_completion_tokens`, else `max_tokens`, when given as a number.
+    pub max_tokens: Option<u64>,
     model_span: Range<usize>,
     stream_options_span: Option<Range<usize>>,
     /// Offset of the closing `}` of the top-level object.
@@ -111,6 +117,10 @@ impl RequestBody {
             .and_then(|r| serde_json::from_str::<serde_json::Value>(r.get()).ok())
             .and_then(|v| v.get("include_usage").and_then(|u| u.as_bool()))
             .unwrap_or(false);
+        let max_tokens = top
+            .max_completion_tokens
+            .or(top.max_tokens)
+            .and_then(|r| serde_json::from_str::<u64>(r.get()).ok());
         let model_span = span(&bytes, model_raw);
         let stream_options_span = top.stream_options.map(|r| span(&bytes, r));
         let close_brace = bytes
@@ -121,6 +131,7 @@ impl RequestBody {
             model,
             stream,
             client_wants_usage,
+            max_tokens,
             model_span,
             stream_options_span,
             close_brace,

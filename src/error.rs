@@ -61,6 +61,13 @@ pub enum GatewayError {
     MissingCredential,
     #[error("Your API key is not valid for this route.")]
     Forbidden,
+    #[error("Rate limit reached ({rule}, {what} per {window}): try again in {retry_after_ms} ms.")]
+    RateLimited {
+        rule: String,
+        what: &'static str,
+        window: &'static str,
+        retry_after_ms: u64,
+    },
     #[error("Internal gateway error: {0}")]
     Internal(String),
 }
@@ -73,6 +80,7 @@ impl GatewayError {
             ModelNotFound(_) | RouteNotFound(_) => 404,
             MethodNotAllowed(_) => 405,
             MissingCredential => 401,
+            RateLimited { .. } => 429,
             Forbidden => 403,
             BodyTooLarge(_) => 413,
             ProviderKeyMissing { .. } | AllKeysUnavailable(_) => 503,
@@ -119,6 +127,7 @@ impl GatewayError {
             RouteNotFound(_) => "not_found",
             MethodNotAllowed(_) => "method_not_allowed",
             MissingCredential => "missing_api_key",
+            RateLimited { .. } => "rate_limit_exceeded",
             Forbidden => "invalid_api_key",
             BodyTooLarge(_) => "request_too_large",
             BodyRead(_) => "body_read_error",

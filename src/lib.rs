@@ -5,7 +5,7 @@
 //!   atomically through `SharedConfig`.
 //! - `proxy`: the Pingora `ProxyHttp` phases. `proxy::client` serves the client-facing
 //!   request; `proxy::attempt` is one upstream attempt, run as a subrequest.
-//! - `auth`: consumers and their credentials.
+//! - `auth`: consumers and their credentials; `limits`: token and request rate limits.
 //! - `route`: route, endpoint and model rule for a request; `pattern`: model-name patterns
 //!   and the provider model mapping.
 //! - `body`: the request's top-level JSON fields and the byte-splicing rewrite.
@@ -26,6 +26,7 @@ pub mod config;
 pub mod error;
 pub mod health;
 pub mod keys;
+pub mod limits;
 pub mod metrics;
 pub mod pattern;
 pub mod provider;

@@ -48,6 +48,7 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     pub fallbacks: IntCounterVec,
     pub health_checks: IntCounterVec,
+    pub ratelimit_rejections: IntCounterVec,
 }
 
 #[expect(
@@ -171,6 +172,13 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
             "tollgate_fallbacks_total",
             "Requests moved to the route's next target",
             &["route", "from", "to"],
+            r
+        )
+        .expect("metric"),
+        ratelimit_rejections: register_int_counter_vec_with_registry!(
+            "tollgate_ratelimit_rejections_total",
+            "Requests refused by a rate limit, by route, consumer and rule",
+            &["route", "consumer", "rule"],
             r
         )
         .expect("metric"),

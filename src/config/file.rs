@@ -26,6 +26,31 @@ pub struct FileConfig {
     pub consumers: Vec<ConsumerSection>,
     #[serde(default)]
     pub auth: AuthSection,
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimitSection>,
+}
+
+/// A token/request limit per key and window.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSection {
+    pub name: String,
+    /// `consumer`, `route`, `ip` or `header:NAME`.
+    pub key: String,
+    /// For `header:` keys: the values counted (`*` = each distinct value). Default `*`.
+    #[serde(default)]
+    pub values: Vec<String>,
+    /// `second`, `minute`, `hour` or `day`.
+    pub window: String,
+    /// Input + output tokens per window.
+    pub tokens: Option<u64>,
+    pub requests: Option<u64>,
+    /// Reserve `max_tokens` at admission as well as the prompt estimate (default false).
+    #[serde(default)]
+    pub reserve_max_tokens: bool,
+    /// Routes the rule applies to (default: all).
+    #[serde(default)]
+    pub routes: Vec<String>,
 }
 
 /// A caller of the gateway.

@@ -11,6 +11,7 @@ use crate::auth::{Consumers, Source};
 use crate::health::{FailureSet, HealthSettings};
 use crate::keys::HealthPolicy;
 use crate::keys::{ApiKey, KeyPool};
+use crate::limits::{KeyBy, Limits, Rule, Window};
 use crate::pattern::{ModelMap, Pattern};
 use crate::provider::{self, Provider, ProviderSpec, Timeouts, Upstream, PRESETS};
 use crate::route::{AllKeysDown, HostPattern, ModelRule, RetryPolicy, Route, RouteAuth, Target};
@@ -70,6 +71,7 @@ pub struct Gateway {
     pub providers: Vec<Arc<Provider>>,
     pub routes: Vec<Route>,
     pub consumers: Consumers,
+    pub limits: Limits,
     /// Body of `GET /v1/models`, rendered once.
     pub models_json: bytes::Bytes,
 }
@@ -391,6 +393,77 @@ fn models_json(routes: &[Route]) -> bytes::Bytes {
         .into()
 }
 
+fn build_limits(
+    f: &FileConfig,
+    routes: &[Route],
+    previous: Option<&Gateway>,
+) -> Result<Limits, ConfigError> {
+    let mut rules = Vec::new();
+    for (i, r) in f.rate_limits.iter().enumerate() {
+        let field = |f: &str| format!("rate_limits[{i}] ({}).{f}", r.name);
+        let key = match r.key.as_str() {
+            "consumer" => KeyBy::Consumer,
+            "route" => KeyBy::Route,
+            "ip" => KeyBy::Ip,
+            k => match k.strip_prefix("header:") {
+                Some(h) => {
+                    let name = http::HeaderName::from_bytes(h.trim().as_bytes()).map_err(|_| {
+                        ConfigError::field(field("key"), format!("`{h}` is not a header name"))
+                    })?;
+                    let values = if r.values.is_empty() {
+                        vec!["*".to_string()]
+                    } else {
+                        r.values.clone()
+                    };
+                    KeyBy::Header(name, values)
+                }
+                None => {
+                    return Err(ConfigError::field(
+                        field("key"),
+                        format!("`{k}`: expected consumer, route, ip or header:NAME"),
+                    ))
+                }
+            },
+        };
+        let window = Window::parse(&r.window).ok_or_else(|| {
+            ConfigError::field(field("window"), "expected second, minute, hour or day")
+        })?;
+        if r.tokens.is_none() && r.requests.is_none() {
+            return Err(ConfigError::field(
+                field("tokens"),
+                "set tokens, requests or both",
+            ));
+        }
+        if let Some(bad) = r
+            .routes
+            .iter()
+            .find(|n| !routes.iter().any(|x| &x.name == *n))
+        {
+            return Err(ConfigError::field(
+                field("routes"),
+                format!("unknown route `{bad}`"),
+            ));
+        }
+        if rules.iter().any(|x: &Rule| x.name == r.name) {
+            return Err(ConfigError::field(field("name"), "duplicate rule name"));
+        }
+        let mut rule = Rule::new(
+            r.name.clone(),
+            key,
+            window,
+            r.tokens,
+            r.requests,
+            r.reserve_max_tokens,
+            r.routes.clone(),
+        );
+        if let Some(old) = previous.and_then(|p| p.limits.rules.iter().find(|o| o.name == r.name)) {
+            rule.adopt(old);
+        }
+        rules.push(rule);
+    }
+    Ok(Limits { rules })
+}
+
 fn build_consumers(f: &FileConfig) -> Result<Consumers, ConfigError> {
     let mut consumers = match &f.auth.sources {
         None => Consumers::default(),
@@ -511,6 +584,7 @@ impl Gateway {
                 ));
             }
         }
+        let limits = build_limits(&f, &routes, previous)?;
         let models_json = models_json(&routes);
         Ok(Gateway {
             server,
@@ -522,6 +596,7 @@ impl Gateway {
             providers,
             routes,
             consumers,
+            limits,
             models_json,
         })
     }

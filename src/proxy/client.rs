@@ -12,10 +12,12 @@ use crate::config::Gateway;
 use crate::error::GatewayError;
 use crate::health::{self, AttemptEnd};
 use crate::keys::KeyOutcome;
+use crate::limits::{Hold, Who};
 use crate::metrics::METRICS;
 use crate::provider::Provider;
 use crate::route::{host_without_port, Endpoint};
 use crate::route::{AllKeysDown, ModelRule, RouteAuth, Target};
+use crate::usage::estimate_tokens;
 use bytes::{Bytes, BytesMut};
 use pingora_error::{Error, Result};
 use pingora_proxy::Session;
@@ -42,6 +44,10 @@ pub struct ClientRequest {
     pub retries: u32,
     /// The authenticated consumer, if any.
     pub consumer: Option<String>,
+    /// Rate-limit reservations to reconcile when the request ends.
+    pub holds: Vec<Hold>,
+    /// Headers for the client's response (`x-ratelimit-*`, `retry-after`).
+    pub extra_headers: Vec<(&'static str, String)>,
     /// Time spent waiting on providers, summed over attempts.
     pub upstream_time: std::time::Duration,
 }
@@ -63,6 +69,8 @@ impl ClientRequest {
             body: None,
             retries: 0,
             consumer: None,
+            holds: Vec::new(),
+            extra_headers: Vec::new(),
             upstream_time: std::time::Duration::ZERO,
         }
     }
@@ -85,7 +93,8 @@ impl ClientRequest {
             Err(Failure::Respond(err)) => {
                 self.status = err.status();
                 let anthropic = self.endpoint == Some(Endpoint::Messages);
-                let result = respond::error(session, &err, request_id, anthropic).await;
+                let result =
+                    respond::error(session, &err, request_id, anthropic, &self.extra_headers).await;
                 self.error = Some(err);
                 result
             }
@@ -129,6 +138,7 @@ impl ClientRequest {
         self.route = Some(route_index);
         let route = &config.routes[route_index];
         self.authenticate(session, &config, &route.auth)?;
+        self.admit(session, &config, &route.name, &body)?;
         let order = rule.attempt_order();
         let policy = route.retry;
         let try_anyway = policy.all_keys_down == AllKeysDown::TryAnyway;
@@ -168,8 +178,15 @@ impl ClientRequest {
             tried.push((t, key_index));
             let attempt = self.prepare(&body, order[t], key_index, endpoint)?;
             let anthropic = endpoint == Endpoint::Messages;
-            let (result, outcome) =
-                pipe::run(session, attempt, request_id, body.stream, anthropic).await;
+            let (result, outcome) = pipe::run(
+                session,
+                attempt,
+                request_id,
+                body.stream,
+                anthropic,
+                &self.extra_headers,
+            )
+            .await;
             self.upstream_time += outcome.upstream_time();
             self.outcome = outcome;
             let provider = &order[t].provider;
@@ -293,6 +310,60 @@ impl ClientRequest {
             .skip(first)
             .filter(|(_, r)| r.match_request(host, path).is_some())
             .find_map(|(i, r)| r.rule_for(model).map(|rule| (i, rule)))
+    }
+
+    /// Reserve this request's tokens under every rate limit that applies.
+    fn admit(
+        &mut self,
+        session: &Session,
+        config: &Gateway,
+        route: &str,
+        body: &RequestBody,
+    ) -> Result<(), GatewayError> {
+        if config.limits.rules.is_empty() {
+            return Ok(());
+        }
+        let who = Who {
+            route,
+            consumer: self.consumer.as_deref(),
+            ip: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            headers: &session.req_header().headers,
+        };
+        let prompt = std::str::from_utf8(&body.bytes)
+            .map(estimate_tokens)
+            .unwrap_or(body.bytes.len() as u64 / 4);
+        match config
+            .limits
+            .admit(&who, prompt, body.max_tokens.unwrap_or(0))
+        {
+            Ok((holds, headroom)) => {
+                self.holds = holds;
+                self.extra_headers = headroom.headers();
+                Ok(())
+            }
+            Err(limited) => {
+                METRICS
+                    .ratelimit_rejections
+                    .with_label_values(&[
+                        route,
+                        self.consumer.as_deref().unwrap_or(""),
+                        limited.rule.as_str(),
+                    ])
+                    .inc();
+                self.extra_headers = limited.headroom.headers();
+                let secs = limited.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                self.extra_headers.push(("retry-after", secs.to_string()));
+                Err(GatewayError::RateLimited {
+                    rule: limited.rule,
+                    what: limited.what,
+                    window: limited.window.as_str(),
+                    retry_after_ms: limited.retry_after.as_millis() as u64,
+                })
+            }
+        }
     }
 
     /// Who is calling, as the route requires.

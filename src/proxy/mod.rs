@@ -174,7 +174,7 @@ impl ProxyHttp for Tollgate {
                 };
                 if code == 0 && session.response_written().is_none() {
                     let err = crate::error::GatewayError::Internal(e.etype().as_str().to_string());
-                    let _ = respond::error(session, &err, "", false).await;
+                    let _ = respond::error(session, &err, "", false, &[]).await;
                 }
                 FailToProxy {
                     error_code: code,
@@ -239,6 +239,9 @@ impl Tollgate {
             .requests
             .with_label_values(&[labels[0], labels[1], labels[2], status_label.as_str()])
             .inc();
+        req.config
+            .limits
+            .reconcile(&req.holds, usage.input_tokens + usage.output_tokens);
         if let Some(consumer) = req.consumer.as_deref() {
             METRICS
                 .consumer_input_tokens

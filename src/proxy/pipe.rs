@@ -57,15 +57,16 @@ pub enum AttemptResult {
 }
 
 /// Watches the subrequest's output on its way to the client.
-struct Tap {
+struct Tap<'a> {
     request_id: Option<http::HeaderValue>,
+    extra: &'a [(&'static str, String)],
     passed: Option<u16>,
     held: Option<u16>,
     held_body: Vec<u8>,
     retry_after: Option<Duration>,
 }
 
-impl Tap {
+impl Tap<'_> {
     fn filter(&mut self, task: HttpTask) -> Result<Option<HttpTask>> {
         if self.held.is_some() {
             if let HttpTask::Body(Some(b), _) = &task {
@@ -85,6 +86,9 @@ impl Tap {
                 self.passed = Some(status);
                 if let Some(id) = &self.request_id {
                     h.insert_header("x-request-id", id.clone())?;
+                }
+                for (name, value) in self.extra {
+                    h.insert_header(*name, value.as_str())?;
                 }
                 Ok(Some(HttpTask::Header(h, end)))
             }
@@ -116,6 +120,7 @@ pub async fn run(
     request_id: &str,
     stream: bool,
     anthropic: bool,
+    extra_headers: &[(&'static str, String)],
 ) -> (AttemptResult, Outcome) {
     let provider = attempt.provider.clone();
     let key_index = attempt.key_index;
@@ -150,6 +155,7 @@ pub async fn run(
 
     let mut tap = Tap {
         request_id: http::HeaderValue::from_str(request_id).ok(),
+        extra: extra_headers,
         passed: None,
         held: None,
         held_body: Vec::new(),

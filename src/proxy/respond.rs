@@ -7,7 +7,20 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
 pub async fn json(session: &mut Session, status: u16, body: Bytes, request_id: &str) -> Result<()> {
-    let mut h = ResponseHeader::build(status, Some(4))?;
+    json_with(session, status, body, request_id, &[]).await
+}
+
+pub async fn json_with(
+    session: &mut Session,
+    status: u16,
+    body: Bytes,
+    request_id: &str,
+    extra: &[(&'static str, String)],
+) -> Result<()> {
+    let mut h = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    for (name, value) in extra {
+        h.insert_header(*name, value.as_str())?;
+    }
     h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     h.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     h.insert_header("x-request-id", request_id)?;
@@ -22,6 +35,14 @@ pub async fn error(
     err: &GatewayError,
     request_id: &str,
     anthropic: bool,
+    extra: &[(&'static str, String)],
 ) -> Result<()> {
-    json(session, err.status(), err.body_for(anthropic), request_id).await
+    json_with(
+        session,
+        err.status(),
+        err.body_for(anthropic),
+        request_id,
+        extra,
+    )
+    .await
 }

@@ -1,0 +1,247 @@
+//! Criterion benchmarks of the per-request hot path that does not touch the network:
+//! the SSE parser, usage extraction (streaming and not) and the request-body rewrite.
+//!
+//! Inputs are built here, deterministically, to look like real traffic: an OpenAI
+//! chat-completions stream of 64 content chunks (role chunk, content, finish chunk, usage
+//! chunk, `[DONE]`; ASCII and CJK words), and a 100 KiB multi-turn chat body.
+//!
+//! Run: `cargo bench --bench hot_path` (`cargo test --all-targets` runs each once).
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use std::hint::black_box;
+use tollgate::body::RequestBody;
+use tollgate::sse::SseParser;
+use tollgate::usage::{usage_from_json, StreamMeter};
+
+const WORDS: [&str; 8] = [
+    "Hello",
+    " wörld",
+    " 世界",
+    " from",
+    " the",
+    " gateway",
+    " \\\"quoted\\\"",
+    ".",
+];
+
+fn chunk_json(delta: &str, finish: &str, usage: &str) -> String {
+    format!(
+        "{{\"id\":\"chatcmpl-AbC123xYz\",\"object\":\"chat.completion.chunk\",\"created\":1732000000,\
+         \"model\":\"gpt-4o-2024-08-06\",\"system_fingerprint\":\"fp_6fb2\",\"choices\":[{{\"index\":0,\
+         \"delta\":{delta},\"logprobs\":null,\"finish_reason\":{finish}}}],\"usage\":{usage}}}"
+    )
+}
+
+/// The SSE events of a 64-chunk OpenAI stream with `include_usage`, one string per event.
+fn openai_stream_events() -> Vec<String> {
+    let mut events = Vec::new();
+    events.push(chunk_json(
+        r#"{"role":"assistant","content":"","refusal":null}"#,
+        "null",
+        "null",
+    ));
+    for i in 0..64 {
+        let delta = format!("{{\"content\":\"{}\"}}", WORDS[i % WORDS.len()]);
+        events.push(chunk_json(&delta, "null", "null"));
+    }
+    events.push(chunk_json("{}", "\"stop\"", "null"));
+    events.push(
+        "{\"id\":\"chatcmpl-AbC123xYz\",\"object\":\"chat.completion.chunk\",\"created\":1732000000,\
+         \"model\":\"gpt-4o-2024-08-06\",\"system_fingerprint\":\"fp_6fb2\",\"choices\":[],\
+         \"usage\":{\"prompt_tokens\":1187,\"completion_tokens\":64,\"total_tokens\":1251,\
+         \"prompt_tokens_details\":{\"cached_tokens\":1024,\"audio_tokens\":0},\
+         \"completion_tokens_details\":{\"reasoning_tokens\":0,\"audio_tokens\":0,\
+         \"accepted_prediction_tokens\":0,\"rejected_prediction_tokens\":0}}}"
+            .to_string(),
+    );
+    events.push("[DONE]".to_string());
+    events
+        .into_iter()
+        .map(|e| format!("data: {e}\n\n"))
+        .collect()
+}
+
+/// A non-streaming chat completion response (as OpenAI sends it, pretty-printed).
+fn chat_response() -> Vec<u8> {
+    let content: String = (0..64).map(|i| WORDS[i % WORDS.len()]).collect();
+    format!(
+        "{{\n  \"id\": \"chatcmpl-AbC123xYz\",\n  \"object\": \"chat.completion\",\n  \
+         \"created\": 1732000000,\n  \"model\": \"gpt-4o-2024-08-06\",\n  \"choices\": [\n    {{\n      \
+         \"index\": 0,\n      \"message\": {{\n        \"role\": \"assistant\",\n        \
+         \"content\": \"{content}\",\n        \"refusal\": null\n      }},\n      \
+         \"logprobs\": null,\n      \"finish_reason\": \"stop\"\n    }}\n  ],\n  \"usage\": {{\n    \
+         \"prompt_tokens\": 1187,\n    \"completion_tokens\": 64,\n    \"total_tokens\": 1251,\n    \
+         \"prompt_tokens_details\": {{\"cached_tokens\": 1024, \"audio_tokens\": 0}},\n    \
+         \"completion_tokens_details\": {{\"reasoning_tokens\": 0, \"audio_tokens\": 0}}\n  }},\n  \
+         \"system_fingerprint\": \"fp_6fb2\"\n}}\n"
+    )
+    .into_bytes()
+}
+
+/// A ~100 KiB multi-turn chat request body (system prompt, 40 turns, tools), `stream` as given.
+fn chat_body(stream: bool) -> Bytes {
+    let para = "The quick brown fox jumps over the lazy dog; \\\"quoted\\\" text, a tab\\t and \
+                a newline\\n, some Unicode — café, naïve, 東京, 서울 — and digits 0123456789. ";
+    let mut messages = vec![format!(
+        "{{\"role\":\"system\",\"content\":\"You are a helpful assistant. {}\"}}",
+        para.repeat(8)
+    )];
+    let mut turn = 0;
+    let mut len = messages[0].len();
+    while len < 100 * 1024 - 600 {
+        let role = if turn % 2 == 0 { "user" } else { "assistant" };
+        let m = format!(
+            "{{\"role\":\"{role}\",\"content\":\"Turn {turn}: {}\"}}",
+            para.repeat(1 + turn % 5)
+        );
+        len += m.len() + 1;
+        messages.push(m);
+        turn += 1;
+    }
+    let body = format!(
+        "{{\"model\":\"gpt-4o\",\"messages\":[{}],\"temperature\":0.7,\"max_tokens\":1024,\
+         \"tools\":[{{\"type\":\"function\",\"function\":{{\"name\":\"get_weather\",\
+         \"parameters\":{{\"type\":\"object\",\"properties\":{{\"location\":{{\"type\":\"string\"}}}}}}}}}}],\
+         \"stream\":{stream},\"user\":\"user-1234\"}}",
+        messages.join(",")
+    );
+    Bytes::from(body)
+}
+
+fn bench_sse(c: &mut Criterion) {
+    let events = openai_stream_events();
+    let whole = Bytes::from(events.concat());
+    let frames: Vec<Bytes> = events.iter().map(|e| Bytes::from(e.clone())).collect();
+    // TCP-like reads of 1,400 bytes, cutting events (and UTF-8 characters) anywhere.
+    let reads: Vec<Bytes> = whole.chunks(1400).map(Bytes::copy_from_slice).collect();
+
+    let mut g = c.benchmark_group("sse_parser");
+    g.throughput(Throughput::Bytes(whole.len() as u64));
+    g.bench_function("64_chunk_stream/one_buffer", |b| {
+        b.iter(|| {
+            let mut p = SseParser::new();
+            let mut n = 0usize;
+            p.push_bytes(black_box(&whole), |ev| n += ev.data.len());
+            p.finish(|ev| n += ev.data.len());
+            n
+        })
+    });
+    g.bench_function("64_chunk_stream/per_event_frames", |b| {
+        b.iter(|| {
+            let mut p = SseParser::new();
+            let mut n = 0usize;
+            for f in &frames {
+                p.push_bytes(black_box(f), |ev| n += ev.data.len());
+            }
+            p.finish(|ev| n += ev.data.len());
+            n
+        })
+    });
+    g.bench_function("64_chunk_stream/1400_byte_reads", |b| {
+        b.iter(|| {
+            let mut p = SseParser::new();
+            let mut n = 0usize;
+            for f in &reads {
+                p.push_bytes(black_box(f), |ev| n += ev.data.len());
+            }
+            p.finish(|ev| n += ev.data.len());
+            n
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("stream_meter");
+    g.throughput(Throughput::Bytes(whole.len() as u64));
+    for (name, strip) in [("passthrough", false), ("strip_usage", true)] {
+        g.bench_function(format!("64_chunk_stream/{name}/per_event_frames"), |b| {
+            b.iter(|| {
+                let mut m = StreamMeter::new(strip);
+                let mut out = 0usize;
+                for f in &frames {
+                    out += m.feed(black_box(f.clone())).len();
+                }
+                out += m.finish().len();
+                (out, m.usage())
+            })
+        });
+        g.bench_function(format!("64_chunk_stream/{name}/1400_byte_reads"), |b| {
+            b.iter(|| {
+                let mut m = StreamMeter::new(strip);
+                let mut out = 0usize;
+                for f in &reads {
+                    out += m.feed(black_box(f.clone())).len();
+                }
+                out += m.finish().len();
+                (out, m.usage())
+            })
+        });
+    }
+    g.finish();
+}
+
+fn bench_usage_json(c: &mut Criterion) {
+    let response = chat_response();
+    let mut g = c.benchmark_group("usage_from_json");
+    g.throughput(Throughput::Bytes(response.len() as u64));
+    g.bench_function("chat_completion_response", |b| {
+        b.iter(|| usage_from_json(black_box(&response)))
+    });
+    g.finish();
+}
+
+fn bench_body(c: &mut Criterion) {
+    let plain = chat_body(false);
+    let streaming = chat_body(true);
+    let mut g = c.benchmark_group("request_body");
+    g.throughput(Throughput::Bytes(streaming.len() as u64));
+    g.bench_function("100k_chat/parse", |b| {
+        b.iter_batched(
+            || streaming.clone(),
+            |body| RequestBody::parse(black_box(body)).is_ok(),
+            BatchSize::SmallInput,
+        )
+    });
+    // No mapping, not streaming: the rewrite is empty and the same buffer is forwarded.
+    g.bench_function("100k_chat/parse_rewrite_apply/no_change", |b| {
+        b.iter_batched(
+            || plain.clone(),
+            |body| {
+                let Ok(parsed) = RequestBody::parse(black_box(body)) else {
+                    panic!("benchmark body does not parse")
+                };
+                let rw = parsed.rewrite(Some("gpt-4o"), true);
+                rw.apply(&parsed.bytes).len()
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    // Model mapped and `stream_options.include_usage` added: two splices, one copy.
+    g.bench_function(
+        "100k_chat/parse_rewrite_apply/map_model_and_force_usage",
+        |b| {
+            b.iter_batched(
+                || streaming.clone(),
+                |body| {
+                    let Ok(parsed) = RequestBody::parse(black_box(body)) else {
+                        panic!("benchmark body does not parse")
+                    };
+                    let rw = parsed.rewrite(Some("gpt-4o-2024-08-06"), true);
+                    rw.apply(&parsed.bytes).len()
+                },
+                BatchSize::SmallInput,
+            )
+        },
+    );
+    let Ok(parsed) = RequestBody::parse(streaming.clone()) else {
+        panic!("benchmark body does not parse")
+    };
+    let rw = parsed.rewrite(Some("gpt-4o-2024-08-06"), true);
+    g.bench_function("100k_chat/apply_only", |b| {
+        b.iter(|| rw.apply(black_box(&parsed.bytes)).len())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_sse, bench_usage_json, bench_body);
+criterion_main!(benches);

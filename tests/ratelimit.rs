@@ -1,0 +1,149 @@
+//! Token and request rate limits: reserve-then-reconcile under concurrency, 429 with
+//! OpenAI's headers, per-header-value budgets.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn config(mock: &Mock) -> String {
+    format!(
+        r#"providers:
+  - name: mock
+    type: openai-compatible
+    base_url: "{url}"
+    api_keys: ["sk-provider"]
+consumers:
+  - name: alice
+    credentials: ["sk-alice"]
+rate_limits:
+  - name: alice-tpm
+    key: consumer
+    window: minute
+    tokens: 6000
+    reserve_max_tokens: true
+  - name: per-user-rpm
+    key: "header:x-user"
+    window: minute
+    requests: 3
+routes:
+  - name: default
+    models:
+      - model: "mock-*"
+        targets: [{{provider: mock}}]
+"#,
+        url = mock.url()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_streams_cannot_overshoot_a_token_limit() {
+    let mock = Mock::start();
+    let gw = Gateway::start(&config(&mock));
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let url = gw.url("/v1/chat/completions");
+        tasks.push(tokio::spawn(async move {
+            let resp = client()
+                .post(url)
+                .bearer_auth("sk-alice")
+                .header("x-mock-chunks", "500")
+                .json(
+                    &json!({"model": "mock-x", "stream": true, "max_tokens": 500,
+                    "stream_options": {"include_usage": true},
+                    "messages": [{"role": "user", "content": "write a long story"}]}),
+                )
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let text = resp.text().await.unwrap();
+            (status, headers, text)
+        }));
+    }
+    let (mut used, mut admitted, mut rejected) = (0u64, 0, 0);
+    for t in tasks {
+        let (status, headers, text) = t.await.unwrap();
+        match status {
+            200 => {
+                admitted += 1;
+                assert!(headers.contains_key("x-ratelimit-remaining-tokens"));
+                assert_eq!(headers["x-ratelimit-limit-tokens"], "6000");
+                let usage: Value = sse_data(&text)
+                    .iter()
+                    .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+                    .find(|v| v["usage"].is_object())
+                    .unwrap();
+                used += usage["usage"]["total_tokens"].as_u64().unwrap();
+            }
+            429 => {
+                rejected += 1;
+                assert!(headers.contains_key("retry-after"));
+                assert_eq!(headers["x-ratelimit-remaining-tokens"], "0");
+                assert!(headers.contains_key("x-ratelimit-reset-tokens"));
+                let v: Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+                assert!(v["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("alice-tpm"));
+            }
+            other => panic!("unexpected status {other}: {text}"),
+        }
+    }
+    assert!(
+        admitted > 0 && rejected > 0,
+        "{admitted} admitted, {rejected} rejected"
+    );
+    // One request reserves its prompt estimate plus max_tokens (~530 tokens).
+    assert!(
+        used <= 6000 + 600,
+        "admitted {used} tokens against a 6000 limit"
+    );
+    let metrics = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "tollgate_ratelimit_rejections_total",
+            &[("rule", "alice-tpm")]
+        ),
+        rejected as f64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_header_value_has_its_own_budget() {
+    let mock = Mock::start();
+    let gw = Gateway::start(&config(&mock));
+    let send = |user: &'static str| {
+        client()
+            .post(gw.url("/v1/chat/completions"))
+            .header("x-user", user)
+            .json(&json!({"model": "mock-x", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    for _ in 0..3 {
+        let resp = send("u1").await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-ratelimit-limit-requests"], "3");
+    }
+    let resp = send("u1").await.unwrap();
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["x-ratelimit-remaining-requests"], "0");
+    for _ in 0..3 {
+        assert_eq!(
+            send("u2").await.unwrap().status(),
+            200,
+            "u2 has its own budget"
+        );
+    }
+}
