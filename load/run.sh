@@ -42,8 +42,11 @@ meta() { printf '%s\t%s\n' "$1" "$2" >>"$META"; }
 meta_file() { printf '%s\t@%s\n' "$1" "$2" >>"$META"; }
 
 PIDS=()
+LL_PGID=""
 cleanup() {
 	local pid
+	# LiteLLM runs in its own process group (gunicorn master + workers): stop the whole group.
+	[ -n "$LL_PGID" ] && kill -TERM -- "-$LL_PGID" 2>/dev/null || true
 	for pid in "${PIDS[@]}"; do
 		kill -TERM "$pid" 2>/dev/null || true
 	done
@@ -54,6 +57,8 @@ cleanup() {
 		done
 		kill -KILL "$pid" 2>/dev/null || true
 	done
+	[ -n "$LL_PGID" ] && kill -KILL -- "-$LL_PGID" 2>/dev/null || true
+	LL_PGID=""
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -325,14 +330,21 @@ litellm_settings:
   request_timeout: 60
 EOF
 	log "starting LiteLLM $LITELLM_VERSION on 127.0.0.1:$LL_PORT ($LITELLM_WORKERS workers)"
+	# gunicorn with uvicorn workers: plain `--num_workers N` (uvicorn's supervisor) kills workers
+	# whose import takes longer than its 5 s health check, which LiteLLM's does on a busy machine.
+	# Its own session, so that cleanup can stop the master and its workers together.
+	LL_ARGS=(--config "$WORK/litellm/config.yaml" --host 127.0.0.1 --port "$LL_PORT" --telemetry False)
+	if [ "$LITELLM_WORKERS" -gt 1 ]; then
+		LL_ARGS+=(--num_workers "$LITELLM_WORKERS" --run_gunicorn)
+	fi
 	(
 		cd "$WORK/litellm"
 		export LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_LOG=ERROR NO_DOCS=True
-		exec "$ROOT/load/.venv/bin/litellm" --config "$WORK/litellm/config.yaml" --host 127.0.0.1 \
-			--port "$LL_PORT" --num_workers "$LITELLM_WORKERS" --telemetry False
+		exec setsid "$ROOT/load/.venv/bin/litellm" "${LL_ARGS[@]}"
 	) >"$WORK/litellm/stdout.log" 2>"$WORK/litellm/stderr.log" &
 	LL_PID=$!
 	PIDS+=("$LL_PID")
+	LL_PGID=$LL_PID
 	ll_up=0
 	for _ in $(seq 180); do
 		if curl -fsS -m 2 "http://127.0.0.1:$LL_PORT/health/liveliness" >/dev/null 2>&1; then
@@ -345,11 +357,10 @@ EOF
 	if [ "$ll_up" != 1 ]; then
 		LITELLM_SKIP="the LiteLLM proxy did not answer /health/liveliness within 90 s: $(tail -n 3 "$WORK/litellm/stderr.log" | tr '\n' ' ' | cut -c1-400)"
 	else
-		sleep 2 # let every worker come up
-		LL_PIDS="$LL_PID $(pgrep -P "$LL_PID" | tr '\n' ' ')"
-		for p in $(pgrep -P "$LL_PID"); do LL_PIDS="$LL_PIDS $(pgrep -P "$p" | tr '\n' ' ')"; done
+		sleep 3 # let every worker come up
+		LL_PIDS=$(pgrep -g "$LL_PGID" | tr '\n' ' ')
 		meta litellm "$("$ROOT/load/.venv/bin/python" -c 'import importlib.metadata as m; print(m.version("litellm"))')"
-		meta litellm_cmd "LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_LOG=ERROR NO_DOCS=True load/.venv/bin/litellm --config $WORK/litellm/config.yaml --host 127.0.0.1 --port $LL_PORT --num_workers $LITELLM_WORKERS --telemetry False"
+		meta litellm_cmd "LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_LOG=ERROR NO_DOCS=True load/.venv/bin/litellm ${LL_ARGS[*]}"
 		meta_file litellm_conf "$WORK/litellm/config.yaml"
 	fi
 fi

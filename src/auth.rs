@@ -168,8 +168,13 @@ impl Consumers {
             };
         };
         let Some(index) = self.lookup(credential) else {
-            // A wrong key on an open route is still a wrong key.
-            return Err(AuthError::Forbidden);
+            // On an open route an unknown key is just an anonymous caller: SDKs always send
+            // some key, and the route asks for none.
+            return if required {
+                Err(AuthError::Forbidden)
+            } else {
+                Ok(None)
+            };
         };
         let name = self.names[index].as_str();
         if !allowed.is_empty() && !allowed.iter().any(|a| a == name) {
@@ -222,8 +227,9 @@ mod tests {
             Err(AuthError::Forbidden)
         );
         let wrong = headers(&[("authorization", "Bearer sk-alicf")]);
+        assert_eq!(c.identify(&wrong, None, false, &[]), Ok(None));
         assert_eq!(
-            c.identify(&wrong, None, false, &[]),
+            c.identify(&wrong, None, true, &[]),
             Err(AuthError::Forbidden)
         );
         let mut dup = consumers();

@@ -64,7 +64,7 @@ async fn consumers_and_route_access() {
     let mock = Mock::start();
     let gw = Gateway::start(&config(&mock));
 
-    // Open route: no credential needed, a known one is recorded, a wrong one is refused.
+    // Open route: no credential needed, a known one is recorded, an unknown one is anonymous.
     assert_eq!(call(&gw, "free-1", None, "").await.0, 200);
     let (status, _, id) = call(&gw, "free-1", Some(("authorization", "Bearer sk-bob")), "").await;
     assert_eq!(status, 200);
