@@ -8,4 +8,6 @@ export CARGO_TERM_COLOR=never
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo build --bins
-cargo test --all-targets -- --test-threads=2
+# Benchmarks compile and run once each in test mode (criterion's quick check).
+cargo test --benches
+cargo test --lib --bins --tests -- --test-threads=2
