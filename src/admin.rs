@@ -97,7 +97,18 @@ fn status_json(config: &Gateway) -> serde_json::Value {
             json!({"name": r.name, "path_prefix": r.path_prefix, "rules": rules})
         })
         .collect();
-    json!({"routes": routes, "providers": providers_json(config)})
+    let limits: Vec<_> = config
+        .limits
+        .rules
+        .iter()
+        .map(|r| json!({"name": r.name, "window": r.window.as_str(), "tokens": r.tokens, "requests": r.requests}))
+        .collect();
+    json!({
+        "routes": routes,
+        "providers": providers_json(config),
+        "consumers": config.consumers.names(),
+        "rate_limits": limits,
+    })
 }
 
 /// Ready when every provider that has keys has at least one usable one.

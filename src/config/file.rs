@@ -28,6 +28,18 @@ pub struct FileConfig {
     pub auth: AuthSection,
     #[serde(default)]
     pub rate_limits: Vec<RateLimitSection>,
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Per-consumer token series (default true).
+    pub consumer_labels: Option<bool>,
+    /// At most this many consumers get their own series; the rest share `consumer="other"`
+    /// (default 1000).
+    pub max_consumer_series: Option<usize>,
 }
 
 /// A token/request limit per key and window.

@@ -72,6 +72,8 @@ pub struct Gateway {
     pub routes: Vec<Route>,
     pub consumers: Consumers,
     pub limits: Limits,
+    /// Consumers with their own metric series (`None`: per-consumer series are off).
+    pub consumer_series: Option<std::collections::HashSet<String>>,
     /// Body of `GET /v1/models`, rendered once.
     pub models_json: bytes::Bytes,
 }
@@ -595,8 +597,16 @@ impl Gateway {
             access_log_buffer: f.access_log.buffer_lines.unwrap_or(65536).max(1),
             providers,
             routes,
-            consumers,
             limits,
+            consumer_series: f.metrics.consumer_labels.unwrap_or(true).then(|| {
+                consumers
+                    .names()
+                    .iter()
+                    .take(f.metrics.max_consumer_series.unwrap_or(1000))
+                    .cloned()
+                    .collect()
+            }),
+            consumers,
             models_json,
         })
     }

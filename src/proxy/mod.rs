@@ -242,7 +242,11 @@ impl Tollgate {
         req.config
             .limits
             .reconcile(&req.holds, usage.input_tokens + usage.output_tokens);
-        if let Some(consumer) = req.consumer.as_deref() {
+        let series = req.consumer.as_deref().and_then(|c| {
+            let known = req.config.consumer_series.as_ref()?;
+            Some(if known.contains(c) { c } else { "other" })
+        });
+        if let Some(consumer) = series {
             METRICS
                 .consumer_input_tokens
                 .with_label_values(&[consumer])
