@@ -152,6 +152,18 @@ fn window_count(rate: &Rate, key: &str) -> (f64, Duration) {
     })
 }
 
+/// Add `n` to `key` in `rate`, then check the window against `limit`: the remaining budget
+/// and reset time, or (with `n` taken back) the time until the window has slid by.
+fn reserve_in(rate: &Rate, key: &str, n: i64, limit: u64) -> Result<(u64, Duration), Duration> {
+    rate.observe(&key, n as isize);
+    let (count, reset) = window_count(rate, key);
+    if count > limit as f64 {
+        rate.observe(&key, -(n as isize));
+        return Err(reset);
+    }
+    Ok(((limit as f64 - count).max(0.0) as u64, reset))
+}
+
 /// Who a request is, for keying rules.
 pub struct Who<'a> {
     pub route: &'a str,
@@ -243,52 +255,38 @@ impl Limits {
                     0
                 };
             let reserve = i64::try_from(reserve).unwrap_or(i64::MAX / 2);
-            if let Some(limit) = rule.requests {
-                rule.request_rate.observe(&key.as_str(), 1);
-                let (count, reset) = window_count(&rule.request_rate, &key);
-                if count > limit as f64 {
-                    rule.request_rate.observe(&key.as_str(), -1);
-                    self.release(&holds);
-                    Headroom::tighten(&mut headroom.limit_requests, limit, 0, reset);
-                    return Err(Box::new(Limited {
-                        rule: rule.name.clone(),
-                        what: "requests",
-                        window: rule.window,
-                        retry_after: reset,
-                        headroom,
-                    }));
-                }
-                Headroom::tighten(
-                    &mut headroom.limit_requests,
-                    limit,
-                    (limit as f64 - count).max(0.0) as u64,
-                    reset,
-                );
-            }
-            if let Some(limit) = rule.tokens {
-                rule.token_rate.observe(&key.as_str(), reserve as isize);
-                let (count, reset) = window_count(&rule.token_rate, &key);
-                if count > limit as f64 {
-                    rule.token_rate.observe(&key.as_str(), -(reserve as isize));
-                    if rule.requests.is_some() {
-                        rule.request_rate.observe(&key.as_str(), -1);
+            let checks = [
+                (rule.requests, &rule.request_rate, 1, "requests"),
+                (rule.tokens, &rule.token_rate, reserve, "tokens"),
+            ];
+            let mut taken: Vec<(&Rate, i64)> = Vec::new();
+            for (limit, rate, n, what) in checks {
+                let Some(limit) = limit else { continue };
+                let slot = if what == "tokens" {
+                    &mut headroom.limit_tokens
+                } else {
+                    &mut headroom.limit_requests
+                };
+                match reserve_in(rate, &key, n, limit) {
+                    Ok((remaining, reset)) => {
+                        Headroom::tighten(slot, limit, remaining, reset);
+                        taken.push((rate, n));
                     }
-                    self.release(&holds);
-                    Headroom::tighten(&mut headroom.limit_tokens, limit, 0, reset);
-                    return Err(Box::new(Limited {
-                        rule: rule.name.clone(),
-                        what: "tokens",
-                        window: rule.window,
-                        retry_after: reset,
-                        headroom,
-                    }));
+                    Err(reset) => {
+                        for (rate, n) in taken {
+                            rate.observe(&key.as_str(), -(n as isize));
+                        }
+                        self.release(&holds);
+                        Headroom::tighten(slot, limit, 0, reset);
+                        return Err(Box::new(Limited {
+                            rule: rule.name.clone(),
+                            what,
+                            window: rule.window,
+                            retry_after: reset,
+                            headroom,
+                        }));
+                    }
                 }
-                Headroom::tighten(
-                    &mut headroom.limit_tokens,
-                    limit,
-                    (limit as f64 - count).max(0.0) as u64,
-                    reset,
-                );
             }
             holds.push(Hold {
                 rule: i,

@@ -221,23 +221,20 @@ impl Upstream {
     }
 }
 
+/// A provider: its validated settings (`ProviderSpec`, reached through `Deref`) and the
+/// peer for its resolved address.
 pub struct Provider {
-    pub name: String,
-    /// The configured `type` (a preset name).
-    pub kind: String,
-    pub family: Family,
-    pub upstream: Upstream,
-    pub keys: KeyPool,
-    pub model_map: ModelMap,
-    /// Names listed by `GET /v1/models` for this provider.
-    pub models: Vec<String>,
-    pub timeouts: Timeouts,
-    pub ca: Option<Arc<CaType>>,
-    pub health: HealthSettings,
-    pub api_version: Option<String>,
-    pub connect_to: Option<SocketAddr>,
+    spec: ProviderSpec,
     /// Ready-to-clone peer for the resolved address; `None` until resolution succeeds.
     peer: ArcSwapOption<HttpPeer>,
+}
+
+impl std::ops::Deref for Provider {
+    type Target = ProviderSpec;
+
+    fn deref(&self) -> &ProviderSpec {
+        &self.spec
+    }
 }
 
 impl std::fmt::Debug for Provider {
@@ -254,11 +251,13 @@ impl std::fmt::Debug for Provider {
 /// Everything a provider is made of, as built from the config.
 pub struct ProviderSpec {
     pub name: String,
+    /// The configured `type` (a preset name).
     pub kind: String,
     pub family: Family,
     pub upstream: Upstream,
     pub keys: KeyPool,
     pub model_map: ModelMap,
+    /// Names listed by `GET /v1/models` for this provider.
     pub models: Vec<String>,
     pub timeouts: Timeouts,
     pub ca: Option<Arc<CaType>>,
@@ -272,18 +271,7 @@ pub struct ProviderSpec {
 impl Provider {
     pub fn new(spec: ProviderSpec) -> Self {
         let provider = Provider {
-            name: spec.name,
-            kind: spec.kind,
-            family: spec.family,
-            upstream: spec.upstream,
-            keys: spec.keys,
-            model_map: spec.model_map,
-            models: spec.models,
-            timeouts: spec.timeouts,
-            ca: spec.ca,
-            health: spec.health,
-            api_version: spec.api_version,
-            connect_to: spec.connect_to,
+            spec,
             peer: ArcSwapOption::empty(),
         };
         // An IP literal (or a fixed address) needs no resolution.

@@ -159,10 +159,7 @@ impl SseScan {
 
     fn feed(&mut self, data: &[u8], now: Instant) {
         self.pending.extend_from_slice(data);
-        loop {
-            let Some((end, sep)) = find_event_end(&self.pending) else {
-                break;
-            };
+        while let Some((end, sep)) = find_event_end(&self.pending) {
             let event: Vec<u8> = self.pending.drain(..end + sep).collect();
             self.event(&event[..end], now);
         }
@@ -434,8 +431,8 @@ async fn worker(sh: Arc<Shared>, index: usize) -> Tally {
         sh.started.fetch_add(1, Ordering::Relaxed);
         sh.active.fetch_add(1, Ordering::Relaxed);
         let mut scan = SseScan::new();
-        let r = tokio::time::timeout(a.timeout, one_stream(c, &sh.request, &mut scan, &mut buf))
-            .await;
+        let r =
+            tokio::time::timeout(a.timeout, one_stream(c, &sh.request, &mut scan, &mut buf)).await;
         sh.active.fetch_sub(1, Ordering::Relaxed);
         let outcome = match r {
             Ok(o) => o,
@@ -470,11 +467,15 @@ async fn worker(sh: Arc<Shared>, index: usize) -> Tally {
                 tally.ok += 1;
                 let first = scan.content[0];
                 tally.ttft.push(us(first - t0));
-                tally.ttlt.push(us(*scan.content.last().unwrap_or(&first) - t0));
+                tally
+                    .ttlt
+                    .push(us(*scan.content.last().unwrap_or(&first) - t0));
                 let mut prev = first;
                 for (i, t) in scan.content.iter().enumerate() {
                     let nominal = Duration::from_micros(a.pace_us * i as u64);
-                    tally.chunk_delay.push(us((*t - t0).saturating_sub(nominal)));
+                    tally
+                        .chunk_delay
+                        .push(us((*t - t0).saturating_sub(nominal)));
                     if i > 0 {
                         tally.gap.push(us(*t - prev));
                     }
@@ -490,9 +491,11 @@ fn rss_kb(pids: &[u32]) -> u64 {
     pids.iter()
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
         .filter_map(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
         })
         .sum()
 }
