@@ -116,6 +116,29 @@ fn bench_sse(c: &mut Criterion) {
     // TCP-like reads of 1,400 bytes, cutting events (and UTF-8 characters) anywhere.
     let reads: Vec<Bytes> = whole.chunks(1400).map(Bytes::copy_from_slice).collect();
 
+    // The inputs are what they claim to be: 68 events, the reported usage is found, and the
+    // usage chunk is stripped when asked.
+    let mut p = SseParser::new();
+    let mut events_seen = 0;
+    p.push_bytes(&whole, |_| events_seen += 1);
+    assert_eq!(
+        events_seen, 68,
+        "stream has role + 64 content + finish + usage + [DONE] events"
+    );
+    for strip in [false, true] {
+        let mut m = StreamMeter::new(strip);
+        let out: usize =
+            reads.iter().map(|f| m.feed(f.clone()).len()).sum::<usize>() + m.finish().len();
+        let u = m.usage();
+        assert!(!u.estimated && u.input_tokens == 1187 && u.output_tokens == 64);
+        assert!(u.cached_input_tokens == 1024);
+        assert_eq!(
+            out < whole.len(),
+            strip,
+            "usage chunk stripped only when asked"
+        );
+    }
+
     let mut g = c.benchmark_group("sse_parser");
     g.throughput(Throughput::Bytes(whole.len() as u64));
     g.bench_function("64_chunk_stream/one_buffer", |b| {
@@ -193,6 +216,19 @@ fn bench_usage_json(c: &mut Criterion) {
 fn bench_body(c: &mut Criterion) {
     let plain = chat_body(false);
     let streaming = chat_body(true);
+    for (body, stream) in [(&plain, false), (&streaming, true)] {
+        let Ok(parsed) = RequestBody::parse(body.clone()) else {
+            panic!("benchmark body does not parse")
+        };
+        assert!(parsed.model == "gpt-4o" && parsed.stream == stream);
+        assert!(body.len() >= 100 * 1024 - 1024 && body.len() <= 100 * 1024 + 1024);
+        assert_eq!(parsed.rewrite(Some("gpt-4o"), true).is_empty(), !stream);
+    }
+    if usage_from_json(&chat_response()).map(|u| (u.input_tokens, u.output_tokens))
+        != Some((1187, 64))
+    {
+        panic!("usage not found in the benchmark response")
+    }
     let mut g = c.benchmark_group("request_body");
     g.throughput(Throughput::Bytes(streaming.len() as u64));
     g.bench_function("100k_chat/parse", |b| {

@@ -90,6 +90,9 @@ def main():
         if not run or run["r"] is None:
             return None
         v = run["r"]
+        # No completed stream: its timing distributions are empty, not zero.
+        if run["kind"] == "sse" and v.get("streams_ok") == 0 and path[0] in ("ttft_us", "ttlt_us", "chunk_delay_us", "gap_us"):
+            return None
         for p in path:
             v = v.get(p) if isinstance(v, dict) else None
             if v is None:
@@ -100,9 +103,10 @@ def main():
     w = o.append
     w("# Tollgate load results")
     w("")
-    w(f"Written by `bash load/run.sh` on {m('date_start')} (finished {m('date_end')}; the servers ran "
-      f"for {m('elapsed_s')} s of the script's run, build excluded). Every number below comes from that one run; "
-      "nothing here is edited by hand — rerun the script to refresh it. Raw files were in "
+    w(f"Written by `bash load/run.sh`, started {m('date_start')}. The script took {m('total_s') or '?'} s in all: "
+      f"{m('build_s')} s installing/building, {m('elapsed_s')} s of servers and measurements (finished "
+      f"{m('date_end')}), the rest criterion benchmarks and this report. Every number below comes from that one "
+      "run; nothing here is edited by hand — rerun the script to refresh it. Raw files were in "
       f"`{m('work_dir')}` (temporary).")
     w("")
     la_start, la_end = m("load_start"), m("load_end")
@@ -122,10 +126,13 @@ def main():
                      ("nginx", "nginx"), ("wrk", "wrk"), ("python", "python (report, LiteLLM venv)"),
                      ("litellm", "LiteLLM"), ("ulimit_n", "`ulimit -n`"),
                      ("load_start", "load average at start (`/proc/loadavg`)"),
-                     ("load_end", "load average at end")]:
+                     ("load_end", "load average at end of the measurements"),
+                     ("load_after_bench", "load average after the benchmarks")]:
         v = m(k)
         if k == "litellm" and not v:
             v = "skipped (see below)"
+        if not v:
+            continue
         w(f"| {label} | {v} |")
     w("")
     if busy:
@@ -148,10 +155,14 @@ def main():
       "(every body is rewritten: `mock-gpt-4o` → `gpt-4o-mock`; streams also get "
       "`stream_options.include_usage` added and the usage chunk stripped again), retries, token metering, "
       "access log to a file, Prometheus metrics and a token-protected admin listener.")
-    w("  **Consumer auth and token limits were not part of this run**: the gateway does not implement them yet.")
+    auth = m("tollgate_auth")
+    if auth.startswith("not part"):
+        w(f"  **Consumer auth and token limits were {auth}.**")
+    else:
+        w(f"  Also {auth}.")
     if "litellm" in targets:
         w(f"- **LiteLLM** {m('litellm')} (PyPI, pinned; not 1.107.0): `litellm --num_workers {m('litellm_workers')}`, "
-          "the same mock as an `openai/` model with `api_base`, no database, no master key. "
+          "the same mock as an `openai/` model with `api_base`, no database, a `master_key` checked on every request. "
           "For streams a second model entry sets the mock's pacing headers (`extra_headers`), because "
           "LiteLLM does not forward client headers upstream.")
     else:
@@ -160,7 +171,8 @@ def main():
       "`load/sse-client` (a small Rust/tokio client, keep-alive HTTP/1.1, timings per SSE event) for streams.")
     w(f"- Each wrk measurement: {m('warmup')} s warm-up (not recorded), then {m('duration')} s. Each streaming "
       f"measurement: 3 s warm-up, then {m('stream_duration')} s of streams started (first ones spread over 1 s), "
-      "each stream bounded by 20 s.")
+      "each stream bounded by 20 s; a connection that finished a stream starts the next one on the same "
+      "connection. Order: a (c=1, c=64), b (each level), c; within each, direct, nginx, Tollgate, LiteLLM.")
     w("")
 
     # ---------------------------------------------------------------- headline
@@ -189,7 +201,7 @@ def main():
     w("## Results and ratios (all from this run)")
     w("")
     w("Ratios divide the figures as named: for latencies and memory higher means the first is slower/heavier; "
-      "for requests/s higher means the first is faster.")
+      "for requests/s higher means the first is faster. A dash: no figure (e.g. no stream completed).")
     w("")
     hdr = "| metric | " + " | ".join(NAMES[t] for t in targets) + " | Tollgate/direct | Tollgate/nginx |"
     sep = "|---|" + "---:|" * len(targets) + "---:|---:|"
@@ -229,11 +241,15 @@ def main():
         w(f"| {label} | " + " | ".join(cells) + " |")
     w("")
     w("TTFT: from writing the request to the arrival of the first SSE event with non-empty `content`. "
+      "A gap p50 of 0 µs (raw table) means most chunks arrived together with the previous one in one read, i.e. "
+      "in bursts. "
       "Chunk delay: for content event *i*, arrival − request start − *i* × 20 ms, over every chunk of every "
       "completed stream (the mock's own timer drift is in every target's figure alike, so the difference to "
-      "direct is what the proxy added per chunk). RSS per active stream: (summed `VmRSS` of the proxy's "
-      "processes when the most streams were open − its `VmRSS` just before the measurement) ÷ streams open "
-      "then, sampled from `/proc` every 100 ms; for direct it is mock-llm's own.")
+      "direct is what the proxy added per chunk). RSS per active stream: (peak summed `VmRSS` of the proxy's "
+      "processes during the measurement − their `VmRSS` just before its warm-up) ÷ the most streams open at once; "
+      "sampled from `/proc` every 100 ms (the warm-up runs at the same concurrency, and allocators keep what it "
+      "took, hence the baseline before it). For direct the process is mock-llm itself; for nginx its worker; for "
+      "LiteLLM the gunicorn master and its workers.")
     w("")
 
     # ---------------------------------------------------------------- targets
@@ -308,7 +324,7 @@ def main():
     w("Streaming (load/sse-client; times in µs):")
     w("")
     w("| measurement | streams ok | errors | TTFT p50 | TTFT p99 | TTFT max | chunk delay p50 | p99 | gap p50 | gap p99 | "
-      "last token p50 | max active | RSS idle KiB | RSS at max active KiB | KiB/stream |")
+      "last token p50 | max active | RSS baseline KiB | RSS peak KiB | KiB/stream |")
     w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for (s, t) in order:
         run = runs[(s, t)]
@@ -319,13 +335,22 @@ def main():
             w(f"| {s} / {t} | no result (see output below) ||||||||||||||")
             continue
         errs = ", ".join(f"{k} {v}" for k, v in r["errors"].items()) or "0"
-        w(f"| {s} / {t} | {r['streams_ok']:,} | {r['errors_total']:,} ({errs}) | {r['ttft_us']['p50']:,} | "
-          f"{r['ttft_us']['p99']:,} | {r['ttft_us']['max']:,} | {r['chunk_delay_us']['p50']:,} | {r['chunk_delay_us']['p99']:,} | "
-          f"{r['gap_us']['p50']:,} | {r['gap_us']['p99']:,} | {r['ttlt_us']['p50']:,} | {r['max_active']:,} | "
-          f"{r['rss_idle_kb']:,} | {r['rss_at_max_active_kb']:,} | {r['rss_per_active_stream_kb']:.1f} |")
+        d = (lambda k, p: f"{r[k][p]:,}") if r["streams_ok"] else (lambda k, p: "–")
+        w(f"| {s} / {t} | {r['streams_ok']:,} | {r['errors_total']:,} ({errs}) | {d('ttft_us', 'p50')} | "
+          f"{d('ttft_us', 'p99')} | {d('ttft_us', 'max')} | {d('chunk_delay_us', 'p50')} | {d('chunk_delay_us', 'p99')} | "
+          f"{d('gap_us', 'p50')} | {d('gap_us', 'p99')} | {d('ttlt_us', 'p50')} | {r['max_active']:,} | "
+          f"{r.get('rss_baseline_kb', r['rss_idle_kb']):,} | {r['rss_peak_kb']:,} | {r['rss_per_active_stream_kb']:.1f} |")
     w("")
     w(f"Tollgate's access log got {m('tollgate_access_log_lines')} lines over the run; its stderr "
       f"{m('tollgate_stderr_lines')} lines; nginx's error log {m('nginx_error_lines')} lines.")
+    summary = m("tollgate_stderr_summary").rstrip()
+    if summary:
+        w("")
+        w("Tollgate's stderr (`RUST_LOG=warn`), distinct messages with their counts:")
+        w("")
+        w("```")
+        w(summary)
+        w("```")
     metrics = m("tollgate_metrics")
     keep = [l for l in metrics.splitlines()
             if l.startswith(("tollgate_requests_total", "tollgate_access_log_dropped_total",

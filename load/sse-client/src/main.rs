@@ -17,7 +17,8 @@
 //!
 //! With `--rss-pid PID` (repeatable) it samples the summed `VmRSS` of those processes every
 //! 100 ms together with the number of active streams, and reports the idle RSS (before the
-//! first stream) and the peak.
+//! first stream), the peak, and (peak − baseline) ÷ most streams open at once, where the
+//! baseline is `--rss-baseline-kb` (e.g. taken before a warm-up) or else the idle RSS.
 //!
 //! Output: one JSON object on stdout (all times in microseconds).
 
@@ -40,6 +41,7 @@ struct Args {
     chunks: usize,
     pace_us: u64,
     rss_pids: Vec<u32>,
+    rss_baseline_kb: Option<u64>,
     label: String,
 }
 
@@ -47,7 +49,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: tollgate-sse-load --addr 127.0.0.1:PORT [--path /v1/chat/completions] \
          [--model M] --concurrency N --duration SECS [--ramp-ms MS] [--timeout SECS] \
-         [--header 'name: value']... [--chunks 64] [--pace-ms 20] [--rss-pid PID]... [--label L]"
+         [--header 'name: value']... [--chunks 64] [--pace-ms 20] [--rss-pid PID]... [--rss-baseline-kb KB] [--label L]"
     );
     std::process::exit(2)
 }
@@ -65,6 +67,7 @@ fn parse_args() -> Args {
         chunks: 64,
         pace_us: 20_000,
         rss_pids: Vec::new(),
+        rss_baseline_kb: None,
         label: String::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -83,6 +86,7 @@ fn parse_args() -> Args {
             "--chunks" => a.chunks = num(&v) as usize,
             "--pace-ms" => a.pace_us = num(&v) * 1000,
             "--rss-pid" => a.rss_pids.push(num(&v) as u32),
+            "--rss-baseline-kb" => a.rss_baseline_kb = Some(num(&v)),
             "--label" => a.label = v,
             _ => usage(),
         }
@@ -631,13 +635,16 @@ async fn run(args: Args) {
         .map(|(k, n)| format!("\"{k}\":{n}"))
         .collect::<Vec<_>>()
         .join(",");
-    let rss_per_stream = if max_active > 0 && rss_at_max_active > rss_idle {
-        (rss_at_max_active - rss_idle) as f64 / max_active as f64
+    // Per stream: (peak RSS - baseline) / most streams open at once. The baseline is the RSS
+    // before this measurement's warm-up when given (an allocator keeps what a warm-up took).
+    let baseline = args.rss_baseline_kb.unwrap_or(rss_idle);
+    let rss_per_stream = if max_active > 0 && peak_rss > baseline {
+        (peak_rss - baseline) as f64 / max_active as f64
     } else {
         0.0
     };
     println!(
-        "{{\"label\":\"{}\",\"concurrency\":{},\"duration_s\":{:.3},\"streams_ok\":{},\"streams_started\":{},\"errors_total\":{},\"errors\":{{{}}},\"unfinished_workers\":{},\"content_events\":{},{},{},{},{},\"rss_pids\":\"{}\",\"rss_idle_kb\":{},\"rss_peak_kb\":{},\"active_at_peak_rss\":{},\"max_active\":{},\"rss_at_max_active_kb\":{},\"rss_per_active_stream_kb\":{:.1}}}",
+        "{{\"label\":\"{}\",\"concurrency\":{},\"duration_s\":{:.3},\"streams_ok\":{},\"streams_started\":{},\"errors_total\":{},\"errors\":{{{}}},\"unfinished_workers\":{},\"content_events\":{},{},{},{},{},\"rss_pids\":\"{}\",\"rss_baseline_kb\":{},\"rss_idle_kb\":{},\"rss_peak_kb\":{},\"active_at_peak_rss\":{},\"max_active\":{},\"rss_at_max_active_kb\":{},\"rss_per_active_stream_kb\":{:.1}}}",
         args.label,
         args.concurrency,
         elapsed.as_secs_f64(),
@@ -656,6 +663,7 @@ async fn run(args: Args) {
             .map(|p| p.to_string())
             .collect::<Vec<_>>()
             .join(" "),
+        baseline,
         rss_idle,
         peak_rss,
         active_at_peak_rss,
