@@ -90,6 +90,8 @@ def main():
         if not run or run["r"] is None:
             return None
         v = run["r"]
+        if run["kind"] == "wrk" and v.get("requests") == 0 and path[0] == "latency_us":
+            return None
         # No completed stream: its timing distributions are empty, not zero.
         if run["kind"] == "sse" and v.get("streams_ok") == 0 and path[0] in ("ttft_us", "ttlt_us", "chunk_delay_us", "gap_us"):
             return None
@@ -173,6 +175,9 @@ def main():
       f"measurement: 3 s warm-up, then {m('stream_duration')} s of streams started (first ones spread over 1 s), "
       "each stream bounded by 20 s; a connection that finished a stream starts the next one on the same "
       "connection. Order: a (c=1, c=64), b (each level), c; within each, direct, nginx, Tollgate, LiteLLM.")
+    w("- Measurements run one after the other on a shared machine: differences between targets smaller than "
+      "the run-to-run noise (a few hundred µs of latency or chunk delay at these loads, more on a busy machine) "
+      "are not significant.")
     w("")
 
     # ---------------------------------------------------------------- headline
@@ -318,6 +323,10 @@ def main():
             w(f"| {s} / {t} | no result (see output below) |||||||||")
             continue
         L = r["latency_us"]
+        if r["requests"] == 0:
+            w(f"| {s} / {t} | 0: no response within the measurement | {r['duration_s']:.2f} | 0 |||||||"
+              f" {wrk_errors(r):,} ({r['errors']['status']:,}) |")
+            continue
         w(f"| {s} / {t} | {r['requests']:,} | {r['duration_s']:.2f} | {r['rps']:,.0f} | {L['mean']:,.0f} | {L['p50']:,} | "
           f"{L['p90']:,} | {L['p99']:,} | {L['p999']:,} | {L['max']:,} | {wrk_errors(r):,} ({r['errors']['status']:,}) |")
     w("")
@@ -341,6 +350,14 @@ def main():
           f"{d('gap_us', 'p50')} | {d('gap_us', 'p99')} | {d('ttlt_us', 'p50')} | {r['max_active']:,} | "
           f"{r.get('rss_baseline_kb', r['rss_idle_kb']):,} | {r['rss_peak_kb']:,} | {r['rss_per_active_stream_kb']:.1f} |")
     w("")
+    settles = [(k.split("__", 2)[1:], v) for k, v in meta.items() if k.startswith("settle__") and isinstance(v, str)]
+    if settles:
+        w("Recovery after a measurement (the harness waits, at most 120 s, until the target answers a small "
+          "chat request within 2 s before the next measurement):")
+        w("")
+        for (sc, t), v in settles:
+            w(f"- after {sc}: {NAMES.get(t, t)}: {v}")
+        w("")
     w(f"Tollgate's access log got {m('tollgate_access_log_lines')} lines over the run; its stderr "
       f"{m('tollgate_stderr_lines')} lines; nginx's error log {m('nginx_error_lines')} lines.")
     summary = m("tollgate_stderr_summary").rstrip()

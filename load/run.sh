@@ -453,6 +453,27 @@ run_wrk() {
 	timeout $((DURATION + 30)) "${cmd[@]}" >"$RUNS/$name.out" 2>&1 || true
 	echo "$name wrk" >>"$RUNS/index"
 	grep '^WRKRESULT' "$RUNS/$name.out" | sed 's/^WRKRESULT //' >&2 || true
+	settle "$scenario" "$target"
+}
+
+# settle SCENARIO TARGET: after a measurement, wait (at most 120 s) until the target answers a
+# small chat request within 2 s again, so that a target still working off the previous load
+# does not spoil the next measurement; a wait longer than 1 s is recorded.
+settle() {
+	local scenario=$1 target=$2 start now code
+	local url="http://127.0.0.1:$(port_of "$target")/v1/chat/completions"
+	start=$(date +%s)
+	for _ in $(seq 120); do
+		code=$(curl -sS -m 2 -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
+			-H 'Authorization: Bearer sk-load-test' --data-binary "@$WORK/small.json" "$url" 2>/dev/null || true)
+		[ "$code" = 200 ] && break
+		sleep 1
+	done
+	now=$(date +%s)
+	if [ $((now - start)) -gt 1 ] || [ "$code" != 200 ]; then
+		meta "settle__${scenario}__${target}" "$((now - start)) s until $target answered a small chat request within 2 s again (last status ${code:-none})"
+		log "$target needed $((now - start)) s to answer again after $scenario"
+	fi
 }
 
 # Summed VmRSS (KiB) of the given pids.
@@ -492,7 +513,7 @@ run_sse() {
 	timeout $((STREAM_DURATION + 60)) "${cmd[@]}" >"$RUNS/$name.out" 2>"$RUNS/$name.err" || true
 	echo "$name sse" >>"$RUNS/index"
 	cut -c1-400 "$RUNS/$name.out" >&2 || true
-	sleep 1
+	settle "$scenario" "$target"
 }
 
 log "scenario a1: non-streaming small chat, keep-alive, concurrency 1"

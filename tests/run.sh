@@ -9,5 +9,5 @@ cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo build --bins
 # Benchmarks compile and run once each in test mode (criterion's quick check).
-cargo test --benches
+cargo test --bench hot_path
 cargo test --lib --bins --tests -- --test-threads=2
