@@ -129,14 +129,7 @@ async fn consumers_and_route_access() {
     assert!(!body["mock_echo"].to_string().contains("sk-bob"));
     assert_eq!(gw.log_line(&id)["consumer"], "bob");
 
-    let metrics = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metric_sum(
             &metrics,

@@ -139,14 +139,7 @@ async fn failing_key_leaves_rotation_and_returns_after_health_check() {
         assert_eq!(line["key"], "b", "{line}");
         assert_eq!(line["retries"], 0, "{line}");
     }
-    let metrics = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert_eq!(
         metric_sum(
             &metrics,
@@ -164,14 +157,7 @@ async fn failing_key_leaves_rotation_and_returns_after_health_check() {
         3.0
     );
     eventually("a failed health check of key a", || async {
-        let m = client()
-            .get(gw.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = gw.metrics().await;
         metric_sum(
             &m,
             "tollgate_health_checks_total",
@@ -248,14 +234,7 @@ async fn rejected_key_is_out_at_once_and_rate_limited_key_rests() {
     })
     .await;
     assert!(before.elapsed() >= Duration::from_millis(1500));
-    let metrics = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert_eq!(
         metric_sum(&metrics, "tollgate_health_checks_total", &[("key", "b")]),
         0.0
@@ -316,14 +295,7 @@ async fn provider_failing_on_every_key_falls_back_with_body_intact() {
         ),
         (Some(1), Some(1), Some(1))
     );
-    let metrics = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert_eq!(
         metric_sum(
             &metrics,
@@ -353,14 +325,7 @@ async fn all_keys_down_fails_fast_without_upstream_attempts() {
     assert_eq!(body["error"]["code"], "upstream_auth_error");
     // Each revoked key gets one immediate health check (which fails); wait for both.
     eventually("first health checks done", || async {
-        let m = client()
-            .get(gw.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = gw.metrics().await;
         metric_sum(&m, "tollgate_health_checks_total", &[("outcome", "failed")]) >= 2.0
     })
     .await;
@@ -458,14 +423,7 @@ async fn concurrent_requests_while_keys_fail_and_recover() {
     assert!(ok > 0);
     // Counters are updated in the logging phase, just after the response: let them settle.
     eventually("every request counted", || async {
-        let m = client()
-            .get(gw.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = gw.metrics().await;
         metric_sum(&m, "tollgate_requests_total", &[("route", "default")]) == 200.0
             && metric_sum(&m, "tollgate_requests_total", &[("status", "200")]) == ok as f64
     })

@@ -93,14 +93,7 @@ async fn non_streaming_and_streaming_usage_match_upstream() {
     assert_eq!(line["usage_estimated"], false);
 
     // /metrics agrees with the sum of the three requests.
-    let metrics = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     let labels = [
         ("route", "default"),
         ("provider", "mock"),
@@ -214,14 +207,7 @@ async fn credentials_stay_where_they_belong() {
     let resp = post(&gw, &chat("mock-a", false), &[]).await;
     let last = request_id(&resp);
     gw.log_line(&last);
-    let metrics = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     for (what, text) in [
         ("responses", seen_by_client),
         ("access log", gw.access_log_text()),
@@ -560,14 +546,7 @@ async fn overhead_excludes_time_waiting_on_the_provider() {
         overhead >= 0.0 && overhead < duration - 250.0,
         "the provider's 300 ms are not overhead: {line}"
     );
-    let metrics = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert_eq!(
         metric_sum(
             &metrics,

@@ -96,14 +96,7 @@ async fn consumer_series_are_bounded() {
         assert_eq!(resp.status(), 200);
         gw.log_line(&id);
     }
-    let metrics = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     let series = metrics
         .lines()
         .filter(|l| l.starts_with("tollgate_consumer_output_tokens_total{"))

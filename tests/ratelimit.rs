@@ -102,14 +102,7 @@ async fn concurrent_streams_cannot_overshoot_a_token_limit() {
         used <= 6000 + 600,
         "admitted {used} tokens against a 6000 limit"
     );
-    let metrics = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert_eq!(
         metric_sum(
             &metrics,
