@@ -35,5 +35,6 @@ pub mod reload;
 pub mod route;
 pub mod server;
 pub mod sse;
+pub mod store;
 pub mod translate;
 pub mod usage;

@@ -49,6 +49,14 @@ pub struct Metrics {
     pub fallbacks: IntCounterVec,
     pub health_checks: IntCounterVec,
     pub ratelimit_rejections: IntCounterVec,
+    /// Failed calls to the shared Redis store, by operation.
+    pub redis_errors: IntCounterVec,
+    /// Requests admitted without the shared store because it failed (fail-open).
+    pub store_fail_open: IntCounterVec,
+    pub quota_rejections: IntCounterVec,
+    pub quota_charged_tokens: IntCounterVec,
+    /// Balance of consumers with a quota (names from the config: bounded).
+    pub quota_remaining: IntGaugeVec,
 }
 
 #[expect(
@@ -179,6 +187,41 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
             "tollgate_ratelimit_rejections_total",
             "Requests refused by a rate limit, by route, consumer and rule",
             &["route", "consumer", "rule"],
+            r
+        )
+        .expect("metric"),
+        redis_errors: register_int_counter_vec_with_registry!(
+            "tollgate_redis_errors_total",
+            "Failed calls to the shared Redis store, by operation",
+            &["op"],
+            r
+        )
+        .expect("metric"),
+        store_fail_open: register_int_counter_vec_with_registry!(
+            "tollgate_store_fail_open_total",
+            "Requests admitted unchecked because the shared store failed (on_error: open)",
+            &["what"],
+            r
+        )
+        .expect("metric"),
+        quota_rejections: register_int_counter_vec_with_registry!(
+            "tollgate_quota_rejections_total",
+            "Requests refused because the consumer's quota is spent",
+            &["consumer"],
+            r
+        )
+        .expect("metric"),
+        quota_charged_tokens: register_int_counter_vec_with_registry!(
+            "tollgate_quota_charged_tokens_total",
+            "Tokens charged to consumers' quotas",
+            &["consumer"],
+            r
+        )
+        .expect("metric"),
+        quota_remaining: register_int_gauge_vec_with_registry!(
+            "tollgate_quota_remaining_tokens",
+            "Remaining quota balance of each consumer with a quota",
+            &["consumer"],
             r
         )
         .expect("metric"),
