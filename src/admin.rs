@@ -6,6 +6,8 @@
 //! requires `Authorization: Bearer <token>` (compared in constant time).
 
 use crate::config::{Gateway, SharedConfig};
+use crate::error::GatewayError;
+use crate::quota::QuotaOp;
 use crate::reload::Reloader;
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
@@ -17,6 +19,7 @@ pub struct Admin {
     pub config: SharedConfig,
     pub reloader: Reloader,
     pub token: Option<String>,
+    pub backends: std::sync::Arc<crate::store::Backends>,
 }
 
 fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -101,7 +104,15 @@ fn status_json(config: &Gateway) -> serde_json::Value {
         .limits
         .rules
         .iter()
-        .map(|r| json!({"name": r.name, "window": r.window.as_str(), "tokens": r.tokens, "requests": r.requests}))
+        .map(|r| {
+            let mut rule = serde_json::Map::new();
+            rule.insert("name".into(), json!(r.name));
+            rule.insert("window".into(), json!(r.window.as_str()));
+            for (measure, limit) in r.limits() {
+                rule.insert(measure.as_str().into(), json!(limit));
+            }
+            serde_json::Value::Object(rule)
+        })
         .collect();
     json!({
         "routes": routes,
@@ -144,6 +155,48 @@ impl Admin {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .is_some_and(|given| same_secret(given.as_bytes(), token.as_bytes()))
+    }
+
+    /// `/admin/quotas/NAME`: GET the balance, PUT `{"quota": N}`, POST
+    /// `/admin/quotas/NAME/delta` with `{"value": ±N}`.
+    async fn quota_api(
+        &self,
+        session: &mut ServerSession,
+        method: &Method,
+        rest: &str,
+    ) -> Response<Vec<u8>> {
+        let config = self.config.load_full();
+        let (name, delta) = match rest.strip_suffix("/delta") {
+            Some(name) => (name, true),
+            None => (rest, false),
+        };
+        let op = match (method, delta) {
+            (&Method::GET, false) => Ok(QuotaOp::Get),
+            (&Method::PUT, false) => read_json_integer(session, "quota")
+                .await
+                .and_then(|v| match v {
+                    v if v < 0 => Err(GatewayError::BadQuotaRequest(
+                        "`quota` must not be negative".into(),
+                    )),
+                    v => Ok(QuotaOp::Set(v)),
+                }),
+            (&Method::POST, true) => read_json_integer(session, "value").await.map(QuotaOp::Add),
+            (m, _) => Err(GatewayError::BadQuotaRequest(format!(
+                "{m} is not allowed here: GET or PUT /admin/quotas/NAME, POST /admin/quotas/NAME/delta"
+            ))),
+        };
+        let result = match op {
+            Ok(op) => self.backends.quotas().apply(&config, name, op).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(balance) => json_response(StatusCode::OK, json!({"consumer": name, "quota": balance})),
+            Err(e) => respond(
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+                "application/json",
+                e.body_for(false).to_vec(),
+            ),
+        }
     }
 
     async fn admin_api(&self, method: &Method, path: &str) -> Response<Vec<u8>> {
@@ -206,10 +259,38 @@ impl ServeHttp for Admin {
                         "A valid admin bearer token is required.",
                     );
                 }
-                self.admin_api(&method, p).await
+                match p.strip_prefix("/admin/quotas/") {
+                    Some(rest) => self.quota_api(session, &method, rest).await,
+                    None => self.admin_api(&method, p).await,
+                }
             }
             _ => error(StatusCode::NOT_FOUND, "not_found", "Unknown admin path."),
         }
+    }
+}
+
+/// Read a small JSON body `{"<field>": integer}`.
+async fn read_json_integer(session: &mut ServerSession, field: &str) -> Result<i64, GatewayError> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) if body.len() + chunk.len() <= 64 * 1024 => {
+                body.extend_from_slice(&chunk)
+            }
+            Ok(Some(_)) => return Err(GatewayError::BadQuotaRequest("body too large".into())),
+            Ok(None) => break,
+            Err(_) => return Err(GatewayError::BodyRead("admin request".into())),
+        }
+    }
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| GatewayError::BadQuotaRequest(format!("expected a JSON object: {e}")))?;
+    match value.get(field) {
+        Some(serde_json::Value::Number(n)) => n.as_i64().ok_or_else(|| {
+            GatewayError::BadQuotaRequest(format!("`{field}` must be an integer in i64 range"))
+        }),
+        _ => Err(GatewayError::BadQuotaRequest(format!(
+            "the integer field `{field}` is required"
+        ))),
     }
 }
 

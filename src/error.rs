@@ -68,6 +68,14 @@ pub enum GatewayError {
         window: &'static str,
         retry_after_ms: u64,
     },
+    #[error("You exceeded your token quota ({consumer}); ask the gateway's operator to top it up.")]
+    QuotaExceeded { consumer: String },
+    /// The store behind limits or quotas failed and the config says to refuse (`on_error: closed`).
+    #[error("The gateway cannot check {0} right now; try again shortly.")]
+    StoreUnavailable(&'static str),
+    /// A bad call to the quota API.
+    #[error("{0}")]
+    BadQuotaRequest(String),
     #[error("Internal gateway error: {0}")]
     Internal(String),
 }
@@ -76,7 +84,10 @@ impl GatewayError {
     pub fn status(&self) -> u16 {
         use GatewayError::*;
         match self {
-            InvalidJson(_) | NotAnObject | MissingModel | ModelNotString | BodyRead(_) => 400,
+            InvalidJson(_) | NotAnObject | MissingModel | ModelNotString | BodyRead(_)
+            | BadQuotaRequest(_) => 400,
+            QuotaExceeded { .. } => 429,
+            StoreUnavailable(_) => 503,
             ModelNotFound(_) | RouteNotFound(_) => 404,
             MethodNotAllowed(_) => 405,
             MissingCredential => 401,
@@ -96,6 +107,9 @@ impl GatewayError {
 
     /// OpenAI's `type` field.
     pub fn kind(&self) -> &'static str {
+        if let GatewayError::QuotaExceeded { .. } = self {
+            return "insufficient_quota";
+        }
         match self.status() {
             400 | 401 | 403 | 404 | 405 | 413 => "invalid_request_error",
             429 => "rate_limit_error",
@@ -128,6 +142,9 @@ impl GatewayError {
             MethodNotAllowed(_) => "method_not_allowed",
             MissingCredential => "missing_api_key",
             RateLimited { .. } => "rate_limit_exceeded",
+            QuotaExceeded { .. } => "insufficient_quota",
+            StoreUnavailable(_) => "store_unavailable",
+            BadQuotaRequest(_) => "invalid_quota_request",
             Forbidden => "invalid_api_key",
             BodyTooLarge(_) => "request_too_large",
             BodyRead(_) => "body_read_error",

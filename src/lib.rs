@@ -5,7 +5,8 @@
 //!   atomically through `SharedConfig`.
 //! - `proxy`: the Pingora `ProxyHttp` phases. `proxy::client` serves the client-facing
 //!   request; `proxy::attempt` is one upstream attempt, run as a subrequest.
-//! - `auth`: consumers and their credentials; `limits`: token and request rate limits.
+//! - `auth`: consumers and their credentials; `limits`: token and request rate limits;
+//!   `quota`: token balances; `store`: where long-lived counters are kept (SQLite, Redis).
 //! - `route`: route, endpoint and model rule for a request; `pattern`: model-name patterns
 //!   and the provider model mapping.
 //! - `body`: the request's top-level JSON fields and the byte-splicing rewrite.
@@ -30,6 +31,7 @@ pub mod limits;
 pub mod metrics;
 pub mod pattern;
 pub mod provider;
+pub mod quota;
 pub mod proxy;
 pub mod reload;
 pub mod route;

@@ -49,6 +49,9 @@ fn needs_upgrade(old: &Gateway, new: &Gateway) -> Vec<&'static str> {
     if old.access_log != new.access_log || old.access_log_buffer != new.access_log_buffer {
         out.push("access_log");
     }
+    if !old.store.same_stores(&new.store) {
+        out.push("store/redis");
+    }
     out
 }
 

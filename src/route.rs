@@ -15,6 +15,16 @@ pub enum Endpoint {
     Messages,
     /// `GET /models`, answered by the gateway itself.
     Models,
+    /// The quota API under the chat path (Higress's ai-quota): `…/chat/completions/quota`,
+    /// `…/quota/refresh`, `…/quota/delta`.
+    Quota(QuotaCall),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaCall {
+    Get,
+    Refresh,
+    Delta,
 }
 
 impl Endpoint {
@@ -26,6 +36,9 @@ impl Endpoint {
             "/embeddings" => Some(Endpoint::Embeddings),
             "/messages" => Some(Endpoint::Messages),
             "/models" => Some(Endpoint::Models),
+            "/chat/completions/quota" => Some(Endpoint::Quota(QuotaCall::Get)),
+            "/chat/completions/quota/refresh" => Some(Endpoint::Quota(QuotaCall::Refresh)),
+            "/chat/completions/quota/delta" => Some(Endpoint::Quota(QuotaCall::Delta)),
             _ => None,
         }
     }
@@ -37,6 +50,9 @@ impl Endpoint {
             Endpoint::Embeddings => "/embeddings",
             Endpoint::Messages => "/messages",
             Endpoint::Models => "/models",
+            Endpoint::Quota(QuotaCall::Get) => "/chat/completions/quota",
+            Endpoint::Quota(QuotaCall::Refresh) => "/chat/completions/quota/refresh",
+            Endpoint::Quota(QuotaCall::Delta) => "/chat/completions/quota/delta",
         }
     }
 
@@ -47,6 +63,7 @@ impl Endpoint {
             Endpoint::Embeddings => "embeddings",
             Endpoint::Messages => "messages",
             Endpoint::Models => "models",
+            Endpoint::Quota(_) => "quota",
         }
     }
 }

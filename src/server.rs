@@ -8,6 +8,7 @@ use crate::config::{Gateway, SharedConfig};
 use crate::health::Checker;
 use crate::provider::resolve::{resolve_now, Resolver};
 use crate::proxy::Tollgate;
+use crate::store::Backends;
 use crate::reload::{OnSighup, Reloader};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -20,7 +21,7 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::server::ShutdownWatch;
-use pingora_core::services::background::background_service;
+use pingora_core::services::background::{background_service, BackgroundService};
 use pingora_core::services::listening::Service;
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,6 +105,25 @@ impl HttpServerApp for DrainingProxy {
     }
 }
 
+/// Opens the stores as soon as the server runs (after daemonising) and loads balances.
+struct OpenStores(Arc<Backends>);
+
+#[async_trait]
+impl BackgroundService for OpenStores {
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        let backends = self.0.clone();
+        // Opening touches the disk: keep it off the async workers.
+        let opened = tokio::task::spawn_blocking(move || {
+            backends.stores();
+            backends
+        })
+        .await;
+        if let Ok(backends) = opened {
+            backends.quotas().preload().await;
+        }
+    }
+}
+
 /// Build the server for `gateway`; the caller runs it with `run_forever`.
 pub fn build(
     gateway: Gateway,
@@ -128,6 +148,11 @@ pub fn build(
         gateway.access_log.clone(),
         gateway.access_log_buffer,
     ));
+    let backends = Arc::new(Backends::new(gateway.store.clone()));
+    if !conf.daemon {
+        // Fail at start on a bad path or URL; a daemon opens them after the fork.
+        backends.open_now()?;
+    }
     let proxy_listeners = gateway.proxy_listeners.clone();
     let admin_listener = gateway.admin_listener.clone();
     let config: SharedConfig = Arc::new(ArcSwap::from_pointee(gateway));
@@ -140,6 +165,7 @@ pub fn build(
         Tollgate {
             config: config.clone(),
             access_log: access_log.clone(),
+            backends: backends.clone(),
         },
         conf.clone(),
     );
@@ -162,6 +188,7 @@ pub fn build(
                 config: config.clone(),
                 reloader: reloader.clone(),
                 token: l.token.clone(),
+                backends: backends.clone(),
             },
         );
         add_listener(&mut admin, l)?;
@@ -175,6 +202,7 @@ pub fn build(
         },
     ));
     server.add_service(background_service("resolver", Resolver { config }));
+    server.add_service(background_service("stores", OpenStores(backends)));
     server.add_service(background_service("reload on SIGHUP", OnSighup(reloader)));
     server.add_service(background_service(
         "access log",

@@ -30,6 +30,53 @@ pub struct FileConfig {
     pub rate_limits: Vec<RateLimitSection>,
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// The embedded store for quotas and hour/day windows (one machine).
+    #[serde(default)]
+    pub store: StoreSection,
+    /// A shared Redis for limits and quotas across several gateways.
+    pub redis: Option<RedisSection>,
+    /// Token balances per consumer.
+    pub quota: Option<QuotaSection>,
+    /// Addresses (CIDRs) of proxies in front of the gateway whose `X-Forwarded-For` is
+    /// believed; the client IP is the right-most address not in this list.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// SQLite database file (default `/var/lib/tollgate/state.db`). Opened only when a quota
+    /// or an hour/day window needs it and no `redis` is configured.
+    pub path: Option<String>,
+    /// Longest time a window-counter change waits before it is written (default 50ms).
+    /// Quota changes are written before they are acknowledged, whatever this says.
+    pub flush_interval: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSection {
+    /// `redis://[user:password@]host:port[/db]`; `${VAR}` allowed.
+    pub url: String,
+    /// Prefix of every key the gateway writes (default `tollgate`).
+    pub prefix: Option<String>,
+    /// Deadline of one call (default 100ms).
+    pub timeout: Option<String>,
+    /// When Redis fails: `open` (admit, the default) or `closed` (refuse with 503).
+    pub on_error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaSection {
+    /// Consumers whose spending is charged to a balance (`*` = every consumer).
+    pub consumers: Vec<String>,
+    /// The consumer allowed to call the quota API on the proxy listener.
+    pub admin_consumer: Option<String>,
+    /// Reserve the request's `max_tokens` too, not only its prompt estimate (default false).
+    #[serde(default)]
+    pub reserve_max_tokens: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -47,8 +94,12 @@ pub struct MetricsSection {
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSection {
     pub name: String,
-    /// `consumer`, `route`, `ip` or `header:NAME`.
+    /// `consumer`, `route`, `ip`, `cidr`, `provider_key` or `header:NAME`.
     pub key: String,
+    /// For `ip` and `cidr` keys: the rule applies only to client addresses in these CIDRs;
+    /// `cidr` counts each block as one (default: every address, each counted alone).
+    #[serde(default)]
+    pub cidrs: Vec<String>,
     /// For `header:` keys: the values counted (`*` = each distinct value). Default `*`.
     #[serde(default)]
     pub values: Vec<String>,
@@ -56,6 +107,9 @@ pub struct RateLimitSection {
     pub window: String,
     /// Input + output tokens per window.
     pub tokens: Option<u64>,
+    /// Input tokens alone, and output tokens alone.
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
     pub requests: Option<u64>,
     /// Reserve `max_tokens` at admission as well as the prompt estimate (default false).
     #[serde(default)]

@@ -11,7 +11,11 @@ use crate::auth::{Consumers, Source};
 use crate::health::{FailureSet, HealthSettings};
 use crate::keys::HealthPolicy;
 use crate::keys::{ApiKey, KeyPool};
-use crate::limits::{KeyBy, Limits, Rule, Window};
+use crate::limits::{KeyBy, Limits, Measure, Rule, Window};
+use crate::quota::{QuotaScope, QuotaSettings};
+use crate::store::redis::RedisSettings;
+use crate::store::{OnError, StoreSettings};
+use ipnet::IpNet;
 use crate::pattern::{ModelMap, Pattern};
 use crate::provider::{self, Provider, ProviderSpec, Timeouts, Upstream, PRESETS};
 use crate::route::{AllKeysDown, HostPattern, ModelRule, RetryPolicy, Route, RouteAuth, Target};
@@ -72,6 +76,11 @@ pub struct Gateway {
     pub routes: Vec<Route>,
     pub consumers: Consumers,
     pub limits: Limits,
+    /// Where quotas and long windows are kept (opened once per process by `server`).
+    pub store: StoreSettings,
+    pub quota: Option<QuotaSettings>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
     /// Consumers with their own metric series (`None`: per-consumer series are off).
     pub consumer_series: Option<std::collections::HashSet<String>>,
     /// Body of `GET /v1/models`, rendered once.
@@ -403,10 +412,23 @@ fn build_limits(
     let mut rules = Vec::new();
     for (i, r) in f.rate_limits.iter().enumerate() {
         let field = |f: &str| format!("rate_limits[{i}] ({}).{f}", r.name);
+        let nets = r
+            .cidrs
+            .iter()
+            .map(|c| parse_net(c).map_err(|e| ConfigError::field(field("cidrs"), e)))
+            .collect::<Result<Vec<_>, _>>()?;
         let key = match r.key.as_str() {
             "consumer" => KeyBy::Consumer,
             "route" => KeyBy::Route,
-            "ip" => KeyBy::Ip,
+            "ip" => KeyBy::Ip(nets.clone()),
+            "cidr" if nets.is_empty() => {
+                return Err(ConfigError::field(
+                    field("cidrs"),
+                    "a `cidr` rule needs at least one CIDR",
+                ))
+            }
+            "cidr" => KeyBy::Cidr(nets.clone()),
+            "provider_key" => KeyBy::ProviderKey,
             k => match k.strip_prefix("header:") {
                 Some(h) => {
                     let name = http::HeaderName::from_bytes(h.trim().as_bytes()).map_err(|_| {
@@ -422,18 +444,35 @@ fn build_limits(
                 None => {
                     return Err(ConfigError::field(
                         field("key"),
-                        format!("`{k}`: expected consumer, route, ip or header:NAME"),
+                        format!(
+                            "`{k}`: expected consumer, route, ip, cidr, provider_key or header:NAME"
+                        ),
                     ))
                 }
             },
         };
+        if !nets.is_empty() && !matches!(key, KeyBy::Ip(_) | KeyBy::Cidr(_)) {
+            return Err(ConfigError::field(
+                field("cidrs"),
+                "only `ip` and `cidr` rules take cidrs",
+            ));
+        }
         let window = Window::parse(&r.window).ok_or_else(|| {
             ConfigError::field(field("window"), "expected second, minute, hour or day")
         })?;
-        if r.tokens.is_none() && r.requests.is_none() {
+        let measures: Vec<(Measure, u64)> = [
+            (Measure::Requests, r.requests),
+            (Measure::Tokens, r.tokens),
+            (Measure::InputTokens, r.input_tokens),
+            (Measure::OutputTokens, r.output_tokens),
+        ]
+        .into_iter()
+        .filter_map(|(m, l)| l.map(|l| (m, l)))
+        .collect();
+        if measures.is_empty() {
             return Err(ConfigError::field(
                 field("tokens"),
-                "set tokens, requests or both",
+                "set requests, tokens, input_tokens or output_tokens",
             ));
         }
         if let Some(bad) = r
@@ -453,8 +492,7 @@ fn build_limits(
             r.name.clone(),
             key,
             window,
-            r.tokens,
-            r.requests,
+            &measures,
             r.reserve_max_tokens,
             r.routes.clone(),
         );
@@ -464,6 +502,90 @@ fn build_limits(
         rules.push(rule);
     }
     Ok(Limits { rules })
+}
+
+/// A CIDR, or a bare address as its own /32 or /128.
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("`{s}` is not an address or CIDR"))
+}
+
+fn build_store(f: &FileConfig, limits: &Limits) -> Result<StoreSettings, ConfigError> {
+    let redis = match &f.redis {
+        None => None,
+        Some(r) => {
+            let url = expand(&r.url).map_err(|e| ConfigError::field("redis.url", e))?;
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(ConfigError::field(
+                    "redis.url",
+                    "expected redis://host:port[/db]",
+                ));
+            }
+            Some(RedisSettings {
+                url,
+                prefix: r.prefix.clone().unwrap_or_else(|| "tollgate".into()),
+                timeout: duration(
+                    "redis.timeout",
+                    &r.timeout,
+                    Duration::from_millis(100),
+                )?,
+            })
+        }
+    };
+    let on_error = match f.redis.as_ref().and_then(|r| r.on_error.as_deref()) {
+        None | Some("open") => OnError::Open,
+        Some("closed") => OnError::Closed,
+        Some(other) => {
+            return Err(ConfigError::field(
+                "redis.on_error",
+                format!("`{other}`: expected open or closed"),
+            ))
+        }
+    };
+    let path = match &f.store.path {
+        Some(p) => expand(p).map_err(|e| ConfigError::field("store.path", e))?,
+        None => "/var/lib/tollgate/state.db".into(),
+    };
+    Ok(StoreSettings {
+        path: path.into(),
+        flush_interval: duration(
+            "store.flush_interval",
+            &f.store.flush_interval,
+            Duration::from_millis(50),
+        )?,
+        needs_local: f.quota.is_some() || limits.rules.iter().any(|r| r.window.is_long()),
+        redis,
+        on_error,
+    })
+}
+
+fn build_quota(f: &FileConfig, consumers: &Consumers) -> Result<Option<QuotaSettings>, ConfigError> {
+    let Some(q) = &f.quota else { return Ok(None) };
+    let known = |field: &str, name: &str| {
+        if consumers.names().iter().any(|n| n == name) {
+            Ok(())
+        } else {
+            Err(ConfigError::field(field, format!("unknown consumer `{name}`")))
+        }
+    };
+    let scope = if q.consumers.iter().any(|c| c == "*") {
+        QuotaScope::All
+    } else {
+        for c in &q.consumers {
+            known("quota.consumers", c)?;
+        }
+        QuotaScope::Listed(q.consumers.iter().cloned().collect())
+    };
+    if let Some(a) = &q.admin_consumer {
+        known("quota.admin_consumer", a)?;
+    }
+    Ok(Some(QuotaSettings {
+        scope,
+        admin_consumer: q.admin_consumer.clone(),
+        reserve_max_tokens: q.reserve_max_tokens,
+    }))
 }
 
 fn build_consumers(f: &FileConfig) -> Result<Consumers, ConfigError> {
@@ -587,6 +709,14 @@ impl Gateway {
             }
         }
         let limits = build_limits(&f, &routes, previous)?;
+        let store = build_store(&f, &limits)?;
+        let quota = build_quota(&f, &consumers)?;
+        let trusted_proxies = f
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, c)| parse_net(c).map_err(|e| ConfigError::field(format!("trusted_proxies[{i}]"), e)))
+            .collect::<Result<Vec<_>, _>>()?;
         let models_json = models_json(&routes);
         Ok(Gateway {
             server,
@@ -598,6 +728,9 @@ impl Gateway {
             providers,
             routes,
             limits,
+            store,
+            quota,
+            trusted_proxies,
             consumer_series: f.metrics.consumer_labels.unwrap_or(true).then(|| {
                 consumers
                     .names()

@@ -12,12 +12,13 @@ use crate::config::Gateway;
 use crate::error::GatewayError;
 use crate::health::{self, AttemptEnd};
 use crate::keys::KeyOutcome;
-use crate::limits::{Hold, Who};
+use crate::limits::Hold;
+use crate::quota::QuotaHold;
+use crate::store::Backends;
 use crate::metrics::METRICS;
 use crate::provider::Provider;
 use crate::route::{host_without_port, Endpoint};
 use crate::route::{AllKeysDown, ModelRule, RouteAuth, Target};
-use crate::usage::estimate_tokens;
 use bytes::{Bytes, BytesMut};
 use pingora_error::{Error, Result};
 use pingora_proxy::Session;
@@ -50,10 +51,17 @@ pub struct ClientRequest {
     pub extra_headers: Vec<(&'static str, String)>,
     /// Time spent waiting on providers, summed over attempts.
     pub upstream_time: std::time::Duration,
+    pub backends: Arc<Backends>,
+    /// The client's address (through trusted proxies).
+    pub client_ip: Option<std::net::IpAddr>,
+    /// The delivering attempt's hold on its provider key's budget.
+    pub key_holds: Vec<Hold>,
+    /// The consumer's quota reservation, charged when the request ends.
+    pub quota_hold: Option<QuotaHold>,
 }
 
 impl ClientRequest {
-    pub fn new(config: Arc<Gateway>) -> Self {
+    pub fn new(config: Arc<Gateway>, backends: Arc<Backends>) -> Self {
         ClientRequest {
             config,
             route: None,
@@ -72,6 +80,10 @@ impl ClientRequest {
             holds: Vec::new(),
             extra_headers: Vec::new(),
             upstream_time: std::time::Duration::ZERO,
+            backends,
+            client_ip: None,
+            key_holds: Vec::new(),
+            quota_hold: None,
         }
     }
 
@@ -107,6 +119,9 @@ impl ClientRequest {
 
     async fn proxy(&mut self, session: &mut Session, request_id: &str) -> Result<(), Failure> {
         let endpoint = self.route(session)?;
+        if let Endpoint::Quota(call) = endpoint {
+            return self.quota_api(session, call, request_id).await;
+        }
         if endpoint == Endpoint::Models {
             if session.req_header().method != http::Method::GET {
                 return Err(Failure::Respond(GatewayError::MethodNotAllowed(
@@ -138,7 +153,11 @@ impl ClientRequest {
         self.route = Some(route_index);
         let route = &config.routes[route_index];
         self.authenticate(session, &config, &route.auth)?;
-        self.admit(session, &config, &route.name, &body)?;
+        self.client_ip = super::admission::client_ip(session, &config.trusted_proxies);
+        let demand = super::admission::demand(&body);
+        self.admit_limits(session, &config, &route.name, demand)
+            .await?;
+        self.admit_quota(&config, demand).await?;
         let order = rule.attempt_order();
         let policy = route.retry;
         let try_anyway = policy.all_keys_down == AllKeysDown::TryAnyway;
@@ -176,6 +195,34 @@ impl ClientRequest {
                 }
             }
             tried.push((t, key_index));
+            let key_label = order[t]
+                .provider
+                .keys
+                .get(key_index)
+                .map(|k| format!("{}/{}", order[t].provider.name, k.name))
+                .unwrap_or_default();
+            let budget = self
+                .admit_key(session, &config, &route.name, &key_label, demand)
+                .await?;
+            if let Err(limited) = budget {
+                METRICS
+                    .attempt_failures
+                    .with_label_values(&[
+                        order[t].provider.name.as_str(),
+                        key_label.rsplit('/').next().unwrap_or(""),
+                        "key_budget",
+                    ])
+                    .inc();
+                failures.push(FailedAttempt {
+                    provider: order[t].provider.clone(),
+                    key_index,
+                    end: AttemptEnd::Status(429),
+                    error: Some(super::admission::rate_limited(&limited)),
+                    body: Bytes::new(),
+                    retry_after: Some(limited.retry_after),
+                });
+                continue;
+            }
             let attempt = self.prepare(&body, order[t], key_index, endpoint)?;
             let anthropic = endpoint == Endpoint::Messages;
             let (result, outcome) = pipe::run(
@@ -227,6 +274,7 @@ impl ClientRequest {
                     return Err(Failure::Abort(error, cause));
                 }
                 AttemptResult::Failed(failed) => {
+                    self.release_key(&config).await;
                     if let Some(k) = key {
                         let outcome =
                             health::classify(failed.end, failed.retry_after, &provider.health);
@@ -310,60 +358,6 @@ impl ClientRequest {
             .skip(first)
             .filter(|(_, r)| r.match_request(host, path).is_some())
             .find_map(|(i, r)| r.rule_for(model).map(|rule| (i, rule)))
-    }
-
-    /// Reserve this request's tokens under every rate limit that applies.
-    fn admit(
-        &mut self,
-        session: &Session,
-        config: &Gateway,
-        route: &str,
-        body: &RequestBody,
-    ) -> Result<(), GatewayError> {
-        if config.limits.rules.is_empty() {
-            return Ok(());
-        }
-        let who = Who {
-            route,
-            consumer: self.consumer.as_deref(),
-            ip: session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip()),
-            headers: &session.req_header().headers,
-        };
-        let prompt = std::str::from_utf8(&body.bytes)
-            .map(estimate_tokens)
-            .unwrap_or(body.bytes.len() as u64 / 4);
-        match config
-            .limits
-            .admit(&who, prompt, body.max_tokens.unwrap_or(0))
-        {
-            Ok((holds, headroom)) => {
-                self.holds = holds;
-                self.extra_headers = headroom.headers();
-                Ok(())
-            }
-            Err(limited) => {
-                METRICS
-                    .ratelimit_rejections
-                    .with_label_values(&[
-                        route,
-                        self.consumer.as_deref().unwrap_or(""),
-                        limited.rule.as_str(),
-                    ])
-                    .inc();
-                self.extra_headers = limited.headroom.headers();
-                let secs = limited.retry_after.as_secs_f64().ceil().max(1.0) as u64;
-                self.extra_headers.push(("retry-after", secs.to_string()));
-                Err(GatewayError::RateLimited {
-                    rule: limited.rule,
-                    what: limited.what,
-                    window: limited.window.as_str(),
-                    retry_after_ms: limited.retry_after.as_millis() as u64,
-                })
-            }
-        }
     }
 
     /// Who is calling, as the route requires.
@@ -536,7 +530,7 @@ fn exhausted(failures: &[FailedAttempt]) -> GatewayError {
 }
 
 /// How a request failed: answer with an error, or abort a response already under way.
-enum Failure {
+pub(super) enum Failure {
     Respond(GatewayError),
     Abort(GatewayError, Box<Error>),
 }
@@ -548,7 +542,7 @@ impl From<GatewayError> for Failure {
 }
 
 /// Read the whole request body, refusing more than `limit` bytes.
-async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
+pub(super) async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
     let declared = session
         .req_header()
         .headers

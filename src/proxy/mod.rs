@@ -7,10 +7,12 @@
 //! provider peer, `upstream_request_filter` sets path and key, `request_body_filter`
 //! splices the rewritten body, and `response_body_filter` meters tokens.
 
+pub mod admission;
 pub mod attempt;
 pub mod client;
 pub mod pipe;
 pub mod plan;
+pub mod quota_api;
 pub mod respond;
 
 use crate::access_log::{AccessLog, Entry};
@@ -32,6 +34,7 @@ use std::time::{Duration, Instant};
 pub struct Tollgate {
     pub config: SharedConfig,
     pub access_log: Arc<AccessLog>,
+    pub backends: Arc<crate::store::Backends>,
 }
 
 pub enum Ctx {
@@ -91,7 +94,7 @@ impl ProxyHttp for Tollgate {
         let mut client = Box::new(Client {
             started,
             request_id: request_id(session),
-            req: ClientRequest::new(self.config.load_full()),
+            req: ClientRequest::new(self.config.load_full(), self.backends.clone()),
         });
         let result = client.req.serve(session, &client.request_id).await;
         *ctx = Ctx::Client(client);
@@ -192,6 +195,12 @@ impl ProxyHttp for Tollgate {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         if let Ctx::Client(c) = ctx {
             self.log_request(session, c);
+            let usage = final_usage(&c.req).unwrap_or_default();
+            let used = crate::limits::Used {
+                input: usage.input_tokens,
+                output: usage.output_tokens,
+            };
+            c.req.settle(used).await;
         }
     }
 }
@@ -239,9 +248,6 @@ impl Tollgate {
             .requests
             .with_label_values(&[labels[0], labels[1], labels[2], status_label.as_str()])
             .inc();
-        req.config
-            .limits
-            .reconcile(&req.holds, usage.input_tokens + usage.output_tokens);
         let series = req.consumer.as_deref().and_then(|c| {
             let known = req.config.consumer_series.as_ref()?;
             Some(if known.contains(c) { c } else { "other" })
