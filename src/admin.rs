@@ -190,7 +190,9 @@ impl Admin {
             Err(e) => Err(e),
         };
         match result {
-            Ok(balance) => json_response(StatusCode::OK, json!({"consumer": name, "quota": balance})),
+            Ok(balance) => {
+                json_response(StatusCode::OK, json!({"consumer": name, "quota": balance}))
+            }
             Err(e) => respond(
                 StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
                 "application/json",

@@ -68,7 +68,9 @@ pub enum GatewayError {
         window: &'static str,
         retry_after_ms: u64,
     },
-    #[error("You exceeded your token quota ({consumer}); ask the gateway's operator to top it up.")]
+    #[error(
+        "You exceeded your token quota ({consumer}); ask the gateway's operator to top it up."
+    )]
     QuotaExceeded { consumer: String },
     /// The store behind limits or quotas failed and the config says to refuse (`on_error: closed`).
     #[error("The gateway cannot check {0} right now; try again shortly.")]

@@ -181,7 +181,12 @@ impl Quotas {
             self.learn(consumer, balance);
         }
         let before = account.reserved.fetch_add(n, Ordering::SeqCst);
-        if account.balance.load(Ordering::SeqCst).saturating_sub(before) < n.max(1) {
+        if account
+            .balance
+            .load(Ordering::SeqCst)
+            .saturating_sub(before)
+            < n.max(1)
+        {
             account.reserved.fetch_sub(n, Ordering::SeqCst);
             return Err(refused());
         }
@@ -307,9 +312,9 @@ pub fn form(text: &str) -> HashMap<String, String> {
 
 /// An integer parameter of the quota API.
 pub fn integer(params: &HashMap<String, String>, name: &str) -> Result<i64, GatewayError> {
-    let raw = params
-        .get(name)
-        .ok_or_else(|| GatewayError::BadQuotaRequest(format!("the `{name}` parameter is required")))?;
+    let raw = params.get(name).ok_or_else(|| {
+        GatewayError::BadQuotaRequest(format!("the `{name}` parameter is required"))
+    })?;
     raw.trim().parse::<i64>().map_err(|_| {
         GatewayError::BadQuotaRequest(format!(
             "`{name}` must be an integer between {} and {}",

@@ -140,3 +140,117 @@ async fn each_header_value_has_its_own_budget() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_key_over_its_budget_is_skipped() {
+    let mock = Mock::start();
+    let gw = Gateway::start(&format!(
+        r#"providers:
+  - name: mock
+    type: openai-compatible
+    base_url: "{url}"
+    api_keys: [{{name: k1, key: "sk-k1"}}, {{name: k2, key: "sk-k2"}}]
+rate_limits:
+  - {{name: per-key, key: provider_key, window: minute, requests: 2}}
+routes:
+  - name: default
+    retry: {{attempts: 3, per_target: 2}}
+    models:
+      - model: "mock-*"
+        targets: [{{provider: mock}}]
+"#,
+        url = mock.url()
+    ));
+    let mut ok = 0;
+    let mut last = (0, Value::Null);
+    for _ in 0..6 {
+        let resp = client()
+            .post(gw.url("/v1/chat/completions"))
+            .json(&json!({"model": "mock-x", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        assert!(
+            !resp.headers().contains_key("x-ratelimit-limit-requests"),
+            "a key's budget is the gateway's, not shown to clients"
+        );
+        if status == 200 {
+            ok += 1;
+        }
+        last = (status, resp.json().await.unwrap());
+    }
+    assert_eq!(ok, 4, "two requests per key");
+    assert_eq!(last.0, 429, "{}", last.1);
+    assert_eq!(last.1["error"]["code"], "rate_limit_exceeded");
+    let message = last.1["error"]["message"].as_str().unwrap();
+    assert!(
+        !message.contains("sk-k1") && !message.contains("sk-k2"),
+        "{message}"
+    );
+    let stats: Value = client()
+        .get(format!("http://{}/mock/stats", mock.addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["by_key"]["sk-k1"], 2);
+    assert_eq!(stats["by_key"]["sk-k2"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_ip_from_a_trusted_proxy_and_cidr_budgets() {
+    let mock = Mock::start();
+    let body = |trusted: &str| {
+        format!(
+            r#"providers:
+  - name: mock
+    type: openai-compatible
+    base_url: "{url}"
+    api_keys: ["sk-provider"]
+{trusted}
+rate_limits:
+  - {{name: per-ip, key: ip, window: minute, requests: 1}}
+  - {{name: office, key: cidr, cidrs: ["192.0.2.0/24"], window: minute, requests: 2}}
+routes:
+  - name: default
+    models:
+      - model: "mock-*"
+        targets: [{{provider: mock}}]
+"#,
+            url = mock.url()
+        )
+    };
+    let send = |gw: &Gateway, xff: &str| {
+        client()
+            .post(gw.url("/v1/chat/completions"))
+            .header("x-forwarded-for", xff.to_string())
+            .json(&json!({"model": "mock-x", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    let gw = Gateway::start(&body("trusted_proxies: [\"127.0.0.1\"]"));
+    // The client-supplied left-most entry is not believed; the right-most untrusted hop is.
+    assert_eq!(
+        send(&gw, "6.6.6.6, 198.51.100.1").await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        send(&gw, "7.7.7.7, 198.51.100.1").await.unwrap().status(),
+        429
+    );
+    assert_eq!(send(&gw, "198.51.100.2").await.unwrap().status(), 200);
+    // The office block shares one budget of 2 (each address also has its own 1).
+    assert_eq!(send(&gw, "192.0.2.1").await.unwrap().status(), 200);
+    assert_eq!(send(&gw, "192.0.2.2").await.unwrap().status(), 200);
+    let resp = send(&gw, "192.0.2.3").await.unwrap();
+    assert_eq!(resp.status(), 429);
+    let v: Value = resp.json().await.unwrap();
+    assert!(v["error"]["message"].as_str().unwrap().contains("office"));
+
+    // Without trusted proxies the header is ignored: every request is 127.0.0.1.
+    let gw = Gateway::start(&body(""));
+    assert_eq!(send(&gw, "198.51.100.1").await.unwrap().status(), 200);
+    assert_eq!(send(&gw, "198.51.100.2").await.unwrap().status(), 429);
+}

@@ -12,13 +12,13 @@ use crate::health::{FailureSet, HealthSettings};
 use crate::keys::HealthPolicy;
 use crate::keys::{ApiKey, KeyPool};
 use crate::limits::{KeyBy, Limits, Measure, Rule, Window};
+use crate::pattern::{ModelMap, Pattern};
+use crate::provider::{self, Provider, ProviderSpec, Timeouts, Upstream, PRESETS};
 use crate::quota::{QuotaScope, QuotaSettings};
+use crate::route::{AllKeysDown, HostPattern, ModelRule, RetryPolicy, Route, RouteAuth, Target};
 use crate::store::redis::RedisSettings;
 use crate::store::{OnError, StoreSettings};
 use ipnet::IpNet;
-use crate::pattern::{ModelMap, Pattern};
-use crate::provider::{self, Provider, ProviderSpec, Timeouts, Upstream, PRESETS};
-use crate::route::{AllKeysDown, HostPattern, ModelRule, RetryPolicy, Route, RouteAuth, Target};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -526,11 +526,7 @@ fn build_store(f: &FileConfig, limits: &Limits) -> Result<StoreSettings, ConfigE
             Some(RedisSettings {
                 url,
                 prefix: r.prefix.clone().unwrap_or_else(|| "tollgate".into()),
-                timeout: duration(
-                    "redis.timeout",
-                    &r.timeout,
-                    Duration::from_millis(100),
-                )?,
+                timeout: duration("redis.timeout", &r.timeout, Duration::from_millis(100))?,
             })
         }
     };
@@ -561,13 +557,19 @@ fn build_store(f: &FileConfig, limits: &Limits) -> Result<StoreSettings, ConfigE
     })
 }
 
-fn build_quota(f: &FileConfig, consumers: &Consumers) -> Result<Option<QuotaSettings>, ConfigError> {
+fn build_quota(
+    f: &FileConfig,
+    consumers: &Consumers,
+) -> Result<Option<QuotaSettings>, ConfigError> {
     let Some(q) = &f.quota else { return Ok(None) };
     let known = |field: &str, name: &str| {
         if consumers.names().iter().any(|n| n == name) {
             Ok(())
         } else {
-            Err(ConfigError::field(field, format!("unknown consumer `{name}`")))
+            Err(ConfigError::field(
+                field,
+                format!("unknown consumer `{name}`"),
+            ))
         }
     };
     let scope = if q.consumers.iter().any(|c| c == "*") {
@@ -715,7 +717,9 @@ impl Gateway {
             .trusted_proxies
             .iter()
             .enumerate()
-            .map(|(i, c)| parse_net(c).map_err(|e| ConfigError::field(format!("trusted_proxies[{i}]"), e)))
+            .map(|(i, c)| {
+                parse_net(c).map_err(|e| ConfigError::field(format!("trusted_proxies[{i}]"), e))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let models_json = models_json(&routes);
         Ok(Gateway {

@@ -195,11 +195,7 @@ impl Limits {
                 (count, reset, 0)
             }
         };
-        Ok((
-            (w.c.limit as f64 - count).max(0.0) as u64,
-            reset,
-            start,
-        ))
+        Ok(((w.c.limit as f64 - count).max(0.0) as u64, reset, start))
     }
 
     /// Add `delta` to the in-process counter behind `h`.

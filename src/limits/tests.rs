@@ -98,7 +98,10 @@ async fn input_and_output_limits_apply_separately() {
         &[(Measure::InputTokens, 100), (Measure::OutputTokens, 50)],
     );
     let h = HeaderMap::new();
-    let (holds, _) = limits.admit(&stores, &who(&h, None), demand(10)).await.unwrap();
+    let (holds, _) = limits
+        .admit(&stores, &who(&h, None), demand(10))
+        .await
+        .unwrap();
     // The output budget is spent after the fact; the next request is refused on it.
     limits
         .reconcile(
@@ -135,13 +138,28 @@ async fn header_values_counted_separately() {
     a.insert("x-user", "a".parse().unwrap());
     let mut b = HeaderMap::new();
     b.insert("x-user", "b".parse().unwrap());
-    assert!(limits.admit(&stores, &who(&a, None), demand(0)).await.is_ok());
-    assert!(limits.admit(&stores, &who(&a, None), demand(0)).await.is_ok());
-    assert!(limits.admit(&stores, &who(&a, None), demand(0)).await.is_err());
-    assert!(limits.admit(&stores, &who(&b, None), demand(0)).await.is_ok());
+    assert!(limits
+        .admit(&stores, &who(&a, None), demand(0))
+        .await
+        .is_ok());
+    assert!(limits
+        .admit(&stores, &who(&a, None), demand(0))
+        .await
+        .is_ok());
+    assert!(limits
+        .admit(&stores, &who(&a, None), demand(0))
+        .await
+        .is_err());
+    assert!(limits
+        .admit(&stores, &who(&b, None), demand(0))
+        .await
+        .is_ok());
     let none = HeaderMap::new();
     assert!(
-        limits.admit(&stores, &who(&none, None), demand(0)).await.is_ok(),
+        limits
+            .admit(&stores, &who(&none, None), demand(0))
+            .await
+            .is_ok(),
         "rule does not apply without the header"
     );
 }
@@ -159,20 +177,59 @@ async fn ip_cidr_and_provider_key_rules() {
         provider_key: None,
     };
     // One budget for the whole block; addresses outside it are not counted.
-    let block = rule(KeyBy::Cidr(vec![net]), Window::Minute, &[(Measure::Requests, 2)]);
-    assert!(block.admit(&stores, &at("10.1.1.1"), demand(0)).await.is_ok());
-    assert!(block.admit(&stores, &at("10.2.2.2"), demand(0)).await.is_ok());
-    assert!(block.admit(&stores, &at("10.3.3.3"), demand(0)).await.is_err());
-    assert!(block.admit(&stores, &at("192.168.1.1"), demand(0)).await.is_ok());
-    assert!(block.admit(&stores, &at("192.168.1.1"), demand(0)).await.is_ok());
-    assert!(block.admit(&stores, &at("192.168.1.1"), demand(0)).await.is_ok());
+    let block = rule(
+        KeyBy::Cidr(vec![net]),
+        Window::Minute,
+        &[(Measure::Requests, 2)],
+    );
+    assert!(block
+        .admit(&stores, &at("10.1.1.1"), demand(0))
+        .await
+        .is_ok());
+    assert!(block
+        .admit(&stores, &at("10.2.2.2"), demand(0))
+        .await
+        .is_ok());
+    assert!(block
+        .admit(&stores, &at("10.3.3.3"), demand(0))
+        .await
+        .is_err());
+    assert!(block
+        .admit(&stores, &at("192.168.1.1"), demand(0))
+        .await
+        .is_ok());
+    assert!(block
+        .admit(&stores, &at("192.168.1.1"), demand(0))
+        .await
+        .is_ok());
+    assert!(block
+        .admit(&stores, &at("192.168.1.1"), demand(0))
+        .await
+        .is_ok());
     // Each address alone.
-    let each = rule(KeyBy::Ip(vec![net]), Window::Minute, &[(Measure::Requests, 1)]);
-    assert!(each.admit(&stores, &at("10.1.1.1"), demand(0)).await.is_ok());
-    assert!(each.admit(&stores, &at("10.1.1.1"), demand(0)).await.is_err());
-    assert!(each.admit(&stores, &at("10.2.2.2"), demand(0)).await.is_ok());
+    let each = rule(
+        KeyBy::Ip(vec![net]),
+        Window::Minute,
+        &[(Measure::Requests, 1)],
+    );
+    assert!(each
+        .admit(&stores, &at("10.1.1.1"), demand(0))
+        .await
+        .is_ok());
+    assert!(each
+        .admit(&stores, &at("10.1.1.1"), demand(0))
+        .await
+        .is_err());
+    assert!(each
+        .admit(&stores, &at("10.2.2.2"), demand(0))
+        .await
+        .is_ok());
     // Provider-key rules apply only to per-attempt checks, and nothing else does then.
-    let keys = rule(KeyBy::ProviderKey, Window::Minute, &[(Measure::Requests, 1)]);
+    let keys = rule(
+        KeyBy::ProviderKey,
+        Window::Minute,
+        &[(Measure::Requests, 1)],
+    );
     let attempt = |k: &'static str| Who {
         route: "r",
         consumer: Some("c"),
@@ -180,10 +237,29 @@ async fn ip_cidr_and_provider_key_rules() {
         headers: &h,
         provider_key: Some(k),
     };
-    assert!(keys.admit(&stores, &who(&h, None), demand(0)).await.unwrap().0.is_empty());
-    assert!(keys.admit(&stores, &attempt("p/k1"), demand(0)).await.is_ok());
-    assert!(keys.admit(&stores, &attempt("p/k1"), demand(0)).await.is_err());
-    assert!(keys.admit(&stores, &attempt("p/k2"), demand(0)).await.is_ok());
+    assert!(keys
+        .admit(&stores, &who(&h, None), demand(0))
+        .await
+        .unwrap()
+        .0
+        .is_empty());
+    assert!(keys
+        .admit(&stores, &attempt("p/k1"), demand(0))
+        .await
+        .is_ok());
+    assert!(keys
+        .admit(&stores, &attempt("p/k1"), demand(0))
+        .await
+        .is_err());
+    assert!(keys
+        .admit(&stores, &attempt("p/k2"), demand(0))
+        .await
+        .is_ok());
     let consumer = rule(KeyBy::Consumer, Window::Minute, &[(Measure::Requests, 1)]);
-    assert!(consumer.admit(&stores, &attempt("p/k1"), demand(0)).await.unwrap().0.is_empty());
+    assert!(consumer
+        .admit(&stores, &attempt("p/k1"), demand(0))
+        .await
+        .unwrap()
+        .0
+        .is_empty());
 }

@@ -152,7 +152,11 @@ impl ClientRequest {
     }
 
     /// Admit the consumer on its quota, reserving the request's estimate.
-    pub async fn admit_quota(&mut self, config: &Gateway, demand: Demand) -> Result<(), GatewayError> {
+    pub async fn admit_quota(
+        &mut self,
+        config: &Gateway,
+        demand: Demand,
+    ) -> Result<(), GatewayError> {
         let (Some(settings), Some(consumer)) = (&config.quota, self.consumer.as_deref()) else {
             return Ok(());
         };

@@ -35,7 +35,10 @@ impl ClientRequest {
                 AuthError::Forbidden => GatewayError::Forbidden,
             })?;
         self.consumer = caller.map(str::to_string);
-        let admin = config.quota.as_ref().and_then(|q| q.admin_consumer.as_deref());
+        let admin = config
+            .quota
+            .as_ref()
+            .and_then(|q| q.admin_consumer.as_deref());
         if admin.is_none() || caller != admin {
             return Err(GatewayError::Forbidden.into());
         }

@@ -53,7 +53,8 @@ impl StoreSettings {
                 .as_ref()
                 .map(|r| (r.url.clone(), r.prefix.clone(), r.timeout))
         };
-        let local = |s: &StoreSettings| (s.needs_local && s.redis.is_none()).then(|| s.path.clone());
+        let local =
+            |s: &StoreSettings| (s.needs_local && s.redis.is_none()).then(|| s.path.clone());
         redis(self) == redis(other) && local(self) == local(other)
     }
 }

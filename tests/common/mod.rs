@@ -155,7 +155,8 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let admin_port = free_port();
-        let text = config_text(dir.path(), port, admin_port, proxy_tls, admin_token, body);
+        let body = body.replace("@DIR@", &dir.path().display().to_string());
+        let text = config_text(dir.path(), port, admin_port, proxy_tls, admin_token, &body);
         let config_path = dir.path().join("tollgate.yaml");
         std::fs::write(&config_path, text).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
@@ -229,13 +230,14 @@ impl Gateway {
 
     /// Rewrite the config file with a new providers/routes block (same listeners).
     pub fn rewrite_config(&self, body: &str) {
+        let body = body.replace("@DIR@", &self.dir.path().display().to_string());
         let text = config_text(
             self.dir.path(),
             self.port,
             self.admin_port,
             None,
             None,
-            body,
+            &body,
         );
         std::fs::write(&self.config_path, text).unwrap();
     }
@@ -277,8 +279,144 @@ impl Gateway {
         }
     }
 
+    fn spawn_process(&self, upgrade: bool) -> Proc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        cmd.arg("-c").arg(&self.config_path);
+        if upgrade {
+            cmd.arg("-u");
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tollgate");
+        Proc {
+            child,
+            name: "tollgate",
+        }
+    }
+
+    /// Send `sig` (e.g. `-KILL`, `-TERM`, `-QUIT`) and wait until the process has exited.
+    pub fn signal_and_wait(&mut self, sig: &str) {
+        let Some(mut p) = self.proc.take() else {
+            return;
+        };
+        signal(p.child.id(), sig);
+        wait_exit(&mut p.child, Duration::from_secs(30));
+    }
+
+    /// Start the gateway again on the same config, ports and directory.
+    pub fn respawn(&mut self) {
+        self.proc = Some(self.spawn_process(false));
+        self.wait_ready();
+    }
+
+    /// Zero-downtime upgrade: a new process takes the sockets over (`-u`), the old one gets
+    /// SIGQUIT and drains; returns once the old one has exited.
+    pub fn upgrade(&mut self) {
+        let mut old = self.proc.take().expect("running");
+        let new = self.spawn_process(true);
+        // The new process waits for the sockets on the upgrade socket; SIGQUIT hands them
+        // over. Retry the signal until the old one starts exiting.
+        let start = Instant::now();
+        loop {
+            signal(old.child.id(), "-QUIT");
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_millis(500) {
+                if old.child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if old.child.try_wait().unwrap().is_some() || start.elapsed() > Duration::from_secs(2) {
+                break;
+            }
+        }
+        wait_exit(&mut old.child, Duration::from_secs(30));
+        self.proc = Some(new);
+        self.wait_ready();
+    }
+
     pub fn access_log_text(&self) -> String {
         std::fs::read_to_string(&self.access_log).unwrap_or_default()
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").arg(sig).arg(pid.to_string()).status();
+}
+
+pub fn wait_exit(child: &mut Child, within: Duration) {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < within, "process did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A real `redis-server` on a run-time port, without persistence.
+pub struct Redis {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    proc: Option<Proc>,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let mut r = Redis {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            proc: None,
+        };
+        r.restart();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// (Re)start on the same port and wait until it answers PING.
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server (apt-get install redis-server)");
+        self.proc = Some(Proc {
+            child,
+            name: "redis-server",
+        });
+        let start = Instant::now();
+        while !self.answers() {
+            assert!(start.elapsed() < DEADLINE, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn answers(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut buf = [0u8; 16];
+        s.write_all(b"PING\r\n").is_ok()
+            && s.read(&mut buf)
+                .map(|n| buf[..n].starts_with(b"+PONG"))
+                .unwrap_or(false)
+    }
+
+    /// Kill it (SIGKILL) and wait until it is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
     }
 }
 
