@@ -8,6 +8,7 @@ command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)   # unit verification test
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)   # tests/prometheus.rs: prometheus + promtool
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)   # shared limits and quotas
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -517,10 +517,10 @@ fn build_store(f: &FileConfig, limits: &Limits) -> Result<StoreSettings, ConfigE
         None => None,
         Some(r) => {
             let url = expand(&r.url).map_err(|e| ConfigError::field("redis.url", e))?;
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            if !url.starts_with("redis://") {
                 return Err(ConfigError::field(
                     "redis.url",
-                    "expected redis://host:port[/db]",
+                    "expected redis://[user:password@]host:port[/db] (TLS is not supported)",
                 ));
             }
             Some(RedisSettings {

@@ -86,7 +86,7 @@ impl ClientRequest {
         let who = self.who(session, route, None);
         let result = config
             .limits
-            .admit(&self.backends.stores(), &who, demand)
+            .admit(self.backends.stores(), &who, demand)
             .await;
         match result {
             Ok((holds, headroom)) => {
@@ -128,7 +128,7 @@ impl ClientRequest {
         let who = self.who(session, route, Some(key));
         match config
             .limits
-            .admit(&self.backends.stores(), &who, demand)
+            .admit(self.backends.stores(), &who, demand)
             .await
         {
             Ok((holds, _)) => {
@@ -146,7 +146,7 @@ impl ClientRequest {
         if !holds.is_empty() {
             config
                 .limits
-                .reconcile(&self.backends.stores(), &holds, Used::default())
+                .reconcile(self.backends.stores(), &holds, Used::default())
                 .await;
         }
     }
@@ -177,7 +177,7 @@ impl ClientRequest {
     /// When the request has ended: replace reservations with the real usage and charge it.
     pub async fn settle(&mut self, used: Used) {
         let config = self.config.clone();
-        let stores = &self.backends.stores();
+        let stores = self.backends.stores();
         if !self.holds.is_empty() {
             config.limits.reconcile(stores, &self.holds, used).await;
         }

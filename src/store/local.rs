@@ -1,56 +1,700 @@
 //! The embedded store: SQLite on local disk, one writer thread, group commit.
-//! (Interface stub: the implementation is being written.)
+//!
+//! One database file (WAL, `synchronous=FULL`, 5 s `busy_timeout`) holds two tables,
+//! `quota(consumer, balance)` and `counters(key, start, count)`. A single std thread
+//! (`tollgate-store`) owns the write connection; the async methods send it an op over a
+//! channel and await a oneshot reply, so no SQLite call ever runs on the async runtime.
+//!
+//! **Group commit.** The writer blocks on the channel for at most `flush_interval`. When
+//! woken it drains every queued op plus every dirty counter delta into ONE `BEGIN
+//! IMMEDIATE` transaction, commits it, and only then replies. A quota write is therefore
+//! fsync'd before its future resolves, and all the ops that queued up during one fsync
+//! share the next one.
+//!
+//! **Two writers.** During a zero-downtime upgrade two processes (or two stores) may have
+//! the file open. Every write is relative (`balance = balance + ?`, `count = count + ?`,
+//! upserts with `RETURNING`), so neither loses the other's changes; lock contention is
+//! absorbed by `busy_timeout` and a few retries of the whole transaction. The overflow
+//! check of `quota_add` reads the row inside the same immediate (write-locked)
+//! transaction, so it is exact too.
+//!
+//! **Window counters** live in a sharded in-memory cache: per (key, window start),
+//! `committed` (the DB total last read back), `flushing` (deltas in the transaction now
+//! being written) and `pending` (deltas not yet taken). Reads and adds only touch one
+//! shard's mutex, never I/O. The writer moves pending→flushing, writes the delta, then in
+//! one critical section sets `committed` to the returned total and subtracts the delta
+//! from `flushing`, so readers never see an undercount. A failed transaction puts the
+//! deltas back to pending, to be retried on the next cycle.
+//!
+//! **Durability bound.** Quota changes are durable when their future resolves. Counter
+//! increments are durable after the next commit: at most `flush_interval` (plus one
+//! transaction) after `counter_add`, immediately after `flush()` resolves, and on drop of
+//! the store, which closes the channel and joins the writer after its final flush. A crash
+//! loses at most the last `flush_interval` of counter increments. A counter touched only
+//! by the other process since this one opened the file reads as this process last saw it.
 
 use super::StoreError;
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::oneshot;
 
-pub struct LocalStore {}
+/// Counter windows older than this are deleted (from disk at open and hourly, from memory
+/// hourly).
+const KEEP_SECS: u64 = 2 * 86_400;
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+const SHARDS: usize = 16;
+/// Attempts of one transaction when the database stays locked past `busy_timeout`.
+const ATTEMPTS: usize = 3;
+const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
+pub struct LocalStore {
+    /// `Some` until drop, which takes it to close the channel.
+    tx: Option<mpsc::Sender<Op>>,
+    writer: Option<JoinHandle<()>>,
+    cache: Arc<Cache>,
+}
+
+enum Req {
+    Get(String),
+    All,
+    Set(String, i64),
+    Add(String, i64),
+    Flush,
+}
+
+enum Resp {
+    Balance(Option<i64>),
+    All(Vec<(String, i64)>),
+    Value(i64),
+    Done,
+}
+
+struct Op {
+    req: Req,
+    reply: oneshot::Sender<Result<Resp, StoreError>>,
+}
+
+#[derive(Default)]
+struct Entry {
+    committed: i64,
+    flushing: i64,
+    pending: i64,
+    /// Listed in its shard's `dirty`.
+    queued: bool,
+}
+
+impl Entry {
+    fn total(&self) -> i64 {
+        self.committed
+            .saturating_add(self.flushing)
+            .saturating_add(self.pending)
+    }
+}
+
+#[derive(Default)]
+struct Shard {
+    map: HashMap<String, HashMap<u64, Entry>>,
+    dirty: Vec<(String, u64)>,
+}
+
+struct Cache {
+    shards: Vec<Mutex<Shard>>,
+    hasher: RandomState,
+}
+
+/// One counter delta taken for a transaction.
+type Delta = (String, u64, i64);
+
+impl Cache {
+    fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
+        let i = (self.hasher.hash_one(key) % SHARDS as u64) as usize;
+        self.shards[i]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Run `f` on the entry of (`key`, `start`), created if missing (allocating the key
+    /// only then).
+    fn with_entry<R>(
+        shard: &mut Shard,
+        key: &str,
+        start: u64,
+        f: impl FnOnce(&mut Entry) -> R,
+    ) -> R {
+        if let Some(m) = shard.map.get_mut(key) {
+            return f(m.entry(start).or_default());
+        }
+        let m = shard.map.entry(key.to_string()).or_default();
+        f(m.entry(start).or_default())
+    }
+
+    /// Add to `pending` (or move a failed delta back there from `flushing`).
+    fn add_pending(&self, key: &str, start: u64, delta: i64, from_flushing: bool) -> i64 {
+        let mut shard = self.shard(key);
+        let (total, enqueue) = Cache::with_entry(&mut shard, key, start, |e| {
+            e.pending = e.pending.saturating_add(delta);
+            if from_flushing {
+                e.flushing = e.flushing.saturating_sub(delta);
+            }
+            (e.total(), !std::mem::replace(&mut e.queued, true))
+        });
+        if enqueue {
+            shard.dirty.push((key.to_string(), start));
+        }
+        total
+    }
+
+    /// Move every pending delta to `flushing` and return them.
+    fn take_deltas(&self) -> Vec<Delta> {
+        let mut out = Vec::new();
+        for s in &self.shards {
+            let mut guard = s.lock().unwrap_or_else(PoisonError::into_inner);
+            let shard = &mut *guard;
+            for (key, start) in std::mem::take(&mut shard.dirty) {
+                if let Some(e) = shard.map.get_mut(&key).and_then(|m| m.get_mut(&start)) {
+                    e.queued = false;
+                    let d = std::mem::take(&mut e.pending);
+                    if d != 0 {
+                        e.flushing = e.flushing.saturating_add(d);
+                        out.push((key, start, d));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn committed(&self, deltas: &[Delta], counts: &[i64]) {
+        for ((key, start, d), count) in deltas.iter().zip(counts) {
+            let mut shard = self.shard(key);
+            Cache::with_entry(&mut shard, key, *start, |e| {
+                e.committed = *count;
+                e.flushing = e.flushing.saturating_sub(*d);
+            });
+        }
+    }
+
+    fn failed(&self, deltas: &[Delta]) {
+        for (key, start, d) in deltas {
+            self.add_pending(key, *start, *d, true);
+        }
+    }
+
+    fn prune(&self, cutoff: u64) {
+        for s in &self.shards {
+            let mut shard = s.lock().unwrap_or_else(PoisonError::into_inner);
+            shard.map.retain(|_, m| {
+                m.retain(|start, e| {
+                    *start >= cutoff || e.queued || e.pending != 0 || e.flushing != 0
+                });
+                !m.is_empty()
+            });
+        }
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn sql_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+fn open_conn(path: &Path) -> rusqlite::Result<(Connection, Vec<Delta>)> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        log::warn!("store {}: journal_mode is {mode}, not WAL", path.display());
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS quota(consumer TEXT PRIMARY KEY, balance INTEGER NOT NULL);
+         CREATE TABLE IF NOT EXISTS counters(key TEXT, start INTEGER, count INTEGER NOT NULL,
+                                             PRIMARY KEY(key, start));",
+    )?;
+    let cutoff = sql_i64(now_secs().saturating_sub(KEEP_SECS));
+    conn.execute("DELETE FROM counters WHERE start < ?1", [cutoff])?;
+    let rows = conn
+        .prepare("SELECT key, start, count FROM counters")?
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?
+        .map(|r| r.map(|(k, s, c)| (k, u64::try_from(s).unwrap_or(0), c)))
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok((conn, rows))
+}
 
 impl LocalStore {
     /// Open (or create) the database at `path`, load the window counters of the last two
     /// days into memory, and start the writer thread, which flushes counter deltas at
     /// least every `flush_interval`.
-    pub fn open(_path: &Path, _flush_interval: Duration) -> Result<Arc<LocalStore>, StoreError> {
-        Err(StoreError::Backend("not yet".into()))
+    pub fn open(path: &Path, flush_interval: Duration) -> Result<Arc<LocalStore>, StoreError> {
+        let fail = |what: &str, e: &dyn std::fmt::Display| {
+            let msg = format!("{} {}: {e}", what, path.display());
+            log::error!("store: {msg}");
+            StoreError::Backend(msg)
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| fail("cannot create directory for", &e))?;
+        }
+        let (conn, rows) = open_conn(path).map_err(|e| fail("cannot open", &e))?;
+        let cache = Arc::new(Cache {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+        });
+        for (key, start, count) in rows {
+            Cache::with_entry(&mut cache.shard(&key), &key, start, |e| e.committed = count);
+        }
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer {
+            conn,
+            cache: cache.clone(),
+            path: path.display().to_string(),
+        };
+        let interval = flush_interval.max(MIN_INTERVAL);
+        let handle = std::thread::Builder::new()
+            .name("tollgate-store".into())
+            .spawn(move || writer.run(rx, interval))
+            .map_err(|e| fail("cannot start the writer thread for", &e))?;
+        Ok(Arc::new(LocalStore {
+            tx: Some(tx),
+            writer: Some(handle),
+            cache,
+        }))
+    }
+
+    async fn call(&self, req: Req) -> Result<Resp, StoreError> {
+        let gone = || StoreError::Unavailable("the store writer thread has stopped".into());
+        let (reply, rx) = oneshot::channel();
+        let tx = self.tx.as_ref().ok_or_else(gone)?;
+        tx.send(Op { req, reply }).map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
     }
 
     /// A consumer's balance, `None` if it was never set.
-    pub async fn quota_get(&self, _consumer: &str) -> Result<Option<i64>, StoreError> {
-        Err(StoreError::Backend("not yet".into()))
+    pub async fn quota_get(&self, consumer: &str) -> Result<Option<i64>, StoreError> {
+        match self.call(Req::Get(consumer.to_string())).await? {
+            Resp::Balance(b) => Ok(b),
+            _ => Err(mismatch()),
+        }
     }
 
     /// Every stored balance.
     pub async fn quota_all(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        Err(StoreError::Backend("not yet".into()))
+        match self.call(Req::All).await? {
+            Resp::All(v) => Ok(v),
+            _ => Err(mismatch()),
+        }
     }
 
     /// Set a balance; durable when this returns. Returns the balance.
-    pub async fn quota_set(&self, _consumer: &str, _value: i64) -> Result<i64, StoreError> {
-        Err(StoreError::Backend("not yet".into()))
+    pub async fn quota_set(&self, consumer: &str, value: i64) -> Result<i64, StoreError> {
+        match self.call(Req::Set(consumer.to_string(), value)).await? {
+            Resp::Value(v) => Ok(v),
+            _ => Err(mismatch()),
+        }
     }
 
     /// Add `delta` (negative to charge) to a balance (a missing one counts as 0); durable
     /// when this returns. Returns the new balance. `Overflow` leaves it unchanged.
-    pub async fn quota_add(&self, _consumer: &str, _delta: i64) -> Result<i64, StoreError> {
-        Err(StoreError::Backend("not yet".into()))
+    pub async fn quota_add(&self, consumer: &str, delta: i64) -> Result<i64, StoreError> {
+        match self.call(Req::Add(consumer.to_string(), delta)).await? {
+            Resp::Value(v) => Ok(v),
+            _ => Err(mismatch()),
+        }
     }
 
     /// The total of window counter `key` for the window starting at `start` (unix seconds):
     /// committed plus not yet flushed. Memory only, never blocks.
-    pub fn counter(&self, _key: &str, _start: u64) -> i64 {
-        0
+    pub fn counter(&self, key: &str, start: u64) -> i64 {
+        let shard = self.cache.shard(key);
+        shard
+            .map
+            .get(key)
+            .and_then(|m| m.get(&start))
+            .map_or(0, Entry::total)
     }
 
     /// Add `delta` to a window counter in memory (flushed by the writer thread); returns
     /// the new total.
-    pub fn counter_add(&self, _key: &str, _start: u64, _delta: i64) -> i64 {
-        0
+    pub fn counter_add(&self, key: &str, start: u64, delta: i64) -> i64 {
+        self.cache.add_pending(key, start, delta, false)
     }
 
     /// Flush pending counter deltas and wait for the commit.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        Err(StoreError::Backend("not yet".into()))
+        self.call(Req::Flush).await.map(|_| ())
+    }
+}
+
+fn mismatch() -> StoreError {
+    StoreError::Backend("store writer sent a reply of the wrong kind".into())
+}
+
+impl Drop for LocalStore {
+    /// Close the channel and wait for the writer's final flush (one transaction).
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(handle) = self.writer.take() {
+            if handle.join().is_err() {
+                log::error!("store: the writer thread panicked");
+            }
+        }
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    cache: Arc<Cache>,
+    path: String,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Op>, interval: Duration) {
+        let mut last_prune = Instant::now();
+        loop {
+            let mut ops = Vec::new();
+            let closed = match rx.recv_timeout(interval) {
+                Ok(op) => {
+                    ops.push(op);
+                    ops.extend(rx.try_iter());
+                    false
+                }
+                Err(RecvTimeoutError::Timeout) => false,
+                Err(RecvTimeoutError::Disconnected) => true,
+            };
+            self.cycle(ops);
+            if closed {
+                return;
+            }
+            if last_prune.elapsed() >= PRUNE_EVERY {
+                last_prune = Instant::now();
+                self.prune();
+            }
+        }
+    }
+
+    /// One group commit: `ops` plus every pending counter delta.
+    fn cycle(&mut self, ops: Vec<Op>) {
+        let deltas = self.cache.take_deltas();
+        if ops.is_empty() && deltas.is_empty() {
+            return;
+        }
+        let mut attempt = 1;
+        let outcome = loop {
+            match write_batch(&mut self.conn, &ops, &deltas) {
+                Err(e) if is_busy(&e) && attempt < ATTEMPTS => {
+                    log::warn!("store {}: database busy, retrying: {e}", self.path);
+                    attempt += 1;
+                }
+                other => break other,
+            }
+        };
+        match outcome {
+            Ok((results, counts)) => {
+                self.cache.committed(&deltas, &counts);
+                for (op, res) in ops.into_iter().zip(results) {
+                    let _ = op.reply.send(res);
+                }
+            }
+            Err(e) => {
+                log::error!(
+                    "store {}: write failed ({} ops, {} counter deltas kept for retry): {e}",
+                    self.path,
+                    ops.len(),
+                    deltas.len()
+                );
+                self.cache.failed(&deltas);
+                for op in ops {
+                    let _ = op
+                        .reply
+                        .send(Err(StoreError::Backend(format!("{}: {e}", self.path))));
+                }
+            }
+        }
+    }
+
+    fn prune(&mut self) {
+        let cutoff = now_secs().saturating_sub(KEEP_SECS);
+        self.cache.prune(cutoff);
+        if let Err(e) = self
+            .conn
+            .execute("DELETE FROM counters WHERE start < ?1", [sql_i64(cutoff)])
+        {
+            log::warn!("store {}: pruning old counters failed: {e}", self.path);
+        }
+    }
+}
+
+type BatchResult = (Vec<Result<Resp, StoreError>>, Vec<i64>);
+
+/// Run every op and counter delta in one immediate transaction. An SQL error aborts the
+/// whole batch (nothing is applied); `Overflow` only fails its own op.
+fn write_batch(
+    conn: &mut Connection,
+    ops: &[Op],
+    deltas: &[Delta],
+) -> rusqlite::Result<BatchResult> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut results = Vec::with_capacity(ops.len());
+    for op in ops {
+        let res = match &op.req {
+            Req::Get(c) => Ok(Resp::Balance(get_balance(&tx, c)?)),
+            Req::All => {
+                let mut st =
+                    tx.prepare_cached("SELECT consumer, balance FROM quota ORDER BY consumer")?;
+                let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                Ok(Resp::All(rows.collect::<rusqlite::Result<_>>()?))
+            }
+            Req::Set(c, v) => Ok(Resp::Value(
+                tx.prepare_cached(
+                    "INSERT INTO quota(consumer, balance) VALUES (?1, ?2)
+                 ON CONFLICT(consumer) DO UPDATE SET balance = excluded.balance RETURNING balance",
+                )?
+                .query_row(params![c, v], |r| r.get(0))?,
+            )),
+            Req::Add(c, d) => match get_balance(&tx, c)?.unwrap_or(0).checked_add(*d) {
+                None => Err(StoreError::Overflow),
+                Some(_) => Ok(Resp::Value(
+                    tx.prepare_cached(
+                        "INSERT INTO quota(consumer, balance) VALUES (?1, ?2)
+                     ON CONFLICT(consumer) DO UPDATE SET balance = balance + excluded.balance
+                     RETURNING balance",
+                    )?
+                    .query_row(params![c, d], |r| r.get(0))?,
+                )),
+            },
+            Req::Flush => Ok(Resp::Done),
+        };
+        results.push(res);
+    }
+    let mut counts = Vec::with_capacity(deltas.len());
+    {
+        let mut st = tx.prepare_cached(
+            "INSERT INTO counters(key, start, count) VALUES (?1, ?2, ?3)
+             ON CONFLICT(key, start) DO UPDATE SET count = count + excluded.count RETURNING count",
+        )?;
+        for (key, start, d) in deltas {
+            counts.push(st.query_row(params![key, sql_i64(*start), d], |r| r.get(0))?);
+        }
+    }
+    tx.commit()?;
+    Ok((results, counts))
+}
+
+fn get_balance(tx: &rusqlite::Transaction<'_>, consumer: &str) -> rusqlite::Result<Option<i64>> {
+    tx.prepare_cached("SELECT balance FROM quota WHERE consumer = ?1")?
+        .query_row([consumer], |r| r.get(0))
+        .optional()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn db(dir: &tempfile::TempDir) -> std::path::PathBuf {
+        dir.path().join("sub").join("store.db")
+    }
+
+    #[tokio::test]
+    async fn quota_round_trip_and_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&db(&dir), HOUR).unwrap();
+        assert_eq!(store.quota_get("alice").await.unwrap(), None);
+        assert_eq!(store.quota_set("alice", 100).await.unwrap(), 100);
+        assert_eq!(store.quota_add("alice", -30).await.unwrap(), 70);
+        assert_eq!(store.quota_add("bob", 5).await.unwrap(), 5);
+        assert_eq!(store.quota_get("alice").await.unwrap(), Some(70));
+        assert!(matches!(
+            store.quota_add("alice", i64::MAX).await,
+            Err(StoreError::Overflow)
+        ));
+        assert_eq!(store.quota_get("alice").await.unwrap(), Some(70));
+        assert_eq!(store.quota_set("carol", i64::MIN).await.unwrap(), i64::MIN);
+        assert!(matches!(
+            store.quota_add("carol", -1).await,
+            Err(StoreError::Overflow)
+        ));
+        assert_eq!(store.quota_get("carol").await.unwrap(), Some(i64::MIN));
+        assert_eq!(
+            store.quota_all().await.unwrap(),
+            vec![
+                ("alice".to_string(), 70),
+                ("bob".to_string(), 5),
+                ("carol".to_string(), i64::MIN)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn open_failure_names_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let bad = file.join("store.db");
+        match LocalStore::open(&bad, HOUR) {
+            Err(StoreError::Backend(msg)) => assert!(msg.contains(&*bad.to_string_lossy())),
+            _ => panic!("expected a Backend error"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_quota_adds_are_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&db(&dir), HOUR).unwrap();
+        store.quota_set("c", 1_000_000).await.unwrap();
+        let tasks: Vec<_> = (1..=500i64)
+            .map(|k| {
+                let store = store.clone();
+                tokio::spawn(async move { store.quota_add("c", -k).await.unwrap() })
+            })
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        for t in tasks {
+            assert!(
+                seen.insert(t.await.unwrap()),
+                "two adds saw the same balance"
+            );
+        }
+        assert_eq!(
+            store.quota_get("c").await.unwrap(),
+            Some(1_000_000 - 500 * 501 / 2)
+        );
+    }
+
+    #[tokio::test]
+    async fn survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = db(&dir);
+        let store = LocalStore::open(&path, HOUR).unwrap();
+        store.quota_set("a", 10).await.unwrap();
+        store.quota_add("a", 5).await.unwrap();
+        assert_eq!(store.counter_add("k", 3600, 2), 2);
+        assert_eq!(store.counter_add("k", 3600, 3), 5);
+        let now = now_secs() / 3600 * 3600;
+        store.counter_add("k", now, 7);
+        store.flush().await.unwrap();
+        store.counter_add("k", now, 1); // flushed by drop
+        drop(store);
+
+        let store = LocalStore::open(&path, HOUR).unwrap();
+        assert_eq!(store.quota_get("a").await.unwrap(), Some(15));
+        assert_eq!(store.counter("k", now), 8);
+        assert_eq!(
+            store.counter("k", 3600),
+            0,
+            "windows older than two days are dropped"
+        );
+        assert_eq!(store.counter("other", now), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_stores_on_one_file_stay_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = db(&dir);
+        let start = now_secs();
+        let a = LocalStore::open(&path, Duration::from_millis(10)).unwrap();
+        let b = LocalStore::open(&path, Duration::from_millis(10)).unwrap();
+        let mut tasks = Vec::new();
+        for store in [a.clone(), b.clone()] {
+            for i in 0..200 {
+                let store = store.clone();
+                tasks.push(tokio::spawn(async move {
+                    store.quota_add("shared", 1).await.unwrap();
+                    for _ in 0..5 {
+                        store.counter_add("win", start, 1);
+                    }
+                    if i % 20 == 0 {
+                        store.flush().await.unwrap();
+                    }
+                }));
+            }
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        a.flush().await.unwrap();
+        b.flush().await.unwrap();
+        drop((a, b));
+
+        let fresh = LocalStore::open(&path, HOUR).unwrap();
+        assert_eq!(fresh.quota_get("shared").await.unwrap(), Some(400));
+        assert_eq!(fresh.counter("win", start), 2000);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn counters_never_undercount_while_flushing() {
+        const THREADS: usize = 4;
+        const ADDS: i64 = 20_000;
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&db(&dir), HOUR).unwrap();
+        let start = now_secs();
+        let done = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (store, done) = (store.clone(), done.clone());
+                std::thread::spawn(move || {
+                    let mut last = 0;
+                    for _ in 0..ADDS {
+                        let v = store.counter_add("hot", start, 1);
+                        assert!(v > last, "counter_add went from {last} to {v}");
+                        last = v;
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        let reader = {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut last = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let v = store.counter("hot", start);
+                    assert!(v >= last, "counter went from {last} to {v}");
+                    last = v;
+                }
+            })
+        };
+        let mut flushes = 0;
+        while done.load(Ordering::SeqCst) < THREADS {
+            store.flush().await.unwrap();
+            flushes += 1;
+        }
+        store.flush().await.unwrap();
+        stop.store(true, Ordering::SeqCst);
+        for w in writers {
+            w.join().unwrap();
+        }
+        reader.join().unwrap();
+        assert!(flushes > 0);
+        assert_eq!(store.counter("hot", start), THREADS as i64 * ADDS);
+        let fresh = LocalStore::open(&db(&dir), HOUR).unwrap();
+        assert_eq!(fresh.counter("hot", start), THREADS as i64 * ADDS);
     }
 }

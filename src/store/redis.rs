@@ -1,9 +1,61 @@
 //! The shared store: Redis, every operation one atomic Lua script (one round trip).
-//! (Interface stub: the implementation is being written.)
+//!
+//! # Key layout
+//!
+//! Every key starts with the configured prefix `P`:
+//!
+//! - `P:w:{key}:{start}`: hits of rate-limit window `key` in the fixed window beginning at
+//!   `start` (unix seconds, a multiple of the window length). Expires after two windows.
+//! - `P:q:{consumer}`: quota balance (an i64, no expiry).
+//! - `P:qr:{consumer}`: total currently reserved against that balance by in-flight
+//!   requests of every gateway. Refreshed to expire 600 s after the last reservation, so the
+//!   reservations of a gateway that crashed before settling disappear on their own.
+//!
+//! # Scripts
+//!
+//! Each operation is one `EVALSHA` (falling back to `EVAL` once per server) of a script:
+//!
+//! - [`WINDOW_RESERVE`]: reads the clock with `TIME` (so every gateway sharing the Redis
+//!   agrees), computes the sliding-window estimate `prev * (1 - frac) + curr` (floored) of
+//!   every check, and adds `n` to every current window only if no check would exceed its
+//!   limit: all or nothing. It names the window keys itself (they depend on `TIME`), so
+//!   the store needs a standalone Redis, not a Cluster.
+//! - [`WINDOW_ADJUST`]: adds a correction to windows that still exist (never recreates one).
+//! - [`QUOTA_ADD`], [`QUOTA_RESERVE`], [`QUOTA_SETTLE`]: balance arithmetic. Lua numbers are
+//!   doubles, so balances are never converted: Redis does the arithmetic (`INCRBY`, whose
+//!   overflow error becomes [`StoreError::Overflow`] with nothing changed), values are returned
+//!   as the stored decimal strings, and the admission test `balance - reserved >= need` is
+//!   done exactly on the decimal strings split into two 9-digit halves.
+//!
+//! # Failure behaviour
+//!
+//! [`RedisStore::start`] only validates the URL; connecting happens on a dedicated thread
+//! with its own single-threaded tokio runtime, which also drives the connection, so callers
+//! on any runtime (Pingora's per-thread ones) just send requests through a cloned handle.
+//! That thread (re)connects with backoff (200 ms doubling to 2 s), pings the connection
+//! every second (or at once after a failed call) and drops it when it is broken. Without a
+//! connection every call fails at once with [`StoreError::Unavailable`]; with one, every call
+//! is bounded by the configured timeout ([`StoreError::Timeout`]). Each failed call counts in
+//! `tollgate_redis_errors_total{op}` and is logged, at most one warning per 10 s (the next one
+//! says how many were suppressed). Passwords in the URL never appear in messages.
 
 use super::StoreError;
-use std::sync::Arc;
-use std::time::Duration;
+use arc_swap::ArcSwapOption;
+use redis::aio::MultiplexedConnection;
+use redis::{
+    AsyncConnectionConfig, Client, Cmd, FromRedisValue, RedisError, RedisResult, Script,
+    ScriptInvocation,
+};
+use std::future::Future;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, Notify};
+
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+const WARN_INTERVAL: Duration = Duration::from_secs(10);
+const RESERVATION_TTL_MS: u64 = 600_000;
 
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
@@ -58,57 +110,450 @@ pub struct QuotaReserve {
     pub balance: i64,
 }
 
-pub struct RedisStore {}
+/// ARGV: prefix, then per check: key, window_secs, n, limit.
+/// Returns `{refused (1-based, 0 = none), then per check: count, start, reset_ms}`.
+static WINDOW_RESERVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now_s = tonumber(t[1])
+local now_ms = now_s * 1000 + math.floor(tonumber(t[2]) / 1000)
+local p = ARGV[1]
+local checks = (#ARGV - 1) / 4
+local keys, ests, starts, resets, ns, wins = {}, {}, {}, {}, {}, {}
+local refused = 0
+for i = 1, checks do
+  local b = 1 + (i - 1) * 4
+  local w, n, limit = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+  local start = now_s - now_s % w
+  local base = p .. ':w:' .. ARGV[b + 1] .. ':'
+  local k = base .. string.format('%.0f', start)
+  local curr = tonumber(redis.call('GET', k) or '0')
+  local prev = tonumber(redis.call('GET', base .. string.format('%.0f', start - w)) or '0')
+  local frac = (now_ms - start * 1000) / (w * 1000)
+  local est = math.floor(prev * (1 - frac) + curr)
+  if refused == 0 and est + n > limit then refused = i end
+  keys[i], ests[i], starts[i], ns[i], wins[i] = k, est, start, ARGV[b + 3], w
+  resets[i] = (start + w) * 1000 - now_ms
+end
+local out = {refused}
+for i = 1, checks do
+  if refused == 0 and ns[i] ~= '0' then
+    redis.call('INCRBY', keys[i], ns[i])
+    redis.call('PEXPIRE', keys[i], string.format('%.0f', wins[i] * 2000))
+    ests[i] = ests[i] + tonumber(ns[i])
+  end
+  out[#out + 1] = ests[i]
+  out[#out + 1] = starts[i]
+  out[#out + 1] = resets[i]
+end
+return out
+",
+    )
+});
+
+/// KEYS: window counters; ARGV: one delta per key.
+static WINDOW_ADJUST: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.pcall('INCRBY', KEYS[i], ARGV[i]) end
+end
+return 0
+",
+    )
+});
+
+/// Shared by the quota scripts: `add` applies INCRBY/DECRBY and returns false on i64
+/// overflow (nothing changed) and re-raises any other error; `ge(a, b, c)` is
+/// `a - b - c >= 0` computed exactly on i64 decimal strings.
+const QUOTA_LIB: &str = r"
+local function add(cmd, k, d)
+  local r = redis.pcall(cmd, k, d)
+  if type(r) == 'table' and r.err then
+    if string.find(r.err, 'overflow', 1, true) then return false end
+    error(r)
+  end
+  return true
+end
+local function split(s)
+  local neg = string.sub(s, 1, 1) == '-'
+  if neg then s = string.sub(s, 2) end
+  local hi = #s > 9 and tonumber(string.sub(s, 1, #s - 9)) or 0
+  local lo = tonumber(string.sub(s, -9))
+  if neg then return -hi, -lo end
+  return hi, lo
+end
+local function ge(a, b, c)
+  local ah, al = split(a)
+  local bh, bl = split(b)
+  local ch, cl = split(c)
+  return ah - bh - ch + math.floor((al - bl - cl) / 1e9) >= 0
+end
+";
+
+/// KEYS: balance; ARGV: delta. Returns the new balance, or nil on overflow.
+static QUOTA_ADD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{QUOTA_LIB}
+if not add('INCRBY', KEYS[1], ARGV[1]) then return false end
+return redis.call('GET', KEYS[1])
+"
+    ))
+});
+
+/// KEYS: balance, reserved; ARGV: need (max(n, 1)), n, reservation ttl (ms).
+/// Returns `{admitted 0/1, balance}`, or nil on overflow. `n <= 0` reserves nothing.
+static QUOTA_RESERVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{QUOTA_LIB}
+local bal = redis.call('GET', KEYS[1]) or '0'
+local res = redis.call('GET', KEYS[2]) or '0'
+if not ge(bal, res, ARGV[1]) then return {{0, bal}} end
+if tonumber(ARGV[2]) > 0 then
+  if not add('INCRBY', KEYS[2], ARGV[2]) then return false end
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+return {{1, bal}}
+"
+    ))
+});
+
+/// KEYS: balance, reserved; ARGV: reserved (>= 0), used. Returns the new balance, or nil
+/// on overflow (then nothing changed).
+static QUOTA_SETTLE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{QUOTA_LIB}
+if ARGV[2] ~= '0' and not add('DECRBY', KEYS[1], ARGV[2]) then return false end
+if ARGV[1] ~= '0' and redis.call('EXISTS', KEYS[2]) == 1 then
+  if redis.call('DECRBY', KEYS[2], ARGV[1]) <= 0 then redis.call('DEL', KEYS[2]) end
+end
+return redis.call('GET', KEYS[1]) or '0'
+"
+    ))
+});
+
+pub struct RedisStore {
+    shared: Arc<Shared>,
+    prefix: String,
+    timeout: Duration,
+    /// Dropping it stops the connection thread.
+    _stop: oneshot::Sender<()>,
+}
+
+/// What the callers and the connection thread share.
+struct Shared {
+    conn: ArcSwapOption<MultiplexedConnection>,
+    /// Asks the connection thread to check the connection now.
+    wake: Notify,
+    warn: Mutex<WarnState>,
+}
+
+#[derive(Default)]
+struct WarnState {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Shared {
+    /// A warning, at most one per [`WARN_INTERVAL`]; the others are counted.
+    fn warn(&self, msg: std::fmt::Arguments<'_>) {
+        let mut w = self.warn.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if w.last
+            .is_some_and(|t| now.duration_since(t) < WARN_INTERVAL)
+        {
+            w.suppressed += 1;
+            return;
+        }
+        w.last = Some(now);
+        let suppressed = std::mem::take(&mut w.suppressed);
+        drop(w);
+        if suppressed > 0 {
+            log::warn!("{msg} ({suppressed} similar warnings suppressed)");
+        } else {
+            log::warn!("{msg}");
+        }
+    }
+
+    /// Forget `conn` if it is still the current connection, and have it replaced.
+    fn drop_conn(&self, conn: &Arc<MultiplexedConnection>) {
+        let _ = self.conn.compare_and_swap(&Some(Arc::clone(conn)), None);
+        self.wake.notify_one();
+    }
+}
 
 impl RedisStore {
     /// Validate the URL and start connecting in the background; never blocks on the network.
-    pub fn start(_settings: RedisSettings) -> Result<Arc<RedisStore>, StoreError> {
-        Err(StoreError::Backend("not yet".into()))
+    pub fn start(settings: RedisSettings) -> Result<Arc<RedisStore>, StoreError> {
+        let client =
+            Client::open(settings.url.as_str()).map_err(|e| url_error(&settings.url, &e))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Backend(format!("redis runtime: {e}")))?;
+        let shared = Arc::new(Shared {
+            conn: ArcSwapOption::empty(),
+            wake: Notify::new(),
+            warn: Mutex::new(WarnState::default()),
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        let bg = Arc::clone(&shared);
+        let timeout = settings.timeout;
+        std::thread::Builder::new()
+            .name("tollgate-redis".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    tokio::select! {
+                        () = maintain(bg, client, timeout) => {}
+                        _ = stopped => {}
+                    }
+                });
+            })
+            .map_err(|e| StoreError::Backend(format!("redis thread: {e}")))?;
+        Ok(Arc::new(RedisStore {
+            shared,
+            prefix: settings.prefix,
+            timeout: settings.timeout,
+            _stop: stop,
+        }))
     }
 
     pub fn connected(&self) -> bool {
-        false
+        self.shared.conn.load().is_some()
     }
 
     pub async fn window_reserve(
         &self,
-        _checks: &[WindowCheck],
+        checks: &[WindowCheck],
     ) -> Result<WindowVerdict, StoreError> {
-        Err(StoreError::Backend("not yet".into()))
+        if checks.is_empty() {
+            return Ok(WindowVerdict {
+                refused: None,
+                counts: Vec::new(),
+            });
+        }
+        let mut inv = WINDOW_RESERVE.prepare_invoke();
+        inv.arg(&self.prefix);
+        for c in checks {
+            inv.arg(&c.key)
+                .arg(c.window_secs.max(1))
+                .arg(c.n)
+                .arg(c.limit);
+        }
+        let raw: Vec<i64> = self.script("window_reserve", inv).await?;
+        let bad = || StoreError::Backend("unexpected reply to window_reserve".into());
+        let (&refused, rest) = raw.split_first().ok_or_else(bad)?;
+        if rest.len() != checks.len() * 3 {
+            return Err(bad());
+        }
+        let counts = rest
+            .chunks_exact(3)
+            .map(|c| WindowCount {
+                count: c[0].max(0) as u64,
+                start: c[1].max(0) as u64,
+                reset_ms: c[2].max(0) as u64,
+            })
+            .collect();
+        let refused = usize::try_from(refused).ok().and_then(|i| i.checked_sub(1));
+        Ok(WindowVerdict { refused, counts })
     }
 
-    pub async fn window_adjust(&self, _adjust: &[WindowAdjust]) -> Result<(), StoreError> {
-        Err(StoreError::Backend("not yet".into()))
+    pub async fn window_adjust(&self, adjust: &[WindowAdjust]) -> Result<(), StoreError> {
+        let mut inv = WINDOW_ADJUST.prepare_invoke();
+        let mut any = false;
+        for a in adjust.iter().filter(|a| a.delta != 0) {
+            inv.key(format!("{}:w:{}:{}", self.prefix, a.key, a.start))
+                .arg(a.delta);
+            any = true;
+        }
+        if !any {
+            return Ok(());
+        }
+        self.script("window_adjust", inv).await
     }
 
-    pub async fn quota_get(&self, _consumer: &str) -> Result<Option<i64>, StoreError> {
-        Err(StoreError::Backend("not yet".into()))
+    pub async fn quota_get(&self, consumer: &str) -> Result<Option<i64>, StoreError> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.key("q", consumer));
+        self.cmd("quota_get", cmd).await
     }
 
-    pub async fn quota_set(&self, _consumer: &str, _value: i64) -> Result<i64, StoreError> {
-        Err(StoreError::Backend("not yet".into()))
+    pub async fn quota_set(&self, consumer: &str, value: i64) -> Result<i64, StoreError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key("q", consumer)).arg(value);
+        self.cmd::<()>("quota_set", cmd).await?;
+        Ok(value)
     }
 
-    pub async fn quota_add(&self, _consumer: &str, _delta: i64) -> Result<i64, StoreError> {
-        Err(StoreError::Backend("not yet".into()))
+    pub async fn quota_add(&self, consumer: &str, delta: i64) -> Result<i64, StoreError> {
+        let mut inv = QUOTA_ADD.prepare_invoke();
+        inv.key(self.key("q", consumer)).arg(delta);
+        let r: Option<i64> = self.script("quota_add", inv).await?;
+        r.ok_or(StoreError::Overflow)
     }
 
     /// Admit when `balance - reserved_by_all >= max(n, 1)`, then reserve `n`.
-    pub async fn quota_reserve(
-        &self,
-        _consumer: &str,
-        _n: i64,
-    ) -> Result<QuotaReserve, StoreError> {
-        Err(StoreError::Backend("not yet".into()))
+    pub async fn quota_reserve(&self, consumer: &str, n: i64) -> Result<QuotaReserve, StoreError> {
+        let mut inv = QUOTA_RESERVE.prepare_invoke();
+        inv.key(self.key("q", consumer))
+            .key(self.key("qr", consumer))
+            .arg(n.max(1))
+            .arg(n)
+            .arg(RESERVATION_TTL_MS);
+        let r: Option<(i64, i64)> = self.script("quota_reserve", inv).await?;
+        let (admitted, balance) = r.ok_or(StoreError::Overflow)?;
+        Ok(QuotaReserve {
+            admitted: admitted == 1,
+            balance,
+        })
     }
 
     /// Release a reservation of `reserved` and charge `used`; returns the new balance.
     pub async fn quota_settle(
         &self,
-        _consumer: &str,
-        _reserved: i64,
-        _used: i64,
+        consumer: &str,
+        reserved: i64,
+        used: i64,
     ) -> Result<i64, StoreError> {
-        Err(StoreError::Backend("not yet".into()))
+        let mut inv = QUOTA_SETTLE.prepare_invoke();
+        inv.key(self.key("q", consumer))
+            .key(self.key("qr", consumer))
+            .arg(reserved.max(0))
+            .arg(used);
+        let r: Option<i64> = self.script("quota_settle", inv).await?;
+        r.ok_or(StoreError::Overflow)
+    }
+
+    fn key(&self, kind: &str, id: &str) -> String {
+        format!("{}:{kind}:{id}", self.prefix)
+    }
+
+    async fn script<T: FromRedisValue + Send>(
+        &self,
+        op: &'static str,
+        inv: ScriptInvocation<'static>,
+    ) -> Result<T, StoreError> {
+        self.exec(
+            op,
+            move |mut c| async move { inv.invoke_async(&mut c).await },
+        )
+        .await
+    }
+
+    async fn cmd<T: FromRedisValue + Send>(
+        &self,
+        op: &'static str,
+        cmd: Cmd,
+    ) -> Result<T, StoreError> {
+        self.exec(
+            op,
+            move |mut c| async move { cmd.query_async(&mut c).await },
+        )
+        .await
+    }
+
+    /// Run one request on the current connection within the timeout; count and log failures.
+    async fn exec<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let err = match self.shared.conn.load_full() {
+            None => StoreError::Unavailable("not connected".into()),
+            Some(conn) => match tokio::time::timeout(self.timeout, f((*conn).clone())).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => self.classify(&conn, e),
+                Err(_) => {
+                    // Maybe a hung server: have the connection thread check at once.
+                    self.shared.wake.notify_one();
+                    StoreError::Timeout
+                }
+            },
+        };
+        crate::metrics::METRICS
+            .redis_errors
+            .with_label_values(&[op])
+            .inc();
+        self.shared.warn(format_args!("redis {op} failed: {err}"));
+        Err(err)
+    }
+
+    fn classify(&self, conn: &Arc<MultiplexedConnection>, e: RedisError) -> StoreError {
+        if e.is_io_error() || e.is_unrecoverable_error() {
+            self.shared.drop_conn(conn);
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Backend(e.to_string())
+        }
     }
 }
+
+/// The error of an unusable URL, without the URL (it may hold a password).
+fn url_error(url: &str, e: &RedisError) -> StoreError {
+    if url.starts_with("rediss://") || url.starts_with("valkeys://") {
+        return StoreError::Backend("redis url: TLS (rediss://) is not supported".into());
+    }
+    StoreError::Backend(format!(
+        "invalid redis url ({:?}); expected redis://[[user]:password@]host[:port][/db]",
+        e.kind()
+    ))
+}
+
+/// The connection thread: keep `shared.conn` holding a working connection.
+async fn maintain(shared: Arc<Shared>, client: Client, timeout: Duration) {
+    let addr = client.get_connection_info().addr.to_string();
+    let config = AsyncConnectionConfig::new().set_connection_timeout(timeout);
+    let mut backoff = MIN_BACKOFF;
+    let mut was_connected = false;
+    loop {
+        let Some(conn) = shared.conn.load_full() else {
+            let attempt = client.get_multiplexed_async_connection_with_config(&config);
+            let err = match tokio::time::timeout(timeout, attempt).await {
+                Ok(Ok(c)) => {
+                    shared.conn.store(Some(Arc::new(c)));
+                    backoff = MIN_BACKOFF;
+                    if was_connected {
+                        // A fresh episode: its first failure is logged at once.
+                        let w = std::mem::take(
+                            &mut *shared.warn.lock().unwrap_or_else(PoisonError::into_inner),
+                        );
+                        match w.suppressed {
+                            0 => log::warn!("redis reconnected"),
+                            n => log::warn!("redis reconnected ({n} warnings suppressed)"),
+                        }
+                    } else {
+                        log::info!("redis connected to {addr}");
+                    }
+                    was_connected = true;
+                    continue;
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "timed out".to_string(),
+            };
+            shared.warn(format_args!("redis connection to {addr} failed: {err}"));
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            continue;
+        };
+        let _ = tokio::time::timeout(HEALTH_INTERVAL, shared.wake.notified()).await;
+        match shared.conn.load_full() {
+            Some(current) if Arc::ptr_eq(&current, &conn) => {}
+            _ => continue,
+        }
+        let mut c = (*conn).clone();
+        let ping = redis::cmd("PING");
+        let err = match tokio::time::timeout(timeout, ping.query_async::<()>(&mut c)).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "ping timed out".to_string(),
+        };
+        let _ = shared.conn.compare_and_swap(&Some(conn), None);
+        shared.warn(format_args!("redis connection to {addr} lost: {err}"));
+    }
+}
+
+#[cfg(test)]
+#[path = "redis_tests.rs"]
+mod tests;
