@@ -21,15 +21,9 @@ const DASHBOARD: &str = "conf/grafana/tollgate-dashboard.json";
 const ALERTS: &str = "conf/prometheus/tollgate-alerts.yml";
 const PROM_CONFIG: &str = "conf/prometheus/prometheus.yml";
 
-/// Metrics the dashboard and alerts may use before the gateway exports them: they arrive
-/// with consumers, rate limits and quotas.
-const ANNOUNCED: &[&str] = &[
-    "tollgate_ratelimit_rejections_total",
-    "tollgate_quota_rejections_total",
-    "tollgate_quota_remaining_tokens",
-    "tollgate_consumer_input_tokens_total",
-    "tollgate_consumer_output_tokens_total",
-];
+/// Metrics the dashboard and alerts may use before the gateway exports them (none now: the
+/// test config has consumers, a rate limit and a quota, and the traffic touches all of them).
+const ANNOUNCED: &[&str] = &[];
 
 /// Series Prometheus itself creates for every target.
 const SYNTHETIC: &[&str] = &["up"];
@@ -663,6 +657,16 @@ fn gateway_config(mock: &Mock) -> String {
     type: openai-compatible
     base_url: "{url}"
     api_keys: [{{name: z, key: sk-z}}]
+consumers:
+  - {{name: alice, credentials: [sk-alice]}}
+  - {{name: carol, credentials: [sk-carol]}}
+  - {{name: boss, credentials: [sk-boss]}}
+quota:
+  consumers: [alice, carol]
+  admin_consumer: boss
+store: {{path: "@DIR@/state.db"}}
+rate_limits:
+  - {{name: carol-rpm, key: consumer, window: minute, requests: 1}}
 routes:
   - name: default
     models:
@@ -732,6 +736,36 @@ async fn prometheus_scrapes_exact_totals_and_evaluates_dashboard_and_alerts() {
         expected.1 += output;
     }
     assert!(expected.0 > 0 && expected.1 > 0);
+
+    // A consumer with a quota is charged; one without balance is refused on its quota, then
+    // on its rate limit.
+    let topped = client()
+        .post(gw.url("/v1/chat/completions/quota/refresh"))
+        .bearer_auth("sk-boss")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("consumer=alice&quota=1000000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(topped.status(), 200);
+    let (input, output) = metered_request(
+        &gw,
+        &chat("charged to alice", false),
+        &[("authorization", "Bearer sk-alice")],
+    )
+    .await;
+    expected.0 += input;
+    expected.1 += output;
+    for want in [429, 429] {
+        let resp = client()
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth("sk-carol")
+            .json(&chat("no balance", false))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), want);
+    }
 
     // A 4xx from the provider (not retried), and a 5xx on every attempt: key a, retry on key
     // b, fall back to backup; a and b leave rotation and return after a health check.
@@ -904,6 +938,15 @@ async fn prometheus_scrapes_exact_totals_and_evaluates_dashboard_and_alerts() {
             .query(expr)
             .await
             .unwrap_or_else(|e| panic!("alert {name}: {e}"));
+        if name == "TollgateConsumerQuotaLow" {
+            // carol's balance is 0 (refused above); alice has plenty.
+            let who: Vec<&str> = result
+                .iter()
+                .filter_map(|r| r["metric"]["consumer"].as_str())
+                .collect();
+            assert_eq!(who, ["carol"], "alert {name} matches: {result:?}");
+            continue;
+        }
         assert!(result.is_empty(), "alert {name} matches: {result:?}");
     }
     let in_rotation = prom
@@ -924,10 +967,28 @@ async fn prometheus_scrapes_exact_totals_and_evaluates_dashboard_and_alerts() {
         providers,
         [("backup".into(), "1".into()), ("mock".into(), "1".into())]
     );
-    let alerts = get_json(&format!("{}/api/v1/alerts", prom.url), &[])
-        .await
-        .unwrap();
-    assert_eq!(alerts["data"]["alerts"], json!([]), "{alerts}");
+    // Only carol's spent quota alerts (pending or firing), once rules have seen the scrape.
+    let want = [("TollgateConsumerQuotaLow".to_string(), "carol".to_string())];
+    let alerts_url = format!("{}/api/v1/alerts", prom.url);
+    eventually("only carol's quota alert is active", || async {
+        let alerts = get_json(&alerts_url, &[]).await?;
+        let active: Vec<(String, String)> = alerts["data"]["alerts"]
+            .as_array()?
+            .iter()
+            .map(|a| {
+                (
+                    a["labels"]["alertname"].as_str().unwrap_or("").to_string(),
+                    a["labels"]["consumer"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        assert!(
+            active.iter().all(|a| want.contains(a)),
+            "unexpected alerts: {alerts}"
+        );
+        (active == want).then_some(())
+    })
+    .await;
 
     eprintln!(
         "prometheus: target up after {to_up:?}; whole test {:?}",
