@@ -157,6 +157,26 @@ impl Admin {
             .is_some_and(|given| same_secret(given.as_bytes(), token.as_bytes()))
     }
 
+    /// Balance of every charged consumer (`null` when the store cannot say).
+    async fn balances(&self, config: &Gateway) -> serde_json::Value {
+        let Some(settings) = &config.quota else {
+            return serde_json::Value::Null;
+        };
+        let mut out = serde_json::Map::new();
+        for name in config.consumers.names() {
+            if settings.applies(name) {
+                let balance = self
+                    .backends
+                    .quotas()
+                    .apply(config, name, QuotaOp::Get)
+                    .await
+                    .ok();
+                out.insert(name.clone(), json!(balance));
+            }
+        }
+        serde_json::Value::Object(out)
+    }
+
     /// `/admin/quotas/NAME`: GET the balance, PUT `{"quota": N}`, POST
     /// `/admin/quotas/NAME/delta` with `{"value": ±N}`.
     async fn quota_api(
@@ -204,7 +224,11 @@ impl Admin {
     async fn admin_api(&self, method: &Method, path: &str) -> Response<Vec<u8>> {
         let config = self.config.load_full();
         match (method, path) {
-            (&Method::GET, "/admin/status") => json_response(StatusCode::OK, status_json(&config)),
+            (&Method::GET, "/admin/status") => {
+                let mut status = status_json(&config);
+                status["quotas"] = self.balances(&config).await;
+                json_response(StatusCode::OK, status)
+            }
             (&Method::GET, "/admin/keys") => json_response(
                 StatusCode::OK,
                 json!({"providers": providers_json(&config)}),

@@ -429,6 +429,18 @@ async fn quota_api_on_the_admin_listener() {
     );
     // The proxy listener sees the same balance.
     assert_eq!(balance(&gw, "alice").await, 200);
+    // /admin/status lists every charged consumer's balance (bob never set: 0).
+    let (s, status) = send(
+        c.get(gw.admin_url("/admin/status"))
+            .bearer_auth("admin-token"),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        status["quotas"],
+        json!({"alice": 200, "bob": 0}),
+        "{status}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
