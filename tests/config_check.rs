@@ -65,6 +65,34 @@ fn broken_configs_are_rejected_with_the_field_named() {
             ],
         ),
         ("listeners: [".to_string(), &["broken-5.yaml", "listeners"]),
+        (
+            format!("{good}\nredis: {{url: \"http://127.0.0.1:6379\"}}\n"),
+            &["redis.url", "redis://"],
+        ),
+        (
+            format!("{good}\nredis: {{url: \"redis://127.0.0.1:6379\", on_error: maybe}}\n"),
+            &["redis.on_error", "open or closed"],
+        ),
+        (
+            format!("{good}\nquota: {{consumers: [nobody]}}\n"),
+            &["quota.consumers", "unknown consumer `nobody`"],
+        ),
+        (
+            format!("{good}\nrate_limits: [{{name: a, key: cidr, window: minute, requests: 1}}]\n"),
+            &["rate_limits[0] (a).cidrs"],
+        ),
+        (
+            format!("{good}\nrate_limits: [{{name: a, key: ip, cidrs: [\"10.0.0.0/33\"], window: minute, requests: 1}}]\n"),
+            &["rate_limits[0] (a).cidrs", "10.0.0.0/33"],
+        ),
+        (
+            format!("{good}\ntrusted_proxies: [\"not-an-ip\"]\n"),
+            &["trusted_proxies[0]"],
+        ),
+        (
+            format!("{good}\nrate_limits: [{{name: a, key: consumer, window: minute}}]\n"),
+            &["rate_limits[0] (a).tokens", "input_tokens"],
+        ),
     ];
     for (i, (text, needles)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("broken-{i}.yaml"));
