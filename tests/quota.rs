@@ -45,15 +45,8 @@ fn redis_store(r: &Redis) -> String {
 
 /// `GET …/quota?consumer=NAME` on the proxy listener as the admin consumer.
 async fn balance(gw: &Gateway, consumer: &str) -> i64 {
-    let v: Value = client()
-        .get(gw.url(&format!("/v1/chat/completions/quota?consumer={consumer}")))
-        .bearer_auth("sk-boss")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let url = gw.url(&format!("/v1/chat/completions/quota?consumer={consumer}"));
+    let v = get_json(&url, Some("sk-boss")).await;
     assert_eq!(v["consumer"], consumer);
     v["quota"].as_i64().unwrap()
 }

@@ -188,14 +188,7 @@ routes:
         !message.contains("sk-k1") && !message.contains("sk-k2"),
         "{message}"
     );
-    let stats: Value = client()
-        .get(format!("http://{}/mock/stats", mock.addr))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = mock_stats(&mock).await;
     assert_eq!(stats["by_key"]["sk-k1"], 2);
     assert_eq!(stats["by_key"]["sk-k2"], 2);
 }

@@ -420,6 +420,20 @@ impl Redis {
     }
 }
 
+/// `GET url` as JSON (optionally with a bearer token).
+pub async fn get_json(url: &str, bearer: Option<&str>) -> serde_json::Value {
+    let mut req = client().get(url);
+    if let Some(token) = bearer {
+        req = req.bearer_auth(token);
+    }
+    req.send().await.unwrap().json().await.unwrap()
+}
+
+/// mock-llm's request counters (`by_key`, `by_path`).
+pub async fn mock_stats(mock: &Mock) -> serde_json::Value {
+    get_json(&format!("http://{}/mock/stats", mock.addr), None).await
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
