@@ -21,8 +21,9 @@ TARGETS=${TARGETS:-"direct nginx tollgate"}
 CONCS=${CONCS:-"1 64"}
 WORK=$(mktemp -d /tmp/tollgate-profile.XXXXXX)
 PIDS=()
+KEPT=0
 cleanup() {
-	[ "${KEEP:-0}" = 1 ] && return
+	[ "$KEPT" = 1 ] && return
 	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 	sleep 0.5
 	for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
@@ -149,6 +150,7 @@ wait_port "$TG_PORT" 30
 echo "work=$WORK mock=$MOCK_PORT nginx=$NGINX_PORT tollgate=$TG_PORT (pid $TG_PID) admin=$TG_ADMIN_PORT"
 if [ "${KEEP:-0}" = 1 ]; then
 	echo "servers left running: ${PIDS[*]}"
+	KEPT=1
 	exit 0
 fi
 port_of() { case $1 in direct) echo "$MOCK_PORT" ;; nginx) echo "$NGINX_PORT" ;; tollgate) echo "$TG_PORT" ;; esac }
