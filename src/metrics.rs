@@ -8,7 +8,7 @@ use once_cell::sync::Lazy;
 use prometheus::{
     register_histogram_vec_with_registry, register_int_counter_vec_with_registry,
     register_int_counter_with_registry, register_int_gauge_vec_with_registry,
-    register_int_gauge_with_registry, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    register_int_gauge_with_registry, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Registry,
 };
 
@@ -234,6 +234,98 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
         .expect("metric"),
     }
 });
+
+/// The per-request series of one (route, provider, model), looked up once and kept: a
+/// `with_label_values` call hashes its labels and takes the vector's lock, and a request
+/// touches nine series. Handles stay valid for the life of the process (nothing removes
+/// these series).
+pub struct RequestSeries {
+    input_tokens: prometheus::IntCounter,
+    output_tokens: prometheus::IntCounter,
+    cached_tokens: prometheus::IntCounter,
+    reasoning_tokens: prometheus::IntCounter,
+    pub duration: Histogram,
+    pub overhead: Histogram,
+    pub ttft: Histogram,
+    /// `tollgate_requests_total` by status, filled as statuses are seen.
+    requests: std::cell::RefCell<Vec<(u16, prometheus::IntCounter)>>,
+    labels: [String; 3],
+}
+
+impl RequestSeries {
+    fn new(route: &str, provider: &str, model: &str) -> Self {
+        let m = &*METRICS;
+        let l = [route, provider, model];
+        RequestSeries {
+            input_tokens: m.input_tokens.with_label_values(&l),
+            output_tokens: m.output_tokens.with_label_values(&l),
+            cached_tokens: m.cached_tokens.with_label_values(&l),
+            reasoning_tokens: m.reasoning_tokens.with_label_values(&l),
+            duration: m.duration.with_label_values(&l),
+            overhead: m.overhead.with_label_values(&[route, provider]),
+            ttft: m.ttft.with_label_values(&l),
+            requests: std::cell::RefCell::new(Vec::new()),
+            labels: [route.to_string(), provider.to_string(), model.to_string()],
+        }
+    }
+
+    /// Count a request answered with `status`.
+    pub fn request(&self, status: u16) {
+        let mut by_status = self.requests.borrow_mut();
+        if let Some((_, c)) = by_status.iter().find(|(s, _)| *s == status) {
+            c.inc();
+            return;
+        }
+        let status_label = status.to_string();
+        let l = &self.labels;
+        let c = METRICS.requests.with_label_values(&[
+            l[0].as_str(),
+            l[1].as_str(),
+            l[2].as_str(),
+            status_label.as_str(),
+        ]);
+        c.inc();
+        by_status.push((status, c));
+    }
+
+    /// Add a request's tokens.
+    pub fn tokens(&self, input: u64, output: u64, cached: u64, reasoning: u64) {
+        self.input_tokens.inc_by(input);
+        self.output_tokens.inc_by(output);
+        self.cached_tokens.inc_by(cached);
+        self.reasoning_tokens.inc_by(reasoning);
+    }
+}
+
+/// Entries kept per thread before the cache starts over (the model label comes from clients
+/// through wildcard rules, so the set of keys is bounded only by the config's patterns).
+const SERIES_CACHE_MAX: usize = 256;
+
+thread_local! {
+    static SERIES: std::cell::RefCell<Vec<std::rc::Rc<RequestSeries>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The cached series of (route, provider, model), created on first use. The cache is per
+/// thread, so a lookup takes no lock; a linear scan beats hashing for the few entries a
+/// gateway has.
+pub fn request_series(route: &str, provider: &str, model: &str) -> std::rc::Rc<RequestSeries> {
+    SERIES.with(|cell| {
+        let mut cache = cell.borrow_mut();
+        if let Some(s) = cache
+            .iter()
+            .find(|s| s.labels[2] == model && s.labels[1] == provider && s.labels[0] == route)
+        {
+            return s.clone();
+        }
+        if cache.len() >= SERIES_CACHE_MAX {
+            cache.clear();
+        }
+        let s = std::rc::Rc::new(RequestSeries::new(route, provider, model));
+        cache.push(s.clone());
+        s
+    })
+}
 
 /// Refresh the key-state gauges from the running config.
 pub fn observe_keys(config: &crate::config::Gateway) {

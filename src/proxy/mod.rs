@@ -52,6 +52,10 @@ pub struct Client {
 
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// This process's id, read once: `std::process::id()` is a `getpid` system call every time.
+/// First read on the first request, so after Pingora has daemonised (forked).
+static PID: once_cell::sync::Lazy<u32> = once_cell::sync::Lazy::new(std::process::id);
+
 /// The client's `x-request-id` when it is a sane token, else a new one.
 fn request_id(session: &Session) -> String {
     let given = session
@@ -64,7 +68,7 @@ fn request_id(session: &Session) -> String {
         Some(id) => id.to_string(),
         None => format!(
             "tg-{:x}-{:x}",
-            std::process::id(),
+            *PID,
             REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)
         ),
     }
@@ -243,11 +247,6 @@ impl Tollgate {
             provider.unwrap_or(""),
             model.unwrap_or(""),
         ];
-        let status_label = status.to_string();
-        METRICS
-            .requests
-            .with_label_values(&[labels[0], labels[1], labels[2], status_label.as_str()])
-            .inc();
         let series = req.consumer.as_deref().and_then(|c| {
             let known = req.config.consumer_series.as_ref()?;
             Some(if known.contains(c) { c } else { "other" })
@@ -262,38 +261,30 @@ impl Tollgate {
                 .with_label_values(&[consumer])
                 .inc_by(usage.output_tokens);
         }
+        let total = end.duration_since(c.started);
         if provider.is_some() {
-            METRICS
-                .input_tokens
-                .with_label_values(&labels)
-                .inc_by(usage.input_tokens);
-            METRICS
-                .output_tokens
-                .with_label_values(&labels)
-                .inc_by(usage.output_tokens);
-            METRICS
-                .cached_tokens
-                .with_label_values(&labels)
-                .inc_by(usage.cached_input_tokens);
-            METRICS
-                .reasoning_tokens
-                .with_label_values(&labels)
-                .inc_by(usage.reasoning_tokens);
-            METRICS
-                .duration
-                .with_label_values(&labels)
-                .observe(end.duration_since(c.started).as_secs_f64());
-            let total = end.duration_since(c.started);
-            METRICS
-                .overhead
-                .with_label_values(&[labels[0], labels[1]])
+            // Cached handles: no label hashing or registry lock per request.
+            let s = crate::metrics::request_series(labels[0], labels[1], labels[2]);
+            s.request(status);
+            s.tokens(
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cached_input_tokens,
+                usage.reasoning_tokens,
+            );
+            s.duration.observe(total.as_secs_f64());
+            s.overhead
                 .observe(total.saturating_sub(req.upstream_time).as_secs_f64());
             if let Some(t) = req.outcome.first_token {
-                METRICS
-                    .ttft
-                    .with_label_values(&labels)
+                s.ttft
                     .observe(t.saturating_duration_since(c.started).as_secs_f64());
             }
+        } else {
+            let status_label = status.to_string();
+            METRICS
+                .requests
+                .with_label_values(&[labels[0], labels[1], labels[2], status_label.as_str()])
+                .inc();
         }
 
         let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
