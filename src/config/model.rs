@@ -629,7 +629,7 @@ impl Gateway {
         let s = &f.server;
         let server = ServerSettings {
             threads: s.threads.unwrap_or(1).max(1),
-            work_stealing: s.work_stealing.unwrap_or(false),
+            work_stealing: s.work_stealing.unwrap_or(true),
             pid_file: s
                 .pid_file
                 .clone()
