@@ -119,13 +119,15 @@ impl ClientRequest {
         session: &Session,
         config: &Gateway,
         route: &str,
-        key: &str,
+        provider: &str,
+        key_name: &str,
         demand: Demand,
     ) -> Result<Result<(), Box<Limited>>, GatewayError> {
         if !config.limits.has_key_rules() {
             return Ok(Ok(()));
         }
-        let who = self.who(session, route, Some(key));
+        let key = format!("{provider}/{key_name}");
+        let who = self.who(session, route, Some(&key));
         match config
             .limits
             .admit(self.backends.stores(), &who, demand)

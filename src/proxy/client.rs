@@ -195,23 +195,26 @@ impl ClientRequest {
                 }
             }
             tried.push((t, key_index));
-            let key_label = order[t]
+            let key_name = order[t]
                 .provider
                 .keys
                 .get(key_index)
-                .map(|k| format!("{}/{}", order[t].provider.name, k.name))
-                .unwrap_or_default();
+                .map(|k| k.name.as_str())
+                .unwrap_or("");
             let budget = self
-                .admit_key(session, &config, &route.name, &key_label, demand)
+                .admit_key(
+                    session,
+                    &config,
+                    &route.name,
+                    &order[t].provider.name,
+                    key_name,
+                    demand,
+                )
                 .await?;
             if let Err(limited) = budget {
                 METRICS
                     .attempt_failures
-                    .with_label_values(&[
-                        order[t].provider.name.as_str(),
-                        key_label.rsplit('/').next().unwrap_or(""),
-                        "key_budget",
-                    ])
+                    .with_label_values(&[order[t].provider.name.as_str(), key_name, "key_budget"])
                     .inc();
                 failures.push(FailedAttempt {
                     provider: order[t].provider.clone(),
