@@ -142,8 +142,15 @@ impl<'a> SseEventRef<'a> {
     }
 }
 
+/// `String::from_utf8_lossy`, but valid input (the normal case) is checked
+/// with the much faster `str::from_utf8` (`from_utf8_lossy` walks
+/// `Utf8Chunks` byte by byte).
+#[inline]
 fn lossy(bytes: &[u8]) -> Cow<'_, str> {
-    String::from_utf8_lossy(bytes)
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
 }
 
 /// Field state of the event being built. Values are kept as bytes (decoded
@@ -701,6 +708,22 @@ data: [DONE]\n\n";
             fields(&events),
             vec![ev(Some("\u{fffd}"), "a\u{fffd}\u{fffd}\u{fffd}")]
         );
+    }
+
+    #[test]
+    fn invalid_utf8_decoded_per_line_even_when_joined() {
+        // Values are joined as bytes and decoded once: a truncated sequence
+        // at the end of one line must not swallow the `\n` or the next line.
+        let input = b"event: x\xe4\xb8\ndata: a\xc3\ndata: \x9fb\ndata: \xf0\x9f\x9a\n\n";
+        let (reference, _) = parse_all(input);
+        assert_eq!(
+            fields(&reference),
+            vec![ev(Some("x\u{fffd}"), "a\u{fffd}\n\u{fffd}b\n\u{fffd}")]
+        );
+        for i in 0..=input.len() {
+            let (events, _) = parse_chunks(&[&input[..i], &input[i..]], i % 2 == 0);
+            assert_eq!(events, reference);
+        }
     }
 
     #[test]
