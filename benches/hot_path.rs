@@ -35,6 +35,24 @@ fn chunk_json(delta: &str, finish: &str, usage: &str) -> String {
 
 /// The SSE events of a 64-chunk OpenAI stream with `include_usage`, one string per event.
 fn openai_stream_events() -> Vec<String> {
+    openai_stream_events_with(|i| WORDS[i % WORDS.len()].to_string())
+}
+
+/// Like [`openai_stream_events`], but every content delta is ~100 bytes of text (a few words
+/// per chunk, as models with larger output batching send them).
+fn openai_stream_events_long_deltas() -> Vec<String> {
+    openai_stream_events_with(|i| {
+        let mut s = String::new();
+        let mut j = i;
+        while s.len() < 100 {
+            s.push_str(WORDS[j % WORDS.len()]);
+            j += 3;
+        }
+        s
+    })
+}
+
+fn openai_stream_events_with(delta_text: impl Fn(usize) -> String) -> Vec<String> {
     let mut events = Vec::new();
     events.push(chunk_json(
         r#"{"role":"assistant","content":"","refusal":null}"#,
@@ -42,7 +60,7 @@ fn openai_stream_events() -> Vec<String> {
         "null",
     ));
     for i in 0..64 {
-        let delta = format!("{{\"content\":\"{}\"}}", WORDS[i % WORDS.len()]);
+        let delta = format!("{{\"content\":\"{}\"}}", delta_text(i));
         events.push(chunk_json(&delta, "null", "null"));
     }
     events.push(chunk_json("{}", "\"stop\"", "null"));
@@ -193,6 +211,48 @@ fn bench_sse(c: &mut Criterion) {
                 let mut m = StreamMeter::new(strip);
                 let mut out = 0usize;
                 for f in &reads {
+                    out += m.feed(black_box(f.clone())).len();
+                }
+                out += m.finish().len();
+                (out, m.usage())
+            })
+        });
+    }
+    g.finish();
+
+    // ~100-byte content deltas, read from the network in 1,400-byte pieces.
+    let long = Bytes::from(openai_stream_events_long_deltas().concat());
+    let long_reads: Vec<Bytes> = long.chunks(1400).map(Bytes::copy_from_slice).collect();
+    for strip in [false, true] {
+        let mut m = StreamMeter::new(strip);
+        let out: usize = long_reads
+            .iter()
+            .map(|f| m.feed(f.clone()).len())
+            .sum::<usize>()
+            + m.finish().len();
+        let u = m.usage();
+        assert!(!u.estimated && u.input_tokens == 1187 && m.events() == 68);
+        assert_eq!(out < long.len(), strip);
+    }
+    let mut g = c.benchmark_group("sse_long_deltas");
+    g.throughput(Throughput::Bytes(long.len() as u64));
+    g.bench_function("parser/1400_byte_reads", |b| {
+        b.iter(|| {
+            let mut p = SseParser::new();
+            let mut n = 0usize;
+            for f in &long_reads {
+                p.push_bytes(black_box(f), |ev| n += ev.data.len());
+            }
+            p.finish(|ev| n += ev.data.len());
+            n
+        })
+    });
+    for (name, strip) in [("passthrough", false), ("strip_usage", true)] {
+        g.bench_function(format!("stream_meter/{name}/1400_byte_reads"), |b| {
+            b.iter(|| {
+                let mut m = StreamMeter::new(strip);
+                let mut out = 0usize;
+                for f in &long_reads {
                     out += m.feed(black_box(f.clone())).len();
                 }
                 out += m.finish().len();

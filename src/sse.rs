@@ -19,10 +19,23 @@
 //! rewrite events while keeping everything else byte for byte: the `raw` of
 //! every event, in order, followed by what [`SseParser::finish`] returns reproduces the
 //! input exactly. Nothing here panics on any input.
+//!
+//! Performance: line ends are found with `memchr`; field values are gathered
+//! as bytes in buffers that are reused from event to event and decoded once
+//! per event; only the unterminated tail of a chunk is copied into the
+//! parser. [`SseParser::push_bytes_ref`] hands out borrowed [`SseEventRef`]s
+//! for callers that do not need owned strings.
+
+use std::borrow::Cow;
 
 use bytes::{Bytes, BytesMut};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Field buffers larger than this are released after their event instead of
+/// being kept for reuse, so one huge event does not pin memory for the rest
+/// of a long stream.
+const KEEP_CAPACITY: usize = 64 * 1024;
 
 /// One dispatched event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -38,13 +51,118 @@ pub struct SseEvent {
     pub raw: Bytes,
 }
 
-/// Field state of the event being built.
+/// Where the raw bytes of a dispatched event are.
+#[derive(Debug)]
+enum Raw<'a> {
+    /// `chunk[start..end]`; `shared` is the chunk as `Bytes` when the caller
+    /// gave one (zero-copy slicing).
+    InChunk {
+        chunk: &'a [u8],
+        shared: Option<&'a Bytes>,
+        start: usize,
+        end: usize,
+    },
+    /// Assembled from several chunks.
+    Owned(Bytes),
+}
+
+/// One dispatched event, borrowed from the parser (see
+/// [`SseParser::push_bytes_ref`]): nothing is decoded or allocated unless
+/// asked for.
+#[derive(Debug)]
+pub struct SseEventRef<'a> {
+    data: &'a [u8],
+    event: &'a [u8],
+    raw: Raw<'a>,
+}
+
+impl<'a> SseEventRef<'a> {
+    /// [`SseEvent::data`]; borrowed unless it is not valid UTF-8.
+    pub fn data(&self) -> Cow<'a, str> {
+        lossy(self.data)
+    }
+
+    /// The undecoded data bytes (the `data:` values joined with `\n`).
+    pub fn data_bytes(&self) -> &'a [u8] {
+        self.data
+    }
+
+    /// [`SseEvent::event`].
+    pub fn event(&self) -> Option<Cow<'a, str>> {
+        (!self.event.is_empty()).then(|| lossy(self.event))
+    }
+
+    /// [`SseEvent::raw`] as a slice.
+    pub fn raw_slice(&self) -> &[u8] {
+        match &self.raw {
+            Raw::InChunk {
+                chunk, start, end, ..
+            } => chunk.get(*start..*end).unwrap_or_default(),
+            Raw::Owned(b) => b,
+        }
+    }
+
+    /// Where the raw bytes lie in the `Bytes` given to
+    /// [`SseParser::push_bytes_ref`], if they are a slice of it.
+    pub fn range_in_chunk(&self) -> Option<(usize, usize)> {
+        match self.raw {
+            Raw::InChunk {
+                shared: Some(_),
+                start,
+                end,
+                ..
+            } => Some((start, end)),
+            _ => None,
+        }
+    }
+
+    /// [`SseEvent::raw`]: a zero-copy slice when possible.
+    pub fn raw(&self) -> Bytes {
+        match &self.raw {
+            Raw::InChunk {
+                chunk,
+                shared,
+                start,
+                end,
+            } => match shared {
+                Some(b) if start <= end && *end <= b.len() => b.slice(*start..*end),
+                _ => Bytes::copy_from_slice(chunk.get(*start..*end).unwrap_or_default()),
+            },
+            Raw::Owned(b) => b.clone(),
+        }
+    }
+
+    /// The owned event.
+    pub fn to_event(&self) -> SseEvent {
+        SseEvent {
+            event: self.event().map(Cow::into_owned),
+            data: self.data().into_owned(),
+            raw: self.raw(),
+        }
+    }
+}
+
+/// `String::from_utf8_lossy`, but valid input (the normal case) is checked
+/// with the much faster `str::from_utf8` (`from_utf8_lossy` walks
+/// `Utf8Chunks` byte by byte).
+#[inline]
+fn lossy(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
+/// Field state of the event being built. Values are kept as bytes (decoded
+/// once, at dispatch: lossy decoding of the `\n`-joined bytes equals joining
+/// the lossily decoded lines, as `\n` never belongs to a UTF-8 sequence).
 #[derive(Debug, Default)]
 struct Fields {
-    data: String,
+    data: Vec<u8>,
     /// Whether any `data` field was seen (the spec's "data buffer is not empty").
     has_data: bool,
-    event: Option<String>,
+    /// Value of the last `event` field (empty: none).
+    event: Vec<u8>,
     /// At least one line of the stream was processed (BOM handling).
     started: bool,
 }
@@ -52,6 +170,7 @@ struct Fields {
 impl Fields {
     /// Process one complete line (without its terminator). Returns true for a
     /// blank line, i.e. a dispatch point.
+    #[inline]
     fn line(&mut self, mut line: &[u8]) -> bool {
         if !self.started {
             self.started = true;
@@ -59,13 +178,18 @@ impl Fields {
                 line = rest;
             }
         }
-        if line.is_empty() {
+        let Some(&first) = line.first() else {
             return true;
-        }
-        if line.first() == Some(&b':') {
+        };
+        if first == b':' {
             return false;
         }
-        let (name, value): (&[u8], &[u8]) = match line.iter().position(|&b| b == b':') {
+        // Fast path for the line that matters.
+        if let Some(value) = line.strip_prefix(b"data:") {
+            self.data_value(value.strip_prefix(b" ").unwrap_or(value));
+            return false;
+        }
+        let (name, value): (&[u8], &[u8]) = match memchr::memchr(b':', line) {
             Some(i) => {
                 let (name, rest) = line.split_at(i);
                 let value = rest.get(1..).unwrap_or_default();
@@ -74,37 +198,42 @@ impl Fields {
             None => (line, &[]),
         };
         match name {
-            b"data" => {
-                if self.has_data {
-                    self.data.push('\n');
-                }
-                self.data.push_str(&String::from_utf8_lossy(value));
-                self.has_data = true;
-            }
+            b"data" => self.data_value(value),
             b"event" => {
-                self.event = if value.is_empty() {
-                    None
-                } else {
-                    Some(String::from_utf8_lossy(value).into_owned())
-                };
+                self.event.clear();
+                self.event.extend_from_slice(value);
             }
             _ => {}
         }
         false
     }
 
-    /// Blank line without data: per spec the buffers are reset, nothing is dispatched.
-    fn reset_event(&mut self) {
-        self.event = None;
-        self.data.clear();
-        self.has_data = false;
+    #[inline]
+    fn data_value(&mut self, value: &[u8]) {
+        if self.has_data {
+            self.data.push(b'\n');
+        }
+        self.data.extend_from_slice(value);
+        self.has_data = true;
     }
 
-    fn dispatch(&mut self, raw: Bytes) -> SseEvent {
+    /// Blank line without data, or after a dispatch: per spec the buffers
+    /// are reset.
+    fn reset_event(&mut self) {
         self.has_data = false;
-        SseEvent {
-            event: self.event.take(),
-            data: std::mem::take(&mut self.data),
+        for v in [&mut self.data, &mut self.event] {
+            if v.capacity() > KEEP_CAPACITY {
+                *v = Vec::new();
+            } else {
+                v.clear();
+            }
+        }
+    }
+
+    fn view<'a>(&'a self, raw: Raw<'a>) -> SseEventRef<'a> {
+        SseEventRef {
+            data: &self.data,
+            event: &self.event,
             raw,
         }
     }
@@ -127,8 +256,9 @@ pub struct SseParser {
 }
 
 /// Position of the first `\r` or `\n`.
+#[inline]
 fn find_eol(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == b'\n' || b == b'\r')
+    memchr::memchr2(b'\n', b'\r', bytes)
 }
 
 impl SseParser {
@@ -144,12 +274,18 @@ impl SseParser {
     /// so that a `\n` completing that `\r\n` always belongs to its `raw`
     /// and events are identical however the input is chunked.
     pub fn push(&mut self, chunk: &[u8], mut f: impl FnMut(SseEvent)) {
-        self.push_impl(chunk, None, &mut f);
+        self.push_impl(chunk, None, &mut |e| f(e.to_event()));
     }
 
     /// Like [`push`](Self::push), but an event that lies entirely inside
     /// `chunk` gets a zero-copy `raw` slice of it.
     pub fn push_bytes(&mut self, chunk: &Bytes, mut f: impl FnMut(SseEvent)) {
+        self.push_impl(chunk, Some(chunk), &mut |e| f(e.to_event()));
+    }
+
+    /// Like [`push_bytes`](Self::push_bytes), but events are handed out
+    /// borrowed: no per-event allocation unless `f` asks for owned parts.
+    pub fn push_bytes_ref(&mut self, chunk: &Bytes, mut f: impl FnMut(SseEventRef<'_>)) {
         self.push_impl(chunk, Some(chunk), &mut f);
     }
 
@@ -166,7 +302,7 @@ impl SseParser {
     /// event is discarded: its raw bytes are returned so a caller can still
     /// forward them. The parser is reset and may be reused for a new stream.
     pub fn finish(&mut self, mut f: impl FnMut(SseEvent)) -> Bytes {
-        self.flush_held(&mut f);
+        self.flush_held(&mut |e: SseEventRef<'_>| f(e.to_event()));
         self.reset()
     }
 
@@ -175,6 +311,11 @@ impl SseParser {
     /// the partial line and of the event) it is dispatched too, with all held
     /// bytes as `raw`, and the returned leftover is empty.
     pub fn finish_lenient(&mut self, mut f: impl FnMut(SseEvent)) -> Bytes {
+        self.finish_lenient_ref(|e| f(e.to_event()))
+    }
+
+    /// [`finish_lenient`](Self::finish_lenient) with borrowed events.
+    pub fn finish_lenient_ref(&mut self, mut f: impl FnMut(SseEventRef<'_>)) -> Bytes {
         self.flush_held(&mut f);
         if let Some(partial) = self.buf.get(self.line_start..) {
             if !partial.is_empty() {
@@ -186,7 +327,8 @@ impl SseParser {
         if self.fields.has_data {
             let raw = self.buf.split().freeze();
             self.line_start = 0;
-            f(self.fields.dispatch(raw));
+            f(self.fields.view(Raw::Owned(raw)));
+            self.fields.reset_event();
         }
         self.reset()
     }
@@ -202,16 +344,22 @@ impl SseParser {
 
     /// Dispatch the event held in `buf` because its blank line ended with
     /// a `\r` at the end of a chunk.
-    fn flush_held<F: FnMut(SseEvent)>(&mut self, f: &mut F) {
+    fn flush_held<F: FnMut(SseEventRef<'_>)>(&mut self, f: &mut F) {
         if std::mem::take(&mut self.held) {
             self.after_cr = false;
             let raw = self.buf.split().freeze();
             self.line_start = 0;
-            f(self.fields.dispatch(raw));
+            f(self.fields.view(Raw::Owned(raw)));
+            self.fields.reset_event();
         }
     }
 
-    fn push_impl<F: FnMut(SseEvent)>(&mut self, chunk: &[u8], shared: Option<&Bytes>, f: &mut F) {
+    fn push_impl<F: FnMut(SseEventRef<'_>)>(
+        &mut self,
+        chunk: &[u8],
+        shared: Option<&Bytes>,
+        f: &mut F,
+    ) {
         let Some(&first) = chunk.first() else {
             return;
         };
@@ -274,18 +422,21 @@ impl SseParser {
                 self.held = true;
             } else {
                 let raw = if self.buf.is_empty() {
-                    match shared {
-                        Some(b) if seg <= next && next <= b.len() => b.slice(seg..next),
-                        _ => Bytes::copy_from_slice(chunk.get(seg..next).unwrap_or_default()),
+                    Raw::InChunk {
+                        chunk,
+                        shared,
+                        start: seg,
+                        end: next,
                     }
                 } else {
                     self.buf
                         .extend_from_slice(chunk.get(seg..next).unwrap_or_default());
-                    self.buf.split().freeze()
+                    Raw::Owned(self.buf.split().freeze())
                 };
                 seg = next;
                 self.line_start = 0;
-                f(self.fields.dispatch(raw));
+                f(self.fields.view(raw));
+                self.fields.reset_event();
             }
         }
         if let Some(rest) = chunk.get(seg..) {
@@ -557,6 +708,22 @@ data: [DONE]\n\n";
             fields(&events),
             vec![ev(Some("\u{fffd}"), "a\u{fffd}\u{fffd}\u{fffd}")]
         );
+    }
+
+    #[test]
+    fn invalid_utf8_decoded_per_line_even_when_joined() {
+        // Values are joined as bytes and decoded once: a truncated sequence
+        // at the end of one line must not swallow the `\n` or the next line.
+        let input = b"event: x\xe4\xb8\ndata: a\xc3\ndata: \x9fb\ndata: \xf0\x9f\x9a\n\n";
+        let (reference, _) = parse_all(input);
+        assert_eq!(
+            fields(&reference),
+            vec![ev(Some("x\u{fffd}"), "a\u{fffd}\n\u{fffd}b\n\u{fffd}")]
+        );
+        for i in 0..=input.len() {
+            let (events, _) = parse_chunks(&[&input[..i], &input[i..]], i % 2 == 0);
+            assert_eq!(events, reference);
+        }
     }
 
     #[test]

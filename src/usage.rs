@@ -21,7 +21,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-use crate::sse::{raw_lines, SseEvent, SseParser};
+use crate::sse::{raw_lines, SseEventRef, SseParser};
 
 /// Token usage of one request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -553,10 +553,11 @@ struct Tally {
 }
 
 impl Tally {
-    fn observe(&mut self, ev: &SseEvent, strip: bool) -> Verdict {
+    fn observe(&mut self, ev: &SseEventRef<'_>, strip: bool) -> Verdict {
         let stream_start = self.events == 0;
         self.events = self.events.saturating_add(1);
-        if ev.data.trim() == "[DONE]" {
+        let data = ev.data();
+        if data.trim() == "[DONE]" {
             self.saw_done = true;
             return Verdict::Keep;
         }
@@ -568,7 +569,7 @@ impl Tally {
             content: &mut content,
             reasoning: &mut reasoning,
         };
-        let Ok(summary) = parse_chunk(&ev.data, est) else {
+        let Ok(summary) = parse_chunk(&data, est) else {
             // Not JSON (or not an object): forward untouched, don't meter.
             return Verdict::Keep;
         };
@@ -586,8 +587,8 @@ impl Tally {
         } else if !summary.has_choices {
             Verdict::Drop
         } else {
-            match remove_usage_key(&ev.data) {
-                Some(data) => Verdict::Replace(rebuild_event(&ev.raw, &data, stream_start)),
+            match remove_usage_key(&data) {
+                Some(new) => Verdict::Replace(rebuild_event(ev.raw_slice(), &new, stream_start)),
                 None => Verdict::Keep,
             }
         }
@@ -634,6 +635,17 @@ impl<'c> Out<'c> {
             Acc::Range(..) => Bytes::new(),
             Acc::One(b) => b.clone(),
             Acc::Buf(b) => b.clone().freeze(),
+        }
+    }
+
+    /// Forward an unchanged event: its range of `chunk` when it is a slice
+    /// of it (no reference count traffic), else its raw bytes.
+    fn push_event(&mut self, ev: &SseEventRef<'_>) {
+        match (&mut self.acc, ev.range_in_chunk()) {
+            (_, Some((s, e))) if s == e => {}
+            (Acc::Empty, Some((s, e))) => self.acc = Acc::Range(s, e),
+            (Acc::Range(_, end), Some((s, e))) if *end == s => *end = e,
+            _ => self.push(ev.raw()),
         }
     }
 
@@ -709,7 +721,7 @@ impl StreamMeter {
         let strip = self.strip;
         if !strip {
             let tally = &mut self.tally;
-            self.parser.push_bytes(&chunk, |ev| {
+            self.parser.push_bytes_ref(&chunk, |ev| {
                 tally.observe(&ev, false);
             });
             return chunk;
@@ -717,7 +729,7 @@ impl StreamMeter {
         let mut out = Out::new(&chunk);
         let tally = &mut self.tally;
         self.parser
-            .push_bytes(&chunk, |ev| emit(&mut out, tally, ev));
+            .push_bytes_ref(&chunk, |ev| emit(&mut out, tally, &ev));
         out.finish()
     }
 
@@ -729,9 +741,9 @@ impl StreamMeter {
         let mut out = Out::new(&empty);
         let strip = self.strip;
         let tally = &mut self.tally;
-        let rest = self.parser.finish_lenient(|ev| {
+        let rest = self.parser.finish_lenient_ref(|ev| {
             if strip {
-                emit(&mut out, tally, ev);
+                emit(&mut out, tally, &ev);
             } else {
                 tally.observe(&ev, false);
             }
@@ -780,9 +792,9 @@ impl StreamMeter {
     }
 }
 
-fn emit(out: &mut Out<'_>, tally: &mut Tally, ev: SseEvent) {
-    match tally.observe(&ev, true) {
-        Verdict::Keep => out.push(ev.raw),
+fn emit(out: &mut Out<'_>, tally: &mut Tally, ev: &SseEventRef<'_>) {
+    match tally.observe(ev, true) {
+        Verdict::Keep => out.push_event(ev),
         Verdict::Replace(raw) => out.push(raw),
         Verdict::Drop => {}
     }
@@ -792,6 +804,7 @@ fn emit(out: &mut Out<'_>, tally: &mut Tally, ev: SseEvent) {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::sse::SseEvent;
 
     const CHAT_EVENTS: &[&str] = &[
         r#"data: {"id":"chatcmpl-AbC123","object":"chat.completion.chunk","created":1727000000,"model":"gpt-4o-2024-08-06","system_fingerprint":"fp_5f20662549","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}],"usage":null}"#,
