@@ -6,6 +6,10 @@
 //! passes through the remaining phases (`attempt`): `upstream_peer` picks the resolved
 //! provider peer, `upstream_request_filter` sets path and key, `request_body_filter`
 //! splices the rewritten body, and `response_body_filter` meters tokens.
+//!
+//! `admission` decides who may go ahead (client IP, rate limits at admission and per provider
+//! key, the consumer's quota) and settles reservations in `logging`; `quota_api` answers the
+//! Higress-compatible quota API under a route's chat path.
 
 pub mod admission;
 pub mod attempt;
