@@ -34,6 +34,7 @@ use crate::store::Stores;
 use http::HeaderMap;
 use ipnet::IpNet;
 use pingora_limits::rate::Rate;
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -122,6 +123,8 @@ impl Measure {
 struct Check {
     measure: Measure,
     limit: u64,
+    /// `rule␟measure␟`, the start of every counter key of this check (built once).
+    prefix: String,
     /// The in-memory counter (used when the rule is counted in memory).
     rate: Arc<Rate>,
 }
@@ -158,6 +161,7 @@ impl Rule {
             .map(|&(measure, limit)| Check {
                 measure,
                 limit,
+                prefix: format!("{name}\u{1f}{}\u{1f}", measure.as_str()),
                 rate: Arc::new(Rate::new_with_estimator_config(period, 4, 2048)),
             })
             .collect();
@@ -196,7 +200,7 @@ impl Rule {
     }
 
     /// The counter key of this request for this rule, or `None` if the rule does not apply.
-    fn key_of(&self, who: &Who) -> Option<String> {
+    fn key_of<'w>(&self, who: &Who<'w>) -> Option<Cow<'w, str>> {
         if !self.routes.is_empty() && !self.routes.iter().any(|r| r == who.route) {
             return None;
         }
@@ -204,20 +208,23 @@ impl Rule {
             return None;
         }
         match &self.key {
-            KeyBy::Consumer => who.consumer.map(str::to_string),
-            KeyBy::Route => Some(who.route.to_string()),
-            KeyBy::ProviderKey => who.provider_key.map(str::to_string),
+            KeyBy::Consumer => who.consumer.map(Cow::Borrowed),
+            KeyBy::Route => Some(Cow::Borrowed(who.route)),
+            KeyBy::ProviderKey => who.provider_key.map(Cow::Borrowed),
             KeyBy::Ip(nets) => {
                 let ip = who.ip?;
-                (nets.is_empty() || nets.iter().any(|n| n.contains(&ip))).then(|| ip.to_string())
+                (nets.is_empty() || nets.iter().any(|n| n.contains(&ip)))
+                    .then(|| Cow::Owned(ip.to_string()))
             }
             KeyBy::Cidr(nets) => {
                 let ip = who.ip?;
-                nets.iter().find(|n| n.contains(&ip)).map(|n| n.to_string())
+                nets.iter()
+                    .find(|n| n.contains(&ip))
+                    .map(|n| Cow::Owned(n.to_string()))
             }
             KeyBy::Header(name, values) => {
                 let v = who.headers.get(name)?.to_str().ok()?;
-                (values.iter().any(|x| x == "*" || x == v)).then(|| v.to_string())
+                (values.iter().any(|x| x == "*" || x == v)).then_some(Cow::Borrowed(v))
             }
         }
     }

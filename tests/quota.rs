@@ -298,32 +298,17 @@ async fn quota_api_on_the_proxy_listener() {
         assert!(v["error"]["message"].as_str().unwrap().len() > 5);
     }
     assert_eq!(balance(&gw, "alice").await, 70);
-    // Wrong methods.
-    let s = client()
-        .post(gw.url("/v1/chat/completions/quota?consumer=alice"))
-        .bearer_auth("sk-boss")
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(s, 400);
-    let s = client()
-        .get(gw.url("/v1/chat/completions/quota/refresh?consumer=alice&quota=5"))
-        .bearer_auth("sk-boss")
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(s, 400);
-    // Missing consumer on GET.
-    let s = client()
-        .get(gw.url("/v1/chat/completions/quota"))
-        .bearer_auth("sk-boss")
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(s, 400);
+    // Wrong methods, and a GET without a consumer.
+    let c = client();
+    let calls = [
+        c.post(gw.url("/v1/chat/completions/quota?consumer=alice")),
+        c.get(gw.url("/v1/chat/completions/quota/refresh?consumer=alice&quota=5")),
+        c.get(gw.url("/v1/chat/completions/quota")),
+    ];
+    for req in calls {
+        let resp = req.bearer_auth("sk-boss").send().await.unwrap();
+        assert_eq!(resp.status(), 400, "{:?}", resp.url());
+    }
     // Not the admin consumer: 403; no credential: 401; nothing changes.
     let (s, v) = form_post(
         &gw,

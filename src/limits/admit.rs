@@ -62,7 +62,7 @@ impl Limits {
                     rule: ri,
                     check: ci,
                     place: Self::place(rule.window, stores),
-                    key: format!("{}\u{1f}{}\u{1f}{key}", rule.name, c.measure.as_str()),
+                    key: [c.prefix.as_str(), &key].concat(),
                     n: i64::try_from(n).unwrap_or(i64::MAX / 4),
                     c,
                     window: rule.window,

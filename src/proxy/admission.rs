@@ -177,19 +177,17 @@ impl ClientRequest {
     }
 
     /// When the request has ended: replace reservations with the real usage and charge it.
-    pub async fn settle(&mut self, used: Used) {
-        let config = self.config.clone();
+    pub async fn settle(&self, used: Used) {
         let stores = self.backends.stores();
-        if !self.holds.is_empty() {
-            config.limits.reconcile(stores, &self.holds, used).await;
+        for holds in [&self.holds, &self.key_holds] {
+            if !holds.is_empty() {
+                self.config.limits.reconcile(stores, holds, used).await;
+            }
         }
-        if !self.key_holds.is_empty() {
-            config.limits.reconcile(stores, &self.key_holds, used).await;
-        }
-        if let Some(hold) = self.quota_hold.take() {
+        if let Some(hold) = &self.quota_hold {
             self.backends
                 .quotas()
-                .charge(&hold, used.input.saturating_add(used.output))
+                .charge(hold, used.input.saturating_add(used.output))
                 .await;
         }
     }

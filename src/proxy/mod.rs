@@ -202,8 +202,8 @@ impl ProxyHttp for Tollgate {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         if let Ctx::Client(c) = ctx {
-            self.log_request(session, c);
             let usage = final_usage(&c.req).unwrap_or_default();
+            self.log_request(session, c, &usage);
             let used = crate::limits::Used {
                 input: usage.input_tokens,
                 output: usage.output_tokens,
@@ -230,13 +230,12 @@ fn final_usage(req: &ClientRequest) -> Option<Usage> {
 }
 
 impl Tollgate {
-    fn log_request(&self, session: &Session, c: &Client) {
+    fn log_request(&self, session: &Session, c: &Client, usage: &Usage) {
         let req = &c.req;
         let end = Instant::now();
         let route = req.route_name();
         let provider = req.provider.as_ref().map(|p| p.name.as_str());
         let model = req.model.as_deref();
-        let usage = final_usage(req).unwrap_or_default();
         let status = if req.status == 0 {
             session
                 .response_written()

@@ -75,24 +75,24 @@ impl Backends {
         }
     }
 
+    fn with_quotas(stores: Stores) -> (std::sync::Arc<Stores>, crate::quota::Quotas) {
+        let stores = std::sync::Arc::new(stores);
+        (stores.clone(), crate::quota::Quotas::new(stores))
+    }
+
     /// Open the stores now; an error says why (path, permissions, URL).
     pub fn open_now(&self) -> Result<(), StoreError> {
         self.cell
-            .get_or_try_init(|| {
-                let stores = std::sync::Arc::new(Stores::open(&self.settings)?);
-                Ok((stores.clone(), crate::quota::Quotas::new(stores)))
-            })
+            .get_or_try_init(|| Ok(Self::with_quotas(Stores::open(&self.settings)?)))
             .map(|_| ())
     }
 
     fn get(&self) -> &(std::sync::Arc<Stores>, crate::quota::Quotas) {
         self.cell.get_or_init(|| {
-            let stores = Stores::open(&self.settings).unwrap_or_else(|e| {
+            Self::with_quotas(Stores::open(&self.settings).unwrap_or_else(|e| {
                 log::error!("opening the store failed, quotas are unavailable: {e}");
                 Stores::default()
-            });
-            let stores = std::sync::Arc::new(stores);
-            (stores.clone(), crate::quota::Quotas::new(stores))
+            }))
         })
     }
 
@@ -102,10 +102,6 @@ impl Backends {
 
     pub fn quotas(&self) -> &crate::quota::Quotas {
         &self.get().1
-    }
-
-    pub fn settings(&self) -> &StoreSettings {
-        &self.settings
     }
 }
 

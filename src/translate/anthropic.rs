@@ -5,8 +5,8 @@
 //! (Anthropic-format clients) in [`super::anthropic_reverse`].
 
 use super::common::{
-    is_http_url, openai_error, openai_text_content, openai_usage_json, parse_data_url,
-    parse_request, parse_upstream, random_id, short, unix_now,
+    function_tools, invalid, is_http_url, openai_error, openai_text_content, openai_usage_json,
+    parse_data_url, parse_request, parse_upstream, random_id, short, unix_now,
 };
 use super::json::{jobj, put_opt, str_field, Json, Obj};
 use super::{TranslateError, Translated};
@@ -20,10 +20,6 @@ pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
 type Result<T> = std::result::Result<T, TranslateError>;
-
-fn invalid(msg: impl Into<String>) -> TranslateError {
-    TranslateError::InvalidRequest(msg.into())
-}
 
 /// OpenAI chat request → Anthropic Messages request for `upstream_model`.
 ///
@@ -383,23 +379,9 @@ fn tool_result_block(m: &Json, what: &str) -> Result<Json> {
 }
 
 fn tools(t: &Json) -> Result<Vec<Json>> {
-    let list = t
-        .as_array()
-        .ok_or_else(|| invalid("`tools` must be an array"))?;
+    let list = function_tools(t)?;
     let mut out = Vec::with_capacity(list.len());
-    for (i, tool) in list.iter().enumerate() {
-        let kind = str_field(tool, "type").unwrap_or("function");
-        if kind != "function" {
-            return Err(TranslateError::Unsupported(format!(
-                "tool type `{}`",
-                short(kind)
-            )));
-        }
-        let f = tool
-            .get("function")
-            .ok_or_else(|| invalid(format!("`tools[{i}].function` is missing")))?;
-        let name = str_field(f, "name")
-            .ok_or_else(|| invalid(format!("`tools[{i}].function.name` is missing")))?;
+    for (i, f, name) in list {
         let mut o = Obj::new();
         o.insert("name".into(), name.into());
         put_opt(&mut o, "description", str_field(f, "description"));

@@ -4,16 +4,12 @@
 //! [`super::anthropic_stream::OpenAiStreamToAnthropic`].
 
 use super::anthropic::stream_flag;
-use super::common::{parse_request, parse_upstream, random_id, short, usage_from_openai};
+use super::common::{invalid, parse_request, parse_upstream, random_id, short, usage_from_openai};
 use super::json::{jobj, put_opt, str_field, Json, Obj};
 use super::{TranslateError, Translated};
 use crate::usage::Usage;
 
 type Result<T> = std::result::Result<T, TranslateError>;
-
-fn invalid(msg: impl Into<String>) -> TranslateError {
-    TranslateError::InvalidRequest(msg.into())
-}
 
 /// Anthropic Messages request → OpenAI chat request for `upstream_model`.
 ///

@@ -7,6 +7,36 @@ use super::json::{jobj, Json, Obj};
 use super::TranslateError;
 use crate::usage::Usage;
 
+/// A request the translator refuses as malformed.
+pub(crate) fn invalid(msg: impl Into<String>) -> TranslateError {
+    TranslateError::InvalidRequest(msg.into())
+}
+
+/// An OpenAI `tools` list checked for what every target needs: each entry a `function` tool
+/// with a name. Yields `(index, function object, name)`.
+pub(crate) fn function_tools(t: &Json) -> Result<Vec<(usize, &Json, &str)>, TranslateError> {
+    let list = t
+        .as_array()
+        .ok_or_else(|| invalid("`tools` must be an array"))?;
+    let mut out = Vec::with_capacity(list.len());
+    for (i, tool) in list.iter().enumerate() {
+        let kind = super::json::str_field(tool, "type").unwrap_or("function");
+        if kind != "function" {
+            return Err(TranslateError::Unsupported(format!(
+                "tool type `{}`",
+                short(kind)
+            )));
+        }
+        let f = tool
+            .get("function")
+            .ok_or_else(|| invalid(format!("`tools[{i}].function` is missing")))?;
+        let name = super::json::str_field(f, "name")
+            .ok_or_else(|| invalid(format!("`tools[{i}].function.name` is missing")))?;
+        out.push((i, f, name));
+    }
+    Ok(out)
+}
+
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub(crate) fn unix_now() -> u64 {
     SystemTime::now()

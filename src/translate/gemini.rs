@@ -5,15 +5,13 @@
 //! embeddings in [`super::gemini_embed`].
 
 use super::anthropic::{include_usage, openai_max_tokens, openai_tool_call, stream_flag};
-use super::common::{is_http_url, openai_text_content, parse_data_url, parse_request, short};
+use super::common::{
+    function_tools, invalid, is_http_url, openai_text_content, parse_data_url, parse_request, short,
+};
 use super::json::{jobj, put_opt, str_field, Json, Obj};
 use super::{TranslateError, Translated};
 
 type Result<T> = std::result::Result<T, TranslateError>;
-
-fn invalid(msg: impl Into<String>) -> TranslateError {
-    TranslateError::InvalidRequest(msg.into())
-}
 
 /// The model path segment: a leading `models/` is dropped, everything but RFC 3986
 /// unreserved characters is percent-encoded (so `/`, `:`, `?` cannot change the path).
@@ -387,23 +385,9 @@ fn gemini_schema(s: &Json) -> Json {
 }
 
 fn function_declarations(t: &Json) -> Result<Vec<Json>> {
-    let list = t
-        .as_array()
-        .ok_or_else(|| invalid("`tools` must be an array"))?;
+    let list = function_tools(t)?;
     let mut out = Vec::with_capacity(list.len());
-    for (i, tool) in list.iter().enumerate() {
-        let kind = str_field(tool, "type").unwrap_or("function");
-        if kind != "function" {
-            return Err(TranslateError::Unsupported(format!(
-                "tool type `{}`",
-                short(kind)
-            )));
-        }
-        let f = tool
-            .get("function")
-            .ok_or_else(|| invalid(format!("`tools[{i}].function` is missing")))?;
-        let name = str_field(f, "name")
-            .ok_or_else(|| invalid(format!("`tools[{i}].function.name` is missing")))?;
+    for (_, f, name) in list {
         let mut d = Obj::new();
         d.insert("name".into(), name.into());
         put_opt(&mut d, "description", str_field(f, "description"));

@@ -1,17 +1,13 @@
 //! OpenAI embeddings ⇄ Gemini `batchEmbedContents`. Gemini reports no token counts for
 //! embeddings: usage is [`estimate_tokens`] over the input texts, marked estimated.
 
-use super::common::{base64_encode, parse_request, parse_upstream};
+use super::common::{base64_encode, invalid, parse_request, parse_upstream};
 use super::gemini::model_segment;
 use super::json::{jobj, put_opt, str_field, Json, Obj};
 use super::TranslateError;
 use crate::usage::{estimate_tokens, Usage};
 
 type Result<T> = std::result::Result<T, TranslateError>;
-
-fn invalid(msg: impl Into<String>) -> TranslateError {
-    TranslateError::InvalidRequest(msg.into())
-}
 
 /// `/v1beta/models/{model}:batchEmbedContents`.
 pub fn gemini_embed_path(model: &str) -> String {
