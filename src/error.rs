@@ -78,6 +78,10 @@ pub enum GatewayError {
     /// A bad call to the quota API.
     #[error("{0}")]
     BadQuotaRequest(String),
+    /// The client closed its connection before the answer was complete (never sent; for
+    /// the access log, as nginx's 499).
+    #[error("The client closed the connection.")]
+    ClientClosed,
     #[error("Internal gateway error: {0}")]
     Internal(String),
 }
@@ -103,6 +107,7 @@ impl GatewayError {
             | UpstreamTls { .. }
             | UpstreamBroken { .. } => 502,
             UpstreamTimeout { .. } => 504,
+            ClientClosed => 499,
             Internal(_) => 500,
         }
     }
@@ -158,6 +163,7 @@ impl GatewayError {
             UpstreamTls { .. } => "upstream_tls_error",
             UpstreamTimeout { .. } => "upstream_timeout",
             UpstreamBroken { .. } => "upstream_error",
+            ClientClosed => "client_closed_request",
             Internal(_) => "internal_error",
         }
     }

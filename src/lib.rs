@@ -4,7 +4,7 @@
 //! - `config`: the YAML file (`file`) → the validated snapshot (`model::Gateway`), swapped
 //!   atomically through `SharedConfig`.
 //! - `proxy`: the Pingora `ProxyHttp` phases. `proxy::client` serves the client-facing
-//!   request; `proxy::attempt` is one upstream attempt, run as a subrequest.
+//!   request; `proxy::attempt` is one upstream attempt, driven by `proxy::pipe`.
 //! - `auth`: consumers and their credentials; `limits`: token and request rate limits;
 //!   `quota`: token balances; `store`: where long-lived counters are kept (SQLite, Redis).
 //! - `route`: route, endpoint and model rule for a request; `pattern`: model-name patterns

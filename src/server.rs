@@ -166,6 +166,7 @@ pub fn build(
             config: config.clone(),
             access_log: access_log.clone(),
             backends: backends.clone(),
+            connector: Connector::new(Some(ConnectorOptions::from_server_conf(&conf))),
         },
         conf.clone(),
     );

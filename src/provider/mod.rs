@@ -284,8 +284,9 @@ impl Provider {
     }
 
     /// The peer to connect to, or `None` while the host name is unresolved.
-    pub fn peer(&self) -> Option<Box<HttpPeer>> {
-        self.peer.load().as_deref().map(|p| Box::new(p.clone()))
+    /// The resolved peer (shared, not copied: the hot path takes it per attempt).
+    pub fn peer(&self) -> Option<Arc<HttpPeer>> {
+        self.peer.load_full()
     }
 
     pub fn resolved_addr(&self) -> Option<SocketAddr> {

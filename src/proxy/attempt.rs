@@ -1,11 +1,12 @@
-//! One attempt at a provider, run as a Pingora subrequest.
+//! One attempt at a provider: the request and response filters of a single upstream exchange.
 //!
 //! The client-facing request reads and parses the whole body, then hands each attempt an
-//! `Attempt` (provider, key, body and its rewrite) through the subrequest context. The
-//! subrequest goes through the ordinary `ProxyHttp` phases, and the functions here are its
-//! side of them: frame the preset body, point the request at the provider, splice the
-//! rewritten body in `request_body_filter`, and meter usage in `response_body_filter`.
-//! Results flow back through `Shared`, a small per-request record (never a global lock).
+//! `Attempt` (provider, key, body and its rewrite). `pipe` drives the upstream connection
+//! and calls the filters here, which are the attempt's own request and response phases:
+//! point the request header at the provider with its key (`upstream_request`), give the
+//! rewritten or translated body (`upstream_body`), choose how to read the response from its
+//! header (`response_header`), and meter, translate or strip each body chunk on its way to
+//! the client (`response_body`). What happened is kept in `Outcome`, owned by the attempt.
 
 use super::plan::{self, Client, Plan, ResponsePlan};
 use crate::error::GatewayError;
@@ -16,8 +17,7 @@ use bytes::Bytes;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::Session;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Largest non-streamed response body kept to read its `usage`.
@@ -46,37 +46,16 @@ impl Outcome {
     }
 }
 
-#[derive(Debug, Default)]
-pub struct Shared {
-    pub outcome: Mutex<Outcome>,
-}
-
-impl Shared {
-    pub fn update(&self, f: impl FnOnce(&mut Outcome)) {
-        if let Ok(mut o) = self.outcome.lock() {
-            f(&mut o);
-        }
-    }
-
-    pub fn take(&self) -> Outcome {
-        self.outcome
-            .lock()
-            .map(|mut o| std::mem::take(&mut *o))
-            .unwrap_or_default()
-    }
-}
-
-/// Everything a subrequest needs, fixed before it starts.
+/// Everything an attempt needs, fixed before it starts.
 pub struct Attempt {
     pub provider: Arc<Provider>,
     pub key_index: usize,
     /// The model asked of the provider (after mapping).
     pub upstream_model: String,
     pub stream: bool,
-    /// The client's body, as received; the subrequest's preset input.
+    /// The client's body, as received.
     pub original: Bytes,
     pub plan: Plan,
-    pub shared: Arc<Shared>,
 }
 
 /// How the response body is being read.
@@ -95,100 +74,101 @@ enum Reader {
     Hold { body: Vec<u8>, ok: bool },
 }
 
-/// The subrequest's own per-request state.
+/// Hop-by-hop headers of the client's connection, and framing the gateway sets itself:
+/// never copied to the provider.
+const NOT_FORWARDED: [http::header::HeaderName; 9] = [
+    http::header::CONNECTION,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+    http::header::EXPECT,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::HeaderName::from_static("keep-alive"),
+    http::header::HeaderName::from_static("proxy-connection"),
+];
+
+/// One attempt's state while it runs.
 pub struct AttemptState {
     pub attempt: Box<Attempt>,
     reader: Reader,
     first_token_seen: bool,
-}
-
-/// Carrier through `subrequest::Ctx::user_ctx` (it must be `Any + Send + Sync`).
-pub struct Slot(pub Mutex<Option<Box<Attempt>>>);
-
-/// `request_filter` of a subrequest: take the attempt and frame the preset body.
-pub fn begin(session: &mut Session) -> Result<AttemptState> {
-    let attempt = session
-        .subrequest_ctx
-        .as_ref()
-        .and_then(|c| c.user_ctx())
-        .and_then(|u| u.downcast_ref::<Slot>())
-        .and_then(|slot| slot.0.lock().ok().and_then(|mut g| g.take()))
-        .ok_or_else(|| Error::explain(ErrorType::InternalError, "subrequest without an attempt"))?;
-    // The subrequest's header is a copy of the client's: its framing must match the preset
-    // body we pipe in, whatever the client sent (chunked, h2, a different length).
-    let req = session.req_header_mut();
-    req.remove_header(&http::header::TRANSFER_ENCODING);
-    req.insert_header(http::header::CONTENT_LENGTH, attempt.original.len())?;
-    Ok(AttemptState {
-        attempt,
-        reader: Reader::None,
-        first_token_seen: false,
-    })
+    pub outcome: Outcome,
 }
 
 impl AttemptState {
+    pub fn new(attempt: Attempt) -> Self {
+        AttemptState {
+            attempt: Box::new(attempt),
+            reader: Reader::None,
+            first_token_seen: false,
+            outcome: Outcome::default(),
+        }
+    }
+
     fn provider(&self) -> &Provider {
         &self.attempt.provider
     }
 
-    pub fn peer(&self) -> Result<Box<HttpPeer>> {
-        self.provider().peer().ok_or_else(|| {
-            let p = self.provider();
-            self.attempt.shared.update(|o| {
-                o.error = Some(GatewayError::UpstreamUnresolved {
-                    provider: p.name.clone(),
-                    host: p.upstream.host.clone(),
-                })
-            });
-            Error::explain(ErrorType::ConnectNoRoute, "provider host not resolved")
-        })
+    /// The provider's resolved address and connection options.
+    pub fn peer(&self) -> Result<Arc<HttpPeer>, GatewayError> {
+        self.provider()
+            .peer()
+            .ok_or_else(|| GatewayError::UpstreamUnresolved {
+                provider: self.provider().name.clone(),
+                host: self.provider().upstream.host.clone(),
+            })
     }
 
-    pub fn upstream_request(&self, req: &mut RequestHeader) -> Result<()> {
+    /// The request header for the provider, from the client's: path, key and framing set,
+    /// the client's credential and hop-by-hop headers gone.
+    pub fn upstream_request(&self, client: &RequestHeader) -> Result<Box<RequestHeader>> {
         let a = &self.attempt;
         let key =
             a.provider.keys.get(a.key_index).ok_or_else(|| {
                 Error::explain(ErrorType::InternalError, "key index out of range")
             })?;
+        let mut req = Box::new(client.clone());
+        req.set_version(http::Version::HTTP_11);
+        for name in &NOT_FORWARDED {
+            req.remove_header(name);
+        }
         provider::prepare_request(
-            req,
+            &mut req,
             &a.provider,
             key,
             a.plan.upstream_endpoint,
             &a.upstream_model,
             a.stream,
         )?;
-        a.shared
-            .update(|o| o.upstream_started = Some(Instant::now()));
-        req.remove_header(&http::header::TRANSFER_ENCODING);
         req.insert_header(http::header::CONTENT_TYPE, "application/json")?;
         req.insert_header(
             http::header::CONTENT_LENGTH,
             a.plan.body.len(a.original.len()),
         )?;
-        Ok(())
+        Ok(req)
     }
 
-    /// `request_body_filter`: swap the client's bytes for the rewritten or translated body.
-    pub fn request_body(&self, body: &mut Option<Bytes>, end_of_stream: bool) {
+    /// The body for the provider: the client's bytes, rewritten or translated as planned.
+    pub fn upstream_body(&self) -> Bytes {
         let a = &self.attempt;
         if a.plan.body.is_unchanged() {
-            return;
-        }
-        if end_of_stream {
-            *body = Some(a.plan.body.apply(&a.original));
-        } else if body.is_some() {
-            *body = Some(Bytes::new());
+            a.original.clone()
+        } else {
+            a.plan.body.apply(&a.original)
         }
     }
 
-    /// `upstream_response_filter`: note the status and choose how to read the body.
+    /// The request is on its way to the provider (again, after a stale pooled connection).
+    pub fn sending(&mut self) {
+        self.outcome.upstream_started = Some(Instant::now());
+    }
+
+    /// The response header arrived: note the status and choose how to read the body.
     pub fn response_header(&mut self, resp: &mut ResponseHeader) {
         let status = resp.status.as_u16();
-        self.attempt.shared.update(|o| {
-            o.status = Some(status);
-            o.first_byte = Some(Instant::now());
-        });
+        self.outcome.status = Some(status);
+        self.outcome.first_byte = Some(Instant::now());
         let is_sse = resp
             .headers
             .get(http::header::CONTENT_TYPE)
@@ -247,14 +227,12 @@ impl AttemptState {
         }
     }
 
-    /// `response_body_filter`: meter usage, translate, or strip what the gateway added.
-    pub fn response_body(&mut self, body: &mut Option<Bytes>, end_of_stream: bool) {
+    /// A body chunk on its way to the client (`None` with `end_of_stream` at the end): meter
+    /// usage, translate, or strip what the gateway added. Returns what the client gets.
+    pub fn response_body(&mut self, chunk: Option<Bytes>, end_of_stream: bool) -> Bytes {
         if end_of_stream {
-            self.attempt
-                .shared
-                .update(|o| o.upstream_ended = Some(Instant::now()));
+            self.ended();
         }
-        let chunk = body.take();
         let out: Option<Bytes> = match &mut self.reader {
             Reader::None => chunk,
             Reader::Meter(meter) => {
@@ -299,16 +277,19 @@ impl AttemptState {
                 }
             }
         };
-        *body = out;
         if !self.first_token_seen && self.content_seen() {
             self.first_token_seen = true;
-            self.attempt
-                .shared
-                .update(|o| o.first_token = Some(Instant::now()));
+            self.outcome.first_token = Some(Instant::now());
         }
         if end_of_stream {
             self.record_usage();
         }
+        out.unwrap_or_default()
+    }
+
+    /// The last byte came from the provider (or the exchange stopped).
+    pub fn ended(&mut self) {
+        self.outcome.upstream_ended = Some(Instant::now());
     }
 
     fn content_seen(&self) -> bool {
@@ -339,13 +320,13 @@ impl AttemptState {
         }
         match plan::translate_response(&body, *from, *to, model, *embeddings) {
             Ok((out, usage)) => {
-                self.attempt.shared.update(|o| o.usage = Some(usage));
+                self.outcome.usage = Some(usage);
                 out.into()
             }
             Err(e) => {
                 let err = GatewayError::from(e);
                 let out = err.body_for(*to == Client::Anthropic);
-                self.attempt.shared.update(|o| o.error = Some(err));
+                self.outcome.error = Some(err);
                 out
             }
         }
@@ -360,20 +341,20 @@ impl AttemptState {
             Reader::None | Reader::Hold { .. } => None,
         };
         if let Some(usage) = usage {
-            self.attempt.shared.update(|o| o.usage = Some(usage));
+            self.outcome.usage = Some(usage);
         }
     }
 
-    /// `fail_to_proxy`: remember why, unless an earlier phase already said.
-    pub fn failed(&mut self, e: &Error) {
-        self.attempt
-            .shared
-            .update(|o| o.upstream_ended = Some(Instant::now()));
+    /// The exchange with the provider failed: keep what was metered and say why, unless
+    /// a filter already did. Returns the reason.
+    pub fn failed(&mut self, e: &Error) -> GatewayError {
+        self.ended();
         self.record_usage();
-        let err = GatewayError::from_upstream(&self.attempt.provider.name, e);
-        self.attempt.shared.update(|o| {
-            o.error.get_or_insert(err);
-        });
+        let provider = &self.attempt.provider.name;
+        self.outcome
+            .error
+            .get_or_insert_with(|| GatewayError::from_upstream(provider, e))
+            .clone()
     }
 }
 

@@ -1,9 +1,9 @@
 //! The client-facing side of a request: route it, read and parse its body, choose provider
-//! and key, run the attempt as a subrequest piped back to the client, and remember what
-//! happened for the access log and metrics.
+//! and key, run each attempt (`pipe`) until one answers, and remember what happened for the
+//! access log and metrics.
 
-use super::attempt::{Attempt, Outcome, Shared};
-use super::pipe::{self, AttemptResult, FailedAttempt};
+use super::attempt::{Attempt, Outcome};
+use super::pipe::{self, AttemptResult, ClientSide, FailedAttempt};
 use super::plan;
 use super::respond;
 use crate::auth::AuthError;
@@ -20,6 +20,7 @@ use crate::route::{host_without_port, Endpoint};
 use crate::route::{AllKeysDown, ModelRule, RouteAuth, Target};
 use crate::store::Backends;
 use bytes::{Bytes, BytesMut};
+use pingora_core::connectors::http::Connector;
 use pingora_error::{Error, Result};
 use pingora_proxy::Session;
 use std::sync::Arc;
@@ -99,8 +100,13 @@ impl ClientRequest {
     }
 
     /// Serve the request; `Err` only when the client connection must be aborted.
-    pub async fn serve(&mut self, session: &mut Session, request_id: &str) -> Result<()> {
-        match self.proxy(session, request_id).await {
+    pub async fn serve(
+        &mut self,
+        session: &mut Session,
+        request_id: &str,
+        connector: &Connector,
+    ) -> Result<()> {
+        match self.proxy(session, request_id, connector).await {
             Ok(()) => Ok(()),
             Err(Failure::Respond(err)) => {
                 self.status = err.status();
@@ -117,7 +123,12 @@ impl ClientRequest {
         }
     }
 
-    async fn proxy(&mut self, session: &mut Session, request_id: &str) -> Result<(), Failure> {
+    async fn proxy(
+        &mut self,
+        session: &mut Session,
+        request_id: &str,
+        connector: &Connector,
+    ) -> Result<(), Failure> {
         let endpoint = self.route(session)?;
         if let Endpoint::Quota(call) = endpoint {
             return self.quota_api(session, call, request_id).await;
@@ -227,16 +238,14 @@ impl ClientRequest {
                 continue;
             }
             let attempt = self.prepare(&body, order[t], key_index, endpoint)?;
-            let anthropic = endpoint == Endpoint::Messages;
-            let (result, outcome) = pipe::run(
-                session,
-                attempt,
+            let client = ClientSide {
+                session: &mut *session,
                 request_id,
-                body.stream,
-                anthropic,
-                &self.extra_headers,
-            )
-            .await;
+                extra_headers: &self.extra_headers,
+                stream: body.stream,
+                anthropic: endpoint == Endpoint::Messages,
+            };
+            let (result, outcome) = pipe::run(client, connector, attempt).await;
             self.upstream_time += outcome.upstream_time();
             self.outcome = outcome;
             let provider = &order[t].provider;
@@ -275,6 +284,13 @@ impl ClientRequest {
                     self.retries = tried.len() as u32 - 1;
                     self.body = Some(body);
                     return Err(Failure::Abort(error, cause));
+                }
+                // Not the provider's fault: the key's health is left as it was.
+                AttemptResult::ClientGone { status, cause } => {
+                    self.status = status.unwrap_or(GatewayError::ClientClosed.status());
+                    self.retries = tried.len() as u32 - 1;
+                    self.body = Some(body);
+                    return Err(Failure::Abort(GatewayError::ClientClosed, cause));
                 }
                 AttemptResult::Failed(failed) => {
                     self.release_key(&config).await;
@@ -328,7 +344,6 @@ impl ClientRequest {
             stream: body.stream,
             original: body.bytes.clone(),
             plan,
-            shared: Arc::new(Shared::default()),
         })
     }
 

@@ -1,11 +1,14 @@
 //! The Pingora `ProxyHttp` implementation: each phase a few lines that delegate.
 //!
 //! A client request is served entirely from `request_filter` (`client`): it reads the body,
-//! routes it, and runs each upstream attempt as a *subrequest* with the body preset, because
-//! Pingora can only re-send a body it kept in its 64 KiB retry buffer. The subrequest then
-//! passes through the remaining phases (`attempt`): `upstream_peer` picks the resolved
-//! provider peer, `upstream_request_filter` sets path and key, `request_body_filter`
-//! splices the rewritten body, and `response_body_filter` meters tokens.
+//! routes it, picks provider and key, and runs each upstream attempt itself (`pipe`), because
+//! Pingora's own upstream phases run once per request with one upstream and can re-send only
+//! a body kept in its 64 KiB retry buffer, while failover needs several attempts, on any
+//! status, with bodies of any size. An attempt has the same steps as those phases, in
+//! `attempt`: the upstream request header (path, key), the rewritten request body, the
+//! response header, and each response body chunk (token metering, translation), driven
+//! over Pingora's pooled `Connector` with no second session per attempt. `logging` writes
+//! the access log and metrics and settles what admission reserved.
 //!
 //! `admission` decides who may go ahead (client IP, rate limits at admission and per provider
 //! key, the consumer's quota) and settles reservations in `logging`; `quota_api` answers the
@@ -24,28 +27,27 @@ use crate::config::SharedConfig;
 use crate::metrics::METRICS;
 use crate::usage::{estimate_tokens, Usage};
 use async_trait::async_trait;
-use attempt::AttemptState;
-use bytes::Bytes;
 use client::ClientRequest;
+use pingora_core::connectors::http::Connector;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
-use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub struct Tollgate {
     pub config: SharedConfig,
     pub access_log: Arc<AccessLog>,
     pub backends: Arc<crate::store::Backends>,
+    /// Upstream connections, pooled per provider address.
+    pub connector: Connector,
 }
 
 pub enum Ctx {
     /// Before `request_filter` has decided what this request is.
     New(Instant),
     Client(Box<Client>),
-    Attempt(Box<AttemptState>),
 }
 
 pub struct Client {
@@ -86,118 +88,49 @@ impl ProxyHttp for Tollgate {
         Ctx::New(Instant::now())
     }
 
-    fn allow_spawning_subrequest(&self, session: &Session, _ctx: &Ctx) -> bool {
-        session.subrequest_ctx.is_none()
-    }
-
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        if session.subrequest_ctx.is_some() {
-            *ctx = Ctx::Attempt(Box::new(attempt::begin(session)?));
-            return Ok(false);
-        }
         let started = match ctx {
             Ctx::New(t) => *t,
-            _ => Instant::now(),
+            Ctx::Client(_) => Instant::now(),
         };
         let mut client = Box::new(Client {
             started,
             request_id: request_id(session),
             req: ClientRequest::new(self.config.load_full(), self.backends.clone()),
         });
-        let result = client.req.serve(session, &client.request_id).await;
+        let result = client
+            .req
+            .serve(session, &client.request_id, &self.connector)
+            .await;
         *ctx = Ctx::Client(client);
         result.map(|()| true)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        match ctx {
-            Ctx::Attempt(a) => a.peer(),
-            _ => Error::e_explain(ErrorType::InternalError, "no upstream for a client request"),
-        }
-    }
-
-    async fn upstream_request_filter(
-        &self,
-        _session: &mut Session,
-        upstream_request: &mut RequestHeader,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
-        match ctx {
-            Ctx::Attempt(a) => a.upstream_request(upstream_request),
-            _ => Ok(()),
-        }
-    }
-
-    async fn request_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<Bytes>,
-        end_of_stream: bool,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
-        if let Ctx::Attempt(a) = ctx {
-            a.request_body(body, end_of_stream);
-        }
-        Ok(())
-    }
-
-    async fn upstream_response_filter(
-        &self,
-        _session: &mut Session,
-        upstream_response: &mut ResponseHeader,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
-        if let Ctx::Attempt(a) = ctx {
-            a.response_header(upstream_response);
-        }
-        Ok(())
-    }
-
-    fn response_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<Bytes>,
-        end_of_stream: bool,
-        ctx: &mut Ctx,
-    ) -> Result<Option<Duration>> {
-        if let Ctx::Attempt(a) = ctx {
-            a.response_body(body, end_of_stream);
-        }
-        Ok(None)
+    /// Never reached: `request_filter` answers every request itself.
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        Error::e_explain(ErrorType::InternalError, "no upstream for a client request")
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        match ctx {
-            // An attempt reports to its client request, which answers the client.
-            Ctx::Attempt(a) => {
-                a.failed(e);
-                FailToProxy {
-                    error_code: 502,
-                    can_reuse_downstream: false,
-                }
-            }
-            // A client request answers its own errors; what reaches here is a dead client
-            // connection or a response already under way.
-            _ => {
-                let code = match ctx {
-                    Ctx::Client(c) => c.req.status,
-                    _ => 0,
-                };
-                if code == 0 && session.response_written().is_none() {
-                    let err = crate::error::GatewayError::Internal(e.etype().as_str().to_string());
-                    let _ = respond::error(session, &err, "", false, &[]).await;
-                }
-                FailToProxy {
-                    error_code: code,
-                    can_reuse_downstream: false,
-                }
-            }
+        // A client request answers its own errors; what reaches here is a dead client
+        // connection or a response already under way.
+        let code = match ctx {
+            Ctx::Client(c) => c.req.status,
+            Ctx::New(_) => 0,
+        };
+        if code == 0 && session.response_written().is_none() {
+            let err = crate::error::GatewayError::Internal(e.etype().as_str().to_string());
+            let _ = respond::error(session, &err, "", false, &[]).await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
         }
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
-        // Attempt failures are reported once, by the client request's access-log line.
-        matches!(ctx, Ctx::Attempt(_))
+        // Failures are reported once, by the request's access-log line.
+        matches!(ctx, Ctx::Client(c) if c.req.error.is_some())
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {

@@ -1,24 +1,40 @@
-//! Run one attempt as a subrequest piped to the client, and say how it ended.
+//! Run one attempt against its provider and pipe the answer to the client; say how it ended.
 //!
-//! A response whose status is worth retrying (401, 403, 429, 5xx) is held back from the
-//! client entirely (header and body), so the next attempt can answer instead; its first
-//! 16 KiB are kept to quote the provider's message if it is the last. Anything else is
-//! streamed through as it arrives.
+//! The attempt drives the upstream exchange itself with Pingora's `Connector` (pooled
+//! keep-alive connections, TLS, the provider's timeouts): request header and (rewritten)
+//! body out, response header in, then the body copied to the client chunk by chunk through
+//! the attempt's response filter. No second proxy session, task or channel per attempt.
+//!
+//! - A response whose status is worth retrying (401, 403, 429, 5xx) is held back from the
+//!   client entirely, so the next attempt can answer instead; its first 16 KiB are kept to
+//!   quote the provider's message if it is the last.
+//! - A pooled connection the provider had already closed is replaced by a fresh one, once
+//!   or twice, before the attempt counts as failed (Pingora marks such errors retryable).
+//! - A client that goes away stops the attempt: the upstream connection is closed, so the
+//!   provider stops generating tokens nobody will read.
 
-use super::attempt::{Attempt, Outcome, Slot};
+use super::attempt::{Attempt, AttemptState, Outcome};
 use crate::error::GatewayError;
 use crate::health::{self, AttemptEnd};
 use crate::provider::Provider;
 use bytes::Bytes;
-use pingora_core::protocols::http::HttpTask;
-use pingora_error::{Error, Result};
-use pingora_proxy::subrequest::pipe::{pipe_subrequest, InputBody, InputBodyType};
-use pingora_proxy::subrequest::{BodyMode, Ctx as SubCtx};
+use pingora_core::connectors::http::Connector;
+use pingora_core::protocols::http::client::HttpSession as UpstreamSession;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+/// How much of a held-back error body is kept for the client's error message.
 const KEEP_ERROR_BODY: usize = 16 * 1024;
+/// How much of a held-back error body is read at most; a longer one closes its connection.
+const DRAIN_ERROR_BODY: usize = 256 * 1024;
+/// Pooled connections found closed by the provider, replaced before the attempt fails.
+const STALE_RETRIES: u32 = 2;
+/// Informational (1xx) responses skipped before the real one.
+const MAX_INFORMATIONAL: usize = 8;
 
 /// A failed attempt that sent nothing to the client.
 #[derive(Debug)]
@@ -48,53 +64,17 @@ pub enum AttemptResult {
     Delivered(u16),
     /// Nothing reached the client: another attempt may answer.
     Failed(FailedAttempt),
-    /// The response started and then broke.
+    /// The response started and then the provider's side broke.
     Aborted {
         status: u16,
         error: GatewayError,
         cause: Box<Error>,
     },
-}
-
-/// Watches the subrequest's output on its way to the client.
-struct Tap<'a> {
-    request_id: Option<http::HeaderValue>,
-    extra: &'a [(&'static str, String)],
-    passed: Option<u16>,
-    held: Option<u16>,
-    held_body: Vec<u8>,
-    retry_after: Option<Duration>,
-}
-
-impl Tap<'_> {
-    fn filter(&mut self, task: HttpTask) -> Result<Option<HttpTask>> {
-        if self.held.is_some() {
-            if let HttpTask::Body(Some(b), _) = &task {
-                let room = KEEP_ERROR_BODY.saturating_sub(self.held_body.len());
-                self.held_body.extend_from_slice(&b[..b.len().min(room)]);
-            }
-            return Ok(None);
-        }
-        match task {
-            HttpTask::Header(mut h, end) => {
-                let status = h.status.as_u16();
-                if AttemptEnd::Status(status).retryable() {
-                    self.held = Some(status);
-                    self.retry_after = health::retry_after(&h.headers);
-                    return Ok(None);
-                }
-                self.passed = Some(status);
-                if let Some(id) = &self.request_id {
-                    h.insert_header("x-request-id", id.clone())?;
-                }
-                for (name, value) in self.extra {
-                    h.insert_header(*name, value.as_str())?;
-                }
-                Ok(Some(HttpTask::Header(h, end)))
-            }
-            other => Ok(Some(other)),
-        }
-    }
+    /// The client went away (`status`: what it had been sent, if anything).
+    ClientGone {
+        status: Option<u16>,
+        cause: Box<Error>,
+    },
 }
 
 /// Counts a streaming attempt in `tollgate_active_streams` while it lives.
@@ -113,91 +93,286 @@ impl Drop for ActiveStream {
     }
 }
 
-/// Pipe `attempt` to the client; returns how it ended and what it measured.
+/// Where an exchange stopped before a response header arrived.
+enum Stop {
+    Upstream(Box<Error>),
+    Client(Box<Error>),
+}
+
+/// The client's side of one attempt: who it is and what its response header carries.
+pub struct ClientSide<'a> {
+    pub session: &'a mut Session,
+    pub request_id: &'a str,
+    pub extra_headers: &'a [(&'static str, String)],
+    pub stream: bool,
+    pub anthropic: bool,
+}
+
+/// Run `attempt` and pipe its answer to the client; returns how it ended and what it measured.
 pub async fn run(
-    session: &mut Session,
+    client: ClientSide<'_>,
+    connector: &Connector,
     attempt: Attempt,
-    request_id: &str,
-    stream: bool,
-    anthropic: bool,
-    extra_headers: &[(&'static str, String)],
 ) -> (AttemptResult, Outcome) {
-    let provider = attempt.provider.clone();
-    let key_index = attempt.key_index;
-    let original = attempt.original.clone();
-    let shared = attempt.shared.clone();
-    let failed = |end: AttemptEnd, error: Option<GatewayError>| FailedAttempt {
-        provider: provider.clone(),
-        key_index,
+    let _active = client.stream.then(ActiveStream::new);
+    let mut state = AttemptState::new(attempt);
+    let result = exchange(client, connector, &mut state).await;
+    (result, state.outcome)
+}
+
+async fn exchange(
+    client: ClientSide<'_>,
+    connector: &Connector,
+    state: &mut AttemptState,
+) -> AttemptResult {
+    let ClientSide {
+        session,
+        request_id,
+        extra_headers,
+        stream,
+        anthropic,
+    } = client;
+    let peer = match state.peer() {
+        Ok(peer) => peer,
+        Err(e) => return failure(state, e.attempt_end(), Some(e)),
+    };
+    let req = match state.upstream_request(session.req_header()) {
+        Ok(req) => req,
+        Err(e) => {
+            let e = GatewayError::Internal(format!("building the upstream request: {e}"));
+            return failure(state, AttemptEnd::Broken, Some(e));
+        }
+    };
+    let body = state.upstream_body();
+    let mut up = match send(session, connector, &peer, &req, &body, state).await {
+        Ok(up) => up,
+        Err(Stop::Upstream(e)) => {
+            let err = state.failed(&e);
+            return failure(state, err.attempt_end(), Some(err));
+        }
+        Err(Stop::Client(cause)) => {
+            state.ended();
+            return AttemptResult::ClientGone {
+                status: None,
+                cause,
+            };
+        }
+    };
+    let Some(mut resp) = up.response_header().map(|h| Box::new(h.clone())) else {
+        up.shutdown().await;
+        let err = GatewayError::Internal("the upstream attempt produced no response".into());
+        return failure(state, AttemptEnd::Broken, Some(err));
+    };
+    let status = resp.status.as_u16();
+
+    if AttemptEnd::Status(status).retryable() {
+        state.outcome.status = Some(status);
+        let retry_after = health::retry_after(&resp.headers);
+        let body = drain(&mut up).await;
+        state.ended();
+        finish(connector, up, &peer).await;
+        return AttemptResult::Failed(FailedAttempt {
+            body,
+            retry_after,
+            ..failed_attempt(state, AttemptEnd::Status(status), None)
+        });
+    }
+
+    state.response_header(&mut resp);
+    decorate(&mut resp, request_id, extra_headers);
+    if let Err(cause) = session.write_response_header(resp, false).await {
+        return client_gone(state, &mut up, Some(status), cause).await;
+    }
+    let mut watch_client = true;
+    loop {
+        let read = tokio::select! {
+            biased;
+            r = up.read_response_body() => Read::Upstream(r),
+            r = session.read_body_or_idle(true), if watch_client => Read::Client(r),
+        };
+        match read {
+            Read::Upstream(Ok(Some(chunk))) => {
+                let out = state.response_body(Some(chunk), false);
+                if out.is_empty() {
+                    continue;
+                }
+                if let Err(cause) = session.write_response_body(Some(out), false).await {
+                    return client_gone(state, &mut up, Some(status), cause).await;
+                }
+            }
+            Read::Upstream(Ok(None)) => {
+                let out = state.response_body(None, true);
+                if let Err(cause) = session.write_response_body(Some(out), true).await {
+                    return client_gone(state, &mut up, Some(status), cause).await;
+                }
+                break;
+            }
+            Read::Upstream(Err(cause)) => {
+                up.shutdown().await;
+                let error = state.failed(&cause);
+                // Tell a stream's reader; the caller then cuts the connection so the client
+                // cannot mistake the truncated answer for a complete one.
+                if stream {
+                    let _ = session
+                        .write_response_body(Some(error.sse_event(anthropic)), false)
+                        .await;
+                }
+                return AttemptResult::Aborted {
+                    status,
+                    error,
+                    cause,
+                };
+            }
+            Read::Client(Err(cause)) => {
+                return client_gone(state, &mut up, Some(status), cause).await;
+            }
+            // The client's connection has nothing to say about this request any more.
+            Read::Client(Ok(_)) => watch_client = false,
+        }
+    }
+    finish(connector, up, &peer).await;
+    AttemptResult::Delivered(status)
+}
+
+enum Read {
+    Upstream(Result<Option<Bytes>>),
+    Client(Result<Option<Bytes>>),
+}
+
+/// Connect (or reuse a pooled connection), send the request and read the response header,
+/// while watching for the client leaving.
+async fn send(
+    session: &mut Session,
+    connector: &Connector,
+    peer: &HttpPeer,
+    req: &RequestHeader,
+    body: &Bytes,
+    state: &mut AttemptState,
+) -> Result<UpstreamSession, Stop> {
+    let mut stale = 0;
+    loop {
+        let (mut up, reused) = connector
+            .get_http_session(peer)
+            .await
+            .map_err(Stop::Upstream)?;
+        up.set_read_timeout(peer.options.read_timeout);
+        up.set_write_timeout(peer.options.write_timeout);
+        state.sending();
+        let sent = tokio::select! {
+            biased;
+            r = request(&mut up, req, body) => r,
+            r = client_left(session) => {
+                up.shutdown().await;
+                return Err(Stop::Client(r));
+            }
+        };
+        let Err(mut e) = sent else {
+            return Ok(up);
+        };
+        up.shutdown().await;
+        e.retry.decide_reuse(reused);
+        if !(reused && e.retry() && stale < STALE_RETRIES) {
+            return Err(Stop::Upstream(e));
+        }
+        stale += 1;
+    }
+}
+
+/// Resolves with the reason once the client has closed its side (never, otherwise).
+async fn client_left(session: &mut Session) -> Box<Error> {
+    match session.read_body_or_idle(true).await {
+        Err(e) => e,
+        Ok(_) => std::future::pending().await,
+    }
+}
+
+/// Write the request and read the response header (skipping informational ones).
+async fn request(up: &mut UpstreamSession, req: &RequestHeader, body: &Bytes) -> Result<()> {
+    up.write_request_header(Box::new(req.clone())).await?;
+    if !body.is_empty() {
+        up.write_request_body(body.clone(), true).await?;
+    }
+    up.finish_request_body().await?;
+    for _ in 0..MAX_INFORMATIONAL {
+        up.read_response_header().await?;
+        let informational = up
+            .response_header()
+            .is_some_and(|h| h.status.is_informational());
+        if !informational {
+            return Ok(());
+        }
+    }
+    Error::e_explain(
+        ErrorType::InvalidHTTPHeader,
+        "too many informational responses",
+    )
+}
+
+/// Read a held-back error body: its first bytes for the message, the rest to keep the
+/// connection reusable (up to a bound).
+async fn drain(up: &mut UpstreamSession) -> Bytes {
+    let mut kept = Vec::new();
+    let mut read = 0;
+    while read <= DRAIN_ERROR_BODY {
+        match up.read_response_body().await {
+            Ok(Some(chunk)) => {
+                read += chunk.len();
+                let room = KEEP_ERROR_BODY.saturating_sub(kept.len());
+                kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    kept.into()
+}
+
+/// Give a finished connection back to the pool, or close one that is not.
+async fn finish(connector: &Connector, mut up: UpstreamSession, peer: &HttpPeer) {
+    if up.response_done() {
+        connector
+            .release_http_session(up, peer, peer.options.idle_timeout)
+            .await;
+    } else {
+        up.shutdown().await;
+    }
+}
+
+/// The request id and the gateway's own headers on the client's response. All are valid
+/// header values (the request id is checked when it is taken from the client).
+fn decorate(resp: &mut ResponseHeader, request_id: &str, extra: &[(&'static str, String)]) {
+    let _ = resp.insert_header("x-request-id", request_id);
+    for (name, value) in extra {
+        let _ = resp.insert_header(*name, value.as_str());
+    }
+}
+
+async fn client_gone(
+    state: &mut AttemptState,
+    up: &mut UpstreamSession,
+    status: Option<u16>,
+    cause: Box<Error>,
+) -> AttemptResult {
+    up.shutdown().await;
+    state.ended();
+    state.record_usage();
+    AttemptResult::ClientGone { status, cause }
+}
+
+fn failed_attempt(
+    state: &AttemptState,
+    end: AttemptEnd,
+    error: Option<GatewayError>,
+) -> FailedAttempt {
+    FailedAttempt {
+        provider: state.attempt.provider.clone(),
+        key_index: state.attempt.key_index,
         end,
         error,
         body: Bytes::new(),
         retry_after: None,
-    };
-
-    // The subrequest parses an HTTP/1 rendering of the client's header, and the HTTP/1
-    // parser refuses the version "HTTP/2": present an h2 request as HTTP/1.1 to it.
-    if session.req_header().version == http::Version::HTTP_2 {
-        session.req_header_mut().set_version(http::Version::HTTP_11);
     }
-    let Some(spawner) = session.subrequest_spawner.as_ref() else {
-        let err = GatewayError::Internal("subrequests are not enabled".into());
-        return (
-            AttemptResult::Failed(failed(AttemptEnd::Broken, Some(err))),
-            Outcome::default(),
-        );
-    };
-    let sub_ctx = SubCtx::builder()
-        .body_mode(BodyMode::ExpectBody)
-        .user_ctx(Box::new(Slot(Mutex::new(Some(Box::new(attempt))))))
-        .build();
-    let (sub, handle) = spawner.create_subrequest(session.as_downstream(), sub_ctx);
+}
 
-    let mut tap = Tap {
-        request_id: http::HeaderValue::from_str(request_id).ok(),
-        extra: extra_headers,
-        passed: None,
-        held: None,
-        held_body: Vec::new(),
-        retry_after: None,
-    };
-    let input = InputBodyType::Preset(InputBody::Bytes(vec![original]));
-    let _active = stream.then(ActiveStream::new);
-    let piped = pipe_subrequest(session, sub, handle, |t| tap.filter(t), input).await;
-    let pipe_error = piped.err().map(|e| e.error);
-    let outcome = shared.take();
-    let recorded = outcome.error.clone();
-
-    let result = match (tap.passed, tap.held, pipe_error) {
-        (Some(status), _, None) => AttemptResult::Delivered(status),
-        (Some(status), _, Some(cause)) => {
-            // The response had started: tell a stream's reader, then cut the connection so
-            // the client cannot mistake the truncated answer for a complete one.
-            let error =
-                recorded.unwrap_or_else(|| GatewayError::from_upstream(&provider.name, &cause));
-            if stream {
-                let _ = session
-                    .write_response_body(Some(error.sse_event(anthropic)), false)
-                    .await;
-            }
-            AttemptResult::Aborted {
-                status,
-                error,
-                cause,
-            }
-        }
-        (None, Some(status), _) => AttemptResult::Failed(FailedAttempt {
-            body: tap.held_body.into(),
-            retry_after: tap.retry_after,
-            ..failed(AttemptEnd::Status(status), None)
-        }),
-        (None, None, cause) => {
-            let error = recorded.unwrap_or_else(|| match &cause {
-                Some(e) => GatewayError::from_upstream(&provider.name, e),
-                None => GatewayError::Internal("the upstream attempt produced no response".into()),
-            });
-            AttemptResult::Failed(failed(error.attempt_end(), Some(error)))
-        }
-    };
-    (result, outcome)
+fn failure(state: &AttemptState, end: AttemptEnd, error: Option<GatewayError>) -> AttemptResult {
+    AttemptResult::Failed(failed_attempt(state, end, error))
 }

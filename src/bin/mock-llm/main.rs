@@ -206,9 +206,10 @@
 //!   count applies (exhausted rules are removed). An `x-mock-status` header
 //!   takes precedence and does not consume rules. Unknown fields → 400.
 //! * `GET /mock/faults` lists the rules, `DELETE /mock/faults` clears them.
-//! * `GET /mock/stats` → `{"requests_total": n, "by_key": {cred: n}, "by_path": {path: n}}`
-//!   counting every non-`/mock/` request (requests without a credential are not
-//!   in `by_key`); `DELETE /mock/stats` resets.
+//! * `GET /mock/stats` → `{"requests_total": n, "by_key": {cred: n}, "by_path": {path: n},
+//!   "streams_cancelled": n}` counting every non-`/mock/` request (requests without a
+//!   credential are not in `by_key`) and the streams cut short because the client closed
+//!   its connection; `DELETE /mock/stats` resets.
 //! * `GET /mock/health` → `{"status":"ok"}`.
 //!
 //! # Source layout

@@ -131,7 +131,12 @@ impl Ctx<'_> {
     pub fn stream(&self, content_type: &'static str, steps: Steps) -> Response<RespBody> {
         let (tx, rx) = mpsc::channel(32);
         let chunk_delay = Duration::from_millis(self.opts.chunk_delay_ms);
-        tokio::spawn(stream::run(steps, self.opts.drop_after, chunk_delay, tx));
+        let drop_after = self.opts.drop_after;
+        tokio::spawn(async move {
+            if stream::run(steps, drop_after, chunk_delay, tx).await.is_none() {
+                crate::state::STREAMS_CANCELLED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
         let mut resp = Response::new(body::channel(rx, self.abort_grace));
         let h = resp.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));

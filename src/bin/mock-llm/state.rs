@@ -40,7 +40,13 @@ pub struct Stats {
     pub requests_total: u64,
     pub by_key: BTreeMap<String, u64>,
     pub by_path: BTreeMap<String, u64>,
+    /// Streams stopped early because the client went away.
+    pub streams_cancelled: u64,
 }
+
+/// Streams stopped early because the client went away (read into `Stats` when asked:
+/// stream tasks are spawned and hold no reference to the state).
+pub static STREAMS_CANCELLED: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Default)]
 pub struct State {
@@ -68,11 +74,14 @@ impl State {
     }
 
     pub fn stats_json(&self) -> Value {
-        serde_json::to_value(&*lock(&self.stats)).unwrap_or(Value::Null)
+        let mut s = lock(&self.stats);
+        s.streams_cancelled = STREAMS_CANCELLED.load(Ordering::Relaxed);
+        serde_json::to_value(&*s).unwrap_or(Value::Null)
     }
 
     pub fn reset_stats(&self) {
         *lock(&self.stats) = Stats::default();
+        STREAMS_CANCELLED.store(0, Ordering::Relaxed);
     }
 
     pub fn add_faults(&self, rules: Vec<FaultRule>) {
