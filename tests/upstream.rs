@@ -195,3 +195,31 @@ async fn a_client_leaving_mid_stream_stops_the_provider() {
         "a client leaving is not the key's failure"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_before_the_answer_ends_the_attempt() {
+    let mock = Mock::start();
+    let gw = Gateway::start(&mock_provider(&mock.url(), ""));
+    let body = json!({"model": "mock-x", "messages": [{"role": "user", "content": "hello"}]});
+    let pending = tokio::spawn(
+        client()
+            .post(gw.url("/v1/chat/completions"))
+            .header("x-request-id", "leaves-early")
+            // Far longer than the harness deadline: only the client leaving ends it in time.
+            .header("x-mock-delay-ms", "600000")
+            .json(&body)
+            .send(),
+    );
+    let start = Instant::now();
+    while mock_stats(&mock).await["requests_total"] != 1 {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the request never reached the mock"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    pending.abort(); // drops the client's connection while the provider is still thinking
+    let line = gw.log_line("leaves-early");
+    assert_eq!(line["error"], "client_closed_request", "{line}");
+    assert_eq!(line["status"], 499, "{line}");
+}

@@ -133,7 +133,10 @@ impl Ctx<'_> {
         let chunk_delay = Duration::from_millis(self.opts.chunk_delay_ms);
         let drop_after = self.opts.drop_after;
         tokio::spawn(async move {
-            if stream::run(steps, drop_after, chunk_delay, tx).await.is_none() {
+            if stream::run(steps, drop_after, chunk_delay, tx)
+                .await
+                .is_none()
+            {
                 crate::state::STREAMS_CANCELLED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         });
