@@ -16,6 +16,8 @@ use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora_core::connectors::http::Connector;
 use pingora_core::connectors::ConnectorOptions;
 use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::listeners::ListenerConfig;
+use pingora_core::protocols::l4::stream::L4BufferSettings;
 use pingora_core::protocols::http::v2::server::H2Options;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -60,11 +62,24 @@ fn tls_settings(l: &Listener) -> pingora_error::Result<Option<TlsSettings>> {
     Ok(Some(settings))
 }
 
+/// Read buffering in front of a client connection. Pingora's default is 64 KiB per
+/// connection, most of the memory of an idle keep-alive or streaming client. Plain HTTP/1
+/// reads its header and body into buffers of their own, so it needs none; TLS reads records
+/// of up to 16 KiB, which one buffer of that size serves in one system call.
+const PLAIN_READ_BUFFER: usize = 0;
+const TLS_READ_BUFFER: usize = 16 * 1024;
+/// Pingora's default: about one TCP segment.
+const WRITE_BUFFER: usize = 1460;
+
 fn add_listener<A>(service: &mut Service<A>, l: &Listener) -> pingora_error::Result<()> {
-    match tls_settings(l)? {
-        Some(settings) => service.add_tls_with_settings(&l.address, None, settings),
-        None => service.add_tcp(&l.address),
-    }
+    let endpoint = ListenerConfig::tcp(l.address.as_str());
+    let endpoint = match tls_settings(l)? {
+        Some(settings) => endpoint
+            .tls(settings)
+            .l4_buffer(L4BufferSettings::new(TLS_READ_BUFFER, WRITE_BUFFER)),
+        None => endpoint.l4_buffer(L4BufferSettings::new(PLAIN_READ_BUFFER, WRITE_BUFFER)),
+    };
+    service.add_listener(endpoint);
     Ok(())
 }
 
