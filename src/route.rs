@@ -237,6 +237,7 @@ mod tests {
     fn provider(name: &str) -> Arc<Provider> {
         let upstream = crate::provider::Upstream::parse("http://127.0.0.1:1/v1", None).unwrap();
         Arc::new(Provider::new(crate::provider::ProviderSpec {
+            http2: false,
             name: name.into(),
             kind: "openai-compatible".into(),
             family: crate::provider::Family::OpenAi,

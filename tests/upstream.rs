@@ -223,3 +223,45 @@ async fn a_client_leaving_before_the_answer_ends_the_attempt() {
     assert_eq!(line["error"], "client_closed_request", "{line}");
     assert_eq!(line["status"], 499, "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_to_the_provider_multiplexes_streams() {
+    let mock = Mock::start();
+    let gw = Gateway::start(&mock_provider(&mock.url(), "    http2: true"));
+    let echo: serde_json::Value = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-mock-echo", "1")
+        .json(&json!({"model": "mock-x", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(echo["mock_echo"]["version"], "HTTP/2.0", "{echo}");
+    assert!(echo["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+
+    // Streams at once, each answered whole, over HTTP/2.
+    let body = json!({"model": "mock-x", "stream": true,
+        "messages": [{"role": "user", "content": "hello"}]});
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let req = client()
+            .post(gw.url("/v1/chat/completions"))
+            .header("x-mock-chunks", "16")
+            .header("x-mock-chunk-delay-ms", "5")
+            .json(&body);
+        tasks.push(tokio::spawn(async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.text().await.unwrap()
+        }));
+    }
+    for t in tasks {
+        let text = t.await.unwrap();
+        let data = sse_data(&text);
+        assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{text}");
+        let content: usize = data.iter().filter(|d| d.contains("\"content\"")).count();
+        assert!(content >= 16, "{text}");
+    }
+}

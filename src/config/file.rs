@@ -237,6 +237,9 @@ pub struct ProviderSection {
     pub ca_file: Option<String>,
     /// Override the TLS server name (SNI and certificate check); default the URL's host.
     pub sni: Option<String>,
+    /// Speak HTTP/2 to the provider (default false): negotiated by ALPN over TLS, prior
+    /// knowledge (h2c) over plain HTTP. Many requests share one connection.
+    pub http2: Option<bool>,
     #[serde(default)]
     pub health: HealthSection,
     /// Azure OpenAI `api-version` (default 2024-10-21).

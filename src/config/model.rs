@@ -247,6 +247,7 @@ fn build_provider(
         timeouts,
         ca,
         health,
+        http2: p.http2.unwrap_or(false),
     }))
 }
 

@@ -16,7 +16,7 @@ use crate::keys::KeyPool;
 use crate::pattern::ModelMap;
 use arc_swap::ArcSwapOption;
 use http::HeaderValue;
-use pingora_core::protocols::tls::CaType;
+use pingora_core::protocols::tls::{CaType, ALPN};
 use pingora_core::upstreams::peer::HttpPeer;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -266,7 +266,12 @@ pub struct ProviderSpec {
     pub api_version: Option<String>,
     /// Connect here instead of the URL's host (TLS name and `Host` stay the URL's).
     pub connect_to: Option<SocketAddr>,
+    /// HTTP/2 to the provider (ALPN over TLS, prior knowledge over plain HTTP).
+    pub http2: bool,
 }
+
+/// Requests in flight on one HTTP/2 connection to a provider before another is opened.
+const H2_STREAMS_PER_CONNECTION: usize = 100;
 
 impl Provider {
     pub fn new(spec: ProviderSpec) -> Self {
@@ -283,8 +288,8 @@ impl Provider {
         provider
     }
 
-    /// The peer to connect to, or `None` while the host name is unresolved.
-    /// The resolved peer (shared, not copied: the hot path takes it per attempt).
+    /// The peer to connect to (shared, not copied: the hot path takes it per attempt), or
+    /// `None` while the host name is unresolved.
     pub fn peer(&self) -> Option<Arc<HttpPeer>> {
         self.peer.load_full()
     }
@@ -312,6 +317,10 @@ impl Provider {
         o.verify_cert = true;
         o.verify_hostname = true;
         o.ca = self.ca.clone();
+        if self.http2 {
+            o.alpn = if self.upstream.tls { ALPN::H2H1 } else { ALPN::H2 };
+            o.max_h2_streams = H2_STREAMS_PER_CONNECTION;
+        }
         self.peer.store(Some(Arc::new(peer)));
     }
 }

@@ -179,6 +179,7 @@ async fn exchange(
     }
 
     state.response_header(&mut resp);
+    for_client(&mut resp);
     decorate(&mut resp, request_id, extra_headers);
     if let Err(cause) = session.write_response_header(resp, false).await {
         return client_gone(state, &mut up, Some(status), cause).await;
@@ -334,6 +335,19 @@ async fn finish(connector: &Connector, mut up: UpstreamSession, peer: &HttpPeer)
             .await;
     } else {
         up.shutdown().await;
+    }
+}
+
+/// The provider's response header as the client's connection can carry it: Pingora writes
+/// (and an HTTP/1 client reads) only HTTP/1.1 headers, and an HTTP/2 answer has no framing
+/// header of its own, so a body without a length is sent chunked.
+fn for_client(resp: &mut ResponseHeader) {
+    resp.set_version(http::Version::HTTP_11);
+    let bodiless = matches!(resp.status.as_u16(), 204 | 304);
+    let framed = resp.headers.contains_key(http::header::CONTENT_LENGTH)
+        || resp.headers.contains_key(http::header::TRANSFER_ENCODING);
+    if !bodiless && !framed {
+        let _ = resp.insert_header(http::header::TRANSFER_ENCODING, "chunked");
     }
 }
 
