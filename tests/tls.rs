@@ -59,6 +59,12 @@ async fn tls_to_providers_and_from_clients() {
     base_url: "https://localhost:{}/v1"
     api_keys: ["sk-tls"]
     ca_file: "{}"
+  - name: secure-h2
+    type: openai-compatible
+    base_url: "https://localhost:{}/v1"
+    api_keys: ["sk-tls"]
+    ca_file: "{}"
+    http2: true
   - name: rogue
     type: openai-compatible
     base_url: "https://localhost:{}/v1"
@@ -70,7 +76,11 @@ routes:
         targets: [{{provider: secure}}]
       - model: "rogue-*"
         targets: [{{provider: rogue}}]
+      - model: "h2-*"
+        targets: [{{provider: secure-h2}}]
 "#,
+        mock.port(),
+        trusted.ca.display(),
         mock.port(),
         trusted.ca.display(),
         rogue.port()
@@ -136,6 +146,45 @@ routes:
             .unwrap();
         assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
     }
+
+    // HTTP/2 to the provider, negotiated by ALPN: answers, 4 MiB bodies and streams.
+    let client = reqwest::Client::builder()
+        .add_root_certificate(ca.clone())
+        .http1_only()
+        .build()
+        .unwrap();
+    let h2_req = json!({"model": "h2-1", "messages": [{"role": "user", "content": "hi"}]});
+    let body: Value = client
+        .post(&url)
+        .header("x-mock-echo", "1")
+        .json(&h2_req)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["mock_echo"]["version"], "HTTP/2.0", "{body}");
+    let filler = "y".repeat(4 * 1024 * 1024);
+    let big = serde_json::to_vec(
+        &json!({"model": "h2-1", "messages": [{"role": "user", "content": filler}]}),
+    )
+    .unwrap();
+    let resp = client.post(&url).body(big.clone()).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-mock-body-fnv64"], fnv64(&big).as_str());
+    let mut stream_req = h2_req.clone();
+    stream_req["stream"] = json!(true);
+    let text = client
+        .post(&url)
+        .json(&stream_req)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
 
     // A provider whose certificate chains to no trusted root: 502 that says so.
     let client = reqwest::Client::builder()

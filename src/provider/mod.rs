@@ -318,7 +318,11 @@ impl Provider {
         o.verify_hostname = true;
         o.ca = self.ca.clone();
         if self.http2 {
-            o.alpn = if self.upstream.tls { ALPN::H2H1 } else { ALPN::H2 };
+            o.alpn = if self.upstream.tls {
+                ALPN::H2H1
+            } else {
+                ALPN::H2
+            };
             o.max_h2_streams = H2_STREAMS_PER_CONNECTION;
         }
         self.peer.store(Some(Arc::new(peer)));
