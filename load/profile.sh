@@ -7,6 +7,7 @@
 #   CARGO_TARGET_DIR=... bash load/profile.sh            # uses $CARGO_TARGET_DIR/release
 #   TOLLGATE_BIN=/path/to/tollgate bash load/profile.sh  # another build (A/B)
 #   KEEP=1 ...   leave the servers running (prints their ports) for perf/callgrind.
+#   WORK_STEALING=true|false, UPSTREAM_HTTP2=true: those settings in Tollgate's config.
 #
 # It does not write load/RESULTS.md (that is load/run.sh's job).
 set -euo pipefail
@@ -132,7 +133,8 @@ providers:
       mock-gpt-4o: gpt-4o-mock
     models: [mock-gpt-4o]
     timeouts: {connect: 5s, read: 60s, write: 60s, idle: 90s}
-routes:
+${UPSTREAM_HTTP2:+    http2: $UPSTREAM_HTTP2
+}routes:
   - name: default
     path_prefix: /v1
     auth: {required: true, allow: [loadtest]}

@@ -32,6 +32,7 @@
 use crate::store::redis::{WindowAdjust, WindowCheck};
 use crate::store::Stores;
 use http::HeaderMap;
+use http::HeaderName;
 use ipnet::IpNet;
 use pingora_limits::rate::Rate;
 use std::borrow::Cow;
@@ -294,19 +295,27 @@ impl Headroom {
         }
     }
 
-    /// OpenAI's `x-ratelimit-*` headers.
-    pub fn headers(&self) -> Vec<(&'static str, String)> {
-        let mut out = Vec::new();
+    /// OpenAI's `x-ratelimit-*` headers (names made at compile time: no parsing per request).
+    pub fn headers(&self) -> Vec<(HeaderName, String)> {
+        const LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
+        const REMAINING_TOKENS: HeaderName =
+            HeaderName::from_static("x-ratelimit-remaining-tokens");
+        const RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
+        const LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
+        const REMAINING_REQUESTS: HeaderName =
+            HeaderName::from_static("x-ratelimit-remaining-requests");
+        const RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
+        let mut out = Vec::with_capacity(6);
         let fmt = |d: Duration| format!("{}ms", d.as_millis());
         if let Some((l, r, t)) = self.limit_tokens {
-            out.push(("x-ratelimit-limit-tokens", l.to_string()));
-            out.push(("x-ratelimit-remaining-tokens", r.to_string()));
-            out.push(("x-ratelimit-reset-tokens", fmt(t)));
+            out.push((LIMIT_TOKENS, l.to_string()));
+            out.push((REMAINING_TOKENS, r.to_string()));
+            out.push((RESET_TOKENS, fmt(t)));
         }
         if let Some((l, r, t)) = self.limit_requests {
-            out.push(("x-ratelimit-limit-requests", l.to_string()));
-            out.push(("x-ratelimit-remaining-requests", r.to_string()));
-            out.push(("x-ratelimit-reset-requests", fmt(t)));
+            out.push((LIMIT_REQUESTS, l.to_string()));
+            out.push((REMAINING_REQUESTS, r.to_string()));
+            out.push((RESET_REQUESTS, fmt(t)));
         }
         out
     }

@@ -105,7 +105,8 @@ impl ClientRequest {
                     .inc();
                 self.extra_headers = limited.headroom.headers();
                 let secs = limited.retry_after.as_secs_f64().ceil().max(1.0) as u64;
-                self.extra_headers.push(("retry-after", secs.to_string()));
+                self.extra_headers
+                    .push((http::header::RETRY_AFTER, secs.to_string()));
                 Err(rate_limited(&limited))
             }
             Err(Refusal::StoreUnavailable) => Err(GatewayError::StoreUnavailable("rate limits")),

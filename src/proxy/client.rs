@@ -49,7 +49,7 @@ pub struct ClientRequest {
     /// Rate-limit reservations to reconcile when the request ends.
     pub holds: Vec<Hold>,
     /// Headers for the client's response (`x-ratelimit-*`, `retry-after`).
-    pub extra_headers: Vec<(&'static str, String)>,
+    pub extra_headers: Vec<(http::HeaderName, String)>,
     /// Time spent waiting on providers, summed over attempts.
     pub upstream_time: std::time::Duration,
     pub backends: Arc<Backends>,

@@ -56,6 +56,9 @@ pub struct Client {
     pub req: ClientRequest,
 }
 
+/// `x-request-id`, made at compile time.
+pub const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// This process's id, read once: `std::process::id()` is a `getpid` system call every time.
@@ -67,7 +70,7 @@ fn request_id(session: &Session) -> String {
     let given = session
         .req_header()
         .headers
-        .get("x-request-id")
+        .get(X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128);
     match given {

@@ -14,6 +14,7 @@
 //!   provider stops generating tokens nobody will read.
 
 use super::attempt::{Attempt, AttemptState, Outcome};
+use super::X_REQUEST_ID;
 use crate::error::GatewayError;
 use crate::health::{self, AttemptEnd};
 use crate::provider::Provider;
@@ -103,7 +104,7 @@ enum Stop {
 pub struct ClientSide<'a> {
     pub session: &'a mut Session,
     pub request_id: &'a str,
-    pub extra_headers: &'a [(&'static str, String)],
+    pub extra_headers: &'a [(http::HeaderName, String)],
     pub stream: bool,
     pub anthropic: bool,
 }
@@ -353,10 +354,10 @@ fn for_client(resp: &mut ResponseHeader) {
 
 /// The request id and the gateway's own headers on the client's response. All are valid
 /// header values (the request id is checked when it is taken from the client).
-fn decorate(resp: &mut ResponseHeader, request_id: &str, extra: &[(&'static str, String)]) {
-    let _ = resp.insert_header("x-request-id", request_id);
+fn decorate(resp: &mut ResponseHeader, request_id: &str, extra: &[(http::HeaderName, String)]) {
+    let _ = resp.insert_header(X_REQUEST_ID, request_id);
     for (name, value) in extra {
-        let _ = resp.insert_header(*name, value.as_str());
+        let _ = resp.insert_header(name.clone(), value.as_str());
     }
 }
 

@@ -15,15 +15,15 @@ pub async fn json_with(
     status: u16,
     body: Bytes,
     request_id: &str,
-    extra: &[(&'static str, String)],
+    extra: &[(http::HeaderName, String)],
 ) -> Result<()> {
     let mut h = ResponseHeader::build(status, Some(4 + extra.len()))?;
     for (name, value) in extra {
-        h.insert_header(*name, value.as_str())?;
+        h.insert_header(name.clone(), value.as_str())?;
     }
     h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     h.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    h.insert_header("x-request-id", request_id)?;
+    h.insert_header(super::X_REQUEST_ID, request_id)?;
     session.write_response_header(Box::new(h), false).await?;
     session.write_response_body(Some(body), true).await?;
     Ok(())
@@ -35,7 +35,7 @@ pub async fn error(
     err: &GatewayError,
     request_id: &str,
     anthropic: bool,
-    extra: &[(&'static str, String)],
+    extra: &[(http::HeaderName, String)],
 ) -> Result<()> {
     json_with(
         session,
