@@ -11,6 +11,9 @@ use clap::Parser;
 use std::process::ExitCode;
 
 /// mimalloc: glibc's malloc/free were about a fifth of the proxy's CPU (load/PROFILE.md).
+/// `--no-default-features` builds with the system allocator (for heap profilers that hook
+/// malloc, such as heaptrack).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

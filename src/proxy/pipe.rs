@@ -145,7 +145,8 @@ async fn exchange(
         }
     };
     let body = state.upstream_body();
-    let mut up = match send(session, connector, &peer, &req, &body, state).await {
+    // The request header and body go with `send`: not kept while a stream runs.
+    let mut up = match send(session, connector, &peer, req, body, state).await {
         Ok(up) => up,
         Err(Stop::Upstream(e)) => {
             let err = state.failed(&e);
@@ -247,8 +248,8 @@ async fn send(
     session: &mut Session,
     connector: &Connector,
     peer: &HttpPeer,
-    req: &RequestHeader,
-    body: &Bytes,
+    req: Box<RequestHeader>,
+    body: Bytes,
     state: &mut AttemptState,
 ) -> Result<UpstreamSession, Stop> {
     let mut stale = 0;
@@ -262,7 +263,7 @@ async fn send(
         state.sending();
         let sent = tokio::select! {
             biased;
-            r = request(&mut up, req, body) => r,
+            r = request(&mut up, &req, &body) => r,
             r = client_left(session) => {
                 up.shutdown().await;
                 return Err(Stop::Client(r));
