@@ -11,8 +11,9 @@ import json
 import os
 import sys
 
-TARGETS = ["direct", "nginx", "tollgate", "litellm"]
-NAMES = {"direct": "direct", "nginx": "nginx", "tollgate": "Tollgate", "litellm": "LiteLLM"}
+TARGETS = ["direct", "nginx", "tollgate", "tollgate_h2", "litellm"]
+NAMES = {"direct": "direct", "nginx": "nginx", "tollgate": "Tollgate", "tollgate_h2": "Tollgate, h2 upstream",
+         "litellm": "LiteLLM"}
 
 
 def read(path):
@@ -157,6 +158,10 @@ def main():
       "(every body is rewritten: `mock-gpt-4o` → `gpt-4o-mock`; streams also get "
       "`stream_options.include_usage` added and the usage chunk stripped again), retries, token metering, "
       "access log to a file, Prometheus metrics and a token-protected admin listener.")
+    if "tollgate_h2" in targets:
+        w("- **Tollgate, h2 upstream**: the same Tollgate configuration with `http2: true` on the provider "
+          "(HTTP/2 with prior knowledge to the mock, up to 100 streams per connection); a second process, "
+          "measured in the streaming scenarios only.")
     auth = m("tollgate_auth")
     if auth.startswith("not part"):
         w(f"  **Consumer auth and token limits were {auth}.**")
@@ -285,6 +290,9 @@ def main():
         w(f"| 2,000 streams: added TTFT p99 ≤ 2 ms | {fmt(a)} µs | {verdict(None if a is None else a <= 2000)} |")
         rss = get(sc, "tollgate", "rss_per_active_stream_kb")
         w(f"| 2,000 streams: RSS ≤ 64 KiB per active stream | {fmt(rss, 1)} KiB | {verdict(None if rss is None else rss <= 64)} |")
+        rss2 = get(sc, "tollgate_h2", "rss_per_active_stream_kb")
+        if rss2 is not None:
+            w(f"| 2,000 streams: RSS ≤ 64 KiB per active stream, provider over HTTP/2 | {fmt(rss2, 1)} KiB | {verdict(rss2 <= 64)} |")
     bench = json.loads(m("bench_json") or "[]") if m("bench_json") else []
     sse = [b for b in bench if b["id"].startswith(("sse_parser/", "stream_meter/", "usage_from_json/"))]
     if sse:

@@ -345,6 +345,30 @@ wait_port "$TG_PORT" 20 && wait_port "$TG_ADMIN_PORT" 5 || {
 meta tollgate_cmd "RUST_LOG=warn $TOLLGATE_BIN -c $WORK/tollgate/tollgate.yaml"
 meta_file tollgate_conf "$WORK/tollgate/tollgate.yaml"
 
+# The same gateway with the provider over HTTP/2 (`http2: true`, h2c to the mock), for the
+# streaming scenarios only: many streams share a connection, and the HTTP/1.1 response reader's
+# 64 KiB buffer per upstream connection is gone.
+TG2_PORT=$(free_port)
+TG2_ADMIN_PORT=$(free_port)
+mkdir -p "$WORK/tollgate_h2"
+sed -e "s|$WORK/tollgate/|$WORK/tollgate_h2/|g" -e "s|127.0.0.1:$TG_PORT\$|127.0.0.1:$TG2_PORT|" \
+	-e "s|127.0.0.1:$TG_ADMIN_PORT\$|127.0.0.1:$TG2_ADMIN_PORT|" \
+	-e "s|^    timeouts: {connect: 5s, read: 60s, write: 60s, idle: 90s}\$|&\n    http2: true|" \
+	"$WORK/tollgate/tollgate.yaml" >"$WORK/tollgate_h2/tollgate.yaml"
+grep -q "http2: true" "$WORK/tollgate_h2/tollgate.yaml" || {
+	log "could not derive the HTTP/2 configuration"
+	exit 1
+}
+RUST_LOG=warn "$TOLLGATE_BIN" -c "$WORK/tollgate_h2/tollgate.yaml" >"$WORK/tollgate_h2/stdout.log" 2>"$WORK/tollgate_h2/stderr.log" &
+TG2_PID=$!
+PIDS+=("$TG2_PID")
+wait_port "$TG2_PORT" 20 && wait_port "$TG2_ADMIN_PORT" 5 || {
+	log "tollgate (provider over HTTP/2) did not start"
+	tail -n 20 "$WORK/tollgate_h2/stderr.log" >&2
+	exit 1
+}
+meta tollgate_h2_cmd "RUST_LOG=warn $TOLLGATE_BIN -c $WORK/tollgate_h2/tollgate.yaml"
+
 # ---------------------------------------------------------------- LiteLLM
 LL_PORT=""
 LL_PIDS=""
@@ -415,13 +439,13 @@ meta litellm_skip "$LITELLM_SKIP"
 # target name -> port, model for streams, extra client headers for streams, RSS pids
 TARGETS="direct nginx tollgate"
 [ -z "$LITELLM_SKIP" ] && TARGETS="$TARGETS litellm"
-port_of() { case $1 in direct) echo "$MOCK_PORT" ;; nginx) echo "$NGINX_PORT" ;; tollgate) echo "$TG_PORT" ;; litellm) echo "$LL_PORT" ;; esac }
-pids_of() { case $1 in direct) echo "$MOCK_PID" ;; nginx) echo "$NGINX_WORKER_PIDS" ;; tollgate) echo "$TG_PID" ;; litellm) echo "$LL_PIDS" ;; esac }
+port_of() { case $1 in direct) echo "$MOCK_PORT" ;; nginx) echo "$NGINX_PORT" ;; tollgate) echo "$TG_PORT" ;; tollgate_h2) echo "$TG2_PORT" ;; litellm) echo "$LL_PORT" ;; esac }
+pids_of() { case $1 in direct) echo "$MOCK_PID" ;; nginx) echo "$NGINX_WORKER_PIDS" ;; tollgate) echo "$TG_PID" ;; tollgate_h2) echo "$TG2_PID" ;; litellm) echo "$LL_PIDS" ;; esac }
 meta targets "$TARGETS"
-meta rss_pids "direct=mock-llm($MOCK_PID) nginx=worker($NGINX_WORKER_PIDS) tollgate=$TG_PID litellm=$LL_PIDS"
+meta rss_pids "direct=mock-llm($MOCK_PID) nginx=worker($NGINX_WORKER_PIDS) tollgate=$TG_PID tollgate_h2=$TG2_PID litellm=$LL_PIDS"
 
 # ---------------------------------------------------------------- sanity check
-for t in $TARGETS; do
+for t in $TARGETS tollgate_h2; do
 	url="http://127.0.0.1:$(port_of "$t")/v1/chat/completions"
 	code=$(curl -sS -m 30 -o "$WORK/sanity-$t.json" -w '%{http_code}' -H 'Content-Type: application/json' \
 		-H 'Authorization: Bearer sk-load-test' --data-binary "@$WORK/small.json" "$url" || true)
@@ -438,7 +462,7 @@ for t in $TARGETS; do
 		fi
 	fi
 done
-meta targets "$TARGETS"
+meta targets "$TARGETS tollgate_h2"
 
 # ---------------------------------------------------------------- measurements
 # run_wrk SCENARIO TARGET CONNECTIONS THREADS BODY
@@ -523,7 +547,7 @@ for t in $TARGETS; do run_wrk a2_chat_c64 "$t" 64 2 "$WORK/small.json"; done
 # Streams before the 1 MiB bodies, so that the RSS baselines are not inflated by them.
 for level in $STREAM_LEVELS; do
 	log "scenario b: streaming, $STREAM_CHUNKS chunks ${STREAM_PACE_MS} ms apart, $level concurrent streams"
-	for t in $TARGETS; do run_sse "b_stream_${level}" "$t" "$level"; done
+	for t in $TARGETS tollgate_h2; do run_sse "b_stream_${level}" "$t" "$level"; done
 done
 log "scenario c: 1 MiB request bodies, concurrency 16"
 for t in $TARGETS; do run_wrk c_body1m_c16 "$t" 16 2 "$WORK/big.json"; done
