@@ -1,0 +1,107 @@
+//! Token usage accounting for OpenAI-format responses.
+//!
+//! This module owns everything the gateway knows about token counts:
+//!
+//! * [`usage_from_json`]: the `usage` object of a buffered (non-streaming)
+//!   chat / completions / embeddings response body;
+//! * [`estimate_tokens`] / [`TokenEstimator`]: a cheap, allocation-free
+//!   estimate for when a provider reports nothing;
+//! * [`StreamMeter`]: the streaming (`text/event-stream`) response body
+//!   filter. It meters usage from the chunks as they pass (reported usage, or
+//!   an estimate over the streamed text), notices `data: [DONE]` and the first
+//!   content, and — when the gateway itself added
+//!   `stream_options.include_usage` — removes the usage it asked for from
+//!   what the client receives, leaving every other byte untouched.
+//!
+//! JSON is read by an allocation-free scanner that gives up on anything it
+//! does not model exactly; serde_json then decides, so the results are
+//! always serde_json's. Files:
+//!
+//! * `estimate.rs`: token estimation;
+//! * `json/`: the scanner;
+//! * `chunk.rs`, `memo.rs`: the fast path for a streamed chunk, and what it
+//!   remembers from the previous chunks of the stream;
+//! * `usage_scan.rs`: the fast path for `usage` objects and response bodies;
+//! * `slow.rs`: the serde_json paths (reference and fallback);
+//! * `meter.rs`: [`StreamMeter`], the stream filter;
+//! * `tests.rs`, `tests_fast.rs`, `tests_gen.rs`: tests, and property tests
+//!   of the fast paths against serde_json with their input generator.
+
+mod chunk;
+mod estimate;
+mod json;
+mod memo;
+mod meter;
+mod slow;
+mod usage_scan;
+
+pub use estimate::{estimate_tokens, TokenEstimator};
+pub use meter::StreamMeter;
+
+use json::Bail;
+use usage_scan::BodyUsage;
+
+/// Token usage of one request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt tokens, including cached ones.
+    pub input_tokens: u64,
+    /// Completion tokens, including reasoning ones.
+    pub output_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub reasoning_tokens: u64,
+    /// True when the gateway estimated the numbers (the provider reported none).
+    pub estimated: bool,
+}
+
+/// What metering needs from one chunk's JSON.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ChunkSummary<'a> {
+    /// `choices` is a non-empty array.
+    has_choices: bool,
+    /// Some choice carried non-empty content / reasoning / tool args / text.
+    has_text: bool,
+    /// The raw non-null `usage` value (the last one, if repeated).
+    usage: Option<&'a str>,
+}
+
+/// Text estimators updated while the chunk is parsed (no intermediate Vec
+/// of choices, no copies of borrowed strings).
+struct Estimators<'e> {
+    content: &'e mut TokenEstimator,
+    reasoning: &'e mut TokenEstimator,
+}
+
+/// Parse a raw `usage` object: token counts tolerate non-integer JSON
+/// (negative numbers become 0, floats are truncated saturating at
+/// `u64::MAX`, numeric strings are parsed, else 0); the Responses API names
+/// (`input_tokens`, ...) are accepted as aliases. `None` unless it has at
+/// least one of `prompt_tokens`, `completion_tokens`, `total_tokens`.
+fn parse_usage(raw: &str) -> Option<Usage> {
+    match usage_scan::usage(raw.as_bytes()) {
+        Ok(usage) => usage,
+        Err(Bail) => slow::parse_usage(raw),
+    }
+}
+
+/// Usage from an OpenAI chat / completions / embeddings JSON response body:
+/// `prompt_tokens` (incl. `prompt_tokens_details.cached_tokens`),
+/// `completion_tokens` (incl. `completion_tokens_details.reasoning_tokens`);
+/// embeddings report `prompt_tokens` + `total_tokens` and get output 0.
+/// Missing or null fields count as 0. `None` if the body is not JSON or has
+/// no usable `usage` object (absent, null, or without any token count).
+pub fn usage_from_json(body: &[u8]) -> Option<Usage> {
+    match usage_scan::body_usage(body) {
+        Ok(BodyUsage::None) => None,
+        Ok(BodyUsage::Parsed(usage)) => usage,
+        Ok(BodyUsage::Raw(raw)) => slow::parse_usage(raw),
+        Err(Bail) => slow::usage_from_json(body),
+    }
+}
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_fast;
+#[cfg(test)]
+mod tests_gen;
