@@ -79,6 +79,65 @@ def wrk_errors(r):
     return e["connect"] + e["read"] + e["write"] + e["timeout"] + e["status"]
 
 
+def md_table(lines, header_prefix):
+    """The rows of the first markdown table whose header starts with `header_prefix`, as
+    {first cell: [cells]}, and the header's cells."""
+    for i, line in enumerate(lines):
+        if line.startswith(header_prefix):
+            header = [c.strip() for c in line.strip().strip("|").split("|")]
+            rows = {}
+            for row in lines[i + 2:]:
+                if not row.startswith("|"):
+                    break
+                cells = [c.strip() for c in row.strip().strip("|").split("|")]
+                rows[cells[0]] = cells
+            return header, rows
+    return None, {}
+
+
+def before_after(now_lines):
+    """A section comparing this run with the previous RESULTS.md (read before it is replaced):
+    both are actual runs of this script; nothing is typed in."""
+    path = os.environ.get("PREVIOUS_RESULTS") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
+    try:
+        with open(path, encoding="utf-8") as f:
+            old_lines = f.read().splitlines()
+    except OSError:
+        return []
+    started = next((l.split("started ", 1)[1].split(".")[0] for l in old_lines if l.startswith("Written by")), "?")
+    out = ["## Before and after", "",
+           f"Before: the previous `load/RESULTS.md` (its run started {started}), read by this script just before "
+           "replacing it; after: this run. Both were measured by this script on this machine, but not in the same run "
+           "and not necessarily under the same background load: compare the ratios to nginx and to direct rather than "
+           "the raw figures.", ""]
+    oh, old = md_table(old_lines, "| metric | direct |")
+    nh, new = md_table(now_lines, "| metric | direct |")
+    if oh and nh:
+        def col(header, name):
+            return header.index(name) if name in header else None
+        out.append("| metric | Tollgate before | Tollgate now | Tollgate/nginx before | Tollgate/nginx now |")
+        out.append("|---|---:|---:|---:|---:|")
+        for label, cells in new.items():
+            prev = old.get(label)
+            def cell(cs, header, name):
+                i = col(header, name)
+                return cs[i] if cs is not None and i is not None and i < len(cs) else "–"
+            out.append(f"| {label} | {cell(prev, oh, 'Tollgate')} | {cell(cells, nh, 'Tollgate')} | "
+                       f"{cell(prev, oh, 'Tollgate/nginx')} | {cell(cells, nh, 'Tollgate/nginx')} |")
+        out.append("")
+    _, old_t = md_table(old_lines, "| target | measured |")
+    _, new_t = md_table(now_lines, "| target | measured |")
+    if new_t:
+        out.append("| target | before | now |")
+        out.append("|---|---|---|")
+        for label, cells in new_t.items():
+            prev = old_t.get(label)
+            b = f"{prev[1]} ({prev[2]})" if prev and len(prev) > 2 else "–"
+            out.append(f"| {label} | {b} | {cells[1]} ({cells[2]}) |")
+        out.append("")
+    return out
+
+
 def main():
     work = sys.argv[1]
     meta = load_meta(work)
@@ -301,6 +360,7 @@ def main():
     else:
         w("| SSE parsing and usage extraction ≥ 1 GB/s on one core | criterion benchmarks not run here (`cargo bench --bench hot_path`) | – |")
     w("")
+    before_after_at = len(o)
 
     if bench:
         w("## Criterion benchmarks (`cargo bench --bench hot_path`, same run, servers stopped)")
@@ -449,6 +509,7 @@ def main():
         w("")
     w("</details>")
     w("")
+    o[before_after_at:before_after_at] = before_after(o)
     print("\n".join(o))
 
 
