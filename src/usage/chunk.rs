@@ -58,16 +58,36 @@ fn text_value(c: &mut Cursor<'_>) -> Scan<TextVal> {
     }
 }
 
-/// The chunk being walked, the estimators it feeds, and which strings it
-/// fed (for [`super::memo`]).
+/// A token of a walked chunk whose bytes may change from chunk to chunk
+/// without changing the walk but for feeding (see [`super::memo`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Slot {
+    /// Where the token starts and ends.
+    pub start: usize,
+    pub end: usize,
+    pub kind: SlotKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SlotKind {
+    /// A skipped string value (of a member of the chunk, a choice or a
+    /// delta that is not read).
+    Str,
+    /// A skipped number value.
+    Num,
+    /// A string fed to the content (or, if true, reasoning) estimator.
+    Fed(bool),
+}
+
+/// The chunk being walked, the estimators it feeds, and its [`Slot`]s.
 pub(super) struct Walk<'d, 'x, 'e> {
     pub data: &'d [u8],
     pub est: &'x mut Estimators<'e>,
     /// Strings fed to an estimator so far.
     pub fed: u32,
-    /// The last one: its opening quote, the byte after its closing quote,
-    /// and whether it went to the reasoning estimator.
-    pub last_fed: (usize, usize, bool),
+    /// The slots met so far (the fed ones in feeding order, which may not be
+    /// the text order).
+    pub slots: &'x mut Vec<Slot>,
 }
 
 impl Walk<'_, '_, '_> {
@@ -82,8 +102,32 @@ impl Walk<'_, '_, '_> {
         };
         let text = c.string_fed(est)?;
         self.fed = self.fed.saturating_add(1);
-        self.last_fed = (start, c.pos(), reasoning);
+        self.slots.push(Slot {
+            start,
+            end: c.pos(),
+            kind: SlotKind::Fed(reasoning),
+        });
         Ok(text)
+    }
+
+    /// Skip a member's value that is not read, noting it as a slot if it
+    /// is a string or a number.
+    fn skip(&mut self, c: &mut Cursor<'_>) -> Scan<()> {
+        let kind = match c.ws() {
+            Some(b'"') => Some(SlotKind::Str),
+            Some(b'-' | b'0'..=b'9') => Some(SlotKind::Num),
+            _ => None,
+        };
+        let start = c.pos();
+        c.skip_value()?;
+        if let Some(kind) = kind {
+            self.slots.push(Slot {
+                start,
+                end: c.pos(),
+                kind,
+            });
+        }
+        Ok(())
     }
 
     /// Feed the already validated string `span` (a second pass).
@@ -112,25 +156,17 @@ impl Walk<'_, '_, '_> {
         }
     }
 
-    /// The top-level members from the cursor (just after `{` or a `,`) to
-    /// the end of the chunk, into `s`. Returns the position after the `,`
-    /// that ends the leading run of members other than `choices` and
-    /// `usage`, if there is one.
-    pub fn members<'d2>(
-        &mut self,
-        c: &mut Cursor<'d2>,
-        mut more: bool,
-        s: &mut ChunkSummary<'d2>,
-    ) -> Scan<Option<usize>> {
-        let mut skipped_only = true;
-        let mut prefix_end = None;
+    /// The chunk, from its start to its end.
+    pub fn chunk<'d2>(&mut self, c: &mut Cursor<'d2>) -> Scan<ChunkSummary<'d2>> {
+        let mut s = ChunkSummary::default();
+        c.open(b'{')?;
+        let mut more = c.first_member(b'}')?;
         while more {
             let key = c.key()?;
             if key.is(b"choices") {
                 let (n, text) = self.choices(c)?;
                 s.has_choices = n > 0;
                 s.has_text |= text;
-                skipped_only = false;
             } else if key.is(b"usage") {
                 s.usage = if c.null()? {
                     None
@@ -140,17 +176,13 @@ impl Walk<'_, '_, '_> {
                     let raw = c.bytes().get(start..c.pos()).ok_or(Bail)?;
                     Some(std::str::from_utf8(raw).map_err(|_| Bail)?)
                 };
-                skipped_only = false;
             } else {
-                c.skip_value()?;
+                self.skip(c)?;
             }
             more = c.next_member(b'}')?;
-            if skipped_only && more {
-                prefix_end = Some(c.pos());
-            }
         }
         c.end()?;
-        Ok(prefix_end)
+        Ok(s)
     }
 
     /// `choices`: (number of choices, whether any carried text).
@@ -188,7 +220,7 @@ impl Walk<'_, '_, '_> {
             } else if key.is(b"text") {
                 once_value(&mut text, text_value(c)?)?;
             } else {
-                c.skip_value()?;
+                self.skip(c)?;
             }
             more = c.next_member(b'}')?;
         }
@@ -228,7 +260,7 @@ impl Walk<'_, '_, '_> {
                     self.tool_calls(c, false)?;
                 }
             } else {
-                c.skip_value()?;
+                self.skip(c)?;
             }
             more = c.next_member(b'}')?;
         }

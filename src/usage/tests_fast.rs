@@ -158,11 +158,18 @@ fn generated_streams_match_serde_json() {
             let mut g = Gen::new(seed, 40);
             if step > 0 {
                 g.text_override = Some(override_text(&mut texts));
+                // Other strings and numbers change too, sometimes.
+                if n % 3 == 0 {
+                    g.vary = Some(XorShift(texts.next() | 1));
+                }
             }
             if n % 2 == 0 {
                 g.chunk();
             } else {
                 g.stream_chunk();
+            }
+            if texts.one_in(8) {
+                g.corrupt();
             }
             let mut bytes = g.out.into_bytes();
             if texts.one_in(2) {

@@ -35,6 +35,10 @@ pub(super) struct Gen {
     /// Written instead of every text field's string (after drawing it, so
     /// that the rest of the output does not change).
     pub(super) text_override: Option<String>,
+    /// When set, sometimes replaces a string or number just written by
+    /// another one drawn from it (again leaving the rest of the output as
+    /// it was).
+    pub(super) vary: Option<XorShift>,
 }
 
 /// An object member: its key and what writes its value.
@@ -79,6 +83,7 @@ impl Gen {
             out: String::new(),
             odd,
             text_override: None,
+            vary: None,
         }
     }
 
@@ -96,6 +101,19 @@ impl Gen {
     }
 
     pub(super) fn string(&mut self) {
+        let at = self.out.len();
+        self.string_drawn();
+        if let Some(vary) = self.vary.as_mut() {
+            if !vary.one_in(3) {
+                return;
+            }
+            let other = override_text(vary);
+            self.out.truncate(at);
+            self.out.push_str(&other);
+        }
+    }
+
+    fn string_drawn(&mut self) {
         self.out.push('"');
         for _ in 0..self.rng.below(6) {
             let piece = self.rng.pick(TEXT_PIECES);
@@ -137,6 +155,28 @@ impl Gen {
             "4.9e-400",
         ]);
         self.out.push_str(n);
+        if let Some(vary) = self.vary.as_mut() {
+            if !vary.one_in(3) {
+                return;
+            }
+            let other = vary.pick(&[
+                "0",
+                "1",
+                "42",
+                "-7",
+                "1732000001",
+                "2.5",
+                "1e3",
+                "01",
+                "1.",
+                "-",
+                "1e",
+                "\"1\"",
+                "null",
+            ]);
+            self.out.truncate(self.out.len() - n.len());
+            self.out.push_str(other);
+        }
     }
 
     pub(super) fn key(&mut self, name: &str) {
@@ -443,27 +483,27 @@ impl Gen {
         self.ws();
     }
 
-    /// Corrupt the text: truncate, drop or insert a byte (at a char
-    /// boundary, so it stays a `str`).
+    /// Corrupt the text: truncate, or drop, insert or replace a character
+    /// (so it stays a `str`).
     pub(super) fn corrupt(&mut self) {
         let bounds: Vec<usize> = (0..=self.out.len())
             .filter(|&i| self.out.is_char_boundary(i))
             .collect();
         let at = bounds[self.rng.below(bounds.len())];
-        match self.rng.below(3) {
-            0 => self.out.truncate(at),
-            1 => {
-                if at < self.out.len() {
-                    self.out.remove(at);
-                }
-            }
-            _ => {
-                let c = self.rng.pick(&[
-                    "{", "}", "[", "]", ",", ":", "\"", "\\", "0", "-", "n", ".", "e", " ",
-                    "\u{1}", "\u{b}", "\u{c}", "\u{a0}", "\u{feff}",
-                ]);
-                self.out.insert_str(at, c);
-            }
+        let mode = self.rng.below(4);
+        if mode == 0 {
+            self.out.truncate(at);
+            return;
+        }
+        if mode != 2 && at < self.out.len() {
+            self.out.remove(at);
+        }
+        if mode != 1 {
+            let c = self.rng.pick(&[
+                "{", "}", "[", "]", ",", ":", "\"", "\\", "0", "-", "n", ".", "e", " ", "\u{1}",
+                "\u{b}", "\u{c}", "\u{a0}", "\u{feff}",
+            ]);
+            self.out.insert_str(at, c);
         }
     }
 }
