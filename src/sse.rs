@@ -792,20 +792,7 @@ data: [DONE]\n\n";
         assert!(raw_lines(b"").next().is_none());
     }
 
-    struct XorShift(u64);
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use crate::translate::test_support::XorShift;
 
     /// Random bytes biased towards SSE syntax; random chunking must never
     /// panic, must give the same events as one-shot parsing and must

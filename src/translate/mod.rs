@@ -60,7 +60,7 @@ pub mod gemini_stream;
 mod json;
 
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 #[cfg(test)]
 mod tests_anthropic;
 #[cfg(test)]

@@ -459,20 +459,7 @@ fn estimator_is_incremental() {
     }
 }
 
-struct XorShift(u64);
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+use crate::translate::test_support::XorShift;
 
 /// Random streams mixing fixture events, garbage and line-end variants:
 /// never panics; pass-through is exact; stripped output and metering do

@@ -3,27 +3,7 @@
 //! whitespace, escapes, unicode, unknown and nested fields, number forms,
 //! nulls, missing, repeated and mistyped fields, and corruption.
 
-pub(super) struct XorShift(pub(super) u64);
-impl XorShift {
-    pub(super) fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    pub(super) fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    /// True one time in `n`.
-    pub(super) fn one_in(&mut self, n: usize) -> bool {
-        self.below(n) == 0
-    }
-    pub(super) fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
-    }
-}
+pub(super) use crate::translate::test_support::XorShift;
 
 /// Random JSON text. `odd`: how rarely (1 in `odd`) to produce unusual
 /// shapes: wrong types, repeated fields, arrays for objects, lone
