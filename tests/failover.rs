@@ -65,19 +65,6 @@ async fn key_state(gw: &Gateway, provider: &str, key: &str) -> Value {
         .clone()
 }
 
-/// Poll `f` until it is true, failing after the harness deadline.
-async fn eventually<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !f().await {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 async fn send(gw: &Gateway, body: &Value) -> (u16, String, Value) {
     let resp = client()
         .post(gw.url("/v1/chat/completions"))

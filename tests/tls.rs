@@ -44,6 +44,47 @@ fn make_pki(dir: &Path, name: &str) -> Pki {
     pki
 }
 
+/// Through the gateway at `url` for `model`: an answer with mock-llm's echo (returned, with
+/// the client-side protocol version), a 4 MiB body that must arrive upstream byte for byte,
+/// and a stream that must end with `[DONE]`.
+async fn exercise(client: &reqwest::Client, url: &str, model: &str) -> (reqwest::Version, Value) {
+    let req = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+    let resp = client
+        .post(url)
+        .header("x-mock-echo", "1")
+        .json(&req)
+        .send()
+        .await
+        .unwrap();
+    let version = resp.version();
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+
+    let filler = "x".repeat(4 * 1024 * 1024);
+    let big = serde_json::to_vec(
+        &json!({"model": model, "messages": [{"role": "user", "content": filler}]}),
+    )
+    .unwrap();
+    let resp = client.post(url).body(big.clone()).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-mock-body-fnv64"], fnv64(&big).as_str());
+
+    let mut stream_req = req;
+    stream_req["stream"] = json!(true);
+    let text = client
+        .post(url)
+        .json(&stream_req)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    (version, body)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_to_providers_and_from_clients() {
     let dir = tempfile::tempdir().unwrap();
@@ -89,7 +130,6 @@ routes:
     let gw = Gateway::start_full(&body, Some((&trusted.cert, &trusted.key)), &[]);
     let ca = reqwest::Certificate::from_pem(trusted.ca_pem.as_bytes()).unwrap();
     let url = format!("https://localhost:{}/v1/chat/completions", gw.port);
-    let req = json!({"model": "secure-1", "messages": [{"role": "user", "content": "hi"}]});
 
     for http1 in [false, true] {
         let mut builder = reqwest::Client::builder()
@@ -99,52 +139,19 @@ routes:
             builder = builder.http1_only();
         }
         let client = builder.build().unwrap();
-        let resp = client
-            .post(&url)
-            .header("x-mock-echo", "1")
-            .json(&req)
-            .send()
-            .await
-            .unwrap();
+        let (version, body) = exercise(&client, &url, "secure-1").await;
         let expected = if http1 {
             reqwest::Version::HTTP_11
         } else {
             reqwest::Version::HTTP_2
         };
-        assert_eq!(resp.version(), expected);
-        let status = resp.status();
-        let body: Value = resp.json().await.unwrap();
-        assert_eq!(status, 200, "{body}");
+        assert_eq!(version, expected);
         // Reached over TLS with the right Host/SNI name.
         assert_eq!(
             body["mock_echo"]["headers"]["host"],
             format!("localhost:{}", mock.port())
         );
         assert_eq!(body["choices"][0]["message"]["role"], "assistant");
-
-        // A 4 MiB body over either protocol arrives upstream byte for byte.
-        let filler = "x".repeat(4 * 1024 * 1024);
-        let big = serde_json::to_vec(
-            &json!({"model": "secure-1", "messages": [{"role": "user", "content": filler}]}),
-        )
-        .unwrap();
-        let resp = client.post(&url).body(big.clone()).send().await.unwrap();
-        assert_eq!(resp.status(), 200);
-        assert_eq!(resp.headers()["x-mock-body-fnv64"], fnv64(&big).as_str());
-
-        // Streaming over the TLS listener too.
-        let mut stream_req = req.clone();
-        stream_req["stream"] = json!(true);
-        let text = client
-            .post(&url)
-            .json(&stream_req)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
     }
 
     // HTTP/2 to the provider, negotiated by ALPN: answers, 4 MiB bodies and streams.
@@ -153,38 +160,8 @@ routes:
         .http1_only()
         .build()
         .unwrap();
-    let h2_req = json!({"model": "h2-1", "messages": [{"role": "user", "content": "hi"}]});
-    let body: Value = client
-        .post(&url)
-        .header("x-mock-echo", "1")
-        .json(&h2_req)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, body) = exercise(&client, &url, "h2-1").await;
     assert_eq!(body["mock_echo"]["version"], "HTTP/2.0", "{body}");
-    let filler = "y".repeat(4 * 1024 * 1024);
-    let big = serde_json::to_vec(
-        &json!({"model": "h2-1", "messages": [{"role": "user", "content": filler}]}),
-    )
-    .unwrap();
-    let resp = client.post(&url).body(big.clone()).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["x-mock-body-fnv64"], fnv64(&big).as_str());
-    let mut stream_req = h2_req.clone();
-    stream_req["stream"] = json!(true);
-    let text = client
-        .post(&url)
-        .json(&stream_req)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
 
     // A provider whose certificate chains to no trusted root: 502 that says so.
     let client = reqwest::Client::builder()

@@ -8,7 +8,6 @@ use common::*;
 use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -171,18 +170,10 @@ async fn a_client_leaving_mid_stream_stops_the_provider() {
     }
     drop(resp); // mid-body: the client's connection is closed
 
-    let start = Instant::now();
-    loop {
-        let stats = mock_stats(&mock).await;
-        if stats["streams_cancelled"] == 1 {
-            break;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "the provider's stream was not stopped: {stats}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    eventually("the provider's stream to stop", || async {
+        mock_stats(&mock).await["streams_cancelled"] == 1
+    })
+    .await;
     let line = gw.log_line(&id);
     assert_eq!(line["status"], 200, "{line}");
     assert_eq!(line["error"], "client_closed_request", "{line}");
@@ -210,14 +201,10 @@ async fn a_client_leaving_before_the_answer_ends_the_attempt() {
             .json(&body)
             .send(),
     );
-    let start = Instant::now();
-    while mock_stats(&mock).await["requests_total"] != 1 {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "the request never reached the mock"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    eventually("the request to reach the mock", || async {
+        mock_stats(&mock).await["requests_total"] == 1
+    })
+    .await;
     pending.abort(); // drops the client's connection while the provider is still thinking
     let line = gw.log_line("leaves-early");
     assert_eq!(line["error"], "client_closed_request", "{line}");

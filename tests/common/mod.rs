@@ -420,6 +420,19 @@ impl Redis {
     }
 }
 
+/// Poll `f` until it is true, failing after the harness deadline.
+pub async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// `GET url` as JSON (optionally with a bearer token).
 pub async fn get_json(url: &str, bearer: Option<&str>) -> serde_json::Value {
     let mut req = client().get(url);
