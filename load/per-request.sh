@@ -12,16 +12,7 @@ WS=${2:-}
 C=${3:-1}
 T=1
 [ "$C" -gt 1 ] && T=2
-out=$(TOLLGATE_BIN=$BIN WORK_STEALING=$WS KEEP=1 bash "$ROOT/load/profile.sh" 2>&1) || true
-port=$(echo "$out" | sed -n 's/.*tollgate=\([0-9]*\) (pid.*/\1/p')
-pid=$(echo "$out" | sed -n 's/.*(pid \([0-9]*\)).*/\1/p')
-pids=$(echo "$out" | sed -n 's/servers left running: //p')
-work=$(echo "$out" | sed -n 's/^work=\([^ ]*\).*/\1/p')
-[ -n "$pid" ] || {
-	echo "servers did not start: $out" >&2
-	exit 1
-}
-trap 'for p in $pids; do kill "$p" 2>/dev/null || true; done' EXIT
+TOLLGATE_BIN=$BIN WORK_STEALING=$WS . "$ROOT/load/keep-servers.sh"
 url="http://127.0.0.1:$port/v1/chat/completions"
 timeout 10 wrk -t$T -c"$C" -d2s -s "$ROOT/load/post.lua" "$url" -- "$work/small.json" >/dev/null 2>&1 || true
 sleep 0.5

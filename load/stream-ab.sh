@@ -11,16 +11,7 @@ BIN=$1
 CONC=${2:-2000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-out=$(UPSTREAM_HTTP2=${UPSTREAM_HTTP2:-} TOLLGATE_BIN=$BIN KEEP=1 bash load/profile.sh 2>&1 | tail -3) || true
-port=$(echo "$out" | sed -n 's/.*tollgate=\([0-9]*\) (pid.*/\1/p')
-mport=$(echo "$out" | sed -n 's/.*mock=\([0-9]*\) .*/\1/p')
-pid=$(echo "$out" | sed -n 's/.*(pid \([0-9]*\)).*/\1/p')
-pids=$(echo "$out" | sed -n 's/servers left running: //p')
-[ -n "$pid" ] || {
-	echo "servers did not start: $out" >&2
-	exit 1
-}
-trap 'for p in $pids; do kill "$p" 2>/dev/null || true; done' EXIT
+TOLLGATE_BIN=$BIN . "$ROOT/load/keep-servers.sh"
 SSE=target/load-client/release/tollgate-sse-load
 common=(--model mock-gpt-4o --header "x-mock-chunks: 64" --header "x-mock-chunk-delay-ms: 20"
 	--chunks 64 --pace-ms 20 --concurrency "$CONC" --timeout 20 --ramp-ms 1000)
