@@ -90,18 +90,16 @@ const NOT_FORWARDED: [http::header::HeaderName; 9] = [
 
 /// One attempt's state while it runs.
 pub struct AttemptState {
-    pub attempt: Box<Attempt>,
+    pub attempt: Attempt,
     reader: Reader,
-    first_token_seen: bool,
     pub outcome: Outcome,
 }
 
 impl AttemptState {
     pub fn new(attempt: Attempt) -> Self {
         AttemptState {
-            attempt: Box::new(attempt),
+            attempt,
             reader: Reader::None,
-            first_token_seen: false,
             outcome: Outcome::default(),
         }
     }
@@ -277,8 +275,7 @@ impl AttemptState {
                 }
             }
         };
-        if !self.first_token_seen && self.content_seen() {
-            self.first_token_seen = true;
+        if self.outcome.first_token.is_none() && self.content_seen() {
             self.outcome.first_token = Some(Instant::now());
         }
         if end_of_stream {
