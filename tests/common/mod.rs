@@ -515,3 +515,167 @@ routes:
 }
 
 pub const PROVIDER_KEY: &str = "sk-provider-secret-1234";
+
+/// Resident set size of process `pid` in KiB (from `/proc/PID/status`), 0 if unreadable.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Send raw bytes to `port` on loopback and read what comes back until the peer closes or
+/// `within` passes. Returns the bytes read and whether the peer closed the connection.
+pub fn raw_exchange(port: u16, request: &[u8], within: Duration) -> (String, bool) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(request).unwrap();
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let mut closed = false;
+    while start.elapsed() < within {
+        let left = within.saturating_sub(start.elapsed()).max(Duration::from_millis(1));
+        s.set_read_timeout(Some(left.min(Duration::from_millis(200))))
+            .unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
+
+/// One request as a `RawUpstream` received it.
+#[derive(Debug, Clone)]
+pub struct RawRequest {
+    /// The request line and headers, as sent (`\r\n` separated).
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl RawRequest {
+    /// The value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+}
+
+type RawHandler = dyn Fn(&RawRequest, &mut std::net::TcpStream) + Send + Sync;
+
+/// A deliberately broken (or scripted) upstream on a run-time loopback port: for each request
+/// it reads the header and a `Content-Length` body, records them, and lets `handler` write
+/// any bytes it likes (a malformed answer, an endless SSE line, a key echoed back) before the
+/// connection is closed. One thread per connection; it stops with the test process.
+pub struct RawUpstream {
+    pub addr: String,
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<RawRequest>>>,
+}
+
+impl RawUpstream {
+    pub fn start<F>(handler: F) -> RawUpstream
+    where
+        F: Fn(&RawRequest, &mut std::net::TcpStream) + Send + Sync + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let handler: std::sync::Arc<RawHandler> = std::sync::Arc::new(handler);
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let handler = handler.clone();
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    if let Some(req) = read_raw_request(&mut conn) {
+                        seen.lock().unwrap().push(req.clone());
+                        handler(&req, &mut conn);
+                    }
+                });
+            }
+        });
+        RawUpstream { addr, requests }
+    }
+
+    /// Always answer `response` (status line, headers and body, as given).
+    pub fn fixed(response: Vec<u8>) -> RawUpstream {
+        Self::start(move |_, conn| {
+            use std::io::Write;
+            let _ = conn.write_all(&response);
+        })
+    }
+
+    /// The OpenAI-style base URL (`http://addr/v1`).
+    pub fn url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub fn received(&self) -> Vec<RawRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn read_raw_request(conn: &mut std::net::TcpStream) -> Option<RawRequest> {
+    use std::io::Read;
+    conn.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut data = Vec::new();
+    let mut buf = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let n = conn.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        data.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
+    let mut req = RawRequest {
+        head,
+        body: data[head_end + 4..].to_vec(),
+    };
+    let len: usize = req
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    while req.body.len() < len {
+        let n = conn.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        req.body.extend_from_slice(&buf[..n]);
+    }
+    Some(req)
+}
+
+/// A 200 JSON response with `body`, `Content-Length` framed, connection closed after.
+pub fn http_json(status: u16, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}

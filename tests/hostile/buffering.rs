@@ -1,0 +1,1 @@
+//! Placeholder: tests for this class are added with its fix.
