@@ -5,15 +5,13 @@
 
 mod common;
 
+use common::traffic::{traffic, Tally};
 use common::*;
-use serde_json::json;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const STREAM_CHUNKS: usize = 20;
 
 fn spawn(config: &Path, upgrade: bool) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
@@ -44,78 +42,6 @@ fn wait_exit(child: &mut Child, within: Duration) {
             "old process did not exit after draining"
         );
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The process id a gateway request id (`tg-<pid hex>-<seq>`) names.
-fn served_by(request_id: &str) -> u32 {
-    let hex = request_id.split('-').nth(1).unwrap();
-    u32::from_str_radix(hex, 16).unwrap()
-}
-
-#[derive(Default)]
-struct Tally {
-    ok: AtomicU64,
-    streams_ok: AtomicU64,
-    failures: Mutex<Vec<String>>,
-    pids: Mutex<Vec<u32>>,
-}
-
-async fn traffic(port: u16, stream: bool, stop: Arc<AtomicBool>, tally: Arc<Tally>, t0: Instant) {
-    // A new connection per request: an idle keep-alive connection closed by the old process
-    // races with a client reusing it, a limit of HTTP/1.1 itself and not of the upgrade.
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
-    while !stop.load(Ordering::Relaxed) {
-        let body = json!({"model": "mock-x", "stream": stream, "messages": [{"role": "user", "content": "hi"}]});
-        let mut req = client.post(&url).json(&body);
-        if stream {
-            req = req
-                .header("x-mock-chunks", STREAM_CHUNKS.to_string())
-                .header("x-mock-chunk-delay-ms", "40");
-        }
-        let result = async {
-            let resp = req.send().await.map_err(|e| format!("send: {e:?}"))?;
-            let status = resp.status();
-            let id = resp
-                .headers()
-                .get("x-request-id")
-                .map(|v| v.to_str().unwrap_or("").to_string());
-            let text = resp.text().await.map_err(|e| format!("body: {e:?}"))?;
-            if status != 200 {
-                return Err(format!("status {status}: {text}"));
-            }
-            if stream {
-                let events = sse_data(&text);
-                let chunks = events
-                    .iter()
-                    .filter(|e| e.contains("\"content\":\"") && !e.contains("\"content\":\"\""))
-                    .count();
-                if chunks != STREAM_CHUNKS || events.last().map(String::as_str) != Some("[DONE]") {
-                    return Err(format!("truncated stream: {chunks} chunks"));
-                }
-            }
-            Ok(id.unwrap_or_default())
-        }
-        .await;
-        match result {
-            Ok(id) => {
-                if stream {
-                    tally.streams_ok.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    tally.ok.fetch_add(1, Ordering::Relaxed);
-                }
-                tally.pids.lock().unwrap().push(served_by(&id));
-            }
-            Err(e) => tally
-                .failures
-                .lock()
-                .unwrap()
-                .push(format!("at {:?} stream={stream}: {e}", t0.elapsed())),
-        }
     }
 }
 
@@ -153,6 +79,7 @@ async fn five_upgrades_under_load_lose_nothing() {
         load.push(tokio::spawn(traffic(
             port,
             i % 2 == 1,
+            40,
             stop.clone(),
             tally.clone(),
             t0,
