@@ -23,8 +23,7 @@ install -m 0755 "$bin" "$root/usr/local/bin/tollgate.new"
 mv -f "$root/usr/local/bin/tollgate.new" "$root/usr/local/bin/tollgate"
 [ -e "$root/etc/tollgate/tollgate.yaml" ] || install -m 0640 conf/systemd.yaml "$root/etc/tollgate/tollgate.yaml"
 if [ ! -e "$root/etc/tollgate/env" ]; then
-  install -m 0600 /dev/null "$root/etc/tollgate/env"
-  printf '# Provider keys, one VAR=value per line, e.g.\n# OPENAI_API_KEY=sk-...\n' > "$root/etc/tollgate/env"
+  install -m 0600 systemd/env.example "$root/etc/tollgate/env"
 fi
 install -m 0644 systemd/tollgate.service "$root/etc/systemd/system/tollgate.service"
 install -m 0644 README.md "$root/usr/local/share/doc/tollgate/README.md"
