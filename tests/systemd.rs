@@ -332,16 +332,18 @@ async fn unit_reload_under_load_loses_nothing() {
     let last = *pids.last().unwrap();
     assert!(alive(last) && unit.main_pid() == last);
 
-    let failures = tally.failures.lock().unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} failed requests: {:?}\n{log:#?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
-    assert!(tally.streams_ok.load(Ordering::Relaxed) > 5);
-    let served = tally.pids.lock().unwrap();
-    assert!(served.contains(&last), "the newest process served nothing");
+    {
+        let failures = tally.failures.lock().unwrap();
+        assert!(
+            failures.is_empty(),
+            "{} failed requests: {:?}\n{log:#?}",
+            failures.len(),
+            &failures[..failures.len().min(5)]
+        );
+        assert!(tally.streams_ok.load(Ordering::Relaxed) > 5);
+        let served = tally.pids.lock().unwrap();
+        assert!(served.contains(&last), "the newest process served nothing");
+    }
 
     // `systemctl stop`: SIGTERM to the main process.
     common::signal(last, "-TERM");
