@@ -1,7 +1,9 @@
 //! What a start needs from the machine beyond a valid config, checked before Pingora takes
 //! over: every listener address free, TLS certificates and keys loadable and matching, the
 //! `server.ca_file` bundle loadable, the access log, the embedded store, and in daemon mode
-//! the error log and pid file writable, the Redis URL well formed.
+//! the error log and pid file writable (`-t` warns about those two when the config does not
+//! say `daemon: true`, since it cannot know whether `-d` will be given), the Redis URL well
+//! formed.
 //!
 //! `tollgate -t` and the real start run the same `check`, so a config that `-t` accepts does
 //! not then fail at start for any of these reasons, and a start that cannot work exits at
@@ -42,16 +44,25 @@ pub fn check(g: &Gateway, mode: Mode) -> Result<Vec<String>, ConfigError> {
     if let AccessLogTarget::File(path) = &g.access_log {
         writable(Path::new(path)).map_err(|e| ConfigError::field("access_log.path", e))?;
     }
+    // Written only by a daemon (`server.daemon` or `-d`). `-t` cannot know about `-d`: it
+    // reports them as warnings unless the config itself says daemon.
     let daemon = match mode {
-        Mode::Test => g.server.daemon || g.server.error_log.is_some(),
+        Mode::Test => g.server.daemon,
         Mode::Start { daemon, .. } => daemon || g.server.daemon,
     };
-    if daemon {
-        if let Some(path) = &g.server.error_log {
-            writable(Path::new(path)).map_err(|e| ConfigError::field("server.error_log", e))?;
+    let mut daemon_files = vec![("server.pid_file", g.server.pid_file.as_str())];
+    if let Some(path) = &g.server.error_log {
+        daemon_files.push(("server.error_log", path.as_str()));
+    }
+    for (field, path) in daemon_files {
+        match writable(Path::new(path)) {
+            Ok(()) => {}
+            Err(e) if daemon => return Err(ConfigError::field(field, e)),
+            Err(e) if mode == Mode::Test => {
+                warnings.push(format!("`{field}`: {e} (needed when started with -d)"))
+            }
+            Err(_) => {}
         }
-        writable(Path::new(&g.server.pid_file))
-            .map_err(|e| ConfigError::field("server.pid_file", e))?;
     }
     match &g.store.redis {
         Some(r) => redis_url(&r.url).map_err(|e| ConfigError::field("redis.url", e))?,
@@ -103,7 +114,10 @@ fn tls(field: &str, l: &Listener) -> Result<(), ConfigError> {
         .ok_or_else(|| {
             ConfigError::field(
                 &key_field,
-                format!("`{}` holds no PEM private key (PKCS#1, PKCS#8 or SEC1)", t.key),
+                format!(
+                    "`{}` holds no PEM private key (PKCS#1, PKCS#8 or SEC1)",
+                    t.key
+                ),
             )
         })?;
     pingora_core::tls::install_default_crypto_provider();
@@ -282,7 +296,11 @@ fn running_instance(g: &Gateway, addr: SocketAddr) -> Option<String> {
     let name = exe.file_name()?.to_string_lossy().into_owned();
     let me = std::process::id();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         if pid == me {

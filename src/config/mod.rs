@@ -150,11 +150,17 @@ routes:
                 "rate_limits[0] (a).tokens",
             ),
             (
-                BASE.replace("model_mapping:", "health: {failure_threshold: 0}\n    model_mapping:"),
+                BASE.replace(
+                    "model_mapping:",
+                    "health: {failure_threshold: 0}\n    model_mapping:",
+                ),
                 "health.failure_threshold",
             ),
             (
-                BASE.replace("model_mapping:", "timeouts: {read: 0ms}\n    model_mapping:"),
+                BASE.replace(
+                    "model_mapping:",
+                    "timeouts: {read: 0ms}\n    model_mapping:",
+                ),
                 "timeouts.read",
             ),
             (

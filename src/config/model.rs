@@ -796,7 +796,11 @@ impl Gateway {
                 DEFAULT_MAX_BODY,
             )?,
             access_log,
-            access_log_buffer: at_least_one("access_log.buffer_lines", f.access_log.buffer_lines, 65536)?,
+            access_log_buffer: at_least_one(
+                "access_log.buffer_lines",
+                f.access_log.buffer_lines,
+                65536,
+            )?,
             providers,
             routes,
             limits,

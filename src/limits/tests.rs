@@ -26,7 +26,11 @@ fn rule(key: KeyBy, window: Window, limits: &[(Measure, u64)]) -> Limits {
 #[tokio::test]
 async fn reserve_then_reconcile_bounds_the_overshoot() {
     let stores = Stores::default();
-    let limits = rule(KeyBy::Consumer(vec![]), Window::Minute, &[(Measure::Tokens, 1000)]);
+    let limits = rule(
+        KeyBy::Consumer(vec![]),
+        Window::Minute,
+        &[(Measure::Tokens, 1000)],
+    );
     let h = HeaderMap::new();
     let mut admitted = 0;
     for _ in 0..20 {
@@ -255,7 +259,11 @@ async fn ip_cidr_and_provider_key_rules() {
         .admit(&stores, &attempt("p/k2"), demand(0))
         .await
         .is_ok());
-    let consumer = rule(KeyBy::Consumer(vec![]), Window::Minute, &[(Measure::Requests, 1)]);
+    let consumer = rule(
+        KeyBy::Consumer(vec![]),
+        Window::Minute,
+        &[(Measure::Requests, 1)],
+    );
     assert!(consumer
         .admit(&stores, &attempt("p/k1"), demand(0))
         .await

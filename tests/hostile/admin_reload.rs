@@ -112,7 +112,11 @@ rate_limits:
     assert_eq!(chat(&gw, Some("bob-key")).await, 200);
     assert_eq!(chat(&gw, Some("bob-key")).await, 429);
     for _ in 0..3 {
-        assert_eq!(chat(&gw, Some("alice-key")).await, 200, "alice is not limited");
+        assert_eq!(
+            chat(&gw, Some("alice-key")).await,
+            200,
+            "alice is not limited"
+        );
     }
     assert_eq!(chat(&gw, None).await, 200);
 }
@@ -143,8 +147,14 @@ fn rejected_by_test_and_start(path: &Path, needle: &str) {
         Some(false),
         "start with {needle} did not exit non-zero within {START_FAILS_WITHIN:?}: {err}"
     );
-    assert!(err.contains(needle), "start does not name `{needle}`: {err}");
-    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
+    assert!(
+        err.contains(needle),
+        "start does not name `{needle}`: {err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "start: not one line: {err}");
 }
 
@@ -193,6 +203,13 @@ fn configs_that_cannot_start_fail_test_and_start_naming_the_field() {
                 "{base}\nrate_limits: [{{name: h, key: route, window: hour, requests: 9}}]\nstore: {{path: \"{d}/a-file/state.db\"}}\n"
             ),
             "store.path",
+        ),
+        (
+            base.replace(
+                "threads: 2",
+                &format!("threads: 2\n  daemon: true\n  error_log: \"{d}/a-file/error.log\""),
+            ),
+            "server.error_log",
         ),
         (
             format!("{base}\nredis: {{url: \"redis://127.0.0.1:notaport\"}}\n"),
