@@ -3,7 +3,9 @@
 //!
 //! Served by a plain Pingora `ServeHttp` app on its own listener (loopback by default), so
 //! operational traffic never shares the proxy's routing. With `token` set, `/admin/*`
-//! requires `Authorization: Bearer <token>` (compared in constant time).
+//! requires `Authorization: Bearer <token>` (compared in constant time). The token is read
+//! from the current config snapshot, so a reload rotates it: the old token stops working
+//! at once.
 
 use crate::config::{Gateway, SharedConfig};
 use crate::error::GatewayError;
@@ -18,6 +20,9 @@ use serde_json::json;
 pub struct Admin {
     pub config: SharedConfig,
     pub reloader: Reloader,
+    /// The token the admin listener started with; used only while the current config has no
+    /// admin listener (removed by a reload, which needs an upgrade to apply), so that such a
+    /// reload never leaves the running admin listener open.
     pub token: Option<String>,
     pub backends: std::sync::Arc<crate::store::Backends>,
 }
@@ -145,7 +150,12 @@ fn readiness(config: &Gateway) -> (bool, serde_json::Value) {
 
 impl Admin {
     fn authorized(&self, session: &ServerSession) -> bool {
-        let Some(token) = &self.token else {
+        let config = self.config.load();
+        let token = match &config.admin_listener {
+            Some(l) => l.token.as_ref(),
+            None => self.token.as_ref(),
+        };
+        let Some(token) = token else {
             return true;
         };
         session

@@ -17,7 +17,8 @@
 //! - `sse`, `usage`: the incremental SSE parser and token metering.
 //! - `error`: every client-visible error, mapped to status and OpenAI-style body.
 //! - `metrics`, `access_log`, `admin`: what operators see; `reload`: config hot reload.
-//! - `server`: assembling the Pingora server and its services.
+//! - `server`: assembling the Pingora server and its services; `preflight`: what a start
+//!   needs from the machine (free listener addresses, loadable files), shared with `-t`.
 
 pub mod access_log;
 pub mod admin;
@@ -30,6 +31,7 @@ pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod pattern;
+pub mod preflight;
 pub mod provider;
 pub mod proxy;
 pub mod quota;

@@ -43,8 +43,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// What a rule counts per.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyBy {
-    /// The authenticated consumer (requests without one are not counted).
-    Consumer,
+    /// The authenticated consumer (requests without one are not counted): every consumer
+    /// when the list is empty, else only the listed ones, each with its own budget.
+    Consumer(Vec<String>),
     /// The route.
     Route,
     /// A header's value: every distinct value (`*`) or only the listed ones.
@@ -209,7 +210,10 @@ impl Rule {
             return None;
         }
         match &self.key {
-            KeyBy::Consumer => who.consumer.map(Cow::Borrowed),
+            KeyBy::Consumer(only) => who
+                .consumer
+                .filter(|c| only.is_empty() || only.iter().any(|x| x == c))
+                .map(Cow::Borrowed),
             KeyBy::Route => Some(Cow::Borrowed(who.route)),
             KeyBy::ProviderKey => who.provider_key.map(Cow::Borrowed),
             KeyBy::Ip(nets) => {

@@ -97,9 +97,30 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         };
     }
+    use tollgate::preflight::{check, Mode};
     if cli.test {
-        println!("tollgate: configuration {} is valid", cli.conf);
-        return ExitCode::SUCCESS;
+        // Everything a start checks: files, stores, listener addresses (see `preflight`).
+        return match check(&gateway, Mode::Test) {
+            Ok(warnings) => {
+                for w in warnings {
+                    eprintln!("tollgate: warning: {w}");
+                }
+                println!("tollgate: configuration {} is valid", cli.conf);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tollgate: configuration error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let mode = Mode::Start {
+        upgrade: cli.upgrade,
+        daemon: cli.daemon,
+    };
+    if let Err(e) = check(&gateway, mode) {
+        eprintln!("tollgate: cannot start: {e}");
+        return ExitCode::from(1);
     }
     let switches = tollgate::server::Switches {
         daemon: cli.daemon,

@@ -4,7 +4,10 @@
 //! they started with); keys that did not change keep their health; new host names are
 //! resolved before the swap. An invalid file is rejected with the error logged and returned,
 //! and the old snapshot keeps serving. Settings that live in sockets or threads (listeners,
-//! `server`) cannot change live: the reload reports them as needing an upgrade.
+//! `server`, the access log, the stores) cannot change live: the reload reports them as
+//! needing an upgrade, compared with what the process is running (the settings it started
+//! with), not with the previous file, so a change stays reported until an upgrade applies
+//! it. The admin token is read from the current snapshot, so a reload rotates it at once.
 
 use crate::config::{self, ConfigError, Gateway, SharedConfig};
 use crate::provider::resolve::resolve_now;
@@ -17,6 +20,46 @@ use std::sync::Arc;
 pub struct Reloader {
     pub config: SharedConfig,
     pub path: Arc<str>,
+    /// What the process applied at start and cannot change without an upgrade.
+    pub running: Arc<Running>,
+}
+
+/// The settings a reload cannot apply, as this process runs them (taken at start).
+#[derive(Debug)]
+pub struct Running {
+    listeners: Listeners,
+    server: String,
+    access_log: (config::model::AccessLogTarget, usize),
+    store: crate::store::StoreSettings,
+}
+
+/// Proxy listeners and the admin listener, without the admin token (applied live).
+type Listeners = (Vec<String>, Option<String>);
+
+fn listeners(g: &Gateway) -> Listeners {
+    let show = |l: &config::model::Listener| {
+        format!(
+            "{}:{:?}",
+            l.address,
+            l.tls.as_ref().map(|t| (&t.cert, &t.key, t.http2))
+        )
+    };
+    (
+        g.proxy_listeners.iter().map(show).collect(),
+        g.admin_listener.as_ref().map(show),
+    )
+}
+
+impl Running {
+    /// The settings of `g`, the config the process starts with.
+    pub fn of(g: &Gateway) -> Self {
+        Running {
+            listeners: listeners(g),
+            server: format!("{:?}", g.server),
+            access_log: (g.access_log.clone(), g.access_log_buffer),
+            store: g.store.clone(),
+        }
+    }
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -25,44 +68,42 @@ pub struct ReloadReport {
     pub needs_upgrade: Vec<&'static str>,
 }
 
-fn needs_upgrade(old: &Gateway, new: &Gateway) -> Vec<&'static str> {
+/// Settings of `new` that differ from what the process runs.
+fn needs_upgrade(running: &Running, new: &Gateway) -> Vec<&'static str> {
     let mut out = Vec::new();
-    let listeners = |g: &Gateway| {
-        let show = |l: &config::model::Listener| {
-            format!(
-                "{}:{:?}",
-                l.address,
-                l.tls.as_ref().map(|t| (&t.cert, &t.key, t.http2))
-            )
-        };
-        (
-            g.proxy_listeners.iter().map(show).collect::<Vec<_>>(),
-            g.admin_listener.as_ref().map(show),
-        )
-    };
-    if listeners(old) != listeners(new) {
+    if running.listeners != listeners(new) {
         out.push("listeners");
     }
-    if format!("{:?}", old.server) != format!("{:?}", new.server) {
+    if running.server != format!("{:?}", new.server) {
         out.push("server");
     }
-    if old.access_log != new.access_log || old.access_log_buffer != new.access_log_buffer {
+    if running.access_log != (new.access_log.clone(), new.access_log_buffer) {
         out.push("access_log");
     }
-    if !old.store.same_stores(&new.store) {
+    if !running.store.same_stores(&new.store) {
         out.push("store/redis");
     }
     out
 }
 
 impl Reloader {
+    /// A reloader for the process that starts with the config in `config`.
+    pub fn new(config: SharedConfig, path: &str) -> Self {
+        let running = Arc::new(Running::of(&config.load()));
+        Reloader {
+            config,
+            path: Arc::from(path),
+            running,
+        }
+    }
+
     /// Load, validate and swap in the config file (blocking: file I/O and name resolution).
     pub fn reload_blocking(&self) -> Result<ReloadReport, ConfigError> {
         let old = self.config.load_full();
         let new = config::load(&self.path, Some(&old))?;
         resolve_now(&new.providers);
         let report = ReloadReport {
-            needs_upgrade: needs_upgrade(&old, &new),
+            needs_upgrade: needs_upgrade(&self.running, &new),
         };
         self.config.store(Arc::new(new));
         if report.needs_upgrade.is_empty() {

@@ -171,10 +171,7 @@ pub fn build(
     let proxy_listeners = gateway.proxy_listeners.clone();
     let admin_listener = gateway.admin_listener.clone();
     let config: SharedConfig = Arc::new(ArcSwap::from_pointee(gateway));
-    let reloader = Reloader {
-        config: config.clone(),
-        path: Arc::from(config_path),
-    };
+    let reloader = Reloader::new(config.clone(), config_path);
 
     let mut inner = pingora_proxy::HttpProxy::new(
         Tollgate {

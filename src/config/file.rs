@@ -100,7 +100,9 @@ pub struct RateLimitSection {
     /// `cidr` counts each block as one (default: every address, each counted alone).
     #[serde(default)]
     pub cidrs: Vec<String>,
-    /// For `header:` keys: the values counted (`*` = each distinct value). Default `*`.
+    /// For `header:` keys: the values counted (`*` = each distinct value). For `consumer`
+    /// keys: the consumers limited, each with its own budget (others are not limited by
+    /// this rule). Default `*`; other keys take none.
     #[serde(default)]
     pub values: Vec<String>,
     /// `second`, `minute`, `hour` or `day`.

@@ -118,4 +118,66 @@ routes:
         let e = err(&BASE.replace("http://127.0.0.1:8090/v1", "ftp://x"));
         assert!(e.contains("base_url"), "{e}");
     }
+
+    #[test]
+    fn nonsensical_zeros_are_rejected_naming_the_field() {
+        let with_retry = |retry: &str| {
+            BASE.replace(
+                "        targets: [{provider: mock}]",
+                &format!("        targets: [{{provider: mock}}]\n    retry: {retry}"),
+            )
+        };
+        let limit = |rule: &str| format!("{BASE}\nrate_limits: [{rule}]\n");
+        let cases = [
+            (format!("server: {{threads: 0}}\n{BASE}"), "server.threads"),
+            (
+                format!("limits: {{max_body_bytes: 0}}\n{BASE}"),
+                "limits.max_body_bytes",
+            ),
+            (
+                format!("access_log: {{buffer_lines: 0}}\n{BASE}"),
+                "access_log.buffer_lines",
+            ),
+            (with_retry("{attempts: 0}"), "retry.attempts"),
+            (with_retry("{per_target: 0}"), "retry.per_target"),
+            (with_retry("{deadline: 0s}"), "retry.deadline"),
+            (
+                limit("{name: a, key: route, window: minute, requests: 0}"),
+                "rate_limits[0] (a).requests",
+            ),
+            (
+                limit("{name: a, key: route, window: minute, requests: 5, tokens: 0}"),
+                "rate_limits[0] (a).tokens",
+            ),
+            (
+                BASE.replace(
+                    "model_mapping:",
+                    "health: {failure_threshold: 0}\n    model_mapping:",
+                ),
+                "health.failure_threshold",
+            ),
+            (
+                BASE.replace(
+                    "model_mapping:",
+                    "timeouts: {read: 0ms}\n    model_mapping:",
+                ),
+                "timeouts.read",
+            ),
+            (
+                limit("{name: a, key: consumer, values: [bob], window: minute, requests: 1}"),
+                "rate_limits[0] (a).values",
+            ),
+            (
+                limit("{name: a, key: route, values: [x], window: minute, requests: 1}"),
+                "rate_limits[0] (a).values",
+            ),
+        ];
+        for (text, field) in cases {
+            let e = err(&text);
+            assert!(e.contains(field), "{field}: {e}");
+        }
+        // Zero grace periods are fine.
+        let text = format!("server: {{grace_period_seconds: 0}}\n{BASE}");
+        assert!(parse(&text, "t.yaml", None).is_ok());
+    }
 }

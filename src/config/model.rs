@@ -99,6 +99,31 @@ fn duration(
     }
 }
 
+/// A count that sizes or bounds something: 0 would silently disable it, so it is an error.
+fn at_least_one<T: Copy + Default + PartialEq>(
+    field: &str,
+    value: Option<T>,
+    default: T,
+) -> Result<T, ConfigError> {
+    match value {
+        Some(v) if v == T::default() => Err(ConfigError::field(field, "must be at least 1")),
+        v => Ok(v.unwrap_or(default)),
+    }
+}
+
+/// A duration that bounds a wait: 0 would make every wait fail at once.
+fn positive_duration(
+    field: &str,
+    value: &Option<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let d = duration(field, value, default)?;
+    if d.is_zero() {
+        return Err(ConfigError::field(field, "must be longer than 0"));
+    }
+    Ok(d)
+}
+
 fn listener(field: &str, l: &file::ListenerSection) -> Result<Listener, ConfigError> {
     l.address.parse::<std::net::SocketAddr>().map_err(|e| {
         ConfigError::field(format!("{field}.address"), format!("`{}`: {e}", l.address))
@@ -199,13 +224,13 @@ fn build_provider(
         .map_err(|e| ConfigError::field(field("model_mapping"), e))?;
     let defaults = Timeouts::default();
     let timeouts = Timeouts {
-        connect: duration(
+        connect: positive_duration(
             &field("timeouts.connect"),
             &p.timeouts.connect,
             defaults.connect,
         )?,
-        read: duration(&field("timeouts.read"), &p.timeouts.read, defaults.read)?,
-        write: duration(&field("timeouts.write"), &p.timeouts.write, defaults.write)?,
+        read: positive_duration(&field("timeouts.read"), &p.timeouts.read, defaults.read)?,
+        write: positive_duration(&field("timeouts.write"), &p.timeouts.write, defaults.write)?,
         idle: duration(&field("timeouts.idle"), &p.timeouts.idle, defaults.idle)?,
     };
     let ca = match &p.ca_file {
@@ -265,21 +290,23 @@ fn build_health(
     };
     Ok(HealthSettings {
         policy: HealthPolicy {
-            failure_threshold: h
-                .failure_threshold
-                .unwrap_or(d.policy.failure_threshold)
-                .max(1),
-            success_threshold: h
-                .success_threshold
-                .unwrap_or(d.policy.success_threshold)
-                .max(1),
+            failure_threshold: at_least_one(
+                &field("health.failure_threshold"),
+                h.failure_threshold,
+                d.policy.failure_threshold,
+            )?,
+            success_threshold: at_least_one(
+                &field("health.success_threshold"),
+                h.success_threshold,
+                d.policy.success_threshold,
+            )?,
         },
-        check_interval: duration(
+        check_interval: positive_duration(
             &field("health.check_interval"),
             &h.check_interval,
             d.check_interval,
         )?,
-        check_timeout: duration(
+        check_timeout: positive_duration(
             &field("health.check_timeout"),
             &h.check_timeout,
             d.check_timeout,
@@ -348,9 +375,13 @@ fn build_route(
         }
     };
     let retry = RetryPolicy {
-        attempts: r.retry.attempts.unwrap_or(d.attempts).max(1),
-        per_target: r.retry.per_target.unwrap_or(d.per_target).max(1),
-        deadline: duration(
+        attempts: at_least_one(&route_field("retry.attempts"), r.retry.attempts, d.attempts)?,
+        per_target: at_least_one(
+            &route_field("retry.per_target"),
+            r.retry.per_target,
+            d.per_target,
+        )?,
+        deadline: positive_duration(
             &route_field("retry.deadline"),
             &r.retry.deadline,
             d.deadline,
@@ -408,6 +439,7 @@ fn models_json(routes: &[Route]) -> bytes::Bytes {
 fn build_limits(
     f: &FileConfig,
     routes: &[Route],
+    consumers: &Consumers,
     previous: Option<&Gateway>,
 ) -> Result<Limits, ConfigError> {
     let mut rules = Vec::new();
@@ -419,7 +451,22 @@ fn build_limits(
             .map(|c| parse_net(c).map_err(|e| ConfigError::field(field("cidrs"), e)))
             .collect::<Result<Vec<_>, _>>()?;
         let key = match r.key.as_str() {
-            "consumer" => KeyBy::Consumer,
+            "consumer" => {
+                let only: Vec<String> = r.values.iter().filter(|v| *v != "*").cloned().collect();
+                if r.values.iter().any(|v| v == "*") && !only.is_empty() {
+                    return Err(ConfigError::field(
+                        field("values"),
+                        "`*` (every consumer) cannot be combined with names",
+                    ));
+                }
+                if let Some(bad) = only.iter().find(|n| !consumers.names().contains(n)) {
+                    return Err(ConfigError::field(
+                        field("values"),
+                        format!("unknown consumer `{bad}`"),
+                    ));
+                }
+                KeyBy::Consumer(only)
+            }
             "route" => KeyBy::Route,
             "ip" => KeyBy::Ip(nets.clone()),
             "cidr" if nets.is_empty() => {
@@ -452,6 +499,12 @@ fn build_limits(
                 }
             },
         };
+        if !r.values.is_empty() && !matches!(key, KeyBy::Consumer(_) | KeyBy::Header(..)) {
+            return Err(ConfigError::field(
+                field("values"),
+                "only `consumer` and `header:NAME` rules take values",
+            ));
+        }
         if !nets.is_empty() && !matches!(key, KeyBy::Ip(_) | KeyBy::Cidr(_)) {
             return Err(ConfigError::field(
                 field("cidrs"),
@@ -470,6 +523,12 @@ fn build_limits(
         .into_iter()
         .filter_map(|(m, l)| l.map(|l| (m, l)))
         .collect();
+        if let Some((m, _)) = measures.iter().find(|(_, l)| *l == 0) {
+            return Err(ConfigError::field(
+                field(m.as_str()),
+                "must be at least 1 (remove the rule to stop limiting)",
+            ));
+        }
         if measures.is_empty() {
             return Err(ConfigError::field(
                 field("tokens"),
@@ -527,7 +586,11 @@ fn build_store(f: &FileConfig, limits: &Limits) -> Result<StoreSettings, ConfigE
             Some(RedisSettings {
                 url,
                 prefix: r.prefix.clone().unwrap_or_else(|| "tollgate".into()),
-                timeout: duration("redis.timeout", &r.timeout, Duration::from_millis(100))?,
+                timeout: positive_duration(
+                    "redis.timeout",
+                    &r.timeout,
+                    Duration::from_millis(100),
+                )?,
             })
         }
     };
@@ -629,7 +692,7 @@ impl Gateway {
     pub fn build(f: FileConfig, previous: Option<&Gateway>) -> Result<Self, ConfigError> {
         let s = &f.server;
         let server = ServerSettings {
-            threads: s.threads.unwrap_or(1).max(1),
+            threads: at_least_one("server.threads", s.threads, 1)?,
             work_stealing: s.work_stealing.unwrap_or(true),
             pid_file: s
                 .pid_file
@@ -711,7 +774,7 @@ impl Gateway {
                 ));
             }
         }
-        let limits = build_limits(&f, &routes, previous)?;
+        let limits = build_limits(&f, &routes, &consumers, previous)?;
         let store = build_store(&f, &limits)?;
         let quota = build_quota(&f, &consumers)?;
         let trusted_proxies = f
@@ -727,9 +790,17 @@ impl Gateway {
             server,
             proxy_listeners,
             admin_listener,
-            max_body_bytes: f.limits.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY),
+            max_body_bytes: at_least_one(
+                "limits.max_body_bytes",
+                f.limits.max_body_bytes,
+                DEFAULT_MAX_BODY,
+            )?,
             access_log,
-            access_log_buffer: f.access_log.buffer_lines.unwrap_or(65536).max(1),
+            access_log_buffer: at_least_one(
+                "access_log.buffer_lines",
+                f.access_log.buffer_lines,
+                65536,
+            )?,
             providers,
             routes,
             limits,

@@ -26,7 +26,11 @@ fn rule(key: KeyBy, window: Window, limits: &[(Measure, u64)]) -> Limits {
 #[tokio::test]
 async fn reserve_then_reconcile_bounds_the_overshoot() {
     let stores = Stores::default();
-    let limits = rule(KeyBy::Consumer, Window::Minute, &[(Measure::Tokens, 1000)]);
+    let limits = rule(
+        KeyBy::Consumer(vec![]),
+        Window::Minute,
+        &[(Measure::Tokens, 1000)],
+    );
     let h = HeaderMap::new();
     let mut admitted = 0;
     for _ in 0..20 {
@@ -59,7 +63,7 @@ async fn reserve_then_reconcile_bounds_the_overshoot() {
 
     // Reconcile: the real usage was lower, so budget comes back.
     let limits = rule(
-        KeyBy::Consumer,
+        KeyBy::Consumer(vec![]),
         Window::Minute,
         &[(Measure::Tokens, 1000), (Measure::Requests, 100)],
     );
@@ -255,11 +259,40 @@ async fn ip_cidr_and_provider_key_rules() {
         .admit(&stores, &attempt("p/k2"), demand(0))
         .await
         .is_ok());
-    let consumer = rule(KeyBy::Consumer, Window::Minute, &[(Measure::Requests, 1)]);
+    let consumer = rule(
+        KeyBy::Consumer(vec![]),
+        Window::Minute,
+        &[(Measure::Requests, 1)],
+    );
     assert!(consumer
         .admit(&stores, &attempt("p/k1"), demand(0))
         .await
         .unwrap()
         .0
         .is_empty());
+}
+
+#[tokio::test]
+async fn a_consumer_rule_with_values_limits_only_those_consumers() {
+    let stores = Stores::default();
+    let limits = rule(
+        KeyBy::Consumer(vec!["bob".into()]),
+        Window::Minute,
+        &[(Measure::Requests, 1)],
+    );
+    let h = HeaderMap::new();
+    for _ in 0..3 {
+        assert!(limits
+            .admit(&stores, &who(&h, Some("alice")), demand(0))
+            .await
+            .is_ok());
+    }
+    assert!(limits
+        .admit(&stores, &who(&h, Some("bob")), demand(0))
+        .await
+        .is_ok());
+    assert!(limits
+        .admit(&stores, &who(&h, Some("bob")), demand(0))
+        .await
+        .is_err());
 }

@@ -683,3 +683,54 @@ pub fn http_json(status: u16, body: &str) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+// --- admin_reload (issue 14): config rewrites that change listeners or the admin token ---
+
+impl Gateway {
+    /// Rewrite the config file with this proxy port, admin token and providers/routes block
+    /// (the admin listener stays where it is).
+    pub fn rewrite_config_as(&self, port: u16, admin_token: Option<&str>, body: &str) {
+        let body = body.replace("@DIR@", &self.dir.path().display().to_string());
+        let text = config_text(
+            self.dir.path(),
+            port,
+            self.admin_port,
+            None,
+            admin_token,
+            &body,
+        );
+        std::fs::write(&self.config_path, text).unwrap();
+    }
+}
+
+/// Run `tollgate ARGS -c path` to completion within `within`, or kill it: (exited in time
+/// with success, stderr). A process still running at the deadline counts as a failure to
+/// exit (`None`).
+pub fn run_tollgate(args: &[&str], path: &Path, within: Duration) -> (Option<bool>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(args)
+        .arg("-c")
+        .arg(path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tollgate");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status.success());
+        }
+        if start.elapsed() > within {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    if let Some(mut s) = child.stderr.take() {
+        use std::io::Read;
+        let _ = s.read_to_string(&mut err);
+    }
+    (status, err)
+}
