@@ -172,6 +172,8 @@ impl Tollgate {
         let route = req.route_name();
         let provider = req.provider.as_ref().map(|p| p.name.as_str());
         let model = req.model.as_deref();
+        // Labels come from the config only (see `crate::metrics`).
+        let model_label = req.model_label();
         let status = if req.status == 0 {
             session
                 .response_written()
@@ -181,11 +183,7 @@ impl Tollgate {
             req.status
         };
 
-        let labels = [
-            route.unwrap_or(""),
-            provider.unwrap_or(""),
-            model.unwrap_or(""),
-        ];
+        let labels = [route.unwrap_or(""), provider.unwrap_or(""), model_label];
         let series = req.consumer.as_deref().and_then(|c| {
             let known = req.config.consumer_series.as_ref()?;
             Some(if known.contains(c) { c } else { "other" })
