@@ -153,14 +153,19 @@ fn ms(from: Instant, to: Option<Instant>) -> Option<f64> {
     to.map(|t| t.saturating_duration_since(from).as_secs_f64() * 1000.0)
 }
 
-/// Usage as reported, or estimated from the request and streamed text when the provider
-/// reported none.
+/// Usage as reported, or estimated from the request and the delivered text when the
+/// provider reported none; every count clamped to `MAX_TOKENS_PER_REQUEST` (logged).
 fn final_usage(req: &ClientRequest) -> Option<Usage> {
     let mut usage = req.outcome.usage?;
     if usage.estimated && usage.input_tokens == 0 {
         if let Some(body) = &req.body {
             usage.input_tokens = estimate_tokens(&String::from_utf8_lossy(&body.bytes));
         }
+    }
+    let reported = usage;
+    if usage.clamp() {
+        let provider = req.provider.as_ref().map_or("", |p| p.name.as_str());
+        crate::usage::warn_clamped(provider, &reported);
     }
     Some(usage)
 }
