@@ -59,6 +59,10 @@ pub struct Attempt {
 }
 
 /// How the response body is being read.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per attempt, held in its state: boxing the meter would cost an allocation per stream"
+)]
 enum Reader {
     /// Nothing to read (an error passed through untouched).
     None,

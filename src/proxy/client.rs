@@ -382,12 +382,7 @@ impl ClientRequest {
 
     /// The first route serving this host and path that has a rule for `model`, and the
     /// index of that rule.
-    fn rule_for(
-        &self,
-        session: &Session,
-        config: &Gateway,
-        model: &str,
-    ) -> Option<(usize, usize)> {
+    fn rule_for(&self, session: &Session, config: &Gateway, model: &str) -> Option<(usize, usize)> {
         let (host, path) = host_and_path(session);
         let first = self.route?;
         config

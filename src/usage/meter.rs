@@ -62,9 +62,9 @@ struct Tally {
     reported: Option<Usage>,
     content: TokenEstimator,
     reasoning: TokenEstimator,
-    /// `content` and `reasoning` when `reported` was last set: text streamed after it is
-    /// not covered by the report (a stream cut short, or a provider reporting early).
-    at_report: (TokenEstimator, TokenEstimator),
+    /// `content` and `reasoning` tokens when `reported` was last set: text streamed after
+    /// it is not covered by the report (a stream cut short, or a provider reporting early).
+    at_report: (u64, u64),
     saw_done: bool,
     first_content: bool,
     events: u64,
@@ -115,7 +115,7 @@ impl Tally {
         };
         if let Some(u) = parse_usage(usage) {
             self.reported = Some(u);
-            self.at_report = (self.content, self.reasoning);
+            self.at_report = (self.content.tokens(), self.reasoning.tokens());
         }
         if !strip {
             Verdict::Keep
@@ -305,16 +305,12 @@ impl StreamMeter {
     pub fn usage(&self) -> Usage {
         if let Some(mut u) = self.tally.reported {
             let (content, reasoning) = self.tally.at_report;
-            let extra_reasoning = self
-                .tally
-                .reasoning
-                .tokens()
-                .saturating_sub(reasoning.tokens());
+            let extra_reasoning = self.tally.reasoning.tokens().saturating_sub(reasoning);
             let extra = self
                 .tally
                 .content
                 .tokens()
-                .saturating_sub(content.tokens())
+                .saturating_sub(content)
                 .saturating_add(extra_reasoning);
             if extra > 0 {
                 u.output_tokens = u.output_tokens.saturating_add(extra);

@@ -149,20 +149,25 @@ mod tests {
         est.feed(r#"{"q":"x"}"#);
         assert_eq!(estimate_response(anthropic).output_tokens, est.tokens());
 
-        let gemini = br#"{"candidates":[{"content":{"role":"model","parts":[{"text":"Hallo Welt"}]}}]}"#;
+        let gemini =
+            br#"{"candidates":[{"content":{"role":"model","parts":[{"text":"Hallo Welt"}]}}]}"#;
         assert_eq!(
             estimate_response(gemini).output_tokens,
             estimate_tokens("Hallo Welt")
         );
 
         // Embeddings carry no generated text.
-        let embeddings = br#"{"object":"list","data":[{"object":"embedding","embedding":[0.1,0.2]}]}"#;
+        let embeddings =
+            br#"{"object":"list","data":[{"object":"embedding","embedding":[0.1,0.2]}]}"#;
         assert_eq!(estimate_response(embeddings).output_tokens, 0);
 
         // A body cut short: everything delivered counts.
         let cut = br#"{"choices":[{"message":{"content":"abcdefgh"#;
         let u = estimate_response(cut);
-        assert_eq!(u.output_tokens, estimate_tokens(std::str::from_utf8(cut).unwrap()));
+        assert_eq!(
+            u.output_tokens,
+            estimate_tokens(std::str::from_utf8(cut).unwrap())
+        );
         assert!(u.estimated);
     }
 

@@ -35,10 +35,8 @@ fn upstream() -> RawUpstream {
         } else if body.contains("endless-json") {
             endless_json(conn);
         } else if body.contains("absurd-usage") {
-            let answer = format!(
-                r#"{{"id":"chatcmpl-2","object":"chat.completion","created":1,"model":"m","choices":[{{"index":0,"finish_reason":"stop","message":{{"role":"assistant","content":"ok"}}}}],"usage":{{"prompt_tokens":18446744073709551615,"completion_tokens":5,"total_tokens":18446744073709551615}}}}"#
-            );
-            let _ = conn.write_all(&http_json(200, &answer));
+            let answer = r#"{"id":"chatcmpl-2","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":"ok"}}],"usage":{"prompt_tokens":18446744073709551615,"completion_tokens":5,"total_tokens":18446744073709551615}}"#;
+            let _ = conn.write_all(&http_json(200, answer));
         } else {
             let answer = json!({
                 "id": "chatcmpl-3", "object": "chat.completion", "created": 1, "model": "m",
@@ -65,7 +63,10 @@ fn endless_stream(conn: &mut TcpStream, early_usage: bool) {
             "choices": [],
             "usage": {"prompt_tokens": 12, "completion_tokens": 0, "total_tokens": 12}
         });
-        if conn.write_all(format!("data: {first}\n\n").as_bytes()).is_err() {
+        if conn
+            .write_all(format!("data: {first}\n\n").as_bytes())
+            .is_err()
+        {
             return;
         }
     }
@@ -263,7 +264,7 @@ async fn abandoned_answers_are_charged_for_what_was_delivered() {
     let (input, output) = tokens(&line);
     assert!(input > 0, "no input estimate: {line}");
     assert!(
-        output >= at_least && output <= MAX_TOKENS_PER_REQUEST,
+        (at_least..=MAX_TOKENS_PER_REQUEST).contains(&output),
         "output {output}, expected at least {at_least}: {line}"
     );
     assert_eq!(charged, (input + output) as i64);
@@ -275,7 +276,7 @@ async fn abandoned_answers_are_charged_for_what_was_delivered() {
     let (input, output) = tokens(&line);
     assert_eq!(input, 12, "the reported prompt: {line}");
     assert!(
-        output >= at_least && output <= MAX_TOKENS_PER_REQUEST,
+        (at_least..=MAX_TOKENS_PER_REQUEST).contains(&output),
         "output {output}, expected at least {at_least}: {line}"
     );
     assert_eq!(charged, (input + output) as i64);
@@ -286,7 +287,7 @@ async fn abandoned_answers_are_charged_for_what_was_delivered() {
     let (input, output) = tokens(&line);
     assert!(input > 0, "no input estimate: {line}");
     assert!(
-        output >= (2 << 20) / 4 && output <= MAX_TOKENS_PER_REQUEST,
+        ((2 << 20) / 4..=MAX_TOKENS_PER_REQUEST).contains(&output),
         "output {output}: {line}"
     );
     assert_eq!(charged, (input + output) as i64);
