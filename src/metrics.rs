@@ -1,8 +1,18 @@
 //! Prometheus metrics, registered once in a process-wide registry and served by `admin`.
 //!
-//! Labels are route, provider and model names from the config and the requested model
-//! (bounded by the routes, since unknown models are rejected before they are counted).
-//! No label ever holds a key or a client credential.
+//! Every label value comes from the config, never from the client, so the number of series
+//! is bounded by the config whatever clients send:
+//! - `route`, `provider`, `key`, `rule`, `consumer`: names written in the config (consumers
+//!   beyond `metrics.max_consumer_series` share `consumer="other"`);
+//! - `model`: the pattern of the route rule that matched the request, as written in the config
+//!   (`gpt-4o`, `mock-*`, `~regex`), not the model name the client sent; `model="other"` for
+//!   a request whose model no rule matched (404), and empty for one that named no model;
+//! - `status`, `reason`, `state`, `outcome`, `op`, `what`: fixed sets chosen by the gateway
+//!   (HTTP status codes are three digits).
+//!
+//! A request that fails before it is routed (unknown path, bad body, missing credential) is
+//! counted with those same bounded labels. No label ever holds a key or a client credential,
+//! and the client's path, headers or model string never become one.
 
 use once_cell::sync::Lazy;
 use prometheus::{
@@ -297,8 +307,9 @@ impl RequestSeries {
     }
 }
 
-/// Entries kept per thread before the cache starts over (the model label comes from clients
-/// through wildcard rules, so the set of keys is bounded only by the config's patterns).
+/// Entries kept per thread before the cache starts over. The keys are label values from the
+/// config (see the module doc), so a config with fewer (route, provider, rule) combinations
+/// never starts over; this only caps the cache for a very large config.
 const SERIES_CACHE_MAX: usize = 256;
 
 thread_local! {

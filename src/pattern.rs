@@ -38,6 +38,23 @@ impl Pattern {
         Ok(Pattern::Exact(s.to_string()))
     }
 
+    /// The pattern as it is written in the config (`parse` gives it back).
+    pub fn source(&self) -> String {
+        match self {
+            Pattern::Any => "*".into(),
+            Pattern::Exact(e) => e.clone(),
+            Pattern::Prefix(p) => format!("{p}*"),
+            Pattern::Regex(r) => {
+                let s = r.as_str();
+                let inner = s
+                    .strip_prefix("^(?:")
+                    .and_then(|s| s.strip_suffix(")$"))
+                    .unwrap_or(s);
+                format!("~{inner}")
+            }
+        }
+    }
+
     pub fn matches(&self, name: &str) -> bool {
         match self {
             Pattern::Any => true,
@@ -130,6 +147,13 @@ mod tests {
         assert!(Pattern::parse("a*b").is_err());
         assert!(Pattern::parse("~(").is_err());
         assert!(Pattern::parse("").is_err());
+    }
+
+    #[test]
+    fn source_gives_back_what_was_parsed() {
+        for s in ["*", "gpt-4o", "gpt-*", "~gpt-4o(-mini)?", "~a|b"] {
+            assert_eq!(Pattern::parse(s).unwrap().source(), s);
+        }
     }
 
     #[test]

@@ -205,6 +205,10 @@ impl Quotas {
             let reserved = if hold.held { hold.reserved } else { 0 };
             match redis.quota_settle(consumer, reserved, used).await {
                 Ok(balance) => self.learn(consumer, balance),
+                // Permanent: retrying would loop forever (nothing was changed).
+                Err(StoreError::Overflow) => log::error!(
+                    "charging {used} tokens to {consumer}'s quota would overflow its balance"
+                ),
                 Err(_) => retry_settle(redis, consumer.to_string(), reserved, used),
             }
             return;

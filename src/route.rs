@@ -118,12 +118,16 @@ pub struct ModelRule {
     pub pattern: Pattern,
     pub targets: Vec<Target>,
     total_weight: u64,
+    /// The rule's pattern as written in the config: the `model` label of its metrics (never
+    /// the client's model name, which would let clients create series at will).
+    pub label: String,
 }
 
 impl ModelRule {
     pub fn new(pattern: Pattern, targets: Vec<Target>) -> Self {
         let total_weight = targets.iter().map(|t| u64::from(t.weight)).sum();
         ModelRule {
+            label: pattern.source(),
             pattern,
             targets,
             total_weight,
@@ -219,6 +223,11 @@ impl Route {
     /// The first rule whose pattern matches `model`.
     pub fn rule_for(&self, model: &str) -> Option<&ModelRule> {
         self.rules.iter().find(|r| r.pattern.matches(model))
+    }
+
+    /// The index in `rules` of the first rule whose pattern matches `model`.
+    pub fn rule_index(&self, model: &str) -> Option<usize> {
+        self.rules.iter().position(|r| r.pattern.matches(model))
     }
 }
 

@@ -97,7 +97,7 @@ async fn non_streaming_and_streaming_usage_match_upstream() {
     let labels = [
         ("route", "default"),
         ("provider", "mock"),
-        ("model", "mock-a"),
+        ("model", "mock-*"),
     ];
     assert_eq!(
         metric_sum(&metrics, "tollgate_input_tokens_total", &labels) as u64,

@@ -873,7 +873,8 @@ async fn prometheus_scrapes_exact_totals_and_evaluates_dashboard_and_alerts() {
         ("$instance", target.as_str()),
         ("$route", "default"),
         ("$provider", "mock|backup"),
-        ("$model", "mock-a"),
+        // The rule's pattern (the label value), as a PromQL regex.
+        ("$model", r"mock-\\*"),
     ];
     let panel_queries: Vec<(String, String, bool)> = dashboard_queries(&dashboard)
         .into_iter()

@@ -7,7 +7,7 @@ use crate::config::Gateway;
 use crate::error::GatewayError;
 use crate::limits::{Demand, Limited, Refusal, Used, Who};
 use crate::metrics::METRICS;
-use crate::usage::estimate_tokens;
+use crate::usage::{estimate_tokens, MAX_TOKENS_PER_REQUEST};
 use ipnet::IpNet;
 use pingora_proxy::Session;
 use std::net::IpAddr;
@@ -42,13 +42,16 @@ fn forwarded_for(peer: IpAddr, headers: &http::HeaderMap, trusted: &[IpNet]) -> 
     Some(ip)
 }
 
-/// The request's demand: estimated prompt tokens and its `max_tokens`.
+/// The request's demand: estimated prompt tokens and its `max_tokens`, each at most
+/// `MAX_TOKENS_PER_REQUEST` (no request is charged more, and a client's `max_tokens` cannot
+/// push a counter towards overflow).
 pub fn demand(body: &RequestBody) -> Demand {
+    let prompt = std::str::from_utf8(&body.bytes)
+        .map(estimate_tokens)
+        .unwrap_or(body.bytes.len() as u64 / 4);
     Demand {
-        prompt: std::str::from_utf8(&body.bytes)
-            .map(estimate_tokens)
-            .unwrap_or(body.bytes.len() as u64 / 4),
-        max_tokens: body.max_tokens.unwrap_or(0),
+        prompt: prompt.min(MAX_TOKENS_PER_REQUEST),
+        max_tokens: body.max_tokens.unwrap_or(0).min(MAX_TOKENS_PER_REQUEST),
     }
 }
 

@@ -59,6 +59,10 @@ pub struct Attempt {
 }
 
 /// How the response body is being read.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per attempt, held in its state: boxing the meter would cost an allocation per stream"
+)]
 enum Reader {
     /// Nothing to read (an error passed through untouched).
     None,
@@ -317,7 +321,7 @@ impl AttemptState {
         }
         match plan::translate_response(&body, *from, *to, model, *embeddings) {
             Ok((out, usage)) => {
-                self.outcome.usage = Some(usage);
+                self.outcome.usage = Some(reported_or_estimated(Some(usage), &out));
                 out.into()
             }
             Err(e) => {
@@ -334,7 +338,10 @@ impl AttemptState {
         let usage = match &self.reader {
             Reader::Meter(m) => Some(m.usage()),
             Reader::Translate(t) | Reader::Observe(t) => Some(t.usage()),
-            Reader::Json(body, family) => plan::native_usage(*family, body),
+            Reader::Json(body, family) => Some(reported_or_estimated(
+                plan::native_usage(*family, body),
+                body,
+            )),
             Reader::None | Reader::Hold { .. } => None,
         };
         if let Some(usage) = usage {
@@ -352,6 +359,16 @@ impl AttemptState {
             .error
             .get_or_insert_with(|| GatewayError::from_upstream(provider, e))
             .clone()
+    }
+}
+
+/// The usage a 2xx JSON answer reported, or, when it reported none (no `usage`, or no token
+/// counted at all), an estimate from the text `delivered` to the client (which may be cut
+/// short when the client or the provider went away).
+fn reported_or_estimated(reported: Option<Usage>, delivered: &[u8]) -> Usage {
+    match reported {
+        Some(u) if u.input_tokens > 0 || u.output_tokens > 0 => u,
+        _ => crate::usage::estimate_response(delivered),
     }
 }
 

@@ -17,7 +17,7 @@ use crate::metrics::METRICS;
 use crate::provider::Provider;
 use crate::quota::QuotaHold;
 use crate::route::{host_without_port, Endpoint};
-use crate::route::{AllKeysDown, ModelRule, RouteAuth, Target};
+use crate::route::{AllKeysDown, RouteAuth, Target};
 use crate::store::Backends;
 use bytes::{Bytes, BytesMut};
 use pingora_core::connectors::http::Connector;
@@ -32,6 +32,8 @@ pub struct ClientRequest {
     pub route: Option<usize>,
     pub endpoint: Option<Endpoint>,
     pub model: Option<String>,
+    /// The index of the route's model rule that matched `model`.
+    pub rule: Option<usize>,
     pub stream: bool,
     pub provider: Option<Arc<Provider>>,
     pub key_index: Option<usize>,
@@ -68,6 +70,7 @@ impl ClientRequest {
             route: None,
             endpoint: None,
             model: None,
+            rule: None,
             stream: false,
             provider: None,
             key_index: None,
@@ -92,6 +95,21 @@ impl ClientRequest {
         self.route
             .and_then(|i| self.config.routes.get(i))
             .map(|r| r.name.as_str())
+    }
+
+    /// The `model` label of this request's metrics: the matched rule's pattern as configured,
+    /// `other` for a model no rule matched, empty when the request named no model. Never
+    /// the client's string: every label value comes from the config.
+    pub fn model_label(&self) -> &str {
+        let rule = self
+            .route
+            .zip(self.rule)
+            .and_then(|(r, i)| self.config.routes.get(r)?.rules.get(i));
+        match (rule, &self.model) {
+            (Some(rule), _) => rule.label.as_str(),
+            (None, Some(_)) => "other",
+            (None, None) => "",
+        }
     }
 
     pub fn key_name(&self) -> Option<&str> {
@@ -158,11 +176,13 @@ impl ClientRequest {
         self.stream = body.stream;
 
         let config = self.config.clone();
-        let (route_index, rule) = self
+        let (route_index, rule_index) = self
             .rule_for(session, &config, &body.model)
             .ok_or_else(|| GatewayError::ModelNotFound(body.model.clone()))?;
         self.route = Some(route_index);
+        self.rule = Some(rule_index);
         let route = &config.routes[route_index];
+        let rule = &route.rules[rule_index];
         self.authenticate(session, &config, &route.auth)?;
         self.client_ip = super::admission::client_ip(session, &config.trusted_proxies);
         let demand = super::admission::demand(&body);
@@ -360,13 +380,9 @@ impl ClientRequest {
         Err(GatewayError::RouteNotFound(path.to_string()))
     }
 
-    /// The first route serving this host and path that has a rule for `model`.
-    fn rule_for<'c>(
-        &self,
-        session: &Session,
-        config: &'c Gateway,
-        model: &str,
-    ) -> Option<(usize, &'c ModelRule)> {
+    /// The first route serving this host and path that has a rule for `model`, and the
+    /// index of that rule.
+    fn rule_for(&self, session: &Session, config: &Gateway, model: &str) -> Option<(usize, usize)> {
         let (host, path) = host_and_path(session);
         let first = self.route?;
         config
@@ -375,7 +391,7 @@ impl ClientRequest {
             .enumerate()
             .skip(first)
             .filter(|(_, r)| r.match_request(host, path).is_some())
-            .find_map(|(i, r)| r.rule_for(model).map(|rule| (i, rule)))
+            .find_map(|(i, r)| r.rule_index(model).map(|rule| (i, rule)))
     }
 
     /// Who is calling, as the route requires.

@@ -153,14 +153,19 @@ fn ms(from: Instant, to: Option<Instant>) -> Option<f64> {
     to.map(|t| t.saturating_duration_since(from).as_secs_f64() * 1000.0)
 }
 
-/// Usage as reported, or estimated from the request and streamed text when the provider
-/// reported none.
+/// Usage as reported, or estimated from the request and the delivered text when the
+/// provider reported none; every count clamped to `MAX_TOKENS_PER_REQUEST` (logged).
 fn final_usage(req: &ClientRequest) -> Option<Usage> {
     let mut usage = req.outcome.usage?;
     if usage.estimated && usage.input_tokens == 0 {
         if let Some(body) = &req.body {
             usage.input_tokens = estimate_tokens(&String::from_utf8_lossy(&body.bytes));
         }
+    }
+    let reported = usage;
+    if usage.clamp() {
+        let provider = req.provider.as_ref().map_or("", |p| p.name.as_str());
+        crate::usage::warn_clamped(provider, &reported);
     }
     Some(usage)
 }
@@ -172,6 +177,8 @@ impl Tollgate {
         let route = req.route_name();
         let provider = req.provider.as_ref().map(|p| p.name.as_str());
         let model = req.model.as_deref();
+        // Labels come from the config only (see `crate::metrics`).
+        let model_label = req.model_label();
         let status = if req.status == 0 {
             session
                 .response_written()
@@ -181,11 +188,7 @@ impl Tollgate {
             req.status
         };
 
-        let labels = [
-            route.unwrap_or(""),
-            provider.unwrap_or(""),
-            model.unwrap_or(""),
-        ];
+        let labels = [route.unwrap_or(""), provider.unwrap_or(""), model_label];
         let series = req.consumer.as_deref().and_then(|c| {
             let known = req.config.consumer_series.as_ref()?;
             Some(if known.contains(c) { c } else { "other" })

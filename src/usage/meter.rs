@@ -62,6 +62,9 @@ struct Tally {
     reported: Option<Usage>,
     content: TokenEstimator,
     reasoning: TokenEstimator,
+    /// `content` and `reasoning` tokens when `reported` was last set: text streamed after
+    /// it is not covered by the report (a stream cut short, or a provider reporting early).
+    at_report: (u64, u64),
     saw_done: bool,
     first_content: bool,
     events: u64,
@@ -112,6 +115,7 @@ impl Tally {
         };
         if let Some(u) = parse_usage(usage) {
             self.reported = Some(u);
+            self.at_report = (self.content.tokens(), self.reasoning.tokens());
         }
         if !strip {
             Verdict::Keep
@@ -294,8 +298,25 @@ impl StreamMeter {
     /// `delta.tool_calls[].function.arguments` and `choices[].text`;
     /// `reasoning_tokens` is the reasoning part of it; `estimated = true` and
     /// `input_tokens = 0` (the caller fills in its own prompt estimate).
+    ///
+    /// Text streamed after the last report (a provider that reports early, or a stream
+    /// that stopped before its final report) is estimated and added to the reported
+    /// output, and the usage is then marked `estimated`.
     pub fn usage(&self) -> Usage {
-        if let Some(u) = self.tally.reported {
+        if let Some(mut u) = self.tally.reported {
+            let (content, reasoning) = self.tally.at_report;
+            let extra_reasoning = self.tally.reasoning.tokens().saturating_sub(reasoning);
+            let extra = self
+                .tally
+                .content
+                .tokens()
+                .saturating_sub(content)
+                .saturating_add(extra_reasoning);
+            if extra > 0 {
+                u.output_tokens = u.output_tokens.saturating_add(extra);
+                u.reasoning_tokens = u.reasoning_tokens.saturating_add(extra_reasoning);
+                u.estimated = true;
+            }
             return u;
         }
         let reasoning = self.tally.reasoning.tokens();

@@ -24,6 +24,8 @@
 //! * `usage_scan.rs`: the fast path for `usage` objects and response bodies;
 //! * `slow.rs`: the serde_json paths (reference and fallback);
 //! * `meter.rs`: [`StreamMeter`], the stream filter;
+//! * `response.rs`: [`estimate_response`] for JSON answers without usage, and the
+//!   per-request clamp ([`MAX_TOKENS_PER_REQUEST`]) of absurd reported usage;
 //! * `tests.rs`, `tests_fast.rs`, `tests_gen.rs`: tests, and property tests
 //!   of the fast paths against serde_json with their input generator.
 
@@ -32,11 +34,13 @@ mod estimate;
 mod json;
 mod memo;
 mod meter;
+mod response;
 mod slow;
 mod usage_scan;
 
 pub use estimate::{estimate_tokens, TokenEstimator};
 pub use meter::StreamMeter;
+pub use response::{estimate_response, warn_clamped, MAX_TOKENS_PER_REQUEST};
 
 use json::Bail;
 use usage_scan::BodyUsage;

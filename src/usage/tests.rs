@@ -512,3 +512,34 @@ fn fuzz_chunking_invariance() {
         }
     }
 }
+
+#[test]
+fn text_after_the_last_usage_report_is_estimated_on_top_of_it() {
+    // A provider that reports usage first (continuous usage statistics), then streams text
+    // and is cut short.
+    let early = concat!(
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":0}}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello there\"}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"hmm\"}}]}\n\n",
+    );
+    let mut m = StreamMeter::new(false);
+    m.feed(Bytes::from_static(early.as_bytes()));
+    let u = m.usage();
+    assert_eq!(u.input_tokens, 12);
+    assert_eq!(
+        u.output_tokens,
+        estimate_tokens("Hello there") + estimate_tokens("hmm")
+    );
+    assert_eq!(u.reasoning_tokens, estimate_tokens("hmm"));
+    assert!(u.estimated);
+
+    // The usual order (usage after the text, also in the text's last chunk): as reported.
+    let mut m = StreamMeter::new(false);
+    m.feed(Bytes::from(build(CHAT_EVENTS, None, "\n")));
+    m.finish();
+    assert_eq!(m.usage(), REPORTED);
+    let last = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"bye\"}}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\n";
+    let mut m = StreamMeter::new(false);
+    m.feed(Bytes::from_static(last.as_bytes()));
+    assert_eq!((m.usage().output_tokens, m.usage().estimated), (1, false));
+}
