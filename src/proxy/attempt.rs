@@ -10,7 +10,9 @@
 
 use super::plan::{self, Client, Plan, ResponsePlan};
 use crate::error::GatewayError;
+use crate::forward::ForwardHeaders;
 use crate::provider::{self, Family, Provider};
+use crate::scrub::StreamScrub;
 use crate::translate::StreamTranslator;
 use crate::usage::{StreamMeter, Usage};
 use bytes::Bytes;
@@ -60,8 +62,10 @@ pub struct Attempt {
 
 /// How the response body is being read.
 enum Reader {
-    /// Nothing to read (an error passed through untouched).
+    /// Nothing to read.
     None,
+    /// An error answer passed through, the provider's keys scrubbed from it.
+    Scrub(StreamScrub),
     /// A native OpenAI stream: metered, usage chunk stripped if asked.
     Meter(StreamMeter),
     /// A stream translated chunk by chunk into the client's protocol.
@@ -73,20 +77,6 @@ enum Reader {
     /// A JSON body held back whole, translated at its end (`ok`: a 2xx answer).
     Hold { body: Vec<u8>, ok: bool },
 }
-
-/// Hop-by-hop headers of the client's connection, and framing the gateway sets itself:
-/// never copied to the provider.
-const NOT_FORWARDED: [http::header::HeaderName; 9] = [
-    http::header::CONNECTION,
-    http::header::TE,
-    http::header::TRAILER,
-    http::header::TRANSFER_ENCODING,
-    http::header::UPGRADE,
-    http::header::EXPECT,
-    http::header::PROXY_AUTHORIZATION,
-    http::header::HeaderName::from_static("keep-alive"),
-    http::header::HeaderName::from_static("proxy-connection"),
-];
 
 /// One attempt's state while it runs.
 pub struct AttemptState {
@@ -118,19 +108,29 @@ impl AttemptState {
             })
     }
 
-    /// The request header for the provider, from the client's: path, key and framing set,
-    /// the client's credential and hop-by-hop headers gone.
-    pub fn upstream_request(&self, client: &RequestHeader) -> Result<Box<RequestHeader>> {
+    /// The request header for the provider, built fresh: path, key, framing and request id
+    /// set by the gateway, and only the client headers `forward` allows.
+    pub fn upstream_request(
+        &self,
+        client: &RequestHeader,
+        forward: &ForwardHeaders,
+        request_id: &str,
+    ) -> Result<Box<RequestHeader>> {
         let a = &self.attempt;
         let key =
             a.provider.keys.get(a.key_index).ok_or_else(|| {
                 Error::explain(ErrorType::InternalError, "key index out of range")
             })?;
-        let mut req = Box::new(client.clone());
-        req.set_version(http::Version::HTTP_11);
-        for name in &NOT_FORWARDED {
-            req.remove_header(name);
-        }
+        let native = matches!(a.plan.response, ResponsePlan::Native { .. });
+        // Room for what is forwarded plus the gateway's own headers.
+        let size = client.headers.len().min(24) + 6;
+        let mut req = Box::new(RequestHeader::build_no_case(
+            http::Method::POST,
+            b"/",
+            Some(size),
+        )?);
+        forward.copy(&client.headers, &mut req, a.provider.family, native)?;
+        req.insert_header(super::X_REQUEST_ID, request_id)?;
         provider::prepare_request(
             &mut req,
             &a.provider,
@@ -183,7 +183,7 @@ impl AttemptState {
                 }
                 (true, true, _) => Reader::Meter(StreamMeter::new(*strip_usage)),
                 (true, false, family) => Reader::Json(Vec::new(), *family),
-                (false, _, _) => Reader::None,
+                (false, _, _) => Reader::Scrub(StreamScrub::default()),
             },
             ResponsePlan::Translate {
                 from,
@@ -208,7 +208,10 @@ impl AttemptState {
                 }
             }
         };
-        if matches!(self.reader, Reader::Translate(_) | Reader::Hold { .. })
+        if matches!(
+            self.reader,
+            Reader::Translate(_) | Reader::Hold { .. } | Reader::Scrub(_)
+        )
             || matches!(
                 self.attempt.plan.response,
                 ResponsePlan::Native {
@@ -233,6 +236,14 @@ impl AttemptState {
         }
         let out: Option<Bytes> = match &mut self.reader {
             Reader::None => chunk,
+            Reader::Scrub(scrub) => {
+                let scrubber = self.attempt.provider.keys.scrubber();
+                let mut out = chunk.map(|c| scrub.push(scrubber, c));
+                if end_of_stream {
+                    out = Some(join(out, scrub.finish(scrubber)));
+                }
+                out
+            }
             Reader::Meter(meter) => {
                 let mut out = chunk.map(|c| meter.feed(c));
                 if end_of_stream {
@@ -313,6 +324,8 @@ impl AttemptState {
             return body.into();
         };
         if !ok {
+            let scrubber = self.attempt.provider.keys.scrubber();
+            let body = scrubber.scrub(&body).unwrap_or(body);
             return plan::translate_error(&body, *from, *to).into();
         }
         match plan::translate_response(&body, *from, *to, model, *embeddings) {
@@ -335,7 +348,7 @@ impl AttemptState {
             Reader::Meter(m) => Some(m.usage()),
             Reader::Translate(t) | Reader::Observe(t) => Some(t.usage()),
             Reader::Json(body, family) => plan::native_usage(*family, body),
-            Reader::None | Reader::Hold { .. } => None,
+            Reader::None | Reader::Scrub(_) | Reader::Hold { .. } => None,
         };
         if let Some(usage) = usage {
             self.outcome.usage = Some(usage);
@@ -347,10 +360,12 @@ impl AttemptState {
     pub fn failed(&mut self, e: &Error) -> GatewayError {
         self.ended();
         self.record_usage();
-        let provider = &self.attempt.provider.name;
+        let provider = &self.attempt.provider;
         self.outcome
             .error
-            .get_or_insert_with(|| GatewayError::from_upstream(provider, e))
+            .get_or_insert_with(|| {
+                GatewayError::from_upstream(&provider.name, e, provider.keys.scrubber())
+            })
             .clone()
     }
 }
