@@ -180,7 +180,10 @@ impl ForwardHeaders {
             return true;
         }
         !self.prefixes.is_empty()
-            && self.prefixes.iter().any(|p| name.as_str().starts_with(&**p))
+            && self
+                .prefixes
+                .iter()
+                .any(|p| name.as_str().starts_with(&**p))
             && !self.never.contains(name)
     }
 
@@ -211,15 +214,9 @@ mod tests {
 
     #[test]
     fn allow_list() {
-        let sources = vec![
-            Source::Bearer,
-            Source::Header(h("x-tenant-key")),
-        ];
-        let f = ForwardHeaders::build(
-            &["OpenAI-Organization".into(), "x-mock-*".into()],
-            &sources,
-        )
-        .unwrap();
+        let sources = vec![Source::Bearer, Source::Header(h("x-tenant-key"))];
+        let f = ForwardHeaders::build(&["OpenAI-Organization".into(), "x-mock-*".into()], &sources)
+            .unwrap();
         let fam = Family::OpenAi;
         assert!(f.allows(&h("accept"), fam, true));
         assert!(f.allows(&h("openai-beta"), fam, true));
@@ -241,7 +238,10 @@ mod tests {
             "user-agent",
             "accept-encoding",
         ] {
-            assert!(!f.allows(&HeaderName::from_bytes(n.as_bytes()).unwrap(), fam, true), "{n}");
+            assert!(
+                !f.allows(&HeaderName::from_bytes(n.as_bytes()).unwrap(), fam, true),
+                "{n}"
+            );
         }
         let none = ForwardHeaders::build(&[], &[]).unwrap();
         assert!(!none.allows(&h("x-mock-status"), fam, true));
@@ -262,8 +262,8 @@ mod tests {
             ("bad header", "not a header name"),
             ("*", "prefix"),
         ] {
-            let (i, msg) = ForwardHeaders::build(&["accept".into(), entry.into()], &sources)
-                .unwrap_err();
+            let (i, msg) =
+                ForwardHeaders::build(&["accept".into(), entry.into()], &sources).unwrap_err();
             assert_eq!(i, 1);
             assert!(msg.contains(what), "{entry}: {msg}");
         }

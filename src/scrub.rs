@@ -66,6 +66,11 @@ impl Scrubber {
         }
     }
 
+    /// False when there is no key to look for.
+    pub fn is_active(&self) -> bool {
+        self.finder.is_some()
+    }
+
     /// True when `data` holds a key value.
     pub fn found_in(&self, data: &[u8]) -> bool {
         self.finder.as_ref().is_some_and(|f| f.is_match(data))
@@ -144,7 +149,9 @@ impl StreamScrub {
         let mut data = std::mem::take(&mut self.carry);
         data.extend_from_slice(&chunk);
         // A key not yet complete starts in the last `longest - 1` bytes.
-        let hold = data.len().saturating_sub(scrubber.longest.saturating_sub(1));
+        let hold = data
+            .len()
+            .saturating_sub(scrubber.longest.saturating_sub(1));
         let mut out = Vec::with_capacity(data.len());
         let mut pos = 0;
         for m in finder.find_iter(&data) {
@@ -243,7 +250,8 @@ mod tests {
     fn header_values_scrubbed() {
         let s = Scrubber::new(["sk-secret-123456"]);
         let mut resp = pingora_http::ResponseHeader::build(200, None).unwrap();
-        resp.append_header("x-echo", "Bearer sk-secret-123456").unwrap();
+        resp.append_header("x-echo", "Bearer sk-secret-123456")
+            .unwrap();
         resp.append_header("x-echo", "fine").unwrap();
         resp.append_header("x-other", "ok").unwrap();
         s.scrub_headers(&mut resp);

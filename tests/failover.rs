@@ -318,7 +318,11 @@ async fn all_keys_down_fails_fast_without_upstream_attempts() {
     // Each refused key gets one immediate health check, refused too: both revoked.
     eventually("first health checks done", || async {
         let m = gw.metrics().await;
-        metric_sum(&m, "tollgate_health_checks_total", &[("outcome", "rejected")]) >= 2.0
+        metric_sum(
+            &m,
+            "tollgate_health_checks_total",
+            &[("outcome", "rejected")],
+        ) >= 2.0
     })
     .await;
     let before = stats(&mock).await["requests_total"].as_u64().unwrap();

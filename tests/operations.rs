@@ -259,7 +259,12 @@ async fn admin_token_and_readiness() {
     upstream_model_status(&gw).await;
     // The refused keys are revoked once the gateway's own checks are refused too.
     eventually("no usable key", || async {
-        c.get(gw.admin_url("/readyz")).send().await.unwrap().status() == 503
+        c.get(gw.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 503
     })
     .await;
     let resp = c.get(gw.admin_url("/readyz")).send().await.unwrap();

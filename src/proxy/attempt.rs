@@ -183,7 +183,10 @@ impl AttemptState {
                 }
                 (true, true, _) => Reader::Meter(StreamMeter::new(*strip_usage)),
                 (true, false, family) => Reader::Json(Vec::new(), *family),
-                (false, _, _) => Reader::Scrub(StreamScrub::default()),
+                (false, _, _) if self.attempt.provider.keys.scrubber().is_active() => {
+                    Reader::Scrub(StreamScrub::default())
+                }
+                (false, _, _) => Reader::None,
             },
             ResponsePlan::Translate {
                 from,
@@ -211,15 +214,13 @@ impl AttemptState {
         if matches!(
             self.reader,
             Reader::Translate(_) | Reader::Hold { .. } | Reader::Scrub(_)
-        )
-            || matches!(
-                self.attempt.plan.response,
-                ResponsePlan::Native {
-                    strip_usage: true,
-                    ..
-                }
-            )
-        {
+        ) || matches!(
+            self.attempt.plan.response,
+            ResponsePlan::Native {
+                strip_usage: true,
+                ..
+            }
+        ) {
             // The body changes length.
             resp.remove_header(&http::header::CONTENT_LENGTH);
             if resp.headers.get(http::header::TRANSFER_ENCODING).is_none() {

@@ -187,7 +187,12 @@ async fn exchange(
     }
 
     state.response_header(&mut resp);
-    state.attempt.provider.keys.scrubber().scrub_headers(&mut resp);
+    state
+        .attempt
+        .provider
+        .keys
+        .scrubber()
+        .scrub_headers(&mut resp);
     for_client(&mut resp);
     decorate(&mut resp, request_id, extra_headers);
     if let Err(cause) = session.write_response_header(resp, false).await {

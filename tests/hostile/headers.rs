@@ -124,7 +124,11 @@ async fn hostile_requests_never_change_key_state() {
     }
     let metrics = gw.metrics().await;
     assert!(
-        metric_sum(&metrics, "tollgate_health_checks_total", &[("outcome", "ok")]) >= 1.0,
+        metric_sum(
+            &metrics,
+            "tollgate_health_checks_total",
+            &[("outcome", "ok")]
+        ) >= 1.0,
         "suspect keys were checked"
     );
     normal_request_served(&gw).await;
@@ -169,7 +173,10 @@ async fn only_allow_listed_headers_reach_the_provider() {
         .head
         .lines()
         .skip(1)
-        .filter_map(|l| l.split_once(':').map(|(k, _)| k.trim().to_ascii_lowercase()))
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, _)| k.trim().to_ascii_lowercase())
+        })
         .collect();
     let allowed = [
         "host",
@@ -184,7 +191,11 @@ async fn only_allow_listed_headers_reach_the_provider() {
         "openai-organization",
     ];
     for n in &names {
-        assert!(allowed.contains(&n.as_str()), "`{n}` forwarded:\n{}", req.head);
+        assert!(
+            allowed.contains(&n.as_str()),
+            "`{n}` forwarded:\n{}",
+            req.head
+        );
     }
     assert_eq!(
         req.header("authorization").unwrap(),
@@ -299,7 +310,10 @@ async fn provider_keys_never_reach_the_client() {
         assert!(!all.contains(SECOND_KEY), "{scenario}: {all}");
         assert!(!all.contains("sk-provider"), "{scenario}: {all}");
         if scenario != "500" {
-            assert!(all.contains("x-echo: Bearer [redacted]"), "{scenario}: {all}");
+            assert!(
+                all.contains("x-echo: Bearer [redacted]"),
+                "{scenario}: {all}"
+            );
         }
         if scenario == "400" || scenario == "404" {
             assert!(all.contains("Incorrect API key provided: Bearer [redacted] (also [redacted])"));
@@ -362,7 +376,10 @@ async fn upstream_text_is_quoted_as_a_short_excerpt() {
     }
     // Three failures took the key out; the gateway's check (a good answer) brings it back.
     eventually("key back in rotation", || async {
-        admin_keys(&gw).await.iter().all(|k| k["state"] == "healthy")
+        admin_keys(&gw)
+            .await
+            .iter()
+            .all(|k| k["state"] == "healthy")
     })
     .await;
     normal_request_served(&gw).await;
