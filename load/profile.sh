@@ -137,6 +137,7 @@ ${UPSTREAM_HTTP2:+    http2: $UPSTREAM_HTTP2
 }routes:
   - name: default
     path_prefix: /v1
+    forward_headers: ["x-mock-*"]   # mock-llm pacing headers from the load client
     auth: {required: true, allow: [loadtest]}
     models:
       - model: "mock-*"

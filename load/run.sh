@@ -313,6 +313,7 @@ providers:
 routes:
   - name: default
     path_prefix: /v1
+    forward_headers: ["x-mock-*"]   # mock-llm pacing headers from the load client
 $auth_route
     models:
       - model: "mock-*"

@@ -1,8 +1,9 @@
 //! Every error a client can see, and the one place that maps it to an HTTP status and an
 //! OpenAI-style body `{"error":{"message","type","code"}}`.
 //!
-//! Messages never contain a provider key: they are built only from names (provider, key
-//! name, variable name), never from secrets.
+//! Messages never contain a provider key: they are built from names (provider, key name,
+//! variable name), never from secrets, and any text from an upstream is scrubbed of the
+//! provider's keys and quoted as a short excerpt (`scrub`).
 
 use bytes::Bytes;
 
@@ -213,11 +214,17 @@ impl GatewayError {
         out.into()
     }
 
-    /// Classify a Pingora error raised while talking to `provider`.
-    pub fn from_upstream(provider: &str, e: &pingora_error::Error) -> Self {
+    /// Classify a Pingora error raised while talking to `provider`. Its description can
+    /// quote what the provider sent: the provider's keys are scrubbed from it and it is cut
+    /// to a short excerpt.
+    pub fn from_upstream(
+        provider: &str,
+        e: &pingora_error::Error,
+        scrubber: &crate::scrub::Scrubber,
+    ) -> Self {
         use pingora_error::ErrorType::*;
         let provider = provider.to_string();
-        let detail = describe(e);
+        let detail = crate::scrub::excerpt(&scrubber.scrub_text(describe(e)));
         match e.etype() {
             ConnectTimedout | ReadTimedout | WriteTimedout => {
                 GatewayError::UpstreamTimeout { provider, detail }

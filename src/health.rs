@@ -3,11 +3,13 @@
 //!
 //! Classification happens once per attempt, after it ends, on the client request's task;
 //! the only shared state it touches is the key's atomics (`keys`). Active checks run in a
-//! Pingora background service, one small chat request per key out of rotation per
-//! `check_interval`; healthy keys are never checked and requests never wait for a check.
+//! Pingora background service, one small chat request per key out of rotation (or suspect:
+//! a client request was refused with it, see `keys`) per `check_interval`; other keys are
+//! never checked and requests never wait for a check. The check request is built by the
+//! gateway alone, so its answer says something about the key, never about a client.
 
 use crate::config::SharedConfig;
-use crate::keys::{HealthPolicy, KeyOutcome};
+use crate::keys::{CheckResult, HealthPolicy, KeyOutcome};
 use crate::metrics::METRICS;
 use crate::provider::Provider;
 use crate::route::Endpoint;
@@ -204,12 +206,12 @@ pub struct Checker {
     pub connector: Connector,
 }
 
-async fn check_key(connector: &Connector, provider: &Provider, key_index: usize) -> bool {
+async fn check_key(connector: &Connector, provider: &Provider, key_index: usize) -> CheckResult {
     let Some(key) = provider.keys.get(key_index) else {
-        return false;
+        return CheckResult::Failed;
     };
     let Some(peer) = provider.peer() else {
-        return false;
+        return CheckResult::Failed;
     };
     let model = provider.health.check_model.as_str();
     let chat: Bytes = serde_json::to_vec(&serde_json::json!({
@@ -221,12 +223,12 @@ async fn check_key(connector: &Connector, provider: &Provider, key_index: usize)
     .into();
     // The same request in the provider's own protocol.
     let Ok(parsed) = crate::body::RequestBody::parse(chat) else {
-        return false;
+        return CheckResult::Failed;
     };
     let Ok(plan) =
         crate::proxy::plan::plan(&parsed, Endpoint::ChatCompletions, provider.family, model)
     else {
-        return false;
+        return CheckResult::Failed;
     };
     let body = plan.body.apply(&parsed.bytes);
     let run = async {
@@ -250,13 +252,17 @@ async fn check_key(connector: &Connector, provider: &Provider, key_index: usize)
         session.finish_request_body().await.ok()?;
         session.read_response_header().await.ok()?;
         let status = session.response_header()?.status;
-        Some(status.is_success())
+        Some(match status.as_u16() {
+            200..=299 => CheckResult::Ok,
+            401 | 403 => CheckResult::Rejected,
+            _ => CheckResult::Failed,
+        })
     };
     tokio::time::timeout(provider.health.check_timeout, run)
         .await
         .ok()
         .flatten()
-        .unwrap_or(false)
+        .unwrap_or(CheckResult::Failed)
 }
 
 #[async_trait]
@@ -287,12 +293,16 @@ impl BackgroundService for Checker {
                 }
             }
             let runs = checks.iter().map(|(p, i)| async move {
-                let ok = check_key(&self.connector, p, *i).await;
+                let result = check_key(&self.connector, p, *i).await;
                 let (name, came_back) = match p.keys.get(*i) {
-                    Some(k) => (k.name.as_str(), k.report_check(ok, &p.health.policy)),
+                    Some(k) => (k.name.as_str(), k.report_check(result, &p.health.policy)),
                     None => ("", false),
                 };
-                let outcome = if ok { "ok" } else { "failed" };
+                let outcome = match result {
+                    CheckResult::Ok => "ok",
+                    CheckResult::Rejected => "rejected",
+                    CheckResult::Failed => "failed",
+                };
                 METRICS
                     .health_checks
                     .with_label_values(&[p.name.as_str(), name, outcome])

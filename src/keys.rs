@@ -6,11 +6,20 @@
 //!
 //! States: `healthy`; `resting` (a 429 said when to come back: usable again by itself after
 //! that instant, not counted as broken); `unhealthy` (`failure_threshold` consecutive
-//! failures); `revoked` (a 401/403: out at once). Unhealthy and revoked keys come back only
-//! after `success_threshold` successful health checks (`health` service).
+//! failures); `revoked` (the provider refused the key). Unhealthy and revoked keys come back
+//! only after `success_threshold` successful health checks (`health` service).
+//!
+//! A 401/403 answer to a client's request does not revoke the key by itself: what the client
+//! sent (a header a route forwards, a model or parameter the key may not use) can cause it,
+//! and one client must not be able to take a key away from everyone. The key is marked
+//! *suspect* instead (it stays in rotation, its state unchanged) and the `health` service
+//! sends it the gateway's own check request, which carries nothing from any client: a
+//! 401/403 to that revokes the key; a success, or any client request served with the key,
+//! clears the suspicion; any other answer keeps it, and the check is repeated every
+//! `check_interval`.
 
 use http::HeaderValue;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +56,8 @@ pub enum KeyOutcome {
     Success,
     /// Counted toward `failure_threshold`.
     Failure,
-    /// 401/403: the key is out until a health check succeeds.
+    /// 401/403 to a client's request: the key is suspect until the gateway's own health
+    /// check confirms (revoked) or clears it.
     Rejected,
     /// 429 with a known reset time: rest, do not count as broken.
     RateLimited(Duration),
@@ -87,6 +97,19 @@ struct Health {
     /// Unix ms of the last state change (0 = never).
     changed_at: AtomicU64,
     failures_total: AtomicU64,
+    /// A client request got 401/403 with this key; not yet confirmed by a health check.
+    suspect: AtomicBool,
+}
+
+/// What the gateway's own health-check request with a key came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckResult {
+    /// A 2xx answer.
+    Ok,
+    /// 401 or 403: the provider refuses the key itself.
+    Rejected,
+    /// Any other answer, or no answer.
+    Failed,
 }
 
 pub struct ApiKey {
@@ -115,6 +138,9 @@ pub struct KeyStatus {
     pub state: &'static str,
     pub consecutive_failures: u32,
     pub failures_total: u64,
+    /// A client request was refused (401/403) with this key and the gateway's own check has
+    /// not yet confirmed or cleared it.
+    pub suspect: bool,
     /// Unix milliseconds of the last state change, if any.
     pub changed_at_ms: Option<u64>,
     /// For a resting key: Unix milliseconds when it is usable again.
@@ -184,9 +210,14 @@ impl ApiKey {
         }
     }
 
-    /// Needs active health checks (out of rotation until one succeeds).
+    /// Needs active health checks (out of rotation until one succeeds, or suspect).
     pub fn needs_check(&self) -> bool {
         matches!(self.state(), KeyState::Unhealthy | KeyState::Revoked)
+            || self.health.suspect.load(Ordering::Acquire)
+    }
+
+    pub fn suspect(&self) -> bool {
+        self.health.suspect.load(Ordering::Acquire)
     }
 
     /// Move from `from` to `to`; true if this call made the change.
@@ -219,6 +250,9 @@ impl ApiKey {
         match outcome {
             KeyOutcome::Success => {
                 h.consecutive_failures.store(0, Ordering::Release);
+                if h.suspect.load(Ordering::Relaxed) {
+                    h.suspect.store(false, Ordering::Release);
+                }
             }
             KeyOutcome::Neutral => {}
             KeyOutcome::Failure => {
@@ -231,8 +265,12 @@ impl ApiKey {
             }
             KeyOutcome::Rejected => {
                 h.failures_total.fetch_add(1, Ordering::Relaxed);
-                h.check_successes.store(0, Ordering::Release);
-                self.force_state(KeyState::Revoked);
+                if !h.suspect.swap(true, Ordering::AcqRel) {
+                    log::warn!(
+                        "key {}: a request was refused (401/403); confirming with a health check",
+                        self.name
+                    );
+                }
             }
             KeyOutcome::RateLimited(wait) => {
                 let until = now_ms() + wait.as_millis() as u64;
@@ -245,10 +283,22 @@ impl ApiKey {
     }
 
     /// Record a health-check result; true when the key came back into rotation.
-    pub fn report_check(&self, ok: bool, policy: &HealthPolicy) -> bool {
+    pub fn report_check(&self, result: CheckResult, policy: &HealthPolicy) -> bool {
         let h = &self.health;
-        if !ok {
-            h.check_successes.store(0, Ordering::Release);
+        match result {
+            CheckResult::Ok => h.suspect.store(false, Ordering::Release),
+            CheckResult::Rejected => {
+                h.suspect.store(false, Ordering::Release);
+                h.check_successes.store(0, Ordering::Release);
+                self.force_state(KeyState::Revoked);
+                return false;
+            }
+            CheckResult::Failed => {
+                h.check_successes.store(0, Ordering::Release);
+                return false;
+            }
+        }
+        if !matches!(self.state(), KeyState::Unhealthy | KeyState::Revoked) {
             return false;
         }
         let n = h.check_successes.fetch_add(1, Ordering::AcqRel) + 1;
@@ -270,6 +320,7 @@ impl ApiKey {
             state: state.as_str(),
             consecutive_failures: h.consecutive_failures.load(Ordering::Acquire),
             failures_total: h.failures_total.load(Ordering::Relaxed),
+            suspect: h.suspect.load(Ordering::Acquire),
             changed_at_ms: (changed > 0).then_some(changed),
             rest_until_ms: (state == KeyState::Resting)
                 .then(|| h.rest_until.load(Ordering::Acquire)),
@@ -281,6 +332,8 @@ impl ApiKey {
 #[derive(Debug, Default)]
 pub struct KeyPool {
     keys: Vec<ApiKey>,
+    /// Finds any of these keys' values in what a client would receive.
+    scrubber: crate::scrub::Scrubber,
     /// Environment variables named by `${VAR}` keys that were unset or empty at load.
     missing_vars: Vec<String>,
     next: AtomicUsize,
@@ -289,6 +342,7 @@ pub struct KeyPool {
 impl KeyPool {
     pub fn new(keys: Vec<ApiKey>, missing_vars: Vec<String>) -> Self {
         KeyPool {
+            scrubber: crate::scrub::Scrubber::new(keys.iter().map(ApiKey::secret)),
             keys,
             missing_vars,
             next: AtomicUsize::new(0),
@@ -301,6 +355,11 @@ impl KeyPool {
 
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+
+    /// Scrubs every key of the pool from text a client receives.
+    pub fn scrubber(&self) -> &crate::scrub::Scrubber {
+        &self.scrubber
     }
 
     pub fn missing_vars(&self) -> &[String] {
@@ -433,8 +492,8 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(pool.pick(&[]), Some(1), "only the healthy key is picked");
         }
-        assert!(!k.report_check(true, &policy));
-        assert!(k.report_check(true, &policy));
+        assert!(!k.report_check(CheckResult::Ok, &policy));
+        assert!(k.report_check(CheckResult::Ok, &policy));
         assert_eq!(k.state(), KeyState::Healthy);
         assert_eq!(k.status().consecutive_failures, 0);
         assert_eq!(k.status().failures_total, 5);
@@ -453,11 +512,27 @@ mod tests {
         std::thread::sleep(Duration::from_millis(60));
         assert!(pool.any_usable());
         assert_eq!(k.state(), KeyState::Healthy);
+        // A refused client request only makes the key suspect: it stays in rotation.
         k.report(KeyOutcome::Rejected, &policy);
+        assert_eq!(k.state(), KeyState::Healthy);
+        assert!(k.suspect() && k.needs_check() && pool.any_usable());
+        // A request served with it clears the suspicion.
+        k.report(KeyOutcome::Success, &policy);
+        assert!(!k.suspect() && !k.needs_check());
+        // So does a successful check; an inconclusive one keeps it.
+        k.report(KeyOutcome::Rejected, &policy);
+        assert!(!k.report_check(CheckResult::Failed, &policy));
+        assert!(k.suspect());
+        assert!(!k.report_check(CheckResult::Ok, &policy));
+        assert!(!k.suspect() && k.state() == KeyState::Healthy);
+        // The gateway's own check refused: revoked.
+        k.report(KeyOutcome::Rejected, &policy);
+        assert!(!k.report_check(CheckResult::Rejected, &policy));
         assert_eq!(k.state(), KeyState::Revoked);
+        assert!(!k.suspect() && k.needs_check());
         assert_eq!(pool.pick(&[]), None);
         assert_eq!(pool.pick_any(&[]), Some(0));
-        assert!(k.report_check(true, &policy));
+        assert!(k.report_check(CheckResult::Ok, &policy));
         assert!(pool.any_usable());
     }
 }

@@ -15,6 +15,8 @@
 //! - `keys`: a provider's API-key pool and each key's health; `health`: what an attempt's
 //!   result means for its key, retry decisions, and active health checks.
 //! - `sse`, `usage`: the incremental SSE parser and token metering.
+//! - `forward`: which client headers reach a provider; `scrub`: provider keys and raw
+//!   upstream bytes kept out of what clients receive.
 //! - `error`: every client-visible error, mapped to status and OpenAI-style body.
 //! - `metrics`, `access_log`, `admin`: what operators see; `reload`: config hot reload.
 //! - `server`: assembling the Pingora server and its services; `preflight`: what a start
@@ -26,6 +28,7 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod forward;
 pub mod health;
 pub mod keys;
 pub mod limits;
@@ -37,6 +40,7 @@ pub mod proxy;
 pub mod quota;
 pub mod reload;
 pub mod route;
+pub mod scrub;
 pub mod server;
 pub mod sse;
 pub mod store;

@@ -170,6 +170,8 @@ pub struct Route {
     pub rules: Vec<ModelRule>,
     pub retry: RetryPolicy,
     pub auth: RouteAuth,
+    /// Which client headers go to the provider.
+    pub forward: crate::forward::ForwardHeaders,
 }
 
 /// Who may use a route.

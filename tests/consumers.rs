@@ -23,10 +23,12 @@ auth:
   sources: [bearer, "header:x-api-key", "query:api_key"]
 routes:
   - name: open
+    forward_headers: ["x-mock-*"]
     models:
       - model: "free-*"
         targets: [{{provider: mock}}]
   - name: private
+    forward_headers: ["x-mock-*"]
     auth: {{required: true}}
     models:
       - model: "paid-*"

@@ -19,6 +19,7 @@ fn config(mock: &Mock, mapped_to: &str) -> String {
     health: {{check_interval: 60s}}
 routes:
   - name: default
+    forward_headers: ["x-mock-*"]
     models:
       - model: "mock-*"
         targets: [{{provider: main}}]
@@ -66,6 +67,12 @@ async fn hot_reload_applies_to_new_requests_only_and_rejects_bad_files() {
         .unwrap();
     upstream_model(&gw).await;
     upstream_model(&gw).await;
+    // Suspect after the refused requests; revoked once the gateway's own check is refused.
+    eventually("key a revoked", || async {
+        let keys = get_json(&gw.admin_url("/admin/keys"), None).await;
+        keys["providers"][0]["keys"][0]["state"] == "revoked"
+    })
+    .await;
 
     // A stream in flight across the reload finishes under the config it started with.
     let in_flight = {
@@ -250,6 +257,16 @@ async fn admin_token_and_readiness() {
         .await
         .unwrap();
     upstream_model_status(&gw).await;
+    // The refused keys are revoked once the gateway's own checks are refused too.
+    eventually("no usable key", || async {
+        c.get(gw.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 503
+    })
+    .await;
     let resp = c.get(gw.admin_url("/readyz")).send().await.unwrap();
     assert_eq!(resp.status(), 503);
     let body: Value = resp.json().await.unwrap();

@@ -47,7 +47,9 @@ async fn every_preset_reaches_its_url_with_its_auth_header() {
     let plain_mock = Mock::start();
 
     let mut providers = String::from("providers:\n");
-    let mut routes = String::from("routes:\n  - name: default\n    models:\n");
+    let mut routes = String::from(
+        "routes:\n  - name: default\n    forward_headers: [\"x-mock-*\"]\n    models:\n",
+    );
     for (name, _, uri) in &presets {
         let tls = uri.scheme_str() == Some("https");
         let target = if tls {

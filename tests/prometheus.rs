@@ -669,6 +669,7 @@ rate_limits:
   - {{name: carol-rpm, key: consumer, window: minute, requests: 1}}
 routes:
   - name: default
+    forward_headers: ["x-mock-*"]
     models:
       - model: "mock-*"
         targets: [{{provider: mock}}, {{provider: backup, weight: 0}}]

@@ -33,6 +33,7 @@ fn config(mock: &Mock) -> String {
     api_keys: ["sk-oai-test"]
 routes:
   - name: default
+    forward_headers: ["x-mock-*"]
     models:
       - model: "claude-*"
         targets: [{{provider: claude}}]

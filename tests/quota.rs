@@ -28,6 +28,7 @@ quota:
 {store}
 routes:
   - name: default
+    forward_headers: ["x-mock-*"]
     auth: {{required: true}}
     models:
       - model: "mock-*"

@@ -29,6 +29,7 @@ rate_limits:
     requests: 3
 routes:
   - name: default
+    forward_headers: ["x-mock-*"]
     models:
       - model: "mock-*"
         targets: [{{provider: mock}}]
@@ -154,6 +155,7 @@ rate_limits:
   - {{name: per-key, key: provider_key, window: minute, requests: 2}}
 routes:
   - name: default
+    forward_headers: ["x-mock-*"]
     retry: {{attempts: 3, per_target: 2}}
     models:
       - model: "mock-*"
@@ -209,6 +211,7 @@ rate_limits:
   - {{name: office, key: cidr, cidrs: ["192.0.2.0/24"], window: minute, requests: 2}}
 routes:
   - name: default
+    forward_headers: ["x-mock-*"]
     models:
       - model: "mock-*"
         targets: [{{provider: mock}}]

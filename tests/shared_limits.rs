@@ -23,6 +23,7 @@ rate_limits:
 {store}
 routes:
   - name: default
+    forward_headers: ["x-mock-*"]
     models:
       - model: "mock-*"
         targets: [{{provider: mock}}]

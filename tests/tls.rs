@@ -112,6 +112,7 @@ async fn tls_to_providers_and_from_clients() {
     api_keys: ["sk-tls"]
 routes:
   - name: default
+    forward_headers: ["x-mock-*"]
     models:
       - model: "secure-*"
         targets: [{{provider: secure}}]

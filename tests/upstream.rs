@@ -96,6 +96,7 @@ fn raw_config(port: u16) -> String {
     api_keys: ["sk-raw-secret"]
 routes:
   - name: default
+    forward_headers: ["x-mock-*"]
     retry: {{attempts: 1}}
     models:
       - model: "*"

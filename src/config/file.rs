@@ -313,6 +313,10 @@ pub struct RouteSection {
     /// When no key of any target is usable: `fail_fast` (503 at once, the default) or
     /// `try_anyway` (attempt keys out of rotation).
     pub all_keys_down: Option<String>,
+    /// Client headers forwarded to the provider besides the built-in allow-list: names
+    /// (any case) or prefixes ending in `*`. Credential headers are refused.
+    #[serde(default)]
+    pub forward_headers: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -8,6 +8,7 @@ use super::env::{expand, expand_key};
 use super::file::{self, FileConfig};
 use super::ConfigError;
 use crate::auth::{Consumers, Source};
+use crate::forward::ForwardHeaders;
 use crate::health::{FailureSet, HealthSettings};
 use crate::keys::HealthPolicy;
 use crate::keys::{ApiKey, KeyPool};
@@ -324,6 +325,7 @@ fn build_route(
     i: usize,
     r: &file::RouteSection,
     providers: &HashMap<&str, Arc<Provider>>,
+    sources: &[Source],
 ) -> Result<Route, ConfigError> {
     let mut rules = Vec::new();
     for (j, rule) in r.models.iter().enumerate() {
@@ -398,6 +400,9 @@ fn build_route(
             required: r.auth.required,
             allow: r.auth.allow.clone(),
         },
+        forward: ForwardHeaders::build(&r.forward_headers, sources).map_err(|(j, e)| {
+            ConfigError::field(route_field(&format!("forward_headers[{j}]")), e)
+        })?,
     })
 }
 
@@ -751,11 +756,12 @@ impl Gateway {
             by_name.insert(p.name.as_str(), provider.clone());
             providers.push(provider);
         }
+        let consumers = build_consumers(&f)?;
         let routes = f
             .routes
             .iter()
             .enumerate()
-            .map(|(i, r)| build_route(i, r, &by_name))
+            .map(|(i, r)| build_route(i, r, &by_name, &consumers.sources))
             .collect::<Result<Vec<_>, _>>()?;
 
         let access_log = match f.access_log.path.as_deref() {
@@ -765,7 +771,6 @@ impl Gateway {
                 expand(path).map_err(|e| ConfigError::field("access_log.path", e))?,
             ),
         };
-        let consumers = build_consumers(&f)?;
         for (i, r) in routes.iter().enumerate() {
             if let Some(name) = r.auth.allow.iter().find(|n| !consumers.names().contains(n)) {
                 return Err(ConfigError::field(

@@ -118,6 +118,9 @@ pub const PRESETS: &[(&str, Family, Option<&str>)] = &[
     ),
 ];
 
+/// The `User-Agent` the gateway sends providers (unless a route forwards the client's).
+pub const USER_AGENT: &str = concat!("tollgate/", env!("CARGO_PKG_VERSION"));
+
 /// Point `req` at the provider's endpoint for `model` and authenticate with `key`.
 pub fn prepare_request(
     req: &mut pingora_http::RequestHeader,
@@ -141,12 +144,12 @@ pub fn prepare_request(
     })?;
     req.set_uri(uri);
     req.set_method(http::Method::POST);
-    for name in openai::CLIENT_CREDENTIAL_HEADERS {
-        req.remove_header(*name);
-    }
     req.insert_header(http::header::HOST, provider.upstream.host_header.clone())?;
-    // Bodies must come back uncompressed for the usage parser.
-    req.remove_header(&http::header::ACCEPT_ENCODING);
+    // `req` holds only headers of the allow-list (`forward`): no client credential and no
+    // `Accept-Encoding` (bodies must come back uncompressed for the usage parser).
+    if !req.headers.contains_key(http::header::USER_AGENT) {
+        req.insert_header(http::header::USER_AGENT, USER_AGENT)?;
+    }
     match provider.family {
         Family::OpenAi => req.insert_header(http::header::AUTHORIZATION, key.bearer().clone()),
         Family::Azure => req.insert_header("api-key", key.plain().clone()),

@@ -6,15 +6,6 @@
 use crate::provider::Provider;
 use crate::route::Endpoint;
 
-/// Headers a client may use to carry its own credential; none of them goes upstream.
-pub const CLIENT_CREDENTIAL_HEADERS: &[&str] = &[
-    "authorization",
-    "x-api-key",
-    "api-key",
-    "x-goog-api-key",
-    "proxy-authorization",
-];
-
 /// The upstream path of `endpoint`.
 pub fn path(provider: &Provider, endpoint: Endpoint) -> String {
     format!("{}{}", provider.upstream.base_path, endpoint.suffix())

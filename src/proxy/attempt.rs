@@ -10,7 +10,9 @@
 
 use super::plan::{self, Client, Plan, ResponsePlan};
 use crate::error::GatewayError;
+use crate::forward::ForwardHeaders;
 use crate::provider::{self, Family, Provider};
+use crate::scrub::StreamScrub;
 use crate::translate::StreamTranslator;
 use crate::usage::{StreamMeter, Usage};
 use bytes::Bytes;
@@ -64,8 +66,10 @@ pub struct Attempt {
     reason = "one per attempt, held in its state: boxing the meter would cost an allocation per stream"
 )]
 enum Reader {
-    /// Nothing to read (an error passed through untouched).
+    /// Nothing to read.
     None,
+    /// An error answer passed through, the provider's keys scrubbed from it.
+    Scrub(StreamScrub),
     /// A native OpenAI stream: metered, usage chunk stripped if asked.
     Meter(StreamMeter),
     /// A stream translated chunk by chunk into the client's protocol.
@@ -77,20 +81,6 @@ enum Reader {
     /// A JSON body held back whole, translated at its end (`ok`: a 2xx answer).
     Hold { body: Vec<u8>, ok: bool },
 }
-
-/// Hop-by-hop headers of the client's connection, and framing the gateway sets itself:
-/// never copied to the provider.
-const NOT_FORWARDED: [http::header::HeaderName; 9] = [
-    http::header::CONNECTION,
-    http::header::TE,
-    http::header::TRAILER,
-    http::header::TRANSFER_ENCODING,
-    http::header::UPGRADE,
-    http::header::EXPECT,
-    http::header::PROXY_AUTHORIZATION,
-    http::header::HeaderName::from_static("keep-alive"),
-    http::header::HeaderName::from_static("proxy-connection"),
-];
 
 /// One attempt's state while it runs.
 pub struct AttemptState {
@@ -122,19 +112,29 @@ impl AttemptState {
             })
     }
 
-    /// The request header for the provider, from the client's: path, key and framing set,
-    /// the client's credential and hop-by-hop headers gone.
-    pub fn upstream_request(&self, client: &RequestHeader) -> Result<Box<RequestHeader>> {
+    /// The request header for the provider, built fresh: path, key, framing and request id
+    /// set by the gateway, and only the client headers `forward` allows.
+    pub fn upstream_request(
+        &self,
+        client: &RequestHeader,
+        forward: &ForwardHeaders,
+        request_id: &str,
+    ) -> Result<Box<RequestHeader>> {
         let a = &self.attempt;
         let key =
             a.provider.keys.get(a.key_index).ok_or_else(|| {
                 Error::explain(ErrorType::InternalError, "key index out of range")
             })?;
-        let mut req = Box::new(client.clone());
-        req.set_version(http::Version::HTTP_11);
-        for name in &NOT_FORWARDED {
-            req.remove_header(name);
-        }
+        let native = matches!(a.plan.response, ResponsePlan::Native { .. });
+        // Room for what is forwarded plus the gateway's own headers.
+        let size = client.headers.len().min(24) + 6;
+        let mut req = Box::new(RequestHeader::build_no_case(
+            http::Method::POST,
+            b"/",
+            Some(size),
+        )?);
+        forward.copy(&client.headers, &mut req, a.provider.family, native)?;
+        req.insert_header(super::X_REQUEST_ID, request_id)?;
         provider::prepare_request(
             &mut req,
             &a.provider,
@@ -187,6 +187,9 @@ impl AttemptState {
                 }
                 (true, true, _) => Reader::Meter(StreamMeter::new(*strip_usage)),
                 (true, false, family) => Reader::Json(Vec::new(), *family),
+                (false, _, _) if self.attempt.provider.keys.scrubber().is_active() => {
+                    Reader::Scrub(StreamScrub::default())
+                }
                 (false, _, _) => Reader::None,
             },
             ResponsePlan::Translate {
@@ -212,15 +215,16 @@ impl AttemptState {
                 }
             }
         };
-        if matches!(self.reader, Reader::Translate(_) | Reader::Hold { .. })
-            || matches!(
-                self.attempt.plan.response,
-                ResponsePlan::Native {
-                    strip_usage: true,
-                    ..
-                }
-            )
-        {
+        if matches!(
+            self.reader,
+            Reader::Translate(_) | Reader::Hold { .. } | Reader::Scrub(_)
+        ) || matches!(
+            self.attempt.plan.response,
+            ResponsePlan::Native {
+                strip_usage: true,
+                ..
+            }
+        ) {
             // The body changes length.
             resp.remove_header(&http::header::CONTENT_LENGTH);
             if resp.headers.get(http::header::TRANSFER_ENCODING).is_none() {
@@ -237,6 +241,14 @@ impl AttemptState {
         }
         let out: Option<Bytes> = match &mut self.reader {
             Reader::None => chunk,
+            Reader::Scrub(scrub) => {
+                let scrubber = self.attempt.provider.keys.scrubber();
+                let mut out = chunk.map(|c| scrub.push(scrubber, c));
+                if end_of_stream {
+                    out = Some(join(out, scrub.finish(scrubber)));
+                }
+                out
+            }
             Reader::Meter(meter) => {
                 let mut out = chunk.map(|c| meter.feed(c));
                 if end_of_stream {
@@ -317,6 +329,8 @@ impl AttemptState {
             return body.into();
         };
         if !ok {
+            let scrubber = self.attempt.provider.keys.scrubber();
+            let body = scrubber.scrub(&body).unwrap_or(body);
             return plan::translate_error(&body, *from, *to).into();
         }
         match plan::translate_response(&body, *from, *to, model, *embeddings) {
@@ -342,7 +356,7 @@ impl AttemptState {
                 plan::native_usage(*family, body),
                 body,
             )),
-            Reader::None | Reader::Hold { .. } => None,
+            Reader::None | Reader::Scrub(_) | Reader::Hold { .. } => None,
         };
         if let Some(usage) = usage {
             self.outcome.usage = Some(usage);
@@ -354,10 +368,12 @@ impl AttemptState {
     pub fn failed(&mut self, e: &Error) -> GatewayError {
         self.ended();
         self.record_usage();
-        let provider = &self.attempt.provider.name;
+        let provider = &self.attempt.provider;
         self.outcome
             .error
-            .get_or_insert_with(|| GatewayError::from_upstream(provider, e))
+            .get_or_insert_with(|| {
+                GatewayError::from_upstream(&provider.name, e, provider.keys.scrubber())
+            })
             .clone()
     }
 }

@@ -262,6 +262,7 @@ impl ClientRequest {
                 session: &mut *session,
                 request_id,
                 extra_headers: &self.extra_headers,
+                forward: &route.forward,
                 stream: body.stream,
                 anthropic: endpoint == Endpoint::Messages,
             };
@@ -484,7 +485,7 @@ fn no_key_error(order: &[&Target]) -> GatewayError {
     GatewayError::AllKeysUnavailable(names.join(", "))
 }
 
-/// The provider's error message, without anything that could be its key.
+/// The provider's error message: a short excerpt, without any of the provider's keys.
 fn provider_message(f: &FailedAttempt) -> String {
     #[derive(serde::Deserialize)]
     struct Body {
@@ -504,11 +505,8 @@ fn provider_message(f: &FailedAttempt) -> String {
             Some(ErrorField::Text(t)) => Some(t),
             None => b.message,
         })
-        .unwrap_or_else(|| String::from_utf8_lossy(&f.body[..f.body.len().min(512)]).into_owned());
-    match f.provider.keys.get(f.key_index) {
-        Some(k) if !k.secret().is_empty() => text.replace(k.secret(), "[redacted]"),
-        _ => text,
-    }
+        .unwrap_or_else(|| String::from_utf8_lossy(&f.body).into_owned());
+    crate::scrub::excerpt(&f.provider.keys.scrubber().scrub_text(text))
 }
 
 /// The error for a request whose every attempt failed: the last attempt's status and code,

@@ -7,7 +7,9 @@
 //!
 //! - A response whose status is worth retrying (401, 403, 429, 5xx) is held back from the
 //!   client entirely, so the next attempt can answer instead; its first 16 KiB are kept to
-//!   quote the provider's message if it is the last.
+//!   quote (an excerpt of) the provider's message if it is the last.
+//! - Every response header that reaches the client, and the body of an error answer, has the
+//!   provider's key values scrubbed (`scrub`); successful bodies are not scanned.
 //! - A pooled connection the provider had already closed is replaced by a fresh one, once
 //!   or twice, before the attempt counts as failed (Pingora marks such errors retryable).
 //! - A client that goes away stops the attempt: the upstream connection is closed, so the
@@ -16,6 +18,7 @@
 use super::attempt::{Attempt, AttemptState, Outcome};
 use super::X_REQUEST_ID;
 use crate::error::GatewayError;
+use crate::forward::ForwardHeaders;
 use crate::health::{self, AttemptEnd};
 use crate::provider::Provider;
 use bytes::Bytes;
@@ -105,6 +108,8 @@ pub struct ClientSide<'a> {
     pub session: &'a mut Session,
     pub request_id: &'a str,
     pub extra_headers: &'a [(http::HeaderName, String)],
+    /// Which of the client's headers go to the provider (the route's rule).
+    pub forward: &'a ForwardHeaders,
     pub stream: bool,
     pub anthropic: bool,
 }
@@ -130,6 +135,7 @@ async fn exchange(
         session,
         request_id,
         extra_headers,
+        forward,
         stream,
         anthropic,
     } = client;
@@ -137,7 +143,7 @@ async fn exchange(
         Ok(peer) => peer,
         Err(e) => return failure(state, e.attempt_end(), Some(e)),
     };
-    let req = match state.upstream_request(session.req_header()) {
+    let req = match state.upstream_request(session.req_header(), forward, request_id) {
         Ok(req) => req,
         Err(e) => {
             let e = GatewayError::Internal(format!("building the upstream request: {e}"));
@@ -181,6 +187,12 @@ async fn exchange(
     }
 
     state.response_header(&mut resp);
+    state
+        .attempt
+        .provider
+        .keys
+        .scrubber()
+        .scrub_headers(&mut resp);
     for_client(&mut resp);
     decorate(&mut resp, request_id, extra_headers);
     if let Err(cause) = session.write_response_header(resp, false).await {

@@ -509,6 +509,7 @@ pub fn mock_provider(base_url: &str, extra: &str) -> String {
 {extra}
 routes:
   - name: default
+    forward_headers: ["x-mock-*"]
     models:
       - model: "mock-*"
         targets: [{{provider: mock}}]

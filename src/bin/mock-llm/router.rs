@@ -113,9 +113,19 @@ fn echo_value(parts: &Parts, body: &Bytes, fnv: u64) -> Value {
     })
 }
 
-/// Provider checks that precede faults: Azure `api-version` (404 like
+/// Provider checks that precede faults: an `openai-organization` header (401,
+/// as for a key outside that organization), Azure `api-version` (404 like
 /// Azure), Anthropic and Gemini credentials.
 fn preflight(ctx: &Ctx<'_>) -> Option<Response<RespBody>> {
+    // Like OpenAI: an organization the key does not belong to is refused (any value here).
+    if matches!(ctx.dialect, Dialect::OpenAi | Dialect::Azure)
+        && ctx.parts.headers.contains_key("openai-organization")
+    {
+        return Some(ctx.error(
+            StatusCode::UNAUTHORIZED,
+            "OpenAI-Organization header should match organization for API key",
+        ));
+    }
     let (status, msg) = match ctx.dialect {
         Dialect::OpenAi => return None,
         Dialect::Azure => {
