@@ -17,6 +17,8 @@
 //! - `sse`, `usage`: the incremental SSE parser and token metering.
 //! - `error`: every client-visible error, mapped to status and OpenAI-style body.
 //! - `metrics`, `access_log`, `admin`: what operators see; `reload`: config hot reload.
+//! - `conn`: client-connection policy (connection cap, header and keep-alive deadlines,
+//!   pipelining, the memory budget for request bodies).
 //! - `server`: assembling the Pingora server and its services.
 
 pub mod access_log;
@@ -24,6 +26,7 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod health;
 pub mod keys;

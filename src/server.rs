@@ -5,6 +5,7 @@ use crate::access_log::{self, AccessLog};
 use crate::admin::Admin;
 use crate::config::model::{Listener, ServerSettings};
 use crate::config::{Gateway, SharedConfig};
+use crate::conn::{Capped, Guarded};
 use crate::health::Checker;
 use crate::provider::resolve::{resolve_now, Resolver};
 use crate::proxy::Tollgate;
@@ -169,6 +170,7 @@ pub fn build(
         backends.open_now()?;
     }
     let proxy_listeners = gateway.proxy_listeners.clone();
+    let max_connections = gateway.client.max_connections;
     let admin_listener = gateway.admin_listener.clone();
     let config: SharedConfig = Arc::new(ArcSwap::from_pointee(gateway));
     let reloader = Reloader {
@@ -188,9 +190,15 @@ pub fn build(
     inner.handle_init_modules();
     let mut proxy = Service::new(
         "tollgate proxy".to_string(),
-        DrainingProxy {
-            proxy: Arc::new(inner),
-        },
+        Capped::new(
+            Guarded {
+                app: Arc::new(DrainingProxy {
+                    proxy: Arc::new(inner),
+                }),
+                config: config.clone(),
+            },
+            max_connections,
+        ),
     );
     for l in &proxy_listeners {
         add_listener(&mut proxy, l)?;
@@ -200,12 +208,18 @@ pub fn build(
     if let Some(l) = &admin_listener {
         let mut admin = Service::new(
             "tollgate admin".to_string(),
-            Admin {
-                config: config.clone(),
-                reloader: reloader.clone(),
-                token: l.token.clone(),
-                backends: backends.clone(),
-            },
+            Capped::new(
+                Guarded {
+                    app: Arc::new(Admin {
+                        config: config.clone(),
+                        reloader: reloader.clone(),
+                        token: l.token.clone(),
+                        backends: backends.clone(),
+                    }),
+                    config: config.clone(),
+                },
+                max_connections,
+            ),
         );
         add_listener(&mut admin, l)?;
         server.add_service(admin);
