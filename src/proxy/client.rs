@@ -262,6 +262,7 @@ impl ClientRequest {
                 extra_headers: &self.extra_headers,
                 stream: body.stream,
                 anthropic: endpoint == Endpoint::Messages,
+                max_event_bytes: config.client.max_event_bytes,
             };
             let (result, outcome) = pipe::run(client, connector, attempt).await;
             self.upstream_time += outcome.upstream_time();
