@@ -58,7 +58,11 @@ impl Default for ClientSettings {
     }
 }
 
-fn timeout(field: &str, value: &Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+fn timeout(
+    field: &str,
+    value: &Option<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
     let field = format!("client.{field}");
     let d = match value {
         None => default,
@@ -88,7 +92,11 @@ impl ClientSettings {
     /// budget must hold at least one.
     pub fn build(s: &ClientSection, max_body_bytes: usize) -> Result<Self, ConfigError> {
         let settings = ClientSettings {
-            keepalive_timeout: timeout("keepalive_timeout", &s.keepalive_timeout, DEFAULT_KEEPALIVE)?,
+            keepalive_timeout: timeout(
+                "keepalive_timeout",
+                &s.keepalive_timeout,
+                DEFAULT_KEEPALIVE,
+            )?,
             header_timeout: timeout("header_timeout", &s.header_timeout, DEFAULT_HEADER_TIMEOUT)?,
             body_timeout: timeout("body_timeout", &s.body_timeout, DEFAULT_BODY_TIMEOUT)?,
             max_connections: positive(

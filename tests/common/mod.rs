@@ -539,7 +539,9 @@ pub fn raw_exchange(port: u16, request: &[u8], within: Duration) -> (String, boo
     let mut buf = [0u8; 16 * 1024];
     let mut closed = false;
     while start.elapsed() < within {
-        let left = within.saturating_sub(start.elapsed()).max(Duration::from_millis(1));
+        let left = within
+            .saturating_sub(start.elapsed())
+            .max(Duration::from_millis(1));
         s.set_read_timeout(Some(left.min(Duration::from_millis(200))))
             .unwrap();
         match s.read(&mut buf) {

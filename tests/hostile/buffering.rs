@@ -147,7 +147,11 @@ async fn body_memory_budget_answers_503_server_busy() {
             let v: serde_json::Value = resp.json().await.unwrap();
             break (retry_after, v);
         }
-        assert!(start.elapsed() < DEADLINE, "never refused: {}", resp.status());
+        assert!(
+            start.elapsed() < DEADLINE,
+            "never refused: {}",
+            resp.status()
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
     assert_eq!(retry_after.as_deref(), Some("1"));

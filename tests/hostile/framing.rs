@@ -171,8 +171,10 @@ async fn slow_header_is_cut_off() {
     let mock = Mock::start();
     let gw = start(&mock, FAST);
     let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-    let header = b"GET /v1/models HTTP/1.1\r\nHost: gw\r\nx-pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let header =
+        b"GET /v1/models HTTP/1.1\r\nHost: gw\r\nx-pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
     let start = Instant::now();
     let mut closed = false;
     // One byte every 300 ms: each read is well inside every per-read timeout, but the
@@ -218,7 +220,8 @@ async fn trickled_body_gets_408_and_close() {
         CHAT.len()
     );
     s.write_all(head.as_bytes()).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(400))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(400)))
+        .unwrap();
     let start = Instant::now();
     let mut got = Vec::new();
     let mut closed = false;
@@ -254,7 +257,10 @@ async fn trickled_body_gets_408_and_close() {
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("request_timeout"), "{text}");
-    assert!(text.to_ascii_lowercase().contains("connection: close"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
     assert!(closed, "connection closed after the body deadline");
     assert!(sent < CHAT.len(), "the whole body was accepted");
     served(&gw).await;
