@@ -48,6 +48,9 @@ pub fn header_received() {
 pub struct Guarded<A> {
     pub app: Arc<A>,
     pub config: SharedConfig,
+    /// On shutdown, how long connections accepted just before the accept loop stopped get
+    /// to deliver their request header before the app drops waiting connections.
+    pub drain: Duration,
 }
 
 #[async_trait]
@@ -106,6 +109,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for Guarded<A> {
     }
 
     async fn http_cleanup(&self) {
+        if !self.drain.is_zero() {
+            tokio::time::sleep(self.drain).await;
+        }
         self.app.http_cleanup().await;
     }
 }

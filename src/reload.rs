@@ -52,6 +52,11 @@ fn needs_upgrade(old: &Gateway, new: &Gateway) -> Vec<&'static str> {
     if !old.store.same_stores(&new.store) {
         out.push("store/redis");
     }
+    // The connection cap is fixed when the listeners start; the other `client:` settings
+    // apply to the next connection or request.
+    if old.client.max_connections != new.client.max_connections {
+        out.push("client.max_connections");
+    }
     out
 }
 
