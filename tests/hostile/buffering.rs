@@ -166,3 +166,59 @@ async fn body_memory_budget_answers_503_server_busy() {
     .await;
     assert_eq!(post(&gw, chat_body("after", false)).await.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_body_held_for_translation_is_cut() {
+    // An Anthropic provider whose JSON answer never ends: the gateway holds such a body to
+    // translate it, and must stop at its bound instead of holding all of it.
+    let raw = RawUpstream::start(|_, conn| {
+        let _ = conn.write_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{\"content\":\"",
+        );
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..(400 * 16) {
+            if conn.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
+    let mock = Mock::start();
+    let gw = Gateway::start(&format!(
+        r#"providers:
+  - name: claude
+    type: anthropic
+    base_url: "{}"
+    api_keys: ["sk-ant-test"]
+  - name: mock
+    type: openai-compatible
+    base_url: "{}"
+    api_keys: ["sk-provider-secret-1234"]
+routes:
+  - name: default
+    models:
+      - model: "claude-*"
+        targets: [{{provider: claude}}]
+      - model: "*"
+        targets: [{{provider: mock}}]
+"#,
+        raw.url(),
+        mock.url()
+    ));
+    assert_eq!(post(&gw, chat_body("warm up", false)).await.status(), 200);
+    let before = rss_kib(gw.pid());
+    let body = serde_json::json!({
+        "model": "claude-x",
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": "endless"}],
+    })
+    .to_string();
+    let resp = post(&gw, body).await;
+    // The header went out before the body; the body is cut, never completed.
+    assert!(
+        resp.bytes().await.is_err(),
+        "a cut body must not look complete"
+    );
+    let grown_mb = rss_kib(gw.pid()).saturating_sub(before) / 1024;
+    assert!(grown_mb < 200, "RSS grew {grown_mb} MB");
+    assert_eq!(post(&gw, chat_body("after", false)).await.status(), 200);
+}
