@@ -21,7 +21,7 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,6 +121,8 @@ pub struct Capped<A> {
     pub app: Arc<A>,
     pub open: AtomicUsize,
     pub max: usize,
+    /// Connections are being refused (logged once per episode, not per connection).
+    refusing: AtomicBool,
 }
 
 impl<A> Capped<A> {
@@ -129,6 +131,7 @@ impl<A> Capped<A> {
             app: Arc::new(app),
             open: AtomicUsize::new(0),
             max,
+            refusing: AtomicBool::new(false),
         }
     }
 }
@@ -151,12 +154,17 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Capped<A> {
     ) -> Option<Stream> {
         if self.open.fetch_add(1, Ordering::AcqRel) >= self.max {
             self.open.fetch_sub(1, Ordering::AcqRel);
-            log::warn!(
-                "client connection refused: {} connections open (client.max_connections)",
-                self.max
-            );
+            if !self.refusing.swap(true, Ordering::Relaxed) {
+                log::warn!(
+                    "refusing client connections: {} open (client.max_connections)",
+                    self.max
+                );
+            }
             // Dropping the stream closes it.
             return None;
+        }
+        if self.refusing.load(Ordering::Relaxed) {
+            self.refusing.store(false, Ordering::Relaxed);
         }
         let _slot = Slot(&self.open);
         let state = ConnState {
