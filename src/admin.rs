@@ -266,6 +266,7 @@ impl Admin {
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        crate::conn::header_received();
         let path = session.req_header().uri.path().to_string();
         let method = session.req_header().method.clone();
         match path.as_str() {
@@ -313,9 +314,17 @@ async fn read_json_integer(session: &mut ServerSession, field: &str) -> Result<i
             Ok(Some(chunk)) if body.len() + chunk.len() <= 64 * 1024 => {
                 body.extend_from_slice(&chunk)
             }
-            Ok(Some(_)) => return Err(GatewayError::BadQuotaRequest("body too large".into())),
+            Ok(Some(_)) => {
+                // The rest of the body is never read: the connection cannot be reused.
+                session.set_keepalive(None);
+                return Err(GatewayError::BadQuotaRequest("body too large".into()));
+            }
             Ok(None) => break,
-            Err(_) => return Err(GatewayError::BodyRead("admin request".into())),
+            Err(_) => {
+                // A framing error: never read what follows as another request.
+                session.set_keepalive(None);
+                return Err(GatewayError::BodyRead("admin request".into()));
+            }
         }
     }
     let value: serde_json::Value = serde_json::from_slice(&body)

@@ -27,6 +27,15 @@ pub enum GatewayError {
     BodyTooLarge(usize),
     #[error("Could not read the request body: {0}")]
     BodyRead(String),
+    /// The client did not send its whole body within `client.body_timeout`.
+    #[error("The request body did not arrive within {0} seconds.")]
+    BodyTimeout(u64),
+    /// An `Expect` header other than `100-continue`.
+    #[error("Unsupported expectation `{0}`; only `100-continue` is supported.")]
+    ExpectationFailed(String),
+    /// Request bodies held in memory reached `client.max_body_memory_bytes`.
+    #[error("The gateway is busy; try again in {0} seconds.")]
+    ServerBusy(u64),
     #[error(
         "Provider `{provider}` has no API key configured (environment variable {vars} is not set)."
     )]
@@ -94,7 +103,9 @@ impl GatewayError {
             InvalidJson(_) | NotAnObject | MissingModel | ModelNotString | BodyRead(_)
             | BadQuotaRequest(_) => 400,
             QuotaExceeded { .. } => 429,
-            StoreUnavailable(_) => 503,
+            StoreUnavailable(_) | ServerBusy(_) => 503,
+            BodyTimeout(_) => 408,
+            ExpectationFailed(_) => 417,
             ModelNotFound(_) | RouteNotFound(_) => 404,
             MethodNotAllowed(_) => 405,
             MissingCredential => 401,
@@ -119,7 +130,7 @@ impl GatewayError {
             return "insufficient_quota";
         }
         match self.status() {
-            400 | 401 | 403 | 404 | 405 | 413 => "invalid_request_error",
+            400 | 401 | 403 | 404 | 405 | 408 | 413 | 417 => "invalid_request_error",
             429 => "rate_limit_error",
             _ => "server_error",
         }
@@ -156,6 +167,9 @@ impl GatewayError {
             Forbidden => "invalid_api_key",
             BodyTooLarge(_) => "request_too_large",
             BodyRead(_) => "body_read_error",
+            BodyTimeout(_) => "request_timeout",
+            ExpectationFailed(_) => "expectation_failed",
+            ServerBusy(_) => "server_busy",
             ProviderKeyMissing { .. } => "provider_key_missing",
             AllKeysUnavailable(_) => "all_keys_unavailable",
             Exhausted { code, .. } | Translate { code, .. } => code,
@@ -167,6 +181,19 @@ impl GatewayError {
             ClientClosed => "client_closed_request",
             Internal(_) => "internal_error",
         }
+    }
+
+    /// Whether the client connection must be closed after this error: the request's framing
+    /// can no longer be trusted (a malformed or unfinished body), so whatever follows on the
+    /// connection must never be read as a new request.
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            GatewayError::BodyRead(_)
+                | GatewayError::BodyTimeout(_)
+                | GatewayError::BodyTooLarge(_)
+                | GatewayError::ExpectationFailed(_)
+        )
     }
 
     /// The JSON error object (without the `data:` framing).
@@ -182,7 +209,7 @@ impl GatewayError {
     /// The error in Anthropic's shape, for clients of `/v1/messages`.
     pub fn anthropic_body(&self) -> Bytes {
         let kind = match self.status() {
-            400 | 404 | 405 | 413 => "invalid_request_error",
+            400 | 404 | 405 | 408 | 413 | 417 => "invalid_request_error",
             401 => "authentication_error",
             403 => "permission_error",
             429 => "rate_limit_error",

@@ -19,6 +19,8 @@
 //!   upstream bytes kept out of what clients receive.
 //! - `error`: every client-visible error, mapped to status and OpenAI-style body.
 //! - `metrics`, `access_log`, `admin`: what operators see; `reload`: config hot reload.
+//! - `conn`: client-connection policy (connection cap, header and keep-alive deadlines,
+//!   pipelining, the memory budget for request bodies).
 //! - `server`: assembling the Pingora server and its services; `preflight`: what a start
 //!   needs from the machine (free listener addresses, loadable files), shared with `-t`.
 
@@ -27,6 +29,7 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod forward;
 pub mod health;

@@ -31,6 +31,7 @@ pub struct Running {
     server: String,
     access_log: (config::model::AccessLogTarget, usize),
     store: crate::store::StoreSettings,
+    max_connections: usize,
 }
 
 /// Proxy listeners and the admin listener, without the admin token (applied live).
@@ -58,6 +59,7 @@ impl Running {
             server: format!("{:?}", g.server),
             access_log: (g.access_log.clone(), g.access_log_buffer),
             store: g.store.clone(),
+            max_connections: g.client.max_connections,
         }
     }
 }
@@ -82,6 +84,11 @@ fn needs_upgrade(running: &Running, new: &Gateway) -> Vec<&'static str> {
     }
     if !running.store.same_stores(&new.store) {
         out.push("store/redis");
+    }
+    // The connection cap is fixed when the listeners start; the other `client:` settings
+    // apply to the next connection or request.
+    if running.max_connections != new.client.max_connections {
+        out.push("client.max_connections");
     }
     out
 }

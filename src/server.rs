@@ -1,10 +1,12 @@
 //! Assembling the Pingora server: `ServerConf` from the config, the proxy and admin
-//! listeners, and the background services (host resolution, access-log writer).
+//! listeners (each behind `conn::Capped`/`conn::Guarded`), and the background services (host
+//! resolution, access-log writer).
 
 use crate::access_log::{self, AccessLog};
 use crate::admin::Admin;
 use crate::config::model::{Listener, ServerSettings};
 use crate::config::{Gateway, SharedConfig};
+use crate::conn::{Capped, Guarded};
 use crate::health::Checker;
 use crate::provider::resolve::{resolve_now, Resolver};
 use crate::proxy::Tollgate;
@@ -12,13 +14,10 @@ use crate::reload::{OnSighup, Reloader};
 use crate::store::Backends;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora_core::connectors::http::Connector;
 use pingora_core::connectors::ConnectorOptions;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::ListenerConfig;
-use pingora_core::protocols::http::v2::server::H2Options;
-use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::l4::stream::L4BufferSettings;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
@@ -84,41 +83,12 @@ fn add_listener<A>(service: &mut Service<A>, l: &Listener) -> pingora_error::Res
 }
 
 /// How long a shutting-down process keeps waiting for the request header of connections it
-/// accepted just before it stopped accepting.
+/// accepted just before it stopped accepting (`conn::Guarded::drain`). On shutdown Pingora
+/// drops every connection still waiting for its request header, to close idle keep-alive
+/// connections; that also drops a connection accepted a moment before the accept loop
+/// stopped whose request is still on the wire, which a client sees as a reset during a
+/// zero-downtime upgrade.
 const DRAIN_ACCEPTED: Duration = Duration::from_secs(1);
-
-/// The Pingora proxy app with a gentler stop. On shutdown Pingora drops every connection
-/// still waiting for its request header, to close idle keep-alive connections; that also
-/// drops a connection accepted a moment before the accept loop stopped whose request is
-/// still on the wire, which a client sees as a reset during a zero-downtime upgrade. This
-/// wrapper gives such connections `DRAIN_ACCEPTED` to deliver their header first.
-struct DrainingProxy {
-    proxy: Arc<pingora_proxy::HttpProxy<Tollgate>>,
-}
-
-#[async_trait]
-impl HttpServerApp for DrainingProxy {
-    async fn process_new_http(
-        self: &Arc<Self>,
-        session: ServerSession,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
-        self.proxy.process_new_http(session, shutdown).await
-    }
-
-    fn h2_options(&self) -> Option<H2Options> {
-        self.proxy.h2_options()
-    }
-
-    fn server_options(&self) -> Option<&HttpServerOptions> {
-        self.proxy.server_options()
-    }
-
-    async fn http_cleanup(&self) {
-        tokio::time::sleep(DRAIN_ACCEPTED).await;
-        self.proxy.http_cleanup().await;
-    }
-}
 
 /// Opens the stores as soon as the server runs (after daemonising) and loads balances.
 struct OpenStores(Arc<Backends>);
@@ -169,6 +139,8 @@ pub fn build(
         backends.open_now()?;
     }
     let proxy_listeners = gateway.proxy_listeners.clone();
+    let max_connections = gateway.client.max_connections;
+    let keepalive_timeout = gateway.client.keepalive_timeout;
     let admin_listener = gateway.admin_listener.clone();
     let config: SharedConfig = Arc::new(ArcSwap::from_pointee(gateway));
     let reloader = Reloader::new(config.clone(), config_path);
@@ -183,11 +155,21 @@ pub fn build(
         conf.clone(),
     );
     inner.handle_init_modules();
+    // HTTP/2 connections (TLS listeners with `http2`) are closed after the keep-alive idle
+    // timeout too; `conn::Guarded` covers HTTP/1.
+    let mut options = pingora_core::apps::HttpServerOptions::default();
+    options.h2_idle_timeout = Some(keepalive_timeout);
+    inner.server_options = Some(options);
     let mut proxy = Service::new(
         "tollgate proxy".to_string(),
-        DrainingProxy {
-            proxy: Arc::new(inner),
-        },
+        Capped::new(
+            Guarded {
+                app: Arc::new(inner),
+                config: config.clone(),
+                drain: DRAIN_ACCEPTED,
+            },
+            max_connections,
+        ),
     );
     for l in &proxy_listeners {
         add_listener(&mut proxy, l)?;
@@ -197,12 +179,19 @@ pub fn build(
     if let Some(l) = &admin_listener {
         let mut admin = Service::new(
             "tollgate admin".to_string(),
-            Admin {
-                config: config.clone(),
-                reloader: reloader.clone(),
-                token: l.token.clone(),
-                backends: backends.clone(),
-            },
+            Capped::new(
+                Guarded {
+                    app: Arc::new(Admin {
+                        config: config.clone(),
+                        reloader: reloader.clone(),
+                        token: l.token.clone(),
+                        backends: backends.clone(),
+                    }),
+                    config: config.clone(),
+                    drain: Duration::ZERO,
+                },
+                max_connections,
+            ),
         );
         add_listener(&mut admin, l)?;
         server.add_service(admin);

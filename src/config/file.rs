@@ -16,6 +16,9 @@ pub struct FileConfig {
     pub listeners: ListenersSection,
     #[serde(default)]
     pub limits: LimitsSection,
+    /// Deadlines and memory bounds for client connections.
+    #[serde(default)]
+    pub client: super::client::ClientSection,
     #[serde(default)]
     pub access_log: AccessLogSection,
     #[serde(default)]

@@ -5,6 +5,7 @@
 //! the field at fault. The running snapshot lives in a `SharedConfig` (arc-swap): requests
 //! load it once and keep that `Arc` to the end, so nothing is parsed per request.
 
+pub mod client;
 pub mod env;
 pub mod file;
 pub mod model;

@@ -71,6 +71,8 @@ pub struct Gateway {
     pub proxy_listeners: Vec<Listener>,
     pub admin_listener: Option<Listener>,
     pub max_body_bytes: usize,
+    /// Client deadlines, connection cap and memory bounds (`client:`).
+    pub client: super::client::ClientSettings,
     pub access_log: AccessLogTarget,
     pub access_log_buffer: usize,
     pub providers: Vec<Arc<Provider>>,
@@ -791,15 +793,18 @@ impl Gateway {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let models_json = models_json(&routes);
+        let max_body_bytes = at_least_one(
+            "limits.max_body_bytes",
+            f.limits.max_body_bytes,
+            DEFAULT_MAX_BODY,
+        )?;
+        let client = super::client::ClientSettings::build(&f.client, max_body_bytes)?;
         Ok(Gateway {
             server,
             proxy_listeners,
             admin_listener,
-            max_body_bytes: at_least_one(
-                "limits.max_body_bytes",
-                f.limits.max_body_bytes,
-                DEFAULT_MAX_BODY,
-            )?,
+            max_body_bytes,
+            client,
             access_log,
             access_log_buffer: at_least_one(
                 "access_log.buffer_lines",

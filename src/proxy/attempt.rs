@@ -24,6 +24,9 @@ use std::time::Instant;
 
 /// Largest non-streamed response body kept to read its `usage`.
 const MAX_JSON_FOR_USAGE: usize = 32 * 1024 * 1024;
+/// Largest non-streamed response held back whole to be translated; a longer one ends the
+/// response with an error.
+pub const MAX_HELD_BODY: usize = 32 * 1024 * 1024;
 
 /// What an attempt reports back to the client-facing request.
 #[derive(Debug, Default)]
@@ -298,6 +301,19 @@ impl AttemptState {
             self.record_usage();
         }
         out.unwrap_or_default()
+    }
+
+    /// The bound a reader's buffer went past, if it did: `max_event` for the SSE event being
+    /// assembled (one never-ending line or event from the provider), `MAX_HELD_BODY` for a
+    /// body held back for translation.
+    pub fn overflow(&self, max_event: usize) -> Option<usize> {
+        let (held, limit) = match &self.reader {
+            Reader::Meter(m) => (m.pending_bytes(), max_event),
+            Reader::Translate(t) | Reader::Observe(t) => (t.pending_bytes(), max_event),
+            Reader::Hold { body, .. } => (body.len(), MAX_HELD_BODY),
+            Reader::None | Reader::Json(..) | Reader::Scrub(_) => return None,
+        };
+        (held > limit).then_some(limit)
     }
 
     /// The last byte came from the provider (or the exchange stopped).

@@ -8,7 +8,9 @@ use super::plan;
 use super::respond;
 use crate::auth::AuthError;
 use crate::body::RequestBody;
+use crate::config::client::ClientSettings;
 use crate::config::Gateway;
+use crate::conn::{BodyHold, BUSY_RETRY_AFTER};
 use crate::error::GatewayError;
 use crate::health::{self, AttemptEnd};
 use crate::keys::KeyOutcome;
@@ -61,6 +63,9 @@ pub struct ClientRequest {
     pub key_holds: Vec<Hold>,
     /// The consumer's quota reservation, charged when the request ends.
     pub quota_hold: Option<QuotaHold>,
+    /// The request body's share of the process-wide body memory budget, given back when
+    /// the request ends.
+    pub body_memory: BodyHold,
 }
 
 impl ClientRequest {
@@ -88,6 +93,7 @@ impl ClientRequest {
             client_ip: None,
             key_holds: Vec::new(),
             quota_hold: None,
+            body_memory: BodyHold::default(),
         }
     }
 
@@ -128,6 +134,14 @@ impl ClientRequest {
             Ok(()) => Ok(()),
             Err(Failure::Respond(err)) => {
                 self.status = err.status();
+                if err.closes_connection() {
+                    // Never read what follows a broken or unread body as another request.
+                    session.set_keepalive(None);
+                }
+                if let GatewayError::ServerBusy(secs) = err {
+                    self.extra_headers
+                        .push((http::header::RETRY_AFTER, secs.to_string()));
+                }
                 let anthropic = self.endpoint == Some(Endpoint::Messages);
                 let result =
                     respond::error(session, &err, request_id, anthropic, &self.extra_headers).await;
@@ -170,7 +184,11 @@ impl ClientRequest {
                 session.req_header().method.to_string(),
             )));
         }
-        let bytes = read_body(session, self.config.max_body_bytes).await?;
+        let limits = BodyLimits {
+            max: self.config.max_body_bytes,
+            client: &self.config.client,
+        };
+        let bytes = read_body(session, limits, &mut self.body_memory).await?;
         let body = RequestBody::parse(bytes)?;
         self.model = Some(body.model.clone());
         self.stream = body.stream;
@@ -265,6 +283,7 @@ impl ClientRequest {
                 forward: &route.forward,
                 stream: body.stream,
                 anthropic: endpoint == Endpoint::Messages,
+                max_event_bytes: config.client.max_event_bytes,
             };
             let (result, outcome) = pipe::run(client, connector, attempt).await;
             self.upstream_time += outcome.upstream_time();
@@ -573,8 +592,45 @@ impl From<GatewayError> for Failure {
     }
 }
 
-/// Read the whole request body, refusing more than `limit` bytes.
-pub(super) async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
+/// What bounds the reading of one request body.
+#[derive(Clone, Copy)]
+pub(super) struct BodyLimits<'a> {
+    /// Largest body accepted.
+    pub max: usize,
+    /// Deadline and the process-wide memory budget.
+    pub client: &'a ClientSettings,
+}
+
+/// Answer `Expect: 100-continue` (HTTP/1.1 only, and only when a body is still to come);
+/// refuse any other expectation with 417.
+async fn expect_continue(session: &mut Session) -> Result<(), GatewayError> {
+    let header = session.req_header();
+    let Some(expect) = header.headers.get(http::header::EXPECT) else {
+        return Ok(());
+    };
+    if !expect.as_bytes().eq_ignore_ascii_case(b"100-continue") {
+        let shown = String::from_utf8_lossy(&expect.as_bytes()[..expect.len().min(64)]);
+        return Err(GatewayError::ExpectationFailed(shown.into_owned()));
+    }
+    if header.version != http::Version::HTTP_11 || session.is_body_done() {
+        return Ok(());
+    }
+    session
+        .write_continue_response()
+        .await
+        .map_err(|e| GatewayError::BodyRead(e.etype().as_str().to_string()))
+}
+
+/// Read the whole request body, refusing more than `limits.max` bytes, a body that takes
+/// longer than `client.body_timeout`, and one that would take the process over its body
+/// memory budget (`hold` keeps this request's share). Memory grows with what has arrived,
+/// never with what the client declared.
+pub(super) async fn read_body(
+    session: &mut Session,
+    limits: BodyLimits<'_>,
+    hold: &mut BodyHold,
+) -> Result<Bytes, GatewayError> {
+    let limit = limits.max;
     let declared = session
         .req_header()
         .headers
@@ -584,17 +640,28 @@ pub(super) async fn read_body(session: &mut Session, limit: usize) -> Result<Byt
     if declared.is_some_and(|n| n > limit) {
         return Err(GatewayError::BodyTooLarge(limit));
     }
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(limit));
+    expect_continue(session).await?;
+    let timeout = limits.client.body_timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = BytesMut::new();
     loop {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) => {
+        let read = tokio::time::timeout_at(deadline, session.read_request_body()).await;
+        match read {
+            Err(_) => return Err(GatewayError::BodyTimeout(timeout.as_secs())),
+            Ok(Ok(Some(chunk))) => {
                 if buf.len() + chunk.len() > limit {
                     return Err(GatewayError::BodyTooLarge(limit));
                 }
+                hold.grow(chunk.len(), limits.client.max_body_memory_bytes)
+                    .map_err(|_| GatewayError::ServerBusy(BUSY_RETRY_AFTER.as_secs()))?;
+                if buf.is_empty() && declared == Some(chunk.len()) {
+                    // The whole body in one read: keep it without a copy.
+                    return Ok(chunk);
+                }
                 buf.extend_from_slice(&chunk);
             }
-            Ok(None) => break,
-            Err(e) => return Err(GatewayError::BodyRead(e.etype().as_str().to_string())),
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => return Err(GatewayError::BodyRead(e.etype().as_str().to_string())),
         }
     }
     Ok(buf.freeze())

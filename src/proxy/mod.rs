@@ -88,6 +88,8 @@ impl ProxyHttp for Tollgate {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
+        // Called right after the request header was read: its deadline is met.
+        crate::conn::header_received();
         Ctx::New(Instant::now())
     }
 

@@ -112,6 +112,8 @@ pub struct ClientSide<'a> {
     pub forward: &'a ForwardHeaders,
     pub stream: bool,
     pub anthropic: bool,
+    /// Largest SSE event (or line) read from the provider (`client.max_event_bytes`).
+    pub max_event_bytes: usize,
 }
 
 /// Run `attempt` and pipe its answer to the client; returns how it ended and what it measured.
@@ -138,6 +140,7 @@ async fn exchange(
         forward,
         stream,
         anthropic,
+        max_event_bytes,
     } = client;
     let peer = match state.peer() {
         Ok(peer) => peer,
@@ -208,11 +211,34 @@ async fn exchange(
         match read {
             Read::Upstream(Ok(Some(chunk))) => {
                 let out = state.response_body(Some(chunk), false);
-                if out.is_empty() {
-                    continue;
+                if !out.is_empty() {
+                    if let Err(cause) = session.write_response_body(Some(out), false).await {
+                        return client_gone(state, &mut up, Some(status), cause).await;
+                    }
                 }
-                if let Err(cause) = session.write_response_body(Some(out), false).await {
-                    return client_gone(state, &mut up, Some(status), cause).await;
+                if let Some(limit) = state.overflow(max_event_bytes) {
+                    // A provider that never ends its event (or body) must not grow memory
+                    // without bound: stop it like a broken stream.
+                    up.shutdown().await;
+                    let detail = format!("an event or body larger than {limit} bytes");
+                    let cause = Error::explain(ErrorType::ReadError, detail.clone());
+                    state.outcome.error = Some(GatewayError::UpstreamBroken {
+                        provider: state.attempt.provider.name.clone(),
+                        detail,
+                    });
+                    let error = state.failed(&cause);
+                    if stream {
+                        // Blank lines first: the client may hold part of the endless event,
+                        // and the error must be an event of its own.
+                        let mut event = b"\n\n".to_vec();
+                        event.extend_from_slice(&error.sse_event(anthropic));
+                        let _ = session.write_response_body(Some(event.into()), false).await;
+                    }
+                    return AttemptResult::Aborted {
+                        status,
+                        error,
+                        cause,
+                    };
                 }
             }
             Read::Upstream(Ok(None)) => {

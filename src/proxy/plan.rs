@@ -218,6 +218,9 @@ impl StreamTranslator for Chain {
     fn first_content_seen(&self) -> bool {
         self.0.first_content_seen()
     }
+    fn pending_bytes(&self) -> usize {
+        self.0.pending_bytes() + self.1.pending_bytes()
+    }
 }
 
 /// A provider's stream read into OpenAI chunks (OpenAI itself needs none).

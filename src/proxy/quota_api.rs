@@ -8,7 +8,7 @@
 //! Every bad input is a 400 and changes nothing; a caller that is not the admin consumer
 //! gets 403 (401 without a credential).
 
-use super::client::{read_body, ClientRequest, Failure};
+use super::client::{read_body, BodyLimits, ClientRequest, Failure};
 use super::respond;
 use crate::auth::AuthError;
 use crate::error::GatewayError;
@@ -46,7 +46,11 @@ impl ClientRequest {
         let params = match (call, &method) {
             (QuotaCall::Get, &http::Method::GET) => form(req.uri.query().unwrap_or("")),
             (QuotaCall::Refresh | QuotaCall::Delta, &http::Method::POST) => {
-                let body = read_body(session, MAX_FORM_BYTES).await?;
+                let limits = BodyLimits {
+                    max: MAX_FORM_BYTES,
+                    client: &config.client,
+                };
+                let body = read_body(session, limits, &mut self.body_memory).await?;
                 let text = std::str::from_utf8(&body).map_err(|_| {
                     GatewayError::BadQuotaRequest("the form body is not UTF-8".into())
                 })?;

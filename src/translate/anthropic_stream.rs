@@ -91,6 +91,11 @@ impl AnthropicStreamToOpenAi {
         }
     }
 
+    /// Bytes held for an SSE event not yet complete (bounded by the caller).
+    pub fn pending_bytes(&self) -> usize {
+        self.parser.pending().len()
+    }
+
     /// Feed upstream bytes; returns the bytes to send to the client.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
         let evs = events(&mut self.parser, Some(chunk));
@@ -346,6 +351,11 @@ impl OpenAiStreamToAnthropic {
             est: TokenEstimator::new(),
             first_content: false,
         }
+    }
+
+    /// Bytes held for an SSE event not yet complete (bounded by the caller).
+    pub fn pending_bytes(&self) -> usize {
+        self.parser.pending().len()
     }
 
     /// Feed upstream bytes; returns the bytes to send to the client.

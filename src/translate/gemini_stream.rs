@@ -66,6 +66,11 @@ impl GeminiStreamToOpenAi {
         }
     }
 
+    /// Bytes held for an SSE event not yet complete (bounded by the caller).
+    pub fn pending_bytes(&self) -> usize {
+        self.parser.pending().len()
+    }
+
     /// Feed upstream bytes; returns the bytes to send to the client.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
         let mut evs = Vec::new();

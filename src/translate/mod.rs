@@ -92,6 +92,8 @@ pub trait StreamTranslator: Send + Sync {
     fn usage(&self) -> crate::usage::Usage;
     /// Content (text, reasoning or a tool call) has been sent to the client.
     fn first_content_seen(&self) -> bool;
+    /// Upstream bytes held for an event not yet complete; the caller bounds it.
+    fn pending_bytes(&self) -> usize;
 }
 
 macro_rules! impl_stream_translator {
@@ -108,6 +110,9 @@ macro_rules! impl_stream_translator {
             }
             fn first_content_seen(&self) -> bool {
                 <$t>::first_content_seen(self)
+            }
+            fn pending_bytes(&self) -> usize {
+                <$t>::pending_bytes(self)
             }
         }
     )*};

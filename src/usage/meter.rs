@@ -236,6 +236,11 @@ impl StreamMeter {
         }
     }
 
+    /// Bytes held for an SSE event not yet complete (bounded by the caller).
+    pub fn pending_bytes(&self) -> usize {
+        self.parser.pending().len()
+    }
+
     /// Feed one upstream chunk; returns the bytes to send to the client.
     ///
     /// Without stripping the input is returned unchanged (same `Bytes`, no
