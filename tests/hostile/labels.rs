@@ -198,8 +198,14 @@ async fn client_model_names_never_become_metric_labels() {
     assert_eq!(resp.status(), 200);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert!(body["choices"][0]["message"]["content"].is_string());
+    // The request is counted in its logging phase, just after the answer went out.
+    let want = served(&after) + 1.0;
+    eventually("the served request counted", || async {
+        served(&gw.metrics().await) >= want
+    })
+    .await;
     let last = gw.metrics().await;
-    assert_eq!(served(&last), served(&after) + 1.0);
+    assert_eq!(served(&last), want);
     assert!(
         metric_sum(
             &last,
