@@ -204,8 +204,8 @@ async fn client_model_names_never_become_metric_labels() {
         served(&gw.metrics().await) >= want
     })
     .await;
+    // (`after` may have been read before the last flood requests were counted: at least.)
     let last = gw.metrics().await;
-    assert_eq!(served(&last), want);
     assert!(
         metric_sum(
             &last,
