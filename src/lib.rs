@@ -18,6 +18,8 @@
 //! - `error`: every client-visible error, mapped to status and OpenAI-style body.
 //! - `metrics`, `access_log`, `admin`: what operators see; `reload`: config hot reload.
 //! - `server`: assembling the Pingora server and its services.
+//! - `fuzzing` (tests and the `fuzzing` feature only): the fuzz targets, run as property tests
+//!   by `cargo test` and by `cargo fuzz` from `fuzz/`.
 
 pub mod access_log;
 pub mod admin;
@@ -25,6 +27,9 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod keys;
 pub mod limits;
