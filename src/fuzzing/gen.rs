@@ -288,7 +288,11 @@ pub(super) fn value(rng: &mut XorShift, depth: usize) -> Value {
 pub(super) fn mutate_value(rng: &mut XorShift, v: &mut Value) {
     match v {
         Value::Object(m) if !m.is_empty() && !rng.one_in(3) => {
-            let key = m.keys().nth(rng.below(m.len())).cloned().unwrap_or_default();
+            let key = m
+                .keys()
+                .nth(rng.below(m.len()))
+                .cloned()
+                .unwrap_or_default();
             if let Some(child) = m.get_mut(&key) {
                 return mutate_value(rng, child);
             }
@@ -301,7 +305,11 @@ pub(super) fn mutate_value(rng: &mut XorShift, v: &mut Value) {
     }
     match (rng.below(4), &mut *v) {
         (0, Value::Object(m)) if !m.is_empty() => {
-            let key = m.keys().nth(rng.below(m.len())).cloned().unwrap_or_default();
+            let key = m
+                .keys()
+                .nth(rng.below(m.len()))
+                .cloned()
+                .unwrap_or_default();
             m.remove(&key);
         }
         (1, Value::Object(m)) => {
@@ -362,6 +370,37 @@ pub(super) fn mutate_bytes(rng: &mut XorShift, v: &mut Vec<u8>) {
     }
 }
 
+/// Smaller: arrays cut to a window of one or two elements, long strings to a prefix (a
+/// small input keeps a case cheap in debug builds; the shapes stay).
+fn shrink(rng: &mut XorShift, v: &mut Value) {
+    match v {
+        Value::Array(a) => {
+            if a.len() > 2 {
+                let start = rng.below(a.len() - 1);
+                let end = start + 1 + rng.below(2);
+                a.truncate(end);
+                a.drain(..start);
+            }
+            for e in a {
+                shrink(rng, e);
+            }
+        }
+        Value::Object(m) => {
+            for (_, e) in m.iter_mut() {
+                shrink(rng, e);
+            }
+        }
+        Value::String(s) if s.len() > 24 => {
+            let mut end = rng.below(24);
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            s.truncate(end);
+        }
+        _ => {}
+    }
+}
+
 /// Nesting around `inner`: deep enough at times to pass serde_json's limit of 128.
 fn nest(rng: &mut XorShift, inner: &[u8]) -> Vec<u8> {
     let depth = [2, 40, 127, 129, 300][rng.below(5)];
@@ -400,6 +439,9 @@ impl Seeds {
         } else {
             match self.values[i].clone() {
                 Some(mut v) => {
+                    if !rng.one_in(4) {
+                        shrink(rng, &mut v);
+                    }
                     for _ in 0..1 + rng.below(3) {
                         mutate_value(rng, &mut v);
                     }
@@ -467,6 +509,15 @@ impl Streams {
     /// with random line ends and field forms; then maybe damaged or cut.
     pub(super) fn stream(&self, rng: &mut XorShift) -> Vec<u8> {
         let seed = &self.streams[rng.below(self.streams.len())];
+        // Mostly a window of a few events (small inputs keep a case cheap in debug builds),
+        // sometimes the whole stream.
+        let seed = if rng.one_in(32) {
+            &seed[..]
+        } else {
+            let start = rng.below(seed.len());
+            let end = (start + 1 + rng.below(2)).min(seed.len());
+            &seed[start..end]
+        };
         let mut events: Vec<Event> = Vec::with_capacity(seed.len() + 2);
         let odds = [2, 4, 8, 1000][rng.below(4)];
         for ((event, data), v) in seed {
@@ -591,7 +642,9 @@ pub(super) fn sse_soup(rng: &mut XorShift) -> Vec<u8> {
     input
 }
 
-/// Config templates: a minimal one and one with every section.
+/// Config templates, each small and about one area (a case costs a YAML parse and a build:
+/// a few hundred microseconds in debug builds); the last one, with rate limits (the
+/// costliest to build), is drawn least.
 pub(super) const CONFIGS: &[&str] = &[
     r#"
 listeners:
@@ -609,93 +662,75 @@ routes:
         targets: [{provider: mock}]
 "#,
     r#"
-server:
-  threads: 2
-  grace_period_seconds: 1
-  upstream_keepalive_pool_size: 8
 listeners:
-  proxy:
-    - address: 127.0.0.1:8080
-  admin:
-    address: "[::1]:8001"
-    token: admin-token
-limits:
-  max_body_bytes: 1048576
-access_log:
-  path: "off"
-  buffer_lines: 16
+  proxy: [{address: "[::1]:8080"}]
 providers:
-  - name: oa
-    type: openai
-    base_url: http://127.0.0.1:9/v1
-    api_keys: [{name: a, key: ka, weight: 2}, kb]
-    models: [gpt-4o]
-    timeouts: {connect: 1s, read: 30s, write: 5s, idle: 60s}
-    health: {failure_threshold: 2, success_threshold: 1, check_interval: 10s, check_timeout: 2s, check_model: gpt-4o, failures: [connect, timeout, "429", 5xx]}
   - name: an
     type: anthropic
-    base_url: http://127.0.0.1:9
-    api_keys: [kc]
+    base_url: https://127.0.0.1:9
+    api_keys: [{name: a, key: ka, weight: 2}, kb]
     model_mapping: {"~^claude-(.*)$": "claude-sonnet-4-5"}
+    timeouts: {connect: 1s, read: 30s, write: 5s, idle: 60s}
+    health: {failure_threshold: 2, success_threshold: 1, check_interval: 10s, check_timeout: 2s, check_model: m, failures: [connect, timeout, "429", 5xx]}
   - name: ge
     type: gemini
     base_url: http://127.0.0.1:9
     api_keys: [kd]
-  - name: az
-    type: azure
-    base_url: http://127.0.0.1:9
-    api_version: "2024-06-01"
-    api_keys: [ke]
-consumers:
-  - name: alice
-    credentials: [sk-alice]
-  - name: bob
-    credentials: [sk-bob, "${TOLLGATE_FUZZ_UNSET}"]
-auth:
-  sources: [bearer, "header:x-api-key", "query:api_key"]
-rate_limits:
-  - name: per-consumer
-    key: consumer
-    window: minute
-    tokens: 1000
-    requests: 10
-  - name: per-ip
-    key: ip
-    cidrs: [10.0.0.0/8]
-    window: second
-    requests: 5
-  - name: team
-    key: "header:x-team"
-    values: [red, "*"]
-    window: hour
-    input_tokens: 100
-    output_tokens: 100
-    routes: [main]
-quota:
-  consumers: [alice]
-  admin_consumer: bob
-  reserve_max_tokens: true
-store:
-  path: /nonexistent/tollgate-fuzz.db
-  flush_interval: 50ms
-metrics:
-  consumer_labels: true
-  max_consumer_series: 10
-trusted_proxies: [127.0.0.1/32, "::1/128"]
+    http2: true
 routes:
   - name: main
     hosts: [api.example.com, "*.example.org"]
-    path_prefix: /v1
+    path_prefix: /api/v1
     all_keys_down: try_anyway
     retry: {attempts: 3, per_target: 2, deadline: 10s}
-    auth: {required: true, allow: [alice, bob]}
     models:
-      - model: "gpt-*"
-        targets: [{provider: oa, weight: 3}, {provider: az, model: gpt-4o, weight: 1}]
       - model: "~^claude"
-        targets: [{provider: an}]
-      - model: "*"
-        targets: [{provider: ge, model: gemini-2.5-flash}]
+        targets: [{provider: an, weight: 3}, {provider: ge, model: gemini-2.5-flash, weight: 1}]
+"#,
+    r#"
+listeners:
+  proxy: [{address: "127.0.0.1:8080"}]
+providers:
+  - {name: az, type: azure, base_url: "http://127.0.0.1:9", api_version: "2024-06-01", api_keys: [ke], models: [gpt-4o]}
+consumers:
+  - {name: alice, credentials: [sk-alice]}
+  - {name: bob, credentials: [sk-bob, "${TOLLGATE_FUZZ_UNSET}"]}
+auth:
+  sources: [bearer, "header:x-api-key", "query:api_key"]
+quota: {consumers: [alice], admin_consumer: bob, reserve_max_tokens: true}
+store: {path: /nonexistent/tollgate-fuzz.db, flush_interval: 50ms}
+metrics: {consumer_labels: true, max_consumer_series: 10}
+trusted_proxies: [127.0.0.1/32, "::1/128"]
+routes:
+  - name: main
+    auth: {required: true, allow: [alice, bob]}
+    models: [{model: "*", targets: [{provider: az}]}]
+"#,
+    r#"
+server: {threads: 2, grace_period_seconds: 1, upstream_keepalive_pool_size: 8, daemon: false}
+listeners:
+  proxy: [{address: "127.0.0.1:8080"}]
+  admin: {address: "127.0.0.1:8001", token: admin-token}
+limits: {max_body_bytes: 1048576}
+access_log: {path: "off", buffer_lines: 16}
+redis: {url: "redis://127.0.0.1:1", prefix: tg, timeout: 100ms, on_error: closed}
+providers:
+  - {name: oa, type: openai, api_keys: [k]}
+routes:
+  - {name: r, models: [{model: "gpt-*", targets: [{provider: oa}]}]}
+"#,
+    r#"
+listeners:
+  proxy: [{address: "127.0.0.1:8080"}]
+providers:
+  - {name: oa, type: openai, base_url: "http://127.0.0.1:9/v1", api_keys: [k]}
+consumers:
+  - {name: alice, credentials: [sk-alice]}
+rate_limits:
+  - {name: c, key: consumer, window: minute, tokens: 1000, requests: 10}
+  - {name: t, key: "header:x-team", values: [red], window: hour, input_tokens: 100, routes: [main]}
+routes:
+  - {name: main, models: [{model: "*", targets: [{provider: oa}]}]}
 "#,
 ];
 
@@ -825,7 +860,12 @@ const YAML_KEYS: &[&str] = &[
 /// A YAML text near a template: lines removed, repeated, swapped or re-indented, values
 /// replaced, members added; now and then text damage.
 pub(super) fn yaml(rng: &mut XorShift) -> Vec<u8> {
-    let template = CONFIGS[rng.below(CONFIGS.len())];
+    let last = CONFIGS.len() - 1;
+    let template = CONFIGS[if rng.one_in(10) {
+        last
+    } else {
+        rng.below(last)
+    }];
     let mut lines: Vec<String> = template.lines().map(str::to_owned).collect();
     for _ in 0..1 + rng.below(4) {
         if lines.is_empty() {

@@ -6,6 +6,10 @@
 pub struct XorShift(pub u64);
 
 impl XorShift {
+    #[expect(
+        clippy::should_implement_trait,
+        reason = "an endless generator, not an iterator"
+    )]
     pub fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
@@ -25,6 +29,9 @@ impl XorShift {
     }
 
     pub fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items.get(self.below(items.len())).copied().unwrap_or_default()
+        items
+            .get(self.below(items.len()))
+            .copied()
+            .unwrap_or_default()
     }
 }

@@ -93,7 +93,12 @@ fn fuzz_body() {
         gen::ANTHROPIC_REQUESTS,
         gen::EMBEDDING_REQUESTS,
     ]);
-    run("body", 0x1405_7B7E_F767_814F, |rng| seeds.json(rng), check_body);
+    run(
+        "body",
+        0x1405_7B7E_F767_814F,
+        |rng| seeds.json(rng),
+        check_body,
+    );
 }
 
 #[test]
