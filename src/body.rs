@@ -82,7 +82,11 @@ impl Rewrite {
 
 impl RequestBody {
     pub fn parse(bytes: Bytes) -> Result<Self, GatewayError> {
-        let top: TopLevel = match serde_json::from_slice(&bytes) {
+        // JSON is UTF-8, and serde_json does not check the strings of the fields it skips:
+        // check the whole body, so that no invalid byte is forwarded as JSON.
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|e| GatewayError::InvalidJson(format!("the body is not UTF-8 ({e})")))?;
+        let top: TopLevel = match serde_json::from_str(text) {
             // serde also accepts a JSON array for a struct: insist on an object.
             Ok(_) if !bytes.trim_ascii_start().starts_with(b"{") => {
                 return Err(GatewayError::NotAnObject)
@@ -90,7 +94,7 @@ impl RequestBody {
             Ok(t) => t,
             Err(e) if e.classify() == serde_json::error::Category::Data => {
                 // Valid JSON of the wrong shape (an array, a number...).
-                return match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+                return match serde_json::from_str::<serde::de::IgnoredAny>(text) {
                     Ok(_) if !bytes.trim_ascii_start().starts_with(b"{") => {
                         Err(GatewayError::NotAnObject)
                     }
@@ -215,6 +219,21 @@ mod tests {
             parse(r#"{"model":"a","model":"b"}"#),
             Err(GatewayError::InvalidJson(_))
         ));
+    }
+
+    /// Found by the fuzz target `body`: invalid UTF-8 inside a field the gateway does not
+    /// read was accepted (serde_json skips such strings unchecked) and forwarded as JSON.
+    #[test]
+    fn invalid_utf8_anywhere_is_invalid_json() {
+        for body in [
+            &b"{\"model\":\"m\",\"tools\":[{\"x\":\"a\xffb\"}]}"[..],
+            b"{\"model\":\"m\",\"messages\":\"\xc3\"}",
+            b"{\"model\":\"m\",\"\xee\":1}",
+        ] {
+            let e = RequestBody::parse(Bytes::copy_from_slice(body)).unwrap_err();
+            assert!(matches!(e, GatewayError::InvalidJson(_)), "{e:?}");
+        }
+        assert!(parse(r#"{"model":"m","x":"\u00e9 é"}"#).is_ok());
     }
 
     #[test]

@@ -23,6 +23,8 @@
 //!   pipelining, the memory budget for request bodies).
 //! - `server`: assembling the Pingora server and its services; `preflight`: what a start
 //!   needs from the machine (free listener addresses, loadable files), shared with `-t`.
+//! - `fuzzing` (tests and the `fuzzing` feature only): the fuzz targets, run as property tests
+//!   by `cargo test` and by `cargo fuzz` from `fuzz/`.
 
 pub mod access_log;
 pub mod admin;
@@ -32,6 +34,9 @@ pub mod config;
 pub mod conn;
 pub mod error;
 pub mod forward;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod keys;
 pub mod limits;

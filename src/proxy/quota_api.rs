@@ -43,18 +43,17 @@ impl ClientRequest {
             return Err(GatewayError::Forbidden.into());
         }
         let method = req.method.clone();
-        let params = match (call, &method) {
-            (QuotaCall::Get, &http::Method::GET) => form(req.uri.query().unwrap_or("")),
+        let (consumer, op) = match (call, &method) {
+            (QuotaCall::Get, &http::Method::GET) => {
+                quota_op(call, req.uri.query().unwrap_or("").as_bytes())?
+            }
             (QuotaCall::Refresh | QuotaCall::Delta, &http::Method::POST) => {
                 let limits = BodyLimits {
                     max: MAX_FORM_BYTES,
                     client: &config.client,
                 };
                 let body = read_body(session, limits, &mut self.body_memory).await?;
-                let text = std::str::from_utf8(&body).map_err(|_| {
-                    GatewayError::BadQuotaRequest("the form body is not UTF-8".into())
-                })?;
-                form(text)
+                quota_op(call, &body)?
             }
             (QuotaCall::Get, m) => {
                 return Err(GatewayError::BadQuotaRequest(format!(
@@ -69,21 +68,7 @@ impl ClientRequest {
                 .into())
             }
         };
-        let consumer = params.get("consumer").map(String::as_str).unwrap_or("");
-        let op = match call {
-            QuotaCall::Get => QuotaOp::Get,
-            QuotaCall::Refresh => {
-                let v = integer(&params, "quota")?;
-                if v < 0 {
-                    return Err(GatewayError::BadQuotaRequest(
-                        "`quota` must not be negative".into(),
-                    )
-                    .into());
-                }
-                QuotaOp::Set(v)
-            }
-            QuotaCall::Delta => QuotaOp::Add(integer(&params, "value")?),
-        };
+        let consumer = consumer.as_str();
         let balance = self.backends.quotas().apply(&config, consumer, op).await?;
         self.status = 200;
         let body = serde_json::json!({"consumer": consumer, "quota": balance}).to_string();
@@ -91,4 +76,27 @@ impl ClientRequest {
             .await
             .map_err(|e| Failure::Abort(GatewayError::Internal("writing the response".into()), e))
     }
+}
+
+/// The consumer and operation of a quota API call from its parameters: the query of a `GET`,
+/// the form body of a `POST`. Every bad input is a `BadQuotaRequest` naming the parameter.
+pub fn quota_op(call: QuotaCall, params: &[u8]) -> Result<(String, QuotaOp), GatewayError> {
+    let text = std::str::from_utf8(params)
+        .map_err(|_| GatewayError::BadQuotaRequest("the form body is not UTF-8".into()))?;
+    let mut params = form(text);
+    let consumer = params.remove("consumer").unwrap_or_default();
+    let op = match call {
+        QuotaCall::Get => QuotaOp::Get,
+        QuotaCall::Refresh => {
+            let v = integer(&params, "quota")?;
+            if v < 0 {
+                return Err(GatewayError::BadQuotaRequest(
+                    "`quota` must not be negative".into(),
+                ));
+            }
+            QuotaOp::Set(v)
+        }
+        QuotaCall::Delta => QuotaOp::Add(integer(&params, "value")?),
+    };
+    Ok((consumer, op))
 }

@@ -142,31 +142,7 @@ pub(crate) fn crlf(text: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-pub(crate) struct XorShift(pub(crate) u64);
-
-impl XorShift {
-    pub(crate) fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    pub(crate) fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    /// True one time in `n`.
-    pub(crate) fn one_in(&mut self, n: usize) -> bool {
-        self.below(n) == 0
-    }
-
-    pub(crate) fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
-    }
-}
+pub(crate) use crate::fuzzing::XorShift;
 
 /// Call `f` on every prefix of every input and on deterministic random mutations of it
 /// (byte replaced, removed or a JSON-ish byte inserted). `f` must not panic.

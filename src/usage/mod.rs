@@ -103,6 +103,13 @@ pub fn usage_from_json(body: &[u8]) -> Option<Usage> {
     }
 }
 
+/// [`usage_from_json`] through serde_json alone: the reference the fast path must agree with
+/// (for the fuzz targets).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn usage_from_json_reference(body: &[u8]) -> Option<Usage> {
+    slow::usage_from_json(body)
+}
+
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
