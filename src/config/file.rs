@@ -44,13 +44,24 @@ pub struct FileConfig {
     /// believed; the client IP is the right-most address not in this list.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Name resolution of provider hosts.
+    #[serde(default)]
+    pub dns: DnsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSection {
+    /// How often provider host names are resolved again (default 30s).
+    pub refresh: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
-    /// SQLite database file (default `/var/lib/tollgate/state.db`). Opened only when a quota
-    /// or an hour/day window needs it and no `redis` is configured.
+    /// SQLite database file (default `state.db`; a relative path is in the state directory,
+    /// see `super::paths`). Opened only when a quota or an hour/day window needs it and no
+    /// `redis` is configured.
     pub path: Option<String>,
     /// Longest time a window-counter change waits before it is written (default 50ms).
     /// Quota changes are written before they are acknowledged, whatever this says.
