@@ -1,6 +1,9 @@
 //! The process's start and end, as operators see them.
 //!
-//! At start: one line per listener once it listens ("listening on 127.0.0.1:8080 (proxy)").
+//! At start: one line per listener once it listens ("listening on 127.0.0.1:8080 (proxy)"),
+//! logged by `Announced`, a wrapper of a listening service that watches Pingora's table of
+//! listening sockets (an address appears there once bound and listening, or at once when
+//! taken over from the previous process).
 //!
 //! At the end: Pingora, after SIGTERM (at once) or after SIGQUIT (once its 5 s hand-over
 //! window has passed), broadcasts the shutdown: the listeners stop accepting, requests in
@@ -17,8 +20,9 @@
 use crate::access_log::AccessLog;
 use crate::store::Backends;
 use async_trait::async_trait;
-use pingora_core::server::{ExecutionPhase, ShutdownWatch};
+use pingora_core::server::{ExecutionPhase, ListenFds, ShutdownWatch};
 use pingora_core::services::background::BackgroundService;
+use pingora_core::services::Service;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,8 +32,8 @@ use tokio::sync::broadcast;
 const POLL: Duration = Duration::from_millis(20);
 /// Longest wait for the access log and the store to be flushed at exit.
 const FLUSH_WITHIN: Duration = Duration::from_secs(5);
-/// How long the start-up log waits for a listener to be bound before saying so.
-const LISTEN_WITHIN: Duration = Duration::from_secs(10);
+/// How often the start-up log looks whether a listener is bound.
+const LISTEN_POLL: Duration = Duration::from_millis(2);
 
 /// One listener, as the start-up log names it.
 pub struct ListenerInfo {
@@ -38,8 +42,60 @@ pub struct ListenerInfo {
     pub what: String,
 }
 
-pub struct Lifecycle {
+/// A listening service that logs "listening on ADDRESS (WHAT)" for each of its listeners
+/// once it listens.
+pub struct Announced<S> {
+    pub inner: S,
     pub listeners: Vec<ListenerInfo>,
+}
+
+#[async_trait]
+impl<S: Service> Service for Announced<S> {
+    async fn start_service(
+        &mut self,
+        fds: Option<ListenFds>,
+        shutdown: ShutdownWatch,
+        listeners_per_fd: usize,
+    ) {
+        let listeners = std::mem::take(&mut self.listeners);
+        let table = fds.clone();
+        let announce = tokio::spawn(async move {
+            for l in listeners {
+                if let Some(table) = &table {
+                    while table.lock().get(&l.address).is_none() {
+                        tokio::time::sleep(LISTEN_POLL).await;
+                    }
+                }
+                log::info!("listening on {} ({})", l.address, l.what);
+            }
+        });
+        self.inner
+            .start_service(fds, shutdown, listeners_per_fd)
+            .await;
+        announce.abort();
+    }
+
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn threads(&self) -> Option<usize> {
+        self.inner.threads()
+    }
+
+    fn runtime_opts_override(
+        &self,
+        global: &pingora_core::server::RuntimeOpts,
+    ) -> Option<pingora_core::server::RuntimeOpts> {
+        self.inner.runtime_opts_override(global)
+    }
+
+    fn listen_addresses(&self) -> Option<Vec<String>> {
+        self.inner.listen_addresses()
+    }
+}
+
+pub struct Lifecycle {
     /// Started with `-u`: the sockets came from the previous process.
     pub upgrade: bool,
     /// Open client connections, one counter per listener kind.
@@ -61,23 +117,6 @@ impl Lifecycle {
             .iter()
             .map(|c| c.load(Ordering::Acquire))
             .sum()
-    }
-
-    async fn announce(&self) {
-        if self.upgrade {
-            log::info!("took over the listening sockets of the previous process");
-        }
-        for l in &self.listeners {
-            let start = Instant::now();
-            while !crate::preflight::listening_here(&l.address) {
-                if start.elapsed() > LISTEN_WITHIN {
-                    log::warn!("not listening on {} ({}) yet", l.address, l.what);
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            log::info!("listening on {} ({})", l.address, l.what);
-        }
     }
 
     /// Wait for requests in flight (at most the grace period), flush, exit.
@@ -152,9 +191,9 @@ async fn next_phase(rx: &mut Option<broadcast::Receiver<ExecutionPhase>>) -> Exe
 impl BackgroundService for Lifecycle {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut phases = self.phases.lock().ok().and_then(|mut g| g.take());
-        let announce = self.announce();
-        tokio::pin!(announce);
-        let mut announced = false;
+        if self.upgrade {
+            log::info!("took over the listening sockets of the previous process");
+        }
         while !*shutdown.borrow() {
             tokio::select! {
                 changed = shutdown.changed() => {
@@ -163,7 +202,6 @@ impl BackgroundService for Lifecycle {
                         return;
                     }
                 }
-                () = &mut announce, if !announced => announced = true,
                 phase = next_phase(&mut phases) => match phase {
                     ExecutionPhase::GracefulUpgradeTransferringFds => log::info!(
                         "SIGQUIT: handing the listening sockets to the new process"

@@ -318,15 +318,6 @@ fn running_instance(g: &Gateway, addr: SocketAddr) -> Option<String> {
     None
 }
 
-/// Whether this process holds a listening socket for `address` (bound here, or taken over
-/// from the previous process in an upgrade).
-pub fn listening_here(address: &str) -> bool {
-    let Ok(addr) = address.parse::<SocketAddr>() else {
-        return false;
-    };
-    holds(std::process::id(), &listening_inodes(addr)) == Some(true)
-}
-
 /// Whether `pid` has one of `inodes` open (`None`: its descriptors cannot be read).
 fn holds(pid: u32, inodes: &[u64]) -> Option<bool> {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;

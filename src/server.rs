@@ -9,7 +9,7 @@ use crate::config::model::{Listener, ServerSettings};
 use crate::config::{Gateway, SharedConfig};
 use crate::conn::{Capped, Guarded};
 use crate::health::Checker;
-use crate::lifecycle::{Lifecycle, ListenerInfo};
+use crate::lifecycle::{Announced, Lifecycle, ListenerInfo};
 use crate::provider::resolve::{resolve_now, Resolver};
 use crate::proxy::Tollgate;
 use crate::reload::{OnSighup, Reloader};
@@ -205,7 +205,13 @@ pub fn build(
     for l in &proxy_listeners {
         add_listener(&mut proxy, l)?;
     }
-    server.add_service(proxy);
+    server.add_service(Announced {
+        inner: proxy,
+        listeners: proxy_listeners
+            .iter()
+            .map(|l| describe(l, "proxy"))
+            .collect(),
+    });
 
     if let Some(l) = &admin_listener {
         let admin_app = Capped::new(
@@ -224,7 +230,10 @@ pub fn build(
         connections.push(admin_app.connections());
         let mut admin = Service::new("tollgate admin".to_string(), admin_app);
         add_listener(&mut admin, l)?;
-        server.add_service(admin);
+        server.add_service(Announced {
+            inner: admin,
+            listeners: vec![describe(l, "admin")],
+        });
     }
     server.add_service(background_service(
         "health checks",
@@ -244,7 +253,6 @@ pub fn build(
     server.add_service(background_service(
         "lifecycle",
         Lifecycle {
-            listeners,
             upgrade: switches.upgrade,
             connections,
             access_log,

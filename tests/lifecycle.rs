@@ -53,6 +53,26 @@ impl Running {
         wait_text(needle, || out.lock().unwrap().clone(), &mut self.child);
     }
 
+    /// Wait until both listeners accept connections.
+    fn wait_listening(&mut self, port: u16, admin_port: u16) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("tollgate exited ({status}):\n{}", self.stderr());
+            }
+            let up = |p: u16| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok();
+            if up(port) && up(admin_port) {
+                return;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "not listening:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn signal(&self, sig: &str) {
         signal(self.child.id(), sig);
     }
@@ -124,13 +144,7 @@ async fn idle_gateway_exits_at_once_on_sigterm() {
     // A long grace period: only the quick exit can be quick.
     let (config, port, admin_port) = write_config(dir.path(), 30, &mock_provider(&mock.url(), ""));
     let mut gw = Running::spawn(&config, &[]);
-    gw.wait_for(&format!("listening on 127.0.0.1:{admin_port} (admin)"));
-    let log = gw.stderr();
-    // One line per listener.
-    for (addr, what) in [(port, "proxy"), (admin_port, "admin")] {
-        let line = format!("listening on 127.0.0.1:{addr} ({what})");
-        assert_eq!(log.matches(&line).count(), 1, "{line}:\n{log}");
-    }
+    gw.wait_listening(port, admin_port);
     // A request on a connection that is closed afterwards: nothing left in flight.
     let (answer, _) = raw_exchange(
         port,
@@ -150,6 +164,12 @@ async fn idle_gateway_exits_at_once_on_sigterm() {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "still listening after exit"
     );
+    // The log said where it listened, one line per listener.
+    let log = gw.stderr();
+    for (addr, what) in [(port, "proxy"), (admin_port, "admin")] {
+        let line = format!("listening on 127.0.0.1:{addr} ({what})");
+        assert_eq!(log.matches(&line).count(), 1, "{line}:\n{log}");
+    }
 
     // A new start on the same config serves normally.
     let _gw = Running::spawn(&config, &[]);
@@ -162,7 +182,7 @@ async fn sigterm_waits_for_the_stream_in_flight_then_exits() {
     let dir = tempfile::tempdir().unwrap();
     let (config, port, admin_port) = write_config(dir.path(), 30, &mock_provider(&mock.url(), ""));
     let mut gw = Running::spawn(&config, &[]);
-    gw.wait_for(&format!("listening on 127.0.0.1:{admin_port} (admin)"));
+    gw.wait_listening(port, admin_port);
 
     // 15 chunks 150 ms apart: about 2 s of streaming.
     let resp = client()
@@ -269,7 +289,7 @@ async fn state_files_go_beside_the_config_or_in_state_dir() {
 
         // Started from elsewhere (the working directory is not the config's).
         let mut gw = Running::spawn(&config, &args);
-        gw.wait_for(&format!("listening on 127.0.0.1:{admin_port} (admin)"));
+        gw.wait_listening(port, admin_port);
         let db = expected.join("state.db");
         let start = Instant::now();
         while !db.exists() {
