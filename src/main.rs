@@ -146,6 +146,13 @@ fn main() -> ExitCode {
             eprintln!("tollgate: cannot start: `server.error_log`: {path}: {e}");
             return ExitCode::from(1);
         }
+        let daemon = cli.daemon || gateway.server.daemon;
+        if daemon && gateway.access_log == tollgate::config::model::AccessLogTarget::Stdout {
+            log::warn!(
+                "access_log.path is stdout, which a daemon with server.error_log discards \
+                 (Pingora points its stdout at /dev/null): set access_log.path to a file"
+            );
+        }
     }
     let switches = tollgate::server::Switches {
         daemon: cli.daemon,
