@@ -171,8 +171,12 @@ pub struct RouteAuthSection {
 pub struct ServerSection {
     pub threads: Option<usize>,
     pub work_stealing: Option<bool>,
+    /// Default `tollgate.pid`; like `upgrade_sock` and `error_log`, a relative path is in the
+    /// state directory (`--state-dir`, else the config file's directory).
     pub pid_file: Option<String>,
+    /// Default `upgrade.sock`.
     pub upgrade_sock: Option<String>,
+    /// The server log, in the foreground as when daemonised (default: stderr).
     pub error_log: Option<String>,
     pub user: Option<String>,
     pub group: Option<String>,
