@@ -4,6 +4,9 @@
 //! (started as a Pingora background service, so it survives daemonising) polls the channel
 //! and drains it into a buffered file or stdout. A slow disk never stalls a request: when the channel is
 //! full the line is dropped and `tollgate_access_log_dropped_total` counts it.
+//!
+//! `flush` (used at shutdown) sends an empty line as a marker through the same queue: the
+//! writer flushes when it reaches it, so every line queued before is then on disk.
 
 use crate::config::model::AccessLogTarget;
 use crate::metrics::METRICS;
@@ -12,9 +15,10 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use serde::Serialize;
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// One access-log line.
 #[derive(Debug, Default, Serialize)]
@@ -51,6 +55,8 @@ pub struct AccessLog {
     tx: Option<SyncSender<String>>,
     /// Taken by the writer service when it starts.
     rx: Mutex<Option<(Receiver<String>, AccessLogTarget)>>,
+    /// Flush markers the writer has handled.
+    flushed: Arc<AtomicU64>,
 }
 
 impl AccessLog {
@@ -59,13 +65,42 @@ impl AccessLog {
             return AccessLog {
                 tx: None,
                 rx: Mutex::new(None),
+                flushed: Arc::default(),
             };
         }
         let (tx, rx) = sync_channel(buffer);
         AccessLog {
             tx: Some(tx),
             rx: Mutex::new(Some((rx, target))),
+            flushed: Arc::default(),
         }
+    }
+
+    /// Wait until every line queued so far is written and flushed, for at most `within`;
+    /// false if that did not happen in time.
+    pub async fn flush(&self, within: Duration) -> bool {
+        let Some(tx) = &self.tx else { return true };
+        if self.rx.lock().map(|g| g.is_some()).unwrap_or(false) {
+            // The writer never started: nothing will be written.
+            return true;
+        }
+        let deadline = Instant::now() + within;
+        let before = self.flushed.load(Ordering::Acquire);
+        loop {
+            match tx.try_send(String::new()) {
+                Ok(()) => break,
+                Err(TrySendError::Disconnected(_)) => return true,
+                Err(TrySendError::Full(_)) if Instant::now() >= deadline => return false,
+                Err(TrySendError::Full(_)) => tokio::time::sleep(POLL).await,
+            }
+        }
+        while self.flushed.load(Ordering::Acquire) == before {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        true
     }
 
     pub fn write(&self, entry: &Entry) {
@@ -94,7 +129,17 @@ fn open(target: &AccessLogTarget) -> std::io::Result<Box<dyn Write + Send>> {
     })
 }
 
-fn run_writer(rx: Receiver<String>, target: AccessLogTarget) {
+/// Write one queued line; an empty one is a flush marker (returns true).
+fn put(out: &mut impl Write, line: &str) -> bool {
+    if line.is_empty() {
+        return true;
+    }
+    let _ = out.write_all(line.as_bytes());
+    let _ = out.write_all(b"\n");
+    false
+}
+
+fn run_writer(rx: Receiver<String>, target: AccessLogTarget, flushed: Arc<AtomicU64>) {
     let out = match open(&target) {
         Ok(out) => out,
         Err(e) => {
@@ -109,14 +154,15 @@ fn run_writer(rx: Receiver<String>, target: AccessLogTarget) {
     loop {
         match rx.try_recv() {
             Ok(line) => {
-                let _ = out.write_all(line.as_bytes());
-                let _ = out.write_all(b"\n");
+                let mut markers = u64::from(put(&mut out, &line));
                 // Flush when the queue is drained, so lines appear promptly when idle.
                 while let Ok(line) = rx.try_recv() {
-                    let _ = out.write_all(line.as_bytes());
-                    let _ = out.write_all(b"\n");
+                    markers += u64::from(put(&mut out, &line));
                 }
                 let _ = out.flush();
+                if markers > 0 {
+                    flushed.fetch_add(markers, Ordering::Release);
+                }
             }
             Err(TryRecvError::Empty) => std::thread::sleep(POLL),
             Err(TryRecvError::Disconnected) => {
@@ -131,16 +177,17 @@ fn run_writer(rx: Receiver<String>, target: AccessLogTarget) {
 const POLL: Duration = Duration::from_millis(10);
 
 /// Starts the writer thread.
-pub struct Writer(pub std::sync::Arc<AccessLog>);
+pub struct Writer(pub Arc<AccessLog>);
 
 #[async_trait]
 impl BackgroundService for Writer {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let taken = self.0.rx.lock().ok().and_then(|mut g| g.take());
         if let Some((rx, target)) = taken {
+            let flushed = self.0.flushed.clone();
             let spawned = std::thread::Builder::new()
                 .name("access-log".into())
-                .spawn(move || run_writer(rx, target));
+                .spawn(move || run_writer(rx, target, flushed));
             if let Err(e) = spawned {
                 log::error!("cannot start the access-log writer: {e}");
             }

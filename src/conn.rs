@@ -119,17 +119,23 @@ impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for Guarded<A> {
 /// A listener's app: at most `max` client connections at once; one more is closed at once.
 pub struct Capped<A> {
     pub app: Arc<A>,
-    pub open: AtomicUsize,
+    /// Connections open now (shared with `lifecycle`, which waits for them at shutdown).
+    pub open: Arc<AtomicUsize>,
     pub max: usize,
     /// Connections are being refused (logged once per episode, not per connection).
     refusing: AtomicBool,
 }
 
 impl<A> Capped<A> {
+    /// The count of this listener kind's open connections.
+    pub fn connections(&self) -> Arc<AtomicUsize> {
+        self.open.clone()
+    }
+
     pub fn new(app: A, max: usize) -> Self {
         Capped {
             app: Arc::new(app),
-            open: AtomicUsize::new(0),
+            open: Arc::default(),
             max,
             refusing: AtomicBool::new(false),
         }

@@ -22,7 +22,9 @@
 //! - `conn`: client-connection policy (connection cap, header and keep-alive deadlines,
 //!   pipelining, the memory budget for request bodies).
 //! - `server`: assembling the Pingora server and its services; `preflight`: what a start
-//!   needs from the machine (free listener addresses, loadable files), shared with `-t`.
+//!   needs from the machine (free listener addresses, loadable files), shared with `-t`;
+//!   `lifecycle`: the start-up lines and the exit once a shutdown has nothing in flight;
+//!   `logging`: the server log (stderr or `server.error_log`).
 //! - `fuzzing` (tests and the `fuzzing` feature only): the fuzz targets, run as property tests
 //!   by `cargo test` and by `cargo fuzz` from `fuzz/`.
 
@@ -39,7 +41,9 @@ pub mod forward;
 pub mod fuzzing;
 pub mod health;
 pub mod keys;
+pub mod lifecycle;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod pattern;
 pub mod preflight;

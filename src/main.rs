@@ -6,6 +6,9 @@
 //! tollgate -c conf/tollgate.yaml -u -d  # take over the listeners of a running instance
 //! tollgate -t -c conf/tollgate.yaml     # validate the config and exit
 //! ```
+//!
+//! Files the gateway writes (store, logs, pid file, upgrade socket) named by relative paths,
+//! and their defaults, live in the config file's directory, or in `--state-dir DIR`.
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -41,6 +44,11 @@ struct Cli {
     /// when it does, 1 otherwise. For systemd's `ExecStartPost`.
     #[arg(long = "wait-ready", value_name = "SECONDS")]
     wait_ready: Option<u64>,
+    /// Directory for the files the gateway writes whose config paths are relative or left
+    /// at their defaults (`state.db`, `tollgate.pid`, `upgrade.sock`, relative log paths).
+    /// Default: the config file's directory. Created on start if missing.
+    #[arg(long = "state-dir", value_name = "DIR")]
+    state_dir: Option<std::path::PathBuf>,
 }
 
 /// Poll the gateway described by `gateway` until it answers or `secs` pass.
@@ -80,8 +88,18 @@ fn wait_ready(gateway: &tollgate::config::Gateway, secs: u64) -> bool {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    tollgate::logging::init();
     let cli = Cli::parse();
+    if let Some(dir) = &cli.state_dir {
+        tollgate::config::paths::set_state_dir(dir);
+        let starting = !cli.test && cli.wait_ready.is_none();
+        if starting {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                eprintln!("tollgate: cannot start: --state-dir {}: {e}", dir.display());
+                return ExitCode::from(1);
+            }
+        }
+    }
     let gateway = match tollgate::config::load(&cli.conf, None) {
         Ok(g) => g,
         Err(e) => {
@@ -121,6 +139,20 @@ fn main() -> ExitCode {
     if let Err(e) = check(&gateway, mode) {
         eprintln!("tollgate: cannot start: {e}");
         return ExitCode::from(1);
+    }
+    if let Some(path) = &gateway.server.error_log {
+        // The server log goes there from now on, in the foreground as when daemonised.
+        if let Err(e) = tollgate::logging::to_file(path) {
+            eprintln!("tollgate: cannot start: `server.error_log`: {path}: {e}");
+            return ExitCode::from(1);
+        }
+        let daemon = cli.daemon || gateway.server.daemon;
+        if daemon && gateway.access_log == tollgate::config::model::AccessLogTarget::Stdout {
+            log::warn!(
+                "access_log.path is stdout, which a daemon with server.error_log discards \
+                 (Pingora points its stdout at /dev/null): set access_log.path to a file"
+            );
+        }
     }
     let switches = tollgate::server::Switches {
         daemon: cli.daemon,

@@ -1,9 +1,9 @@
 //! What a start needs from the machine beyond a valid config, checked before Pingora takes
 //! over: every listener address free, TLS certificates and keys loadable and matching, the
-//! `server.ca_file` bundle loadable, the access log, the embedded store, and in daemon mode
-//! the error log and pid file writable (`-t` warns about those two when the config does not
-//! say `daemon: true`, since it cannot know whether `-d` will be given), the Redis URL well
-//! formed.
+//! `server.ca_file` bundle loadable, the access log, the error log and the embedded store
+//! writable, and in daemon mode the pid file writable (`-t` warns about it when the config
+//! does not say `daemon: true`, since it cannot know whether `-d` will be given), the Redis
+//! URL well formed.
 //!
 //! `tollgate -t` and the real start run the same `check`, so a config that `-t` accepts does
 //! not then fail at start for any of these reasons, and a start that cannot work exits at
@@ -50,10 +50,11 @@ pub fn check(g: &Gateway, mode: Mode) -> Result<Vec<String>, ConfigError> {
         Mode::Test => g.server.daemon,
         Mode::Start { daemon, .. } => daemon || g.server.daemon,
     };
-    let mut daemon_files = vec![("server.pid_file", g.server.pid_file.as_str())];
+    // The error log is written in the foreground too.
     if let Some(path) = &g.server.error_log {
-        daemon_files.push(("server.error_log", path.as_str()));
+        writable(Path::new(path)).map_err(|e| ConfigError::field("server.error_log", e))?;
     }
+    let daemon_files = [("server.pid_file", g.server.pid_file.as_str())];
     for (field, path) in daemon_files {
         match writable(Path::new(path)) {
             Ok(()) => {}

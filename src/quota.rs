@@ -287,6 +287,31 @@ impl Quotas {
     }
 }
 
+/// Charges waiting for Redis to come back (`retry_settle`).
+static PENDING_CHARGES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many quota charges are waiting for Redis; a graceful shutdown waits for them
+/// (within the grace period).
+pub fn pending_charges() -> usize {
+    PENDING_CHARGES.load(Ordering::Acquire)
+}
+
+/// Counts a pending charge until dropped (settled, or the task ends).
+struct Pending;
+
+impl Pending {
+    fn new() -> Self {
+        PENDING_CHARGES.fetch_add(1, Ordering::AcqRel);
+        Pending
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        PENDING_CHARGES.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Keep trying a charge that could not reach Redis, with backoff up to a minute.
 fn retry_settle(
     redis: Arc<crate::store::redis::RedisStore>,
@@ -295,7 +320,9 @@ fn retry_settle(
     used: i64,
 ) {
     log::warn!("charge of {used} tokens to {consumer}'s quota is pending until Redis answers");
+    let pending = Pending::new();
     tokio::spawn(async move {
+        let _pending = pending;
         let mut wait = Duration::from_millis(200);
         loop {
             tokio::time::sleep(wait).await;

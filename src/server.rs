@@ -1,6 +1,7 @@
 //! Assembling the Pingora server: `ServerConf` from the config, the proxy and admin
 //! listeners (each behind `conn::Capped`/`conn::Guarded`), and the background services (host
-//! resolution, access-log writer).
+//! resolution, access-log writer, and `lifecycle`: the start-up lines and the quick exit
+//! once a shutdown has nothing left in flight).
 
 use crate::access_log::{self, AccessLog};
 use crate::admin::Admin;
@@ -8,6 +9,7 @@ use crate::config::model::{Listener, ServerSettings};
 use crate::config::{Gateway, SharedConfig};
 use crate::conn::{Capped, Guarded};
 use crate::health::Checker;
+use crate::lifecycle::{Announced, Lifecycle, ListenerInfo};
 use crate::provider::resolve::{resolve_now, Resolver};
 use crate::proxy::Tollgate;
 use crate::reload::{OnSighup, Reloader};
@@ -88,14 +90,32 @@ fn add_listener<A>(service: &mut Service<A>, l: &Listener) -> pingora_error::Res
 /// connections; that also drops a connection accepted a moment before the accept loop
 /// stopped whose request is still on the wire, which a client sees as a reset during a
 /// zero-downtime upgrade.
-const DRAIN_ACCEPTED: Duration = Duration::from_secs(1);
+pub const DRAIN_ACCEPTED: Duration = Duration::from_secs(1);
+
+/// After the shutdown broadcast, how long `lifecycle` lets connections accepted just before
+/// it register before it counts what is in flight: a plain connection registers at once, a
+/// TLS one after its handshake.
+const SETTLE_PLAIN: Duration = Duration::from_millis(100);
+const SETTLE_TLS: Duration = DRAIN_ACCEPTED;
+
+fn describe(l: &Listener, kind: &str) -> ListenerInfo {
+    let what = match &l.tls {
+        None => kind.to_string(),
+        Some(t) if t.http2 => format!("{kind}, TLS, HTTP/2"),
+        Some(_) => format!("{kind}, TLS"),
+    };
+    ListenerInfo {
+        address: l.address.clone(),
+        what,
+    }
+}
 
 /// Opens the stores as soon as the server runs (after daemonising) and loads balances.
 struct OpenStores(Arc<Backends>);
 
 #[async_trait]
 impl BackgroundService for OpenStores {
-    async fn start(&self, _shutdown: ShutdownWatch) {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
         let backends = self.0.clone();
         // Opening touches the disk: keep it off the async workers.
         let opened = tokio::task::spawn_blocking(move || {
@@ -106,6 +126,8 @@ impl BackgroundService for OpenStores {
         if let Ok(backends) = opened {
             backends.quotas().preload().await;
         }
+        // Done; stay until the server stops (a service that returns is logged as exited).
+        let _ = shutdown.changed().await;
     }
 }
 
@@ -142,6 +164,16 @@ pub fn build(
     let max_connections = gateway.client.max_connections;
     let keepalive_timeout = gateway.client.keepalive_timeout;
     let admin_listener = gateway.admin_listener.clone();
+    let grace = Duration::from_secs(gateway.server.grace_period_seconds);
+    let mut listeners: Vec<ListenerInfo> = proxy_listeners
+        .iter()
+        .map(|l| describe(l, "proxy"))
+        .collect();
+    listeners.extend(admin_listener.iter().map(|l| describe(l, "admin")));
+    let any_tls = proxy_listeners
+        .iter()
+        .chain(admin_listener.iter())
+        .any(|l| l.tls.is_some());
     let config: SharedConfig = Arc::new(ArcSwap::from_pointee(gateway));
     let reloader = Reloader::new(config.clone(), config_path);
 
@@ -160,41 +192,48 @@ pub fn build(
     let mut options = pingora_core::apps::HttpServerOptions::default();
     options.h2_idle_timeout = Some(keepalive_timeout);
     inner.server_options = Some(options);
-    let mut proxy = Service::new(
-        "tollgate proxy".to_string(),
-        Capped::new(
-            Guarded {
-                app: Arc::new(inner),
-                config: config.clone(),
-                drain: DRAIN_ACCEPTED,
-            },
-            max_connections,
-        ),
+    let proxy_app = Capped::new(
+        Guarded {
+            app: Arc::new(inner),
+            config: config.clone(),
+            drain: DRAIN_ACCEPTED,
+        },
+        max_connections,
     );
+    let mut connections = vec![proxy_app.connections()];
+    let mut proxy = Service::new("tollgate proxy".to_string(), proxy_app);
     for l in &proxy_listeners {
         add_listener(&mut proxy, l)?;
     }
-    server.add_service(proxy);
+    server.add_service(Announced {
+        inner: proxy,
+        listeners: proxy_listeners
+            .iter()
+            .map(|l| describe(l, "proxy"))
+            .collect(),
+    });
 
     if let Some(l) = &admin_listener {
-        let mut admin = Service::new(
-            "tollgate admin".to_string(),
-            Capped::new(
-                Guarded {
-                    app: Arc::new(Admin {
-                        config: config.clone(),
-                        reloader: reloader.clone(),
-                        token: l.token.clone(),
-                        backends: backends.clone(),
-                    }),
+        let admin_app = Capped::new(
+            Guarded {
+                app: Arc::new(Admin {
                     config: config.clone(),
-                    drain: Duration::ZERO,
-                },
-                max_connections,
-            ),
+                    reloader: reloader.clone(),
+                    token: l.token.clone(),
+                    backends: backends.clone(),
+                }),
+                config: config.clone(),
+                drain: Duration::ZERO,
+            },
+            max_connections,
         );
+        connections.push(admin_app.connections());
+        let mut admin = Service::new("tollgate admin".to_string(), admin_app);
         add_listener(&mut admin, l)?;
-        server.add_service(admin);
+        server.add_service(Announced {
+            inner: admin,
+            listeners: vec![describe(l, "admin")],
+        });
     }
     server.add_service(background_service(
         "health checks",
@@ -204,11 +243,24 @@ pub fn build(
         },
     ));
     server.add_service(background_service("resolver", Resolver { config }));
-    server.add_service(background_service("stores", OpenStores(backends)));
+    server.add_service(background_service("stores", OpenStores(backends.clone())));
     server.add_service(background_service("reload on SIGHUP", OnSighup(reloader)));
     server.add_service(background_service(
         "access log",
-        access_log::Writer(access_log),
+        access_log::Writer(access_log.clone()),
+    ));
+    let phases = server.watch_execution_phase();
+    server.add_service(background_service(
+        "lifecycle",
+        Lifecycle {
+            upgrade: switches.upgrade,
+            connections,
+            access_log,
+            backends,
+            grace,
+            settle: if any_tls { SETTLE_TLS } else { SETTLE_PLAIN },
+            phases: std::sync::Mutex::new(Some(phases)),
+        },
     ));
     Ok(server)
 }

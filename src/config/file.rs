@@ -44,13 +44,24 @@ pub struct FileConfig {
     /// believed; the client IP is the right-most address not in this list.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Name resolution of provider hosts.
+    #[serde(default)]
+    pub dns: DnsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSection {
+    /// How often provider host names are resolved again (default 30s).
+    pub refresh: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
-    /// SQLite database file (default `/var/lib/tollgate/state.db`). Opened only when a quota
-    /// or an hour/day window needs it and no `redis` is configured.
+    /// SQLite database file (default `state.db`; a relative path is in the state directory,
+    /// see `super::paths`). Opened only when a quota or an hour/day window needs it and no
+    /// `redis` is configured.
     pub path: Option<String>,
     /// Longest time a window-counter change waits before it is written (default 50ms).
     /// Quota changes are written before they are acknowledged, whatever this says.
@@ -160,8 +171,12 @@ pub struct RouteAuthSection {
 pub struct ServerSection {
     pub threads: Option<usize>,
     pub work_stealing: Option<bool>,
+    /// Default `tollgate.pid`; like `upgrade_sock` and `error_log`, a relative path is in the
+    /// state directory (`--state-dir`, else the config file's directory).
     pub pid_file: Option<String>,
+    /// Default `upgrade.sock`.
     pub upgrade_sock: Option<String>,
+    /// The server log, in the foreground as when daemonised (default: stderr).
     pub error_log: Option<String>,
     pub user: Option<String>,
     pub group: Option<String>,

@@ -9,6 +9,7 @@ pub mod client;
 pub mod env;
 pub mod file;
 pub mod model;
+pub mod paths;
 
 pub use model::Gateway;
 
@@ -45,7 +46,9 @@ pub fn parse(text: &str, path: &str, previous: Option<&Gateway>) -> Result<Gatew
         path: path.to_string(),
         message: e.to_string(),
     })?;
-    Gateway::build(file, previous)
+    let mut gateway = Gateway::build(file, previous)?;
+    paths::resolve(&mut gateway, &paths::state_dir(path))?;
+    Ok(gateway)
 }
 
 /// Read and parse a config file.

@@ -88,6 +88,8 @@ pub struct Gateway {
     pub consumer_series: Option<std::collections::HashSet<String>>,
     /// Body of `GET /v1/models`, rendered once.
     pub models_json: bytes::Bytes,
+    /// How often provider host names are resolved again (`dns.refresh`).
+    pub dns_refresh: Duration,
 }
 
 fn duration(
@@ -613,7 +615,7 @@ fn build_store(f: &FileConfig, limits: &Limits) -> Result<StoreSettings, ConfigE
     };
     let path = match &f.store.path {
         Some(p) => expand(p).map_err(|e| ConfigError::field("store.path", e))?,
-        None => "/var/lib/tollgate/state.db".into(),
+        None => super::paths::DEFAULT_STORE.into(),
     };
     Ok(StoreSettings {
         path: path.into(),
@@ -704,11 +706,11 @@ impl Gateway {
             pid_file: s
                 .pid_file
                 .clone()
-                .unwrap_or_else(|| "/tmp/tollgate.pid".into()),
+                .unwrap_or_else(|| super::paths::DEFAULT_PID_FILE.into()),
             upgrade_sock: s
                 .upgrade_sock
                 .clone()
-                .unwrap_or_else(|| "/tmp/tollgate_upgrade.sock".into()),
+                .unwrap_or_else(|| super::paths::DEFAULT_UPGRADE_SOCK.into()),
             error_log: s.error_log.clone(),
             user: s.user.clone(),
             group: s.group.clone(),
@@ -827,6 +829,7 @@ impl Gateway {
             }),
             consumers,
             models_json,
+            dns_refresh: positive_duration("dns.refresh", &f.dns.refresh, Duration::from_secs(30))?,
         })
     }
 

@@ -96,6 +96,11 @@ impl Backends {
         })
     }
 
+    /// The stores if they have been opened (never opens them).
+    pub fn opened(&self) -> Option<&std::sync::Arc<Stores>> {
+        self.cell.get().map(|(stores, _)| stores)
+    }
+
     pub fn stores(&self) -> &std::sync::Arc<Stores> {
         &self.get().0
     }
