@@ -121,13 +121,35 @@ pub struct ModelRule {
     /// The rule's pattern as written in the config: the `model` label of its metrics (never
     /// the client's model name, which would let clients create series at will).
     pub label: String,
+    /// Most attempts for one request: the route's `retry.attempts`, or by default enough
+    /// for every key of the two targets with the most keys (see `default_attempts`).
+    pub attempts: u32,
+}
+
+/// The fewest attempts a rule gets by default (the old fixed default).
+pub const MIN_DEFAULT_ATTEMPTS: u32 = 3;
+/// The most attempts a rule gets by default, however many keys its targets have.
+pub const MAX_DEFAULT_ATTEMPTS: u32 = 10;
+
+/// Default `retry.attempts` for a rule: every configured key of its first two targets
+/// (whichever two come first, so the two with the most keys), at least
+/// `MIN_DEFAULT_ATTEMPTS`, at most `MAX_DEFAULT_ATTEMPTS`.
+pub fn default_attempts(targets: &[Target]) -> u32 {
+    let mut counts: Vec<usize> = targets.iter().map(|t| t.provider.keys.len()).collect();
+    counts.sort_unstable_by(|a, b| b.cmp(a));
+    let two: usize = counts.iter().take(2).sum();
+    u32::try_from(two)
+        .unwrap_or(u32::MAX)
+        .clamp(MIN_DEFAULT_ATTEMPTS, MAX_DEFAULT_ATTEMPTS)
 }
 
 impl ModelRule {
-    pub fn new(pattern: Pattern, targets: Vec<Target>) -> Self {
+    /// A rule with `attempts` (explicit `retry.attempts`), or the default for its targets.
+    pub fn new(pattern: Pattern, targets: Vec<Target>, attempts: Option<u32>) -> Self {
         let total_weight = targets.iter().map(|t| u64::from(t.weight)).sum();
         ModelRule {
             label: pattern.source(),
+            attempts: attempts.unwrap_or_else(|| default_attempts(&targets)),
             pattern,
             targets,
             total_weight,
@@ -192,9 +214,11 @@ pub enum AllKeysDown {
 
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
-    /// Most attempts for one request across keys and targets.
-    pub attempts: u32,
-    /// Most keys tried on one target before falling back to the next.
+    /// Most attempts for one request across keys and targets, when set explicitly; by
+    /// default each rule computes its own (`ModelRule::attempts`).
+    pub attempts: Option<u32>,
+    /// Most keys tried on one target before falling back to the next (default: every
+    /// usable key, `u32::MAX`).
     pub per_target: u32,
     /// No new attempt starts after this long.
     pub deadline: std::time::Duration,
@@ -204,8 +228,8 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            attempts: 3,
-            per_target: 2,
+            attempts: None,
+            per_target: u32::MAX,
             deadline: std::time::Duration::from_secs(60),
             all_keys_down: AllKeysDown::FailFast,
         }
@@ -246,6 +270,14 @@ mod tests {
     use super::*;
 
     fn provider(name: &str) -> Arc<Provider> {
+        provider_with_keys(name, 0)
+    }
+
+    fn provider_with_keys(name: &str, n: usize) -> Arc<Provider> {
+        let keys = (0..n)
+            .map(|i| crate::keys::ApiKey::new(format!("{name}#{i}"), format!("sk-{name}-{i}")))
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
         let upstream = crate::provider::Upstream::parse("http://127.0.0.1:1/v1", None).unwrap();
         Arc::new(Provider::new(crate::provider::ProviderSpec {
             http2: false,
@@ -253,7 +285,7 @@ mod tests {
             kind: "openai-compatible".into(),
             family: crate::provider::Family::OpenAi,
             upstream,
-            keys: Default::default(),
+            keys: crate::keys::KeyPool::new(keys, vec![]),
             model_map: Default::default(),
             models: vec![],
             timeouts: Default::default(),
@@ -285,6 +317,7 @@ mod tests {
                     model: None,
                 },
             ],
+            None,
         );
         assert_eq!(rule.pick_weighted(0), 0);
         assert_eq!(rule.pick_weighted(2), 0);
@@ -307,6 +340,31 @@ mod tests {
         assert!(!firsts.contains_key("b"), "weight 0 is never first");
         let a = firsts["a"] as f64 / 4000.0;
         assert!((0.70..0.80).contains(&a), "weight 3:1 gave {a}");
+    }
+
+    #[test]
+    fn default_attempts_cover_every_key_of_two_targets() {
+        let targets = |counts: &[usize]| -> Vec<Target> {
+            counts
+                .iter()
+                .enumerate()
+                .map(|(i, n)| Target {
+                    provider: provider_with_keys(&format!("p{i}"), *n),
+                    weight: 1,
+                    model: None,
+                })
+                .collect()
+        };
+        assert_eq!(default_attempts(&targets(&[1])), MIN_DEFAULT_ATTEMPTS);
+        assert_eq!(default_attempts(&targets(&[1, 1, 1])), 3);
+        assert_eq!(default_attempts(&targets(&[3, 2])), 5);
+        assert_eq!(default_attempts(&targets(&[1, 4, 3])), 7, "the two largest");
+        assert_eq!(default_attempts(&targets(&[8, 9])), MAX_DEFAULT_ATTEMPTS);
+        let rule = ModelRule::new(Pattern::Any, targets(&[3, 3]), None);
+        assert_eq!(rule.attempts, 6);
+        let rule = ModelRule::new(Pattern::Any, targets(&[3, 3]), Some(2));
+        assert_eq!(rule.attempts, 2, "an explicit setting wins");
+        assert_eq!(RetryPolicy::default().per_target, u32::MAX);
     }
 
     #[test]

@@ -329,6 +329,35 @@ fn build_route(
     providers: &HashMap<&str, Arc<Provider>>,
     sources: &[Source],
 ) -> Result<Route, ConfigError> {
+    let route_field = |f: &str| format!("routes[{i}] ({}).{f}", r.name);
+    let d = RetryPolicy::default();
+    let all_keys_down = match r.all_keys_down.as_deref() {
+        None | Some("fail_fast") => AllKeysDown::FailFast,
+        Some("try_anyway") => AllKeysDown::TryAnyway,
+        Some(other) => {
+            return Err(ConfigError::field(
+                route_field("all_keys_down"),
+                format!("`{other}`: expected fail_fast or try_anyway"),
+            ))
+        }
+    };
+    let retry = RetryPolicy {
+        attempts: match r.retry.attempts {
+            None => None,
+            v => Some(at_least_one(&route_field("retry.attempts"), v, 1)?),
+        },
+        per_target: at_least_one(
+            &route_field("retry.per_target"),
+            r.retry.per_target,
+            d.per_target,
+        )?,
+        deadline: positive_duration(
+            &route_field("retry.deadline"),
+            &r.retry.deadline,
+            d.deadline,
+        )?,
+        all_keys_down,
+    };
     let mut rules = Vec::new();
     for (j, rule) in r.models.iter().enumerate() {
         let field = |f: &str| format!("routes[{i}] ({}).models[{j}].{f}", r.name);
@@ -357,7 +386,7 @@ fn build_route(
         if targets.iter().all(|t| t.weight == 0) {
             return Err(ConfigError::field(field("targets"), "all weights are 0"));
         }
-        rules.push(ModelRule::new(pattern, targets));
+        rules.push(ModelRule::new(pattern, targets, retry.attempts));
     }
     let prefix = r.path_prefix.clone().unwrap_or_else(|| "/v1".into());
     if !prefix.starts_with('/') {
@@ -366,32 +395,6 @@ fn build_route(
             "must start with `/`",
         ));
     }
-    let route_field = |f: &str| format!("routes[{i}] ({}).{f}", r.name);
-    let d = RetryPolicy::default();
-    let all_keys_down = match r.all_keys_down.as_deref() {
-        None | Some("fail_fast") => AllKeysDown::FailFast,
-        Some("try_anyway") => AllKeysDown::TryAnyway,
-        Some(other) => {
-            return Err(ConfigError::field(
-                route_field("all_keys_down"),
-                format!("`{other}`: expected fail_fast or try_anyway"),
-            ))
-        }
-    };
-    let retry = RetryPolicy {
-        attempts: at_least_one(&route_field("retry.attempts"), r.retry.attempts, d.attempts)?,
-        per_target: at_least_one(
-            &route_field("retry.per_target"),
-            r.retry.per_target,
-            d.per_target,
-        )?,
-        deadline: positive_duration(
-            &route_field("retry.deadline"),
-            &r.retry.deadline,
-            d.deadline,
-        )?,
-        all_keys_down,
-    };
     Ok(Route {
         name: r.name.clone(),
         hosts: r.hosts.iter().map(|h| HostPattern::parse(h)).collect(),
