@@ -15,6 +15,8 @@ pub enum Endpoint {
     Messages,
     /// `GET /models`, answered by the gateway itself.
     Models,
+    /// `GET /models/{id}`, answered by the gateway itself (the id is read from the path).
+    Model,
     /// The quota API under the chat path (Higress's ai-quota): `…/chat/completions/quota`,
     /// `…/quota/refresh`, `…/quota/delta`.
     Quota(QuotaCall),
@@ -36,6 +38,7 @@ impl Endpoint {
             "/embeddings" => Some(Endpoint::Embeddings),
             "/messages" => Some(Endpoint::Messages),
             "/models" => Some(Endpoint::Models),
+            m if m.len() > "/models/".len() && m.starts_with("/models/") => Some(Endpoint::Model),
             "/chat/completions/quota" => Some(Endpoint::Quota(QuotaCall::Get)),
             "/chat/completions/quota/refresh" => Some(Endpoint::Quota(QuotaCall::Refresh)),
             "/chat/completions/quota/delta" => Some(Endpoint::Quota(QuotaCall::Delta)),
@@ -49,7 +52,7 @@ impl Endpoint {
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
             Endpoint::Messages => "/messages",
-            Endpoint::Models => "/models",
+            Endpoint::Models | Endpoint::Model => "/models",
             Endpoint::Quota(QuotaCall::Get) => "/chat/completions/quota",
             Endpoint::Quota(QuotaCall::Refresh) => "/chat/completions/quota/refresh",
             Endpoint::Quota(QuotaCall::Delta) => "/chat/completions/quota/delta",
@@ -62,7 +65,7 @@ impl Endpoint {
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
             Endpoint::Messages => "messages",
-            Endpoint::Models => "models",
+            Endpoint::Models | Endpoint::Model => "models",
             Endpoint::Quota(_) => "quota",
         }
     }
@@ -194,6 +197,8 @@ pub struct Route {
     pub auth: RouteAuth,
     /// Which client headers go to the provider.
     pub forward: crate::forward::ForwardHeaders,
+    /// What `GET {prefix}/models` lists through this route (built at load).
+    pub models: crate::models::ModelList,
 }
 
 /// Who may use a route.
@@ -374,6 +379,9 @@ mod tests {
             Some(Endpoint::ChatCompletions)
         );
         assert_eq!(Endpoint::from_suffix("/chat"), None);
+        assert_eq!(Endpoint::from_suffix("/models/"), Some(Endpoint::Models));
+        assert_eq!(Endpoint::from_suffix("/models/gpt-4o"), Some(Endpoint::Model));
+        assert_eq!(Endpoint::from_suffix("/models/a/b"), Some(Endpoint::Model));
         assert!(HostPattern::parse("*.example.com").matches("api.EXAMPLE.com"));
         assert!(!HostPattern::parse("*.example.com").matches("example.com"));
         assert!(HostPattern::parse("Api.x").matches("api.x"));

@@ -86,8 +86,6 @@ pub struct Gateway {
     pub trusted_proxies: Vec<IpNet>,
     /// Consumers with their own metric series (`None`: per-consumer series are off).
     pub consumer_series: Option<std::collections::HashSet<String>>,
-    /// Body of `GET /v1/models`, rendered once.
-    pub models_json: bytes::Bytes,
 }
 
 fn duration(
@@ -328,6 +326,7 @@ fn build_route(
     r: &file::RouteSection,
     providers: &HashMap<&str, Arc<Provider>>,
     sources: &[Source],
+    list_unconfigured: &BTreeSet<&str>,
 ) -> Result<Route, ConfigError> {
     let route_field = |f: &str| format!("routes[{i}] ({}).{f}", r.name);
     let d = RetryPolicy::default();
@@ -395,7 +394,7 @@ fn build_route(
             "must start with `/`",
         ));
     }
-    Ok(Route {
+    let mut route = Route {
         name: r.name.clone(),
         hosts: r.hosts.iter().map(|h| HostPattern::parse(h)).collect(),
         path_prefix: prefix.trim_end_matches('/').to_string(),
@@ -408,42 +407,13 @@ fn build_route(
         forward: ForwardHeaders::build(&r.forward_headers, sources).map_err(|(j, e)| {
             ConfigError::field(route_field(&format!("forward_headers[{j}]")), e)
         })?,
-    })
-}
-
-fn models_json(routes: &[Route]) -> bytes::Bytes {
-    let mut names: BTreeSet<(&str, &str)> = BTreeSet::new();
-    for route in routes {
-        for rule in &route.rules {
-            for target in &rule.targets {
-                let owner = target.provider.name.as_str();
-                if let Pattern::Exact(name) = &rule.pattern {
-                    names.insert((name, owner));
-                }
-                for name in &target.provider.models {
-                    if rule.pattern.matches(name) {
-                        names.insert((name, owner));
-                    }
-                }
-                for name in target.provider.model_map.exact_names() {
-                    if rule.pattern.matches(name) {
-                        names.insert((name, owner));
-                    }
-                }
-            }
-        }
-    }
-    let mut seen = BTreeSet::new();
-    let data: Vec<serde_json::Value> = names
-        .into_iter()
-        .filter(|(name, _)| seen.insert(*name))
-        .map(|(name, owner)| {
-            serde_json::json!({"id": name, "object": "model", "created": 0, "owned_by": owner})
-        })
-        .collect();
-    serde_json::to_vec(&serde_json::json!({"object": "list", "data": data}))
-        .unwrap_or_default()
-        .into()
+        models: Default::default(),
+    };
+    let listed = |provider: &str, keys: usize| {
+        keys > 0 || r.list_unconfigured || list_unconfigured.contains(provider)
+    };
+    route.models = crate::models::ModelList::build(&route, &listed);
+    Ok(route)
 }
 
 fn build_limits(
@@ -762,11 +732,17 @@ impl Gateway {
             providers.push(provider);
         }
         let consumers = build_consumers(&f)?;
+        let list_unconfigured: BTreeSet<&str> = f
+            .providers
+            .iter()
+            .filter(|p| p.list_unconfigured)
+            .map(|p| p.name.as_str())
+            .collect();
         let routes = f
             .routes
             .iter()
             .enumerate()
-            .map(|(i, r)| build_route(i, r, &by_name, &consumers.sources))
+            .map(|(i, r)| build_route(i, r, &by_name, &consumers.sources, &list_unconfigured))
             .collect::<Result<Vec<_>, _>>()?;
 
         let access_log = match f.access_log.path.as_deref() {
@@ -795,7 +771,6 @@ impl Gateway {
                 parse_net(c).map_err(|e| ConfigError::field(format!("trusted_proxies[{i}]"), e))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let models_json = models_json(&routes);
         let max_body_bytes = at_least_one(
             "limits.max_body_bytes",
             f.limits.max_body_bytes,
@@ -829,7 +804,6 @@ impl Gateway {
                     .collect()
             }),
             consumers,
-            models_json,
         })
     }
 

@@ -160,19 +160,8 @@ impl ClientRequest {
         if let Endpoint::Quota(call) = endpoint {
             return self.quota_api(session, call, request_id).await;
         }
-        if endpoint == Endpoint::Models {
-            if session.req_header().method != http::Method::GET {
-                return Err(Failure::Respond(GatewayError::MethodNotAllowed(
-                    session.req_header().method.to_string(),
-                )));
-            }
-            self.status = 200;
-            let body = self.config.models_json.clone();
-            return respond::json(session, 200, body, request_id)
-                .await
-                .map_err(|e| {
-                    Failure::Abort(GatewayError::Internal("writing the response".into()), e)
-                });
+        if matches!(endpoint, Endpoint::Models | Endpoint::Model) {
+            return self.models_api(session, endpoint, request_id).await;
         }
         if session.req_header().method != http::Method::POST {
             return Err(Failure::Respond(GatewayError::MethodNotAllowed(
@@ -430,7 +419,7 @@ impl ClientRequest {
     }
 }
 
-fn host_and_path(session: &Session) -> (&str, &str) {
+pub(super) fn host_and_path(session: &Session) -> (&str, &str) {
     let req = session.req_header();
     let host = req
         .uri
