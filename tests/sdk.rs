@@ -516,3 +516,83 @@ routes:
     let (s, _, _) = parts(post_chat(&gw, "/v1", "mock-a", Some("sk-alice"), &[]).await).await;
     assert_eq!(s, 200);
 }
+
+/// The interpreter of a Python environment with the official `openai` package:
+/// `TOLLGATE_OPENAI_PYTHON`, else `target/pyvenv/bin/python` (made by
+/// `python3 -m venv target/pyvenv && target/pyvenv/bin/pip install openai`).
+fn openai_python() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("TOLLGATE_OPENAI_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyvenv/bin/python")
+        });
+    let ok = std::process::Command::new(&path)
+        .args(["-c", "import openai"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    ok.then_some(path)
+}
+
+/// The official `openai` Python package sees each error as the class OpenAI's own API
+/// gives: `AuthenticationError`, `PermissionDeniedError`, `NotFoundError`,
+/// `RateLimitError`, `InternalServerError`. Skipped (with a note) where the package is not
+/// installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_openai_sdk_sees_openai_error_classes() {
+    let Some(python) = openai_python() else {
+        eprintln!("skipped: no Python with the `openai` package (see openai_python())");
+        return;
+    };
+    let mock = Mock::start();
+    let gw = Gateway::start(&format!(
+        r#"providers:
+  - name: mock
+    type: openai-compatible
+    base_url: "{url}"
+    api_keys: ["sk-provider"]
+    models: [open-a, vip-a]
+consumers:
+  - name: alice
+    credentials: ["sk-alice"]
+  - name: bob
+    credentials: ["sk-bob"]
+routes:
+  - name: open
+    forward_headers: ["x-mock-*"]
+    models:
+      - model: "open-*"
+        targets: [{{provider: mock}}]
+  - name: members
+    auth: {{required: true}}
+    models:
+      - model: "paid-*"
+        targets: [{{provider: mock}}]
+  - name: alice-only
+    auth: {{required: true, allow: [alice]}}
+    models:
+      - model: "vip-*"
+        targets: [{{provider: mock}}]
+"#,
+        url = mock.url()
+    ));
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sdk/openai_errors.py");
+    let base = gw.url("/v1");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(script)
+            .arg(base)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (s, _, _) = parts(post_chat(&gw, "/v1", "open-a", None, &[]).await).await;
+    assert_eq!(s, 200);
+}
