@@ -42,8 +42,10 @@ impl Source {
 pub enum AuthError {
     /// No credential in any source: 401.
     Missing,
-    /// Unknown credential, or a consumer this route does not allow: 403.
-    Forbidden,
+    /// A credential that names no consumer: 401 (`invalid_api_key`, what OpenAI answers).
+    Invalid,
+    /// A known consumer this route does not allow: 403.
+    NotAllowed,
 }
 
 pub struct Consumers {
@@ -171,14 +173,14 @@ impl Consumers {
             // On an open route an unknown key is just an anonymous caller: SDKs always send
             // some key, and the route asks for none.
             return if required {
-                Err(AuthError::Forbidden)
+                Err(AuthError::Invalid)
             } else {
                 Ok(None)
             };
         };
         let name = self.names[index].as_str();
         if !allowed.is_empty() && !allowed.iter().any(|a| a == name) {
-            return Err(AuthError::Forbidden);
+            return Err(AuthError::NotAllowed);
         }
         Ok(Some(name))
     }
@@ -224,14 +226,11 @@ mod tests {
         );
         assert_eq!(
             c.identify(&header, None, true, &["alice".into()]),
-            Err(AuthError::Forbidden)
+            Err(AuthError::NotAllowed)
         );
         let wrong = headers(&[("authorization", "Bearer sk-alicf")]);
         assert_eq!(c.identify(&wrong, None, false, &[]), Ok(None));
-        assert_eq!(
-            c.identify(&wrong, None, true, &[]),
-            Err(AuthError::Forbidden)
-        );
+        assert_eq!(c.identify(&wrong, None, true, &[]), Err(AuthError::Invalid));
         let mut dup = consumers();
         assert!(dup.add("carol".into(), vec!["sk-bob".into()]).is_err());
         assert!(dup.add("alice".into(), vec!["x".into()]).is_err());

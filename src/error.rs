@@ -7,6 +7,26 @@
 
 use bytes::Bytes;
 
+/// `Retry-After` of a 429 `insufficient_quota`: the balance comes back only when an operator
+/// tops it up, so a long wait (SDKs ignore values above 60 s and use their own backoff).
+pub const QUOTA_RETRY_AFTER: u64 = 3600;
+/// `Retry-After` of a 503 `provider_key_missing`: a config fix and a reload are needed.
+pub const KEY_MISSING_RETRY_AFTER: u64 = 300;
+/// `Retry-After` of a 503 `store_unavailable`: Redis reconnects in the background.
+pub const STORE_RETRY_AFTER: u64 = 5;
+/// `Retry-After` of any other 429/503 (a provider's, passed on without its own header).
+pub const DEFAULT_RETRY_AFTER: u64 = 1;
+
+impl From<crate::auth::AuthError> for GatewayError {
+    fn from(e: crate::auth::AuthError) -> Self {
+        match e {
+            crate::auth::AuthError::Missing => GatewayError::MissingCredential,
+            crate::auth::AuthError::Invalid => GatewayError::InvalidCredential,
+            crate::auth::AuthError::NotAllowed => GatewayError::Forbidden,
+        }
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GatewayError {
     #[error("We could not parse the JSON body of your request: {0}")]
@@ -50,14 +70,17 @@ pub enum GatewayError {
     UpstreamTimeout { provider: String, detail: String },
     #[error("The connection to provider `{provider}` failed: {detail}")]
     UpstreamBroken { provider: String, detail: String },
-    #[error("Every API key of {0} is out of rotation (failing, revoked or rate limited); try again later.")]
-    AllKeysUnavailable(String),
-    /// Every attempt failed; `status`/`code` are the last one's, `message` summarises all.
+    /// `retry_after`: seconds until the first key is expected back.
+    #[error("Every API key of {targets} is out of rotation (failing, revoked or rate limited); try again in {retry_after} seconds.")]
+    AllKeysUnavailable { targets: String, retry_after: u64 },
+    /// Every attempt failed; `status`/`code` are the last one's, `message` summarises all;
+    /// `retry_after` is the last provider's `Retry-After`, if it sent one.
     #[error("{message}")]
     Exhausted {
         status: u16,
         code: &'static str,
         message: String,
+        retry_after: Option<u64>,
     },
     /// A request the target protocol cannot express, or a provider answer that could not
     /// be translated.
@@ -69,8 +92,15 @@ pub enum GatewayError {
     },
     #[error("You didn't provide an API key. Send it as `Authorization: Bearer KEY`.")]
     MissingCredential,
-    #[error("Your API key is not valid for this route.")]
+    /// A credential that names no consumer (401, as OpenAI answers an unknown key).
+    #[error("Incorrect API key provided.")]
+    InvalidCredential,
+    /// A known consumer that the route does not allow.
+    #[error("Your API key is not allowed to use this route.")]
     Forbidden,
+    /// A known consumer calling the quota API without being its administrator.
+    #[error("Your API key is valid, but you are not the quota administrator.")]
+    NotQuotaAdmin,
     #[error("Rate limit reached ({rule}, {what} per {window}): try again in {retry_after_ms} ms.")]
     RateLimited {
         rule: String,
@@ -108,11 +138,11 @@ impl GatewayError {
             ExpectationFailed(_) => 417,
             ModelNotFound(_) | RouteNotFound(_) => 404,
             MethodNotAllowed(_) => 405,
-            MissingCredential => 401,
+            MissingCredential | InvalidCredential => 401,
             RateLimited { .. } => 429,
-            Forbidden => 403,
+            Forbidden | NotQuotaAdmin => 403,
             BodyTooLarge(_) => 413,
-            ProviderKeyMissing { .. } | AllKeysUnavailable(_) => 503,
+            ProviderKeyMissing { .. } | AllKeysUnavailable { .. } => 503,
             Exhausted { status, .. } | Translate { status, .. } => *status,
             UpstreamUnresolved { .. }
             | UpstreamConnect { .. }
@@ -164,14 +194,15 @@ impl GatewayError {
             QuotaExceeded { .. } => "insufficient_quota",
             StoreUnavailable(_) => "store_unavailable",
             BadQuotaRequest(_) => "invalid_quota_request",
-            Forbidden => "invalid_api_key",
+            InvalidCredential => "invalid_api_key",
+            Forbidden | NotQuotaAdmin => "permission_denied",
             BodyTooLarge(_) => "request_too_large",
             BodyRead(_) => "body_read_error",
             BodyTimeout(_) => "request_timeout",
             ExpectationFailed(_) => "expectation_failed",
             ServerBusy(_) => "server_busy",
             ProviderKeyMissing { .. } => "provider_key_missing",
-            AllKeysUnavailable(_) => "all_keys_unavailable",
+            AllKeysUnavailable { .. } => "all_keys_unavailable",
             Exhausted { code, .. } | Translate { code, .. } => code,
             UpstreamUnresolved { .. } => "upstream_unresolved",
             UpstreamConnect { .. } => "upstream_connect_error",
@@ -181,6 +212,38 @@ impl GatewayError {
             ClientClosed => "client_closed_request",
             Internal(_) => "internal_error",
         }
+    }
+
+    /// Seconds for the `Retry-After` header. Every 429 and 503 carries one (`respond::error`
+    /// adds it): the wait the gateway knows (a rate limit's window, the first key's return,
+    /// the provider's own `Retry-After`), else a fixed value per condition.
+    pub fn retry_after(&self) -> Option<u64> {
+        use GatewayError::*;
+        let secs = match self {
+            ServerBusy(s) => *s,
+            RateLimited { retry_after_ms, .. } => retry_after_ms.div_ceil(1000),
+            AllKeysUnavailable { retry_after, .. } => *retry_after,
+            Exhausted {
+                retry_after: Some(s),
+                ..
+            } => *s,
+            QuotaExceeded { .. } => QUOTA_RETRY_AFTER,
+            ProviderKeyMissing { .. } => KEY_MISSING_RETRY_AFTER,
+            StoreUnavailable(_) => STORE_RETRY_AFTER,
+            _ if matches!(self.status(), 429 | 503) => DEFAULT_RETRY_AFTER,
+            _ => return None,
+        };
+        Some(secs.max(1))
+    }
+
+    /// A condition that does not clear by itself (a spent quota, a provider without a key):
+    /// the response says `x-should-retry: false`, which OpenAI's SDKs obey instead of
+    /// retrying a 429/503 automatically.
+    pub fn needs_operator(&self) -> bool {
+        matches!(
+            self,
+            GatewayError::QuotaExceeded { .. } | GatewayError::ProviderKeyMissing { .. }
+        )
     }
 
     /// Whether the client connection must be closed after this error: the request's framing

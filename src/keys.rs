@@ -412,6 +412,26 @@ impl KeyPool {
         self.keys.iter().any(ApiKey::usable)
     }
 
+    /// How long until the first key of the pool is expected back in rotation: a resting
+    /// key when its rest ends, a key out of rotation after `check_back` (the health checks
+    /// it needs to pass). Zero when one is usable now; `None` for a pool without keys.
+    pub fn back_in(&self, check_back: Duration) -> Option<Duration> {
+        let now = now_ms();
+        self.keys
+            .iter()
+            .map(|k| match k.state() {
+                KeyState::Healthy => Duration::ZERO,
+                KeyState::Resting => Duration::from_millis(
+                    k.health
+                        .rest_until
+                        .load(Ordering::Acquire)
+                        .saturating_sub(now),
+                ),
+                KeyState::Unhealthy | KeyState::Revoked => check_back,
+            })
+            .min()
+    }
+
     pub fn get(&self, index: usize) -> Option<&ApiKey> {
         self.keys.get(index)
     }
@@ -507,6 +527,8 @@ mod tests {
         k.report(KeyOutcome::RateLimited(Duration::from_millis(50)), &policy);
         assert_eq!(k.state(), KeyState::Resting);
         assert!(!k.needs_check(), "a resting key comes back by itself");
+        let back = pool.back_in(Duration::from_secs(9)).unwrap();
+        assert!(back > Duration::ZERO && back <= Duration::from_millis(50));
         assert!(!pool.any_usable());
         assert!(k.status().rest_until_ms.is_some());
         std::thread::sleep(Duration::from_millis(60));
@@ -532,6 +554,11 @@ mod tests {
         assert!(!k.suspect() && k.needs_check());
         assert_eq!(pool.pick(&[]), None);
         assert_eq!(pool.pick_any(&[]), Some(0));
+        assert_eq!(
+            pool.back_in(Duration::from_secs(9)),
+            Some(Duration::from_secs(9))
+        );
+        assert_eq!(KeyPool::default().back_in(Duration::ZERO), None);
         assert!(k.report_check(CheckResult::Ok, &policy));
         assert!(pool.any_usable());
     }

@@ -15,6 +15,8 @@ pub enum Endpoint {
     Messages,
     /// `GET /models`, answered by the gateway itself.
     Models,
+    /// `GET /models/{id}`, answered by the gateway itself (the id is read from the path).
+    Model,
     /// The quota API under the chat path (Higress's ai-quota): `…/chat/completions/quota`,
     /// `…/quota/refresh`, `…/quota/delta`.
     Quota(QuotaCall),
@@ -36,6 +38,7 @@ impl Endpoint {
             "/embeddings" => Some(Endpoint::Embeddings),
             "/messages" => Some(Endpoint::Messages),
             "/models" => Some(Endpoint::Models),
+            m if m.len() > "/models/".len() && m.starts_with("/models/") => Some(Endpoint::Model),
             "/chat/completions/quota" => Some(Endpoint::Quota(QuotaCall::Get)),
             "/chat/completions/quota/refresh" => Some(Endpoint::Quota(QuotaCall::Refresh)),
             "/chat/completions/quota/delta" => Some(Endpoint::Quota(QuotaCall::Delta)),
@@ -49,7 +52,7 @@ impl Endpoint {
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
             Endpoint::Messages => "/messages",
-            Endpoint::Models => "/models",
+            Endpoint::Models | Endpoint::Model => "/models",
             Endpoint::Quota(QuotaCall::Get) => "/chat/completions/quota",
             Endpoint::Quota(QuotaCall::Refresh) => "/chat/completions/quota/refresh",
             Endpoint::Quota(QuotaCall::Delta) => "/chat/completions/quota/delta",
@@ -62,7 +65,7 @@ impl Endpoint {
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
             Endpoint::Messages => "messages",
-            Endpoint::Models => "models",
+            Endpoint::Models | Endpoint::Model => "models",
             Endpoint::Quota(_) => "quota",
         }
     }
@@ -121,13 +124,35 @@ pub struct ModelRule {
     /// The rule's pattern as written in the config: the `model` label of its metrics (never
     /// the client's model name, which would let clients create series at will).
     pub label: String,
+    /// Most attempts for one request: the route's `retry.attempts`, or by default enough
+    /// for every key of the two targets with the most keys (see `default_attempts`).
+    pub attempts: u32,
+}
+
+/// The fewest attempts a rule gets by default (the old fixed default).
+pub const MIN_DEFAULT_ATTEMPTS: u32 = 3;
+/// The most attempts a rule gets by default, however many keys its targets have.
+pub const MAX_DEFAULT_ATTEMPTS: u32 = 10;
+
+/// Default `retry.attempts` for a rule: every configured key of its first two targets
+/// (whichever two come first, so the two with the most keys), at least
+/// `MIN_DEFAULT_ATTEMPTS`, at most `MAX_DEFAULT_ATTEMPTS`.
+pub fn default_attempts(targets: &[Target]) -> u32 {
+    let mut counts: Vec<usize> = targets.iter().map(|t| t.provider.keys.len()).collect();
+    counts.sort_unstable_by(|a, b| b.cmp(a));
+    let two: usize = counts.iter().take(2).sum();
+    u32::try_from(two)
+        .unwrap_or(u32::MAX)
+        .clamp(MIN_DEFAULT_ATTEMPTS, MAX_DEFAULT_ATTEMPTS)
 }
 
 impl ModelRule {
-    pub fn new(pattern: Pattern, targets: Vec<Target>) -> Self {
+    /// A rule with `attempts` (explicit `retry.attempts`), or the default for its targets.
+    pub fn new(pattern: Pattern, targets: Vec<Target>, attempts: Option<u32>) -> Self {
         let total_weight = targets.iter().map(|t| u64::from(t.weight)).sum();
         ModelRule {
             label: pattern.source(),
+            attempts: attempts.unwrap_or_else(|| default_attempts(&targets)),
             pattern,
             targets,
             total_weight,
@@ -172,6 +197,8 @@ pub struct Route {
     pub auth: RouteAuth,
     /// Which client headers go to the provider.
     pub forward: crate::forward::ForwardHeaders,
+    /// What `GET {prefix}/models` lists through this route (built at load).
+    pub models: crate::models::ModelList,
 }
 
 /// Who may use a route.
@@ -192,9 +219,11 @@ pub enum AllKeysDown {
 
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
-    /// Most attempts for one request across keys and targets.
-    pub attempts: u32,
-    /// Most keys tried on one target before falling back to the next.
+    /// Most attempts for one request across keys and targets, when set explicitly; by
+    /// default each rule computes its own (`ModelRule::attempts`).
+    pub attempts: Option<u32>,
+    /// Most keys tried on one target before falling back to the next (default: every
+    /// usable key, `u32::MAX`).
     pub per_target: u32,
     /// No new attempt starts after this long.
     pub deadline: std::time::Duration,
@@ -204,8 +233,8 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            attempts: 3,
-            per_target: 2,
+            attempts: None,
+            per_target: u32::MAX,
             deadline: std::time::Duration::from_secs(60),
             all_keys_down: AllKeysDown::FailFast,
         }
@@ -246,6 +275,14 @@ mod tests {
     use super::*;
 
     fn provider(name: &str) -> Arc<Provider> {
+        provider_with_keys(name, 0)
+    }
+
+    fn provider_with_keys(name: &str, n: usize) -> Arc<Provider> {
+        let keys = (0..n)
+            .map(|i| crate::keys::ApiKey::new(format!("{name}#{i}"), format!("sk-{name}-{i}")))
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
         let upstream = crate::provider::Upstream::parse("http://127.0.0.1:1/v1", None).unwrap();
         Arc::new(Provider::new(crate::provider::ProviderSpec {
             http2: false,
@@ -253,7 +290,7 @@ mod tests {
             kind: "openai-compatible".into(),
             family: crate::provider::Family::OpenAi,
             upstream,
-            keys: Default::default(),
+            keys: crate::keys::KeyPool::new(keys, vec![]),
             model_map: Default::default(),
             models: vec![],
             timeouts: Default::default(),
@@ -285,6 +322,7 @@ mod tests {
                     model: None,
                 },
             ],
+            None,
         );
         assert_eq!(rule.pick_weighted(0), 0);
         assert_eq!(rule.pick_weighted(2), 0);
@@ -310,12 +348,43 @@ mod tests {
     }
 
     #[test]
+    fn default_attempts_cover_every_key_of_two_targets() {
+        let targets = |counts: &[usize]| -> Vec<Target> {
+            counts
+                .iter()
+                .enumerate()
+                .map(|(i, n)| Target {
+                    provider: provider_with_keys(&format!("p{i}"), *n),
+                    weight: 1,
+                    model: None,
+                })
+                .collect()
+        };
+        assert_eq!(default_attempts(&targets(&[1])), MIN_DEFAULT_ATTEMPTS);
+        assert_eq!(default_attempts(&targets(&[1, 1, 1])), 3);
+        assert_eq!(default_attempts(&targets(&[3, 2])), 5);
+        assert_eq!(default_attempts(&targets(&[1, 4, 3])), 7, "the two largest");
+        assert_eq!(default_attempts(&targets(&[8, 9])), MAX_DEFAULT_ATTEMPTS);
+        let rule = ModelRule::new(Pattern::Any, targets(&[3, 3]), None);
+        assert_eq!(rule.attempts, 6);
+        let rule = ModelRule::new(Pattern::Any, targets(&[3, 3]), Some(2));
+        assert_eq!(rule.attempts, 2, "an explicit setting wins");
+        assert_eq!(RetryPolicy::default().per_target, u32::MAX);
+    }
+
+    #[test]
     fn endpoints_and_hosts() {
         assert_eq!(
             Endpoint::from_suffix("/chat/completions"),
             Some(Endpoint::ChatCompletions)
         );
         assert_eq!(Endpoint::from_suffix("/chat"), None);
+        assert_eq!(Endpoint::from_suffix("/models/"), Some(Endpoint::Models));
+        assert_eq!(
+            Endpoint::from_suffix("/models/gpt-4o"),
+            Some(Endpoint::Model)
+        );
+        assert_eq!(Endpoint::from_suffix("/models/a/b"), Some(Endpoint::Model));
         assert!(HostPattern::parse("*.example.com").matches("api.EXAMPLE.com"));
         assert!(!HostPattern::parse("*.example.com").matches("example.com"));
         assert!(HostPattern::parse("Api.x").matches("api.x"));

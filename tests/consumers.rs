@@ -1,4 +1,5 @@
-//! Consumers: credentials from bearer, header and query; 401/403; allowed lists; the
+//! Consumers: credentials from bearer, header and query; 401 (no or unknown credential) and
+//! 403 (a consumer not allowed); allowed lists; the
 //! consumer's name in the access log and metrics; routes chosen by model across routes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -81,12 +82,12 @@ async fn consumers_and_route_access() {
     assert_eq!(status, 200);
     assert!(gw.log_line(&id)["consumer"].is_null());
 
-    // Required: 401 without, 403 unknown, 200 from each source.
+    // Required: 401 without, 401 unknown, 200 from each source.
     let (status, body, _) = call(&gw, "paid-1", None, "").await;
     assert_eq!(status, 401);
     assert_eq!(body["error"]["code"], "missing_api_key");
     let (status, body, _) = call(&gw, "paid-1", Some(("x-api-key", "sk-wrong")), "").await;
-    assert_eq!(status, 403);
+    assert_eq!(status, 401);
     assert_eq!(body["error"]["code"], "invalid_api_key");
     for (auth, query) in [
         (Some(("authorization", "Bearer sk-alice")), ""),

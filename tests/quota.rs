@@ -310,7 +310,7 @@ async fn quota_api_on_the_proxy_listener() {
         let resp = req.bearer_auth("sk-boss").send().await.unwrap();
         assert_eq!(resp.status(), 400, "{:?}", resp.url());
     }
-    // Not the admin consumer: 403; no credential: 401; nothing changes.
+    // Not the admin consumer: 403; an unknown credential or none: 401; nothing changes.
     let (s, v) = form_post(
         &gw,
         "/v1/chat/completions/quota/refresh",
@@ -326,7 +326,7 @@ async fn quota_api_on_the_proxy_listener() {
         "consumer=alice&quota=999999",
     )
     .await;
-    assert_eq!(s, 403);
+    assert_eq!(s, 401);
     let s = client()
         .get(gw.url("/v1/chat/completions/quota?consumer=alice"))
         .send()

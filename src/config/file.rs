@@ -251,6 +251,10 @@ pub struct ProviderSection {
     /// Model names this provider serves, listed by `GET /v1/models`.
     #[serde(default)]
     pub models: Vec<String>,
+    /// List this provider's models even when it has no configured key (default false:
+    /// `GET /models` lists only what a caller can use).
+    #[serde(default)]
+    pub list_unconfigured: bool,
     #[serde(default)]
     pub timeouts: TimeoutSection,
     /// PEM CA bundle trusted for this provider only (platform roots stay for the others).
@@ -335,14 +339,19 @@ pub struct RouteSection {
     /// (any case) or prefixes ending in `*`. Credential headers are refused.
     #[serde(default)]
     pub forward_headers: Vec<String>,
+    /// `GET /models` lists the models of every provider of this route, even those without
+    /// a configured key (default false).
+    #[serde(default)]
+    pub list_unconfigured: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetrySection {
-    /// Most attempts for one request, across keys and targets (default 3).
+    /// Most attempts for one request, across keys and targets (default: every configured
+    /// key of the rule's two targets with the most keys, at least 3, at most 10).
     pub attempts: Option<u32>,
-    /// Most keys tried on one target before the next target (default 2).
+    /// Most keys tried on one target before the next target (default: every usable key).
     pub per_target: Option<u32>,
     /// No new attempt starts after this long (default 60s).
     pub deadline: Option<String>,

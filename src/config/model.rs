@@ -86,8 +86,6 @@ pub struct Gateway {
     pub trusted_proxies: Vec<IpNet>,
     /// Consumers with their own metric series (`None`: per-consumer series are off).
     pub consumer_series: Option<std::collections::HashSet<String>>,
-    /// Body of `GET /v1/models`, rendered once.
-    pub models_json: bytes::Bytes,
     /// How often provider host names are resolved again (`dns.refresh`).
     pub dns_refresh: Duration,
 }
@@ -330,7 +328,37 @@ fn build_route(
     r: &file::RouteSection,
     providers: &HashMap<&str, Arc<Provider>>,
     sources: &[Source],
+    list_unconfigured: &BTreeSet<&str>,
 ) -> Result<Route, ConfigError> {
+    let route_field = |f: &str| format!("routes[{i}] ({}).{f}", r.name);
+    let d = RetryPolicy::default();
+    let all_keys_down = match r.all_keys_down.as_deref() {
+        None | Some("fail_fast") => AllKeysDown::FailFast,
+        Some("try_anyway") => AllKeysDown::TryAnyway,
+        Some(other) => {
+            return Err(ConfigError::field(
+                route_field("all_keys_down"),
+                format!("`{other}`: expected fail_fast or try_anyway"),
+            ))
+        }
+    };
+    let retry = RetryPolicy {
+        attempts: match r.retry.attempts {
+            None => None,
+            v => Some(at_least_one(&route_field("retry.attempts"), v, 1)?),
+        },
+        per_target: at_least_one(
+            &route_field("retry.per_target"),
+            r.retry.per_target,
+            d.per_target,
+        )?,
+        deadline: positive_duration(
+            &route_field("retry.deadline"),
+            &r.retry.deadline,
+            d.deadline,
+        )?,
+        all_keys_down,
+    };
     let mut rules = Vec::new();
     for (j, rule) in r.models.iter().enumerate() {
         let field = |f: &str| format!("routes[{i}] ({}).models[{j}].{f}", r.name);
@@ -359,7 +387,7 @@ fn build_route(
         if targets.iter().all(|t| t.weight == 0) {
             return Err(ConfigError::field(field("targets"), "all weights are 0"));
         }
-        rules.push(ModelRule::new(pattern, targets));
+        rules.push(ModelRule::new(pattern, targets, retry.attempts));
     }
     let prefix = r.path_prefix.clone().unwrap_or_else(|| "/v1".into());
     if !prefix.starts_with('/') {
@@ -368,33 +396,7 @@ fn build_route(
             "must start with `/`",
         ));
     }
-    let route_field = |f: &str| format!("routes[{i}] ({}).{f}", r.name);
-    let d = RetryPolicy::default();
-    let all_keys_down = match r.all_keys_down.as_deref() {
-        None | Some("fail_fast") => AllKeysDown::FailFast,
-        Some("try_anyway") => AllKeysDown::TryAnyway,
-        Some(other) => {
-            return Err(ConfigError::field(
-                route_field("all_keys_down"),
-                format!("`{other}`: expected fail_fast or try_anyway"),
-            ))
-        }
-    };
-    let retry = RetryPolicy {
-        attempts: at_least_one(&route_field("retry.attempts"), r.retry.attempts, d.attempts)?,
-        per_target: at_least_one(
-            &route_field("retry.per_target"),
-            r.retry.per_target,
-            d.per_target,
-        )?,
-        deadline: positive_duration(
-            &route_field("retry.deadline"),
-            &r.retry.deadline,
-            d.deadline,
-        )?,
-        all_keys_down,
-    };
-    Ok(Route {
+    let mut route = Route {
         name: r.name.clone(),
         hosts: r.hosts.iter().map(|h| HostPattern::parse(h)).collect(),
         path_prefix: prefix.trim_end_matches('/').to_string(),
@@ -407,42 +409,13 @@ fn build_route(
         forward: ForwardHeaders::build(&r.forward_headers, sources).map_err(|(j, e)| {
             ConfigError::field(route_field(&format!("forward_headers[{j}]")), e)
         })?,
-    })
-}
-
-fn models_json(routes: &[Route]) -> bytes::Bytes {
-    let mut names: BTreeSet<(&str, &str)> = BTreeSet::new();
-    for route in routes {
-        for rule in &route.rules {
-            for target in &rule.targets {
-                let owner = target.provider.name.as_str();
-                if let Pattern::Exact(name) = &rule.pattern {
-                    names.insert((name, owner));
-                }
-                for name in &target.provider.models {
-                    if rule.pattern.matches(name) {
-                        names.insert((name, owner));
-                    }
-                }
-                for name in target.provider.model_map.exact_names() {
-                    if rule.pattern.matches(name) {
-                        names.insert((name, owner));
-                    }
-                }
-            }
-        }
-    }
-    let mut seen = BTreeSet::new();
-    let data: Vec<serde_json::Value> = names
-        .into_iter()
-        .filter(|(name, _)| seen.insert(*name))
-        .map(|(name, owner)| {
-            serde_json::json!({"id": name, "object": "model", "created": 0, "owned_by": owner})
-        })
-        .collect();
-    serde_json::to_vec(&serde_json::json!({"object": "list", "data": data}))
-        .unwrap_or_default()
-        .into()
+        models: Default::default(),
+    };
+    let listed = |provider: &str, keys: usize| {
+        keys > 0 || r.list_unconfigured || list_unconfigured.contains(provider)
+    };
+    route.models = crate::models::ModelList::build(&route, &listed);
+    Ok(route)
 }
 
 fn build_limits(
@@ -761,11 +734,17 @@ impl Gateway {
             providers.push(provider);
         }
         let consumers = build_consumers(&f)?;
+        let list_unconfigured: BTreeSet<&str> = f
+            .providers
+            .iter()
+            .filter(|p| p.list_unconfigured)
+            .map(|p| p.name.as_str())
+            .collect();
         let routes = f
             .routes
             .iter()
             .enumerate()
-            .map(|(i, r)| build_route(i, r, &by_name, &consumers.sources))
+            .map(|(i, r)| build_route(i, r, &by_name, &consumers.sources, &list_unconfigured))
             .collect::<Result<Vec<_>, _>>()?;
 
         let access_log = match f.access_log.path.as_deref() {
@@ -794,7 +773,6 @@ impl Gateway {
                 parse_net(c).map_err(|e| ConfigError::field(format!("trusted_proxies[{i}]"), e))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let models_json = models_json(&routes);
         let max_body_bytes = at_least_one(
             "limits.max_body_bytes",
             f.limits.max_body_bytes,
@@ -828,7 +806,6 @@ impl Gateway {
                     .collect()
             }),
             consumers,
-            models_json,
             dns_refresh: positive_duration("dns.refresh", &f.dns.refresh, Duration::from_secs(30))?,
         })
     }

@@ -6,7 +6,6 @@ use super::attempt::{Attempt, Outcome};
 use super::pipe::{self, AttemptResult, ClientSide, FailedAttempt};
 use super::plan;
 use super::respond;
-use crate::auth::AuthError;
 use crate::body::RequestBody;
 use crate::config::client::ClientSettings;
 use crate::config::Gateway;
@@ -138,10 +137,6 @@ impl ClientRequest {
                     // Never read what follows a broken or unread body as another request.
                     session.set_keepalive(None);
                 }
-                if let GatewayError::ServerBusy(secs) = err {
-                    self.extra_headers
-                        .push((http::header::RETRY_AFTER, secs.to_string()));
-                }
                 let anthropic = self.endpoint == Some(Endpoint::Messages);
                 let result =
                     respond::error(session, &err, request_id, anthropic, &self.extra_headers).await;
@@ -165,19 +160,8 @@ impl ClientRequest {
         if let Endpoint::Quota(call) = endpoint {
             return self.quota_api(session, call, request_id).await;
         }
-        if endpoint == Endpoint::Models {
-            if session.req_header().method != http::Method::GET {
-                return Err(Failure::Respond(GatewayError::MethodNotAllowed(
-                    session.req_header().method.to_string(),
-                )));
-            }
-            self.status = 200;
-            let body = self.config.models_json.clone();
-            return respond::json(session, 200, body, request_id)
-                .await
-                .map_err(|e| {
-                    Failure::Abort(GatewayError::Internal("writing the response".into()), e)
-                });
+        if matches!(endpoint, Endpoint::Models | Endpoint::Model) {
+            return self.models_api(session, endpoint, request_id).await;
         }
         if session.req_header().method != http::Method::POST {
             return Err(Failure::Respond(GatewayError::MethodNotAllowed(
@@ -218,7 +202,7 @@ impl ClientRequest {
         let mut tried: Vec<(usize, usize)> = Vec::new();
         let mut failures: Vec<FailedAttempt> = Vec::new();
         let mut target = 0;
-        while (tried.len() as u32) < policy.attempts
+        while (tried.len() as u32) < rule.attempts
             && (tried.is_empty() || started.elapsed() < policy.deadline)
         {
             let Some((t, key_index)) =
@@ -430,13 +414,12 @@ impl ClientRequest {
                 self.consumer = consumer.map(str::to_string);
                 Ok(())
             }
-            Err(AuthError::Missing) => Err(GatewayError::MissingCredential),
-            Err(AuthError::Forbidden) => Err(GatewayError::Forbidden),
+            Err(e) => Err(e.into()),
         }
     }
 }
 
-fn host_and_path(session: &Session) -> (&str, &str) {
+pub(super) fn host_and_path(session: &Session) -> (&str, &str) {
     let req = session.req_header();
     let host = req
         .uri
@@ -451,8 +434,9 @@ fn host_and_path(session: &Session) -> (&str, &str) {
     (host, req.uri.path())
 }
 
-/// The next (target, key) to try: more keys of the current target up to `per_target`,
-/// then the next target; keys out of rotation only with `try_anyway`.
+/// The next (target, key) to try: more keys of the current target up to `per_target` (by
+/// default every usable key), then the next target; keys out of rotation only with
+/// `try_anyway`.
 fn next_choice(
     order: &[&Target],
     tried: &[(usize, usize)],
@@ -501,7 +485,22 @@ fn no_key_error(order: &[&Target]) -> GatewayError {
         .iter()
         .map(|t| format!("provider `{}`", t.provider.name))
         .collect();
-    GatewayError::AllKeysUnavailable(names.join(", "))
+    // The first key expected back: a rest that ends, or the health checks a key out of
+    // rotation must pass (`success_threshold` checks, `check_interval` apart).
+    let back = order
+        .iter()
+        .filter_map(|t| {
+            let h = &t.provider.health;
+            t.provider
+                .keys
+                .back_in(h.check_interval * h.policy.success_threshold.max(1))
+        })
+        .min()
+        .unwrap_or_default();
+    GatewayError::AllKeysUnavailable {
+        targets: names.join(", "),
+        retry_after: back.as_secs_f64().ceil().max(1.0) as u64,
+    }
 }
 
 /// The provider's error message: a short excerpt, without any of the provider's keys.
@@ -577,6 +576,9 @@ fn exhausted(failures: &[FailedAttempt]) -> GatewayError {
             failures.len(),
             list.join(", ")
         ),
+        retry_after: last
+            .retry_after
+            .map(|d| d.as_secs_f64().ceil().max(1.0) as u64),
     }
 }
 

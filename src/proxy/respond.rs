@@ -29,7 +29,9 @@ pub async fn json_with(
     Ok(())
 }
 
-/// Write `err` in the client's format (Anthropic's for `/v1/messages` clients).
+/// Write `err` in the client's format (Anthropic's for `/v1/messages` clients). The one place
+/// that gives every 429 and 503 a `Retry-After` (unless `extra` already has one) and an
+/// error that needs an operator `x-should-retry: false`.
 pub async fn error(
     session: &mut Session,
     err: &GatewayError,
@@ -37,12 +39,22 @@ pub async fn error(
     anthropic: bool,
     extra: &[(http::HeaderName, String)],
 ) -> Result<()> {
-    json_with(
-        session,
-        err.status(),
-        err.body_for(anthropic),
-        request_id,
-        extra,
-    )
-    .await
+    let status = err.status();
+    let mut own: Vec<(http::HeaderName, String)> = Vec::new();
+    if matches!(status, 429 | 503) && !extra.iter().any(|(n, _)| n == http::header::RETRY_AFTER) {
+        if let Some(secs) = err.retry_after() {
+            own.push((http::header::RETRY_AFTER, secs.to_string()));
+        }
+    }
+    if err.needs_operator() {
+        own.push((X_SHOULD_RETRY, "false".into()));
+    }
+    if own.is_empty() {
+        return json_with(session, status, err.body_for(anthropic), request_id, extra).await;
+    }
+    own.extend_from_slice(extra);
+    json_with(session, status, err.body_for(anthropic), request_id, &own).await
 }
+
+/// Read by OpenAI's SDKs before any other retry rule.
+const X_SHOULD_RETRY: http::HeaderName = http::HeaderName::from_static("x-should-retry");
