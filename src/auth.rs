@@ -230,10 +230,7 @@ mod tests {
         );
         let wrong = headers(&[("authorization", "Bearer sk-alicf")]);
         assert_eq!(c.identify(&wrong, None, false, &[]), Ok(None));
-        assert_eq!(
-            c.identify(&wrong, None, true, &[]),
-            Err(AuthError::Invalid)
-        );
+        assert_eq!(c.identify(&wrong, None, true, &[]), Err(AuthError::Invalid));
         let mut dup = consumers();
         assert!(dup.add("carol".into(), vec!["sk-bob".into()]).is_err());
         assert!(dup.add("alice".into(), vec!["x".into()]).is_err());

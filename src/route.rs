@@ -380,7 +380,10 @@ mod tests {
         );
         assert_eq!(Endpoint::from_suffix("/chat"), None);
         assert_eq!(Endpoint::from_suffix("/models/"), Some(Endpoint::Models));
-        assert_eq!(Endpoint::from_suffix("/models/gpt-4o"), Some(Endpoint::Model));
+        assert_eq!(
+            Endpoint::from_suffix("/models/gpt-4o"),
+            Some(Endpoint::Model)
+        );
         assert_eq!(Endpoint::from_suffix("/models/a/b"), Some(Endpoint::Model));
         assert!(HostPattern::parse("*.example.com").matches("api.EXAMPLE.com"));
         assert!(!HostPattern::parse("*.example.com").matches("example.com"));

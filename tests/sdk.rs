@@ -273,11 +273,20 @@ async fn models_lists_what_the_caller_can_use() {
     assert_eq!(ids(&list), ["nokey-b"]);
     // A route that requires a consumer answers like its other endpoints.
     let (s, body) = get(&gw, "/private/models", None).await;
-    assert_eq!((s, body["error"]["code"].as_str()), (401, Some("missing_api_key")));
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (401, Some("missing_api_key"))
+    );
     let (s, body) = get(&gw, "/private/models", Some("sk-nobody")).await;
-    assert_eq!((s, body["error"]["code"].as_str()), (401, Some("invalid_api_key")));
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (401, Some("invalid_api_key"))
+    );
     let (s, body) = get(&gw, "/private/models", Some("sk-bob")).await;
-    assert_eq!((s, body["error"]["code"].as_str()), (403, Some("permission_denied")));
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (403, Some("permission_denied"))
+    );
     let (s, list) = get(&gw, "/private/models", Some("sk-alice")).await;
     assert_eq!(s, 200);
     assert_eq!(ids(&list), ["keyed-extra", "other-name"]);
@@ -317,7 +326,10 @@ async fn model_retrieve_answers_like_openai() {
     let (s, m) = get(&gw, "/v1/models/alice-a", Some("sk-alice")).await;
     assert_eq!((s, m["id"].as_str()), (200, Some("alice-a")));
     let (s, body) = get(&gw, "/private/models/x", Some("sk-bob")).await;
-    assert_eq!((s, body["error"]["code"].as_str()), (403, Some("permission_denied")));
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (403, Some("permission_denied"))
+    );
     let (s, _, _) = parts(post_chat(&gw, "/v1", "open-a", None, &[]).await).await;
     assert_eq!(s, 200);
 }
@@ -469,13 +481,7 @@ routes:
         }
     };
     // A valid consumer that is not the administrator.
-    let (s, body) = post(
-        "refresh",
-        "sk-alice",
-        None,
-        "consumer=alice&quota=5".into(),
-    )
-    .await;
+    let (s, body) = post("refresh", "sk-alice", None, "consumer=alice&quota=5".into()).await;
     assert_eq!(s, 403, "{body}");
     assert_eq!(body["error"]["code"], "permission_denied");
     let msg = body["error"]["message"].as_str().unwrap();
@@ -501,8 +507,17 @@ routes:
     let form = Some("application/x-www-form-urlencoded");
     let (s, body) = post("delta", "sk-boss", form, "consumer=alice&value=5".into()).await;
     assert_eq!((s, body["quota"].as_i64()), (200, Some(75)), "{body}");
-    let (s, body) = post("delta", "sk-boss", json_type, "{\"consumer\": \"alice\"".into()).await;
-    assert_eq!((s, body["error"]["code"].as_str()), (400, Some("invalid_quota_request")));
+    let (s, body) = post(
+        "delta",
+        "sk-boss",
+        json_type,
+        "{\"consumer\": \"alice\"".into(),
+    )
+    .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (400, Some("invalid_quota_request"))
+    );
     let (s, body) = post(
         "refresh",
         "sk-boss",
@@ -575,8 +590,8 @@ routes:
 "#,
         url = mock.url()
     ));
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sdk/openai_errors.py");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/sdk/openai_errors.py");
     let base = gw.url("/v1");
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(python)

@@ -53,9 +53,8 @@ impl ClientRequest {
                 };
                 let json = is_json(session.req_header());
                 let body = read_body(session, limits, &mut self.body_memory).await?;
-                let text = std::str::from_utf8(&body).map_err(|_| {
-                    GatewayError::BadQuotaRequest("the body is not UTF-8".into())
-                })?;
+                let text = std::str::from_utf8(&body)
+                    .map_err(|_| GatewayError::BadQuotaRequest("the body is not UTF-8".into()))?;
                 if json || text.trim_start().starts_with('{') {
                     json_params(text)?
                 } else {

@@ -41,8 +41,7 @@ pub async fn error(
 ) -> Result<()> {
     let status = err.status();
     let mut own: Vec<(http::HeaderName, String)> = Vec::new();
-    if matches!(status, 429 | 503) && !extra.iter().any(|(n, _)| n == http::header::RETRY_AFTER)
-    {
+    if matches!(status, 429 | 503) && !extra.iter().any(|(n, _)| n == http::header::RETRY_AFTER) {
         if let Some(secs) = err.retry_after() {
             own.push((http::header::RETRY_AFTER, secs.to_string()));
         }
