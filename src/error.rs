@@ -362,4 +362,60 @@ mod tests {
         assert_eq!(a["type"], "error");
         assert_eq!(a["error"]["type"], "invalid_request_error");
     }
+
+    #[test]
+    fn every_429_and_503_has_a_retry_after() {
+        let all = [
+            GatewayError::ServerBusy(1),
+            GatewayError::StoreUnavailable("quotas"),
+            GatewayError::QuotaExceeded {
+                consumer: "a".into(),
+            },
+            GatewayError::RateLimited {
+                rule: "r".into(),
+                what: "requests",
+                window: "minute",
+                retry_after_ms: 1500,
+            },
+            GatewayError::ProviderKeyMissing {
+                provider: "p".into(),
+                vars: "V".into(),
+            },
+            GatewayError::AllKeysUnavailable {
+                targets: "provider `p`".into(),
+                retry_after: 7,
+            },
+            GatewayError::Exhausted {
+                status: 429,
+                code: "rate_limit_exceeded",
+                message: "m".into(),
+                retry_after: None,
+            },
+            GatewayError::Exhausted {
+                status: 503,
+                code: "upstream_error",
+                message: "m".into(),
+                retry_after: Some(9),
+            },
+            GatewayError::Translate {
+                status: 503,
+                code: "x",
+                message: "m".into(),
+            },
+        ];
+        for e in &all {
+            assert!(matches!(e.status(), 429 | 503), "{e:?}");
+            assert!(e.retry_after().is_some_and(|s| s >= 1), "{e:?}");
+        }
+        assert_eq!(all[3].retry_after(), Some(2), "rounded up");
+        assert_eq!(all[5].retry_after(), Some(7));
+        assert_eq!(all[7].retry_after(), Some(9));
+        assert_eq!(GatewayError::MissingModel.retry_after(), None);
+        assert!(all[2].needs_operator() && all[4].needs_operator());
+        assert!(!all[0].needs_operator());
+        assert_eq!(GatewayError::InvalidCredential.status(), 401);
+        assert_eq!(GatewayError::InvalidCredential.code(), "invalid_api_key");
+        assert_eq!(GatewayError::Forbidden.status(), 403);
+        assert_eq!(GatewayError::NotQuotaAdmin.code(), "permission_denied");
+    }
 }

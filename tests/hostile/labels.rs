@@ -188,6 +188,13 @@ async fn client_model_names_never_become_metric_labels() {
             ],
         )
     };
+    // Every request served so far (2 warm-ups, 1000 + 15 in floods) counted first: the last
+    // ones may still be in their logging phase when `after` was read.
+    let earlier = 2.0 + 1000.0 + 15.0;
+    eventually("the flood's served requests counted", || async {
+        served(&gw.metrics().await) >= earlier
+    })
+    .await;
     let resp = http
         .post(gw.url("/v1/chat/completions"))
         .json(&json!({"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}]}))
@@ -198,7 +205,7 @@ async fn client_model_names_never_become_metric_labels() {
     let body: serde_json::Value = resp.json().await.unwrap();
     assert!(body["choices"][0]["message"]["content"].is_string());
     // The request is counted in its logging phase, just after the answer went out.
-    let want = served(&after) + 1.0;
+    let want = earlier + 1.0;
     eventually("the served request counted", || async {
         served(&gw.metrics().await) >= want
     })
