@@ -9,6 +9,7 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)   # unit verification test
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)   # tests/prometheus.rs: prometheus + promtool
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)   # shared limits and quotas
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)   # tests/sdk.rs: the openai package
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -18,3 +19,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # tests/deb.rs: the Debian package (a few minutes to compile, once per machine).
 command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb --locked --version 3.8.0
+# tests/sdk.rs: OpenAI's official Python SDK, to check the error classes it raises.
+if ! target/pyvenv/bin/python -c 'import openai' >/dev/null 2>&1; then
+  python3 -m venv target/pyvenv
+  target/pyvenv/bin/pip install -q openai==3.57.0
+fi
