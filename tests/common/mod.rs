@@ -531,10 +531,27 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// One read from `s` into `out` (a read timeout counts as nothing read); false once the peer
+/// has closed the connection or it failed.
+pub fn read_some(s: &mut std::net::TcpStream, buf: &mut [u8], out: &mut Vec<u8>) -> bool {
+    use std::io::Read;
+    match s.read(buf) {
+        Ok(0) => false,
+        Ok(n) => {
+            out.extend_from_slice(&buf[..n]);
+            true
+        }
+        Err(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
 /// Send raw bytes to `port` on loopback and read what comes back until the peer closes or
 /// `within` passes. Returns the bytes read and whether the peer closed the connection.
 pub fn raw_exchange(port: u16, request: &[u8], within: Duration) -> (String, bool) {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(request).unwrap();
     let start = Instant::now();
@@ -547,21 +564,9 @@ pub fn raw_exchange(port: u16, request: &[u8], within: Duration) -> (String, boo
             .max(Duration::from_millis(1));
         s.set_read_timeout(Some(left.min(Duration::from_millis(200))))
             .unwrap();
-        match s.read(&mut buf) {
-            Ok(0) => {
-                closed = true;
-                break;
-            }
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => {
-                closed = true;
-                break;
-            }
+        if !read_some(&mut s, &mut buf, &mut out) {
+            closed = true;
+            break;
         }
     }
     (String::from_utf8_lossy(&out).into_owned(), closed)

@@ -237,21 +237,9 @@ async fn trickled_body_gets_408_and_close() {
             sent = end;
         }
         let mut buf = [0u8; 4096];
-        match s.read(&mut buf) {
-            Ok(0) => {
-                closed = true;
-                break;
-            }
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => {
-                closed = true;
-                break;
-            }
+        if !read_some(&mut s, &mut buf, &mut got) {
+            closed = true;
+            break;
         }
     }
     let text = String::from_utf8_lossy(&got);
