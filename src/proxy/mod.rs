@@ -17,6 +17,7 @@
 pub mod admission;
 pub mod attempt;
 pub mod client;
+mod exhausted;
 pub mod models_api;
 pub mod pipe;
 pub mod plan;
