@@ -9,6 +9,7 @@
 
 use crate::config::{Gateway, SharedConfig};
 use crate::error::GatewayError;
+use crate::protocol::ClientProtocol;
 use crate::quota::QuotaOp;
 use crate::reload::Reloader;
 use async_trait::async_trait;
@@ -47,15 +48,12 @@ fn json_response(status: StatusCode, v: serde_json::Value) -> Response<Vec<u8>> 
     )
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response<Vec<u8>> {
-    let kind = if status.is_server_error() {
-        "server_error"
-    } else {
-        "invalid_request_error"
-    };
-    json_response(
-        status,
-        json!({"error": {"message": message, "type": kind, "code": code}}),
+/// An admin API error, in OpenAI's shape like every gateway error (`error::GatewayError`).
+fn error(e: &GatewayError) -> Response<Vec<u8>> {
+    respond(
+        StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        "application/json",
+        e.body_for(ClientProtocol::OpenAi).to_vec(),
     )
 }
 
@@ -223,11 +221,7 @@ impl Admin {
             Ok(balance) => {
                 json_response(StatusCode::OK, json!({"consumer": name, "quota": balance}))
             }
-            Err(e) => respond(
-                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
-                "application/json",
-                e.body_for(false).to_vec(),
-            ),
+            Err(e) => error(&e),
         }
     }
 
@@ -250,15 +244,13 @@ impl Admin {
                 ),
                 Err(e) => {
                     log::error!("config reload rejected, the previous config keeps serving: {e}");
-                    error(StatusCode::BAD_REQUEST, "invalid_config", &e.to_string())
+                    error(&GatewayError::ConfigRejected(e.to_string()))
                 }
             },
-            (_, "/admin/status" | "/admin/keys" | "/admin/reload") => error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "Method not allowed.",
-            ),
-            _ => error(StatusCode::NOT_FOUND, "not_found", "Unknown admin path."),
+            (_, "/admin/status" | "/admin/keys" | "/admin/reload") => {
+                error(&GatewayError::AdminMethodNotAllowed)
+            }
+            _ => error(&GatewayError::AdminNotFound),
         }
     }
 }
@@ -290,18 +282,14 @@ impl ServeHttp for Admin {
             }
             p if p.starts_with("/admin/") => {
                 if !self.authorized(session) {
-                    return error(
-                        StatusCode::UNAUTHORIZED,
-                        "unauthorized",
-                        "A valid admin bearer token is required.",
-                    );
+                    return error(&GatewayError::AdminUnauthorized);
                 }
                 match p.strip_prefix("/admin/quotas/") {
                     Some(rest) => self.quota_api(session, &method, rest).await,
                     None => self.admin_api(&method, p).await,
                 }
             }
-            _ => error(StatusCode::NOT_FOUND, "not_found", "Unknown admin path."),
+            _ => error(&GatewayError::AdminNotFound),
         }
     }
 }

@@ -1,10 +1,14 @@
-//! Every error a client can see, and the one place that maps it to an HTTP status and an
-//! OpenAI-style body `{"error":{"message","type","code"}}`.
+//! Every error a client can see, and the one place that maps it to an HTTP status, a code
+//! from the closed set [`ErrorCode`], and a body in the client's protocol: OpenAI's
+//! `{"error":{"message","type","code"}}` or Anthropic's `{"type":"error","error":{..}}`,
+//! rendered by `ClientProtocol::error_body` (also for the admin API and SSE error events).
 //!
 //! Messages never contain a provider key: they are built from names (provider, key name,
 //! variable name), never from secrets, and any text from an upstream is scrubbed of the
 //! provider's keys and quoted as a short excerpt (`scrub`).
 
+use crate::protocol::{ClientProtocol, ErrorView, PlanError};
+use crate::translate::TranslateError;
 use bytes::Bytes;
 
 /// `Retry-After` of a 429 `insufficient_quota`: the balance comes back only when an operator
@@ -78,7 +82,7 @@ pub enum GatewayError {
     #[error("{message}")]
     Exhausted {
         status: u16,
-        code: &'static str,
+        code: ErrorCode,
         message: String,
         retry_after: Option<u64>,
     },
@@ -87,7 +91,7 @@ pub enum GatewayError {
     #[error("{message}")]
     Translate {
         status: u16,
-        code: &'static str,
+        code: ErrorCode,
         message: String,
     },
     #[error("You didn't provide an API key. Send it as `Authorization: Bearer KEY`.")]
@@ -124,6 +128,182 @@ pub enum GatewayError {
     ClientClosed,
     #[error("Internal gateway error: {0}")]
     Internal(String),
+    /// `/admin/*` without the admin token.
+    #[error("A valid admin bearer token is required.")]
+    AdminUnauthorized,
+    /// An unknown `/admin/*` path.
+    #[error("Unknown admin path.")]
+    AdminNotFound,
+    /// A known admin path called with the wrong method.
+    #[error("Method not allowed.")]
+    AdminMethodNotAllowed,
+    /// `POST /admin/reload` with a config that does not validate.
+    #[error("{0}")]
+    ConfigRejected(String),
+}
+
+/// Every `code` the gateway sends (OpenAI's `code` field; also the `error` label of metrics
+/// and the access log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    InvalidJson,
+    InvalidBody,
+    InvalidRequest,
+    MissingModel,
+    InvalidModel,
+    ModelNotFound,
+    NotFound,
+    MethodNotAllowed,
+    MissingApiKey,
+    InvalidApiKey,
+    PermissionDenied,
+    Unauthorized,
+    RateLimitExceeded,
+    InsufficientQuota,
+    StoreUnavailable,
+    InvalidQuotaRequest,
+    InvalidConfig,
+    RequestTooLarge,
+    BodyReadError,
+    RequestTimeout,
+    ExpectationFailed,
+    ServerBusy,
+    ProviderKeyMissing,
+    AllKeysUnavailable,
+    UnsupportedEndpoint,
+    UnsupportedByProvider,
+    UpstreamResponseInvalid,
+    UpstreamUnresolved,
+    UpstreamConnectError,
+    UpstreamTlsError,
+    UpstreamTimeout,
+    UpstreamAuthError,
+    UpstreamError,
+    ClientClosedRequest,
+    InternalError,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 35] = {
+        use ErrorCode::*;
+        [
+            InvalidJson,
+            InvalidBody,
+            InvalidRequest,
+            MissingModel,
+            InvalidModel,
+            ModelNotFound,
+            NotFound,
+            MethodNotAllowed,
+            MissingApiKey,
+            InvalidApiKey,
+            PermissionDenied,
+            Unauthorized,
+            RateLimitExceeded,
+            InsufficientQuota,
+            StoreUnavailable,
+            InvalidQuotaRequest,
+            InvalidConfig,
+            RequestTooLarge,
+            BodyReadError,
+            RequestTimeout,
+            ExpectationFailed,
+            ServerBusy,
+            ProviderKeyMissing,
+            AllKeysUnavailable,
+            UnsupportedEndpoint,
+            UnsupportedByProvider,
+            UpstreamResponseInvalid,
+            UpstreamUnresolved,
+            UpstreamConnectError,
+            UpstreamTlsError,
+            UpstreamTimeout,
+            UpstreamAuthError,
+            UpstreamError,
+            ClientClosedRequest,
+            InternalError,
+        ]
+    };
+
+    pub fn as_str(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            InvalidJson => "invalid_json",
+            InvalidBody => "invalid_body",
+            InvalidRequest => "invalid_request",
+            MissingModel => "missing_model",
+            InvalidModel => "invalid_model",
+            ModelNotFound => "model_not_found",
+            NotFound => "not_found",
+            MethodNotAllowed => "method_not_allowed",
+            MissingApiKey => "missing_api_key",
+            InvalidApiKey => "invalid_api_key",
+            PermissionDenied => "permission_denied",
+            Unauthorized => "unauthorized",
+            RateLimitExceeded => "rate_limit_exceeded",
+            InsufficientQuota => "insufficient_quota",
+            StoreUnavailable => "store_unavailable",
+            InvalidQuotaRequest => "invalid_quota_request",
+            InvalidConfig => "invalid_config",
+            RequestTooLarge => "request_too_large",
+            BodyReadError => "body_read_error",
+            RequestTimeout => "request_timeout",
+            ExpectationFailed => "expectation_failed",
+            ServerBusy => "server_busy",
+            ProviderKeyMissing => "provider_key_missing",
+            AllKeysUnavailable => "all_keys_unavailable",
+            UnsupportedEndpoint => "unsupported_endpoint",
+            UnsupportedByProvider => "unsupported_by_provider",
+            UpstreamResponseInvalid => "upstream_response_invalid",
+            UpstreamUnresolved => "upstream_unresolved",
+            UpstreamConnectError => "upstream_connect_error",
+            UpstreamTlsError => "upstream_tls_error",
+            UpstreamTimeout => "upstream_timeout",
+            UpstreamAuthError => "upstream_auth_error",
+            UpstreamError => "upstream_error",
+            ClientClosedRequest => "client_closed_request",
+            InternalError => "internal_error",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<TranslateError> for GatewayError {
+    fn from(e: TranslateError) -> Self {
+        let code = match e {
+            TranslateError::InvalidJson(_) => ErrorCode::InvalidJson,
+            TranslateError::NotAnObject => ErrorCode::InvalidBody,
+            TranslateError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            TranslateError::Unsupported(_) => ErrorCode::UnsupportedByProvider,
+            TranslateError::UpstreamResponse(_) => ErrorCode::UpstreamResponseInvalid,
+        };
+        GatewayError::Translate {
+            status: e.status(),
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<PlanError> for GatewayError {
+    fn from(e: PlanError) -> Self {
+        match e {
+            PlanError::Translate(e) => e.into(),
+            PlanError::Unsupported { endpoint, protocol } => GatewayError::Translate {
+                status: 400,
+                code: ErrorCode::UnsupportedEndpoint,
+                message: format!(
+                    "The {} endpoint is not available for {protocol} providers.",
+                    endpoint.as_str()
+                ),
+            },
+        }
+    }
 }
 
 impl GatewayError {
@@ -131,14 +311,14 @@ impl GatewayError {
         use GatewayError::*;
         match self {
             InvalidJson(_) | NotAnObject | MissingModel | ModelNotString | BodyRead(_)
-            | BadQuotaRequest(_) => 400,
+            | BadQuotaRequest(_) | ConfigRejected(_) => 400,
             QuotaExceeded { .. } => 429,
             StoreUnavailable(_) | ServerBusy(_) => 503,
             BodyTimeout(_) => 408,
             ExpectationFailed(_) => 417,
-            ModelNotFound(_) | RouteNotFound(_) => 404,
-            MethodNotAllowed(_) => 405,
-            MissingCredential | InvalidCredential => 401,
+            ModelNotFound(_) | RouteNotFound(_) | AdminNotFound => 404,
+            MethodNotAllowed(_) | AdminMethodNotAllowed => 405,
+            MissingCredential | InvalidCredential | AdminUnauthorized => 401,
             RateLimited { .. } => 429,
             Forbidden | NotQuotaAdmin => 403,
             BodyTooLarge(_) => 413,
@@ -180,37 +360,44 @@ impl GatewayError {
 
     /// OpenAI's `code` field (also the `error` label in metrics and the access log).
     pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
+    }
+
+    /// The error's code, from the closed set.
+    pub fn error_code(&self) -> ErrorCode {
         use GatewayError::*;
         match self {
-            InvalidJson(_) => "invalid_json",
-            NotAnObject => "invalid_body",
-            MissingModel => "missing_model",
-            ModelNotString => "invalid_model",
-            ModelNotFound(_) => "model_not_found",
-            RouteNotFound(_) => "not_found",
-            MethodNotAllowed(_) => "method_not_allowed",
-            MissingCredential => "missing_api_key",
-            RateLimited { .. } => "rate_limit_exceeded",
-            QuotaExceeded { .. } => "insufficient_quota",
-            StoreUnavailable(_) => "store_unavailable",
-            BadQuotaRequest(_) => "invalid_quota_request",
-            InvalidCredential => "invalid_api_key",
-            Forbidden | NotQuotaAdmin => "permission_denied",
-            BodyTooLarge(_) => "request_too_large",
-            BodyRead(_) => "body_read_error",
-            BodyTimeout(_) => "request_timeout",
-            ExpectationFailed(_) => "expectation_failed",
-            ServerBusy(_) => "server_busy",
-            ProviderKeyMissing { .. } => "provider_key_missing",
-            AllKeysUnavailable { .. } => "all_keys_unavailable",
-            Exhausted { code, .. } | Translate { code, .. } => code,
-            UpstreamUnresolved { .. } => "upstream_unresolved",
-            UpstreamConnect { .. } => "upstream_connect_error",
-            UpstreamTls { .. } => "upstream_tls_error",
-            UpstreamTimeout { .. } => "upstream_timeout",
-            UpstreamBroken { .. } => "upstream_error",
-            ClientClosed => "client_closed_request",
-            Internal(_) => "internal_error",
+            InvalidJson(_) => ErrorCode::InvalidJson,
+            NotAnObject => ErrorCode::InvalidBody,
+            MissingModel => ErrorCode::MissingModel,
+            ModelNotString => ErrorCode::InvalidModel,
+            ModelNotFound(_) => ErrorCode::ModelNotFound,
+            RouteNotFound(_) | AdminNotFound => ErrorCode::NotFound,
+            MethodNotAllowed(_) | AdminMethodNotAllowed => ErrorCode::MethodNotAllowed,
+            MissingCredential => ErrorCode::MissingApiKey,
+            RateLimited { .. } => ErrorCode::RateLimitExceeded,
+            QuotaExceeded { .. } => ErrorCode::InsufficientQuota,
+            StoreUnavailable(_) => ErrorCode::StoreUnavailable,
+            BadQuotaRequest(_) => ErrorCode::InvalidQuotaRequest,
+            InvalidCredential => ErrorCode::InvalidApiKey,
+            Forbidden | NotQuotaAdmin => ErrorCode::PermissionDenied,
+            AdminUnauthorized => ErrorCode::Unauthorized,
+            ConfigRejected(_) => ErrorCode::InvalidConfig,
+            BodyTooLarge(_) => ErrorCode::RequestTooLarge,
+            BodyRead(_) => ErrorCode::BodyReadError,
+            BodyTimeout(_) => ErrorCode::RequestTimeout,
+            ExpectationFailed(_) => ErrorCode::ExpectationFailed,
+            ServerBusy(_) => ErrorCode::ServerBusy,
+            ProviderKeyMissing { .. } => ErrorCode::ProviderKeyMissing,
+            AllKeysUnavailable { .. } => ErrorCode::AllKeysUnavailable,
+            Exhausted { code, .. } | Translate { code, .. } => *code,
+            UpstreamUnresolved { .. } => ErrorCode::UpstreamUnresolved,
+            UpstreamConnect { .. } => ErrorCode::UpstreamConnectError,
+            UpstreamTls { .. } => ErrorCode::UpstreamTlsError,
+            UpstreamTimeout { .. } => ErrorCode::UpstreamTimeout,
+            UpstreamBroken { .. } => ErrorCode::UpstreamError,
+            ClientClosed => ErrorCode::ClientClosedRequest,
+            Internal(_) => ErrorCode::InternalError,
         }
     }
 
@@ -259,49 +446,26 @@ impl GatewayError {
         )
     }
 
-    /// The JSON error object (without the `data:` framing).
-    pub fn body(&self) -> Bytes {
-        let v = serde_json::json!({"error": {
-            "message": self.to_string(),
-            "type": self.kind(),
-            "code": self.code(),
-        }});
-        serde_json::to_vec(&v).unwrap_or_default().into()
-    }
-
-    /// The error in Anthropic's shape, for clients of `/v1/messages`.
-    pub fn anthropic_body(&self) -> Bytes {
-        let kind = match self.status() {
-            400 | 404 | 405 | 408 | 413 | 417 => "invalid_request_error",
-            401 => "authentication_error",
-            403 => "permission_error",
-            429 => "rate_limit_error",
-            503 | 529 => "overloaded_error",
-            _ => "api_error",
-        };
-        let v = serde_json::json!({"type": "error", "error": {"type": kind, "message": self.to_string()}});
-        serde_json::to_vec(&v).unwrap_or_default().into()
-    }
-
-    /// The body for a client speaking `anthropic` (else OpenAI) format.
-    pub fn body_for(&self, anthropic: bool) -> Bytes {
-        if anthropic {
-            self.anthropic_body()
-        } else {
-            self.body()
-        }
+    /// The body for a client speaking `client`'s protocol (the one error map: the shapes
+    /// are `ClientProtocol::error_body`'s).
+    pub fn body_for(&self, client: ClientProtocol) -> Bytes {
+        let message = self.to_string();
+        client.error_body(&self.view(&message))
     }
 
     /// The error as a final SSE event, for a stream that already started.
-    pub fn sse_event(&self, anthropic: bool) -> Bytes {
-        let mut out = if anthropic {
-            b"event: error\ndata: ".to_vec()
-        } else {
-            b"data: ".to_vec()
-        };
-        out.extend_from_slice(&self.body_for(anthropic));
-        out.extend_from_slice(b"\n\n");
-        out.into()
+    pub fn sse_event(&self, client: ClientProtocol) -> Bytes {
+        let message = self.to_string();
+        client.sse_error(&self.view(&message))
+    }
+
+    fn view<'a>(&self, message: &'a str) -> ErrorView<'a> {
+        ErrorView {
+            status: self.status(),
+            kind: self.kind(),
+            code: self.code(),
+            message,
+        }
     }
 
     /// Classify a Pingora error raised while talking to `provider`. Its description can

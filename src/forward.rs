@@ -18,21 +18,12 @@
 //! provider bodies and asks for them uncompressed.
 
 use crate::auth::Source;
-use crate::provider::Family;
+use crate::protocol::ClientProtocol;
 use http::HeaderName;
 use std::collections::HashSet;
 
 /// Forwarded on every route, to every provider.
 const BASE: &[&str] = &["accept"];
-
-/// The protocol's own headers, forwarded when client and provider speak it.
-fn family_headers(family: Family) -> &'static [&'static str] {
-    match family {
-        Family::OpenAi | Family::Azure => &["openai-beta"],
-        Family::Anthropic => &["anthropic-version", "anthropic-beta"],
-        Family::Gemini => &[],
-    }
-}
 
 /// Credentials a client may send: never forwarded, refused in `forward_headers`.
 const CREDENTIALS: &[&str] = &[
@@ -65,15 +56,13 @@ fn names(list: &[&'static str]) -> HashSet<HeaderName> {
     list.iter().map(|n| HeaderName::from_static(n)).collect()
 }
 
-/// Index of the allow-set for a provider family, spoken natively or not.
-fn slot(family: Family, native: bool) -> usize {
-    if !native {
-        return 0;
-    }
-    match family {
-        Family::OpenAi | Family::Azure => 1,
-        Family::Anthropic => 2,
-        Family::Gemini => 0,
+/// Index of the allow-set: a translated request, or the client protocol the provider speaks
+/// natively.
+fn slot(native: Option<ClientProtocol>) -> usize {
+    match native {
+        None => 0,
+        Some(ClientProtocol::OpenAi) => 1,
+        Some(ClientProtocol::Anthropic) => 2,
     }
 }
 
@@ -81,7 +70,7 @@ fn slot(family: Family, native: bool) -> usize {
 /// header (and a prefix comparison per configured prefix), no allocation or lowercasing.
 #[derive(Debug, Clone, Default)]
 pub struct ForwardHeaders {
-    /// By `slot`: translated (or Gemini); OpenAI/Azure native; Anthropic native.
+    /// By `slot`: translated; OpenAI native; Anthropic native.
     allow: [HashSet<HeaderName>; 3],
     /// Lowercase prefixes from `x-name-*` entries.
     prefixes: Vec<Box<str>>,
@@ -154,10 +143,10 @@ impl ForwardHeaders {
                 listed.push(h);
             }
         }
-        let set = |family: &[&'static str]| -> HashSet<HeaderName> {
+        let set = |own: &[&'static str]| -> HashSet<HeaderName> {
             names(BASE)
                 .into_iter()
-                .chain(names(family))
+                .chain(names(own))
                 .chain(listed.iter().cloned())
                 .filter(|h| !never.contains(h))
                 .collect()
@@ -165,18 +154,18 @@ impl ForwardHeaders {
         Ok(ForwardHeaders {
             allow: [
                 set(&[]),
-                set(family_headers(Family::OpenAi)),
-                set(family_headers(Family::Anthropic)),
+                set(ClientProtocol::OpenAi.own_headers()),
+                set(ClientProtocol::Anthropic.own_headers()),
             ],
             prefixes,
             never,
         })
     }
 
-    /// Whether the client header `name` goes to a `family` provider (`native`: the client
-    /// speaks the provider's protocol).
-    pub fn allows(&self, name: &HeaderName, family: Family, native: bool) -> bool {
-        if self.allow[slot(family, native)].contains(name) {
+    /// Whether the client header `name` goes to the provider (`native`: the client's
+    /// protocol, when the provider speaks it; `None` for a translated request).
+    pub fn allows(&self, name: &HeaderName, native: Option<ClientProtocol>) -> bool {
+        if self.allow[slot(native)].contains(name) {
             return true;
         }
         !self.prefixes.is_empty()
@@ -192,11 +181,10 @@ impl ForwardHeaders {
         &self,
         client: &http::HeaderMap,
         req: &mut pingora_http::RequestHeader,
-        family: Family,
-        native: bool,
+        native: Option<ClientProtocol>,
     ) -> pingora_error::Result<()> {
         for (name, value) in client {
-            if self.allows(name, family, native) {
+            if self.allows(name, native) {
                 req.append_header(name, value.clone())?;
             }
         }
@@ -217,15 +205,15 @@ mod tests {
         let sources = vec![Source::Bearer, Source::Header(h("x-tenant-key"))];
         let f = ForwardHeaders::build(&["OpenAI-Organization".into(), "x-mock-*".into()], &sources)
             .unwrap();
-        let fam = Family::OpenAi;
-        assert!(f.allows(&h("accept"), fam, true));
-        assert!(f.allows(&h("openai-beta"), fam, true));
-        assert!(!f.allows(&h("openai-beta"), fam, false), "translated");
-        assert!(!f.allows(&h("anthropic-beta"), fam, true));
-        assert!(f.allows(&h("anthropic-beta"), Family::Anthropic, true));
-        assert!(f.allows(&h("openai-organization"), fam, true));
-        assert!(f.allows(&h("openai-organization"), Family::Gemini, false));
-        assert!(f.allows(&h("x-mock-status"), fam, true));
+        let fam = Some(ClientProtocol::OpenAi);
+        assert!(f.allows(&h("accept"), fam));
+        assert!(f.allows(&h("openai-beta"), fam));
+        assert!(!f.allows(&h("openai-beta"), None), "translated");
+        assert!(!f.allows(&h("anthropic-beta"), fam));
+        assert!(f.allows(&h("anthropic-beta"), Some(ClientProtocol::Anthropic)));
+        assert!(f.allows(&h("openai-organization"), fam));
+        assert!(f.allows(&h("openai-organization"), None));
+        assert!(f.allows(&h("x-mock-status"), fam));
         for n in [
             "authorization",
             "x-api-key",
@@ -239,12 +227,12 @@ mod tests {
             "accept-encoding",
         ] {
             assert!(
-                !f.allows(&HeaderName::from_bytes(n.as_bytes()).unwrap(), fam, true),
+                !f.allows(&HeaderName::from_bytes(n.as_bytes()).unwrap(), fam),
                 "{n}"
             );
         }
         let none = ForwardHeaders::build(&[], &[]).unwrap();
-        assert!(!none.allows(&h("x-mock-status"), fam, true));
+        assert!(!none.allows(&h("x-mock-status"), fam));
     }
 
     #[test]

@@ -226,7 +226,7 @@ async fn check_key(connector: &Connector, provider: &Provider, key_index: usize)
         return CheckResult::Failed;
     };
     let Ok(plan) =
-        crate::proxy::plan::plan(&parsed, Endpoint::ChatCompletions, provider.family, model)
+        crate::proxy::plan::plan(&parsed, Endpoint::ChatCompletions, provider.protocol, model)
     else {
         return CheckResult::Failed;
     };

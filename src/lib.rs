@@ -48,6 +48,7 @@ pub mod metrics;
 pub mod models;
 pub mod pattern;
 pub mod preflight;
+pub mod protocol;
 pub mod provider;
 pub mod proxy;
 pub mod quota;

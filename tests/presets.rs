@@ -8,11 +8,12 @@ mod common;
 use common::*;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use serde_json::{json, Value};
-use tollgate::provider::{Family, PRESETS};
+use tollgate::protocol::{Protocol, ANTHROPIC, OPENAI};
+use tollgate::provider::PRESETS;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_preset_reaches_its_url_with_its_auth_header() {
-    let presets: Vec<(&str, Family, http::Uri)> = PRESETS
+    let presets: Vec<(&str, Protocol, http::Uri)> = PRESETS
         .iter()
         .filter_map(|(name, family, url)| {
             Some((*name, *family, url.as_ref()?.parse::<http::Uri>().unwrap()))
@@ -106,7 +107,7 @@ async fn every_preset_reaches_its_url_with_its_auth_header() {
             1,
             "{name}: key not received: {stats}"
         );
-        if *family == Family::OpenAi {
+        if family.name() == OPENAI.name() {
             let v: Value = serde_json::from_str(&text).unwrap();
             let echo = &v["mock_echo"];
             assert_eq!(echo["path"], format!("{base}/chat/completions"), "{name}");
@@ -118,9 +119,10 @@ async fn every_preset_reaches_its_url_with_its_auth_header() {
             let host = uri.authority().unwrap().as_str();
             assert_eq!(echo["headers"]["host"], host, "{name}");
         } else {
-            let path = match family {
-                Family::Anthropic => format!("{base}/messages"),
-                _ => format!("{base}/v1beta/models/{name}-model:generateContent"),
+            let path = if family.name() == ANTHROPIC.name() {
+                format!("{base}/messages")
+            } else {
+                format!("{base}/v1beta/models/{name}-model:generateContent")
             };
             assert!(
                 stats["by_path"].get(&path).is_some(),

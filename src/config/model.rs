@@ -177,7 +177,7 @@ fn build_provider(
     previous: Option<&Provider>,
 ) -> Result<Provider, ConfigError> {
     let field = |f: &str| format!("providers[{i}] ({}).{f}", p.name);
-    let (_, family, preset_url) = PRESETS
+    let (_, protocol, preset_url) = PRESETS
         .iter()
         .find(|(name, _, _)| *name == p.kind)
         .ok_or_else(|| {
@@ -256,7 +256,7 @@ fn build_provider(
                 .map_err(|e| ConfigError::field(field("connect_to"), e))
         })
         .transpose()?;
-    if p.api_version.is_some() && *family != crate::provider::Family::Azure {
+    if p.api_version.is_some() && !protocol.takes_api_version() {
         return Err(ConfigError::field(
             field("api_version"),
             "only for type azure",
@@ -267,7 +267,7 @@ fn build_provider(
         connect_to,
         name: p.name.clone(),
         kind: p.kind.clone(),
-        family: *family,
+        protocol: *protocol,
         upstream,
         keys: KeyPool::new(keys, missing),
         model_map,

@@ -6,8 +6,8 @@ use super::{chunks, split, XorShift};
 use crate::body::RequestBody;
 use crate::config;
 use crate::error::GatewayError;
-use crate::provider::Family;
-use crate::proxy::plan::{self, Client};
+use crate::protocol::{ClientProtocol as Client, ANTHROPIC, AZURE, GEMINI, OPENAI};
+use crate::proxy::plan;
 use crate::proxy::quota_api::quota_op;
 use crate::quota::{form, QuotaOp};
 use crate::route::{Endpoint, QuotaCall};
@@ -378,12 +378,7 @@ pub fn check_body(input: &[u8], rng: &mut XorShift) {
         Endpoint::Embeddings,
         Endpoint::Messages,
     ][rng.below(4)];
-    let family = [
-        Family::OpenAi,
-        Family::Azure,
-        Family::Anthropic,
-        Family::Gemini,
-    ][rng.below(4)];
+    let family = [OPENAI, AZURE, ANTHROPIC, GEMINI][rng.below(4)];
     match plan::plan(&body, endpoint, family, rng.pick(MODELS)) {
         Ok(p) => {
             let sent = p.body.apply(&body.bytes);
@@ -456,7 +451,7 @@ pub fn check_translate_anthropic(input: &[u8], rng: &mut XorShift) {
                 input,
                 rng.pick(MODELS),
             ));
-            if let Some(u) = plan::native_usage(Family::Anthropic, input) {
+            if let Some(u) = ANTHROPIC.usage(input) {
                 assert!(
                     u.cached_input_tokens <= u.input_tokens,
                     "cached > input: {u:?}"
@@ -498,7 +493,7 @@ pub fn check_translate_gemini(input: &[u8], rng: &mut XorShift) {
                 Client::Anthropic
             };
             assert_json_object(
-                &plan::translate_error(input, Family::Gemini, client),
+                &plan::translate_error(input, GEMINI, client),
                 "error",
             );
         }
@@ -585,6 +580,11 @@ fn translate_stream(
     (out, t)
 }
 
+/// The translator a protocol pair needs (every pair fuzzed here needs one).
+fn translator(t: Option<Box<dyn StreamTranslator>>) -> Box<dyn StreamTranslator> {
+    t.unwrap_or_else(|| panic!("this protocol pair has no stream translator"))
+}
+
 /// A stream translator: the same output, usage and first-content flag for any chunking; the
 /// output is complete SSE events whose data is JSON or `[DONE]`.
 fn check_stream(make: &dyn Fn() -> Box<dyn StreamTranslator>, input: &[u8], rng: &mut XorShift) {
@@ -631,9 +631,10 @@ pub fn check_translate_anthropic_stream(input: &[u8], rng: &mut XorShift) {
     let model = rng.pick(MODELS);
     let usage = rng.one_in(2);
     if rng.one_in(4) {
-        check_stream(&|| plan::anthropic_observer(model), input, rng);
+        // A native Anthropic stream read for its usage (what `attempt` does).
+        check_stream(&|| translator(ANTHROPIC.stream_to_openai(model, true)), input, rng);
     } else {
-        let make = || plan::stream_translator(Family::Anthropic, Client::OpenAi, model, usage);
+        let make = || translator(plan::stream_translator(ANTHROPIC, Client::OpenAi, model, usage));
         check_stream(&make, input, rng);
     }
 }
@@ -641,12 +642,8 @@ pub fn check_translate_anthropic_stream(input: &[u8], rng: &mut XorShift) {
 /// OpenAI chunks → Anthropic stream (Anthropic clients on OpenAI upstreams).
 pub fn check_translate_anthropic_reverse_stream(input: &[u8], rng: &mut XorShift) {
     let model = rng.pick(MODELS);
-    let family = if rng.one_in(2) {
-        Family::OpenAi
-    } else {
-        Family::Azure
-    };
-    let make = || plan::stream_translator(family, Client::Anthropic, model, true);
+    let family = if rng.one_in(2) { OPENAI } else { AZURE };
+    let make = || translator(plan::stream_translator(family, Client::Anthropic, model, true));
     check_stream(&make, input, rng);
 }
 
@@ -660,7 +657,7 @@ pub fn check_translate_gemini_stream(input: &[u8], rng: &mut XorShift) {
     } else {
         Client::OpenAi
     };
-    let make = || plan::stream_translator(Family::Gemini, client, model, usage);
+    let make = || translator(plan::stream_translator(GEMINI, client, model, usage));
     check_stream(&make, input, rng);
 }
 

@@ -1,14 +1,10 @@
 //! Providers: where a provider lives (URL, TLS, resolved address), how to authenticate to
-//! it, and which protocol family it speaks.
+//! it, and which protocol family it speaks (`crate::protocol`).
 //!
 //! A `Provider` is built once at config load. Its upstream address is resolved off the hot
 //! path (at load and by the `resolve` background service) into a ready `HttpPeer`
 //! template, so a request only clones a peer: no DNS, no parsing.
 
-pub mod anthropic;
-pub mod azure;
-pub mod gemini;
-pub mod openai;
 pub mod resolve;
 
 use crate::health::HealthSettings;
@@ -22,101 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Wire protocol a provider speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    /// OpenAI's `/chat/completions`, `/completions`, `/embeddings` with a bearer key.
-    OpenAi,
-    /// Azure OpenAI: OpenAI bodies on `/openai/deployments/{deployment}/…?api-version=`,
-    /// `api-key` header.
-    Azure,
-    /// Anthropic Messages API: `/v1/messages`, `x-api-key`, `anthropic-version`.
-    Anthropic,
-    /// Google Gemini: `/v1beta/models/{model}:generateContent`, `x-goog-api-key`.
-    Gemini,
-}
-
-/// Provider types known by name, with the base URL used when the config gives none.
-pub const PRESETS: &[(&str, Family, Option<&str>)] = &[
-    ("openai", Family::OpenAi, Some("https://api.openai.com/v1")),
-    (
-        "deepseek",
-        Family::OpenAi,
-        Some("https://api.deepseek.com/v1"),
-    ),
-    (
-        "qwen",
-        Family::OpenAi,
-        Some("https://dashscope.aliyuncs.com/compatible-mode/v1"),
-    ),
-    (
-        "moonshot",
-        Family::OpenAi,
-        Some("https://api.moonshot.cn/v1"),
-    ),
-    (
-        "doubao",
-        Family::OpenAi,
-        Some("https://ark.cn-beijing.volces.com/api/v3"),
-    ),
-    (
-        "zhipu",
-        Family::OpenAi,
-        Some("https://open.bigmodel.cn/api/paas/v4"),
-    ),
-    (
-        "baichuan",
-        Family::OpenAi,
-        Some("https://api.baichuan-ai.com/v1"),
-    ),
-    ("yi", Family::OpenAi, Some("https://api.lingyiwanwu.com/v1")),
-    (
-        "stepfun",
-        Family::OpenAi,
-        Some("https://api.stepfun.com/v1"),
-    ),
-    (
-        "minimax",
-        Family::OpenAi,
-        Some("https://api.minimax.chat/v1"),
-    ),
-    (
-        "groq",
-        Family::OpenAi,
-        Some("https://api.groq.com/openai/v1"),
-    ),
-    ("mistral", Family::OpenAi, Some("https://api.mistral.ai/v1")),
-    (
-        "together",
-        Family::OpenAi,
-        Some("https://api.together.xyz/v1"),
-    ),
-    (
-        "fireworks",
-        Family::OpenAi,
-        Some("https://api.fireworks.ai/inference/v1"),
-    ),
-    (
-        "openrouter",
-        Family::OpenAi,
-        Some("https://openrouter.ai/api/v1"),
-    ),
-    ("xai", Family::OpenAi, Some("https://api.x.ai/v1")),
-    ("ollama", Family::OpenAi, Some("http://127.0.0.1:11434/v1")),
-    ("vllm", Family::OpenAi, Some("http://127.0.0.1:8000/v1")),
-    ("openai-compatible", Family::OpenAi, None),
-    ("azure", Family::Azure, None),
-    (
-        "anthropic",
-        Family::Anthropic,
-        Some("https://api.anthropic.com/v1"),
-    ),
-    (
-        "gemini",
-        Family::Gemini,
-        Some("https://generativelanguage.googleapis.com"),
-    ),
-];
+pub use crate::protocol::PRESETS;
 
 /// The `User-Agent` the gateway sends providers (unless a route forwards the client's).
 pub const USER_AGENT: &str = concat!("tollgate/", env!("CARGO_PKG_VERSION"));
@@ -126,16 +28,17 @@ pub fn prepare_request(
     req: &mut pingora_http::RequestHeader,
     provider: &Provider,
     key: &crate::keys::ApiKey,
-    endpoint: crate::route::Endpoint,
+    endpoint: crate::protocol::Endpoint,
     model: &str,
     stream: bool,
 ) -> pingora_error::Result<()> {
-    let path = match provider.family {
-        Family::OpenAi => openai::path(provider, endpoint),
-        Family::Azure => azure::path(provider, endpoint, model),
-        Family::Anthropic => anthropic::path(provider),
-        Family::Gemini => gemini::path(provider, endpoint, model, stream),
-    };
+    let path = provider.protocol.path(&crate::protocol::Call {
+        base_path: &provider.upstream.base_path,
+        api_version: provider.api_version.as_deref(),
+        endpoint,
+        model,
+        stream,
+    });
     let uri: http::Uri = path.parse().map_err(|_| {
         pingora_error::Error::explain(
             pingora_error::ErrorType::InternalError,
@@ -150,12 +53,7 @@ pub fn prepare_request(
     if !req.headers.contains_key(http::header::USER_AGENT) {
         req.insert_header(http::header::USER_AGENT, USER_AGENT)?;
     }
-    match provider.family {
-        Family::OpenAi => req.insert_header(http::header::AUTHORIZATION, key.bearer().clone()),
-        Family::Azure => req.insert_header("api-key", key.plain().clone()),
-        Family::Anthropic => anthropic::authenticate(req, key),
-        Family::Gemini => req.insert_header("x-goog-api-key", key.plain().clone()),
-    }
+    provider.protocol.authenticate(req, key)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -256,7 +154,8 @@ pub struct ProviderSpec {
     pub name: String,
     /// The configured `type` (a preset name).
     pub kind: String,
-    pub family: Family,
+    /// The protocol family it speaks (from the registry, by `kind`).
+    pub protocol: crate::protocol::Protocol,
     pub upstream: Upstream,
     pub keys: KeyPool,
     pub model_map: ModelMap,

@@ -8,10 +8,11 @@
 //! header (`response_header`), and meter, translate or strip each body chunk on its way to
 //! the client (`response_body`). What happened is kept in `Outcome`, owned by the attempt.
 
-use super::plan::{self, Client, Plan, ResponsePlan};
+use super::plan::{self, Plan, ResponsePlan};
 use crate::error::GatewayError;
 use crate::forward::ForwardHeaders;
-use crate::provider::{self, Family, Provider};
+use crate::protocol::Protocol;
+use crate::provider::{self, Provider};
 use crate::scrub::StreamScrub;
 use crate::translate::StreamTranslator;
 use crate::usage::{StreamMeter, Usage};
@@ -80,7 +81,7 @@ enum Reader {
     /// A native stream passed through and read for usage only.
     Observe(Box<dyn StreamTranslator>),
     /// A JSON body passed through, a copy kept for its usage.
-    Json(Vec<u8>, Family),
+    Json(Vec<u8>, Protocol),
     /// A JSON body held back whole, translated at its end (`ok`: a 2xx answer).
     Hold { body: Vec<u8>, ok: bool },
 }
@@ -128,7 +129,6 @@ impl AttemptState {
             a.provider.keys.get(a.key_index).ok_or_else(|| {
                 Error::explain(ErrorType::InternalError, "key index out of range")
             })?;
-        let native = matches!(a.plan.response, ResponsePlan::Native { .. });
         // Room for what is forwarded plus the gateway's own headers.
         let size = client.headers.len().min(24) + 6;
         let mut req = Box::new(RequestHeader::build_no_case(
@@ -136,7 +136,7 @@ impl AttemptState {
             b"/",
             Some(size),
         )?);
-        forward.copy(&client.headers, &mut req, a.provider.family, native)?;
+        forward.copy(&client.headers, &mut req, a.plan.native())?;
         req.insert_header(super::X_REQUEST_ID, request_id)?;
         provider::prepare_request(
             &mut req,
@@ -180,30 +180,30 @@ impl AttemptState {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("text/event-stream"));
         let ok = resp.status.is_success();
+        let (from, to) = (self.attempt.plan.provider, self.attempt.plan.client);
         self.reader = match &self.attempt.plan.response {
-            ResponsePlan::Native {
-                family,
-                strip_usage,
-            } => match (ok, is_sse, family) {
-                (true, true, Family::Anthropic) => {
-                    Reader::Observe(plan::anthropic_observer(&self.attempt.upstream_model))
-                }
-                (true, true, _) => Reader::Meter(StreamMeter::new(*strip_usage)),
-                (true, false, family) => Reader::Json(Vec::new(), *family),
-                (false, _, _) if self.attempt.provider.keys.scrubber().is_active() => {
+            ResponsePlan::Native { strip_usage } => match (ok, is_sse) {
+                // A stream in another protocol than OpenAI's is read for its usage only.
+                (true, true) => match from.stream_to_openai(&self.attempt.upstream_model, true) {
+                    Some(observer) => Reader::Observe(observer),
+                    None => Reader::Meter(StreamMeter::new(*strip_usage)),
+                },
+                (true, false) => Reader::Json(Vec::new(), from),
+                (false, _) if self.attempt.provider.keys.scrubber().is_active() => {
                     Reader::Scrub(StreamScrub::default())
                 }
-                (false, _, _) => Reader::None,
+                (false, _) => Reader::None,
             },
             ResponsePlan::Translate {
-                from,
-                to,
                 model,
                 include_usage,
                 ..
             } => {
                 if ok && is_sse {
-                    Reader::Translate(plan::stream_translator(*from, *to, model, *include_usage))
+                    match plan::stream_translator(from, to, model, *include_usage) {
+                        Some(t) => Reader::Translate(t),
+                        None => Reader::Meter(StreamMeter::new(false)),
+                    }
                 } else {
                     let content_type = if is_sse {
                         "text/event-stream"
@@ -335,28 +335,25 @@ impl AttemptState {
             return Bytes::new();
         };
         let ResponsePlan::Translate {
-            from,
-            to,
-            model,
-            embeddings,
-            ..
+            model, embeddings, ..
         } = &self.attempt.plan.response
         else {
             return body.into();
         };
+        let (from, to) = (self.attempt.plan.provider, self.attempt.plan.client);
         if !ok {
             let scrubber = self.attempt.provider.keys.scrubber();
             let body = scrubber.scrub(&body).unwrap_or(body);
-            return plan::translate_error(&body, *from, *to).into();
+            return plan::translate_error(&body, from, to).into();
         }
-        match plan::translate_response(&body, *from, *to, model, *embeddings) {
+        match plan::translate_response(&body, from, to, model, *embeddings) {
             Ok((out, usage)) => {
                 self.outcome.usage = Some(reported_or_estimated(Some(usage), &out));
                 out.into()
             }
             Err(e) => {
                 let err = GatewayError::from(e);
-                let out = err.body_for(*to == Client::Anthropic);
+                let out = err.body_for(to);
                 self.outcome.error = Some(err);
                 out
             }
@@ -368,10 +365,9 @@ impl AttemptState {
         let usage = match &self.reader {
             Reader::Meter(m) => Some(m.usage()),
             Reader::Translate(t) | Reader::Observe(t) => Some(t.usage()),
-            Reader::Json(body, family) => Some(reported_or_estimated(
-                plan::native_usage(*family, body),
-                body,
-            )),
+            Reader::Json(body, protocol) => {
+                Some(reported_or_estimated(protocol.usage(body), body))
+            }
             Reader::None | Reader::Scrub(_) | Reader::Hold { .. } => None,
         };
         if let Some(usage) = usage {

@@ -18,6 +18,7 @@ use crate::limits::Hold;
 use crate::metrics::METRICS;
 use crate::provider::Provider;
 use crate::quota::QuotaHold;
+use crate::protocol::ClientProtocol;
 use crate::route::{host_without_port, Endpoint};
 use crate::route::{AllKeysDown, RouteAuth, Target};
 use crate::store::Backends;
@@ -138,9 +139,11 @@ impl ClientRequest {
                     // Never read what follows a broken or unread body as another request.
                     session.set_keepalive(None);
                 }
-                let anthropic = self.endpoint == Some(Endpoint::Messages);
+                let client = self
+                    .endpoint
+                    .map_or(ClientProtocol::OpenAi, ClientProtocol::for_endpoint);
                 let result =
-                    respond::error(session, &err, request_id, anthropic, &self.extra_headers).await;
+                    respond::error(session, &err, request_id, client, &self.extra_headers).await;
                 self.error = Some(err);
                 result
             }
@@ -267,7 +270,7 @@ impl ClientRequest {
                 extra_headers: &self.extra_headers,
                 forward: &route.forward,
                 stream: body.stream,
-                anthropic: endpoint == Endpoint::Messages,
+                client: ClientProtocol::for_endpoint(endpoint),
                 max_event_bytes: config.client.max_event_bytes,
             };
             let (result, outcome) = pipe::run(client, connector, attempt).await;
@@ -361,7 +364,7 @@ impl ClientRequest {
         self.provider = Some(provider.clone());
         self.key_index = Some(key_index);
         self.upstream_model = Some(upstream_model.clone());
-        let plan = plan::plan(body, endpoint, provider.family, &upstream_model)?;
+        let plan = plan::plan(body, endpoint, provider.protocol, &upstream_model)?;
         Ok(Attempt {
             provider,
             key_index,

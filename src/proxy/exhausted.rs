@@ -2,7 +2,7 @@
 //! failed (the last attempt's status and code, with a message listing them all).
 
 use super::pipe::FailedAttempt;
-use crate::error::GatewayError;
+use crate::error::{ErrorCode, GatewayError};
 use crate::health::AttemptEnd;
 use crate::route::Target;
 
@@ -71,10 +71,10 @@ pub(super) fn exhausted(failures: &[FailedAttempt]) -> GatewayError {
         return GatewayError::Internal("no attempt was made".into());
     };
     let (status, code, last_text) = match (&last.error, last.end) {
-        (Some(e), _) => (e.status(), e.code(), e.to_string()),
+        (Some(e), _) => (e.status(), e.error_code(), e.to_string()),
         (None, AttemptEnd::Status(s @ (401 | 403))) => (
             502,
-            "upstream_auth_error",
+            ErrorCode::UpstreamAuthError,
             format!(
                 "provider `{}` rejected key `{}` ({s})",
                 last.provider.name,
@@ -84,9 +84,9 @@ pub(super) fn exhausted(failures: &[FailedAttempt]) -> GatewayError {
         (None, AttemptEnd::Status(s)) => (
             if s == 429 || s >= 500 { s } else { 502 },
             if s == 429 {
-                "rate_limit_exceeded"
+                ErrorCode::RateLimitExceeded
             } else {
-                "upstream_error"
+                ErrorCode::UpstreamError
             },
             format!(
                 "provider `{}` answered {s}: {}",
@@ -94,7 +94,7 @@ pub(super) fn exhausted(failures: &[FailedAttempt]) -> GatewayError {
                 provider_message(last)
             ),
         ),
-        (None, end) => (502, "upstream_error", end.reason()),
+        (None, end) => (502, ErrorCode::UpstreamError, end.reason()),
     };
     if failures.len() == 1 {
         if let Some(e) = &last.error {

@@ -20,6 +20,7 @@ use super::X_REQUEST_ID;
 use crate::error::GatewayError;
 use crate::forward::ForwardHeaders;
 use crate::health::{self, AttemptEnd};
+use crate::protocol::ClientProtocol;
 use crate::provider::Provider;
 use bytes::Bytes;
 use pingora_core::connectors::http::Connector;
@@ -111,7 +112,8 @@ pub struct ClientSide<'a> {
     /// Which of the client's headers go to the provider (the route's rule).
     pub forward: &'a ForwardHeaders,
     pub stream: bool,
-    pub anthropic: bool,
+    /// The protocol the client speaks (the shape of an error event).
+    pub client: ClientProtocol,
     /// Largest SSE event (or line) read from the provider (`client.max_event_bytes`).
     pub max_event_bytes: usize,
 }
@@ -139,7 +141,7 @@ async fn exchange(
         extra_headers,
         forward,
         stream,
-        anthropic,
+        client: protocol,
         max_event_bytes,
     } = client;
     let peer = match state.peer() {
@@ -231,7 +233,7 @@ async fn exchange(
                         // Blank lines first: the client may hold part of the endless event,
                         // and the error must be an event of its own.
                         let mut event = b"\n\n".to_vec();
-                        event.extend_from_slice(&error.sse_event(anthropic));
+                        event.extend_from_slice(&error.sse_event(protocol));
                         let _ = session.write_response_body(Some(event.into()), false).await;
                     }
                     return AttemptResult::Aborted {
@@ -255,7 +257,7 @@ async fn exchange(
                 // cannot mistake the truncated answer for a complete one.
                 if stream {
                     let _ = session
-                        .write_response_body(Some(error.sse_event(anthropic)), false)
+                        .write_response_body(Some(error.sse_event(protocol)), false)
                         .await;
                 }
                 return AttemptResult::Aborted {

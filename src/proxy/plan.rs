@@ -1,34 +1,19 @@
 //! What one attempt sends and how its answer is read: the meeting point of the client's
-//! protocol (OpenAI or Anthropic), the endpoint, and the provider's protocol family.
+//! protocol (`ClientProtocol`), the endpoint, and the provider's (`ProviderProtocol`).
 //!
-//! When both sides speak the same protocol, the body is spliced (model mapping, usage
-//! request) and the response passes through while it is metered. Otherwise the body is
-//! translated (`crate::translate`) and the response translated back: streams chunk by chunk,
-//! JSON once complete. Everything here is decided before the attempt starts.
+//! When the provider speaks the client's protocol, the body is spliced (model mapping, usage
+//! request) and the response passes through while it is metered. Otherwise the request goes
+//! client → OpenAI → provider and the answer back the same way: streams chunk by chunk, JSON
+//! once complete (the translators are in `crate::translate`). Everything here is decided
+//! before the attempt starts.
 
 use crate::body::{RequestBody, Rewrite};
 use crate::error::GatewayError;
-use crate::provider::Family;
-use crate::route::Endpoint;
-use crate::translate::{self, EmbeddingsContext, StreamTranslator, TranslateError};
-use crate::usage::{usage_from_json, Usage};
+use crate::protocol::{ClientProtocol, Endpoint, Protocol};
+use crate::translate::{EmbeddingsContext, StreamTranslator, TranslateError};
+use crate::usage::Usage;
 use bytes::Bytes;
-
-/// The protocol the client speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Client {
-    OpenAi,
-    Anthropic,
-}
-
-impl Client {
-    pub fn for_endpoint(e: Endpoint) -> Self {
-        match e {
-            Endpoint::Messages => Client::Anthropic,
-            _ => Client::OpenAi,
-        }
-    }
-}
+use std::borrow::Cow;
 
 /// The body sent upstream.
 #[derive(Debug, Clone)]
@@ -64,11 +49,9 @@ impl BodyPlan {
 pub enum ResponsePlan {
     /// Same protocol: pass through and meter; `strip_usage` hides the usage chunk the
     /// gateway asked for.
-    Native { family: Family, strip_usage: bool },
-    /// Translate from the provider's family to the client's protocol.
+    Native { strip_usage: bool },
+    /// Translate from the provider's protocol to the client's.
     Translate {
-        from: Family,
-        to: Client,
         model: String,
         include_usage: bool,
         embeddings: Option<EmbeddingsContext>,
@@ -76,125 +59,63 @@ pub enum ResponsePlan {
 }
 
 pub struct Plan {
+    /// The protocol the client speaks.
+    pub client: ClientProtocol,
+    /// The protocol the provider speaks.
+    pub provider: Protocol,
     /// The operation asked of the provider.
     pub upstream_endpoint: Endpoint,
     pub body: BodyPlan,
     pub response: ResponsePlan,
 }
 
-impl From<TranslateError> for GatewayError {
-    fn from(e: TranslateError) -> Self {
-        GatewayError::Translate {
-            status: e.status(),
-            code: e.code(),
-            message: e.to_string(),
-        }
+impl Plan {
+    /// The client protocol whose own headers may be forwarded: the client's when the
+    /// provider speaks it (no translation).
+    pub fn native(&self) -> Option<ClientProtocol> {
+        matches!(self.response, ResponsePlan::Native { .. }).then_some(self.client)
     }
 }
 
-fn unsupported(endpoint: Endpoint, family: Family) -> GatewayError {
-    GatewayError::Translate {
-        status: 400,
-        code: "unsupported_endpoint",
-        message: format!(
-            "The {} endpoint is not available for {family:?} providers.",
-            endpoint.as_str()
-        ),
-    }
-}
-
-/// Decide what to send for `body` (asked at `endpoint`) to a provider of `family`, with the
-/// model `upstream_model`.
+/// Decide what to send for `body` (asked at `endpoint`) to a provider speaking `provider`,
+/// with the model `upstream_model`.
 pub fn plan(
     body: &RequestBody,
     endpoint: Endpoint,
-    family: Family,
+    provider: Protocol,
     upstream_model: &str,
 ) -> Result<Plan, GatewayError> {
-    let mapped = (upstream_model != body.model).then_some(upstream_model);
-    let client = Client::for_endpoint(endpoint);
-    let translate = |from: Family, to: Client, include_usage: bool| ResponsePlan::Translate {
-        from,
-        to,
-        model: upstream_model.to_string(),
-        include_usage,
-        embeddings: None,
-    };
-    Ok(match (client, family) {
-        (Client::OpenAi, Family::OpenAi | Family::Azure) => {
-            let usage_endpoint =
-                matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions);
-            Plan {
-                upstream_endpoint: endpoint,
-                body: BodyPlan::Splice(body.rewrite(mapped, usage_endpoint)),
-                response: ResponsePlan::Native {
-                    family,
-                    strip_usage: body.stream && usage_endpoint && !body.client_wants_usage,
-                },
-            }
-        }
-        (Client::OpenAi, Family::Anthropic) => {
-            if endpoint != Endpoint::ChatCompletions {
-                return Err(unsupported(endpoint, family));
-            }
-            let t = translate::openai_chat_to_anthropic(&body.bytes, upstream_model)?;
-            Plan {
-                upstream_endpoint: Endpoint::Messages,
-                body: BodyPlan::Replace(t.body.into()),
-                response: translate(family, client, t.include_usage),
-            }
-        }
-        (Client::OpenAi, Family::Gemini) => match endpoint {
-            Endpoint::ChatCompletions => {
-                let t = translate::openai_chat_to_gemini(&body.bytes)?;
-                Plan {
-                    upstream_endpoint: endpoint,
-                    body: BodyPlan::Replace(t.body.into()),
-                    response: translate(family, client, t.include_usage),
-                }
-            }
-            Endpoint::Embeddings => {
-                let (b, ctx) =
-                    translate::openai_embeddings_to_gemini_batch(&body.bytes, upstream_model)?;
-                Plan {
-                    upstream_endpoint: endpoint,
-                    body: BodyPlan::Replace(b.into()),
-                    response: ResponsePlan::Translate {
-                        from: family,
-                        to: client,
-                        model: upstream_model.to_string(),
-                        include_usage: false,
-                        embeddings: Some(ctx),
-                    },
-                }
-            }
-            _ => return Err(unsupported(endpoint, family)),
-        },
-        (Client::Anthropic, Family::Anthropic) => Plan {
-            upstream_endpoint: Endpoint::Messages,
-            body: BodyPlan::Splice(body.rewrite(mapped, false)),
+    let client = ClientProtocol::for_endpoint(endpoint);
+    if provider.native_client() == Some(client) {
+        let mapped = (upstream_model != body.model).then_some(upstream_model);
+        let ask_usage = client.asks_for_usage(endpoint);
+        return Ok(Plan {
+            client,
+            provider,
+            upstream_endpoint: endpoint,
+            body: BodyPlan::Splice(body.rewrite(mapped, ask_usage)),
             response: ResponsePlan::Native {
-                family,
-                strip_usage: false,
+                strip_usage: body.stream && ask_usage && !body.client_wants_usage,
             },
+        });
+    }
+    let (openai_endpoint, openai): (Endpoint, Cow<'_, [u8]>) =
+        match client.request_to_openai(&body.bytes, upstream_model)? {
+            Some(t) => (Endpoint::ChatCompletions, Cow::Owned(t.body)),
+            None => (endpoint, Cow::Borrowed(&body.bytes[..])),
+        };
+    let out = provider.request_from_openai(openai_endpoint, &openai, upstream_model)?;
+    let sent = out.body.unwrap_or_else(|| openai.into_owned());
+    Ok(Plan {
+        client,
+        provider,
+        upstream_endpoint: out.endpoint,
+        body: BodyPlan::Replace(sent.into()),
+        response: ResponsePlan::Translate {
+            model: upstream_model.to_string(),
+            include_usage: out.include_usage || client.always_reports_usage(),
+            embeddings: out.embeddings,
         },
-        (Client::Anthropic, Family::OpenAi | Family::Azure) => {
-            let t = translate::anthropic_to_openai_chat_request(&body.bytes, upstream_model)?;
-            Plan {
-                upstream_endpoint: Endpoint::ChatCompletions,
-                body: BodyPlan::Replace(t.body.into()),
-                response: translate(family, client, true),
-            }
-        }
-        (Client::Anthropic, Family::Gemini) => {
-            let t = translate::anthropic_to_openai_chat_request(&body.bytes, upstream_model)?;
-            let g = translate::openai_chat_to_gemini(&t.body)?;
-            Plan {
-                upstream_endpoint: Endpoint::ChatCompletions,
-                body: BodyPlan::Replace(g.body.into()),
-                response: translate(family, client, true),
-            }
-        }
     })
 }
 
@@ -223,93 +144,33 @@ impl StreamTranslator for Chain {
     }
 }
 
-/// A provider's stream read into OpenAI chunks (OpenAI itself needs none).
-fn to_openai(from: Family, model: &str, include_usage: bool) -> Option<Box<dyn StreamTranslator>> {
-    match from {
-        Family::Anthropic => Some(Box::new(translate::AnthropicStreamToOpenAi::new(
-            model,
-            include_usage,
-        ))),
-        Family::Gemini => Some(Box::new(translate::GeminiStreamToOpenAi::new(
-            model,
-            include_usage,
-        ))),
-        Family::OpenAi | Family::Azure => None,
-    }
-}
-
-/// The stream translator for a `Translate` plan.
+/// The stream translator for a `Translate` plan; `None` when both sides speak OpenAI.
 pub fn stream_translator(
-    from: Family,
-    to: Client,
+    from: Protocol,
+    to: ClientProtocol,
     model: &str,
     include_usage: bool,
-) -> Box<dyn StreamTranslator> {
-    match (
-        to_openai(from, model, include_usage || to == Client::Anthropic),
-        to,
-    ) {
-        (Some(t), Client::OpenAi) => t,
-        (Some(t), Client::Anthropic) => Box::new(Chain(
-            t,
-            Box::new(translate::OpenAiStreamToAnthropic::new(model)),
-        )),
-        (None, _) => Box::new(translate::OpenAiStreamToAnthropic::new(model)),
-    }
-}
-
-/// A native Anthropic stream, read only for its usage.
-pub fn anthropic_observer(model: &str) -> Box<dyn StreamTranslator> {
-    Box::new(translate::AnthropicStreamToOpenAi::new(model, true))
-}
-
-/// Usage of a complete native (untranslated) JSON response.
-pub fn native_usage(family: Family, body: &[u8]) -> Option<Usage> {
-    match family {
-        Family::Anthropic => translate::anthropic_to_openai_chat_response(body, "")
-            .ok()
-            .map(|(_, u)| u),
-        _ => usage_from_json(body),
+) -> Option<Box<dyn StreamTranslator>> {
+    let usage = include_usage || to.always_reports_usage();
+    match (from.stream_to_openai(model, usage), to.stream_from_openai(model)) {
+        (Some(a), Some(b)) => Some(Box::new(Chain(a, b))),
+        (a, b) => a.or(b),
     }
 }
 
 /// Translate a complete 2xx JSON response; `Err` holds a client-format error body.
 pub fn translate_response(
     body: &[u8],
-    from: Family,
-    to: Client,
+    from: Protocol,
+    to: ClientProtocol,
     model: &str,
     embeddings: Option<EmbeddingsContext>,
 ) -> Result<(Vec<u8>, Usage), TranslateError> {
-    let (openai, usage) = match (from, embeddings) {
-        (Family::Gemini, Some(ctx)) => {
-            translate::gemini_batch_to_openai_embeddings(body, model, ctx)?
-        }
-        (Family::Gemini, None) => translate::gemini_to_openai_chat_response(body, model)?,
-        (Family::Anthropic, _) => translate::anthropic_to_openai_chat_response(body, model)?,
-        (Family::OpenAi | Family::Azure, _) => {
-            let usage = usage_from_json(body).unwrap_or_default();
-            (body.to_vec(), usage)
-        }
-    };
-    match to {
-        Client::OpenAi => Ok((openai, usage)),
-        Client::Anthropic => {
-            let (out, _) = translate::openai_chat_response_to_anthropic(&openai, model)?;
-            Ok((out, usage))
-        }
-    }
+    let (openai, usage) = from.response_to_openai(body, model, embeddings)?;
+    Ok((to.response_from_openai(openai, model)?, usage))
 }
 
 /// Translate a provider's error body into the client's format.
-pub fn translate_error(body: &[u8], from: Family, to: Client) -> Vec<u8> {
-    let openai = match from {
-        Family::Anthropic => translate::anthropic_error_to_openai(body),
-        Family::Gemini => translate::gemini_error_to_openai(body),
-        Family::OpenAi | Family::Azure => body.to_vec(),
-    };
-    match to {
-        Client::OpenAi => openai,
-        Client::Anthropic => translate::openai_error_to_anthropic(&openai),
-    }
+pub fn translate_error(body: &[u8], from: Protocol, to: ClientProtocol) -> Vec<u8> {
+    to.error_from_openai(from.error_to_openai(body))
 }

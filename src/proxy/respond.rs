@@ -1,6 +1,7 @@
 //! Responses the gateway writes itself: errors and locally answered endpoints.
 
 use crate::error::GatewayError;
+use crate::protocol::ClientProtocol;
 use bytes::Bytes;
 use pingora_error::Result;
 use pingora_http::ResponseHeader;
@@ -29,14 +30,14 @@ pub async fn json_with(
     Ok(())
 }
 
-/// Write `err` in the client's format (Anthropic's for `/v1/messages` clients). The one place
+/// Write `err` in the client's protocol (`ClientProtocol::error_body`). The one place
 /// that gives every 429 and 503 a `Retry-After` (unless `extra` already has one) and an
 /// error that needs an operator `x-should-retry: false`.
 pub async fn error(
     session: &mut Session,
     err: &GatewayError,
     request_id: &str,
-    anthropic: bool,
+    client: ClientProtocol,
     extra: &[(http::HeaderName, String)],
 ) -> Result<()> {
     let status = err.status();
@@ -50,10 +51,10 @@ pub async fn error(
         own.push((X_SHOULD_RETRY, "false".into()));
     }
     if own.is_empty() {
-        return json_with(session, status, err.body_for(anthropic), request_id, extra).await;
+        return json_with(session, status, err.body_for(client), request_id, extra).await;
     }
     own.extend_from_slice(extra);
-    json_with(session, status, err.body_for(anthropic), request_id, &own).await
+    json_with(session, status, err.body_for(client), request_id, &own).await
 }
 
 /// Read by OpenAI's SDKs before any other retry rule.

@@ -1,0 +1,67 @@
+//! The API operations a client can call (the path after a route's prefix).
+
+/// The OpenAI API operations the gateway proxies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+    /// Anthropic's `/messages`, for clients that speak Anthropic's API.
+    Messages,
+    /// `GET /models`, answered by the gateway itself.
+    Models,
+    /// `GET /models/{id}`, answered by the gateway itself (the id is read from the path).
+    Model,
+    /// The quota API under the chat path (Higress's ai-quota): `…/chat/completions/quota`,
+    /// `…/quota/refresh`, `…/quota/delta`.
+    Quota(QuotaCall),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaCall {
+    Get,
+    Refresh,
+    Delta,
+}
+
+impl Endpoint {
+    /// The endpoint named by the rest of the path after a route's prefix.
+    pub fn from_suffix(rest: &str) -> Option<Self> {
+        match rest.trim_end_matches('/') {
+            "/chat/completions" => Some(Endpoint::ChatCompletions),
+            "/completions" => Some(Endpoint::Completions),
+            "/embeddings" => Some(Endpoint::Embeddings),
+            "/messages" => Some(Endpoint::Messages),
+            "/models" => Some(Endpoint::Models),
+            m if m.len() > "/models/".len() && m.starts_with("/models/") => Some(Endpoint::Model),
+            "/chat/completions/quota" => Some(Endpoint::Quota(QuotaCall::Get)),
+            "/chat/completions/quota/refresh" => Some(Endpoint::Quota(QuotaCall::Refresh)),
+            "/chat/completions/quota/delta" => Some(Endpoint::Quota(QuotaCall::Delta)),
+            _ => None,
+        }
+    }
+
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::Completions => "/completions",
+            Endpoint::Embeddings => "/embeddings",
+            Endpoint::Messages => "/messages",
+            Endpoint::Models | Endpoint::Model => "/models",
+            Endpoint::Quota(QuotaCall::Get) => "/chat/completions/quota",
+            Endpoint::Quota(QuotaCall::Refresh) => "/chat/completions/quota/refresh",
+            Endpoint::Quota(QuotaCall::Delta) => "/chat/completions/quota/delta",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat",
+            Endpoint::Completions => "completions",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Messages => "messages",
+            Endpoint::Models | Endpoint::Model => "models",
+            Endpoint::Quota(_) => "quota",
+        }
+    }
+}
