@@ -513,16 +513,18 @@ mod tests {
     #[test]
     fn body_shape() {
         let e = GatewayError::BodyTooLarge(10);
-        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&e.body_for(ClientProtocol::OpenAi)).unwrap();
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert_eq!(v["error"]["code"], "request_too_large");
         assert!(v["error"]["message"].as_str().unwrap().contains("10 bytes"));
         assert_eq!(e.status(), 413);
-        assert!(e.sse_event(false).starts_with(b"data: {"));
+        assert!(e.sse_event(ClientProtocol::OpenAi).starts_with(b"data: {"));
         assert!(e
-            .sse_event(true)
+            .sse_event(ClientProtocol::Anthropic)
             .starts_with(b"event: error\ndata: {\"error\""));
-        let a: serde_json::Value = serde_json::from_slice(&e.anthropic_body()).unwrap();
+        let a: serde_json::Value =
+            serde_json::from_slice(&e.body_for(ClientProtocol::Anthropic)).unwrap();
         assert_eq!(a["type"], "error");
         assert_eq!(a["error"]["type"], "invalid_request_error");
     }
@@ -551,19 +553,19 @@ mod tests {
             },
             GatewayError::Exhausted {
                 status: 429,
-                code: "rate_limit_exceeded",
+                code: ErrorCode::RateLimitExceeded,
                 message: "m".into(),
                 retry_after: None,
             },
             GatewayError::Exhausted {
                 status: 503,
-                code: "upstream_error",
+                code: ErrorCode::UpstreamError,
                 message: "m".into(),
                 retry_after: Some(9),
             },
             GatewayError::Translate {
                 status: 503,
-                code: "x",
+                code: ErrorCode::UpstreamResponseInvalid,
                 message: "m".into(),
             },
         ];
@@ -581,5 +583,165 @@ mod tests {
         assert_eq!(GatewayError::InvalidCredential.code(), "invalid_api_key");
         assert_eq!(GatewayError::Forbidden.status(), 403);
         assert_eq!(GatewayError::NotQuotaAdmin.code(), "permission_denied");
+    }
+
+    /// One value of every variant (a new variant fails to compile in `sample`'s match).
+    fn every_variant() -> Vec<GatewayError> {
+        use GatewayError::*;
+        let s = || "x".to_string();
+        let all = vec![
+            InvalidJson(s()),
+            NotAnObject,
+            MissingModel,
+            ModelNotString,
+            ModelNotFound(s()),
+            RouteNotFound(s()),
+            MethodNotAllowed(s()),
+            BodyTooLarge(1),
+            BodyRead(s()),
+            BodyTimeout(1),
+            ExpectationFailed(s()),
+            ServerBusy(1),
+            ProviderKeyMissing {
+                provider: s(),
+                vars: s(),
+            },
+            UpstreamUnresolved {
+                provider: s(),
+                host: s(),
+            },
+            UpstreamConnect {
+                provider: s(),
+                detail: s(),
+            },
+            UpstreamTls {
+                provider: s(),
+                detail: s(),
+            },
+            UpstreamTimeout {
+                provider: s(),
+                detail: s(),
+            },
+            UpstreamBroken {
+                provider: s(),
+                detail: "a \"quoted\" \n detail".into(),
+            },
+            AllKeysUnavailable {
+                targets: s(),
+                retry_after: 1,
+            },
+            Exhausted {
+                status: 429,
+                code: ErrorCode::RateLimitExceeded,
+                message: s(),
+                retry_after: None,
+            },
+            Translate {
+                status: 400,
+                code: ErrorCode::UnsupportedEndpoint,
+                message: s(),
+            },
+            MissingCredential,
+            InvalidCredential,
+            Forbidden,
+            NotQuotaAdmin,
+            RateLimited {
+                rule: s(),
+                what: "requests",
+                window: "minute",
+                retry_after_ms: 1,
+            },
+            QuotaExceeded { consumer: s() },
+            StoreUnavailable("quotas"),
+            BadQuotaRequest(s()),
+            ClientClosed,
+            Internal(s()),
+            AdminUnauthorized,
+            AdminNotFound,
+            AdminMethodNotAllowed,
+            ConfigRejected(s()),
+        ];
+        for e in &all {
+            // Exhaustive: a new variant must be added above.
+            match e {
+                InvalidJson(_) | NotAnObject | MissingModel | ModelNotString | ModelNotFound(_)
+                | RouteNotFound(_) | MethodNotAllowed(_) | BodyTooLarge(_) | BodyRead(_)
+                | BodyTimeout(_) | ExpectationFailed(_) | ServerBusy(_)
+                | ProviderKeyMissing { .. } | UpstreamUnresolved { .. }
+                | UpstreamConnect { .. } | UpstreamTls { .. } | UpstreamTimeout { .. }
+                | UpstreamBroken { .. } | AllKeysUnavailable { .. } | Exhausted { .. }
+                | Translate { .. } | MissingCredential | InvalidCredential | Forbidden
+                | NotQuotaAdmin | RateLimited { .. } | QuotaExceeded { .. }
+                | StoreUnavailable(_) | BadQuotaRequest(_) | ClientClosed | Internal(_)
+                | AdminUnauthorized | AdminNotFound | AdminMethodNotAllowed
+                | ConfigRejected(_) => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn every_variant_renders_both_shapes() {
+        for e in every_variant() {
+            let status = e.status();
+            assert!((400..600).contains(&status), "{e:?}");
+            let o: serde_json::Value =
+                serde_json::from_slice(&e.body_for(ClientProtocol::OpenAi)).unwrap();
+            assert_eq!(o["error"]["message"], e.to_string(), "{e:?}");
+            assert_eq!(o["error"]["type"], e.kind(), "{e:?}");
+            assert_eq!(o["error"]["code"], e.code(), "{e:?}");
+            assert_eq!(o.as_object().unwrap().len(), 1, "{e:?}");
+            let a: serde_json::Value =
+                serde_json::from_slice(&e.body_for(ClientProtocol::Anthropic)).unwrap();
+            assert_eq!(a["type"], "error", "{e:?}");
+            assert_eq!(a["error"]["message"], e.to_string(), "{e:?}");
+            assert!(a["error"]["type"].as_str().unwrap().ends_with("_error"), "{e:?}");
+            for client in ClientProtocol::ALL {
+                let event = e.sse_event(client);
+                let text = std::str::from_utf8(&event).unwrap();
+                let data = text.split_once("data: ").unwrap().1;
+                assert!(data.ends_with("\n\n"), "{e:?}");
+                let v: serde_json::Value = serde_json::from_str(data.trim_end()).unwrap();
+                assert_eq!(v.to_string().as_bytes(), &e.body_for(client)[..], "{e:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn codes_are_the_closed_set_and_unchanged() {
+        let names: std::collections::HashSet<&str> =
+            ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), ErrorCode::ALL.len(), "codes are distinct");
+        for e in every_variant() {
+            assert!(names.contains(e.code()), "{e:?}");
+        }
+        // What clients see (pinned by the integration tests too).
+        for (e, status, code) in [
+            (GatewayError::MissingModel, 400, "missing_model"),
+            (GatewayError::AdminUnauthorized, 401, "unauthorized"),
+            (GatewayError::AdminNotFound, 404, "not_found"),
+            (GatewayError::AdminMethodNotAllowed, 405, "method_not_allowed"),
+            (GatewayError::ConfigRejected("bad".into()), 400, "invalid_config"),
+            (GatewayError::ClientClosed, 499, "client_closed_request"),
+        ] {
+            assert_eq!((e.status(), e.code()), (status, code), "{e:?}");
+        }
+        for t in [
+            TranslateError::InvalidJson("x".into()),
+            TranslateError::NotAnObject,
+            TranslateError::InvalidRequest("x".into()),
+            TranslateError::Unsupported("x".into()),
+            TranslateError::UpstreamResponse("x"),
+        ] {
+            let g = GatewayError::from(t.clone());
+            assert_eq!((g.status(), g.code()), (t.status(), t.code()), "{t:?}");
+        }
+        let unsupported = GatewayError::from(PlanError::Unsupported {
+            endpoint: crate::protocol::Endpoint::Embeddings,
+            protocol: "Anthropic",
+        });
+        assert_eq!(unsupported.status(), 400);
+        assert_eq!(unsupported.code(), "unsupported_endpoint");
+        assert!(unsupported.to_string().contains("embeddings"));
     }
 }

@@ -174,3 +174,69 @@ pub fn translate_response(
 pub fn translate_error(body: &[u8], from: Protocol, to: ClientProtocol) -> Vec<u8> {
     to.error_from_openai(from.error_to_openai(body))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::protocol::{ANTHROPIC, AZURE, GEMINI, OPENAI};
+
+    /// Every (client, provider) pair: the operation asked upstream, whether the body is
+    /// spliced or translated, and whether the answer passes through.
+    #[test]
+    fn every_client_and_provider_pair() {
+        let chat = RequestBody::parse(Bytes::from_static(
+            br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#,
+        ))
+        .unwrap();
+        let messages = RequestBody::parse(Bytes::from_static(
+            br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}],"stream":true}"#,
+        ))
+        .unwrap();
+        use Endpoint::*;
+        // (endpoint, provider, upstream endpoint, native, strip_usage / include_usage)
+        let table: [(Endpoint, Protocol, Endpoint, bool, bool); 8] = [
+            (ChatCompletions, OPENAI, ChatCompletions, true, true),
+            (ChatCompletions, AZURE, ChatCompletions, true, true),
+            (ChatCompletions, ANTHROPIC, Messages, false, false),
+            (ChatCompletions, GEMINI, ChatCompletions, false, false),
+            (Messages, ANTHROPIC, Messages, true, false),
+            (Messages, OPENAI, ChatCompletions, false, true),
+            (Messages, AZURE, ChatCompletions, false, true),
+            (Messages, GEMINI, ChatCompletions, false, true),
+        ];
+        for (endpoint, provider, upstream, native, usage) in table {
+            let body = if endpoint == Messages { &messages } else { &chat };
+            let p = plan(body, endpoint, provider, "up").unwrap();
+            let what = format!("{endpoint:?} → {provider:?}");
+            assert_eq!(p.upstream_endpoint, upstream, "{what}");
+            assert_eq!(p.client, ClientProtocol::for_endpoint(endpoint), "{what}");
+            assert_eq!(p.native().is_some(), native, "{what}");
+            match (&p.body, &p.response) {
+                (BodyPlan::Splice(_), ResponsePlan::Native { strip_usage }) => {
+                    assert!(native, "{what}");
+                    assert_eq!(*strip_usage, usage, "{what}");
+                }
+                (BodyPlan::Replace(b), ResponsePlan::Translate { include_usage, model, .. }) => {
+                    assert!(!native, "{what}");
+                    assert_eq!(*include_usage, usage, "{what}");
+                    assert_eq!(model, "up", "{what}");
+                    assert!(serde_json::from_slice::<serde_json::Value>(b).is_ok(), "{what}");
+                }
+                _ => panic!("{what}: body and response plans disagree"),
+            }
+            if !native {
+                assert!(
+                    stream_translator(provider, p.client, "up", false).is_some(),
+                    "{what}"
+                );
+            }
+        }
+        let err = plan(&chat, Embeddings, ANTHROPIC, "up").err().unwrap();
+        assert_eq!((err.status(), err.code()), (400, "unsupported_endpoint"));
+        assert_eq!(
+            err.to_string(),
+            "The embeddings endpoint is not available for Anthropic providers."
+        );
+    }
+}
