@@ -664,16 +664,40 @@ mod tests {
         for e in &all {
             // Exhaustive: a new variant must be added above.
             match e {
-                InvalidJson(_) | NotAnObject | MissingModel | ModelNotString | ModelNotFound(_)
-                | RouteNotFound(_) | MethodNotAllowed(_) | BodyTooLarge(_) | BodyRead(_)
-                | BodyTimeout(_) | ExpectationFailed(_) | ServerBusy(_)
-                | ProviderKeyMissing { .. } | UpstreamUnresolved { .. }
-                | UpstreamConnect { .. } | UpstreamTls { .. } | UpstreamTimeout { .. }
-                | UpstreamBroken { .. } | AllKeysUnavailable { .. } | Exhausted { .. }
-                | Translate { .. } | MissingCredential | InvalidCredential | Forbidden
-                | NotQuotaAdmin | RateLimited { .. } | QuotaExceeded { .. }
-                | StoreUnavailable(_) | BadQuotaRequest(_) | ClientClosed | Internal(_)
-                | AdminUnauthorized | AdminNotFound | AdminMethodNotAllowed
+                InvalidJson(_)
+                | NotAnObject
+                | MissingModel
+                | ModelNotString
+                | ModelNotFound(_)
+                | RouteNotFound(_)
+                | MethodNotAllowed(_)
+                | BodyTooLarge(_)
+                | BodyRead(_)
+                | BodyTimeout(_)
+                | ExpectationFailed(_)
+                | ServerBusy(_)
+                | ProviderKeyMissing { .. }
+                | UpstreamUnresolved { .. }
+                | UpstreamConnect { .. }
+                | UpstreamTls { .. }
+                | UpstreamTimeout { .. }
+                | UpstreamBroken { .. }
+                | AllKeysUnavailable { .. }
+                | Exhausted { .. }
+                | Translate { .. }
+                | MissingCredential
+                | InvalidCredential
+                | Forbidden
+                | NotQuotaAdmin
+                | RateLimited { .. }
+                | QuotaExceeded { .. }
+                | StoreUnavailable(_)
+                | BadQuotaRequest(_)
+                | ClientClosed
+                | Internal(_)
+                | AdminUnauthorized
+                | AdminNotFound
+                | AdminMethodNotAllowed
                 | ConfigRejected(_) => {}
             }
         }
@@ -695,7 +719,10 @@ mod tests {
                 serde_json::from_slice(&e.body_for(ClientProtocol::Anthropic)).unwrap();
             assert_eq!(a["type"], "error", "{e:?}");
             assert_eq!(a["error"]["message"], e.to_string(), "{e:?}");
-            assert!(a["error"]["type"].as_str().unwrap().ends_with("_error"), "{e:?}");
+            assert!(
+                a["error"]["type"].as_str().unwrap().ends_with("_error"),
+                "{e:?}"
+            );
             for client in ClientProtocol::ALL {
                 let event = e.sse_event(client);
                 let text = std::str::from_utf8(&event).unwrap();
@@ -720,8 +747,16 @@ mod tests {
             (GatewayError::MissingModel, 400, "missing_model"),
             (GatewayError::AdminUnauthorized, 401, "unauthorized"),
             (GatewayError::AdminNotFound, 404, "not_found"),
-            (GatewayError::AdminMethodNotAllowed, 405, "method_not_allowed"),
-            (GatewayError::ConfigRejected("bad".into()), 400, "invalid_config"),
+            (
+                GatewayError::AdminMethodNotAllowed,
+                405,
+                "method_not_allowed",
+            ),
+            (
+                GatewayError::ConfigRejected("bad".into()),
+                400,
+                "invalid_config",
+            ),
             (GatewayError::ClientClosed, 499, "client_closed_request"),
         ] {
             assert_eq!((e.status(), e.code()), (status, code), "{e:?}");

@@ -492,10 +492,7 @@ pub fn check_translate_gemini(input: &[u8], rng: &mut XorShift) {
             } else {
                 Client::Anthropic
             };
-            assert_json_object(
-                &plan::translate_error(input, GEMINI, client),
-                "error",
-            );
+            assert_json_object(&plan::translate_error(input, GEMINI, client), "error");
         }
     }
     let model = show(input);
@@ -632,9 +629,20 @@ pub fn check_translate_anthropic_stream(input: &[u8], rng: &mut XorShift) {
     let usage = rng.one_in(2);
     if rng.one_in(4) {
         // A native Anthropic stream read for its usage (what `attempt` does).
-        check_stream(&|| translator(ANTHROPIC.stream_to_openai(model, true)), input, rng);
+        check_stream(
+            &|| translator(ANTHROPIC.stream_to_openai(model, true)),
+            input,
+            rng,
+        );
     } else {
-        let make = || translator(plan::stream_translator(ANTHROPIC, Client::OpenAi, model, usage));
+        let make = || {
+            translator(plan::stream_translator(
+                ANTHROPIC,
+                Client::OpenAi,
+                model,
+                usage,
+            ))
+        };
         check_stream(&make, input, rng);
     }
 }
@@ -643,7 +651,14 @@ pub fn check_translate_anthropic_stream(input: &[u8], rng: &mut XorShift) {
 pub fn check_translate_anthropic_reverse_stream(input: &[u8], rng: &mut XorShift) {
     let model = rng.pick(MODELS);
     let family = if rng.one_in(2) { OPENAI } else { AZURE };
-    let make = || translator(plan::stream_translator(family, Client::Anthropic, model, true));
+    let make = || {
+        translator(plan::stream_translator(
+            family,
+            Client::Anthropic,
+            model,
+            true,
+        ))
+    };
     check_stream(&make, input, rng);
 }
 

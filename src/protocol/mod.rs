@@ -155,10 +155,22 @@ pub const GEMINI: Protocol = &gemini::Gemini;
 pub const PRESETS: &[(&str, Protocol, Option<&str>)] = &[
     ("openai", OPENAI, Some("https://api.openai.com/v1")),
     ("deepseek", OPENAI, Some("https://api.deepseek.com/v1")),
-    ("qwen", OPENAI, Some("https://dashscope.aliyuncs.com/compatible-mode/v1")),
+    (
+        "qwen",
+        OPENAI,
+        Some("https://dashscope.aliyuncs.com/compatible-mode/v1"),
+    ),
     ("moonshot", OPENAI, Some("https://api.moonshot.cn/v1")),
-    ("doubao", OPENAI, Some("https://ark.cn-beijing.volces.com/api/v3")),
-    ("zhipu", OPENAI, Some("https://open.bigmodel.cn/api/paas/v4")),
+    (
+        "doubao",
+        OPENAI,
+        Some("https://ark.cn-beijing.volces.com/api/v3"),
+    ),
+    (
+        "zhipu",
+        OPENAI,
+        Some("https://open.bigmodel.cn/api/paas/v4"),
+    ),
     ("baichuan", OPENAI, Some("https://api.baichuan-ai.com/v1")),
     ("yi", OPENAI, Some("https://api.lingyiwanwu.com/v1")),
     ("stepfun", OPENAI, Some("https://api.stepfun.com/v1")),
@@ -166,7 +178,11 @@ pub const PRESETS: &[(&str, Protocol, Option<&str>)] = &[
     ("groq", OPENAI, Some("https://api.groq.com/openai/v1")),
     ("mistral", OPENAI, Some("https://api.mistral.ai/v1")),
     ("together", OPENAI, Some("https://api.together.xyz/v1")),
-    ("fireworks", OPENAI, Some("https://api.fireworks.ai/inference/v1")),
+    (
+        "fireworks",
+        OPENAI,
+        Some("https://api.fireworks.ai/inference/v1"),
+    ),
     ("openrouter", OPENAI, Some("https://openrouter.ai/api/v1")),
     ("xai", OPENAI, Some("https://api.x.ai/v1")),
     ("ollama", OPENAI, Some("http://127.0.0.1:11434/v1")),
@@ -174,7 +190,11 @@ pub const PRESETS: &[(&str, Protocol, Option<&str>)] = &[
     ("openai-compatible", OPENAI, None),
     ("azure", AZURE, None),
     ("anthropic", ANTHROPIC, Some("https://api.anthropic.com/v1")),
-    ("gemini", GEMINI, Some("https://generativelanguage.googleapis.com")),
+    (
+        "gemini",
+        GEMINI,
+        Some("https://generativelanguage.googleapis.com"),
+    ),
 ];
 
 /// The protocol of the provider type `kind`.

@@ -35,10 +35,36 @@ fn auth_headers(p: Protocol) -> Vec<(String, String)> {
 #[test]
 fn path_and_authentication_per_family() {
     use Endpoint::*;
-    let table: &[(Protocol, Endpoint, bool, &str, &[(&str, &str)])] = &[
-        (OPENAI, ChatCompletions, false, "/base/chat/completions", &[("authorization", "Bearer sk-test")]),
-        (OPENAI, Completions, true, "/base/completions", &[("authorization", "Bearer sk-test")]),
-        (OPENAI, Embeddings, false, "/base/embeddings", &[("authorization", "Bearer sk-test")]),
+    /// (protocol, endpoint, stream, path, authentication headers)
+    type Row = (
+        Protocol,
+        Endpoint,
+        bool,
+        &'static str,
+        &'static [(&'static str, &'static str)],
+    );
+    let table: &[Row] = &[
+        (
+            OPENAI,
+            ChatCompletions,
+            false,
+            "/base/chat/completions",
+            &[("authorization", "Bearer sk-test")],
+        ),
+        (
+            OPENAI,
+            Completions,
+            true,
+            "/base/completions",
+            &[("authorization", "Bearer sk-test")],
+        ),
+        (
+            OPENAI,
+            Embeddings,
+            false,
+            "/base/embeddings",
+            &[("authorization", "Bearer sk-test")],
+        ),
         (
             AZURE,
             ChatCompletions,
@@ -58,7 +84,10 @@ fn path_and_authentication_per_family() {
             Messages,
             true,
             "/base/messages",
-            &[("anthropic-version", "2023-06-01"), ("x-api-key", "sk-test")],
+            &[
+                ("anthropic-version", "2023-06-01"),
+                ("x-api-key", "sk-test"),
+            ],
         ),
         (
             GEMINI,
@@ -83,7 +112,11 @@ fn path_and_authentication_per_family() {
         ),
     ];
     for (p, endpoint, stream, path, headers) in table {
-        assert_eq!(p.path(&call(*endpoint, *stream)), *path, "{p:?} {endpoint:?}");
+        assert_eq!(
+            p.path(&call(*endpoint, *stream)),
+            *path,
+            "{p:?} {endpoint:?}"
+        );
         let want: Vec<(String, String)> = headers
             .iter()
             .map(|(n, v)| (n.to_string(), v.to_string()))
@@ -112,7 +145,8 @@ fn azure_api_version_and_deployment_name() {
 #[test]
 fn anthropic_keeps_a_client_version() {
     let mut req = RequestHeader::build("POST", b"/", None).unwrap();
-    req.insert_header("anthropic-version", "2099-01-01").unwrap();
+    req.insert_header("anthropic-version", "2099-01-01")
+        .unwrap();
     ANTHROPIC.authenticate(&mut req, &key()).unwrap();
     assert_eq!(req.headers["anthropic-version"], "2099-01-01");
 }
@@ -152,12 +186,45 @@ fn request_translation_from_openai() {
     let chat = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}"#;
     let embed = br#"{"model":"m","input":["a","b"]}"#;
     use Endpoint::*;
-    // (protocol, endpoint, body, upstream endpoint, translated, include_usage, embeddings)
-    let ok: &[(Protocol, Endpoint, &[u8], Endpoint, bool, bool, bool)] = &[
-        (OPENAI, ChatCompletions, chat, ChatCompletions, false, false, false),
+    /// (protocol, endpoint, body, upstream endpoint, translated, include_usage, embeddings)
+    type Row = (
+        Protocol,
+        Endpoint,
+        &'static [u8],
+        Endpoint,
+        bool,
+        bool,
+        bool,
+    );
+    let ok: &[Row] = &[
+        (
+            OPENAI,
+            ChatCompletions,
+            chat,
+            ChatCompletions,
+            false,
+            false,
+            false,
+        ),
         (AZURE, Embeddings, embed, Embeddings, false, false, false),
-        (ANTHROPIC, ChatCompletions, chat, Messages, true, true, false),
-        (GEMINI, ChatCompletions, chat, ChatCompletions, true, true, false),
+        (
+            ANTHROPIC,
+            ChatCompletions,
+            chat,
+            Messages,
+            true,
+            true,
+            false,
+        ),
+        (
+            GEMINI,
+            ChatCompletions,
+            chat,
+            ChatCompletions,
+            true,
+            true,
+            false,
+        ),
         (GEMINI, Embeddings, embed, Embeddings, true, false, true),
     ];
     for (p, endpoint, body, upstream, translated, usage, embeddings) in ok {
@@ -214,10 +281,22 @@ fn responses_usage_and_errors() {
         );
     }
     let errors: [(Protocol, &[u8]); 4] = [
-        (OPENAI, br#"{"error":{"message":"bad","type":"invalid_request_error"}}"#),
-        (AZURE, br#"{"error":{"message":"bad","type":"invalid_request_error"}}"#),
-        (ANTHROPIC, br#"{"type":"error","error":{"type":"invalid_request_error","message":"bad"}}"#),
-        (GEMINI, br#"{"error":{"code":400,"message":"bad","status":"INVALID_ARGUMENT"}}"#),
+        (
+            OPENAI,
+            br#"{"error":{"message":"bad","type":"invalid_request_error"}}"#,
+        ),
+        (
+            AZURE,
+            br#"{"error":{"message":"bad","type":"invalid_request_error"}}"#,
+        ),
+        (
+            ANTHROPIC,
+            br#"{"type":"error","error":{"type":"invalid_request_error","message":"bad"}}"#,
+        ),
+        (
+            GEMINI,
+            br#"{"error":{"code":400,"message":"bad","status":"INVALID_ARGUMENT"}}"#,
+        ),
     ];
     for (p, body) in errors {
         let v: serde_json::Value = serde_json::from_slice(&p.error_to_openai(body)).unwrap();
@@ -234,9 +313,15 @@ fn registry() {
     let mut names = std::collections::HashSet::new();
     for (name, p, url) in PRESETS {
         assert!(names.insert(*name), "{name} twice");
-        assert_eq!(preset(name).map(|(q, u)| (q.name(), u)), Some((p.name(), *url)));
+        assert_eq!(
+            preset(name).map(|(q, u)| (q.name(), u)),
+            Some((p.name(), *url))
+        );
         if let Some(url) = url {
-            assert!(url.starts_with("http://") || url.starts_with("https://"), "{name}");
+            assert!(
+                url.starts_with("http://") || url.starts_with("https://"),
+                "{name}"
+            );
         }
     }
     let family = |kind: &str| preset(kind).unwrap().0.name();

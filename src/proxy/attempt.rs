@@ -65,10 +65,6 @@ pub struct Attempt {
 }
 
 /// How the response body is being read.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "one per attempt, held in its state: boxing the meter would cost an allocation per stream"
-)]
 enum Reader {
     /// Nothing to read.
     None,
@@ -365,9 +361,7 @@ impl AttemptState {
         let usage = match &self.reader {
             Reader::Meter(m) => Some(m.usage()),
             Reader::Translate(t) | Reader::Observe(t) => Some(t.usage()),
-            Reader::Json(body, protocol) => {
-                Some(reported_or_estimated(protocol.usage(body), body))
-            }
+            Reader::Json(body, protocol) => Some(reported_or_estimated(protocol.usage(body), body)),
             Reader::None | Reader::Scrub(_) | Reader::Hold { .. } => None,
         };
         if let Some(usage) = usage {

@@ -127,7 +127,14 @@ impl ProxyHttp for Tollgate {
         };
         if code == 0 && session.response_written().is_none() {
             let err = crate::error::GatewayError::Internal(e.etype().as_str().to_string());
-            let _ = respond::error(session, &err, "", crate::protocol::ClientProtocol::OpenAi, &[]).await;
+            let _ = respond::error(
+                session,
+                &err,
+                "",
+                crate::protocol::ClientProtocol::OpenAi,
+                &[],
+            )
+            .await;
         }
         FailToProxy {
             error_code: code,

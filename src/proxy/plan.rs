@@ -152,7 +152,10 @@ pub fn stream_translator(
     include_usage: bool,
 ) -> Option<Box<dyn StreamTranslator>> {
     let usage = include_usage || to.always_reports_usage();
-    match (from.stream_to_openai(model, usage), to.stream_from_openai(model)) {
+    match (
+        from.stream_to_openai(model, usage),
+        to.stream_from_openai(model),
+    ) {
         (Some(a), Some(b)) => Some(Box::new(Chain(a, b))),
         (a, b) => a.or(b),
     }
@@ -206,7 +209,11 @@ mod tests {
             (Messages, GEMINI, ChatCompletions, false, true),
         ];
         for (endpoint, provider, upstream, native, usage) in table {
-            let body = if endpoint == Messages { &messages } else { &chat };
+            let body = if endpoint == Messages {
+                &messages
+            } else {
+                &chat
+            };
             let p = plan(body, endpoint, provider, "up").unwrap();
             let what = format!("{endpoint:?} → {provider:?}");
             assert_eq!(p.upstream_endpoint, upstream, "{what}");
@@ -217,11 +224,21 @@ mod tests {
                     assert!(native, "{what}");
                     assert_eq!(*strip_usage, usage, "{what}");
                 }
-                (BodyPlan::Replace(b), ResponsePlan::Translate { include_usage, model, .. }) => {
+                (
+                    BodyPlan::Replace(b),
+                    ResponsePlan::Translate {
+                        include_usage,
+                        model,
+                        ..
+                    },
+                ) => {
                     assert!(!native, "{what}");
                     assert_eq!(*include_usage, usage, "{what}");
                     assert_eq!(model, "up", "{what}");
-                    assert!(serde_json::from_slice::<serde_json::Value>(b).is_ok(), "{what}");
+                    assert!(
+                        serde_json::from_slice::<serde_json::Value>(b).is_ok(),
+                        "{what}"
+                    );
                 }
                 _ => panic!("{what}: body and response plans disagree"),
             }
