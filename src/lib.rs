@@ -10,14 +10,20 @@
 //! - `route`: route, endpoint and model rule for a request; `pattern`: model-name patterns
 //!   and the provider model mapping; `models`: what `GET /models` lists to a caller.
 //! - `body`: the request's top-level JSON fields and the byte-splicing rewrite.
-//! - `provider`: where providers live and how to call them (`openai`), host resolution
-//!   off the request path (`resolve`).
+//! - `provider`: where providers live (URL, TLS, keys, the peer), host resolution off the
+//!   request path (`resolve`).
+//! - `protocol`: the wire protocols on both sides: `ClientProtocol` (OpenAI or Anthropic
+//!   Messages, and the rendering of every client-visible error in its shape) and one
+//!   `ProviderProtocol` per provider family (`openai`, `azure`, `anthropic`, `gemini`: path,
+//!   authentication, request/response/stream translation over `translate`, usage, error
+//!   bodies), with the registry `PRESETS` of provider types; `proxy::plan` joins the two.
 //! - `keys`: a provider's API-key pool and each key's health; `health`: what an attempt's
 //!   result means for its key, retry decisions, and active health checks.
 //! - `sse`, `usage`: the incremental SSE parser and token metering.
 //! - `forward`: which client headers reach a provider; `scrub`: provider keys and raw
 //!   upstream bytes kept out of what clients receive.
-//! - `error`: every client-visible error, mapped to status and OpenAI-style body.
+//! - `error`: every client-visible error (`GatewayError`), mapped to status and a code of
+//!   the closed set `ErrorCode`; its body is rendered by the client's protocol.
 //! - `metrics`, `access_log`, `admin`: what operators see; `reload`: config hot reload.
 //! - `conn`: client-connection policy (connection cap, header and keep-alive deadlines,
 //!   pipelining, the memory budget for request bodies).
