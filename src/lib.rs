@@ -3,7 +3,7 @@
 //! Layout, in the order a request meets it:
 //! - `config`: the YAML file (`file`) → the validated snapshot (`model::Gateway`), swapped
 //!   atomically through `SharedConfig`.
-//! - `proxy`: the Pingora `ProxyHttp` phases. `proxy::client` serves the client-facing
+//! - `proxy`: the Pingora `ProxyHttp` phases. `proxy::pipeline` serves the client-facing
 //!   request; `proxy::attempt` is one upstream attempt, driven by `proxy::pipe`.
 //! - `auth`: consumers and their credentials; `limits`: token and request rate limits;
 //!   `quota`: token balances; `store`: where long-lived counters are kept (SQLite, Redis).
