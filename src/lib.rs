@@ -56,6 +56,7 @@ pub mod route;
 pub mod scrub;
 pub mod server;
 pub mod sse;
+pub mod state;
 pub mod store;
 pub mod translate;
 pub mod usage;

@@ -8,7 +8,7 @@ use crate::error::GatewayError;
 use crate::limits::{Demand, Hold, Limited, Refusal, Used, Who};
 use crate::metrics::METRICS;
 use crate::route::RouteAuth;
-use crate::store::Backends;
+use crate::state::Backends;
 use crate::usage::{estimate_tokens, MAX_TOKENS_PER_REQUEST};
 use ipnet::IpNet;
 use pingora_proxy::Session;

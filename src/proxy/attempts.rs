@@ -19,7 +19,7 @@ use crate::limits::Hold;
 use crate::metrics::METRICS;
 use crate::provider::Provider;
 use crate::route::{AllKeysDown, Endpoint, ModelRule, Route, Target};
-use crate::store::Backends;
+use crate::state::Backends;
 use bytes::Bytes;
 use pingora_core::connectors::http::Connector;
 use pingora_proxy::Session;

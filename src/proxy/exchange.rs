@@ -14,7 +14,7 @@ use crate::limits::Hold;
 use crate::provider::Provider;
 use crate::quota::QuotaHold;
 use crate::route::Endpoint;
-use crate::store::Backends;
+use crate::state::Backends;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -42,7 +42,7 @@ use std::time::Instant;
 pub struct Tollgate {
     pub config: SharedConfig,
     pub access_log: Arc<AccessLog>,
-    pub backends: Arc<crate::store::Backends>,
+    pub backends: Arc<crate::state::Backends>,
     /// Upstream connections, pooled per provider address.
     pub connector: Connector,
 }

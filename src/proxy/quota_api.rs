@@ -71,7 +71,11 @@ pub(super) async fn serve(
         }
     };
     let consumer = consumer.as_str();
-    let balance = x.backends.quotas().apply(&config, consumer, op).await?;
+    let balance = x
+        .backends
+        .quotas()
+        .apply(&config.consumers, config.quota.as_ref(), consumer, op)
+        .await?;
     let body = serde_json::json!({"consumer": consumer, "quota": balance}).to_string();
     respond::json(session, 200, body.into(), &x.request_id)
         .await
