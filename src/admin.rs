@@ -269,7 +269,9 @@ impl ServeHttp for Admin {
         let method = session.req_header().method.clone();
         match path.as_str() {
             "/metrics" => {
-                crate::metrics::observe_keys(&self.config.load());
+                let config = self.config.load();
+                let pools = config.providers.iter().map(|p| (p.name.as_str(), &p.keys));
+                crate::metrics::observe_keys(pools);
                 respond(
                     StatusCode::OK,
                     "text/plain; version=0.0.4",
