@@ -8,7 +8,7 @@
 //! - `auth`: consumers and their credentials; `limits`: token and request rate limits;
 //!   `quota`: token balances; `store`: where long-lived counters are kept (SQLite, Redis).
 //! - `route`: route, endpoint and model rule for a request; `pattern`: model-name patterns
-//!   and the provider model mapping; `models`: what `GET /models` lists to a caller.
+//!   and the provider model mapping; `route::models`: what `GET /models` lists to a caller.
 //! - `body`: the request's top-level JSON fields and the byte-splicing rewrite.
 //! - `provider`: where providers live and how to call them (`openai`), host resolution
 //!   off the request path (`resolve`).
@@ -45,7 +45,6 @@ pub mod lifecycle;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
-pub mod models;
 pub mod pattern;
 pub mod preflight;
 pub mod provider;

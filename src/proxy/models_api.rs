@@ -65,12 +65,12 @@ pub(super) async fn serve(
                 .get(prefix..)
                 .and_then(|rest| rest.strip_prefix("/models/"))
                 .unwrap_or("");
-            let id = crate::models::decode_id(raw)
+            let id = crate::route::models::decode_id(raw)
                 .ok_or_else(|| GatewayError::ModelNotFound(raw.to_string()))?;
-            crate::models::retrieve(&routes, &allowed, &id)
+            crate::route::models::retrieve(&routes, &allowed, &id)
                 .ok_or(GatewayError::ModelNotFound(id))?
         }
-        _ => crate::models::merged(&routes, &allowed),
+        _ => crate::route::models::merged(&routes, &allowed),
     };
     respond::json(session, 200, body, &x.request_id)
         .await
