@@ -221,4 +221,45 @@ mod tests {
             Err(GaveUp::Exhausted(f)) if f == [1]
         ));
     }
+
+    const TWO_TARGETS: &str = r#"
+listeners:
+  proxy: [{address: "127.0.0.1:8080"}]
+providers:
+  - {name: a, type: openai-compatible, base_url: "http://127.0.0.1:1/v1", api_keys: ["a0", "a1", "a2"]}
+  - {name: b, type: openai-compatible, base_url: "http://127.0.0.1:2/v1", api_keys: ["b0"]}
+routes:
+  - name: r
+    models:
+      - model: "*"
+        targets: [{provider: a}, {provider: b, weight: 0}]
+"#;
+
+    fn names(order: KeyOrder<'_>) -> Vec<String> {
+        order
+            .map(|(t, k)| t.provider.keys.get(k).unwrap().name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn key_order_tries_each_target_up_to_per_target_then_falls_back() {
+        let gw = crate::config::parse(TWO_TARGETS, "t.yaml", None).unwrap();
+        let rule = &gw.routes[0].rules[0];
+        let targets = rule.attempt_order();
+        let mut all = names(KeyOrder::new(&targets, u32::MAX, false));
+        all[..3].sort();
+        assert_eq!(all, ["a#0", "a#1", "a#2", "b#0"]);
+        let one_each = names(KeyOrder::new(&targets, 1, false));
+        assert_eq!(one_each.len(), 2);
+        assert!(one_each[0].starts_with("a#") && one_each[1] == "b#0");
+        // Keys out of rotation are skipped, unless `try_anyway`.
+        let a = &gw.provider("a").unwrap();
+        for key in a.keys.iter() {
+            for _ in 0..a.health.policy.failure_threshold {
+                key.report(crate::keys::KeyOutcome::Failure, &a.health.policy);
+            }
+        }
+        assert_eq!(names(KeyOrder::new(&targets, u32::MAX, false)), ["b#0"]);
+        assert_eq!(names(KeyOrder::new(&targets, u32::MAX, true)).len(), 4);
+    }
 }
