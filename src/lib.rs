@@ -3,12 +3,12 @@
 //! Layout, in the order a request meets it:
 //! - `config`: the YAML file (`file`) → the validated snapshot (`model::Gateway`), swapped
 //!   atomically through `SharedConfig`.
-//! - `proxy`: the Pingora `ProxyHttp` phases. `proxy::client` serves the client-facing
+//! - `proxy`: the Pingora `ProxyHttp` phases. `proxy::pipeline` serves the client-facing
 //!   request; `proxy::attempt` is one upstream attempt, driven by `proxy::pipe`.
 //! - `auth`: consumers and their credentials; `limits`: token and request rate limits;
 //!   `quota`: token balances; `store`: where long-lived counters are kept (SQLite, Redis).
 //! - `route`: route, endpoint and model rule for a request; `pattern`: model-name patterns
-//!   and the provider model mapping; `models`: what `GET /models` lists to a caller.
+//!   and the provider model mapping; `route::models`: what `GET /models` lists to a caller.
 //! - `body`: the request's top-level JSON fields and the byte-splicing rewrite.
 //! - `provider`: where providers live (URL, TLS, keys, the peer), host resolution off the
 //!   request path (`resolve`).
@@ -51,7 +51,6 @@ pub mod lifecycle;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
-pub mod models;
 pub mod pattern;
 pub mod preflight;
 pub mod protocol;
@@ -63,6 +62,7 @@ pub mod route;
 pub mod scrub;
 pub mod server;
 pub mod sse;
+pub mod state;
 pub mod store;
 pub mod translate;
 pub mod usage;
