@@ -37,6 +37,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod auth;
+pub mod background;
 pub mod body;
 pub mod config;
 pub mod conn;

@@ -5,12 +5,12 @@
 
 use crate::access_log::{self, AccessLog};
 use crate::admin::Admin;
+use crate::background::{Checker, Resolver};
 use crate::config::model::{Listener, ServerSettings};
 use crate::config::{Gateway, SharedConfig};
 use crate::conn::{Capped, Guarded};
-use crate::health::Checker;
 use crate::lifecycle::{Announced, Lifecycle, ListenerInfo};
-use crate::provider::resolve::{resolve_now, Resolver};
+use crate::provider::resolve::resolve_now;
 use crate::proxy::Tollgate;
 use crate::reload::{OnSighup, Reloader};
 use crate::state::Backends;

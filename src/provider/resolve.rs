@@ -11,11 +11,7 @@
 //! that is said once per provider, when it is first seen. A lookup failure is logged once,
 //! when a provider's host stops resolving, and its recovery once, not at every refresh.
 
-use crate::config::SharedConfig;
 use crate::provider::Provider;
-use async_trait::async_trait;
-use pingora_core::server::ShutdownWatch;
-use pingora_core::services::background::BackgroundService;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -62,7 +58,7 @@ fn usable(provider: &Provider) -> bool {
     false
 }
 
-async fn resolve_one(provider: &Provider) {
+pub async fn resolve_one(provider: &Provider) {
     if provider.upstream.host.parse::<std::net::IpAddr>().is_ok()
         || provider.connect_to.is_some()
         || !usable(provider)
@@ -119,26 +115,5 @@ pub fn resolve_now(providers: &[Arc<Provider>]) {
             futures_util::future::join_all(tasks).await;
         }),
         Err(e) => log::warn!("cannot start resolver runtime: {e}"),
-    }
-}
-
-pub struct Resolver {
-    pub config: SharedConfig,
-}
-
-#[async_trait]
-impl BackgroundService for Resolver {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        loop {
-            let refresh = self.config.load().dns_refresh;
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tokio::time::sleep(refresh) => {}
-            }
-            let snapshot = self.config.load_full();
-            for provider in snapshot.providers.iter() {
-                resolve_one(provider).await;
-            }
-        }
     }
 }

@@ -1,0 +1,9 @@
+//! The gateway's background services, run by Pingora beside the listeners: active health
+//! checks of keys out of rotation (`checks`) and the refresh of provider addresses (`dns`).
+//! They read the running config snapshot; nothing on the request path waits for them.
+
+pub mod checks;
+pub mod dns;
+
+pub use checks::Checker;
+pub use dns::Resolver;
