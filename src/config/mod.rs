@@ -1,18 +1,18 @@
 //! Configuration: one YAML file with Pingora's server settings and the gateway's.
 //!
-//! `file` is the serde schema as written; `model` the validated snapshot the gateway runs on;
-//! `env` the `${VAR}` expansion. `load` goes from a path to a `Gateway`, and every error names
-//! the field at fault. The running snapshot lives in a `SharedConfig` (arc-swap): requests
+//! `crate::settings` is the serde schema as written; `model` the validated snapshot the
+//! gateway runs on; `env` the `${VAR}` expansion. `load` goes from a path to a `Gateway`,
+//! `build` from settings already in hand, and every error names the field at fault. The running snapshot lives in a `SharedConfig` (arc-swap): requests
 //! load it once and keep that `Arc` to the end, so nothing is parsed per request.
 
 pub mod client;
 pub mod env;
-pub mod file;
 pub mod model;
 pub mod paths;
 
 pub use model::Gateway;
 
+use crate::settings::{self, Settings};
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 
@@ -42,11 +42,22 @@ impl ConfigError {
 
 /// Parse a config from YAML text; `previous` is the config it replaces, if any.
 pub fn parse(text: &str, path: &str, previous: Option<&Gateway>) -> Result<Gateway, ConfigError> {
-    let file: file::FileConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
+    let settings = settings::from_yaml(text).map_err(|message| ConfigError::Syntax {
         path: path.to_string(),
-        message: e.to_string(),
+        message,
     })?;
-    let mut gateway = Gateway::build(file, previous)?;
+    build(&settings, path, previous)
+}
+
+/// Validate `settings` into the runtime snapshot. `path` is where the settings are kept (its
+/// directory is the state directory unless `--state-dir` says otherwise); `previous` is the
+/// config the new one replaces, if any.
+pub fn build(
+    settings: &Settings,
+    path: &str,
+    previous: Option<&Gateway>,
+) -> Result<Gateway, ConfigError> {
+    let mut gateway = Gateway::build(settings, previous)?;
     paths::resolve(&mut gateway, &paths::state_dir(path))?;
     Ok(gateway)
 }
