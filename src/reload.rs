@@ -162,3 +162,45 @@ impl BackgroundService for OnSighup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const BASE: &str = r#"
+listeners:
+  proxy: [{address: "127.0.0.1:8080"}]
+  admin: {address: "127.0.0.1:9090", token: old}
+providers:
+  - {name: mock, type: openai-compatible, base_url: "http://127.0.0.1:8090/v1", api_keys: [k]}
+routes:
+  - {name: default, models: [{model: "mock-*", targets: [{provider: mock}]}]}
+"#;
+
+    fn upgrade(from: &str, to: &str) -> Vec<&'static str> {
+        let running = Running::of(&config::parse(from, "t.yaml", None).unwrap());
+        needs_upgrade(&running, &config::parse(to, "t.yaml", None).unwrap())
+    }
+
+    #[test]
+    fn needs_upgrade_compares_what_runs() {
+        assert!(upgrade(BASE, BASE).is_empty());
+        // The admin token applies live; a default written out is no change.
+        assert!(upgrade(BASE, &BASE.replace("token: old", "token: new")).is_empty());
+        assert!(upgrade(BASE, &format!("server: {{threads: 1}}\n{BASE}")).is_empty());
+        assert_eq!(
+            upgrade(BASE, &format!("server: {{threads: 2}}\n{BASE}")),
+            ["server"]
+        );
+        assert_eq!(upgrade(BASE, &BASE.replace("8080", "8081")), ["listeners"]);
+        assert_eq!(
+            upgrade(BASE, &format!("access_log: {{path: off}}\n{BASE}")),
+            ["access_log"]
+        );
+        assert_eq!(
+            upgrade(BASE, &format!("client: {{max_connections: 5}}\n{BASE}")),
+            ["client.max_connections"]
+        );
+    }
+}

@@ -104,6 +104,19 @@ routes:
         assert_eq!(p.model_map.map("mock-gpt-4o"), Some("gpt-4o-2024"));
     }
 
+    #[test]
+    fn builds_from_settings_in_hand() {
+        let mut settings = crate::settings::from_yaml(BASE).unwrap();
+        settings.providers[0].api_version = Some("2024-10-21".into());
+        let e = build(&settings, "t.yaml", None).unwrap_err().to_string();
+        assert!(e.contains("providers[0] (mock).api_version"), "{e}");
+        settings.providers[0].kind = crate::settings::ProviderType::Azure;
+        settings.routes[0].name = "renamed".into();
+        let gw = build(&settings, "t.yaml", None).unwrap();
+        assert_eq!(gw.routes[0].name, "renamed");
+        assert_eq!(gw.provider("mock").unwrap().kind, "azure");
+    }
+
     fn err(text: &str) -> String {
         parse(text, "t.yaml", None).unwrap_err().to_string()
     }
