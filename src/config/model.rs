@@ -565,10 +565,7 @@ fn build_store(f: &Settings, limits: &Limits) -> Result<StoreSettings, ConfigErr
     })
 }
 
-fn build_quota(
-    f: &Settings,
-    consumers: &Consumers,
-) -> Result<Option<QuotaSettings>, ConfigError> {
+fn build_quota(f: &Settings, consumers: &Consumers) -> Result<Option<QuotaSettings>, ConfigError> {
     let Some(q) = &f.quota else { return Ok(None) };
     let known = |field: &str, name: &str| {
         if consumers.names().iter().any(|n| n == name) {

@@ -16,17 +16,16 @@ mod access;
 mod providers;
 mod routes;
 mod server;
-mod text;
 #[cfg(test)]
 mod tests;
+mod text;
 
 pub use access::{
     AuthSection, ConsumerSection, CredentialSource, OnError, QuotaSection, RateKey,
     RateLimitSection, RedisSection, StoreSection, Window,
 };
 pub use providers::{
-    HealthFailure, HealthSection, KeyEntry, NamedKey, ProviderSection, ProviderType,
-    TimeoutSection,
+    HealthFailure, HealthSection, KeyEntry, NamedKey, ProviderSection, ProviderType, TimeoutSection,
 };
 pub use routes::{
     AllKeysDown, ModelRuleSection, RetrySection, RouteAuthSection, RouteSection, TargetSection,

@@ -80,9 +80,8 @@ impl std::str::FromStr for ProviderType {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        Self::from_word(s).ok_or_else(|| {
-            format!("unknown provider type `{s}` (known: {})", Self::words())
-        })
+        Self::from_word(s)
+            .ok_or_else(|| format!("unknown provider type `{s}` (known: {})", Self::words()))
     }
 }
 

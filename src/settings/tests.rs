@@ -28,7 +28,11 @@ fn shipped_configs_round_trip() {
             let yaml = round_trip(&settings);
             // Nothing that was not written comes out: no nulls, no empty lists or sections.
             for absent in [": null", ": []", ": {}", "\n  {}"] {
-                assert!(!yaml.contains(absent), "{}: {absent}\n{yaml}", path.display());
+                assert!(
+                    !yaml.contains(absent),
+                    "{}: {absent}\n{yaml}",
+                    path.display()
+                );
             }
             checked += 1;
         }
@@ -87,7 +91,12 @@ access_log: {path: "-"}
 fn text_is_kept_as_written() {
     let settings = from_yaml(BASE).unwrap();
     let yaml = round_trip(&settings);
-    for reference in ["${OPENAI_KEY}", "${ADMIN_TOKEN}", "${ALICE_KEY}", "${REDIS_PASSWORD}"] {
+    for reference in [
+        "${OPENAI_KEY}",
+        "${ADMIN_TOKEN}",
+        "${ALICE_KEY}",
+        "${REDIS_PASSWORD}",
+    ] {
         assert!(yaml.contains(reference), "{reference} in\n{yaml}");
     }
     let p = &settings.providers[0];
@@ -117,7 +126,10 @@ fn text_is_kept_as_written() {
         CredentialSource::Header("X-Team".into())
     );
     assert_eq!(settings.access_log.path, Some(AccessLogPath::Stdout));
-    assert_eq!(settings.routes[0].all_keys_down, Some(AllKeysDown::TryAnyway));
+    assert_eq!(
+        settings.routes[0].all_keys_down,
+        Some(AllKeysDown::TryAnyway)
+    );
     // A literal secret is written back (it is the file's text) but never shown by `Debug`.
     assert!(yaml.contains("sk-literal"));
     assert!(!format!("{settings:?}").contains("sk-literal"));
@@ -128,19 +140,84 @@ fn text_is_kept_as_written() {
 fn closed_sets_reject_other_words_naming_the_entry() {
     let bad = |from: &str, to: &str| from_yaml(&BASE.replace(from, to)).unwrap_err();
     let cases = [
-        ("type: openai", "type: openia", "providers[0] (openai).type", "unknown provider type `openia`"),
-        ("window: minute", "window: fortnight", "rate_limits[0] (teams).window", "expected second, minute, hour or day"),
-        ("\"header:x-team\"", "\"header:bad header\"", "rate_limits[0] (teams).key", "is not a header name"),
-        ("\"header:x-team\"", "team", "rate_limits[0] (teams).key", "header:NAME"),
-        ("on_error: closed", "on_error: maybe", "redis.on_error", "expected open or closed"),
-        ("try_anyway", "try_harder", "routes[0] (default).all_keys_down", "fail_fast or try_anyway"),
-        ("5xx]", "3xx]", "providers[0] (openai).health.failures[2]", "only 4xx and 5xx"),
-        ("429,", "200,", "providers[0] (openai).health.failures[1]", "a 4xx/5xx status"),
-        ("\"query:key\"", "\"cookie:k\"", "auth.sources[2]", "expected bearer"),
-        ("1500ms", "soon", "providers[0] (openai).health.check_interval", "is not a duration"),
-        ("timeout: 1s", "timeout: 1", "redis.timeout", "is not a duration"),
-        ("weight: 2}", "weight: 2, wieght: 3}", "providers[0] (openai).api_keys", "did not match"),
-        ("all_keys_down", "all_key_down", "routes[0] (default)", "all_key_down"),
+        (
+            "type: openai",
+            "type: openia",
+            "providers[0] (openai).type",
+            "unknown provider type `openia`",
+        ),
+        (
+            "window: minute",
+            "window: fortnight",
+            "rate_limits[0] (teams).window",
+            "expected second, minute, hour or day",
+        ),
+        (
+            "\"header:x-team\"",
+            "\"header:bad header\"",
+            "rate_limits[0] (teams).key",
+            "is not a header name",
+        ),
+        (
+            "\"header:x-team\"",
+            "team",
+            "rate_limits[0] (teams).key",
+            "header:NAME",
+        ),
+        (
+            "on_error: closed",
+            "on_error: maybe",
+            "redis.on_error",
+            "expected open or closed",
+        ),
+        (
+            "try_anyway",
+            "try_harder",
+            "routes[0] (default).all_keys_down",
+            "fail_fast or try_anyway",
+        ),
+        (
+            "5xx]",
+            "3xx]",
+            "providers[0] (openai).health.failures[2]",
+            "only 4xx and 5xx",
+        ),
+        (
+            "429,",
+            "200,",
+            "providers[0] (openai).health.failures[1]",
+            "a 4xx/5xx status",
+        ),
+        (
+            "\"query:key\"",
+            "\"cookie:k\"",
+            "auth.sources[2]",
+            "expected bearer",
+        ),
+        (
+            "1500ms",
+            "soon",
+            "providers[0] (openai).health.check_interval",
+            "is not a duration",
+        ),
+        (
+            "timeout: 1s",
+            "timeout: 1",
+            "redis.timeout",
+            "is not a duration",
+        ),
+        (
+            "weight: 2}",
+            "weight: 2, wieght: 3}",
+            "providers[0] (openai).api_keys",
+            "did not match",
+        ),
+        (
+            "all_keys_down",
+            "all_key_down",
+            "routes[0] (default)",
+            "all_key_down",
+        ),
     ];
     for (from, to, field, message) in cases {
         let e = bad(from, to);
@@ -152,12 +229,63 @@ fn closed_sets_reject_other_words_naming_the_entry() {
 
 /// Strings that YAML might read as something else, or that need quoting or escapes.
 const TRICKY: &[&str] = &[
-    "a", "mock-*", "${OPENAI_KEY}", "sk-${A}x${B}", "$$literal", "yes", "no", "true", "False",
-    "null", "~", "123", "-7", "0x10", "0o7", "1e3", "1.5", ".inf", ".nan", "", " lead",
-    "trail ", "a: b", "- x", "#hash", "x #y", "'q'", "\"dq\"", "multi\nline", "two\n\nlines\n",
-    "tab\there", "ünïcödé", "*", "~^gpt-(4|5).*$", "[x]", "{y}", "&anchor", "*alias", "!tag",
-    "%p", "@at", "`bt`", "x,y", "-", "on", "off", "Y", "=", "<<", "---", "...", "?", ":",
-    "back\\slash", "\u{7f}del", "nul\u{0}byte", "cr\rlf",
+    "a",
+    "mock-*",
+    "${OPENAI_KEY}",
+    "sk-${A}x${B}",
+    "$$literal",
+    "yes",
+    "no",
+    "true",
+    "False",
+    "null",
+    "~",
+    "123",
+    "-7",
+    "0x10",
+    "0o7",
+    "1e3",
+    "1.5",
+    ".inf",
+    ".nan",
+    "",
+    " lead",
+    "trail ",
+    "a: b",
+    "- x",
+    "#hash",
+    "x #y",
+    "'q'",
+    "\"dq\"",
+    "multi\nline",
+    "two\n\nlines\n",
+    "tab\there",
+    "ünïcödé",
+    "*",
+    "~^gpt-(4|5).*$",
+    "[x]",
+    "{y}",
+    "&anchor",
+    "*alias",
+    "!tag",
+    "%p",
+    "@at",
+    "`bt`",
+    "x,y",
+    "-",
+    "on",
+    "off",
+    "Y",
+    "=",
+    "<<",
+    "---",
+    "...",
+    "?",
+    ":",
+    "back\\slash",
+    "\u{7f}del",
+    "nul\u{0}byte",
+    "cr\rlf",
 ];
 
 fn s(rng: &mut XorShift) -> String {
