@@ -117,6 +117,16 @@ routes:
         assert_eq!(gw.provider("mock").unwrap().kind, "azure");
     }
 
+    #[test]
+    fn every_provider_type_has_a_preset() {
+        use crate::settings::ProviderType;
+        for kind in ProviderType::ALL {
+            let presets = crate::provider::PRESETS.iter();
+            assert!(presets.filter(|(n, _, _)| *n == kind.as_str()).count() == 1, "{kind}");
+        }
+        assert_eq!(crate::provider::PRESETS.len(), ProviderType::ALL.len());
+    }
+
     fn err(text: &str) -> String {
         parse(text, "t.yaml", None).unwrap_err().to_string()
     }
