@@ -7,6 +7,7 @@
 //! from the current config snapshot, so a reload rotates it: the old token stops working
 //! at once.
 
+use crate::auth::same_secret;
 use crate::config::{Gateway, SharedConfig};
 use crate::error::GatewayError;
 use crate::quota::QuotaOp;
@@ -24,7 +25,7 @@ pub struct Admin {
     /// admin listener (removed by a reload, which needs an upgrade to apply), so that such a
     /// reload never leaves the running admin listener open.
     pub token: Option<String>,
-    pub backends: std::sync::Arc<crate::store::Backends>,
+    pub backends: std::sync::Arc<crate::state::Backends>,
 }
 
 fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -57,14 +58,6 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response<Vec<u8>> {
         status,
         json!({"error": {"message": message, "type": kind, "code": code}}),
     )
-}
-
-/// Constant-time equality for secrets.
-pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn providers_json(config: &Gateway) -> Vec<serde_json::Value> {
@@ -178,7 +171,7 @@ impl Admin {
                 let balance = self
                     .backends
                     .quotas()
-                    .apply(config, name, QuotaOp::Get)
+                    .apply(&config.consumers, Some(settings), name, QuotaOp::Get)
                     .await
                     .ok();
                 out.insert(name.clone(), json!(balance));
@@ -216,7 +209,12 @@ impl Admin {
             ))),
         };
         let result = match op {
-            Ok(op) => self.backends.quotas().apply(&config, name, op).await,
+            Ok(op) => {
+                self.backends
+                    .quotas()
+                    .apply(&config.consumers, config.quota.as_ref(), name, op)
+                    .await
+            }
             Err(e) => Err(e),
         };
         match result {
@@ -271,7 +269,9 @@ impl ServeHttp for Admin {
         let method = session.req_header().method.clone();
         match path.as_str() {
             "/metrics" => {
-                crate::metrics::observe_keys(&self.config.load());
+                let config = self.config.load();
+                let pools = config.providers.iter().map(|p| (p.name.as_str(), &p.keys));
+                crate::metrics::observe_keys(pools);
                 respond(
                     StatusCode::OK,
                     "text/plain; version=0.0.4",

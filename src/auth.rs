@@ -7,7 +7,6 @@
 //! how much of a guess was right. Credentials are never logged; only consumer names travel
 //! with the request. A consumer-identity header sent by the client is never read.
 
-use crate::admin::same_secret;
 use crate::settings::CredentialSource;
 use http::HeaderMap;
 use std::collections::HashMap;
@@ -186,6 +185,14 @@ impl Consumers {
         }
         Ok(Some(name))
     }
+}
+
+/// Constant-time equality for secrets.
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

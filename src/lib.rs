@@ -4,12 +4,12 @@
 //! - `settings`: the YAML file as plain serde data, read and written back as written;
 //!   `config`: settings → the validated snapshot (`model::Gateway`), swapped atomically
 //!   through `SharedConfig`.
-//! - `proxy`: the Pingora `ProxyHttp` phases. `proxy::client` serves the client-facing
+//! - `proxy`: the Pingora `ProxyHttp` phases. `proxy::pipeline` serves the client-facing
 //!   request; `proxy::attempt` is one upstream attempt, driven by `proxy::pipe`.
 //! - `auth`: consumers and their credentials; `limits`: token and request rate limits;
 //!   `quota`: token balances; `store`: where long-lived counters are kept (SQLite, Redis).
 //! - `route`: route, endpoint and model rule for a request; `pattern`: model-name patterns
-//!   and the provider model mapping; `models`: what `GET /models` lists to a caller.
+//!   and the provider model mapping; `route::models`: what `GET /models` lists to a caller.
 //! - `body`: the request's top-level JSON fields and the byte-splicing rewrite.
 //! - `provider`: where providers live and how to call them (`openai`), host resolution
 //!   off the request path (`resolve`).
@@ -46,7 +46,6 @@ pub mod lifecycle;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
-pub mod models;
 pub mod pattern;
 pub mod preflight;
 pub mod provider;
@@ -58,6 +57,7 @@ pub mod scrub;
 pub mod server;
 pub mod settings;
 pub mod sse;
+pub mod state;
 pub mod store;
 pub mod translate;
 pub mod usage;

@@ -18,7 +18,7 @@
 //! process keeps accepting on the shared sockets until the new one has taken over.
 
 use crate::access_log::AccessLog;
-use crate::store::Backends;
+use crate::state::Backends;
 use async_trait::async_trait;
 use pingora_core::server::{ExecutionPhase, ListenFds, ShutdownWatch};
 use pingora_core::services::background::BackgroundService;

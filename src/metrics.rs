@@ -338,16 +338,16 @@ pub fn request_series(route: &str, provider: &str, model: &str) -> std::rc::Rc<R
     })
 }
 
-/// Refresh the key-state gauges from the running config.
-pub fn observe_keys(config: &crate::config::Gateway) {
+/// Refresh the key-state gauges from the running config's key pools, by provider name.
+pub fn observe_keys<'a>(pools: impl Iterator<Item = (&'a str, &'a crate::keys::KeyPool)>) {
     METRICS.key_healthy.reset();
-    for p in &config.providers {
-        for k in p.keys.iter() {
+    for (provider, keys) in pools {
+        for k in keys.iter() {
             let state = k.state();
             let up = i64::from(k.usable());
             METRICS
                 .key_healthy
-                .with_label_values(&[p.name.as_str(), k.name.as_str(), state.as_str()])
+                .with_label_values(&[provider, k.name.as_str(), state.as_str()])
                 .set(up);
         }
     }

@@ -17,7 +17,7 @@
 //! Either way, concurrent requests cannot overspend a balance by more than the difference
 //! between what they reserved and what they used.
 
-use crate::config::Gateway;
+use crate::auth::Consumers;
 use crate::error::GatewayError;
 use crate::metrics::METRICS;
 use crate::store::{StoreError, Stores};
@@ -233,7 +233,8 @@ impl Quotas {
     /// Apply an API operation to a consumer known to the config; returns the balance.
     pub async fn apply(
         &self,
-        config: &Gateway,
+        consumers: &Consumers,
+        settings: Option<&QuotaSettings>,
         consumer: &str,
         op: QuotaOp,
     ) -> Result<i64, GatewayError> {
@@ -242,12 +243,12 @@ impl Quotas {
                 "the `consumer` parameter is required".into(),
             ));
         }
-        if !config.consumers.names().iter().any(|n| n == consumer) {
+        if !consumers.names().iter().any(|n| n == consumer) {
             return Err(GatewayError::BadQuotaRequest(format!(
                 "unknown consumer `{consumer}`"
             )));
         }
-        if config.quota.is_none() {
+        if settings.is_none() {
             return Err(GatewayError::BadQuotaRequest(
                 "quotas are not configured on this gateway".into(),
             ));

@@ -13,7 +13,7 @@ use crate::lifecycle::{Announced, Lifecycle, ListenerInfo};
 use crate::provider::resolve::{resolve_now, Resolver};
 use crate::proxy::Tollgate;
 use crate::reload::{OnSighup, Reloader};
-use crate::store::Backends;
+use crate::state::Backends;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora_core::connectors::http::Connector;

@@ -397,7 +397,7 @@ fn build_route(
     let listed = |provider: &str, keys: usize| {
         keys > 0 || r.list_unconfigured || list_unconfigured.contains(provider)
     };
-    route.models = crate::models::ModelList::build(&route, &listed);
+    route.models = crate::route::models::ModelList::build(&route, &listed);
     Ok(route)
 }
 

@@ -1,12 +1,14 @@
-//! Who may go ahead: the client IP (through trusted proxies), rate limits at admission and
-//! per provider key, and the consumer's quota.
+//! Admission: who may go ahead. The consumer (the route's auth), the client IP (through
+//! trusted proxies), rate limits at admission and per provider key, and the consumer's quota.
 
-use super::client::ClientRequest;
+use super::exchange::{ExtraHeaders, Reservations};
 use crate::body::RequestBody;
 use crate::config::Gateway;
 use crate::error::GatewayError;
-use crate::limits::{Demand, Limited, Refusal, Used, Who};
+use crate::limits::{Demand, Hold, Limited, Refusal, Used, Who};
 use crate::metrics::METRICS;
+use crate::route::RouteAuth;
+use crate::state::Backends;
 use crate::usage::{estimate_tokens, MAX_TOKENS_PER_REQUEST};
 use ipnet::IpNet;
 use pingora_proxy::Session;
@@ -64,137 +66,163 @@ pub fn rate_limited(limited: &Limited) -> GatewayError {
     }
 }
 
-impl ClientRequest {
-    fn who<'a>(&'a self, session: &'a Session, route: &'a str, key: Option<&'a str>) -> Who<'a> {
+/// Who is calling, as the route requires (`None`: anonymous, where the route allows it).
+pub fn authenticate(
+    session: &Session,
+    config: &Gateway,
+    auth: &RouteAuth,
+) -> Result<Option<String>, GatewayError> {
+    let req = session.req_header();
+    let consumer =
+        config
+            .consumers
+            .identify(&req.headers, req.uri.query(), auth.required, &auth.allow)?;
+    Ok(consumer.map(str::to_string))
+}
+
+/// An admitted request: what the stages after admission need to know about it.
+#[derive(Clone, Copy, Debug)]
+pub struct Admitted {
+    /// Estimated prompt tokens and `max_tokens`.
+    pub demand: Demand,
+    /// The client's address (through trusted proxies).
+    pub client_ip: Option<IpAddr>,
+}
+
+/// The caller as the rate limits see it.
+pub struct Caller<'a> {
+    pub session: &'a Session,
+    pub config: &'a Gateway,
+    pub backends: &'a Backends,
+    pub route: &'a str,
+    pub consumer: Option<&'a str>,
+}
+
+impl Caller<'_> {
+    fn who<'a>(&'a self, ip: Option<IpAddr>, provider_key: Option<&'a str>) -> Who<'a> {
         Who {
-            route,
-            consumer: self.consumer.as_deref(),
-            ip: self.client_ip,
-            headers: &session.req_header().headers,
-            provider_key: key,
+            route: self.route,
+            consumer: self.consumer,
+            ip,
+            headers: &self.session.req_header().headers,
+            provider_key,
         }
     }
+}
 
-    /// Reserve this request's tokens under every rate limit that applies.
-    pub async fn admit_limits(
-        &mut self,
-        session: &Session,
-        config: &Gateway,
-        route: &str,
-        demand: Demand,
-    ) -> Result<(), GatewayError> {
-        if config.limits.rules.is_empty() {
-            return Ok(());
+/// Rate limits at admission, then the consumer's quota. Each reservation goes to `reserved`
+/// as soon as it is made, so accounting settles it whether or not the request goes on;
+/// `headers` gets the limits' `x-ratelimit-*` (and `retry-after` on refusal).
+pub async fn admit(
+    caller: &Caller<'_>,
+    body: &RequestBody,
+    reserved: &mut Reservations,
+    headers: &mut ExtraHeaders,
+) -> Result<Admitted, GatewayError> {
+    let admitted = Admitted {
+        demand: demand(body),
+        client_ip: client_ip(caller.session, &caller.config.trusted_proxies),
+    };
+    admit_limits(caller, &admitted, reserved, headers).await?;
+    admit_quota(caller, admitted.demand, reserved).await?;
+    Ok(admitted)
+}
+
+/// Reserve this request's tokens under every rate limit that applies.
+async fn admit_limits(
+    caller: &Caller<'_>,
+    admitted: &Admitted,
+    reserved: &mut Reservations,
+    headers: &mut ExtraHeaders,
+) -> Result<(), GatewayError> {
+    let limits = &caller.config.limits;
+    if limits.rules.is_empty() {
+        return Ok(());
+    }
+    let who = caller.who(admitted.client_ip, None);
+    match limits
+        .admit(caller.backends.stores(), &who, admitted.demand)
+        .await
+    {
+        Ok((holds, headroom)) => {
+            reserved.limits = holds;
+            *headers = headroom.headers();
+            Ok(())
         }
-        let who = self.who(session, route, None);
-        let result = config
+        Err(Refusal::Limited(limited)) => {
+            METRICS
+                .ratelimit_rejections
+                .with_label_values(&[
+                    caller.route,
+                    caller.consumer.unwrap_or(""),
+                    limited.rule.as_str(),
+                ])
+                .inc();
+            *headers = limited.headroom.headers();
+            let secs = limited.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            headers.push((http::header::RETRY_AFTER, secs.to_string()));
+            Err(rate_limited(&limited))
+        }
+        Err(Refusal::StoreUnavailable) => Err(GatewayError::StoreUnavailable("rate limits")),
+    }
+}
+
+/// Reserve on a provider key's own budget: `Ok(Err(limited))` when the key is over it (try
+/// another key); `Err` when the store fails closed.
+pub async fn admit_key(
+    caller: &Caller<'_>,
+    admitted: &Admitted,
+    provider: &str,
+    key_name: &str,
+) -> Result<Result<Vec<Hold>, Box<Limited>>, GatewayError> {
+    let limits = &caller.config.limits;
+    if !limits.has_key_rules() {
+        return Ok(Ok(Vec::new()));
+    }
+    let key = format!("{provider}/{key_name}");
+    let who = caller.who(admitted.client_ip, Some(&key));
+    match limits
+        .admit(caller.backends.stores(), &who, admitted.demand)
+        .await
+    {
+        Ok((holds, _)) => Ok(Ok(holds)),
+        Err(Refusal::Limited(l)) => Ok(Err(l)),
+        Err(Refusal::StoreUnavailable) => Err(GatewayError::StoreUnavailable("rate limits")),
+    }
+}
+
+/// Give back holds that used nothing (a failed attempt's hold on its key).
+pub async fn release(caller: &Caller<'_>, holds: Vec<Hold>) {
+    if !holds.is_empty() {
+        caller
+            .config
             .limits
-            .admit(self.backends.stores(), &who, demand)
+            .reconcile(caller.backends.stores(), &holds, Used::default())
             .await;
-        match result {
-            Ok((holds, headroom)) => {
-                self.holds = holds;
-                self.extra_headers = headroom.headers();
-                Ok(())
-            }
-            Err(Refusal::Limited(limited)) => {
-                METRICS
-                    .ratelimit_rejections
-                    .with_label_values(&[
-                        route,
-                        self.consumer.as_deref().unwrap_or(""),
-                        limited.rule.as_str(),
-                    ])
-                    .inc();
-                self.extra_headers = limited.headroom.headers();
-                let secs = limited.retry_after.as_secs_f64().ceil().max(1.0) as u64;
-                self.extra_headers
-                    .push((http::header::RETRY_AFTER, secs.to_string()));
-                Err(rate_limited(&limited))
-            }
-            Err(Refusal::StoreUnavailable) => Err(GatewayError::StoreUnavailable("rate limits")),
-        }
     }
+}
 
-    /// Reserve on the provider key's own budget: `Ok(Err(limited))` when the key is over it
-    /// (try another key); `Err` when the store fails closed.
-    pub async fn admit_key(
-        &mut self,
-        session: &Session,
-        config: &Gateway,
-        route: &str,
-        provider: &str,
-        key_name: &str,
-        demand: Demand,
-    ) -> Result<Result<(), Box<Limited>>, GatewayError> {
-        if !config.limits.has_key_rules() {
-            return Ok(Ok(()));
-        }
-        let key = format!("{provider}/{key_name}");
-        let who = self.who(session, route, Some(&key));
-        match config
-            .limits
-            .admit(self.backends.stores(), &who, demand)
-            .await
-        {
-            Ok((holds, _)) => {
-                self.key_holds = holds;
-                Ok(Ok(()))
-            }
-            Err(Refusal::Limited(l)) => Ok(Err(l)),
-            Err(Refusal::StoreUnavailable) => Err(GatewayError::StoreUnavailable("rate limits")),
-        }
-    }
-
-    /// Release a failed attempt's hold on its key (it used nothing).
-    pub async fn release_key(&mut self, config: &Gateway) {
-        let holds = std::mem::take(&mut self.key_holds);
-        if !holds.is_empty() {
-            config
-                .limits
-                .reconcile(self.backends.stores(), &holds, Used::default())
-                .await;
-        }
-    }
-
-    /// Admit the consumer on its quota, reserving the request's estimate.
-    pub async fn admit_quota(
-        &mut self,
-        config: &Gateway,
-        demand: Demand,
-    ) -> Result<(), GatewayError> {
-        let (Some(settings), Some(consumer)) = (&config.quota, self.consumer.as_deref()) else {
-            return Ok(());
+/// Admit the consumer on its quota, reserving the request's estimate.
+async fn admit_quota(
+    caller: &Caller<'_>,
+    demand: Demand,
+    reserved: &mut Reservations,
+) -> Result<(), GatewayError> {
+    let (Some(settings), Some(consumer)) = (&caller.config.quota, caller.consumer) else {
+        return Ok(());
+    };
+    let reserve = demand.prompt
+        + if settings.reserve_max_tokens {
+            demand.max_tokens
+        } else {
+            0
         };
-        let reserve = demand.prompt
-            + if settings.reserve_max_tokens {
-                demand.max_tokens
-            } else {
-                0
-            };
-        self.quota_hold = self
-            .backends
-            .quotas()
-            .admit(settings, consumer, reserve)
-            .await?;
-        Ok(())
-    }
-
-    /// When the request has ended: replace reservations with the real usage and charge it.
-    pub async fn settle(&self, used: Used) {
-        let stores = self.backends.stores();
-        for holds in [&self.holds, &self.key_holds] {
-            if !holds.is_empty() {
-                self.config.limits.reconcile(stores, holds, used).await;
-            }
-        }
-        if let Some(hold) = &self.quota_hold {
-            self.backends
-                .quotas()
-                .charge(hold, used.input.saturating_add(used.output))
-                .await;
-        }
-    }
+    reserved.quota = caller
+        .backends
+        .quotas()
+        .admit(settings, consumer, reserve)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

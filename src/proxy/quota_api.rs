@@ -12,7 +12,9 @@
 //! 403 `permission_denied` ("not the quota administrator"), an unknown credential 401
 //! `invalid_api_key`, no credential 401 `missing_api_key`.
 
-use super::client::{read_body, BodyLimits, ClientRequest, Failure};
+use super::exchange::Exchange;
+use super::ingress::{read_body, BodyLimits};
+use super::pipeline::Failure;
 use super::respond;
 use crate::error::GatewayError;
 use crate::quota::{form, integer, QuotaOp};
@@ -22,62 +24,67 @@ use std::collections::HashMap;
 
 const MAX_FORM_BYTES: usize = 64 * 1024;
 
-impl ClientRequest {
-    pub(super) async fn quota_api(
-        &mut self,
-        session: &mut Session,
-        call: QuotaCall,
-        request_id: &str,
-    ) -> Result<(), Failure> {
-        let config = self.config.clone();
-        let req = session.req_header();
-        let caller = config
-            .consumers
-            .identify(&req.headers, req.uri.query(), true, &[])
-            .map_err(GatewayError::from)?;
-        self.consumer = caller.map(str::to_string);
-        let admin = config
-            .quota
-            .as_ref()
-            .and_then(|q| q.admin_consumer.as_deref());
-        if admin.is_none() || caller != admin {
-            return Err(GatewayError::NotQuotaAdmin.into());
-        }
-        let method = req.method.clone();
-        let (consumer, op) = match (call, &method) {
-            (QuotaCall::Get, &http::Method::GET) => {
-                quota_op(call, req.uri.query().unwrap_or("").as_bytes())?
-            }
-            (QuotaCall::Refresh | QuotaCall::Delta, &http::Method::POST) => {
-                let limits = BodyLimits {
-                    max: MAX_FORM_BYTES,
-                    client: &config.client,
-                };
-                let json = is_json(session.req_header());
-                let body = read_body(session, limits, &mut self.body_memory).await?;
-                quota_op_as(call, &body, json)?
-            }
-            (QuotaCall::Get, m) => {
-                return Err(GatewayError::BadQuotaRequest(format!(
-                    "use GET to read a quota, not {m}"
-                ))
-                .into())
-            }
-            (_, m) => {
-                return Err(GatewayError::BadQuotaRequest(format!(
-                    "use POST to change a quota, not {m}"
-                ))
-                .into())
-            }
-        };
-        let consumer = consumer.as_str();
-        let balance = self.backends.quotas().apply(&config, consumer, op).await?;
-        self.status = 200;
-        let body = serde_json::json!({"consumer": consumer, "quota": balance}).to_string();
-        respond::json(session, 200, body.into(), request_id)
-            .await
-            .map_err(|e| Failure::Abort(GatewayError::Internal("writing the response".into()), e))
+/// Answer a quota API call (the quota admin consumer only); the status sent.
+pub(super) async fn serve(
+    session: &mut Session,
+    x: &mut Exchange,
+    call: QuotaCall,
+) -> Result<u16, Failure> {
+    let config = x.config.clone();
+    let req = session.req_header();
+    let caller = config
+        .consumers
+        .identify(&req.headers, req.uri.query(), true, &[])
+        .map_err(GatewayError::from)?;
+    x.consumer = caller.map(str::to_string);
+    let admin = config
+        .quota
+        .as_ref()
+        .and_then(|q| q.admin_consumer.as_deref());
+    if admin.is_none() || caller != admin {
+        return Err(GatewayError::NotQuotaAdmin.into());
     }
+    let method = req.method.clone();
+    let (consumer, op) = match (call, &method) {
+        (QuotaCall::Get, &http::Method::GET) => {
+            quota_op(call, req.uri.query().unwrap_or("").as_bytes())?
+        }
+        (QuotaCall::Refresh | QuotaCall::Delta, &http::Method::POST) => {
+            let limits = BodyLimits {
+                max: MAX_FORM_BYTES,
+                client: &config.client,
+            };
+            let json = is_json(session.req_header());
+            let body = read_body(session, limits, &mut x.body_memory).await?;
+            quota_op_as(call, &body, json)?
+        }
+        (QuotaCall::Get, m) => {
+            return Err(
+                GatewayError::BadQuotaRequest(format!("use GET to read a quota, not {m}")).into(),
+            )
+        }
+        (_, m) => {
+            return Err(GatewayError::BadQuotaRequest(format!(
+                "use POST to change a quota, not {m}"
+            ))
+            .into())
+        }
+    };
+    let consumer = consumer.as_str();
+    let balance = x
+        .backends
+        .quotas()
+        .apply(&config.consumers, config.quota.as_ref(), consumer, op)
+        .await?;
+    let body = serde_json::json!({"consumer": consumer, "quota": balance}).to_string();
+    respond::json(session, 200, body.into(), &x.request_id)
+        .await
+        .map_err(|cause| Failure::Abort {
+            error: GatewayError::Internal("writing the response".into()),
+            cause,
+            sent: Some(200),
+        })?;
+    Ok(200)
 }
 
 /// The consumer and operation of a quota API call from its parameters: the query of a `GET`,

@@ -52,57 +52,6 @@ impl StoreSettings {
     }
 }
 
-/// The stores and the quota state of the process, shared by the proxy and the admin API.
-/// Opened on first use (after Pingora has daemonised: threads do not survive a fork), or
-/// eagerly by `open_now` to fail fast at start.
-pub struct Backends {
-    settings: StoreSettings,
-    cell: once_cell::sync::OnceCell<(std::sync::Arc<Stores>, crate::quota::Quotas)>,
-}
-
-impl Backends {
-    pub fn new(settings: StoreSettings) -> Self {
-        Backends {
-            settings,
-            cell: once_cell::sync::OnceCell::new(),
-        }
-    }
-
-    fn with_quotas(stores: Stores) -> (std::sync::Arc<Stores>, crate::quota::Quotas) {
-        let stores = std::sync::Arc::new(stores);
-        (stores.clone(), crate::quota::Quotas::new(stores))
-    }
-
-    /// Open the stores now; an error says why (path, permissions, URL).
-    pub fn open_now(&self) -> Result<(), StoreError> {
-        self.cell
-            .get_or_try_init(|| Ok(Self::with_quotas(Stores::open(&self.settings)?)))
-            .map(|_| ())
-    }
-
-    fn get(&self) -> &(std::sync::Arc<Stores>, crate::quota::Quotas) {
-        self.cell.get_or_init(|| {
-            Self::with_quotas(Stores::open(&self.settings).unwrap_or_else(|e| {
-                log::error!("opening the store failed, quotas are unavailable: {e}");
-                Stores::default()
-            }))
-        })
-    }
-
-    /// The stores if they have been opened (never opens them).
-    pub fn opened(&self) -> Option<&std::sync::Arc<Stores>> {
-        self.cell.get().map(|(stores, _)| stores)
-    }
-
-    pub fn stores(&self) -> &std::sync::Arc<Stores> {
-        &self.get().0
-    }
-
-    pub fn quotas(&self) -> &crate::quota::Quotas {
-        &self.get().1
-    }
-}
-
 /// The stores this process opened; they live as long as the process, across reloads.
 #[derive(Default)]
 pub struct Stores {

@@ -1,6 +1,8 @@
 //! Routing: which route a request belongs to (host and path prefix), which API endpoint it
 //! calls, and which providers may serve its model, in attempt order.
 
+pub mod models;
+
 use crate::pattern::Pattern;
 use crate::provider::Provider;
 use std::sync::Arc;
@@ -198,7 +200,7 @@ pub struct Route {
     /// Which client headers go to the provider.
     pub forward: crate::forward::ForwardHeaders,
     /// What `GET {prefix}/models` lists through this route (built at load).
-    pub models: crate::models::ModelList,
+    pub models: crate::route::models::ModelList,
 }
 
 /// Who may use a route.

@@ -8,7 +8,7 @@
 //! a request merges the lists of the routes that serve its host and path and that its caller
 //! may use (a model claimed by an earlier route's rule is that route's, as for requests).
 
-use crate::route::Route;
+use super::Route;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 

@@ -1,0 +1,251 @@
+//! Attempts: the rule's targets and keys tried in order (`retry::KeyOrder`) within the
+//! route's retry policy, each attempt checked against its key's own budget, prepared (model
+//! mapping, body rewrite), run (`pipe`), and reported to its key's health and the metrics.
+
+use super::admission::{self, Admitted, Caller};
+use super::attempt::Attempt;
+use super::exchange::{AttemptLog, Chosen, ExtraHeaders};
+use super::exhausted::{exhausted, no_key_error};
+use super::pipe::{self, AttemptResult, ClientSide, FailedAttempt};
+use super::pipeline::Failure;
+use super::plan;
+use super::retry::{self, Attempter, Budget, GaveUp, KeyOrder, Step};
+use crate::body::RequestBody;
+use crate::config::Gateway;
+use crate::error::GatewayError;
+use crate::health::{self, AttemptEnd};
+use crate::keys::KeyOutcome;
+use crate::limits::Hold;
+use crate::metrics::METRICS;
+use crate::provider::Provider;
+use crate::route::{AllKeysDown, Endpoint, ModelRule, Route, Target};
+use crate::state::Backends;
+use bytes::Bytes;
+use pingora_core::connectors::http::Connector;
+use pingora_proxy::Session;
+use std::sync::Arc;
+
+/// Everything the attempts of one request share.
+pub struct Upstream<'a> {
+    pub session: &'a mut Session,
+    pub connector: &'a Connector,
+    pub config: &'a Gateway,
+    pub backends: &'a Backends,
+    pub request_id: &'a str,
+    pub route: &'a Route,
+    pub endpoint: Endpoint,
+    pub consumer: Option<&'a str>,
+    pub admitted: Admitted,
+    pub body: &'a RequestBody,
+    pub extra_headers: &'a ExtraHeaders,
+    /// The current attempt's hold on its key's budget (the delivering one's is settled).
+    pub key_holds: &'a mut Vec<Hold>,
+    pub log: &'a mut AttemptLog,
+}
+
+/// Try the rule's targets until one answers the client; the status it sent.
+pub async fn run<'a>(mut up: Upstream<'a>, rule: &'a ModelRule) -> Result<u16, Failure> {
+    let policy = up.route.retry;
+    let order = rule.attempt_order();
+    let try_anyway = policy.all_keys_down == AllKeysDown::TryAnyway;
+    if !try_anyway && !order.iter().any(|t| t.provider.keys.any_usable()) {
+        return Err(no_key_error(&order).into());
+    }
+    let keys = KeyOrder::new(&order, policy.per_target, try_anyway);
+    let budget = Budget {
+        attempts: rule.attempts,
+        deadline: policy.deadline,
+    };
+    match retry::run(keys, budget, &mut up).await {
+        Ok(status) => Ok(status),
+        Err(GaveUp::Stopped(failure)) => Err(failure),
+        Err(GaveUp::Exhausted(failures)) if failures.is_empty() => Err(no_key_error(&order).into()),
+        Err(GaveUp::Exhausted(failures)) => Err(exhausted(&failures).into()),
+    }
+}
+
+impl<'a> Attempter for Upstream<'a> {
+    type Choice = (&'a Target, usize);
+    type Done = u16;
+    type Failed = FailedAttempt;
+    type Stop = Failure;
+
+    async fn attempt(
+        &mut self,
+        (target, key_index): (&'a Target, usize),
+        last: Option<&FailedAttempt>,
+    ) -> Step<Self> {
+        self.log.count += 1;
+        let provider = &target.provider;
+        if let Some(last) = last {
+            count_retry(&self.route.name, last, provider);
+        }
+        match self.key_budget(provider, key_index).await {
+            Ok(Ok(())) => {}
+            Ok(Err(over)) => return Step::Failed(*over),
+            Err(e) => return Step::Stop(e.into()),
+        }
+        let attempt = match self.prepare(target, key_index) {
+            Ok(a) => a,
+            Err(e) => return Step::Stop(e.into()),
+        };
+        let client = ClientSide {
+            session: &mut *self.session,
+            request_id: self.request_id,
+            extra_headers: self.extra_headers,
+            forward: &self.route.forward,
+            stream: self.body.stream,
+            anthropic: self.endpoint == Endpoint::Messages,
+            max_event_bytes: self.config.client.max_event_bytes,
+        };
+        let (result, outcome) = pipe::run(client, self.connector, attempt).await;
+        self.log.upstream_time += outcome.upstream_time();
+        self.log.outcome = outcome;
+        self.report(provider, key_index, result).await
+    }
+}
+
+impl Upstream<'_> {
+    fn caller(&self) -> Caller<'_> {
+        Caller {
+            session: self.session,
+            config: self.config,
+            backends: self.backends,
+            route: &self.route.name,
+            consumer: self.consumer,
+        }
+    }
+
+    /// Reserve on the key's own budget; a key over it is a failed attempt (try another).
+    async fn key_budget(
+        &mut self,
+        provider: &Arc<Provider>,
+        key_index: usize,
+    ) -> Result<Result<(), Box<FailedAttempt>>, GatewayError> {
+        let key_name = provider.keys.get(key_index).map_or("", |k| k.name.as_str());
+        let budget =
+            admission::admit_key(&self.caller(), &self.admitted, &provider.name, key_name).await?;
+        match budget {
+            Ok(holds) => {
+                *self.key_holds = holds;
+                Ok(Ok(()))
+            }
+            Err(limited) => {
+                METRICS
+                    .attempt_failures
+                    .with_label_values(&[provider.name.as_str(), key_name, "key_budget"])
+                    .inc();
+                Ok(Err(Box::new(FailedAttempt {
+                    provider: provider.clone(),
+                    key_index,
+                    end: AttemptEnd::Status(429),
+                    error: Some(admission::rate_limited(&limited)),
+                    body: Bytes::new(),
+                    retry_after: Some(limited.retry_after),
+                })))
+            }
+        }
+    }
+
+    /// The attempt for `target` with key `key_index`: model mapping and body rewrite.
+    fn prepare(&mut self, target: &Target, key_index: usize) -> Result<Attempt, GatewayError> {
+        let body = self.body;
+        let provider = target.provider.clone();
+        let upstream_model = target
+            .upstream_model(&body.model)
+            .unwrap_or(&body.model)
+            .to_string();
+        self.log.chosen = Some(Chosen {
+            provider: provider.clone(),
+            key_index,
+            upstream_model: upstream_model.clone(),
+        });
+        let plan = plan::plan(body, self.endpoint, provider.family, &upstream_model)?;
+        Ok(Attempt {
+            provider,
+            key_index,
+            upstream_model,
+            stream: body.stream,
+            original: body.bytes.clone(),
+            plan,
+        })
+    }
+
+    /// What the attempt's end means for the request, its key's health and the metrics.
+    async fn report(
+        &mut self,
+        provider: &Arc<Provider>,
+        key_index: usize,
+        result: AttemptResult,
+    ) -> Step<Self> {
+        let key = provider.keys.get(key_index);
+        let key_name = key.map_or("", |k| k.name.as_str());
+        match result {
+            AttemptResult::Delivered(status) => {
+                let end = AttemptEnd::Status(status);
+                if let Some(k) = key {
+                    let outcome = health::classify(end, None, &provider.health);
+                    k.report(outcome, &provider.health.policy);
+                }
+                Step::Done(status)
+            }
+            AttemptResult::Aborted {
+                status,
+                error,
+                cause,
+            } => {
+                if let Some(k) = key {
+                    k.report(KeyOutcome::Failure, &provider.health.policy);
+                }
+                METRICS
+                    .attempt_failures
+                    .with_label_values(&[provider.name.as_str(), key_name, "broken"])
+                    .inc();
+                Step::Stop(Failure::Abort {
+                    error,
+                    cause,
+                    sent: Some(status),
+                })
+            }
+            // Not the provider's fault: the key's health is left as it was.
+            AttemptResult::ClientGone { status, cause } => Step::Stop(Failure::Abort {
+                error: GatewayError::ClientClosed,
+                cause,
+                sent: status,
+            }),
+            AttemptResult::Failed(failed) => {
+                let holds = std::mem::take(self.key_holds);
+                admission::release(&self.caller(), holds).await;
+                if let Some(k) = key {
+                    let outcome =
+                        health::classify(failed.end, failed.retry_after, &provider.health);
+                    k.report(outcome, &provider.health.policy);
+                }
+                METRICS
+                    .attempt_failures
+                    .with_label_values(&[
+                        provider.name.as_str(),
+                        failed.key_name(),
+                        failed.end.reason().as_str(),
+                    ])
+                    .inc();
+                Step::Failed(failed)
+            }
+        }
+    }
+}
+
+/// A retry after `last` failed, and a fallback when it moves to another provider.
+fn count_retry(route: &str, last: &FailedAttempt, next: &Arc<Provider>) {
+    let reason = last.end.reason();
+    METRICS
+        .retries
+        .with_label_values(&[route, reason.as_str()])
+        .inc();
+    if !Arc::ptr_eq(&last.provider, next) {
+        METRICS
+            .fallbacks
+            .with_label_values(&[route, last.provider.name.as_str(), next.name.as_str()])
+            .inc();
+    }
+}

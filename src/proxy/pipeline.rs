@@ -1,0 +1,128 @@
+//! The request path, top to bottom, one stage a line:
+//!
+//! 1. routing by host and path (the gateway's own answers, `/models` and the quota API,
+//!    end here);
+//! 2. ingress: method, body, parse;
+//! 3. routing by model: the route and model rule;
+//! 4. admission: the consumer, rate limits, quota;
+//! 5. (room for new stages: cache lookup, request policies, budget check);
+//! 6. attempts: targets and keys in order until one answers;
+//! 7. accounting, when the request ends (`super::accounting`, from Pingora's `logging`).
+//!
+//! Each stage is a function in its own module returning a value; `Exchange` keeps what
+//! accounting needs, and `finish` is the one place a failed request is answered and recorded.
+
+use super::admission::{self, Caller};
+use super::attempts::{self, Upstream};
+use super::exchange::Exchange;
+use super::{ingress, models_api, quota_api, respond, routing};
+use crate::error::GatewayError;
+use crate::route::Endpoint;
+use pingora_core::connectors::http::Connector;
+use pingora_error::{Error, Result};
+use pingora_proxy::Session;
+
+/// How a request failed: answer with an error, or abort a response already under way.
+pub enum Failure {
+    Respond(GatewayError),
+    Abort {
+        error: GatewayError,
+        cause: Box<Error>,
+        /// The status the client had been sent, if any.
+        sent: Option<u16>,
+    },
+}
+
+impl From<GatewayError> for Failure {
+    fn from(e: GatewayError) -> Self {
+        Failure::Respond(e)
+    }
+}
+
+/// Serve the request; `Err` only when the client connection must be aborted.
+pub async fn serve(x: &mut Exchange, session: &mut Session, connector: &Connector) -> Result<()> {
+    let result = pipeline(x, session, connector).await;
+    finish(x, session, result).await
+}
+
+/// The stages; the status the client was sent.
+async fn pipeline(
+    x: &mut Exchange,
+    session: &mut Session,
+    connector: &Connector,
+) -> Result<u16, Failure> {
+    let config = x.config.clone();
+    let (first, endpoint) = routing::route(session, &config)?;
+    (x.route, x.endpoint) = (Some(first), Some(endpoint));
+    match endpoint {
+        Endpoint::Quota(call) => return quota_api::serve(session, x, call).await,
+        Endpoint::Models | Endpoint::Model => return models_api::serve(session, x, endpoint).await,
+        Endpoint::ChatCompletions
+        | Endpoint::Completions
+        | Endpoint::Embeddings
+        | Endpoint::Messages => {}
+    }
+    let body = ingress::read_request(session, &config, &mut x.body_memory).await?;
+    let body = &*x.request.insert(body);
+    let routed = routing::rule(session, &config, first, &body.model)?;
+    (x.route, x.rule) = (Some(routed.route), Some(routed.rule));
+    let route = &config.routes[routed.route];
+    x.consumer = admission::authenticate(session, &config, &route.auth)?;
+    let caller = Caller {
+        session,
+        config: &config,
+        backends: &x.backends,
+        route: &route.name,
+        consumer: x.consumer.as_deref(),
+    };
+    let admitted = admission::admit(&caller, body, &mut x.reserved, &mut x.extra_headers).await?;
+    // New stages go here: cache lookup, request policies, budget check.
+    let upstream = Upstream {
+        session,
+        connector,
+        config: &config,
+        backends: &x.backends,
+        request_id: &x.request_id,
+        route,
+        endpoint,
+        consumer: x.consumer.as_deref(),
+        admitted,
+        body,
+        extra_headers: &x.extra_headers,
+        key_holds: &mut x.reserved.key,
+        log: &mut x.attempts,
+    };
+    attempts::run(upstream, &route.rules[routed.rule]).await
+}
+
+/// Record how the request ended; answer a failure in the client's protocol unless a response
+/// was already under way (then the connection is aborted).
+async fn finish(
+    x: &mut Exchange,
+    session: &mut Session,
+    result: Result<u16, Failure>,
+) -> Result<()> {
+    match result {
+        Ok(status) => {
+            x.status = Some(status);
+            Ok(())
+        }
+        Err(Failure::Respond(err)) => {
+            x.status = Some(err.status());
+            if err.closes_connection() {
+                // Never read what follows a broken or unread body as another request.
+                session.set_keepalive(None);
+            }
+            let anthropic = x.anthropic();
+            let sent =
+                respond::error(session, &err, &x.request_id, anthropic, &x.extra_headers).await;
+            x.error = Some(err);
+            sent
+        }
+        Err(Failure::Abort { error, cause, sent }) => {
+            x.status = Some(sent.unwrap_or(error.status()));
+            x.error = Some(error);
+            Err(cause)
+        }
+    }
+}
