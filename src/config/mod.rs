@@ -124,7 +124,10 @@ routes:
         use crate::settings::ProviderType;
         for kind in ProviderType::ALL {
             let presets = crate::provider::PRESETS.iter();
-            assert!(presets.filter(|(n, _, _)| *n == kind.as_str()).count() == 1, "{kind}");
+            assert!(
+                presets.filter(|(n, _, _)| *n == kind.as_str()).count() == 1,
+                "{kind}"
+            );
         }
         assert_eq!(crate::provider::PRESETS.len(), ProviderType::ALL.len());
     }
