@@ -90,7 +90,7 @@ fn status_json(config: &Gateway) -> serde_json::Value {
                         .iter()
                         .map(|t| json!({"provider": t.provider.name, "weight": t.weight, "model": t.model}))
                         .collect();
-                    json!({"model": format!("{:?}", rule.pattern), "targets": targets})
+                    json!({"model": rule.pattern.source(), "targets": targets})
                 })
                 .collect();
             json!({"name": r.name, "path_prefix": r.path_prefix, "rules": rules})

@@ -7,6 +7,7 @@
 //! how much of a guess was right. Credentials are never logged; only consumer names travel
 //! with the request. A consumer-identity header sent by the client is never read.
 
+use crate::settings::CredentialSource;
 use http::HeaderMap;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -21,19 +22,20 @@ pub enum Source {
 }
 
 impl Source {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        if s == "bearer" {
-            return Ok(Source::Bearer);
-        }
-        if let Some(h) = s.strip_prefix("header:") {
-            return http::HeaderName::from_bytes(h.trim().as_bytes())
+    /// The source an `auth.sources` entry names.
+    pub fn from_settings(s: &CredentialSource) -> Result<Self, String> {
+        Ok(match s {
+            CredentialSource::Bearer => Source::Bearer,
+            CredentialSource::Header(h) => http::HeaderName::from_bytes(h.as_bytes())
                 .map(Source::Header)
-                .map_err(|_| format!("`{h}` is not a header name"));
-        }
-        if let Some(q) = s.strip_prefix("query:") {
-            return Ok(Source::Query(q.trim().to_string()));
-        }
-        Err(format!("`{s}`: expected bearer, header:NAME or query:NAME"))
+                .map_err(|_| format!("`{h}` is not a header name"))?,
+            CredentialSource::Query(q) => Source::Query(q.clone()),
+        })
+    }
+
+    /// The source written as in `auth.sources` (`bearer`, `header:NAME`, `query:NAME`).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Self::from_settings(&s.parse()?)
     }
 }
 

@@ -6,6 +6,7 @@
 //! the only shared state it touches is the key's atomics (`keys`).
 
 use crate::keys::{HealthPolicy, KeyOutcome};
+use crate::settings::HealthFailure;
 use std::time::Duration;
 
 /// Which outcomes count toward a key's failure threshold.
@@ -28,37 +29,24 @@ impl Default for FailureSet {
 }
 
 impl FailureSet {
-    pub fn parse(items: &[String]) -> Result<Self, String> {
+    /// The set `health.failures` lists (checked when the settings were read).
+    pub fn from_settings(items: &[HealthFailure]) -> Self {
         let mut set = FailureSet {
             connect: false,
             timeout: false,
             statuses: vec![],
         };
         for item in items {
-            match item.as_str() {
-                "connect" => set.connect = true,
-                "timeout" => set.timeout = true,
-                s if s.len() == 3 && s.ends_with("xx") => {
-                    let class = s[..1]
-                        .parse::<u16>()
-                        .ok()
-                        .filter(|c| (4..=5).contains(c))
-                        .ok_or_else(|| format!("`{s}`: only 4xx and 5xx classes"))?;
+            match *item {
+                HealthFailure::Connect => set.connect = true,
+                HealthFailure::Timeout => set.timeout = true,
+                HealthFailure::Class(class) => {
                     set.statuses.push((class * 100, class * 100 + 99));
                 }
-                s => {
-                    let code = s
-                        .parse::<u16>()
-                        .ok()
-                        .filter(|c| (400..=599).contains(c))
-                        .ok_or_else(|| {
-                            format!("`{s}`: expected connect, timeout, a 4xx/5xx status or class")
-                        })?;
-                    set.statuses.push((code, code));
-                }
+                HealthFailure::Status(code) => set.statuses.push((code, code)),
             }
         }
-        Ok(set)
+        set
     }
 
     fn status_counts(&self, status: u16) -> bool {
@@ -219,7 +207,10 @@ mod tests {
         );
         assert_eq!(classify(AttemptEnd::Connect, None, &s), KeyOutcome::Failure);
         let narrow = HealthSettings {
-            failures: FailureSet::parse(&["503".into(), "timeout".into()]).unwrap(),
+            failures: FailureSet::from_settings(&[
+                HealthFailure::Status(503),
+                HealthFailure::Timeout,
+            ]),
             ..Default::default()
         };
         assert_eq!(
@@ -234,8 +225,8 @@ mod tests {
             classify(AttemptEnd::Connect, None, &narrow),
             KeyOutcome::Neutral
         );
-        assert!(FailureSet::parse(&["3xx".into()]).is_err());
-        assert!(FailureSet::parse(&["bogus".into()]).is_err());
+        assert!("3xx".parse::<HealthFailure>().is_err());
+        assert!("bogus".parse::<HealthFailure>().is_err());
         assert!(AttemptEnd::Status(500).retryable() && !AttemptEnd::Status(400).retryable());
     }
 

@@ -1,8 +1,9 @@
 //! Tollgate: an OpenAI-compatible AI gateway on Cloudflare's Pingora.
 //!
 //! Layout, in the order a request meets it:
-//! - `config`: the YAML file (`file`) → the validated snapshot (`model::Gateway`), swapped
-//!   atomically through `SharedConfig`.
+//! - `settings`: the YAML file as plain serde data, read and written back as written;
+//!   `config`: settings → the validated snapshot (`model::Gateway`), swapped atomically
+//!   through `SharedConfig`.
 //! - `proxy`: the Pingora `ProxyHttp` phases. `proxy::pipeline` serves the client-facing
 //!   request; `proxy::attempt` is one upstream attempt, driven by `proxy::pipe`.
 //! - `auth`: consumers and their credentials; `limits`: token and request rate limits;
@@ -62,6 +63,7 @@ pub mod reload;
 pub mod route;
 pub mod scrub;
 pub mod server;
+pub mod settings;
 pub mod sse;
 pub mod state;
 pub mod store;

@@ -58,48 +58,8 @@ pub enum KeyBy {
     ProviderKey,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Window {
-    Second,
-    Minute,
-    Hour,
-    Day,
-}
-
-impl Window {
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "second" => Window::Second,
-            "minute" => Window::Minute,
-            "hour" => Window::Hour,
-            "day" => Window::Day,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Window::Second => "second",
-            Window::Minute => "minute",
-            Window::Hour => "hour",
-            Window::Day => "day",
-        }
-    }
-
-    pub fn secs(self) -> u64 {
-        match self {
-            Window::Second => 1,
-            Window::Minute => 60,
-            Window::Hour => 3600,
-            Window::Day => 86400,
-        }
-    }
-
-    /// Hour and day windows are kept in the embedded store on one machine.
-    pub fn is_long(self) -> bool {
-        matches!(self, Window::Hour | Window::Day)
-    }
-}
+/// A rule's window (`second`, `minute`, `hour`, `day`), as the settings write it.
+pub use crate::settings::Window;
 
 /// What a limit counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

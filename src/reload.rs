@@ -9,6 +9,7 @@
 //! with), not with the previous file, so a change stays reported until an upgrade applies
 //! it. The admin token is read from the current snapshot, so a reload rotates it at once.
 
+use crate::config::model::Listener;
 use crate::config::{self, ConfigError, Gateway, SharedConfig};
 use crate::provider::resolve::resolve_now;
 use async_trait::async_trait;
@@ -28,26 +29,23 @@ pub struct Reloader {
 #[derive(Debug)]
 pub struct Running {
     listeners: Listeners,
-    server: String,
+    server: config::model::ServerSettings,
     access_log: (config::model::AccessLogTarget, usize),
     store: crate::store::StoreSettings,
     max_connections: usize,
 }
 
 /// Proxy listeners and the admin listener, without the admin token (applied live).
-type Listeners = (Vec<String>, Option<String>);
+type Listeners = (Vec<Listener>, Option<Listener>);
 
 fn listeners(g: &Gateway) -> Listeners {
-    let show = |l: &config::model::Listener| {
-        format!(
-            "{}:{:?}",
-            l.address,
-            l.tls.as_ref().map(|t| (&t.cert, &t.key, t.http2))
-        )
+    let without_token = |l: &Listener| Listener {
+        token: None,
+        ..l.clone()
     };
     (
-        g.proxy_listeners.iter().map(show).collect(),
-        g.admin_listener.as_ref().map(show),
+        g.proxy_listeners.iter().map(without_token).collect(),
+        g.admin_listener.as_ref().map(without_token),
     )
 }
 
@@ -56,7 +54,7 @@ impl Running {
     pub fn of(g: &Gateway) -> Self {
         Running {
             listeners: listeners(g),
-            server: format!("{:?}", g.server),
+            server: g.server.clone(),
             access_log: (g.access_log.clone(), g.access_log_buffer),
             store: g.store.clone(),
             max_connections: g.client.max_connections,
@@ -76,7 +74,7 @@ fn needs_upgrade(running: &Running, new: &Gateway) -> Vec<&'static str> {
     if running.listeners != listeners(new) {
         out.push("listeners");
     }
-    if running.server != format!("{:?}", new.server) {
+    if running.server != new.server {
         out.push("server");
     }
     if running.access_log != (new.access_log.clone(), new.access_log_buffer) {
@@ -162,5 +160,47 @@ impl BackgroundService for OnSighup {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const BASE: &str = r#"
+listeners:
+  proxy: [{address: "127.0.0.1:8080"}]
+  admin: {address: "127.0.0.1:9090", token: old}
+providers:
+  - {name: mock, type: openai-compatible, base_url: "http://127.0.0.1:8090/v1", api_keys: [k]}
+routes:
+  - {name: default, models: [{model: "mock-*", targets: [{provider: mock}]}]}
+"#;
+
+    fn upgrade(from: &str, to: &str) -> Vec<&'static str> {
+        let running = Running::of(&config::parse(from, "t.yaml", None).unwrap());
+        needs_upgrade(&running, &config::parse(to, "t.yaml", None).unwrap())
+    }
+
+    #[test]
+    fn needs_upgrade_compares_what_runs() {
+        assert!(upgrade(BASE, BASE).is_empty());
+        // The admin token applies live; a default written out is no change.
+        assert!(upgrade(BASE, &BASE.replace("token: old", "token: new")).is_empty());
+        assert!(upgrade(BASE, &format!("server: {{threads: 1}}\n{BASE}")).is_empty());
+        assert_eq!(
+            upgrade(BASE, &format!("server: {{threads: 2}}\n{BASE}")),
+            ["server"]
+        );
+        assert_eq!(upgrade(BASE, &BASE.replace("8080", "8081")), ["listeners"]);
+        assert_eq!(
+            upgrade(BASE, &format!("access_log: {{path: off}}\n{BASE}")),
+            ["access_log"]
+        );
+        assert_eq!(
+            upgrade(BASE, &format!("client: {{max_connections: 5}}\n{BASE}")),
+            ["client.max_connections"]
+        );
     }
 }

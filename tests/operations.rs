@@ -220,6 +220,8 @@ async fn admin_token_and_readiness() {
         .await
         .unwrap();
     assert_eq!(status["routes"][0]["name"], "default");
+    // Model patterns as written in the config, not the gateway's internal form.
+    assert_eq!(status["routes"][0]["rules"][0]["model"], "mock-*");
     assert!(
         !status.to_string().contains("sk-a"),
         "no key values in status"

@@ -1,31 +1,10 @@
 //! The `client:` block: how long and how much the gateway waits for and holds on behalf of
 //! client connections (deadlines, connection cap, memory for request bodies), and the cap
-//! on one event of a provider's stream. The YAML shape (`ClientSection`) and its validated
-//! form (`ClientSettings`) live here together.
+//! on one event of a provider's stream, validated from `settings::ClientSection`.
 
 use super::ConfigError;
-use serde::Deserialize;
+use crate::settings::{ClientSection, HumanDuration};
 use std::time::Duration;
-
-/// As written in the file; every field optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientSection {
-    /// How long an idle keep-alive connection is kept open between requests (default 75s).
-    pub keepalive_timeout: Option<String>,
-    /// Total time allowed to receive a request header (default 60s).
-    pub header_timeout: Option<String>,
-    /// Total time allowed to receive a request body (default 60s).
-    pub body_timeout: Option<String>,
-    /// Concurrent client connections per listener kind (default 10000); more are closed.
-    pub max_connections: Option<usize>,
-    /// Bytes of request bodies held in memory at once, summed over all requests (default
-    /// 256 MiB); beyond it requests get 503 `server_busy`.
-    pub max_body_memory_bytes: Option<usize>,
-    /// Largest SSE line or event read from a provider stream (default 1 MiB); a longer one
-    /// ends the stream with an error.
-    pub max_event_bytes: Option<usize>,
-}
 
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(75);
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -60,15 +39,11 @@ impl Default for ClientSettings {
 
 fn timeout(
     field: &str,
-    value: &Option<String>,
+    value: &Option<HumanDuration>,
     default: Duration,
 ) -> Result<Duration, ConfigError> {
     let field = format!("client.{field}");
-    let d = match value {
-        None => default,
-        Some(s) => humantime::parse_duration(s)
-            .map_err(|e| ConfigError::field(&field, format!("`{s}` is not a duration: {e}")))?,
-    };
+    let d = value.map_or(default, Duration::from);
     // Pingora counts keep-alive in whole seconds; a deadline under a second is a typo.
     if d < Duration::from_secs(1) {
         return Err(ConfigError::field(field, "must be at least 1s"));

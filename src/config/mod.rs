@@ -1,20 +1,20 @@
 //! Configuration: one YAML file with Pingora's server settings and the gateway's.
 //!
-//! `file` is the serde schema as written; `model` the validated snapshot the gateway runs on;
-//! `env` the `${VAR}` expansion. `load` goes from a path to a `Gateway`, and every error names
-//! the field at fault. The running snapshot lives in a `SharedConfig` (arc-swap): requests
+//! `crate::settings` is the serde schema as written; `model` the validated snapshot the
+//! gateway runs on; `env` the `${VAR}` expansion. `load` goes from a path to a `Gateway`,
+//! `build` from settings already in hand, and every error names the field at fault. The running snapshot lives in a `SharedConfig` (arc-swap): requests
 //! load it once and keep that `Arc` to the end, so nothing is parsed per request.
 
 #[cfg(test)]
 mod carry_tests;
 pub mod client;
 pub mod env;
-pub mod file;
 pub mod model;
 pub mod paths;
 
 pub use model::Gateway;
 
+use crate::settings::{self, Settings};
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 
@@ -44,11 +44,22 @@ impl ConfigError {
 
 /// Parse a config from YAML text; `previous` is the config it replaces, if any.
 pub fn parse(text: &str, path: &str, previous: Option<&Gateway>) -> Result<Gateway, ConfigError> {
-    let file: file::FileConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
+    let settings = settings::from_yaml(text).map_err(|message| ConfigError::Syntax {
         path: path.to_string(),
-        message: e.to_string(),
+        message,
     })?;
-    let mut gateway = Gateway::build(file, previous)?;
+    build(&settings, path, previous)
+}
+
+/// Validate `settings` into the runtime snapshot. `path` is where the settings are kept (its
+/// directory is the state directory unless `--state-dir` says otherwise); `previous` is the
+/// config the new one replaces, if any.
+pub fn build(
+    settings: &Settings,
+    path: &str,
+    previous: Option<&Gateway>,
+) -> Result<Gateway, ConfigError> {
+    let mut gateway = Gateway::build(settings, previous)?;
     paths::resolve(&mut gateway, &paths::state_dir(path))?;
     Ok(gateway)
 }
@@ -93,6 +104,32 @@ routes:
         assert!(p.peer().is_some(), "IP literal resolved at load");
         assert_eq!(gw.routes[0].path_prefix, "/v1");
         assert_eq!(p.model_map.map("mock-gpt-4o"), Some("gpt-4o-2024"));
+    }
+
+    #[test]
+    fn builds_from_settings_in_hand() {
+        let mut settings = crate::settings::from_yaml(BASE).unwrap();
+        settings.providers[0].api_version = Some("2024-10-21".into());
+        let e = build(&settings, "t.yaml", None).unwrap_err().to_string();
+        assert!(e.contains("providers[0] (mock).api_version"), "{e}");
+        settings.providers[0].kind = crate::settings::ProviderType::Azure;
+        settings.routes[0].name = "renamed".into();
+        let gw = build(&settings, "t.yaml", None).unwrap();
+        assert_eq!(gw.routes[0].name, "renamed");
+        assert_eq!(gw.provider("mock").unwrap().kind, "azure");
+    }
+
+    #[test]
+    fn every_provider_type_has_a_preset() {
+        use crate::settings::ProviderType;
+        for kind in ProviderType::ALL {
+            let presets = crate::provider::PRESETS.iter();
+            assert!(
+                presets.filter(|(n, _, _)| *n == kind.as_str()).count() == 1,
+                "{kind}"
+            );
+        }
+        assert_eq!(crate::provider::PRESETS.len(), ProviderType::ALL.len());
     }
 
     fn err(text: &str) -> String {

@@ -1,24 +1,24 @@
 //! The validated internal model: what the gateway runs on.
 //!
-//! Built from `file::FileConfig` by `Gateway::build`; every reference is resolved (routes
+//! Built from `settings::Settings` by `Gateway::build`; every reference is resolved (routes
 //! hold `Arc<Provider>`), every pattern compiled, every secret expanded. A `Gateway` is
 //! immutable; a reload builds a new one and swaps it in.
 
 use super::env::{expand, expand_key};
-use super::file::{self, FileConfig};
 use super::ConfigError;
 use crate::auth::{Consumers, Source};
 use crate::forward::ForwardHeaders;
 use crate::health::{FailureSet, HealthSettings};
 use crate::keys::HealthPolicy;
 use crate::keys::{ApiKey, KeyPool};
-use crate::limits::{KeyBy, Limits, Measure, Rule, Window};
+use crate::limits::{KeyBy, Limits, Measure, Rule};
 use crate::pattern::{ModelMap, Pattern};
 use crate::provider::{self, Provider, ProviderSpec, Timeouts, Upstream, PRESETS};
 use crate::quota::{QuotaScope, QuotaSettings};
-use crate::route::{AllKeysDown, HostPattern, ModelRule, RetryPolicy, Route, RouteAuth, Target};
+use crate::route::{HostPattern, ModelRule, RetryPolicy, Route, RouteAuth, Target};
+use crate::settings::{self, AccessLogPath, HumanDuration, KeyEntry, RateKey, Settings};
 use crate::store::redis::RedisSettings;
-use crate::store::{OnError, StoreSettings};
+use crate::store::StoreSettings;
 use ipnet::IpNet;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -27,7 +27,7 @@ use std::time::Duration;
 pub const DEFAULT_MAX_BODY: usize = 32 * 1024 * 1024;
 
 /// Settings handed to Pingora's `ServerConf`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSettings {
     pub threads: usize,
     pub work_stealing: bool,
@@ -43,7 +43,7 @@ pub struct ServerSettings {
     pub ca_file: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
     pub address: String,
     pub tls: Option<ListenerTls>,
@@ -51,7 +51,7 @@ pub struct Listener {
     pub token: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerTls {
     pub cert: String,
     pub key: String,
@@ -90,16 +90,8 @@ pub struct Gateway {
     pub dns_refresh: Duration,
 }
 
-fn duration(
-    field: &str,
-    value: &Option<String>,
-    default: Duration,
-) -> Result<Duration, ConfigError> {
-    match value {
-        None => Ok(default),
-        Some(s) => humantime::parse_duration(s)
-            .map_err(|e| ConfigError::field(field, format!("`{s}` is not a duration: {e}"))),
-    }
+fn duration(value: &Option<HumanDuration>, default: Duration) -> Duration {
+    value.map_or(default, Duration::from)
 }
 
 /// A count that sizes or bounds something: 0 would silently disable it, so it is an error.
@@ -117,17 +109,17 @@ fn at_least_one<T: Copy + Default + PartialEq>(
 /// A duration that bounds a wait: 0 would make every wait fail at once.
 fn positive_duration(
     field: &str,
-    value: &Option<String>,
+    value: &Option<HumanDuration>,
     default: Duration,
 ) -> Result<Duration, ConfigError> {
-    let d = duration(field, value, default)?;
+    let d = duration(value, default);
     if d.is_zero() {
         return Err(ConfigError::field(field, "must be longer than 0"));
     }
     Ok(d)
 }
 
-fn listener(field: &str, l: &file::ListenerSection) -> Result<Listener, ConfigError> {
+fn listener(field: &str, l: &settings::ListenerSection) -> Result<Listener, ConfigError> {
     l.address.parse::<std::net::SocketAddr>().map_err(|e| {
         ConfigError::field(format!("{field}.address"), format!("`{}`: {e}", l.address))
     })?;
@@ -156,7 +148,9 @@ fn listener(field: &str, l: &file::ListenerSection) -> Result<Listener, ConfigEr
     let token = l
         .token
         .as_ref()
-        .map(|t| expand(t).map_err(|e| ConfigError::field(format!("{field}.token"), e)))
+        .map(|t| {
+            expand(t.as_written()).map_err(|e| ConfigError::field(format!("{field}.token"), e))
+        })
         .transpose()?;
     if token.as_ref().is_some_and(|t| t.is_empty()) {
         return Err(ConfigError::field(
@@ -173,13 +167,13 @@ fn listener(field: &str, l: &file::ListenerSection) -> Result<Listener, ConfigEr
 
 fn build_provider(
     i: usize,
-    p: &file::ProviderSection,
+    p: &settings::ProviderSection,
     previous: Option<&Provider>,
 ) -> Result<Provider, ConfigError> {
     let field = |f: &str| format!("providers[{i}] ({}).{f}", p.name);
     let (_, protocol, preset_url) = PRESETS
         .iter()
-        .find(|(name, _, _)| *name == p.kind)
+        .find(|(name, _, _)| *name == p.kind.as_str())
         .ok_or_else(|| {
             let known: Vec<&str> = PRESETS.iter().map(|(n, _, _)| *n).collect();
             ConfigError::field(
@@ -204,10 +198,10 @@ fn build_provider(
     let mut missing = Vec::new();
     for (k, entry) in p.api_keys.iter().enumerate() {
         let (name, raw, weight) = match entry {
-            file::KeyEntry::Plain(raw) => (format!("{}#{k}", p.name), raw, 1),
-            file::KeyEntry::Named { name, key, weight } => (name.clone(), key, weight.unwrap_or(1)),
+            KeyEntry::Plain(raw) => (format!("{}#{k}", p.name), raw, 1),
+            KeyEntry::Named(named) => (named.name.clone(), &named.key, named.weight.unwrap_or(1)),
         };
-        match expand_key(raw) {
+        match expand_key(raw.as_written()) {
             Ok(value) => {
                 let mut key = ApiKey::new(name, value)
                     .map(|key| key.with_weight(weight))
@@ -234,7 +228,7 @@ fn build_provider(
         )?,
         read: positive_duration(&field("timeouts.read"), &p.timeouts.read, defaults.read)?,
         write: positive_duration(&field("timeouts.write"), &p.timeouts.write, defaults.write)?,
-        idle: duration(&field("timeouts.idle"), &p.timeouts.idle, defaults.idle)?,
+        idle: duration(&p.timeouts.idle, defaults.idle),
     };
     let ca = match &p.ca_file {
         None => None,
@@ -266,7 +260,7 @@ fn build_provider(
         api_version: p.api_version.clone(),
         connect_to,
         name: p.name.clone(),
-        kind: p.kind.clone(),
+        kind: p.kind.as_str().to_string(),
         protocol: *protocol,
         upstream,
         keys: KeyPool::new(keys, missing),
@@ -281,15 +275,13 @@ fn build_provider(
 
 fn build_health(
     field: &dyn Fn(&str) -> String,
-    h: &file::HealthSection,
+    h: &settings::HealthSection,
     models: &[String],
 ) -> Result<HealthSettings, ConfigError> {
     let d = HealthSettings::default();
     let failures = match &h.failures {
         None => d.failures,
-        Some(list) => {
-            FailureSet::parse(list).map_err(|e| ConfigError::field(field("health.failures"), e))?
-        }
+        Some(list) => FailureSet::from_settings(list),
     };
     Ok(HealthSettings {
         policy: HealthPolicy {
@@ -325,23 +317,14 @@ fn build_health(
 
 fn build_route(
     i: usize,
-    r: &file::RouteSection,
+    r: &settings::RouteSection,
     providers: &HashMap<&str, Arc<Provider>>,
     sources: &[Source],
     list_unconfigured: &BTreeSet<&str>,
 ) -> Result<Route, ConfigError> {
     let route_field = |f: &str| format!("routes[{i}] ({}).{f}", r.name);
     let d = RetryPolicy::default();
-    let all_keys_down = match r.all_keys_down.as_deref() {
-        None | Some("fail_fast") => AllKeysDown::FailFast,
-        Some("try_anyway") => AllKeysDown::TryAnyway,
-        Some(other) => {
-            return Err(ConfigError::field(
-                route_field("all_keys_down"),
-                format!("`{other}`: expected fail_fast or try_anyway"),
-            ))
-        }
-    };
+    let all_keys_down = r.all_keys_down.unwrap_or_default();
     let retry = RetryPolicy {
         attempts: match r.retry.attempts {
             None => None,
@@ -419,7 +402,7 @@ fn build_route(
 }
 
 fn build_limits(
-    f: &FileConfig,
+    f: &Settings,
     routes: &[Route],
     consumers: &Consumers,
     previous: Option<&Gateway>,
@@ -432,8 +415,8 @@ fn build_limits(
             .iter()
             .map(|c| parse_net(c).map_err(|e| ConfigError::field(field("cidrs"), e)))
             .collect::<Result<Vec<_>, _>>()?;
-        let key = match r.key.as_str() {
-            "consumer" => {
+        let key = match &r.key {
+            RateKey::Consumer => {
                 let only: Vec<String> = r.values.iter().filter(|v| *v != "*").cloned().collect();
                 if r.values.iter().any(|v| v == "*") && !only.is_empty() {
                     return Err(ConfigError::field(
@@ -449,37 +432,27 @@ fn build_limits(
                 }
                 KeyBy::Consumer(only)
             }
-            "route" => KeyBy::Route,
-            "ip" => KeyBy::Ip(nets.clone()),
-            "cidr" if nets.is_empty() => {
+            RateKey::Route => KeyBy::Route,
+            RateKey::Ip => KeyBy::Ip(nets.clone()),
+            RateKey::Cidr if nets.is_empty() => {
                 return Err(ConfigError::field(
                     field("cidrs"),
                     "a `cidr` rule needs at least one CIDR",
                 ))
             }
-            "cidr" => KeyBy::Cidr(nets.clone()),
-            "provider_key" => KeyBy::ProviderKey,
-            k => match k.strip_prefix("header:") {
-                Some(h) => {
-                    let name = http::HeaderName::from_bytes(h.trim().as_bytes()).map_err(|_| {
-                        ConfigError::field(field("key"), format!("`{h}` is not a header name"))
-                    })?;
-                    let values = if r.values.is_empty() {
-                        vec!["*".to_string()]
-                    } else {
-                        r.values.clone()
-                    };
-                    KeyBy::Header(name, values)
-                }
-                None => {
-                    return Err(ConfigError::field(
-                        field("key"),
-                        format!(
-                            "`{k}`: expected consumer, route, ip, cidr, provider_key or header:NAME"
-                        ),
-                    ))
-                }
-            },
+            RateKey::Cidr => KeyBy::Cidr(nets.clone()),
+            RateKey::ProviderKey => KeyBy::ProviderKey,
+            RateKey::Header(h) => {
+                let name = http::HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+                    ConfigError::field(field("key"), format!("`{h}` is not a header name"))
+                })?;
+                let values = if r.values.is_empty() {
+                    vec!["*".to_string()]
+                } else {
+                    r.values.clone()
+                };
+                KeyBy::Header(name, values)
+            }
         };
         if !r.values.is_empty() && !matches!(key, KeyBy::Consumer(_) | KeyBy::Header(..)) {
             return Err(ConfigError::field(
@@ -493,9 +466,7 @@ fn build_limits(
                 "only `ip` and `cidr` rules take cidrs",
             ));
         }
-        let window = Window::parse(&r.window).ok_or_else(|| {
-            ConfigError::field(field("window"), "expected second, minute, hour or day")
-        })?;
+        let window = r.window;
         let measures: Vec<(Measure, u64)> = [
             (Measure::Requests, r.requests),
             (Measure::Tokens, r.tokens),
@@ -554,11 +525,11 @@ fn parse_net(s: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("`{s}` is not an address or CIDR"))
 }
 
-fn build_store(f: &FileConfig, limits: &Limits) -> Result<StoreSettings, ConfigError> {
+fn build_store(f: &Settings, limits: &Limits) -> Result<StoreSettings, ConfigError> {
     let redis = match &f.redis {
         None => None,
         Some(r) => {
-            let url = expand(&r.url).map_err(|e| ConfigError::field("redis.url", e))?;
+            let url = expand(r.url.as_written()).map_err(|e| ConfigError::field("redis.url", e))?;
             if !url.starts_with("redis://") {
                 return Err(ConfigError::field(
                     "redis.url",
@@ -576,37 +547,25 @@ fn build_store(f: &FileConfig, limits: &Limits) -> Result<StoreSettings, ConfigE
             })
         }
     };
-    let on_error = match f.redis.as_ref().and_then(|r| r.on_error.as_deref()) {
-        None | Some("open") => OnError::Open,
-        Some("closed") => OnError::Closed,
-        Some(other) => {
-            return Err(ConfigError::field(
-                "redis.on_error",
-                format!("`{other}`: expected open or closed"),
-            ))
-        }
-    };
+    let on_error = f
+        .redis
+        .as_ref()
+        .and_then(|r| r.on_error)
+        .unwrap_or_default();
     let path = match &f.store.path {
         Some(p) => expand(p).map_err(|e| ConfigError::field("store.path", e))?,
         None => super::paths::DEFAULT_STORE.into(),
     };
     Ok(StoreSettings {
         path: path.into(),
-        flush_interval: duration(
-            "store.flush_interval",
-            &f.store.flush_interval,
-            Duration::from_millis(50),
-        )?,
+        flush_interval: duration(&f.store.flush_interval, Duration::from_millis(50)),
         needs_local: f.quota.is_some() || limits.rules.iter().any(|r| r.window.is_long()),
         redis,
         on_error,
     })
 }
 
-fn build_quota(
-    f: &FileConfig,
-    consumers: &Consumers,
-) -> Result<Option<QuotaSettings>, ConfigError> {
+fn build_quota(f: &Settings, consumers: &Consumers) -> Result<Option<QuotaSettings>, ConfigError> {
     let Some(q) = &f.quota else { return Ok(None) };
     let known = |field: &str, name: &str| {
         if consumers.names().iter().any(|n| n == name) {
@@ -636,12 +595,12 @@ fn build_quota(
     }))
 }
 
-fn build_consumers(f: &FileConfig) -> Result<Consumers, ConfigError> {
+fn build_consumers(f: &Settings) -> Result<Consumers, ConfigError> {
     let mut consumers = match &f.auth.sources {
         None => Consumers::default(),
         Some(list) => Consumers::new(
             list.iter()
-                .map(|s| Source::parse(s))
+                .map(Source::from_settings)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| ConfigError::field("auth.sources", e))?,
         ),
@@ -653,7 +612,7 @@ fn build_consumers(f: &FileConfig) -> Result<Consumers, ConfigError> {
         let creds: Vec<String> = c
             .credentials
             .iter()
-            .filter_map(|cred| match expand_key(cred) {
+            .filter_map(|cred| match expand_key(cred.as_written()) {
                 Ok(v) => Some(v),
                 Err(var) => {
                     log::warn!("{field}: credential variable {var} is not set");
@@ -669,9 +628,9 @@ fn build_consumers(f: &FileConfig) -> Result<Consumers, ConfigError> {
 }
 
 impl Gateway {
-    /// Build the model from the file. With `previous` (a reload), keys that are unchanged
-    /// keep their health state.
-    pub fn build(f: FileConfig, previous: Option<&Gateway>) -> Result<Self, ConfigError> {
+    /// Build the model from the settings. With `previous` (a reload), keys that are
+    /// unchanged keep their health state.
+    pub fn build(f: &Settings, previous: Option<&Gateway>) -> Result<Self, ConfigError> {
         let s = &f.server;
         let server = ServerSettings {
             threads: at_least_one("server.threads", s.threads, 1)?,
@@ -733,7 +692,7 @@ impl Gateway {
             by_name.insert(p.name.as_str(), provider.clone());
             providers.push(provider);
         }
-        let consumers = build_consumers(&f)?;
+        let consumers = build_consumers(f)?;
         let list_unconfigured: BTreeSet<&str> = f
             .providers
             .iter()
@@ -747,10 +706,10 @@ impl Gateway {
             .map(|(i, r)| build_route(i, r, &by_name, &consumers.sources, &list_unconfigured))
             .collect::<Result<Vec<_>, _>>()?;
 
-        let access_log = match f.access_log.path.as_deref() {
-            None | Some("stdout") | Some("-") => AccessLogTarget::Stdout,
-            Some("off") => AccessLogTarget::Off,
-            Some(path) => AccessLogTarget::File(
+        let access_log = match &f.access_log.path {
+            None | Some(AccessLogPath::Stdout) => AccessLogTarget::Stdout,
+            Some(AccessLogPath::Off) => AccessLogTarget::Off,
+            Some(AccessLogPath::File(path)) => AccessLogTarget::File(
                 expand(path).map_err(|e| ConfigError::field("access_log.path", e))?,
             ),
         };
@@ -762,9 +721,9 @@ impl Gateway {
                 ));
             }
         }
-        let limits = build_limits(&f, &routes, &consumers, previous)?;
-        let store = build_store(&f, &limits)?;
-        let quota = build_quota(&f, &consumers)?;
+        let limits = build_limits(f, &routes, &consumers, previous)?;
+        let store = build_store(f, &limits)?;
+        let quota = build_quota(f, &consumers)?;
         let trusted_proxies = f
             .trusted_proxies
             .iter()

@@ -147,13 +147,8 @@ pub struct RouteAuth {
     pub allow: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AllKeysDown {
-    /// Answer 503 at once without contacting any provider.
-    FailFast,
-    /// Try keys that are out of rotation anyway.
-    TryAnyway,
-}
+/// What a route does when no key of any target is usable (`all_keys_down`).
+pub use crate::settings::AllKeysDown;
 
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {

@@ -24,15 +24,8 @@ pub enum StoreError {
     Backend(String),
 }
 
-/// What to do when the shared store fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnError {
-    /// Admit the request unchecked (counted in `tollgate_store_fail_open_total`).
-    #[default]
-    Open,
-    /// Refuse it with 503.
-    Closed,
-}
+/// What to do when the shared store fails (`redis.on_error`).
+pub use crate::settings::OnError;
 
 /// Where persistent counters go, as configured.
 #[derive(Debug, Clone)]
