@@ -1,7 +1,7 @@
 //! What a reload carries over from the running snapshot, by the identities the settings
-//! state (README "What a reload keeps"): a key's health by provider name + key name (and
-//! the same secret), a rate limit's counters by rule name (and the same window). A rename
-//! starts afresh.
+//! state (README "Config hot reload"): a key's health by provider name + key name (and the
+//! same secret), a rate limit's counters by rule name (and the same window), a provider's
+//! resolved address by provider name (and the same host and port). A rename starts afresh.
 
 use super::parse;
 use crate::keys::{KeyOutcome, KeyState};
@@ -115,4 +115,24 @@ async fn unchanged_identities_keep_their_state_and_renames_start_afresh() {
         admits(&new_window, &stores).await,
         "a new window counts afresh"
     );
+}
+
+#[test]
+fn a_resolved_address_is_kept_by_provider_name_and_host() {
+    let text = BASE.replace(
+        "http://127.0.0.1:8090/v1",
+        "http://llm.example.invalid:8090/v1",
+    );
+    let first = parse(&text, "t.yaml", None).unwrap();
+    let addr: std::net::SocketAddr = "192.0.2.7:8090".parse().unwrap();
+    first.provider("mock").unwrap().set_addr(addr);
+    let same = parse(&text, "t.yaml", Some(&first)).unwrap();
+    assert_eq!(same.provider("mock").unwrap().resolved_addr(), Some(addr));
+    let other_port = parse(&text.replace(":8090", ":8091"), "t.yaml", Some(&first)).unwrap();
+    assert_eq!(other_port.provider("mock").unwrap().resolved_addr(), None);
+    let renamed = text
+        .replace("name: mock", "name: mock2")
+        .replace("provider: mock}", "provider: mock2}");
+    let renamed = parse(&renamed, "t.yaml", Some(&first)).unwrap();
+    assert_eq!(renamed.provider("mock2").unwrap().resolved_addr(), None);
 }

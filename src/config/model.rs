@@ -689,6 +689,9 @@ impl Gateway {
             }
             let old = previous.and_then(|g| g.provider(&p.name)).map(|p| &**p);
             let provider = Arc::new(build_provider(i, p, old)?);
+            if let Some(old) = old {
+                provider.adopt_address(old);
+            }
             by_name.insert(p.name.as_str(), provider.clone());
             providers.push(provider);
         }

@@ -203,6 +203,21 @@ impl Provider {
         })
     }
 
+    /// Keep `previous`'s resolved address (the same provider, by name, in the config being
+    /// replaced) when this one is still unresolved and names the same host and port, so a
+    /// reload never waits on, or is hurt by, a lookup of an address already known.
+    pub fn adopt_address(&self, previous: &Provider) {
+        let same_host = previous.upstream.host == self.upstream.host
+            && previous.upstream.port == self.upstream.port
+            && previous.connect_to.is_none()
+            && self.connect_to.is_none();
+        if same_host && self.peer.load().is_none() {
+            if let Some(addr) = previous.resolved_addr() {
+                self.set_addr(addr);
+            }
+        }
+    }
+
     /// Install a newly resolved address (no-op when unchanged).
     pub fn set_addr(&self, addr: SocketAddr) {
         if self.resolved_addr() == Some(addr) {
