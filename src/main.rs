@@ -49,6 +49,11 @@ struct Cli {
     /// Default: the config file's directory. Created on start if missing.
     #[arg(long = "state-dir", value_name = "DIR")]
     state_dir: Option<std::path::PathBuf>,
+    /// Once every listener listens, write the start-up report to PATH (JSON: this process's
+    /// instance id, its pid, and each listener's configured and bound address; a listener
+    /// configured on port 0 reports the port it got). The same line is logged as `ready {..}`.
+    #[arg(long = "ready-file", value_name = "PATH")]
+    ready_file: Option<std::path::PathBuf>,
 }
 
 /// Poll the gateway described by `gateway` until it answers or `secs` pass.
@@ -157,6 +162,7 @@ fn main() -> ExitCode {
     let switches = tollgate::server::Switches {
         daemon: cli.daemon,
         upgrade: cli.upgrade,
+        ready_file: cli.ready_file.clone(),
     };
     match tollgate::server::build(gateway, &cli.conf, switches) {
         Ok(server) => server.run_forever(),

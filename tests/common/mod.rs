@@ -33,6 +33,26 @@ impl Drop for Proc {
     }
 }
 
+/// The `mock-llm` binary: a member of the workspace, so not one of this package's
+/// `CARGO_BIN_EXE_*`; it is built beside the test binaries (`target/<profile>/mock-llm`).
+/// The tests do not run cargo themselves (it would wait for the lock the test run holds).
+pub fn mock_llm_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test>-<hash>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary under target/<profile>/deps");
+    let bin = profile_dir.join(format!("mock-llm{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build --workspace --bins` first \
+         (mock-llm is its own workspace member; tests/run.sh does this)",
+        bin.display()
+    );
+    bin
+}
+
 pub struct Mock {
     pub addr: String,
     _proc: Proc,
@@ -53,7 +73,7 @@ impl Mock {
     }
 
     fn start_with(extra: &[&str]) -> Mock {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mock-llm"))
+        let mut child = Command::new(mock_llm_bin())
             .args(["--listen", "127.0.0.1:0", "--threads", "2"])
             .args(extra)
             .stdout(Stdio::piped())
