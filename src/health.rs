@@ -174,7 +174,8 @@ pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
         // An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`) is the usual `Retry-After` form.
         if let Some(at) = humantime::parse_rfc3339_weak(v)
             .ok()
-            .or_else(|| httpdate::parse_http_date(v).ok()) {
+            .or_else(|| httpdate::parse_http_date(v).ok())
+        {
             return Some(
                 at.duration_since(std::time::SystemTime::now())
                     .unwrap_or_default(),

@@ -163,8 +163,8 @@ async fn hot_reload_applies_to_new_requests_only_and_rejects_bad_files() {
     // Listener changes are reported as needing an upgrade (and not applied).
     let text = std::fs::read_to_string(&gw.config_path).unwrap();
     let moved = text.replace(
-        &format!("127.0.0.1:{}", gw.port),
-        &format!("127.0.0.1:{}", free_port()),
+        &format!("\"{PROXY_LISTEN}\""),
+        &format!("\"127.0.0.1:{}\"", closed_port()),
     );
     std::fs::write(&gw.config_path, moved).unwrap();
     let (status, body) = reload(&gw).await;
