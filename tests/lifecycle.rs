@@ -260,8 +260,13 @@ dns: {refresh: 100ms}"#,
     );
     std::fs::write(&config, text).unwrap();
 
-    // In the foreground, the server log goes to `server.error_log`.
-    let mut gw = GatewayProcess::spawn(&config, &[]);
+    // In the foreground, the server log goes to `server.error_log`. The resolver's debug
+    // line for each failed lookup shows how many rounds have run.
+    let filter = format!(
+        "{},tollgate::provider::resolve=debug",
+        tollgate::logging::DEFAULT_FILTER
+    );
+    let mut gw = GatewayProcess::spawn_env(&config, &[], &[("RUST_LOG", filter.as_str())], false);
     let ready = gw.wait_ready();
     let read = || std::fs::read_to_string(&error_log).unwrap_or_default();
     for (addr, what) in [(ready.proxy(), "proxy"), (ready.admin().unwrap(), "admin")] {
@@ -272,9 +277,27 @@ dns: {refresh: 100ms}"#,
         );
     }
     assert!(models_ok(ready.proxy()).await);
-    // About ten resolver rounds.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Ten resolver rounds (every 100 ms) have tried `nowhere`.
+    let start = Instant::now();
+    while read()
+        .matches("lookup of tollgate-lifecycle-test.invalid failed")
+        .count()
+        < 10
+    {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "fewer than ten resolver rounds:\n{}",
+            read()
+        );
+        gw.check_alive();
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let log = read();
+    let log: String = log
+        .lines()
+        .filter(|l| !l.contains(" DEBUG "))
+        .map(|l| format!("{l}\n"))
+        .collect();
     let keyless: Vec<&str> = log.lines().filter(|l| l.contains("keyless")).collect();
     assert_eq!(keyless.len(), 1, "{log}");
     assert!(keyless[0].contains("TOLLGATE_LIFECYCLE_UNSET_KEY"), "{log}");

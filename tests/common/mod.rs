@@ -347,7 +347,8 @@ impl GatewayProcess {
         ready
     }
 
-    fn check_alive(&mut self) {
+    /// Fail the test if the process exited with a failure.
+    pub fn check_alive(&mut self) {
         if let Some(status) = self.child.try_wait().unwrap() {
             if !status.success() {
                 // Let the reader catch the last lines.
@@ -1152,4 +1153,31 @@ where
 /// `raw_exchange` to any `host:port` (an admin listener is on 127.0.0.2).
 pub fn raw_exchange_at(addr: &str, request: &[u8], within: Duration) -> (String, bool) {
     raw_exchange_to(addr.parse().unwrap(), request, within)
+}
+
+/// The index of the epoch-aligned window of length `window` that `t` falls in (Redis and the
+/// embedded store align rate-limit windows to the unix epoch; one machine, one clock).
+pub fn window_index(t: std::time::SystemTime, window: Duration) -> u128 {
+    t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() / window.as_millis()
+}
+
+/// Run `check(attempt)` until one run starts and ends inside one epoch-aligned window of
+/// length `window`, and return that run's result: a run that straddles a window boundary is
+/// thrown away (its counts depend on where the boundary fell) and the check runs again, at
+/// most three times, with `attempt` = 0, 1, 2 so that it can count under a fresh key (another
+/// consumer) rather than on top of the previous run. The check returns what it saw and the
+/// test asserts on that, so the test does not depend on the wall-clock minute.
+pub async fn in_one_window<T, F, Fut>(window: Duration, mut check: F) -> T
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    for attempt in 0..3 {
+        let before = window_index(std::time::SystemTime::now(), window);
+        let seen = check(attempt).await;
+        if window_index(std::time::SystemTime::now(), window) == before {
+            return seen;
+        }
+    }
+    panic!("three runs in a row crossed a {window:?} window boundary");
 }
