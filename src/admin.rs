@@ -281,7 +281,7 @@ impl ServeHttp for Admin {
             "/healthz" => respond(
                 StatusCode::OK,
                 "application/json",
-                crate::lifecycle::healthz_body(),
+                crate::instance::healthz_body(),
             ),
             "/readyz" => {
                 let (ready, body) = readiness(&self.config.load());

@@ -8,7 +8,7 @@
 //! Once every listener listens, `StartReport` logs one machine-readable line
 //! (`ready {"instance":..,"pid":..,"listeners":[..]}`) and, with `--ready-file PATH`, writes
 //! the same JSON to PATH (atomically). `instance_id()` is this process's identity, also
-//! returned by `GET /healthz` on the proxy and admin listeners.
+//! returned by `GET /healthz` on the proxy and admin listeners (`instance`).
 //!
 //! At the end: Pingora, after SIGTERM (at once) or after SIGQUIT (once its 5 s hand-over
 //! window has passed), broadcasts the shutdown: the listeners stop accepting, requests in
@@ -30,7 +30,7 @@ use pingora_core::services::background::BackgroundService;
 use pingora_core::services::Service;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
@@ -233,20 +233,6 @@ impl BackgroundService for Lifecycle {
     }
 }
 
-/// This process's identity: random, fixed for the life of the process (a new process after
-/// an upgrade or a restart has a new one). `GET /healthz` returns it, so a client can tell
-/// which process answered.
-pub fn instance_id() -> &'static str {
-    static ID: OnceLock<String> = OnceLock::new();
-    ID.get_or_init(|| format!("{:016x}", fastrand::u64(..)))
-}
-
-/// The `/healthz` body of both listeners: `{"status":"ok","instance":"<id>"}`.
-pub fn healthz_body() -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({"status": "ok", "instance": instance_id()}))
-        .unwrap_or_default()
-}
-
 /// The address a listening socket is bound to (its port when configured as 0).
 fn local_addr(fd: std::os::fd::RawFd) -> Option<std::net::SocketAddr> {
     use nix::sys::socket::{getsockname, SockaddrStorage};
@@ -297,7 +283,7 @@ impl StartReport {
             })
             .collect();
         let report = serde_json::json!({
-            "instance": instance_id(),
+            "instance": crate::instance::id(),
             "pid": std::process::id(),
             "listeners": listeners,
         });

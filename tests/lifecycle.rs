@@ -361,3 +361,55 @@ async fn a_successful_upgrade_logs_no_error() {
     );
     assert!(models_ok(ready.proxy()).await);
 }
+
+/// `GET /healthz` on both listeners names the process that answers; the start-up report
+/// (`--ready-file`) names the same id and the bound ports of listeners configured on port 0;
+/// an upgraded process keeps the ports and has a new id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_names_the_instance_on_both_listeners() {
+    let mock = Mock::start();
+    let mut gw = Gateway::start(&mock_provider(&mock.url(), ""));
+    assert_ne!(gw.port, 0);
+    assert_ne!(gw.admin_port, 0);
+    let healthz = |url: String| async move {
+        let resp = client().get(url).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json::<serde_json::Value>().await.unwrap()
+    };
+    let want = serde_json::json!({"status": "ok", "instance": gw.instance});
+    assert_eq!(healthz(gw.url("/healthz")).await, want);
+    assert_eq!(healthz(gw.admin_url("/healthz")).await, want);
+    // Only `GET /healthz` is local: the proxy's other paths are not.
+    let resp = client()
+        .post(gw.url("/healthz"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(resp.status(), 200);
+
+    let (before, addr, admin) = (gw.instance.clone(), gw.addr.clone(), gw.admin_addr.clone());
+    let mut gw = tokio::task::spawn_blocking(move || {
+        gw.upgrade();
+        gw
+    })
+    .await
+    .unwrap();
+    assert_ne!(gw.instance, before);
+    assert_eq!(
+        (gw.addr.as_str(), gw.admin_addr.as_str()),
+        (addr.as_str(), admin.as_str())
+    );
+    let want = serde_json::json!({"status": "ok", "instance": gw.instance});
+    assert_eq!(healthz(gw.url("/healthz")).await, want);
+    assert_eq!(healthz(gw.admin_url("/healthz")).await, want);
+    assert!(models_ok(&gw.addr).await);
+    let log = gw.stop();
+    assert!(
+        log.contains(&format!(
+            "\"instance\":\"{}\"",
+            want["instance"].as_str().unwrap()
+        )),
+        "{log}"
+    );
+}

@@ -29,14 +29,14 @@ pub async fn json_with(
     Ok(())
 }
 
-/// `GET /healthz`: this process's identity (`lifecycle::instance_id`), answered before
+/// `GET /healthz`: this process's identity (`instance::id`), answered before
 /// any routing, authentication or accounting. True when it answered.
 pub async fn healthz(session: &mut Session) -> Result<bool> {
     let h = session.req_header();
     if h.method != http::Method::GET || h.uri.path() != "/healthz" {
         return Ok(false);
     }
-    let body = Bytes::from(crate::lifecycle::healthz_body());
+    let body = Bytes::from(crate::instance::healthz_body());
     let mut h = ResponseHeader::build(200, Some(2))?;
     h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     h.insert_header(http::header::CONTENT_LENGTH, body.len())?;
