@@ -9,31 +9,11 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 
 fn config(mock: &Mock, rule: &str, store: &str) -> String {
-    format!(
-        r#"providers:
-  - name: mock
-    type: openai-compatible
-    base_url: "{url}"
-    api_keys: ["sk-provider"]
-consumers:
-  - name: alice
-    credentials: ["sk-alice"]
-  - name: bob
-    credentials: ["sk-bob"]
-  - name: carol
-    credentials: ["sk-carol"]
-rate_limits:
-{rule}
-{store}
-routes:
-  - name: default
-    forward_headers: ["x-mock-*"]
-    models:
-      - model: "mock-*"
-        targets: [{{provider: mock}}]
-"#,
-        url = mock.url()
-    )
+    Body::mock(&mock.url())
+        .consumers(&["alice", "bob", "carol"])
+        .section(&format!("rate_limits:\n{rule}"))
+        .section(store)
+        .build()
 }
 
 const FIVE_PER_MINUTE: &str = "  - {name: alice-rpm, key: consumer, window: minute, requests: 5}";

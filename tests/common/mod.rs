@@ -372,16 +372,7 @@ impl GatewayProcess {
 
     /// Wait for the process to exit within `within`; its exit status.
     pub fn exit_within(&mut self, within: Duration) -> Option<ExitStatus> {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if start.elapsed() > within {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        exit_within(&mut self.child, within)
     }
 
     /// Kill it and return everything it wrote to stderr.
@@ -683,10 +674,20 @@ pub fn signal(pid: u32, sig: &str) {
 }
 
 pub fn wait_exit(child: &mut Child, within: Duration) {
+    assert!(exit_within(child, within).is_some(), "process did not exit");
+}
+
+/// Wait for `child` to exit within `within`; its exit status.
+pub fn exit_within(child: &mut Child, within: Duration) -> Option<ExitStatus> {
     let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(start.elapsed() < within, "process did not exit");
-        std::thread::sleep(Duration::from_millis(20));
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if start.elapsed() > within {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -1180,4 +1181,71 @@ where
         }
     }
     panic!("three runs in a row crossed a {window:?} window boundary");
+}
+
+/// A test config's providers/consumers/routes part without repeating the usual blocks:
+/// one OpenAI-compatible provider `mock` (key `sk-provider`), consumers `NAME` with the
+/// credential `sk-NAME`, any other top-level sections as written, and routes of one model
+/// pattern each to `mock` (forwarding `x-mock-*`; a route `default` for `mock-*` when none
+/// is given).
+pub struct Body {
+    base_url: String,
+    consumers: Vec<String>,
+    sections: Vec<String>,
+    routes: Vec<String>,
+}
+
+impl Body {
+    pub fn mock(base_url: &str) -> Body {
+        Body {
+            base_url: base_url.to_string(),
+            consumers: Vec::new(),
+            sections: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
+
+    /// Consumers `names`, each with the credential `sk-<name>`.
+    pub fn consumers(mut self, names: &[&str]) -> Body {
+        self.consumers.extend(
+            names
+                .iter()
+                .map(|n| format!("  - name: {n}\n    credentials: [\"sk-{n}\"]\n")),
+        );
+        self
+    }
+
+    /// Top-level YAML written as is (`quota: ...`, `rate_limits: ...`, `redis: ...`).
+    pub fn section(mut self, yaml: &str) -> Body {
+        self.sections.push(format!("{}\n", yaml.trim_end()));
+        self
+    }
+
+    /// A route `name` for `model` (a pattern) to `mock`; `auth` is its `auth:` value
+    /// (`{required: true}`), if any.
+    pub fn route(mut self, name: &str, model: &str, auth: Option<&str>) -> Body {
+        let auth = auth.map(|a| format!("    auth: {a}\n")).unwrap_or_default();
+        self.routes.push(format!(
+            "  - name: {name}\n    forward_headers: [\"x-mock-*\"]\n{auth}    models:\n      - model: \"{model}\"\n        targets: [{{provider: mock}}]\n"
+        ));
+        self
+    }
+
+    pub fn build(&self) -> String {
+        let mut out = format!(
+            "providers:\n  - name: mock\n    type: openai-compatible\n    base_url: \"{}\"\n    api_keys: [\"sk-provider\"]\n",
+            self.base_url
+        );
+        if !self.consumers.is_empty() {
+            out.push_str("consumers:\n");
+            self.consumers.iter().for_each(|c| out.push_str(c));
+        }
+        self.sections.iter().for_each(|s| out.push_str(s));
+        out.push_str("routes:\n");
+        if self.routes.is_empty() {
+            out.push_str(&Body::mock("").route("default", "mock-*", None).routes[0]);
+        }
+        self.routes.iter().for_each(|r| out.push_str(r));
+        out
+    }
 }
