@@ -1249,3 +1249,24 @@ impl Body {
         out
     }
 }
+
+/// Established connections to local `port` (a server's side, from `/proc/net/tcp`) whose
+/// receive queue is empty: the server has read everything its clients sent on them.
+pub fn drained_connections(port: u16) -> usize {
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local_port = f
+                .get(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            let rx_empty = f
+                .get(4)
+                .and_then(|q| q.split(':').nth(1))
+                .is_some_and(|rx| u64::from_str_radix(rx, 16) == Ok(0));
+            local_port == Some(port) && f.get(3) == Some(&"01") && rx_empty
+        })
+        .count()
+}

@@ -110,9 +110,13 @@ async fn stalled_huge_content_length_reserves_nothing() {
         .unwrap();
         held.push(s);
     }
-    // Every stalled request has reached its body read before memory is measured.
+    // Every stalled request has reached its body read before memory is measured: the
+    // gateway has read all the bytes of the 50 connections (their header and body start).
+    eventually("the 50 stalled requests read", || async {
+        drained_connections(gw.port) >= 50
+    })
+    .await;
     assert_eq!(post(&gw, chat_body("during", false)).await.status(), 200);
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_mb = rss_kib(gw.pid()).saturating_sub(rss_before) / 1024;
     let vm_mb = vm_size_kib(gw.pid()).saturating_sub(vm_before) / 1024;
     assert!(rss_mb < 100, "RSS grew {rss_mb} MB");
