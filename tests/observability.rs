@@ -41,14 +41,7 @@ async fn blocked_access_log_drops_lines_instead_of_stalling() {
             .unwrap();
         assert_eq!(resp.status(), 200);
     }
-    let metrics = client()
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&format!("http://{admin}/metrics")).await;
     let dropped = metric_sum(&metrics, "tollgate_access_log_dropped_total", &[]);
     assert!(
         dropped >= 90.0,

@@ -535,14 +535,7 @@ impl Gateway {
 
     /// The Prometheus text from the admin listener.
     pub async fn metrics(&self) -> String {
-        client()
-            .get(self.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        get_text(&self.admin_url("/metrics")).await
     }
 
     pub fn pid(&self) -> u32 {
@@ -909,11 +902,16 @@ pub const PROVIDER_KEY: &str = "sk-provider-secret-1234";
 
 /// Resident set size of process `pid` in KiB (from `/proc/PID/status`), 0 if unreadable.
 pub fn rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmRSS")
+}
+
+/// A `/proc/PID/status` field in KiB (`VmRSS`, `VmSize`, ...), 0 if unreadable.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
@@ -1269,4 +1267,16 @@ pub fn drained_connections(port: u16) -> usize {
             local_port == Some(port) && f.get(3) == Some(&"01") && rx_empty
         })
         .count()
+}
+
+/// `GET url`: the body as text.
+pub async fn get_text(url: &str) -> String {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
