@@ -103,13 +103,8 @@ fi
 
 # ---------------------------------------------------------------- build
 log "cargo build --release (the first build takes several minutes)"
-cargo build --release --bins >"$WORK/build.log" 2>&1 || {
+cargo build --release --workspace --bins >"$WORK/build.log" 2>&1 || {
 	tail -n 30 "$WORK/build.log" >&2
-	exit 1
-}
-cargo build --release --manifest-path load/sse-client/Cargo.toml --target-dir target/load-client \
-	>"$WORK/build-client.log" 2>&1 || {
-	tail -n 30 "$WORK/build-client.log" >&2
 	exit 1
 }
 if [ "${BENCH:-1}" = 1 ]; then
@@ -124,7 +119,7 @@ meta build_s "$(($(date +%s) - T_START))"
 T_SERVERS=$(date +%s)
 TOLLGATE_BIN="$ROOT/target/release/tollgate"
 MOCK_BIN="$ROOT/target/release/mock-llm"
-SSE_BIN="$ROOT/target/load-client/release/tollgate-sse-load"
+SSE_BIN="$ROOT/target/release/tollgate-sse-load"
 
 # ---------------------------------------------------------------- machine facts
 meta nproc "$(nproc)"

@@ -5,14 +5,14 @@
 # load/run.sh's scenario b) and prints one line each: streams, errors, TTFT, chunk delay and
 # RSS per active stream (baseline taken before the warm-up). Loopback only; bounded in time.
 #   bash load/stream-ab.sh TOLLGATE_BIN [CONCURRENCY]       (UPSTREAM_HTTP2=true: provider over h2)
-# Needs the sse-client built by load/run.sh (target/load-client/release/tollgate-sse-load).
+# Needs the sse-client built by load/run.sh (target/release/tollgate-sse-load).
 set -euo pipefail
 BIN=$1
 CONC=${2:-2000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 TOLLGATE_BIN=$BIN . "$ROOT/load/keep-servers.sh"
-SSE=target/load-client/release/tollgate-sse-load
+SSE=target/release/tollgate-sse-load
 common=(--model mock-gpt-4o --header "x-mock-chunks: 64" --header "x-mock-chunk-delay-ms: 20"
 	--chunks 64 --pace-ms 20 --concurrency "$CONC" --timeout 20 --ramp-ms 1000)
 for target in direct tollgate; do

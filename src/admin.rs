@@ -270,7 +270,11 @@ impl ServeHttp for Admin {
                     crate::metrics::render(),
                 )
             }
-            "/healthz" => json_response(StatusCode::OK, json!({"status": "ok"})),
+            "/healthz" => respond(
+                StatusCode::OK,
+                "application/json",
+                crate::instance::healthz_body(),
+            ),
             "/readyz" => {
                 let (ready, body) = readiness(&self.config.load());
                 let status = if ready {

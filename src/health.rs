@@ -145,7 +145,11 @@ pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
         if let Ok(secs) = v.parse::<f64>() {
             return Duration::try_from_secs_f64(secs).ok();
         }
-        if let Ok(at) = humantime::parse_rfc3339_weak(v).or_else(|_| httpdate(v)) {
+        // An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`) is the usual `Retry-After` form.
+        if let Some(at) = humantime::parse_rfc3339_weak(v)
+            .ok()
+            .or_else(|| httpdate::parse_http_date(v).ok())
+        {
             return Some(
                 at.duration_since(std::time::SystemTime::now())
                     .unwrap_or_default(),
@@ -157,21 +161,6 @@ pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
         .filter_map(|h| headers.get(*h)?.to_str().ok())
         .filter_map(|v| humantime::parse_duration(v.trim()).ok())
         .max()
-}
-
-/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the usual `Retry-After` date form.
-fn httpdate(v: &str) -> Result<std::time::SystemTime, ()> {
-    let rest = v.split_once(", ").map(|(_, r)| r).ok_or(())?;
-    let parts: Vec<&str> = rest.split(' ').collect();
-    let [day, month, year, time, "GMT"] = parts.as_slice() else {
-        return Err(());
-    };
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let m = MONTHS.iter().position(|x| x == month).ok_or(())? + 1;
-    let text = format!("{year}-{m:02}-{day:0>2}T{time}Z");
-    humantime::parse_rfc3339(&text).map_err(|_| ())
 }
 
 #[cfg(test)]

@@ -30,7 +30,8 @@
 //!   pipelining, the memory budget for request bodies).
 //! - `server`: assembling the Pingora server and its services; `preflight`: what a start
 //!   needs from the machine (free listener addresses, loadable files), shared with `-t`;
-//!   `lifecycle`: the start-up lines and the exit once a shutdown has nothing in flight;
+//!   `lifecycle`: the start-up lines and report (`--ready-file`) and the exit once a
+//!   shutdown has nothing in flight; `instance`: this process's id (`GET /healthz`);
 //!   `logging`: the server log (stderr or `server.error_log`).
 //! - `fuzzing` (tests and the `fuzzing` feature only): the fuzz targets, run as property tests
 //!   by `cargo test` and by `cargo fuzz` from `fuzz/`.
@@ -48,6 +49,7 @@ pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
+pub mod instance;
 pub mod keys;
 pub mod lifecycle;
 pub mod limits;

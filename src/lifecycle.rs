@@ -3,7 +3,12 @@
 //! At start: one line per listener once it listens ("listening on 127.0.0.1:8080 (proxy)"),
 //! logged by `Announced`, a wrapper of a listening service that watches Pingora's table of
 //! listening sockets (an address appears there once bound and listening, or at once when
-//! taken over from the previous process).
+//! taken over from the previous process). The line names the address actually bound (read
+//! from the socket), so a listener configured on port 0 reports the port the system chose.
+//! Once every listener listens, `StartReport` logs one machine-readable line
+//! (`ready {"instance":..,"pid":..,"listeners":[..]}`) and, with `--ready-file PATH`, writes
+//! the same JSON to PATH (atomically). `instance_id()` is this process's identity, also
+//! returned by `GET /healthz` on the proxy and admin listeners (`instance`).
 //!
 //! At the end: Pingora, after SIGTERM (at once) or after SIGQUIT (once its 5 s hand-over
 //! window has passed), broadcasts the shutdown: the listeners stop accepting, requests in
@@ -23,6 +28,7 @@ use async_trait::async_trait;
 use pingora_core::server::{ExecutionPhase, ListenFds, ShutdownWatch};
 use pingora_core::services::background::BackgroundService;
 use pingora_core::services::Service;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,6 +42,7 @@ const FLUSH_WITHIN: Duration = Duration::from_secs(5);
 const LISTEN_POLL: Duration = Duration::from_millis(2);
 
 /// One listener, as the start-up log names it.
+#[derive(Clone)]
 pub struct ListenerInfo {
     pub address: String,
     /// "proxy", "proxy, TLS", "admin", ...
@@ -43,10 +50,11 @@ pub struct ListenerInfo {
 }
 
 /// A listening service that logs "listening on ADDRESS (WHAT)" for each of its listeners
-/// once it listens.
+/// once it listens, and tells `report`.
 pub struct Announced<S> {
     pub inner: S,
     pub listeners: Vec<ListenerInfo>,
+    pub report: Arc<StartReport>,
 }
 
 #[async_trait]
@@ -59,14 +67,22 @@ impl<S: Service> Service for Announced<S> {
     ) {
         let listeners = std::mem::take(&mut self.listeners);
         let table = fds.clone();
+        let report = self.report.clone();
         let announce = tokio::spawn(async move {
             for l in listeners {
+                let mut bound = None;
                 if let Some(table) = &table {
-                    while table.lock().get(&l.address).is_none() {
+                    loop {
+                        if let Some(fd) = table.lock().get(&l.address) {
+                            bound = local_addr(*fd);
+                            break;
+                        }
                         tokio::time::sleep(LISTEN_POLL).await;
                     }
                 }
-                log::info!("listening on {} ({})", l.address, l.what);
+                let actual = bound.map_or_else(|| l.address.clone(), |a| a.to_string());
+                log::info!("listening on {actual} ({})", l.what);
+                report.listening(&l, &actual);
             }
         });
         self.inner
@@ -214,5 +230,71 @@ impl BackgroundService for Lifecycle {
             }
         }
         self.drain().await
+    }
+}
+
+/// The address a listening socket is bound to (its port when configured as 0).
+fn local_addr(fd: std::os::fd::RawFd) -> Option<std::net::SocketAddr> {
+    use nix::sys::socket::{getsockname, SockaddrStorage};
+    let addr: SockaddrStorage = getsockname(fd).ok()?;
+    if let Some(v4) = addr.as_sockaddr_in() {
+        return Some(std::net::SocketAddr::from(*v4));
+    }
+    addr.as_sockaddr_in6()
+        .map(|v6| std::net::SocketAddr::from(*v6))
+}
+
+/// The start-up report: once every listener listens, one log line
+/// `ready {"instance":ID,"pid":PID,"listeners":[{"configured":..,"address":..,"what":..}]}`
+/// and, with `--ready-file PATH`, the same JSON written to PATH (a temporary file renamed into
+/// place, so a reader never sees half of it).
+pub struct StartReport {
+    path: Option<PathBuf>,
+    /// One slot per listener, in config order (proxy listeners, then admin).
+    slots: Mutex<Vec<(ListenerInfo, Option<String>)>>,
+}
+
+impl StartReport {
+    pub fn new(path: Option<PathBuf>, listeners: &[ListenerInfo]) -> Arc<Self> {
+        let slots = listeners.iter().map(|l| (l.clone(), None)).collect();
+        Arc::new(StartReport {
+            path,
+            slots: Mutex::new(slots),
+        })
+    }
+
+    fn listening(&self, l: &ListenerInfo, actual: &str) {
+        let Ok(mut slots) = self.slots.lock() else {
+            return;
+        };
+        if let Some(slot) = slots
+            .iter_mut()
+            .find(|(s, bound)| s.address == l.address && bound.is_none())
+        {
+            slot.1 = Some(actual.to_string());
+        }
+        if slots.iter().any(|(_, bound)| bound.is_none()) {
+            return;
+        }
+        let listeners: Vec<serde_json::Value> = slots
+            .iter()
+            .map(|(l, bound)| {
+                serde_json::json!({"configured": l.address, "address": bound, "what": l.what})
+            })
+            .collect();
+        let report = serde_json::json!({
+            "instance": crate::instance::id(),
+            "pid": std::process::id(),
+            "listeners": listeners,
+        });
+        log::info!("ready {report}");
+        if let Some(path) = &self.path {
+            let tmp = path.with_extension("tmp");
+            let written = std::fs::write(&tmp, format!("{report}\n"))
+                .and_then(|()| std::fs::rename(&tmp, path));
+            if let Err(e) = written {
+                log::error!("--ready-file {}: {e}", path.display());
+            }
+        }
     }
 }

@@ -39,8 +39,8 @@ struct Cli {
     /// Take over the listening sockets of a running instance (graceful upgrade).
     #[arg(short = 'u', long = "upgrade")]
     upgrade: bool,
-    /// Wait up to SECONDS for the instance running this config to answer on its admin
-    /// listener (`/healthz`), or accept connections on its first proxy listener; exit 0
+    /// Wait up to SECONDS for the instance running this config to answer `/healthz` on its
+    /// admin listener (or its first proxy listener; over TLS, accept a connection); exit 0
     /// when it does, 1 otherwise. For systemd's `ExecStartPost`.
     #[arg(long = "wait-ready", value_name = "SECONDS")]
     wait_ready: Option<u64>,
@@ -49,6 +49,11 @@ struct Cli {
     /// Default: the config file's directory. Created on start if missing.
     #[arg(long = "state-dir", value_name = "DIR")]
     state_dir: Option<std::path::PathBuf>,
+    /// Once every listener listens, write the start-up report to PATH (JSON: this process's
+    /// instance id, its pid, and each listener's configured and bound address; a listener
+    /// configured on port 0 reports the port it got). The same line is logged as `ready {..}`.
+    #[arg(long = "ready-file", value_name = "PATH")]
+    ready_file: Option<std::path::PathBuf>,
 }
 
 /// Poll the gateway described by `gateway` until it answers or `secs` pass.
@@ -57,14 +62,19 @@ fn wait_ready(gateway: &tollgate::config::Gateway, secs: u64) -> bool {
     use std::time::{Duration, Instant};
     let (address, http) = match &gateway.admin_listener {
         Some(l) if l.tls.is_none() => (l.address.clone(), true),
+        // The proxy answers `/healthz` too; over TLS a connection is the best this can do.
         _ => match gateway.proxy_listeners.first() {
-            Some(l) => (l.address.clone(), false),
+            Some(l) => (l.address.clone(), l.tls.is_none()),
             None => return false,
         },
     };
     let Ok(addr) = address.parse::<std::net::SocketAddr>() else {
         return false;
     };
+    if addr.port() == 0 {
+        eprintln!("tollgate: --wait-ready needs a fixed port ({address} is chosen at start)");
+        return false;
+    }
     let deadline = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < deadline {
         if let Ok(mut conn) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
@@ -157,6 +167,7 @@ fn main() -> ExitCode {
     let switches = tollgate::server::Switches {
         daemon: cli.daemon,
         upgrade: cli.upgrade,
+        ready_file: cli.ready_file.clone(),
     };
     match tollgate::server::build(gateway, &cli.conf, switches) {
         Ok(server) => server.run_forever(),

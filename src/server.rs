@@ -9,7 +9,7 @@ use crate::background::{Checker, Resolver};
 use crate::config::model::{Listener, ServerSettings};
 use crate::config::{Gateway, SharedConfig};
 use crate::conn::{Capped, Guarded};
-use crate::lifecycle::{Announced, Lifecycle, ListenerInfo};
+use crate::lifecycle::{Announced, Lifecycle, ListenerInfo, StartReport};
 use crate::provider::resolve::resolve_now;
 use crate::proxy::Tollgate;
 use crate::reload::{OnSighup, Reloader};
@@ -30,10 +30,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Command-line switches that Pingora acts on.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Switches {
     pub daemon: bool,
     pub upgrade: bool,
+    /// `--ready-file PATH`: where the start-up report goes (`lifecycle::StartReport`).
+    pub ready_file: Option<std::path::PathBuf>,
 }
 
 fn server_conf(s: &ServerSettings) -> ServerConf {
@@ -170,6 +172,7 @@ pub fn build(
         .map(|l| describe(l, "proxy"))
         .collect();
     listeners.extend(admin_listener.iter().map(|l| describe(l, "admin")));
+    let report = StartReport::new(switches.ready_file.clone(), &listeners);
     let any_tls = proxy_listeners
         .iter()
         .chain(admin_listener.iter())
@@ -211,6 +214,7 @@ pub fn build(
             .iter()
             .map(|l| describe(l, "proxy"))
             .collect(),
+        report: report.clone(),
     });
 
     if let Some(l) = &admin_listener {
@@ -233,6 +237,7 @@ pub fn build(
         server.add_service(Announced {
             inner: admin,
             listeners: vec![describe(l, "admin")],
+            report,
         });
     }
     server.add_service(background_service(

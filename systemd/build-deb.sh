@@ -15,4 +15,4 @@ mkdir -p target/deb-assets
 sed -e 's#/usr/local/bin/tollgate#/usr/bin/tollgate#g' \
     -e 's#/usr/local/share/doc/tollgate#/usr/share/doc/tollgate#g' \
     systemd/tollgate.service > target/deb-assets/tollgate.service
-exec cargo deb "$@"
+exec cargo deb -p tollgate "$@"

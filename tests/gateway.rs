@@ -302,7 +302,8 @@ async fn expect_error(resp: reqwest::Response, status: u16, code: &str) -> Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_and_upstream_errors() {
     let mock = Mock::start();
-    let closed = free_port();
+    // Nothing listens there: connections are refused.
+    let closed = closed_port();
     let extra = format!(
         r#"    timeouts: {{read: 300ms}}
   - name: dead

@@ -6,132 +6,24 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A tollgate process whose stderr is collected as it is written.
-struct Running {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Running {
-    fn spawn(config: &Path, args: &[&str]) -> Running {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args(args)
-            .arg("-c")
-            .arg(config)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tollgate");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        Running { child, stderr }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// Wait until stderr contains `needle`.
-    fn wait_for(&mut self, needle: &str) {
-        let out = self.stderr.clone();
-        wait_text(needle, || out.lock().unwrap().clone(), &mut self.child);
-    }
-
-    /// Wait until both listeners accept connections.
-    fn wait_listening(&mut self, port: u16, admin_port: u16) {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("tollgate exited ({status}):\n{}", self.stderr());
-            }
-            let up = |p: u16| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok();
-            if up(port) && up(admin_port) {
-                return;
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "not listening:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        signal(self.child.id(), sig);
-    }
-
-    /// Wait for the process to exit within `within`; its exit status.
-    fn exit_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if start.elapsed() > within {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Poll `text()` until it contains `needle`, failing at the harness deadline or when the
-/// process exits first.
-fn wait_text(needle: &str, text: impl Fn() -> String, child: &mut Child) {
-    let start = Instant::now();
-    while !text().contains(needle) {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("tollgate exited ({status}) before {needle:?}:\n{}", text());
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "no {needle:?} within {DEADLINE:?}:\n{}",
-            text()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// A config in `dir` with the given grace period and providers/routes block.
-fn write_config(dir: &Path, grace: u64, body: &str) -> (PathBuf, u16, u16) {
-    let port = free_port();
-    let admin_port = free_port();
-    let text = config_text(dir, port, admin_port, None, None, body).replace(
+/// A config in `dir` with the given grace period and providers/routes block, listening on
+/// run-time ports.
+fn write_config(dir: &Path, grace: u64, body: &str) -> PathBuf {
+    let text = config_text(dir, PROXY_LISTEN, ADMIN_LISTEN, None, None, body).replace(
         "grace_period_seconds: 1\n",
         &format!("grace_period_seconds: {grace}\n"),
     );
     let path = dir.join("tollgate.yaml");
     std::fs::write(&path, text).unwrap();
-    (path, port, admin_port)
+    path
 }
 
-async fn models_ok(port: u16) -> bool {
+async fn models_ok(addr: &str) -> bool {
     client()
-        .get(format!("http://127.0.0.1:{port}/v1/models"))
+        .get(format!("http://{addr}/v1/models"))
         .send()
         .await
         .is_ok_and(|r| r.status() == 200)
@@ -142,12 +34,13 @@ async fn idle_gateway_exits_at_once_on_sigterm() {
     let mock = Mock::start();
     let dir = tempfile::tempdir().unwrap();
     // A long grace period: only the quick exit can be quick.
-    let (config, port, admin_port) = write_config(dir.path(), 30, &mock_provider(&mock.url(), ""));
-    let mut gw = Running::spawn(&config, &[]);
-    gw.wait_listening(port, admin_port);
+    let config = write_config(dir.path(), 30, &mock_provider(&mock.url(), ""));
+    let mut gw = GatewayProcess::spawn(&config, &[]);
+    let ready = gw.wait_ready();
+    let (proxy, admin) = (ready.proxy(), ready.admin().unwrap());
     // A request on a connection that is closed afterwards: nothing left in flight.
     let (answer, _) = raw_exchange(
-        port,
+        port_of(proxy),
         b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         Duration::from_secs(5),
     );
@@ -161,32 +54,36 @@ async fn idle_gateway_exits_at_once_on_sigterm() {
     assert!(status.success(), "{status}");
     assert!(start.elapsed() < Duration::from_secs(3));
     assert!(
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        std::net::TcpStream::connect(proxy).is_err(),
         "still listening after exit"
     );
-    // The log said where it listened, one line per listener.
+    // The log said where it listened (the bound port), one line per listener, then the
+    // machine-readable report.
     let log = gw.stderr();
-    for (addr, what) in [(port, "proxy"), (admin_port, "admin")] {
-        let line = format!("listening on 127.0.0.1:{addr} ({what})");
+    for (addr, what) in [(proxy, "proxy"), (admin, "admin")] {
+        let line = format!("listening on {addr} ({what})");
         assert_eq!(log.matches(&line).count(), 1, "{line}:\n{log}");
     }
+    let report = format!("ready {{\"instance\":\"{}\"", ready.instance);
+    assert_eq!(log.matches(&report).count(), 1, "{report}:\n{log}");
 
     // A new start on the same config serves normally.
-    let _gw = Running::spawn(&config, &[]);
-    eventually("a request served after the restart", || models_ok(port)).await;
+    let mut again = GatewayProcess::spawn(&config, &[]);
+    let ready = again.wait_ready();
+    assert!(models_ok(ready.proxy()).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_waits_for_the_stream_in_flight_then_exits() {
     let mock = Mock::start();
     let dir = tempfile::tempdir().unwrap();
-    let (config, port, admin_port) = write_config(dir.path(), 30, &mock_provider(&mock.url(), ""));
-    let mut gw = Running::spawn(&config, &[]);
-    gw.wait_listening(port, admin_port);
+    let config = write_config(dir.path(), 30, &mock_provider(&mock.url(), ""));
+    let mut gw = GatewayProcess::spawn(&config, &[]);
+    let proxy = gw.wait_ready().proxy().to_string();
 
     // 15 chunks 150 ms apart: about 2 s of streaming.
     let resp = client()
-        .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
+        .post(format!("http://{proxy}/v1/chat/completions"))
         .header("x-request-id", "lifecycle-stream-1")
         .header("x-mock-chunks", "15")
         .header("x-mock-chunk-delay-ms", "150")
@@ -241,16 +138,17 @@ async fn sigterm_waits_for_the_stream_in_flight_then_exits() {
     assert_eq!(line["status"], 200);
     assert_eq!(line["output_tokens"], 15);
 
-    let _gw = Running::spawn(&config, &[]);
-    eventually("a request served after the restart", || models_ok(port)).await;
+    let mut again = GatewayProcess::spawn(&config, &[]);
+    let ready = again.wait_ready();
+    assert!(models_ok(ready.proxy()).await);
 }
 
 /// A config with a quota and no paths for the store, pid file or upgrade socket.
-fn bare_config(port: u16, admin_port: u16, mock: &Mock) -> String {
+fn bare_config(mock: &Mock) -> String {
     format!(
         r#"listeners:
-  proxy: [{{address: "127.0.0.1:{port}"}}]
-  admin: {{address: "127.0.0.1:{admin_port}"}}
+  proxy: [{{address: "{PROXY_LISTEN}"}}]
+  admin: {{address: "{ADMIN_LISTEN}"}}
 access_log: {{path: access.log}}
 consumers:
   - {{name: alice, credentials: ["alice-key"]}}
@@ -267,9 +165,8 @@ async fn state_files_go_beside_the_config_or_in_state_dir() {
         let conf_dir = tempfile::tempdir().unwrap();
         let state_parent = tempfile::tempdir().unwrap();
         let state_dir = state_parent.path().join("state");
-        let (port, admin_port) = (free_port(), free_port());
         let config = conf_dir.path().join("tollgate.yaml");
-        std::fs::write(&config, bare_config(port, admin_port, &mock)).unwrap();
+        std::fs::write(&config, bare_config(&mock)).unwrap();
         let expected = match with_state_dir {
             false => conf_dir.path().to_path_buf(),
             true => state_dir.clone(),
@@ -288,8 +185,8 @@ async fn state_files_go_beside_the_config_or_in_state_dir() {
         assert_eq!(ok, Some(true), "{err}");
 
         // Started from elsewhere (the working directory is not the config's).
-        let mut gw = Running::spawn(&config, &args);
-        gw.wait_listening(port, admin_port);
+        let mut gw = GatewayProcess::spawn(&config, &args);
+        let proxy = gw.wait_ready().proxy().to_string();
         let db = expected.join("state.db");
         let start = Instant::now();
         while !db.exists() {
@@ -313,7 +210,7 @@ async fn state_files_go_beside_the_config_or_in_state_dir() {
         );
         // A relative access log path is in the same directory.
         let resp = client()
-            .get(format!("http://127.0.0.1:{port}/v1/models"))
+            .get(format!("http://{proxy}/v1/models"))
             .header("x-request-id", "lifecycle-state-1")
             .send()
             .await
@@ -356,26 +253,51 @@ async fn providers_without_keys_or_address_warn_once_into_the_error_log() {
     api_keys: ["k"]
 dns: {refresh: 100ms}"#,
     );
-    let (config, port, admin_port) = write_config(dir.path(), 1, &body);
+    let config = write_config(dir.path(), 1, &body);
     let text = std::fs::read_to_string(&config).unwrap().replace(
         "server:\n",
         &format!("server:\n  error_log: \"{}\"\n", error_log.display()),
     );
     std::fs::write(&config, text).unwrap();
 
-    // In the foreground, the server log goes to `server.error_log`.
-    let mut gw = Running::spawn(&config, &[]);
-    let read = || std::fs::read_to_string(&error_log).unwrap_or_default();
-    wait_text(
-        &format!("listening on 127.0.0.1:{admin_port} (admin)"),
-        read,
-        &mut gw.child,
+    // In the foreground, the server log goes to `server.error_log`. The resolver's debug
+    // line for each failed lookup shows how many rounds have run.
+    let filter = format!(
+        "{},tollgate::provider::resolve=debug",
+        tollgate::logging::DEFAULT_FILTER
     );
-    assert!(read().contains(&format!("listening on 127.0.0.1:{port} (proxy)")));
-    eventually("a request served", || models_ok(port)).await;
-    // About ten resolver rounds.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut gw = GatewayProcess::spawn_env(&config, &[], &[("RUST_LOG", filter.as_str())], false);
+    let ready = gw.wait_ready();
+    let read = || std::fs::read_to_string(&error_log).unwrap_or_default();
+    for (addr, what) in [(ready.proxy(), "proxy"), (ready.admin().unwrap(), "admin")] {
+        wait_text(
+            &format!("listening on {addr} ({what})"),
+            read,
+            &mut gw.child,
+        );
+    }
+    assert!(models_ok(ready.proxy()).await);
+    // Ten resolver rounds (every 100 ms) have tried `nowhere`.
+    let start = Instant::now();
+    while read()
+        .matches("lookup of tollgate-lifecycle-test.invalid failed")
+        .count()
+        < 10
+    {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "fewer than ten resolver rounds:\n{}",
+            read()
+        );
+        gw.check_alive();
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let log = read();
+    let log: String = log
+        .lines()
+        .filter(|l| !l.contains(" DEBUG "))
+        .map(|l| format!("{l}\n"))
+        .collect();
     let keyless: Vec<&str> = log.lines().filter(|l| l.contains("keyless")).collect();
     assert_eq!(keyless.len(), 1, "{log}");
     assert!(keyless[0].contains("TOLLGATE_LIFECYCLE_UNSET_KEY"), "{log}");
@@ -403,7 +325,7 @@ async fn a_successful_upgrade_logs_no_error() {
     // The harness's order: the new process first (it waits for the sockets), then SIGQUIT.
     let mut gw = Gateway::start(&mock_provider(&mock.url(), ""));
     gw.upgrade();
-    assert!(models_ok(gw.port).await);
+    assert!(models_ok(&gw.addr).await);
     let log = gw.stop();
     assert!(
         log.contains("took over the listening sockets"),
@@ -413,13 +335,14 @@ async fn a_successful_upgrade_logs_no_error() {
 
     // systemd's order: SIGQUIT first (the old process offers its sockets), then `-u`.
     let dir = tempfile::tempdir().unwrap();
-    let (config, port, admin_port) = write_config(dir.path(), 1, &mock_provider(&mock.url(), ""));
-    let mut old = Running::spawn(&config, &[]);
-    old.wait_for(&format!("listening on 127.0.0.1:{admin_port} (admin)"));
+    let config = write_config(dir.path(), 1, &mock_provider(&mock.url(), ""));
+    let mut old = GatewayProcess::spawn(&config, &[]);
+    let first = old.wait_ready();
     old.signal("-QUIT");
     old.wait_for("SIGQUIT");
-    let mut new = Running::spawn(&config, &["-u"]);
-    new.wait_for(&format!("listening on 127.0.0.1:{admin_port} (admin)"));
+    let mut new = GatewayProcess::spawn(&config, &["-u"]);
+    let ready = new.wait_ready();
+    assert_eq!(ready.proxy(), first.proxy(), "the same sockets");
     assert!(
         old.exit_within(Duration::from_secs(30))
             .is_some_and(|s| s.success()),
@@ -436,5 +359,57 @@ async fn a_successful_upgrade_logs_no_error() {
         "old process:\n{}",
         old.stderr()
     );
-    eventually("a request served by the new process", || models_ok(port)).await;
+    assert!(models_ok(ready.proxy()).await);
+}
+
+/// `GET /healthz` on both listeners names the process that answers; the start-up report
+/// (`--ready-file`) names the same id and the bound ports of listeners configured on port 0;
+/// an upgraded process keeps the ports and has a new id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_names_the_instance_on_both_listeners() {
+    let mock = Mock::start();
+    let mut gw = Gateway::start(&mock_provider(&mock.url(), ""));
+    assert_ne!(gw.port, 0);
+    assert_ne!(gw.admin_port, 0);
+    let healthz = |url: String| async move {
+        let resp = client().get(url).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json::<serde_json::Value>().await.unwrap()
+    };
+    let want = serde_json::json!({"status": "ok", "instance": gw.instance});
+    assert_eq!(healthz(gw.url("/healthz")).await, want);
+    assert_eq!(healthz(gw.admin_url("/healthz")).await, want);
+    // Only `GET /healthz` is local: the proxy's other paths are not.
+    let resp = client()
+        .post(gw.url("/healthz"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(resp.status(), 200);
+
+    let (before, addr, admin) = (gw.instance.clone(), gw.addr.clone(), gw.admin_addr.clone());
+    let mut gw = tokio::task::spawn_blocking(move || {
+        gw.upgrade();
+        gw
+    })
+    .await
+    .unwrap();
+    assert_ne!(gw.instance, before);
+    assert_eq!(
+        (gw.addr.as_str(), gw.admin_addr.as_str()),
+        (addr.as_str(), admin.as_str())
+    );
+    let want = serde_json::json!({"status": "ok", "instance": gw.instance});
+    assert_eq!(healthz(gw.url("/healthz")).await, want);
+    assert_eq!(healthz(gw.admin_url("/healthz")).await, want);
+    assert!(models_ok(&gw.addr).await);
+    let log = gw.stop();
+    assert!(
+        log.contains(&format!(
+            "\"instance\":\"{}\"",
+            want["instance"].as_str().unwrap()
+        )),
+        "{log}"
+    );
 }

@@ -29,49 +29,25 @@ async fn blocked_access_log_drops_lines_instead_of_stalling() {
     let dir2 = tempfile::tempdir().unwrap();
     let config = dir2.path().join("t.yaml");
     std::fs::write(&config, &text).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .arg("-c")
-        .arg(&config)
-        .spawn()
-        .unwrap();
-    let port_after = |n: usize| -> u16 {
-        let rest = text.split("address: \"127.0.0.1:").nth(n).unwrap();
-        rest.chars()
-            .take_while(char::is_ascii_digit)
-            .collect::<String>()
-            .parse()
-            .unwrap()
-    };
-    let (port, admin) = (port_after(1), port_after(2));
-    let start = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < DEADLINE);
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let mut gw = GatewayProcess::spawn(&config, &[]);
+    let ready = gw.wait_ready();
+    let (port, admin) = (ready.proxy(), ready.admin().unwrap());
     for _ in 0..100 {
         let resp = client()
-            .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
+            .post(format!("http://{port}/v1/chat/completions"))
             .json(&json!({"model": "mock-a", "messages": []}))
             .send()
             .await
             .unwrap();
         assert_eq!(resp.status(), 200);
     }
-    let metrics = client()
-        .get(format!("http://127.0.0.1:{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&format!("http://{admin}/metrics")).await;
     let dropped = metric_sum(&metrics, "tollgate_access_log_dropped_total", &[]);
     assert!(
         dropped >= 90.0,
         "lines beyond the 8-line buffer are dropped and counted: {dropped}"
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(gw);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,6 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn config(mock: &Mock, mapped_to: &str) -> String {
@@ -75,10 +74,11 @@ async fn hot_reload_applies_to_new_requests_only_and_rejects_bad_files() {
     .await;
 
     // A stream in flight across the reload finishes under the config it started with.
+    let (streaming, started) = tokio::sync::oneshot::channel();
     let in_flight = {
         let url = gw.url("/v1/chat/completions");
         tokio::spawn(async move {
-            let resp = client()
+            let mut resp = client()
                 .post(url)
                 .header("x-mock-chunks", "12")
                 .header("x-mock-chunk-delay-ms", "50")
@@ -86,10 +86,16 @@ async fn hot_reload_applies_to_new_requests_only_and_rejects_bad_files() {
                 .send()
                 .await
                 .unwrap();
-            resp.text().await.unwrap()
+            // The first bytes are here: the stream is in flight under the old config.
+            let mut body = resp.chunk().await.unwrap().unwrap().to_vec();
+            streaming.send(()).unwrap();
+            while let Some(chunk) = resp.chunk().await.unwrap() {
+                body.extend_from_slice(&chunk);
+            }
+            String::from_utf8(body).unwrap()
         })
     };
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    started.await.unwrap();
     gw.rewrite_config(&config(&mock, "up-2"));
     let (status, body) = reload(&gw).await;
     assert_eq!(status, 200, "{body}");
@@ -146,11 +152,7 @@ async fn hot_reload_applies_to_new_requests_only_and_rejects_bad_files() {
 
     // SIGHUP does the same.
     gw.rewrite_config(&config(&mock, "up-3"));
-    let ok = Command::new("kill")
-        .args(["-HUP", &gw.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    signal(gw.pid(), "-HUP");
     let start = Instant::now();
     while upstream_model(&gw).await != "up-3" {
         assert!(
@@ -163,8 +165,8 @@ async fn hot_reload_applies_to_new_requests_only_and_rejects_bad_files() {
     // Listener changes are reported as needing an upgrade (and not applied).
     let text = std::fs::read_to_string(&gw.config_path).unwrap();
     let moved = text.replace(
-        &format!("127.0.0.1:{}", gw.port),
-        &format!("127.0.0.1:{}", free_port()),
+        &format!("\"{PROXY_LISTEN}\""),
+        &format!("\"127.0.0.1:{}\"", closed_port()),
     );
     std::fs::write(&gw.config_path, moved).unwrap();
     let (status, body) = reload(&gw).await;

@@ -513,25 +513,9 @@ fn dashboard_is_importable_grafana_json() {
 
 // ----------------------------------------------------------------------------- live Prometheus
 
-async fn get_json(url: &str, query: &[(&str, &str)]) -> Option<Value> {
+async fn query_json(url: &str, query: &[(&str, &str)]) -> Option<Value> {
     let resp = client().get(url).query(query).send().await.ok()?;
     resp.json().await.ok()
-}
-
-/// Poll `f` (every 100 ms) until it returns `Some`, failing with `what` after `DEADLINE`.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 struct Prometheus {
@@ -557,7 +541,6 @@ impl Prometheus {
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, serde_yaml::to_string(&config).unwrap()).unwrap();
 
-        let port = free_port();
         let log = dir.path().join("prometheus.log");
         let log_file = std::fs::File::create(&log).unwrap();
         let child = Command::new(bin)
@@ -566,19 +549,31 @@ impl Prometheus {
                 "--storage.tsdb.path={}",
                 dir.path().join("data").display()
             ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--web.listen-address=127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file)
             .spawn()
             .expect("spawn prometheus");
+        let mut proc = Proc {
+            child,
+            name: "prometheus",
+        };
+        // It binds port 0 and logs the address it got: `msg="Listening on" address=...`.
+        let read = || std::fs::read_to_string(&log).unwrap_or_default();
+        let needle = "msg=\"Listening on\" address=";
+        wait_text(needle, read, &mut proc.child);
+        let text = read();
+        let addr = text
+            .split(needle)
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap()
+            .to_string();
         Prometheus {
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("http://{addr}"),
             log,
-            proc: Proc {
-                child,
-                name: "prometheus",
-            },
+            proc,
             _dir: dir,
         }
     }
@@ -589,7 +584,7 @@ impl Prometheus {
 
     /// The result vector of an instant query, or why the query failed.
     async fn query(&self, expr: &str) -> Result<Vec<Value>, String> {
-        let v = get_json(&format!("{}/api/v1/query", self.url), &[("query", expr)])
+        let v = query_json(&format!("{}/api/v1/query", self.url), &[("query", expr)])
             .await
             .ok_or("no answer")?;
         if v["status"] != "success" {
@@ -600,7 +595,7 @@ impl Prometheus {
 
     /// The single value of a query, waiting until it has one.
     async fn value(&self, expr: &str) -> f64 {
-        let result = eventually(&format!("a value for {expr}"), || async {
+        let result = eventually_some(&format!("a value for {expr}"), || async {
             self.query(expr).await.ok().filter(|r| !r.is_empty())
         })
         .await;
@@ -780,7 +775,7 @@ async fn prometheus_scrapes_exact_totals_and_evaluates_dashboard_and_alerts() {
             .unwrap();
         assert_eq!(resp.status(), want);
     }
-    let metrics = eventually("every key back in rotation", || async {
+    let metrics = eventually_some("every key back in rotation", || async {
         let text = get_text(&gw.admin_url("/metrics")).await?;
         let back = metric_sum(&text, "tollgate_key_healthy", &[]) == 3.0
             && metric_sum(&text, "tollgate_health_checks_total", &[("outcome", "ok")]) >= 2.0;
@@ -825,7 +820,7 @@ async fn prometheus_scrapes_exact_totals_and_evaluates_dashboard_and_alerts() {
     }
 
     // A real Prometheus, configured from the example config, scraping the admin listener.
-    let target = format!("127.0.0.1:{}", gw.admin_port);
+    let target = gw.admin_addr.clone();
     let prom = Prometheus::start(&target);
     let prom_start = Instant::now();
     let mut prom = prom;
@@ -833,7 +828,7 @@ async fn prometheus_scrapes_exact_totals_and_evaluates_dashboard_and_alerts() {
         if let Some(status) = prom.proc.child.try_wait().unwrap() {
             panic!("prometheus exited ({status}):\n{}", prom.log_text());
         }
-        let targets = get_json(&format!("{}/api/v1/targets", prom.url), &[]).await;
+        let targets = query_json(&format!("{}/api/v1/targets", prom.url), &[]).await;
         let up = targets.as_ref().and_then(|v| {
             v["data"]["activeTargets"]
                 .as_array()?
@@ -920,8 +915,8 @@ async fn prometheus_scrapes_exact_totals_and_evaluates_dashboard_and_alerts() {
     // The alert rules loaded and evaluated cleanly against the real series; nothing fires on
     // this healthy gateway, and the keys-out condition sees every provider in rotation.
     let names: BTreeSet<String> = rules.keys().cloned().collect();
-    eventually("every alert rule evaluated", || async {
-        let v = get_json(&format!("{}/api/v1/rules", prom.url), &[]).await?;
+    eventually_some("every alert rule evaluated", || async {
+        let v = query_json(&format!("{}/api/v1/rules", prom.url), &[]).await?;
         let mut seen = BTreeSet::new();
         for g in v["data"]["groups"].as_array()? {
             for r in g["rules"].as_array()? {
@@ -972,8 +967,8 @@ async fn prometheus_scrapes_exact_totals_and_evaluates_dashboard_and_alerts() {
     // Only carol's spent quota alerts (pending or firing), once rules have seen the scrape.
     let want = [("TollgateConsumerQuotaLow".to_string(), "carol".to_string())];
     let alerts_url = format!("{}/api/v1/alerts", prom.url);
-    eventually("only carol's quota alert is active", || async {
-        let alerts = get_json(&alerts_url, &[]).await?;
+    eventually_some("only carol's quota alert is active", || async {
+        let alerts = query_json(&alerts_url, &[]).await?;
         let active: Vec<(String, String)> = alerts["data"]["alerts"]
             .as_array()?
             .iter()

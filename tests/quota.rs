@@ -9,33 +9,12 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 fn config(mock: &Mock, store: &str) -> String {
-    format!(
-        r#"providers:
-  - name: mock
-    type: openai-compatible
-    base_url: "{url}"
-    api_keys: ["sk-provider"]
-consumers:
-  - name: alice
-    credentials: ["sk-alice"]
-  - name: bob
-    credentials: ["sk-bob"]
-  - name: boss
-    credentials: ["sk-boss"]
-quota:
-  consumers: [alice, bob]
-  admin_consumer: boss
-{store}
-routes:
-  - name: default
-    forward_headers: ["x-mock-*"]
-    auth: {{required: true}}
-    models:
-      - model: "mock-*"
-        targets: [{{provider: mock}}]
-"#,
-        url = mock.url()
-    )
+    Body::mock(&mock.url())
+        .consumers(&["alice", "bob", "boss"])
+        .section("quota:\n  consumers: [alice, bob]\n  admin_consumer: boss")
+        .section(store)
+        .route("default", "mock-*", Some("{required: true}"))
+        .build()
 }
 
 const LOCAL: &str = "store: {path: \"@DIR@/state.db\"}";

@@ -8,34 +8,21 @@ use common::*;
 use serde_json::{json, Value};
 
 fn config(mock: &Mock) -> String {
-    format!(
-        r#"providers:
-  - name: mock
-    type: openai-compatible
-    base_url: "{url}"
-    api_keys: ["sk-provider"]
-consumers:
-  - name: alice
-    credentials: ["sk-alice"]
-rate_limits:
+    Body::mock(&mock.url())
+        .consumers(&["alice"])
+        .section(
+            "rate_limits:
   - name: alice-tpm
     key: consumer
     window: minute
     tokens: 6000
     reserve_max_tokens: true
   - name: per-user-rpm
-    key: "header:x-user"
+    key: \"header:x-user\"
     window: minute
-    requests: 3
-routes:
-  - name: default
-    forward_headers: ["x-mock-*"]
-    models:
-      - model: "mock-*"
-        targets: [{{provider: mock}}]
-"#,
-        url = mock.url()
-    )
+    requests: 3",
+        )
+        .build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -90,10 +90,12 @@ fn write_pki(dir: &Path) -> (String, String) {
 }
 
 /// The block with its system paths under `dir` (each `*.pem` a real certificate or key)
-/// and every `host:port` listener address on a free port.
+/// and every `host:port` listener address on port 0 of its own loopback address
+/// (127.0.0.1, 127.0.0.2, ...: `-t` binds each, and two listeners need distinct addresses).
 fn localise(text: &str, dir: &Path) -> String {
     let (cert, key) = write_pki(dir);
     let mut out = String::new();
+    let mut loopback = 0;
     for word in text.split_inclusive(|c: char| c.is_whitespace() || c == ',' || c == '}') {
         let (token, tail) = word.split_at(word.trim_end_matches([' ', '\n', ',', '}']).len());
         let token_clean = token.trim_matches('"');
@@ -114,7 +116,8 @@ fn localise(text: &str, dir: &Path) -> String {
             let is_addr = port.parse::<u16>().is_ok()
                 && (host == "localhost" || host.parse::<std::net::IpAddr>().is_ok());
             if is_addr && !text.contains(&format!("//{token_clean}")) {
-                format!("{host}:{}", common::free_port())
+                loopback += 1;
+                format!("127.0.0.{loopback}:0")
             } else {
                 token.to_string()
             }

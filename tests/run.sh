@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 bash tests/deps.sh
 export CARGO_TERM_COLOR=never
 cargo fmt --all -- --check
-cargo clippy --all-targets -- -D warnings
-cargo build --bins
+cargo clippy --workspace --all-targets -- -D warnings
+# The gateway, mock-llm and the load client (the integration tests run mock-llm).
+cargo build --workspace --bins
 # Benchmarks compile and run once each in test mode (criterion's quick check).
 cargo test --bench hot_path
-cargo test --lib --bins --tests -- --test-threads=2
+cargo test --workspace --lib --bins --tests -- --test-threads=2

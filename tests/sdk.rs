@@ -111,31 +111,15 @@ routes:
 }
 
 fn auth_config(mock: &Mock) -> String {
-    format!(
-        r#"providers:
-  - name: mock
-    type: openai-compatible
-    base_url: "{url}"
-    api_keys: ["sk-provider"]
-consumers:
-  - name: alice
-    credentials: ["sk-alice"]
-  - name: bob
-    credentials: ["sk-bob"]
-routes:
-  - name: members
-    auth: {{required: true}}
-    models:
-      - model: "paid-*"
-        targets: [{{provider: mock}}]
-  - name: alice-only
-    auth: {{required: true, allow: [alice]}}
-    models:
-      - model: "vip-*"
-        targets: [{{provider: mock}}]
-"#,
-        url = mock.url()
-    )
+    Body::mock(&mock.url())
+        .consumers(&["alice", "bob"])
+        .route("members", "paid-*", Some("{required: true}"))
+        .route(
+            "alice-only",
+            "vip-*",
+            Some("{required: true, allow: [alice]}"),
+        )
+        .build()
 }
 
 /// An unknown credential is 401 `invalid_api_key` (the SDK's `AuthenticationError`); 403

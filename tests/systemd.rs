@@ -177,6 +177,14 @@ impl Unit {
     /// Run one `Exec*=` line as systemd does: to completion, `$MAINPID` expanded, a failure
     /// ignored only when the line starts with `-`. Returns what it printed.
     fn exec(&self, line: &str) -> String {
+        let (ok, text) = self.try_exec(line);
+        assert!(ok, "`{line}` failed: {text}");
+        text
+    }
+
+    /// `exec`, returning whether the line succeeded (or its failure is ignored) instead of
+    /// failing the test.
+    fn try_exec(&self, line: &str) -> (bool, String) {
         let (ignore_failure, line) = match line.strip_prefix('-') {
             Some(rest) => (true, rest),
             None => (false, line),
@@ -208,15 +216,50 @@ impl Unit {
             .status()
             .unwrap();
         let text = format!(
-            "{line} ({:?}): {}",
+            "{line} ({:?}, {status}): {}",
             started.elapsed(),
             std::fs::read_to_string(&output).unwrap_or_default()
         );
-        assert!(
-            status.success() || ignore_failure,
-            "`{line}` failed ({status}): {text}"
-        );
-        text
+        (status.success() || ignore_failure, text)
+    }
+
+    /// `systemctl start` on fixed ports (a unit's config names its ports, and `--wait-ready`
+    /// finds the instance by them): free ports chosen now, then the start's lines; the
+    /// instance answering on the proxy port must be the daemon the PID file names (request
+    /// ids carry the serving pid). When another process took a port in between, the start
+    /// fails or another process answers: again on new ports. Returns the proxy port.
+    async fn start_on_free_ports(&self, dir: &Path, body: &str, log: &mut Vec<String>) -> u16 {
+        for _ in 0..3 {
+            let port = common::closed_port();
+            let admin = format!("127.0.0.1:{}", common::closed_port());
+            let proxy = format!("127.0.0.1:{port}");
+            let text = common::config_text(dir, &proxy, &admin, None, None, body);
+            std::fs::write(&self.config, text).unwrap();
+            let mut started = true;
+            for line in &self.start {
+                let (ok, text) = tokio::task::block_in_place(|| self.try_exec(line));
+                log.push(text);
+                started &= ok;
+            }
+            let pid = self.main_pid();
+            if started && pid != 0 && alive(pid) {
+                let answer = common::client()
+                    .get(format!("http://{proxy}/v1/models"))
+                    .send()
+                    .await;
+                let served = answer.ok().and_then(|r| {
+                    let id = r.headers().get("x-request-id")?.to_str().ok()?.to_string();
+                    Some(common::traffic::served_by(&id))
+                });
+                if served == Some(pid) {
+                    return port;
+                }
+            }
+            if pid != 0 {
+                common::signal(pid, "-KILL");
+            }
+        }
+        panic!("the unit did not start on free ports three times: {log:#?}");
     }
 }
 
@@ -251,24 +294,14 @@ async fn unit_reload_under_load_loses_nothing() {
 
     let mock = common::Mock::start();
     let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let admin_port = common::free_port();
     let body = common::mock_provider(&mock.url(), "").replace("mock-mapped", "unused");
-    let text = common::config_text(dir.path(), port, admin_port, None, None, &body);
     let config = dir.path().join("tollgate.yaml");
-    std::fs::write(&config, text).unwrap();
     let unit = Unit::read(dir.path(), &config);
     let mut daemons = KillDaemons(Vec::new());
 
     let mut log = Vec::new();
-    for line in &unit.start {
-        log.push(unit.exec(line));
-    }
+    let port = unit.start_on_free_ports(dir.path(), &body, &mut log).await;
     let first = unit.main_pid();
-    assert!(
-        first != 0 && alive(first),
-        "no daemon after start: {log:#?}"
-    );
     daemons.0.push(first);
 
     let t0 = Instant::now();

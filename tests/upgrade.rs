@@ -7,53 +7,17 @@ mod common;
 
 use common::traffic::{traffic, Tally};
 use common::*;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn spawn(config: &Path, upgrade: bool) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-    cmd.arg("-c").arg(config);
-    if upgrade {
-        cmd.arg("-u");
-    }
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .arg(sig)
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(ok.success());
-}
-
-fn wait_exit(child: &mut Child, within: Duration) {
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            start.elapsed() < within,
-            "old process did not exit after draining"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_upgrades_under_load_lose_nothing() {
     let mock = Mock::start();
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let admin_port = free_port();
     let body = mock_provider(&mock.url(), "").replace("mock-mapped", "unused");
     // Grace must cover the longest stream (20 x 40 ms here).
-    let text = config_text(dir.path(), port, admin_port, None, None, &body)
+    let text = config_text(dir.path(), PROXY_LISTEN, ADMIN_LISTEN, None, None, &body)
         .replace("grace_period_seconds: 1", "grace_period_seconds: 2")
         .replace(
             "graceful_shutdown_timeout_seconds: 1",
@@ -63,12 +27,8 @@ async fn five_upgrades_under_load_lose_nothing() {
     std::fs::write(&config, text).unwrap();
     let upgrade_sock = dir.path().join("upgrade.sock");
 
-    let mut current = spawn(&config, false);
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < DEADLINE, "gateway did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut current = GatewayProcess::spawn(&config, &[]);
+    let port = port_of(current.wait_ready().proxy());
 
     let t0 = Instant::now();
     let mut events = Vec::new();
@@ -86,11 +46,17 @@ async fn five_upgrades_under_load_lose_nothing() {
         )));
     }
 
-    let mut pids = vec![current.id()];
+    let mut pids = vec![current.pid()];
     for round in 0..5 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Some traffic through the current process before it is replaced.
+        let served = tally.ok.load(Ordering::Relaxed);
+        eventually("traffic before the upgrade", || {
+            let now = tally.ok.load(Ordering::Relaxed);
+            async move { now >= served + 10 }
+        })
+        .await;
         let _ = std::fs::remove_file(&upgrade_sock);
-        let mut next = spawn(&config, true);
+        let mut next = GatewayProcess::spawn(&config, &["-u"]);
         // The new process listens on the upgrade socket for the old one's listeners.
         let t = Instant::now();
         while !upgrade_sock.exists() {
@@ -99,36 +65,52 @@ async fn five_upgrades_under_load_lose_nothing() {
                 "round {round}: new process never opened the upgrade socket"
             );
             assert!(
-                next.try_wait().unwrap().is_none(),
-                "round {round}: new process exited"
+                next.child.try_wait().unwrap().is_none(),
+                "round {round}: new process exited:\n{}",
+                next.stderr()
             );
             std::thread::sleep(Duration::from_millis(10));
         }
         events.push(format!("round {round}: QUIT at {:?}", t0.elapsed()));
-        signal(&current, "-QUIT");
+        current.signal("-QUIT");
+        // The new process reports the same port once it holds the sockets.
+        let ready = next.wait_ready();
+        assert_eq!(port_of(ready.proxy()), port, "round {round}");
         // Pingora's old process keeps serving 5 s after the hand-over, then the grace period.
         let mut old = std::mem::replace(&mut current, next);
-        tokio::task::spawn_blocking(move || wait_exit(&mut old, Duration::from_secs(30)))
-            .await
-            .unwrap();
+        tokio::task::spawn_blocking(move || {
+            assert!(
+                old.exit_within(Duration::from_secs(30)).is_some(),
+                "old process did not exit after draining"
+            );
+        })
+        .await
+        .unwrap();
         events.push(format!("round {round}: old exited at {:?}", t0.elapsed()));
-        pids.push(current.id());
+        pids.push(current.pid());
         assert!(
-            current.try_wait().unwrap().is_none(),
+            current.child.try_wait().unwrap().is_none(),
             "round {round}: new process died"
         );
     }
-    // After the last old process left, traffic is served by the newest one only.
+    // After the last old process left, traffic is served by the newest one only: some more
+    // requests, each served after the old process exited.
     let before = tally.pids.lock().unwrap().len();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually("traffic after the last upgrade", || {
+        let n = tally.pids.lock().unwrap().len();
+        async move { n >= before + 20 }
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     for l in load {
         l.await.unwrap();
     }
-    signal(&current, "-TERM");
-    tokio::task::spawn_blocking(move || wait_exit(&mut current, Duration::from_secs(30)))
-        .await
-        .unwrap();
+    current.signal("-TERM");
+    tokio::task::spawn_blocking(move || {
+        assert!(current.exit_within(Duration::from_secs(30)).is_some());
+    })
+    .await
+    .unwrap();
 
     let failures = tally.failures.lock().unwrap();
     assert!(

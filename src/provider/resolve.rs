@@ -88,6 +88,7 @@ pub async fn resolve_one(provider: &Provider) {
     };
     match failure {
         Some(e) => {
+            log::debug!("provider {}: lookup of {host} failed: {e}", provider.name);
             if note(&FAILING, &provider.name) {
                 log::warn!(
                     "provider {}: cannot resolve {host}: {e} (retried every refresh; logged again when it resolves)",

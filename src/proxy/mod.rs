@@ -91,6 +91,9 @@ impl ProxyHttp for Tollgate {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if respond::healthz(session).await? {
+            return Ok(true);
+        }
         let started = match ctx {
             Ctx::New(t) => *t,
             Ctx::Client(_) => Instant::now(),

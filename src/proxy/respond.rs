@@ -30,6 +30,22 @@ pub async fn json_with(
     Ok(())
 }
 
+/// `GET /healthz`: this process's identity (`instance::id`), answered before
+/// any routing, authentication or accounting. True when it answered.
+pub async fn healthz(session: &mut Session) -> Result<bool> {
+    let h = session.req_header();
+    if h.method != http::Method::GET || h.uri.path() != "/healthz" {
+        return Ok(false);
+    }
+    let body = Bytes::from(crate::instance::healthz_body());
+    let mut h = ResponseHeader::build(200, Some(2))?;
+    h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    h.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    session.write_response_header(Box::new(h), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(true)
+}
+
 /// Write `err` in the client's protocol (`ClientProtocol::error_body`). The one place
 /// that gives every 429 and 503 a `Retry-After` (unless `extra` already has one) and an
 /// error that needs an operator `x-should-retry: false`.

@@ -48,7 +48,7 @@ async fn admin_token_rotates_on_reload_and_sighup() {
     let gw = Gateway::start_opts(&body, None, Some("old-admin-token"), &[]);
     assert_eq!(admin_status(&gw, "old-admin-token").await, 200);
 
-    gw.rewrite_config_as(gw.port, Some("new-admin-token"), &body);
+    gw.rewrite_config_as(PROXY_LISTEN, Some("new-admin-token"), &body);
     let (status, answer) = reload(&gw, Some("old-admin-token")).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["needs_upgrade"], json!([]), "{answer}");
@@ -56,7 +56,7 @@ async fn admin_token_rotates_on_reload_and_sighup() {
     assert_eq!(admin_status(&gw, "new-admin-token").await, 200);
 
     // SIGHUP rotates it the same way.
-    gw.rewrite_config_as(gw.port, Some("third-admin-token"), &body);
+    gw.rewrite_config_as(PROXY_LISTEN, Some("third-admin-token"), &body);
     signal(gw.pid(), "-HUP");
     eventually("the SIGHUP token rotation", || async {
         admin_status(&gw, "third-admin-token").await == 200
@@ -71,9 +71,10 @@ async fn needs_upgrade_compares_with_the_running_listeners() {
     let mock = Mock::start();
     let body = mock_provider(&mock.url(), "");
     let gw = Gateway::start(&body);
-    let moved = free_port();
+    // An address the process does not listen on (the change is reported, never applied).
+    let moved = format!("127.0.0.1:{}", closed_port());
 
-    gw.rewrite_config_as(moved, None, &body);
+    gw.rewrite_config_as(&moved, None, &body);
     let (status, answer) = reload(&gw, None).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["needs_upgrade"], json!(["listeners"]), "{answer}");
@@ -81,7 +82,7 @@ async fn needs_upgrade_compares_with_the_running_listeners() {
     // A second reload that changes something else still reports the listener: the running
     // process listens where it started, whatever the previous file said.
     gw.rewrite_config_as(
-        moved,
+        &moved,
         None,
         &body.replace("upstream-model-x", "upstream-model-y"),
     );
@@ -90,7 +91,7 @@ async fn needs_upgrade_compares_with_the_running_listeners() {
     assert_eq!(answer["needs_upgrade"], json!(["listeners"]), "{answer}");
 
     // Back to the running address: nothing left to upgrade.
-    gw.rewrite_config_as(gw.port, None, &body);
+    gw.rewrite_config_as(PROXY_LISTEN, None, &body);
     let (_, answer) = reload(&gw, None).await;
     assert_eq!(answer["needs_upgrade"], json!([]), "{answer}");
     assert_eq!(chat(&gw, None).await, 200);
@@ -121,12 +122,12 @@ rate_limits:
     assert_eq!(chat(&gw, None).await, 200);
 }
 
-/// A config for a gateway that would start (upstream unused), on `port`.
-fn base_config(dir: &Path, port: u16) -> String {
+/// A config for a gateway that would start (upstream unused), its proxy on `proxy`.
+fn base_config(dir: &Path, proxy: &str) -> String {
     config_text(
         dir,
-        port,
-        free_port(),
+        proxy,
+        ADMIN_LISTEN,
         None,
         None,
         &mock_provider("http://127.0.0.1:9/v1", ""),
@@ -168,7 +169,7 @@ fn configs_that_cannot_start_fail_test_and_start_naming_the_field() {
     let junk_key = dir.path().join("key.pem");
     std::fs::write(&junk_cert, "not a certificate").unwrap();
     std::fs::write(&junk_key, "not a key").unwrap();
-    let base = base_config(dir.path(), free_port());
+    let base = base_config(dir.path(), PROXY_LISTEN);
     let cases: Vec<(String, &str)> = vec![
         (base.replace("threads: 2", "threads: 0"), "server.threads"),
         (
@@ -218,8 +219,8 @@ fn configs_that_cannot_start_fail_test_and_start_naming_the_field() {
         (
             config_text(
                 dir.path(),
-                free_port(),
-                free_port(),
+                PROXY_LISTEN,
+                ADMIN_LISTEN,
                 Some((&junk_cert, &junk_key)),
                 None,
                 &mock_provider("http://127.0.0.1:9/v1", ""),
@@ -240,7 +241,7 @@ fn a_listener_address_in_use_fails_test_and_start() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let path = dir.path().join("busy.yaml");
-    std::fs::write(&path, base_config(dir.path(), port)).unwrap();
+    std::fs::write(&path, base_config(dir.path(), &format!("127.0.0.1:{port}"))).unwrap();
     rejected_by_test_and_start(&path, &format!("127.0.0.1:{port}"));
     let (_, err) = run_tollgate(&["-t"], &path, DEADLINE);
     assert!(err.contains("listeners.proxy[0].address"), "{err}");
@@ -251,7 +252,9 @@ fn a_listener_address_in_use_fails_test_and_start() {
 async fn test_beside_the_running_instance_warns_and_a_second_start_fails() {
     let mock = Mock::start();
     let gw = Gateway::start(&mock_provider(&mock.url(), ""));
-    let address = format!("127.0.0.1:{}", gw.port);
+    // The config names the addresses it listens on (as an operator's would).
+    gw.pin_config_to_bound_ports();
+    let address = gw.addr.clone();
     // `-t` before a reload or upgrade: the running instance's own listeners are a warning.
     let (ok, err) = run_tollgate(&["-t"], &gw.config_path, DEADLINE);
     assert_eq!(ok, Some(true), "{err}");

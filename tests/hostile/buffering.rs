@@ -80,18 +80,6 @@ async fn endless_sse_line_ends_the_stream_with_an_error() {
     assert_eq!(post(&gw, chat_body("after", false)).await.status(), 200);
 }
 
-/// Virtual memory size of `pid` in KiB.
-fn vm_size_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmSize:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_huge_content_length_reserves_nothing() {
     let mock = Mock::start();
@@ -100,7 +88,7 @@ async fn stalled_huge_content_length_reserves_nothing() {
         mock_provider(&mock.url(), "")
     ));
     assert_eq!(post(&gw, chat_body("warm up", false)).await.status(), 200);
-    let (rss_before, vm_before) = (rss_kib(gw.pid()), vm_size_kib(gw.pid()));
+    let (rss_before, vm_before) = (rss_kib(gw.pid()), proc_status_kib(gw.pid(), "VmSize"));
     let mut held = Vec::new();
     for _ in 0..50 {
         let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
@@ -110,11 +98,15 @@ async fn stalled_huge_content_length_reserves_nothing() {
         .unwrap();
         held.push(s);
     }
-    // Every stalled request has reached its body read before memory is measured.
+    // Every stalled request has reached its body read before memory is measured: the
+    // gateway has read all the bytes of the 50 connections (their header and body start).
+    eventually("the 50 stalled requests read", || async {
+        drained_connections(gw.port) >= 50
+    })
+    .await;
     assert_eq!(post(&gw, chat_body("during", false)).await.status(), 200);
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_mb = rss_kib(gw.pid()).saturating_sub(rss_before) / 1024;
-    let vm_mb = vm_size_kib(gw.pid()).saturating_sub(vm_before) / 1024;
+    let vm_mb = proc_status_kib(gw.pid(), "VmSize").saturating_sub(vm_before) / 1024;
     assert!(rss_mb < 100, "RSS grew {rss_mb} MB");
     assert!(vm_mb < 1024, "address space grew {vm_mb} MB");
     drop(held);

@@ -224,7 +224,7 @@ async fn only_allow_listed_headers_reach_the_provider() {
             &format!("\"{PROVIDER_KEY}\""),
             &format!("    forward_headers: [\"{entry}\"]"),
         );
-        let text = config_text(dir.path(), free_port(), free_port(), None, None, &body);
+        let text = config_text(dir.path(), PROXY_LISTEN, ADMIN_LISTEN, None, None, &body);
         std::fs::write(&path, text).unwrap();
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .args(["-t", "-c"])

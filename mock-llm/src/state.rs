@@ -123,3 +123,16 @@ impl State {
         Some(matched)
     }
 }
+
+/// This process's identity (random, fixed for its life): printed at start
+/// (`mock-llm instance ID`) and returned by `GET /mock/health`, so a client can tell that
+/// the process it started is the one answering.
+pub fn instance_id() -> &'static str {
+    use std::hash::{BuildHasher, Hasher};
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        format!("{:016x}", h.finish())
+    })
+}

@@ -9,8 +9,9 @@
 //! ```
 //!
 //! * `--listen ADDR` (default `127.0.0.1:8090`). Port `0` picks a free port. After
-//!   binding, exactly one line `mock-llm listening on <actual addr>` is printed to
-//!   stdout (and flushed); tests parse it to learn the port.
+//!   binding, exactly two lines are printed to stdout (and flushed):
+//!   `mock-llm listening on <actual addr>` and `mock-llm instance <id>`; tests parse
+//!   them to learn the port and then wait until `GET /mock/health` returns that id.
 //! * `--tls-cert FILE --tls-key FILE`: PEM certificate chain and PEM private key
 //!   (PKCS#8, PKCS#1/RSA or SEC1/EC). Serves HTTPS with ALPN `h2` and `http/1.1`.
 //! * `--threads N`: number of tokio worker threads (default: one per CPU).
@@ -210,7 +211,7 @@
 //!   "streams_cancelled": n}` counting every non-`/mock/` request (requests without a
 //!   credential are not in `by_key`) and the streams cut short because the client closed
 //!   its connection; `DELETE /mock/stats` resets.
-//! * `GET /mock/health` → `{"status":"ok"}`.
+//! * `GET /mock/health` → `{"status":"ok","instance":"<id>"}` (the id printed at start).
 //!
 //! # Source layout
 //!
@@ -309,6 +310,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     {
         let mut out = io::stdout().lock();
         let _ = writeln!(out, "mock-llm listening on {addr}");
+        let _ = writeln!(out, "mock-llm instance {}", state::instance_id());
         let _ = out.flush();
     }
 

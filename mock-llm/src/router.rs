@@ -245,7 +245,9 @@ fn control(state: &State, parts: &Parts, body: &Bytes) -> Response<RespBody> {
             state.reset_stats();
             ok(json!({ "ok": true }))
         }
-        (&Method::GET, "/mock/health") => ok(json!({ "status": "ok" })),
+        (&Method::GET, "/mock/health") => {
+            ok(json!({ "status": "ok", "instance": crate::state::instance_id() }))
+        }
         _ => {
             let msg = format!("Invalid URL ({} {})", parts.method, parts.uri.path());
             err(StatusCode::NOT_FOUND, &msg)
