@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 bash tests/deps.sh
 export CARGO_TERM_COLOR=never
 cargo fmt --all -- --check
+# No cycle among the crate's top-level modules (the layout in src/lib.rs).
+python3 .ci/modgraph.py src
 cargo clippy --workspace --all-targets -- -D warnings
 # The gateway, mock-llm and the load client (the integration tests run mock-llm).
 cargo build --workspace --bins
