@@ -40,42 +40,10 @@ pub(super) fn build_provider(
     let upstream = Upstream::parse(&url, p.sni.as_deref())
         .map_err(|e| ConfigError::field(field("base_url"), e))?;
 
-    let mut keys = Vec::new();
-    let mut missing = Vec::new();
-    for (k, entry) in p.api_keys.iter().enumerate() {
-        let (name, raw, weight) = match entry {
-            KeyEntry::Plain(raw) => (format!("{}#{k}", p.name), raw, 1),
-            KeyEntry::Named(named) => (named.name.clone(), &named.key, named.weight.unwrap_or(1)),
-        };
-        match expand_key(raw.as_written()) {
-            Ok(value) => {
-                let mut key = ApiKey::new(name, value)
-                    .map(|key| key.with_weight(weight))
-                    .map_err(|e| ConfigError::field(field(&format!("api_keys[{k}]")), e))?;
-                if let Some(old) =
-                    previous.and_then(|old| old.keys.iter().find(|o| o.name == key.name))
-                {
-                    key.adopt_health(old);
-                }
-                keys.push(key);
-            }
-            Err(var) => missing.push(var),
-        }
-    }
-
+    let keys = build_keys(p, previous, &field)?;
     let model_map = ModelMap::new(p.model_mapping.iter())
         .map_err(|e| ConfigError::field(field("model_mapping"), e))?;
-    let defaults = Timeouts::default();
-    let timeouts = Timeouts {
-        connect: positive_duration(
-            &field("timeouts.connect"),
-            &p.timeouts.connect,
-            defaults.connect,
-        )?,
-        read: positive_duration(&field("timeouts.read"), &p.timeouts.read, defaults.read)?,
-        write: positive_duration(&field("timeouts.write"), &p.timeouts.write, defaults.write)?,
-        idle: duration(&p.timeouts.idle, defaults.idle),
-    };
+    let timeouts = build_timeouts(&p.timeouts, &field)?;
     let ca = match &p.ca_file {
         None => None,
         Some(path) => {
@@ -109,7 +77,7 @@ pub(super) fn build_provider(
         kind: p.kind.as_str().to_string(),
         protocol: *protocol,
         upstream,
-        keys: KeyPool::new(keys, missing),
+        keys,
         model_map,
         models: p.models.clone(),
         timeouts,
@@ -117,6 +85,51 @@ pub(super) fn build_provider(
         health,
         http2: p.http2.unwrap_or(false),
     }))
+}
+
+/// The provider's key pool; a key whose variable is unset is left out (and named), and each
+/// key keeps the health of the previous provider's key of the same name and secret.
+fn build_keys(
+    p: &settings::ProviderSection,
+    previous: Option<&Provider>,
+    field: &dyn Fn(&str) -> String,
+) -> Result<KeyPool, ConfigError> {
+    let mut keys = Vec::new();
+    let mut missing = Vec::new();
+    for (k, entry) in p.api_keys.iter().enumerate() {
+        let (name, raw, weight) = match entry {
+            KeyEntry::Plain(raw) => (format!("{}#{k}", p.name), raw, 1),
+            KeyEntry::Named(named) => (named.name.clone(), &named.key, named.weight.unwrap_or(1)),
+        };
+        match expand_key(raw.as_written()) {
+            Ok(value) => {
+                let mut key = ApiKey::new(name, value)
+                    .map(|key| key.with_weight(weight))
+                    .map_err(|e| ConfigError::field(field(&format!("api_keys[{k}]")), e))?;
+                if let Some(old) =
+                    previous.and_then(|old| old.keys.iter().find(|o| o.name == key.name))
+                {
+                    key.adopt_health(old);
+                }
+                keys.push(key);
+            }
+            Err(var) => missing.push(var),
+        }
+    }
+    Ok(KeyPool::new(keys, missing))
+}
+
+fn build_timeouts(
+    t: &settings::TimeoutSection,
+    field: &dyn Fn(&str) -> String,
+) -> Result<Timeouts, ConfigError> {
+    let defaults = Timeouts::default();
+    Ok(Timeouts {
+        connect: positive_duration(&field("timeouts.connect"), &t.connect, defaults.connect)?,
+        read: positive_duration(&field("timeouts.read"), &t.read, defaults.read)?,
+        write: positive_duration(&field("timeouts.write"), &t.write, defaults.write)?,
+        idle: duration(&t.idle, defaults.idle),
+    })
 }
 
 fn build_health(
