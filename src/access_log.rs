@@ -8,8 +8,8 @@
 //! `flush` (used at shutdown) sends an empty line as a marker through the same queue: the
 //! writer flushes when it reaches it, so every line queued before is then on disk.
 
-use crate::config::model::AccessLogTarget;
 use crate::metrics::METRICS;
+use crate::runtime::model::AccessLogTarget;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;

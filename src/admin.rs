@@ -8,11 +8,11 @@
 //! at once.
 
 use crate::auth::same_secret;
-use crate::config::{Gateway, SharedConfig};
 use crate::error::GatewayError;
 use crate::protocol::ClientProtocol;
 use crate::quota::QuotaOp;
 use crate::reload::Reloader;
+use crate::runtime::{Gateway, SharedConfig};
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;

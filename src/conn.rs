@@ -13,7 +13,7 @@
 //! (`header_received`, from the proxy's `new_ctx` and the admin app's `response`), through
 //! a task-local value scoped to the connection's task.
 
-use crate::config::SharedConfig;
+use crate::runtime::SharedConfig;
 use async_trait::async_trait;
 use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
 use pingora_core::protocols::http::v2::server::H2Options;

@@ -57,7 +57,7 @@ struct Cli {
 }
 
 /// Poll the gateway described by `gateway` until it answers or `secs` pass.
-fn wait_ready(gateway: &tollgate::config::Gateway, secs: u64) -> bool {
+fn wait_ready(gateway: &tollgate::runtime::Gateway, secs: u64) -> bool {
     use std::io::{Read, Write};
     use std::time::{Duration, Instant};
     let (address, http) = match &gateway.admin_listener {
@@ -101,7 +101,7 @@ fn main() -> ExitCode {
     tollgate::logging::init();
     let cli = Cli::parse();
     if let Some(dir) = &cli.state_dir {
-        tollgate::config::paths::set_state_dir(dir);
+        tollgate::runtime::paths::set_state_dir(dir);
         let starting = !cli.test && cli.wait_ready.is_none();
         if starting {
             if let Err(e) = std::fs::create_dir_all(dir) {
@@ -110,7 +110,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    let gateway = match tollgate::config::load(&cli.conf, None) {
+    let gateway = match tollgate::runtime::load(&cli.conf, None) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("tollgate: configuration error: {e}");
@@ -157,7 +157,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
         let daemon = cli.daemon || gateway.server.daemon;
-        if daemon && gateway.access_log == tollgate::config::model::AccessLogTarget::Stdout {
+        if daemon && gateway.access_log == tollgate::runtime::model::AccessLogTarget::Stdout {
             log::warn!(
                 "access_log.path is stdout, which a daemon with server.error_log discards \
                  (Pingora points its stdout at /dev/null): set access_log.path to a file"

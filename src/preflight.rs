@@ -17,8 +17,8 @@
 //! process* (the config's `pid_file`, or a process of this executable that holds that
 //! listening socket) is a warning, not an error; in use by anything else, an error.
 
-use crate::config::model::{AccessLogTarget, Listener};
-use crate::config::{ConfigError, Gateway};
+use crate::runtime::model::{AccessLogTarget, Listener};
+use crate::runtime::{ConfigError, Gateway};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 

@@ -9,9 +9,9 @@
 //! with), not with the previous file, so a change stays reported until an upgrade applies
 //! it. The admin token is read from the current snapshot, so a reload rotates it at once.
 
-use crate::config::model::Listener;
-use crate::config::{self, ConfigError, Gateway, SharedConfig};
 use crate::provider::resolve::resolve_now;
+use crate::runtime::model::Listener;
+use crate::runtime::{self, ConfigError, Gateway, SharedConfig};
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
@@ -29,8 +29,8 @@ pub struct Reloader {
 #[derive(Debug)]
 pub struct Running {
     listeners: Listeners,
-    server: config::model::ServerSettings,
-    access_log: (config::model::AccessLogTarget, usize),
+    server: runtime::model::ServerSettings,
+    access_log: (runtime::model::AccessLogTarget, usize),
     store: crate::store::StoreSettings,
     max_connections: usize,
 }
@@ -105,7 +105,7 @@ impl Reloader {
     /// Load, validate and swap in the config file (blocking: file I/O and name resolution).
     pub fn reload_blocking(&self) -> Result<ReloadReport, ConfigError> {
         let old = self.config.load_full();
-        let new = config::load(&self.path, Some(&old))?;
+        let new = runtime::load(&self.path, Some(&old))?;
         resolve_now(&new.providers);
         let report = ReloadReport {
             needs_upgrade: needs_upgrade(&self.running, &new),
@@ -179,8 +179,8 @@ routes:
 "#;
 
     fn upgrade(from: &str, to: &str) -> Vec<&'static str> {
-        let running = Running::of(&config::parse(from, "t.yaml", None).unwrap());
-        needs_upgrade(&running, &config::parse(to, "t.yaml", None).unwrap())
+        let running = Running::of(&runtime::parse(from, "t.yaml", None).unwrap());
+        needs_upgrade(&running, &runtime::parse(to, "t.yaml", None).unwrap())
     }
 
     #[test]

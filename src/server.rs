@@ -6,13 +6,13 @@
 use crate::access_log::{self, AccessLog};
 use crate::admin::Admin;
 use crate::background::{Checker, Resolver};
-use crate::config::model::{Listener, ServerSettings};
-use crate::config::{Gateway, SharedConfig};
 use crate::conn::{Capped, Guarded};
 use crate::lifecycle::{Announced, Lifecycle, ListenerInfo, StartReport};
 use crate::provider::resolve::resolve_now;
 use crate::proxy::Tollgate;
 use crate::reload::{OnSighup, Reloader};
+use crate::runtime::model::{Listener, ServerSettings};
+use crate::runtime::{Gateway, SharedConfig};
 use crate::state::Backends;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -133,7 +133,8 @@ impl BackgroundService for OpenStores {
     }
 }
 
-/// Build the server for `gateway`; the caller runs it with `run_forever`.
+/// Build the server for `gateway`; the caller runs it with `run_forever`. The composition
+/// root: the shared state, the proxy and admin services, and the background services.
 pub fn build(
     gateway: Gateway,
     config_path: &str,
@@ -162,84 +163,28 @@ pub fn build(
         // Fail at start on a bad path or URL; a daemon opens them after the fork.
         backends.open_now()?;
     }
-    let proxy_listeners = gateway.proxy_listeners.clone();
-    let max_connections = gateway.client.max_connections;
-    let keepalive_timeout = gateway.client.keepalive_timeout;
-    let admin_listener = gateway.admin_listener.clone();
+    let listeners = Listeners::of(&gateway, &switches);
+    let client = gateway.client;
     let grace = Duration::from_secs(gateway.server.grace_period_seconds);
-    let mut listeners: Vec<ListenerInfo> = proxy_listeners
-        .iter()
-        .map(|l| describe(l, "proxy"))
-        .collect();
-    listeners.extend(admin_listener.iter().map(|l| describe(l, "admin")));
-    let report = StartReport::new(switches.ready_file.clone(), &listeners);
-    let any_tls = proxy_listeners
-        .iter()
-        .chain(admin_listener.iter())
-        .any(|l| l.tls.is_some());
     let config: SharedConfig = Arc::new(ArcSwap::from_pointee(gateway));
     let reloader = Reloader::new(config.clone(), config_path);
+    let shared = Shared {
+        config: config.clone(),
+        backends: backends.clone(),
+        conf: conf.clone(),
+        max_connections: client.max_connections,
+    };
 
-    let mut inner = pingora_proxy::HttpProxy::new(
-        Tollgate {
-            config: config.clone(),
-            access_log: access_log.clone(),
-            backends: backends.clone(),
-            connector: Connector::new(Some(ConnectorOptions::from_server_conf(&conf))),
-        },
-        conf.clone(),
-    );
-    inner.handle_init_modules();
-    // HTTP/2 connections (TLS listeners with `http2`) are closed after the keep-alive idle
-    // timeout too; `conn::Guarded` covers HTTP/1.
-    let mut options = pingora_core::apps::HttpServerOptions::default();
-    options.h2_idle_timeout = Some(keepalive_timeout);
-    inner.server_options = Some(options);
-    let proxy_app = Capped::new(
-        Guarded {
-            app: Arc::new(inner),
-            config: config.clone(),
-            drain: DRAIN_ACCEPTED,
-        },
-        max_connections,
-    );
-    let mut connections = vec![proxy_app.connections()];
-    let mut proxy = Service::new("tollgate proxy".to_string(), proxy_app);
-    for l in &proxy_listeners {
-        add_listener(&mut proxy, l)?;
+    let mut connections = Vec::new();
+    let proxy = proxy_service(&shared, &access_log, client.keepalive_timeout, &listeners)?;
+    connections.push(proxy.inner.app_logic().map(|a| a.connections()));
+    server.add_service(proxy);
+    if let Some(l) = &listeners.admin {
+        let admin = admin_service(&shared, &reloader, l, &listeners)?;
+        connections.push(admin.inner.app_logic().map(|a| a.connections()));
+        server.add_service(admin);
     }
-    server.add_service(Announced {
-        inner: proxy,
-        listeners: proxy_listeners
-            .iter()
-            .map(|l| describe(l, "proxy"))
-            .collect(),
-        report: report.clone(),
-    });
-
-    if let Some(l) = &admin_listener {
-        let admin_app = Capped::new(
-            Guarded {
-                app: Arc::new(Admin {
-                    config: config.clone(),
-                    reloader: reloader.clone(),
-                    token: l.token.clone(),
-                    backends: backends.clone(),
-                }),
-                config: config.clone(),
-                drain: Duration::ZERO,
-            },
-            max_connections,
-        );
-        connections.push(admin_app.connections());
-        let mut admin = Service::new("tollgate admin".to_string(), admin_app);
-        add_listener(&mut admin, l)?;
-        server.add_service(Announced {
-            inner: admin,
-            listeners: vec![describe(l, "admin")],
-            report,
-        });
-    }
+    let connections = connections.into_iter().flatten().collect();
     server.add_service(background_service(
         "health checks",
         Checker {
@@ -263,9 +208,122 @@ pub fn build(
             access_log,
             backends,
             grace,
-            settle: if any_tls { SETTLE_TLS } else { SETTLE_PLAIN },
+            settle: if listeners.any_tls {
+                SETTLE_TLS
+            } else {
+                SETTLE_PLAIN
+            },
             phases: std::sync::Mutex::new(Some(phases)),
         },
     ));
     Ok(server)
+}
+
+/// What the proxy and admin services share.
+struct Shared {
+    config: SharedConfig,
+    backends: Arc<Backends>,
+    conf: Arc<pingora_core::server::configuration::ServerConf>,
+    max_connections: usize,
+}
+
+/// The listeners of the config, and the start-up report they fill in.
+struct Listeners {
+    proxy: Vec<Listener>,
+    admin: Option<Listener>,
+    any_tls: bool,
+    report: Arc<StartReport>,
+}
+
+impl Listeners {
+    fn of(gateway: &Gateway, switches: &Switches) -> Self {
+        let proxy = gateway.proxy_listeners.clone();
+        let admin = gateway.admin_listener.clone();
+        let mut all: Vec<ListenerInfo> = proxy.iter().map(|l| describe(l, "proxy")).collect();
+        all.extend(admin.iter().map(|l| describe(l, "admin")));
+        let any_tls = proxy.iter().chain(admin.iter()).any(|l| l.tls.is_some());
+        Listeners {
+            report: StartReport::new(switches.ready_file.clone(), &all),
+            proxy,
+            admin,
+            any_tls,
+        }
+    }
+}
+
+type ProxyApp = Capped<Guarded<pingora_proxy::HttpProxy<Tollgate>>>;
+type AdminApp = Capped<Guarded<Admin>>;
+
+/// The proxy service on every proxy listener.
+fn proxy_service(
+    shared: &Shared,
+    access_log: &Arc<AccessLog>,
+    keepalive_timeout: Duration,
+    listeners: &Listeners,
+) -> Result<Announced<Service<ProxyApp>>, Box<dyn std::error::Error>> {
+    let mut inner = pingora_proxy::HttpProxy::new(
+        Tollgate {
+            config: shared.config.clone(),
+            access_log: access_log.clone(),
+            backends: shared.backends.clone(),
+            connector: Connector::new(Some(ConnectorOptions::from_server_conf(&shared.conf))),
+        },
+        shared.conf.clone(),
+    );
+    inner.handle_init_modules();
+    // HTTP/2 connections (TLS listeners with `http2`) are closed after the keep-alive idle
+    // timeout too; `conn::Guarded` covers HTTP/1.
+    let mut options = pingora_core::apps::HttpServerOptions::default();
+    options.h2_idle_timeout = Some(keepalive_timeout);
+    inner.server_options = Some(options);
+    let app = Capped::new(
+        Guarded {
+            app: Arc::new(inner),
+            config: shared.config.clone(),
+            drain: DRAIN_ACCEPTED,
+        },
+        shared.max_connections,
+    );
+    let mut proxy = Service::new("tollgate proxy".to_string(), app);
+    for l in &listeners.proxy {
+        add_listener(&mut proxy, l)?;
+    }
+    Ok(Announced {
+        inner: proxy,
+        listeners: listeners
+            .proxy
+            .iter()
+            .map(|l| describe(l, "proxy"))
+            .collect(),
+        report: listeners.report.clone(),
+    })
+}
+
+/// The admin service on the admin listener.
+fn admin_service(
+    shared: &Shared,
+    reloader: &Reloader,
+    l: &Listener,
+    listeners: &Listeners,
+) -> Result<Announced<Service<AdminApp>>, Box<dyn std::error::Error>> {
+    let app = Capped::new(
+        Guarded {
+            app: Arc::new(Admin {
+                config: shared.config.clone(),
+                reloader: reloader.clone(),
+                token: l.token.clone(),
+                backends: shared.backends.clone(),
+            }),
+            config: shared.config.clone(),
+            drain: Duration::ZERO,
+        },
+        shared.max_connections,
+    );
+    let mut admin = Service::new("tollgate admin".to_string(), app);
+    add_listener(&mut admin, l)?;
+    Ok(Announced {
+        inner: admin,
+        listeners: vec![describe(l, "admin")],
+        report: listeners.report.clone(),
+    })
 }

@@ -4,11 +4,11 @@
 //! check request is built by the gateway alone, so its answer says something about the key,
 //! never about a client.
 
-use crate::config::SharedConfig;
 use crate::keys::CheckResult;
 use crate::metrics::METRICS;
 use crate::provider::Provider;
 use crate::route::Endpoint;
+use crate::runtime::SharedConfig;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::connectors::http::Connector;

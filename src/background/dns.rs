@@ -1,8 +1,8 @@
 //! DNS refresh: a Pingora background service that resolves every provider host again every
 //! `dns.refresh` (see `crate::provider::resolve`) and installs changed addresses.
 
-use crate::config::SharedConfig;
 use crate::provider::resolve::resolve_one;
+use crate::runtime::SharedConfig;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;

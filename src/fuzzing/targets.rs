@@ -4,13 +4,13 @@
 
 use super::{chunks, split, XorShift};
 use crate::body::RequestBody;
-use crate::config;
 use crate::error::GatewayError;
 use crate::protocol::{ClientProtocol as Client, ANTHROPIC, AZURE, GEMINI, OPENAI};
 use crate::proxy::plan;
 use crate::proxy::quota_api::quota_op;
 use crate::quota::{form, QuotaOp};
 use crate::route::{Endpoint, QuotaCall};
+use crate::runtime;
 use crate::sse::{raw_lines, SseEvent, SseParser};
 use crate::translate::{self, EmbeddingsContext, StreamTranslator, TranslateError};
 use crate::usage::{estimate_tokens, usage_from_json, StreamMeter, TokenEstimator, Usage};
@@ -683,9 +683,9 @@ pub fn check_translate_gemini_stream(input: &[u8], rng: &mut XorShift) {
 /// a config that loads reloads over itself.
 pub fn check_config(input: &[u8], _rng: &mut XorShift) {
     let text = show(input);
-    match config::parse(&text, "fuzz.yaml", None) {
+    match runtime::parse(&text, "fuzz.yaml", None) {
         Ok(gw) => {
-            if let Err(e) = config::parse(&text, "fuzz.yaml", Some(&gw)) {
+            if let Err(e) = runtime::parse(&text, "fuzz.yaml", Some(&gw)) {
                 panic!("a config that loads does not reload over itself: {e}\n{text}");
             }
         }

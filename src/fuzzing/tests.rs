@@ -232,7 +232,7 @@ fn fuzz_quota_api() {
 #[test]
 fn config_templates_load() {
     for t in gen::CONFIGS {
-        crate::config::parse(t, "t.yaml", None).unwrap();
+        crate::runtime::parse(t, "t.yaml", None).unwrap();
     }
 }
 

@@ -3,11 +3,11 @@
 
 use super::exchange::{ExtraHeaders, Reservations};
 use crate::body::RequestBody;
-use crate::config::Gateway;
 use crate::error::GatewayError;
 use crate::limits::{Demand, Hold, Limited, Refusal, Used, Who};
 use crate::metrics::METRICS;
 use crate::route::RouteAuth;
+use crate::runtime::Gateway;
 use crate::state::Backends;
 use crate::usage::{estimate_tokens, MAX_TOKENS_PER_REQUEST};
 use ipnet::IpNet;

@@ -7,7 +7,6 @@
 
 use super::attempt::Outcome;
 use crate::body::RequestBody;
-use crate::config::Gateway;
 use crate::conn::BodyHold;
 use crate::error::GatewayError;
 use crate::limits::Hold;
@@ -15,6 +14,7 @@ use crate::protocol::ClientProtocol;
 use crate::provider::Provider;
 use crate::quota::QuotaHold;
 use crate::route::Endpoint;
+use crate::runtime::Gateway;
 use crate::state::Backends;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -2,10 +2,10 @@
 //! JSON fields parsed (`crate::body`).
 
 use crate::body::RequestBody;
-use crate::config::client::ClientSettings;
-use crate::config::Gateway;
 use crate::conn::{BodyHold, BUSY_RETRY_AFTER};
 use crate::error::GatewayError;
+use crate::runtime::client::ClientSettings;
+use crate::runtime::Gateway;
 use bytes::{Bytes, BytesMut};
 use pingora_proxy::Session;
 

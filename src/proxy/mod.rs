@@ -28,7 +28,7 @@ pub mod retry;
 pub mod routing;
 
 use crate::access_log::AccessLog;
-use crate::config::SharedConfig;
+use crate::runtime::SharedConfig;
 use async_trait::async_trait;
 use exchange::Exchange;
 use pingora_core::connectors::http::Connector;

@@ -179,16 +179,7 @@ async fn exchange(
     let status = resp.status.as_u16();
 
     if AttemptEnd::Status(status).retryable() {
-        state.outcome.status = Some(status);
-        let retry_after = health::retry_after(&resp.headers);
-        let body = drain(&mut up).await;
-        state.ended();
-        finish(connector, up, &peer).await;
-        return AttemptResult::Failed(FailedAttempt {
-            body,
-            retry_after,
-            ..failed_attempt(state, AttemptEnd::Status(status), None)
-        });
+        return held_back(connector, up, &peer, state, status, &resp).await;
     }
 
     state.response_header(&mut resp);
@@ -203,78 +194,139 @@ async fn exchange(
     if let Err(cause) = session.write_response_header(resp, false).await {
         return client_gone(state, &mut up, Some(status), cause).await;
     }
-    let mut watch_client = true;
-    loop {
-        let read = tokio::select! {
-            biased;
-            r = up.read_response_body() => Read::Upstream(r),
-            r = session.read_body_or_idle(true), if watch_client => Read::Client(r),
-        };
-        match read {
-            Read::Upstream(Ok(Some(chunk))) => {
-                let out = state.response_body(Some(chunk), false);
-                if !out.is_empty() {
-                    if let Err(cause) = session.write_response_body(Some(out), false).await {
-                        return client_gone(state, &mut up, Some(status), cause).await;
-                    }
-                }
-                if let Some(limit) = state.overflow(max_event_bytes) {
-                    // A provider that never ends its event (or body) must not grow memory
-                    // without bound: stop it like a broken stream.
-                    up.shutdown().await;
-                    let detail = format!("an event or body larger than {limit} bytes");
-                    let cause = Error::explain(ErrorType::ReadError, detail.clone());
-                    state.outcome.error = Some(GatewayError::UpstreamBroken {
-                        provider: state.attempt.provider.name.clone(),
-                        detail,
-                    });
-                    let error = state.failed(&cause);
-                    if stream {
-                        // Blank lines first: the client may hold part of the endless event,
-                        // and the error must be an event of its own.
-                        let mut event = b"\n\n".to_vec();
-                        event.extend_from_slice(&error.sse_event(protocol));
-                        let _ = session.write_response_body(Some(event.into()), false).await;
-                    }
-                    return AttemptResult::Aborted {
-                        status,
-                        error,
-                        cause,
-                    };
-                }
-            }
-            Read::Upstream(Ok(None)) => {
-                let out = state.response_body(None, true);
-                if let Err(cause) = session.write_response_body(Some(out), true).await {
-                    return client_gone(state, &mut up, Some(status), cause).await;
-                }
-                break;
-            }
-            Read::Upstream(Err(cause)) => {
-                up.shutdown().await;
-                let error = state.failed(&cause);
-                // Tell a stream's reader; the caller then cuts the connection so the client
-                // cannot mistake the truncated answer for a complete one.
-                if stream {
-                    let _ = session
-                        .write_response_body(Some(error.sse_event(protocol)), false)
-                        .await;
-                }
-                return AttemptResult::Aborted {
-                    status,
-                    error,
-                    cause,
-                };
-            }
-            Read::Client(Err(cause)) => {
-                return client_gone(state, &mut up, Some(status), cause).await;
-            }
-            // The client's connection has nothing to say about this request any more.
-            Read::Client(Ok(_)) => watch_client = false,
-        }
+    let relay = Relay {
+        status,
+        stream,
+        protocol,
+        max_event_bytes,
+    };
+    if let Err(end) = relay.body(session, &mut up, state).await {
+        return end;
     }
     finish(connector, up, &peer).await;
     AttemptResult::Delivered(status)
+}
+
+/// A response worth retrying: held back from the client whole (its start kept to quote),
+/// so the next attempt can answer instead.
+async fn held_back(
+    connector: &Connector,
+    mut up: UpstreamSession,
+    peer: &HttpPeer,
+    state: &mut AttemptState,
+    status: u16,
+    resp: &ResponseHeader,
+) -> AttemptResult {
+    state.outcome.status = Some(status);
+    let retry_after = health::retry_after(&resp.headers);
+    let body = drain(&mut up).await;
+    state.ended();
+    finish(connector, up, peer).await;
+    AttemptResult::Failed(FailedAttempt {
+        body,
+        retry_after,
+        ..failed_attempt(state, AttemptEnd::Status(status), None)
+    })
+}
+
+/// Copying a delivered response's body to the client.
+struct Relay {
+    status: u16,
+    stream: bool,
+    protocol: ClientProtocol,
+    max_event_bytes: usize,
+}
+
+impl Relay {
+    /// Copy the body chunk by chunk through the attempt's filter, watching for the client
+    /// leaving; `Err` says how the attempt ended when it did not end well.
+    async fn body(
+        &self,
+        session: &mut Session,
+        up: &mut UpstreamSession,
+        state: &mut AttemptState,
+    ) -> Result<(), AttemptResult> {
+        let status = self.status;
+        let mut watch_client = true;
+        loop {
+            let read = tokio::select! {
+                biased;
+                r = up.read_response_body() => Read::Upstream(r),
+                r = session.read_body_or_idle(true), if watch_client => Read::Client(r),
+            };
+            match read {
+                Read::Upstream(Ok(Some(chunk))) => {
+                    let out = state.response_body(Some(chunk), false);
+                    if !out.is_empty() {
+                        if let Err(cause) = session.write_response_body(Some(out), false).await {
+                            return Err(client_gone(state, up, Some(status), cause).await);
+                        }
+                    }
+                    if let Some(limit) = state.overflow(self.max_event_bytes) {
+                        return Err(self.overflowed(session, up, state, limit).await);
+                    }
+                }
+                Read::Upstream(Ok(None)) => {
+                    let out = state.response_body(None, true);
+                    if let Err(cause) = session.write_response_body(Some(out), true).await {
+                        return Err(client_gone(state, up, Some(status), cause).await);
+                    }
+                    return Ok(());
+                }
+                Read::Upstream(Err(cause)) => {
+                    up.shutdown().await;
+                    let error = state.failed(&cause);
+                    // Tell a stream's reader; the caller then cuts the connection so the
+                    // client cannot mistake the truncated answer for a complete one.
+                    if self.stream {
+                        let event = error.sse_event(self.protocol);
+                        let _ = session.write_response_body(Some(event), false).await;
+                    }
+                    return Err(AttemptResult::Aborted {
+                        status,
+                        error,
+                        cause,
+                    });
+                }
+                Read::Client(Err(cause)) => {
+                    return Err(client_gone(state, up, Some(status), cause).await);
+                }
+                // The client's connection has nothing to say about this request any more.
+                Read::Client(Ok(_)) => watch_client = false,
+            }
+        }
+    }
+
+    /// A provider that never ends its event (or body) must not grow memory without bound:
+    /// stop it like a broken stream.
+    async fn overflowed(
+        &self,
+        session: &mut Session,
+        up: &mut UpstreamSession,
+        state: &mut AttemptState,
+        limit: usize,
+    ) -> AttemptResult {
+        up.shutdown().await;
+        let detail = format!("an event or body larger than {limit} bytes");
+        let cause = Error::explain(ErrorType::ReadError, detail.clone());
+        state.outcome.error = Some(GatewayError::UpstreamBroken {
+            provider: state.attempt.provider.name.clone(),
+            detail,
+        });
+        let error = state.failed(&cause);
+        if self.stream {
+            // Blank lines first: the client may hold part of the endless event, and the
+            // error must be an event of its own.
+            let mut event = b"\n\n".to_vec();
+            event.extend_from_slice(&error.sse_event(self.protocol));
+            let _ = session.write_response_body(Some(event.into()), false).await;
+        }
+        AttemptResult::Aborted {
+            status: self.status,
+            error,
+            cause,
+        }
+    }
 }
 
 enum Read {

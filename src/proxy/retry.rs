@@ -243,7 +243,7 @@ routes:
 
     #[test]
     fn key_order_tries_each_target_up_to_per_target_then_falls_back() {
-        let gw = crate::config::parse(TWO_TARGETS, "t.yaml", None).unwrap();
+        let gw = crate::runtime::parse(TWO_TARGETS, "t.yaml", None).unwrap();
         let rule = &gw.routes[0].rules[0];
         let targets = rule.attempt_order();
         let mut all = names(KeyOrder::new(&targets, u32::MAX, false));

@@ -1,9 +1,9 @@
 //! Routing: the route serving the request's host and path (and the endpoint there), then the
 //! first such route with a model rule for the requested model.
 
-use crate::config::Gateway;
 use crate::error::GatewayError;
 use crate::route::{host_without_port, Endpoint};
+use crate::runtime::Gateway;
 use pingora_proxy::Session;
 
 /// The first route serving the request's host and path, and the endpoint there.

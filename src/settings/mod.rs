@@ -7,7 +7,7 @@
 //! `HumanDuration` (`500ms`, `5s`), and every struct denies unknown fields, so a typo is an
 //! error naming the field. Text is held as written: `${VAR}` references stay references and
 //! secrets (`Secret`) are the text of the file, never a variable's value; expansion happens
-//! when `config::model` builds the runtime from the settings.
+//! when `runtime` builds the runtime from the settings.
 //!
 //! Nothing here knows the gateway's services: domain modules use these types or convert
 //! from them, never the other way round.

@@ -5,7 +5,7 @@ use super::text::{is_true, text_serde, HumanDuration, Secret};
 use serde::{Deserialize, Serialize};
 
 /// Pingora's `ServerConf`, the fields an operator may set. Absent fields keep the gateway's
-/// defaults (see `config::model::ServerSettings`).
+/// defaults (see `runtime::ServerSettings`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {

@@ -5,12 +5,15 @@
 //! `build` from settings already in hand, and every error names the field at fault. The running snapshot lives in a `SharedConfig` (arc-swap): requests
 //! load it once and keep that `Arc` to the end, so nothing is parsed per request.
 
+mod access;
 #[cfg(test)]
 mod carry_tests;
 pub mod client;
 pub mod env;
 pub mod model;
 pub mod paths;
+mod providers;
+mod routes;
 
 pub use model::Gateway;
 

@@ -1,0 +1,343 @@
+//! The validated internal model: what the gateway runs on.
+//!
+//! Built from `settings::Settings` by `Gateway::build`; every reference is resolved (routes
+//! hold `Arc<Provider>`), every pattern compiled, every secret expanded. A `Gateway` is
+//! immutable; a reload builds a new one and swaps it in.
+
+use super::access::{build_consumers, build_limits, build_quota, build_store, parse_net};
+use super::env::expand;
+use super::providers::build_provider;
+use super::routes::build_route;
+use super::ConfigError;
+use crate::auth::Consumers;
+use crate::limits::Limits;
+use crate::provider::Provider;
+use crate::quota::QuotaSettings;
+use crate::route::Route;
+use crate::settings::{self, AccessLogPath, HumanDuration, Settings};
+use crate::store::StoreSettings;
+use ipnet::IpNet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const DEFAULT_MAX_BODY: usize = 32 * 1024 * 1024;
+
+/// Settings handed to Pingora's `ServerConf`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    pub threads: usize,
+    pub work_stealing: bool,
+    pub pid_file: String,
+    pub upgrade_sock: String,
+    pub error_log: Option<String>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub daemon: bool,
+    pub grace_period_seconds: u64,
+    pub graceful_shutdown_timeout_seconds: u64,
+    pub upstream_keepalive_pool_size: usize,
+    pub ca_file: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub address: String,
+    pub tls: Option<ListenerTls>,
+    /// Bearer token for `/admin/*` (admin listener only).
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    pub cert: String,
+    pub key: String,
+    pub http2: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Off,
+    Stdout,
+    File(String),
+}
+
+#[derive(Debug)]
+pub struct Gateway {
+    pub server: ServerSettings,
+    pub proxy_listeners: Vec<Listener>,
+    pub admin_listener: Option<Listener>,
+    pub max_body_bytes: usize,
+    /// Client deadlines, connection cap and memory bounds (`client:`).
+    pub client: super::client::ClientSettings,
+    pub access_log: AccessLogTarget,
+    pub access_log_buffer: usize,
+    pub providers: Vec<Arc<Provider>>,
+    pub routes: Vec<Route>,
+    pub consumers: Consumers,
+    pub limits: Limits,
+    /// Where quotas and long windows are kept (opened once per process by `server`).
+    pub store: StoreSettings,
+    pub quota: Option<QuotaSettings>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Consumers with their own metric series (`None`: per-consumer series are off).
+    pub consumer_series: Option<std::collections::HashSet<String>>,
+    /// How often provider host names are resolved again (`dns.refresh`).
+    pub dns_refresh: Duration,
+}
+
+pub(super) fn duration(value: &Option<HumanDuration>, default: Duration) -> Duration {
+    value.map_or(default, Duration::from)
+}
+
+/// A count that sizes or bounds something: 0 would silently disable it, so it is an error.
+pub(super) fn at_least_one<T: Copy + Default + PartialEq>(
+    field: &str,
+    value: Option<T>,
+    default: T,
+) -> Result<T, ConfigError> {
+    match value {
+        Some(v) if v == T::default() => Err(ConfigError::field(field, "must be at least 1")),
+        v => Ok(v.unwrap_or(default)),
+    }
+}
+
+/// A duration that bounds a wait: 0 would make every wait fail at once.
+pub(super) fn positive_duration(
+    field: &str,
+    value: &Option<HumanDuration>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let d = duration(value, default);
+    if d.is_zero() {
+        return Err(ConfigError::field(field, "must be longer than 0"));
+    }
+    Ok(d)
+}
+
+fn listener(field: &str, l: &settings::ListenerSection) -> Result<Listener, ConfigError> {
+    l.address.parse::<std::net::SocketAddr>().map_err(|e| {
+        ConfigError::field(format!("{field}.address"), format!("`{}`: {e}", l.address))
+    })?;
+    let tls = match &l.tls {
+        None => None,
+        Some(t) => {
+            let cert =
+                expand(&t.cert).map_err(|e| ConfigError::field(format!("{field}.tls.cert"), e))?;
+            let key =
+                expand(&t.key).map_err(|e| ConfigError::field(format!("{field}.tls.key"), e))?;
+            for (name, path) in [("cert", &cert), ("key", &key)] {
+                if !std::path::Path::new(path).is_file() {
+                    return Err(ConfigError::field(
+                        format!("{field}.tls.{name}"),
+                        format!("file `{path}` does not exist"),
+                    ));
+                }
+            }
+            Some(ListenerTls {
+                cert,
+                key,
+                http2: t.http2,
+            })
+        }
+    };
+    let token = l
+        .token
+        .as_ref()
+        .map(|t| {
+            expand(t.as_written()).map_err(|e| ConfigError::field(format!("{field}.token"), e))
+        })
+        .transpose()?;
+    if token.as_ref().is_some_and(|t| t.is_empty()) {
+        return Err(ConfigError::field(
+            format!("{field}.token"),
+            "must not be empty",
+        ));
+    }
+    Ok(Listener {
+        address: l.address.clone(),
+        tls,
+        token,
+    })
+}
+
+impl Gateway {
+    /// Build the runtime snapshot from the settings. With `previous` (a reload), live state
+    /// is carried over by the names the settings give (see `carry_tests`).
+    pub fn build(f: &Settings, previous: Option<&Gateway>) -> Result<Self, ConfigError> {
+        let (proxy_listeners, admin_listener) = build_listeners(&f.listeners)?;
+        let providers = build_providers(f, previous)?;
+        let consumers = build_consumers(f)?;
+        let routes = build_routes(f, &providers, &consumers)?;
+        let limits = build_limits(f, &routes, &consumers, previous)?;
+        let store = build_store(f, &limits)?;
+        let quota = build_quota(f, &consumers)?;
+        let trusted_proxies = f
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                parse_net(c).map_err(|e| ConfigError::field(format!("trusted_proxies[{i}]"), e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let max_body_bytes = at_least_one(
+            "limits.max_body_bytes",
+            f.limits.max_body_bytes,
+            DEFAULT_MAX_BODY,
+        )?;
+        Ok(Gateway {
+            server: build_server(&f.server)?,
+            proxy_listeners,
+            admin_listener,
+            max_body_bytes,
+            client: super::client::ClientSettings::build(&f.client, max_body_bytes)?,
+            access_log: build_access_log(f)?,
+            access_log_buffer: at_least_one(
+                "access_log.buffer_lines",
+                f.access_log.buffer_lines,
+                65536,
+            )?,
+            providers,
+            routes,
+            limits,
+            store,
+            quota,
+            trusted_proxies,
+            consumer_series: f.metrics.consumer_labels.unwrap_or(true).then(|| {
+                consumers
+                    .names()
+                    .iter()
+                    .take(f.metrics.max_consumer_series.unwrap_or(1000))
+                    .cloned()
+                    .collect()
+            }),
+            consumers,
+            dns_refresh: positive_duration("dns.refresh", &f.dns.refresh, Duration::from_secs(30))?,
+        })
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
+        self.providers.iter().find(|p| p.name == name)
+    }
+}
+
+fn build_server(s: &settings::ServerSection) -> Result<ServerSettings, ConfigError> {
+    Ok(ServerSettings {
+        threads: at_least_one("server.threads", s.threads, 1)?,
+        work_stealing: s.work_stealing.unwrap_or(true),
+        pid_file: s
+            .pid_file
+            .clone()
+            .unwrap_or_else(|| super::paths::DEFAULT_PID_FILE.into()),
+        upgrade_sock: s
+            .upgrade_sock
+            .clone()
+            .unwrap_or_else(|| super::paths::DEFAULT_UPGRADE_SOCK.into()),
+        error_log: s.error_log.clone(),
+        user: s.user.clone(),
+        group: s.group.clone(),
+        daemon: s.daemon.unwrap_or(false),
+        grace_period_seconds: s.grace_period_seconds.unwrap_or(60),
+        graceful_shutdown_timeout_seconds: s.graceful_shutdown_timeout_seconds.unwrap_or(10),
+        upstream_keepalive_pool_size: s.upstream_keepalive_pool_size.unwrap_or(256),
+        ca_file: s.ca_file.clone(),
+    })
+}
+
+/// The proxy listeners (at least one, none with a token) and the admin listener.
+fn build_listeners(
+    l: &settings::ListenersSection,
+) -> Result<(Vec<Listener>, Option<Listener>), ConfigError> {
+    if l.proxy.is_empty() {
+        return Err(ConfigError::field(
+            "listeners.proxy",
+            "at least one listener is required",
+        ));
+    }
+    let proxy = l
+        .proxy
+        .iter()
+        .enumerate()
+        .map(|(i, l)| listener(&format!("listeners.proxy[{i}]"), l))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(i) = proxy.iter().position(|l| l.token.is_some()) {
+        return Err(ConfigError::field(
+            format!("listeners.proxy[{i}].token"),
+            "only the admin listener takes a token",
+        ));
+    }
+    let admin = l
+        .admin
+        .as_ref()
+        .map(|l| listener("listeners.admin", l))
+        .transpose()?;
+    Ok((proxy, admin))
+}
+
+/// Every provider, names unique; each keeps what `previous` knew of the provider of the
+/// same name (key health, resolved address).
+fn build_providers(
+    f: &Settings,
+    previous: Option<&Gateway>,
+) -> Result<Vec<Arc<Provider>>, ConfigError> {
+    let mut providers: Vec<Arc<Provider>> = Vec::new();
+    for (i, p) in f.providers.iter().enumerate() {
+        if providers.iter().any(|q| q.name == p.name) {
+            return Err(ConfigError::field(
+                format!("providers[{i}].name"),
+                format!("duplicate provider name `{}`", p.name),
+            ));
+        }
+        let old = previous.and_then(|g| g.provider(&p.name)).map(|p| &**p);
+        let provider = Arc::new(build_provider(i, p, old)?);
+        if let Some(old) = old {
+            provider.adopt_address(old);
+        }
+        providers.push(provider);
+    }
+    Ok(providers)
+}
+
+/// Every route, its targets resolved to `providers` and its allowed consumers known.
+fn build_routes(
+    f: &Settings,
+    providers: &[Arc<Provider>],
+    consumers: &Consumers,
+) -> Result<Vec<Route>, ConfigError> {
+    let by_name: HashMap<&str, Arc<Provider>> = providers
+        .iter()
+        .map(|p| (p.name.as_str(), p.clone()))
+        .collect();
+    let list_unconfigured: BTreeSet<&str> = f
+        .providers
+        .iter()
+        .filter(|p| p.list_unconfigured)
+        .map(|p| p.name.as_str())
+        .collect();
+    let routes = f
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| build_route(i, r, &by_name, &consumers.sources, &list_unconfigured))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, r) in routes.iter().enumerate() {
+        if let Some(name) = r.auth.allow.iter().find(|n| !consumers.names().contains(n)) {
+            return Err(ConfigError::field(
+                format!("routes[{i}] ({}).auth.allow", r.name),
+                format!("unknown consumer `{name}`"),
+            ));
+        }
+    }
+    Ok(routes)
+}
+
+fn build_access_log(f: &Settings) -> Result<AccessLogTarget, ConfigError> {
+    Ok(match &f.access_log.path {
+        None | Some(AccessLogPath::Stdout) => AccessLogTarget::Stdout,
+        Some(AccessLogPath::Off) => AccessLogTarget::Off,
+        Some(AccessLogPath::File(path)) => AccessLogTarget::File(
+            expand(path).map_err(|e| ConfigError::field("access_log.path", e))?,
+        ),
+    })
+}
