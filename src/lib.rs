@@ -1,40 +1,51 @@
 //! Tollgate: an OpenAI-compatible AI gateway on Cloudflare's Pingora.
 //!
-//! Layout, in the order a request meets it:
-//! - `settings`: the YAML file as plain serde data, read and written back as written;
-//!   `config`: settings → the validated snapshot (`model::Gateway`), swapped atomically
-//!   through `SharedConfig`.
-//! - `proxy`: the Pingora `ProxyHttp` phases. `proxy::pipeline` serves the client-facing
-//!   request; `proxy::attempt` is one upstream attempt, driven by `proxy::pipe`.
-//! - `auth`: consumers and their credentials; `limits`: token and request rate limits;
-//!   `quota`: token balances; `store`: where long-lived counters are kept (SQLite, Redis).
-//! - `route`: route, endpoint and model rule for a request; `pattern`: model-name patterns
-//!   and the provider model mapping; `route::models`: what `GET /models` lists to a caller.
-//! - `body`: the request's top-level JSON fields and the byte-splicing rewrite.
-//! - `provider`: where providers live (URL, TLS, keys, the peer), host resolution off the
-//!   request path (`resolve`).
-//! - `protocol`: the wire protocols on both sides: `ClientProtocol` (OpenAI or Anthropic
+//! Layout, in layers: each module uses only modules of the layers above it in this list or
+//! its own (`.ci/modgraph.py src`, run by `tests/run.sh`, finds no cycle).
+//!
+//! Settings and the running snapshot:
+//! - `settings`: the YAML file as plain serde data (serialisable, comparable), read and
+//!   written back as written, `${VAR}` kept as references; it imports no gateway module.
+//! - `runtime`: settings → the validated, immutable snapshot (`Gateway`), built with the
+//!   previous snapshot so live state (key health, rate counters, resolved addresses) is
+//!   carried over by the names the settings give; swapped atomically (`SharedConfig`).
+//!
+//! The request path (`proxy`, the Pingora `ProxyHttp`), as stages in `proxy::pipeline`:
+//! `routing` → `ingress` → `admission` → [room for cache, policies, budgets] → `attempts`
+//! (the loop in `retry`, each attempt planned by `plan` and run by `pipe`/`attempt`) →
+//! `accounting`; `exchange` is the record accounting reads; `models_api` and `quota_api`
+//! are the gateway's own answers.
+//!
+//! The domain, used by the request path and built by `runtime`:
+//! - `route` (routes, endpoints, model rules, attempt order; `route::models`: what
+//!   `GET /models` lists), `pattern` (model-name patterns and mapping).
+//! - `provider` (URL, TLS, keys and the peer; `resolve`: host lookup off the request path),
+//!   `keys` (a key pool and each key's health), `health` (what an attempt's end means for
+//!   its key; `Retry-After`).
+//! - `protocol`: the wire protocols on both sides, `ClientProtocol` (OpenAI or Anthropic
 //!   Messages, and the rendering of every client-visible error in its shape) and one
-//!   `ProviderProtocol` per provider family (`openai`, `azure`, `anthropic`, `gemini`: path,
-//!   authentication, request/response/stream translation over `translate`, usage, error
-//!   bodies), with the registry `PRESETS` of provider types; `proxy::plan` joins the two.
-//! - `keys`: a provider's API-key pool and each key's health; `health`: what an attempt's
-//!   result means for its key, retry decisions, and active health checks.
-//! - `sse`, `usage`: the incremental SSE parser and token metering.
-//! - `forward`: which client headers reach a provider; `scrub`: provider keys and raw
-//!   upstream bytes kept out of what clients receive.
-//! - `error`: every client-visible error (`GatewayError`), mapped to status and a code of
-//!   the closed set `ErrorCode`; its body is rendered by the client's protocol.
-//! - `metrics`, `access_log`, `admin`: what operators see; `reload`: config hot reload.
-//! - `conn`: client-connection policy (connection cap, header and keep-alive deadlines,
-//!   pipelining, the memory budget for request bodies).
-//! - `server`: assembling the Pingora server and its services; `preflight`: what a start
-//!   needs from the machine (free listener addresses, loadable files), shared with `-t`;
-//!   `lifecycle`: the start-up lines and report (`--ready-file`) and the exit once a
-//!   shutdown has nothing in flight; `instance`: this process's id (`GET /healthz`);
-//!   `logging`: the server log (stderr or `server.error_log`).
-//! - `fuzzing` (tests and the `fuzzing` feature only): the fuzz targets, run as property tests
-//!   by `cargo test` and by `cargo fuzz` from `fuzz/`.
+//!   `ProviderProtocol` per provider family with the registry `PRESETS`; the translators
+//!   behind it are in `translate`.
+//! - `auth` (consumers and credentials), `limits` (token and request rate limits), `quota`
+//!   (token balances), `store` (where long-lived counters live: SQLite, Redis), `state`
+//!   (the process's stores and quotas, opened once, across reloads).
+//! - `body` (the request's top-level fields and the splicing rewrite), `sse` and `usage`
+//!   (the incremental SSE parser and token metering), `forward` (which client headers
+//!   reach a provider), `scrub` (provider keys kept out of what clients receive).
+//! - `error`: every client-visible error (`GatewayError`), a status and a code of the
+//!   closed set `ErrorCode`; rendered by the client's protocol.
+//! - `metrics`, `access_log`: what operators see of requests.
+//!
+//! Around them (the composition root and operations):
+//! - `server`: assembles the Pingora server, its proxy and admin services and the
+//!   `background` services (active key checks, DNS refresh); `admin`: the admin listener;
+//!   `reload`: config hot reload; `conn`: client-connection policy (connection cap,
+//!   deadlines, pipelining, the body memory budget); `preflight`: what a start needs from the
+//!   machine, shared with `-t`; `lifecycle`: start-up lines and report (`--ready-file`) and
+//!   the exit once a shutdown has nothing in flight; `instance`: this process's id
+//!   (`GET /healthz`); `logging`: the server log.
+//! - `fuzzing` (tests and the `fuzzing` feature only): the fuzz targets, run as property
+//!   tests by `cargo test` and by `cargo fuzz` from `fuzz/`.
 
 pub mod access_log;
 pub mod admin;
