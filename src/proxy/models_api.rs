@@ -6,8 +6,7 @@
 //! the list holds only the models of the routes it may use.
 
 use super::exchange::Exchange;
-use super::pipeline::Failure;
-use super::respond;
+use super::pipeline::{answer_json, Failure};
 use super::routing::host_and_path;
 use crate::auth::AuthError;
 use crate::error::GatewayError;
@@ -72,12 +71,5 @@ pub(super) async fn serve(
         }
         _ => crate::route::models::merged(&routes, &allowed),
     };
-    respond::json(session, 200, body, &x.request_id)
-        .await
-        .map_err(|cause| Failure::Abort {
-            error: GatewayError::Internal("writing the response".into()),
-            cause,
-            sent: Some(200),
-        })?;
-    Ok(200)
+    answer_json(session, body, &x.request_id).await
 }

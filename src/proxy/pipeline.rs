@@ -39,6 +39,22 @@ impl From<GatewayError> for Failure {
     }
 }
 
+/// Send the gateway's own JSON answer with status 200; the status sent.
+pub(super) async fn answer_json(
+    session: &mut Session,
+    body: bytes::Bytes,
+    request_id: &str,
+) -> Result<u16, Failure> {
+    respond::json(session, 200, body, request_id)
+        .await
+        .map_err(|cause| Failure::Abort {
+            error: GatewayError::Internal("writing the response".into()),
+            cause,
+            sent: Some(200),
+        })?;
+    Ok(200)
+}
+
 /// Serve the request; `Err` only when the client connection must be aborted.
 pub async fn serve(x: &mut Exchange, session: &mut Session, connector: &Connector) -> Result<()> {
     let result = pipeline(x, session, connector).await;

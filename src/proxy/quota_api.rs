@@ -14,8 +14,7 @@
 
 use super::exchange::Exchange;
 use super::ingress::{read_body, BodyLimits};
-use super::pipeline::Failure;
-use super::respond;
+use super::pipeline::{answer_json, Failure};
 use crate::error::GatewayError;
 use crate::quota::{form, integer, QuotaOp};
 use crate::route::QuotaCall;
@@ -77,14 +76,7 @@ pub(super) async fn serve(
         .apply(&config.consumers, config.quota.as_ref(), consumer, op)
         .await?;
     let body = serde_json::json!({"consumer": consumer, "quota": balance}).to_string();
-    respond::json(session, 200, body.into(), &x.request_id)
-        .await
-        .map_err(|cause| Failure::Abort {
-            error: GatewayError::Internal("writing the response".into()),
-            cause,
-            sent: Some(200),
-        })?;
-    Ok(200)
+    answer_json(session, body.into(), &x.request_id).await
 }
 
 /// The consumer and operation of a quota API call from its parameters: the query of a `GET`,

@@ -7,6 +7,10 @@
 //! variable name), never from secrets, and any text from an upstream is scrubbed of the
 //! provider's keys and quoted as a short excerpt (`scrub`).
 
+mod code;
+
+pub use code::ErrorCode;
+
 use crate::protocol::{ClientProtocol, ErrorView, PlanError};
 use crate::translate::TranslateError;
 use bytes::Bytes;
@@ -140,137 +144,6 @@ pub enum GatewayError {
     /// `POST /admin/reload` with a config that does not validate.
     #[error("{0}")]
     ConfigRejected(String),
-}
-
-/// Every `code` the gateway sends (OpenAI's `code` field; also the `error` label of metrics
-/// and the access log).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
-    InvalidJson,
-    InvalidBody,
-    InvalidRequest,
-    MissingModel,
-    InvalidModel,
-    ModelNotFound,
-    NotFound,
-    MethodNotAllowed,
-    MissingApiKey,
-    InvalidApiKey,
-    PermissionDenied,
-    Unauthorized,
-    RateLimitExceeded,
-    InsufficientQuota,
-    StoreUnavailable,
-    InvalidQuotaRequest,
-    InvalidConfig,
-    RequestTooLarge,
-    BodyReadError,
-    RequestTimeout,
-    ExpectationFailed,
-    ServerBusy,
-    ProviderKeyMissing,
-    AllKeysUnavailable,
-    UnsupportedEndpoint,
-    UnsupportedByProvider,
-    UpstreamResponseInvalid,
-    UpstreamUnresolved,
-    UpstreamConnectError,
-    UpstreamTlsError,
-    UpstreamTimeout,
-    UpstreamAuthError,
-    UpstreamError,
-    ClientClosedRequest,
-    InternalError,
-}
-
-impl ErrorCode {
-    pub const ALL: [ErrorCode; 35] = {
-        use ErrorCode::*;
-        [
-            InvalidJson,
-            InvalidBody,
-            InvalidRequest,
-            MissingModel,
-            InvalidModel,
-            ModelNotFound,
-            NotFound,
-            MethodNotAllowed,
-            MissingApiKey,
-            InvalidApiKey,
-            PermissionDenied,
-            Unauthorized,
-            RateLimitExceeded,
-            InsufficientQuota,
-            StoreUnavailable,
-            InvalidQuotaRequest,
-            InvalidConfig,
-            RequestTooLarge,
-            BodyReadError,
-            RequestTimeout,
-            ExpectationFailed,
-            ServerBusy,
-            ProviderKeyMissing,
-            AllKeysUnavailable,
-            UnsupportedEndpoint,
-            UnsupportedByProvider,
-            UpstreamResponseInvalid,
-            UpstreamUnresolved,
-            UpstreamConnectError,
-            UpstreamTlsError,
-            UpstreamTimeout,
-            UpstreamAuthError,
-            UpstreamError,
-            ClientClosedRequest,
-            InternalError,
-        ]
-    };
-
-    pub fn as_str(self) -> &'static str {
-        use ErrorCode::*;
-        match self {
-            InvalidJson => "invalid_json",
-            InvalidBody => "invalid_body",
-            InvalidRequest => "invalid_request",
-            MissingModel => "missing_model",
-            InvalidModel => "invalid_model",
-            ModelNotFound => "model_not_found",
-            NotFound => "not_found",
-            MethodNotAllowed => "method_not_allowed",
-            MissingApiKey => "missing_api_key",
-            InvalidApiKey => "invalid_api_key",
-            PermissionDenied => "permission_denied",
-            Unauthorized => "unauthorized",
-            RateLimitExceeded => "rate_limit_exceeded",
-            InsufficientQuota => "insufficient_quota",
-            StoreUnavailable => "store_unavailable",
-            InvalidQuotaRequest => "invalid_quota_request",
-            InvalidConfig => "invalid_config",
-            RequestTooLarge => "request_too_large",
-            BodyReadError => "body_read_error",
-            RequestTimeout => "request_timeout",
-            ExpectationFailed => "expectation_failed",
-            ServerBusy => "server_busy",
-            ProviderKeyMissing => "provider_key_missing",
-            AllKeysUnavailable => "all_keys_unavailable",
-            UnsupportedEndpoint => "unsupported_endpoint",
-            UnsupportedByProvider => "unsupported_by_provider",
-            UpstreamResponseInvalid => "upstream_response_invalid",
-            UpstreamUnresolved => "upstream_unresolved",
-            UpstreamConnectError => "upstream_connect_error",
-            UpstreamTlsError => "upstream_tls_error",
-            UpstreamTimeout => "upstream_timeout",
-            UpstreamAuthError => "upstream_auth_error",
-            UpstreamError => "upstream_error",
-            ClientClosedRequest => "client_closed_request",
-            InternalError => "internal_error",
-        }
-    }
-}
-
-impl std::fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 impl From<TranslateError> for GatewayError {
