@@ -11,28 +11,55 @@ struct Server {
     port: u16,
 }
 
+/// A port free a moment ago: another process may take it before redis-server binds it,
+/// so a start checks the server's identity and tries another port after a collision.
 fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
 
-fn ping(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut buf = [0u8; 16];
-    s.write_all(b"PING\r\n").is_ok()
-        && s.read(&mut buf)
-            .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+/// The `process_id` of the Redis server answering on `port`, if one answers.
+fn server_pid(port: u16) -> Option<u32> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    s.write_all(b"INFO server\r\n").ok()?;
+    // A bulk string: `$LEN\r\n` then LEN bytes.
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        reply.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&reply);
+        let (head, body) = text.split_once("\r\n")?;
+        let len: usize = head.strip_prefix('$')?.parse().ok()?;
+        if body.len() >= len {
+            let line = body.lines().find(|l| l.starts_with("process_id:"))?;
+            return line["process_id:".len()..].trim().parse().ok();
+        }
+    }
 }
 
 impl Server {
     fn start() -> Server {
-        Server::on(free_port())
+        for _ in 0..5 {
+            if let Some(server) = Server::try_on(free_port()) {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on any of 5 ports");
     }
 
+    /// On this port (a restart on the port a store already uses).
     fn on(port: u16) -> Server {
+        Server::try_on(port).expect("redis-server did not start")
+    }
+
+    /// Start on `port`; `None` when the port turned out to be taken (the child exited, or
+    /// another server answers there).
+    fn try_on(port: u16) -> Option<Server> {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -40,16 +67,27 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server");
-        let server = Server {
+        let pid = child.id();
+        let mut server = Server {
             child: Some(child),
             port,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !ping(port) {
-            assert!(Instant::now() < deadline, "redis-server did not start");
+        loop {
+            match server_pid(port) {
+                Some(p) if p == pid => return Some(server),
+                _ => {}
+            }
+            let exited = server
+                .child
+                .as_mut()
+                .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+            if exited || Instant::now() > deadline {
+                server.kill();
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
-        server
     }
 
     fn url(&self) -> String {
