@@ -21,11 +21,12 @@ use pingora_core::connectors::ConnectorOptions;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::ListenerConfig;
 use pingora_core::protocols::l4::stream::L4BufferSettings;
-use pingora_core::server::configuration::{Opt, ServerConf};
-use pingora_core::server::Server;
-use pingora_core::server::ShutdownWatch;
-use pingora_core::services::background::{background_service, BackgroundService};
-use pingora_core::services::listening::Service;
+// The server and its services through the `pingora` facade crate.
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
 use std::sync::Arc;
 use std::time::Duration;
 
