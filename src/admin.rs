@@ -245,7 +245,15 @@ impl Admin {
                     error(&GatewayError::ConfigRejected(e.to_string()))
                 }
             },
-            (_, "/admin/status" | "/admin/keys" | "/admin/reload") => {
+            (&Method::GET, "/admin/api/v1/config") => json_response(
+                StatusCode::OK,
+                json!({
+                    "revision": crate::settings::revision(&config.settings),
+                    "source": "file",
+                    "settings": config.settings.redacted(),
+                }),
+            ),
+            (_, "/admin/status" | "/admin/keys" | "/admin/reload" | "/admin/api/v1/config") => {
                 error(&GatewayError::AdminMethodNotAllowed)
             }
             _ => error(&GatewayError::AdminNotFound),

@@ -5,6 +5,7 @@
 //! tollgate -c conf/tollgate.yaml -d     # daemonise (systemd Type=forking)
 //! tollgate -c conf/tollgate.yaml -u -d  # take over the listeners of a running instance
 //! tollgate -t -c conf/tollgate.yaml     # validate the config and exit
+//! tollgate -c conf/tollgate.yaml config export   # print the validated settings
 //! ```
 //!
 //! Files the gateway writes (store, logs, pid file, upgrade socket) named by relative paths,
@@ -54,6 +55,28 @@ struct Cli {
     /// configured on port 0 reports the port it got). The same line is logged as `ready {..}`.
     #[arg(long = "ready-file", value_name = "PATH")]
     ready_file: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// The configuration as settings.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum ConfigAction {
+    /// Print the configuration the gateway would run, validated, in the file's schema:
+    /// only what is set, `${VAR}` references as written (`tollgate -t` accepts the output).
+    Export {
+        /// Mask every secret written literally (`sk-…a1b2`), as the admin API shows them.
+        #[arg(long)]
+        masked: bool,
+    },
 }
 
 /// Poll the gateway described by `gateway` until it answers or `secs` pass.
@@ -97,6 +120,24 @@ fn wait_ready(gateway: &tollgate::runtime::Gateway, secs: u64) -> bool {
     false
 }
 
+/// A subcommand, on the validated configuration.
+fn command(gateway: &tollgate::runtime::Gateway, command: Option<Command>) -> ExitCode {
+    match command {
+        Some(Command::Config {
+            action: ConfigAction::Export { masked },
+        }) => {
+            let settings = if masked {
+                gateway.settings.redacted()
+            } else {
+                (*gateway.settings).clone()
+            };
+            print!("{}", tollgate::settings::to_yaml(&settings));
+            ExitCode::SUCCESS
+        }
+        None => ExitCode::SUCCESS,
+    }
+}
+
 fn main() -> ExitCode {
     tollgate::logging::init();
     let cli = Cli::parse();
@@ -111,6 +152,7 @@ fn main() -> ExitCode {
         }
     }
     let gateway = match tollgate::runtime::load(&cli.conf, None) {
+        Ok(g) if cli.command.is_some() => return command(&g, cli.command),
         Ok(g) => g,
         Err(e) => {
             eprintln!("tollgate: configuration error: {e}");

@@ -287,3 +287,98 @@ async fn upstream_model_status(gw: &Gateway) -> u16 {
         .status()
         .as_u16()
 }
+
+/// `GET /admin/api/v1/config`: the settings the gateway runs, as written, with every literal
+/// secret masked; `config export` prints them so that `tollgate -t` accepts the output.
+#[tokio::test(flavor = "multi_thread")]
+async fn config_api_and_export_show_settings_without_secrets() {
+    let mock = Mock::start();
+    let body = format!(
+        "{}consumers:\n  - {{name: alice, credentials: [\"alice-literal-credential-1\", \"${{TOLLGATE_TEST_ALICE}}\"]}}\n",
+        config(&mock, "up-1")
+    );
+    let gw = Gateway::start_opts(
+        &body,
+        None,
+        Some("${TOLLGATE_TEST_ADMIN_TOKEN}"),
+        &[
+            ("TOLLGATE_TEST_ADMIN_TOKEN", "admin-secret-1"),
+            ("TOLLGATE_TEST_ALICE", "alice-from-env-1"),
+        ],
+    );
+    let c = client();
+    let url = gw.admin_url("/admin/api/v1/config");
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 401);
+    let resp = c
+        .get(&url)
+        .bearer_auth("admin-secret-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    for secret in [
+        "sk-a",
+        "sk-b",
+        "alice-literal-credential-1",
+        "alice-from-env-1",
+        "admin-secret-1",
+    ] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["source"], "file");
+    assert_eq!(v["revision"].as_str().unwrap().len(), 16);
+    let s = &v["settings"];
+    assert_eq!(s["providers"][0]["name"], "main");
+    assert_eq!(s["providers"][0]["api_keys"][0]["name"], "a");
+    assert_eq!(s["routes"][0]["models"][0]["model"], "mock-*");
+    assert_eq!(
+        s["consumers"][0]["credentials"][1],
+        "${TOLLGATE_TEST_ALICE}"
+    );
+    assert_eq!(
+        s["listeners"]["admin"]["token"],
+        "${TOLLGATE_TEST_ADMIN_TOKEN}"
+    );
+    let wrong = c
+        .post(&url)
+        .bearer_auth("admin-secret-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 405);
+
+    // `config export`: the same settings, secrets as written; `-t` accepts them.
+    let export = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("-c")
+            .arg(&gw.config_path)
+            .args(["config", "export"])
+            .args(extra)
+            .env("TOLLGATE_TEST_ADMIN_TOKEN", "admin-secret-1")
+            .env("TOLLGATE_TEST_ALICE", "alice-from-env-1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let exported = export(&[]);
+    assert!(exported.contains("alice-literal-credential-1"));
+    assert!(exported.contains("${TOLLGATE_TEST_ALICE}") && !exported.contains("alice-from-env-1"));
+    let masked = export(&["--masked"]);
+    assert!(!masked.contains("alice-literal-credential-1") && !masked.contains("sk-a"));
+    let copy = gw.dir.path().join("exported.yaml");
+    std::fs::write(&copy, &exported).unwrap();
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("-t")
+        .arg("-c")
+        .arg(&copy)
+        .env("TOLLGATE_TEST_ADMIN_TOKEN", "x")
+        .env("TOLLGATE_TEST_ALICE", "y")
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{check:?}");
+    // A normal request is still served.
+    assert_eq!(upstream_model(&gw).await, "up-1");
+}

@@ -85,6 +85,8 @@ pub struct Gateway {
     pub consumer_series: Option<std::collections::HashSet<String>>,
     /// How often provider host names are resolved again (`dns.refresh`).
     pub dns_refresh: Duration,
+    /// The settings this snapshot was built from, as written (`${VAR}` unexpanded).
+    pub settings: Arc<Settings>,
 }
 
 pub(super) fn duration(value: &Option<HumanDuration>, default: Duration) -> Duration {
@@ -214,6 +216,7 @@ impl Gateway {
             }),
             consumers,
             dns_refresh: positive_duration("dns.refresh", &f.dns.refresh, Duration::from_secs(30))?,
+            settings: Arc::new(f.clone()),
         })
     }
 

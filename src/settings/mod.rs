@@ -14,6 +14,7 @@
 
 mod access;
 mod providers;
+mod redact;
 mod routes;
 mod server;
 #[cfg(test)]
@@ -27,6 +28,7 @@ pub use access::{
 pub use providers::{
     HealthFailure, HealthSection, KeyEntry, NamedKey, ProviderSection, ProviderType, TimeoutSection,
 };
+pub use redact::mask;
 pub use routes::{
     AllKeysDown, ModelRuleSection, RetrySection, RouteAuthSection, RouteSection, TargetSection,
 };
@@ -93,6 +95,17 @@ pub fn from_yaml(text: &str) -> Result<Settings, String> {
 pub fn to_yaml(settings: &Settings) -> String {
     // Every type here is plain data with string keys: serialising cannot fail.
     serde_yaml::to_string(settings).unwrap_or_default()
+}
+
+/// A revision tag of `settings`: 16 hex digits of a 64-bit FNV-1a hash of their YAML form,
+/// the same for equal settings in any process (not a security hash).
+pub fn revision(settings: &Settings) -> String {
+    let hash = to_yaml(settings)
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    format!("{hash:016x}")
 }
 
 /// `message` with every `list[i]` of its leading path followed by ` (name)` when that entry
