@@ -138,6 +138,9 @@ pub enum GatewayError {
     /// An unknown `/admin/*` path.
     #[error("Unknown admin path.")]
     AdminNotFound,
+    /// A management API object that does not exist (`kind` is the collection).
+    #[error("No {kind} named `{name}`.")]
+    AdminObjectNotFound { kind: &'static str, name: String },
     /// A known admin path called with the wrong method.
     #[error("Method not allowed.")]
     AdminMethodNotAllowed,
@@ -189,7 +192,7 @@ impl GatewayError {
             StoreUnavailable(_) | ServerBusy(_) => 503,
             BodyTimeout(_) => 408,
             ExpectationFailed(_) => 417,
-            ModelNotFound(_) | RouteNotFound(_) | AdminNotFound => 404,
+            ModelNotFound(_) | RouteNotFound(_) | AdminNotFound | AdminObjectNotFound { .. } => 404,
             MethodNotAllowed(_) | AdminMethodNotAllowed => 405,
             MissingCredential | InvalidCredential | AdminUnauthorized => 401,
             RateLimited { .. } => 429,
@@ -245,7 +248,7 @@ impl GatewayError {
             MissingModel => ErrorCode::MissingModel,
             ModelNotString => ErrorCode::InvalidModel,
             ModelNotFound(_) => ErrorCode::ModelNotFound,
-            RouteNotFound(_) | AdminNotFound => ErrorCode::NotFound,
+            RouteNotFound(_) | AdminNotFound | AdminObjectNotFound { .. } => ErrorCode::NotFound,
             MethodNotAllowed(_) | AdminMethodNotAllowed => ErrorCode::MethodNotAllowed,
             MissingCredential => ErrorCode::MissingApiKey,
             RateLimited { .. } => ErrorCode::RateLimitExceeded,
@@ -531,6 +534,10 @@ mod tests {
             Internal(s()),
             AdminUnauthorized,
             AdminNotFound,
+            AdminObjectNotFound {
+                kind: "provider",
+                name: s(),
+            },
             AdminMethodNotAllowed,
             ConfigRejected(s()),
         ];
@@ -570,6 +577,7 @@ mod tests {
                 | Internal(_)
                 | AdminUnauthorized
                 | AdminNotFound
+                | AdminObjectNotFound { .. }
                 | AdminMethodNotAllowed
                 | ConfigRejected(_) => {}
             }

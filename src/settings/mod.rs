@@ -100,11 +100,14 @@ pub fn to_yaml(settings: &Settings) -> String {
 /// A revision tag of `settings`: 16 hex digits of a 64-bit FNV-1a hash of their YAML form,
 /// the same for equal settings in any process (not a security hash).
 pub fn revision(settings: &Settings) -> String {
-    let hash = to_yaml(settings)
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
+    fingerprint(to_yaml(settings).as_bytes())
+}
+
+/// 16 hex digits of a 64-bit FNV-1a hash of `bytes` (a revision tag, not a security hash).
+pub fn fingerprint(bytes: &[u8]) -> String {
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
     format!("{hash:016x}")
 }
 

@@ -1,11 +1,14 @@
 //! The admin listener: `/metrics`, `/healthz`, `/readyz` and the `/admin/*` API
-//! (`GET /admin/status`, `GET /admin/keys`, `POST /admin/reload`).
+//! (`GET /admin/status`, `GET /admin/keys`, `POST /admin/reload`, the quota API, and the
+//! management API's read side under `/admin/api/v1/`, in `api`).
 //!
 //! Served by a plain Pingora `ServeHttp` app on its own listener (loopback by default), so
 //! operational traffic never shares the proxy's routing. With `token` set, `/admin/*`
 //! requires `Authorization: Bearer <token>` (compared in constant time). The token is read
 //! from the current config snapshot, so a reload rotates it: the old token stops working
 //! at once.
+
+mod api;
 
 use crate::auth::same_secret;
 use crate::error::GatewayError;
@@ -245,15 +248,8 @@ impl Admin {
                     error(&GatewayError::ConfigRejected(e.to_string()))
                 }
             },
-            (&Method::GET, "/admin/api/v1/config") => json_response(
-                StatusCode::OK,
-                json!({
-                    "revision": crate::settings::revision(&config.settings),
-                    "source": "file",
-                    "settings": config.settings.redacted(),
-                }),
-            ),
-            (_, "/admin/status" | "/admin/keys" | "/admin/reload" | "/admin/api/v1/config") => {
+            (method, p) if p.starts_with(api::PREFIX) => api::answer(method, p, &config),
+            (_, "/admin/status" | "/admin/keys" | "/admin/reload") => {
                 error(&GatewayError::AdminMethodNotAllowed)
             }
             _ => error(&GatewayError::AdminNotFound),
