@@ -80,7 +80,22 @@ enum ConfigAction {
 }
 
 /// Poll the gateway described by `gateway` until it answers or `secs` pass.
-fn wait_ready(gateway: &tollgate::runtime::Gateway, secs: u64) -> bool {
+/// The instance id in a start-up report (`--ready-file`), once the file is there.
+fn reported_instance(path: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let report: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some(report.get("instance")?.as_str()?.to_string())
+}
+
+/// Poll the gateway described by `gateway` until it answers or `secs` pass. With
+/// `ready_file`, until the process that wrote that start-up report answers: during an
+/// upgrade the old process keeps accepting on the same sockets for a while, so an answer
+/// alone does not say the new one is up.
+fn wait_ready(
+    gateway: &tollgate::runtime::Gateway,
+    secs: u64,
+    ready_file: Option<&std::path::Path>,
+) -> bool {
     use std::io::{Read, Write};
     use std::time::{Duration, Instant};
     let (address, http) = match &gateway.admin_listener {
@@ -100,6 +115,16 @@ fn wait_ready(gateway: &tollgate::runtime::Gateway, secs: u64) -> bool {
     }
     let deadline = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < deadline {
+        let expected = match ready_file {
+            None => None,
+            Some(path) => match reported_instance(path) {
+                Some(id) => Some(format!("\"instance\":\"{id}\"")),
+                None => {
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            },
+        };
         if let Ok(mut conn) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
             if !http {
                 return true;
@@ -111,6 +136,9 @@ fn wait_ready(gateway: &tollgate::runtime::Gateway, secs: u64) -> bool {
             if conn.write_all(request.as_bytes()).is_ok()
                 && conn.read_to_string(&mut response).is_ok()
                 && response.starts_with("HTTP/1.1 200")
+                && expected
+                    .as_ref()
+                    .is_none_or(|id| response.contains(id.as_str()))
             {
                 return true;
             }
@@ -160,7 +188,7 @@ fn main() -> ExitCode {
         }
     };
     if let Some(secs) = cli.wait_ready {
-        return if wait_ready(&gateway, secs) {
+        return if wait_ready(&gateway, secs, cli.ready_file.as_deref()) {
             ExitCode::SUCCESS
         } else {
             eprintln!("tollgate: not ready after {secs}s");

@@ -413,3 +413,39 @@ async fn healthz_names_the_instance_on_both_listeners() {
         "{log}"
     );
 }
+
+/// `--wait-ready` with `--ready-file` waits for the process that wrote the report, not for
+/// any process answering on the address: during an upgrade the old process still answers.
+#[test]
+fn wait_ready_waits_for_the_reported_instance() {
+    let mock = Mock::start();
+    let gw = Gateway::start(&mock_provider(&mock.url(), ""));
+    gw.pin_config_to_bound_ports();
+    let wait = |report: &Path, secs: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["--wait-ready", secs, "-c"])
+            .arg(&gw.config_path)
+            .arg("--ready-file")
+            .arg(report)
+            .output()
+            .unwrap()
+    };
+    // A report from another instance (an upgrade's new process, not up yet): not ready.
+    let other = gw.dir.path().join("other.json");
+    std::fs::write(
+        &other,
+        r#"{"instance":"0000000000000000","pid":1,"listeners":[]}"#,
+    )
+    .unwrap();
+    let out = wait(&other, "1");
+    assert!(!out.status.success(), "{out:?}");
+    // No report yet: not ready either.
+    let out = wait(&gw.dir.path().join("missing.json"), "1");
+    assert!(!out.status.success(), "{out:?}");
+    // The running instance's own report: ready at once.
+    let own = gw.dir.path().join("own.json");
+    let report = format!(r#"{{"instance":"{}","pid":1,"listeners":[]}}"#, gw.instance);
+    std::fs::write(&own, report).unwrap();
+    let out = wait(&own, "10");
+    assert!(out.status.success(), "{out:?}");
+}

@@ -140,6 +140,8 @@ struct Unit {
     /// the binary under test and the test's config.
     binary: String,
     config: std::path::PathBuf,
+    /// `/run/tollgate/ready.json` of the unit (the start-up report), in the test's directory.
+    ready_file: std::path::PathBuf,
 }
 
 impl Unit {
@@ -162,6 +164,7 @@ impl Unit {
             pid_file: dir.join("tollgate.pid"),
             binary: env!("CARGO_BIN_EXE_tollgate").to_string(),
             config: config.to_path_buf(),
+            ready_file: dir.join("ready.json"),
         }
     }
 
@@ -199,6 +202,7 @@ impl Unit {
             .map(|w| match w {
                 "/usr/local/bin/tollgate" => self.binary.clone(),
                 "/etc/tollgate/tollgate.yaml" => self.config.display().to_string(),
+                "/run/tollgate/ready.json" => self.ready_file.display().to_string(),
                 "$MAINPID" => main_pid.clone(),
                 other => other.to_string(),
             })
