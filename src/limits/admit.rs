@@ -41,6 +41,24 @@ impl Limits {
         who: &Who<'_>,
         demand: Demand,
     ) -> Result<(Vec<Hold>, Headroom), Refusal> {
+        let wants = self.wants(stores, who, demand);
+        if wants.is_empty() {
+            return Ok((Vec::new(), Headroom::default()));
+        }
+        let mut holds = Vec::with_capacity(wants.len());
+        let mut headroom = Headroom::default();
+        // In-process places first: they answer at once and can be rolled back.
+        self.reserve_local(stores, &wants, &mut holds, &mut headroom)?;
+        let remote: Vec<&Want> = wants.iter().filter(|w| w.place == Place::Redis).collect();
+        if let (Some(redis), false) = (&stores.redis, remote.is_empty()) {
+            self.reserve_remote(stores, redis, &remote, &mut holds, &mut headroom)
+                .await?;
+        }
+        Ok((holds, headroom))
+    }
+
+    /// What the request asks of each check of each rule that applies to it.
+    fn wants<'a>(&'a self, stores: &Stores, who: &Who<'_>, demand: Demand) -> Vec<Want<'a>> {
         let mut wants = Vec::new();
         for (ri, rule) in self.rules.iter().enumerate() {
             let Some(key) = rule.key_of(who) else {
@@ -69,13 +87,19 @@ impl Limits {
                 });
             }
         }
-        if wants.is_empty() {
-            return Ok((Vec::new(), Headroom::default()));
-        }
-        let mut holds = Vec::with_capacity(wants.len());
-        let mut headroom = Headroom::default();
+        wants
+    }
+
+    /// Reserve on the in-process places (memory, the embedded store); on a refusal, give
+    /// back what was reserved so far.
+    fn reserve_local(
+        &self,
+        stores: &Stores,
+        wants: &[Want],
+        holds: &mut Vec<Hold>,
+        headroom: &mut Headroom,
+    ) -> Result<(), Refusal> {
         let now = now_ms();
-        // In-process places first: they answer at once and can be rolled back.
         for w in wants.iter().filter(|w| w.place != Place::Redis) {
             match self.reserve_here(stores, w, now) {
                 Ok((remaining, reset, start)) => {
@@ -90,56 +114,65 @@ impl Limits {
                     });
                 }
                 Err(reset) => {
-                    self.release(stores, &holds);
+                    self.release(stores, holds);
                     headroom.tighten(w.c.measure, w.c.limit, 0, reset);
-                    return Err(self.limited(w, reset, headroom));
+                    return Err(self.limited(w, reset, std::mem::take(headroom)));
                 }
             }
         }
-        let remote: Vec<&Want> = wants.iter().filter(|w| w.place == Place::Redis).collect();
-        if let (Some(redis), false) = (&stores.redis, remote.is_empty()) {
-            let checks: Vec<WindowCheck> = remote
-                .iter()
-                .map(|w| WindowCheck {
-                    key: w.key.clone(),
-                    window_secs: w.window.secs(),
-                    n: w.n,
-                    limit: w.c.limit,
-                })
-                .collect();
-            match redis.window_reserve(&checks).await {
-                Ok(verdict) => {
-                    for (w, count) in remote.iter().zip(&verdict.counts) {
-                        let remaining = w.c.limit.saturating_sub(count.count);
-                        let reset = Duration::from_millis(count.reset_ms);
-                        headroom.tighten(w.c.measure, w.c.limit, remaining, reset);
-                    }
-                    if let Some(i) = verdict.refused {
-                        self.release(stores, &holds);
-                        let (w, count) = (remote[i], verdict.counts.get(i));
-                        let reset = Duration::from_millis(count.map(|c| c.reset_ms).unwrap_or(0));
-                        headroom.tighten(w.c.measure, w.c.limit, 0, reset);
-                        return Err(self.limited(w, reset, headroom));
-                    }
-                    for (w, count) in remote.iter().zip(&verdict.counts) {
-                        holds.push(Hold {
-                            place: Place::Redis,
-                            rule: w.rule,
-                            check: w.check,
-                            key: w.key.clone(),
-                            reserved: w.n,
-                            start: count.start,
-                        });
-                    }
-                }
-                Err(_) if stores.fail_open("ratelimit") => {}
-                Err(_) => {
-                    self.release(stores, &holds);
-                    return Err(Refusal::StoreUnavailable);
-                }
+        Ok(())
+    }
+
+    /// Reserve on Redis in one script call; on a refusal or a store failure (failing
+    /// closed), give back every hold.
+    async fn reserve_remote(
+        &self,
+        stores: &Stores,
+        redis: &crate::store::redis::RedisStore,
+        remote: &[&Want<'_>],
+        holds: &mut Vec<Hold>,
+        headroom: &mut Headroom,
+    ) -> Result<(), Refusal> {
+        let checks: Vec<WindowCheck> = remote
+            .iter()
+            .map(|w| WindowCheck {
+                key: w.key.clone(),
+                window_secs: w.window.secs(),
+                n: w.n,
+                limit: w.c.limit,
+            })
+            .collect();
+        let verdict = match redis.window_reserve(&checks).await {
+            Ok(verdict) => verdict,
+            Err(_) if stores.fail_open("ratelimit") => return Ok(()),
+            Err(_) => {
+                self.release(stores, holds);
+                return Err(Refusal::StoreUnavailable);
             }
+        };
+        for (w, count) in remote.iter().zip(&verdict.counts) {
+            let remaining = w.c.limit.saturating_sub(count.count);
+            let reset = Duration::from_millis(count.reset_ms);
+            headroom.tighten(w.c.measure, w.c.limit, remaining, reset);
         }
-        Ok((holds, headroom))
+        if let Some(i) = verdict.refused {
+            self.release(stores, holds);
+            let (w, count) = (remote[i], verdict.counts.get(i));
+            let reset = Duration::from_millis(count.map(|c| c.reset_ms).unwrap_or(0));
+            headroom.tighten(w.c.measure, w.c.limit, 0, reset);
+            return Err(self.limited(w, reset, std::mem::take(headroom)));
+        }
+        for (w, count) in remote.iter().zip(&verdict.counts) {
+            holds.push(Hold {
+                place: Place::Redis,
+                rule: w.rule,
+                check: w.check,
+                key: w.key.clone(),
+                reserved: w.n,
+                start: count.start,
+            });
+        }
+        Ok(())
     }
 
     fn limited(&self, w: &Want, reset: Duration, headroom: Headroom) -> Refusal {
