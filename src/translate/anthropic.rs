@@ -89,6 +89,25 @@ pub fn openai_chat_to_anthropic(body: &[u8], upstream_model: &str) -> Result<Tra
         .collect();
     out.insert("messages".into(), messages.into());
 
+    insert_tools(&req, &mut out)?;
+    insert_sampling(&req, &mut out)?;
+    if let Some(user) = str_field(&req, "user") {
+        out.insert("metadata".into(), jobj! { "user_id" => user });
+    }
+    let stream = stream_flag(&req)?;
+    if stream {
+        out.insert("stream".into(), true.into());
+    }
+    Ok(Translated {
+        body: Json::Obj(out).to_vec(),
+        stream,
+        include_usage: stream && include_usage(&req),
+    })
+}
+
+/// `tools`, and `tool_choice` with `parallel_tool_calls: false` as
+/// `disable_parallel_tool_use`.
+fn insert_tools(req: &Json, out: &mut Obj) -> Result<()> {
     let tools = match req.get("tools") {
         Some(t) => Some(tools(t)?),
         None => None,
@@ -112,6 +131,11 @@ pub fn openai_chat_to_anthropic(body: &[u8], upstream_model: &str) -> Result<Tra
         }
     }
 
+    Ok(())
+}
+
+/// `stop` → `stop_sequences`, `temperature` (clamped to 0–1) and `top_p`.
+fn insert_sampling(req: &Json, out: &mut Obj) -> Result<()> {
     match req.get("stop") {
         None => {}
         Some(Json::Str(s)) => {
@@ -143,18 +167,7 @@ pub fn openai_chat_to_anthropic(body: &[u8], upstream_model: &str) -> Result<Tra
         }
         out.insert("top_p".into(), p.clone());
     }
-    if let Some(user) = str_field(&req, "user") {
-        out.insert("metadata".into(), jobj! { "user_id" => user });
-    }
-    let stream = stream_flag(&req)?;
-    if stream {
-        out.insert("stream".into(), true.into());
-    }
-    Ok(Translated {
-        body: Json::Obj(out).to_vec(),
-        stream,
-        include_usage: stream && include_usage(&req),
-    })
+    Ok(())
 }
 
 pub(crate) fn stream_flag(req: &Json) -> Result<bool> {

@@ -75,61 +75,11 @@ pub fn openai_chat_to_gemini(body: &[u8]) -> Result<Translated> {
             }
             "user" => push_content(&mut contents, "user", user_parts(m.get("content"), &what)?),
             "assistant" => {
-                let mut parts = Vec::new();
-                let text = match m.get("content") {
-                    Some(Json::Arr(ps)) => ps
-                        .iter()
-                        .filter_map(|p| str_field(p, "text").or_else(|| str_field(p, "refusal")))
-                        .collect::<String>(),
-                    other => openai_text_content(other, &what)?,
-                };
-                if !text.is_empty() {
-                    parts.push(jobj! { "text" => text });
-                }
-                if let Some(tc) = m.get("tool_calls") {
-                    let tc = tc
-                        .as_array()
-                        .ok_or_else(|| invalid(format!("`{what}.tool_calls` must be an array")))?;
-                    for (j, call) in tc.iter().enumerate() {
-                        let (id, name, args) =
-                            openai_tool_call(call, &format!("{what}.tool_calls[{j}]"))?;
-                        calls.push((id.to_owned(), name.to_owned()));
-                        let mut part = Obj::new();
-                        part.insert(
-                            "functionCall".into(),
-                            jobj! { "name" => name, "args" => args },
-                        );
-                        // Gemini's thought signature, if the client kept it where the
-                        // response put it (`extra_content.google.thought_signature`).
-                        let sig = call
-                            .get("extra_content")
-                            .and_then(|e| e.get("google"))
-                            .and_then(|g| str_field(g, "thought_signature"));
-                        put_opt(&mut part, "thoughtSignature", sig);
-                        parts.push(Json::Obj(part));
-                    }
-                }
+                let parts = assistant_parts(m, &what, &mut calls)?;
                 push_content(&mut contents, "model", parts);
             }
             "tool" => {
-                let id = str_field(m, "tool_call_id")
-                    .ok_or_else(|| invalid(format!("`{what}.tool_call_id` is missing")))?;
-                let name = calls
-                    .iter()
-                    .rev()
-                    .find(|(c, _)| c == id)
-                    .map(|(_, n)| n.clone())
-                    .ok_or_else(|| {
-                        invalid(format!(
-                            "`{what}.tool_call_id` does not match an earlier assistant tool call"
-                        ))
-                    })?;
-                let text = openai_text_content(m.get("content"), &what)?;
-                let response = match Json::parse_str(&text) {
-                    Ok(v @ Json::Obj(_)) => v,
-                    _ => jobj! { "output" => text },
-                };
-                let part = jobj! { "functionResponse" => jobj! { "name" => name, "response" => response } };
+                let part = tool_result_part(m, &what, &calls)?;
                 push_content(&mut contents, "user", vec![part]);
             }
             "function" => {
@@ -185,6 +135,68 @@ pub fn openai_chat_to_gemini(body: &[u8]) -> Result<Translated> {
         stream,
         include_usage: stream && include_usage(&req),
     })
+}
+
+/// An assistant message's parts: its text, and each tool call as a `functionCall` (noted in
+/// `calls` so a later tool message can name its function).
+fn assistant_parts(m: &Json, what: &str, calls: &mut Vec<(String, String)>) -> Result<Vec<Json>> {
+    let mut parts = Vec::new();
+    let text = match m.get("content") {
+        Some(Json::Arr(ps)) => ps
+            .iter()
+            .filter_map(|p| str_field(p, "text").or_else(|| str_field(p, "refusal")))
+            .collect::<String>(),
+        other => openai_text_content(other, what)?,
+    };
+    if !text.is_empty() {
+        parts.push(jobj! { "text" => text });
+    }
+    if let Some(tc) = m.get("tool_calls") {
+        let tc = tc
+            .as_array()
+            .ok_or_else(|| invalid(format!("`{what}.tool_calls` must be an array")))?;
+        for (j, call) in tc.iter().enumerate() {
+            let (id, name, args) = openai_tool_call(call, &format!("{what}.tool_calls[{j}]"))?;
+            calls.push((id.to_owned(), name.to_owned()));
+            let mut part = Obj::new();
+            part.insert(
+                "functionCall".into(),
+                jobj! { "name" => name, "args" => args },
+            );
+            // Gemini's thought signature, if the client kept it where the response put it
+            // (`extra_content.google.thought_signature`).
+            let sig = call
+                .get("extra_content")
+                .and_then(|e| e.get("google"))
+                .and_then(|g| str_field(g, "thought_signature"));
+            put_opt(&mut part, "thoughtSignature", sig);
+            parts.push(Json::Obj(part));
+        }
+    }
+    Ok(parts)
+}
+
+/// A tool message as a `functionResponse` part, named after the earlier tool call it
+/// answers; a JSON-object result as is, anything else as `{"output": text}`.
+fn tool_result_part(m: &Json, what: &str, calls: &[(String, String)]) -> Result<Json> {
+    let id = str_field(m, "tool_call_id")
+        .ok_or_else(|| invalid(format!("`{what}.tool_call_id` is missing")))?;
+    let name = calls
+        .iter()
+        .rev()
+        .find(|(c, _)| c == id)
+        .map(|(_, n)| n.clone())
+        .ok_or_else(|| {
+            invalid(format!(
+                "`{what}.tool_call_id` does not match an earlier assistant tool call"
+            ))
+        })?;
+    let text = openai_text_content(m.get("content"), what)?;
+    let response = match Json::parse_str(&text) {
+        Ok(v @ Json::Obj(_)) => v,
+        _ => jobj! { "output" => text },
+    };
+    Ok(jobj! { "functionResponse" => jobj! { "name" => name, "response" => response } })
 }
 
 fn push_content(
