@@ -63,93 +63,93 @@ pub fn final_usage(req: &Exchange) -> Option<Usage> {
 
 /// The request's metrics and access-log line.
 pub fn record(log: &AccessLog, session: &Session, req: &Exchange, usage: &Usage) {
-    {
-        let end = Instant::now();
-        let route = req.route_name();
-        let provider = req.provider().map(|p| p.name.as_str());
-        let model = req.model();
-        // Labels come from the config only (see `crate::metrics`).
-        let model_label = req.model_label();
-        let status = req
-            .status
-            .or_else(|| session.response_written().map(|h| h.status.as_u16()))
-            .unwrap_or(0);
+    let end = Instant::now();
+    let status = req
+        .status
+        .or_else(|| session.response_written().map(|h| h.status.as_u16()))
+        .unwrap_or(0);
+    count(req, usage, status, end);
+    let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    let header = session.req_header();
+    let total = end.duration_since(req.started);
+    log.write(&Entry {
+        time,
+        request_id: &req.request_id,
+        method: header.method.as_str(),
+        path: header.uri.path(),
+        route: req.route_name(),
+        consumer: req.consumer.as_deref(),
+        endpoint: req.endpoint.map(|e| e.as_str()),
+        provider: req.provider().map(|p| p.name.as_str()),
+        key: req.key_name(),
+        model: req.model(),
+        upstream_model: req.upstream_model(),
+        stream: req.stream(),
+        status,
+        input_tokens: usage.input_tokens,
+        output_tokens: usage.output_tokens,
+        cached_tokens: usage.cached_input_tokens,
+        reasoning_tokens: usage.reasoning_tokens,
+        usage_estimated: usage.estimated,
+        ttfb_ms: ms(req.started, req.attempts.outcome.first_byte),
+        ttft_ms: ms(req.started, req.attempts.outcome.first_token),
+        duration_ms: total.as_secs_f64() * 1000.0,
+        overhead_ms: total
+            .saturating_sub(req.attempts.upstream_time)
+            .as_secs_f64()
+            * 1000.0,
+        retries: req.attempts.retries(),
+        error: req.error.as_ref().map(|e| e.code()),
+    });
+}
 
-        let labels = [route.unwrap_or(""), provider.unwrap_or(""), model_label];
-        let series = req.consumer.as_deref().and_then(|c| {
-            let known = req.config.consumer_series.as_ref()?;
-            Some(if known.contains(c) { c } else { "other" })
-        });
-        if let Some(consumer) = series {
-            METRICS
-                .consumer_input_tokens
-                .with_label_values(&[consumer])
-                .inc_by(usage.input_tokens);
-            METRICS
-                .consumer_output_tokens
-                .with_label_values(&[consumer])
-                .inc_by(usage.output_tokens);
-        }
-        let total = end.duration_since(req.started);
-        if provider.is_some() {
-            // Cached handles: no label hashing or registry lock per request.
-            let s = crate::metrics::request_series(labels[0], labels[1], labels[2]);
-            s.request(status);
-            s.tokens(
-                usage.input_tokens,
-                usage.output_tokens,
-                usage.cached_input_tokens,
-                usage.reasoning_tokens,
-            );
-            s.duration.observe(total.as_secs_f64());
-            s.overhead.observe(
-                total
-                    .saturating_sub(req.attempts.upstream_time)
-                    .as_secs_f64(),
-            );
-            if let Some(t) = req.attempts.outcome.first_token {
-                s.ttft
-                    .observe(t.saturating_duration_since(req.started).as_secs_f64());
-            }
-        } else {
-            let status_label = status.to_string();
-            METRICS
-                .requests
-                .with_label_values(&[labels[0], labels[1], labels[2], status_label.as_str()])
-                .inc();
-        }
-
-        let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
-        let header = session.req_header();
-        log.write(&Entry {
-            time,
-            request_id: &req.request_id,
-            method: header.method.as_str(),
-            path: header.uri.path(),
-            route,
-            consumer: req.consumer.as_deref(),
-            endpoint: req.endpoint.map(|e| e.as_str()),
-            provider,
-            key: req.key_name(),
-            model,
-            upstream_model: req.upstream_model(),
-            stream: req.stream(),
-            status,
-            input_tokens: usage.input_tokens,
-            output_tokens: usage.output_tokens,
-            cached_tokens: usage.cached_input_tokens,
-            reasoning_tokens: usage.reasoning_tokens,
-            usage_estimated: usage.estimated,
-            ttfb_ms: ms(req.started, req.attempts.outcome.first_byte),
-            ttft_ms: ms(req.started, req.attempts.outcome.first_token),
-            duration_ms: end.duration_since(req.started).as_secs_f64() * 1000.0,
-            overhead_ms: end
-                .duration_since(req.started)
-                .saturating_sub(req.attempts.upstream_time)
-                .as_secs_f64()
-                * 1000.0,
-            retries: req.attempts.retries(),
-            error: req.error.as_ref().map(|e| e.code()),
-        });
+/// The request's Prometheus series. Labels come from the config only (see
+/// `crate::metrics`): route and provider names, the matched rule's pattern, consumers
+/// named in the config.
+fn count(req: &Exchange, usage: &Usage, status: u16, end: Instant) {
+    let route = req.route_name().unwrap_or("");
+    let provider = req.provider().map(|p| p.name.as_str());
+    let model_label = req.model_label();
+    let series = req.consumer.as_deref().and_then(|c| {
+        let known = req.config.consumer_series.as_ref()?;
+        Some(if known.contains(c) { c } else { "other" })
+    });
+    if let Some(consumer) = series {
+        METRICS
+            .consumer_input_tokens
+            .with_label_values(&[consumer])
+            .inc_by(usage.input_tokens);
+        METRICS
+            .consumer_output_tokens
+            .with_label_values(&[consumer])
+            .inc_by(usage.output_tokens);
+    }
+    let Some(provider) = provider else {
+        let status_label = status.to_string();
+        METRICS
+            .requests
+            .with_label_values(&[route, "", model_label, status_label.as_str()])
+            .inc();
+        return;
+    };
+    // Cached handles: no label hashing or registry lock per request.
+    let s = crate::metrics::request_series(route, provider, model_label);
+    s.request(status);
+    s.tokens(
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cached_input_tokens,
+        usage.reasoning_tokens,
+    );
+    let total = end.duration_since(req.started);
+    s.duration.observe(total.as_secs_f64());
+    s.overhead.observe(
+        total
+            .saturating_sub(req.attempts.upstream_time)
+            .as_secs_f64(),
+    );
+    if let Some(t) = req.attempts.outcome.first_token {
+        s.ttft
+            .observe(t.saturating_duration_since(req.started).as_secs_f64());
     }
 }

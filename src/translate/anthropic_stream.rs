@@ -197,56 +197,13 @@ impl AnthropicStreamToOpenAi {
                 self.ensure_role(out);
             }
             "content_block_start" => {
-                let Some(cb) = data.get("content_block") else {
-                    return;
-                };
-                match str_field(cb, "type") {
-                    Some("text") => self.text(out, str_field(cb, "text"), "content"),
-                    Some("thinking") => {
-                        self.text(out, str_field(cb, "thinking"), "reasoning_content")
-                    }
-                    Some("tool_use") => {
-                        let index = self.tools.len() as u64;
-                        self.tools.push((block, index));
-                        let name = str_field(cb, "name").unwrap_or_default();
-                        self.est.feed(name);
-                        let call = jobj! {
-                            "index" => index,
-                            "id" => str_field(cb, "id").unwrap_or_default(),
-                            "type" => "function",
-                            "function" => jobj! { "name" => name, "arguments" => "" },
-                        };
-                        self.delta(out, jobj! { "tool_calls" => vec![call] });
-                    }
-                    _ => {}
+                if let Some(cb) = data.get("content_block") {
+                    self.block_start(cb, block, out);
                 }
             }
             "content_block_delta" => {
-                let Some(d) = data.get("delta") else {
-                    return;
-                };
-                match str_field(d, "type") {
-                    Some("text_delta") => self.text(out, str_field(d, "text"), "content"),
-                    Some("thinking_delta") => {
-                        self.text(out, str_field(d, "thinking"), "reasoning_content")
-                    }
-                    Some("input_json_delta") => {
-                        let Some(index) = self.tool_index(block) else {
-                            return;
-                        };
-                        let part = str_field(d, "partial_json").unwrap_or_default();
-                        if part.is_empty() {
-                            return;
-                        }
-                        self.est.feed(part);
-                        let call = jobj! {
-                            "index" => index,
-                            "function" => jobj! { "arguments" => part },
-                        };
-                        self.delta(out, jobj! { "tool_calls" => vec![call] });
-                    }
-                    // signature_delta, citations_delta, future types.
-                    _ => {}
+                if let Some(d) = data.get("delta") {
+                    self.block_delta(d, block, out);
                 }
             }
             "message_delta" => {
@@ -275,6 +232,53 @@ impl AnthropicStreamToOpenAi {
                 self.state = State::Failed;
             }
             // ping, content_block_stop, unknown events.
+            _ => {}
+        }
+    }
+
+    /// A content block starts: text, thinking, or a tool call (announced with its name).
+    fn block_start(&mut self, cb: &Json, block: u64, out: &mut Vec<u8>) {
+        match str_field(cb, "type") {
+            Some("text") => self.text(out, str_field(cb, "text"), "content"),
+            Some("thinking") => self.text(out, str_field(cb, "thinking"), "reasoning_content"),
+            Some("tool_use") => {
+                let index = self.tools.len() as u64;
+                self.tools.push((block, index));
+                let name = str_field(cb, "name").unwrap_or_default();
+                self.est.feed(name);
+                let call = jobj! {
+                    "index" => index,
+                    "id" => str_field(cb, "id").unwrap_or_default(),
+                    "type" => "function",
+                    "function" => jobj! { "name" => name, "arguments" => "" },
+                };
+                self.delta(out, jobj! { "tool_calls" => vec![call] });
+            }
+            _ => {}
+        }
+    }
+
+    /// More of a content block: text, thinking, or a tool call's arguments.
+    fn block_delta(&mut self, d: &Json, block: u64, out: &mut Vec<u8>) {
+        match str_field(d, "type") {
+            Some("text_delta") => self.text(out, str_field(d, "text"), "content"),
+            Some("thinking_delta") => self.text(out, str_field(d, "thinking"), "reasoning_content"),
+            Some("input_json_delta") => {
+                let Some(index) = self.tool_index(block) else {
+                    return;
+                };
+                let part = str_field(d, "partial_json").unwrap_or_default();
+                if part.is_empty() {
+                    return;
+                }
+                self.est.feed(part);
+                let call = jobj! {
+                    "index" => index,
+                    "function" => jobj! { "arguments" => part },
+                };
+                self.delta(out, jobj! { "tool_calls" => vec![call] });
+            }
+            // signature_delta, citations_delta, future types.
             _ => {}
         }
     }
