@@ -31,6 +31,31 @@ pub enum Mode {
     Start { upgrade: bool, daemon: bool },
 }
 
+/// `server.user` and `server.group` that do not exist on this machine, with why.
+fn accounts(g: &Gateway) -> Vec<(&'static str, String)> {
+    let mut problems = Vec::new();
+    if let Some(name) = &g.server.user {
+        match nix::unistd::User::from_name(name) {
+            Ok(Some(_)) => {}
+            Ok(None) => problems.push(("server.user", format!("no user `{name}` on this machine"))),
+            Err(e) => problems.push(("server.user", format!("cannot look up user `{name}`: {e}"))),
+        }
+    }
+    if let Some(name) = &g.server.group {
+        match nix::unistd::Group::from_name(name) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                problems.push(("server.group", format!("no group `{name}` on this machine")))
+            }
+            Err(e) => problems.push((
+                "server.group",
+                format!("cannot look up group `{name}`: {e}"),
+            )),
+        }
+    }
+    problems
+}
+
 /// Run every check; the warnings are for `-t` to print. The first failure is returned.
 pub fn check(g: &Gateway, mode: Mode) -> Result<Vec<String>, ConfigError> {
     let mut warnings = Vec::new();
@@ -53,6 +78,17 @@ pub fn check(g: &Gateway, mode: Mode) -> Result<Vec<String>, ConfigError> {
     // The error log is written in the foreground too.
     if let Some(path) = &g.server.error_log {
         writable(Path::new(path)).map_err(|e| ConfigError::field("server.error_log", e))?;
+    }
+    // A daemon switches to `server.user`/`group` (Pingora does it after the fork).
+    for (field, problem) in accounts(g) {
+        if daemon {
+            return Err(ConfigError::field(field, problem));
+        }
+        if mode == Mode::Test {
+            warnings.push(format!(
+                "`{field}`: {problem} (needed when started with -d)"
+            ));
+        }
     }
     let daemon_files = [("server.pid_file", g.server.pid_file.as_str())];
     for (field, path) in daemon_files {

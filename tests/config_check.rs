@@ -127,3 +127,47 @@ fn broken_configs_are_rejected_with_the_field_named() {
     let (ok, out) = check(&dir.path().join("missing.yaml"));
     assert!(!ok && out.contains("missing.yaml"), "{out}");
 }
+
+/// `server.user`/`group` must exist: an error for a daemon (Pingora switches to them after
+/// the fork), a warning from `-t` for a config that does not daemonise.
+#[test]
+fn unknown_user_and_group_are_named() {
+    let good = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/tollgate.yaml"),
+    )
+    .unwrap();
+    let good = on_run_time_ports(&good);
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, server: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            good.replace("server:\n", &format!("server:\n{server}")),
+        )
+        .unwrap();
+        path
+    };
+    let daemon = write(
+        "daemon.yaml",
+        "  daemon: true\n  user: no-such-user-tollgate\n  group: no-such-group-tollgate\n",
+    );
+    let (ok, text) = check(&daemon);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("server.user") && text.contains("no-such-user-tollgate"),
+        "{text}"
+    );
+    let foreground = write("fg.yaml", "  group: no-such-group-tollgate\n");
+    let (ok, text) = check(&foreground);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("warning") && text.contains("server.group"),
+        "{text}"
+    );
+    let existing = write("root.yaml", "  daemon: true\n  user: root\n  group: root\n");
+    let (ok, text) = check(&existing);
+    assert!(
+        ok || !text.contains("server.user") && !text.contains("server.group"),
+        "{text}"
+    );
+}
