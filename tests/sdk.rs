@@ -426,30 +426,14 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_api_speaks_json_and_says_who_may_call_it() {
     let mock = Mock::start();
-    let gw = Gateway::start(&format!(
-        r#"providers:
-  - name: mock
-    type: openai-compatible
-    base_url: "{url}"
-    api_keys: ["sk-provider"]
-consumers:
-  - name: alice
-    credentials: ["sk-alice"]
-  - name: boss
-    credentials: ["sk-boss"]
-quota:
-  consumers: [alice]
-  admin_consumer: boss
-store: {{path: "@DIR@/state.db"}}
-routes:
-  - name: default
-    auth: {{required: true}}
-    models:
-      - model: "mock-*"
-        targets: [{{provider: mock}}]
-"#,
-        url = mock.url()
-    ));
+    let gw = Gateway::start(
+        &Body::mock(&mock.url())
+            .consumers(&["alice", "boss"])
+            .section("quota:\n  consumers: [alice]\n  admin_consumer: boss")
+            .section("store: {path: \"@DIR@/state.db\"}")
+            .route("default", "mock-*", Some("{required: true}"))
+            .build(),
+    );
     let post = |path: &str, key: &str, ctype: Option<&str>, body: String| {
         let mut req = client()
             .post(gw.url(&format!("/v1/chat/completions/quota/{path}")))

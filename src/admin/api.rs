@@ -64,23 +64,26 @@ impl Collection {
         }
     }
 
-    /// The objects, each as JSON with its `source` and `revision`.
-    fn objects(self, s: &Settings) -> Vec<Value> {
+    /// The objects as shown (`shown`: the settings redacted), each with its `source` and the
+    /// `revision` of the object as it is in `settings`, so that a changed secret changes the
+    /// revision even where its masked form does not.
+    fn objects(self, settings: &Settings, shown: &Settings) -> Vec<Value> {
         match self {
-            Collection::Providers => objects(&s.providers),
-            Collection::Routes => objects(&s.routes),
-            Collection::Consumers => objects(&s.consumers),
-            Collection::RateLimits => objects(&s.rate_limits),
+            Collection::Providers => objects(&settings.providers, &shown.providers),
+            Collection::Routes => objects(&settings.routes, &shown.routes),
+            Collection::Consumers => objects(&settings.consumers, &shown.consumers),
+            Collection::RateLimits => objects(&settings.rate_limits, &shown.rate_limits),
         }
     }
 }
 
-fn objects<T: Serialize>(items: &[T]) -> Vec<Value> {
+fn objects<T: Serialize>(items: &[T], shown: &[T]) -> Vec<Value> {
     items
         .iter()
-        .filter_map(|item| {
-            let mut v = serde_json::to_value(item).ok()?;
-            let revision = settings::fingerprint(v.to_string().as_bytes());
+        .zip(shown)
+        .filter_map(|(item, shown)| {
+            let revision = settings::fingerprint(serde_json::to_string(item).ok()?.as_bytes());
+            let mut v = serde_json::to_value(shown).ok()?;
             let fields = v.as_object_mut()?;
             fields.insert("source".into(), json!("file"));
             fields.insert("revision".into(), json!(revision));
@@ -107,18 +110,21 @@ pub fn answer(method: &Method, path: &str, config: &Gateway) -> Response<Vec<u8>
 
 /// What `GET` answers at `rest` (the path after `PREFIX`), and its revision for `ETag`.
 fn get(rest: &str, config: &Gateway) -> Result<(Value, Option<String>), GatewayError> {
-    let shown = config.settings.redacted();
-    let revision = settings::revision(&config.settings);
     let segments: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
+    if segments == ["openapi.json"] {
+        return Ok((openapi(), None));
+    }
+    let settings = &config.settings;
+    let shown = settings.redacted();
+    let revision = settings::revision(settings);
     match segments.as_slice() {
         ["config"] => Ok((
             json!({"revision": revision, "source": "file", "settings": shown}),
             Some(revision),
         )),
-        ["openapi.json"] => Ok((openapi(), None)),
         [collection] => {
             let c = Collection::from_path(collection).ok_or(GatewayError::AdminNotFound)?;
-            let items = c.objects(&shown);
+            let items = c.objects(settings, &shown);
             Ok((
                 json!({"revision": revision, "items": items}),
                 Some(revision),
@@ -127,7 +133,7 @@ fn get(rest: &str, config: &Gateway) -> Result<(Value, Option<String>), GatewayE
         [collection, name] => {
             let c = Collection::from_path(collection).ok_or(GatewayError::AdminNotFound)?;
             let object = c
-                .objects(&shown)
+                .objects(settings, &shown)
                 .into_iter()
                 .find(|o| o["name"] == *name)
                 .ok_or_else(|| GatewayError::AdminObjectNotFound {
@@ -254,6 +260,18 @@ rate_limits:
                 "{path}: {text}"
             );
         }
+        // A new secret whose masked form is the same still makes a new revision.
+        let rekeyed = TEXT.replace("sk-literal-secret-key-1234", "sk-literal-SECRET-key-1234");
+        let rekeyed = crate::runtime::parse(&rekeyed, "t.yaml", None).unwrap();
+        let revision = |gw: &Gateway| {
+            let body = answer(&Method::GET, &format!("{PREFIX}/providers/p1"), gw).into_body();
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            (v["revision"].clone(), v["api_keys"][0].clone())
+        };
+        let (before, shown_before) = revision(&gw);
+        let (after, shown_after) = revision(&rekeyed);
+        assert_eq!(shown_before, shown_after, "the masked forms are alike");
+        assert_ne!(before, after, "the revisions differ");
         let missing = answer(&Method::GET, &format!("{PREFIX}/consumers/zed"), &gw);
         let text = String::from_utf8(missing.into_body()).unwrap();
         assert!(text.contains("No consumer named `zed`"), "{text}");
