@@ -409,8 +409,10 @@ fn check_error(e: &TranslateError, request: bool) {
         if request { 400 } else { 502 },
         "status of {e:?}"
     );
-    assert_json_object(&e.openai_body(), "error body");
-    assert_json_object(&e.anthropic_body(), "error body");
+    let e = crate::error::GatewayError::from(e.clone());
+    for client in crate::protocol::ClientProtocol::ALL {
+        assert_json_object(&e.body_for(client), "error body");
+    }
 }
 
 #[track_caller]

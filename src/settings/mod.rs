@@ -28,7 +28,6 @@ pub use access::{
 pub use providers::{
     HealthFailure, HealthSection, KeyEntry, NamedKey, ProviderSection, ProviderType, TimeoutSection,
 };
-pub use redact::mask;
 pub use routes::{
     AllKeysDown, ModelRuleSection, RetrySection, RouteAuthSection, RouteSection, TargetSection,
 };

@@ -172,28 +172,4 @@ impl TranslateError {
             TranslateError::UpstreamResponse(_) => "upstream_response_invalid",
         }
     }
-
-    /// The error as an OpenAI error body.
-    pub fn openai_body(&self) -> Vec<u8> {
-        let kind = if self.status() == 400 {
-            "invalid_request_error"
-        } else {
-            "server_error"
-        };
-        common::openai_error(&self.to_string(), kind, Some(self.code())).to_vec()
-    }
-
-    /// The error as an Anthropic error body.
-    pub fn anthropic_body(&self) -> Vec<u8> {
-        let kind = if self.status() == 400 {
-            "invalid_request_error"
-        } else {
-            "api_error"
-        };
-        json::jobj! {
-            "type" => "error",
-            "error" => json::jobj! { "type" => kind, "message" => self.to_string() },
-        }
-        .to_vec()
-    }
 }

@@ -315,9 +315,12 @@ fn invalid_requests_are_errors() {
         let err = openai_chat_to_anthropic(req.to_string().as_bytes(), "m").unwrap_err();
         assert!(err.to_string().contains(want), "{req}: {err}");
         assert_eq!(err.status(), 400);
-        let body = value(&err.openai_body());
+        // Rendered by the one error map, in both shapes.
+        let err = crate::error::GatewayError::from(err);
+        let body = value(&err.body_for(crate::protocol::ClientProtocol::OpenAi));
         assert_eq!(body["error"]["type"], "invalid_request_error");
-        assert_eq!(value(&err.anthropic_body())["type"], "error");
+        let body = value(&err.body_for(crate::protocol::ClientProtocol::Anthropic));
+        assert_eq!(body["type"], "error");
     }
     let err = openai_chat_to_anthropic(b"{\"messages\":", "m").unwrap_err();
     assert!(matches!(err, TranslateError::InvalidJson(_)));
