@@ -4,8 +4,11 @@
 //!
 //! Lookup is a keyed hash (random key per process) to find the candidate, then a
 //! constant-time comparison of the whole credential, so response timing says nothing about
-//! how much of a guess was right. Credentials are never logged; only consumer names travel
-//! with the request. A consumer-identity header sent by the client is never read.
+//! how much of a guess was right. A credential the management API generated is known only
+//! by its SHA-256 digest (`hashed_credentials`): the presented credential is hashed (only
+//! when such digests exist) and looked up by digest. Credentials are never logged; only
+//! consumer names travel with the request. A consumer-identity header sent by the client is
+//! never read.
 
 use crate::settings::CredentialSource;
 use http::HeaderMap;
@@ -52,6 +55,8 @@ pub enum AuthError {
 pub struct Consumers {
     names: Vec<String>,
     by_hash: HashMap<u64, Vec<(String, usize)>>,
+    /// SHA-256 digests of credentials held only as digests.
+    by_digest: HashMap<[u8; 32], usize>,
     hasher: std::collections::hash_map::RandomState,
     pub sources: Vec<Source>,
 }
@@ -78,6 +83,7 @@ impl Consumers {
         Consumers {
             names: vec![],
             by_hash: HashMap::new(),
+            by_digest: HashMap::new(),
             hasher: Default::default(),
             sources,
         }
@@ -111,6 +117,23 @@ impl Consumers {
         Ok(())
     }
 
+    /// Add credentials known by their digest (`sha256:` and 64 hex digits) to the consumer
+    /// added last under `name`.
+    pub fn add_digests(&mut self, name: &str, digests: &[String]) -> Result<(), String> {
+        let Some(index) = self.names.iter().position(|n| n == name) else {
+            return Err(format!("no consumer `{name}`"));
+        };
+        for d in digests {
+            let digest = parse_digest(d)?;
+            if self.by_digest.insert(digest, index).is_some() {
+                return Err(format!(
+                    "consumer `{name}` reuses a hashed credential (`{d}`)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn names(&self) -> &[String] {
         &self.names
     }
@@ -120,6 +143,11 @@ impl Consumers {
     }
 
     fn lookup(&self, credential: &str) -> Option<usize> {
+        if !self.by_digest.is_empty() {
+            if let Some(i) = self.by_digest.get(&sha256(credential)) {
+                return Some(*i);
+            }
+        }
         let candidates = self.by_hash.get(&self.hash(credential))?;
         let mut found = None;
         for (c, i) in candidates {
@@ -187,6 +215,47 @@ impl Consumers {
     }
 }
 
+/// The SHA-256 digest of a credential.
+pub fn sha256(credential: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(credential.as_bytes()).into()
+}
+
+/// A credential's digest as stored in `hashed_credentials`: `sha256:` and 64 hex digits.
+pub fn digest_text(credential: &str) -> String {
+    let hex: String = sha256(credential)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
+
+/// `sha256:` and 64 hex digits, as bytes.
+pub fn parse_digest(text: &str) -> Result<[u8; 32], String> {
+    let bad = || format!("`{text}`: expected `sha256:` and 64 hex digits");
+    let hex = text.strip_prefix("sha256:").ok_or_else(bad)?;
+    if hex.len() != 64 || !hex.is_ascii() {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+/// A new consumer credential: `tg-` and 43 characters (32 bytes from the OS's random source,
+/// base64url).
+pub fn generate_credential() -> Result<String, String> {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no random bytes: {e}"))?;
+    Ok(format!(
+        "tg-{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    ))
+}
+
 /// Constant-time equality for secrets.
 pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -245,5 +314,24 @@ mod tests {
         assert!(dup.add("alice".into(), vec!["x".into()]).is_err());
         assert!(Source::parse("cookie:x").is_err());
         assert!(!format!("{c:?}").contains("sk-"));
+    }
+
+    #[test]
+    fn hashed_credentials_identify_their_consumer() {
+        let mut c = consumers();
+        let key = generate_credential().unwrap();
+        assert!(key.starts_with("tg-") && key.len() == 46, "{key}");
+        assert_ne!(key, generate_credential().unwrap());
+        c.add("dave".into(), vec![]).unwrap();
+        c.add_digests("dave", &[digest_text(&key)]).unwrap();
+        let h = headers(&[("authorization", &format!("Bearer {key}"))]);
+        assert_eq!(c.identify(&h, None, true, &[]), Ok(Some("dave")));
+        let bob = headers(&[("x-api-key", "sk-bob")]);
+        assert_eq!(c.identify(&bob, None, true, &[]), Ok(Some("bob")));
+        let wrong = headers(&[("authorization", &format!("Bearer {key}x"))]);
+        assert_eq!(c.identify(&wrong, None, true, &[]), Err(AuthError::Invalid));
+        assert!(c.add_digests("dave", &[digest_text(&key)]).is_err());
+        assert!(c.add_digests("dave", &["sha256:zz".into()]).is_err());
+        assert!(parse_digest(&format!("sha256:{}", "é".repeat(32))).is_err());
     }
 }

@@ -63,6 +63,7 @@ pub mod instance;
 pub mod keys;
 pub mod lifecycle;
 pub mod limits;
+pub mod managed;
 pub mod logging;
 pub mod metrics;
 pub mod pattern;

@@ -147,6 +147,18 @@ pub enum GatewayError {
     /// `POST /admin/reload` with a config that does not validate.
     #[error("{0}")]
     ConfigRejected(String),
+    /// A management API write that cannot be applied.
+    #[error("{0}")]
+    Managed(crate::managed::ManagedError),
+    /// An admin user whose role may only read tried to write.
+    #[error("The `viewer` role may only read; this needs the `admin` role.")]
+    AdminReadOnly,
+}
+
+impl From<crate::managed::ManagedError> for GatewayError {
+    fn from(e: crate::managed::ManagedError) -> Self {
+        GatewayError::Managed(e)
+    }
 }
 
 impl From<TranslateError> for GatewayError {
@@ -182,6 +194,28 @@ impl From<PlanError> for GatewayError {
     }
 }
 
+fn managed_status(e: &crate::managed::ManagedError) -> u16 {
+    use crate::managed::ManagedError::*;
+    match e {
+        Invalid(_) => 400,
+        NotFound { .. } => 404,
+        Exists { .. } | FromFile { .. } | Stale { .. } | Moved(_) => 409,
+        Storage(_) => 503,
+    }
+}
+
+fn managed_code(e: &crate::managed::ManagedError) -> ErrorCode {
+    use crate::managed::ManagedError::*;
+    match e {
+        Invalid(_) => ErrorCode::InvalidConfig,
+        NotFound { .. } => ErrorCode::NotFound,
+        Exists { .. } => ErrorCode::AlreadyExists,
+        FromFile { .. } => ErrorCode::DefinedInFile,
+        Stale { .. } | Moved(_) => ErrorCode::RevisionConflict,
+        Storage(_) => ErrorCode::StateUnavailable,
+    }
+}
+
 impl GatewayError {
     pub fn status(&self) -> u16 {
         use GatewayError::*;
@@ -193,6 +227,8 @@ impl GatewayError {
             BodyTimeout(_) => 408,
             ExpectationFailed(_) => 417,
             ModelNotFound(_) | RouteNotFound(_) | AdminNotFound | AdminObjectNotFound { .. } => 404,
+            Managed(e) => managed_status(e),
+            AdminReadOnly => 403,
             MethodNotAllowed(_) | AdminMethodNotAllowed => 405,
             MissingCredential | InvalidCredential | AdminUnauthorized => 401,
             RateLimited { .. } => 429,
@@ -259,6 +295,8 @@ impl GatewayError {
             Forbidden | NotQuotaAdmin => ErrorCode::PermissionDenied,
             AdminUnauthorized => ErrorCode::Unauthorized,
             ConfigRejected(_) => ErrorCode::InvalidConfig,
+            Managed(e) => managed_code(e),
+            AdminReadOnly => ErrorCode::PermissionDenied,
             BodyTooLarge(_) => ErrorCode::RequestTooLarge,
             BodyRead(_) => ErrorCode::BodyReadError,
             BodyTimeout(_) => ErrorCode::RequestTimeout,
@@ -540,6 +578,26 @@ mod tests {
             },
             AdminMethodNotAllowed,
             ConfigRejected(s()),
+            Managed(crate::managed::ManagedError::Invalid(s())),
+            Managed(crate::managed::ManagedError::NotFound {
+                kind: "route",
+                name: s(),
+            }),
+            Managed(crate::managed::ManagedError::Exists {
+                kind: "route",
+                name: s(),
+            }),
+            Managed(crate::managed::ManagedError::FromFile {
+                kind: "route",
+                name: s(),
+            }),
+            Managed(crate::managed::ManagedError::Stale {
+                given: s(),
+                current: s(),
+            }),
+            Managed(crate::managed::ManagedError::Moved(1)),
+            Managed(crate::managed::ManagedError::Storage(s())),
+            AdminReadOnly,
         ];
         for e in &all {
             // Exhaustive: a new variant must be added above.
@@ -579,7 +637,9 @@ mod tests {
                 | AdminNotFound
                 | AdminObjectNotFound { .. }
                 | AdminMethodNotAllowed
-                | ConfigRejected(_) => {}
+                | ConfigRejected(_)
+                | Managed(_)
+                | AdminReadOnly => {}
             }
         }
         all

@@ -257,7 +257,10 @@ pub(super) fn build_consumers(f: &Settings) -> Result<Consumers, ConfigError> {
             .collect();
         consumers
             .add(c.name.clone(), creds)
-            .map_err(|e| ConfigError::field(field, e))?;
+            .map_err(|e| ConfigError::field(&field, e))?;
+        consumers
+            .add_digests(&c.name, &c.hashed_credentials)
+            .map_err(|e| ConfigError::field(format!("{field}.hashed_credentials"), e))?;
     }
     Ok(consumers)
 }

@@ -87,7 +87,8 @@ pub(super) fn build_provider(
     }))
 }
 
-/// The provider's key pool; a key whose variable is unset is left out (and named), and each
+/// The provider's key pool; a disabled key is left out, a key whose variable is unset is
+/// left out (and named), and each
 /// key keeps the health of the previous provider's key of the same name and secret.
 fn build_keys(
     p: &settings::ProviderSection,
@@ -99,6 +100,7 @@ fn build_keys(
     for (k, entry) in p.api_keys.iter().enumerate() {
         let (name, raw, weight) = match entry {
             KeyEntry::Plain(raw) => (format!("{}#{k}", p.name), raw, 1),
+            KeyEntry::Named(named) if named.disabled => continue,
             KeyEntry::Named(named) => (named.name.clone(), &named.key, named.weight.unwrap_or(1)),
         };
         match expand_key(raw.as_written()) {

@@ -10,7 +10,12 @@ use serde::{Deserialize, Serialize};
 pub struct ConsumerSection {
     pub name: String,
     /// Credentials (API keys) this consumer presents; `${VAR}` allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub credentials: Vec<Secret>,
+    /// Credentials known only by their SHA-256 digest (`sha256:` and 64 hex digits): what
+    /// the management API stores for a key it generated, shown to the caller once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hashed_credentials: Vec<String>,
 }
 
 /// Where consumer credentials are read.

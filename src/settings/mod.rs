@@ -35,6 +35,7 @@ pub use server::{
     AccessLogPath, AccessLogSection, ClientSection, DnsSection, LimitsSection, ListenerSection,
     ListenersSection, MetricsSection, ServerSection, TlsSection,
 };
+pub use redact::mask_digest;
 pub use text::{HumanDuration, Secret};
 
 use serde::{Deserialize, Serialize};

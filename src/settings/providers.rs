@@ -104,6 +104,9 @@ pub struct NamedKey {
     /// Share of requests relative to the provider's other keys (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
+    /// Kept in the settings but out of rotation (default false): no request uses it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub disabled: bool,
 }
 
 /// Provider deadlines.

@@ -50,6 +50,12 @@ pub fn mask(literal: &str) -> String {
     format!("{head}…{tail}")
 }
 
+/// A credential's digest shown by its id: `sha256:` and its first 12 hex digits, `…`.
+pub fn mask_digest(digest: &str) -> String {
+    let id: String = digest.chars().take("sha256:".len() + 12).collect();
+    format!("{id}…")
+}
+
 /// A Redis URL with its password masked, unless the password is a `${VAR}` reference (the
 /// rest of the URL names a host, not a secret).
 fn mask_redis_url(url: &Secret) -> Secret {
@@ -93,6 +99,9 @@ impl Settings {
         for c in &mut s.consumers {
             for cred in &mut c.credentials {
                 *cred = cred.masked();
+            }
+            for digest in &mut c.hashed_credentials {
+                *digest = mask_digest(digest);
             }
         }
         let listeners = s

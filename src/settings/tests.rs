@@ -392,6 +392,7 @@ fn provider(rng: &mut XorShift) -> ProviderSection {
                     name: s(rng),
                     key: secret(rng),
                     weight: opt(rng, small),
+                    disabled: rng.one_in(2),
                 })
             }
         }),
@@ -526,6 +527,7 @@ fn settings(rng: &mut XorShift) -> Settings {
         consumers: list(rng, 3, |rng| ConsumerSection {
             name: s(rng),
             credentials: list(rng, 2, secret),
+            hashed_credentials: list(rng, 2, s),
         }),
         auth: AuthSection {
             sources: opt(rng, |rng| list(rng, 3, credential_source)),
