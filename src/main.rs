@@ -6,6 +6,7 @@
 //! tollgate -c conf/tollgate.yaml -u -d  # take over the listeners of a running instance
 //! tollgate -t -c conf/tollgate.yaml     # validate the config and exit
 //! tollgate -c conf/tollgate.yaml config export   # print the validated settings
+//! tollgate -c conf/tollgate.yaml config diff     # what the management API changed
 //! ```
 //!
 //! Files the gateway writes (store, logs, pid file, upgrade socket) named by relative paths,
@@ -70,8 +71,12 @@ enum Command {
 
 #[derive(clap::Subcommand, Debug)]
 enum ConfigAction {
-    /// Print the configuration the gateway would run, validated, in the file's schema:
-    /// only what is set, `${VAR}` references as written (`tollgate -t` accepts the output).
+    /// Show what the management API changed: the config file against the settings the
+    /// gateway runs (the file merged with the API's layer), secrets masked.
+    Diff,
+    /// Print the configuration the gateway would run (the file merged with the objects the
+    /// management API created), validated, in the file's schema: only what is set,
+    /// `${VAR}` references as written (`tollgate -t` accepts the output).
     Export {
         /// Mask every secret written literally (`sk-…a1b2`), as the admin API shows them.
         #[arg(long)]
@@ -148,9 +153,30 @@ fn wait_ready(
     false
 }
 
-/// A subcommand, on the validated configuration.
-fn command(gateway: &tollgate::runtime::Gateway, command: Option<Command>) -> ExitCode {
+/// A subcommand, on the validated configuration (`file` merged with the API's `layer`).
+fn command(
+    gateway: &tollgate::runtime::Gateway,
+    file: &tollgate::settings::Settings,
+    layer: &tollgate::managed::Layer,
+    command: Option<Command>,
+) -> ExitCode {
     match command {
+        Some(Command::Config {
+            action: ConfigAction::Diff,
+        }) => {
+            let before = tollgate::settings::to_yaml(&file.redacted());
+            let after = tollgate::settings::to_yaml(&gateway.settings.redacted());
+            print!(
+                "{}",
+                tollgate::managed::diff::unified(
+                    &before,
+                    &after,
+                    "config file",
+                    &format!("with the API's changes (revision {})", layer.revision)
+                )
+            );
+            ExitCode::SUCCESS
+        }
         Some(Command::Config {
             action: ConfigAction::Export { masked },
         }) => {
@@ -179,9 +205,11 @@ fn main() -> ExitCode {
             }
         }
     }
-    let gateway = match tollgate::runtime::load(&cli.conf, None) {
-        Ok(g) if cli.command.is_some() => return command(&g, cli.command),
-        Ok(g) => g,
+    let (gateway, file, layer) = match tollgate::reload::load_with_layer(&cli.conf) {
+        Ok((g, file, layer)) if cli.command.is_some() => {
+            return command(&g, &file, &layer, cli.command)
+        }
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("tollgate: configuration error: {e}");
             return ExitCode::from(2);
@@ -239,7 +267,7 @@ fn main() -> ExitCode {
         upgrade: cli.upgrade,
         ready_file: cli.ready_file.clone(),
     };
-    match tollgate::server::build(gateway, &cli.conf, switches) {
+    match tollgate::server::build((gateway, file, layer), &cli.conf, switches) {
         Ok(server) => server.run_forever(),
         Err(e) => {
             eprintln!("tollgate: cannot start: {e}");

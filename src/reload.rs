@@ -1,4 +1,7 @@
-//! Config hot reload: SIGHUP or `POST /admin/reload` re-reads the YAML file.
+//! Installing a new config: a hot reload (SIGHUP or `POST /admin/reload` re-reads the YAML
+//! file) or a management API write (a new API layer, `crate::managed`). Both build the
+//! snapshot from the file's settings merged with the API layer, under one lock, so neither
+//! loses the other's change.
 //!
 //! A valid file becomes the new snapshot for new requests (in-flight ones keep the `Arc`
 //! they started with); keys that did not change keep their health; new host names are
@@ -9,9 +12,12 @@
 //! with), not with the previous file, so a change stays reported until an upgrade applies
 //! it. The admin token is read from the current snapshot, so a reload rotates it at once.
 
+use crate::managed::{self, edit::Outcome, Change, Layer, LayerStore, ManagedError};
 use crate::provider::resolve::resolve_now;
 use crate::runtime::model::Listener;
 use crate::runtime::{self, ConfigError, Gateway, SharedConfig};
+use crate::settings::{self, Settings};
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
@@ -23,6 +29,72 @@ pub struct Reloader {
     pub path: Arc<str>,
     /// What the process applied at start and cannot change without an upgrade.
     pub running: Arc<Running>,
+    pub sources: Arc<Sources>,
+}
+
+/// What the running config is made of, as last installed.
+pub struct Sources {
+    /// The operator's file.
+    pub file: ArcSwap<Settings>,
+    /// The API layer.
+    pub layer: ArcSwap<Layer>,
+    /// Where the layer is kept.
+    pub store: Arc<dyn LayerStore>,
+    /// The local copy of a shared layer (`None` when `store` is the local files).
+    pub cache: Option<managed::files::FileStore>,
+    /// Held while a new config is built and installed: one at a time.
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl Sources {
+    pub fn new(
+        file: Settings,
+        layer: Layer,
+        store: Arc<dyn LayerStore>,
+        cache: Option<managed::files::FileStore>,
+    ) -> Self {
+        Sources {
+            file: ArcSwap::from_pointee(file),
+            layer: ArcSwap::from_pointee(layer),
+            store,
+            cache,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+/// The file at `path` and the API layer kept beside it (the state directory's
+/// `api-state.yaml`), merged and validated: what a start, `-t` and `config export` run.
+pub fn load_with_layer(path: &str) -> Result<(Gateway, Settings, Layer), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_string(),
+        source,
+    })?;
+    let file = settings::from_yaml(&text).map_err(|message| ConfigError::Syntax {
+        path: path.to_string(),
+        message,
+    })?;
+    let store = managed::files::FileStore::new(runtime::paths::state_dir(path));
+    let layer = store
+        .load_blocking()
+        .map_err(|e| ConfigError::field(managed::files::STATE_FILE, e.to_string()))?
+        .unwrap_or_default();
+    let gateway = build_merged(&file, &layer, path, None)?;
+    Ok((gateway, file, layer))
+}
+
+/// The snapshot of `file` merged with `layer`.
+fn build_merged(
+    file: &Settings,
+    layer: &Layer,
+    path: &str,
+    previous: Option<&Gateway>,
+) -> Result<Gateway, ConfigError> {
+    let merged = managed::merge(file, layer);
+    for name in &merged.shadowed {
+        log::warn!("the API's {name} is left out: the config file defines it");
+    }
+    runtime::build(&merged.settings, path, previous)
 }
 
 /// The settings a reload cannot apply, as this process runs them (taken at start).
@@ -93,24 +165,48 @@ fn needs_upgrade(running: &Running, new: &Gateway) -> Vec<&'static str> {
 
 impl Reloader {
     /// A reloader for the process that starts with the config in `config`.
-    pub fn new(config: SharedConfig, path: &str) -> Self {
+    pub fn new(config: SharedConfig, path: &str, sources: Arc<Sources>) -> Self {
         let running = Arc::new(Running::of(&config.load()));
         Reloader {
             config,
             path: Arc::from(path),
             running,
+            sources,
         }
     }
 
-    /// Load, validate and swap in the config file (blocking: file I/O and name resolution).
-    pub fn reload_blocking(&self) -> Result<ReloadReport, ConfigError> {
+    /// Build the snapshot of `file` and `layer` (blocking: name resolution).
+    fn prepare(&self, file: &Settings, layer: &Layer) -> Result<Gateway, ConfigError> {
         let old = self.config.load_full();
-        let new = runtime::load(&self.path, Some(&old))?;
+        let new = build_merged(file, layer, &self.path, Some(&old))?;
         resolve_now(&new.providers);
+        Ok(new)
+    }
+
+    /// Swap in `new`, made of `file` and `layer`.
+    fn install(&self, new: Gateway, file: Settings, layer: Layer) -> ReloadReport {
         let report = ReloadReport {
             needs_upgrade: needs_upgrade(&self.running, &new),
         };
         self.config.store(Arc::new(new));
+        self.sources.file.store(Arc::new(file));
+        self.sources.layer.store(Arc::new(layer));
+        report
+    }
+
+    /// Load, validate and swap in the config file (blocking: file I/O and name resolution).
+    fn reload_blocking(&self) -> Result<ReloadReport, ConfigError> {
+        let text = std::fs::read_to_string(&*self.path).map_err(|source| ConfigError::Read {
+            path: self.path.to_string(),
+            source,
+        })?;
+        let file = settings::from_yaml(&text).map_err(|message| ConfigError::Syntax {
+            path: self.path.to_string(),
+            message,
+        })?;
+        let layer = Layer::clone(&self.sources.layer.load());
+        let new = self.prepare(&file, &layer)?;
+        let report = self.install(new, file, layer);
         if report.needs_upgrade.is_empty() {
             log::info!("config {} reloaded", self.path);
         } else {
@@ -123,13 +219,76 @@ impl Reloader {
         Ok(report)
     }
 
-    /// The same, off the async runtime's worker threads.
+    /// Reload the file, off the async runtime's worker threads.
     pub async fn reload(&self) -> Result<ReloadReport, ConfigError> {
+        let _one_at_a_time = self.sources.lock.lock().await;
         let this = self.clone();
         match tokio::task::spawn_blocking(move || this.reload_blocking()).await {
             Ok(result) => result,
             Err(e) => Err(ConfigError::field("reload", e.to_string())),
         }
+    }
+
+    /// A management API write: `edit` changes a copy of the layer (it sees the file's
+    /// settings and may refuse); the merged config is validated by the same build as the
+    /// file, the new layer is stored (durably) and only then swapped in. Nothing changes
+    /// on any error. Returns what the edit did and the new layer revision.
+    pub async fn write(
+        &self,
+        who: &str,
+        edit: impl FnOnce(&mut Layer, &Settings) -> Result<Outcome, ManagedError>,
+    ) -> Result<(Outcome, u64), ManagedError> {
+        let _one_at_a_time = self.sources.lock.lock().await;
+        let file = Settings::clone(&self.sources.file.load());
+        let old = self.sources.layer.load_full();
+        let mut layer = Layer::clone(&old);
+        let outcome = edit(&mut layer, &file)?;
+        layer.revision = old.revision + 1;
+        let (this, f, l) = (self.clone(), file.clone(), layer.clone());
+        let new = tokio::task::spawn_blocking(move || this.prepare(&f, &l))
+            .await
+            .map_err(|e| ManagedError::Storage(e.to_string()))?
+            .map_err(|e| ManagedError::Invalid(e.to_string()))?;
+        let change = Change::now(layer.revision, who, outcome.action, outcome.kind, &outcome.name);
+        self.sources.store.commit(old.revision, &layer, &change).await?;
+        if let Some(cache) = self.sources.cache.clone() {
+            let copy = layer.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = cache.save_blocking(&copy) {
+                    log::warn!("management API: local copy not written: {e}");
+                }
+            });
+        }
+        let revision = layer.revision;
+        self.install(new, file, layer);
+        log::info!(
+            "management API: {who} {} {} `{}` (revision {revision})",
+            outcome.action,
+            outcome.kind,
+            outcome.name
+        );
+        Ok((outcome, revision))
+    }
+
+    /// Install a layer another instance stored (a shared store), if it validates here.
+    pub async fn adopt(&self, layer: Layer) -> Result<(), ManagedError> {
+        let _one_at_a_time = self.sources.lock.lock().await;
+        if layer.revision == self.sources.layer.load().revision {
+            return Ok(());
+        }
+        let file = Settings::clone(&self.sources.file.load());
+        let (this, f, l) = (self.clone(), file.clone(), layer.clone());
+        let new = tokio::task::spawn_blocking(move || this.prepare(&f, &l))
+            .await
+            .map_err(|e| ManagedError::Storage(e.to_string()))?
+            .map_err(|e| ManagedError::Invalid(e.to_string()))?;
+        if let Some(cache) = self.sources.cache.clone() {
+            let copy = layer.clone();
+            let _ = tokio::task::spawn_blocking(move || cache.save_blocking(&copy)).await;
+        }
+        log::info!("management API: applied revision {} from {}", layer.revision, self.sources.store.describe());
+        self.install(new, file, layer);
+        Ok(())
     }
 }
 

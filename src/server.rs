@@ -10,7 +10,7 @@ use crate::conn::{Capped, Guarded};
 use crate::lifecycle::{Announced, Lifecycle, ListenerInfo, StartReport};
 use crate::provider::resolve::resolve_now;
 use crate::proxy::Tollgate;
-use crate::reload::{OnSighup, Reloader};
+use crate::reload::{OnSighup, Reloader, Sources};
 use crate::runtime::model::{Listener, ServerSettings};
 use crate::runtime::{Gateway, SharedConfig};
 use crate::state::Backends;
@@ -137,7 +137,7 @@ impl BackgroundService for OpenStores {
 /// Build the server for `gateway`; the caller runs it with `run_forever`. The composition
 /// root: the shared state, the proxy and admin services, and the background services.
 pub fn build(
-    gateway: Gateway,
+    (gateway, file, layer): (Gateway, crate::settings::Settings, crate::managed::Layer),
     config_path: &str,
     switches: Switches,
 ) -> Result<Server, Box<dyn std::error::Error>> {
@@ -168,7 +168,8 @@ pub fn build(
     let client = gateway.client;
     let grace = Duration::from_secs(gateway.server.grace_period_seconds);
     let config: SharedConfig = Arc::new(ArcSwap::from_pointee(gateway));
-    let reloader = Reloader::new(config.clone(), config_path);
+    let sources = layer_sources(file, layer, config_path);
+    let reloader = Reloader::new(config.clone(), config_path, sources);
     let shared = Shared {
         config: config.clone(),
         backends: backends.clone(),
@@ -298,6 +299,17 @@ fn proxy_service(
             .collect(),
         report: listeners.report.clone(),
     })
+}
+
+/// Where the API layer is kept: the state directory's files.
+fn layer_sources(
+    file: crate::settings::Settings,
+    layer: crate::managed::Layer,
+    config_path: &str,
+) -> Arc<Sources> {
+    let dir = crate::runtime::paths::state_dir(config_path);
+    let files = crate::managed::files::FileStore::new(dir);
+    Arc::new(Sources::new(file, layer, Arc::new(files), None))
 }
 
 /// The admin service on the admin listener.

@@ -14,6 +14,7 @@
 //! `edit` applies one API call to a layer; validation is the runtime build of the merged
 //! settings, the same code that checks the file.
 
+pub mod diff;
 pub mod edit;
 mod error;
 pub mod files;
