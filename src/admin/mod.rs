@@ -9,6 +9,7 @@
 //! at once.
 
 mod api;
+pub mod users;
 
 use crate::auth::same_secret;
 use crate::error::GatewayError;

@@ -45,12 +45,12 @@ fn edits<'a>(a: &[&'a str], b: &[&'a str]) -> Vec<Line<'a>> {
             if i < am.len() && j < bm.len() && am[i] == bm[j] {
                 out.push(Line::Same(am[i]));
                 (i, j) = (i + 1, j + 1);
-            } else if j < bm.len() && (i == am.len() || lcs[i * w + j + 1] >= lcs[(i + 1) * w + j]) {
-                out.push(Line::Added(bm[j]));
-                j += 1;
-            } else {
+            } else if i < am.len() && (j == bm.len() || lcs[(i + 1) * w + j] >= lcs[i * w + j + 1]) {
                 out.push(Line::Gone(am[i]));
                 i += 1;
+            } else {
+                out.push(Line::Added(bm[j]));
+                j += 1;
             }
         }
     }
