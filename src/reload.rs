@@ -249,8 +249,17 @@ impl Reloader {
             .await
             .map_err(|e| ManagedError::Storage(e.to_string()))?
             .map_err(|e| ManagedError::Invalid(e.to_string()))?;
-        let change = Change::now(layer.revision, who, outcome.action, outcome.kind, &outcome.name);
-        self.sources.store.commit(old.revision, &layer, &change).await?;
+        let change = Change::now(
+            layer.revision,
+            who,
+            outcome.action,
+            outcome.kind,
+            &outcome.name,
+        );
+        self.sources
+            .store
+            .commit(old.revision, &layer, &change)
+            .await?;
         if let Some(cache) = self.sources.cache.clone() {
             let copy = layer.clone();
             tokio::task::spawn_blocking(move || {
@@ -286,7 +295,11 @@ impl Reloader {
             let copy = layer.clone();
             let _ = tokio::task::spawn_blocking(move || cache.save_blocking(&copy)).await;
         }
-        log::info!("management API: applied revision {} from {}", layer.revision, self.sources.store.describe());
+        log::info!(
+            "management API: applied revision {} from {}",
+            layer.revision,
+            self.sources.store.describe()
+        );
         self.install(new, file, layer);
         Ok(())
     }

@@ -321,12 +321,12 @@ fn admin_service(
 ) -> Result<Announced<Service<AdminApp>>, Box<dyn std::error::Error>> {
     let app = Capped::new(
         Guarded {
-            app: Arc::new(Admin {
-                config: shared.config.clone(),
-                reloader: reloader.clone(),
-                token: l.token.clone(),
-                backends: shared.backends.clone(),
-            }),
+            app: Arc::new(Admin::new(
+                shared.config.clone(),
+                reloader.clone(),
+                l.token.clone(),
+                shared.backends.clone(),
+            )),
             config: shared.config.clone(),
             drain: Duration::ZERO,
         },

@@ -1,279 +1,579 @@
-//! The management API under `/admin/api/v1/` (issue #17), read side: the settings the
-//! gateway runs, whole and by collection, in the file's schema with every literal secret
-//! masked (`Settings::redacted`), each object with its `source` (`file`: defined in the
-//! operator's file, which the API will never change) and `revision` (also its `ETag`); and
-//! the OpenAPI 3.1 document, generated from the same table of paths the tests walk. Writes
-//! (create, replace, patch, delete, persisted and applied atomically) are not there yet.
+//! The management API under `/admin/api/v1/` (issue #17): the settings the gateway runs,
+//! read and changed at run time.
+//!
+//! Objects are JSON in the settings file's schema, every literal secret masked on the way
+//! out (`Settings::redacted`), each with its `source` (`file`: the operator's file, which
+//! the API never changes; `api`: created here) and `revision` (also its `ETag`). A write
+//! (`routes`) goes through `Reloader::write`: validated by the same build as the file,
+//! stored durably, then swapped in, and recorded in the history and the audit log. A write
+//! whose `If-Match` names a revision that is no longer current gets 409. The OpenAPI 3.1
+//! document is generated from `ROUTES`, the table the router and its tests walk.
 
-use super::{error, json_response};
+use super::access::Principal;
+use super::{error, json_response, respond, Admin};
 use crate::error::GatewayError;
-use crate::runtime::Gateway;
+use crate::managed::edit::{self, object_revision, Collection, Op, Outcome};
+use crate::managed::{self, source_of, Layer, ManagedError};
 use crate::settings::{self, Settings};
 use http::{Method, Response, StatusCode};
-use serde::Serialize;
+use pingora_core::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
 /// Where the API lives on the admin listener.
 pub const PREFIX: &str = "/admin/api/v1";
 
-/// Every path of the API (after `PREFIX`) and what `GET` answers there: the router, the
+/// Every operation of the API: path (after `PREFIX`), method, summary. The router, the
 /// OpenAPI document and the tests all read this table.
-pub const PATHS: &[(&str, &str)] = &[
-    (
-        "/config",
-        "The settings the gateway runs, secrets masked, with their revision.",
-    ),
-    ("/openapi.json", "This document."),
-    ("/providers", "Every provider."),
-    ("/providers/{name}", "One provider."),
-    ("/routes", "Every route."),
-    ("/routes/{name}", "One route."),
-    ("/consumers", "Every consumer (credentials masked)."),
-    ("/consumers/{name}", "One consumer (credentials masked)."),
-    ("/rate_limits", "Every rate-limit rule."),
-    ("/rate_limits/{name}", "One rate-limit rule."),
+pub const ROUTES: &[(&str, &str, &str)] = &[
+    ("/config", "GET", "The settings the gateway runs (file and API merged), secrets masked, with their revision."),
+    ("/openapi.json", "GET", "This document."),
+    ("/providers", "GET", "Every provider."),
+    ("/providers", "POST", "Create a provider (the settings file's schema); unnamed keys are named key-1, key-2, …"),
+    ("/providers/{name}", "GET", "One provider."),
+    ("/providers/{name}", "PUT", "Replace a provider created through the API."),
+    ("/providers/{name}", "PATCH", "Change a provider (JSON merge patch, RFC 7386)."),
+    ("/providers/{name}", "DELETE", "Delete a provider (refused while a route uses it)."),
+    ("/providers/{name}/keys", "GET", "A provider's keys, masked, with their health."),
+    ("/providers/{name}/keys", "POST", "Add a key: {name, key, weight, disabled}."),
+    ("/providers/{name}/keys/{key}", "PATCH", "Change one key, e.g. {\"disabled\": true}; the others keep their health."),
+    ("/providers/{name}/keys/{key}", "DELETE", "Remove one key."),
+    ("/routes", "GET", "Every route."),
+    ("/routes", "POST", "Create a route."),
+    ("/routes/{name}", "GET", "One route."),
+    ("/routes/{name}", "PUT", "Replace a route."),
+    ("/routes/{name}", "PATCH", "Change a route (JSON merge patch)."),
+    ("/routes/{name}", "DELETE", "Delete a route."),
+    ("/consumers", "GET", "Every consumer (credentials masked)."),
+    ("/consumers", "POST", "Create a consumer; literal credentials are stored as SHA-256 digests."),
+    ("/consumers/{name}", "GET", "One consumer (credentials masked)."),
+    ("/consumers/{name}", "PUT", "Replace a consumer."),
+    ("/consumers/{name}", "PATCH", "Change a consumer (JSON merge patch)."),
+    ("/consumers/{name}", "DELETE", "Delete a consumer."),
+    ("/consumers/{name}/credentials", "POST", "Generate a credential, shown once in the answer ({\"replace\": true} revokes the others)."),
+    ("/consumers/{name}/credentials/{id}", "DELETE", "Revoke a generated credential by its id."),
+    ("/rate_limits", "GET", "Every rate-limit rule."),
+    ("/rate_limits", "POST", "Create a rate-limit rule."),
+    ("/rate_limits/{name}", "GET", "One rate-limit rule."),
+    ("/rate_limits/{name}", "PUT", "Replace a rate-limit rule."),
+    ("/rate_limits/{name}", "PATCH", "Change a rate-limit rule (JSON merge patch)."),
+    ("/rate_limits/{name}", "DELETE", "Delete a rate-limit rule."),
+    ("/quota", "GET", "The quota section."),
+    ("/quota", "PUT", "Set the quota section (when the file has none)."),
+    ("/quota", "DELETE", "Remove the API's quota section."),
+    ("/quota/balances", "GET", "Every charged consumer's balance."),
+    ("/quota/balances/{name}", "GET", "One consumer's balance."),
+    ("/quota/balances/{name}", "PUT", "Set a balance: {\"quota\": N}."),
+    ("/quota/balances/{name}/delta", "POST", "Add to a balance: {\"value\": ±N}."),
+    ("/revisions", "GET", "The last revisions of the API's layer: who changed what and when."),
+    ("/revisions/{n}/restore", "POST", "Make revision n's layer current again (as a new revision; admin users are kept)."),
+    ("/audit", "GET", "The audit log, newest first (?limit=N, default 100)."),
+    ("/users", "GET", "Admin users (names and roles)."),
+    ("/users", "POST", "Create an admin user: {name, role, password}."),
+    ("/users/{name}", "GET", "One admin user."),
+    ("/users/{name}", "PUT", "Replace an admin user's role and password."),
+    ("/users/{name}", "DELETE", "Delete an admin user (their sessions end)."),
+    ("/login", "POST", "Log in: {user, password} → a session token for `Authorization: Bearer`."),
+    ("/logout", "POST", "End the session whose token authorises this call."),
+    ("/setup", "GET", "Whether the first admin user is still to be created."),
+    ("/setup", "POST", "First run, loopback only, while no admin user exists: {user, password} creates an `admin`."),
 ];
 
-/// A collection of named objects of the settings.
-#[derive(Clone, Copy, Debug)]
-enum Collection {
-    Providers,
-    Routes,
-    Consumers,
-    RateLimits,
+/// The parsed `If-Match` header: `None` (absent or `*`) or the revision named.
+pub fn if_match(session: &ServerSession) -> Option<String> {
+    let v = session.req_header().headers.get(http::header::IF_MATCH)?;
+    let v = v.to_str().ok()?.trim();
+    let v = v.strip_prefix("W/").unwrap_or(v).trim_matches('"');
+    (v != "*").then(|| v.to_string())
 }
 
-impl Collection {
-    fn from_path(segment: &str) -> Option<Self> {
-        Some(match segment {
-            "providers" => Collection::Providers,
-            "routes" => Collection::Routes,
-            "consumers" => Collection::Consumers,
-            "rate_limits" => Collection::RateLimits,
-            _ => return None,
-        })
-    }
-
-    /// One object's kind, for messages.
-    fn kind(self) -> &'static str {
-        match self {
-            Collection::Providers => "provider",
-            Collection::Routes => "route",
-            Collection::Consumers => "consumer",
-            Collection::RateLimits => "rate limit",
-        }
-    }
-
-    /// The objects as shown (`shown`: the settings redacted), each with its `source` and the
-    /// `revision` of the object as it is in `settings`, so that a changed secret changes the
-    /// revision even where its masked form does not.
-    fn objects(self, settings: &Settings, shown: &Settings) -> Vec<Value> {
-        match self {
-            Collection::Providers => objects(&settings.providers, &shown.providers),
-            Collection::Routes => objects(&settings.routes, &shown.routes),
-            Collection::Consumers => objects(&settings.consumers, &shown.consumers),
-            Collection::RateLimits => objects(&settings.rate_limits, &shown.rate_limits),
+fn check_revision(
+    given: &Option<String>,
+    current: impl FnOnce() -> String,
+) -> Result<(), ManagedError> {
+    match given {
+        None => Ok(()),
+        Some(g) => {
+            let current = current();
+            if *g == current {
+                Ok(())
+            } else {
+                Err(ManagedError::Stale {
+                    given: g.clone(),
+                    current,
+                })
+            }
         }
     }
 }
 
-fn objects<T: Serialize>(items: &[T], shown: &[T]) -> Vec<Value> {
-    items
-        .iter()
+/// The revision of the API's object `name` of `c` (empty when the layer has none).
+fn layer_object_revision(layer: &Layer, c: Collection, name: &str) -> String {
+    c.layer_objects(layer)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| object_revision(&v))
+        .unwrap_or_default()
+}
+
+/// The objects of `c` as shown, each with `source` and `revision`.
+fn shown_objects(c: Collection, settings: &Settings, file: &Settings) -> Vec<Value> {
+    let shown = c.objects(&settings.redacted());
+    c.objects(settings)
+        .into_iter()
         .zip(shown)
-        .filter_map(|(item, shown)| {
-            let revision = settings::fingerprint(serde_json::to_string(item).ok()?.as_bytes());
-            let mut v = serde_json::to_value(shown).ok()?;
-            let fields = v.as_object_mut()?;
-            fields.insert("source".into(), json!("file"));
-            fields.insert("revision".into(), json!(revision));
-            Some(v)
+        .map(|((name, real), (_, mut v))| {
+            if let Some(fields) = v.as_object_mut() {
+                fields.insert("source".into(), json!(source_of(file, c.path(), &name)));
+                fields.insert("revision".into(), json!(object_revision(&real)));
+            }
+            v
         })
         .collect()
 }
 
-/// Answer a request under `PREFIX`.
-pub fn answer(method: &Method, path: &str, config: &Gateway) -> Response<Vec<u8>> {
-    let rest = path.strip_prefix(PREFIX).unwrap_or("");
-    match get(rest, config) {
-        Err(e) => error(&e),
-        Ok(_) if method != Method::GET => error(&GatewayError::AdminMethodNotAllowed),
-        Ok((body, etag)) => {
-            let mut resp = json_response(StatusCode::OK, body);
-            if let Some(v) = etag.and_then(|t| format!("\"{t}\"").parse().ok()) {
-                resp.headers_mut().insert(http::header::ETAG, v);
+fn with_etag(mut resp: Response<Vec<u8>>, etag: Option<&str>) -> Response<Vec<u8>> {
+    if let Some(v) = etag.and_then(|t| format!("\"{t}\"").parse().ok()) {
+        resp.headers_mut().insert(http::header::ETAG, v);
+    }
+    resp
+}
+
+impl Admin {
+    /// Answer a request under `PREFIX` from an authenticated `who`.
+    pub(super) async fn api(
+        &self,
+        session: &mut ServerSession,
+        who: &Principal,
+    ) -> Response<Vec<u8>> {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        let rest = path
+            .strip_prefix(PREFIX)
+            .unwrap_or("")
+            .trim_start_matches('/');
+        let segments: Vec<String> = rest.split('/').map(str::to_string).collect();
+        let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+        if !ROUTES.iter().any(|(p, _, _)| matches(p, &segs)) {
+            return error(&GatewayError::AdminNotFound);
+        }
+        if !ROUTES
+            .iter()
+            .any(|(p, m, _)| *m == method.as_str() && matches(p, &segs))
+        {
+            return error(&GatewayError::AdminMethodNotAllowed);
+        }
+        let result = match (&method, segs.as_slice()) {
+            (&Method::GET, ["quota", "balances", name]) => {
+                Ok(self.quota_api(session, &method, name).await)
             }
-            resp
+            (&Method::GET, _) => self.read(session, &segs).await,
+            (_, ["login" | "logout" | "setup"]) => self.session_api(session, who, segs[0]).await,
+            _ if !who.role.may_write() => Err(GatewayError::AdminReadOnly),
+            (_, ["quota", "balances", ..]) => {
+                let rest = segs[2..].join("/");
+                Ok(self.quota_api(session, &method, &rest).await)
+            }
+            (_, ["users", ..]) => self.users_api(session, who, &segs[1..]).await,
+            _ => self.write(session, who, &segs).await,
+        };
+        result.unwrap_or_else(|e| error(&e))
+    }
+
+    async fn read(
+        &self,
+        session: &ServerSession,
+        segs: &[&str],
+    ) -> Result<Response<Vec<u8>>, GatewayError> {
+        let config = self.config.load_full();
+        let settings = &config.settings;
+        let file = self.reloader.sources.file.load_full();
+        let layer = self.reloader.sources.layer.load_full();
+        let revision = settings::revision(settings);
+        let ok = |v: Value, etag: Option<&str>| with_etag(json_response(StatusCode::OK, v), etag);
+        Ok(match segs {
+            ["openapi.json"] => ok(openapi(), None),
+            ["config"] => ok(
+                json!({"revision": revision, "api_revision": layer.revision, "settings": settings.redacted()}),
+                Some(&revision),
+            ),
+            [c] if Collection::from_path(c).is_some() => {
+                let c = Collection::from_path(c).ok_or(GatewayError::AdminNotFound)?;
+                let items = shown_objects(c, settings, &file);
+                ok(
+                    json!({"revision": revision, "api_revision": layer.revision, "items": items}),
+                    Some(&revision),
+                )
+            }
+            [c, name] if Collection::from_path(c).is_some() => {
+                let c = Collection::from_path(c).ok_or(GatewayError::AdminNotFound)?;
+                let object = find(c, settings, &file, name)?;
+                let etag = object["revision"].as_str().map(str::to_string);
+                ok(object, etag.as_deref())
+            }
+            ["providers", name, "keys"] => {
+                let object = find(Collection::Providers, settings, &file, name)?;
+                let health = config
+                    .provider(name)
+                    .map(|p| p.keys.iter().map(|k| k.status()).collect::<Vec<_>>());
+                ok(json!({"keys": object["api_keys"], "health": health}), None)
+            }
+            ["quota"] => {
+                let q = settings.quota.as_ref().map(|q| {
+                    let mut v = json!(q);
+                    v["source"] = json!(source_of(&file, "quota", "quota"));
+                    v
+                });
+                ok(json!({"quota": q}), None)
+            }
+            ["quota", "balances"] => ok(json!({"balances": self.balances(&config).await}), None),
+            ["revisions"] => {
+                let history = self.reloader.sources.store.history().await?;
+                let items: Vec<Value> = history.iter().map(|r| json!(r.change)).collect();
+                ok(
+                    json!({"api_revision": layer.revision, "items": items}),
+                    None,
+                )
+            }
+            ["audit"] => {
+                let limit = query(session, "limit")
+                    .and_then(|l| l.parse().ok())
+                    .unwrap_or(100);
+                let items = self
+                    .reloader
+                    .sources
+                    .store
+                    .audit(limit.min(managed::AUDIT_KEEP))
+                    .await?;
+                ok(json!({"items": items}), None)
+            }
+            ["users"] => ok(json!({"items": users_shown(&layer)}), None),
+            ["users", name] => {
+                let user = users_shown(&layer)
+                    .into_iter()
+                    .find(|u| u["name"] == *name)
+                    .ok_or_else(|| GatewayError::AdminObjectNotFound {
+                        kind: "admin user",
+                        name: name.to_string(),
+                    })?;
+                ok(user, None)
+            }
+            ["setup"] => ok(json!({"needed": layer.admin_users.is_empty()}), None),
+            _ => return Err(GatewayError::AdminNotFound),
+        })
+    }
+
+    /// A change to the API's layer.
+    async fn write(
+        &self,
+        session: &mut ServerSession,
+        who: &Principal,
+        segs: &[&str],
+    ) -> Result<Response<Vec<u8>>, GatewayError> {
+        let method = session.req_header().method.clone();
+        let given = if_match(session);
+        let body = match method {
+            Method::DELETE => Value::Null,
+            _ => super::read_json(session).await?,
+        };
+        let op_for = |segs: &[&str]| -> Result<(Op, Option<(Collection, String)>), GatewayError> {
+            let owned = |s: &str| s.to_string();
+            Ok(match (&method, segs) {
+                (&Method::POST, [c]) => {
+                    let c = Collection::from_path(c).ok_or(GatewayError::AdminNotFound)?;
+                    let name = body
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string();
+                    (Op::Create(c, body.clone()), Some((c, name)))
+                }
+                (m, [c, name]) => {
+                    let c = Collection::from_path(c).ok_or(GatewayError::AdminNotFound)?;
+                    let op = match *m {
+                        Method::PUT => Op::Replace(c, owned(name), body.clone()),
+                        Method::PATCH => Op::Patch(c, owned(name), body.clone()),
+                        _ => Op::Delete(c, owned(name)),
+                    };
+                    let shown = (*m != Method::DELETE).then(|| (c, owned(name)));
+                    (op, shown)
+                }
+                (_, ["providers", p, "keys"]) => (
+                    Op::AddKey {
+                        provider: owned(p),
+                        key: body.clone(),
+                    },
+                    Some((Collection::Providers, owned(p))),
+                ),
+                (&Method::PATCH, ["providers", p, "keys", k]) => (
+                    Op::PatchKey {
+                        provider: owned(p),
+                        key: owned(k),
+                        patch: body.clone(),
+                    },
+                    Some((Collection::Providers, owned(p))),
+                ),
+                (_, ["providers", p, "keys", k]) => (
+                    Op::DeleteKey {
+                        provider: owned(p),
+                        key: owned(k),
+                    },
+                    Some((Collection::Providers, owned(p))),
+                ),
+                (_, ["consumers", c, "credentials", id]) => (
+                    Op::DeleteCredential {
+                        consumer: owned(c),
+                        id: owned(id),
+                    },
+                    None,
+                ),
+                (&Method::PUT, ["quota"]) => (Op::PutQuota(body.clone()), None),
+                (_, ["quota"]) => (Op::DeleteQuota, None),
+                _ => return Err(GatewayError::AdminNotFound),
+            })
+        };
+        if let ["revisions", n, "restore"] = segs {
+            return self.restore(who, n).await;
         }
+        if let ["consumers", c, "credentials"] = segs {
+            return self.new_credential(who, c, &body, given).await;
+        }
+        let (op, shown) = op_for(segs)?;
+        let target = object_of(&op);
+        let (outcome, api_revision) = self
+            .reloader
+            .write(&who.name, move |layer, file| {
+                match &target {
+                    Some((c, name)) if layer_has(layer, *c, name) => {
+                        check_revision(&given, || layer_object_revision(layer, *c, name))?
+                    }
+                    Some(_) | None => check_revision(&given, || {
+                        settings::revision(&managed::merge(file, layer).settings)
+                    })?,
+                }
+                edit::apply(layer, file, op)
+            })
+            .await?;
+        self.written(outcome, api_revision, shown, &method)
+    }
+
+    /// The answer to a write: the object as it is now, or 204 after a delete.
+    fn written(
+        &self,
+        outcome: Outcome,
+        api_revision: u64,
+        shown: Option<(Collection, String)>,
+        method: &Method,
+    ) -> Result<Response<Vec<u8>>, GatewayError> {
+        let Some((c, name)) = shown else {
+            return Ok(json_response(
+                StatusCode::OK,
+                json!({"action": outcome.action, "kind": outcome.kind, "name": outcome.name, "api_revision": api_revision}),
+            ));
+        };
+        let config = self.config.load_full();
+        let file = self.reloader.sources.file.load_full();
+        let mut object = find(c, &config.settings, &file, &name)?;
+        object["api_revision"] = json!(api_revision);
+        let etag = object["revision"].as_str().map(str::to_string);
+        let created =
+            *method == Method::POST && outcome.action == "create" && outcome.kind == c.kind();
+        let status = if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        let mut resp = with_etag(json_response(status, object), etag.as_deref());
+        if created {
+            if let Ok(v) = format!("{PREFIX}/{}/{name}", c.path()).parse() {
+                resp.headers_mut().insert(http::header::LOCATION, v);
+            }
+        }
+        Ok(resp)
+    }
+
+    async fn new_credential(
+        &self,
+        who: &Principal,
+        consumer: &str,
+        body: &Value,
+        given: Option<String>,
+    ) -> Result<Response<Vec<u8>>, GatewayError> {
+        let replace = match body.get("replace") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err(ManagedError::Invalid("`replace` is true or false".into()).into())
+            }
+        };
+        let credential = crate::auth::generate_credential().map_err(GatewayError::Internal)?;
+        let digest = crate::auth::digest_text(&credential);
+        let name = consumer.to_string();
+        let op = Op::NewCredential {
+            consumer: name.clone(),
+            credential: credential.clone(),
+            replace,
+        };
+        let (_, api_revision) = self
+            .reloader
+            .write(&who.name, move |layer, file| {
+                if layer_has(layer, Collection::Consumers, &name) {
+                    check_revision(&given, || {
+                        layer_object_revision(layer, Collection::Consumers, &name)
+                    })?;
+                }
+                edit::apply(layer, file, op)
+            })
+            .await?;
+        Ok(respond(
+            StatusCode::CREATED,
+            "application/json",
+            serde_json::to_vec(&json!({
+                "consumer": consumer,
+                "credential": credential,
+                "id": digest["sha256:".len().."sha256:".len() + 12],
+                "replaced_others": replace,
+                "api_revision": api_revision,
+                "note": "The credential is shown this once; the gateway keeps only its SHA-256 digest.",
+            }))
+            .unwrap_or_default(),
+        ))
+    }
+
+    async fn restore(&self, who: &Principal, n: &str) -> Result<Response<Vec<u8>>, GatewayError> {
+        let n: u64 = n
+            .parse()
+            .map_err(|_| ManagedError::Invalid(format!("`{n}` is not a revision number")))?;
+        let history = self.reloader.sources.store.history().await?;
+        let Some(old) = history.into_iter().find(|r| r.change.revision == n) else {
+            return Err(ManagedError::NotFound {
+                kind: "revision",
+                name: n.to_string(),
+            }
+            .into());
+        };
+        let (outcome, api_revision) = self
+            .reloader
+            .write(&who.name, move |layer, _| {
+                let users = std::mem::take(&mut layer.admin_users);
+                *layer = old.layer;
+                layer.admin_users = users;
+                Ok(Outcome {
+                    action: "restore",
+                    kind: "revision",
+                    name: n.to_string(),
+                })
+            })
+            .await?;
+        self.written(outcome, api_revision, None, &Method::POST)
     }
 }
 
-/// What `GET` answers at `rest` (the path after `PREFIX`), and its revision for `ETag`.
-fn get(rest: &str, config: &Gateway) -> Result<(Value, Option<String>), GatewayError> {
-    let segments: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
-    if segments == ["openapi.json"] {
-        return Ok((openapi(), None));
-    }
-    let settings = &config.settings;
-    let shown = settings.redacted();
-    let revision = settings::revision(settings);
-    match segments.as_slice() {
-        ["config"] => Ok((
-            json!({"revision": revision, "source": "file", "settings": shown}),
-            Some(revision),
-        )),
-        [collection] => {
-            let c = Collection::from_path(collection).ok_or(GatewayError::AdminNotFound)?;
-            let items = c.objects(settings, &shown);
-            Ok((
-                json!({"revision": revision, "items": items}),
-                Some(revision),
-            ))
+/// The collection and name an operation changes, when it is one object of a collection.
+fn object_of(op: &Op) -> Option<(Collection, String)> {
+    match op {
+        Op::Create(c, body) => Some((*c, body.get("name")?.as_str()?.to_string())),
+        Op::Replace(c, n, _) | Op::Patch(c, n, _) | Op::Delete(c, n) => Some((*c, n.clone())),
+        Op::AddKey { provider, .. }
+        | Op::PatchKey { provider, .. }
+        | Op::DeleteKey { provider, .. } => Some((Collection::Providers, provider.clone())),
+        Op::NewCredential { consumer, .. } | Op::DeleteCredential { consumer, .. } => {
+            Some((Collection::Consumers, consumer.clone()))
         }
-        [collection, name] => {
-            let c = Collection::from_path(collection).ok_or(GatewayError::AdminNotFound)?;
-            let object = c
-                .objects(settings, &shown)
-                .into_iter()
-                .find(|o| o["name"] == *name)
-                .ok_or_else(|| GatewayError::AdminObjectNotFound {
-                    kind: c.kind(),
-                    name: name.to_string(),
-                })?;
-            let etag = object["revision"].as_str().map(str::to_string);
-            Ok((object, etag))
-        }
-        _ => Err(GatewayError::AdminNotFound),
+        Op::PutQuota(_) | Op::DeleteQuota => None,
     }
 }
 
-/// The OpenAPI 3.1 document of `PATHS`.
+fn layer_has(layer: &Layer, c: Collection, name: &str) -> bool {
+    !layer_object_revision(layer, c, name).is_empty()
+}
+
+fn find(
+    c: Collection,
+    settings: &Settings,
+    file: &Settings,
+    name: &str,
+) -> Result<Value, GatewayError> {
+    shown_objects(c, settings, file)
+        .into_iter()
+        .find(|o| o["name"] == *name)
+        .ok_or_else(|| GatewayError::AdminObjectNotFound {
+            kind: c.kind(),
+            name: name.to_string(),
+        })
+}
+
+fn users_shown(layer: &Layer) -> Vec<Value> {
+    layer
+        .admin_users
+        .iter()
+        .map(|u| json!({"name": u.name, "role": u.role}))
+        .collect()
+}
+
+/// A query parameter of the request.
+pub fn query(session: &ServerSession, name: &str) -> Option<String> {
+    let q = session.req_header().uri.query()?;
+    form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Whether `segs` fit the pattern `path` (`{x}` matches any one segment).
+fn matches(path: &str, segs: &[&str]) -> bool {
+    let pattern: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    pattern.len() == segs.len()
+        && pattern
+            .iter()
+            .zip(segs)
+            .all(|(p, s)| (p.starts_with('{') && !s.is_empty()) || p == s)
+}
+
+/// The OpenAPI 3.1 document of `ROUTES`.
 pub fn openapi() -> Value {
     let error = json!({"description": "An error: {\"error\":{\"message\",\"type\",\"code\"}}"});
-    let paths: serde_json::Map<String, Value> = PATHS
-        .iter()
-        .map(|(path, summary)| {
-            let mut op = json!({
-                "summary": summary,
-                "responses": {
-                    "200": {"description": "OK", "content": {"application/json": {}}},
-                    "401": error,
-                },
-            });
-            if path.contains("{name}") {
-                op["parameters"] = json!([{
-                    "name": "name", "in": "path", "required": true, "schema": {"type": "string"}
-                }]);
-                op["responses"]["404"] = error.clone();
+    let mut paths = serde_json::Map::new();
+    for (path, method, summary) in ROUTES {
+        let mut op = json!({
+            "summary": summary,
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {}}},
+                "401": error,
+            },
+        });
+        let params: Vec<Value> = path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+            .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        if !params.is_empty() {
+            op["parameters"] = json!(params);
+            op["responses"]["404"] = error.clone();
+        }
+        if *method != "GET" {
+            op["responses"]["400"] = error.clone();
+            op["responses"]["403"] = error.clone();
+            op["responses"]["409"] = json!({"description": "Defined in the config file, exists already, or a stale If-Match revision"});
+            if matches!(*method, "POST" | "PUT" | "PATCH") {
+                op["requestBody"] =
+                    json!({"content": {"application/json": {"schema": {"type": "object"}}}});
             }
-            (path.to_string(), json!({ "get": op }))
-        })
-        .collect();
+        }
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        entry[method.to_lowercase()] = op;
+    }
     json!({
         "openapi": "3.1.0",
         "info": {"title": "Tollgate management API", "version": "1"},
         "servers": [{"url": PREFIX}],
-        "components": {"securitySchemes": {"admin_token": {"type": "http", "scheme": "bearer"}}},
-        "security": [{"admin_token": []}],
+        "components": {"securitySchemes": {
+            "admin_token": {"type": "http", "scheme": "bearer", "description": "The admin token or a session token from /login"},
+            "admin_user": {"type": "http", "scheme": "basic"},
+        }},
+        "security": [{"admin_token": []}, {"admin_user": []}],
         "paths": paths,
     })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const TEXT: &str = r#"
-listeners:
-  proxy: [{address: "127.0.0.1:8080"}]
-providers:
-  - {name: p1, type: openai-compatible, base_url: "http://127.0.0.1:9/v1", api_keys: ["sk-literal-secret-key-1234"]}
-consumers:
-  - {name: c1, credentials: ["consumer-literal-secret-1"]}
-routes:
-  - {name: r1, models: [{model: "*", targets: [{provider: p1}]}]}
-rate_limits:
-  - {name: l1, key: route, window: minute, requests: 5}
-"#;
-
-    fn gateway() -> Gateway {
-        crate::runtime::parse(TEXT, "t.yaml", None).unwrap()
-    }
-
-    fn status(path: &str) -> u16 {
-        answer(&Method::GET, path, &gateway()).status().as_u16()
-    }
-
-    #[test]
-    fn every_documented_path_answers_and_others_do_not() {
-        let names = [
-            ("providers", "p1"),
-            ("routes", "r1"),
-            ("consumers", "c1"),
-            ("rate_limits", "l1"),
-        ];
-        for (path, _) in PATHS {
-            let mut p = path.to_string();
-            for (collection, name) in names {
-                if p.starts_with(&format!("/{collection}/")) {
-                    p = p.replace("{name}", name);
-                }
-            }
-            assert_eq!(status(&format!("{PREFIX}{p}")), 200, "{p}");
-        }
-        let doc = openapi();
-        let documented: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
-        assert_eq!(documented.len(), PATHS.len());
-        for p in [
-            "/nope",
-            "/providers/p1/keys",
-            "/providers/nope",
-            "/routes/nope",
-            "",
-        ] {
-            assert_eq!(status(&format!("{PREFIX}{p}")), 404, "{p}");
-        }
-        let post = answer(&Method::POST, &format!("{PREFIX}/providers"), &gateway());
-        assert_eq!(post.status(), 405);
-    }
-
-    #[test]
-    fn objects_carry_source_and_revision_and_no_secret() {
-        let gw = gateway();
-        let resp = answer(&Method::GET, &format!("{PREFIX}/providers/p1"), &gw);
-        let etag = resp.headers()[http::header::ETAG]
-            .to_str()
-            .unwrap()
-            .to_string();
-        let v: Value = serde_json::from_slice(resp.body()).unwrap();
-        assert_eq!(v["source"], "file");
-        assert_eq!(format!("\"{}\"", v["revision"].as_str().unwrap()), etag);
-        for path in ["/config", "/providers", "/consumers", "/consumers/c1"] {
-            let body = answer(&Method::GET, &format!("{PREFIX}{path}"), &gw).into_body();
-            let text = String::from_utf8(body).unwrap();
-            assert!(
-                !text.contains("sk-literal-secret-key-1234"),
-                "{path}: {text}"
-            );
-            assert!(
-                !text.contains("consumer-literal-secret-1"),
-                "{path}: {text}"
-            );
-        }
-        // A new secret whose masked form is the same still makes a new revision.
-        let rekeyed = TEXT.replace("sk-literal-secret-key-1234", "sk-literal-SECRET-key-1234");
-        let rekeyed = crate::runtime::parse(&rekeyed, "t.yaml", None).unwrap();
-        let revision = |gw: &Gateway| {
-            let body = answer(&Method::GET, &format!("{PREFIX}/providers/p1"), gw).into_body();
-            let v: Value = serde_json::from_slice(&body).unwrap();
-            (v["revision"].clone(), v["api_keys"][0].clone())
-        };
-        let (before, shown_before) = revision(&gw);
-        let (after, shown_after) = revision(&rekeyed);
-        assert_eq!(shown_before, shown_after, "the masked forms are alike");
-        assert_ne!(before, after, "the revisions differ");
-        let missing = answer(&Method::GET, &format!("{PREFIX}/consumers/zed"), &gw);
-        let text = String::from_utf8(missing.into_body()).unwrap();
-        assert!(text.contains("No consumer named `zed`"), "{text}");
-    }
-}
+#[path = "api_tests.rs"]
+mod tests;

@@ -1,17 +1,16 @@
 //! The admin listener: `/metrics`, `/healthz`, `/readyz` and the `/admin/*` API
 //! (`GET /admin/status`, `GET /admin/keys`, `POST /admin/reload`, the quota API, and the
-//! management API's read side under `/admin/api/v1/`, in `api`).
+//! management API under `/admin/api/v1/`, in `api`; who may call, in `access`).
 //!
 //! Served by a plain Pingora `ServeHttp` app on its own listener (loopback by default), so
-//! operational traffic never shares the proxy's routing. With `token` set, `/admin/*`
-//! requires `Authorization: Bearer <token>` (compared in constant time). The token is read
-//! from the current config snapshot, so a reload rotates it: the old token stops working
-//! at once.
+//! operational traffic never shares the proxy's routing. With `token` set or an admin user
+//! created, `/admin/*` requires `Authorization: Bearer <token>` (compared in constant
+//! time), a login session or a user's password (`access`). The token is read from the
+//! current config snapshot, so a reload rotates it: the old token stops working at once.
 
+mod access;
 mod api;
-pub mod users;
 
-use crate::auth::same_secret;
 use crate::error::GatewayError;
 use crate::protocol::ClientProtocol;
 use crate::quota::QuotaOp;
@@ -31,6 +30,28 @@ pub struct Admin {
     /// reload never leaves the running admin listener open.
     pub token: Option<String>,
     pub backends: std::sync::Arc<crate::state::Backends>,
+    /// Console login sessions.
+    pub sessions: crate::users::Sessions,
+    /// Password checks in progress (argon2: 19 MiB and tens of ms each): at most two.
+    pub logins: tokio::sync::Semaphore,
+}
+
+impl Admin {
+    pub fn new(
+        config: SharedConfig,
+        reloader: Reloader,
+        token: Option<String>,
+        backends: std::sync::Arc<crate::state::Backends>,
+    ) -> Self {
+        Admin {
+            config,
+            reloader,
+            token,
+            backends,
+            sessions: crate::users::Sessions::default(),
+            logins: tokio::sync::Semaphore::new(2),
+        }
+    }
 }
 
 fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -144,26 +165,8 @@ fn readiness(config: &Gateway) -> (bool, serde_json::Value) {
 }
 
 impl Admin {
-    fn authorized(&self, session: &ServerSession) -> bool {
-        let config = self.config.load();
-        let token = match &config.admin_listener {
-            Some(l) => l.token.as_ref(),
-            None => self.token.as_ref(),
-        };
-        let Some(token) = token else {
-            return true;
-        };
-        session
-            .req_header()
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|given| same_secret(given.as_bytes(), token.as_bytes()))
-    }
-
     /// Balance of every charged consumer (`null` when the store cannot say).
-    async fn balances(&self, config: &Gateway) -> serde_json::Value {
+    pub(super) async fn balances(&self, config: &Gateway) -> serde_json::Value {
         let Some(settings) = &config.quota else {
             return serde_json::Value::Null;
         };
@@ -227,7 +230,15 @@ impl Admin {
         }
     }
 
-    async fn admin_api(&self, method: &Method, path: &str) -> Response<Vec<u8>> {
+    async fn admin_api(
+        &self,
+        method: &Method,
+        path: &str,
+        who: &access::Principal,
+    ) -> Response<Vec<u8>> {
+        if *method != Method::GET && !who.role.may_write() {
+            return error(&GatewayError::AdminReadOnly);
+        }
         let config = self.config.load_full();
         match (method, path) {
             (&Method::GET, "/admin/status") => {
@@ -249,7 +260,6 @@ impl Admin {
                     error(&GatewayError::ConfigRejected(e.to_string()))
                 }
             },
-            (method, p) if p.starts_with(api::PREFIX) => api::answer(method, p, &config),
             (_, "/admin/status" | "/admin/keys" | "/admin/reload") => {
                 error(&GatewayError::AdminMethodNotAllowed)
             }
@@ -290,12 +300,23 @@ impl ServeHttp for Admin {
                 json_response(status, body)
             }
             p if p.starts_with("/admin/") => {
-                if !self.authorized(session) {
-                    return error(&GatewayError::AdminUnauthorized);
+                let who = match self.principal(session).await {
+                    Some(who) => who,
+                    None if access::is_open(p) => access::Principal {
+                        name: "anonymous".into(),
+                        role: crate::users::Role::Viewer,
+                    },
+                    None => return error(&GatewayError::AdminUnauthorized),
+                };
+                if p == api::PREFIX || p.starts_with(&format!("{}/", api::PREFIX)) {
+                    return self.api(session, &who).await;
+                }
+                if method != Method::GET && !who.role.may_write() {
+                    return error(&GatewayError::AdminReadOnly);
                 }
                 match p.strip_prefix("/admin/quotas/") {
                     Some(rest) => self.quota_api(session, &method, rest).await,
-                    None => self.admin_api(&method, p).await,
+                    None => self.admin_api(&method, p, &who).await,
                 }
             }
             _ => error(&GatewayError::AdminNotFound),
@@ -303,20 +324,23 @@ impl ServeHttp for Admin {
     }
 }
 
-/// Read a small JSON body `{"<field>": integer}`.
-async fn read_json_integer(session: &mut ServerSession, field: &str) -> Result<i64, GatewayError> {
+/// The largest admin request body.
+const MAX_ADMIN_BODY: usize = 1 << 20;
+
+/// Read an admin request's body, at most `MAX_ADMIN_BODY` bytes.
+async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, GatewayError> {
     let mut body = Vec::new();
     loop {
         match session.read_request_body().await {
-            Ok(Some(chunk)) if body.len() + chunk.len() <= 64 * 1024 => {
+            Ok(Some(chunk)) if body.len() + chunk.len() <= MAX_ADMIN_BODY => {
                 body.extend_from_slice(&chunk)
             }
             Ok(Some(_)) => {
                 // The rest of the body is never read: the connection cannot be reused.
                 session.set_keepalive(None);
-                return Err(GatewayError::BadQuotaRequest("body too large".into()));
+                return Err(GatewayError::BodyTooLarge(MAX_ADMIN_BODY));
             }
-            Ok(None) => break,
+            Ok(None) => return Ok(body),
             Err(_) => {
                 // A framing error: never read what follows as another request.
                 session.set_keepalive(None);
@@ -324,6 +348,20 @@ async fn read_json_integer(session: &mut ServerSession, field: &str) -> Result<i
             }
         }
     }
+}
+
+/// Read a JSON body (an empty body is `{}`).
+async fn read_json(session: &mut ServerSession) -> Result<serde_json::Value, GatewayError> {
+    let body = read_body(session).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(&body).map_err(|e| GatewayError::InvalidJson(e.to_string()))
+}
+
+/// Read a small JSON body `{"<field>": integer}`.
+async fn read_json_integer(session: &mut ServerSession, field: &str) -> Result<i64, GatewayError> {
+    let body = read_body(session).await?;
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| GatewayError::BadQuotaRequest(format!("expected a JSON object: {e}")))?;
     match value.get(field) {
@@ -339,6 +377,8 @@ async fn read_json_integer(session: &mut ServerSession, field: &str) -> Result<i
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::auth::same_secret;
 
     #[test]
     fn secrets_compare() {

@@ -133,7 +133,7 @@ pub enum GatewayError {
     #[error("Internal gateway error: {0}")]
     Internal(String),
     /// `/admin/*` without the admin token.
-    #[error("A valid admin bearer token is required.")]
+    #[error("Admin credentials are required: the admin bearer token, a session token from POST /admin/api/v1/login, or an admin user's password (Basic).")]
     AdminUnauthorized,
     /// An unknown `/admin/*` path.
     #[error("Unknown admin path.")]

@@ -45,7 +45,8 @@ fn edits<'a>(a: &[&'a str], b: &[&'a str]) -> Vec<Line<'a>> {
             if i < am.len() && j < bm.len() && am[i] == bm[j] {
                 out.push(Line::Same(am[i]));
                 (i, j) = (i + 1, j + 1);
-            } else if i < am.len() && (j == bm.len() || lcs[(i + 1) * w + j] >= lcs[i * w + j + 1]) {
+            } else if i < am.len() && (j == bm.len() || lcs[(i + 1) * w + j] >= lcs[i * w + j + 1])
+            {
                 out.push(Line::Gone(am[i]));
                 i += 1;
             } else {
@@ -80,12 +81,22 @@ pub fn unified(before: &str, after: &str, before_name: &str, after_name: &str) -
         }
         let end = (end + CONTEXT + 1).min(lines.len());
         // Line numbers: count what precedes the hunk on each side.
-        let old_at = lines[..start].iter().filter(|l| !matches!(l, Line::Added(_))).count();
-        let new_at = lines[..start].iter().filter(|l| !matches!(l, Line::Gone(_))).count();
+        let old_at = lines[..start]
+            .iter()
+            .filter(|l| !matches!(l, Line::Added(_)))
+            .count();
+        let new_at = lines[..start]
+            .iter()
+            .filter(|l| !matches!(l, Line::Gone(_)))
+            .count();
         let hunk = &lines[start..end];
         let old_len = hunk.iter().filter(|l| !matches!(l, Line::Added(_))).count();
         let new_len = hunk.iter().filter(|l| !matches!(l, Line::Gone(_))).count();
-        out.push_str(&format!("@@ -{},{old_len} +{},{new_len} @@\n", old_at + 1, new_at + 1));
+        out.push_str(&format!(
+            "@@ -{},{old_len} +{},{new_len} @@\n",
+            old_at + 1,
+            new_at + 1
+        ));
         for l in hunk {
             let (sign, text) = match l {
                 Line::Same(t) => (' ', t),

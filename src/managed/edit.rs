@@ -61,12 +61,6 @@ impl Collection {
 
     /// The objects of `settings` in this collection, as JSON, with their names.
     pub fn objects(self, settings: &Settings) -> Vec<(String, Value)> {
-        fn all<T: Serialize + Named>(items: &[T]) -> Vec<(String, Value)> {
-            items
-                .iter()
-                .filter_map(|i| Some((i.name().to_string(), serde_json::to_value(i).ok()?)))
-                .collect()
-        }
         match self {
             Collection::Providers => all(&settings.providers),
             Collection::Routes => all(&settings.routes),
@@ -74,6 +68,23 @@ impl Collection {
             Collection::RateLimits => all(&settings.rate_limits),
         }
     }
+
+    /// The objects of the API's layer in this collection.
+    pub fn layer_objects(self, layer: &Layer) -> Vec<(String, Value)> {
+        match self {
+            Collection::Providers => all(&layer.providers),
+            Collection::Routes => all(&layer.routes),
+            Collection::Consumers => all(&layer.consumers),
+            Collection::RateLimits => all(&layer.rate_limits),
+        }
+    }
+}
+
+fn all<T: Serialize + Named>(items: &[T]) -> Vec<(String, Value)> {
+    items
+        .iter()
+        .filter_map(|i| Some((i.name().to_string(), serde_json::to_value(i).ok()?)))
+        .collect()
 }
 
 /// The revision of one object: a fingerprint of its JSON form, secrets included (a new
@@ -89,14 +100,31 @@ pub enum Op {
     Replace(Collection, String, Value),
     Patch(Collection, String, Value),
     Delete(Collection, String),
-    AddKey { provider: String, key: Value },
-    PatchKey { provider: String, key: String, patch: Value },
-    DeleteKey { provider: String, key: String },
+    AddKey {
+        provider: String,
+        key: Value,
+    },
+    PatchKey {
+        provider: String,
+        key: String,
+        patch: Value,
+    },
+    DeleteKey {
+        provider: String,
+        key: String,
+    },
     /// Issue a credential (`credential` is the generated secret); `replace` revokes the
     /// consumer's others.
-    NewCredential { consumer: String, credential: String, replace: bool },
+    NewCredential {
+        consumer: String,
+        credential: String,
+        replace: bool,
+    },
     /// Revoke the hashed credential whose id (first 12 hex digits) is `id`.
-    DeleteCredential { consumer: String, id: String },
+    DeleteCredential {
+        consumer: String,
+        id: String,
+    },
     PutQuota(Value),
     DeleteQuota,
 }
@@ -116,7 +144,13 @@ trait Named {
 macro_rules! named {
     ($($t:ty),*) => {$(impl Named for $t { fn name(&self) -> &str { &self.name } })*};
 }
-named!(ProviderSection, RouteSection, ConsumerSection, RateLimitSection, NamedKey);
+named!(
+    ProviderSection,
+    RouteSection,
+    ConsumerSection,
+    RateLimitSection,
+    NamedKey
+);
 
 fn invalid(e: impl std::fmt::Display) -> ManagedError {
     ManagedError::Invalid(e.to_string())
@@ -214,7 +248,10 @@ pub fn apply(layer: &mut Layer, file: &Settings, op: Op) -> Result<Outcome, Mana
             guard(file, Collection::Providers, &provider)?;
             let p = provider_mut(layer, &provider)?;
             let key: NamedKey = parse("key ({name, key, weight, disabled})", key)?;
-            if p.api_keys.iter().any(|k| key_name(k) == Some(key.name.as_str())) {
+            if p.api_keys
+                .iter()
+                .any(|k| key_name(k) == Some(key.name.as_str()))
+            {
                 return Err(ManagedError::Exists {
                     kind: "key",
                     name: key.name,
@@ -444,7 +481,10 @@ fn delete(layer: &mut Layer, c: Collection, name: &str) -> Result<(), ManagedErr
     }
 }
 
-fn provider_mut<'a>(layer: &'a mut Layer, name: &str) -> Result<&'a mut ProviderSection, ManagedError> {
+fn provider_mut<'a>(
+    layer: &'a mut Layer,
+    name: &str,
+) -> Result<&'a mut ProviderSection, ManagedError> {
     layer
         .providers
         .iter_mut()
@@ -452,7 +492,10 @@ fn provider_mut<'a>(layer: &'a mut Layer, name: &str) -> Result<&'a mut Provider
         .ok_or_else(|| not_found("provider", name))
 }
 
-fn consumer_mut<'a>(layer: &'a mut Layer, name: &str) -> Result<&'a mut ConsumerSection, ManagedError> {
+fn consumer_mut<'a>(
+    layer: &'a mut Layer,
+    name: &str,
+) -> Result<&'a mut ConsumerSection, ManagedError> {
     layer
         .consumers
         .iter_mut()
@@ -483,7 +526,10 @@ fn is_masked(s: &Secret) -> bool {
 }
 
 /// Name unnamed keys and put back the secrets of keys sent in their masked form.
-fn fix_provider(p: &mut ProviderSection, old: Option<&ProviderSection>) -> Result<(), ManagedError> {
+fn fix_provider(
+    p: &mut ProviderSection,
+    old: Option<&ProviderSection>,
+) -> Result<(), ManagedError> {
     let mut n = 0;
     let entries = std::mem::take(&mut p.api_keys);
     for (i, entry) in entries.into_iter().enumerate() {
@@ -518,7 +564,10 @@ fn fix_provider(p: &mut ProviderSection, old: Option<&ProviderSection>) -> Resul
             })?;
         }
         if p.api_keys.iter().any(|k| key_name(k) == Some(&named.name)) {
-            return Err(invalid(format!("api_keys[{i}]: duplicate key name `{}`", named.name)));
+            return Err(invalid(format!(
+                "api_keys[{i}]: duplicate key name `{}`",
+                named.name
+            )));
         }
         p.api_keys.push(KeyEntry::Named(named));
     }
@@ -527,16 +576,23 @@ fn fix_provider(p: &mut ProviderSection, old: Option<&ProviderSection>) -> Resul
 
 /// Store literal credentials as digests, and put back the credentials sent in their masked
 /// form.
-fn fix_consumer(c: &mut ConsumerSection, old: Option<&ConsumerSection>) -> Result<(), ManagedError> {
+fn fix_consumer(
+    c: &mut ConsumerSection,
+    old: Option<&ConsumerSection>,
+) -> Result<(), ManagedError> {
     let mut digests = Vec::new();
-    for (i, d) in std::mem::take(&mut c.hashed_credentials).into_iter().enumerate() {
+    for (i, d) in std::mem::take(&mut c.hashed_credentials)
+        .into_iter()
+        .enumerate()
+    {
         if let Some(id) = d.strip_suffix('…') {
             let kept = old
                 .and_then(|o| o.hashed_credentials.iter().find(|h| h.starts_with(id)))
                 .ok_or_else(|| invalid(format!("hashed_credentials[{i}]: `{d}` matches none")))?;
             digests.push(kept.clone());
         } else {
-            crate::auth::parse_digest(&d).map_err(|e| invalid(format!("hashed_credentials[{i}]: {e}")))?;
+            crate::auth::parse_digest(&d)
+                .map_err(|e| invalid(format!("hashed_credentials[{i}]: {e}")))?;
             digests.push(d);
         }
     }

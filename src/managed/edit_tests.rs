@@ -13,26 +13,42 @@ fn file() -> Settings {
 }
 
 fn provider(layer: &Layer, name: &str) -> ProviderSection {
-    layer.providers.iter().find(|p| p.name == name).unwrap().clone()
+    layer
+        .providers
+        .iter()
+        .find(|p| p.name == name)
+        .unwrap()
+        .clone()
 }
 
 #[test]
 fn create_replace_patch_delete() {
     let (file, mut layer) = (file(), Layer::default());
     let body = json!({"name": "p", "type": "deepseek", "api_keys": ["sk-aaaaaaaaaaaa1111", "sk-bbbbbbbbbbbb2222"]});
-    apply(&mut layer, &file, Op::Create(Collection::Providers, body.clone())).unwrap();
+    apply(
+        &mut layer,
+        &file,
+        Op::Create(Collection::Providers, body.clone()),
+    )
+    .unwrap();
     let p = provider(&layer, "p");
     let names: Vec<_> = p.api_keys.iter().map(|k| key_name(k).unwrap()).collect();
     assert_eq!(names, ["key-1", "key-2"], "unnamed keys get names");
     let again = apply(&mut layer, &file, Op::Create(Collection::Providers, body));
-    assert!(matches!(again, Err(ManagedError::Exists { .. })), "{again:?}");
+    assert!(
+        matches!(again, Err(ManagedError::Exists { .. })),
+        "{again:?}"
+    );
     let filed = json!({"name": "filed", "type": "openai"});
     for op in [
         Op::Create(Collection::Providers, filed.clone()),
         Op::Replace(Collection::Providers, "filed".into(), filed.clone()),
         Op::Patch(Collection::Providers, "filed".into(), json!({})),
         Op::Delete(Collection::Providers, "filed".into()),
-        Op::DeleteKey { provider: "filed".into(), key: "x".into() },
+        Op::DeleteKey {
+            provider: "filed".into(),
+            key: "x".into(),
+        },
     ] {
         let e = apply(&mut layer, &file, op).unwrap_err();
         assert!(matches!(e, ManagedError::FromFile { .. }), "{e:?}");
@@ -49,29 +65,95 @@ fn create_replace_patch_delete() {
     apply(
         &mut layer,
         &file,
-        Op::Patch(Collection::Providers, "p".into(), json!({"api_keys": masked, "models": ["m"]})),
+        Op::Patch(
+            Collection::Providers,
+            "p".into(),
+            json!({"api_keys": masked, "models": ["m"]}),
+        ),
     )
     .unwrap();
     let p = provider(&layer, "p");
     assert_eq!(p.models, ["m"]);
-    assert!(matches!(&p.api_keys[0], KeyEntry::Named(k) if k.key.as_written() == "sk-aaaaaaaaaaaa1111"));
+    assert!(
+        matches!(&p.api_keys[0], KeyEntry::Named(k) if k.key.as_written() == "sk-aaaaaaaaaaaa1111")
+    );
     let forged = json!({"api_keys": [{"name": "key-1", "key": "sk-…9999"}]});
-    let e = apply(&mut layer, &file, Op::Patch(Collection::Providers, "p".into(), forged)).unwrap_err();
+    let e = apply(
+        &mut layer,
+        &file,
+        Op::Patch(Collection::Providers, "p".into(), forged),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("masked key"), "{e}");
     // Keys one at a time.
-    apply(&mut layer, &file, Op::PatchKey { provider: "p".into(), key: "key-1".into(), patch: json!({"disabled": true}) }).unwrap();
-    assert!(matches!(&provider(&layer, "p").api_keys[0], KeyEntry::Named(k) if k.disabled && k.key.as_written() == "sk-aaaaaaaaaaaa1111"));
-    apply(&mut layer, &file, Op::AddKey { provider: "p".into(), key: json!({"name": "third", "key": "sk-c"}) }).unwrap();
-    apply(&mut layer, &file, Op::DeleteKey { provider: "p".into(), key: "key-2".into() }).unwrap();
-    let names: Vec<_> = provider(&layer, "p").api_keys.iter().map(|k| key_name(k).unwrap().to_string()).collect();
+    apply(
+        &mut layer,
+        &file,
+        Op::PatchKey {
+            provider: "p".into(),
+            key: "key-1".into(),
+            patch: json!({"disabled": true}),
+        },
+    )
+    .unwrap();
+    assert!(
+        matches!(&provider(&layer, "p").api_keys[0], KeyEntry::Named(k) if k.disabled && k.key.as_written() == "sk-aaaaaaaaaaaa1111")
+    );
+    apply(
+        &mut layer,
+        &file,
+        Op::AddKey {
+            provider: "p".into(),
+            key: json!({"name": "third", "key": "sk-c"}),
+        },
+    )
+    .unwrap();
+    apply(
+        &mut layer,
+        &file,
+        Op::DeleteKey {
+            provider: "p".into(),
+            key: "key-2".into(),
+        },
+    )
+    .unwrap();
+    let names: Vec<_> = provider(&layer, "p")
+        .api_keys
+        .iter()
+        .map(|k| key_name(k).unwrap().to_string())
+        .collect();
     assert_eq!(names, ["key-1", "third"]);
-    let e = apply(&mut layer, &file, Op::Replace(Collection::Providers, "p".into(), json!({"name": "q", "type": "openai"}))).unwrap_err();
+    let e = apply(
+        &mut layer,
+        &file,
+        Op::Replace(
+            Collection::Providers,
+            "p".into(),
+            json!({"name": "q", "type": "openai"}),
+        ),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("renaming"), "{e}");
-    let e = apply(&mut layer, &file, Op::Create(Collection::Routes, json!({"name": "r", "modelz": []}))).unwrap_err();
+    let e = apply(
+        &mut layer,
+        &file,
+        Op::Create(Collection::Routes, json!({"name": "r", "modelz": []})),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("modelz"), "{e}");
-    apply(&mut layer, &file, Op::Delete(Collection::Providers, "p".into())).unwrap();
+    apply(
+        &mut layer,
+        &file,
+        Op::Delete(Collection::Providers, "p".into()),
+    )
+    .unwrap();
     assert!(layer.providers.is_empty());
-    let e = apply(&mut layer, &file, Op::Delete(Collection::Providers, "p".into())).unwrap_err();
+    let e = apply(
+        &mut layer,
+        &file,
+        Op::Delete(Collection::Providers, "p".into()),
+    )
+    .unwrap_err();
     assert!(matches!(e, ManagedError::NotFound { .. }), "{e:?}");
 }
 
@@ -82,9 +164,16 @@ fn consumer_credentials_are_kept_as_digests() {
     apply(&mut layer, &file, Op::Create(Collection::Consumers, body)).unwrap();
     let c = &layer.consumers[0];
     assert_eq!(c.credentials, [Secret("${C_KEY}".into())]);
-    assert_eq!(c.hashed_credentials, [crate::auth::digest_text("literal-credential-1")]);
+    assert_eq!(
+        c.hashed_credentials,
+        [crate::auth::digest_text("literal-credential-1")]
+    );
     assert!(!layer.to_yaml().contains("literal-credential-1"));
-    let op = |replace| Op::NewCredential { consumer: "c".into(), credential: "tg-new".into(), replace };
+    let op = |replace| Op::NewCredential {
+        consumer: "c".into(),
+        credential: "tg-new".into(),
+        replace,
+    };
     apply(&mut layer, &file, op(true)).unwrap();
     let c = &layer.consumers[0];
     assert!(c.credentials.is_empty());
@@ -92,20 +181,52 @@ fn consumer_credentials_are_kept_as_digests() {
     // Sent back masked, a digest is kept; an unknown one is refused.
     let shown = crate::settings::mask_digest(&c.hashed_credentials[0]);
     let patch = json!({"hashed_credentials": [shown]});
-    apply(&mut layer, &file, Op::Patch(Collection::Consumers, "c".into(), patch)).unwrap();
-    assert_eq!(layer.consumers[0].hashed_credentials, [crate::auth::digest_text("tg-new")]);
+    apply(
+        &mut layer,
+        &file,
+        Op::Patch(Collection::Consumers, "c".into(), patch),
+    )
+    .unwrap();
+    assert_eq!(
+        layer.consumers[0].hashed_credentials,
+        [crate::auth::digest_text("tg-new")]
+    );
     let patch = json!({"hashed_credentials": ["sha256:000000000000…"]});
-    assert!(apply(&mut layer, &file, Op::Patch(Collection::Consumers, "c".into(), patch)).is_err());
+    assert!(apply(
+        &mut layer,
+        &file,
+        Op::Patch(Collection::Consumers, "c".into(), patch)
+    )
+    .is_err());
     let id = crate::auth::digest_text("tg-new")[7..19].to_string();
-    apply(&mut layer, &file, Op::DeleteCredential { consumer: "c".into(), id: id.clone() }).unwrap();
+    apply(
+        &mut layer,
+        &file,
+        Op::DeleteCredential {
+            consumer: "c".into(),
+            id: id.clone(),
+        },
+    )
+    .unwrap();
     assert!(layer.consumers[0].hashed_credentials.is_empty());
-    let e = apply(&mut layer, &file, Op::DeleteCredential { consumer: "c".into(), id }).unwrap_err();
+    let e = apply(
+        &mut layer,
+        &file,
+        Op::DeleteCredential {
+            consumer: "c".into(),
+            id,
+        },
+    )
+    .unwrap_err();
     assert!(matches!(e, ManagedError::NotFound { .. }), "{e:?}");
 }
 
 #[test]
 fn merge_patch_follows_rfc_7386() {
     let mut v = json!({"a": 1, "b": {"c": 2, "d": 3}, "e": [1]});
-    merge_patch(&mut v, &json!({"a": null, "b": {"c": 5}, "e": [2], "f": "x"}));
+    merge_patch(
+        &mut v,
+        &json!({"a": null, "b": {"c": 5}, "e": [2], "f": "x"}),
+    );
     assert_eq!(v, json!({"b": {"c": 5, "d": 3}, "e": [2], "f": "x"}));
 }

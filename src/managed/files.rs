@@ -65,7 +65,9 @@ impl FileStore {
     pub fn load_blocking(&self) -> Result<Option<Layer>, ManagedError> {
         let path = self.state_path();
         match std::fs::read_to_string(&path) {
-            Ok(text) => Layer::from_yaml(&text).map(Some).map_err(|e| storage(&path, e)),
+            Ok(text) => Layer::from_yaml(&text)
+                .map(Some)
+                .map_err(|e| storage(&path, e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(storage(&path, e)),
         }
@@ -146,7 +148,8 @@ impl FileStore {
         };
         let len = f.metadata().map_err(|e| storage(&path, e))?.len();
         let start = len.saturating_sub(AUDIT_READ_BYTES);
-        f.seek(SeekFrom::Start(start)).map_err(|e| storage(&path, e))?;
+        f.seek(SeekFrom::Start(start))
+            .map_err(|e| storage(&path, e))?;
         let mut text = String::new();
         f.take(AUDIT_READ_BYTES)
             .read_to_string(&mut text)
@@ -231,7 +234,10 @@ mod tests {
         let audit = store.audit_blocking(10).unwrap();
         assert_eq!(audit.iter().map(|c| c.revision).collect::<Vec<_>>(), [2, 1]);
         for f in [STATE_FILE, HISTORY_FILE, AUDIT_FILE] {
-            let mode = std::fs::metadata(dir.path().join(f)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "{f}");
         }
         for n in 3..(HISTORY as u64 + 10) {

@@ -22,6 +22,9 @@ pub struct Layer {
     pub rate_limits: Vec<RateLimitSection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<QuotaSection>,
+    /// Named admin users (argon2 password hashes, never shown by the API).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admin_users: Vec<crate::users::AdminUser>,
 }
 
 impl Layer {
@@ -72,10 +75,34 @@ fn append<T: Clone>(
 pub fn merge(file: &Settings, layer: &Layer) -> Merged {
     let mut s = file.clone();
     let mut shadowed = Vec::new();
-    append(&mut s.providers, &layer.providers, |p| &p.name, "provider", &mut shadowed);
-    append(&mut s.routes, &layer.routes, |r| &r.name, "route", &mut shadowed);
-    append(&mut s.consumers, &layer.consumers, |c| &c.name, "consumer", &mut shadowed);
-    append(&mut s.rate_limits, &layer.rate_limits, |r| &r.name, "rate limit", &mut shadowed);
+    append(
+        &mut s.providers,
+        &layer.providers,
+        |p| &p.name,
+        "provider",
+        &mut shadowed,
+    );
+    append(
+        &mut s.routes,
+        &layer.routes,
+        |r| &r.name,
+        "route",
+        &mut shadowed,
+    );
+    append(
+        &mut s.consumers,
+        &layer.consumers,
+        |c| &c.name,
+        "consumer",
+        &mut shadowed,
+    );
+    append(
+        &mut s.rate_limits,
+        &layer.rate_limits,
+        |r| &r.name,
+        "rate limit",
+        &mut shadowed,
+    );
     match (&s.quota, &layer.quota) {
         (Some(_), Some(_)) => shadowed.push("the quota section".into()),
         (None, Some(q)) => s.quota = Some(q.clone()),
@@ -123,13 +150,21 @@ providers:
         )
         .unwrap();
         let m = merge(&file, &layer);
-        let names: Vec<&str> = m.settings.providers.iter().map(|p| p.name.as_str()).collect();
+        let names: Vec<&str> = m
+            .settings
+            .providers
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(m.settings.providers[0].kind, file.providers[0].kind);
         assert_eq!(m.shadowed, ["provider `a`"]);
         assert_eq!(source_of(&file, "providers", "a"), Source::File);
         assert_eq!(source_of(&file, "providers", "b"), Source::Api);
         assert_eq!(Layer::from_yaml(&layer.to_yaml()).unwrap(), layer);
-        assert!(Layer::from_yaml("revison: 1").is_err(), "unknown fields are errors");
+        assert!(
+            Layer::from_yaml("revison: 1").is_err(),
+            "unknown fields are errors"
+        );
     }
 }

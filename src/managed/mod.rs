@@ -20,7 +20,6 @@ mod error;
 pub mod files;
 mod layer;
 
-
 pub use error::ManagedError;
 pub use layer::{merge, source_of, Layer, Merged, Source};
 
@@ -74,8 +73,12 @@ pub trait LayerStore: Send + Sync {
     async fn load(&self) -> Result<Option<Layer>, ManagedError>;
     /// Store `layer` (whose revision is `expected + 1`) if the stored revision is still
     /// `expected`; otherwise `ManagedError::Stale`. Durable before it returns.
-    async fn commit(&self, expected: u64, layer: &Layer, change: &Change)
-        -> Result<(), ManagedError>;
+    async fn commit(
+        &self,
+        expected: u64,
+        layer: &Layer,
+        change: &Change,
+    ) -> Result<(), ManagedError>;
     /// The kept revisions, newest first.
     async fn history(&self) -> Result<Vec<Revision>, ManagedError>;
     /// The newest audit records (at most `limit`), newest first.

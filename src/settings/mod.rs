@@ -28,6 +28,7 @@ pub use access::{
 pub use providers::{
     HealthFailure, HealthSection, KeyEntry, NamedKey, ProviderSection, ProviderType, TimeoutSection,
 };
+pub use redact::mask_digest;
 pub use routes::{
     AllKeysDown, ModelRuleSection, RetrySection, RouteAuthSection, RouteSection, TargetSection,
 };
@@ -35,7 +36,6 @@ pub use server::{
     AccessLogPath, AccessLogSection, ClientSection, DnsSection, LimitsSection, ListenerSection,
     ListenersSection, MetricsSection, ServerSection, TlsSection,
 };
-pub use redact::mask_digest;
 pub use text::{HumanDuration, Secret};
 
 use serde::{Deserialize, Serialize};

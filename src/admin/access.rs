@@ -1,0 +1,310 @@
+//! Who is calling the admin listener, and the routes that manage that: login sessions,
+//! the first-run setup and admin users.
+//!
+//! A caller is the admin token's holder (`token`, role `admin`), a logged-in user (a
+//! session token `tgs_…` from `POST /admin/api/v1/login`, or `Authorization: Basic` with a
+//! user's password), or, while no admin token is configured and no admin user exists,
+//! `anonymous` with role `admin` (the admin listener is on loopback by default). A `viewer`
+//! may only read. Passwords are argon2id hashes (`crate::users`), checked off the async
+//! workers, at most two at a time.
+
+use super::{json_response, read_json, Admin};
+use crate::auth::same_secret;
+use crate::error::GatewayError;
+use crate::managed::edit::Outcome;
+use crate::managed::ManagedError;
+use crate::users::{self, AdminUser, Role};
+use http::{Method, Response, StatusCode};
+use pingora_core::protocols::http::ServerSession;
+use serde_json::{json, Value};
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Principal {
+    pub name: String,
+    pub role: Role,
+}
+
+/// The paths answered before authentication (they authenticate themselves).
+pub fn is_open(path: &str) -> bool {
+    matches!(
+        path.strip_prefix(super::api::PREFIX),
+        Some("/login" | "/setup")
+    )
+}
+
+fn bad(message: impl Into<String>) -> GatewayError {
+    ManagedError::Invalid(message.into()).into()
+}
+
+fn text_field(body: &Value, field: &str) -> Result<String, GatewayError> {
+    body.get(field)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| bad(format!("the string field `{field}` is required")))
+}
+
+impl Admin {
+    /// The admin token in force: the current config's, or the one the listener started
+    /// with while the config has no admin listener.
+    fn admin_token(&self) -> Option<String> {
+        let config = self.config.load();
+        match &config.admin_listener {
+            Some(l) => l.token.clone(),
+            None => self.token.clone(),
+        }
+    }
+
+    /// The caller of this request, or `None` when it is not authorised.
+    pub(super) async fn principal(&self, session: &ServerSession) -> Option<Principal> {
+        let token = self.admin_token();
+        let layer = self.reloader.sources.layer.load_full();
+        let header = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION);
+        let bearer = header
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if token.is_none() && layer.admin_users.is_empty() {
+            return Some(Principal {
+                name: "anonymous".into(),
+                role: Role::Admin,
+            });
+        }
+        if let Some(given) = bearer {
+            if token
+                .as_ref()
+                .is_some_and(|t| same_secret(given.as_bytes(), t.as_bytes()))
+            {
+                return Some(Principal {
+                    name: "token".into(),
+                    role: Role::Admin,
+                });
+            }
+            let (name, role) = self.sessions.lookup(given)?;
+            return Some(Principal { name, role });
+        }
+        let (name, password) = users::parse_basic(header?.as_bytes())?;
+        let role = self
+            .check_password(&layer.admin_users, name.clone(), password)
+            .await?;
+        Some(Principal { name, role })
+    }
+
+    async fn check_password(
+        &self,
+        users: &[AdminUser],
+        name: String,
+        password: String,
+    ) -> Option<Role> {
+        let _turn = self.logins.acquire().await.ok()?;
+        users::authenticate_async(users.to_vec(), name, password).await
+    }
+
+    /// `login`, `logout`, `setup` (POST).
+    pub(super) async fn session_api(
+        &self,
+        session: &mut ServerSession,
+        who: &Principal,
+        what: &str,
+    ) -> Result<Response<Vec<u8>>, GatewayError> {
+        match what {
+            "logout" => {
+                let token = session
+                    .req_header()
+                    .headers
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .unwrap_or_default()
+                    .to_string();
+                let ended = self.sessions.logout(token.trim());
+                Ok(json_response(
+                    StatusCode::OK,
+                    json!({"logged_out": ended, "user": who.name}),
+                ))
+            }
+            "login" => {
+                let body = read_json(session).await?;
+                let (name, password) = (text_field(&body, "user")?, text_field(&body, "password")?);
+                let layer = self.reloader.sources.layer.load_full();
+                let Some(role) = self
+                    .check_password(&layer.admin_users, name.clone(), password)
+                    .await
+                else {
+                    log::warn!("admin login failed for `{}`", name.escape_debug());
+                    return Err(GatewayError::AdminUnauthorized);
+                };
+                let token = self
+                    .sessions
+                    .login(&name, role)
+                    .map_err(|e| GatewayError::Internal(e.to_string()))?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    json!({"token": token, "user": name, "role": role}),
+                ))
+            }
+            _ => self.setup(session).await,
+        }
+    }
+
+    /// First run: create the first admin user, from loopback only, while none exists (and
+    /// with the admin token when one is configured).
+    async fn setup(&self, session: &mut ServerSession) -> Result<Response<Vec<u8>>, GatewayError> {
+        let loopback = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .is_some_and(|a| a.ip().is_loopback());
+        if !loopback {
+            return Err(GatewayError::Forbidden);
+        }
+        if let Some(token) = self.admin_token() {
+            let given = session
+                .req_header()
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or_default();
+            if !same_secret(given.trim().as_bytes(), token.as_bytes()) {
+                return Err(GatewayError::AdminUnauthorized);
+            }
+        }
+        let body = read_json(session).await?;
+        let name = body
+            .get("user")
+            .and_then(Value::as_str)
+            .unwrap_or("admin")
+            .to_string();
+        let password = text_field(&body, "password")?;
+        let user = new_user(name, Role::Admin, password).await?;
+        let (_, revision) = self
+            .reloader
+            .write("setup", move |layer, _| {
+                if !layer.admin_users.is_empty() {
+                    return Err(ManagedError::Exists {
+                        kind: "admin user",
+                        name: "(setup is done)".into(),
+                    });
+                }
+                let name = user.name.clone();
+                layer.admin_users.push(user);
+                Ok(Outcome {
+                    action: "create",
+                    kind: "admin user",
+                    name,
+                })
+            })
+            .await?;
+        Ok(json_response(
+            StatusCode::CREATED,
+            json!({"setup": "done", "api_revision": revision}),
+        ))
+    }
+
+    /// `POST /users`, `PUT /users/{name}`, `DELETE /users/{name}`.
+    pub(super) async fn users_api(
+        &self,
+        session: &mut ServerSession,
+        who: &Principal,
+        rest: &[&str],
+    ) -> Result<Response<Vec<u8>>, GatewayError> {
+        let method = session.req_header().method.clone();
+        let body = match method {
+            Method::DELETE => Value::Null,
+            _ => read_json(session).await?,
+        };
+        let role = |body: &Value| -> Result<Role, GatewayError> {
+            serde_json::from_value(body.get("role").cloned().unwrap_or(json!("viewer")))
+                .map_err(|_| bad("`role` is viewer or admin"))
+        };
+        let (name, user) = match (&method, rest) {
+            (&Method::POST, []) => {
+                let name = text_field(&body, "name")?;
+                let user =
+                    new_user(name.clone(), role(&body)?, text_field(&body, "password")?).await?;
+                (name, Some(user))
+            }
+            (&Method::PUT, [name]) => {
+                let user = new_user(
+                    name.to_string(),
+                    role(&body)?,
+                    text_field(&body, "password")?,
+                )
+                .await?;
+                (name.to_string(), Some(user))
+            }
+            (_, [name]) => (name.to_string(), None),
+            _ => return Err(GatewayError::AdminNotFound),
+        };
+        let admin_token = self.admin_token().is_some();
+        let creating = method == Method::POST;
+        let target = name.clone();
+        let (outcome, revision) = self
+            .reloader
+            .write(&who.name, move |layer, _| {
+                let at = layer.admin_users.iter().position(|u| u.name == target);
+                let action = match (user, at) {
+                    (Some(_), Some(_)) if creating => {
+                        return Err(ManagedError::Exists { kind: "admin user", name: target })
+                    }
+                    (Some(u), None) if creating => {
+                        layer.admin_users.push(u);
+                        "create"
+                    }
+                    (Some(u), Some(i)) => {
+                        layer.admin_users[i] = u;
+                        "replace"
+                    }
+                    (None, Some(i)) => {
+                        layer.admin_users.remove(i);
+                        "delete"
+                    }
+                    (_, None) => {
+                        return Err(ManagedError::NotFound { kind: "admin user", name: target })
+                    }
+                };
+                let users = &layer.admin_users;
+                if !users.is_empty() && !users.iter().any(|u| u.role == Role::Admin) {
+                    return Err(ManagedError::Invalid(
+                        "at least one admin user must keep the `admin` role".into(),
+                    ));
+                }
+                if users.is_empty() && !admin_token {
+                    return Err(ManagedError::Invalid(
+                        "deleting the last admin user would leave the admin API open: configure an admin token first".into(),
+                    ));
+                }
+                Ok(Outcome { action, kind: "admin user", name: target })
+            })
+            .await?;
+        if outcome.action != "create" {
+            self.sessions.revoke_user(&name);
+        }
+        let status = if outcome.action == "create" {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        Ok(json_response(
+            status,
+            json!({"action": outcome.action, "name": name, "api_revision": revision}),
+        ))
+    }
+}
+
+/// A user to store: name and password checked, the password hashed.
+async fn new_user(name: String, role: Role, password: String) -> Result<AdminUser, GatewayError> {
+    users::check_user_name(&name).map_err(|e| bad(e.to_string()))?;
+    users::check_password_policy(&password).map_err(|e| bad(e.to_string()))?;
+    let password_hash = users::hash_password_async(password)
+        .await
+        .map_err(|e| GatewayError::Internal(e.to_string()))?;
+    Ok(AdminUser {
+        name,
+        role,
+        password_hash,
+    })
+}
