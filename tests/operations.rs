@@ -327,7 +327,7 @@ async fn config_api_and_export_show_settings_without_secrets() {
         assert!(!text.contains(secret), "{secret} in {text}");
     }
     let v: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(v["source"], "file");
+    assert_eq!(v["api_revision"], 0);
     assert_eq!(v["revision"].as_str().unwrap().len(), 16);
     let s = &v["settings"];
     assert_eq!(s["providers"][0]["name"], "main");

@@ -364,6 +364,13 @@ impl Admin {
         shown: Option<(Collection, String)>,
         method: &Method,
     ) -> Result<Response<Vec<u8>>, GatewayError> {
+        if *method == Method::DELETE {
+            let mut resp = respond(StatusCode::NO_CONTENT, "application/json", Vec::new());
+            if let Ok(v) = api_revision.to_string().parse() {
+                resp.headers_mut().insert("x-tollgate-api-revision", v);
+            }
+            return Ok(resp);
+        }
         let Some((c, name)) = shown else {
             return Ok(json_response(
                 StatusCode::OK,

@@ -376,7 +376,6 @@ async fn read_json_integer(session: &mut ServerSession, field: &str) -> Result<i
 
 #[cfg(test)]
 mod tests {
-    use super::*;
 
     use crate::auth::same_secret;
 
