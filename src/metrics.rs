@@ -67,6 +67,10 @@ pub struct Metrics {
     pub quota_charged_tokens: IntCounterVec,
     /// Balance of consumers with a quota (names from the config: bounded).
     pub quota_remaining: IntGaugeVec,
+    /// 1 while the store of the management API's layer answers (always 1 for local files).
+    pub config_store_up: IntGauge,
+    /// The API layer revision this instance runs.
+    pub config_api_revision: IntGauge,
 }
 
 #[expect(
@@ -211,6 +215,18 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
             "tollgate_store_fail_open_total",
             "Requests admitted unchecked because the shared store failed (on_error: open)",
             &["what"],
+            r
+        )
+        .expect("metric"),
+        config_store_up: register_int_gauge_with_registry!(
+            "tollgate_config_store_up",
+            "1 while the store of the management API's objects answers (a shared Redis), else 0",
+            r
+        )
+        .expect("metric"),
+        config_api_revision: register_int_gauge_with_registry!(
+            "tollgate_config_api_revision",
+            "The revision of the management API's objects this instance runs",
             r
         )
         .expect("metric"),

@@ -42,22 +42,47 @@ pub struct Sources {
     pub store: Arc<dyn LayerStore>,
     /// The local copy of a shared layer (`None` when `store` is the local files).
     pub cache: Option<managed::files::FileStore>,
+    /// Whether a shared store answers (`None` for the local files).
+    pub health: Option<Arc<managed::redis::Health>>,
     /// Held while a new config is built and installed: one at a time.
     lock: tokio::sync::Mutex<()>,
 }
 
 impl Sources {
-    pub fn new(
+    /// The layer kept in the state directory's files.
+    pub fn local(file: Settings, layer: Layer, files: managed::files::FileStore) -> Self {
+        Self::new(file, layer, Arc::new(files), None, None)
+    }
+
+    /// The layer kept in a shared Redis, with a local copy in `cache`.
+    pub fn shared(
+        file: Settings,
+        layer: Layer,
+        store: Arc<managed::redis::RedisLayerStore>,
+        cache: managed::files::FileStore,
+    ) -> Self {
+        let health = store.health.clone();
+        Self::new(file, layer, store, Some(cache), Some(health))
+    }
+
+    fn new(
         file: Settings,
         layer: Layer,
         store: Arc<dyn LayerStore>,
         cache: Option<managed::files::FileStore>,
+        health: Option<Arc<managed::redis::Health>>,
     ) -> Self {
+        let up = health.as_ref().is_none_or(|h| h.up());
+        crate::metrics::METRICS.config_store_up.set(i64::from(up));
+        crate::metrics::METRICS
+            .config_api_revision
+            .set(i64::try_from(layer.revision).unwrap_or(i64::MAX));
         Sources {
             file: ArcSwap::from_pointee(file),
             layer: ArcSwap::from_pointee(layer),
             store,
             cache,
+            health,
             lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -190,6 +215,9 @@ impl Reloader {
         };
         self.config.store(Arc::new(new));
         self.sources.file.store(Arc::new(file));
+        crate::metrics::METRICS
+            .config_api_revision
+            .set(i64::try_from(layer.revision).unwrap_or(i64::MAX));
         self.sources.layer.store(Arc::new(layer));
         report
     }

@@ -5,9 +5,11 @@
 
 use crate::access_log::{self, AccessLog};
 use crate::admin::Admin;
+use crate::background::layer_sync::LayerSync;
 use crate::background::{Checker, Resolver};
 use crate::conn::{Capped, Guarded};
 use crate::lifecycle::{Announced, Lifecycle, ListenerInfo, StartReport};
+use crate::managed::redis::RedisLayerStore;
 use crate::provider::resolve::resolve_now;
 use crate::proxy::Tollgate;
 use crate::reload::{OnSighup, Reloader, Sources};
@@ -167,8 +169,9 @@ pub fn build(
     let listeners = Listeners::of(&gateway, &switches);
     let client = gateway.client;
     let grace = Duration::from_secs(gateway.server.grace_period_seconds);
+    let (sources, shared_layer) =
+        layer_sources(file, layer, config_path, gateway.store.redis.as_ref())?;
     let config: SharedConfig = Arc::new(ArcSwap::from_pointee(gateway));
-    let sources = layer_sources(file, layer, config_path);
     let reloader = Reloader::new(config.clone(), config_path, sources);
     let shared = Shared {
         config: config.clone(),
@@ -196,6 +199,13 @@ pub fn build(
     ));
     server.add_service(background_service("resolver", Resolver { config }));
     server.add_service(background_service("stores", OpenStores(backends.clone())));
+    if let Some(store) = shared_layer {
+        let sync = LayerSync {
+            reloader: reloader.clone(),
+            store,
+        };
+        server.add_service(background_service("shared API layer", sync));
+    }
     server.add_service(background_service("reload on SIGHUP", OnSighup(reloader)));
     server.add_service(background_service(
         "access log",
@@ -301,15 +311,26 @@ fn proxy_service(
     })
 }
 
-/// Where the API layer is kept: the state directory's files.
+/// Where the API layer is kept: the shared Redis when one is configured (with a local copy
+/// in the state directory, what a start reads), else the state directory's files.
 fn layer_sources(
     file: crate::settings::Settings,
     layer: crate::managed::Layer,
     config_path: &str,
-) -> Arc<Sources> {
+    redis: Option<&crate::store::redis::RedisSettings>,
+) -> Result<(Arc<Sources>, Option<Arc<RedisLayerStore>>), Box<dyn std::error::Error>> {
     let dir = crate::runtime::paths::state_dir(config_path);
     let files = crate::managed::files::FileStore::new(dir);
-    Arc::new(Sources::new(file, layer, Arc::new(files), None))
+    let Some(redis) = redis else {
+        return Ok((Arc::new(Sources::local(file, layer, files)), None));
+    };
+    let store = Arc::new(RedisLayerStore::new(
+        &redis.url,
+        &redis.prefix,
+        redis.timeout,
+    )?);
+    let sources = Sources::shared(file, layer, store.clone(), files);
+    Ok((Arc::new(sources), Some(store)))
 }
 
 /// The admin service on the admin listener.

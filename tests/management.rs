@@ -439,3 +439,78 @@ async fn admin_users_first_run_login_and_roles() {
     assert_eq!(admin.call(Method::POST, "/logout", None).await.0, 200);
     assert_eq!(admin.call(Method::GET, "/config", None).await.0, 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_sharing_redis_serve_each_others_changes() {
+    let mock = Mock::start();
+    let mut redis = Redis::start();
+    let shared = format!(
+        "redis: {{url: \"{}\", timeout: 300ms, prefix: \"m{}\"}}\n",
+        redis.url(),
+        redis.port
+    );
+    let body = format!("{}{shared}", mock_provider(&mock.url(), ""));
+    let a = Gateway::start_opts(&body, None, Some(TOKEN), &[]);
+    let b = Gateway::start_opts(&body, None, Some(TOKEN), &[]);
+    let mut on_a = Api::new(&a, Some(TOKEN));
+    let mut on_b = Api::new(&b, Some(TOKEN));
+    let route = |name: &str, pattern: &str| json!({"name": name, "models": [{"model": pattern, "targets": [{"provider": "mock"}]}]});
+    let (status, v) = on_a
+        .call(Method::POST, "/routes", Some(route("first", "shared-*")))
+        .await;
+    assert_eq!(status, 201, "{v}");
+    eventually("b serves a's first route", || async {
+        chat(&b, "shared-x", "any").await.0 == 200
+    })
+    .await;
+
+    // A change made on one is served by the other within a second.
+    let (status, _) = on_a
+        .call(Method::POST, "/routes", Some(route("second", "later-*")))
+        .await;
+    let acked = std::time::Instant::now();
+    assert_eq!(status, 201);
+    eventually("b serves a's second route", || async {
+        chat(&b, "later-x", "any").await.0 == 200
+    })
+    .await;
+    let took = acked.elapsed();
+    assert!(took < std::time::Duration::from_secs(1), "b took {took:?}");
+    // And the other way round; both keep one history.
+    assert_eq!(
+        on_b.call(Method::DELETE, "/routes/first", None).await.0,
+        204
+    );
+    eventually("a drops the route b deleted", || async {
+        chat(&a, "shared-x", "any").await.0 == 404
+    })
+    .await;
+    let (_, history) = on_a.call(Method::GET, "/revisions", None).await;
+    assert_eq!(history["items"].as_array().unwrap().len(), 3, "{history}");
+
+    // Without Redis each keeps serving its last good config and says so.
+    redis.kill();
+    assert_eq!(chat(&b, "later-x", "any").await.0, 200);
+    let readyz = b.admin_url("/readyz");
+    eventually("b reports the store down", || async {
+        get_json(&readyz, None).await["config_store"]["reachable"] == false
+    })
+    .await;
+    let metrics = b.metrics().await;
+    assert_eq!(
+        metric_sum(&metrics, "tollgate_config_store_up", &[]),
+        0.0,
+        "{metrics}"
+    );
+    let (status, v) = on_a
+        .call(Method::POST, "/routes", Some(route("third", "third-*")))
+        .await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["error"]["code"], "state_unavailable");
+    assert_eq!(
+        chat(&a, "third-x", "any").await.0,
+        404,
+        "a failed write changes nothing"
+    );
+    assert_eq!(chat(&a, "later-x", "any").await.0, 200);
+}

@@ -143,8 +143,10 @@ fn status_json(config: &Gateway) -> serde_json::Value {
     })
 }
 
-/// Ready when every provider that has keys has at least one usable one.
-fn readiness(config: &Gateway) -> (bool, serde_json::Value) {
+/// Ready when every provider that has keys has at least one usable one. The detail also
+/// says where the API's objects are kept and whether that store answers (an instance that
+/// cannot reach a shared store stays ready, serving its last good config).
+fn readiness(config: &Gateway, sources: &crate::reload::Sources) -> (bool, serde_json::Value) {
     let down: Vec<&str> = config
         .providers
         .iter()
@@ -158,9 +160,15 @@ fn readiness(config: &Gateway) -> (bool, serde_json::Value) {
         .map(|p| p.name.as_str())
         .collect();
     let ready = down.is_empty();
+    let store = json!({
+        "store": sources.store.describe(),
+        "reachable": sources.health.as_ref().is_none_or(|h| h.up()),
+        "error": sources.health.as_ref().and_then(|h| h.error()),
+        "api_revision": sources.layer.load().revision,
+    });
     (
         ready,
-        json!({"ready": ready, "providers_without_usable_keys": down, "providers_unresolved": unresolved}),
+        json!({"ready": ready, "providers_without_usable_keys": down, "providers_unresolved": unresolved, "config_store": store}),
     )
 }
 
@@ -291,7 +299,7 @@ impl ServeHttp for Admin {
                 crate::instance::healthz_body(),
             ),
             "/readyz" => {
-                let (ready, body) = readiness(&self.config.load());
+                let (ready, body) = readiness(&self.config.load(), &self.reloader.sources);
                 let status = if ready {
                     StatusCode::OK
                 } else {

@@ -19,6 +19,7 @@ pub mod edit;
 mod error;
 pub mod files;
 mod layer;
+pub mod redis;
 
 pub use error::ManagedError;
 pub use layer::{merge, source_of, Layer, Merged, Source};
