@@ -311,6 +311,9 @@ fn proxy_service(
     })
 }
 
+/// The API layer's sources, and its shared store when there is one (to follow).
+type LayerSources = (Arc<Sources>, Option<Arc<RedisLayerStore>>);
+
 /// Where the API layer is kept: the shared Redis when one is configured (with a local copy
 /// in the state directory, what a start reads), else the state directory's files.
 fn layer_sources(
@@ -318,7 +321,7 @@ fn layer_sources(
     layer: crate::managed::Layer,
     config_path: &str,
     redis: Option<&crate::store::redis::RedisSettings>,
-) -> Result<(Arc<Sources>, Option<Arc<RedisLayerStore>>), Box<dyn std::error::Error>> {
+) -> Result<LayerSources, Box<dyn std::error::Error>> {
     let dir = crate::runtime::paths::state_dir(config_path);
     let files = crate::managed::files::FileStore::new(dir);
     let Some(redis) = redis else {
