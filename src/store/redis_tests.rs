@@ -117,6 +117,7 @@ fn settings(url: String) -> RedisSettings {
         url,
         prefix: "tg".into(),
         timeout: Duration::from_secs(1),
+        ..RedisSettings::default()
     }
 }
 
