@@ -74,8 +74,8 @@ use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::{
     AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ConnectionInfo, FromRedisValue,
-    IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult, Script,
-    ScriptInvocation, TlsCertificates, Value,
+    IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult, Script, TlsCertificates,
+    ToRedisArgs, Value,
 };
 use std::future::Future;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
@@ -117,6 +117,69 @@ pub fn load_ca(path: &str) -> Result<Vec<u8>, String> {
         return Err(format!("CA file `{path}` holds no PEM certificate"));
     }
     Ok(pem)
+}
+
+/// A Lua script, run with `EVALSHA`, falling back to `EVAL` (which also caches it on that
+/// server) when the server does not know it yet. Not `SCRIPT LOAD`: a cluster client sends
+/// that to every primary, so it would fail while any primary is down, even one that holds
+/// none of the gateway's keys; `EVALSHA` and `EVAL` go only to the primary of the keys.
+struct Lua {
+    code: String,
+    hash: String,
+}
+
+impl Lua {
+    fn new(code: &str) -> Lua {
+        Lua {
+            hash: Script::new(code).get_hash().to_string(),
+            code: code.to_string(),
+        }
+    }
+
+    fn prepare_invoke(&'static self) -> Invocation {
+        Invocation {
+            lua: self,
+            keys: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+}
+
+/// One call of a [`Lua`] script: its keys and arguments.
+struct Invocation {
+    lua: &'static Lua,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl Invocation {
+    fn key<T: ToRedisArgs>(&mut self, key: T) -> &mut Invocation {
+        key.write_redis_args(&mut self.keys);
+        self
+    }
+
+    fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Invocation {
+        arg.write_redis_args(&mut self.args);
+        self
+    }
+
+    fn cmd(&self, name: &str, script: &str) -> Cmd {
+        let mut cmd = redis::cmd(name);
+        cmd.arg(script).arg(self.keys.len());
+        for a in self.keys.iter().chain(&self.args) {
+            cmd.arg(a.as_slice());
+        }
+        cmd
+    }
+
+    async fn invoke<T: FromRedisValue>(&self, conn: &mut Conn) -> RedisResult<T> {
+        match self.cmd("EVALSHA", &self.lua.hash).query_async(conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
+                self.cmd("EVAL", &self.lua.code).query_async(conn).await
+            }
+            r => r,
+        }
+    }
 }
 
 /// Reserve `n` in a sliding window of `window_secs` on `key`, if it stays within `limit`.
@@ -166,8 +229,8 @@ pub struct QuotaReserve {
 /// ARGV: key prefix `P`, then per check: key, window_secs, n, limit. Every key it names is
 /// `P:w:…`, in the anchor's slot.
 /// Returns `{refused (1-based, 0 = none), then per check: count, start, reset_ms}`.
-static WINDOW_RESERVE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+static WINDOW_RESERVE: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
         r"
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
@@ -208,8 +271,8 @@ return out
 });
 
 /// KEYS: window counters; ARGV: one delta per key.
-static WINDOW_ADJUST: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+static WINDOW_ADJUST: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
         r"
 for i = 1, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then redis.pcall('INCRBY', KEYS[i], ARGV[i]) end
@@ -248,8 +311,8 @@ end
 ";
 
 /// KEYS: balance; ARGV: delta. Returns the new balance, or nil on overflow.
-static QUOTA_ADD: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
+static QUOTA_ADD: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(&format!(
         "{QUOTA_LIB}
 if not add('INCRBY', KEYS[1], ARGV[1]) then return false end
 return redis.call('GET', KEYS[1])
@@ -259,8 +322,8 @@ return redis.call('GET', KEYS[1])
 
 /// KEYS: balance, reserved; ARGV: need (max(n, 1)), n, reservation ttl (ms).
 /// Returns `{admitted 0/1, balance}`, or nil on overflow. `n <= 0` reserves nothing.
-static QUOTA_RESERVE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
+static QUOTA_RESERVE: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(&format!(
         "{QUOTA_LIB}
 local bal = redis.call('GET', KEYS[1]) or '0'
 local res = redis.call('GET', KEYS[2]) or '0'
@@ -276,8 +339,8 @@ return {{1, bal}}
 
 /// KEYS: balance, reserved; ARGV: reserved (>= 0), used. Returns the new balance, or nil
 /// on overflow (then nothing changed).
-static QUOTA_SETTLE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
+static QUOTA_SETTLE: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(&format!(
         "{QUOTA_LIB}
 if ARGV[2] ~= '0' and not add('DECRBY', KEYS[1], ARGV[2]) then return false end
 if ARGV[1] ~= '0' and redis.call('EXISTS', KEYS[2]) == 1 then
@@ -492,11 +555,11 @@ impl RedisStore {
     async fn script<T: FromRedisValue + Send>(
         &self,
         op: &'static str,
-        inv: ScriptInvocation<'static>,
+        inv: Invocation,
     ) -> Result<T, StoreError> {
         self.exec(
             op,
-            move |mut c| async move { inv.invoke_async(&mut c).await },
+            move |mut c| async move { inv.invoke(&mut c).await },
         )
         .await
     }
