@@ -105,6 +105,32 @@ pub struct RedisSettings {
     pub timeout: Duration,
 }
 
+/// What [`RedisStore::start`] would refuse, as `(settings field, problem)`; never shows a
+/// password.
+pub fn check(settings: &RedisSettings) -> Result<(), (String, String)> {
+    for (i, url) in std::iter::once(&settings.url)
+        .chain(&settings.nodes)
+        .enumerate()
+    {
+        let field = match i {
+            0 => "redis.url".to_string(),
+            i => format!("redis.nodes[{}]", i - 1),
+        };
+        if let Err(e) = url.as_str().into_connection_info() {
+            return Err((field, url_message(&e)));
+        }
+    }
+    key_prefix(settings).map_err(|e| ("redis.prefix".to_string(), e))?;
+    match Target::new(settings) {
+        Ok(_) => Ok(()),
+        Err(StoreError::Backend(e)) => {
+            let e = e.strip_prefix("redis: ").unwrap_or(&e).to_string();
+            Err(("redis".to_string(), e))
+        }
+        Err(e) => Err(("redis".to_string(), e.to_string())),
+    }
+}
+
 /// Read a CA file for `ca_file`: PEM holding at least one certificate.
 pub fn load_ca(path: &str) -> Result<Vec<u8>, String> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read CA file `{path}`: {e}"))?;
@@ -614,10 +640,14 @@ impl RedisStore {
 
 /// The error of an unusable URL, without the URL (it may hold a password).
 fn url_error(e: &RedisError) -> StoreError {
-    StoreError::Backend(format!(
+    StoreError::Backend(url_message(e))
+}
+
+fn url_message(e: &RedisError) -> String {
+    format!(
         "invalid redis url ({:?}); expected redis[s]://[[user]:password@]host[:port][/db]",
         e.kind()
-    ))
+    )
 }
 
 /// The key prefix: the configured one, as a hash tag on a cluster (then it must not hold
