@@ -228,7 +228,11 @@ fn redis_tls_and_cluster_settings_are_valid() {
         "{url: \"redis://127.0.0.1:7000\", cluster: true, prefix: gw1}".to_string(),
     ] {
         let path = dir.path().join("redis.yaml");
-        std::fs::write(&path, on_run_time_ports(&format!("{good}\nredis: {redis}\n"))).unwrap();
+        std::fs::write(
+            &path,
+            on_run_time_ports(&format!("{good}\nredis: {redis}\n")),
+        )
+        .unwrap();
         let (ok, out) = check(&path);
         assert!(ok, "{redis}: {out}");
     }

@@ -583,11 +583,8 @@ impl RedisStore {
         op: &'static str,
         inv: Invocation,
     ) -> Result<T, StoreError> {
-        self.exec(
-            op,
-            move |mut c| async move { inv.invoke(&mut c).await },
-        )
-        .await
+        self.exec(op, move |mut c| async move { inv.invoke(&mut c).await })
+            .await
     }
 
     async fn cmd<T: FromRedisValue + Send>(
@@ -678,7 +675,11 @@ impl Target {
         let bad = |m: &str| StoreError::Backend(format!("redis: {m}"));
         let mut seeds: Vec<ConnectionInfo> = Vec::new();
         for url in std::iter::once(&settings.url).chain(&settings.nodes) {
-            seeds.push(url.as_str().into_connection_info().map_err(|e| url_error(&e))?);
+            seeds.push(
+                url.as_str()
+                    .into_connection_info()
+                    .map_err(|e| url_error(&e))?,
+            );
         }
         let tls = matches!(seeds[0].addr, ConnectionAddr::TcpTls { .. });
         for seed in &seeds {

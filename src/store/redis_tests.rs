@@ -776,7 +776,10 @@ async fn tls_store_with_a_private_ca() {
     let target = Target::new(&settings(server.url())).unwrap();
     let config = AsyncConnectionConfig::new();
     let err = target.connect(&config).await.err().unwrap();
-    assert!(err.to_string().to_lowercase().contains("certificate"), "{err}");
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
     // A plain connection to the TLS port does not work either.
     let plain = Target::new(&settings(server.url().replace("rediss", "redis"))).unwrap();
     let attempt = tokio::time::timeout(Duration::from_secs(1), async {
@@ -830,7 +833,10 @@ async fn cluster_store_keeps_every_key_of_a_prefix_in_one_slot() {
         .unwrap();
     let start = v.counts[0].start;
     let keys = ["route:a", "consumer:b", "global"].map(|k| format!("w:{k}:{start}"));
-    let untagged: Vec<i64> = keys.iter().map(|k| cluster.slot(&format!("tg:{k}"))).collect();
+    let untagged: Vec<i64> = keys
+        .iter()
+        .map(|k| cluster.slot(&format!("tg:{k}")))
+        .collect();
     assert!(untagged.iter().any(|s| *s != untagged[0]), "{untagged:?}");
     let anchor = cluster.slot("{tg}:w");
     for k in &keys {

@@ -1377,7 +1377,10 @@ impl RedisTls {
                 Some(_) => return false,
                 None => {}
             }
-            assert!(start.elapsed() < DEADLINE, "redis-server (TLS) did not start");
+            assert!(
+                start.elapsed() < DEADLINE,
+                "redis-server (TLS) did not start"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         self.proc = Some(proc);
