@@ -471,6 +471,11 @@ fn tls_files(dir: &std::path::Path) -> (String, String, String, Vec<u8>) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Distinct names: OpenSSL (redis-server, redis-cli) takes a certificate whose issuer is
+    // its own subject for self-signed.
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "tollgate test CA");
     let ca_key = KeyPair::generate().unwrap();
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let leaf_key = KeyPair::generate().unwrap();
@@ -581,24 +586,33 @@ impl TlsServer {
 }
 
 /// Three primaries in cluster mode (no replicas), each in its own directory, on run-time
-/// ports (the client port and the cluster bus port), with every slot assigned.
+/// ports (the client port and the cluster bus port), with every slot assigned; optionally
+/// over TLS only (clients and the cluster bus), with a certificate of a private CA.
 struct Cluster {
     nodes: Vec<Server>,
+    /// `(cert, key, ca file, ca PEM)` when the cluster speaks TLS.
+    tls: Option<(String, String, String, Vec<u8>)>,
     _dirs: Vec<tempfile::TempDir>,
 }
 
 impl Cluster {
     fn start() -> Cluster {
-        let mut nodes = Vec::new();
-        let mut dirs = Vec::new();
+        Cluster::start_with(false)
+    }
+
+    fn start_with(tls: bool) -> Cluster {
+        let mut dirs = vec![tempfile::tempdir().unwrap()];
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            tls: tls.then(|| tls_files(dirs[0].path())),
+            _dirs: Vec::new(),
+        };
         for _ in 0..3 {
             let (node, dir) = (0..5)
                 .find_map(|_| {
                     let dir = tempfile::tempdir().unwrap();
                     let (port, bus) = (free_port(), free_port());
-                    let args: Vec<String> = [
-                        "--port",
-                        &port.to_string(),
+                    let mut args: Vec<String> = [
                         "--cluster-enabled",
                         "yes",
                         "--cluster-port",
@@ -613,17 +627,49 @@ impl Cluster {
                     .iter()
                     .map(|s| s.to_string())
                     .collect();
-                    Server::spawn(port, &args, &server_pid).map(|s| (s, dir))
+                    match &cluster.tls {
+                        None => args.extend(["--port".into(), port.to_string()]),
+                        Some((cert, key, ca_file, _)) => args.extend(
+                            [
+                                "--port",
+                                "0",
+                                "--tls-port",
+                                &port.to_string(),
+                                "--tls-cluster",
+                                "yes",
+                                "--tls-cert-file",
+                                cert,
+                                "--tls-key-file",
+                                key,
+                                "--tls-ca-cert-file",
+                                ca_file,
+                                "--tls-auth-clients",
+                                "no",
+                            ]
+                            .map(String::from),
+                        ),
+                    }
+                    let server = match &cluster.tls {
+                        None => Server::spawn(port, &args, &server_pid),
+                        Some((.., ca)) => Server::spawn(port, &args, &|p| tls_pid(p, ca)),
+                    };
+                    server.map(|s| (s, dir))
                 })
                 .expect("cluster node did not start on any of 5 ports");
-            nodes.push(node);
+            cluster.nodes.push(node);
             dirs.push(dir);
         }
-        let addrs: Vec<String> = nodes
+        cluster._dirs = dirs;
+        let addrs: Vec<String> = cluster
+            .nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        let out = Command::new("redis-cli")
+        let mut cli = Command::new("redis-cli");
+        if let Some((.., ca_file, _)) = &cluster.tls {
+            cli.args(["--tls", "--cacert", ca_file]);
+        }
+        let out = cli
             .args(["--cluster", "create"])
             .args(&addrs)
             .args(["--cluster-replicas", "0", "--cluster-yes"])
@@ -631,15 +677,16 @@ impl Cluster {
             .expect("redis-cli");
         assert!(
             out.status.success(),
-            "redis-cli --cluster create: {}",
-            String::from_utf8_lossy(&out.stdout)
+            "redis-cli --cluster create: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         );
         let deadline = Instant::now() + Duration::from_secs(30);
-        for node in &nodes {
+        for node in &cluster.nodes {
             loop {
                 let info: String = redis::cmd("CLUSTER")
                     .arg("INFO")
-                    .query(&mut node.raw())
+                    .query(&mut cluster.conn(node))
                     .unwrap();
                 if info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3") {
                     break;
@@ -648,7 +695,32 @@ impl Cluster {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        Cluster { nodes, _dirs: dirs }
+        cluster
+    }
+
+    fn url(&self, node: &Server) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", node.port)
+    }
+
+    fn certs(&self) -> Option<TlsCertificates> {
+        self.tls.as_ref().map(|(.., ca)| TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca.clone()),
+        })
+    }
+
+    /// A connection to one node (no redirections).
+    fn conn(&self, node: &Server) -> redis::Connection {
+        let client = match self.certs() {
+            None => Client::open(self.url(node)),
+            Some(certs) => Client::build_with_tls(self.url(node), certs),
+        };
+        client.unwrap().get_connection().unwrap()
     }
 
     /// Store settings seeded with a node that does NOT hold `prefix`'s slot (so the client
@@ -656,26 +728,27 @@ impl Cluster {
     fn settings(&self, prefix: &str) -> RedisSettings {
         let anchor = format!("{{{prefix}}}:w");
         let (away, rest): (Vec<&Server>, Vec<&Server>) = self.nodes.iter().partition(|n| {
-            let r: RedisResult<i64> = redis::cmd("EXISTS").arg(&anchor).query(&mut n.raw());
+            let r: RedisResult<i64> = redis::cmd("EXISTS").arg(&anchor).query(&mut self.conn(n));
             r.is_err_and(|e| e.kind() == redis::ErrorKind::Moved)
         });
         assert_eq!(away.len(), 2, "one node holds the slot of {anchor}");
         RedisSettings {
             cluster: true,
             prefix: prefix.into(),
-            nodes: away[1..]
-                .iter()
-                .chain(&rest)
-                .map(|n| format!("redis://127.0.0.1:{}", n.port))
-                .collect(),
-            ..settings(format!("redis://127.0.0.1:{}", away[0].port))
+            nodes: away[1..].iter().chain(&rest).map(|n| self.url(n)).collect(),
+            ca_pem: self.tls.as_ref().map(|(.., ca)| ca.clone()),
+            ..settings(self.url(away[0]))
         }
     }
 
     /// A cluster connection that follows redirections, to look at the keys.
     fn raw(&self) -> redis::cluster::ClusterConnection {
-        let seeds: Vec<String> = self.nodes.iter().map(|n| n.url()).collect();
-        ClusterClient::new(seeds).unwrap().get_connection().unwrap()
+        let seeds: Vec<String> = self.nodes.iter().map(|n| self.url(n)).collect();
+        let mut builder = ClusterClientBuilder::new(seeds);
+        if let Some(certs) = self.certs() {
+            builder = builder.certs(certs);
+        }
+        builder.build().unwrap().get_connection().unwrap()
     }
 
     /// The hash slot of `key`.
@@ -683,7 +756,7 @@ impl Cluster {
         redis::cmd("CLUSTER")
             .arg("KEYSLOT")
             .arg(key)
-            .query(&mut self.nodes[0].raw())
+            .query(&mut self.conn(&self.nodes[0]))
             .unwrap()
     }
 }
@@ -900,6 +973,35 @@ async fn cluster_store_reconnects_when_its_seed_is_gone() {
         .await
         .unwrap();
     assert_eq!((v.refused, v.counts[0].count), (None, 1));
+}
+
+#[tokio::test]
+async fn tls_cluster_store() {
+    if skip_without_redis() {
+        return;
+    }
+    let cluster = Cluster::start_with(true);
+    let store = connected(cluster.settings("tg")).await;
+    let mut raw = cluster.raw();
+    exercise(&store, "{tg}", |k| {
+        redis::cmd("GET").arg(k).query(&mut raw).unwrap()
+    })
+    .await;
+    // Without the private CA the cluster's certificates are refused.
+    let untrusting = RedisSettings {
+        ca_pem: None,
+        ..cluster.settings("tg")
+    };
+    let target = Target::new(&untrusting).unwrap();
+    let err = target
+        .connect(&AsyncConnectionConfig::new())
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
 }
 
 #[test]

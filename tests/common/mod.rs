@@ -1315,6 +1315,11 @@ impl RedisTls {
         let dir = tempfile::tempdir().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Distinct names: OpenSSL (redis-server, redis-cli) takes a certificate whose issuer is
+        // its own subject for self-signed.
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "tollgate test CA");
         let ca_key = KeyPair::generate().unwrap();
         let ca = ca_params.self_signed(&ca_key).unwrap();
         let key = KeyPair::generate().unwrap();
