@@ -88,7 +88,7 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
 const RESERVATION_TTL_MS: u64 = 600_000;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct RedisSettings {
     /// `redis://host:port/db` or `rediss://…` (optionally with user:password); with
     /// `cluster`, a seed node.
@@ -103,6 +103,24 @@ pub struct RedisSettings {
     pub prefix: String,
     /// Deadline of one call, connection included.
     pub timeout: Duration,
+}
+
+/// Shows the servers' addresses, never a URL's credentials.
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let addr = |url: &String| match url.as_str().into_connection_info() {
+            Ok(info) => info.addr.to_string(),
+            Err(_) => "(invalid url)".to_string(),
+        };
+        f.debug_struct("RedisSettings")
+            .field("url", &addr(&self.url))
+            .field("cluster", &self.cluster)
+            .field("nodes", &self.nodes.iter().map(addr).collect::<Vec<_>>())
+            .field("ca_pem_bytes", &self.ca_pem.as_ref().map(Vec::len))
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// What [`RedisStore::start`] would refuse, as `(settings field, problem)`; never shows a
@@ -381,6 +399,8 @@ pub struct RedisStore {
     shared: Arc<Shared>,
     /// What every key starts with: the prefix, or `{prefix}` on a cluster.
     prefix: String,
+    /// `prefix:w`, the key that routes [`WINDOW_RESERVE`].
+    anchor: String,
     timeout: Duration,
     /// Dropping it stops the connection thread.
     _stop: oneshot::Sender<()>,
@@ -448,7 +468,7 @@ impl RedisStore {
         let bg = Arc::clone(&shared);
         let timeout = settings.timeout;
         let mut probe = redis::cmd("EXISTS");
-        probe.arg(anchor);
+        probe.arg(&anchor);
         std::thread::Builder::new()
             .name("tollgate-redis".into())
             .spawn(move || {
@@ -463,6 +483,7 @@ impl RedisStore {
         Ok(Arc::new(RedisStore {
             shared,
             prefix,
+            anchor,
             timeout: settings.timeout,
             _stop: stop,
         }))
@@ -483,7 +504,7 @@ impl RedisStore {
             });
         }
         let mut inv = WINDOW_RESERVE.prepare_invoke();
-        inv.key(format!("{}:w", self.prefix)).arg(&self.prefix);
+        inv.key(&self.anchor).arg(&self.prefix);
         for c in checks {
             inv.arg(&c.key)
                 .arg(c.window_secs.max(1))

@@ -1005,6 +1005,21 @@ async fn tls_cluster_store() {
 }
 
 #[test]
+fn settings_debug_shows_no_password() {
+    let s = RedisSettings {
+        nodes: vec!["rediss://u:s3cret@10.0.0.2:7001".into()],
+        ca_pem: Some(b"pem".to_vec()),
+        ..settings("rediss://:s3cret@10.0.0.1:7000/0".into())
+    };
+    let shown = format!("{s:?}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(
+        shown.contains("10.0.0.1:7000") && shown.contains("10.0.0.2:7001"),
+        "{shown}"
+    );
+}
+
+#[test]
 fn settings_a_store_cannot_use_are_refused() {
     let base = || settings("redis://127.0.0.1:1".into());
     let refused = |s: RedisSettings, what: &str| {
