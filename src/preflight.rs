@@ -102,7 +102,7 @@ pub fn check(g: &Gateway, mode: Mode) -> Result<Vec<String>, ConfigError> {
         }
     }
     match &g.store.redis {
-        Some(r) => redis_url(&r.url).map_err(|e| ConfigError::field("redis.url", e))?,
+        Some(r) => crate::store::redis::check(r).map_err(|(f, e)| ConfigError::field(f, e))?,
         None if g.store.needs_local => {
             store(&g.store.path).map_err(|e| ConfigError::field("store.path", e))?
         }
@@ -184,15 +184,6 @@ fn ca_file(path: &str) -> Result<(), String> {
     let mut store = pingora_core::tls::RootCertStore::empty();
     pingora_core::tls::load_ca_file_into_store(path, &mut store)
         .map_err(|e| format!("`{path}`: {e}"))
-}
-
-fn redis_url(url: &str) -> Result<(), String> {
-    redis::Client::open(url).map(|_| ()).map_err(|e| {
-        format!(
-            "not a valid Redis URL ({:?}); expected redis://[[user]:password@]host[:port][/db]",
-            e.kind()
-        )
-    })
 }
 
 /// The embedded store: an existing file must be a SQLite database we can open read-write;

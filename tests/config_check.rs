@@ -95,6 +95,34 @@ fn broken_configs_are_rejected_with_the_field_named() {
             &["redis.on_error", "open or closed"],
         ),
         (
+            format!("{good}\nredis: {{url: \"rediss://127.0.0.1:6379\", ca_file: /nonexistent/ca.pem}}\n"),
+            &["redis.ca_file", "/nonexistent/ca.pem"],
+        ),
+        (
+            format!("{good}\nredis: {{url: \"redis://127.0.0.1:6379\", ca_file: /nonexistent/ca.pem}}\n"),
+            &["redis.ca_file", "rediss://"],
+        ),
+        (
+            format!("{good}\nredis: {{url: \"redis://127.0.0.1:6379\", nodes: [\"redis://127.0.0.1:6380\"]}}\n"),
+            &["redis.nodes", "cluster: true"],
+        ),
+        (
+            format!("{good}\nredis: {{url: \"redis://127.0.0.1:6379\", cluster: true, nodes: [\"rediss://127.0.0.1:6380\"]}}\n"),
+            &["redis.nodes[0]", "same scheme"],
+        ),
+        (
+            format!("{good}\nredis: {{url: \"redis://127.0.0.1:6379\", cluster: true, prefix: \"{{t}}\"}}\n"),
+            &["redis.prefix", "hash tag"],
+        ),
+        (
+            format!("{good}\nredis: {{url: \"redis://:s3cret@127.0.0.1:6379/2\", cluster: true}}\n"),
+            &["redis", "database 0"],
+        ),
+        (
+            format!("{good}\nredis: {{url: \"rediss://:s3cret@127.0.0.1:6379/0#insecure\"}}\n"),
+            &["redis", "#insecure", "ca_file"],
+        ),
+        (
             format!("{good}\nquota: {{consumers: [nobody]}}\n"),
             &["quota.consumers", "unknown consumer `nobody`"],
         ),
@@ -123,6 +151,7 @@ fn broken_configs_are_rejected_with_the_field_named() {
         for n in *needles {
             assert!(out.contains(n), "case {i}: `{n}` not in: {out}");
         }
+        assert!(!out.contains("s3cret"), "case {i}: password shown: {out}");
     }
     let (ok, out) = check(&dir.path().join("missing.yaml"));
     assert!(!ok && out.contains("missing.yaml"), "{out}");
@@ -170,4 +199,41 @@ fn unknown_user_and_group_are_named() {
         ok || !text.contains("server.user") && !text.contains("server.group"),
         "{text}"
     );
+}
+
+/// A TLS Redis with a private CA, and a Redis Cluster over TLS, are valid settings (`-t`
+/// does not connect).
+#[test]
+fn redis_tls_and_cluster_settings_are_valid() {
+    let good = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/tollgate.yaml"),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = params
+        .self_signed(&rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    std::fs::write(&ca, cert.pem()).unwrap();
+    let ca = ca.display();
+    for redis in [
+        format!("{{url: \"rediss://:pw@127.0.0.1:6379/0\", ca_file: \"{ca}\"}}"),
+        "{url: \"rediss://127.0.0.1:6379\"}".to_string(),
+        format!(
+            "{{url: \"rediss://127.0.0.1:7000\", cluster: true, ca_file: \"{ca}\", \
+             nodes: [\"rediss://127.0.0.1:7001\", \"rediss://127.0.0.1:7002\"]}}"
+        ),
+        "{url: \"redis://127.0.0.1:7000\", cluster: true, prefix: gw1}".to_string(),
+    ] {
+        let path = dir.path().join("redis.yaml");
+        std::fs::write(
+            &path,
+            on_run_time_ports(&format!("{good}\nredis: {redis}\n")),
+        )
+        .unwrap();
+        let (ok, out) = check(&path);
+        assert!(ok, "{redis}: {out}");
+    }
 }

@@ -190,3 +190,68 @@ async fn a_day_limit_survives_restart_kill_and_upgrade() {
     .unwrap();
     assert_eq!(status(&gw).await, 429, "the day window survived an upgrade");
 }
+
+/// Two gateways share one limit through a Redis that speaks only TLS (`rediss://`), trusting
+/// its private CA through `ca_file`. A gateway without that CA (the platform's roots) refuses
+/// the server's certificate, so with `on_error: closed` it refuses requests with 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_share_a_limit_through_redis_over_tls() {
+    if skip_without_redis_server() {
+        return;
+    }
+    let mock = Mock::start();
+    let redis = RedisTls::start();
+    let store = |ca: bool| {
+        let ca = match ca {
+            true => format!("ca_file: \"{}\", ", redis.ca_file.display()),
+            false => String::new(),
+        };
+        format!(
+            "redis: {{url: \"{}\", {ca}timeout: 300ms, on_error: closed, prefix: \"t{}\"}}",
+            redis.url(),
+            redis.port
+        )
+    };
+    let body = config(&mock, FIVE_PER_MINUTE, &store(true));
+    let a = Gateway::start(&body);
+    let b = Gateway::start(&body);
+    // Connected (fail closed answers 503 until then); carol is the spare consumer.
+    for gw in [&a, &b] {
+        eventually("the gateway reaches redis over TLS", || async {
+            status_as(gw, "sk-carol").await == 200
+        })
+        .await;
+    }
+    let statuses = in_one_window(MINUTE, |attempt| {
+        let (a, b) = (&a, &b);
+        async move {
+            let mut statuses = Vec::new();
+            for i in 0..12 {
+                let gw = if i % 2 == 0 { a } else { b };
+                statuses.push(status_as(gw, CONSUMERS[attempt]).await);
+            }
+            statuses
+        }
+    })
+    .await;
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(admitted, 5, "one budget across both gateways: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+
+    let untrusting = Gateway::start(&config(&mock, FIVE_PER_MINUTE, &store(false)));
+    let resp = client()
+        .post(untrusting.url("/v1/chat/completions"))
+        .bearer_auth("sk-bob")
+        .json(&json!({"model": "mock-x", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "store_unavailable");
+    let m = untrusting.metrics().await;
+    assert!(metric_sum(&m, "tollgate_redis_errors_total", &[]) >= 1.0);
+}

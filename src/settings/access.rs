@@ -221,8 +221,21 @@ pub struct StoreSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSection {
-    /// `redis://[user:password@]host:port[/db]`; `${VAR}` allowed (it may hold a password).
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS; `${VAR}` allowed
+    /// (it may hold a password). With `cluster: true`, a seed node of the cluster.
     pub url: Secret,
+    /// A Redis Cluster (default false): `url` and `nodes` are seeds, the client follows the
+    /// cluster's own map of slots. Every key is hash-tagged with the prefix (`{prefix}:…`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<bool>,
+    /// More seed nodes of the cluster (same scheme and credentials as `url`); only with
+    /// `cluster: true`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<Secret>,
+    /// PEM file of the CA certificate(s) that sign the server's certificate, for a private CA
+    /// (`rediss://` only; default: the platform's root certificates).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
     /// Prefix of every key the gateway writes (default `tollgate`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,

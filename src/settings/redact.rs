@@ -116,6 +116,9 @@ impl Settings {
         }
         if let Some(redis) = &mut s.redis {
             redis.url = mask_redis_url(&redis.url);
+            for node in &mut redis.nodes {
+                *node = mask_redis_url(node);
+            }
         }
         s
     }
@@ -136,15 +139,16 @@ providers:
     api_keys: ["sk-literal-provider-key-0001", "${OPENAI_KEY}", {name: n, key: "sk-named-literal-key-9999"}, "sk-${PART}-mixed"]
 consumers:
   - {name: alice, credentials: ["alice-literal-credential", "${ALICE_KEY}", "short"]}
-redis: {url: "redis://user:redis-literal-password@127.0.0.1:6379/0"}
+redis: {url: "redis://user:redis-literal-password@127.0.0.1:6379/0", cluster: true, nodes: ["redis://user:node-literal-password@127.0.0.1:6380"]}
 "#;
 
-    const SECRETS: [&str; 6] = [
+    const SECRETS: [&str; 7] = [
         "sk-literal-provider-key-0001",
         "sk-named-literal-key-9999",
         "admin-token-literal-123",
         "alice-literal-credential",
         "redis-literal-password",
+        "node-literal-password",
         "short",
     ];
 

@@ -543,6 +543,9 @@ fn settings(rng: &mut XorShift) -> Settings {
         },
         redis: opt(rng, |rng| RedisSection {
             url: secret(rng),
+            cluster: opt(rng, |r| r.one_in(2)),
+            nodes: list(rng, 2, secret),
+            ca_file: opt(rng, s),
             prefix: opt(rng, s),
             timeout: opt(rng, duration),
             on_error: opt(rng, |r| OnError::ALL[r.below(2)]),

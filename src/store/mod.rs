@@ -5,7 +5,8 @@
 //!   thread that group-commits. SQLite rather than a single-process store such as redb
 //!   because during a graceful upgrade the old and the new process both write for a while;
 //!   SQLite's file locking lets them, and `count = count + ?` keeps both writers exact.
-//! - [`redis`]: a shared Redis, for several gateways; every operation is one atomic script.
+//! - [`redis`]: a shared Redis (standalone, over TLS, or a Redis Cluster), for several
+//!   gateways; every operation is one atomic script.
 
 pub mod local;
 pub mod redis;
@@ -41,14 +42,9 @@ pub struct StoreSettings {
 impl StoreSettings {
     /// Whether `other` would open the same stores (what a reload cannot change).
     pub fn same_stores(&self, other: &StoreSettings) -> bool {
-        let redis = |s: &StoreSettings| {
-            s.redis
-                .as_ref()
-                .map(|r| (r.url.clone(), r.prefix.clone(), r.timeout))
-        };
         let local =
             |s: &StoreSettings| (s.needs_local && s.redis.is_none()).then(|| s.path.clone());
-        redis(self) == redis(other) && local(self) == local(other)
+        self.redis == other.redis && local(self) == local(other)
     }
 }
 

@@ -1,8 +1,20 @@
 //! The shared store: Redis, every operation one atomic Lua script (one round trip).
 //!
+//! # Deployments
+//!
+//! - A standalone server (or a primary behind a failover proxy): `redis://host:port/db`.
+//! - TLS: `rediss://host:port/db`. The server's certificate is checked against the
+//!   platform's root certificates, or only against the CA certificates of `ca_file` when it
+//!   is set (a private CA). The host name (or IP address) of the URL must be in the
+//!   certificate. Skipping the check (`#insecure`) is refused.
+//! - Redis Cluster (`cluster: true`): `url` and `nodes` are seeds; the client reads the
+//!   cluster's map of slots from them and follows redirections (`MOVED`, `ASK`). TLS works
+//!   the same way (`rediss://` seeds).
+//!
 //! # Key layout
 //!
-//! Every key starts with the configured prefix `P`:
+//! Every key starts with the key prefix `P`: the configured prefix as is on a standalone
+//! server, and the configured prefix as a hash tag, `{prefix}`, on a cluster:
 //!
 //! - `P:w:{key}:{start}`: hits of rate-limit window `key` in the fixed window beginning at
 //!   `start` (unix seconds, a multiple of the window length). Expires after two windows.
@@ -10,6 +22,18 @@
 //! - `P:qr:{consumer}`: total currently reserved against that balance by in-flight
 //!   requests of every gateway. Refreshed to expire 600 s after the last reservation, so the
 //!   reservations of a gateway that crashed before settling disappear on their own.
+//! - `P:w`: never written; the anchor key of [`WINDOW_RESERVE`] (below).
+//!
+//! On a cluster a script may only touch keys of one hash slot, and the slot of a key with a
+//! hash tag is the slot of the tag: so every key of one prefix lives in one slot, on one
+//! primary. That is the price of atomic all-or-nothing reservations across several rules
+//! (a request checked against a per-consumer, a per-route and a global window either counts
+//! in all of them or in none): the counters of one prefix are not sharded across the
+//! cluster, and that one primary carries all of the gateway's traffic to Redis (the cluster
+//! still gives failover to its replica). Gateways that need more throughput than one
+//! primary gives can use several prefixes (one per gateway group), each its own slot. The
+//! key names differ between the two modes, so moving from a standalone server to a cluster
+//! starts with fresh counters unless the keys are copied under their new names.
 //!
 //! # Scripts
 //!
@@ -18,8 +42,9 @@
 //! - [`WINDOW_RESERVE`]: reads the clock with `TIME` (so every gateway sharing the Redis
 //!   agrees), computes the sliding-window estimate `prev * (1 - frac) + curr` (floored) of
 //!   every check, and adds `n` to every current window only if no check would exceed its
-//!   limit: all or nothing. It names the window keys itself (they depend on `TIME`), so
-//!   the store needs a standalone Redis, not a Cluster.
+//!   limit: all or nothing. It names the window keys itself (they depend on `TIME`); its one
+//!   declared key, the anchor `P:w`, is in the same slot as every window key, so a cluster
+//!   client sends the script to the primary that holds them all.
 //! - [`WINDOW_ADJUST`]: adds a correction to windows that still exist (never recreates one).
 //! - [`QUOTA_ADD`], [`QUOTA_RESERVE`], [`QUOTA_SETTLE`]: balance arithmetic. Lua numbers are
 //!   doubles, so balances are never converted: Redis does the arithmetic (`INCRBY`, whose
@@ -29,22 +54,28 @@
 //!
 //! # Failure behaviour
 //!
-//! [`RedisStore::start`] only validates the URL; connecting happens on a dedicated thread
+//! [`RedisStore::start`] only validates the settings; connecting happens on a dedicated thread
 //! with its own single-threaded tokio runtime, which also drives the connection, so callers
 //! on any runtime (Pingora's per-thread ones) just send requests through a cloned handle.
-//! That thread (re)connects with backoff (200 ms doubling to 2 s), pings the connection
-//! every second (or at once after a failed call) and drops it when it is broken. Without a
+//! That thread (re)connects with backoff (200 ms doubling to 2 s), probes the connection
+//! every second (or at once after a failed call) with `EXISTS P:w` (on a cluster that reaches
+//! the primary holding the prefix's slot) and drops it when it is broken. Without a
 //! connection every call fails at once with [`StoreError::Unavailable`]; with one, every call
 //! is bounded by the configured timeout ([`StoreError::Timeout`]). Each failed call counts in
 //! `tollgate_redis_errors_total{op}` and is logged, at most one warning per 10 s (the next one
-//! says how many were suppressed). Passwords in the URL never appear in messages.
+//! says how many were suppressed). The same holds for all three deployments (on a cluster
+//! the connection is one cluster client, rebuilt from the seeds when it breaks). Passwords in
+//! the URLs never appear in messages.
 
 use super::StoreError;
 use arc_swap::ArcSwapOption;
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
 use redis::{
-    AsyncConnectionConfig, Client, Cmd, FromRedisValue, RedisError, RedisResult, Script,
-    ScriptInvocation,
+    AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ConnectionInfo, FromRedisValue,
+    IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult, Script, TlsCertificates,
+    ToRedisArgs, Value,
 };
 use std::future::Future;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
@@ -57,14 +88,142 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
 const RESERVATION_TTL_MS: u64 = 600_000;
 
-#[derive(Debug, Clone)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct RedisSettings {
-    /// `redis://host:port/db` (optionally with user:password).
+    /// `redis://host:port/db` or `rediss://…` (optionally with user:password); with
+    /// `cluster`, a seed node.
     pub url: String,
-    /// Prefix of every key the gateway writes.
+    /// A Redis Cluster: `url` and `nodes` are seeds.
+    pub cluster: bool,
+    /// More seed nodes of a cluster.
+    pub nodes: Vec<String>,
+    /// PEM of the CA certificates to trust instead of the platform's (`rediss://` only).
+    pub ca_pem: Option<Vec<u8>>,
+    /// Prefix of every key the gateway writes (a hash tag `{prefix}` on a cluster).
     pub prefix: String,
     /// Deadline of one call, connection included.
     pub timeout: Duration,
+}
+
+/// Shows the servers' addresses, never a URL's credentials.
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let addr = |url: &String| match url.as_str().into_connection_info() {
+            Ok(info) => info.addr.to_string(),
+            Err(_) => "(invalid url)".to_string(),
+        };
+        f.debug_struct("RedisSettings")
+            .field("url", &addr(&self.url))
+            .field("cluster", &self.cluster)
+            .field("nodes", &self.nodes.iter().map(addr).collect::<Vec<_>>())
+            .field("ca_pem_bytes", &self.ca_pem.as_ref().map(Vec::len))
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// What [`RedisStore::start`] would refuse, as `(settings field, problem)`; never shows a
+/// password.
+pub fn check(settings: &RedisSettings) -> Result<(), (String, String)> {
+    for (i, url) in std::iter::once(&settings.url)
+        .chain(&settings.nodes)
+        .enumerate()
+    {
+        let field = match i {
+            0 => "redis.url".to_string(),
+            i => format!("redis.nodes[{}]", i - 1),
+        };
+        if let Err(e) = url.as_str().into_connection_info() {
+            return Err((field, url_message(&e)));
+        }
+    }
+    key_prefix(settings).map_err(|e| ("redis.prefix".to_string(), e))?;
+    match Target::new(settings) {
+        Ok(_) => Ok(()),
+        Err(StoreError::Backend(e)) => {
+            let e = e.strip_prefix("redis: ").unwrap_or(&e).to_string();
+            Err(("redis".to_string(), e))
+        }
+        Err(e) => Err(("redis".to_string(), e.to_string())),
+    }
+}
+
+/// Read a CA file for `ca_file`: PEM holding at least one certificate.
+pub fn load_ca(path: &str) -> Result<Vec<u8>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read CA file `{path}`: {e}"))?;
+    let mut n = 0;
+    for item in rustls_pemfile::certs(&mut pem.as_slice()) {
+        item.map_err(|e| format!("CA file `{path}`: {e}"))?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err(format!("CA file `{path}` holds no PEM certificate"));
+    }
+    Ok(pem)
+}
+
+/// A Lua script, run with `EVALSHA`, falling back to `EVAL` (which also caches it on that
+/// server) when the server does not know it yet. Not `SCRIPT LOAD`: a cluster client sends
+/// that to every primary, so it would fail while any primary is down, even one that holds
+/// none of the gateway's keys; `EVALSHA` and `EVAL` go only to the primary of the keys.
+struct Lua {
+    code: String,
+    hash: String,
+}
+
+impl Lua {
+    fn new(code: &str) -> Lua {
+        Lua {
+            hash: Script::new(code).get_hash().to_string(),
+            code: code.to_string(),
+        }
+    }
+
+    fn prepare_invoke(&'static self) -> Invocation {
+        Invocation {
+            lua: self,
+            keys: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+}
+
+/// One call of a [`Lua`] script: its keys and arguments.
+struct Invocation {
+    lua: &'static Lua,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl Invocation {
+    fn key<T: ToRedisArgs>(&mut self, key: T) -> &mut Invocation {
+        key.write_redis_args(&mut self.keys);
+        self
+    }
+
+    fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Invocation {
+        arg.write_redis_args(&mut self.args);
+        self
+    }
+
+    fn cmd(&self, name: &str, script: &str) -> Cmd {
+        let mut cmd = redis::cmd(name);
+        cmd.arg(script).arg(self.keys.len());
+        for a in self.keys.iter().chain(&self.args) {
+            cmd.arg(a.as_slice());
+        }
+        cmd
+    }
+
+    async fn invoke<T: FromRedisValue>(&self, conn: &mut Conn) -> RedisResult<T> {
+        match self.cmd("EVALSHA", &self.lua.hash).query_async(conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
+                self.cmd("EVAL", &self.lua.code).query_async(conn).await
+            }
+            r => r,
+        }
+    }
 }
 
 /// Reserve `n` in a sliding window of `window_secs` on `key`, if it stays within `limit`.
@@ -110,10 +269,12 @@ pub struct QuotaReserve {
     pub balance: i64,
 }
 
-/// ARGV: prefix, then per check: key, window_secs, n, limit.
+/// KEYS: the anchor `P:w` (never touched: it only routes the script on a cluster);
+/// ARGV: key prefix `P`, then per check: key, window_secs, n, limit. Every key it names is
+/// `P:w:…`, in the anchor's slot.
 /// Returns `{refused (1-based, 0 = none), then per check: count, start, reset_ms}`.
-static WINDOW_RESERVE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+static WINDOW_RESERVE: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
         r"
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
@@ -154,8 +315,8 @@ return out
 });
 
 /// KEYS: window counters; ARGV: one delta per key.
-static WINDOW_ADJUST: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+static WINDOW_ADJUST: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
         r"
 for i = 1, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then redis.pcall('INCRBY', KEYS[i], ARGV[i]) end
@@ -194,8 +355,8 @@ end
 ";
 
 /// KEYS: balance; ARGV: delta. Returns the new balance, or nil on overflow.
-static QUOTA_ADD: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
+static QUOTA_ADD: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(&format!(
         "{QUOTA_LIB}
 if not add('INCRBY', KEYS[1], ARGV[1]) then return false end
 return redis.call('GET', KEYS[1])
@@ -205,8 +366,8 @@ return redis.call('GET', KEYS[1])
 
 /// KEYS: balance, reserved; ARGV: need (max(n, 1)), n, reservation ttl (ms).
 /// Returns `{admitted 0/1, balance}`, or nil on overflow. `n <= 0` reserves nothing.
-static QUOTA_RESERVE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
+static QUOTA_RESERVE: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(&format!(
         "{QUOTA_LIB}
 local bal = redis.call('GET', KEYS[1]) or '0'
 local res = redis.call('GET', KEYS[2]) or '0'
@@ -222,8 +383,8 @@ return {{1, bal}}
 
 /// KEYS: balance, reserved; ARGV: reserved (>= 0), used. Returns the new balance, or nil
 /// on overflow (then nothing changed).
-static QUOTA_SETTLE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
+static QUOTA_SETTLE: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(&format!(
         "{QUOTA_LIB}
 if ARGV[2] ~= '0' and not add('DECRBY', KEYS[1], ARGV[2]) then return false end
 if ARGV[1] ~= '0' and redis.call('EXISTS', KEYS[2]) == 1 then
@@ -236,7 +397,10 @@ return redis.call('GET', KEYS[1]) or '0'
 
 pub struct RedisStore {
     shared: Arc<Shared>,
+    /// What every key starts with: the prefix, or `{prefix}` on a cluster.
     prefix: String,
+    /// `prefix:w`, the key that routes [`WINDOW_RESERVE`].
+    anchor: String,
     timeout: Duration,
     /// Dropping it stops the connection thread.
     _stop: oneshot::Sender<()>,
@@ -244,7 +408,7 @@ pub struct RedisStore {
 
 /// What the callers and the connection thread share.
 struct Shared {
-    conn: ArcSwapOption<MultiplexedConnection>,
+    conn: ArcSwapOption<Conn>,
     /// Asks the connection thread to check the connection now.
     wake: Notify,
     warn: Mutex<WarnState>,
@@ -278,17 +442,19 @@ impl Shared {
     }
 
     /// Forget `conn` if it is still the current connection, and have it replaced.
-    fn drop_conn(&self, conn: &Arc<MultiplexedConnection>) {
+    fn drop_conn(&self, conn: &Arc<Conn>) {
         let _ = self.conn.compare_and_swap(&Some(Arc::clone(conn)), None);
         self.wake.notify_one();
     }
 }
 
 impl RedisStore {
-    /// Validate the URL and start connecting in the background; never blocks on the network.
+    /// Validate the settings and start connecting in the background; never blocks on the
+    /// network.
     pub fn start(settings: RedisSettings) -> Result<Arc<RedisStore>, StoreError> {
-        let client =
-            Client::open(settings.url.as_str()).map_err(|e| url_error(&settings.url, &e))?;
+        let target = Target::new(&settings)?;
+        let prefix = key_prefix(&settings).map_err(StoreError::Backend)?;
+        let anchor = format!("{prefix}:w");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -301,12 +467,14 @@ impl RedisStore {
         let (stop, stopped) = oneshot::channel::<()>();
         let bg = Arc::clone(&shared);
         let timeout = settings.timeout;
+        let mut probe = redis::cmd("EXISTS");
+        probe.arg(&anchor);
         std::thread::Builder::new()
             .name("tollgate-redis".into())
             .spawn(move || {
                 runtime.block_on(async move {
                     tokio::select! {
-                        () = maintain(bg, client, timeout) => {}
+                        () = maintain(bg, target, timeout, probe) => {}
                         _ = stopped => {}
                     }
                 });
@@ -314,7 +482,8 @@ impl RedisStore {
             .map_err(|e| StoreError::Backend(format!("redis thread: {e}")))?;
         Ok(Arc::new(RedisStore {
             shared,
-            prefix: settings.prefix,
+            prefix,
+            anchor,
             timeout: settings.timeout,
             _stop: stop,
         }))
@@ -335,7 +504,7 @@ impl RedisStore {
             });
         }
         let mut inv = WINDOW_RESERVE.prepare_invoke();
-        inv.arg(&self.prefix);
+        inv.key(&self.anchor).arg(&self.prefix);
         for c in checks {
             inv.arg(&c.key)
                 .arg(c.window_secs.max(1))
@@ -433,13 +602,10 @@ impl RedisStore {
     async fn script<T: FromRedisValue + Send>(
         &self,
         op: &'static str,
-        inv: ScriptInvocation<'static>,
+        inv: Invocation,
     ) -> Result<T, StoreError> {
-        self.exec(
-            op,
-            move |mut c| async move { inv.invoke_async(&mut c).await },
-        )
-        .await
+        self.exec(op, move |mut c| async move { inv.invoke(&mut c).await })
+            .await
     }
 
     async fn cmd<T: FromRedisValue + Send>(
@@ -457,7 +623,7 @@ impl RedisStore {
     /// Run one request on the current connection within the timeout; count and log failures.
     async fn exec<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, StoreError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let err = match self.shared.conn.load_full() {
@@ -480,7 +646,7 @@ impl RedisStore {
         Err(err)
     }
 
-    fn classify(&self, conn: &Arc<MultiplexedConnection>, e: RedisError) -> StoreError {
+    fn classify(&self, conn: &Arc<Conn>, e: RedisError) -> StoreError {
         if e.is_io_error() || e.is_unrecoverable_error() {
             self.shared.drop_conn(conn);
             StoreError::Unavailable(e.to_string())
@@ -491,25 +657,172 @@ impl RedisStore {
 }
 
 /// The error of an unusable URL, without the URL (it may hold a password).
-fn url_error(url: &str, e: &RedisError) -> StoreError {
-    if url.starts_with("rediss://") || url.starts_with("valkeys://") {
-        return StoreError::Backend("redis url: TLS (rediss://) is not supported".into());
-    }
-    StoreError::Backend(format!(
-        "invalid redis url ({:?}); expected redis://[[user]:password@]host[:port][/db]",
-        e.kind()
-    ))
+fn url_error(e: &RedisError) -> StoreError {
+    StoreError::Backend(url_message(e))
 }
 
-/// The connection thread: keep `shared.conn` holding a working connection.
-async fn maintain(shared: Arc<Shared>, client: Client, timeout: Duration) {
-    let addr = client.get_connection_info().addr.to_string();
+fn url_message(e: &RedisError) -> String {
+    format!(
+        "invalid redis url ({:?}); expected redis[s]://[[user]:password@]host[:port][/db]",
+        e.kind()
+    )
+}
+
+/// The key prefix: the configured one, as a hash tag on a cluster (then it must not hold
+/// braces, which would change the tag).
+fn key_prefix(settings: &RedisSettings) -> Result<String, String> {
+    if !settings.cluster {
+        return Ok(settings.prefix.clone());
+    }
+    if settings.prefix.is_empty() || settings.prefix.contains(['{', '}']) {
+        return Err(format!(
+            "redis prefix `{}`: on a cluster the prefix is the hash tag of every key, so it \
+             must be non-empty and hold no `{{` or `}}`",
+            settings.prefix
+        ));
+    }
+    Ok(format!("{{{}}}", settings.prefix))
+}
+
+/// Where to connect: one server, or a cluster through its seeds.
+enum Target {
+    Single(Client),
+    /// With the seeds' addresses, for logs.
+    Cluster(ClusterClient, String),
+}
+
+impl Target {
+    fn new(settings: &RedisSettings) -> Result<Target, StoreError> {
+        let bad = |m: &str| StoreError::Backend(format!("redis: {m}"));
+        let mut seeds: Vec<ConnectionInfo> = Vec::new();
+        for url in std::iter::once(&settings.url).chain(&settings.nodes) {
+            seeds.push(
+                url.as_str()
+                    .into_connection_info()
+                    .map_err(|e| url_error(&e))?,
+            );
+        }
+        let tls = matches!(seeds[0].addr, ConnectionAddr::TcpTls { .. });
+        for seed in &seeds {
+            match &seed.addr {
+                ConnectionAddr::TcpTls { insecure: true, .. } => {
+                    return Err(bad(
+                        "a rediss:// url without certificate checks (#insecure) is not \
+                         supported; set ca_file to trust a private CA",
+                    ))
+                }
+                ConnectionAddr::TcpTls { .. } if !tls => {
+                    return Err(bad("every node must use the same scheme as the url"))
+                }
+                ConnectionAddr::Tcp(..) if tls => {
+                    return Err(bad("every node must use the same scheme as the url"))
+                }
+                ConnectionAddr::Unix(_) if settings.cluster => {
+                    return Err(bad("a cluster is reached over TCP, not a unix socket"))
+                }
+                _ => {}
+            }
+            if settings.cluster && seed.redis.db != 0 {
+                return Err(bad("a cluster has only database 0 (no /db in its urls)"));
+            }
+        }
+        if !settings.cluster && !settings.nodes.is_empty() {
+            return Err(bad("nodes are seeds of a cluster: set cluster: true"));
+        }
+        let certs = match &settings.ca_pem {
+            Some(_) if !tls => return Err(bad("ca_file needs a rediss:// url")),
+            Some(pem) => Some(TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            }),
+            None => None,
+        };
+        let built = if settings.cluster {
+            let addrs: Vec<String> = seeds.iter().map(|i| i.addr.to_string()).collect();
+            let addrs = format!("cluster {}", addrs.join(","));
+            let mut b = ClusterClientBuilder::new(seeds)
+                .connection_timeout(settings.timeout)
+                .response_timeout(settings.timeout);
+            if let Some(certs) = certs {
+                b = b.certs(certs);
+            }
+            b.build().map(|c| Target::Cluster(c, addrs))
+        } else {
+            let seed = seeds.remove(0);
+            match certs {
+                Some(certs) => Client::build_with_tls(seed, certs),
+                None => Client::open(seed),
+            }
+            .map(Target::Single)
+        };
+        // These errors are about certificates or settings, never the URL's password.
+        built.map_err(|e| bad(&e.to_string()))
+    }
+
+    /// The addresses, for logs (no credentials).
+    fn addr(&self) -> String {
+        match self {
+            Target::Single(c) => c.get_connection_info().addr.to_string(),
+            Target::Cluster(_, addrs) => addrs.clone(),
+        }
+    }
+
+    async fn connect(&self, config: &AsyncConnectionConfig) -> RedisResult<Conn> {
+        match self {
+            Target::Single(c) => c
+                .get_multiplexed_async_connection_with_config(config)
+                .await
+                .map(Conn::Single),
+            Target::Cluster(c, _) => c.get_async_connection().await.map(Conn::Cluster),
+        }
+    }
+}
+
+/// A connection to one server, or a cluster client (both multiplexed and cheap to clone).
+#[derive(Clone)]
+enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The connection thread: keep `shared.conn` holding a working connection, checked with
+/// `probe`.
+async fn maintain(shared: Arc<Shared>, target: Target, timeout: Duration, probe: Cmd) {
+    let addr = target.addr();
     let config = AsyncConnectionConfig::new().set_connection_timeout(timeout);
     let mut backoff = MIN_BACKOFF;
     let mut was_connected = false;
     loop {
         let Some(conn) = shared.conn.load_full() else {
-            let attempt = client.get_multiplexed_async_connection_with_config(&config);
+            let attempt = target.connect(&config);
             let err = match tokio::time::timeout(timeout, attempt).await {
                 Ok(Ok(c)) => {
                     shared.conn.store(Some(Arc::new(c)));
@@ -543,11 +856,10 @@ async fn maintain(shared: Arc<Shared>, client: Client, timeout: Duration) {
             _ => continue,
         }
         let mut c = (*conn).clone();
-        let ping = redis::cmd("PING");
-        let err = match tokio::time::timeout(timeout, ping.query_async::<()>(&mut c)).await {
-            Ok(Ok(())) => continue,
+        let err = match tokio::time::timeout(timeout, probe.query_async::<Value>(&mut c)).await {
+            Ok(Ok(_)) => continue,
             Ok(Err(e)) => e.to_string(),
-            Err(_) => "ping timed out".to_string(),
+            Err(_) => "probe timed out".to_string(),
         };
         let _ = shared.conn.compare_and_swap(&Some(conn), None);
         shared.warn(format_args!("redis connection to {addr} lost: {err}"));

@@ -60,8 +60,17 @@ impl Server {
     /// Start on `port`; `None` when the port turned out to be taken (the child exited, or
     /// another server answers there).
     fn try_on(port: u16) -> Option<Server> {
+        let args = ["--port".to_string(), port.to_string()];
+        Server::spawn(port, &args, &server_pid)
+    }
+
+    /// Start `redis-server` with `args` (plus loopback, no persistence), ready when `pid_of`
+    /// reports the child's pid for `port`; `None` when the child exited or another server
+    /// answers there.
+    fn spawn(port: u16, args: &[String], pid_of: &dyn Fn(u16) -> Option<u32>) -> Option<Server> {
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(args)
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -74,7 +83,7 @@ impl Server {
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match server_pid(port) {
+            match pid_of(port) {
                 Some(p) if p == pid => return Some(server),
                 _ => {}
             }
@@ -117,6 +126,7 @@ fn settings(url: String) -> RedisSettings {
         url,
         prefix: "tg".into(),
         timeout: Duration::from_secs(1),
+        ..RedisSettings::default()
     }
 }
 
@@ -156,7 +166,7 @@ fn bad_url_is_rejected_without_the_password() {
     for url in [
         "not a url",
         "redis://user:s3cret@host:notaport/0",
-        "rediss://:s3cret@host",
+        "rediss://:s3cret@host/#insecure",
     ] {
         let err = RedisStore::start(settings(url.into())).err().unwrap();
         assert!(matches!(err, StoreError::Backend(_)), "{url}: {err}");
@@ -430,4 +440,637 @@ async fn recovers_after_redis_restarts() {
     assert_eq!(store.quota_get("r").await.unwrap(), None);
     assert_eq!(store.quota_add("r", 3).await.unwrap(), 3);
     drop(server);
+}
+
+// ---- TLS (rediss://) and Redis Cluster ----
+
+/// Whether to skip a test because `redis-server` is not installed: only outside CI (on CI
+/// the test runs and fails).
+fn skip_without_redis() -> bool {
+    let missing = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_err();
+    if missing && std::env::var_os("CI").is_none() {
+        eprintln!("skipped: redis-server is not installed (tests/deps.sh installs it)");
+        return true;
+    }
+    false
+}
+
+/// The `process_id` line of an `INFO server` reply.
+fn info_pid(info: &str) -> Option<u32> {
+    let line = info.lines().find(|l| l.starts_with("process_id:"))?;
+    line["process_id:".len()..].trim().parse().ok()
+}
+
+/// A private CA and a certificate for 127.0.0.1 it signed, as files in `dir`:
+/// `(cert, key, ca)` paths and the CA's PEM.
+fn tls_files(dir: &std::path::Path) -> (String, String, String, Vec<u8>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Distinct names: OpenSSL (redis-server, redis-cli) takes a certificate whose issuer is
+    // its own subject for self-signed.
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "tollgate test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    std::fs::write(path("cert.pem"), leaf.pem()).unwrap();
+    std::fs::write(path("key.pem"), leaf_key.serialize_pem()).unwrap();
+    std::fs::write(path("ca.pem"), ca.pem()).unwrap();
+    (
+        path("cert.pem"),
+        path("key.pem"),
+        path("ca.pem"),
+        ca.pem().into_bytes(),
+    )
+}
+
+/// A `redis-server` that speaks only TLS, with a certificate of a private CA.
+struct TlsServer {
+    server: Server,
+    ca: Vec<u8>,
+    ca_file: String,
+    cert: String,
+    key: String,
+    _dir: tempfile::TempDir,
+}
+
+/// The `process_id` of the TLS Redis server answering on `port`, if one answers.
+fn tls_pid(port: u16, ca: &[u8]) -> Option<u32> {
+    let url = format!("rediss://127.0.0.1:{port}/0");
+    let certs = TlsCertificates {
+        client_tls: None,
+        root_cert: Some(ca.to_vec()),
+    };
+    let client = Client::build_with_tls(url, certs).ok()?;
+    let mut c = client
+        .get_connection_with_timeout(Duration::from_millis(500))
+        .ok()?;
+    let info: String = redis::cmd("INFO").arg("server").query(&mut c).ok()?;
+    info_pid(&info)
+}
+
+impl TlsServer {
+    fn start() -> TlsServer {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key, ca_file, ca) = tls_files(dir.path());
+        let mut server = TlsServer {
+            server: Server {
+                child: None,
+                port: 0,
+            },
+            ca,
+            ca_file,
+            cert,
+            key,
+            _dir: dir,
+        };
+        for _ in 0..5 {
+            if let Some(s) = server.spawn(free_port()) {
+                server.server = s;
+                return server;
+            }
+        }
+        panic!("redis-server (TLS) did not start on any of 5 ports");
+    }
+
+    fn spawn(&self, port: u16) -> Option<Server> {
+        let args: Vec<String> = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &self.cert,
+            "--tls-key-file",
+            &self.key,
+            "--tls-ca-cert-file",
+            &self.ca_file,
+            "--tls-auth-clients",
+            "no",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        Server::spawn(port, &args, &|p| tls_pid(p, &self.ca))
+    }
+
+    /// Start again on the same port.
+    fn restart(&mut self) {
+        self.server.kill();
+        self.server = self
+            .spawn(self.server.port)
+            .expect("redis-server (TLS) could not listen on its port again");
+    }
+
+    fn url(&self) -> String {
+        format!("rediss://127.0.0.1:{}/0", self.server.port)
+    }
+
+    fn settings(&self) -> RedisSettings {
+        RedisSettings {
+            ca_pem: Some(self.ca.clone()),
+            ..settings(self.url())
+        }
+    }
+}
+
+/// Three primaries in cluster mode (no replicas), each in its own directory, on run-time
+/// ports (the client port and the cluster bus port), with every slot assigned; optionally
+/// over TLS only (clients and the cluster bus), with a certificate of a private CA.
+struct Cluster {
+    nodes: Vec<Server>,
+    /// `(cert, key, ca file, ca PEM)` when the cluster speaks TLS.
+    tls: Option<(String, String, String, Vec<u8>)>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        Cluster::start_with(false)
+    }
+
+    fn start_with(tls: bool) -> Cluster {
+        let mut dirs = vec![tempfile::tempdir().unwrap()];
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            tls: tls.then(|| tls_files(dirs[0].path())),
+            _dirs: Vec::new(),
+        };
+        for _ in 0..3 {
+            let (node, dir) = (0..5)
+                .find_map(|_| {
+                    let dir = tempfile::tempdir().unwrap();
+                    let (port, bus) = (free_port(), free_port());
+                    let mut args: Vec<String> = [
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-port",
+                        &bus.to_string(),
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-require-full-coverage",
+                        "no",
+                        "--dir",
+                        &dir.path().to_string_lossy(),
+                    ]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                    match &cluster.tls {
+                        None => args.extend(["--port".into(), port.to_string()]),
+                        Some((cert, key, ca_file, _)) => args.extend(
+                            [
+                                "--port",
+                                "0",
+                                "--tls-port",
+                                &port.to_string(),
+                                "--tls-cluster",
+                                "yes",
+                                "--tls-cert-file",
+                                cert,
+                                "--tls-key-file",
+                                key,
+                                "--tls-ca-cert-file",
+                                ca_file,
+                                "--tls-auth-clients",
+                                "no",
+                            ]
+                            .map(String::from),
+                        ),
+                    }
+                    let server = match &cluster.tls {
+                        None => Server::spawn(port, &args, &server_pid),
+                        Some((.., ca)) => Server::spawn(port, &args, &|p| tls_pid(p, ca)),
+                    };
+                    server.map(|s| (s, dir))
+                })
+                .expect("cluster node did not start on any of 5 ports");
+            cluster.nodes.push(node);
+            dirs.push(dir);
+        }
+        cluster._dirs = dirs;
+        let addrs: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let mut cli = Command::new("redis-cli");
+        if let Some((.., ca_file, _)) = &cluster.tls {
+            cli.args(["--tls", "--cacert", ca_file]);
+        }
+        let out = cli
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for node in &cluster.nodes {
+            loop {
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query(&mut cluster.conn(node))
+                    .unwrap();
+                if info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "cluster not ok: {info}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        cluster
+    }
+
+    fn url(&self, node: &Server) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", node.port)
+    }
+
+    fn certs(&self) -> Option<TlsCertificates> {
+        self.tls.as_ref().map(|(.., ca)| TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca.clone()),
+        })
+    }
+
+    /// A connection to one node (no redirections).
+    fn conn(&self, node: &Server) -> redis::Connection {
+        let client = match self.certs() {
+            None => Client::open(self.url(node)),
+            Some(certs) => Client::build_with_tls(self.url(node), certs),
+        };
+        client.unwrap().get_connection().unwrap()
+    }
+
+    /// Store settings seeded with a node that does NOT hold `prefix`'s slot (so the client
+    /// must follow the cluster's map), the other nodes as further seeds.
+    fn settings(&self, prefix: &str) -> RedisSettings {
+        let anchor = format!("{{{prefix}}}:w");
+        let (away, rest): (Vec<&Server>, Vec<&Server>) = self.nodes.iter().partition(|n| {
+            let r: RedisResult<i64> = redis::cmd("EXISTS").arg(&anchor).query(&mut self.conn(n));
+            r.is_err_and(|e| e.kind() == redis::ErrorKind::Moved)
+        });
+        assert_eq!(away.len(), 2, "one node holds the slot of {anchor}");
+        RedisSettings {
+            cluster: true,
+            prefix: prefix.into(),
+            nodes: away[1..].iter().chain(&rest).map(|n| self.url(n)).collect(),
+            ca_pem: self.tls.as_ref().map(|(.., ca)| ca.clone()),
+            ..settings(self.url(away[0]))
+        }
+    }
+
+    /// A cluster connection that follows redirections, to look at the keys.
+    fn raw(&self) -> redis::cluster::ClusterConnection {
+        let seeds: Vec<String> = self.nodes.iter().map(|n| self.url(n)).collect();
+        let mut builder = ClusterClientBuilder::new(seeds);
+        if let Some(certs) = self.certs() {
+            builder = builder.certs(certs);
+        }
+        builder.build().unwrap().get_connection().unwrap()
+    }
+
+    /// The hash slot of `key`.
+    fn slot(&self, key: &str) -> i64 {
+        redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut self.conn(&self.nodes[0]))
+            .unwrap()
+    }
+}
+
+async fn connected(settings: RedisSettings) -> Arc<RedisStore> {
+    let store = RedisStore::start(settings).unwrap();
+    wait_connected(&store).await;
+    store
+}
+
+/// Window reserve (several rules, all or nothing) and adjust, and quota set, add, reserve
+/// and settle, through `store`; `get` reads a key (`P` is the key prefix).
+async fn exercise(store: &RedisStore, p: &str, mut get: impl FnMut(&str) -> Option<i64>) {
+    let checks = [
+        check("route:a", 3600, 2, 10),
+        check("consumer:b", 3600, 1, 3),
+        check("global", 60, 1, 100),
+    ];
+    for i in 1..=3u64 {
+        let v = store.window_reserve(&checks).await.unwrap();
+        assert_eq!(v.refused, None);
+        assert_eq!((v.counts[0].count, v.counts[1].count), (2 * i, i));
+    }
+    let v = store.window_reserve(&checks).await.unwrap();
+    assert_eq!(v.refused, Some(1));
+    let start = v.counts[0].start;
+    assert_eq!(get(&format!("{p}:w:route:a:{start}")), Some(6));
+    assert_eq!(get(&format!("{p}:w:consumer:b:{start}")), Some(3));
+    store
+        .window_adjust(&[
+            WindowAdjust {
+                key: "route:a".into(),
+                window_secs: 3600,
+                start,
+                delta: -4,
+            },
+            WindowAdjust {
+                key: "consumer:b".into(),
+                window_secs: 3600,
+                start,
+                delta: -1,
+            },
+        ])
+        .await
+        .unwrap();
+    let v = store.window_reserve(&checks).await.unwrap();
+    assert_eq!(v.refused, None, "{v:?}");
+    assert_eq!((v.counts[0].count, v.counts[1].count), (4, 3));
+
+    assert_eq!(store.quota_get("alice").await.unwrap(), None);
+    assert_eq!(store.quota_set("alice", 10).await.unwrap(), 10);
+    assert_eq!(store.quota_add("alice", 5).await.unwrap(), 15);
+    assert!(store.quota_reserve("alice", 10).await.unwrap().admitted);
+    assert!(!store.quota_reserve("alice", 6).await.unwrap().admitted);
+    assert_eq!(get(&format!("{p}:qr:alice")), Some(10));
+    assert_eq!(store.quota_settle("alice", 10, 7).await.unwrap(), 8);
+    assert_eq!(get(&format!("{p}:q:alice")), Some(8));
+    assert_eq!(get(&format!("{p}:qr:alice")), None);
+    store.quota_set("max", i64::MAX).await.unwrap();
+    assert!(matches!(
+        store.quota_add("max", 1).await,
+        Err(StoreError::Overflow)
+    ));
+}
+
+#[tokio::test]
+async fn tls_store_with_a_private_ca() {
+    if skip_without_redis() {
+        return;
+    }
+    let server = TlsServer::start();
+    let store = connected(server.settings()).await;
+    let certs = TlsCertificates {
+        client_tls: None,
+        root_cert: Some(server.ca.clone()),
+    };
+    let mut raw = Client::build_with_tls(server.url(), certs)
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    exercise(&store, "tg", |k| {
+        redis::cmd("GET").arg(k).query(&mut raw).unwrap()
+    })
+    .await;
+    // The CA file as the runtime reads it.
+    assert_eq!(load_ca(&server.ca_file).unwrap(), server.ca);
+    assert!(load_ca("/nonexistent/ca.pem").is_err());
+
+    // Without the private CA (platform roots), the server's certificate is refused.
+    let target = Target::new(&settings(server.url())).unwrap();
+    let config = AsyncConnectionConfig::new();
+    let err = target.connect(&config).await.err().unwrap();
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    // A plain connection to the TLS port does not work either.
+    let plain = Target::new(&settings(server.url().replace("rediss", "redis"))).unwrap();
+    let attempt = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut c = plain.connect(&config).await?;
+        redis::cmd("PING").query_async::<()>(&mut c).await
+    });
+    assert!(!matches!(attempt.await, Ok(Ok(()))));
+}
+
+#[tokio::test]
+async fn tls_store_recovers_after_redis_restarts() {
+    if skip_without_redis() {
+        return;
+    }
+    let mut server = TlsServer::start();
+    let store = connected(server.settings()).await;
+    store.quota_set("r", 5).await.unwrap();
+    server.server.kill();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while store.connected() {
+        assert!(Instant::now() < deadline, "still connected");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(matches!(
+        store.quota_get("r").await,
+        Err(StoreError::Unavailable(_))
+    ));
+    server.restart();
+    wait_connected(&store).await;
+    assert_eq!(store.quota_get("r").await.unwrap(), None);
+    assert_eq!(store.quota_add("r", 2).await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn cluster_store_keeps_every_key_of_a_prefix_in_one_slot() {
+    if skip_without_redis() {
+        return;
+    }
+    let cluster = Cluster::start();
+    let store = connected(cluster.settings("tg")).await;
+    let mut raw = cluster.raw();
+    exercise(&store, "{tg}", |k| {
+        redis::cmd("GET").arg(k).query(&mut raw).unwrap()
+    })
+    .await;
+    // The windows of that multi-rule reservation would be in different slots (most likely
+    // on different nodes) without the tag; with it they share the anchor's slot.
+    let v = store
+        .window_reserve(&[check("route:a", 3600, 0, 10)])
+        .await
+        .unwrap();
+    let start = v.counts[0].start;
+    let keys = ["route:a", "consumer:b", "global"].map(|k| format!("w:{k}:{start}"));
+    let untagged: Vec<i64> = keys
+        .iter()
+        .map(|k| cluster.slot(&format!("tg:{k}")))
+        .collect();
+    assert!(untagged.iter().any(|s| *s != untagged[0]), "{untagged:?}");
+    let anchor = cluster.slot("{tg}:w");
+    for k in &keys {
+        assert_eq!(cluster.slot(&format!("{{tg}}:{k}")), anchor);
+    }
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{{tg}}:w:route:a:{start}"))
+        .query(&mut raw)
+        .unwrap();
+    assert!(ttl > 3_600_000 && ttl <= 7_200_000, "{ttl}");
+
+    // A second gateway (another prefix: another slot) shares nothing with the first, and
+    // two stores of one prefix share one limit.
+    let other = connected(cluster.settings("tg2")).await;
+    assert_eq!(other.quota_get("alice").await.unwrap(), None);
+    let same = connected(cluster.settings("tg")).await;
+    assert_eq!(same.quota_get("alice").await.unwrap(), Some(8));
+    let limit = [check("shared", 60, 1, 5)];
+    let mut admitted = 0;
+    for i in 0..8 {
+        let s = if i % 2 == 0 { &store } else { &same };
+        if s.window_reserve(&limit).await.unwrap().refused.is_none() {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 5);
+}
+
+#[tokio::test]
+async fn cluster_store_reconnects_when_its_seed_is_gone() {
+    if skip_without_redis() {
+        return;
+    }
+    let mut cluster = Cluster::start();
+    let settings = cluster.settings("tg");
+    let store = connected(settings.clone()).await;
+    store.quota_set("s", 3).await.unwrap();
+    // The first seed does not hold the slot: losing it leaves the prefix's primary up.
+    let seed = cluster
+        .nodes
+        .iter()
+        .position(|n| settings.url.ends_with(&format!(":{}", n.port)))
+        .unwrap();
+    cluster.nodes[seed].kill();
+    let fresh = connected(settings).await;
+    assert_eq!(fresh.quota_get("s").await.unwrap(), Some(3));
+    // The first store's client notices the lost node and re-reads the cluster's map; a call
+    // in the meantime may fail (within the timeout), then it serves again. Scripts it never
+    // ran before work too: they are sent with EVAL to the slot's primary, not loaded on
+    // every primary (SCRIPT LOAD would fail while one is down).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match store.quota_get("s").await {
+            Ok(v) => break assert_eq!(v, Some(3)),
+            Err(e) => assert!(Instant::now() < deadline, "{e}"),
+        }
+    }
+    assert_eq!(store.quota_add("s", 1).await.unwrap(), 4);
+    let v = fresh
+        .window_reserve(&[check("after", 60, 1, 5)])
+        .await
+        .unwrap();
+    assert_eq!((v.refused, v.counts[0].count), (None, 1));
+}
+
+#[tokio::test]
+async fn tls_cluster_store() {
+    if skip_without_redis() {
+        return;
+    }
+    let cluster = Cluster::start_with(true);
+    let store = connected(cluster.settings("tg")).await;
+    let mut raw = cluster.raw();
+    exercise(&store, "{tg}", |k| {
+        redis::cmd("GET").arg(k).query(&mut raw).unwrap()
+    })
+    .await;
+    // Without the private CA the cluster's certificates are refused.
+    let untrusting = RedisSettings {
+        ca_pem: None,
+        ..cluster.settings("tg")
+    };
+    let target = Target::new(&untrusting).unwrap();
+    let err = target
+        .connect(&AsyncConnectionConfig::new())
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+}
+
+#[test]
+fn settings_debug_shows_no_password() {
+    let s = RedisSettings {
+        nodes: vec!["rediss://u:s3cret@10.0.0.2:7001".into()],
+        ca_pem: Some(b"pem".to_vec()),
+        ..settings("rediss://:s3cret@10.0.0.1:7000/0".into())
+    };
+    let shown = format!("{s:?}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(
+        shown.contains("10.0.0.1:7000") && shown.contains("10.0.0.2:7001"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn settings_a_store_cannot_use_are_refused() {
+    let base = || settings("redis://127.0.0.1:1".into());
+    let refused = |s: RedisSettings, what: &str| {
+        let err = RedisStore::start(s).err().unwrap();
+        assert!(err.to_string().contains(what), "{err}");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+    };
+    refused(
+        RedisSettings {
+            ca_pem: Some(b"x".to_vec()),
+            ..base()
+        },
+        "rediss://",
+    );
+    refused(
+        RedisSettings {
+            nodes: vec!["redis://127.0.0.1:2".into()],
+            ..base()
+        },
+        "cluster: true",
+    );
+    refused(
+        RedisSettings {
+            cluster: true,
+            url: "redis://:s3cret@127.0.0.1:1/2".into(),
+            ..base()
+        },
+        "database 0",
+    );
+    refused(
+        RedisSettings {
+            cluster: true,
+            nodes: vec!["rediss://127.0.0.1:2".into()],
+            ..base()
+        },
+        "same scheme",
+    );
+    refused(
+        RedisSettings {
+            cluster: true,
+            prefix: "{a}".into(),
+            ..base()
+        },
+        "hash tag",
+    );
+    let err = RedisStore::start(RedisSettings {
+        url: "rediss://:s3cret@127.0.0.1:1".into(),
+        ca_pem: Some(b"not a certificate".to_vec()),
+        ..base()
+    });
+    if let Err(e) = err {
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+    }
 }

@@ -1280,3 +1280,130 @@ pub async fn get_text(url: &str) -> String {
         .await
         .unwrap()
 }
+
+// ---- Redis over TLS (rediss://) ----
+
+/// Whether a test that needs `redis-server` should be skipped: only when it is not installed
+/// and CI is not set (on CI the test runs, and fails).
+pub fn skip_without_redis_server() -> bool {
+    let missing = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_err();
+    if missing && std::env::var_os("CI").is_none() {
+        eprintln!("skipped: redis-server is not installed (tests/deps.sh installs it)");
+        return true;
+    }
+    false
+}
+
+/// A `redis-server` that speaks only TLS, on a run-time port, with a certificate for
+/// 127.0.0.1 signed by a private CA (`ca_file`). Started and checked like [`Redis`]: it is
+/// ready when what answers over TLS reports the child's pid.
+pub struct RedisTls {
+    pub port: u16,
+    pub ca_file: PathBuf,
+    ca: Vec<u8>,
+    dir: tempfile::TempDir,
+    proc: Option<Proc>,
+}
+
+impl RedisTls {
+    pub fn start() -> RedisTls {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Distinct names: OpenSSL (redis-server, redis-cli) takes a certificate whose issuer is
+        // its own subject for self-signed.
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "tollgate test CA");
+        let ca_key = KeyPair::generate().unwrap();
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        let mut r = RedisTls {
+            port: 0,
+            ca_file: dir.path().join("ca.pem"),
+            ca: ca.pem().into_bytes(),
+            dir,
+            proc: None,
+        };
+        for _ in 0..5 {
+            r.port = closed_port();
+            if r.try_start() {
+                return r;
+            }
+        }
+        panic!("redis-server (TLS) did not start on any of five run-time ports");
+    }
+
+    pub fn url(&self) -> String {
+        format!("rediss://127.0.0.1:{}/0", self.port)
+    }
+
+    fn try_start(&mut self) -> bool {
+        let path = |name: &str| self.dir.path().join(name);
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--tls-port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--tls-cert-file")
+            .arg(path("cert.pem"))
+            .arg("--tls-key-file")
+            .arg(path("key.pem"))
+            .arg("--tls-ca-cert-file")
+            .arg(path("ca.pem"))
+            .args(["--tls-auth-clients", "no", "--dir"])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server (apt-get install redis-server)");
+        let pid = child.id();
+        let mut proc = Proc {
+            child,
+            name: "redis-server",
+        };
+        let start = Instant::now();
+        loop {
+            if proc.child.try_wait().unwrap().is_some() {
+                return false;
+            }
+            match self.process_id() {
+                Some(p) if p == pid => break,
+                Some(_) => return false,
+                None => {}
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "redis-server (TLS) did not start"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.proc = Some(proc);
+        true
+    }
+
+    /// The `process_id` of the server answering over TLS (trusting the private CA).
+    fn process_id(&self) -> Option<u32> {
+        let certs = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(self.ca.clone()),
+        };
+        let client = redis::Client::build_with_tls(self.url(), certs).ok()?;
+        let mut c = client
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .ok()?;
+        let info: String = redis::cmd("INFO").arg("server").query(&mut c).ok()?;
+        let line = info.lines().find(|l| l.starts_with("process_id:"))?;
+        line["process_id:".len()..].trim().parse().ok()
+    }
+}
