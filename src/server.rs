@@ -327,11 +327,7 @@ fn layer_sources(
     let Some(redis) = redis else {
         return Ok((Arc::new(Sources::local(file, layer, files)), None));
     };
-    let store = Arc::new(RedisLayerStore::new(
-        &redis.url,
-        &redis.prefix,
-        redis.timeout,
-    )?);
+    let store = Arc::new(RedisLayerStore::new(redis)?);
     let sources = Sources::shared(file, layer, store.clone(), files);
     Ok((Arc::new(sources), Some(store)))
 }

@@ -28,9 +28,12 @@ pub struct LayerSync {
 
 /// Wake `wake` on every message of the store's channel, resubscribing after a failure.
 async fn subscribe(store: Arc<RedisLayerStore>, wake: Arc<Notify>) {
+    let Some(client) = store.notices() else {
+        return;
+    };
     loop {
         let subscribed = async {
-            let mut pubsub = store.client().get_async_pubsub().await?;
+            let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&store.channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };

@@ -7,11 +7,13 @@
 //! `AUDIT_KEEP`). A commit is one script: it stores the layer only if the revision is the
 //! one the writer started from, and publishes the new revision on `P:api:changed`. Other
 //! instances apply it on that message, or on their next revision check (every second) if
-//! they missed it. Durability is the Redis server's (`appendonly yes` keeps an acknowledged
+//! they missed it (a Redis Cluster has no notices here: the check alone, every second).
+//! TLS and Cluster are reached as the limits' store reaches them. Durability is the Redis server's (`appendonly yes` keeps an acknowledged
 //! write across a Redis restart).
 
 use super::{Change, Layer, LayerStore, ManagedError, Revision, AUDIT_KEEP, HISTORY};
-use redis::AsyncCommands;
+use crate::store::redis::{Conn, RedisSettings, Target};
+use redis::{AsyncCommands, AsyncConnectionConfig};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -60,7 +62,7 @@ impl Health {
 }
 
 pub struct RedisLayerStore {
-    client: redis::Client,
+    target: Target,
     /// The URL without its password, for messages.
     shown: String,
     pub channel: String,
@@ -74,14 +76,15 @@ fn failed(e: impl std::fmt::Display) -> ManagedError {
 }
 
 impl RedisLayerStore {
-    /// A store at `url` (never connects here); `prefix` as for the limits' keys.
-    pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, ManagedError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| failed(format!("invalid url ({:?})", e.kind())))?;
-        let shown = format!("redis {}", client.get_connection_info().addr);
+    /// A store on the Redis of `settings` (a server, over TLS or not, or a cluster); never
+    /// connects here.
+    pub fn new(settings: &RedisSettings) -> Result<Self, ManagedError> {
+        let target = Target::new(settings).map_err(failed)?;
+        let shown = format!("redis {}", target.addr());
+        let (prefix, timeout) = (&settings.prefix, settings.timeout);
         let tag = format!("{{{prefix}:api}}");
         Ok(RedisLayerStore {
-            client,
+            target,
             shown,
             channel: format!("{prefix}:api:changed"),
             keys: ["revision", "layer", "history", "audit"].map(|k| format!("{tag}:{k}")),
@@ -91,18 +94,21 @@ impl RedisLayerStore {
         })
     }
 
-    pub fn client(&self) -> &redis::Client {
-        &self.client
+    /// The client of a single server, for the change notices (a cluster has none: its
+    /// instances rely on the revision check every second).
+    pub fn notices(&self) -> Option<&redis::Client> {
+        self.target.single()
     }
 
     /// Run `f` on a fresh connection within the deadline, noting the store's health.
     async fn with<T, F, Fut>(&self, f: F) -> Result<T, ManagedError>
     where
-        F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
+        let config = AsyncConnectionConfig::new().set_connection_timeout(self.timeout);
         let run = async {
-            let conn = self.client.get_multiplexed_async_connection().await?;
+            let conn = self.target.connect(&config).await?;
             f(conn).await
         };
         let result = match tokio::time::timeout(self.timeout, run).await {
@@ -220,5 +226,48 @@ impl LayerStore for RedisLayerStore {
 
     fn describe(&self) -> String {
         self.shown.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::redis::tests::{skip_without_redis, Cluster, TlsServer};
+
+    /// Commit, compare-and-set, history, audit and revision on `settings`'s Redis.
+    async fn exercise(settings: &RedisSettings) {
+        let store = RedisLayerStore::new(settings).unwrap();
+        assert_eq!(store.revision().await.unwrap(), 0);
+        assert_eq!(store.load().await.unwrap(), None);
+        let mut layer = Layer {
+            revision: 1,
+            ..Layer::default()
+        };
+        let change = |n| Change::now(n, "token", "create", "route", "r");
+        store.commit(0, &layer, &change(1)).await.unwrap();
+        assert!(store.health.up());
+        assert_eq!(
+            store.commit(0, &layer, &change(1)).await,
+            Err(ManagedError::Moved(1))
+        );
+        layer.revision = 2;
+        store.commit(1, &layer, &change(2)).await.unwrap();
+        assert_eq!(store.revision().await.unwrap(), 2);
+        assert_eq!(store.load().await.unwrap(), Some(layer));
+        assert_eq!(store.history().await.unwrap().len(), 2);
+        let audit = store.audit(1).await.unwrap();
+        assert_eq!(audit.len(), 1);
+        assert_eq!(audit[0].revision, 2);
+    }
+
+    #[tokio::test]
+    async fn the_layer_is_shared_over_tls_and_on_a_cluster() {
+        if skip_without_redis() {
+            return;
+        }
+        let tls = TlsServer::start();
+        exercise(&tls.settings()).await;
+        let cluster = Cluster::start_with(true);
+        exercise(&cluster.settings("tg")).await;
     }
 }

@@ -684,15 +684,16 @@ fn key_prefix(settings: &RedisSettings) -> Result<String, String> {
     Ok(format!("{{{}}}", settings.prefix))
 }
 
-/// Where to connect: one server, or a cluster through its seeds.
-enum Target {
+/// Where to connect: one server, or a cluster through its seeds (also how the management
+/// API's shared layer reaches the same Redis).
+pub enum Target {
     Single(Client),
     /// With the seeds' addresses, for logs.
     Cluster(ClusterClient, String),
 }
 
 impl Target {
-    fn new(settings: &RedisSettings) -> Result<Target, StoreError> {
+    pub fn new(settings: &RedisSettings) -> Result<Target, StoreError> {
         let bad = |m: &str| StoreError::Backend(format!("redis: {m}"));
         let mut seeds: Vec<ConnectionInfo> = Vec::new();
         for url in std::iter::once(&settings.url).chain(&settings.nodes) {
@@ -759,15 +760,23 @@ impl Target {
         built.map_err(|e| bad(&e.to_string()))
     }
 
+    /// The client of a single server (`None` for a cluster).
+    pub fn single(&self) -> Option<&Client> {
+        match self {
+            Target::Single(c) => Some(c),
+            Target::Cluster(..) => None,
+        }
+    }
+
     /// The addresses, for logs (no credentials).
-    fn addr(&self) -> String {
+    pub fn addr(&self) -> String {
         match self {
             Target::Single(c) => c.get_connection_info().addr.to_string(),
             Target::Cluster(_, addrs) => addrs.clone(),
         }
     }
 
-    async fn connect(&self, config: &AsyncConnectionConfig) -> RedisResult<Conn> {
+    pub async fn connect(&self, config: &AsyncConnectionConfig) -> RedisResult<Conn> {
         match self {
             Target::Single(c) => c
                 .get_multiplexed_async_connection_with_config(config)
@@ -780,7 +789,7 @@ impl Target {
 
 /// A connection to one server, or a cluster client (both multiplexed and cheap to clone).
 #[derive(Clone)]
-enum Conn {
+pub enum Conn {
     Single(MultiplexedConnection),
     Cluster(ClusterConnection),
 }
@@ -868,4 +877,4 @@ async fn maintain(shared: Arc<Shared>, target: Target, timeout: Duration, probe:
 
 #[cfg(test)]
 #[path = "redis_tests.rs"]
-mod tests;
+pub(crate) mod tests;

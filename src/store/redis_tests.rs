@@ -446,7 +446,7 @@ async fn recovers_after_redis_restarts() {
 
 /// Whether to skip a test because `redis-server` is not installed: only outside CI (on CI
 /// the test runs and fails).
-fn skip_without_redis() -> bool {
+pub(crate) fn skip_without_redis() -> bool {
     let missing = Command::new("redis-server")
         .arg("--version")
         .stdout(Stdio::null())
@@ -496,7 +496,7 @@ fn tls_files(dir: &std::path::Path) -> (String, String, String, Vec<u8>) {
 }
 
 /// A `redis-server` that speaks only TLS, with a certificate of a private CA.
-struct TlsServer {
+pub(crate) struct TlsServer {
     server: Server,
     ca: Vec<u8>,
     ca_file: String,
@@ -521,7 +521,7 @@ fn tls_pid(port: u16, ca: &[u8]) -> Option<u32> {
 }
 
 impl TlsServer {
-    fn start() -> TlsServer {
+    pub(crate) fn start() -> TlsServer {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key, ca_file, ca) = tls_files(dir.path());
         let mut server = TlsServer {
@@ -577,7 +577,7 @@ impl TlsServer {
         format!("rediss://127.0.0.1:{}/0", self.server.port)
     }
 
-    fn settings(&self) -> RedisSettings {
+    pub(crate) fn settings(&self) -> RedisSettings {
         RedisSettings {
             ca_pem: Some(self.ca.clone()),
             ..settings(self.url())
@@ -588,7 +588,7 @@ impl TlsServer {
 /// Three primaries in cluster mode (no replicas), each in its own directory, on run-time
 /// ports (the client port and the cluster bus port), with every slot assigned; optionally
 /// over TLS only (clients and the cluster bus), with a certificate of a private CA.
-struct Cluster {
+pub(crate) struct Cluster {
     nodes: Vec<Server>,
     /// `(cert, key, ca file, ca PEM)` when the cluster speaks TLS.
     tls: Option<(String, String, String, Vec<u8>)>,
@@ -600,7 +600,7 @@ impl Cluster {
         Cluster::start_with(false)
     }
 
-    fn start_with(tls: bool) -> Cluster {
+    pub(crate) fn start_with(tls: bool) -> Cluster {
         let mut dirs = vec![tempfile::tempdir().unwrap()];
         let mut cluster = Cluster {
             nodes: Vec::new(),
@@ -725,7 +725,7 @@ impl Cluster {
 
     /// Store settings seeded with a node that does NOT hold `prefix`'s slot (so the client
     /// must follow the cluster's map), the other nodes as further seeds.
-    fn settings(&self, prefix: &str) -> RedisSettings {
+    pub(crate) fn settings(&self, prefix: &str) -> RedisSettings {
         let anchor = format!("{{{prefix}}}:w");
         let (away, rest): (Vec<&Server>, Vec<&Server>) = self.nodes.iter().partition(|n| {
             let r: RedisResult<i64> = redis::cmd("EXISTS").arg(&anchor).query(&mut self.conn(n));
