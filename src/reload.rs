@@ -307,6 +307,15 @@ impl Reloader {
         Ok((outcome, revision))
     }
 
+    /// Add a change that is not to the layer (a reload, a quota balance) to the audit log.
+    pub async fn record(&self, who: &str, action: &str, kind: &str, name: &str) {
+        let revision = self.sources.layer.load().revision;
+        let change = Change::now(revision, who, action, kind, name);
+        if let Err(e) = self.sources.store.record(&change).await {
+            log::warn!("audit log: {action} {kind} `{name}` by {who} not recorded: {e}");
+        }
+    }
+
     /// Install a layer another instance stored (a shared store), if it validates here.
     pub async fn adopt(&self, layer: Layer) -> Result<(), ManagedError> {
         let _one_at_a_time = self.sources.lock.lock().await;
@@ -354,8 +363,9 @@ impl BackgroundService for OnSighup {
                     if got.is_none() {
                         return;
                     }
-                    if let Err(e) = self.0.reload().await {
-                        log::error!("config reload rejected, the previous config keeps serving: {e}");
+                    match self.0.reload().await {
+                        Ok(_) => self.0.record("SIGHUP", "reload", "config file", &self.0.path).await,
+                        Err(e) => log::error!("config reload rejected, the previous config keeps serving: {e}"),
                     }
                 }
             }

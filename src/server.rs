@@ -199,13 +199,11 @@ pub fn build(
     ));
     server.add_service(background_service("resolver", Resolver { config }));
     server.add_service(background_service("stores", OpenStores(backends.clone())));
-    if let Some(store) = shared_layer {
-        let sync = LayerSync {
-            reloader: reloader.clone(),
-            store,
-        };
-        server.add_service(background_service("shared API layer", sync));
-    }
+    let sync = LayerSync {
+        reloader: reloader.clone(),
+        shared: shared_layer,
+    };
+    server.add_service(background_service("stored API layer", sync));
     server.add_service(background_service("reload on SIGHUP", OnSighup(reloader)));
     server.add_service(background_service(
         "access log",

@@ -69,8 +69,13 @@ impl Api {
 }
 
 async fn chat(gw: &Gateway, model: &str, credential: &str) -> (u16, Value) {
+    chat_at(&gw.addr, model, credential).await
+}
+
+/// A chat completion through the proxy at `addr`.
+async fn chat_at(addr: &str, model: &str, credential: &str) -> (u16, Value) {
     let resp = client()
-        .post(gw.url("/v1/chat/completions"))
+        .post(format!("http://{addr}/v1/chat/completions"))
         .bearer_auth(credential)
         .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
         .send()
@@ -436,6 +441,16 @@ async fn admin_users_first_run_login_and_roles() {
     assert_eq!(reload.status(), 403);
     let (_, audit) = admin.call(Method::GET, "/audit", None).await;
     assert_eq!(audit["items"][0]["who"], "admin", "{audit}");
+    // Reloads and balance changes are in the audit log too.
+    let reload = client()
+        .post(gw.admin_url("/admin/reload"))
+        .bearer_auth(&session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reload.status(), 200);
+    let (_, audit) = admin.call(Method::GET, "/audit", None).await;
+    assert_eq!(audit["items"][0]["action"], "reload", "{audit}");
     assert_eq!(admin.call(Method::POST, "/logout", None).await.0, 200);
     assert_eq!(admin.call(Method::GET, "/config", None).await.0, 401);
 }
@@ -513,4 +528,69 @@ async fn gateways_sharing_redis_serve_each_others_changes() {
         "a failed write changes nothing"
     );
     assert_eq!(chat(&a, "later-x", "any").await.0, 200);
+}
+
+/// Two processes on one state directory, as during a zero-downtime upgrade: a write to
+/// either is served by both within the check interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_sharing_a_state_directory_follow_each_other() {
+    let mock = Mock::start();
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().to_str().unwrap().to_string();
+    let mut procs = Vec::new();
+    let mut dirs = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let text = config_text(
+            dir.path(),
+            PROXY_LISTEN,
+            ADMIN_LISTEN,
+            None,
+            Some(TOKEN),
+            &mock_provider(&mock.url(), ""),
+        );
+        let path = dir.path().join("tollgate.yaml");
+        std::fs::write(&path, text).unwrap();
+        let mut p = GatewayProcess::spawn(&path, &["--state-dir", &state_dir]);
+        let ready = p.wait_ready();
+        procs.push((
+            p,
+            ready.proxy().to_string(),
+            ready.admin().unwrap().to_string(),
+        ));
+        dirs.push(dir);
+    }
+    let api = |i: usize| format!("http://{}/admin/api/v1", procs[i].2);
+    let route =
+        json!({"name": "r", "models": [{"model": "both-*", "targets": [{"provider": "mock"}]}]});
+    let created = client()
+        .post(format!("{}/routes", api(0)))
+        .bearer_auth(TOKEN)
+        .json(&route)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let second = procs[1].1.clone();
+    eventually("the other process serves the route", || {
+        let second = second.clone();
+        async move { chat_at(&second, "both-x", "any").await.0 == 200 }
+    })
+    .await;
+    let deleted = client()
+        .delete(format!("{}/routes/r", api(1)))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let first = procs[0].1.clone();
+    eventually("the first process drops it", || {
+        let first = first.clone();
+        async move { chat_at(&first, "both-x", "any").await.0 == 404 }
+    })
+    .await;
+    for (p, _, _) in procs {
+        p.stop();
+    }
 }

@@ -164,14 +164,14 @@ impl Admin {
         }
         let result = match (&method, segs.as_slice()) {
             (&Method::GET, ["quota", "balances", name]) => {
-                Ok(self.quota_api(session, &method, name).await)
+                Ok(self.quota_api(session, &method, name, &who.name).await)
             }
             (&Method::GET, _) => self.read(session, &segs).await,
             (_, ["login" | "logout" | "setup"]) => self.session_api(session, who, segs[0]).await,
             _ if !who.role.may_write() => Err(GatewayError::AdminReadOnly),
             (_, ["quota", "balances", ..]) => {
                 let rest = segs[2..].join("/");
-                Ok(self.quota_api(session, &method, &rest).await)
+                Ok(self.quota_api(session, &method, &rest, &who.name).await)
             }
             (_, ["users", ..]) => self.users_api(session, who, &segs[1..]).await,
             _ => self.write(session, who, &segs).await,

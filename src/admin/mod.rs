@@ -200,6 +200,7 @@ impl Admin {
         session: &mut ServerSession,
         method: &Method,
         rest: &str,
+        who: &str,
     ) -> Response<Vec<u8>> {
         let config = self.config.load_full();
         let (name, delta) = match rest.strip_suffix("/delta") {
@@ -232,6 +233,12 @@ impl Admin {
         };
         match result {
             Ok(balance) => {
+                if *method != Method::GET {
+                    let action = if delta { "add" } else { "set" };
+                    self.reloader
+                        .record(who, action, "quota balance", name)
+                        .await;
+                }
                 json_response(StatusCode::OK, json!({"consumer": name, "quota": balance}))
             }
             Err(e) => error(&e),
@@ -259,10 +266,15 @@ impl Admin {
                 json!({"providers": providers_json(&config)}),
             ),
             (&Method::POST, "/admin/reload") => match self.reloader.reload().await {
-                Ok(report) => json_response(
-                    StatusCode::OK,
-                    json!({"status": "reloaded", "needs_upgrade": report.needs_upgrade}),
-                ),
+                Ok(report) => {
+                    self.reloader
+                        .record(&who.name, "reload", "config file", &self.reloader.path)
+                        .await;
+                    json_response(
+                        StatusCode::OK,
+                        json!({"status": "reloaded", "needs_upgrade": report.needs_upgrade}),
+                    )
+                }
                 Err(e) => {
                     log::error!("config reload rejected, the previous config keeps serving: {e}");
                     error(&GatewayError::ConfigRejected(e.to_string()))
@@ -323,7 +335,7 @@ impl ServeHttp for Admin {
                     return error(&GatewayError::AdminReadOnly);
                 }
                 match p.strip_prefix("/admin/quotas/") {
-                    Some(rest) => self.quota_api(session, &method, rest).await,
+                    Some(rest) => self.quota_api(session, &method, rest, &who.name).await,
                     None => self.admin_api(&method, p, &who).await,
                 }
             }

@@ -73,6 +73,30 @@ impl FileStore {
         }
     }
 
+    /// The stored revision: the state file's first line (`revision: N`, as `to_yaml` writes
+    /// it), read without parsing the rest; the whole file if that line is not there.
+    pub fn revision_blocking(&self) -> Result<u64, ManagedError> {
+        use std::io::BufRead;
+        let path = self.state_path();
+        let f = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(storage(&path, e)),
+        };
+        let mut first = String::new();
+        std::io::BufReader::new(f.take(64))
+            .read_line(&mut first)
+            .map_err(|e| storage(&path, e))?;
+        match first
+            .trim()
+            .strip_prefix("revision:")
+            .map(|n| n.trim().parse())
+        {
+            Some(Ok(n)) => Ok(n),
+            _ => Ok(self.load_blocking()?.map_or(0, |l| l.revision)),
+        }
+    }
+
     pub fn history_blocking(&self) -> Result<Vec<Revision>, ManagedError> {
         let path = self.dir.join(HISTORY_FILE);
         match std::fs::read(&path) {
@@ -198,7 +222,14 @@ impl LayerStore for FileStore {
     }
 
     async fn revision(&self) -> Result<u64, ManagedError> {
-        Ok(self.load().await?.map_or(0, |l| l.revision))
+        let this = self.clone();
+        blocking(move || this.revision_blocking()).await
+    }
+
+    async fn record(&self, change: &Change) -> Result<(), ManagedError> {
+        let (this, change) = (self.clone(), change.clone());
+        let path = self.dir.join(AUDIT_FILE);
+        blocking(move || this.append_audit(&change).map_err(|e| storage(&path, e))).await
     }
 
     fn describe(&self) -> String {
@@ -228,6 +259,7 @@ mod tests {
         layer.revision = 2;
         store.commit_blocking(1, &layer, &change(2)).unwrap();
         assert_eq!(store.load_blocking().unwrap().unwrap().revision, 2);
+        assert_eq!(store.revision_blocking().unwrap(), 2);
         let history = store.history_blocking().unwrap();
         assert_eq!(history.len(), 2);
         assert_eq!(history[0].change.revision, 2);

@@ -86,6 +86,9 @@ pub trait LayerStore: Send + Sync {
     async fn audit(&self, limit: usize) -> Result<Vec<Change>, ManagedError>;
     /// The stored revision alone (cheap; polled by other instances).
     async fn revision(&self) -> Result<u64, ManagedError>;
+    /// Add `change` to the audit log alone (a write that is not to the layer: a quota
+    /// balance, a reload of the file).
+    async fn record(&self, change: &Change) -> Result<(), ManagedError>;
     /// What this store is, for `/readyz` and logs.
     fn describe(&self) -> String;
 }

@@ -224,6 +224,21 @@ impl LayerStore for RedisLayerStore {
         Ok(r.unwrap_or(0))
     }
 
+    async fn record(&self, change: &Change) -> Result<(), ManagedError> {
+        let key = self.keys[3].clone();
+        let entry = serde_json::to_string(change).map_err(failed)?;
+        let end = isize::try_from(AUDIT_KEEP).unwrap_or(isize::MAX) - 1;
+        self.with(move |mut c| async move {
+            redis::pipe()
+                .atomic()
+                .lpush(&key, entry)
+                .ltrim(&key, 0, end)
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
     fn describe(&self) -> String {
         self.shown.clone()
     }
@@ -258,6 +273,11 @@ mod tests {
         let audit = store.audit(1).await.unwrap();
         assert_eq!(audit.len(), 1);
         assert_eq!(audit[0].revision, 2);
+        store
+            .record(&Change::now(2, "token", "set", "quota balance", "c"))
+            .await
+            .unwrap();
+        assert_eq!(store.audit(5).await.unwrap()[0].action, "set");
     }
 
     #[tokio::test]
