@@ -535,47 +535,94 @@ fn matches(path: &str, segs: &[&str]) -> bool {
             .all(|(p, s)| (p.starts_with('{') && !s.is_empty()) || p == s)
 }
 
-/// The OpenAPI 3.1 document of `ROUTES`.
-pub fn openapi() -> Value {
+/// The collection whose object schema describes `path`'s bodies (a key of
+/// `settings::api_schemas`), and whether the path names one object.
+fn schema_of(path: &str) -> Option<(&'static str, bool)> {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    Some(match segs.as_slice() {
+        ["providers", _, "keys"] => ("keys", false),
+        ["providers", _, "keys", _] => ("keys", true),
+        [c] => (collection_name(c)?, false),
+        [c, _] => (collection_name(c)?, true),
+        _ => return None,
+    })
+}
+
+fn collection_name(c: &str) -> Option<&'static str> {
+    match c {
+        "quota" => Some("quota"),
+        c => Collection::from_path(c).map(Collection::path),
+    }
+}
+
+/// One operation of the OpenAPI document.
+fn operation(path: &str, method: &str, summary: &str, objects: &[(&str, Value)]) -> Value {
     let error = json!({"description": "An error: {\"error\":{\"message\",\"type\",\"code\"}}"});
+    let mut op = json!({
+        "summary": summary,
+        "responses": {"200": {"description": "OK", "content": {"application/json": {}}}, "401": error},
+    });
+    let params: Vec<Value> = path
+        .split('/')
+        .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+        .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .collect();
+    if !params.is_empty() {
+        op["parameters"] = json!(params);
+        op["responses"]["404"] = error.clone();
+    }
+    let schema = schema_of(path)
+        .and_then(|(name, one)| Some((objects.iter().find(|(n, _)| *n == name)?.1.clone(), one)));
+    if let Some((object, one)) = &schema {
+        let shown = if *one || path == "/quota" {
+            object.clone()
+        } else {
+            json!({"type": "object", "properties": {"revision": {"type": "string"}, "items": {"type": "array", "items": object}}})
+        };
+        if method == "GET" {
+            op["responses"]["200"]["content"]["application/json"] = json!({"schema": shown});
+        }
+    }
+    if method != "GET" {
+        op["responses"]["400"] = error.clone();
+        op["responses"]["403"] = error.clone();
+        op["responses"]["409"] = json!({"description": "Defined in the config file, exists already, or a stale If-Match revision"});
+        op["responses"]["503"] = json!({"description": "The state store failed; nothing changed"});
+        let body = match (&schema, method) {
+            (Some((_, _)), "PATCH") => Some(
+                json!({"type": "object", "description": "A JSON merge patch (RFC 7386) of the object"}),
+            ),
+            (Some((object, _)), "POST" | "PUT") => Some(object.clone()),
+            (None, "POST" | "PUT") => Some(json!({"type": "object"})),
+            _ => None,
+        };
+        if let Some(body) = body {
+            op["requestBody"] = json!({"content": {"application/json": {"schema": body}}});
+        }
+    }
+    op
+}
+
+/// The OpenAPI 3.1 document of `ROUTES`, with the JSON Schemas of the objects generated from
+/// the settings' own types.
+pub fn openapi() -> Value {
+    let (definitions, objects) = settings::api_schemas();
     let mut paths = serde_json::Map::new();
     for (path, method, summary) in ROUTES {
-        let mut op = json!({
-            "summary": summary,
-            "responses": {
-                "200": {"description": "OK", "content": {"application/json": {}}},
-                "401": error,
-            },
-        });
-        let params: Vec<Value> = path
-            .split('/')
-            .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
-            .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .collect();
-        if !params.is_empty() {
-            op["parameters"] = json!(params);
-            op["responses"]["404"] = error.clone();
-        }
-        if *method != "GET" {
-            op["responses"]["400"] = error.clone();
-            op["responses"]["403"] = error.clone();
-            op["responses"]["409"] = json!({"description": "Defined in the config file, exists already, or a stale If-Match revision"});
-            if matches!(*method, "POST" | "PUT" | "PATCH") {
-                op["requestBody"] =
-                    json!({"content": {"application/json": {"schema": {"type": "object"}}}});
-            }
-        }
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
-        entry[method.to_lowercase()] = op;
+        entry[method.to_lowercase()] = operation(path, method, summary, &objects);
     }
     json!({
         "openapi": "3.1.0",
         "info": {"title": "Tollgate management API", "version": "1"},
         "servers": [{"url": PREFIX}],
-        "components": {"securitySchemes": {
-            "admin_token": {"type": "http", "scheme": "bearer", "description": "The admin token or a session token from /login"},
-            "admin_user": {"type": "http", "scheme": "basic"},
-        }},
+        "components": {
+            "schemas": definitions,
+            "securitySchemes": {
+                "admin_token": {"type": "http", "scheme": "bearer", "description": "The admin token or a session token from /login"},
+                "admin_user": {"type": "http", "scheme": "basic"},
+            },
+        },
         "security": [{"admin_token": []}, {"admin_user": []}],
         "paths": paths,
     })

@@ -32,3 +32,61 @@ fn check_revision_accepts_the_current_one_only() {
     let e = check_revision(&Some("b".into()), || "a".into()).unwrap_err();
     assert!(e.to_string().contains("Stale revision"), "{e}");
 }
+
+/// The definition a `$ref` names in the document.
+fn definition<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(r) => {
+            let name = r.rsplit('/').next().unwrap();
+            &doc["components"]["schemas"][name]
+        }
+        None => schema,
+    }
+}
+
+#[test]
+fn object_schemas_cover_every_field_the_shipped_configs_use() {
+    let doc = openapi();
+    let paths = &doc["paths"];
+    let create =
+        |p: &str| &paths[p]["post"]["requestBody"]["content"]["application/json"]["schema"];
+    let mut checked = 0;
+    for entry in std::fs::read_dir("conf").unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let settings = crate::settings::from_yaml(&text).unwrap();
+        for c in Collection::ALL {
+            let schema = definition(&doc, create(&format!("/{}", c.path())));
+            assert_eq!(schema["additionalProperties"], false, "{c:?}");
+            let properties = schema["properties"].as_object().unwrap();
+            for (name, object) in c.objects(&settings) {
+                for field in object.as_object().unwrap().keys() {
+                    assert!(
+                        properties.contains_key(field),
+                        "{}: {name}.{field}",
+                        path.display()
+                    );
+                    checked += 1;
+                }
+            }
+            let required: Vec<&str> = schema["required"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            assert!(required.contains(&"name"), "{c:?}: {required:?}");
+        }
+    }
+    assert!(checked > 20, "{checked}");
+    let key = definition(&doc, create("/providers/{name}/keys"));
+    assert!(key["properties"]["disabled"].is_object(), "{key}");
+    let window = &doc["components"]["schemas"]["Window"]["enum"];
+    assert_eq!(
+        window,
+        &serde_json::json!(["second", "minute", "hour", "day"])
+    );
+}

@@ -5,7 +5,7 @@ use super::text::{is_false, text_serde, word_enum, HumanDuration, Secret};
 use serde::{Deserialize, Serialize};
 
 /// A caller of the gateway.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsumerSection {
     pub name: String,
@@ -74,7 +74,7 @@ impl std::str::FromStr for CredentialSource {
 text_serde!(CredentialSource);
 
 /// A token/request limit per key and window.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSection {
     pub name: String,
@@ -192,7 +192,7 @@ impl std::str::FromStr for Window {
 
 text_serde!(Window);
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaSection {
     /// Consumers whose spending is charged to a balance (`*` = every consumer).

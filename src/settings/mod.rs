@@ -16,6 +16,7 @@ mod access;
 mod providers;
 mod redact;
 mod routes;
+mod schema;
 mod server;
 #[cfg(test)]
 mod tests;
@@ -32,6 +33,7 @@ pub use redact::mask_digest;
 pub use routes::{
     AllKeysDown, ModelRuleSection, RetrySection, RouteAuthSection, RouteSection, TargetSection,
 };
+pub use schema::api_schemas;
 pub use server::{
     AccessLogPath, AccessLogSection, ClientSection, DnsSection, LimitsSection, ListenerSection,
     ListenersSection, MetricsSection, ServerSection, TlsSection,

@@ -4,7 +4,7 @@ use super::text::{is_default, is_false, text_serde, word_enum, HumanDuration, Se
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSection {
     pub name: String,
@@ -89,14 +89,14 @@ text_serde!(ProviderType);
 
 /// An API key: a plain string, or a named one (`{name, key, weight}`) so logs can say which.
 /// `${VAR}` allowed in the key.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum KeyEntry {
     Plain(Secret),
     Named(NamedKey),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NamedKey {
     pub name: String,
@@ -110,7 +110,7 @@ pub struct NamedKey {
 }
 
 /// Provider deadlines.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimeoutSection {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -126,7 +126,7 @@ pub struct TimeoutSection {
 }
 
 /// Key health: passive failure counting and active checks of keys out of rotation.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthSection {
     /// Consecutive failures that take a key out (default 3).

@@ -3,7 +3,7 @@
 use super::text::{is_default, is_false, text_serde, word_enum, HumanDuration};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSection {
     pub name: String,
@@ -53,7 +53,7 @@ impl std::str::FromStr for AllKeysDown {
 
 text_serde!(AllKeysDown);
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetrySection {
     /// Most attempts for one request, across keys and targets (default: every configured
@@ -69,7 +69,7 @@ pub struct RetrySection {
 }
 
 /// A route's access rule.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteAuthSection {
     /// Requests without a known consumer credential get 401 (default false).
@@ -80,7 +80,7 @@ pub struct RouteAuthSection {
     pub allow: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelRuleSection {
     /// Pattern on the requested model: exact, `prefix*`, `~regex`, or `*`.
@@ -88,7 +88,7 @@ pub struct ModelRuleSection {
     pub targets: Vec<TargetSection>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetSection {
     pub provider: String,
