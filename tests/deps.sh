@@ -19,8 +19,12 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # tests/deb.rs: the Debian package (a few minutes to compile, once per machine).
 command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb --locked --version 3.8.0
-# tests/sdk.rs: OpenAI's official Python SDK, to check the error classes it raises.
+# tests/sdk.rs: OpenAI's official Python SDK, to check the error classes it raises;
+# tests/management.rs: openapi-spec-validator, to check the management API's OpenAPI document.
+[ -x target/pyvenv/bin/python ] || python3 -m venv target/pyvenv
 if ! target/pyvenv/bin/python -c 'import openai' >/dev/null 2>&1; then
-  python3 -m venv target/pyvenv
   target/pyvenv/bin/pip install -q openai==3.57.0
+fi
+if ! target/pyvenv/bin/python -c 'import openapi_spec_validator' >/dev/null 2>&1; then
+  target/pyvenv/bin/pip install -q openapi-spec-validator==0.9.0
 fi

@@ -594,3 +594,39 @@ async fn processes_sharing_a_state_directory_follow_each_other() {
         p.stop();
     }
 }
+
+/// The served OpenAPI document is valid OpenAPI 3.1 (openapi-spec-validator, installed by
+/// `tests/deps.sh`; skipped with a note outside CI where it is missing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_is_valid_openapi_3_1() {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyvenv/bin/python");
+    let check = "import json, sys; from openapi_spec_validator import validate; validate(json.load(open(sys.argv[1]))); print('valid')";
+    let has = std::process::Command::new(&python)
+        .args(["-c", "import openapi_spec_validator"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "tests/deps.sh installs openapi-spec-validator"
+        );
+        eprintln!("skipped: no openapi-spec-validator in target/pyvenv (run tests/deps.sh)");
+        return;
+    }
+    let mock = Mock::start();
+    let gw = Gateway::start_opts(&mock_provider(&mock.url(), ""), None, Some(TOKEN), &[]);
+    let doc = get_json(&gw.admin_url("/admin/api/v1/openapi.json"), Some(TOKEN)).await;
+    assert_eq!(doc["openapi"], "3.1.0");
+    let file = gw.dir.path().join("openapi.json");
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let out = std::process::Command::new(&python)
+        .args(["-c", check, file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
