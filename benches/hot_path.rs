@@ -1,5 +1,7 @@
 //! Criterion benchmarks of the per-request hot path that does not touch the network:
-//! the SSE parser, usage extraction (streaming and not) and the request-body rewrite.
+//! the SSE parser, usage extraction (streaming and not), the request-body rewrite, and the
+//! consumer lookup (a credential written in the config, and one the management API keeps as
+//! a SHA-256 digest: the digest's cost is paid only when such credentials exist).
 //!
 //! Inputs are built here, deterministically, to look like real traffic: an OpenAI
 //! chat-completions stream of 64 content chunks (role chunk, content, finish chunk, usage
@@ -339,5 +341,53 @@ fn bench_body(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_sse, bench_usage_json, bench_body);
+fn bench_consumers(c: &mut Criterion) {
+    use tollgate::auth::{digest_text, Consumers, Source};
+    let with = |hashed: bool| {
+        let mut consumers = Consumers::new(vec![Source::Bearer]);
+        for i in 0..1000 {
+            let credential = format!("sk-consumer-credential-{i:04}");
+            if hashed {
+                let Ok(()) = consumers.add(format!("c{i}"), vec![]) else {
+                    panic!("bench consumers")
+                };
+                let Ok(()) = consumers.add_digests(&format!("c{i}"), &[digest_text(&credential)])
+                else {
+                    panic!("bench digests")
+                };
+            } else if consumers.add(format!("c{i}"), vec![credential]).is_err() {
+                panic!("bench consumers")
+            }
+        }
+        consumers
+    };
+    let mut headers = http::HeaderMap::new();
+    let Ok(value) = "Bearer sk-consumer-credential-0500".parse() else {
+        panic!("header")
+    };
+    headers.insert(http::header::AUTHORIZATION, value);
+    let mut g = c.benchmark_group("consumer_lookup_1000");
+    for (name, hashed) in [("literal", false), ("sha256_digest", true)] {
+        let consumers = with(hashed);
+        if consumers.identify(&headers, None, true, &[]) != Ok(Some("c500")) {
+            panic!("lookup failed")
+        }
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                consumers
+                    .identify(black_box(&headers), None, true, &[])
+                    .is_ok()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_sse,
+    bench_usage_json,
+    bench_body,
+    bench_consumers
+);
 criterion_main!(benches);

@@ -104,8 +104,25 @@ pub fn load_with_layer(path: &str) -> Result<(Gateway, Settings, Layer), ConfigE
         .load_blocking()
         .map_err(|e| ConfigError::field(managed::files::STATE_FILE, e.to_string()))?
         .unwrap_or_default();
-    let gateway = build_merged(&file, &layer, path, None)?;
+    let gateway =
+        build_merged(&file, &layer, path, None).map_err(|e| blame_layer(e, &file, &layer, path))?;
     Ok((gateway, file, layer))
+}
+
+/// When the file builds alone but not with the API's objects, say that an API object is at
+/// fault (say, a route the API created uses a provider the file no longer defines).
+fn blame_layer(e: ConfigError, file: &Settings, layer: &Layer, path: &str) -> ConfigError {
+    if *layer == Layer::default() || runtime::build(file, path, None).is_err() {
+        return e;
+    }
+    ConfigError::field(
+        managed::files::STATE_FILE,
+        format!(
+            "the management API's objects (revision {}) do not fit this config file: {e}; \
+             change the file, or fix or delete the object through the API",
+            layer.revision
+        ),
+    )
 }
 
 /// The snapshot of `file` merged with `layer`.
@@ -233,7 +250,9 @@ impl Reloader {
             message,
         })?;
         let layer = Layer::clone(&self.sources.layer.load());
-        let new = self.prepare(&file, &layer)?;
+        let new = self
+            .prepare(&file, &layer)
+            .map_err(|e| blame_layer(e, &file, &layer, &self.path))?;
         let report = self.install(new, file, layer);
         if report.needs_upgrade.is_empty() {
             log::info!("config {} reloaded", self.path);

@@ -630,3 +630,43 @@ async fn the_openapi_document_is_valid_openapi_3_1() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A file change that breaks an object the API created is refused, naming the API's object;
+/// the running config keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_change_that_breaks_an_api_object_is_refused_naming_it() {
+    let mock = Mock::start();
+    let gw = Gateway::start(&mock_provider(&mock.url(), ""));
+    let mut api = Api::new(&gw, None);
+    let route = json!({"name": "api-route", "models": [{"model": "api-*", "targets": [{"provider": "mock"}]}]});
+    assert_eq!(api.call(Method::POST, "/routes", Some(route)).await.0, 201);
+    // The new file renames the provider the API's route uses.
+    gw.rewrite_config(
+        &mock_provider(&mock.url(), "")
+            .replace("name: mock", "name: renamed")
+            .replace("provider: mock", "provider: renamed"),
+    );
+    let resp = client()
+        .post(gw.admin_url("/admin/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("management API's objects") && message.contains("api-route"),
+        "{message}"
+    );
+    assert_eq!(
+        chat(&gw, "api-x", "any").await.0,
+        200,
+        "the running config keeps serving"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["-t", "-c", gw.config_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("api-state.yaml"));
+}

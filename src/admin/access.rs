@@ -134,7 +134,8 @@ impl Admin {
                     .check_password(&layer.admin_users, name.clone(), password)
                     .await
                 else {
-                    log::warn!("admin login failed for `{}`", name.escape_debug());
+                    let shown: String = name.chars().take(64).collect();
+                    log::warn!("admin login failed for `{}`", shown.escape_debug());
                     return Err(GatewayError::AdminUnauthorized);
                 };
                 let token = self

@@ -211,6 +211,7 @@ pub fn apply(layer: &mut Layer, file: &Settings, op: Op) -> Result<Outcome, Mana
                 Some(Value::String(n)) => n.clone(),
                 _ => return Err(invalid(format!("a {} needs a string `name`", c.kind()))),
             };
+            check_name(c.kind(), &name)?;
             guard(file, c, &name)?;
             on_collection(layer, c, &name, |_| Err(()), Some(body))?;
             Ok(outcome("create", c, name))
@@ -248,6 +249,7 @@ pub fn apply(layer: &mut Layer, file: &Settings, op: Op) -> Result<Outcome, Mana
             guard(file, Collection::Providers, &provider)?;
             let p = provider_mut(layer, &provider)?;
             let key: NamedKey = parse("key ({name, key, weight, disabled})", key)?;
+            check_name("key", &key.name)?;
             if p.api_keys
                 .iter()
                 .any(|k| key_name(k) == Some(key.name.as_str()))
@@ -365,6 +367,18 @@ pub fn apply(layer: &mut Layer, file: &Settings, op: Op) -> Result<Outcome, Mana
             })
         }
     }
+}
+
+/// A name the API can address: 1 to 128 characters, none of them `/`, `?`, `#`, `%`,
+/// whitespace or a control character.
+fn check_name(kind: &str, name: &str) -> Result<(), ManagedError> {
+    let bad = |c: char| c.is_whitespace() || c.is_control() || "/?#%".contains(c);
+    if name.is_empty() || name.chars().count() > 128 || name.chars().any(bad) {
+        return Err(invalid(format!(
+            "a {kind} name is 1 to 128 characters without `/`, `?`, `#`, `%`, spaces or control characters: {name:?}"
+        )));
+    }
+    Ok(())
 }
 
 fn outcome(action: &'static str, c: Collection, name: String) -> Outcome {
