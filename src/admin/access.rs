@@ -33,6 +33,18 @@ pub fn is_open(path: &str) -> bool {
     )
 }
 
+/// The `Authorization: Bearer` value of the request, trimmed.
+fn bearer(session: &ServerSession) -> Option<&str> {
+    session
+        .req_header()
+        .headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
 fn bad(message: impl Into<String>) -> GatewayError {
     ManagedError::Invalid(message.into()).into()
 }
@@ -63,10 +75,7 @@ impl Admin {
             .req_header()
             .headers
             .get(http::header::AUTHORIZATION);
-        let bearer = header
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+        let bearer = bearer(session);
         if token.is_none() && layer.admin_users.is_empty() {
             return Some(Principal {
                 name: "anonymous".into(),
@@ -112,15 +121,7 @@ impl Admin {
     ) -> Result<Response<Vec<u8>>, GatewayError> {
         match what {
             "logout" => {
-                let token = session
-                    .req_header()
-                    .headers
-                    .get(http::header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
-                    .unwrap_or_default()
-                    .to_string();
-                let ended = self.sessions.logout(token.trim());
+                let ended = self.sessions.logout(bearer(session).unwrap_or_default());
                 Ok(json_response(
                     StatusCode::OK,
                     json!({"logged_out": ended, "user": who.name}),
@@ -162,14 +163,8 @@ impl Admin {
             return Err(GatewayError::Forbidden);
         }
         if let Some(token) = self.admin_token() {
-            let given = session
-                .req_header()
-                .headers
-                .get(http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or_default();
-            if !same_secret(given.trim().as_bytes(), token.as_bytes()) {
+            let given = bearer(session).unwrap_or_default();
+            if !same_secret(given.as_bytes(), token.as_bytes()) {
                 return Err(GatewayError::AdminUnauthorized);
             }
         }

@@ -735,26 +735,8 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn redis-server (apt-get install redis-server)");
-        let pid = child.id();
-        let mut proc = Proc {
-            child,
-            name: "redis-server",
-        };
-        let start = Instant::now();
-        loop {
-            if proc.child.try_wait().unwrap().is_some() {
-                return false;
-            }
-            match self.process_id() {
-                Some(p) if p == pid => break,
-                Some(_) => return false,
-                None => {}
-            }
-            assert!(start.elapsed() < DEADLINE, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        self.proc = Some(proc);
-        true
+        self.proc = identified(child, || self.process_id());
+        self.proc.is_some()
     }
 
     /// The `process_id` of the redis-server answering on `port`.
@@ -800,6 +782,29 @@ impl Redis {
             let _ = p.child.kill();
             let _ = p.child.wait();
         }
+    }
+}
+
+/// The redis-server `child` once `process_id` answers with its pid; `None` when it exited
+/// or another server answers on its port (the caller starts again on a new port).
+fn identified(child: Child, process_id: impl Fn() -> Option<u32>) -> Option<Proc> {
+    let pid = child.id();
+    let mut proc = Proc {
+        child,
+        name: "redis-server",
+    };
+    let start = Instant::now();
+    loop {
+        if proc.child.try_wait().unwrap().is_some() {
+            return None;
+        }
+        match process_id() {
+            Some(p) if p == pid => return Some(proc),
+            Some(_) => return None,
+            None => {}
+        }
+        assert!(start.elapsed() < DEADLINE, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -1367,29 +1372,8 @@ impl RedisTls {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn redis-server (apt-get install redis-server)");
-        let pid = child.id();
-        let mut proc = Proc {
-            child,
-            name: "redis-server",
-        };
-        let start = Instant::now();
-        loop {
-            if proc.child.try_wait().unwrap().is_some() {
-                return false;
-            }
-            match self.process_id() {
-                Some(p) if p == pid => break,
-                Some(_) => return false,
-                None => {}
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "redis-server (TLS) did not start"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        self.proc = Some(proc);
-        true
+        self.proc = identified(child, || self.process_id());
+        self.proc.is_some()
     }
 
     /// The `process_id` of the server answering over TLS (trusting the private CA).
