@@ -117,6 +117,7 @@ pub struct Lifecycle {
     /// Open client connections, one counter per listener kind.
     pub connections: Vec<Arc<AtomicUsize>>,
     pub access_log: Arc<AccessLog>,
+    pub analytics: Arc<crate::analytics::Analytics>,
     pub backends: Arc<Backends>,
     /// `server.grace_period_seconds`.
     pub grace: Duration,
@@ -169,6 +170,11 @@ impl Lifecycle {
         }
         if !self.access_log.flush(FLUSH_WITHIN).await {
             log::warn!("the access log was not flushed within {FLUSH_WITHIN:?}");
+        }
+        let analytics = self.analytics.clone();
+        let flushed = tokio::task::spawn_blocking(move || analytics.flush(FLUSH_WITHIN)).await;
+        if !flushed.unwrap_or(false) {
+            log::warn!("the usage rollups were not flushed within {FLUSH_WITHIN:?}");
         }
         if let Some(local) = self.backends.opened().and_then(|s| s.local.clone()) {
             match tokio::time::timeout(FLUSH_WITHIN, local.flush()).await {

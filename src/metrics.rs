@@ -67,6 +67,8 @@ pub struct Metrics {
     pub quota_charged_tokens: IntCounterVec,
     /// Balance of consumers with a quota (names from the config: bounded).
     pub quota_remaining: IntGaugeVec,
+    /// Requests left out of the usage rollups (queue full or the store failing).
+    pub analytics_dropped: IntCounter,
     /// 1 while the store of the management API's layer answers (always 1 for local files).
     pub config_store_up: IntGauge,
     /// The API layer revision this instance runs.
@@ -215,6 +217,12 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
             "tollgate_store_fail_open_total",
             "Requests admitted unchecked because the shared store failed (on_error: open)",
             &["what"],
+            r
+        )
+        .expect("metric"),
+        analytics_dropped: register_int_counter_with_registry!(
+            "tollgate_analytics_dropped_total",
+            "Requests left out of the usage rollups (queue full, or the rollup store failed)",
             r
         )
         .expect("metric"),

@@ -115,6 +115,28 @@ fn describe(l: &Listener, kind: &str) -> ListenerInfo {
     }
 }
 
+/// The usage rollups of `gateway` (`analytics:`), their file in the state directory unless
+/// the config names one.
+fn analytics_of(gateway: &Gateway, config_path: &str) -> crate::analytics::Analytics {
+    let a = &gateway.settings.analytics;
+    let dir = crate::runtime::paths::state_dir(config_path);
+    let path = dir.join(a.path.as_deref().unwrap_or("analytics.db"));
+    crate::analytics::Analytics::new(a.is_enabled(), path, a.recent_requests(), a.retention())
+}
+
+/// Starts the rollups' thread once the server runs (after daemonising).
+struct StartAnalytics(Arc<crate::analytics::Analytics>);
+
+#[async_trait]
+impl BackgroundService for StartAnalytics {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        if let Err(e) = self.0.start() {
+            log::error!("analytics: cannot start its thread: {e}");
+        }
+        let _ = shutdown.changed().await;
+    }
+}
+
 /// Opens the stores as soon as the server runs (after daemonising) and loads balances.
 struct OpenStores(Arc<Backends>);
 
@@ -166,6 +188,7 @@ pub fn build(
         // Fail at start on a bad path or URL; a daemon opens them after the fork.
         backends.open_now()?;
     }
+    let analytics = Arc::new(analytics_of(&gateway, config_path));
     let listeners = Listeners::of(&gateway, &switches);
     let client = gateway.client;
     let grace = Duration::from_secs(gateway.server.grace_period_seconds);
@@ -176,6 +199,7 @@ pub fn build(
     let shared = Shared {
         config: config.clone(),
         backends: backends.clone(),
+        analytics: analytics.clone(),
         conf: conf.clone(),
         max_connections: client.max_connections,
     };
@@ -209,6 +233,10 @@ pub fn build(
         "access log",
         access_log::Writer(access_log.clone()),
     ));
+    server.add_service(background_service(
+        "usage rollups",
+        StartAnalytics(analytics.clone()),
+    ));
     let phases = server.watch_execution_phase();
     server.add_service(background_service(
         "lifecycle",
@@ -216,6 +244,7 @@ pub fn build(
             upgrade: switches.upgrade,
             connections,
             access_log,
+            analytics: analytics.clone(),
             backends,
             grace,
             settle: if listeners.any_tls {
@@ -233,6 +262,7 @@ pub fn build(
 struct Shared {
     config: SharedConfig,
     backends: Arc<Backends>,
+    analytics: Arc<crate::analytics::Analytics>,
     conf: Arc<pingora_core::server::configuration::ServerConf>,
     max_connections: usize,
 }
@@ -275,6 +305,7 @@ fn proxy_service(
         Tollgate {
             config: shared.config.clone(),
             access_log: access_log.clone(),
+            analytics: shared.analytics.clone(),
             backends: shared.backends.clone(),
             connector: Connector::new(Some(ConnectorOptions::from_server_conf(&shared.conf))),
         },
@@ -344,6 +375,7 @@ fn admin_service(
                 reloader.clone(),
                 l.token.clone(),
                 shared.backends.clone(),
+                shared.analytics.clone(),
             )),
             config: shared.config.clone(),
             drain: Duration::ZERO,

@@ -67,6 +67,9 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("/revisions", "GET", "The last revisions of the API's layer: who changed what and when."),
     ("/revisions/{n}/restore", "POST", "Make revision n's layer current again (as a new revision; admin users are kept)."),
     ("/audit", "GET", "The audit log, newest first (?limit=N, default 100)."),
+    ("/usage", "GET", "Usage rollups over a range: ?from=&to= (RFC 3339 or unix seconds; default the last hour), step=1m|1h|…, group_by=route,provider,model,consumer,class, filter[DIM]=VALUE, format=csv."),
+    ("/usage/top", "GET", "The top N of one dimension by input + output tokens: ?by=consumer&n=10&from=&to=."),
+    ("/requests", "GET", "The last requests' metadata (no prompt or answer text), newest first: ?consumer=&model=&route=&status=&request_id=&limit=100."),
     ("/users", "GET", "Admin users (names and roles)."),
     ("/users", "POST", "Create an admin user: {name, role, password}."),
     ("/users/{name}", "GET", "One admin user."),
@@ -258,6 +261,9 @@ impl Admin {
                 ok(user, None)
             }
             ["setup"] => ok(json!({"needed": layer.admin_users.is_empty()}), None),
+            ["usage"] | ["usage", "top"] | ["requests"] => {
+                return self.usage_api(session, segs).await
+            }
             _ => return Err(GatewayError::AdminNotFound),
         })
     }

@@ -10,6 +10,7 @@
 
 mod access;
 mod api;
+mod usage;
 
 use crate::error::GatewayError;
 use crate::protocol::ClientProtocol;
@@ -34,6 +35,8 @@ pub struct Admin {
     pub sessions: crate::users::Sessions,
     /// Password checks in progress (argon2: 19 MiB and tens of ms each): at most two.
     pub logins: tokio::sync::Semaphore,
+    /// Usage rollups and recent requests.
+    pub analytics: std::sync::Arc<crate::analytics::Analytics>,
 }
 
 impl Admin {
@@ -42,12 +45,14 @@ impl Admin {
         reloader: Reloader,
         token: Option<String>,
         backends: std::sync::Arc<crate::state::Backends>,
+        analytics: std::sync::Arc<crate::analytics::Analytics>,
     ) -> Self {
         Admin {
             config,
             reloader,
             token,
             backends,
+            analytics,
             sessions: crate::users::Sessions::default(),
             logins: tokio::sync::Semaphore::new(2),
         }

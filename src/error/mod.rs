@@ -150,6 +150,9 @@ pub enum GatewayError {
     /// A management API write that cannot be applied.
     #[error("{0}")]
     Managed(crate::managed::ManagedError),
+    /// A usage query the analytics cannot answer (a bad parameter).
+    #[error("{0}")]
+    BadQuery(String),
     /// An admin user whose role may only read tried to write.
     #[error("The `viewer` role may only read; this needs the `admin` role.")]
     AdminReadOnly,
@@ -229,6 +232,7 @@ impl GatewayError {
             ModelNotFound(_) | RouteNotFound(_) | AdminNotFound | AdminObjectNotFound { .. } => 404,
             Managed(e) => managed_status(e),
             AdminReadOnly => 403,
+            BadQuery(_) => 400,
             MethodNotAllowed(_) | AdminMethodNotAllowed => 405,
             MissingCredential | InvalidCredential | AdminUnauthorized => 401,
             RateLimited { .. } => 429,
@@ -297,6 +301,7 @@ impl GatewayError {
             ConfigRejected(_) => ErrorCode::InvalidConfig,
             Managed(e) => managed_code(e),
             AdminReadOnly => ErrorCode::PermissionDenied,
+            BadQuery(_) => ErrorCode::InvalidRequest,
             BodyTooLarge(_) => ErrorCode::RequestTooLarge,
             BodyRead(_) => ErrorCode::BodyReadError,
             BodyTimeout(_) => ErrorCode::RequestTimeout,
@@ -598,6 +603,7 @@ mod tests {
             Managed(crate::managed::ManagedError::Moved(1)),
             Managed(crate::managed::ManagedError::Storage(s())),
             AdminReadOnly,
+            BadQuery(s()),
         ];
         for e in &all {
             // Exhaustive: a new variant must be added above.
@@ -639,7 +645,8 @@ mod tests {
                 | AdminMethodNotAllowed
                 | ConfigRejected(_)
                 | Managed(_)
-                | AdminReadOnly => {}
+                | AdminReadOnly
+                | BadQuery(_) => {}
             }
         }
         all

@@ -4,6 +4,7 @@
 
 use super::exchange::Exchange;
 use crate::access_log::{AccessLog, Entry};
+use crate::analytics::{Analytics, Event};
 use crate::limits::Used;
 use crate::metrics::METRICS;
 use crate::usage::{estimate_tokens, Usage};
@@ -11,9 +12,12 @@ use pingora_proxy::Session;
 use std::time::Instant;
 
 /// Account for a finished request.
-pub async fn account(log: &AccessLog, session: &Session, req: &Exchange) {
+pub async fn account(log: &AccessLog, analytics: &Analytics, session: &Session, req: &Exchange) {
     let usage = final_usage(req).unwrap_or_default();
     record(log, session, req, &usage);
+    if analytics.enabled() {
+        analytics.record(event(session, req, &usage));
+    }
     settle(
         req,
         Used {
@@ -59,6 +63,41 @@ pub fn final_usage(req: &Exchange) -> Option<Usage> {
         crate::usage::warn_clamped(provider, &reported);
     }
     Some(usage)
+}
+
+/// The request as the usage rollups see it (names and numbers only).
+fn event(session: &Session, req: &Exchange, usage: &Usage) -> Event {
+    let end = Instant::now();
+    let status = req
+        .status
+        .or_else(|| session.response_written().map(|h| h.status.as_u16()))
+        .unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Event {
+        time_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
+        request_id: req.request_id.to_string(),
+        route: req.route_name().unwrap_or_default().to_string(),
+        provider: req.provider().map(|p| p.name.clone()).unwrap_or_default(),
+        model: req.model().unwrap_or_default().to_string(),
+        consumer: req.consumer.as_deref().unwrap_or_default().to_string(),
+        endpoint: req
+            .endpoint
+            .map(|e| e.as_str())
+            .unwrap_or_default()
+            .to_string(),
+        stream: req.stream(),
+        status,
+        input_tokens: usage.input_tokens,
+        cached_tokens: usage.cached_input_tokens,
+        output_tokens: usage.output_tokens,
+        reasoning_tokens: usage.reasoning_tokens,
+        usage_estimated: usage.estimated,
+        ttft_ms: ms(req.started, req.attempts.outcome.first_token),
+        duration_ms: end.duration_since(req.started).as_secs_f64() * 1000.0,
+        error: req.error.as_ref().map(|e| e.code()),
+    }
 }
 
 /// The request's metrics and access-log line.

@@ -42,6 +42,7 @@ use std::time::Instant;
 pub struct Tollgate {
     pub config: SharedConfig,
     pub access_log: Arc<AccessLog>,
+    pub analytics: Arc<crate::analytics::Analytics>,
     pub backends: Arc<crate::state::Backends>,
     /// Upstream connections, pooled per provider address.
     pub connector: Connector,
@@ -145,7 +146,7 @@ impl ProxyHttp for Tollgate {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         if let Ctx::Client(x) = ctx {
-            accounting::account(&self.access_log, session, x).await;
+            accounting::account(&self.access_log, &self.analytics, session, x).await;
         }
     }
 }

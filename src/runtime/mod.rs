@@ -62,6 +62,12 @@ pub fn build(
     path: &str,
     previous: Option<&Gateway>,
 ) -> Result<Gateway, ConfigError> {
+    if settings.analytics.recent_requests() > 1_000_000 {
+        return Err(ConfigError::field(
+            "analytics.recent_requests",
+            "at most 1000000",
+        ));
+    }
     let mut gateway = Gateway::build(settings, previous)?;
     paths::resolve(&mut gateway, &paths::state_dir(path))?;
     Ok(gateway)

@@ -13,6 +13,7 @@
 //! from them, never the other way round.
 
 mod access;
+mod analytics;
 mod providers;
 mod redact;
 mod routes;
@@ -26,6 +27,7 @@ pub use access::{
     AuthSection, ConsumerSection, CredentialSource, OnError, QuotaSection, RateKey,
     RateLimitSection, RedisSection, StoreSection, Window,
 };
+pub use analytics::AnalyticsSection;
 pub use providers::{
     HealthFailure, HealthSection, KeyEntry, NamedKey, ProviderSection, ProviderType, TimeoutSection,
 };
@@ -85,6 +87,9 @@ pub struct Settings {
     /// Name resolution of provider hosts.
     #[serde(default, skip_serializing_if = "is_default")]
     pub dns: DnsSection,
+    /// Built-in usage rollups and recent requests.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub analytics: AnalyticsSection,
 }
 
 /// Read settings from YAML text. The error is serde's, its path naming list entries that

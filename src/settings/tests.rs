@@ -559,6 +559,12 @@ fn settings(rng: &mut XorShift) -> Settings {
         dns: DnsSection {
             refresh: opt(rng, duration),
         },
+        analytics: AnalyticsSection {
+            enabled: opt(rng, |r| r.one_in(2)),
+            retention: opt(rng, duration),
+            recent_requests: opt(rng, |r| num(r) as usize),
+            path: opt(rng, s),
+        },
     }
 }
 

@@ -1,0 +1,329 @@
+//! Usage analytics without Prometheus: per-minute rollups of every request, kept in an
+//! embedded SQLite file (`analytics.db` in the state directory), queried by the admin API,
+//! and a ring of the last requests' metadata (issue #18, first part).
+//!
+//! The request path only builds an `Event` (names and numbers, never prompt or answer text)
+//! and `try_send`s it into a bounded channel; when the channel is full the event is dropped
+//! and `tollgate_analytics_dropped_total` counts it. One thread (`aggregate`) folds events
+//! into the current minute's series, keyed by (minute, route, provider, model, consumer,
+//! status class), and writes them every `FLUSH_EVERY` in one transaction as additive upserts:
+//! one row write per active series per flush, never one per request. A restart or upgrade
+//! loses at most the last unflushed seconds (`kill -9` too); an orderly stop flushes. Model
+//! names are capped per minute (`MAX_MODELS_PER_MINUTE`, beyond: `other`); consumers come from
+//! the config. Latency and time to first token are fixed log-scale histograms (`BUCKETS_MS`),
+//! so percentiles over any range merge exactly to a bucket.
+
+mod db;
+pub mod query;
+
+pub use query::{Query, QueryError};
+
+use crate::metrics::METRICS;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// Upper bounds (ms) of the latency buckets; the last bucket is everything above.
+pub const BUCKETS_MS: [f64; 11] = [
+    50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0, 120000.0,
+];
+pub const NBUCKETS: usize = BUCKETS_MS.len() + 1;
+/// Distinct model names kept per minute; the rest are counted as `other`.
+pub const MAX_MODELS_PER_MINUTE: usize = 1000;
+/// How often the aggregates are written.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
+const QUEUE: usize = 65_536;
+
+/// One finished request, as analytics sees it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Event {
+    /// Unix milliseconds at the end of the request.
+    pub time_ms: u64,
+    pub request_id: String,
+    pub route: String,
+    pub provider: String,
+    pub model: String,
+    pub consumer: String,
+    pub endpoint: String,
+    pub stream: bool,
+    pub status: u16,
+    pub input_tokens: u64,
+    pub cached_tokens: u64,
+    pub output_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub usage_estimated: bool,
+    pub ttft_ms: Option<f64>,
+    pub duration_ms: f64,
+    pub error: Option<&'static str>,
+}
+
+/// The series a request counts in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SeriesKey {
+    pub minute: u64,
+    pub route: String,
+    pub provider: String,
+    pub model: String,
+    pub consumer: String,
+    /// `2xx`, `4xx`, `5xx`, … (`0xx`: no status).
+    pub class: String,
+}
+
+/// One series' sums for one minute.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sums {
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub cached_tokens: u64,
+    pub output_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub estimated: u64,
+    pub errors: u64,
+    pub latency: [u64; NBUCKETS],
+    pub ttft: [u64; NBUCKETS],
+}
+
+pub fn bucket(ms: f64) -> usize {
+    BUCKETS_MS
+        .iter()
+        .position(|b| ms <= *b)
+        .unwrap_or(BUCKETS_MS.len())
+}
+
+impl Sums {
+    fn add(&mut self, e: &Event) {
+        self.requests += 1;
+        self.input_tokens += e.input_tokens;
+        self.cached_tokens += e.cached_tokens;
+        self.output_tokens += e.output_tokens;
+        self.reasoning_tokens += e.reasoning_tokens;
+        self.estimated += u64::from(e.usage_estimated);
+        self.errors += u64::from(e.error.is_some() || e.status >= 400);
+        self.latency[bucket(e.duration_ms)] += 1;
+        if let Some(t) = e.ttft_ms {
+            self.ttft[bucket(t)] += 1;
+        }
+    }
+}
+
+/// What the aggregating thread and the admin API share.
+pub struct Shared {
+    recent: Mutex<VecDeque<Event>>,
+    recent_cap: usize,
+    db: PathBuf,
+    /// Rollups older than this are deleted (checked hourly).
+    retention: Duration,
+}
+
+pub struct Analytics {
+    tx: Option<SyncSender<Msg>>,
+    pub shared: Arc<Shared>,
+    rx: Mutex<Option<Receiver<Msg>>>,
+}
+
+enum Msg {
+    Event(Box<Event>),
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+impl Analytics {
+    /// Analytics writing to `db` and keeping the last `recent` requests; `enabled: false`
+    /// costs nothing on the request path.
+    pub fn new(enabled: bool, db: PathBuf, recent: usize, retention: Duration) -> Self {
+        let shared = Arc::new(Shared {
+            recent: Mutex::new(VecDeque::with_capacity(recent.min(QUEUE))),
+            recent_cap: recent,
+            db,
+            retention,
+        });
+        if !enabled {
+            return Analytics {
+                tx: None,
+                shared,
+                rx: Mutex::new(None),
+            };
+        }
+        let (tx, rx) = sync_channel(QUEUE);
+        Analytics {
+            tx: Some(tx),
+            shared,
+            rx: Mutex::new(Some(rx)),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Hand a finished request over (never blocks).
+    pub fn record(&self, event: Event) {
+        let Some(tx) = &self.tx else { return };
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            tx.try_send(Msg::Event(Box::new(event)))
+        {
+            METRICS.analytics_dropped.inc();
+        }
+    }
+
+    /// Start the aggregating thread (once; later calls do nothing).
+    pub fn start(&self) -> std::io::Result<()> {
+        let Some(rx) = self
+            .rx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        else {
+            return Ok(());
+        };
+        let shared = self.shared.clone();
+        std::thread::Builder::new()
+            .name("tollgate-analytics".into())
+            .spawn(move || aggregate(rx, &shared))
+            .map(|_| ())
+    }
+
+    /// Write everything aggregated so far, waiting at most `within`.
+    pub fn flush(&self, within: Duration) -> bool {
+        let Some(tx) = &self.tx else { return true };
+        let (done, wait) = std::sync::mpsc::channel();
+        if tx.send(Msg::Flush(done)).is_err() {
+            return false;
+        }
+        wait.recv_timeout(within).is_ok()
+    }
+
+    /// The last requests, newest first, that `keep` accepts, at most `limit`.
+    pub fn recent(&self, limit: usize, keep: impl Fn(&Event) -> bool) -> Vec<Event> {
+        let ring = self
+            .shared
+            .recent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        ring.iter()
+            .rev()
+            .filter(|e| keep(e))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// The database file.
+    pub fn db_path(&self) -> &std::path::Path {
+        &self.shared.db
+    }
+}
+
+/// The current minutes' series, with the models seen per minute.
+#[derive(Default)]
+struct Pending {
+    series: HashMap<SeriesKey, Sums>,
+    models: HashMap<u64, HashSet<String>>,
+}
+
+impl Pending {
+    fn add(&mut self, e: &Event) {
+        let minute = e.time_ms / 60_000;
+        let models = self.models.entry(minute).or_default();
+        let model = if models.contains(&e.model) || models.len() < MAX_MODELS_PER_MINUTE {
+            models.insert(e.model.clone());
+            e.model.clone()
+        } else {
+            "other".to_string()
+        };
+        let key = SeriesKey {
+            minute,
+            route: e.route.clone(),
+            provider: e.provider.clone(),
+            model,
+            consumer: e.consumer.clone(),
+            class: format!("{}xx", e.status / 100),
+        };
+        self.series.entry(key).or_default().add(e);
+    }
+}
+
+fn aggregate(rx: Receiver<Msg>, shared: &Shared) {
+    let mut db = match db::Db::open(&shared.db) {
+        Ok(db) => Some(db),
+        Err(e) => {
+            log::error!(
+                "analytics: cannot open {}: {e}; usage is not kept",
+                shared.db.display()
+            );
+            None
+        }
+    };
+    let mut pending = Pending::default();
+    let mut last_flush = std::time::Instant::now();
+    let mut last_forget: Option<std::time::Instant> = None;
+    loop {
+        if last_forget.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+            last_forget = Some(std::time::Instant::now());
+            forget_old(&mut db, shared.retention);
+        }
+        let msg = rx.recv_timeout(FLUSH_EVERY);
+        let mut answer = None;
+        match msg {
+            Ok(Msg::Event(e)) => {
+                pending.add(&e);
+                let mut ring = shared.recent.lock().unwrap_or_else(PoisonError::into_inner);
+                if shared.recent_cap > 0 {
+                    if ring.len() == shared.recent_cap {
+                        ring.pop_front();
+                    }
+                    ring.push_back(*e);
+                }
+            }
+            Ok(Msg::Flush(done)) => answer = Some(done),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                write(&mut db, &mut pending);
+                return;
+            }
+        }
+        if answer.is_some() || last_flush.elapsed() >= FLUSH_EVERY {
+            write(&mut db, &mut pending);
+            last_flush = std::time::Instant::now();
+        }
+        if let Some(done) = answer {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Delete the rollups older than `retention`.
+fn forget_old(db: &mut Option<db::Db>, retention: Duration) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let before = now.saturating_sub(retention).as_secs() / 60;
+    if let Some(db) = db {
+        match db.forget_before(before) {
+            Ok(0) => {}
+            Ok(n) => log::info!("analytics: {n} rollups past the retention deleted"),
+            Err(e) => log::warn!("analytics: old rollups not deleted: {e}"),
+        }
+    }
+}
+
+fn write(db: &mut Option<db::Db>, pending: &mut Pending) {
+    let series = std::mem::take(&mut pending.series);
+    // Keep the model sets of the last two minutes only.
+    if let Some(newest) = pending.models.keys().max().copied() {
+        pending.models.retain(|m, _| *m + 1 >= newest);
+    }
+    if series.is_empty() {
+        return;
+    }
+    if let Some(db) = db {
+        if let Err(e) = db.add(&series) {
+            log::error!("analytics: {} series not written: {e}", series.len());
+            METRICS
+                .analytics_dropped
+                .inc_by(series.values().map(|s| s.requests).sum());
+        }
+    }
+}

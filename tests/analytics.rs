@@ -1,0 +1,220 @@
+//! Usage analytics, black box: mixed traffic through the proxy, then the admin API's rollups
+//! compared with the access log, exactly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// One request; `shape` picks streaming, cached/reasoning tokens, a cut stream, no usage
+/// (estimated) or an upstream error.
+async fn send(gw: &Gateway, consumer: &str, model: &str, shape: usize, chunks: usize) -> u16 {
+    let stream = shape % 2 == 1;
+    let mut body = json!({"model": model, "messages": [{"role": "user", "content": "count words for me"}], "stream": stream});
+    if stream {
+        body["stream_options"] = json!({"include_usage": true});
+    }
+    let mut req = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(format!("sk-{consumer}"))
+        .header("x-mock-chunks", chunks.to_string())
+        .json(&body);
+    req = match shape % 6 {
+        2 => req
+            .header("x-mock-cached-tokens", "3")
+            .header("x-mock-reasoning-tokens", "2"),
+        3 => req.header("x-mock-drop-after", "2"),
+        4 => req.header("x-mock-no-usage", "1"),
+        5 => req.header("x-mock-status", "500"),
+        _ => req,
+    };
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let _ = resp.bytes().await;
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollups_equal_the_access_log_exactly() {
+    let mock = Mock::start();
+    let body = Body::mock(&mock.url())
+        .consumers(&["alice", "bob", "carol"])
+        .build();
+    let gw = Gateway::start_opts(&body, None, Some("adm-an-1"), &[]);
+    let consumers = ["alice", "bob", "carol"];
+    let models = ["mock-a", "mock-b"];
+    let mut n = 0;
+    for (i, consumer) in consumers.iter().enumerate() {
+        for (j, model) in models.iter().enumerate() {
+            for shape in 0..6 {
+                send(&gw, consumer, model, shape + i + j, 3 + i * 2 + j + shape).await;
+                n += 1;
+            }
+        }
+    }
+    // Every access-log line is written before the query below.
+    let log = |gw: &Gateway| {
+        let text = gw.access_log_text();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .collect::<Vec<_>>()
+    };
+    eventually("every request in the access log", || async {
+        log(&gw).len() == n
+    })
+    .await;
+    let mut expected: BTreeMap<(String, String), [u64; 6]> = BTreeMap::new();
+    for line in log(&gw) {
+        let key = (
+            line["consumer"].as_str().unwrap().to_string(),
+            line["model"].as_str().unwrap().to_string(),
+        );
+        let e = expected.entry(key).or_default();
+        e[0] += 1;
+        for (k, field) in [
+            "input_tokens",
+            "cached_tokens",
+            "output_tokens",
+            "reasoning_tokens",
+        ]
+        .iter()
+        .enumerate()
+        {
+            e[k + 1] += line[field].as_u64().unwrap();
+        }
+        e[5] += u64::from(line["usage_estimated"].as_bool().unwrap());
+    }
+    assert_eq!(expected.len(), 6);
+    let admin = |path: &str| gw.admin_url(&format!("/admin/api/v1{path}"));
+    let usage = get_json(
+        &admin("/usage?from=0&group_by=consumer,model"),
+        Some("adm-an-1"),
+    )
+    .await;
+    let mut got: BTreeMap<(String, String), [u64; 6]> = BTreeMap::new();
+    for g in usage["groups"].as_array().unwrap() {
+        let key = (
+            g["group"]["consumer"].as_str().unwrap().to_string(),
+            g["group"]["model"].as_str().unwrap().to_string(),
+        );
+        let t = &g["totals"];
+        let fields = [
+            "requests",
+            "input_tokens",
+            "cached_tokens",
+            "output_tokens",
+            "reasoning_tokens",
+            "estimated",
+        ];
+        got.insert(key, fields.map(|f| t[f].as_u64().unwrap()));
+    }
+    assert_eq!(got, expected, "{usage}");
+    assert_eq!(usage["totals"]["requests"], n);
+    assert!(usage["totals"]["latency_ms"]["p50"].is_number(), "{usage}");
+    assert!(
+        expected.values().any(|e| e[5] > 0),
+        "some usage was estimated"
+    );
+    assert!(
+        expected.values().any(|e| e[2] > 0 && e[4] > 0),
+        "cached and reasoning tokens counted"
+    );
+
+    // CSV is the same numbers.
+    let csv = client()
+        .get(admin("/usage?from=0&group_by=consumer,model&format=csv"))
+        .bearer_auth("adm-an-1")
+        .send()
+        .await
+        .unwrap();
+    assert!(csv.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
+    let csv = csv.text().await.unwrap();
+    let mut lines = csv.lines();
+    let head: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(&head[..4], ["time", "consumer", "model", "requests"]);
+    let mut from_csv: BTreeMap<(String, String), [u64; 6]> = BTreeMap::new();
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        let nums = [3, 4, 5, 6, 7, 8].map(|i| f[i].parse::<u64>().unwrap());
+        let e = from_csv
+            .entry((f[1].to_string(), f[2].to_string()))
+            .or_default();
+        for k in 0..6 {
+            e[k] += nums[k];
+        }
+    }
+    assert_eq!(from_csv, expected, "{csv}");
+
+    // A step gives points that add up to the totals; the top consumer by tokens is first.
+    let stepped = get_json(
+        &admin("/usage?from=0&step=1m&group_by=consumer"),
+        Some("adm-an-1"),
+    )
+    .await;
+    for g in stepped["groups"].as_array().unwrap() {
+        let sum: u64 = g["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["input_tokens"].as_u64().unwrap())
+            .sum();
+        assert_eq!(sum, g["totals"]["input_tokens"].as_u64().unwrap());
+    }
+    let top = get_json(
+        &admin("/usage/top?from=0&by=consumer&n=2"),
+        Some("adm-an-1"),
+    )
+    .await;
+    let items = top["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert!(items[0]["tokens"].as_u64() >= items[1]["tokens"].as_u64());
+    let bad = client()
+        .get(admin("/usage?group_by=prompt"))
+        .bearer_auth("adm-an-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    // Recent requests: metadata by request id, by consumer; never a prompt.
+    let last = log(&gw).pop().unwrap();
+    let id = last["request_id"].as_str().unwrap();
+    let one = get_json(
+        &admin(&format!("/requests?request_id={id}")),
+        Some("adm-an-1"),
+    )
+    .await;
+    assert_eq!(one["items"].as_array().unwrap().len(), 1, "{one}");
+    assert_eq!(one["items"][0]["consumer"], last["consumer"]);
+    let bobs = get_json(
+        &admin("/requests?consumer=bob&limit=1000"),
+        Some("adm-an-1"),
+    )
+    .await;
+    assert_eq!(bobs["items"].as_array().unwrap().len(), n / 3);
+    assert!(!bobs.to_string().contains("count words"), "no prompt text");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollups_survive_a_restart() {
+    let mock = Mock::start();
+    let body = Body::mock(&mock.url()).consumers(&["alice"]).build();
+    let mut gw = Gateway::start(&body);
+    for _ in 0..3 {
+        assert_eq!(send(&gw, "alice", "mock-a", 0, 4).await, 200);
+    }
+    // An orderly stop writes what the rollups hold.
+    gw.signal_and_wait("-TERM");
+    gw.respawn();
+    let usage = get_json(
+        &gw.admin_url("/admin/api/v1/usage?from=0&group_by=consumer"),
+        None,
+    )
+    .await;
+    assert_eq!(usage["totals"]["requests"], 3, "{usage}");
+}
