@@ -53,6 +53,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod alerts;
 pub mod analytics;
 pub mod auth;
 pub mod background;

@@ -189,6 +189,7 @@ pub fn build(
         backends.open_now()?;
     }
     let analytics = Arc::new(analytics_of(&gateway, config_path));
+    let alerts = Arc::new(std::sync::Mutex::new(crate::alerts::Alerts::default()));
     let listeners = Listeners::of(&gateway, &switches);
     let client = gateway.client;
     let grace = Duration::from_secs(gateway.server.grace_period_seconds);
@@ -200,6 +201,7 @@ pub fn build(
         config: config.clone(),
         backends: backends.clone(),
         analytics: analytics.clone(),
+        alerts: alerts.clone(),
         conf: conf.clone(),
         max_connections: client.max_connections,
     };
@@ -221,7 +223,12 @@ pub fn build(
             connector: Connector::new(Some(ConnectorOptions::from_server_conf(&conf))),
         },
     ));
-    server.add_service(background_service("resolver", Resolver { config }));
+    server.add_service(background_service(
+        "resolver",
+        Resolver {
+            config: config.clone(),
+        },
+    ));
     server.add_service(background_service("stores", OpenStores(backends.clone())));
     let sync = LayerSync {
         reloader: reloader.clone(),
@@ -236,6 +243,14 @@ pub fn build(
     server.add_service(background_service(
         "usage rollups",
         StartAnalytics(analytics.clone()),
+    ));
+    server.add_service(background_service(
+        "alerts",
+        crate::background::alerting::Alerting {
+            config: config.clone(),
+            analytics: analytics.clone(),
+            alerts,
+        },
     ));
     let phases = server.watch_execution_phase();
     server.add_service(background_service(
@@ -263,6 +278,7 @@ struct Shared {
     config: SharedConfig,
     backends: Arc<Backends>,
     analytics: Arc<crate::analytics::Analytics>,
+    alerts: Arc<std::sync::Mutex<crate::alerts::Alerts>>,
     conf: Arc<pingora_core::server::configuration::ServerConf>,
     max_connections: usize,
 }
@@ -376,6 +392,7 @@ fn admin_service(
                 l.token.clone(),
                 shared.backends.clone(),
                 shared.analytics.clone(),
+                shared.alerts.clone(),
             )),
             config: shared.config.clone(),
             drain: Duration::ZERO,

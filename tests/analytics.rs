@@ -218,3 +218,110 @@ async fn rollups_survive_a_restart() {
     .await;
     assert_eq!(usage["totals"]["requests"], 3, "{usage}");
 }
+
+/// The notices a receiver got, as JSON bodies, for `path`.
+fn notices(hooks: &RawUpstream, path: &str) -> Vec<Value> {
+    hooks
+        .received()
+        .iter()
+        .filter(|r| r.head.starts_with(&format!("POST {path} ")))
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect()
+}
+
+/// Seconds into the current wall-clock minute.
+fn second_of_minute() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 60
+}
+
+/// Poll `f` until true, for at most `within` (a rollup window ends at a minute boundary).
+async fn within(what: &str, within: std::time::Duration, f: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed() < within, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_fires_on_a_spike_notifies_and_resolves() {
+    let mock = Mock::start();
+    let hooks = RawUpstream::fixed(http_json(200, "{}"));
+    let alerts = format!(
+        "alerts:\n  interval: 200ms\n  webhooks:\n    - {{name: ops, url: \"http://{a}/ops\"}}\n    - {{name: chat, url: \"http://{a}/chat\", format: slack}}\n    - {{name: ding, url: \"http://{a}/ding\", format: dingtalk}}\n  rules:\n    - {{name: alice-burst, kind: tokens, window: 1m, threshold: 40, filter: {{consumer: alice}}, repeat: 1h}}\n    - {{name: quiet, kind: tokens, window: 1m, threshold: 1000000}}\n",
+        a = hooks.addr
+    );
+    let body = Body::mock(&mock.url())
+        .consumers(&["alice", "bob"])
+        .section(&alerts)
+        .build();
+    let gw = Gateway::start(&body);
+    // Start early in a minute, so that the burst and the firing share it.
+    within("a new minute", std::time::Duration::from_secs(70), || {
+        second_of_minute() < 40
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(
+            send(&gw, "bob", "mock-a", 0, 30).await,
+            200,
+            "bob is not watched"
+        );
+    }
+    assert!(notices(&hooks, "/ops").is_empty());
+    for _ in 0..3 {
+        assert_eq!(send(&gw, "alice", "mock-a", 0, 30).await, 200);
+    }
+    within(
+        "the firing notice",
+        std::time::Duration::from_secs(20),
+        || !notices(&hooks, "/ops").is_empty(),
+    )
+    .await;
+    let fired = &notices(&hooks, "/ops")[0];
+    assert_eq!(fired["alert"], "alice-burst");
+    assert_eq!(fired["state"], "firing");
+    assert!(fired["value"].as_f64().unwrap() > 40.0, "{fired}");
+    within(
+        "the chat notices",
+        std::time::Duration::from_secs(20),
+        || !notices(&hooks, "/chat").is_empty() && !notices(&hooks, "/ding").is_empty(),
+    )
+    .await;
+    assert!(notices(&hooks, "/chat")[0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("FIRING: alice-burst"));
+    assert_eq!(notices(&hooks, "/ding")[0]["msgtype"], "text");
+    let states = get_json(&gw.admin_url("/admin/api/v1/alerts"), None).await;
+    assert_eq!(states["items"][0]["state"], "firing", "{states}");
+    assert_eq!(states["items"][1]["state"], "ok", "{states}");
+
+    // Traffic stops: at the next minute the window is quiet and the rule resolves.
+    within(
+        "the resolved notice",
+        std::time::Duration::from_secs(90),
+        || notices(&hooks, "/ops").len() >= 2,
+    )
+    .await;
+    assert_eq!(notices(&hooks, "/ops")[1]["state"], "resolved");
+    // It flaps: firing again within the repeat interval notifies nobody.
+    for _ in 0..3 {
+        send(&gw, "alice", "mock-a", 0, 30).await;
+    }
+    let url = gw.admin_url("/admin/api/v1/alerts");
+    eventually("firing again", || {
+        let url = url.clone();
+        async move { get_json(&url, None).await["items"][0]["state"] == "firing" }
+    })
+    .await;
+    assert_eq!(
+        notices(&hooks, "/ops").len(),
+        2,
+        "no second firing notice within `repeat`"
+    );
+}

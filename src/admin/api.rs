@@ -70,6 +70,8 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("/usage", "GET", "Usage rollups over a range: ?from=&to= (RFC 3339 or unix seconds; default the last hour), step=1m|1h|…, group_by=route,provider,model,consumer,class, filter[DIM]=VALUE, format=csv."),
     ("/usage/top", "GET", "The top N of one dimension by input + output tokens: ?by=consumer&n=10&from=&to=."),
     ("/requests", "GET", "The last requests' metadata (no prompt or answer text), newest first: ?consumer=&model=&route=&status=&request_id=&limit=100."),
+    ("/alerts", "GET", "Every alert rule with its state (ok, pending, firing, resolved), last value and last notification."),
+    ("/alerts", "GET", "Every alert rule with its state (ok, pending, firing, resolved), last value and last notification."),
     ("/users", "GET", "Admin users (names and roles)."),
     ("/users", "POST", "Create an admin user: {name, role, password}."),
     ("/users/{name}", "GET", "One admin user."),
@@ -263,6 +265,14 @@ impl Admin {
             ["setup"] => ok(json!({"needed": layer.admin_users.is_empty()}), None),
             ["usage"] | ["usage", "top"] | ["requests"] => {
                 return self.usage_api(session, segs).await
+            }
+            ["alerts"] => {
+                let states = self
+                    .alerts
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let items = states.statuses(&settings.alerts.rules);
+                ok(json!({"items": items}), None)
             }
             _ => return Err(GatewayError::AdminNotFound),
         })

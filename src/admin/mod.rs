@@ -37,6 +37,8 @@ pub struct Admin {
     pub logins: tokio::sync::Semaphore,
     /// Usage rollups and recent requests.
     pub analytics: std::sync::Arc<crate::analytics::Analytics>,
+    /// The alert rules' states.
+    pub alerts: std::sync::Arc<std::sync::Mutex<crate::alerts::Alerts>>,
 }
 
 impl Admin {
@@ -46,6 +48,7 @@ impl Admin {
         token: Option<String>,
         backends: std::sync::Arc<crate::state::Backends>,
         analytics: std::sync::Arc<crate::analytics::Analytics>,
+        alerts: std::sync::Arc<std::sync::Mutex<crate::alerts::Alerts>>,
     ) -> Self {
         Admin {
             config,
@@ -53,6 +56,7 @@ impl Admin {
             token,
             backends,
             analytics,
+            alerts,
             sessions: crate::users::Sessions::default(),
             logins: tokio::sync::Semaphore::new(2),
         }

@@ -282,6 +282,38 @@ pub fn top(db: &Path, q: &Query, by: &str, n: usize) -> Result<Value, QueryError
     Ok(json!({"by": by, "items": items}))
 }
 
+/// Requests, input + output tokens and errors of the minutes `[from, to)` whose series
+/// match `filters` (for alert rules).
+pub fn totals(
+    db: &Path,
+    from_minute: u64,
+    to_minute: u64,
+    filters: &[(String, String)],
+) -> Result<(u64, u64, u64), QueryError> {
+    for (d, _) in filters {
+        if !DIMENSIONS.contains(&d.as_str()) {
+            return Err(QueryError::Bad(format!(
+                "`{d}`: filter by {}",
+                DIMENSIONS.join(", ")
+            )));
+        }
+    }
+    let q = Query {
+        from_ms: from_minute * 60_000,
+        to_ms: to_minute * 60_000,
+        step_minutes: 0,
+        group_by: Vec::new(),
+        filters: filters.to_vec(),
+    };
+    let conn = db::connect(db)?;
+    let rows = select(&conn, &q, false, &[], "")?;
+    let n = |i: usize| {
+        rows.first()
+            .map_or(0, |(_, _, v)| u64::try_from(v[i]).unwrap_or(0))
+    };
+    Ok((n(0), n(1) + n(3), n(6)))
+}
+
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))

@@ -13,6 +13,7 @@
 //! from them, never the other way round.
 
 mod access;
+mod alerts;
 mod analytics;
 mod providers;
 mod redact;
@@ -27,6 +28,7 @@ pub use access::{
     AuthSection, ConsumerSection, CredentialSource, OnError, QuotaSection, RateKey,
     RateLimitSection, RedisSection, StoreSection, Window,
 };
+pub use alerts::{AlertKind, AlertRuleSection, AlertsSection, WebhookFormat, WebhookSection};
 pub use analytics::AnalyticsSection;
 pub use providers::{
     HealthFailure, HealthSection, KeyEntry, NamedKey, ProviderSection, ProviderType, TimeoutSection,
@@ -90,6 +92,9 @@ pub struct Settings {
     /// Built-in usage rollups and recent requests.
     #[serde(default, skip_serializing_if = "is_default")]
     pub analytics: AnalyticsSection,
+    /// Alert rules evaluated from the rollups, and their webhooks.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub alerts: AlertsSection,
 }
 
 /// Read settings from YAML text. The error is serde's, its path naming list entries that

@@ -565,6 +565,27 @@ fn settings(rng: &mut XorShift) -> Settings {
             recent_requests: opt(rng, |r| num(r) as usize),
             path: opt(rng, s),
         },
+        alerts: AlertsSection {
+            interval: opt(rng, duration),
+            webhooks: list(rng, 2, |rng| WebhookSection {
+                name: s(rng),
+                url: secret(rng),
+                format: opt(rng, |r| {
+                    WebhookFormat::ALL[r.below(WebhookFormat::ALL.len())]
+                }),
+            }),
+            rules: list(rng, 2, |rng| AlertRuleSection {
+                name: s(rng),
+                kind: AlertKind::ALL[rng.below(AlertKind::ALL.len())],
+                window: opt(rng, duration),
+                threshold: opt(rng, |r| num(r) as f64 / 4.0),
+                baseline: opt(rng, duration),
+                filter: list(rng, 2, |rng| (s(rng), s(rng))).into_iter().collect(),
+                pending_for: opt(rng, duration),
+                repeat: opt(rng, duration),
+                webhooks: list(rng, 2, s),
+            }),
+        },
     }
 }
 
