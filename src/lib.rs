@@ -34,14 +34,17 @@
 //!   reach a provider), `scrub` (provider keys kept out of what clients receive).
 //! - `error`: every client-visible error (`GatewayError`), a status and a code of the
 //!   closed set `ErrorCode`; rendered by the client's protocol.
-//! - `metrics`, `access_log`: what operators see of requests.
+//! - `metrics`, `access_log`: what operators see of requests; `analytics` (per-minute usage
+//!   rollups in SQLite and the ring of recent requests, fed off the request path) and
+//!   `alerts` (rules evaluated from the rollups, their states and webhook notices).
 //! - `users` (admin users: argon2 password hashes, roles, login sessions), `managed` (the
 //!   management API's own objects: the layer merged with the operator's file, the edits an
 //!   API call makes, history and audit, kept in the state directory or a shared Redis).
 //!
 //! Around them (the composition root and operations):
 //! - `server`: assembles the Pingora server, its proxy and admin services and the
-//!   `background` services (active key checks, DNS refresh, following a shared API layer);
+//!   `background` services (active key checks, DNS refresh, following a shared API layer,
+//!   evaluating alert rules);
 //!   `admin`: the admin listener and the management API; `reload`: installing a new
 //!   snapshot (a file reload or an API write, one at a time); `conn`: client-connection policy (connection cap,
 //!   deadlines, pipelining, the body memory budget); `preflight`: what a start needs from the
