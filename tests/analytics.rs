@@ -112,6 +112,19 @@ async fn rollups_equal_the_access_log_exactly() {
     }
     assert_eq!(got, expected, "{usage}");
     assert_eq!(usage["totals"]["requests"], n);
+    // The Prometheus counters agree.
+    let metrics = gw.metrics().await;
+    for (metric, field) in [
+        ("tollgate_input_tokens_total", "input_tokens"),
+        ("tollgate_output_tokens_total", "output_tokens"),
+    ] {
+        let counted = metric_sum(&metrics, metric, &[]);
+        assert_eq!(
+            counted as u64,
+            usage["totals"][field].as_u64().unwrap(),
+            "{metric}"
+        );
+    }
     assert!(usage["totals"]["latency_ms"]["p50"].is_number(), "{usage}");
     assert!(
         expected.values().any(|e| e[5] > 0),

@@ -71,7 +71,6 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("/usage/top", "GET", "The top N of one dimension by input + output tokens: ?by=consumer&n=10&from=&to=."),
     ("/requests", "GET", "The last requests' metadata (no prompt or answer text), newest first: ?consumer=&model=&route=&status=&request_id=&limit=100."),
     ("/alerts", "GET", "Every alert rule with its state (ok, pending, firing, resolved), last value and last notification."),
-    ("/alerts", "GET", "Every alert rule with its state (ok, pending, firing, resolved), last value and last notification."),
     ("/users", "GET", "Admin users (names and roles)."),
     ("/users", "POST", "Create an admin user: {name, role, password}."),
     ("/users/{name}", "GET", "One admin user."),
