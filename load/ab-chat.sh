@@ -4,6 +4,8 @@
 # once, wrk rounds alternating A and B at c=64 and c=1, so background load hits both alike.
 # Loopback only; bounded in time (ROUNDS x 4 runs of DUR seconds).
 #   bash load/ab-chat.sh TOLLGATE_A TOLLGATE_B        (ROUNDS=4, DUR=5)
+# EXTRA_A / EXTRA_B: YAML appended to that side's config, to compare one binary with a
+# setting on and off, e.g. EXTRA_B='analytics: {enabled: false}'.
 # Prints one line per round and scenario: req/s, p50 and p99 latency (µs), non-2xx count.
 # Needs wrk and target/release/mock-llm (bash load/run.sh installs and builds them).
 set -euo pipefail
@@ -22,7 +24,7 @@ MOCK=$(grep -o "listening on [0-9.:]*" "$W/mock.out" | awk '{print $3}')
 printf '{"model":"mock-gpt-4o","messages":[{"role":"user","content":"Hello"}]}' >"$W/small.json"
 export TOLLGATE_ADMIN_TOKEN=ab LOAD_CONSUMER_KEY=sk-load-test MOCK_KEY_1=k1 MOCK_KEY_2=k2
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-start() { # DIR BIN -> prints "PID PORT"
+start() { # DIR BIN EXTRA -> prints "PID PORT"
 	local d=$W/$1 port
 	mkdir -p "$d"
 	port=$(free_port)
@@ -44,12 +46,13 @@ routes:
   - name: default
     auth: {required: true, allow: [loadtest]}
     models: [{model: "mock-*", targets: [{provider: mock}]}]
+$3
 YAML
 	RUST_LOG=warn "$2" -c "$d/t.yaml" >"$d/out" 2>"$d/err" &
 	echo "$! $port"
 }
-read -r apid APORT < <(start a "$A")
-read -r bpid BPORT < <(start b "$B")
+read -r apid APORT < <(start a "$A" "${EXTRA_A:-}")
+read -r bpid BPORT < <(start b "$B" "${EXTRA_B:-}")
 pids+=("$apid" "$bpid")
 for p in $APORT $BPORT; do
 	for _ in $(seq 100); do
