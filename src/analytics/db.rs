@@ -102,11 +102,91 @@ impl Db {
         tx.commit()
     }
 
+    /// Fold the minute rows before `minute` (rounded down to an hour) into one row per hour
+    /// and series (at the hour's first minute), keeping every sum; returns the rows folded.
+    pub fn fold_into_hours(&mut self, minute: u64) -> rusqlite::Result<usize> {
+        let cutoff = i64::try_from(minute - minute % 60).unwrap_or(i64::MAX);
+        let cols = number_columns();
+        let sums: Vec<String> = cols.iter().map(|c| format!("SUM({c})")).collect();
+        let update: Vec<String> = cols
+            .iter()
+            .map(|c| format!("{c} = {c} + excluded.{c}"))
+            .collect();
+        let tx = self.conn.transaction()?;
+        // Take the rows out first, so the upsert adds them to any hour row already there.
+        tx.execute_batch(&format!(
+            "CREATE TEMP TABLE IF NOT EXISTS fold AS SELECT * FROM usage_minute WHERE 0;
+             DELETE FROM fold;
+             INSERT INTO fold SELECT * FROM usage_minute WHERE minute < {cutoff} AND minute % 60 != 0;
+             DELETE FROM usage_minute WHERE minute < {cutoff} AND minute % 60 != 0;"
+        ))?;
+        let folded = tx.query_row("SELECT COUNT(*) FROM fold", [], |r| r.get::<_, i64>(0))?;
+        tx.execute_batch(&format!(
+            "INSERT INTO usage_minute (minute, route, provider, model, consumer, class, {})
+               SELECT (minute / 60) * 60, route, provider, model, consumer, class, {} FROM fold
+               WHERE true GROUP BY (minute / 60) * 60, route, provider, model, consumer, class
+             ON CONFLICT (minute, route, provider, model, consumer, class) DO UPDATE SET {};
+             DELETE FROM fold;",
+            cols.join(", "),
+            sums.join(", "),
+            update.join(", ")
+        ))?;
+        tx.commit()?;
+        Ok(usize::try_from(folded).unwrap_or(0))
+    }
+
     /// Delete the minutes before `minute`.
     pub fn forget_before(&mut self, minute: u64) -> rusqlite::Result<usize> {
         self.conn.execute(
             "DELETE FROM usage_minute WHERE minute < ?1",
             [i64::try_from(minute).unwrap_or(i64::MAX)],
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folding_into_hours_keeps_every_sum() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let mut db = Db::open(&path).unwrap();
+        let mut series = HashMap::new();
+        for minute in [60, 61, 119, 120, 185, 300] {
+            let key = SeriesKey {
+                minute,
+                route: "r".into(),
+                provider: "p".into(),
+                model: "m".into(),
+                consumer: "c".into(),
+                class: "2xx".into(),
+            };
+            let sums = Sums {
+                requests: 1,
+                input_tokens: minute,
+                ..Sums::default()
+            };
+            series.insert(key, sums);
+        }
+        db.add(&series).unwrap();
+        assert_eq!(
+            db.fold_into_hours(250).unwrap(),
+            3,
+            "61, 119 and 185; 60 and 120 already are hours"
+        );
+        let rows: Vec<(i64, i64, i64)> = db
+            .conn
+            .prepare("SELECT minute, requests, input_tokens FROM usage_minute ORDER BY minute")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            rows,
+            [(60, 3, 240), (120, 1, 120), (180, 1, 185), (300, 1, 300)]
+        );
     }
 }

@@ -7,7 +7,8 @@
 //! and `tollgate_analytics_dropped_total` counts it. One thread (`aggregate`) folds events
 //! into the current minute's series, keyed by (minute, route, provider, model, consumer,
 //! status class), and writes them every `FLUSH_EVERY` in one transaction as additive upserts:
-//! one row write per active series per flush, never one per request. A restart or upgrade
+//! one row write per active series per flush, never one per request. Rows older than 48 hours
+//! are folded into one row per hour (checked hourly). A restart or upgrade
 //! loses at most the last unflushed seconds (`kill -9` too); an orderly stop flushes. Model
 //! names are capped per minute (`MAX_MODELS_PER_MINUTE`, beyond: `other`); consumers come from
 //! the config. Latency and time to first token are fixed log-scale histograms (`BUCKETS_MS`),
@@ -22,7 +23,7 @@ use crate::metrics::METRICS;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -35,6 +36,8 @@ pub const NBUCKETS: usize = BUCKETS_MS.len() + 1;
 pub const MAX_MODELS_PER_MINUTE: usize = 1000;
 /// How often the aggregates are written.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
+/// How often the queue is drained (a flush waits at most this long to start).
+const DRAIN_EVERY: Duration = Duration::from_millis(100);
 const QUEUE: usize = 65_536;
 
 /// One finished request, as analytics sees it.
@@ -264,43 +267,67 @@ fn aggregate(rx: Receiver<Msg>, shared: &Shared) {
             last_forget = Some(std::time::Instant::now());
             forget_old(&mut db, shared.retention);
         }
-        let msg = rx.recv_timeout(FLUSH_EVERY);
-        let mut answer = None;
-        match msg {
-            Ok(Msg::Event(e)) => {
-                pending.add(&e);
-                let mut ring = shared.recent.lock().unwrap_or_else(PoisonError::into_inner);
-                if shared.recent_cap > 0 {
-                    if ring.len() == shared.recent_cap {
-                        ring.pop_front();
-                    }
-                    ring.push_back(*e);
+        // Drain on a timer rather than waking per request: a sender whose receiver is not
+        // blocked makes no wake-up call.
+        std::thread::sleep(DRAIN_EVERY);
+        let mut answers = Vec::new();
+        let mut closed = false;
+        let mut events = Vec::new();
+        loop {
+            match rx.try_recv() {
+                Ok(Msg::Event(e)) => events.push(e),
+                Ok(Msg::Flush(done)) => answers.push(done),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
                 }
             }
-            Ok(Msg::Flush(done)) => answer = Some(done),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                write(&mut db, &mut pending);
-                return;
+        }
+        if !events.is_empty() {
+            for e in &events {
+                pending.add(e);
+            }
+            let mut ring = shared.recent.lock().unwrap_or_else(PoisonError::into_inner);
+            for e in events {
+                if shared.recent_cap == 0 {
+                    break;
+                }
+                if ring.len() == shared.recent_cap {
+                    ring.pop_front();
+                }
+                ring.push_back(*e);
             }
         }
-        if answer.is_some() || last_flush.elapsed() >= FLUSH_EVERY {
+        if closed || !answers.is_empty() || last_flush.elapsed() >= FLUSH_EVERY {
             write(&mut db, &mut pending);
             last_flush = std::time::Instant::now();
         }
-        if let Some(done) = answer {
+        for done in answers {
             let _ = done.send(());
+        }
+        if closed {
+            return;
         }
     }
 }
 
-/// Delete the rollups older than `retention`.
+/// Minute rows older than this are folded into hours.
+const MINUTES_KEPT: Duration = Duration::from_secs(48 * 3600);
+
+/// Fold the rollups older than 48 hours into hours; delete those older than `retention`.
 fn forget_old(db: &mut Option<db::Db>, retention: Duration) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let before = now.saturating_sub(retention).as_secs() / 60;
     if let Some(db) = db {
+        let hours_from = now.saturating_sub(MINUTES_KEPT).as_secs() / 60;
+        match db.fold_into_hours(hours_from) {
+            Ok(0) => {}
+            Ok(n) => log::info!("analytics: {n} minute rollups older than 48 h folded into hours"),
+            Err(e) => log::warn!("analytics: minute rollups not folded into hours: {e}"),
+        }
         match db.forget_before(before) {
             Ok(0) => {}
             Ok(n) => log::info!("analytics: {n} rollups past the retention deleted"),
