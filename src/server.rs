@@ -124,13 +124,20 @@ fn analytics_of(gateway: &Gateway, config_path: &str) -> crate::analytics::Analy
     crate::analytics::Analytics::new(a.is_enabled(), path, a.recent_requests(), a.retention())
 }
 
-/// Starts the rollups' thread once the server runs (after daemonising).
-struct StartAnalytics(Arc<crate::analytics::Analytics>);
+/// Starts the rollups' thread once the server runs (after daemonising), adding to the
+/// fleet's rollups when the stores have a Redis.
+struct StartAnalytics(Arc<crate::analytics::Analytics>, Arc<Backends>);
 
 #[async_trait]
 impl BackgroundService for StartAnalytics {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        if let Err(e) = self.0.start() {
+        let backends = self.1.clone();
+        // Opening the stores touches the disk: keep it off the async workers.
+        let redis = tokio::task::spawn_blocking(move || backends.stores().redis.clone())
+            .await
+            .ok()
+            .flatten();
+        if let Err(e) = self.0.start(redis) {
             log::error!("analytics: cannot start its thread: {e}");
         }
         let _ = shutdown.changed().await;
@@ -242,7 +249,7 @@ pub fn build(
     ));
     server.add_service(background_service(
         "usage rollups",
-        StartAnalytics(analytics.clone()),
+        StartAnalytics(analytics.clone(), backends.clone()),
     ));
     server.add_service(background_service(
         "alerts",

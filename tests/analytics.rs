@@ -338,3 +338,126 @@ async fn an_alert_fires_on_a_spike_notifies_and_resolves() {
         "no second firing notice within `repeat`"
     );
 }
+
+/// Per consumer × model: requests, input and output tokens, from access logs.
+fn sums_of_logs(logs: &[&Gateway]) -> BTreeMap<(String, String), [u64; 3]> {
+    let mut out: BTreeMap<(String, String), [u64; 3]> = BTreeMap::new();
+    for gw in logs {
+        for line in gw.access_log_text().lines() {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            let key = (
+                v["consumer"].as_str().unwrap().to_string(),
+                v["model"].as_str().unwrap().to_string(),
+            );
+            let e = out.entry(key).or_default();
+            e[0] += 1;
+            e[1] += v["input_tokens"].as_u64().unwrap();
+            e[2] += v["output_tokens"].as_u64().unwrap();
+        }
+    }
+    out
+}
+
+/// The same sums from a usage answer.
+fn sums_of_usage(usage: &Value) -> BTreeMap<(String, String), [u64; 3]> {
+    usage["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|g| {
+            let t = &g["totals"];
+            (
+                (
+                    g["group"]["consumer"].as_str().unwrap().to_string(),
+                    g["group"]["model"].as_str().unwrap().to_string(),
+                ),
+                ["requests", "input_tokens", "output_tokens"].map(|f| t[f].as_u64().unwrap()),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_sharing_redis_answer_for_the_fleet() {
+    let mock = Mock::start();
+    let mut redis = Redis::start();
+    let body = Body::mock(&mock.url())
+        .consumers(&["alice", "bob"])
+        .section(&format!(
+            "redis: {{url: \"{}\", timeout: 500ms}}",
+            redis.url()
+        ))
+        .build();
+    let (a, b) = (Gateway::start(&body), Gateway::start(&body));
+    for shape in 0..4 {
+        send(&a, "alice", "mock-a", shape, 3).await;
+        send(&b, "bob", "mock-b", shape, 4).await;
+    }
+    send(&b, "alice", "mock-a", 1, 5).await;
+    eventually("both access logs written", || async {
+        sums_of_logs(&[&a, &b]).values().map(|s| s[0]).sum::<u64>() == 9
+    })
+    .await;
+    let expected = sums_of_logs(&[&a, &b]);
+    assert_eq!(expected.len(), 2, "{expected:?}");
+    let query = "/admin/api/v1/usage?group_by=consumer,model";
+    // Either gateway answers for both (the other's rollups arrive within a flush).
+    for gw in [&a, &b] {
+        eventually("the fleet's totals on either gateway", || async {
+            let usage = get_json(&gw.admin_url(query), None).await;
+            usage["scope"] == "fleet" && sums_of_usage(&usage) == expected
+        })
+        .await;
+    }
+    let top = get_json(
+        &a.admin_url("/admin/api/v1/usage/top?by=consumer&n=1"),
+        None,
+    )
+    .await;
+    let alice: u64 = expected
+        .iter()
+        .filter(|(k, _)| k.0 == "alice")
+        .map(|(_, s)| s[1] + s[2])
+        .sum();
+    let bob: u64 = expected
+        .iter()
+        .filter(|(k, _)| k.0 == "bob")
+        .map(|(_, s)| s[1] + s[2])
+        .sum();
+    let first = if alice >= bob { "alice" } else { "bob" };
+    assert_eq!(top["items"][0]["consumer"], first, "{top}");
+    assert_eq!(top["items"][0]["tokens"], alice.max(bob), "{top}");
+
+    // Redis gone: the rollups wait and are sent once it is back (it comes back empty, so
+    // the fleet then holds exactly what was sent meanwhile).
+    redis.kill();
+    let before = sums_of_logs(&[&a]);
+    for shape in 0..3 {
+        assert_eq!(send(&a, "bob", "mock-b", shape * 2, 3).await, 200);
+    }
+    eventually("the access log written", || async {
+        sums_of_logs(&[&a]).values().map(|s| s[0]).sum::<u64>() == 7
+    })
+    .await;
+    let mut meanwhile = sums_of_logs(&[&a]);
+    for (k, s) in &before {
+        let m = meanwhile.get_mut(k).unwrap();
+        for i in 0..3 {
+            m[i] -= s[i];
+        }
+    }
+    meanwhile.retain(|_, s| s[0] > 0);
+    // Meanwhile each gateway answers with its own rollups, and says so.
+    let local = get_json(&a.admin_url(query), None).await;
+    assert_eq!(local["scope"], "gateway", "{local}");
+    assert_eq!(sums_of_usage(&local), sums_of_logs(&[&a]));
+    redis.restart();
+    eventually("what waited is in the fleet's rollups", || async {
+        let usage = get_json(&b.admin_url(query), None).await;
+        usage["scope"] == "fleet" && sums_of_usage(&usage) == meanwhile
+    })
+    .await;
+    assert_eq!(send(&a, "alice", "mock-a", 0, 3).await, 200);
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 fn failed(e: QueryError) -> GatewayError {
     match e {
         QueryError::Bad(m) => GatewayError::BadQuery(m),
-        QueryError::Store(e) => {
+        e @ (QueryError::Store(_) | QueryError::Fleet(_)) => {
             log::warn!("analytics query failed: {e}");
             GatewayError::StoreUnavailable("usage analytics")
         }
@@ -49,18 +49,51 @@ impl Admin {
             (by, n)
         });
         let analytics = self.analytics.clone();
+        let flushed = analytics.clone();
+        // The answer includes this gateway's requests up to the call (and, with Redis, the
+        // flush adds them to the fleet's rollups too).
+        let _ = tokio::task::spawn_blocking(move || flushed.flush(Duration::from_secs(2))).await;
+        // With Redis, the fleet's rollups; when Redis cannot answer, this gateway's own
+        // (the answer's `scope` says which).
+        let fleet = match analytics.fleet() {
+            Some(redis) => {
+                let minute = |ms: u64| ms / 60_000;
+                let read = crate::analytics::fleet::read(
+                    redis,
+                    minute(q.from_ms),
+                    q.to_ms.div_ceil(60_000),
+                    minute(now_ms),
+                    analytics.retention(),
+                );
+                match read.await {
+                    Ok(rows) => Some(rows),
+                    Err(e) => {
+                        log::warn!("usage query: the fleet's rollups are unavailable ({e}); answering with this gateway's");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let scope = if fleet.is_some() { "fleet" } else { "gateway" };
         let answer = tokio::task::spawn_blocking(move || {
-            analytics.flush(Duration::from_secs(2));
-            let db = analytics.db_path();
+            let conn = match &fleet {
+                Some(rows) => crate::analytics::fleet::table(rows)?,
+                None => rollups::local(analytics.db_path())?,
+            };
             match (top, csv) {
-                (Some((by, n)), _) => rollups::top(db, &q, &by, n).map(Ok),
-                (None, true) => rollups::usage_csv(db, &q).map(Err),
-                (None, false) => rollups::usage(db, &q).map(Ok),
+                (Some((by, n)), _) => rollups::top(&conn, &q, &by, n).map(Ok),
+                (None, true) => rollups::usage_csv(&conn, &q).map(Err),
+                (None, false) => rollups::usage(&conn, &q).map(Ok),
             }
         })
         .await
         .map_err(|e| GatewayError::Internal(e.to_string()))?
-        .map_err(failed)?;
+        .map_err(failed)?
+        .map(|mut v| {
+            v["scope"] = json!(scope);
+            v
+        });
         Ok(match answer {
             Ok(v) => json_response(StatusCode::OK, v),
             Err(text) => respond(StatusCode::OK, "text/csv; charset=utf-8", text.into_bytes()),

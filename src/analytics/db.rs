@@ -36,6 +36,12 @@ pub fn connect(path: &Path) -> rusqlite::Result<Connection> {
     conn.busy_timeout(std::time::Duration::from_secs(2))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    create(&conn)?;
+    Ok(conn)
+}
+
+/// Create the rollups' table if it is not there.
+pub fn create(conn: &Connection) -> rusqlite::Result<()> {
     let numbers: Vec<String> = number_columns()
         .iter()
         .map(|c| format!("{c} INTEGER NOT NULL DEFAULT 0"))
@@ -46,8 +52,7 @@ pub fn connect(path: &Path) -> rusqlite::Result<Connection> {
            model TEXT NOT NULL, consumer TEXT NOT NULL, class TEXT NOT NULL, {},
            PRIMARY KEY (minute, route, provider, model, consumer, class)) WITHOUT ROWID;",
         numbers.join(", ")
-    ))?;
-    Ok(conn)
+    ))
 }
 
 impl Db {
@@ -85,17 +90,11 @@ impl Db {
                     k.consumer.clone().into(),
                     k.class.clone().into(),
                 ];
-                let counts = [
-                    s.requests,
-                    s.input_tokens,
-                    s.cached_tokens,
-                    s.output_tokens,
-                    s.reasoning_tokens,
-                    s.estimated,
-                    s.errors,
-                ];
-                let numbers = counts.iter().chain(&s.latency).chain(&s.ttft);
-                values.extend(numbers.map(|n| i64::try_from(*n).unwrap_or(i64::MAX).into()));
+                values.extend(
+                    s.numbers()
+                        .into_iter()
+                        .map(|n| i64::try_from(n).unwrap_or(i64::MAX).into()),
+                );
                 stmt.execute(params_from_iter(values))?;
             }
         }

@@ -15,6 +15,7 @@
 //! so percentiles over any range merge exactly to a bucket.
 
 mod db;
+pub mod fleet;
 pub mod query;
 
 pub use query::{Query, QueryError};
@@ -97,6 +98,42 @@ pub fn bucket(ms: f64) -> usize {
 }
 
 impl Sums {
+    /// Every number, in `db::number_columns` order.
+    pub fn numbers(&self) -> Vec<u64> {
+        let counts = [
+            self.requests,
+            self.input_tokens,
+            self.cached_tokens,
+            self.output_tokens,
+            self.reasoning_tokens,
+            self.estimated,
+            self.errors,
+        ];
+        counts
+            .iter()
+            .chain(&self.latency)
+            .chain(&self.ttft)
+            .copied()
+            .collect()
+    }
+
+    /// Add `other`'s numbers to these.
+    pub fn merge(&mut self, other: &Sums) {
+        self.requests += other.requests;
+        self.input_tokens += other.input_tokens;
+        self.cached_tokens += other.cached_tokens;
+        self.output_tokens += other.output_tokens;
+        self.reasoning_tokens += other.reasoning_tokens;
+        self.estimated += other.estimated;
+        self.errors += other.errors;
+        for (a, b) in self.latency.iter_mut().zip(&other.latency) {
+            *a += b;
+        }
+        for (a, b) in self.ttft.iter_mut().zip(&other.ttft) {
+            *a += b;
+        }
+    }
+
     fn add(&mut self, e: &Event) {
         self.requests += 1;
         self.input_tokens += e.input_tokens;
@@ -119,6 +156,8 @@ pub struct Shared {
     db: PathBuf,
     /// Rollups older than this are deleted (checked hourly).
     retention: Duration,
+    /// The shared Redis the fleet's rollups go to, when `redis:` is configured.
+    fleet: std::sync::OnceLock<Arc<crate::store::redis::RedisStore>>,
 }
 
 pub struct Analytics {
@@ -141,6 +180,7 @@ impl Analytics {
             recent_cap: recent,
             db,
             retention,
+            fleet: std::sync::OnceLock::new(),
         });
         if !enabled {
             return Analytics {
@@ -171,8 +211,12 @@ impl Analytics {
         }
     }
 
-    /// Start the aggregating thread (once; later calls do nothing).
-    pub fn start(&self) -> std::io::Result<()> {
+    /// Start the aggregating thread (once; later calls do nothing), adding to the fleet's
+    /// rollups in `fleet` too when given.
+    pub fn start(
+        &self,
+        fleet: Option<Arc<crate::store::redis::RedisStore>>,
+    ) -> std::io::Result<()> {
         let Some(rx) = self
             .rx
             .lock()
@@ -181,11 +225,28 @@ impl Analytics {
         else {
             return Ok(());
         };
+        let writer = match fleet {
+            Some(redis) => {
+                let _ = self.shared.fleet.set(redis.clone());
+                Some(fleet::Writer::new(redis, self.shared.retention)?)
+            }
+            None => None,
+        };
         let shared = self.shared.clone();
         std::thread::Builder::new()
             .name("tollgate-analytics".into())
-            .spawn(move || aggregate(rx, &shared))
+            .spawn(move || aggregate(rx, &shared, writer))
             .map(|_| ())
+    }
+
+    /// The shared Redis holding the fleet's rollups, if any.
+    pub fn fleet(&self) -> Option<&Arc<crate::store::redis::RedisStore>> {
+        self.shared.fleet.get()
+    }
+
+    /// How long rollups are kept.
+    pub fn retention(&self) -> Duration {
+        self.shared.retention
     }
 
     /// Write everything aggregated so far, waiting at most `within`.
@@ -248,7 +309,7 @@ impl Pending {
     }
 }
 
-fn aggregate(rx: Receiver<Msg>, shared: &Shared) {
+fn aggregate(rx: Receiver<Msg>, shared: &Shared, mut fleet: Option<fleet::Writer>) {
     let mut db = match db::Db::open(&shared.db) {
         Ok(db) => Some(db),
         Err(e) => {
@@ -300,7 +361,7 @@ fn aggregate(rx: Receiver<Msg>, shared: &Shared) {
             }
         }
         if closed || !answers.is_empty() || last_flush.elapsed() >= FLUSH_EVERY {
-            write(&mut db, &mut pending);
+            write(&mut db, &mut pending, fleet.as_mut());
             last_flush = std::time::Instant::now();
         }
         for done in answers {
@@ -313,7 +374,7 @@ fn aggregate(rx: Receiver<Msg>, shared: &Shared) {
 }
 
 /// Minute rows older than this are folded into hours.
-const MINUTES_KEPT: Duration = Duration::from_secs(48 * 3600);
+pub(crate) const MINUTES_KEPT: Duration = Duration::from_secs(48 * 3600);
 
 /// Fold the rollups older than 48 hours into hours; delete those older than `retention`.
 fn forget_old(db: &mut Option<db::Db>, retention: Duration) {
@@ -336,11 +397,15 @@ fn forget_old(db: &mut Option<db::Db>, retention: Duration) {
     }
 }
 
-fn write(db: &mut Option<db::Db>, pending: &mut Pending) {
+fn write(db: &mut Option<db::Db>, pending: &mut Pending, fleet: Option<&mut fleet::Writer>) {
     let series = std::mem::take(&mut pending.series);
     // Keep the model sets of the last two minutes only.
     if let Some(newest) = pending.models.keys().max().copied() {
         pending.models.retain(|m, _| *m + 1 >= newest);
+    }
+    if let Some(fleet) = fleet {
+        // Also with nothing new: series that waited for Redis are sent.
+        fleet.send(&series);
     }
     if series.is_empty() {
         return;

@@ -4,6 +4,7 @@
 use super::db::{self, COUNTS};
 use super::{BUCKETS_MS, NBUCKETS};
 use rusqlite::params_from_iter;
+use rusqlite::Connection;
 use serde_json::{json, Map, Value};
 use std::path::Path;
 
@@ -16,6 +17,8 @@ pub enum QueryError {
     Bad(String),
     #[error("analytics store: {0}")]
     Store(#[from] rusqlite::Error),
+    #[error("the fleet's rollups in redis: {0}")]
+    Fleet(#[from] crate::store::StoreError),
 }
 
 /// A query over `[from, to)` (unix milliseconds).
@@ -218,16 +221,20 @@ fn group_json(dims: &[String], values: &[String]) -> Value {
     )
 }
 
+/// This gateway's rollups file, for reading.
+pub fn local(db: &Path) -> Result<Connection, QueryError> {
+    Ok(db::connect(db)?)
+}
+
 /// Time series and totals, as JSON.
-pub fn usage(db: &Path, q: &Query) -> Result<Value, QueryError> {
-    let conn = db::connect(db)?;
-    let totals = select(&conn, q, false, &q.group_by, "")?;
+pub fn usage(conn: &Connection, q: &Query) -> Result<Value, QueryError> {
+    let totals = select(conn, q, false, &q.group_by, "")?;
     let mut groups: Vec<Value> = totals
         .iter()
         .map(|(_, ds, nums)| json!({"group": group_json(&q.group_by, ds), "totals": row_json(nums), "points": []}))
         .collect();
     if q.step_minutes > 0 {
-        for (t, ds, nums) in select(&conn, q, true, &q.group_by, "ORDER BY t")? {
+        for (t, ds, nums) in select(conn, q, true, &q.group_by, "ORDER BY t")? {
             if let Some(g) = groups
                 .iter_mut()
                 .find(|g| g["group"] == group_json(&q.group_by, &ds))
@@ -240,7 +247,7 @@ pub fn usage(db: &Path, q: &Query) -> Result<Value, QueryError> {
             }
         }
     }
-    let all = select(&conn, q, false, &[], "")?;
+    let all = select(conn, q, false, &[], "")?;
     let total = all
         .first()
         .map(|(_, _, n)| row_json(n))
@@ -256,20 +263,19 @@ pub fn usage(db: &Path, q: &Query) -> Result<Value, QueryError> {
 }
 
 /// The `n` largest groups by `by` (one dimension), ranked by input + output tokens.
-pub fn top(db: &Path, q: &Query, by: &str, n: usize) -> Result<Value, QueryError> {
+pub fn top(conn: &Connection, q: &Query, by: &str, n: usize) -> Result<Value, QueryError> {
     if !DIMENSIONS.contains(&by) {
         return Err(QueryError::Bad(format!(
             "`by`: one of {}",
             DIMENSIONS.join(", ")
         )));
     }
-    let conn = db::connect(db)?;
     let dims = vec![by.to_string()];
     let order = format!(
         "ORDER BY SUM(input_tokens) + SUM(output_tokens) DESC LIMIT {}",
         n.min(1000)
     );
-    let rows = select(&conn, q, false, &dims, &order)?;
+    let rows = select(conn, q, false, &dims, &order)?;
     let items: Vec<Value> = rows
         .iter()
         .map(|(_, ds, nums)| {
@@ -323,9 +329,8 @@ fn csv_field(s: &str) -> String {
 }
 
 /// The same as `usage`, one CSV row per group and point (the whole range when no step).
-pub fn usage_csv(db: &Path, q: &Query) -> Result<String, QueryError> {
-    let conn = db::connect(db)?;
-    let rows = select(&conn, q, true, &q.group_by, "ORDER BY t")?;
+pub fn usage_csv(conn: &Connection, q: &Query) -> Result<String, QueryError> {
+    let rows = select(conn, q, true, &q.group_by, "ORDER BY t")?;
     let mut head: Vec<String> = vec!["time".into()];
     head.extend(q.group_by.iter().cloned());
     head.extend(COUNTS.iter().map(|c| c.to_string()));

@@ -7,9 +7,11 @@
 //!   SQLite's file locking lets them, and `count = count + ?` keeps both writers exact.
 //! - [`redis`]: a shared Redis (standalone, over TLS, or a Redis Cluster), for several
 //!   gateways; every operation is one atomic script.
+//! - [`rollups`]: the fleet's usage rollups in that Redis (hashes of counters).
 
 pub mod local;
 pub mod redis;
+pub mod rollups;
 
 use thiserror::Error;
 

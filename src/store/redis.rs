@@ -23,6 +23,8 @@
 //!   requests of every gateway. Refreshed to expire 600 s after the last reservation, so the
 //!   reservations of a gateway that crashed before settling disappear on their own.
 //! - `P:w`: never written; the anchor key of [`WINDOW_RESERVE`] (below).
+//! - `P:u:m:{minute}` and `P:u:h:{minute}`: the fleet's usage rollups of one minute, and of
+//!   one hour at its first minute (hashes of counters; see [`super::rollups`]).
 //!
 //! On a cluster a script may only touch keys of one hash slot, and the slot of a key with a
 //! hash tag is the slot of the tag: so every key of one prefix lives in one slot, on one
@@ -167,20 +169,20 @@ pub fn load_ca(path: &str) -> Result<Vec<u8>, String> {
 /// server) when the server does not know it yet. Not `SCRIPT LOAD`: a cluster client sends
 /// that to every primary, so it would fail while any primary is down, even one that holds
 /// none of the gateway's keys; `EVALSHA` and `EVAL` go only to the primary of the keys.
-struct Lua {
+pub(super) struct Lua {
     code: String,
     hash: String,
 }
 
 impl Lua {
-    fn new(code: &str) -> Lua {
+    pub(super) fn new(code: &str) -> Lua {
         Lua {
             hash: Script::new(code).get_hash().to_string(),
             code: code.to_string(),
         }
     }
 
-    fn prepare_invoke(&'static self) -> Invocation {
+    pub(super) fn prepare_invoke(&'static self) -> Invocation {
         Invocation {
             lua: self,
             keys: Vec::new(),
@@ -190,19 +192,19 @@ impl Lua {
 }
 
 /// One call of a [`Lua`] script: its keys and arguments.
-struct Invocation {
+pub(super) struct Invocation {
     lua: &'static Lua,
     keys: Vec<Vec<u8>>,
     args: Vec<Vec<u8>>,
 }
 
 impl Invocation {
-    fn key<T: ToRedisArgs>(&mut self, key: T) -> &mut Invocation {
+    pub(super) fn key<T: ToRedisArgs>(&mut self, key: T) -> &mut Invocation {
         key.write_redis_args(&mut self.keys);
         self
     }
 
-    fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Invocation {
+    pub(super) fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Invocation {
         arg.write_redis_args(&mut self.args);
         self
     }
@@ -595,11 +597,11 @@ impl RedisStore {
         r.ok_or(StoreError::Overflow)
     }
 
-    fn key(&self, kind: &str, id: &str) -> String {
+    pub(super) fn key(&self, kind: &str, id: &str) -> String {
         format!("{}:{kind}:{id}", self.prefix)
     }
 
-    async fn script<T: FromRedisValue + Send>(
+    pub(super) async fn script<T: FromRedisValue + Send>(
         &self,
         op: &'static str,
         inv: Invocation,
@@ -621,7 +623,7 @@ impl RedisStore {
     }
 
     /// Run one request on the current connection within the timeout; count and log failures.
-    async fn exec<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    pub(super) async fn exec<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, StoreError>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
