@@ -149,12 +149,14 @@ pub struct Running {
     max_connections: usize,
 }
 
-/// Proxy listeners and the admin listener, without the admin token (applied live).
+/// Proxy listeners and the admin listener, without the admin token and the console switch
+/// (both applied live).
 type Listeners = (Vec<Listener>, Option<Listener>);
 
 fn listeners(g: &Gateway) -> Listeners {
     let without_token = |l: &Listener| Listener {
         token: None,
+        console: true,
         ..l.clone()
     };
     (

@@ -10,6 +10,7 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)   # unit verificat
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)   # tests/prometheus.rs: prometheus + promtool
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)   # shared limits and quotas
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)   # tests/sdk.rs: the openai package
+command -v chromium >/dev/null 2>&1 || need+=(chromium)   # tests/console.rs: headless browser
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -27,4 +28,9 @@ if ! target/pyvenv/bin/python -c 'import openai' >/dev/null 2>&1; then
 fi
 if ! target/pyvenv/bin/python -c 'import openapi_spec_validator' >/dev/null 2>&1; then
   target/pyvenv/bin/pip install -q openapi-spec-validator==0.9.0
+fi
+# tests/console.rs: Playwright for Python, driving the system's Chromium (its own browser
+# download is never used).
+if ! target/pyvenv/bin/python -c 'import playwright' >/dev/null 2>&1; then
+  target/pyvenv/bin/pip install -q playwright==1.56.0
 fi

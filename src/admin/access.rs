@@ -59,7 +59,7 @@ fn text_field(body: &Value, field: &str) -> Result<String, GatewayError> {
 impl Admin {
     /// The admin token in force: the current config's, or the one the listener started
     /// with while the config has no admin listener.
-    fn admin_token(&self) -> Option<String> {
+    pub(super) fn admin_token(&self) -> Option<String> {
         let config = self.config.load();
         match &config.admin_listener {
             Some(l) => l.token.clone(),
@@ -95,14 +95,20 @@ impl Admin {
             let (name, role) = self.sessions.lookup(given)?;
             return Some(Principal { name, role });
         }
-        let (name, password) = users::parse_basic(header?.as_bytes())?;
+        let Some(header) = header else {
+            // A browser: the console's session cookie.
+            let token = super::console::session_cookie(session)?;
+            let (name, role) = self.sessions.lookup(&token)?;
+            return Some(Principal { name, role });
+        };
+        let (name, password) = users::parse_basic(header.as_bytes())?;
         let role = self
             .check_password(&layer.admin_users, name.clone(), password)
             .await?;
         Some(Principal { name, role })
     }
 
-    async fn check_password(
+    pub(super) async fn check_password(
         &self,
         users: &[AdminUser],
         name: String,

@@ -10,6 +10,7 @@
 
 mod access;
 mod api;
+pub mod console;
 mod usage;
 
 use crate::error::GatewayError;
@@ -39,6 +40,8 @@ pub struct Admin {
     pub analytics: std::sync::Arc<crate::analytics::Analytics>,
     /// The alert rules' states.
     pub alerts: std::sync::Arc<std::sync::Mutex<crate::alerts::Alerts>>,
+    /// Failed console logins per address.
+    pub login_limiter: console::LoginLimiter,
 }
 
 impl Admin {
@@ -59,6 +62,7 @@ impl Admin {
             alerts,
             sessions: crate::users::Sessions::default(),
             logins: tokio::sync::Semaphore::new(2),
+            login_limiter: console::LoginLimiter::default(),
         }
     }
 }
@@ -328,7 +332,12 @@ impl ServeHttp for Admin {
                 };
                 json_response(status, body)
             }
+            "/" | "/console" => self.console(session, &path).await,
+            p if p.starts_with("/console/") => self.console(session, &path).await,
             p if p.starts_with("/admin/") => {
+                if !console::csrf_ok(session) {
+                    return error(&GatewayError::CsrfMissing);
+                }
                 let who = match self.principal(session).await {
                     Some(who) => who,
                     None if access::is_open(p) => access::Principal {

@@ -156,6 +156,12 @@ pub enum GatewayError {
     /// An admin user whose role may only read tried to write.
     #[error("The `viewer` role may only read; this needs the `admin` role.")]
     AdminReadOnly,
+    /// A write authorised by the console's session cookie without its CSRF token.
+    #[error("A write with the console's session cookie needs the session's X-CSRF-Token header.")]
+    CsrfMissing,
+    /// Too many failed logins from one address.
+    #[error("Too many failed logins from this address; try again in {0} s.")]
+    LoginLimited(u64),
 }
 
 impl From<crate::managed::ManagedError> for GatewayError {
@@ -231,7 +237,8 @@ impl GatewayError {
             ExpectationFailed(_) => 417,
             ModelNotFound(_) | RouteNotFound(_) | AdminNotFound | AdminObjectNotFound { .. } => 404,
             Managed(e) => managed_status(e),
-            AdminReadOnly => 403,
+            AdminReadOnly | CsrfMissing => 403,
+            LoginLimited(_) => 429,
             BadQuery(_) => 400,
             MethodNotAllowed(_) | AdminMethodNotAllowed => 405,
             MissingCredential | InvalidCredential | AdminUnauthorized => 401,
@@ -300,7 +307,8 @@ impl GatewayError {
             AdminUnauthorized => ErrorCode::Unauthorized,
             ConfigRejected(_) => ErrorCode::InvalidConfig,
             Managed(e) => managed_code(e),
-            AdminReadOnly => ErrorCode::PermissionDenied,
+            AdminReadOnly | CsrfMissing => ErrorCode::PermissionDenied,
+            LoginLimited(_) => ErrorCode::RateLimitExceeded,
             BadQuery(_) => ErrorCode::InvalidRequest,
             BodyTooLarge(_) => ErrorCode::RequestTooLarge,
             BodyRead(_) => ErrorCode::BodyReadError,
@@ -328,6 +336,7 @@ impl GatewayError {
         let secs = match self {
             ServerBusy(s) => *s,
             RateLimited { retry_after_ms, .. } => retry_after_ms.div_ceil(1000),
+            LoginLimited(s) => *s,
             AllKeysUnavailable { retry_after, .. } => *retry_after,
             Exhausted {
                 retry_after: Some(s),
@@ -604,6 +613,8 @@ mod tests {
             Managed(crate::managed::ManagedError::Storage(s())),
             AdminReadOnly,
             BadQuery(s()),
+            CsrfMissing,
+            LoginLimited(3),
         ];
         for e in &all {
             // Exhaustive: a new variant must be added above.
@@ -638,6 +649,8 @@ mod tests {
                 | StoreUnavailable(_)
                 | BadQuotaRequest(_)
                 | ClientClosed
+                | CsrfMissing
+                | LoginLimited(_)
                 | Internal(_)
                 | AdminUnauthorized
                 | AdminNotFound

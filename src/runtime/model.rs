@@ -46,6 +46,8 @@ pub struct Listener {
     pub tls: Option<ListenerTls>,
     /// Bearer token for `/admin/*` (admin listener only).
     pub token: Option<String>,
+    /// The web console at `/console/` (admin listener only).
+    pub console: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,6 +163,7 @@ fn listener(field: &str, l: &settings::ListenerSection) -> Result<Listener, Conf
         address: l.address.clone(),
         tls,
         token,
+        console: l.console.unwrap_or(true),
     })
 }
 
@@ -268,6 +271,12 @@ fn build_listeners(
         return Err(ConfigError::field(
             format!("listeners.proxy[{i}].token"),
             "only the admin listener takes a token",
+        ));
+    }
+    if let Some(i) = l.proxy.iter().position(|l| l.console.is_some()) {
+        return Err(ConfigError::field(
+            format!("listeners.proxy[{i}].console"),
+            "the console is served by the admin listener only",
         ));
     }
     let admin = l

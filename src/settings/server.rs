@@ -58,6 +58,9 @@ pub struct ListenerSection {
     /// Admin listener only: bearer token required for `/admin/*`; `${VAR}` allowed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<Secret>,
+    /// Admin listener only: serve the web console at `/console/` (default true).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub console: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -350,6 +350,7 @@ fn listener(rng: &mut XorShift) -> ListenerSection {
             http2: rng.one_in(2),
         }),
         token: opt(rng, secret),
+        console: opt(rng, |r| r.one_in(2)),
     }
 }
 

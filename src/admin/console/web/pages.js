@@ -1,0 +1,370 @@
+// The console's pages. Every number and object comes from the management API under
+// /admin/api/v1 (the same calls an operator can make with curl).
+import { html, useState, useEffect, useRef } from "./preact-htm.js";
+import { t } from "./i18n.js";
+
+const API = "/admin/api/v1";
+let csrf = null;
+export function setCsrf(v) { csrf = v || null; }
+
+export class ApiError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+// One call; JSON in and out; an error carries the API's message.
+export async function api(method, path, body) {
+  const headers = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (method !== "GET" && csrf) headers["X-CSRF-Token"] = csrf;
+  const r = await fetch(path.startsWith("/") ? path : `${API}/${path}`, {
+    method, headers, credentials: "same-origin",
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await r.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = text; }
+  if (!r.ok) throw new ApiError(r.status, (data && data.error && data.error.message) || r.statusText);
+  return data;
+}
+
+// Load `path` (re-run when `deps` change); [data, error, reload].
+function useApi(path, deps = []) {
+  const [state, setState] = useState({ data: null, error: null });
+  const [n, setN] = useState(0);
+  useEffect(() => {
+    let live = true;
+    if (!path) return;
+    api("GET", path).then(
+      (data) => live && setState({ data, error: null }),
+      (e) => live && setState({ data: null, error: e.message }),
+    );
+    return () => { live = false; };
+  }, [path, n, ...deps]);
+  return [state.data, state.error, () => setN(n + 1)];
+}
+
+const fmt = (n) => (n === null || n === undefined ? "–" : Number(n).toLocaleString());
+const fixed = (n, d = 2) => (n === null || n === undefined || !isFinite(n) ? "–" : Number(n).toFixed(d));
+const ms = (n) => (n === null || n === undefined ? "–" : `${n} ms`);
+
+function Problem({ error }) {
+  return error ? html`<p class="error" role="alert">${error}</p>` : null;
+}
+
+// A form's submit: runs `f`, shows its error, re-enables the button.
+function useAction() {
+  const [error, setError] = useState(null);
+  const [busy, setBusy] = useState(false);
+  const run = async (f) => {
+    setBusy(true); setError(null);
+    try { await f(); } catch (e) { setError(e.message); }
+    setBusy(false);
+  };
+  return [run, error, busy];
+}
+
+const RANGES = [["15m", 900, "1m", 60], ["1h", 3600, "1m", 60], ["6h", 21600, "5m", 300], ["24h", 86400, "15m", 900], ["7d", 604800, "2h", 7200]];
+
+// Points at every step of [from, to), zero where the API has none.
+function filled(points, from, to, step) {
+  const at = new Map(points.map((p) => [p.time, p]));
+  const out = [];
+  for (let t = Math.floor(from / step) * step; t < to; t += step) out.push(at.get(t) || { time: t });
+  return out;
+}
+
+function Chart({ points, series }) {
+  const ref = useRef(null);
+  useEffect(() => {
+    if (!ref.current || !window.uPlot || !points.length) return;
+    const xs = points.map((p) => p.time);
+    const data = [xs, ...series.map((s) => points.map((p) => p[s.field] || 0))];
+    const dark = matchMedia("(prefers-color-scheme: dark)").matches || document.documentElement.dataset.theme === "dark";
+    const axis = { stroke: dark ? "#ccc" : "#333", grid: { stroke: dark ? "#333" : "#eee" } };
+    const plot = new window.uPlot({
+      width: Math.max(320, ref.current.clientWidth), height: 220,
+      series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.color, width: 2 }))],
+      axes: [axis, axis],
+    }, data, ref.current);
+    return () => plot.destroy();
+  }, [points, series]);
+  return html`<div class="chart" ref=${ref}></div>`;
+}
+
+// Horizontal bars of tokens per group.
+function Bars({ title, by, usage, testid }) {
+  const groups = (usage && usage.groups) || [];
+  const rows = groups
+    .map((g) => ({ name: g.group[by], tokens: g.totals.input_tokens + g.totals.output_tokens, g }))
+    .sort((a, b) => b.tokens - a.tokens);
+  const max = Math.max(1, ...rows.map((r) => r.tokens));
+  return html`<section class="card wide" data-testid=${testid}>
+    <h3>${title}</h3>
+    ${rows.length === 0 ? html`<p class="muted">${t("none")}</p>` : html`<table class="bars">
+      <tbody>${rows.map((r) => html`<tr>
+        <th scope="row">${r.name}</th>
+        <td><meter min="0" max=${max} value=${r.tokens} aria-label=${r.name}></meter></td>
+        <td class="num" data-testid=${`${testid}-${r.name}`}>${fmt(r.tokens)}</td></tr>`)}
+      </tbody></table>`}
+  </section>`;
+}
+
+export function Overview() {
+  const [range, setRange] = useState(RANGES[1]);
+  const [now, setNow] = useState(() => Math.floor(Date.now() / 1000));
+  const from = now - range[1];
+  const q = `from=${from}&to=${now + 60}`;
+  const [series, err] = useApi(`usage?${q}&step=${range[2]}`, [now]);
+  const [byProvider] = useApi(`usage?${q}&group_by=provider`, [now]);
+  const [byModel] = useApi(`usage?${q}&group_by=model`, [now]);
+  const [byConsumer] = useApi(`usage?${q}&group_by=consumer`, [now]);
+  const [keys] = useApi("/admin/keys", [now]);
+  const tot = (series && series.totals) || null;
+  const secs = range[1];
+  const points = filled((series && series.groups && series.groups[0] && series.groups[0].points) || [], from, now, range[3]);
+  const keyStates = {};
+  for (const p of (keys && keys.providers) || []) for (const k of p.keys) {
+    const s = k.state || (k.healthy ? "healthy" : "unhealthy");
+    keyStates[s] = (keyStates[s] || 0) + 1;
+  }
+  const stat = (label, value, testid) => html`<div class="stat"><span class="label">${label}</span><span class="value" data-testid=${testid}>${value}</span></div>`;
+  return html`<div>
+    <div class="toolbar">
+      <label>${t("range")} <select value=${range[0]} onChange=${(e) => setRange(RANGES.find((r) => r[0] === e.target.value))}>
+        ${RANGES.map((r) => html`<option value=${r[0]}>${r[0]}</option>`)}</select></label>
+      <button onClick=${() => setNow(Math.floor(Date.now() / 1000))}>${t("refresh")}</button>
+      ${series && html`<span class="muted">scope: ${series.scope}</span>`}
+    </div>
+    <${Problem} error=${err} />
+    <section class="stats" data-from=${from} data-to=${now + 60} data-testid="overview-stats">
+      ${stat(t("total_requests"), fmt(tot && tot.requests), "total-requests")}
+      ${stat(t("total_in"), fmt(tot && tot.input_tokens), "total-input")}
+      ${stat(t("total_out"), fmt(tot && tot.output_tokens), "total-output")}
+      ${stat(t("tokens_in"), fixed(tot && tot.input_tokens / secs), "input-per-s")}
+      ${stat(t("tokens_out"), fixed(tot && tot.output_tokens / secs), "output-per-s")}
+      ${stat(t("req_s"), fixed(tot && tot.requests / secs, 3), "requests-per-s")}
+      ${stat(t("error_rate"), tot && tot.requests ? `${fixed((100 * tot.errors) / tot.requests, 1)} %` : "–", "error-rate")}
+      ${stat(t("latency"), tot ? `${ms(tot.latency_ms.p50)} / ${ms(tot.latency_ms.p99)}` : "–", "latency")}
+      ${stat(t("ttft"), tot ? `${ms(tot.ttft_ms.p50)} / ${ms(tot.ttft_ms.p99)}` : "–", "ttft")}
+      ${stat(t("key_health"), Object.entries(keyStates).map(([k, v]) => `${v} ${k}`).join(", ") || "–", "key-health")}
+    </section>
+    <section class="card wide"><h3>${t("tokens")}</h3>
+      <${Chart} points=${points} series=${[
+        { field: "input_tokens", label: t("total_in"), color: "#2f6fde" },
+        { field: "output_tokens", label: t("total_out"), color: "#e0702f" }]} />
+    </section>
+    <div class="grid">
+      <${Bars} title=${t("by_provider")} by="provider" usage=${byProvider} testid="by-provider" />
+      <${Bars} title=${t("by_model")} by="model" usage=${byModel} testid="by-model" />
+      <${Bars} title=${t("by_consumer")} by="consumer" usage=${byConsumer} testid="by-consumer" />
+      <section class="card wide"><h3>${t("latency_by_model")}</h3>
+        <table><thead><tr><th>${t("model")}</th><th>p50</th><th>p95</th><th>p99</th><th>${t("ttft")}</th></tr></thead>
+        <tbody>${((byModel && byModel.groups) || []).map((g) => html`<tr><td>${g.group.model}</td>
+          <td class="num">${ms(g.totals.latency_ms.p50)}</td><td class="num">${ms(g.totals.latency_ms.p95)}</td>
+          <td class="num">${ms(g.totals.latency_ms.p99)}</td><td class="num">${ms(g.totals.ttft_ms.p50)}</td></tr>`)}</tbody></table>
+      </section>
+    </div>
+  </div>`;
+}
+
+function KeyRows({ provider, mayWrite, reload }) {
+  const [keys, err, again] = useApi(`providers/${encodeURIComponent(provider.name)}/keys`);
+  const [run, actErr] = useAction();
+  const [name, setName] = useState("");
+  const [key, setKey] = useState("");
+  const path = (k) => `providers/${encodeURIComponent(provider.name)}/keys/${encodeURIComponent(k)}`;
+  const health = {};
+  for (const h of (keys && keys.health) || []) health[h.name] = h;
+  // A key written as a bare string has the name its position gives it (key-1, …).
+  const hs = (keys && keys.health) || [];
+  const items = ((keys && keys.keys) || []).map((k, i) => {
+    const entry = typeof k === "string" ? { key: k, name: (hs[i] && hs[i].name) || `key-${i + 1}` } : k;
+    return { ...entry, ...(health[entry.name] || {}) };
+  });
+  const api_ = provider.source !== "file";
+  return html`<div>
+    <${Problem} error=${err || actErr} />
+    <table data-testid=${`keys-${provider.name}`}><thead><tr><th>${t("key_name")}</th><th>${t("key")}</th><th>${t("state")}</th><th>${t("weight")}</th>${mayWrite && api_ && html`<th>${t("actions")}</th>`}</tr></thead>
+    <tbody>${items.map((k) => html`<tr data-testid=${`key-${provider.name}-${k.name}`}>
+      <td>${k.name}</td><td><code>${k.key}</code></td>
+      <td class=${`state ${k.state || ""}`} data-testid="key-state">${k.disabled ? "disabled" : (k.state || "")}${k.rest_until_ms ? ` (${new Date(k.rest_until_ms).toLocaleTimeString()})` : ""}${k.failures_total ? ` · ${k.failures_total} failures` : ""}</td>
+      <td class="num">${k.weight ?? 1}</td>
+      ${mayWrite && api_ && html`<td>
+        <button onClick=${() => run(async () => { await api("PATCH", path(k.name), { disabled: !k.disabled }); again(); })}>${k.disabled ? t("enable") : t("disable")}</button>
+        <button class="danger" onClick=${() => run(async () => { await api("DELETE", path(k.name)); again(); })}>${t("delete")}</button></td>`}
+    </tr>`)}</tbody></table>
+    ${mayWrite && api_ && html`<form class="inline" onSubmit=${(e) => { e.preventDefault(); run(async () => {
+        await api("POST", `providers/${encodeURIComponent(provider.name)}/keys`, { name, key }); setName(""); setKey(""); again(); reload(); }); }}>
+      <label>${t("key_name")} <input name="key_name" value=${name} onInput=${(e) => setName(e.target.value)} required /></label>
+      <label>${t("key")} <input name="key" type="password" autocomplete="off" value=${key} onInput=${(e) => setKey(e.target.value)} required /></label>
+      <button type="submit">${t("add_key")}</button></form>`}
+  </div>`;
+}
+
+const TYPES = ["openai", "azure", "deepseek", "qwen", "doubao", "moonshot", "zhipu", "anthropic", "gemini", "ollama", "vllm", "openai-compatible"];
+
+export function Providers({ me }) {
+  const [data, err, reload] = useApi("providers");
+  const [run, actErr, busy] = useAction();
+  const [form, setForm] = useState({ name: "", type: "openai-compatible", base_url: "", key: "" });
+  const set = (k) => (e) => setForm({ ...form, [k]: e.target.value });
+  const items = (data && data.items) || [];
+  return html`<div>
+    <${Problem} error=${err || actErr} />
+    ${items.map((p) => html`<section class="card wide" data-testid=${`provider-${p.name}`}>
+      <h3>${p.name} <small class="muted">${p.type} · ${p.base_url || "(preset URL)"} · ${p.source}</small></h3>
+      <${KeyRows} provider=${p} mayWrite=${me.may_write} reload=${reload} />
+    </section>`)}
+    ${me.may_write && html`<section class="card wide"><h3>${t("new_provider")}</h3>
+      <form onSubmit=${(e) => { e.preventDefault(); run(async () => {
+          const body = { name: form.name, type: form.type, api_keys: form.key ? [{ name: "key-1", key: form.key }] : [] };
+          if (form.base_url) body.base_url = form.base_url;
+          await api("POST", "providers", body); setForm({ name: "", type: form.type, base_url: "", key: "" }); reload(); }); }}>
+        <label>${t("name")} <input name="provider_name" value=${form.name} onInput=${set("name")} required /></label>
+        <label>${t("type")} <select name="provider_type" value=${form.type} onChange=${set("type")}>${TYPES.map((x) => html`<option value=${x}>${x}</option>`)}</select></label>
+        <label>${t("base_url")} <input name="base_url" value=${form.base_url} onInput=${set("base_url")} placeholder="https://…" /></label>
+        <label>${t("first_key")} <input name="first_key" type="password" autocomplete="off" value=${form.key} onInput=${set("key")} /></label>
+        <button type="submit" disabled=${busy}>${t("create")}</button>
+      </form></section>`}
+  </div>`;
+}
+
+function Yaml({ value }) {
+  return html`<pre class="yaml">${JSON.stringify(value, null, 2)}</pre>`;
+}
+
+export function Routes({ me }) {
+  const [data, err, reload] = useApi("routes");
+  const [providers] = useApi("providers");
+  const [run, actErr, busy] = useAction();
+  const [form, setForm] = useState({ name: "", prefix: "/v1", model: "*" });
+  const set = (k) => (e) => setForm({ ...form, [k]: e.target.value });
+  const names = ((providers && providers.items) || []).map((p) => p.name);
+  return html`<div>
+    <${Problem} error=${err || actErr} />
+    ${((data && data.items) || []).map((r) => html`<section class="card wide" data-testid=${`route-${r.name}`}>
+      <h3>${r.name} <small class="muted">${r.path_prefix || ""} · ${r.source}</small></h3>
+      <details><summary>JSON</summary><${Yaml} value=${r} /></details>
+      <table><thead><tr><th>${t("model")}</th><th>${t("provider")}</th></tr></thead><tbody>
+      ${(r.models || []).map((m) => html`<tr><td>${m.model}</td><td>${(m.targets || []).map((x) => `${x.provider}${x.weight ? ` ×${x.weight}` : ""}`).join(", ")}${m.fallback ? ` → ${JSON.stringify(m.fallback)}` : ""}</td></tr>`)}
+      </tbody></table>
+      ${me.may_write && r.source !== "file" && html`<button class="danger" onClick=${() => run(async () => { await api("DELETE", `routes/${encodeURIComponent(r.name)}`); reload(); })}>${t("delete")}</button>`}
+    </section>`)}
+    ${me.may_write && html`<section class="card wide"><h3>${t("create")} ${t("route")}</h3>
+      <form onSubmit=${(e) => { e.preventDefault(); const target = e.target.elements.route_target.value; run(async () => {
+          await api("POST", "routes", { name: form.name, path_prefix: form.prefix, models: [{ model: form.model, targets: [{ provider: target }] }] });
+          reload(); }); }}>
+        <label>${t("name")} <input name="route_name" value=${form.name} onInput=${set("name")} required /></label>
+        <label>prefix <input name="route_prefix" value=${form.prefix} onInput=${set("prefix")} /></label>
+        <label>${t("model")} <input name="route_model" value=${form.model} onInput=${set("model")} /></label>
+        <label>${t("provider")} <select name="route_target">${names.map((n) => html`<option value=${n}>${n}</option>`)}</select></label>
+        <button type="submit" disabled=${busy}>${t("create")}</button>
+      </form></section>`}
+  </div>`;
+}
+
+function Secret({ value }) {
+  const [done, setDone] = useState(false);
+  if (!value) return null;
+  return html`<div class="secret" role="status"><p>${t("credential_once")}</p>
+    <code data-testid="new-credential">${value}</code>
+    <button onClick=${async () => { try { await navigator.clipboard.writeText(value); setDone(true); } catch { setDone(false); } }}>${done ? t("copied") : t("copy")}</button></div>`;
+}
+
+function Balance({ name, mayWrite }) {
+  const [bal, err, again] = useApi(`quota/balances/${encodeURIComponent(name)}`);
+  const [run, actErr] = useAction();
+  const [n, setN] = useState("");
+  return html`<span class="balance">
+    <span data-testid=${`balance-${name}`}>${err ? "–" : fmt(bal && bal.quota)}</span>
+    ${mayWrite && html`<form class="inline" onSubmit=${(e) => { e.preventDefault(); run(async () => {
+        await api("POST", `quota/balances/${encodeURIComponent(name)}/delta`, { value: Number(n) }); setN(""); again(); }); }}>
+      <input name=${`topup-${name}`} aria-label=${t("amount")} type="number" value=${n} onInput=${(e) => setN(e.target.value)} required />
+      <button type="submit">${t("top_up")}</button></form>`}
+    <${Problem} error=${actErr} /></span>`;
+}
+
+export function Consumers({ me }) {
+  const [data, err, reload] = useApi("consumers");
+  const [quotaSection] = useApi("quota");
+  const quota = quotaSection && quotaSection.quota;
+  const [top] = useApi(`usage/top?by=consumer&n=1000&from=${Math.floor(Date.now() / 1000) - 86400}`);
+  const [run, actErr, busy] = useAction();
+  const [name, setName] = useState("");
+  const [secret, setSecret] = useState(null);
+  const used = {};
+  for (const i of (top && top.items) || []) used[i.consumer] = i.tokens;
+  const credential = async (c, replace) => {
+    const r = await api("POST", `consumers/${encodeURIComponent(c)}/credentials`, { replace });
+    setSecret(r.credential);
+  };
+  return html`<div>
+    <${Problem} error=${err || actErr} />
+    <${Secret} value=${secret} />
+    <table data-testid="consumers"><thead><tr><th>${t("name")}</th><th>${t("source")}</th><th>${t("usage")} (24h)</th>${quota && html`<th>${t("balance")}</th>`}<th>${t("actions")}</th></tr></thead>
+    <tbody>${((data && data.items) || []).map((c) => html`<tr data-testid=${`consumer-${c.name}`}>
+      <td>${c.name}</td><td>${c.source}</td><td class="num">${fmt(used[c.name] || 0)}</td>
+      ${quota && html`<td><${Balance} name=${c.name} mayWrite=${me.may_write} /></td>`}
+      <td>${me.may_write && c.source !== "file" && html`
+        <button onClick=${() => run(() => credential(c.name, true))}>${t("rotate")}</button>
+        <button class="danger" onClick=${() => run(async () => { await api("DELETE", `consumers/${encodeURIComponent(c.name)}`); reload(); })}>${t("delete")}</button>`}</td>
+    </tr>`)}</tbody></table>
+    ${me.may_write && html`<section class="card wide"><h3>${t("new_consumer")}</h3>
+      <form onSubmit=${(e) => { e.preventDefault(); run(async () => {
+          await api("POST", "consumers", { name }); await credential(name, false); setName(""); reload(); }); }}>
+        <label>${t("name")} <input name="consumer_name" value=${name} onInput=${(e) => setName(e.target.value)} required /></label>
+        <button type="submit" disabled=${busy}>${t("create")}</button></form></section>`}
+  </div>`;
+}
+
+export function Limits() {
+  const [limits, e1] = useApi("rate_limits");
+  const [quotaSection] = useApi("quota");
+  const quota = quotaSection && quotaSection.quota;
+  const [alerts, e2] = useApi("alerts");
+  return html`<div>
+    <${Problem} error=${e1 || e2} />
+    <section class="card wide"><h3>${t("rate_limits")}</h3>
+      ${((limits && limits.items) || []).map((r) => html`<details><summary>${r.name} <small class="muted">${r.source}</small></summary><${Yaml} value=${r} /></details>`)}
+    </section>
+    <section class="card wide"><h3>${t("quota")}</h3>${quota ? html`<${Yaml} value=${quota} />` : html`<p class="muted">${t("none")}</p>`}</section>
+    <section class="card wide"><h3>${t("alerts")}</h3>
+      <table><thead><tr><th>${t("name")}</th><th>${t("state")}</th><th>${t("value")}</th></tr></thead>
+      <tbody>${((alerts && (alerts.items || alerts.rules)) || []).map((a) => html`<tr><td>${a.name}</td><td class=${`state ${a.state}`}>${a.state}</td><td class="num">${fixed(a.value)}</td></tr>`)}</tbody></table>
+    </section></div>`;
+}
+
+export function Requests() {
+  const [f, setF] = useState({ consumer: "", model: "", status: "", request_id: "" });
+  const [applied, setApplied] = useState(f);
+  const [open, setOpen] = useState(null);
+  const q = Object.entries(applied).filter(([, v]) => v).map(([k, v]) => `${k}=${encodeURIComponent(v)}`).join("&");
+  const [data, err, reload] = useApi(`requests?limit=200&${q}`);
+  const set = (k) => (e) => setF({ ...f, [k]: e.target.value });
+  return html`<div>
+    <form class="toolbar" onSubmit=${(e) => { e.preventDefault(); setApplied(f); reload(); }}>
+      ${["consumer", "model", "status", "request_id"].map((k) => html`<label>${t(k)} <input name=${`filter-${k}`} value=${f[k]} onInput=${set(k)} /></label>`)}
+      <button type="submit">${t("filter")}</button></form>
+    <${Problem} error=${err} />
+    <table data-testid="requests"><thead><tr><th>${t("time")}</th><th>${t("consumer")}</th><th>${t("model")}</th><th>${t("provider")}</th><th>${t("status")}</th><th>${t("total_in")}</th><th>${t("total_out")}</th><th>ms</th></tr></thead>
+    <tbody>${((data && data.items) || []).map((r) => html`<tr class="click" tabindex="0" onClick=${() => setOpen(r)} onKeyDown=${(e) => e.key === "Enter" && setOpen(r)}>
+      <td>${new Date(r.time_ms).toLocaleTimeString()}</td><td>${r.consumer}</td><td>${r.model}</td><td>${r.provider}</td>
+      <td class="num">${r.status}</td><td class="num">${fmt(r.input_tokens)}</td><td class="num">${fmt(r.output_tokens)}</td><td class="num">${Math.round(r.duration_ms)}</td></tr>`)}</tbody></table>
+    ${open && html`<section class="card wide" data-testid="request-detail"><h3>${t("detail")} ${open.request_id} <button onClick=${() => setOpen(null)}>×</button></h3><${Yaml} value=${open} /></section>`}
+  </div>`;
+}
+
+export function Config({ me }) {
+  const [revs, err, reload] = useApi("revisions");
+  const [config] = useApi("config");
+  const [run, actErr] = useAction();
+  return html`<div>
+    <${Problem} error=${err || actErr} />
+    <section class="card wide"><h3>${t("revision")}</h3>
+      <table><thead><tr><th>#</th><th>${t("time")}</th><th>${t("who")}</th><th>${t("what")}</th><th></th></tr></thead>
+      <tbody>${((revs && revs.items) || []).map((r) => html`<tr><td>${r.revision}</td><td>${r.at}</td><td>${r.who}</td><td>${r.action} ${r.kind} ${r.name}</td>
+        <td>${me.may_write && r.revision !== revs.api_revision && html`<button onClick=${() => run(async () => { await api("POST", `revisions/${r.revision}/restore`); reload(); })}>${t("restore")}</button>`}</td></tr>`)}</tbody></table>
+    </section>
+    <section class="card wide"><h3>${t("export")}</h3>${config && html`<${Yaml} value=${config} />`}</section>
+  </div>`;
+}

@@ -1,0 +1,218 @@
+"""The console in a real browser (headless Chromium through Playwright), driven like an
+operator: first-run setup, login, a provider, a route and a consumer through the forms,
+traffic, the request log and the overview against the usage API, a quota top-up, a key
+disabled, a viewer who cannot write, CSRF, logout. Any failed step, and any error in the
+page's console, fails the run. Usage: browser.py ADMIN_URL PROXY_URL MOCK_URL SHOTS_DIR
+"""
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+
+from playwright.sync_api import expect, sync_playwright
+
+ADMIN, PROXY, MOCK, SHOTS = sys.argv[1:5]
+PASSWORD = "console-pass-2026"
+KEY = "sk-browser-provider-key-0123456789"
+expect.set_options(timeout=15_000)
+
+
+def stream_chat(credential):
+    """A streaming chat through the proxy as the new consumer; its usage chunk."""
+    body = json.dumps({"model": "browser-1", "stream": True,
+                       "stream_options": {"include_usage": True},
+                       "messages": [{"role": "user", "content": "hello from the console test"}]})
+    req = urllib.request.Request(f"{PROXY}/v1/chat/completions", data=body.encode(),
+                                 headers={"Authorization": f"Bearer {credential}",
+                                          "Content-Type": "application/json"})
+    usage = None
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status == 200, r.status
+        for line in r.read().decode().splitlines():
+            if line.startswith("data: {"):
+                chunk = json.loads(line[6:])
+                usage = chunk.get("usage") or usage
+    assert usage, "the stream reported its usage"
+    return usage
+
+
+def fetch(page, method, path, body=None, csrf=True):
+    """A call from the page, with the session cookie (and its CSRF token when asked)."""
+    return page.evaluate(
+        """async ([method, path, body, csrf]) => {
+            const s = await (await fetch('/console/api/session')).json();
+            const h = {'Content-Type': 'application/json'};
+            if (csrf && s.csrf) h['X-CSRF-Token'] = s.csrf;
+            const r = await fetch(path, {method, headers: h, body: body === null ? undefined : JSON.stringify(body)});
+            return {status: r.status, body: await r.text()};
+        }""", [method, path, body, csrf])
+
+
+def outside(page, method, path, body=None):
+    """A call with the browser's session cookie but from outside the page (another site's
+    form or script would have the cookie sent, never the CSRF token); its status."""
+    cookies = "; ".join(f"{c['name']}={c['value']}" for c in page.context.cookies())
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"{ADMIN}{path}", data=data, method=method,
+                                 headers={"Cookie": cookies, "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def shot(page, name):
+    page.wait_for_load_state("networkidle")
+    page.screenshot(path=os.path.join(SHOTS, f"{name}.png"), full_page=True)
+
+
+def login(page, user, password):
+    page.goto(f"{ADMIN}/console/")
+    page.fill("input[name=user]", user)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    expect(page.get_by_test_id("who")).to_contain_text(user)
+
+
+def main():
+    os.makedirs(SHOTS, exist_ok=True)
+    errors = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium",
+                                    args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1360, "height": 900})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        try:
+            steps(page, errors)
+        except Exception:
+            page.screenshot(path=os.path.join(SHOTS, "failure.png"), full_page=True)
+            print("page text at the failure:\n" + page.inner_text("body"), file=sys.stderr)
+            print(f"errors in the page: {errors}", file=sys.stderr)
+            raise
+        browser.close()
+    assert not errors, f"errors in the page: {errors}"
+    print("console: every step passed")
+
+
+def steps(page, errors):
+    if True:
+
+        # First run: the administrator's password, then logged in.
+        page.goto(f"{ADMIN}/")
+        expect(page.locator("main.login h2")).to_be_visible()
+        shot(page, "setup")
+        page.fill("input[name=user]", "admin")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        expect(page.get_by_test_id("who")).to_contain_text("admin")
+        cookie = [c for c in page.context.cookies() if c["name"] == "tollgate_session"][0]
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict", cookie
+
+        # A provider with a key, through the form; the key is shown masked only.
+        page.click("[data-testid=nav-providers]")
+        page.fill("input[name=provider_name]", "browser-mock")
+        page.fill("input[name=base_url]", MOCK)
+        page.fill("input[name=first_key]", KEY)
+        page.click("text=New provider >> xpath=.. >> button[type=submit]")
+        card = page.get_by_test_id("provider-browser-mock")
+        expect(card.get_by_test_id("key-state")).to_have_text("healthy")
+        assert KEY not in page.content(), "the key is never sent back"
+
+        # A route for browser-* to it.
+        page.click("[data-testid=nav-routes]")
+        page.fill("input[name=route_name]", "browser")
+        page.fill("input[name=route_model]", "browser-*")
+        page.select_option("select[name=route_target]", "browser-mock")
+        page.click("form >> button[type=submit]")
+        expect(page.get_by_test_id("route-browser")).to_be_visible()
+        shot(page, "routes")
+
+        # A consumer: the credential shown once.
+        page.click("[data-testid=nav-consumers]")
+        page.fill("input[name=consumer_name]", "webapp")
+        page.click("text=New consumer >> xpath=.. >> button[type=submit]")
+        credential = page.get_by_test_id("new-credential").inner_text()
+        assert credential.startswith("tg-"), credential
+        expect(page.get_by_test_id("consumer-webapp")).to_be_visible()
+
+        # A quota top-up changes the balance.
+        expect(page.get_by_test_id("balance-webapp")).to_have_text("0")
+        page.fill("input[name=topup-webapp]", "5000")
+        page.get_by_test_id("consumer-webapp").locator("button[type=submit]").click()
+        expect(page.get_by_test_id("balance-webapp")).to_have_text("5,000")
+        shot(page, "consumers")
+
+        # Traffic as that consumer, then the request log shows it.
+        usage = stream_chat(credential)
+        page.click("[data-testid=nav-requests]")
+        page.fill("input[name=filter-consumer]", "webapp")
+        page.click("form.toolbar button[type=submit]")
+        row = page.get_by_test_id("requests").locator("tbody tr").first
+        expect(row).to_contain_text("browser-1")
+        expect(row).to_contain_text(str(usage["prompt_tokens"]))
+        row.click()
+        expect(page.get_by_test_id("request-detail")).to_contain_text("browser-mock")
+        shot(page, "requests")
+
+        # The overview's numbers are the usage API's for the same range.
+        page.click("[data-testid=nav-overview]")
+        stats = page.get_by_test_id("overview-stats")
+        expect(page.get_by_test_id("total-requests")).not_to_have_text("–")
+        frm, to = stats.get_attribute("data-from"), stats.get_attribute("data-to")
+        api = json.loads(fetch(page, "GET", f"/admin/api/v1/usage?from={frm}&to={to}")["body"])
+        for testid, field in [("total-requests", "requests"), ("total-input", "input_tokens"),
+                              ("total-output", "output_tokens")]:
+            shown = page.get_by_test_id(testid).inner_text().replace(",", "")
+            assert shown == str(api["totals"][field]), (testid, shown, api["totals"])
+        expect(page.get_by_test_id("by-consumer-webapp")).to_be_visible()
+        shot(page, "overview")
+
+        # Disable the key: its state shows it.
+        page.click("[data-testid=nav-providers]")
+        key_row = page.get_by_test_id("key-browser-mock-key-1")
+        key_row.get_by_role("button", name="Disable").click()
+        expect(key_row.get_by_test_id("key-state")).to_have_text("disabled")
+        shot(page, "providers")
+
+        # A write without the CSRF token is refused.
+        assert outside(page, "POST", "/admin/api/v1/consumers", {"name": "forged"}) == 403
+
+        page.click("[data-testid=nav-limits]")
+        shot(page, "limits")
+        page.click("[data-testid=nav-config]")
+        expect(page.locator("text=create consumer webapp")).to_be_visible()
+        shot(page, "config")
+
+        # Chinese UI text.
+        page.get_by_test_id("lang").click()
+        expect(page.get_by_test_id("nav-overview")).to_have_text("概览")
+        page.get_by_test_id("lang").click()
+
+        # A viewer sees but cannot change.
+        r = fetch(page, "POST", "/admin/api/v1/users",
+                  {"name": "watcher", "role": "viewer", "password": "viewer-pass-2026"})
+        assert r["status"] in (200, 201), r
+        page.get_by_test_id("logout").click()
+        expect(page.locator("main.login")).to_be_visible()
+        login(page, "watcher", "viewer-pass-2026")
+        page.click("[data-testid=nav-consumers]")
+        expect(page.get_by_test_id("consumer-webapp")).to_be_visible()
+        assert page.locator("input[name=consumer_name]").count() == 0
+        r = fetch(page, "POST", "/admin/api/v1/consumers", {"name": "viewer-made"})
+        assert r["status"] == 403, r
+        errors.remove("Failed to load resource: the server responded with a status of 403 (Forbidden)")
+
+        # Logout ends the session: the API refuses the old cookie.
+        old_cookie = [c for c in page.context.cookies() if c["name"] == "tollgate_session"]
+        page.get_by_test_id("logout").click()
+        expect(page.locator("main.login")).to_be_visible()
+        page.context.add_cookies(old_cookie)
+        assert outside(page, "GET", "/admin/api/v1/consumers") == 401
+        shot(page, "login")
+
+
+if __name__ == "__main__":
+    main()
