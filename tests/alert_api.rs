@@ -144,7 +144,10 @@ async fn alert_rules_and_webhooks_through_the_api() {
         )
         .await;
     assert_eq!(status, 400, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains(".url"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains(".url"),
+        "{v}"
+    );
 
     // A rule naming an unknown webhook is refused, naming the field.
     let rule = json!({"name": "burst", "kind": "tokens", "window": "5m", "threshold": 10,
@@ -167,7 +170,13 @@ async fn alert_rules_and_webhooks_through_the_api() {
         )
         .await;
     assert_eq!(status, 400, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("(low).kind"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("(low).kind"),
+        "{v}"
+    );
     let mut rule = rule;
     rule["webhooks"] = json!(["ops"]);
     let (status, v) = api.call(Method::POST, "/alert_rules", Some(rule)).await;
@@ -178,12 +187,21 @@ async fn alert_rules_and_webhooks_through_the_api() {
     let (_, v) = api.call(Method::GET, "/alert_rules", None).await;
     let items = v["items"].as_array().unwrap();
     assert_eq!(items.len(), 2, "{v}");
-    assert_eq!((&items[0]["name"], &items[0]["source"]), (&json!("quiet"), &json!("file")));
+    assert_eq!(
+        (&items[0]["name"], &items[0]["source"]),
+        (&json!("quiet"), &json!("file"))
+    );
     let (status, _) = api
-        .call(Method::PATCH, "/alert_rules/quiet", Some(json!({"threshold": 1})))
+        .call(
+            Method::PATCH,
+            "/alert_rules/quiet",
+            Some(json!({"threshold": 1})),
+        )
         .await;
     assert_eq!(status, 409);
-    let (status, _) = api.call(Method::DELETE, "/alert_webhooks/filed", None).await;
+    let (status, _) = api
+        .call(Method::DELETE, "/alert_webhooks/filed", None)
+        .await;
     assert_eq!(status, 409);
 
     // The masked URL sent back keeps the stored one (the notices below still reach it).
@@ -213,12 +231,22 @@ async fn alert_rules_and_webhooks_through_the_api() {
     let revision = v["revision"].as_str().unwrap().to_string();
     let raise = json!({"threshold": 1_000_000_000});
     let (status, _) = api
-        .call_if(Method::PATCH, "/alert_rules/burst", Some(raise.clone()), Some("stale"))
+        .call_if(
+            Method::PATCH,
+            "/alert_rules/burst",
+            Some(raise.clone()),
+            Some("stale"),
+        )
         .await;
     assert_eq!(status, 409);
     // Raising the threshold: the rule keeps its state and resolves at the next evaluation.
     let (status, v) = api
-        .call_if(Method::PATCH, "/alert_rules/burst", Some(raise), Some(&revision))
+        .call_if(
+            Method::PATCH,
+            "/alert_rules/burst",
+            Some(raise),
+            Some(&revision),
+        )
         .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["webhooks"], json!(["ops"]), "a patch keeps the rest");
@@ -232,9 +260,15 @@ async fn alert_rules_and_webhooks_through_the_api() {
     );
 
     // The test button: a test notice in the webhook's format, the receiver's status.
-    let (status, v) = api.call(Method::POST, "/alert_webhooks/ops/test", None).await;
+    let (status, v) = api
+        .call(Method::POST, "/alert_webhooks/ops/test", None)
+        .await;
     assert_eq!(status, 200, "{v}");
-    assert_eq!((&v["delivered"], &v["status"]), (&json!(true), &json!(200)), "{v}");
+    assert_eq!(
+        (&v["delivered"], &v["status"]),
+        (&json!(true), &json!(200)),
+        "{v}"
+    );
     let tested = notices_at_least(&hooks, &path, 3).await;
     assert_eq!(tested[2]["state"], "test");
     // A receiver that is not there: the error, without the URL's secret.
@@ -247,11 +281,15 @@ async fn alert_rules_and_webhooks_through_the_api() {
         )
         .await;
     assert_eq!(status, 201);
-    let (status, v) = api.call(Method::POST, "/alert_webhooks/down/test", None).await;
+    let (status, v) = api
+        .call(Method::POST, "/alert_webhooks/down/test", None)
+        .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["delivered"], false, "{v}");
     assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
-    let (status, _) = api.call(Method::POST, "/alert_webhooks/none/test", None).await;
+    let (status, _) = api
+        .call(Method::POST, "/alert_webhooks/none/test", None)
+        .await;
     assert_eq!(status, 404);
 
     // A webhook a rule names cannot go; the history has every change; restore brings a
@@ -266,10 +304,20 @@ async fn alert_rules_and_webhooks_through_the_api() {
         .find(|c| c["kind"] == "alert rule" && c["action"] == "patch")
         .unwrap()["revision"]
         .clone();
-    assert_eq!(api.call(Method::DELETE, "/alert_rules/burst", None).await.0, 204);
-    assert_eq!(api.call(Method::GET, "/alert_rules/burst", None).await.0, 404);
+    assert_eq!(
+        api.call(Method::DELETE, "/alert_rules/burst", None).await.0,
+        204
+    );
+    assert_eq!(
+        api.call(Method::GET, "/alert_rules/burst", None).await.0,
+        404
+    );
     let (status, v) = api
-        .call(Method::POST, &format!("/revisions/{with_rule}/restore"), None)
+        .call(
+            Method::POST,
+            &format!("/revisions/{with_rule}/restore"),
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{v}");
     let (status, v) = api.call(Method::GET, "/alert_rules/burst", None).await;
@@ -281,7 +329,10 @@ async fn alert_rules_and_webhooks_through_the_api() {
     gw.respawn();
     let mut api2 = Api::new(&gw);
     let (status, v) = api2.call(Method::GET, "/alert_webhooks/ops", None).await;
-    assert_eq!((status, v["url"].as_str()), (StatusCode::OK, Some(masked.as_str())));
+    assert_eq!(
+        (status, v["url"].as_str()),
+        (StatusCode::OK, Some(masked.as_str()))
+    );
     api.seen.push_str(&api2.seen);
     let run = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
@@ -289,7 +340,11 @@ async fn alert_rules_and_webhooks_through_the_api() {
             .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     let exported = run(&["config", "export"]);
@@ -306,7 +361,11 @@ async fn alert_rules_and_webhooks_through_the_api() {
     assert!(!run(&["config", "export", "--masked"]).contains(HOOK_SECRET));
 
     // The URL's secret: in no answer of the API and in no log line.
-    assert_eq!(chat(&gw, "bob").await, 200, "a normal request is still served");
+    assert_eq!(
+        chat(&gw, "bob").await,
+        200,
+        "a normal request is still served"
+    );
     let log = gw.stop();
     assert!(!api.seen.contains(HOOK_SECRET), "{}", api.seen);
     assert!(!log.contains(HOOK_SECRET), "{log}");
@@ -350,12 +409,25 @@ async fn a_quota_rule_fires_when_a_balance_runs_low() {
         )
         .await;
     assert_eq!(status, 400, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("(q).filter"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("(q).filter"),
+        "{v}"
+    );
     // One rule over every charged consumer, one on alice alone.
-    let every = json!({"name": "low-balance", "kind": "quota", "threshold": 500, "webhooks": ["ops"]});
-    assert_eq!(api.call(Method::POST, "/alert_rules", Some(every)).await.0, 201);
+    let every =
+        json!({"name": "low-balance", "kind": "quota", "threshold": 500, "webhooks": ["ops"]});
+    assert_eq!(
+        api.call(Method::POST, "/alert_rules", Some(every)).await.0,
+        201
+    );
     let alice = json!({"name": "alice-low", "kind": "quota", "threshold": 500, "filter": {"consumer": "alice"}});
-    assert_eq!(api.call(Method::POST, "/alert_rules", Some(alice)).await.0, 201);
+    assert_eq!(
+        api.call(Method::POST, "/alert_rules", Some(alice)).await.0,
+        201
+    );
     eventually("the quota rules evaluated", || {
         let base = api.base.clone();
         async move {
@@ -370,16 +442,27 @@ async fn a_quota_rule_fires_when_a_balance_runs_low() {
 
     // bob's balance is set low: the rule fires, naming bob and his balance.
     let (status, _) = api
-        .call(Method::PUT, "/quota/balances/bob", Some(json!({"quota": 120})))
+        .call(
+            Method::PUT,
+            "/quota/balances/bob",
+            Some(json!({"quota": 120})),
+        )
         .await;
     assert_eq!(status, 200);
     let fired = notices_at_least(&hooks, "/low", 1).await;
     assert_eq!(fired[0]["alert"], "low-balance");
     assert_eq!(fired[0]["state"], "firing");
     assert_eq!(fired[0]["value"], 120.0);
-    assert_eq!(fired[0]["detail"], "consumer bob has 120 tokens left", "{}", fired[0]);
+    assert_eq!(
+        fired[0]["detail"], "consumer bob has 120 tokens left",
+        "{}",
+        fired[0]
+    );
     assert!(
-        fired[0]["summary"].as_str().unwrap().contains("bob has 120 tokens left"),
+        fired[0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("bob has 120 tokens left"),
         "{}",
         fired[0]
     );
@@ -396,7 +479,11 @@ async fn a_quota_rule_fires_when_a_balance_runs_low() {
 
     // alice spends her way below the threshold: her rule fires from the charged usage.
     let (status, _) = api
-        .call(Method::PUT, "/quota/balances/alice", Some(json!({"quota": 500})))
+        .call(
+            Method::PUT,
+            "/quota/balances/alice",
+            Some(json!({"quota": 500})),
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(chat(&gw, "alice").await, 200);
@@ -409,10 +496,16 @@ async fn a_quota_rule_fires_when_a_balance_runs_low() {
                 s["rule"] == "alice-low"
                     && s["state"] == "firing"
                     && s["value"].as_f64().is_some_and(|b| b < 500.0)
-                    && s["detail"].as_str().is_some_and(|d| d.contains("consumer alice"))
+                    && s["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("consumer alice"))
             })
         }
     })
     .await;
-    assert_eq!(chat(&gw, "bob").await, 200, "a normal request is still served");
+    assert_eq!(
+        chat(&gw, "bob").await,
+        200,
+        "a normal request is still served"
+    );
 }

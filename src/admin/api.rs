@@ -476,11 +476,7 @@ impl Admin {
     }
 
     /// `POST /alert_webhooks/{name}/test`: a test notice, and what the receiver answered.
-    async fn test_webhook(
-        &self,
-        who: &str,
-        name: &str,
-    ) -> Result<Response<Vec<u8>>, GatewayError> {
+    async fn test_webhook(&self, who: &str, name: &str) -> Result<Response<Vec<u8>>, GatewayError> {
         let config = self.config.load_full();
         let w = (config.settings.alerts.webhooks.iter())
             .find(|w| w.name == name)
@@ -495,16 +491,17 @@ impl Admin {
             ))
         })?;
         let notice = crate::alerts::test_notice(name);
-        let answer = match crate::alerts::notify::post(&reqwest::Client::new(), &hook, &notice).await {
-            Ok(status) => json!({
-                "webhook": name, "url": url, "format": hook.format,
-                "delivered": status.is_success(), "status": status.as_u16(), "error": null,
-            }),
-            Err(e) => json!({
-                "webhook": name, "url": url, "format": hook.format,
-                "delivered": false, "status": null, "error": e,
-            }),
-        };
+        let answer =
+            match crate::alerts::notify::post(&reqwest::Client::new(), &hook, &notice).await {
+                Ok(status) => json!({
+                    "webhook": name, "url": url, "format": hook.format,
+                    "delivered": status.is_success(), "status": status.as_u16(), "error": null,
+                }),
+                Err(e) => json!({
+                    "webhook": name, "url": url, "format": hook.format,
+                    "delivered": false, "status": null, "error": e,
+                }),
+            };
         self.reloader
             .record(who, "test", "alert webhook", name)
             .await;

@@ -104,7 +104,10 @@ fn alert_collections_are_documented_with_their_schemas() {
             (format!("/{c}/{{name}}"), "patch"),
             (format!("/{c}/{{name}}"), "delete"),
         ] {
-            assert!(paths[&path][method]["summary"].is_string(), "{method} {path}");
+            assert!(
+                paths[&path][method]["summary"].is_string(),
+                "{method} {path}"
+            );
         }
         assert_eq!(Collection::from_path(c).map(Collection::path), Some(c));
     }
@@ -118,7 +121,16 @@ fn alert_collections_are_documented_with_their_schemas() {
     };
     let rule = create("/alert_rules");
     assert_eq!(rule["additionalProperties"], false, "{rule}");
-    for field in ["name", "kind", "threshold", "window", "filter", "for", "repeat", "webhooks"] {
+    for field in [
+        "name",
+        "kind",
+        "threshold",
+        "window",
+        "filter",
+        "for",
+        "repeat",
+        "webhooks",
+    ] {
         assert!(rule["properties"][field].is_object(), "{field}: {rule}");
     }
     let kind = definition(&doc, &rule["properties"]["kind"]);

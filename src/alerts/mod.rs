@@ -95,8 +95,8 @@ pub fn validate(a: &AlertsSection) -> Result<(), (String, String)> {
 pub fn validate_with(settings: &crate::settings::Settings) -> Result<(), (String, String)> {
     validate(&settings.alerts)?;
     if settings.quota.is_none() {
-        if let Some((i, r)) = (settings.alerts.rules.iter().enumerate())
-            .find(|(_, r)| r.kind == AlertKind::Quota)
+        if let Some((i, r)) =
+            (settings.alerts.rules.iter().enumerate()).find(|(_, r)| r.kind == AlertKind::Quota)
         {
             return Err((
                 format!("alerts.rules[{i}] ({}).kind", r.name),
@@ -295,7 +295,10 @@ fn notice(rule: &AlertRuleSection, s: &Status, state: State) -> Notice {
         State::Test => "TEST",
         _ => "RESOLVED",
     };
-    let detail = s.detail.as_ref().map_or(String::new(), |d| format!(": {d}"));
+    let detail = s
+        .detail
+        .as_ref()
+        .map_or(String::new(), |d| format!(": {d}"));
     Notice {
         rule: rule.name.clone(),
         state,
@@ -568,18 +571,28 @@ mod tests {
         let mut a = Alerts::default();
         let fired = a.observe(&every, quota(&every, &balances), 0).unwrap();
         assert!(
-            fired.summary.contains("value 40, threshold 100: consumer bob has 40"),
+            fired
+                .summary
+                .contains("value 40, threshold 100: consumer bob has 40"),
             "{}",
             fired.summary
         );
         assert_eq!(
-            quota_consumers(&[alice.clone()]),
+            quota_consumers(std::slice::from_ref(&alice)),
             Some(Some(vec!["alice".to_string()]))
         );
         assert_eq!(quota_consumers(&[alice, every.clone()]), Some(None));
-        assert_eq!(quota_consumers(&[rule("{name: t, kind: tokens, threshold: 1}")]), None);
+        assert_eq!(
+            quota_consumers(&[rule("{name: t, kind: tokens, threshold: 1}")]),
+            None
+        );
         // States follow the rules: a deleted rule's state is dropped, the others kept.
-        a.step(&rule("{name: t, kind: tokens, threshold: 1}"), false, None, 0);
+        a.step(
+            &rule("{name: t, kind: tokens, threshold: 1}"),
+            false,
+            None,
+            0,
+        );
         a.retain(std::slice::from_ref(&every));
         assert_eq!(a.states.len(), 1);
         assert_eq!(a.statuses(&[every])[0].state, State::Firing);

@@ -445,9 +445,14 @@ fn on_collection(
         Collection::AlertRules => {
             upsert(&mut layer.alert_rules, c, name, change, body, |_, _| Ok(()))
         }
-        Collection::AlertWebhooks => {
-            upsert(&mut layer.alert_webhooks, c, name, change, body, fix_webhook)
-        }
+        Collection::AlertWebhooks => upsert(
+            &mut layer.alert_webhooks,
+            c,
+            name,
+            change,
+            body,
+            fix_webhook,
+        ),
     }
 }
 

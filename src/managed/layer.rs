@@ -202,7 +202,13 @@ providers:
         )
         .unwrap();
         let m = merge(&file, &layer);
-        let hooks: Vec<&str> = m.settings.alerts.webhooks.iter().map(|w| w.url.as_written()).collect();
+        let hooks: Vec<&str> = m
+            .settings
+            .alerts
+            .webhooks
+            .iter()
+            .map(|w| w.url.as_written())
+            .collect();
         assert_eq!(hooks, ["http://f/x", "http://l/v"]);
         assert_eq!(m.settings.alerts.rules.len(), 2);
         assert_eq!(m.shadowed, ["alert webhook `w`"]);

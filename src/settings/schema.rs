@@ -76,7 +76,10 @@ pub fn api_schemas() -> (
         ("rate_limits", generator.subschema_for::<RateLimitSection>()),
         ("quota", generator.subschema_for::<QuotaSection>()),
         ("alert_rules", generator.subschema_for::<AlertRuleSection>()),
-        ("alert_webhooks", generator.subschema_for::<WebhookSection>()),
+        (
+            "alert_webhooks",
+            generator.subschema_for::<WebhookSection>(),
+        ),
     ];
     let roots = roots
         .into_iter()
