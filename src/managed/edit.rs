@@ -4,7 +4,8 @@
 //!
 //! Objects from the operator's file are never changed (`ManagedError::FromFile`). Secrets
 //! are written in their masked form by `GET`; a write that sends a masked form back keeps
-//! the secret it masks (a key matched by name, a credential by its masked form), and a
+//! the secret it masks (a key matched by name, a credential by its masked form, an alert
+//! webhook's URL by the masked form of the one stored under that name), and a
 //! masked form that matches nothing is refused rather than stored. A consumer's literal
 //! credentials are stored as SHA-256 digests, and a provider's unnamed keys get names
 //! (`key-1`, …), so every API key can be disabled or removed by name.
