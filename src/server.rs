@@ -257,6 +257,7 @@ pub fn build(
             config: config.clone(),
             analytics: analytics.clone(),
             alerts,
+            backends: backends.clone(),
         },
     ));
     let phases = server.watch_execution_phase();

@@ -71,6 +71,19 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("/usage/top", "GET", "The top N of one dimension by input + output tokens: ?by=consumer&n=10&from=&to=."),
     ("/requests", "GET", "The last requests' metadata (no prompt or answer text), newest first: ?consumer=&model=&route=&status=&request_id=&limit=100."),
     ("/alerts", "GET", "Every alert rule with its state (ok, pending, firing, resolved), last value and last notification."),
+    ("/alert_rules", "GET", "Every alert rule (the file's `alerts.rules`, then the API's)."),
+    ("/alert_rules", "POST", "Create an alert rule: {name, kind: tokens|spike|error_rate|keys_down|quota, threshold, window, filter, for, repeat, webhooks}."),
+    ("/alert_rules/{name}", "GET", "One alert rule."),
+    ("/alert_rules/{name}", "PUT", "Replace an alert rule (its state is kept)."),
+    ("/alert_rules/{name}", "PATCH", "Change an alert rule (JSON merge patch), e.g. {\"threshold\": 5000}."),
+    ("/alert_rules/{name}", "DELETE", "Delete an alert rule."),
+    ("/alert_webhooks", "GET", "Every alert webhook (URLs masked)."),
+    ("/alert_webhooks", "POST", "Create an alert webhook: {name, url, format: json|slack|dingtalk|feishu}."),
+    ("/alert_webhooks/{name}", "GET", "One alert webhook (URL masked)."),
+    ("/alert_webhooks/{name}", "PUT", "Replace an alert webhook; the masked URL sent back keeps the stored one."),
+    ("/alert_webhooks/{name}", "PATCH", "Change an alert webhook (JSON merge patch)."),
+    ("/alert_webhooks/{name}", "DELETE", "Delete an alert webhook (refused while a rule names it)."),
+    ("/alert_webhooks/{name}/test", "POST", "Send a test notice in the webhook's format; answers the receiver's status."),
     ("/users", "GET", "Admin users (names and roles)."),
     ("/users", "POST", "Create an admin user: {name, role, password}."),
     ("/users/{name}", "GET", "One admin user."),
@@ -178,6 +191,7 @@ impl Admin {
                 Ok(self.quota_api(session, &method, &rest, &who.name).await)
             }
             (_, ["users", ..]) => self.users_api(session, who, &segs[1..]).await,
+            (_, ["alert_webhooks", name, "test"]) => self.test_webhook(&who.name, name).await,
             _ => self.write(session, who, &segs).await,
         };
         result.unwrap_or_else(|e| error(&e))
@@ -459,6 +473,39 @@ impl Admin {
             }))
             .unwrap_or_default(),
         ))
+    }
+
+    /// `POST /alert_webhooks/{name}/test`: a test notice, and what the receiver answered.
+    async fn test_webhook(&self, who: &str, name: &str) -> Result<Response<Vec<u8>>, GatewayError> {
+        let config = self.config.load_full();
+        let w = (config.settings.alerts.webhooks.iter())
+            .find(|w| w.name == name)
+            .ok_or_else(|| GatewayError::AdminObjectNotFound {
+                kind: "alert webhook",
+                name: name.to_string(),
+            })?;
+        let url = w.url.masked_url();
+        let hook = crate::background::alerting::hook(w).map_err(|var| {
+            ManagedError::Invalid(format!(
+                "alert webhook `{name}`: url: variable {var} is not set"
+            ))
+        })?;
+        let notice = crate::alerts::test_notice(name);
+        let answer =
+            match crate::alerts::notify::post(&reqwest::Client::new(), &hook, &notice).await {
+                Ok(status) => json!({
+                    "webhook": name, "url": url, "format": hook.format,
+                    "delivered": status.is_success(), "status": status.as_u16(), "error": null,
+                }),
+                Err(e) => json!({
+                    "webhook": name, "url": url, "format": hook.format,
+                    "delivered": false, "status": null, "error": e,
+                }),
+            };
+        self.reloader
+            .record(who, "test", "alert webhook", name)
+            .await;
+        Ok(json_response(StatusCode::OK, answer))
     }
 
     async fn restore(&self, who: &Principal, n: &str) -> Result<Response<Vec<u8>>, GatewayError> {

@@ -90,3 +90,55 @@ fn object_schemas_cover_every_field_the_shipped_configs_use() {
         &serde_json::json!(["second", "minute", "hour", "day"])
     );
 }
+
+#[test]
+fn alert_collections_are_documented_with_their_schemas() {
+    let doc = openapi();
+    let paths = &doc["paths"];
+    for c in ["alert_rules", "alert_webhooks"] {
+        for (path, method) in [
+            (format!("/{c}"), "get"),
+            (format!("/{c}"), "post"),
+            (format!("/{c}/{{name}}"), "get"),
+            (format!("/{c}/{{name}}"), "put"),
+            (format!("/{c}/{{name}}"), "patch"),
+            (format!("/{c}/{{name}}"), "delete"),
+        ] {
+            assert!(
+                paths[&path][method]["summary"].is_string(),
+                "{method} {path}"
+            );
+        }
+        assert_eq!(Collection::from_path(c).map(Collection::path), Some(c));
+    }
+    assert!(paths["/alert_webhooks/{name}/test"]["post"].is_object());
+    let create = |p: &str| {
+        definition(
+            &doc,
+            &paths[p]["post"]["requestBody"]["content"]["application/json"]["schema"],
+        )
+        .clone()
+    };
+    let rule = create("/alert_rules");
+    assert_eq!(rule["additionalProperties"], false, "{rule}");
+    for field in [
+        "name",
+        "kind",
+        "threshold",
+        "window",
+        "filter",
+        "for",
+        "repeat",
+        "webhooks",
+    ] {
+        assert!(rule["properties"][field].is_object(), "{field}: {rule}");
+    }
+    let kind = definition(&doc, &rule["properties"]["kind"]);
+    assert!(
+        kind["enum"].as_array().unwrap().contains(&json!("quota")),
+        "{kind}"
+    );
+    let hook = create("/alert_webhooks");
+    assert!(hook["properties"]["url"].is_object(), "{hook}");
+    assert!(hook["properties"]["format"].is_object(), "{hook}");
+}

@@ -8,6 +8,16 @@
 //! resolves, fires) notifies of firing at most once per `repeat`, and of resolving only
 //! after a firing it notified. Windows are whole minutes of the rollups: `1m` is the
 //! current minute, `5m` the current one and the four before.
+//!
+//! Rules come from the file's `alerts:` and from the management API (`alert_rules`,
+//! `alert_webhooks`), merged into the running settings; the loop reads them at every
+//! evaluation and keeps each rule's state by name, so a rule changed through the API keeps
+//! its state (a firing rule whose threshold is raised resolves at the next evaluation) and
+//! a deleted rule's state is dropped.
+//!
+//! `quota` rules read the consumers' balances (the embedded store or Redis) in the loop,
+//! never per request. One rule over several consumers has one state: it fires while any of
+//! them is below the threshold, and its notice names them with their balances.
 
 pub mod notify;
 
@@ -60,6 +70,14 @@ pub fn validate(a: &AlertsSection) -> Result<(), (String, String)> {
                 format!("`{k}`: filter by {}", FILTERS.join(", ")),
             ));
         }
+        if r.kind == AlertKind::Quota {
+            if let Some(k) = r.filter.keys().find(|k| *k != "consumer") {
+                return Err((
+                    format!("{field}.filter"),
+                    format!("`{k}`: a quota rule filters by consumer only"),
+                ));
+            }
+        }
         if let Some(w) = r.webhooks.iter().find(|w| !hooks.contains(&w.as_str())) {
             return Err((
                 format!("{field}.webhooks"),
@@ -68,6 +86,22 @@ pub fn validate(a: &AlertsSection) -> Result<(), (String, String)> {
         }
         if window_minutes(r) == 0 {
             return Err((format!("{field}.window"), "at least 1m".into()));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that need the rest of the settings: a `quota` rule needs the `quota` section.
+pub fn validate_with(settings: &crate::settings::Settings) -> Result<(), (String, String)> {
+    validate(&settings.alerts)?;
+    if settings.quota.is_none() {
+        if let Some((i, r)) =
+            (settings.alerts.rules.iter().enumerate()).find(|(_, r)| r.kind == AlertKind::Quota)
+        {
+            return Err((
+                format!("alerts.rules[{i}] ({}).kind", r.name),
+                "a `quota` rule needs the `quota` section".into(),
+            ));
         }
     }
     Ok(())
@@ -84,6 +118,8 @@ pub enum State {
     Pending,
     Firing,
     Resolved,
+    /// Only in a notice sent by the management API's webhook test.
+    Test,
 }
 
 /// A rule's state and what the last evaluation saw.
@@ -99,6 +135,10 @@ pub struct Status {
     pub since: u64,
     /// Unix seconds of the last notification (firing or resolved).
     pub notified: Option<u64>,
+    /// What the value is made of, when a number does not say it all (`quota`: the
+    /// consumers below the threshold and their balances).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     #[serde(skip)]
     condition_since: Option<u64>,
     #[serde(skip)]
@@ -116,7 +156,28 @@ pub struct Notice {
     pub value: Option<f64>,
     pub threshold: Option<f64>,
     pub summary: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     pub webhooks: Vec<String>,
+}
+
+/// What one evaluation of a rule saw.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Seen {
+    /// Whether the rule's condition holds.
+    pub holds: bool,
+    /// The value compared with the threshold.
+    pub value: Option<f64>,
+    pub detail: Option<String>,
+}
+
+/// What the loop knows besides the rollups, for `keys_down` and `quota` rules.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// Providers with keys, none of them in rotation.
+    pub providers_down: Vec<String>,
+    /// Balances of the consumers the quota charges (those the `quota` rules look at).
+    pub balances: Vec<(String, i64)>,
 }
 
 /// The rules' states across evaluations (and reloads: by rule name).
@@ -134,6 +195,18 @@ impl Alerts {
             .collect()
     }
 
+    /// Forget the states of rules no longer in `rules` (deleted through the API or from
+    /// the file); the others keep theirs.
+    pub fn retain(&mut self, rules: &[AlertRuleSection]) {
+        self.states
+            .retain(|name, _| rules.iter().any(|r| r.name == *name));
+    }
+
+    /// `step` with what an evaluation saw.
+    pub fn observe(&mut self, rule: &AlertRuleSection, seen: Seen, now: u64) -> Option<Notice> {
+        self.advance(rule, seen.holds, seen.value, seen.detail, now)
+    }
+
     /// Advance `rule` given whether its condition holds now (`value`) at `now` (unix s);
     /// the notification to send, if any.
     pub fn step(
@@ -141,6 +214,17 @@ impl Alerts {
         rule: &AlertRuleSection,
         holds: bool,
         value: Option<f64>,
+        now: u64,
+    ) -> Option<Notice> {
+        self.advance(rule, holds, value, None, now)
+    }
+
+    fn advance(
+        &mut self,
+        rule: &AlertRuleSection,
+        holds: bool,
+        value: Option<f64>,
+        detail: Option<String>,
         now: u64,
     ) -> Option<Notice> {
         let s = self
@@ -154,11 +238,13 @@ impl Alerts {
                 threshold: rule.threshold,
                 since: now,
                 notified: None,
+                detail: None,
                 condition_since: None,
                 fired_notified: None,
                 told: false,
             });
         s.value = value;
+        s.detail = detail;
         s.threshold = rule.threshold;
         s.kind = rule.kind;
         let pending_for = rule.pending_for.map_or(0, |d| d.0.as_secs());
@@ -202,23 +288,107 @@ impl Alerts {
 }
 
 fn notice(rule: &AlertRuleSection, s: &Status, state: State) -> Notice {
-    let value = s.value.map_or("-".to_string(), |v| format!("{v:.3}"));
-    let threshold = rule.threshold.map_or("-".to_string(), |t| format!("{t}"));
+    let value = s.value.map_or("-".to_string(), number);
+    let threshold = rule.threshold.map_or("-".to_string(), number);
     let what = match state {
         State::Firing => "FIRING",
+        State::Test => "TEST",
         _ => "RESOLVED",
     };
+    let detail = s
+        .detail
+        .as_ref()
+        .map_or(String::new(), |d| format!(": {d}"));
     Notice {
         rule: rule.name.clone(),
         state,
         value: s.value,
         threshold: rule.threshold,
         summary: format!(
-            "[tollgate] {what}: {} ({}) value {value}, threshold {threshold}",
+            "[tollgate] {what}: {} ({}) value {value}, threshold {threshold}{detail}",
             rule.name, rule.kind
         ),
+        detail: s.detail.clone(),
         webhooks: rule.webhooks.clone(),
     }
+}
+
+/// A whole number without decimals, a fraction with three.
+fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// The notice the management API's webhook test sends.
+pub fn test_notice(webhook: &str) -> Notice {
+    Notice {
+        rule: "tollgate-test".into(),
+        state: State::Test,
+        value: None,
+        threshold: None,
+        summary: format!(
+            "[tollgate] TEST: a test notification to webhook `{webhook}`; alerts will arrive like this"
+        ),
+        detail: None,
+        webhooks: vec![webhook.to_string()],
+    }
+}
+
+/// How many consumers a `quota` notice names (the lowest balances).
+const QUOTA_NAMED: usize = 10;
+
+/// A `quota` rule against the balances: holds when a watched consumer is below the
+/// threshold; the value is the lowest watched balance.
+fn quota(rule: &AlertRuleSection, balances: &[(String, i64)]) -> Seen {
+    let threshold = rule.threshold.unwrap_or(0.0);
+    let wanted = rule.filter.get("consumer");
+    let mut watched: Vec<&(String, i64)> = balances
+        .iter()
+        .filter(|(c, _)| wanted.is_none_or(|w| w == c))
+        .collect();
+    watched.sort_by_key(|(c, b)| (*b, c.clone()));
+    let low: Vec<&&(String, i64)> = watched
+        .iter()
+        .filter(|(_, b)| (*b as f64) < threshold)
+        .collect();
+    let say = |(c, b): &(String, i64)| format!("consumer {c} has {b} tokens left");
+    let detail = if low.is_empty() {
+        (watched.len() == 1).then(|| say(watched[0]))
+    } else {
+        let mut d: Vec<String> = low.iter().take(QUOTA_NAMED).map(|x| say(x)).collect();
+        if low.len() > QUOTA_NAMED {
+            d.push(format!("and {} more", low.len() - QUOTA_NAMED));
+        }
+        Some(d.join("; "))
+    };
+    Seen {
+        holds: !low.is_empty(),
+        value: watched.first().map(|(_, b)| *b as f64),
+        detail,
+    }
+}
+
+/// The consumers `rules`' `quota` rules look at: `None` for none, `Some(None)` for every
+/// consumer the quota charges, else those named.
+pub fn quota_consumers(rules: &[AlertRuleSection]) -> Option<Option<Vec<String>>> {
+    let mut named = Vec::new();
+    let mut any = false;
+    for r in rules.iter().filter(|r| r.kind == AlertKind::Quota) {
+        any = true;
+        match r.filter.get("consumer") {
+            Some(c) => named.push(c.clone()),
+            None => return Some(None),
+        }
+    }
+    any.then_some(Some(named))
+}
+
+/// Whether `rule` reads the usage rollups (and so needs analytics on).
+pub fn needs_rollups(rule: &AlertRuleSection) -> bool {
+    !matches!(rule.kind, AlertKind::KeysDown | AlertKind::Quota)
 }
 
 pub fn now_secs() -> u64 {
@@ -227,14 +397,22 @@ pub fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Whether `rule` holds now, and the value it compared; `keys_down` is told by the caller
-/// (the providers whose keys are all out).
+/// Whether `rule` holds now, and the value it compared; `keys_down` and `quota` are told by
+/// the caller (the providers whose keys are all out, the balances).
 pub fn evaluate(
     rule: &AlertRuleSection,
     analytics: &Analytics,
     now: u64,
-    providers_down: &[String],
-) -> Result<(bool, Option<f64>), String> {
+    facts: &Facts,
+) -> Result<Seen, String> {
+    if rule.kind == AlertKind::Quota {
+        return Ok(quota(rule, &facts.balances));
+    }
+    let seen = |(holds, value)| Seen {
+        holds,
+        value,
+        detail: None,
+    };
     let filters: Vec<(String, String)> = rule
         .filter
         .iter()
@@ -247,7 +425,7 @@ pub fn evaluate(
     let threshold = rule.threshold.unwrap_or(0.0);
     let sums =
         |from: u64, to: u64| query::totals(db, from, to, &filters).map_err(|e| e.to_string());
-    Ok(match rule.kind {
+    Ok(seen(match rule.kind {
         AlertKind::Tokens => {
             let (_, tokens, _) = sums(from, minute + 1)?;
             (tokens as f64 > threshold, Some(tokens as f64))
@@ -273,13 +451,15 @@ pub fn evaluate(
         }
         AlertKind::KeysDown => {
             let wanted = rule.filter.get("provider");
-            let down = providers_down
+            let down = facts
+                .providers_down
                 .iter()
                 .filter(|p| wanted.is_none_or(|w| *w == **p))
                 .count();
             (down > 0, Some(down as f64))
         }
-    })
+        AlertKind::Quota => (false, None),
+    }))
 }
 
 #[cfg(test)]
@@ -357,5 +537,64 @@ mod tests {
             serde_yaml::from_str("{rules: [{name: r, kind: keys_down, filter: {prompt: x}}]}")
                 .unwrap();
         assert_eq!(validate(&a).unwrap_err().0, "alerts.rules[0] (r).filter");
+        let a: AlertsSection = serde_yaml::from_str(
+            "{rules: [{name: q, kind: quota, threshold: 5, filter: {model: x}}]}",
+        )
+        .unwrap();
+        assert_eq!(validate(&a).unwrap_err().0, "alerts.rules[0] (q).filter");
+        let s = crate::settings::from_yaml(
+            "listeners: {proxy: [{address: '127.0.0.1:1'}]}\nalerts: {rules: [{name: q, kind: quota, threshold: 5}]}",
+        )
+        .unwrap();
+        assert_eq!(validate_with(&s).unwrap_err().0, "alerts.rules[0] (q).kind");
+    }
+
+    #[test]
+    fn quota_rules_name_the_consumers_below() {
+        let every = rule("{name: q, kind: quota, threshold: 100}");
+        let balances = vec![
+            ("alice".to_string(), 500),
+            ("bob".to_string(), 40),
+            ("carol".to_string(), 99),
+        ];
+        let seen = quota(&every, &balances);
+        assert!(seen.holds);
+        assert_eq!(seen.value, Some(40.0));
+        assert_eq!(
+            seen.detail.as_deref(),
+            Some("consumer bob has 40 tokens left; consumer carol has 99 tokens left")
+        );
+        let alice = rule("{name: a, kind: quota, threshold: 100, filter: {consumer: alice}}");
+        let seen = quota(&alice, &balances);
+        assert!(!seen.holds);
+        assert_eq!(seen.value, Some(500.0));
+        let mut a = Alerts::default();
+        let fired = a.observe(&every, quota(&every, &balances), 0).unwrap();
+        assert!(
+            fired
+                .summary
+                .contains("value 40, threshold 100: consumer bob has 40"),
+            "{}",
+            fired.summary
+        );
+        assert_eq!(
+            quota_consumers(std::slice::from_ref(&alice)),
+            Some(Some(vec!["alice".to_string()]))
+        );
+        assert_eq!(quota_consumers(&[alice, every.clone()]), Some(None));
+        assert_eq!(
+            quota_consumers(&[rule("{name: t, kind: tokens, threshold: 1}")]),
+            None
+        );
+        // States follow the rules: a deleted rule's state is dropped, the others kept.
+        a.step(
+            &rule("{name: t, kind: tokens, threshold: 1}"),
+            false,
+            None,
+            0,
+        );
+        a.retain(std::slice::from_ref(&every));
+        assert_eq!(a.states.len(), 1);
+        assert_eq!(a.statuses(&[every])[0].state, State::Firing);
     }
 }

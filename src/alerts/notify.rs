@@ -10,14 +10,20 @@ use std::time::Duration;
 /// The body `format` gives `notice`.
 pub fn body(format: WebhookFormat, notice: &Notice, at: &str) -> Value {
     match format {
-        WebhookFormat::Json => json!({
-            "alert": notice.rule,
-            "state": notice.state,
-            "value": notice.value,
-            "threshold": notice.threshold,
-            "summary": notice.summary,
-            "at": at,
-        }),
+        WebhookFormat::Json => {
+            let mut v = json!({
+                "alert": notice.rule,
+                "state": notice.state,
+                "value": notice.value,
+                "threshold": notice.threshold,
+                "summary": notice.summary,
+                "at": at,
+            });
+            if let Some(d) = &notice.detail {
+                v["detail"] = json!(d);
+            }
+            v
+        }
         WebhookFormat::Slack => json!({"text": notice.summary}),
         WebhookFormat::DingTalk => json!({"msgtype": "text", "text": {"content": notice.summary}}),
         WebhookFormat::Feishu => json!({"msg_type": "text", "content": {"text": notice.summary}}),
@@ -32,26 +38,52 @@ pub struct Hook {
     pub format: WebhookFormat,
 }
 
+/// Post `notice` to `hook`: the receiver's status, or why it could not be reached (never
+/// with the URL, which may hold a token).
+pub async fn post(
+    client: &reqwest::Client,
+    hook: &Hook,
+    notice: &Notice,
+) -> Result<reqwest::StatusCode, String> {
+    let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let payload = body(hook.format, notice, &at);
+    client
+        .post(&hook.url)
+        .timeout(Duration::from_secs(10))
+        .json(&payload)
+        .send()
+        .await
+        .map(|r| r.status())
+        .map_err(|e| {
+            let shown = crate::settings::Secret(hook.url.clone()).masked_url();
+            error_text(e.without_url()).replace(&hook.url, shown.as_written())
+        })
+}
+
+/// An error and its causes, on one line.
+fn error_text(e: reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
 /// Post `notice` to each of `hooks` it names (every hook when it names none).
 pub async fn send(client: &reqwest::Client, hooks: &[Hook], notice: &Notice) {
-    let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     for hook in hooks {
         if !notice.webhooks.is_empty() && !notice.webhooks.contains(&hook.name) {
             continue;
         }
-        let payload = body(hook.format, notice, &at);
-        let sent = client
-            .post(&hook.url)
-            .timeout(Duration::from_secs(10))
-            .json(&payload)
-            .send()
-            .await;
         let what = match notice.state {
             State::Firing => "firing",
+            State::Test => "test",
             _ => "resolved",
         };
-        match sent {
-            Ok(r) if r.status().is_success() => {
+        match post(client, hook, notice).await {
+            Ok(s) if s.is_success() => {
                 log::info!(
                     "alert `{}` {what}: webhook `{}` notified",
                     notice.rule,
@@ -59,8 +91,8 @@ pub async fn send(client: &reqwest::Client, hooks: &[Hook], notice: &Notice) {
                 )
             }
             // The URL may hold a token: name the hook, never the URL.
-            Ok(r) => log::warn!("alert webhook `{}` answered {}", hook.name, r.status()),
-            Err(e) => log::warn!("alert webhook `{}` failed: {}", hook.name, e.without_url()),
+            Ok(s) => log::warn!("alert webhook `{}` answered {s}", hook.name),
+            Err(e) => log::warn!("alert webhook `{}` failed: {e}", hook.name),
         }
     }
 }

@@ -4,15 +4,16 @@
 //!
 //! Objects from the operator's file are never changed (`ManagedError::FromFile`). Secrets
 //! are written in their masked form by `GET`; a write that sends a masked form back keeps
-//! the secret it masks (a key matched by name, a credential by its masked form), and a
+//! the secret it masks (a key matched by name, a credential by its masked form, an alert
+//! webhook's URL by the masked form of the one stored under that name), and a
 //! masked form that matches nothing is refused rather than stored. A consumer's literal
 //! credentials are stored as SHA-256 digests, and a provider's unnamed keys get names
 //! (`key-1`, …), so every API key can be disabled or removed by name.
 
 use super::{Layer, ManagedError};
 use crate::settings::{
-    self, ConsumerSection, KeyEntry, NamedKey, ProviderSection, QuotaSection, RateLimitSection,
-    RouteSection, Secret, Settings,
+    self, AlertRuleSection, ConsumerSection, KeyEntry, NamedKey, ProviderSection, QuotaSection,
+    RateLimitSection, RouteSection, Secret, Settings, WebhookSection,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -25,27 +26,34 @@ pub enum Collection {
     Routes,
     Consumers,
     RateLimits,
+    AlertRules,
+    AlertWebhooks,
 }
 
 impl Collection {
-    pub const ALL: [Collection; 4] = [
+    pub const ALL: [Collection; 6] = [
         Collection::Providers,
         Collection::Routes,
         Collection::Consumers,
         Collection::RateLimits,
+        Collection::AlertRules,
+        Collection::AlertWebhooks,
     ];
 
     pub fn from_path(segment: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|c| c.path() == segment)
     }
 
-    /// The collection's path segment (also its key in the settings).
+    /// The collection's path segment (also its key in the settings, or in the layer for
+    /// `alert_rules` and `alert_webhooks`: `alerts.rules`, `alerts.webhooks` in the file).
     pub fn path(self) -> &'static str {
         match self {
             Collection::Providers => "providers",
             Collection::Routes => "routes",
             Collection::Consumers => "consumers",
             Collection::RateLimits => "rate_limits",
+            Collection::AlertRules => "alert_rules",
+            Collection::AlertWebhooks => "alert_webhooks",
         }
     }
 
@@ -56,6 +64,8 @@ impl Collection {
             Collection::Routes => "route",
             Collection::Consumers => "consumer",
             Collection::RateLimits => "rate limit",
+            Collection::AlertRules => "alert rule",
+            Collection::AlertWebhooks => "alert webhook",
         }
     }
 
@@ -66,6 +76,8 @@ impl Collection {
             Collection::Routes => all(&settings.routes),
             Collection::Consumers => all(&settings.consumers),
             Collection::RateLimits => all(&settings.rate_limits),
+            Collection::AlertRules => all(&settings.alerts.rules),
+            Collection::AlertWebhooks => all(&settings.alerts.webhooks),
         }
     }
 
@@ -76,6 +88,8 @@ impl Collection {
             Collection::Routes => all(&layer.routes),
             Collection::Consumers => all(&layer.consumers),
             Collection::RateLimits => all(&layer.rate_limits),
+            Collection::AlertRules => all(&layer.alert_rules),
+            Collection::AlertWebhooks => all(&layer.alert_webhooks),
         }
     }
 }
@@ -149,6 +163,8 @@ named!(
     RouteSection,
     ConsumerSection,
     RateLimitSection,
+    AlertRuleSection,
+    WebhookSection,
     NamedKey
 );
 
@@ -427,6 +443,17 @@ fn on_collection(
         Collection::RateLimits => {
             upsert(&mut layer.rate_limits, c, name, change, body, |_, _| Ok(()))
         }
+        Collection::AlertRules => {
+            upsert(&mut layer.alert_rules, c, name, change, body, |_, _| Ok(()))
+        }
+        Collection::AlertWebhooks => upsert(
+            &mut layer.alert_webhooks,
+            c,
+            name,
+            change,
+            body,
+            fix_webhook,
+        ),
     }
 }
 
@@ -487,6 +514,8 @@ fn delete(layer: &mut Layer, c: Collection, name: &str) -> Result<(), ManagedErr
         Collection::Routes => remove(&mut layer.routes, name),
         Collection::Consumers => remove(&mut layer.consumers, name),
         Collection::RateLimits => remove(&mut layer.rate_limits, name),
+        Collection::AlertRules => remove(&mut layer.alert_rules, name),
+        Collection::AlertWebhooks => remove(&mut layer.alert_webhooks, name),
     };
     if removed {
         Ok(())
@@ -584,6 +613,19 @@ fn fix_provider(
             )));
         }
         p.api_keys.push(KeyEntry::Named(named));
+    }
+    Ok(())
+}
+
+/// Put back a webhook URL sent in its masked form (as `GET` shows it).
+fn fix_webhook(w: &mut WebhookSection, old: Option<&WebhookSection>) -> Result<(), ManagedError> {
+    if is_masked(&w.url) {
+        w.url = old
+            .filter(|o| o.url.masked_url() == w.url)
+            .map(|o| o.url.clone())
+            .ok_or_else(|| {
+                invalid("url: a masked URL that matches none; send the URL itself".to_string())
+            })?;
     }
     Ok(())
 }

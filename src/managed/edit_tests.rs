@@ -230,3 +230,64 @@ fn merge_patch_follows_rfc_7386() {
     );
     assert_eq!(v, json!({"b": {"c": 5, "d": 3}, "e": [2], "f": "x"}));
 }
+
+#[test]
+fn a_webhook_url_sent_back_masked_keeps_the_stored_one() {
+    let (file, mut layer) = (file(), Layer::default());
+    let url = "https://hooks.example.com/services/T0/B0/literal-token-0042";
+    let body = json!({"name": "ops", "url": url, "format": "slack"});
+    apply(
+        &mut layer,
+        &file,
+        Op::Create(Collection::AlertWebhooks, body),
+    )
+    .unwrap();
+    let masked = Secret(url.into()).masked_url();
+    assert_eq!(masked.as_written(), "https://hooks.example.com/…0042");
+    let put = json!({"url": masked.as_written(), "format": "json"});
+    apply(
+        &mut layer,
+        &file,
+        Op::Replace(Collection::AlertWebhooks, "ops".into(), put),
+    )
+    .unwrap();
+    assert_eq!(layer.alert_webhooks[0].url.as_written(), url);
+    assert_eq!(
+        layer.alert_webhooks[0].format,
+        Some(settings::WebhookFormat::Json)
+    );
+    // A masked URL that matches nothing is refused, never stored.
+    let other = json!({"url": "https://other.example.com/…0042"});
+    let e = apply(
+        &mut layer,
+        &file,
+        Op::Patch(Collection::AlertWebhooks, "ops".into(), other),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("url: a masked URL"), "{e}");
+    let created = json!({"name": "new", "url": masked.as_written()});
+    assert!(apply(
+        &mut layer,
+        &file,
+        Op::Create(Collection::AlertWebhooks, created)
+    )
+    .is_err());
+    // Rules are plain objects; a patch keeps what it does not name.
+    let rule = json!({"name": "r", "kind": "quota", "threshold": 10, "webhooks": ["ops"]});
+    apply(&mut layer, &file, Op::Create(Collection::AlertRules, rule)).unwrap();
+    apply(
+        &mut layer,
+        &file,
+        Op::Patch(Collection::AlertRules, "r".into(), json!({"threshold": 20})),
+    )
+    .unwrap();
+    assert_eq!(layer.alert_rules[0].threshold, Some(20.0));
+    assert_eq!(layer.alert_rules[0].webhooks, ["ops"]);
+    apply(
+        &mut layer,
+        &file,
+        Op::Delete(Collection::AlertRules, "r".into()),
+    )
+    .unwrap();
+    assert!(layer.alert_rules.is_empty());
+}

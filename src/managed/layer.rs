@@ -1,7 +1,8 @@
 //! The layer's data and how it merges with the operator's file.
 
 use crate::settings::{
-    ConsumerSection, ProviderSection, QuotaSection, RateLimitSection, RouteSection, Settings,
+    AlertRuleSection, ConsumerSection, ProviderSection, QuotaSection, RateLimitSection,
+    RouteSection, Settings, WebhookSection,
 };
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +23,12 @@ pub struct Layer {
     pub rate_limits: Vec<RateLimitSection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<QuotaSection>,
+    /// Alert rules (after the file's `alerts.rules`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alert_rules: Vec<AlertRuleSection>,
+    /// Alert webhooks (after the file's `alerts.webhooks`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alert_webhooks: Vec<WebhookSection>,
     /// Named admin users (argon2 password hashes, never shown by the API).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub admin_users: Vec<crate::users::AdminUser>,
@@ -103,6 +110,20 @@ pub fn merge(file: &Settings, layer: &Layer) -> Merged {
         "rate limit",
         &mut shadowed,
     );
+    append(
+        &mut s.alerts.webhooks,
+        &layer.alert_webhooks,
+        |w| &w.name,
+        "alert webhook",
+        &mut shadowed,
+    );
+    append(
+        &mut s.alerts.rules,
+        &layer.alert_rules,
+        |r| &r.name,
+        "alert rule",
+        &mut shadowed,
+    );
     match (&s.quota, &layer.quota) {
         (Some(_), Some(_)) => shadowed.push("the quota section".into()),
         (None, Some(q)) => s.quota = Some(q.clone()),
@@ -122,6 +143,8 @@ pub fn source_of(file: &Settings, collection: &str, name: &str) -> Source {
         "consumers" => file.consumers.iter().any(|c| c.name == name),
         "rate_limits" => file.rate_limits.iter().any(|r| r.name == name),
         "quota" => file.quota.is_some(),
+        "alert_rules" => file.alerts.rules.iter().any(|r| r.name == name),
+        "alert_webhooks" => file.alerts.webhooks.iter().any(|w| w.name == name),
         _ => false,
     };
     if in_file {
@@ -166,5 +189,34 @@ providers:
             Layer::from_yaml("revison: 1").is_err(),
             "unknown fields are errors"
         );
+    }
+
+    #[test]
+    fn alert_objects_merge_after_the_file() {
+        let file = crate::settings::from_yaml(&format!(
+            "{FILE}alerts:\n  webhooks: [{{name: w, url: 'http://f/x'}}]\n  rules: [{{name: r, kind: keys_down}}]\n"
+        ))
+        .unwrap();
+        let layer = Layer::from_yaml(
+            "revision: 2\nalert_webhooks: [{name: w, url: 'http://l/x'}, {name: v, url: 'http://l/v', format: slack}]\nalert_rules: [{name: q, kind: quota, threshold: 10, webhooks: [v]}]\n",
+        )
+        .unwrap();
+        let m = merge(&file, &layer);
+        let hooks: Vec<&str> = m
+            .settings
+            .alerts
+            .webhooks
+            .iter()
+            .map(|w| w.url.as_written())
+            .collect();
+        assert_eq!(hooks, ["http://f/x", "http://l/v"]);
+        assert_eq!(m.settings.alerts.rules.len(), 2);
+        assert_eq!(m.shadowed, ["alert webhook `w`"]);
+        assert_eq!(source_of(&file, "alert_rules", "r"), Source::File);
+        assert_eq!(source_of(&file, "alert_webhooks", "v"), Source::Api);
+        assert_eq!(Layer::from_yaml(&layer.to_yaml()).unwrap(), layer);
+        // A state file written before alerts were API objects still loads.
+        let old = Layer::from_yaml("revision: 4\nproviders:\n  - {name: b, type: qwen}\n").unwrap();
+        assert!(old.alert_rules.is_empty() && old.alert_webhooks.is_empty());
     }
 }

@@ -4,9 +4,10 @@
 //! The operator's file stays theirs: the API never writes it, and an object it defines is
 //! read-only through the API (`source: "file"`). What the API creates lives in a `Layer`,
 //! plain data in the file's own schema (`providers`, `routes`, `consumers`, `rate_limits`,
-//! `quota`) plus a write counter, `revision`. `merge` puts the layer after the file: a file
-//! object wins over a layer object of the same name (the layer's is left out and named in
-//! a warning), so adding an object to the file never breaks a start.
+//! `quota`; `alert_rules` and `alert_webhooks`, which merge into the file's `alerts.rules`
+//! and `alerts.webhooks`) plus a write counter, `revision`. `merge` puts the layer after
+//! the file: a file object wins over a layer object of the same name (the layer's is left
+//! out and named in a warning), so adding an object to the file never breaks a start.
 //!
 //! Every write is a `Change` (who, what, when, which revision). A `LayerStore` keeps the
 //! layer, the last `HISTORY` layers with their changes (for `restore`) and the audit log:
@@ -42,7 +43,8 @@ pub struct Change {
     pub who: String,
     /// `create`, `replace`, `patch`, `delete`, `restore`, …
     pub action: String,
-    /// `provider`, `route`, `consumer`, `rate_limit`, `quota`, `revision`, …
+    /// `provider`, `route`, `consumer`, `rate limit`, `quota`, `alert rule`, `alert webhook`,
+    /// `revision`, …
     pub kind: String,
     pub name: String,
 }

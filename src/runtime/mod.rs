@@ -68,7 +68,7 @@ pub fn build(
             "at most 1000000",
         ));
     }
-    crate::alerts::validate(&settings.alerts).map_err(|(f, m)| ConfigError::field(f, m))?;
+    crate::alerts::validate_with(settings).map_err(|(f, m)| ConfigError::field(f, m))?;
     let mut gateway = Gateway::build(settings, previous)?;
     paths::resolve(&mut gateway, &paths::state_dir(path))?;
     Ok(gateway)

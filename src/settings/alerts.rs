@@ -17,7 +17,7 @@ pub struct AlertsSection {
     pub rules: Vec<AlertRuleSection>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSection {
     pub name: String,
@@ -66,6 +66,9 @@ word_enum! {
         ErrorRate = "error_rate",
         /// A provider (`filter.provider`, or any) with keys but none in rotation.
         KeysDown = "keys_down",
+        /// A consumer's quota balance (`filter.consumer`, or every consumer the quota
+        /// charges) below `threshold` tokens.
+        Quota = "quota",
     }
 }
 
@@ -79,7 +82,7 @@ impl std::str::FromStr for AlertKind {
 
 text_serde!(AlertKind);
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertRuleSection {
     pub name: String,
@@ -87,13 +90,15 @@ pub struct AlertRuleSection {
     /// The range looked at, in whole minutes (default 5m; `1m` is the current minute).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub window: Option<HumanDuration>,
-    /// Tokens (`tokens`), a ratio (`spike`), a fraction (`error_rate`); unused by `keys_down`.
+    /// Tokens (`tokens`, `quota`), a ratio (`spike`), a fraction (`error_rate`); unused by
+    /// `keys_down`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f64>,
     /// `spike`: the trailing range the window is compared with (default 1h).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<HumanDuration>,
-    /// Only these series: `route`, `provider`, `model`, `consumer` → value.
+    /// Only these series: `route`, `provider`, `model`, `consumer` → value (`quota`:
+    /// `consumer` only).
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub filter: IndexMap<String, String>,
     /// How long the condition must hold before the rule fires (default 0s).

@@ -36,6 +36,32 @@ impl Secret {
         }
         Secret(mask(self.as_written()))
     }
+
+    /// A URL that may carry a token in its path, query or user part (a chat tool's incoming
+    /// webhook), fit to show: references as written, else the scheme and host kept and the
+    /// rest masked (`https://hooks.slack.com/…a1b2`).
+    pub fn masked_url(&self) -> Secret {
+        if self.only_references() {
+            return self.clone();
+        }
+        let text = self.as_written();
+        let Some((scheme, rest)) = text.split_once("://") else {
+            return self.masked();
+        };
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        let host = match authority.rsplit_once('@') {
+            Some((_, host)) => format!("…@{host}"),
+            None => authority.to_string(),
+        };
+        let chars: Vec<char> = tail.chars().collect();
+        let shown = if chars.len() >= 12 {
+            chars[chars.len() - 4..].iter().collect()
+        } else {
+            String::new()
+        };
+        Secret(format!("{scheme}://{host}/…{shown}"))
+    }
 }
 
 /// `sk-…a1b2` for a literal of 12 characters or more (its first 3 and last 4), `…` for a
@@ -85,7 +111,7 @@ fn mask_redis_url(url: &Secret) -> Secret {
 
 impl Settings {
     /// A copy with every literal secret masked: provider keys, consumer credentials, the
-    /// admin token, the Redis password.
+    /// admin token, the Redis password, alert webhook URLs.
     pub fn redacted(&self) -> Settings {
         let mut s = self.clone();
         for p in &mut s.providers {
@@ -120,6 +146,9 @@ impl Settings {
                 *node = mask_redis_url(node);
             }
         }
+        for hook in &mut s.alerts.webhooks {
+            hook.url = hook.url.masked_url();
+        }
         s
     }
 }
@@ -140,9 +169,13 @@ providers:
 consumers:
   - {name: alice, credentials: ["alice-literal-credential", "${ALICE_KEY}", "short"]}
 redis: {url: "redis://user:redis-literal-password@127.0.0.1:6379/0", cluster: true, nodes: ["redis://user:node-literal-password@127.0.0.1:6380"]}
+alerts:
+  webhooks:
+    - {name: slack, url: "https://hooks.slack.com/services/T0/B0/slack-literal-token-77"}
+    - {name: env, url: "${HOOK_URL}"}
 "#;
 
-    const SECRETS: [&str; 7] = [
+    const SECRETS: [&str; 8] = [
         "sk-literal-provider-key-0001",
         "sk-named-literal-key-9999",
         "admin-token-literal-123",
@@ -150,6 +183,7 @@ redis: {url: "redis://user:redis-literal-password@127.0.0.1:6379/0", cluster: tr
         "redis-literal-password",
         "node-literal-password",
         "short",
+        "slack-literal-token",
     ];
 
     #[test]
@@ -165,6 +199,8 @@ redis: {url: "redis://user:redis-literal-password@127.0.0.1:6379/0", cluster: tr
             "sk-…0001",
             "127.0.0.1:6379/0",
             "user:…@",
+            "https://hooks.slack.com/…n-77",
+            "${HOOK_URL}",
         ] {
             assert!(shown.contains(kept), "{kept} missing:\n{shown}");
         }
@@ -189,5 +225,18 @@ redis: {url: "redis://user:redis-literal-password@127.0.0.1:6379/0", cluster: tr
         assert_eq!(url("redis://:pw@h:1/0"), "redis://:…@h:1/0");
         assert_eq!(url("redis://secretpw@h:1"), "redis://…@h:1");
         assert_eq!(mask("abc"), "…");
+    }
+
+    #[test]
+    fn webhook_urls_keep_their_host() {
+        let url = |s: &str| Secret(s.to_string()).masked_url().as_written().to_string();
+        assert_eq!(url("http://127.0.0.1:9/ops"), "http://127.0.0.1:9/…");
+        assert_eq!(
+            url("https://oapi.dingtalk.com/robot/send?access_token=0123456789abcdef"),
+            "https://oapi.dingtalk.com/…cdef"
+        );
+        assert_eq!(url("https://u:pw@h.example/x"), "https://…@h.example/…");
+        assert_eq!(url("${URL}"), "${URL}");
+        assert_eq!(url("not a url at all, long"), "not…long");
     }
 }

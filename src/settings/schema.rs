@@ -6,7 +6,10 @@ use super::access::RateKey;
 use super::providers::HealthFailure;
 use super::text::{HumanDuration, Secret};
 use super::NamedKey;
-use super::{ConsumerSection, ProviderSection, QuotaSection, RateLimitSection, RouteSection};
+use super::{
+    AlertRuleSection, ConsumerSection, ProviderSection, QuotaSection, RateLimitSection,
+    RouteSection, WebhookSection,
+};
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use std::borrow::Cow;
 
@@ -54,8 +57,9 @@ impl JsonSchema for HealthFailure {
 }
 
 /// The schemas of the API's objects: every definition (for `#/components/schemas/`) and,
-/// per API collection (`providers`, `keys`, `routes`, `consumers`, `rate_limits`, `quota`),
-/// the schema of one object (a reference into the definitions).
+/// per API collection (`providers`, `keys`, `routes`, `consumers`, `rate_limits`, `quota`,
+/// `alert_rules`, `alert_webhooks`), the schema of one object (a reference into the
+/// definitions).
 pub fn api_schemas() -> (
     serde_json::Map<String, serde_json::Value>,
     Vec<(&'static str, serde_json::Value)>,
@@ -71,6 +75,11 @@ pub fn api_schemas() -> (
         ("consumers", generator.subschema_for::<ConsumerSection>()),
         ("rate_limits", generator.subschema_for::<RateLimitSection>()),
         ("quota", generator.subschema_for::<QuotaSection>()),
+        ("alert_rules", generator.subschema_for::<AlertRuleSection>()),
+        (
+            "alert_webhooks",
+            generator.subschema_for::<WebhookSection>(),
+        ),
     ];
     let roots = roots
         .into_iter()
