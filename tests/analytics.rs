@@ -461,3 +461,94 @@ async fn two_gateways_sharing_redis_answer_for_the_fleet() {
     .await;
     assert_eq!(send(&a, "alice", "mock-a", 0, 3).await, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_alert_reads_the_fleets_rollups_and_notifies_once() {
+    let mock = Mock::start();
+    let redis = Redis::start();
+    let hooks = RawUpstream::fixed(http_json(200, "{}"));
+    let body = Body::mock(&mock.url())
+        .consumers(&["alice"])
+        .section(&format!(
+            "redis: {{url: \"{}\", timeout: 500ms}}",
+            redis.url()
+        ))
+        .section("alerts:\n  interval: 200ms")
+        .build();
+    let (a, b) = (Gateway::start(&body), Gateway::start(&body));
+    for shape in [0, 2, 4] {
+        assert_eq!(send(&a, "alice", "mock-a", shape, 3).await, 200);
+    }
+    eventually("a's access log", || async {
+        sums_of_logs(&[&a]).values().map(|s| s[0]).sum::<u64>() == 3
+    })
+    .await;
+    let tokens: u64 = sums_of_logs(&[&a]).values().map(|s| s[1] + s[2]).sum();
+    // Above what either gateway sees alone, below what the fleet sees.
+    let threshold = tokens as f64 * 1.5;
+    let api = |gw: &Gateway, path: &str| gw.admin_url(&format!("/admin/api/v1{path}"));
+    let c = client();
+    let r = c
+        .post(api(&a, "/alert_webhooks"))
+        .json(&json!({"name": "ops", "url": format!("http://{}/ops", hooks.addr)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let rule =
+        json!({"name": "fleet-tokens", "kind": "tokens", "window": "10m", "threshold": threshold});
+    let r = c
+        .post(api(&a, "/alert_rules"))
+        .json(&rule)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let state = |gw: &Gateway| {
+        let url = api(gw, "/alerts");
+        async move {
+            let v = get_json(&url, None).await;
+            v["items"]
+                .as_array()
+                .and_then(|i| i.iter().find(|r| r["rule"] == "fleet-tokens").cloned())
+                .unwrap_or(Value::Null)
+        }
+    };
+    // Both gateways evaluate the fleet's tokens (a's alone so far), under the threshold.
+    for gw in [&a, &b] {
+        eventually("the rule evaluated on the fleet's rollups", || async {
+            let s = state(gw).await;
+            s["state"] == "ok" && s["value"].as_f64() == Some(tokens as f64)
+        })
+        .await;
+    }
+    for shape in [0, 2, 4] {
+        assert_eq!(send(&b, "alice", "mock-a", shape, 3).await, 200);
+    }
+    for gw in [&a, &b] {
+        eventually("firing on both gateways", || async {
+            state(gw).await["state"] == "firing"
+        })
+        .await;
+    }
+    eventually("the notice", || async {
+        !notices(&hooks, "/ops").is_empty()
+    })
+    .await;
+    // Both fired; one sent. Once each has evaluated again (evaluations run one after the
+    // other, so each one's firing evaluation and its notice are done), still one notice.
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for gw in [&a, &b] {
+        eventually("a later evaluation", || async {
+            state(gw).await["evaluated"].as_u64().unwrap() > t
+        })
+        .await;
+    }
+    let sent = notices(&hooks, "/ops");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["state"], "firing");
+    assert_eq!(send(&a, "alice", "mock-a", 0, 3).await, 200);
+}

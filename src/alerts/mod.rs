@@ -21,7 +21,7 @@
 
 pub mod notify;
 
-use crate::analytics::{query, Analytics};
+use crate::analytics::query;
 use crate::settings::{AlertKind, AlertRuleSection, AlertsSection};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -30,7 +30,7 @@ use std::time::{Duration, SystemTime};
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
 const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
 const DEFAULT_BASELINE: Duration = Duration::from_secs(3600);
-const DEFAULT_REPEAT: Duration = Duration::from_secs(3600);
+pub const DEFAULT_REPEAT: Duration = Duration::from_secs(3600);
 const FILTERS: [&str; 4] = ["route", "provider", "model", "consumer"];
 
 /// Check `alerts:` the way a start does: names, references, filters, thresholds, URLs.
@@ -122,6 +122,18 @@ pub enum State {
     Test,
 }
 
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Ok => "ok",
+            State::Pending => "pending",
+            State::Firing => "firing",
+            State::Resolved => "resolved",
+            State::Test => "test",
+        }
+    }
+}
+
 /// A rule's state and what the last evaluation saw.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
@@ -133,6 +145,8 @@ pub struct Status {
     pub threshold: Option<f64>,
     /// Unix seconds of the last state change.
     pub since: u64,
+    /// Unix seconds of the last evaluation.
+    pub evaluated: u64,
     /// Unix seconds of the last notification (firing or resolved).
     pub notified: Option<u64>,
     /// What the value is made of, when a number does not say it all (`quota`: the
@@ -237,6 +251,7 @@ impl Alerts {
                 value: None,
                 threshold: rule.threshold,
                 since: now,
+                evaluated: now,
                 notified: None,
                 detail: None,
                 condition_since: None,
@@ -244,6 +259,7 @@ impl Alerts {
                 told: false,
             });
         s.value = value;
+        s.evaluated = now;
         s.detail = detail;
         s.threshold = rule.threshold;
         s.kind = rule.kind;
@@ -399,9 +415,27 @@ pub fn now_secs() -> u64 {
 
 /// Whether `rule` holds now, and the value it compared; `keys_down` and `quota` are told by
 /// the caller (the providers whose keys are all out, the balances).
+/// How many minutes back from the current one `rules` read (windows and baselines).
+pub fn minutes_needed(rules: &[AlertRuleSection]) -> u64 {
+    rules
+        .iter()
+        .map(|r| {
+            let window = window_minutes(r);
+            match r.kind {
+                AlertKind::Spike => {
+                    window
+                        + (r.baseline.map_or(DEFAULT_BASELINE, |d| d.0).as_secs() / 60).max(window)
+                }
+                _ => window,
+            }
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 pub fn evaluate(
     rule: &AlertRuleSection,
-    analytics: &Analytics,
+    rollups: &rusqlite::Connection,
     now: u64,
     facts: &Facts,
 ) -> Result<Seen, String> {
@@ -421,10 +455,9 @@ pub fn evaluate(
     let minute = now / 60;
     let window = window_minutes(rule);
     let from = (minute + 1).saturating_sub(window);
-    let db = analytics.db_path();
     let threshold = rule.threshold.unwrap_or(0.0);
     let sums =
-        |from: u64, to: u64| query::totals(db, from, to, &filters).map_err(|e| e.to_string());
+        |from: u64, to: u64| query::totals(rollups, from, to, &filters).map_err(|e| e.to_string());
     Ok(seen(match rule.kind {
         AlertKind::Tokens => {
             let (_, tokens, _) = sums(from, minute + 1)?;

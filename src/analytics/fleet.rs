@@ -148,15 +148,18 @@ fn hashes_for(from: u64, to: u64, now: u64, retention: Duration) -> Vec<String> 
     names
 }
 
-/// The fleet's rollups of `[from, to)` (minutes), as an in-memory table of the local
-/// file's schema.
+/// One row of the fleet's rollups: minute, [route, provider, model, consumer, class],
+/// the numbers in `db::number_columns` order.
+pub type Row = (u64, [String; 5], Vec<i64>);
+
+/// The fleet's rollups of `[from, to)` (minutes).
 pub async fn read(
     redis: &RedisStore,
     from: u64,
     to: u64,
     now: u64,
     retention: Duration,
-) -> Result<Vec<(u64, [String; 5], Vec<i64>)>, StoreError> {
+) -> Result<Vec<Row>, StoreError> {
     let names = hashes_for(from, to, now, retention);
     let hashes = redis.usage_read(&names).await?;
     let cols = number_columns();
@@ -179,7 +182,7 @@ pub async fn read(
 }
 
 /// `rows` as the table the queries read.
-pub fn table(rows: &[(u64, [String; 5], Vec<i64>)]) -> rusqlite::Result<rusqlite::Connection> {
+pub fn table(rows: &[Row]) -> rusqlite::Result<rusqlite::Connection> {
     let mut conn = rusqlite::Connection::open_in_memory()?;
     db::create(&conn)?;
     let tx = conn.transaction()?;

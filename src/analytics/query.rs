@@ -291,7 +291,7 @@ pub fn top(conn: &Connection, q: &Query, by: &str, n: usize) -> Result<Value, Qu
 /// Requests, input + output tokens and errors of the minutes `[from, to)` whose series
 /// match `filters` (for alert rules).
 pub fn totals(
-    db: &Path,
+    conn: &Connection,
     from_minute: u64,
     to_minute: u64,
     filters: &[(String, String)],
@@ -311,8 +311,7 @@ pub fn totals(
         group_by: Vec::new(),
         filters: filters.to_vec(),
     };
-    let conn = db::connect(db)?;
-    let rows = select(&conn, &q, false, &[], "")?;
+    let rows = select(conn, &q, false, &[], "")?;
     let n = |i: usize| {
         rows.first()
             .map_or(0, |(_, _, v)| u64::try_from(v[i]).unwrap_or(0))

@@ -2,7 +2,9 @@
 //! and sending their notices (`crate::alerts`). Reads the running config each time, so a
 //! reload or an API change applies at the next evaluation; states are kept by rule name.
 //! `quota` rules read the balances here (one store read per watched consumer per
-//! evaluation); rules on the rollups are skipped while analytics is off.
+//! evaluation); rules on the rollups are skipped while analytics is off. With `redis:`
+//! configured, rules read the fleet's rollups and each notice is sent by one gateway of the
+//! fleet (`claimed`).
 
 use crate::alerts::notify::{self, Hook};
 use crate::alerts::{self, Alerts, Facts};
@@ -86,16 +88,26 @@ impl Alerting {
                 .collect(),
             balances: self.balances(&config).await,
         };
-        let analytics = self.analytics.clone();
         let now = alerts::now_secs();
+        let fleet = self.fleet_rollups(&rules, analytics_on, now).await;
+        let analytics = self.analytics.clone();
         let seen = tokio::task::spawn_blocking(move || {
-            if analytics_on {
-                analytics.flush(Duration::from_secs(1));
-            }
+            // The fleet's rollups when Redis holds them, else this gateway's file.
+            let rollups: Result<rusqlite::Connection, String> = match (&fleet, analytics_on) {
+                (Some(rows), _) => crate::analytics::fleet::table(rows).map_err(|e| e.to_string()),
+                (None, true) => {
+                    analytics.flush(Duration::from_secs(1));
+                    crate::analytics::query::local(analytics.db_path()).map_err(|e| e.to_string())
+                }
+                (None, false) => rusqlite::Connection::open_in_memory().map_err(|e| e.to_string()),
+            };
             rules
                 .into_iter()
                 .map(|r| {
-                    let result = alerts::evaluate(&r, &analytics, now, &facts);
+                    let result = match &rollups {
+                        Ok(conn) => alerts::evaluate(&r, conn, now, &facts),
+                        Err(e) => Err(format!("usage rollups: {e}")),
+                    };
                     (r, result)
                 })
                 .collect::<Vec<_>>()
@@ -127,7 +139,72 @@ impl Alerting {
             })
             .collect();
         for notice in &notices {
-            notify::send(client, &hooks, notice).await;
+            if self.claimed(notice).await {
+                notify::send(client, &hooks, notice).await;
+            }
+        }
+    }
+
+    /// With a fleet's rollups in Redis: this gateway's notices are written first, then the
+    /// minutes the rules read are taken from Redis (`None` without Redis, or when it does
+    /// not answer: then this gateway's own rollups are used).
+    async fn fleet_rollups(
+        &self,
+        rules: &[crate::settings::AlertRuleSection],
+        analytics_on: bool,
+        now: u64,
+    ) -> Option<Vec<crate::analytics::fleet::Row>> {
+        let redis = self.analytics.fleet().filter(|_| analytics_on)?;
+        let analytics = self.analytics.clone();
+        let _ = tokio::task::spawn_blocking(move || analytics.flush(Duration::from_secs(1))).await;
+        let minute = now / 60;
+        let from = (minute + 1).saturating_sub(alerts::minutes_needed(rules));
+        let read = crate::analytics::fleet::read(
+            redis,
+            from,
+            minute + 1,
+            minute,
+            self.analytics.retention(),
+        );
+        match read.await {
+            Ok(rows) => Some(rows),
+            Err(e) => {
+                log::warn!(
+                    "alerts: the fleet's rollups are unavailable ({e}); evaluating this gateway's"
+                );
+                None
+            }
+        }
+    }
+
+    /// Whether this gateway sends `notice`. In a fleet sharing Redis every gateway
+    /// evaluates the same rules on the same rollups: the first to claim a notice sends it,
+    /// and the claim holds for the rule's `repeat` (firing) or a minute (resolved), so the
+    /// fleet notifies once. Without Redis, or when it does not answer, the gateway sends.
+    async fn claimed(&self, notice: &alerts::Notice) -> bool {
+        let Some(redis) = self.analytics.fleet() else {
+            return true;
+        };
+        let config = self.config.load();
+        let repeat = config
+            .settings
+            .alerts
+            .rules
+            .iter()
+            .find(|r| r.name == notice.rule)
+            .and_then(|r| r.repeat)
+            .map_or(alerts::DEFAULT_REPEAT, |d| d.0);
+        let ttl = match notice.state {
+            alerts::State::Firing => repeat,
+            _ => Duration::from_secs(60),
+        };
+        let name = format!("{}:{}", notice.rule, notice.state.as_str());
+        match redis.claim(&name, ttl).await {
+            Ok(mine) => mine,
+            Err(e) => {
+                log::warn!("alerts: notice claim failed ({e}); sending");
+                true
+            }
         }
     }
 }

@@ -25,6 +25,7 @@
 //! - `P:w`: never written; the anchor key of [`WINDOW_RESERVE`] (below).
 //! - `P:u:m:{minute}` and `P:u:h:{minute}`: the fleet's usage rollups of one minute, and of
 //!   one hour at its first minute (hashes of counters; see [`super::rollups`]).
+//! - `P:a:{rule}:{state}`: a gateway's claim to send that alert notice (expires).
 //!
 //! On a cluster a script may only touch keys of one hash slot, and the slot of a key with a
 //! hash tag is the slot of the tag: so every key of one prefix lives in one slot, on one

@@ -1,4 +1,5 @@
-//! The fleet's usage rollups in the shared Redis: hashes of counters, one per minute
+//! The fleet's usage rollups in the shared Redis, and the claims that let one gateway of a
+//! fleet send an alert notice. The rollups are hashes of counters, one per minute
 //! (`P:u:m:{minute}`) and one per hour (`P:u:h:{minute}`, at the hour's first minute), that
 //! every gateway adds its own rollups to and any gateway reads back. What the fields mean is
 //! the analytics module's business; here they are names with integer counts.
@@ -38,6 +39,24 @@ end
 return 1",
     )
 });
+
+/// Claim `P:a:{name}` for `ttl`: true for the one caller that set it (`SET NX EX`).
+impl RedisStore {
+    pub async fn claim(&self, name: &str, ttl: std::time::Duration) -> Result<bool, StoreError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key("a", name))
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(ttl.as_secs().max(1));
+        let set: Option<String> = self
+            .exec("claim", move |mut c| async move {
+                cmd.query_async(&mut c).await
+            })
+            .await?;
+        Ok(set.is_some())
+    }
+}
 
 /// Hashes read per round trip.
 const READ_BATCH: usize = 256;
