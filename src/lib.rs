@@ -75,6 +75,7 @@ pub mod limits;
 pub mod logging;
 pub mod managed;
 pub mod metrics;
+pub mod otel;
 pub mod pattern;
 pub mod preflight;
 pub mod protocol;

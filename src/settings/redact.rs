@@ -114,6 +114,11 @@ impl Settings {
                 *token = token.masked();
             }
         }
+        if let Some(tracing) = &mut s.tracing {
+            for value in tracing.headers.values_mut() {
+                *value = value.masked();
+            }
+        }
         if let Some(redis) = &mut s.redis {
             redis.url = mask_redis_url(&redis.url);
             for node in &mut redis.nodes {
