@@ -15,10 +15,13 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
+/// Posts received: header lines and body.
+type Posts = Mutex<Vec<(Vec<String>, Vec<u8>)>>;
+
 /// A minimal OTLP/HTTP receiver: `POST /v1/traces` bodies (and their headers) kept as they came.
 struct Receiver {
     port: u16,
-    posts: Arc<Mutex<Vec<(Vec<String>, Vec<u8>)>>>,
+    posts: Arc<Posts>,
 }
 
 impl Receiver {
@@ -58,7 +61,7 @@ impl Receiver {
 }
 
 /// HTTP/1.1 keep-alive requests with a `Content-Length` body, each answered 200.
-fn serve(conn: std::net::TcpStream, kept: &Mutex<Vec<(Vec<String>, Vec<u8>)>>) {
+fn serve(conn: std::net::TcpStream, kept: &Posts) {
     let mut out = conn.try_clone().unwrap();
     let mut reader = BufReader::new(conn);
     loop {
@@ -86,7 +89,8 @@ fn serve(conn: std::net::TcpStream, kept: &Mutex<Vec<(Vec<String>, Vec<u8>)>>) {
         }
         assert!(head[0].starts_with("POST /v1/traces "), "{head:?}");
         kept.lock().unwrap().push((head, body));
-        let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+        let answer =
+            "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
         if out.write_all(answer.as_bytes()).is_err() {
             return;
         }
@@ -305,18 +309,30 @@ async fn spans_follow_the_callers_trace_and_reach_the_collector() {
         assert_eq!(up_trace, hex(&s.trace_id), "{id}");
         assert_eq!(up_span, hex(&last.span_id), "{id}");
         assert_ne!(up_span, caller, "{id}");
-        assert_eq!(attr(last, "http.response.status_code").as_deref(), Some("200"));
-        assert_eq!(attr(last, "gen_ai.usage.output_tokens"), Some(output.to_string()));
+        assert_eq!(
+            attr(last, "http.response.status_code").as_deref(),
+            Some("200")
+        );
+        assert_eq!(
+            attr(last, "gen_ai.usage.output_tokens"),
+            Some(output.to_string())
+        );
         assert!(attr(last, "error.type").is_none(), "{id}");
     }
     let d = children(&server("tr-d"));
     assert_eq!(attr(&d[0], "tollgate.provider").as_deref(), Some("a"));
     assert_eq!(attr(&d[0], "tollgate.key").as_deref(), Some("first"));
-    assert_eq!(attr(&d[0], "http.response.status_code").as_deref(), Some("500"));
+    assert_eq!(
+        attr(&d[0], "http.response.status_code").as_deref(),
+        Some("500")
+    );
     assert_eq!(attr(&d[0], "error.type").as_deref(), Some("500"));
     assert_eq!(attr(&d[1], "tollgate.provider").as_deref(), Some("b"));
     assert_eq!(attr(&d[1], "tollgate.key").as_deref(), Some("second"));
-    assert_eq!(attr(&server("tr-d"), "tollgate.key").as_deref(), Some("second"));
+    assert_eq!(
+        attr(&server("tr-d"), "tollgate.key").as_deref(),
+        Some("second")
+    );
 
     // Nothing secret or private was exported; the collector's header came with each post.
     let posts = receiver.posts.lock().unwrap().clone();
@@ -325,13 +341,19 @@ async fn spans_follow_the_callers_trace_and_reach_the_collector() {
         for never in [KEY_A, KEY_B, PROMPT, " wörld"] {
             assert!(!raw.contains(never), "{never:?} exported");
         }
-        assert!(head.iter().any(|h| h == "x-collector-token: tok-123"), "{head:?}");
+        assert!(
+            head.iter().any(|h| h == "x-collector-token: tok-123"),
+            "{head:?}"
+        );
         assert!(head
             .iter()
             .any(|h| h.eq_ignore_ascii_case("content-type: application/x-protobuf")));
     }
     let metrics = gw.metrics().await;
-    assert_eq!(metric_sum(&metrics, "tollgate_traces_dropped_total", &[]), 0.0);
+    assert_eq!(
+        metric_sum(&metrics, "tollgate_traces_dropped_total", &[]),
+        0.0
+    );
     chat(&gw, "tr-e", false, None).await;
     gw.stop();
 }

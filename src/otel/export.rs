@@ -132,7 +132,10 @@ async fn run(mut rx: mpsc::Receiver<Box<Finished>>) {
             }
         }
         exporter
-            .export(&config, std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH)))
+            .export(
+                &config,
+                std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH)),
+            )
             .await;
         if !open {
             break;

@@ -52,7 +52,12 @@ pub struct ExportTarget {
 impl std::fmt::Debug for TraceConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Header values may be credentials: names only.
-        let headers: Vec<&str> = self.target.headers.iter().map(|(k, _)| k.as_str()).collect();
+        let headers: Vec<&str> = self
+            .target
+            .headers
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
         f.debug_struct("TraceConfig")
             .field("endpoint", &self.target.endpoint)
             .field("headers", &headers)
@@ -433,7 +438,12 @@ mod tests {
         assert!(!t.sampled());
         let (_, propagate) = t.begin_attempt();
         assert!(propagate.tracestate.is_none());
-        assert!(propagate.traceparent.unwrap().to_str().unwrap().ends_with("-00"));
+        assert!(propagate
+            .traceparent
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .ends_with("-00"));
         // A malformed traceparent starts a new trace and its tracestate is ignored.
         headers.insert(TRACEPARENT, "00-zz".parse().unwrap());
         let t = RequestTrace::start(&config(1.0), &headers, Instant::now());
@@ -443,6 +453,9 @@ mod tests {
     #[test]
     fn debug_never_shows_header_values() {
         let shown = format!("{:?}", config(1.0));
-        assert!(shown.contains("authorization") && !shown.contains("secret"), "{shown}");
+        assert!(
+            shown.contains("authorization") && !shown.contains("secret"),
+            "{shown}"
+        );
     }
 }

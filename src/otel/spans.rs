@@ -74,14 +74,29 @@ pub fn build(trace: &RequestTrace, r: &RequestRecord, ended: SystemTime, out: &m
     let scope = scope();
     let mut attrs = Vec::with_capacity(20);
     text(&mut attrs, "gen_ai.operation.name", r.operation);
-    text(&mut attrs, "gen_ai.provider.name", r.provider_type.as_deref());
-    text(&mut attrs, "gen_ai.request.model", r.request_model.as_deref());
-    text(&mut attrs, "gen_ai.response.model", r.response_model.as_deref());
+    text(
+        &mut attrs,
+        "gen_ai.provider.name",
+        r.provider_type.as_deref(),
+    );
+    text(
+        &mut attrs,
+        "gen_ai.request.model",
+        r.request_model.as_deref(),
+    );
+    text(
+        &mut attrs,
+        "gen_ai.response.model",
+        r.response_model.as_deref(),
+    );
     attrs.push(KeyValue::new("gen_ai.request.stream", r.stream));
     usage(&mut attrs, r.usage);
     text(&mut attrs, "http.request.method", Some(&r.method));
     if r.status != 0 {
-        attrs.push(KeyValue::new("http.response.status_code", i64::from(r.status)));
+        attrs.push(KeyValue::new(
+            "http.response.status_code",
+            i64::from(r.status),
+        ));
     }
     // A server span's error: the gateway's error code, or a 5xx sent without one.
     let error = r

@@ -89,7 +89,9 @@ impl<'a> Attempter for Upstream<'a> {
             Ok(Ok(())) => {}
             Ok(Err(over)) => {
                 if let (Some(t), Some((span, _))) = (self.trace.as_deref_mut(), span) {
-                    let model = target.upstream_model(&self.body.model).unwrap_or(&self.body.model);
+                    let model = target
+                        .upstream_model(&self.body.model)
+                        .unwrap_or(&self.body.model);
                     t.end_attempt(span, || AttemptRecord {
                         status: None,
                         error: Some("key_budget".into()),
@@ -116,8 +118,14 @@ impl<'a> Attempter for Upstream<'a> {
         };
         let (result, outcome) = pipe::run(client, self.connector, attempt).await;
         if let (Some(t), Some(span)) = (self.trace.as_deref_mut(), span) {
-            let model = self.log.chosen.as_ref().map_or("", |c| c.upstream_model.as_str());
-            t.end_attempt(span, || traced(provider, key_index, model, &outcome, &result));
+            let model = self
+                .log
+                .chosen
+                .as_ref()
+                .map_or("", |c| c.upstream_model.as_str());
+            t.end_attempt(span, || {
+                traced(provider, key_index, model, &outcome, &result)
+            });
         }
         self.log.upstream_time += outcome.upstream_time();
         self.log.outcome = outcome;

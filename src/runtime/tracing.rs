@@ -15,22 +15,35 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn build(section: Option<&TracingSection>) -> Result<Option<Arc<TraceConfig>>, ConfigError> {
     let Some(t) = section else { return Ok(None) };
     let field = |name: &str| format!("tracing.{name}");
-    let endpoint = endpoint(&t.otlp_endpoint).map_err(|e| ConfigError::field(field("otlp_endpoint"), e))?;
+    let endpoint =
+        endpoint(&t.otlp_endpoint).map_err(|e| ConfigError::field(field("otlp_endpoint"), e))?;
     let ratio = t.sample_ratio.unwrap_or(1.0);
     if !(0.0..=1.0).contains(&ratio) {
-        return Err(ConfigError::field(field("sample_ratio"), "must be between 0.0 and 1.0"));
+        return Err(ConfigError::field(
+            field("sample_ratio"),
+            "must be between 0.0 and 1.0",
+        ));
     }
     let queue = t.queue.unwrap_or(DEFAULT_QUEUE);
     if queue == 0 || queue > MAX_QUEUE {
-        return Err(ConfigError::field(field("queue"), format!("must be between 1 and {MAX_QUEUE}")));
+        return Err(ConfigError::field(
+            field("queue"),
+            format!("must be between 1 and {MAX_QUEUE}"),
+        ));
     }
     let timeout = t.timeout.map_or(DEFAULT_TIMEOUT, Duration::from);
     if timeout.is_zero() {
-        return Err(ConfigError::field(field("timeout"), "must be longer than 0"));
+        return Err(ConfigError::field(
+            field("timeout"),
+            "must be longer than 0",
+        ));
     }
     let service_name = t.service_name.clone().unwrap_or_else(|| "tollgate".into());
     if service_name.trim().is_empty() {
-        return Err(ConfigError::field(field("service_name"), "must not be empty"));
+        return Err(ConfigError::field(
+            field("service_name"),
+            "must not be empty",
+        ));
     }
     let mut headers = Vec::with_capacity(t.headers.len());
     for (name, value) in &t.headers {
@@ -39,7 +52,10 @@ pub fn build(section: Option<&TracingSection>) -> Result<Option<Arc<TraceConfig>
         if http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
             return Err(ConfigError::field(f, "not a header name"));
         }
-        if matches!(lower.as_str(), "content-type" | "content-length" | "host" | "content-encoding") {
+        if matches!(
+            lower.as_str(),
+            "content-type" | "content-length" | "host" | "content-encoding"
+        ) {
             return Err(ConfigError::field(f, "set by the exporter itself"));
         }
         let value = expand(value.as_written()).map_err(|e| ConfigError::field(&f, e))?;
@@ -67,7 +83,9 @@ fn endpoint(text: &str) -> Result<String, String> {
         .parse()
         .map_err(|e| format!("`{text}` is not a URL: {e}"))?;
     if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-        return Err(format!("`{text}`: an http:// or https:// URL with a host is needed"));
+        return Err(format!(
+            "`{text}`: an http:// or https:// URL with a host is needed"
+        ));
     }
     if uri.query().is_some() {
         return Err(format!("`{text}`: no query string"));
@@ -112,13 +130,31 @@ mod tests {
         for (yaml, f) in [
             ("otlp_endpoint: ftp://h", "tracing.otlp_endpoint"),
             ("otlp_endpoint: not a url", "tracing.otlp_endpoint"),
-            ("{otlp_endpoint: 'http://h', sample_ratio: 1.5}", "tracing.sample_ratio"),
-            ("{otlp_endpoint: 'http://h', sample_ratio: -0.1}", "tracing.sample_ratio"),
+            (
+                "{otlp_endpoint: 'http://h', sample_ratio: 1.5}",
+                "tracing.sample_ratio",
+            ),
+            (
+                "{otlp_endpoint: 'http://h', sample_ratio: -0.1}",
+                "tracing.sample_ratio",
+            ),
             ("{otlp_endpoint: 'http://h', queue: 0}", "tracing.queue"),
-            ("{otlp_endpoint: 'http://h', timeout: 0s}", "tracing.timeout"),
-            ("{otlp_endpoint: 'http://h', service_name: ''}", "tracing.service_name"),
-            ("{otlp_endpoint: 'http://h', headers: {'bad name': x}}", "tracing.headers.bad name"),
-            ("{otlp_endpoint: 'http://h', headers: {host: x}}", "tracing.headers.host"),
+            (
+                "{otlp_endpoint: 'http://h', timeout: 0s}",
+                "tracing.timeout",
+            ),
+            (
+                "{otlp_endpoint: 'http://h', service_name: ''}",
+                "tracing.service_name",
+            ),
+            (
+                "{otlp_endpoint: 'http://h', headers: {'bad name': x}}",
+                "tracing.headers.bad name",
+            ),
+            (
+                "{otlp_endpoint: 'http://h', headers: {host: x}}",
+                "tracing.headers.host",
+            ),
             (
                 "{otlp_endpoint: 'http://h', headers: {x-token: '${TOLLGATE_TEST_SURELY_UNSET}'}}",
                 "tracing.headers.x-token",

@@ -592,7 +592,9 @@ fn settings(rng: &mut XorShift) -> Settings {
             sample_ratio: opt(rng, |r| num(r) as f64 / 4.0),
             queue: opt(rng, |r| num(r) as usize),
             timeout: opt(rng, duration),
-            headers: list(rng, 2, |rng| (s(rng), secret(rng))).into_iter().collect(),
+            headers: list(rng, 2, |rng| (s(rng), secret(rng)))
+                .into_iter()
+                .collect(),
         }),
     }
 }
