@@ -388,3 +388,63 @@ async fn a_collector_that_is_away_costs_requests_nothing_and_drops_are_counted()
         .unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+async fn reload(gw: &Gateway) -> Value {
+    let resp = client()
+        .post(gw.admin_url("/admin/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+fn has_request(receiver: &Receiver, id: &str) -> bool {
+    receiver
+        .spans()
+        .iter()
+        .any(|s| attr(s, "tollgate.request_id").as_deref() == Some(id))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracing_is_switched_and_redirected_by_a_reload() {
+    let (one, two) = (Receiver::start(), Receiver::start());
+    let mock = Mock::start();
+    let tracing = |r: &Receiver, queue: usize| {
+        format!(
+            "{}\ntracing: {{otlp_endpoint: \"{}\", queue: {queue}}}\n",
+            providers(&mock),
+            r.url()
+        )
+    };
+    let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    // Off: the gateway leaves trace context alone (this route forwards the client's as is).
+    let gw = Gateway::start(&providers(&mock));
+    let (echo, _) = chat(&gw, "off-1", false, Some(caller)).await;
+    assert_eq!(echo["headers"]["traceparent"], caller);
+    assert_eq!(echo["headers"]["tracestate"], "caller=1");
+
+    gw.rewrite_config(&tracing(&one, 2048));
+    assert_eq!(reload(&gw).await["needs_upgrade"], json!([]));
+    let (echo, _) = chat(&gw, "on-1", false, Some(caller)).await;
+    assert_ne!(echo["headers"]["traceparent"], caller);
+    eventually("spans at the first collector", || async {
+        has_request(&one, "on-1")
+    })
+    .await;
+
+    // Another collector applies at once; the queue size only after a restart.
+    gw.rewrite_config(&tracing(&two, 16));
+    assert_eq!(reload(&gw).await["needs_upgrade"], json!(["tracing.queue"]));
+    chat(&gw, "on-2", false, Some(caller)).await;
+    eventually("spans at the second collector", || async {
+        has_request(&two, "on-2")
+    })
+    .await;
+    assert!(!has_request(&one, "on-2"));
+
+    gw.rewrite_config(&providers(&mock));
+    reload(&gw).await;
+    let (echo, _) = chat(&gw, "off-2", false, Some(caller)).await;
+    assert_eq!(echo["headers"]["traceparent"], caller);
+}

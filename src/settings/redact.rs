@@ -145,9 +145,11 @@ providers:
 consumers:
   - {name: alice, credentials: ["alice-literal-credential", "${ALICE_KEY}", "short"]}
 redis: {url: "redis://user:redis-literal-password@127.0.0.1:6379/0", cluster: true, nodes: ["redis://user:node-literal-password@127.0.0.1:6380"]}
+tracing: {otlp_endpoint: "http://127.0.0.1:4318", headers: {authorization: "Bearer otlp-literal-token-42", x-token: "${OTLP_TOKEN}"}}
 "#;
 
-    const SECRETS: [&str; 7] = [
+    const SECRETS: [&str; 8] = [
+        "otlp-literal-token-42",
         "sk-literal-provider-key-0001",
         "sk-named-literal-key-9999",
         "admin-token-literal-123",
@@ -167,6 +169,7 @@ redis: {url: "redis://user:redis-literal-password@127.0.0.1:6379/0", cluster: tr
         for kept in [
             "${OPENAI_KEY}",
             "${ALICE_KEY}",
+            "${OTLP_TOKEN}",
             "sk-…0001",
             "127.0.0.1:6379/0",
             "user:…@",
