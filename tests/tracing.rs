@@ -448,3 +448,23 @@ async fn tracing_is_switched_and_redirected_by_a_reload() {
     let (echo, _) = chat(&gw, "off-2", false, Some(caller)).await;
     assert_eq!(echo["headers"]["traceparent"], caller);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orderly_stop_exports_what_is_queued() {
+    let receiver = Receiver::start();
+    let mock = Mock::start();
+    let body = format!(
+        "{}\ntracing: {{otlp_endpoint: \"{}\"}}\n",
+        providers(&mock),
+        receiver.url()
+    );
+    let mut gw = Gateway::start(&body);
+    chat(&gw, "last-words", false, None).await;
+    // Stopped at once, before the batch is due: the exit flushes it.
+    gw.signal_and_wait("-TERM");
+    assert!(
+        has_request(&receiver, "last-words"),
+        "{}",
+        gw.access_log_text()
+    );
+}

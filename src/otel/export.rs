@@ -45,7 +45,14 @@ impl Finished {
     }
 }
 
-type Queue = mpsc::Sender<Box<Finished>>;
+/// What the export thread is sent: a finished request, or a request to export what it
+/// holds now (at exit).
+enum Item {
+    Spans(Box<Finished>),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+type Queue = mpsc::Sender<Item>;
 
 /// The queue, made with its thread by the first traced request (`None`: it could not start).
 static QUEUE: OnceLock<Option<Queue>> = OnceLock::new();
@@ -73,12 +80,22 @@ pub(super) fn send(finished: Box<Finished>) {
     let n = finished.spans();
     match queue {
         Some(tx) => {
-            if tx.try_send(finished).is_err() {
+            if tx.try_send(Item::Spans(finished)).is_err() {
                 drop_spans("queue_full", n);
             }
         }
         None => drop_spans("export_failed", n),
     }
+}
+
+/// Export what is queued now; false if that did not finish `within` (at exit).
+pub async fn flush(within: Duration) -> bool {
+    let Some(Some(tx)) = QUEUE.get() else {
+        return true;
+    };
+    let (done, wait) = tokio::sync::oneshot::channel();
+    let flushed = async { tx.send(Item::Flush(done)).await.is_ok() && wait.await.is_ok() };
+    tokio::time::timeout(within, flushed).await.unwrap_or(false)
 }
 
 fn start(queue: usize) -> Option<Queue> {
@@ -106,39 +123,70 @@ fn start(queue: usize) -> Option<Queue> {
     }
 }
 
-/// Batch what arrives and export it, until every sender is gone.
-async fn run(mut rx: mpsc::Receiver<Box<Finished>>) {
-    let mut exporter = Exporter::default();
-    let mut batch: Vec<SpanData> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
-        let deadline = tokio::time::Instant::now() + EXPORT_EVERY;
-        let mut config = first.trace.config.clone();
-        spans::build(&first.trace, &first.record, first.ended, &mut batch);
-        let mut open = true;
-        while batch.len() < MAX_BATCH {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(f)) => {
-                    // The newest config's collector takes the batch (after a reload).
-                    if !Arc::ptr_eq(&config, &f.trace.config) {
-                        config = f.trace.config.clone();
-                    }
-                    spans::build(&f.trace, &f.record, f.ended, &mut batch);
-                }
-                Ok(None) => {
-                    open = false;
-                    break;
-                }
-                Err(_) => break,
-            }
+/// Spans built and not yet sent, and the config of the newest request among them (after a
+/// reload, the new collector takes the whole batch).
+#[derive(Default)]
+struct Batch {
+    spans: Vec<SpanData>,
+    config: Option<Arc<TraceConfig>>,
+    /// When the oldest of them must be sent.
+    due: Option<tokio::time::Instant>,
+}
+
+impl Batch {
+    fn add(&mut self, f: &Finished) {
+        spans::build(&f.trace, &f.record, f.ended, &mut self.spans);
+        if !self
+            .config
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, &f.trace.config))
+        {
+            self.config = Some(f.trace.config.clone());
         }
-        exporter
-            .export(
-                &config,
-                std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH)),
-            )
-            .await;
-        if !open {
-            break;
+        self.due
+            .get_or_insert_with(|| tokio::time::Instant::now() + EXPORT_EVERY);
+    }
+
+    async fn send(&mut self, exporter: &mut Exporter) {
+        self.due = None;
+        if let (false, Some(config)) = (self.spans.is_empty(), &self.config) {
+            let spans = std::mem::replace(&mut self.spans, Vec::with_capacity(MAX_BATCH));
+            exporter.export(config, spans).await;
+        }
+    }
+}
+
+/// Batch what arrives and export it: a batch goes when it is full or `EXPORT_EVERY` after
+/// its first request, and at once on a flush; until every sender is gone.
+async fn run(mut rx: mpsc::Receiver<Item>) {
+    let mut exporter = Exporter::default();
+    let mut batch = Batch::default();
+    loop {
+        let item = match batch.due {
+            None => rx.recv().await,
+            Some(due) => match tokio::time::timeout_at(due, rx.recv()).await {
+                Ok(item) => item,
+                Err(_) => {
+                    batch.send(&mut exporter).await;
+                    continue;
+                }
+            },
+        };
+        match item {
+            Some(Item::Spans(f)) => {
+                batch.add(&f);
+                if batch.spans.len() >= MAX_BATCH {
+                    batch.send(&mut exporter).await;
+                }
+            }
+            Some(Item::Flush(done)) => {
+                batch.send(&mut exporter).await;
+                let _ = done.send(());
+            }
+            None => {
+                batch.send(&mut exporter).await;
+                break;
+            }
         }
     }
 }

@@ -15,7 +15,7 @@
 mod export;
 mod spans;
 
-pub use export::{dropped_spans, queue_capacity};
+pub use export::{dropped_spans, flush, queue_capacity};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
