@@ -36,7 +36,9 @@
 //!   closed set `ErrorCode`; rendered by the client's protocol.
 //! - `metrics`, `access_log`: what operators see of requests; `analytics` (per-minute usage
 //!   rollups in SQLite and the ring of recent requests, fed off the request path) and
-//!   `alerts` (rules evaluated from the rollups, their states and webhook notices).
+//!   `alerts` (rules evaluated from the rollups, their states and webhook notices); `otel`
+//!   (OpenTelemetry spans of requests and their attempts, W3C trace context, exported over
+//!   OTLP/HTTP by a thread of its own).
 //! - `users` (admin users: argon2 password hashes, roles, login sessions), `managed` (the
 //!   management API's own objects: the layer merged with the operator's file, the edits an
 //!   API call makes, history and audit, kept in the state directory or a shared Redis).

@@ -37,7 +37,7 @@ fn context(trace: &RequestTrace, span_id: u64) -> SpanContext {
 /// `{gen_ai.operation.name} {model}`; the HTTP method alone when the operation is unknown.
 fn name(operation: Option<&str>, model: Option<&str>, method: &str) -> Cow<'static, str> {
     match (operation, model) {
-        (Some(op), Some(m)) if !m.is_empty() => format!("{op} {m}").into(),
+        (Some(op), Some(m)) if !m.is_empty() => format!("{op} {}", cut(m)).into(),
         (Some(op), _) => Cow::Owned(op.to_string()),
         (None, _) => Cow::Owned(method.to_string()),
     }
@@ -52,9 +52,23 @@ fn status(error: Option<&str>) -> Status {
     }
 }
 
+/// Longest attribute value kept (a model name comes from the client).
+const MAX_VALUE: usize = 256;
+
+fn cut(v: &str) -> &str {
+    if v.len() <= MAX_VALUE {
+        return v;
+    }
+    let mut end = MAX_VALUE;
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    &v[..end]
+}
+
 fn text(attrs: &mut Vec<KeyValue>, key: &'static str, value: Option<&str>) {
     if let Some(v) = value.filter(|v| !v.is_empty()) {
-        attrs.push(KeyValue::new(key, v.to_string()));
+        attrs.push(KeyValue::new(key, cut(v).to_string()));
     }
 }
 
@@ -172,5 +186,20 @@ fn attempt(
         links: SpanLinks::default(),
         status: status(rec.error.as_deref()),
         instrumentation_scope: scope.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_values_are_cut_on_a_character_boundary() {
+        let long = "é".repeat(200);
+        let c = cut(&long);
+        assert!(c.len() <= MAX_VALUE && c.chars().all(|ch| ch == 'é'));
+        assert_eq!(cut("gpt-4o"), "gpt-4o");
+        assert_eq!(name(Some("chat"), Some(&long), "POST").len(), 5 + c.len());
+        assert_eq!(name(None, None, "POST"), "POST");
     }
 }
