@@ -37,7 +37,8 @@
 //! - `metrics`, `access_log`: what operators see of requests; `analytics` (per-minute usage
 //!   rollups in SQLite and the ring of recent requests, fed off the request path) and
 //!   `alerts` (rules evaluated from the rollups and the quota balances, their states and
-//!   webhook notices).
+//!   webhook notices); `otel` (OpenTelemetry spans of requests and their attempts, W3C trace
+//!   context, exported over OTLP/HTTP by a thread of its own).
 //! - `users` (admin users: argon2 password hashes, roles, login sessions), `managed` (the
 //!   management API's own objects: the layer merged with the operator's file, the edits an
 //!   API call makes, history and audit, kept in the state directory or a shared Redis).
@@ -76,6 +77,7 @@ pub mod limits;
 pub mod logging;
 pub mod managed;
 pub mod metrics;
+pub mod otel;
 pub mod pattern;
 pub mod preflight;
 pub mod protocol;

@@ -176,6 +176,9 @@ impl Lifecycle {
         if !flushed.unwrap_or(false) {
             log::warn!("the usage rollups were not flushed within {FLUSH_WITHIN:?}");
         }
+        if !crate::otel::flush(FLUSH_WITHIN).await {
+            log::warn!("traces were not exported within {FLUSH_WITHIN:?}");
+        }
         if let Some(local) = self.backends.opened().and_then(|s| s.local.clone()) {
             match tokio::time::timeout(FLUSH_WITHIN, local.flush()).await {
                 Ok(Ok(())) => {}

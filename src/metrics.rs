@@ -69,6 +69,8 @@ pub struct Metrics {
     pub quota_remaining: IntGaugeVec,
     /// Requests left out of the usage rollups (queue full or the store failing).
     pub analytics_dropped: IntCounter,
+    /// Spans not exported (`reason`: `queue_full`, `export_failed`).
+    pub traces_dropped: IntCounterVec,
     /// 1 while the store of the management API's layer answers (always 1 for local files).
     pub config_store_up: IntGauge,
     /// The API layer revision this instance runs.
@@ -223,6 +225,13 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
         analytics_dropped: register_int_counter_with_registry!(
             "tollgate_analytics_dropped_total",
             "Requests left out of the usage rollups (queue full, or the rollup store failed)",
+            r
+        )
+        .expect("metric"),
+        traces_dropped: register_int_counter_vec_with_registry!(
+            "tollgate_traces_dropped_total",
+            "Spans not exported to the OTLP collector (reason: queue_full, export_failed)",
+            &["reason"],
             r
         )
         .expect("metric"),

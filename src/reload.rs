@@ -204,6 +204,11 @@ fn needs_upgrade(running: &Running, new: &Gateway) -> Vec<&'static str> {
     if running.max_connections != new.client.max_connections {
         out.push("client.max_connections");
     }
+    // The trace queue is sized when its thread starts (the first traced request).
+    let queue = crate::otel::queue_capacity();
+    if queue.is_some_and(|q| new.tracing.as_ref().is_some_and(|t| t.queue != q)) {
+        out.push("tracing.queue");
+    }
     out
 }
 

@@ -12,11 +12,24 @@ use pingora_proxy::Session;
 use std::time::Instant;
 
 /// Account for a finished request.
-pub async fn account(log: &AccessLog, analytics: &Analytics, session: &Session, req: &Exchange) {
-    let usage = final_usage(req).unwrap_or_default();
+pub async fn account(
+    log: &AccessLog,
+    analytics: &Analytics,
+    session: &Session,
+    req: &mut Exchange,
+) {
+    let reported = final_usage(req);
+    let usage = reported.unwrap_or_default();
     record(log, session, req, &usage);
     if analytics.enabled() {
         analytics.record(event(session, req, &usage));
+    }
+    // A span for what was (or was to be) proxied; not for the gateway's own answers.
+    let own_answer = req
+        .endpoint
+        .is_some_and(|e| crate::otel::operation(e.as_str()).is_none());
+    if let Some(trace) = req.trace.take().filter(|_| !own_answer) {
+        trace.finish(|| traced(session, req, reported.as_ref()));
     }
     settle(
         req,
@@ -97,6 +110,36 @@ fn event(session: &Session, req: &Exchange, usage: &Usage) -> Event {
         ttft_ms: ms(req.started, req.attempts.outcome.first_token),
         duration_ms: end.duration_since(req.started).as_secs_f64() * 1000.0,
         error: req.error.as_ref().map(|e| e.code()),
+    }
+}
+
+/// The request as its span shows it (names and numbers only).
+fn traced(session: &Session, req: &Exchange, usage: Option<&Usage>) -> crate::otel::RequestRecord {
+    let status = req
+        .status
+        .or_else(|| session.response_written().map(|h| h.status.as_u16()))
+        .unwrap_or(0);
+    let endpoint = req.endpoint.map(|e| e.as_str());
+    crate::otel::RequestRecord {
+        operation: endpoint.and_then(crate::otel::operation),
+        method: session.req_header().method.as_str().to_string(),
+        request_model: req.model().map(str::to_string),
+        response_model: req.upstream_model().map(str::to_string),
+        provider: req.provider().map(|p| p.name.clone()),
+        provider_type: req
+            .provider()
+            .map(|p| crate::otel::genai_provider(&p.kind).to_string()),
+        route: req.route_name().map(str::to_string),
+        consumer: req.consumer.clone(),
+        key: req.key_name().map(str::to_string),
+        endpoint,
+        request_id: req.request_id.clone(),
+        stream: req.stream(),
+        status,
+        error: req.error.as_ref().map(|e| e.code()),
+        usage: usage.map(|u| (u.input_tokens, u.output_tokens)),
+        usage_estimated: usage.is_some_and(|u| u.estimated),
+        attempts: req.attempts.count,
     }
 }
 

@@ -62,6 +62,8 @@ pub struct Attempt {
     /// The client's body, as received.
     pub original: Bytes,
     pub plan: Plan,
+    /// The trace context for the provider (tracing on only).
+    pub propagate: crate::otel::Propagate,
 }
 
 /// How the response body is being read.
@@ -134,6 +136,16 @@ impl AttemptState {
         )?);
         forward.copy(&client.headers, &mut req, a.plan.native())?;
         req.insert_header(super::X_REQUEST_ID, request_id)?;
+        if let Some(traceparent) = &a.propagate.traceparent {
+            // The gateway's own context replaces whatever a route forwards of the client's.
+            req.insert_header(crate::otel::TRACEPARENT, traceparent)?;
+            match &a.propagate.tracestate {
+                Some(state) => req.insert_header(crate::otel::TRACESTATE, state)?,
+                None => {
+                    req.remove_header(&crate::otel::TRACESTATE);
+                }
+            }
+        }
         provider::prepare_request(
             &mut req,
             &a.provider,

@@ -3,7 +3,7 @@
 //! mapping, body rewrite), run (`pipe`), and reported to its key's health and the metrics.
 
 use super::admission::{self, Admitted, Caller};
-use super::attempt::Attempt;
+use super::attempt::{Attempt, Outcome};
 use super::exchange::{AttemptLog, Chosen, ExtraHeaders};
 use super::exhausted::{exhausted, no_key_error};
 use super::pipe::{self, AttemptResult, ClientSide, FailedAttempt};
@@ -16,6 +16,7 @@ use crate::health::{self, AttemptEnd};
 use crate::keys::KeyOutcome;
 use crate::limits::Hold;
 use crate::metrics::METRICS;
+use crate::otel::{AttemptRecord, Propagate, RequestTrace};
 use crate::protocol::ClientProtocol;
 use crate::provider::Provider;
 use crate::route::{AllKeysDown, Endpoint, ModelRule, Route, Target};
@@ -42,6 +43,8 @@ pub struct Upstream<'a> {
     /// The current attempt's hold on its key's budget (the delivering one's is settled).
     pub key_holds: &'a mut Vec<Hold>,
     pub log: &'a mut AttemptLog,
+    /// The request's trace (tracing on only): a span per attempt.
+    pub trace: Option<&'a mut RequestTrace>,
 }
 
 /// Try the rule's targets until one answers the client; the status it sent.
@@ -81,12 +84,26 @@ impl<'a> Attempter for Upstream<'a> {
         if let Some(last) = last {
             count_retry(&self.route.name, last, provider);
         }
+        let span = self.trace.as_deref().map(RequestTrace::begin_attempt);
         match self.key_budget(provider, key_index).await {
             Ok(Ok(())) => {}
-            Ok(Err(over)) => return Step::Failed(*over),
+            Ok(Err(over)) => {
+                if let (Some(t), Some((span, _))) = (self.trace.as_deref_mut(), span) {
+                    let model = target
+                        .upstream_model(&self.body.model)
+                        .unwrap_or(&self.body.model);
+                    t.end_attempt(span, || AttemptRecord {
+                        status: None,
+                        error: Some("key_budget".into()),
+                        ..attempt_record(provider, key_index, model)
+                    });
+                }
+                return Step::Failed(*over);
+            }
             Err(e) => return Step::Stop(e.into()),
         }
-        let attempt = match self.prepare(target, key_index) {
+        let (span, propagate) = span.unzip();
+        let attempt = match self.prepare(target, key_index, propagate.unwrap_or_default()) {
             Ok(a) => a,
             Err(e) => return Step::Stop(e.into()),
         };
@@ -100,6 +117,16 @@ impl<'a> Attempter for Upstream<'a> {
             max_event_bytes: self.config.client.max_event_bytes,
         };
         let (result, outcome) = pipe::run(client, self.connector, attempt).await;
+        if let (Some(t), Some(span)) = (self.trace.as_deref_mut(), span) {
+            let model = self
+                .log
+                .chosen
+                .as_ref()
+                .map_or("", |c| c.upstream_model.as_str());
+            t.end_attempt(span, || {
+                traced(provider, key_index, model, &outcome, &result)
+            });
+        }
         self.log.upstream_time += outcome.upstream_time();
         self.log.outcome = outcome;
         self.report(provider, key_index, result).await
@@ -149,7 +176,12 @@ impl Upstream<'_> {
     }
 
     /// The attempt for `target` with key `key_index`: model mapping and body rewrite.
-    fn prepare(&mut self, target: &Target, key_index: usize) -> Result<Attempt, GatewayError> {
+    fn prepare(
+        &mut self,
+        target: &Target,
+        key_index: usize,
+        propagate: Propagate,
+    ) -> Result<Attempt, GatewayError> {
         let body = self.body;
         let provider = target.provider.clone();
         let upstream_model = target
@@ -169,6 +201,7 @@ impl Upstream<'_> {
             stream: body.stream,
             original: body.bytes.clone(),
             plan,
+            propagate,
         })
     }
 
@@ -248,5 +281,47 @@ fn count_retry(route: &str, last: &FailedAttempt, next: &Arc<Provider>) {
             .fallbacks
             .with_label_values(&[route, last.provider.name.as_str(), next.name.as_str()])
             .inc();
+    }
+}
+
+/// An attempt's span: who was asked (names only), its status and why it failed.
+fn attempt_record(provider: &Provider, key_index: usize, model: &str) -> AttemptRecord {
+    AttemptRecord {
+        provider: provider.name.clone(),
+        provider_type: crate::otel::genai_provider(&provider.kind).to_string(),
+        server_address: provider.upstream.host.clone(),
+        server_port: provider.upstream.port,
+        key: provider
+            .keys
+            .get(key_index)
+            .map(|k| k.name.clone())
+            .unwrap_or_default(),
+        model: model.to_string(),
+        ..AttemptRecord::default()
+    }
+}
+
+fn traced(
+    provider: &Provider,
+    key_index: usize,
+    model: &str,
+    outcome: &Outcome,
+    result: &AttemptResult,
+) -> AttemptRecord {
+    let error = match result {
+        AttemptResult::Delivered(s) => (*s >= 400).then(|| s.to_string()),
+        AttemptResult::Failed(f) => Some(match (f.end, &f.error) {
+            (AttemptEnd::Status(s), _) => s.to_string(),
+            (_, Some(e)) => e.code().to_string(),
+            (end, None) => end.reason(),
+        }),
+        AttemptResult::Aborted { error, .. } => Some(error.code().to_string()),
+        AttemptResult::ClientGone { .. } => Some(GatewayError::ClientClosed.code().to_string()),
+    };
+    AttemptRecord {
+        status: outcome.status,
+        error,
+        usage: outcome.usage.map(|u| (u.input_tokens, u.output_tokens)),
+        ..attempt_record(provider, key_index, model)
     }
 }

@@ -50,6 +50,8 @@ pub struct Exchange {
     /// The request body's share of the process-wide body memory budget, given back when
     /// the request ends.
     pub body_memory: BodyHold,
+    /// The request's trace, when tracing is on (`tracing:`).
+    pub trace: Option<Box<crate::otel::RequestTrace>>,
 }
 
 /// Reservations made at admission and per attempt, replaced by the real usage at the end.
@@ -113,6 +115,7 @@ impl Exchange {
             status: None,
             error: None,
             body_memory: BodyHold::default(),
+            trace: None,
         }
     }
 

@@ -105,6 +105,10 @@ impl ProxyHttp for Tollgate {
             request_id(session),
             started,
         ));
+        if let Some(tracing) = &x.config.tracing {
+            let headers = &session.req_header().headers;
+            x.trace = Some(crate::otel::RequestTrace::start(tracing, headers, started));
+        }
         let result = pipeline::serve(&mut x, session, &self.connector).await;
         *ctx = Ctx::Client(x);
         result.map(|()| true)

@@ -107,6 +107,7 @@ async fn pipeline(
         extra_headers: &x.extra_headers,
         key_holds: &mut x.reserved.key,
         log: &mut x.attempts,
+        trace: x.trace.as_deref_mut(),
     };
     attempts::run(upstream, &route.rules[routed.rule]).await
 }

@@ -14,6 +14,7 @@ pub mod model;
 pub mod paths;
 mod providers;
 mod routes;
+pub mod tracing;
 
 pub use model::Gateway;
 

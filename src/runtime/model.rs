@@ -89,6 +89,8 @@ pub struct Gateway {
     pub dns_refresh: Duration,
     /// The settings this snapshot was built from, as written (`${VAR}` unexpanded).
     pub settings: Arc<Settings>,
+    /// Traces over OTLP (`tracing:`; `None`: off, nothing done per request).
+    pub tracing: Option<Arc<crate::otel::TraceConfig>>,
 }
 
 pub(super) fn duration(value: &Option<HumanDuration>, default: Duration) -> Duration {
@@ -220,6 +222,7 @@ impl Gateway {
             consumers,
             dns_refresh: positive_duration("dns.refresh", &f.dns.refresh, Duration::from_secs(30))?,
             settings: Arc::new(f.clone()),
+            tracing: super::tracing::build(f.tracing.as_ref())?,
         })
     }
 

@@ -23,6 +23,7 @@ mod server;
 #[cfg(test)]
 mod tests;
 mod text;
+mod tracing;
 
 pub use access::{
     AuthSection, ConsumerSection, CredentialSource, OnError, QuotaSection, RateKey,
@@ -43,6 +44,7 @@ pub use server::{
     ListenersSection, MetricsSection, ServerSection, TlsSection,
 };
 pub use text::{HumanDuration, Secret};
+pub use tracing::TracingSection;
 
 use serde::{Deserialize, Serialize};
 use text::is_default;
@@ -95,6 +97,9 @@ pub struct Settings {
     /// Alert rules evaluated from the rollups, and their webhooks.
     #[serde(default, skip_serializing_if = "is_default")]
     pub alerts: AlertsSection,
+    /// OpenTelemetry traces over OTLP/HTTP (off when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingSection>,
 }
 
 /// Read settings from YAML text. The error is serde's, its path naming list entries that

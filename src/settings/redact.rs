@@ -140,6 +140,11 @@ impl Settings {
                 *token = token.masked();
             }
         }
+        if let Some(tracing) = &mut s.tracing {
+            for value in tracing.headers.values_mut() {
+                *value = value.masked();
+            }
+        }
         if let Some(redis) = &mut s.redis {
             redis.url = mask_redis_url(&redis.url);
             for node in &mut redis.nodes {
@@ -173,9 +178,11 @@ alerts:
   webhooks:
     - {name: slack, url: "https://hooks.slack.com/services/T0/B0/slack-literal-token-77"}
     - {name: env, url: "${HOOK_URL}"}
+tracing: {otlp_endpoint: "http://127.0.0.1:4318", headers: {authorization: "Bearer otlp-literal-token-42", x-token: "${OTLP_TOKEN}"}}
 "#;
 
-    const SECRETS: [&str; 8] = [
+    const SECRETS: [&str; 9] = [
+        "otlp-literal-token-42",
         "sk-literal-provider-key-0001",
         "sk-named-literal-key-9999",
         "admin-token-literal-123",
@@ -196,6 +203,7 @@ alerts:
         for kept in [
             "${OPENAI_KEY}",
             "${ALICE_KEY}",
+            "${OTLP_TOKEN}",
             "sk-…0001",
             "127.0.0.1:6379/0",
             "user:…@",

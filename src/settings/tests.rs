@@ -587,6 +587,16 @@ fn settings(rng: &mut XorShift) -> Settings {
                 webhooks: list(rng, 2, s),
             }),
         },
+        tracing: opt(rng, |rng| TracingSection {
+            otlp_endpoint: s(rng),
+            service_name: opt(rng, s),
+            sample_ratio: opt(rng, |r| num(r) as f64 / 4.0),
+            queue: opt(rng, |r| num(r) as usize),
+            timeout: opt(rng, duration),
+            headers: list(rng, 2, |rng| (s(rng), secret(rng)))
+                .into_iter()
+                .collect(),
+        }),
     }
 }
 
