@@ -26,6 +26,7 @@ pub const PREFIX: &str = "/admin/api/v1";
 /// OpenAPI document and the tests all read this table.
 pub const ROUTES: &[(&str, &str, &str)] = &[
     ("/config", "GET", "The settings the gateway runs (file and API merged), secrets masked, with their revision."),
+    ("/config/diff", "GET", "What the API changed: the file's settings against the merged ones, as a unified diff (secrets masked), like `tollgate config diff`."),
     ("/openapi.json", "GET", "This document."),
     ("/providers", "GET", "Every provider."),
     ("/providers", "POST", "Create a provider (the settings file's schema); unnamed keys are named key-1, key-2, …"),
@@ -70,7 +71,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("/usage", "GET", "Usage rollups over a range: ?from=&to= (RFC 3339 or unix seconds; default the last hour), step=1m|1h|…, group_by=route,provider,model,consumer,class, filter[DIM]=VALUE, format=csv."),
     ("/usage/top", "GET", "The top N of one dimension by input + output tokens: ?by=consumer&n=10&from=&to=."),
     ("/requests", "GET", "The last requests' metadata (no prompt or answer text), newest first: ?consumer=&model=&route=&status=&request_id=&limit=100."),
-    ("/alerts", "GET", "Every alert rule with its state (ok, pending, firing, resolved), last value and last notification."),
+    ("/alerts", "GET", "Every alert rule with its state (ok, pending, firing, resolved), last value and last notification, and this gateway's last 200 notices (`history`, newest first)."),
     ("/alert_rules", "GET", "Every alert rule (the file's `alerts.rules`, then the API's)."),
     ("/alert_rules", "POST", "Create an alert rule: {name, kind: tokens|spike|error_rate|keys_down|quota, threshold, window, filter, for, repeat, webhooks}."),
     ("/alert_rules/{name}", "GET", "One alert rule."),
@@ -214,6 +215,20 @@ impl Admin {
                 json!({"revision": revision, "api_revision": layer.revision, "settings": settings.redacted()}),
                 Some(&revision),
             ),
+            ["config", "diff"] => {
+                let before = crate::settings::to_yaml(&file.redacted());
+                let after = crate::settings::to_yaml(&settings.redacted());
+                let diff = crate::managed::diff::unified(
+                    &before,
+                    &after,
+                    "config file",
+                    &format!("with the API's changes (revision {})", layer.revision),
+                );
+                ok(
+                    json!({"revision": revision, "api_revision": layer.revision, "diff": diff}),
+                    Some(&revision),
+                )
+            }
             [c] if Collection::from_path(c).is_some() => {
                 let c = Collection::from_path(c).ok_or(GatewayError::AdminNotFound)?;
                 let items = shown_objects(c, settings, &file);
@@ -285,7 +300,7 @@ impl Admin {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let items = states.statuses(&settings.alerts.rules);
-                ok(json!({"items": items}), None)
+                ok(json!({"items": items, "history": states.history()}), None)
             }
             _ => return Err(GatewayError::AdminNotFound),
         })

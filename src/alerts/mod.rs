@@ -198,9 +198,51 @@ pub struct Facts {
 #[derive(Debug, Default)]
 pub struct Alerts {
     states: HashMap<String, Status>,
+    /// The last notices of this gateway, oldest first (at most `HISTORY`).
+    history: std::collections::VecDeque<Sent>,
+}
+
+/// Notices kept for `GET /alerts`.
+pub const HISTORY: usize = 200;
+
+/// A notice and what became of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sent {
+    /// Unix seconds.
+    pub at: u64,
+    pub rule: String,
+    pub state: State,
+    pub value: Option<f64>,
+    pub summary: String,
+    /// `sent` by this gateway, or `other_gateway` (another gateway of the fleet claimed it).
+    pub by: &'static str,
 }
 
 impl Alerts {
+    /// Note `notice`, sent by this gateway or not, at `at`.
+    pub fn record(&mut self, notice: &Notice, sent: bool, at: u64) {
+        if self.history.len() == HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(Sent {
+            at,
+            rule: notice.rule.clone(),
+            state: notice.state,
+            value: notice.value,
+            summary: notice.summary.clone(),
+            by: if sent {
+                "this_gateway"
+            } else {
+                "other_gateway"
+            },
+        });
+    }
+
+    /// The last notices, newest first.
+    pub fn history(&self) -> Vec<Sent> {
+        self.history.iter().rev().cloned().collect()
+    }
+
     /// Every rule's status, in the order of `rules`.
     pub fn statuses(&self, rules: &[AlertRuleSection]) -> Vec<Status> {
         rules

@@ -10,8 +10,8 @@
 //! one row write per active series per flush, never one per request. Rows older than 48 hours
 //! are folded into one row per hour (checked hourly). A restart or upgrade
 //! loses at most the last unflushed seconds (`kill -9` too); an orderly stop flushes. Model
-//! names are capped per minute (`MAX_MODELS_PER_MINUTE`, beyond: `other`); consumers come from
-//! the config. Latency and time to first token are fixed log-scale histograms (`BUCKETS_MS`),
+//! and consumer names are capped per minute (`MAX_MODELS_PER_MINUTE`,
+//! `MAX_CONSUMERS_PER_MINUTE`; beyond: `other`). Latency and time to first token are fixed log-scale histograms (`BUCKETS_MS`),
 //! so percentiles over any range merge exactly to a bucket.
 
 mod db;
@@ -35,6 +35,9 @@ pub const BUCKETS_MS: [f64; 11] = [
 pub const NBUCKETS: usize = BUCKETS_MS.len() + 1;
 /// Distinct model names kept per minute; the rest are counted as `other`.
 pub const MAX_MODELS_PER_MINUTE: usize = 1000;
+/// Distinct consumers kept per minute (consumers come from the config and the management
+/// API, which has no limit of its own); the rest are counted as `other`.
+pub const MAX_CONSUMERS_PER_MINUTE: usize = 1000;
 /// How often the aggregates are written.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
 /// How often the queue is drained (a flush waits at most this long to start).
@@ -280,29 +283,43 @@ impl Analytics {
     }
 }
 
-/// The current minutes' series, with the models seen per minute.
+/// The current minutes' series, with the models and consumers seen per minute.
 #[derive(Default)]
 struct Pending {
     series: HashMap<SeriesKey, Sums>,
     models: HashMap<u64, HashSet<String>>,
+    consumers: HashMap<u64, HashSet<String>>,
+}
+
+/// `name` if `seen` holds it or has room for it (then it is added), else `other`.
+fn capped(seen: &mut HashSet<String>, name: &str, cap: usize) -> String {
+    if seen.contains(name) || seen.len() < cap {
+        seen.insert(name.to_string());
+        name.to_string()
+    } else {
+        "other".to_string()
+    }
 }
 
 impl Pending {
     fn add(&mut self, e: &Event) {
         let minute = e.time_ms / 60_000;
-        let models = self.models.entry(minute).or_default();
-        let model = if models.contains(&e.model) || models.len() < MAX_MODELS_PER_MINUTE {
-            models.insert(e.model.clone());
-            e.model.clone()
-        } else {
-            "other".to_string()
-        };
+        let model = capped(
+            self.models.entry(minute).or_default(),
+            &e.model,
+            MAX_MODELS_PER_MINUTE,
+        );
+        let consumer = capped(
+            self.consumers.entry(minute).or_default(),
+            &e.consumer,
+            MAX_CONSUMERS_PER_MINUTE,
+        );
         let key = SeriesKey {
             minute,
             route: e.route.clone(),
             provider: e.provider.clone(),
             model,
-            consumer: e.consumer.clone(),
+            consumer,
             class: format!("{}xx", e.status / 100),
         };
         self.series.entry(key).or_default().add(e);
@@ -399,9 +416,10 @@ fn forget_old(db: &mut Option<db::Db>, retention: Duration) {
 
 fn write(db: &mut Option<db::Db>, pending: &mut Pending, fleet: Option<&mut fleet::Writer>) {
     let series = std::mem::take(&mut pending.series);
-    // Keep the model sets of the last two minutes only.
+    // Keep the name sets of the last two minutes only.
     if let Some(newest) = pending.models.keys().max().copied() {
         pending.models.retain(|m, _| *m + 1 >= newest);
+        pending.consumers.retain(|m, _| *m + 1 >= newest);
     }
     if let Some(fleet) = fleet {
         // Also with nothing new: series that waited for Redis are sent.
@@ -417,5 +435,43 @@ fn write(db: &mut Option<db::Db>, pending: &mut Pending, fleet: Option<&mut flee
                 .analytics_dropped
                 .inc_by(series.values().map(|s| s.requests).sum());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_beyond_the_caps_count_as_other_and_nothing_is_lost() {
+        let mut p = Pending::default();
+        let n = MAX_CONSUMERS_PER_MINUTE + 5;
+        for i in 0..n {
+            p.add(&Event {
+                time_ms: 60_000,
+                consumer: format!("c{i}"),
+                model: format!("m{i}"),
+                input_tokens: 1,
+                ..Event::default()
+            });
+        }
+        let consumers: HashSet<&str> = p.series.keys().map(|k| k.consumer.as_str()).collect();
+        let models: HashSet<&str> = p.series.keys().map(|k| k.model.as_str()).collect();
+        assert_eq!(consumers.len(), MAX_CONSUMERS_PER_MINUTE + 1);
+        assert_eq!(models.len(), MAX_MODELS_PER_MINUTE + 1);
+        assert!(consumers.contains("other") && models.contains("other"));
+        let total: u64 = p.series.values().map(|s| s.input_tokens).sum();
+        assert_eq!(total, n as u64);
+        // A known name keeps its own series once the cap is reached.
+        p.add(&Event {
+            time_ms: 60_000,
+            consumer: "c0".into(),
+            model: "m0".into(),
+            ..Event::default()
+        });
+        assert!(p
+            .series
+            .keys()
+            .any(|k| k.consumer == "c0" && k.model == "m0"));
     }
 }

@@ -139,9 +139,14 @@ impl Alerting {
             })
             .collect();
         for notice in &notices {
-            if self.claimed(notice).await {
+            let mine = self.claimed(notice).await;
+            if mine {
                 notify::send(client, &hooks, notice).await;
             }
+            self.alerts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .record(notice, mine, now);
         }
     }
 

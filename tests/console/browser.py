@@ -4,9 +4,11 @@ traffic, the request log and the overview against the usage API, a quota top-up,
 disabled, a viewer who cannot write, CSRF, logout. Any failed step, and any error in the
 page's console, fails the run. Usage: browser.py ADMIN_URL PROXY_URL MOCK_URL SHOTS_DIR
 """
+import http.server
 import json
 import os
 import sys
+import threading
 import urllib.error
 import urllib.request
 
@@ -47,6 +49,27 @@ def fetch(page, method, path, body=None, csrf=True):
             const r = await fetch(path, {method, headers: h, body: body === null ? undefined : JSON.stringify(body)});
             return {status: r.status, body: await r.text()};
         }""", [method, path, body, csrf])
+
+
+class Receiver(http.server.BaseHTTPRequestHandler):
+    """A webhook receiver on a port the OS picks; keeps the bodies it got."""
+    bodies = []
+
+    def do_POST(self):
+        n = int(self.headers.get("content-length", 0))
+        Receiver.bodies.append(json.loads(self.rfile.read(n)))
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def receiver():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}/hook"
 
 
 def outside(page, method, path, body=None):
@@ -180,10 +203,37 @@ def steps(page, errors):
         # A write without the CSRF token is refused.
         assert outside(page, "POST", "/admin/api/v1/consumers", {"name": "forged"}) == 403
 
+        # Alerts: a webhook (its URL shown masked) and its test button, a rule.
         page.click("[data-testid=nav-limits]")
+        page.fill("input[name=webhook_name]", "ops")
+        page.fill("input[name=webhook_url]", receiver())
+        page.get_by_test_id("webhooks").locator("xpath=..").locator("button[type=submit]").click()
+        hook = page.get_by_test_id("webhook-ops")
+        expect(hook).to_be_visible()
+        hook.get_by_role("button", name="Test").click()
+        expect(hook.get_by_test_id("webhook-test-result")).to_have_text("✓ 200")
+        assert Receiver.bodies and Receiver.bodies[-1]["state"] == "test", Receiver.bodies
+        page.fill("input[name=alert_name]", "webapp-tokens")
+        page.select_option("select[name=alert_kind]", "tokens")
+        page.fill("input[name=alert_threshold]", "1000000")
+        page.fill("input[name=alert_consumer]", "webapp")
+        page.get_by_test_id("alert-rules").locator("xpath=..").locator("form button[type=submit]").click()
+        expect(page.get_by_test_id("alert-webapp-tokens")).to_contain_text("tokens")
         shot(page, "limits")
+
+        # A route edited as JSON (If-Match on its revision), then the config page's diff.
+        page.click("[data-testid=nav-routes]")
+        route = page.get_by_test_id("route-browser")
+        route.locator("summary").click()
+        route.get_by_role("button", name="Edit").click()
+        text = route.locator("textarea").input_value()
+        route.locator("textarea").fill(text.replace("browser-*", "browser*"))
+        route.get_by_role("button", name="Save").click()
+        expect(route).to_contain_text("browser*")
         page.click("[data-testid=nav-config]")
         expect(page.locator("text=create consumer webapp")).to_be_visible()
+        expect(page.get_by_test_id("config-diff")).to_contain_text("webapp-tokens")
+        assert KEY not in page.content()
         shot(page, "config")
 
         # Chinese UI text.

@@ -23,7 +23,9 @@ const TEXT = {
     language: "中文", theme: "Theme", healthy: "healthy", provider: "Provider", route: "Route",
     new_provider: "New provider", new_consumer: "New consumer", rules: "Rules",
     alerts: "Alert rules", rate_limits: "Rate limits", quota: "Quota", value: "Value",
-    first_key: "First API key", all: "all", error: "Error",
+    first_key: "First API key", all: "all", error: "Error", webhooks: "Webhooks", test: "Test",
+    history: "Notices", since: "Since", notified: "Notified", other_gateway: "sent by another gateway",
+    edit: "Edit", diff: "What the API changed",
   },
   zh: {
     title: "Tollgate 控制台", overview: "概览", providers: "AI 服务提供者", routes: "AI 路由",
@@ -48,7 +50,9 @@ const TEXT = {
     language: "English", theme: "主题", healthy: "健康", provider: "提供者", route: "路由",
     new_provider: "新建提供者", new_consumer: "新建消费者", rules: "规则",
     alerts: "告警规则", rate_limits: "限流规则", quota: "配额", value: "数值",
-    first_key: "第一个 API 密钥", all: "全部", error: "错误",
+    first_key: "第一个 API 密钥", all: "全部", error: "错误", webhooks: "Webhook", test: "测试",
+    history: "通知记录", since: "起始", notified: "通知时间", other_gateway: "由另一网关发送",
+    edit: "编辑", diff: "API 所做的变更",
   },
 };
 

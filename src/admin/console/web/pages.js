@@ -6,6 +6,7 @@ import { t } from "./i18n.js";
 const API = "/admin/api/v1";
 let csrf = null;
 export function setCsrf(v) { csrf = v || null; }
+const csrfHeader = () => (csrf ? { "X-CSRF-Token": csrf } : {});
 
 export class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
@@ -233,6 +234,25 @@ function Yaml({ value }) {
   return html`<pre class="yaml">${JSON.stringify(value, null, 2)}</pre>`;
 }
 
+// An object as JSON; an API object can be edited and saved (PUT, with If-Match on its
+// revision so a concurrent change is not overwritten).
+function JsonEdit({ value, path, editable, saved }) {
+  const [text, setText] = useState(null);
+  const [run, err] = useAction();
+  const shown = { ...value };
+  delete shown.source; delete shown.revision;
+  return html`<details><summary>JSON</summary>
+    ${text === null ? html`<${Yaml} value=${shown} />${editable && html`<button onClick=${() => setText(JSON.stringify(shown, null, 2))}>${t("edit")}</button>`}`
+      : html`<textarea aria-label="JSON" rows="14" value=${text} onInput=${(e) => setText(e.target.value)}></textarea>
+        <button onClick=${() => run(async () => {
+          const body = JSON.parse(text);
+          const r = await fetch(`/admin/api/v1/${path}`, { method: "PUT", credentials: "same-origin", headers: { "Content-Type": "application/json", "If-Match": `"${value.revision}"`, ...csrfHeader() }, body: JSON.stringify(body) });
+          if (!r.ok) throw new Error(((await r.json()).error || {}).message || r.statusText);
+          setText(null); saved(); })}>${t("save")}</button>
+        <button onClick=${() => setText(null)}>×</button>`}
+    <${Problem} error=${err} /></details>`;
+}
+
 export function Routes({ me }) {
   const [data, err, reload] = useApi("routes");
   const [providers] = useApi("providers");
@@ -244,7 +264,7 @@ export function Routes({ me }) {
     <${Problem} error=${err || actErr} />
     ${((data && data.items) || []).map((r) => html`<section class="card wide" data-testid=${`route-${r.name}`}>
       <h3>${r.name} <small class="muted">${r.path_prefix || ""} · ${r.source}</small></h3>
-      <details><summary>JSON</summary><${Yaml} value=${r} /></details>
+      <${JsonEdit} value=${r} path=${`routes/${encodeURIComponent(r.name)}`} editable=${me.may_write && r.source !== "file"} saved=${reload} />
       <table><thead><tr><th>${t("model")}</th><th>${t("provider")}</th></tr></thead><tbody>
       ${(r.models || []).map((m) => html`<tr><td>${m.model}</td><td>${(m.targets || []).map((x) => `${x.provider}${x.weight ? ` ×${x.weight}` : ""}`).join(", ")}${m.fallback ? ` → ${JSON.stringify(m.fallback)}` : ""}</td></tr>`)}
       </tbody></table>
@@ -317,21 +337,81 @@ export function Consumers({ me }) {
   </div>`;
 }
 
-export function Limits() {
+const when = (secs) => (secs ? new Date(secs * 1000).toLocaleString() : "–");
+const KINDS = ["tokens", "spike", "error_rate", "keys_down", "quota"];
+
+function Webhooks({ me }) {
+  const [hooks, err, reload] = useApi("alert_webhooks");
+  const [run, actErr] = useAction();
+  const [result, setResult] = useState({});
+  const [f, setF] = useState({ name: "", url: "", format: "json" });
+  const set = (k) => (e) => setF({ ...f, [k]: e.target.value });
+  return html`<section class="card wide"><h3>${t("webhooks")}</h3>
+    <${Problem} error=${err || actErr} />
+    <table data-testid="webhooks"><thead><tr><th>${t("name")}</th><th>URL</th><th>format</th><th>${t("source")}</th><th>${t("actions")}</th></tr></thead>
+    <tbody>${((hooks && hooks.items) || []).map((w) => html`<tr data-testid=${`webhook-${w.name}`}>
+      <td>${w.name}</td><td><code>${w.url}</code></td><td>${w.format || "json"}</td><td>${w.source}</td>
+      <td>${me.may_write && html`<button onClick=${() => run(async () => {
+          const r = await api("POST", `alert_webhooks/${encodeURIComponent(w.name)}/test`);
+          setResult({ ...result, [w.name]: r.delivered ? `✓ ${r.status}` : `✗ ${r.error || r.status}` }); })}>${t("test")}</button>
+        <span data-testid="webhook-test-result">${result[w.name] || ""}</span>
+        ${w.source !== "file" && html` <button class="danger" onClick=${() => run(async () => { await api("DELETE", `alert_webhooks/${encodeURIComponent(w.name)}`); reload(); })}>${t("delete")}</button>`}`}</td>
+    </tr>`)}</tbody></table>
+    ${me.may_write && html`<form class="inline" onSubmit=${(e) => { e.preventDefault(); run(async () => {
+        await api("POST", "alert_webhooks", f); setF({ name: "", url: "", format: f.format }); reload(); }); }}>
+      <label>${t("name")} <input name="webhook_name" value=${f.name} onInput=${set("name")} required /></label>
+      <label>URL <input name="webhook_url" type="password" autocomplete="off" value=${f.url} onInput=${set("url")} placeholder="https://…" required /></label>
+      <label>format <select name="webhook_format">${["json", "slack", "dingtalk", "feishu"].map((x) => html`<option value=${x}>${x}</option>`)}</select></label>
+      <button type="submit">${t("create")}</button></form>`}
+  </section>`;
+}
+
+function AlertRules({ me }) {
+  const [alerts, err, reload] = useApi("alerts");
+  const [rules, err2, reloadRules] = useApi("alert_rules");
+  const [run, actErr] = useAction();
+  const [f, setF] = useState({ name: "", window: "5m", threshold: "" });
+  const set = (k) => (e) => setF({ ...f, [k]: e.target.value });
+  const states = {};
+  for (const a of (alerts && alerts.items) || []) states[a.rule] = a;
+  return html`<section class="card wide"><h3>${t("alerts")} <button onClick=${() => { reload(); reloadRules(); }}>${t("refresh")}</button></h3>
+    <${Problem} error=${err || err2 || actErr} />
+    <table data-testid="alert-rules"><thead><tr><th>${t("name")}</th><th>${t("type")}</th><th>${t("state")}</th><th>${t("value")}</th><th>threshold</th><th>${t("since")}</th><th>${t("notified")}</th><th></th></tr></thead>
+    <tbody>${((rules && rules.items) || []).map((r) => { const a = states[r.name] || {}; return html`<tr data-testid=${`alert-${r.name}`}>
+      <td>${r.name}</td><td>${r.kind}</td><td class=${`state ${a.state || ""}`}>${a.state || "–"}</td><td class="num">${fixed(a.value)}</td>
+      <td class="num">${r.threshold ?? "–"}</td><td>${when(a.since)}</td><td>${when(a.notified)}</td>
+      <td>${me.may_write && r.source !== "file" && html`<button class="danger" onClick=${() => run(async () => { await api("DELETE", `alert_rules/${encodeURIComponent(r.name)}`); reloadRules(); })}>${t("delete")}</button>`}</td></tr>`; })}</tbody></table>
+    ${me.may_write && html`<form class="inline" onSubmit=${(e) => { e.preventDefault(); const el = e.target.elements; run(async () => {
+        const body = { name: f.name, kind: el.alert_kind.value, window: f.window };
+        if (f.threshold !== "") body.threshold = Number(f.threshold);
+        if (el.alert_consumer.value) body.filter = { consumer: el.alert_consumer.value };
+        await api("POST", "alert_rules", body); setF({ name: "", window: f.window, threshold: "" }); reloadRules(); }); }}>
+      <label>${t("name")} <input name="alert_name" value=${f.name} onInput=${set("name")} required /></label>
+      <label>${t("type")} <select name="alert_kind">${KINDS.map((k) => html`<option value=${k}>${k}</option>`)}</select></label>
+      <label>window <input name="alert_window" value=${f.window} onInput=${set("window")} /></label>
+      <label>threshold <input name="alert_threshold" type="number" step="any" value=${f.threshold} onInput=${set("threshold")} /></label>
+      <label>${t("consumer")} <input name="alert_consumer" /></label>
+      <button type="submit">${t("create")}</button></form>`}
+    <h3>${t("history")}</h3>
+    <table data-testid="alert-history"><thead><tr><th>${t("time")}</th><th>${t("name")}</th><th>${t("state")}</th><th>${t("value")}</th><th></th></tr></thead>
+    <tbody>${((alerts && alerts.history) || []).map((h) => html`<tr><td>${when(h.at)}</td><td>${h.rule}</td><td class=${`state ${h.state}`}>${h.state}</td><td class="num">${fixed(h.value)}</td><td class="muted">${h.by === "other_gateway" ? t("other_gateway") : ""}</td></tr>`)}</tbody></table>
+  </section>`;
+}
+
+export function Limits({ me }) {
   const [limits, e1] = useApi("rate_limits");
   const [quotaSection] = useApi("quota");
   const quota = quotaSection && quotaSection.quota;
-  const [alerts, e2] = useApi("alerts");
   return html`<div>
-    <${Problem} error=${e1 || e2} />
+    <${Problem} error=${e1} />
     <section class="card wide"><h3>${t("rate_limits")}</h3>
+      ${((limits && limits.items) || []).length === 0 && html`<p class="muted">${t("none")}</p>`}
       ${((limits && limits.items) || []).map((r) => html`<details><summary>${r.name} <small class="muted">${r.source}</small></summary><${Yaml} value=${r} /></details>`)}
     </section>
     <section class="card wide"><h3>${t("quota")}</h3>${quota ? html`<${Yaml} value=${quota} />` : html`<p class="muted">${t("none")}</p>`}</section>
-    <section class="card wide"><h3>${t("alerts")}</h3>
-      <table><thead><tr><th>${t("name")}</th><th>${t("state")}</th><th>${t("value")}</th></tr></thead>
-      <tbody>${((alerts && (alerts.items || alerts.rules)) || []).map((a) => html`<tr><td>${a.name}</td><td class=${`state ${a.state}`}>${a.state}</td><td class="num">${fixed(a.value)}</td></tr>`)}</tbody></table>
-    </section></div>`;
+    <${AlertRules} me=${me} />
+    <${Webhooks} me=${me} />
+  </div>`;
 }
 
 export function Requests() {
@@ -354,9 +434,15 @@ export function Requests() {
   </div>`;
 }
 
+function Diff({ text }) {
+  if (!text) return html`<p class="muted">${t("none")}</p>`;
+  return html`<pre class="yaml diff" data-testid="config-diff">${text.split("\n").map((l) => html`<span class=${l.startsWith("+") && !l.startsWith("+++") ? "add" : l.startsWith("-") && !l.startsWith("---") ? "del" : ""}>${l + "\n"}</span>`)}</pre>`;
+}
+
 export function Config({ me }) {
   const [revs, err, reload] = useApi("revisions");
   const [config] = useApi("config");
+  const [diff] = useApi("config/diff", [revs]);
   const [run, actErr] = useAction();
   return html`<div>
     <${Problem} error=${err || actErr} />
@@ -365,6 +451,7 @@ export function Config({ me }) {
       <tbody>${((revs && revs.items) || []).map((r) => html`<tr><td>${r.revision}</td><td>${r.at}</td><td>${r.who}</td><td>${r.action} ${r.kind} ${r.name}</td>
         <td>${me.may_write && r.revision !== revs.api_revision && html`<button onClick=${() => run(async () => { await api("POST", `revisions/${r.revision}/restore`); reload(); })}>${t("restore")}</button>`}</td></tr>`)}</tbody></table>
     </section>
-    <section class="card wide"><h3>${t("export")}</h3>${config && html`<${Yaml} value=${config} />`}</section>
+    <section class="card wide"><h3>${t("diff")}</h3><${Diff} text=${diff && diff.diff} /></section>
+    <section class="card wide"><h3>${t("export")}</h3>${config && html`<${Yaml} value=${config.settings} />`}</section>
   </div>`;
 }
