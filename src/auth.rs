@@ -9,6 +9,12 @@
 //! when such digests exist) and looked up by digest. Credentials are never logged; only
 //! consumer names travel with the request. A consumer-identity header sent by the client is
 //! never read.
+//!
+//! The console's playground sends requests as a chosen consumer without knowing its
+//! credential: the admin listener mints a credential (`tgp_` and 32 random bytes,
+//! kept as its digest for at most `PLAYGROUND_TTL`, at most `PLAYGROUND_MAX` at a time) that
+//! stands for the consumer by name. It is looked at only when a presented credential matches
+//! no consumer and starts with `tgp_`, so other requests never pay for it.
 
 use crate::settings::CredentialSource;
 use http::HeaderMap;
@@ -143,6 +149,10 @@ impl Consumers {
     }
 
     fn lookup(&self, credential: &str) -> Option<usize> {
+        if credential.starts_with(PLAYGROUND_PREFIX) {
+            let name = playground_consumer(credential)?;
+            return self.names.iter().position(|n| *n == name);
+        }
         if !self.by_digest.is_empty() {
             if let Some(i) = self.by_digest.get(&sha256(credential)) {
                 return Some(*i);
@@ -215,6 +225,50 @@ impl Consumers {
     }
 }
 
+const PLAYGROUND_PREFIX: &str = "tgp_";
+/// How long a playground credential stands for its consumer.
+pub const PLAYGROUND_TTL: std::time::Duration = std::time::Duration::from_secs(120);
+/// Playground credentials alive at once, at most (the oldest are dropped).
+pub const PLAYGROUND_MAX: usize = 1000;
+
+/// The live playground credentials: digest → (consumer, minted at).
+static PLAYGROUND: std::sync::Mutex<Vec<([u8; 32], String, std::time::Instant)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// A playground credential for `consumer` (it never leaves the gateway: the admin listener
+/// sends it to the proxy listener over loopback, and the proxy never forwards it).
+pub fn mint_playground(consumer: &str) -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let credential = format!("{PLAYGROUND_PREFIX}{hex}");
+    let mut live = PLAYGROUND
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    live.retain(|(_, _, at)| at.elapsed() < PLAYGROUND_TTL);
+    if live.len() >= PLAYGROUND_MAX {
+        live.remove(0);
+    }
+    live.push((
+        sha256(&credential),
+        consumer.to_string(),
+        std::time::Instant::now(),
+    ));
+    Ok(credential)
+}
+
+/// The consumer a live playground credential stands for.
+fn playground_consumer(credential: &str) -> Option<String> {
+    let digest = sha256(credential);
+    let live = PLAYGROUND
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let i = live
+        .iter()
+        .position(|(d, _, at)| same_secret(d, &digest) && at.elapsed() < PLAYGROUND_TTL)?;
+    Some(live[i].1.clone())
+}
+
 /// The SHA-256 digest of a credential.
 pub fn sha256(credential: &str) -> [u8; 32] {
     use sha2::Digest;
@@ -278,6 +332,37 @@ mod tests {
             .unwrap();
         c.add("bob".into(), vec!["sk-bob".into()]).unwrap();
         c
+    }
+
+    #[test]
+    fn a_playground_credential_stands_for_its_consumer_only() {
+        let c = consumers();
+        let minted = mint_playground("bob").unwrap();
+        assert!(minted.starts_with("tgp_") && minted.len() == 68);
+        let h = headers(&[("authorization", &format!("Bearer {minted}"))]);
+        assert_eq!(c.identify(&h, None, true, &[]).unwrap(), Some("bob"));
+        assert_eq!(
+            c.identify(&h, None, true, &[]).unwrap(),
+            Some("bob"),
+            "reusable"
+        );
+        assert!(matches!(
+            c.identify(&h, None, true, &["alice".to_string()]),
+            Err(AuthError::NotAllowed)
+        ));
+        let guess = format!("tgp_{}", "0".repeat(64));
+        let h = headers(&[("authorization", &format!("Bearer {guess}"))]);
+        assert!(matches!(
+            c.identify(&h, None, true, &[]),
+            Err(AuthError::Invalid)
+        ));
+        // A consumer the config no longer has: nobody.
+        let gone = mint_playground("carol").unwrap();
+        let h = headers(&[("authorization", &format!("Bearer {gone}"))]);
+        assert!(matches!(
+            c.identify(&h, None, true, &[]),
+            Err(AuthError::Invalid)
+        ));
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {

@@ -253,6 +253,28 @@ fn local_addr(fd: std::os::fd::RawFd) -> Option<std::net::SocketAddr> {
         .map(|v6| std::net::SocketAddr::from(*v6))
 }
 
+/// The proxy listeners as bound: address, TLS.
+static PROXY_BOUND: Mutex<Vec<(String, bool)>> = Mutex::new(Vec::new());
+
+/// Where this process's proxy listener answers on loopback (a plain one when there is one):
+/// `http://127.0.0.1:PORT` or `https://…` (for the console's playground).
+pub fn proxy_loopback_url() -> Option<String> {
+    let bound = PROXY_BOUND.lock().ok()?;
+    let (addr, tls) = bound
+        .iter()
+        .find(|(_, tls)| !tls)
+        .or_else(|| bound.first())?;
+    let addr: std::net::SocketAddr = addr.parse().ok()?;
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
+        ip if ip.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    let scheme = if *tls { "https" } else { "http" };
+    Some(format!("{scheme}://{host}:{}", addr.port()))
+}
+
 /// The start-up report: once every listener listens, one log line
 /// `ready {"instance":ID,"pid":PID,"listeners":[{"configured":..,"address":..,"what":..}]}`
 /// and, with `--ready-file PATH`, the same JSON written to PATH (a temporary file renamed into
@@ -273,6 +295,11 @@ impl StartReport {
     }
 
     fn listening(&self, l: &ListenerInfo, actual: &str) {
+        if l.what.starts_with("proxy") {
+            if let Ok(mut bound) = PROXY_BOUND.lock() {
+                bound.push((actual.to_string(), l.what.contains("TLS")));
+            }
+        }
         let Ok(mut slots) = self.slots.lock() else {
             return;
         };

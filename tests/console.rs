@@ -68,6 +68,7 @@ async fn an_operator_runs_the_gateway_from_the_console_in_a_browser() {
         "routes",
         "consumers",
         "requests",
+        "playground",
         "config",
     ] {
         assert!(shots.join(format!("{page}.png")).exists(), "{page}");

@@ -85,6 +85,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("/alert_webhooks/{name}", "PATCH", "Change an alert webhook (JSON merge patch)."),
     ("/alert_webhooks/{name}", "DELETE", "Delete an alert webhook (refused while a rule names it)."),
     ("/alert_webhooks/{name}/test", "POST", "Send a test notice in the webhook's format; answers the receiver's status."),
+    ("/playground", "POST", "Send {body} to `path` (default /v1/chat/completions) through this gateway's proxy listener as `consumer` (or anonymously); the answer streams back as it arrives. Admin role."),
     ("/users", "GET", "Admin users (names and roles)."),
     ("/users", "POST", "Create an admin user: {name, role, password}."),
     ("/users/{name}", "GET", "One admin user."),

@@ -11,6 +11,7 @@
 mod access;
 mod api;
 pub mod console;
+mod playground;
 mod usage;
 
 use crate::error::GatewayError;
@@ -20,9 +21,12 @@ use crate::reload::Reloader;
 use crate::runtime::{Gateway, SharedConfig};
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
-use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora_core::protocols::http::ServerSession;
+use pingora_core::server::ShutdownWatch;
+use pingora_http::ResponseHeader;
 use serde_json::json;
+use std::sync::Arc;
 
 pub struct Admin {
     pub config: SharedConfig,
@@ -301,9 +305,54 @@ impl Admin {
     }
 }
 
+/// The admin listener's app: every answer is built whole by `response`, except the
+/// playground's, which streams (`playground`).
 #[async_trait]
-impl ServeHttp for Admin {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+impl HttpServerApp for Admin {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut http: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match http.read_request().await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                log::debug!("admin listener: no request read: {e}");
+                return None;
+            }
+        }
+        http.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        let streamed = http.req_header().method == Method::POST
+            && http.req_header().uri.path() == playground::PATH;
+        if streamed {
+            self.playground(&mut http).await;
+        } else {
+            let (parts, body) = self.response(&mut http).await.into_parts();
+            let header: ResponseHeader = parts.into();
+            if let Err(e) = http.write_response_header(Box::new(header)).await {
+                log::debug!("admin listener: answer not written: {e}");
+            }
+            if !body.is_empty() {
+                if let Err(e) = http.write_response_body(body.into(), true).await {
+                    log::debug!("admin listener: answer not written: {e}");
+                }
+            }
+        }
+        let settings = HttpPersistentSettings::for_session(&http);
+        match http.finish().await {
+            Ok(c) => c.map(|s| ReusedHttpStream::from_reusable_stream(s, settings)),
+            Err(e) => {
+                log::debug!("admin listener: request not finished: {e}");
+                None
+            }
+        }
+    }
+}
+
+impl Admin {
+    /// The answer to one admin request, whole.
+    pub async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         crate::conn::header_received();
         let path = session.req_header().uri.path().to_string();
         let method = session.req_header().method.clone();

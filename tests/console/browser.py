@@ -168,16 +168,29 @@ def steps(page, errors):
         expect(page.get_by_test_id("balance-webapp")).to_have_text("5,000")
         shot(page, "consumers")
 
-        # Traffic as that consumer, then the request log shows it.
+        # Traffic as that consumer from a client, then a streamed request in the playground.
         usage = stream_chat(credential)
+        page.click("[data-testid=nav-playground]")
+        page.fill("input[name=play_model]", "browser-2")
+        page.select_option("select[name=play_consumer]", "webapp")
+        page.fill("textarea[name=play_content]", "hello from the playground")
+        page.click("form button[type=submit]")
+        expect(page.get_by_test_id("play-stats")).to_contain_text("HTTP 200")
+        expect(page.get_by_test_id("play-stats")).to_contain_text("Output tokens")
+        assert page.get_by_test_id("play-answer").inner_text().strip(), "an answer"
+        assert "browser-2" in page.get_by_test_id("play-curl").inner_text()
+        assert "OpenAI(base_url=" in page.get_by_test_id("play-python").inner_text()
+        shot(page, "playground")
         page.click("[data-testid=nav-requests]")
         page.fill("input[name=filter-consumer]", "webapp")
         page.click("form.toolbar button[type=submit]")
         row = page.get_by_test_id("requests").locator("tbody tr").first
-        expect(row).to_contain_text("browser-1")
-        expect(row).to_contain_text(str(usage["prompt_tokens"]))
+        expect(row).to_contain_text("browser-2")
+        expect(page.get_by_test_id("requests")).to_contain_text("browser-1")
+        expect(page.get_by_test_id("requests")).to_contain_text(str(usage["prompt_tokens"]))
         row.click()
         expect(page.get_by_test_id("request-detail")).to_contain_text("browser-mock")
+        expect(page.get_by_test_id("request-detail")).to_contain_text("webapp")
         shot(page, "requests")
 
         # The overview's numbers are the usage API's for the same range.

@@ -196,7 +196,11 @@ impl Admin {
         let layer = self.reloader.sources.layer.load_full();
         let setup_needed = layer.admin_users.is_empty();
         let token_required = self.admin_token().is_some();
-        let base = json!({"setup_needed": setup_needed, "token_required": token_required});
+        let base = json!({
+            "setup_needed": setup_needed,
+            "token_required": token_required,
+            "proxy_url": crate::lifecycle::proxy_loopback_url(),
+        });
         match self.principal(session).await {
             Some(who) => {
                 let mut v = base;

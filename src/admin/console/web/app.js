@@ -1,11 +1,11 @@
 // The console's shell: who is logged in, first-run setup, login, navigation.
 import { html, render, useState, useEffect } from "./preact-htm.js";
 import { t, lang, setLang } from "./i18n.js";
-import { api, setCsrf, Overview, Providers, Routes, Consumers, Limits, Requests, Config } from "./pages.js";
+import { api, setCsrf, Overview, Providers, Routes, Consumers, Limits, Requests, Playground, Config } from "./pages.js";
 
 const PAGES = [
   ["overview", Overview], ["providers", Providers], ["routes", Routes], ["consumers", Consumers],
-  ["limits", Limits], ["requests", Requests], ["config", Config],
+  ["limits", Limits], ["requests", Requests], ["playground", Playground], ["config", Config],
 ];
 
 function page() {

@@ -4,6 +4,7 @@ import { html, useState, useEffect, useRef } from "./preact-htm.js";
 import { t } from "./i18n.js";
 
 const API = "/admin/api/v1";
+const PLAYGROUND = `${API}/playground`;
 let csrf = null;
 export function setCsrf(v) { csrf = v || null; }
 const csrfHeader = () => (csrf ? { "X-CSRF-Token": csrf } : {});
@@ -454,4 +455,115 @@ export function Config({ me }) {
     <section class="card wide"><h3>${t("diff")}</h3><${Diff} text=${diff && diff.diff} /></section>
     <section class="card wide"><h3>${t("export")}</h3>${config && html`<${Yaml} value=${config.settings} />`}</section>
   </div>`;
+}
+
+// The answer text and usage of an OpenAI-shaped SSE stream read so far.
+function readSse(buffer, state) {
+  const events = buffer.split("\n\n");
+  const rest = events.pop();
+  for (const ev of events) {
+    for (const line of ev.split("\n")) {
+      if (!line.startsWith("data: ") || line === "data: [DONE]") continue;
+      try {
+        const chunk = JSON.parse(line.slice(6));
+        const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
+        if (delta && delta.content) {
+          if (state.ttft === null) state.ttft = performance.now() - state.start;
+          state.text += delta.content;
+        }
+        if (chunk.usage) state.usage = chunk.usage;
+      } catch { /* a partial or foreign line */ }
+    }
+  }
+  return rest;
+}
+
+function snippets(base, model, stream, content) {
+  const body = JSON.stringify({ model, stream, messages: [{ role: "user", content }] });
+  const curl = `curl ${stream ? "-N " : ""}${base}/v1/chat/completions \\\n  -H "Authorization: Bearer $TOLLGATE_KEY" \\\n  -H "Content-Type: application/json" \\\n  -d '${body.replace(/'/g, "'\\''")}'`;
+  const py = `from openai import OpenAI\n\nclient = OpenAI(base_url="${base}/v1", api_key=os.environ["TOLLGATE_KEY"])\n` +
+    (stream
+      ? `for chunk in client.chat.completions.create(model=${JSON.stringify(model)}, stream=True,\n        messages=[{"role": "user", "content": ${JSON.stringify(content)}}]):\n    if chunk.choices:\n        print(chunk.choices[0].delta.content or "", end="")\n`
+      : `answer = client.chat.completions.create(model=${JSON.stringify(model)},\n    messages=[{"role": "user", "content": ${JSON.stringify(content)}}])\nprint(answer.choices[0].message.content)\n`);
+  return { curl, py: `import os\n${py}` };
+}
+
+export function Playground({ me }) {
+  const [consumers] = useApi("consumers");
+  const [routes] = useApi("routes");
+  const [f, setF] = useState({ model: "", content: "Hello!", stream: true });
+  const [out, setOut] = useState(null);
+  const [err, setErr] = useState(null);
+  const [busy, setBusy] = useState(false);
+  const set = (k) => (e) => setF({ ...f, [k]: e.target.type === "checkbox" ? e.target.checked : e.target.value });
+  const models = [];
+  for (const r of (routes && routes.items) || []) for (const m of r.models || []) if (!/[*~]/.test(m.model)) models.push(m.model);
+  const base = me.proxy_url || "http://127.0.0.1:8080";
+  const send = async (e) => {
+    e.preventDefault();
+    const consumer = e.target.elements.play_consumer.value;
+    setErr(null); setBusy(true);
+    const state = { text: "", usage: null, ttft: null, start: performance.now(), status: null, id: null };
+    setOut({ ...state });
+    try {
+      const body = { model: f.model, stream: f.stream, messages: [{ role: "user", content: f.content }] };
+      if (f.stream) body.stream_options = { include_usage: true };
+      const r = await fetch(PLAYGROUND, { method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json", ...csrfHeader() },
+        body: JSON.stringify({ consumer: consumer || null, body }) });
+      state.status = r.status; state.id = r.headers.get("x-request-id");
+      if (!f.stream || !r.ok || !(r.headers.get("content-type") || "").includes("event-stream")) {
+        const v = await r.json();
+        if (!r.ok) throw new Error((v.error && v.error.message) || r.statusText);
+        state.text = v.choices && v.choices[0] && v.choices[0].message ? v.choices[0].message.content : JSON.stringify(v);
+        state.usage = v.usage;
+      } else {
+        const reader = r.body.getReader();
+        const decoder = new TextDecoder();
+        let buffer = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer = readSse(buffer + decoder.decode(value, { stream: true }), state);
+          setOut({ ...state });
+        }
+        readSse(buffer + "\n\n", state);
+      }
+      state.total = performance.now() - state.start;
+      setOut({ ...state });
+    } catch (e2) { setErr(e2.message); }
+    setBusy(false);
+  };
+  const code = snippets(base, f.model, f.stream, f.content);
+  return html`<div>
+    <section class="card wide">
+      <form onSubmit=${send}>
+        <label>${t("model")} <input name="play_model" list="play-models" value=${f.model} onInput=${set("model")} required /></label>
+        <datalist id="play-models">${models.map((m) => html`<option value=${m} />`)}</datalist>
+        <label>${t("consumer")} <select name="play_consumer"><option value="">(${t("anonymous")})</option>
+          ${((consumers && consumers.items) || []).map((c) => html`<option value=${c.name}>${c.name}</option>`)}</select></label>
+        <label class="check"><input name="play_stream" type="checkbox" checked=${f.stream} onChange=${set("stream")} /> stream</label>
+        <label class="block">${t("message")} <textarea name="play_content" rows="4" value=${f.content} onInput=${set("content")}></textarea></label>
+        <button type="submit" disabled=${busy || !me.may_write}>${t("send")}</button>
+      </form>
+      <${Problem} error=${err} />
+    </section>
+    ${out && html`<section class="card wide" data-testid="play-result">
+      <pre class="answer" data-testid="play-answer">${out.text}</pre>
+      <p class="muted" data-testid="play-stats">${out.status ? `HTTP ${out.status}` : "…"}${out.id ? ` · ${out.id}` : ""}
+        ${out.usage ? ` · ${t("total_in")} ${out.usage.prompt_tokens} · ${t("total_out")} ${out.usage.completion_tokens}` : ""}
+        ${out.ttft !== null ? ` · ${t("first_token")}: ${Math.round(out.ttft)} ms` : ""}${out.total ? ` · ${Math.round(out.total)} ms` : ""}</p>
+    </section>`}
+    <section class="card wide"><h3>${t("code")}</h3>
+      <${CopyBlock} label="curl" text=${code.curl} testid="play-curl" />
+      <${CopyBlock} label="Python (openai)" text=${code.py} testid="play-python" />
+    </section>
+  </div>`;
+}
+
+function CopyBlock({ label, text, testid }) {
+  const [done, setDone] = useState(false);
+  return html`<div class="copy"><div class="toolbar"><strong>${label}</strong>
+    <button onClick=${async () => { try { await navigator.clipboard.writeText(text); setDone(true); } catch { setDone(false); } }}>${done ? t("copied") : t("copy")}</button></div>
+    <pre class="yaml" data-testid=${testid}>${text}</pre></div>`;
 }
