@@ -109,6 +109,7 @@ fn providers_json(config: &Gateway) -> Vec<serde_json::Value> {
             json!({
                 "provider": p.name,
                 "type": p.kind,
+                "preset_base_url": crate::protocol::preset(&p.kind.to_string()).and_then(|(_, url)| url),
                 "host": p.upstream.host,
                 "resolved": p.resolved_addr().map(|a| a.to_string()),
                 "missing_key_variables": p.keys.missing_vars(),

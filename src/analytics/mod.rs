@@ -55,6 +55,12 @@ pub struct Event {
     pub model: String,
     pub consumer: String,
     pub endpoint: String,
+    /// The key's name (never the key) that answered, if any.
+    pub key: String,
+    /// Attempts at providers (retries and fallbacks included).
+    pub attempts: u32,
+    /// The model asked of the provider (after mapping).
+    pub upstream_model: String,
     pub stream: bool,
     pub status: u16,
     pub input_tokens: u64,

@@ -100,6 +100,9 @@ fn event(session: &Session, req: &Exchange, usage: &Usage) -> Event {
             .map(|e| e.as_str())
             .unwrap_or_default()
             .to_string(),
+        key: req.key_name().unwrap_or_default().to_string(),
+        attempts: req.attempts.count,
+        upstream_model: req.upstream_model().unwrap_or_default().to_string(),
         stream: req.stream(),
         status,
         input_tokens: usage.input_tokens,

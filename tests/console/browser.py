@@ -191,12 +191,14 @@ def steps(page, errors):
         row.click()
         expect(page.get_by_test_id("request-detail")).to_contain_text("browser-mock")
         expect(page.get_by_test_id("request-detail")).to_contain_text("webapp")
+        expect(page.get_by_test_id("request-detail")).to_contain_text("key-1")
         shot(page, "requests")
 
         # The overview's numbers are the usage API's for the same range.
         page.click("[data-testid=nav-overview]")
         stats = page.get_by_test_id("overview-stats")
         expect(page.get_by_test_id("total-requests")).not_to_have_text("–")
+        expect(page.get_by_test_id("active-streams")).to_have_text("0")
         frm, to = stats.get_attribute("data-from"), stats.get_attribute("data-to")
         api = json.loads(fetch(page, "GET", f"/admin/api/v1/usage?from={frm}&to={to}")["body"])
         for testid, field in [("total-requests", "requests"), ("total-input", "input_tokens"),

@@ -121,6 +121,13 @@ export function Overview() {
   const [byModel] = useApi(`usage?${q}&group_by=model`, [now]);
   const [byConsumer] = useApi(`usage?${q}&group_by=consumer`, [now]);
   const [keys] = useApi("/admin/keys", [now]);
+  const [streams, setStreams] = useState(null);
+  useEffect(() => {
+    fetch("/metrics", { credentials: "same-origin" }).then((r) => r.text()).then((text) => {
+      const line = text.split("\n").find((l) => l.startsWith("tollgate_active_streams "));
+      setStreams(line ? Number(line.split(" ")[1]) : null);
+    }, () => setStreams(null));
+  }, [now]);
   const tot = (series && series.totals) || null;
   const secs = range[1];
   const points = filled((series && series.groups && series.groups[0] && series.groups[0].points) || [], from, now, range[3]);
@@ -148,6 +155,7 @@ export function Overview() {
       ${stat(t("error_rate"), tot && tot.requests ? `${fixed((100 * tot.errors) / tot.requests, 1)} %` : "–", "error-rate")}
       ${stat(t("latency"), tot ? `${ms(tot.latency_ms.p50)} / ${ms(tot.latency_ms.p99)}` : "–", "latency")}
       ${stat(t("ttft"), tot ? `${ms(tot.ttft_ms.p50)} / ${ms(tot.ttft_ms.p99)}` : "–", "ttft")}
+      ${stat(t("active_streams"), fmt(streams), "active-streams")}
       ${stat(t("key_health"), Object.entries(keyStates).map(([k, v]) => `${v} ${k}`).join(", ") || "–", "key-health")}
     </section>
     <section class="card wide"><h3>${t("tokens")}</h3>
@@ -207,6 +215,11 @@ const TYPES = ["openai", "azure", "deepseek", "qwen", "doubao", "moonshot", "zhi
 
 export function Providers({ me }) {
   const [data, err, reload] = useApi("providers");
+  const [status] = useApi("/admin/keys");
+  const preset = (name) => {
+    const p = ((status && status.providers) || []).find((x) => x.provider === name);
+    return (p && p.preset_base_url) || "";
+  };
   const [run, actErr, busy] = useAction();
   const [form, setForm] = useState({ name: "", type: "openai-compatible", base_url: "", key: "" });
   const set = (k) => (e) => setForm({ ...form, [k]: e.target.value });
@@ -214,8 +227,9 @@ export function Providers({ me }) {
   return html`<div>
     <${Problem} error=${err || actErr} />
     ${items.map((p) => html`<section class="card wide" data-testid=${`provider-${p.name}`}>
-      <h3>${p.name} <small class="muted">${p.type} · ${p.base_url || "(preset URL)"} · ${p.source}</small></h3>
+      <h3>${p.name} <small class="muted">${p.type} · ${p.base_url || `${preset(p.name)} (preset)`} · ${p.source}</small></h3>
       <${KeyRows} provider=${p} mayWrite=${me.may_write} reload=${reload} />
+      <${JsonEdit} value=${p} path=${`providers/${encodeURIComponent(p.name)}`} editable=${me.may_write && p.source !== "file"} saved=${reload} />
     </section>`)}
     ${me.may_write && html`<section class="card wide"><h3>${t("new_provider")}</h3>
       <form onSubmit=${(e) => { e.preventDefault(); run(async () => {
@@ -431,7 +445,15 @@ export function Requests() {
     <tbody>${((data && data.items) || []).map((r) => html`<tr class="click" tabindex="0" onClick=${() => setOpen(r)} onKeyDown=${(e) => e.key === "Enter" && setOpen(r)}>
       <td>${new Date(r.time_ms).toLocaleTimeString()}</td><td>${r.consumer}</td><td>${r.model}</td><td>${r.provider}</td>
       <td class="num">${r.status}</td><td class="num">${fmt(r.input_tokens)}</td><td class="num">${fmt(r.output_tokens)}</td><td class="num">${Math.round(r.duration_ms)}</td></tr>`)}</tbody></table>
-    ${open && html`<section class="card wide" data-testid="request-detail"><h3>${t("detail")} ${open.request_id} <button onClick=${() => setOpen(null)}>×</button></h3><${Yaml} value=${open} /></section>`}
+    ${open && html`<section class="card wide" data-testid="request-detail"><h3>${t("detail")} ${open.request_id} <button onClick=${() => setOpen(null)} aria-label="close">×</button></h3>
+      <dl class="detail">${[
+        [t("time"), new Date(open.time_ms).toLocaleString()], [t("route"), open.route], [t("consumer"), open.consumer || "–"],
+        [t("provider"), open.provider], [t("key_name"), open.key || "–"], [t("model"), open.upstream_model && open.upstream_model !== open.model ? `${open.model} → ${open.upstream_model}` : open.model],
+        ["endpoint", `${open.endpoint}${open.stream ? " (stream)" : ""}`], [t("status"), `${open.status}${open.error ? ` · ${open.error}` : ""}`],
+        [t("attempts"), open.attempts], [t("total_in"), `${fmt(open.input_tokens)}${open.cached_tokens ? ` (${fmt(open.cached_tokens)} cached)` : ""}`],
+        [t("total_out"), `${fmt(open.output_tokens)}${open.reasoning_tokens ? ` (${fmt(open.reasoning_tokens)} reasoning)` : ""}${open.usage_estimated ? " · estimated" : ""}`],
+        [t("first_token"), open.ttft_ms === null ? "–" : `${Math.round(open.ttft_ms)} ms`], [t("duration"), `${Math.round(open.duration_ms)} ms`],
+      ].map(([k, v]) => html`<dt>${k}</dt><dd>${v}</dd>`)}</dl></section>`}
   </div>`;
 }
 
