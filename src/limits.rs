@@ -320,7 +320,9 @@ fn over(count: f64, n: i64, limit: u64) -> bool {
 }
 
 mod admit;
+mod usage;
 pub use admit::Limits;
+pub use usage::Standing;
 
 #[cfg(test)]
 mod tests;

@@ -237,3 +237,73 @@ routes:
     assert_eq!(send(&gw, "198.51.100.1").await.unwrap().status(), 200);
     assert_eq!(send(&gw, "198.51.100.2").await.unwrap().status(), 429);
 }
+
+/// `GET /admin/api/v1/rate_limits/{name}/usage`: what each rule has counted now, read from
+/// memory (minute windows) and from the embedded store (hour windows), without counting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_shows_what_each_rule_has_counted() {
+    let mock = Mock::start();
+    let body = Body::mock(&mock.url())
+        .consumers(&["alice", "bob"])
+        .section(
+            "store: {path: \"@DIR@/state.db\"}
+rate_limits:
+  - {name: rpm, key: consumer, window: minute, requests: 100}
+  - {name: tph, key: consumer, window: hour, tokens: 100000}
+  - {name: per-user, key: \"header:x-user\", window: minute, requests: 10}",
+        )
+        .build();
+    let gw = Gateway::start(&body);
+    let mut tokens = 0;
+    for _ in 0..3 {
+        let resp = client()
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth("sk-alice")
+            .header("x-user", "u1")
+            .json(
+                &json!({"model": "mock-x", "messages": [{"role": "user", "content": "hi there"}]}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let v: Value = resp.json().await.unwrap();
+        tokens += v["usage"]["total_tokens"].as_u64().unwrap();
+    }
+    let usage = |rule: &str, query: &str| {
+        let url = gw.admin_url(&format!("/admin/api/v1/rate_limits/{rule}/usage{query}"));
+        async move { get_json(&url, None).await }
+    };
+    let of = |v: &Value, key: &str| -> u64 {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["key"] == key)
+            .map(|i| i["limits"][0]["used"].as_u64().unwrap())
+            .unwrap_or(u64::MAX)
+    };
+    // Settled at the end of each request; read twice: reading counts nothing.
+    for _ in 0..2 {
+        let rpm = usage("rpm", "").await;
+        assert_eq!(rpm["window"], "minute", "{rpm}");
+        assert_eq!((of(&rpm, "alice"), of(&rpm, "bob")), (3, 0), "{rpm}");
+        assert_eq!(rpm["items"][0]["limits"][0]["limit"], 100);
+        let tph = usage("tph", "").await;
+        assert_eq!(of(&tph, "alice"), tokens, "{tph}");
+    }
+    let one = usage("per-user", "?key=u1").await;
+    assert_eq!(of(&one, "u1"), 3, "{one}");
+    let r = client()
+        .get(gw.admin_url("/admin/api/v1/rate_limits/per-user/usage"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "a header rule needs ?key=");
+    let r = client()
+        .get(gw.admin_url("/admin/api/v1/rate_limits/nope/usage"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

@@ -72,6 +72,21 @@ async fn two_gateways_enforce_one_limit_through_redis() {
     );
     let admitted = statuses.iter().filter(|s| **s == 200).count();
     assert_eq!(admitted, 5, "one budget across both gateways: {statuses:?}");
+    // Either gateway's API reads the shared count (twice: reading counts nothing).
+    for gw in [&a, &b, &a] {
+        let v = get_json(
+            &gw.admin_url("/admin/api/v1/rate_limits/alice-rpm/usage"),
+            None,
+        )
+        .await;
+        let used: Vec<u64> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["limits"][0]["used"].as_u64().unwrap())
+            .collect();
+        assert!(used.contains(&5), "{v}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -58,6 +58,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("/rate_limits/{name}", "PUT", "Replace a rate-limit rule."),
     ("/rate_limits/{name}", "PATCH", "Change a rate-limit rule (JSON merge patch)."),
     ("/rate_limits/{name}", "DELETE", "Delete a rate-limit rule."),
+    ("/rate_limits/{name}/usage", "GET", "What the rule has counted now (the sliding-window estimate admission uses) for ?key=K, or for every configured consumer (consumer rules) or route (route rules)."),
     ("/quota", "GET", "The quota section."),
     ("/quota", "PUT", "Set the quota section (when the file has none)."),
     ("/quota", "DELETE", "Remove the API's quota section."),
@@ -66,6 +67,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("/quota/balances/{name}", "PUT", "Set a balance: {\"quota\": N}."),
     ("/quota/balances/{name}/delta", "POST", "Add to a balance: {\"value\": ±N}."),
     ("/revisions", "GET", "The last revisions of the API's layer: who changed what and when."),
+    ("/revisions/{n}/diff", "GET", "What revision n changed: the merged settings before it against after it, as a unified diff (secrets masked)."),
     ("/revisions/{n}/restore", "POST", "Make revision n's layer current again (as a new revision; admin users are kept)."),
     ("/audit", "GET", "The audit log, newest first (?limit=N, default 100)."),
     ("/usage", "GET", "Usage rollups over a range: ?from=&to= (RFC 3339 or unix seconds; default the last hour), step=1m|1h|…, group_by=route,provider,model,consumer,class, filter[DIM]=VALUE, format=csv."),
@@ -242,7 +244,24 @@ impl Admin {
                 let c = Collection::from_path(c).ok_or(GatewayError::AdminNotFound)?;
                 let object = find(c, settings, &file, name)?;
                 let etag = object["revision"].as_str().map(str::to_string);
+                if query(session, "format").as_deref() == Some("yaml") {
+                    // The object alone, in the settings file's YAML (secrets masked).
+                    let mut plain = object.clone();
+                    if let Some(m) = plain.as_object_mut() {
+                        m.remove("revision");
+                        m.remove("source");
+                    }
+                    let text = serde_yaml::to_string(&plain).unwrap_or_default();
+                    let mut resp = respond(StatusCode::OK, "application/yaml", text.into_bytes());
+                    if let Some(tag) = etag.and_then(|t| format!("\"{t}\"").parse().ok()) {
+                        resp.headers_mut().insert(http::header::ETAG, tag);
+                    }
+                    return Ok(resp);
+                }
                 ok(object, etag.as_deref())
+            }
+            ["rate_limits", name, "usage"] => {
+                return self.limit_usage(session, &config, name).await;
             }
             ["providers", name, "keys"] => {
                 let object = find(Collection::Providers, settings, &file, name)?;
@@ -260,6 +279,38 @@ impl Admin {
                 ok(json!({"quota": q}), None)
             }
             ["quota", "balances"] => ok(json!({"balances": self.balances(&config).await}), None),
+            ["revisions", n, "diff"] => {
+                let n: u64 = n
+                    .parse()
+                    .map_err(|_| GatewayError::BadQuery(format!("`{n}` is not a revision")))?;
+                let history = self.reloader.sources.store.history().await?;
+                let this = history.iter().find(|r| r.change.revision == n).ok_or(
+                    GatewayError::AdminObjectNotFound {
+                        kind: "revision",
+                        name: n.to_string(),
+                    },
+                )?;
+                let before = history
+                    .iter()
+                    .filter(|r| r.change.revision < n)
+                    .max_by_key(|r| r.change.revision);
+                let shown =
+                    |l: &Layer| settings::to_yaml(&managed::merge(&file, l).settings.redacted());
+                let (from, from_name) = match before {
+                    Some(b) => (shown(&b.layer), format!("revision {}", b.change.revision)),
+                    None => (shown(&Layer::default()), "the file alone".to_string()),
+                };
+                let diff = managed::diff::unified(
+                    &from,
+                    &shown(&this.layer),
+                    &from_name,
+                    &format!("revision {n}"),
+                );
+                ok(
+                    json!({"revision": n, "change": this.change, "diff": diff}),
+                    None,
+                )
+            }
             ["revisions"] => {
                 let history = self.reloader.sources.store.history().await?;
                 let items: Vec<Value> = history.iter().map(|r| json!(r.change)).collect();
@@ -305,6 +356,60 @@ impl Admin {
             }
             _ => return Err(GatewayError::AdminNotFound),
         })
+    }
+
+    /// `GET /rate_limits/{name}/usage`: the rule's standing for `?key=`, or for each
+    /// consumer or route it counts.
+    async fn limit_usage(
+        &self,
+        session: &ServerSession,
+        config: &crate::runtime::Gateway,
+        name: &str,
+    ) -> Result<Response<Vec<u8>>, GatewayError> {
+        let rule = config
+            .limits
+            .rules
+            .iter()
+            .find(|r| r.name == name)
+            .ok_or_else(|| GatewayError::AdminObjectNotFound {
+                kind: "rate limit",
+                name: name.to_string(),
+            })?;
+        let keys: Vec<String> = match (query(session, "key"), &rule.key) {
+            (Some(k), _) => vec![k],
+            (None, crate::limits::KeyBy::Consumer(only)) => config
+                .consumers
+                .names()
+                .iter()
+                .filter(|c| only.is_empty() || only.contains(c))
+                .take(1000)
+                .cloned()
+                .collect(),
+            (None, crate::limits::KeyBy::Route) => config
+                .routes
+                .iter()
+                .filter(|r| rule.routes.is_empty() || rule.routes.contains(&r.name))
+                .map(|r| r.name.clone())
+                .collect(),
+            (None, _) => return Err(GatewayError::BadQuery(
+                "this rule counts per header value, IP, block or provider key: name one with ?key="
+                    .into(),
+            )),
+        };
+        let stores = self.backends.stores().clone();
+        let mut items = Vec::with_capacity(keys.len());
+        for key in keys {
+            let limits = config
+                .limits
+                .standing(&stores, name, &key)
+                .await
+                .ok_or(GatewayError::StoreUnavailable("rate limits"))?;
+            items.push(json!({"key": key, "limits": limits}));
+        }
+        Ok(super::json_response(
+            StatusCode::OK,
+            json!({"rule": name, "window": rule.window, "items": items}),
+        ))
     }
 
     /// A change to the API's layer.

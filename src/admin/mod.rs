@@ -438,11 +438,22 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, GatewayError>
     }
 }
 
-/// Read a JSON body (an empty body is `{}`).
+/// Read a JSON body (an empty body is `{}`), or YAML when the request says
+/// `Content-Type: application/yaml` (the settings file's own form).
 async fn read_json(session: &mut ServerSession) -> Result<serde_json::Value, GatewayError> {
+    let yaml = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.contains("yaml"));
     let body = read_body(session).await?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
+    }
+    if yaml {
+        return serde_yaml::from_slice(&body)
+            .map_err(|e| GatewayError::InvalidJson(format!("invalid YAML: {e}")));
     }
     serde_json::from_slice(&body).map_err(|e| GatewayError::InvalidJson(e.to_string()))
 }

@@ -24,7 +24,7 @@ impl Limits {
         self.rules.iter().any(|r| r.key == KeyBy::ProviderKey)
     }
 
-    fn place(window: Window, stores: &Stores) -> Place {
+    pub(super) fn place(window: Window, stores: &Stores) -> Place {
         if stores.redis.is_some() {
             Place::Redis
         } else if window.is_long() && stores.local.is_some() {

@@ -168,6 +168,11 @@ def steps(page, errors):
         expect(page.get_by_test_id("balance-webapp")).to_have_text("5,000")
         shot(page, "consumers")
 
+        # A per-consumer rate limit (through the API), whose standing the pages show.
+        r = fetch(page, "POST", "/admin/api/v1/rate_limits",
+                  {"name": "per-consumer", "key": "consumer", "window": "minute", "tokens": 100000})
+        assert r["status"] == 201, r
+
         # Traffic as that consumer from a client, then a streamed request in the playground.
         usage = stream_chat(credential)
         page.click("[data-testid=nav-playground]")
@@ -218,8 +223,15 @@ def steps(page, errors):
         # A write without the CSRF token is refused.
         assert outside(page, "POST", "/admin/api/v1/consumers", {"name": "forged"}) == 403
 
+        # The rule's standing: what webapp used of its 100,000 tokens this minute.
+        page.click("[data-testid=nav-consumers]")
+        expect(page.get_by_test_id("limits-webapp")).to_contain_text("per-consumer:")
+        expect(page.get_by_test_id("limits-webapp")).to_contain_text("/100,000 tokens")
+        assert "per-consumer: 0/" not in page.get_by_test_id("limits-webapp").inner_text()
+
         # Alerts: a webhook (its URL shown masked) and its test button, a rule.
         page.click("[data-testid=nav-limits]")
+        expect(page.get_by_test_id("limit-per-consumer-webapp")).to_contain_text("/ 100,000")
         page.fill("input[name=webhook_name]", "ops")
         page.fill("input[name=webhook_url]", receiver())
         page.get_by_test_id("webhooks").locator("xpath=..").locator("button[type=submit]").click()
@@ -240,14 +252,19 @@ def steps(page, errors):
         page.click("[data-testid=nav-routes]")
         route = page.get_by_test_id("route-browser")
         route.locator("summary").click()
+        expect(route.get_by_test_id("yaml-view")).to_contain_text("path_prefix: /v1")
         route.get_by_role("button", name="Edit").click()
         text = route.locator("textarea").input_value()
         route.locator("textarea").fill(text.replace("browser-*", "browser*"))
         route.get_by_role("button", name="Save").click()
-        expect(route).to_contain_text("browser*")
+        expect(route.locator("table")).to_contain_text("browser*")
         page.click("[data-testid=nav-config]")
         expect(page.locator("text=create consumer webapp")).to_be_visible()
         expect(page.get_by_test_id("config-diff")).to_contain_text("webapp-tokens")
+        # What one revision changed: the route edit.
+        page.locator("tr", has_text="replace route browser").get_by_role("button", name="Changes").click()
+        expect(page.get_by_test_id("revision-diff")).to_contain_text("+")
+        expect(page.get_by_test_id("revision-diff")).to_contain_text("browser*")
         assert KEY not in page.content()
         shot(page, "config")
 

@@ -26,7 +26,7 @@ const TEXT = {
     first_key: "First API key", all: "all", error: "Error", webhooks: "Webhooks", test: "Test",
     history: "Notices", since: "Since", notified: "Notified", other_gateway: "sent by another gateway",
     edit: "Edit", diff: "What the API changed", playground: "Playground", anonymous: "anonymous",
-    message: "Message", send: "Send", first_token: "First token", active_streams: "Active streams (now)", attempts: "Attempts", duration: "Duration", code: "The same request from code",
+    message: "Message", send: "Send", first_token: "First token", active_streams: "Active streams (now)", attempts: "Attempts", duration: "Duration", changes: "Changes", code: "The same request from code",
   },
   zh: {
     title: "Tollgate 控制台", overview: "概览", providers: "AI 服务提供者", routes: "AI 路由",
@@ -54,7 +54,7 @@ const TEXT = {
     first_key: "第一个 API 密钥", all: "全部", error: "错误", webhooks: "Webhook", test: "测试",
     history: "通知记录", since: "起始", notified: "通知时间", other_gateway: "由另一网关发送",
     edit: "编辑", diff: "API 所做的变更", playground: "调试", anonymous: "匿名",
-    message: "消息", send: "发送", first_token: "首 token", active_streams: "当前活跃流", attempts: "尝试次数", duration: "耗时", code: "用代码发送同样的请求",
+    message: "消息", send: "发送", first_token: "首 token", active_streams: "当前活跃流", attempts: "尝试次数", duration: "耗时", changes: "变更内容", code: "用代码发送同样的请求",
   },
 };
 

@@ -249,22 +249,30 @@ function Yaml({ value }) {
   return html`<pre class="yaml">${JSON.stringify(value, null, 2)}</pre>`;
 }
 
-// An object as JSON; an API object can be edited and saved (PUT, with If-Match on its
-// revision so a concurrent change is not overwritten).
+// An object in the settings file's YAML (secrets masked), as the API gives it; an API
+// object can be edited and saved (PUT as YAML, with If-Match on its revision so that a
+// concurrent change is not overwritten).
 function JsonEdit({ value, path, editable, saved }) {
-  const [text, setText] = useState(null);
+  const [yaml, setYaml] = useState(null);
+  const [etag, setEtag] = useState(null);
+  const [editing, setEditing] = useState(false);
   const [run, err] = useAction();
-  const shown = { ...value };
-  delete shown.source; delete shown.revision;
-  return html`<details><summary>JSON</summary>
-    ${text === null ? html`<${Yaml} value=${shown} />${editable && html`<button onClick=${() => setText(JSON.stringify(shown, null, 2))}>${t("edit")}</button>`}`
-      : html`<textarea aria-label="JSON" rows="14" value=${text} onInput=${(e) => setText(e.target.value)}></textarea>
+  const load = () => run(async () => {
+    const r = await fetch(`${API}/${path}?format=yaml`, { credentials: "same-origin" });
+    if (!r.ok) throw new Error(r.statusText);
+    setEtag(r.headers.get("etag"));
+    setYaml(await r.text());
+  });
+  return html`<details onToggle=${(e) => e.target.open && yaml === null && load()}><summary>YAML</summary>
+    ${!editing ? html`<pre class="yaml" data-testid="yaml-view">${yaml || ""}</pre>${editable && yaml !== null && html`<button onClick=${() => setEditing(true)}>${t("edit")}</button>`}`
+      : html`<textarea aria-label="YAML" rows="14" value=${yaml} onInput=${(e) => setYaml(e.target.value)}></textarea>
         <button onClick=${() => run(async () => {
-          const body = JSON.parse(text);
-          const r = await fetch(`/admin/api/v1/${path}`, { method: "PUT", credentials: "same-origin", headers: { "Content-Type": "application/json", "If-Match": `"${value.revision}"`, ...csrfHeader() }, body: JSON.stringify(body) });
+          const headers = { "Content-Type": "application/yaml", ...csrfHeader() };
+          if (etag) headers["If-Match"] = etag;
+          const r = await fetch(`${API}/${path}`, { method: "PUT", credentials: "same-origin", headers, body: yaml });
           if (!r.ok) throw new Error(((await r.json()).error || {}).message || r.statusText);
-          setText(null); saved(); })}>${t("save")}</button>
-        <button onClick=${() => setText(null)}>×</button>`}
+          setEditing(false); setYaml(null); saved(); })}>${t("save")}</button>
+        <button onClick=${() => { setEditing(false); setYaml(null); load(); }}>×</button>`}
     <${Problem} error=${err} /></details>`;
 }
 
@@ -324,6 +332,19 @@ export function Consumers({ me }) {
   const [quotaSection] = useApi("quota");
   const quota = quotaSection && quotaSection.quota;
   const [top] = useApi(`usage/top?by=consumer&n=1000&from=${Math.floor(Date.now() / 1000) - 86400}`);
+  const [limits] = useApi("rate_limits");
+  const [standing, setStanding] = useState({});
+  useEffect(() => {
+    const rules = ((limits && limits.items) || []).filter((r) => r.key === "consumer");
+    Promise.all(rules.map((r) => api("GET", `rate_limits/${encodeURIComponent(r.name)}/usage`).catch(() => null)))
+      .then((all) => {
+        const by = {};
+        for (const u of all) for (const i of (u && u.items) || []) {
+          (by[i.key] = by[i.key] || []).push(...i.limits.map((l) => `${u.rule}: ${fmt(l.used)}/${fmt(l.limit)} ${l.measure}`));
+        }
+        setStanding(by);
+      });
+  }, [limits]);
   const [run, actErr, busy] = useAction();
   const [name, setName] = useState("");
   const [secret, setSecret] = useState(null);
@@ -336,9 +357,10 @@ export function Consumers({ me }) {
   return html`<div>
     <${Problem} error=${err || actErr} />
     <${Secret} value=${secret} />
-    <table data-testid="consumers"><thead><tr><th>${t("name")}</th><th>${t("source")}</th><th>${t("usage")} (24h)</th>${quota && html`<th>${t("balance")}</th>`}<th>${t("actions")}</th></tr></thead>
+    <table data-testid="consumers"><thead><tr><th>${t("name")}</th><th>${t("source")}</th><th>${t("usage")} (24h)</th><th>${t("rate_limits")}</th>${quota && html`<th>${t("balance")}</th>`}<th>${t("actions")}</th></tr></thead>
     <tbody>${((data && data.items) || []).map((c) => html`<tr data-testid=${`consumer-${c.name}`}>
       <td>${c.name}</td><td>${c.source}</td><td class="num">${fmt(used[c.name] || 0)}</td>
+      <td class="small" data-testid=${`limits-${c.name}`}>${(standing[c.name] || []).join(" · ") || "–"}</td>
       ${quota && html`<td><${Balance} name=${c.name} mayWrite=${me.may_write} /></td>`}
       <td>${me.may_write && c.source !== "file" && html`
         <button onClick=${() => run(() => credential(c.name, true))}>${t("rotate")}</button>
@@ -413,6 +435,18 @@ function AlertRules({ me }) {
   </section>`;
 }
 
+// What a rule has counted now, per consumer or route (or nothing to show for rules
+// counted per header, IP or key: those keys are not listed).
+function RuleUsage({ name }) {
+  const [u, err] = useApi(`rate_limits/${encodeURIComponent(name)}/usage`);
+  if (err) return html`<p class="muted">${err}</p>`;
+  const items = (u && u.items) || [];
+  if (!items.length) return null;
+  return html`<table class="usage"><thead><tr><th>key</th>${items[0].limits.map((l) => html`<th>${l.measure}</th>`)}</tr></thead>
+    <tbody>${items.map((i) => html`<tr data-testid=${`limit-${name}-${i.key}`}><td>${i.key}</td>
+      ${i.limits.map((l) => html`<td><meter min="0" max=${l.limit} value=${l.used} aria-label=${`${l.measure} ${i.key}`}></meter> <span class="num">${fmt(l.used)} / ${fmt(l.limit)}</span></td>`)}</tr>`)}</tbody></table>`;
+}
+
 export function Limits({ me }) {
   const [limits, e1] = useApi("rate_limits");
   const [quotaSection] = useApi("quota");
@@ -421,7 +455,10 @@ export function Limits({ me }) {
     <${Problem} error=${e1} />
     <section class="card wide"><h3>${t("rate_limits")}</h3>
       ${((limits && limits.items) || []).length === 0 && html`<p class="muted">${t("none")}</p>`}
-      ${((limits && limits.items) || []).map((r) => html`<details><summary>${r.name} <small class="muted">${r.source}</small></summary><${Yaml} value=${r} /></details>`)}
+      ${((limits && limits.items) || []).map((r) => html`<div class="rule" data-testid=${`limit-${r.name}`}>
+        <h4>${r.name} <small class="muted">${r.key} · ${r.window} · ${r.source}</small></h4>
+        <${RuleUsage} name=${r.name} />
+        <details><summary>JSON</summary><${Yaml} value=${r} /></details></div>`)}
     </section>
     <section class="card wide"><h3>${t("quota")}</h3>${quota ? html`<${Yaml} value=${quota} />` : html`<p class="muted">${t("none")}</p>`}</section>
     <${AlertRules} me=${me} />
@@ -466,13 +503,16 @@ export function Config({ me }) {
   const [revs, err, reload] = useApi("revisions");
   const [config] = useApi("config");
   const [diff] = useApi("config/diff", [revs]);
+  const [shown, setShown] = useState(null);
   const [run, actErr] = useAction();
   return html`<div>
     <${Problem} error=${err || actErr} />
     <section class="card wide"><h3>${t("revision")}</h3>
       <table><thead><tr><th>#</th><th>${t("time")}</th><th>${t("who")}</th><th>${t("what")}</th><th></th></tr></thead>
       <tbody>${((revs && revs.items) || []).map((r) => html`<tr><td>${r.revision}</td><td>${r.at}</td><td>${r.who}</td><td>${r.action} ${r.kind} ${r.name}</td>
-        <td>${me.may_write && r.revision !== revs.api_revision && html`<button onClick=${() => run(async () => { await api("POST", `revisions/${r.revision}/restore`); reload(); })}>${t("restore")}</button>`}</td></tr>`)}</tbody></table>
+        <td><button onClick=${() => run(async () => setShown(await api("GET", `revisions/${r.revision}/diff`)))} data-testid=${`diff-${r.revision}`}>${t("changes")}</button>
+        ${me.may_write && r.revision !== revs.api_revision && html`<button onClick=${() => run(async () => { await api("POST", `revisions/${r.revision}/restore`); reload(); })}>${t("restore")}</button>`}</td></tr>`)}</tbody></table>
+      ${shown && html`<h4>${t("revision")} ${shown.revision}: ${shown.change.action} ${shown.change.kind} ${shown.change.name}</h4><div data-testid="revision-diff"><${Diff} text=${shown.diff} /></div>`}
     </section>
     <section class="card wide"><h3>${t("diff")}</h3><${Diff} text=${diff && diff.diff} /></section>
     <section class="card wide"><h3>${t("export")}</h3>${config && html`<${Yaml} value=${config.settings} />`}</section>
