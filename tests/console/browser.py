@@ -211,6 +211,26 @@ def steps(page, errors):
             shown = page.get_by_test_id(testid).inner_text().replace(",", "")
             assert shown == str(api["totals"][field]), (testid, shown, api["totals"])
         expect(page.get_by_test_id("by-consumer-webapp")).to_be_visible()
+        # The breakdowns and latencies too.
+        by_model = json.loads(fetch(page, "GET",
+                                    f"/admin/api/v1/usage?from={frm}&to={to}&group_by=model")["body"])
+        for g in by_model["groups"]:
+            model, t = g["group"]["model"], g["totals"]
+            shown = page.get_by_test_id(f"by-model-{model}").inner_text().replace(",", "")
+            assert shown == str(t["input_tokens"] + t["output_tokens"]), (model, shown, t)
+        by_consumer = json.loads(fetch(page, "GET",
+                                       f"/admin/api/v1/usage?from={frm}&to={to}&group_by=consumer")["body"])
+        for g in by_consumer["groups"]:
+            name, t = g["group"]["consumer"], g["totals"]
+            shown = page.get_by_test_id(f"by-consumer-{name}").inner_text().replace(",", "")
+            assert shown == str(t["input_tokens"] + t["output_tokens"]), (name, shown, t)
+        for testid, field in [("latency", "latency_ms"), ("ttft", "ttft_ms")]:
+            q = api["totals"][field]
+            expect(page.get_by_test_id(testid)).to_have_text(f"{q['p50']:g} ms / {q['p99']:g} ms")
+        errors_shown = page.get_by_test_id("error-rate").inner_text()
+        assert errors_shown == f"{100 * api['totals']['errors'] / api['totals']['requests']:.1f} %", errors_shown
+        expect(page.get_by_test_id("stacked-provider").locator("canvas")).to_have_count(1)
+        expect(page.get_by_test_id("requests-per-s-now")).not_to_have_text("–")
         shot(page, "overview")
 
         # Disable the key: its state shows it.

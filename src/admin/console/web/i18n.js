@@ -26,7 +26,7 @@ const TEXT = {
     first_key: "First API key", all: "all", error: "Error", webhooks: "Webhooks", test: "Test",
     history: "Notices", since: "Since", notified: "Notified", other_gateway: "sent by another gateway",
     edit: "Edit", diff: "What the API changed", playground: "Playground", anonymous: "anonymous",
-    message: "Message", send: "Send", first_token: "First token", active_streams: "Active streams (now)", attempts: "Attempts", duration: "Duration", changes: "Changes", code: "The same request from code",
+    message: "Message", send: "Send", first_token: "First token", active_streams: "Active streams (now)", attempts: "Attempts", duration: "Duration", changes: "Changes", in_now: "Input tokens/s (last minute)", out_now: "Output tokens/s (last minute)", req_now: "Requests/s (last minute)", stacked: "Token use over time, stacked by", window: "Window", threshold: "Threshold", format: "Format", path_prefix: "Path prefix", stream: "Stream", scope: "Scope", fleet: "the whole fleet", this_gateway: "this gateway", preset: "preset", code: "The same request from code",
   },
   zh: {
     title: "Tollgate 控制台", overview: "概览", providers: "AI 服务提供者", routes: "AI 路由",
@@ -54,7 +54,7 @@ const TEXT = {
     first_key: "第一个 API 密钥", all: "全部", error: "错误", webhooks: "Webhook", test: "测试",
     history: "通知记录", since: "起始", notified: "通知时间", other_gateway: "由另一网关发送",
     edit: "编辑", diff: "API 所做的变更", playground: "调试", anonymous: "匿名",
-    message: "消息", send: "发送", first_token: "首 token", active_streams: "当前活跃流", attempts: "尝试次数", duration: "耗时", changes: "变更内容", code: "用代码发送同样的请求",
+    message: "消息", send: "发送", first_token: "首 token", active_streams: "当前活跃流", attempts: "尝试次数", duration: "耗时", changes: "变更内容", in_now: "输入 token/秒（最近一分钟）", out_now: "输出 token/秒（最近一分钟）", req_now: "请求/秒（最近一分钟）", stacked: "token 用量随时间堆叠，按", window: "时间窗口", threshold: "阈值", format: "格式", path_prefix: "路径前缀", stream: "流式", scope: "范围", fleet: "整个集群", this_gateway: "本网关", preset: "预设", code: "用代码发送同样的请求",
   },
 };
 

@@ -93,6 +93,33 @@ function Chart({ points, series }) {
   return html`<div class="chart" ref=${ref}></div>`;
 }
 
+const COLORS = ["#2f6fde", "#e0702f", "#2a9d5c", "#b04ad6", "#d6a31f", "#1fb3c4", "#d64a6b", "#7a8a99"];
+
+// Tokens over time stacked by `by`: each group's band on top of the ones before it (the top
+// line is the total).
+function Stacked({ usage, by, from, to, step }) {
+  const ref = useRef(null);
+  const groups = ((usage && usage.groups) || []).slice(0, COLORS.length);
+  useEffect(() => {
+    if (!ref.current || !window.uPlot || !groups.length) return;
+    const xs = filled([], from, to, step).map((p) => p.time);
+    const sums = xs.map(() => 0);
+    const lines = groups.map((g) => {
+      const at = new Map(g.points.map((p) => [p.time, p.input_tokens + p.output_tokens]));
+      return xs.map((x, i) => (sums[i] += at.get(x) || 0));
+    });
+    const series = groups.map((g, i) => ({ label: g.group[by], stroke: COLORS[i], fill: `${COLORS[i]}55`, width: 1 }));
+    // Draw the highest band first so that each lower one paints over it.
+    const order = lines.map((_, i) => i).reverse();
+    const plot = new window.uPlot({
+      width: Math.max(320, ref.current.clientWidth), height: 200,
+      series: [{}, ...order.map((i) => series[i])],
+    }, [xs, ...order.map((i) => lines[i])], ref.current);
+    return () => plot.destroy();
+  }, [usage, by, from, to, step]);
+  return html`<div class="chart" ref=${ref} data-testid=${`stacked-${by}`}></div>`;
+}
+
 // Horizontal bars of tokens per group.
 function Bars({ title, by, usage, testid }) {
   const groups = (usage && usage.groups) || [];
@@ -120,6 +147,10 @@ export function Overview() {
   const [byProvider] = useApi(`usage?${q}&group_by=provider`, [now]);
   const [byModel] = useApi(`usage?${q}&group_by=model`, [now]);
   const [byConsumer] = useApi(`usage?${q}&group_by=consumer`, [now]);
+  const [stackBy, setStackBy] = useState("provider");
+  const [stacked] = useApi(`usage?${q}&step=${range[2]}&group_by=${stackBy}`, [now]);
+  const [last] = useApi(`usage?from=${now - 60}&to=${now}`, [now]);
+  const lt = (last && last.totals) || null;
   const [keys] = useApi("/admin/keys", [now]);
   const [streams, setStreams] = useState(null);
   useEffect(() => {
@@ -142,7 +173,7 @@ export function Overview() {
       <label>${t("range")} <select value=${range[0]} onChange=${(e) => setRange(RANGES.find((r) => r[0] === e.target.value))}>
         ${RANGES.map((r) => html`<option value=${r[0]}>${r[0]}</option>`)}</select></label>
       <button onClick=${() => setNow(Math.floor(Date.now() / 1000))}>${t("refresh")}</button>
-      ${series && html`<span class="muted">scope: ${series.scope}</span>`}
+      ${series && html`<span class="muted">${t("scope")}: ${series.scope === "fleet" ? t("fleet") : t("this_gateway")}</span>`}
     </div>
     <${Problem} error=${err} />
     <section class="stats" data-from=${from} data-to=${now + 60} data-testid="overview-stats">
@@ -155,6 +186,9 @@ export function Overview() {
       ${stat(t("error_rate"), tot && tot.requests ? `${fixed((100 * tot.errors) / tot.requests, 1)} %` : "–", "error-rate")}
       ${stat(t("latency"), tot ? `${ms(tot.latency_ms.p50)} / ${ms(tot.latency_ms.p99)}` : "–", "latency")}
       ${stat(t("ttft"), tot ? `${ms(tot.ttft_ms.p50)} / ${ms(tot.ttft_ms.p99)}` : "–", "ttft")}
+      ${stat(t("in_now"), fixed(lt && lt.input_tokens / 60), "input-per-s-now")}
+      ${stat(t("out_now"), fixed(lt && lt.output_tokens / 60), "output-per-s-now")}
+      ${stat(t("req_now"), fixed(lt && lt.requests / 60, 3), "requests-per-s-now")}
       ${stat(t("active_streams"), fmt(streams), "active-streams")}
       ${stat(t("key_health"), Object.entries(keyStates).map(([k, v]) => `${v} ${k}`).join(", ") || "–", "key-health")}
     </section>
@@ -163,12 +197,17 @@ export function Overview() {
         { field: "input_tokens", label: t("total_in"), color: "#2f6fde" },
         { field: "output_tokens", label: t("total_out"), color: "#e0702f" }]} />
     </section>
+    <section class="card wide"><h3>${t("stacked")}
+      <select aria-label=${t("stacked")} value=${stackBy} onChange=${(e) => setStackBy(e.target.value)}>
+        ${["provider", "model", "consumer"].map((d) => html`<option value=${d}>${t(d)}</option>`)}</select></h3>
+      <${Stacked} usage=${stacked} by=${stackBy} from=${from} to=${now} step=${range[3]} />
+    </section>
     <div class="grid">
       <${Bars} title=${t("by_provider")} by="provider" usage=${byProvider} testid="by-provider" />
       <${Bars} title=${t("by_model")} by="model" usage=${byModel} testid="by-model" />
       <${Bars} title=${t("by_consumer")} by="consumer" usage=${byConsumer} testid="by-consumer" />
       <section class="card wide"><h3>${t("latency_by_model")}</h3>
-        <table><thead><tr><th>${t("model")}</th><th>p50</th><th>p95</th><th>p99</th><th>${t("ttft")}</th></tr></thead>
+        <table><thead><tr><th>${t("model")}</th><th>p50</th><th>p95</th><th>p99</th><th>${t("first_token")} p50</th></tr></thead>
         <tbody>${((byModel && byModel.groups) || []).map((g) => html`<tr><td>${g.group.model}</td>
           <td class="num">${ms(g.totals.latency_ms.p50)}</td><td class="num">${ms(g.totals.latency_ms.p95)}</td>
           <td class="num">${ms(g.totals.latency_ms.p99)}</td><td class="num">${ms(g.totals.ttft_ms.p50)}</td></tr>`)}</tbody></table>
@@ -227,7 +266,7 @@ export function Providers({ me }) {
   return html`<div>
     <${Problem} error=${err || actErr} />
     ${items.map((p) => html`<section class="card wide" data-testid=${`provider-${p.name}`}>
-      <h3>${p.name} <small class="muted">${p.type} · ${p.base_url || `${preset(p.name)} (preset)`} · ${p.source}</small></h3>
+      <h3>${p.name} <small class="muted">${p.type} · ${p.base_url || `${preset(p.name)} (${t("preset")})`} · ${p.source}</small></h3>
       <${KeyRows} provider=${p} mayWrite=${me.may_write} reload=${reload} />
       <${JsonEdit} value=${p} path=${`providers/${encodeURIComponent(p.name)}`} editable=${me.may_write && p.source !== "file"} saved=${reload} />
     </section>`)}
@@ -298,7 +337,7 @@ export function Routes({ me }) {
           await api("POST", "routes", { name: form.name, path_prefix: form.prefix, models: [{ model: form.model, targets: [{ provider: target }] }] });
           reload(); }); }}>
         <label>${t("name")} <input name="route_name" value=${form.name} onInput=${set("name")} required /></label>
-        <label>prefix <input name="route_prefix" value=${form.prefix} onInput=${set("prefix")} /></label>
+        <label>${t("path_prefix")} <input name="route_prefix" value=${form.prefix} onInput=${set("prefix")} /></label>
         <label>${t("model")} <input name="route_model" value=${form.model} onInput=${set("model")} /></label>
         <label>${t("provider")} <select name="route_target">${names.map((n) => html`<option value=${n}>${n}</option>`)}</select></label>
         <button type="submit" disabled=${busy}>${t("create")}</button>
@@ -385,7 +424,7 @@ function Webhooks({ me }) {
   const set = (k) => (e) => setF({ ...f, [k]: e.target.value });
   return html`<section class="card wide"><h3>${t("webhooks")}</h3>
     <${Problem} error=${err || actErr} />
-    <table data-testid="webhooks"><thead><tr><th>${t("name")}</th><th>URL</th><th>format</th><th>${t("source")}</th><th>${t("actions")}</th></tr></thead>
+    <table data-testid="webhooks"><thead><tr><th>${t("name")}</th><th>URL</th><th>${t("format")}</th><th>${t("source")}</th><th>${t("actions")}</th></tr></thead>
     <tbody>${((hooks && hooks.items) || []).map((w) => html`<tr data-testid=${`webhook-${w.name}`}>
       <td>${w.name}</td><td><code>${w.url}</code></td><td>${w.format || "json"}</td><td>${w.source}</td>
       <td>${me.may_write && html`<button onClick=${() => run(async () => {
@@ -398,7 +437,7 @@ function Webhooks({ me }) {
         await api("POST", "alert_webhooks", f); setF({ name: "", url: "", format: f.format }); reload(); }); }}>
       <label>${t("name")} <input name="webhook_name" value=${f.name} onInput=${set("name")} required /></label>
       <label>URL <input name="webhook_url" type="password" autocomplete="off" value=${f.url} onInput=${set("url")} placeholder="https://…" required /></label>
-      <label>format <select name="webhook_format">${["json", "slack", "dingtalk", "feishu"].map((x) => html`<option value=${x}>${x}</option>`)}</select></label>
+      <label>${t("format")} <select name="webhook_format">${["json", "slack", "dingtalk", "feishu"].map((x) => html`<option value=${x}>${x}</option>`)}</select></label>
       <button type="submit">${t("create")}</button></form>`}
   </section>`;
 }
@@ -413,7 +452,7 @@ function AlertRules({ me }) {
   for (const a of (alerts && alerts.items) || []) states[a.rule] = a;
   return html`<section class="card wide"><h3>${t("alerts")} <button onClick=${() => { reload(); reloadRules(); }}>${t("refresh")}</button></h3>
     <${Problem} error=${err || err2 || actErr} />
-    <table data-testid="alert-rules"><thead><tr><th>${t("name")}</th><th>${t("type")}</th><th>${t("state")}</th><th>${t("value")}</th><th>threshold</th><th>${t("since")}</th><th>${t("notified")}</th><th></th></tr></thead>
+    <table data-testid="alert-rules"><thead><tr><th>${t("name")}</th><th>${t("type")}</th><th>${t("state")}</th><th>${t("value")}</th><th>${t("threshold")}</th><th>${t("since")}</th><th>${t("notified")}</th><th></th></tr></thead>
     <tbody>${((rules && rules.items) || []).map((r) => { const a = states[r.name] || {}; return html`<tr data-testid=${`alert-${r.name}`}>
       <td>${r.name}</td><td>${r.kind}</td><td class=${`state ${a.state || ""}`}>${a.state || "–"}</td><td class="num">${fixed(a.value)}</td>
       <td class="num">${r.threshold ?? "–"}</td><td>${when(a.since)}</td><td>${when(a.notified)}</td>
@@ -425,8 +464,8 @@ function AlertRules({ me }) {
         await api("POST", "alert_rules", body); setF({ name: "", window: f.window, threshold: "" }); reloadRules(); }); }}>
       <label>${t("name")} <input name="alert_name" value=${f.name} onInput=${set("name")} required /></label>
       <label>${t("type")} <select name="alert_kind">${KINDS.map((k) => html`<option value=${k}>${k}</option>`)}</select></label>
-      <label>window <input name="alert_window" value=${f.window} onInput=${set("window")} /></label>
-      <label>threshold <input name="alert_threshold" type="number" step="any" value=${f.threshold} onInput=${set("threshold")} /></label>
+      <label>${t("window")} <input name="alert_window" value=${f.window} onInput=${set("window")} /></label>
+      <label>${t("threshold")} <input name="alert_threshold" type="number" step="any" value=${f.threshold} onInput=${set("threshold")} /></label>
       <label>${t("consumer")} <input name="alert_consumer" /></label>
       <button type="submit">${t("create")}</button></form>`}
     <h3>${t("history")}</h3>
@@ -442,7 +481,7 @@ function RuleUsage({ name }) {
   if (err) return html`<p class="muted">${err}</p>`;
   const items = (u && u.items) || [];
   if (!items.length) return null;
-  return html`<table class="usage"><thead><tr><th>key</th>${items[0].limits.map((l) => html`<th>${l.measure}</th>`)}</tr></thead>
+  return html`<table class="usage"><thead><tr><th>${t("key_name")}</th>${items[0].limits.map((l) => html`<th>${l.measure}</th>`)}</tr></thead>
     <tbody>${items.map((i) => html`<tr data-testid=${`limit-${name}-${i.key}`}><td>${i.key}</td>
       ${i.limits.map((l) => html`<td><meter min="0" max=${l.limit} value=${l.used} aria-label=${`${l.measure} ${i.key}`}></meter> <span class="num">${fmt(l.used)} / ${fmt(l.limit)}</span></td>`)}</tr>`)}</tbody></table>`;
 }
@@ -604,7 +643,7 @@ export function Playground({ me }) {
         <datalist id="play-models">${models.map((m) => html`<option value=${m} />`)}</datalist>
         <label>${t("consumer")} <select name="play_consumer"><option value="">(${t("anonymous")})</option>
           ${((consumers && consumers.items) || []).map((c) => html`<option value=${c.name}>${c.name}</option>`)}</select></label>
-        <label class="check"><input name="play_stream" type="checkbox" checked=${f.stream} onChange=${set("stream")} /> stream</label>
+        <label class="check"><input name="play_stream" type="checkbox" checked=${f.stream} onChange=${set("stream")} /> ${t("stream")}</label>
         <label class="block">${t("message")} <textarea name="play_content" rows="4" value=${f.content} onInput=${set("content")}></textarea></label>
         <button type="submit" disabled=${busy || !me.may_write}>${t("send")}</button>
       </form>
