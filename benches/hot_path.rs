@@ -383,11 +383,38 @@ fn bench_consumers(c: &mut Criterion) {
     g.finish();
 }
 
+/// Pricing a finished request against the shipped price book (the default; `pricing`).
+fn bench_pricing(c: &mut Criterion) {
+    use tollgate::pricing::PriceBook;
+    let Ok(book) = PriceBook::build(&tollgate::settings::PricingSection::default()) else {
+        panic!("price book")
+    };
+    let usage = tollgate::usage::Usage {
+        input_tokens: 1200,
+        cached_input_tokens: 400,
+        output_tokens: 300,
+        ..Default::default()
+    };
+    let at = 1_796_169_600;
+    let mut g = c.benchmark_group("price_one_request");
+    for (name, kind, model) in [
+        ("first_entry", "deepseek", "deepseek-flash"),
+        ("late_entry", "moonshot", "kimi-k3"),
+        ("unpriced", "openai", "no-such-model"),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| book.cost(black_box("p"), kind, black_box(model), &usage, at))
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_sse,
     bench_usage_json,
     bench_body,
-    bench_consumers
+    bench_consumers,
+    bench_pricing
 );
 criterion_main!(benches);

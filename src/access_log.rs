@@ -49,6 +49,14 @@ pub struct Entry<'a> {
     /// Attempts after the first (other keys or targets).
     pub retries: u32,
     pub error: Option<&'a str>,
+    /// What the request cost, an exact decimal in `currency` (`pricing`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currency: Option<&'static str>,
+    /// It used tokens that have no price.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub price_missing: bool,
 }
 
 pub struct AccessLog {

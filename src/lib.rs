@@ -34,6 +34,8 @@
 //!   reach a provider), `scrub` (provider keys kept out of what clients receive).
 //! - `error`: every client-visible error (`GatewayError`), a status and a code of the
 //!   closed set `ErrorCode`; rendered by the client's protocol.
+//! - `pricing`: what a request costs in money (the price book: `pricing:` over the shipped,
+//!   dated `pricing/defaults.yaml`; exact integer picounits).
 //! - `metrics`, `access_log`: what operators see of requests; `analytics` (per-minute usage
 //!   rollups in SQLite and the ring of recent requests, fed off the request path) and
 //!   `alerts` (rules evaluated from the rollups and the quota balances, their states and
@@ -80,6 +82,7 @@ pub mod metrics;
 pub mod otel;
 pub mod pattern;
 pub mod preflight;
+pub mod pricing;
 pub mod protocol;
 pub mod provider;
 pub mod proxy;

@@ -71,6 +71,10 @@ pub struct Metrics {
     pub analytics_dropped: IntCounter,
     /// Spans not exported (`reason`: `queue_full`, `export_failed`).
     pub traces_dropped: IntCounterVec,
+    /// Money spent, by route, provider, model and currency (`pricing`).
+    pub cost: prometheus::CounterVec,
+    /// Requests with usage but no price (`pricing`).
+    pub unpriced: IntCounterVec,
     /// 1 while the store of the management API's layer answers (always 1 for local files).
     pub config_store_up: IntGauge,
     /// The API layer revision this instance runs.
@@ -228,6 +232,20 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
             r
         )
         .expect("metric"),
+        cost: prometheus::register_counter_vec_with_registry!(
+            "tollgate_cost_total",
+            "What requests cost, in the price book's currency (route, provider, model as for tollgate_requests_total)",
+            &["route", "provider", "model", "currency"],
+            r
+        )
+        .expect("metric"),
+        unpriced: register_int_counter_vec_with_registry!(
+            "tollgate_unpriced_requests_total",
+            "Requests with token usage whose provider and model have no price in the price book",
+            labels,
+            r
+        )
+        .expect("metric"),
         traces_dropped: register_int_counter_vec_with_registry!(
             "tollgate_traces_dropped_total",
             "Spans not exported to the OTLP collector (reason: queue_full, export_failed)",
@@ -292,6 +310,9 @@ pub struct RequestSeries {
     pub ttft: Histogram,
     /// `tollgate_requests_total` by status, filled as statuses are seen.
     requests: std::cell::RefCell<Vec<(u16, prometheus::IntCounter)>>,
+    /// `tollgate_cost_total` by currency, filled as currencies are seen.
+    cost: std::cell::RefCell<Vec<(&'static str, prometheus::Counter)>>,
+    unpriced: prometheus::IntCounter,
     labels: [String; 3],
 }
 
@@ -308,6 +329,8 @@ impl RequestSeries {
             overhead: m.overhead.with_label_values(&[route, provider]),
             ttft: m.ttft.with_label_values(&l),
             requests: std::cell::RefCell::new(Vec::new()),
+            cost: std::cell::RefCell::new(Vec::new()),
+            unpriced: m.unpriced.with_label_values(&l),
             labels: [route.to_string(), provider.to_string(), model.to_string()],
         }
     }
@@ -329,6 +352,28 @@ impl RequestSeries {
         ]);
         c.inc();
         by_status.push((status, c));
+    }
+
+    /// Add a request's cost (`None`: it had usage and no price).
+    pub fn cost(&self, cost: Option<(f64, &'static str)>) {
+        let Some((amount, currency)) = cost else {
+            self.unpriced.inc();
+            return;
+        };
+        let mut by_currency = self.cost.borrow_mut();
+        if let Some((_, c)) = by_currency.iter().find(|(cur, _)| *cur == currency) {
+            c.inc_by(amount);
+            return;
+        }
+        let l = &self.labels;
+        let c = METRICS.cost.with_label_values(&[
+            l[0].as_str(),
+            l[1].as_str(),
+            l[2].as_str(),
+            currency,
+        ]);
+        c.inc_by(amount);
+        by_currency.push((currency, c));
     }
 
     /// Add a request's tokens.

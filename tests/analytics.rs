@@ -552,3 +552,102 @@ async fn a_fleet_alert_reads_the_fleets_rollups_and_notifies_once() {
     assert_eq!(sent[0]["state"], "firing");
     assert_eq!(send(&a, "alice", "mock-a", 0, 3).await, 200);
 }
+
+/// Picounits of a decimal string (`"0.0000425"`), exactly.
+fn pico_of(decimal: &str) -> u64 {
+    let (whole, frac) = decimal.split_once('.').unwrap_or((decimal, ""));
+    let frac = format!("{frac:0<12}");
+    whole.parse::<u64>().unwrap() * 1_000_000_000_000 + frac.parse::<u64>().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_is_priced_and_costs_add_up_exactly() {
+    let mock = Mock::start();
+    let body = Body::mock(&mock.url())
+        .consumers(&["alice", "bob"])
+        .section(
+            "pricing:
+  defaults: false
+  prices:
+    - {provider: mock, model: mock-a, input: 1.5, cached_input: 0.5, output: 4, reasoning: 6}",
+        )
+        .build();
+    let gw = Gateway::start(&body);
+    let mut n = 0;
+    for (i, consumer) in ["alice", "bob"].iter().enumerate() {
+        for shape in 0..6 {
+            send(&gw, consumer, "mock-a", shape + i, 3 + shape).await;
+            n += 1;
+        }
+        send(&gw, consumer, "mock-b", 0, 3).await;
+        n += 1;
+    }
+    eventually("every request in the access log", || async {
+        gw.access_log_text().lines().count() == n
+    })
+    .await;
+    let mut total = 0u64;
+    let mut unpriced = 0;
+    for line in gw.access_log_text().lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let (input, cached) = (
+            v["input_tokens"].as_u64().unwrap(),
+            v["cached_tokens"].as_u64().unwrap(),
+        );
+        let (output, reasoning) = (
+            v["output_tokens"].as_u64().unwrap(),
+            v["reasoning_tokens"].as_u64().unwrap(),
+        );
+        if v["model"] == "mock-b" {
+            assert_eq!(v["price_missing"], true, "{v}");
+            assert!(v.get("cost").is_none(), "never a guessed 0: {v}");
+            unpriced += 1;
+            continue;
+        }
+        if input + output == 0 {
+            assert!(v.get("cost").is_none(), "{v}");
+            continue;
+        }
+        // Per token, in picounits: the price per million × 10⁶.
+        let want = (input - cached) * 1_500_000
+            + cached * 500_000
+            + (output - reasoning) * 4_000_000
+            + reasoning * 6_000_000;
+        assert_eq!(v["currency"], "USD", "{v}");
+        assert_eq!(pico_of(v["cost"].as_str().unwrap()), want, "{v}");
+        total += want;
+    }
+    assert_eq!(unpriced, 2);
+    assert!(total > 0);
+    // The rollups hold the same sum, exactly; so does the CSV.
+    let usage = get_json(&gw.admin_url("/admin/api/v1/usage?from=0"), None).await;
+    assert_eq!(usage["totals"]["cost_usd_pico"], total, "{usage}");
+    assert_eq!(
+        pico_of(usage["totals"]["cost"]["USD"].as_str().unwrap()),
+        total
+    );
+    let csv = client()
+        .get(gw.admin_url("/admin/api/v1/usage?from=0&format=csv"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        csv.lines().next().unwrap().contains("cost_usd_pico"),
+        "{csv}"
+    );
+    assert!(csv.contains(&total.to_string()), "{csv}");
+    // Prometheus: the cost in USD, and the unpriced requests counted.
+    let metrics = gw.metrics().await;
+    let usd = metric_sum(&metrics, "tollgate_cost_total", &[("currency", "USD")]);
+    assert!(
+        (usd - total as f64 / 1e12).abs() < 1e-9,
+        "{usd} against {total}"
+    );
+    assert_eq!(
+        metric_sum(&metrics, "tollgate_unpriced_requests_total", &[]),
+        2.0
+    );
+}

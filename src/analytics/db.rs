@@ -7,7 +7,7 @@ use rusqlite::{params_from_iter, Connection};
 use std::collections::HashMap;
 use std::path::Path;
 
-pub const COUNTS: [&str; 7] = [
+pub const COUNTS: [&str; 9] = [
     "requests",
     "input_tokens",
     "cached_tokens",
@@ -15,7 +15,12 @@ pub const COUNTS: [&str; 7] = [
     "reasoning_tokens",
     "estimated",
     "errors",
+    "cost_usd_pico",
+    "cost_cny_pico",
 ];
+
+/// Columns added after the first release, with `ALTER TABLE` when a file lacks them.
+const ADDED: [&str; 2] = ["cost_usd_pico", "cost_cny_pico"];
 
 /// Every numeric column: the counts, then the latency and TTFT buckets.
 pub fn number_columns() -> Vec<String> {
@@ -52,7 +57,18 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
            model TEXT NOT NULL, consumer TEXT NOT NULL, class TEXT NOT NULL, {},
            PRIMARY KEY (minute, route, provider, model, consumer, class)) WITHOUT ROWID;",
         numbers.join(", ")
-    ))
+    ))?;
+    for col in ADDED {
+        let has: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('usage_minute') WHERE name = ?1")?
+            .exists([col])?;
+        if !has {
+            conn.execute_batch(&format!(
+                "ALTER TABLE usage_minute ADD COLUMN {col} INTEGER NOT NULL DEFAULT 0"
+            ))?;
+        }
+    }
+    Ok(())
 }
 
 impl Db {

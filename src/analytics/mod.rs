@@ -71,6 +71,9 @@ pub struct Event {
     pub ttft_ms: Option<f64>,
     pub duration_ms: f64,
     pub error: Option<&'static str>,
+    /// What it cost (picounits, currency), when priced.
+    #[serde(skip)]
+    pub cost: Option<(u64, crate::settings::Currency)>,
 }
 
 /// The series a request counts in.
@@ -95,6 +98,9 @@ pub struct Sums {
     pub reasoning_tokens: u64,
     pub estimated: u64,
     pub errors: u64,
+    /// Cost in picounits of each currency.
+    pub cost_usd_pico: u64,
+    pub cost_cny_pico: u64,
     pub latency: [u64; NBUCKETS],
     pub ttft: [u64; NBUCKETS],
 }
@@ -117,6 +123,8 @@ impl Sums {
             self.reasoning_tokens,
             self.estimated,
             self.errors,
+            self.cost_usd_pico,
+            self.cost_cny_pico,
         ];
         counts
             .iter()
@@ -135,6 +143,8 @@ impl Sums {
         self.reasoning_tokens += other.reasoning_tokens;
         self.estimated += other.estimated;
         self.errors += other.errors;
+        self.cost_usd_pico += other.cost_usd_pico;
+        self.cost_cny_pico += other.cost_cny_pico;
         for (a, b) in self.latency.iter_mut().zip(&other.latency) {
             *a += b;
         }
@@ -151,6 +161,11 @@ impl Sums {
         self.reasoning_tokens += e.reasoning_tokens;
         self.estimated += u64::from(e.usage_estimated);
         self.errors += u64::from(e.error.is_some() || e.status >= 400);
+        match e.cost {
+            Some((pico, crate::settings::Currency::Usd)) => self.cost_usd_pico += pico,
+            Some((pico, crate::settings::Currency::Cny)) => self.cost_cny_pico += pico,
+            None => {}
+        }
         self.latency[bucket(e.duration_ms)] += 1;
         if let Some(t) = e.ttft_ms {
             self.ttft[bucket(t)] += 1;

@@ -20,9 +20,14 @@ pub async fn account(
 ) {
     let reported = final_usage(req);
     let usage = reported.unwrap_or_default();
-    record(log, session, req, &usage);
+    let cost = priced(req, &usage);
+    record(log, session, req, &usage, cost);
     if analytics.enabled() {
-        analytics.record(event(session, req, &usage));
+        let mut e = event(session, req, &usage);
+        if let Some(Some(c)) = cost {
+            e.cost = Some((c.pico, c.currency));
+        }
+        analytics.record(e);
     }
     // A span for what was (or was to be) proxied; not for the gateway's own answers.
     let own_answer = req
@@ -39,6 +44,24 @@ pub async fn account(
         },
     )
     .await;
+}
+
+/// What the request cost: `None` when no provider answered or nothing was used;
+/// `Some(None)` when it used tokens the price book has no price for.
+fn priced(req: &Exchange, usage: &Usage) -> Option<Option<crate::pricing::Cost>> {
+    let provider = req.provider()?;
+    if usage.input_tokens == 0 && usage.output_tokens == 0 {
+        return None;
+    }
+    let model = req.upstream_model().or(req.model())?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Some(
+        req.config
+            .prices
+            .cost(&provider.name, provider.kind.as_str(), model, usage, now),
+    )
 }
 
 /// Replace reservations with the real usage, and charge the consumer's quota.
@@ -113,6 +136,7 @@ fn event(session: &Session, req: &Exchange, usage: &Usage) -> Event {
         ttft_ms: ms(req.started, req.attempts.outcome.first_token),
         duration_ms: end.duration_since(req.started).as_secs_f64() * 1000.0,
         error: req.error.as_ref().map(|e| e.code()),
+        cost: None,
     }
 }
 
@@ -147,13 +171,19 @@ fn traced(session: &Session, req: &Exchange, usage: Option<&Usage>) -> crate::ot
 }
 
 /// The request's metrics and access-log line.
-pub fn record(log: &AccessLog, session: &Session, req: &Exchange, usage: &Usage) {
+pub fn record(
+    log: &AccessLog,
+    session: &Session,
+    req: &Exchange,
+    usage: &Usage,
+    cost: Option<Option<crate::pricing::Cost>>,
+) {
     let end = Instant::now();
     let status = req
         .status
         .or_else(|| session.response_written().map(|h| h.status.as_u16()))
         .unwrap_or(0);
-    count(req, usage, status, end);
+    count(req, usage, status, end, cost);
     let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
     let header = session.req_header();
     let total = end.duration_since(req.started);
@@ -185,13 +215,22 @@ pub fn record(log: &AccessLog, session: &Session, req: &Exchange, usage: &Usage)
             * 1000.0,
         retries: req.attempts.retries(),
         error: req.error.as_ref().map(|e| e.code()),
+        cost: cost.flatten().map(|c| c.decimal()),
+        currency: cost.flatten().map(|c| c.currency.as_str()),
+        price_missing: matches!(cost, Some(None)),
     });
 }
 
 /// The request's Prometheus series. Labels come from the config only (see
 /// `crate::metrics`): route and provider names, the matched rule's pattern, consumers
 /// named in the config.
-fn count(req: &Exchange, usage: &Usage, status: u16, end: Instant) {
+fn count(
+    req: &Exchange,
+    usage: &Usage,
+    status: u16,
+    end: Instant,
+    cost: Option<Option<crate::pricing::Cost>>,
+) {
     let route = req.route_name().unwrap_or("");
     let provider = req.provider().map(|p| p.name.as_str());
     let model_label = req.model_label();
@@ -220,6 +259,14 @@ fn count(req: &Exchange, usage: &Usage, status: u16, end: Instant) {
     // Cached handles: no label hashing or registry lock per request.
     let s = crate::metrics::request_series(route, provider, model_label);
     s.request(status);
+    if let Some(cost) = cost {
+        s.cost(cost.map(|c| {
+            (
+                c.pico as f64 / crate::pricing::PICO as f64,
+                c.currency.as_str(),
+            )
+        }));
+    }
     s.tokens(
         usage.input_tokens,
         usage.output_tokens,

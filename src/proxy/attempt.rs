@@ -73,7 +73,7 @@ enum Reader {
     /// An error answer passed through, the provider's keys scrubbed from it.
     Scrub(StreamScrub),
     /// A native OpenAI stream: metered, usage chunk stripped if asked.
-    Meter(StreamMeter),
+    Meter(Box<StreamMeter>),
     /// A stream translated chunk by chunk into the client's protocol.
     Translate(Box<dyn StreamTranslator>),
     /// A native stream passed through and read for usage only.
@@ -194,7 +194,7 @@ impl AttemptState {
                 // A stream in another protocol than OpenAI's is read for its usage only.
                 (true, true) => match from.stream_to_openai(&self.attempt.upstream_model, true) {
                     Some(observer) => Reader::Observe(observer),
-                    None => Reader::Meter(StreamMeter::new(*strip_usage)),
+                    None => Reader::Meter(Box::new(StreamMeter::new(*strip_usage))),
                 },
                 (true, false) => Reader::Json(Vec::new(), from),
                 (false, _) if self.attempt.provider.keys.scrubber().is_active() => {
@@ -210,7 +210,7 @@ impl AttemptState {
                 if ok && is_sse {
                     match plan::stream_translator(from, to, model, *include_usage) {
                         Some(t) => Reader::Translate(t),
-                        None => Reader::Meter(StreamMeter::new(false)),
+                        None => Reader::Meter(Box::new(StreamMeter::new(false))),
                     }
                 } else {
                     let content_type = if is_sse {

@@ -91,6 +91,8 @@ pub struct Gateway {
     pub settings: Arc<Settings>,
     /// Traces over OTLP (`tracing:`; `None`: off, nothing done per request).
     pub tracing: Option<Arc<crate::otel::TraceConfig>>,
+    /// What requests cost (`pricing:` over the shipped price book).
+    pub prices: crate::pricing::PriceBook,
 }
 
 pub(super) fn duration(value: &Option<HumanDuration>, default: Duration) -> Duration {
@@ -223,6 +225,8 @@ impl Gateway {
             dns_refresh: positive_duration("dns.refresh", &f.dns.refresh, Duration::from_secs(30))?,
             settings: Arc::new(f.clone()),
             tracing: super::tracing::build(f.tracing.as_ref())?,
+            prices: crate::pricing::PriceBook::build(&f.pricing)
+                .map_err(|(field, message)| ConfigError::field(field, message))?,
         })
     }
 

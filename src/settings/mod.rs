@@ -15,6 +15,7 @@
 mod access;
 mod alerts;
 mod analytics;
+mod pricing;
 mod providers;
 mod redact;
 mod routes;
@@ -31,6 +32,7 @@ pub use access::{
 };
 pub use alerts::{AlertKind, AlertRuleSection, AlertsSection, WebhookFormat, WebhookSection};
 pub use analytics::AnalyticsSection;
+pub use pricing::{Currency, PriceSection, PricingSection};
 pub use providers::{
     HealthFailure, HealthSection, KeyEntry, NamedKey, ProviderSection, ProviderType, TimeoutSection,
 };
@@ -100,6 +102,9 @@ pub struct Settings {
     /// OpenTelemetry traces over OTLP/HTTP (off when absent).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tracing: Option<TracingSection>,
+    /// What requests cost in money: the price book.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub pricing: PricingSection,
 }
 
 /// Read settings from YAML text. The error is serde's, its path naming list entries that

@@ -597,6 +597,26 @@ fn settings(rng: &mut XorShift) -> Settings {
                 .into_iter()
                 .collect(),
         }),
+        pricing: PricingSection {
+            defaults: opt(rng, |r| r.one_in(2)),
+            prices: list(rng, 2, |rng| PriceSection {
+                provider: opt(rng, s),
+                provider_type: opt(rng, s),
+                model: s(rng),
+                currency: opt(rng, |r| Currency::ALL[r.below(Currency::ALL.len())]),
+                input: opt(rng, |r| num(r) as f64 / 8.0),
+                cached_input: opt(rng, |r| num(r) as f64 / 8.0),
+                cache_write: opt(rng, |r| num(r) as f64 / 8.0),
+                output: opt(rng, |r| num(r) as f64 / 8.0),
+                reasoning: opt(rng, |r| num(r) as f64 / 8.0),
+                request: opt(rng, |r| num(r) as f64 / 8.0),
+                from: opt(rng, s),
+                hours: opt(rng, s),
+                weekdays: opt(rng, s),
+                source: opt(rng, s),
+                as_of: opt(rng, s),
+            }),
+        },
     }
 }
 

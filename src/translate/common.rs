@@ -101,6 +101,7 @@ pub(crate) fn usage_from_openai(u: &Json) -> Usage {
         cached_input_tokens: u
             .get("prompt_tokens_details")
             .map_or(0, |d| count_field(d, "cached_tokens")),
+        cache_write_tokens: 0,
         reasoning_tokens: u
             .get("completion_tokens_details")
             .map_or(0, |d| count_field(d, "reasoning_tokens")),

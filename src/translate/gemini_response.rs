@@ -17,6 +17,7 @@ pub(crate) fn usage_from_gemini(u: &Json) -> Usage {
             .saturating_add(count_field(u, "toolUsePromptTokenCount")),
         output_tokens: count_field(u, "candidatesTokenCount").saturating_add(thoughts),
         cached_input_tokens: count_field(u, "cachedContentTokenCount"),
+        cache_write_tokens: 0,
         reasoning_tokens: thoughts,
         estimated: false,
     }

@@ -33,6 +33,7 @@ fn usage(input: u64, cached: u64, output: u64, reasoning: u64) -> Usage {
         input_tokens: input,
         output_tokens: output,
         cached_input_tokens: cached,
+        cache_write_tokens: 0,
         reasoning_tokens: reasoning,
         estimated: false,
     }
@@ -59,7 +60,13 @@ fn response_fixture() {
     )
     .unwrap();
     assert_json(&body, fixture!("expected_client_response.json"));
-    assert_eq!(u, usage(60, 30, 25, 0));
+    assert_eq!(
+        u,
+        Usage {
+            cache_write_tokens: 20,
+            ..usage(60, 30, 25, 0)
+        }
+    );
     assert!(value(&body)["created"].as_u64().unwrap() > 1_600_000_000);
 }
 
@@ -504,7 +511,13 @@ fn usage_table_anthropic_and_openai() {
         br#"{"input_tokens":5,"cache_creation_input_tokens":7,"cache_read_input_tokens":11,"output_tokens":13}"#,
     )
     .unwrap();
-    assert_eq!(usage_of(&a), usage(5 + 7 + 11, 11, 13, 0));
+    assert_eq!(
+        usage_of(&a),
+        Usage {
+            cache_write_tokens: 7,
+            ..usage(5 + 7 + 11, 11, 13, 0)
+        }
+    );
     let o = Json::parse(
         br#"{"prompt_tokens":23,"completion_tokens":13,"prompt_tokens_details":{"cached_tokens":11},"completion_tokens_details":{"reasoning_tokens":3}}"#,
     )

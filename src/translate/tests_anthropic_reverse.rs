@@ -23,6 +23,7 @@ fn usage(input: u64, cached: u64, output: u64, reasoning: u64) -> Usage {
         input_tokens: input,
         output_tokens: output,
         cached_input_tokens: cached,
+        cache_write_tokens: 0,
         reasoning_tokens: reasoning,
         estimated: false,
     }

@@ -329,6 +329,7 @@ impl StreamMeter {
             input_tokens: 0,
             output_tokens: self.tally.content.tokens().saturating_add(reasoning),
             cached_input_tokens: 0,
+            cache_write_tokens: 0,
             reasoning_tokens: reasoning,
             estimated: true,
         }

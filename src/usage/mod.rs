@@ -53,6 +53,9 @@ pub struct Usage {
     /// Completion tokens, including reasoning ones.
     pub output_tokens: u64,
     pub cached_input_tokens: u64,
+    /// Input tokens written to the provider's cache (Anthropic's cache creation; priced on
+    /// their own), included in `input_tokens`.
+    pub cache_write_tokens: u64,
     pub reasoning_tokens: u64,
     /// True when the gateway estimated the numbers (the provider reported none).
     pub estimated: bool,

@@ -77,6 +77,7 @@ impl Usage {
             &mut self.input_tokens,
             &mut self.output_tokens,
             &mut self.cached_input_tokens,
+            &mut self.cache_write_tokens,
             &mut self.reasoning_tokens,
         ] {
             *n = (*n).min(MAX_TOKENS_PER_REQUEST);
@@ -177,6 +178,7 @@ mod tests {
             input_tokens: u64::MAX,
             output_tokens: 5,
             cached_input_tokens: 1 << 60,
+            cache_write_tokens: 0,
             reasoning_tokens: 2,
             estimated: false,
         };

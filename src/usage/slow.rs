@@ -92,6 +92,7 @@ pub(super) fn parse_usage(raw: &str) -> Option<Usage> {
         input_tokens: input,
         output_tokens: output,
         cached_input_tokens: detail(&u.prompt_tokens_details, |d| &d.cached_tokens),
+        cache_write_tokens: 0,
         reasoning_tokens: detail(&u.completion_tokens_details, |d| &d.reasoning_tokens),
         estimated: false,
     })

@@ -23,6 +23,7 @@ const REPORTED: Usage = Usage {
     input_tokens: 25,
     output_tokens: 12,
     cached_input_tokens: 8,
+    cache_write_tokens: 0,
     reasoning_tokens: 3,
     estimated: false,
 };
@@ -355,6 +356,7 @@ fn usage_from_json_details() {
             input_tokens: 2006,
             output_tokens: 300,
             cached_input_tokens: 1920,
+            cache_write_tokens: 0,
             reasoning_tokens: 256,
             estimated: false
         })
@@ -425,6 +427,7 @@ fn usage_from_json_missing_null_and_odd_values() {
             input_tokens: 3,
             output_tokens: 4,
             cached_input_tokens: 1,
+            cache_write_tokens: 0,
             reasoning_tokens: 2,
             estimated: false
         })

@@ -57,6 +57,7 @@ fn usage_at(c: &mut Cursor<'_>) -> Scan<Option<Usage>> {
         input_tokens: input,
         output_tokens: output,
         cached_input_tokens: detail(prompt_details, |d| d.cached.flatten()),
+        cache_write_tokens: 0,
         reasoning_tokens: detail(completion_details, |d| d.reasoning.flatten()),
         estimated: false,
     }))
