@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
 # Install what building and testing Tollgate needs on a fresh Debian machine, only when missing.
 # Runs `apt-get update` at most once. Safe to run repeatedly.
+# `--build`: only what building the gateway needs (the quick start), not the test tools.
 set -euo pipefail
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)        # pingora-core -> libz-ng-sys
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
+if [ "${1:-}" = "--build" ]; then
+  if [ ${#need[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "installing: ${need[*]}" >&2
+    $sudo apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${need[@]}"
+  fi
+  exit 0
+fi
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)   # unit verification test
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)   # tests/prometheus.rs: prometheus + promtool
