@@ -3,17 +3,20 @@
 # Runs `apt-get update` at most once. Safe to run repeatedly.
 # `--build`: only what building the gateway needs (the quick start), not the test tools.
 set -euo pipefail
+# Install the packages in need[], if any (apt-get update once).
+install_needed() {
+  [ ${#need[@]} -gt 0 ] || return 0
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing: ${need[*]}" >&2
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${need[@]}"
+}
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)        # pingora-core -> libz-ng-sys
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 if [ "${1:-}" = "--build" ]; then
-  if [ ${#need[@]} -gt 0 ]; then
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    echo "installing: ${need[*]}" >&2
-    $sudo apt-get update -q
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${need[@]}"
-  fi
+  install_needed
   exit 0
 fi
 command -v curl >/dev/null 2>&1 || need+=(curl)
@@ -22,13 +25,7 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)   # tests/prometheus.r
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)   # shared limits and quotas
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)   # tests/sdk.rs: the openai package
 command -v chromium >/dev/null 2>&1 || need+=(chromium)   # tests/console.rs: headless browser
-if [ ${#need[@]} -gt 0 ]; then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  echo "installing: ${need[*]}" >&2
-  $sudo apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${need[@]}"
-fi
+install_needed
 # tests/deb.rs: the Debian package (a few minutes to compile, once per machine).
 command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb --locked --version 3.8.0
 # tests/sdk.rs: OpenAI's official Python SDK, to check the error classes it raises;
