@@ -12,65 +12,6 @@ const TOKEN: &str = "admin-token-alerts-1";
 /// The secret part of the webhook URL (a chat tool's token).
 const HOOK_SECRET: &str = "hook-secret-token-0123456789";
 
-/// Calls to the API that keep every answer (to search for secrets afterwards).
-struct Api {
-    base: String,
-    seen: String,
-}
-
-impl Api {
-    fn new(gw: &Gateway) -> Api {
-        Api {
-            base: gw.admin_url("/admin/api/v1"),
-            seen: String::new(),
-        }
-    }
-
-    async fn call(
-        &mut self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        self.call_if(method, path, body, None).await
-    }
-
-    async fn call_if(
-        &mut self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-        if_match: Option<&str>,
-    ) -> (StatusCode, Value) {
-        let mut req = client()
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(TOKEN);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        if let Some(r) = if_match {
-            req = req.header("if-match", format!("\"{r}\""));
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        self.seen.push_str(&text);
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    /// The state of rule `name` in `GET /alerts`.
-    async fn state(&mut self, name: &str) -> Value {
-        let (_, v) = self.call(Method::GET, "/alerts", None).await;
-        v["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["rule"] == name)
-            .cloned()
-            .unwrap_or(Value::Null)
-    }
-}
-
 /// The JSON bodies `hooks` received on `path`.
 fn notices(hooks: &RawUpstream, path: &str) -> Vec<Value> {
     hooks
@@ -118,7 +59,7 @@ async fn alert_rules_and_webhooks_through_the_api() {
         .section(&file_alerts)
         .build();
     let mut gw = Gateway::start_opts(&body, None, Some(TOKEN), &[]);
-    let mut api = Api::new(&gw);
+    let mut api = Api::new(&gw, Some(TOKEN));
 
     // A webhook: its URL is shown masked, host kept.
     let url = format!("http://{}{path}", hooks.addr);
@@ -338,7 +279,7 @@ async fn alert_rules_and_webhooks_through_the_api() {
     // They survive a kill -9; `config export` has them, `config diff` shows them masked.
     gw.signal_and_wait("-KILL");
     gw.respawn();
-    let mut api2 = Api::new(&gw);
+    let mut api2 = Api::new(&gw, Some(TOKEN));
     let (status, v) = api2.call(Method::GET, "/alert_webhooks/ops", None).await;
     assert_eq!(
         (status, v["url"].as_str()),
@@ -392,7 +333,7 @@ async fn a_quota_rule_fires_when_a_balance_runs_low() {
         .section("quota:\n  consumers: [alice, bob]\nalerts:\n  interval: 200ms\n")
         .build();
     let gw = Gateway::start_opts(&body, None, Some(TOKEN), &[]);
-    let mut api = Api::new(&gw);
+    let mut api = Api::new(&gw, Some(TOKEN));
     for (name, n) in [("alice", 1000), ("bob", 1000)] {
         let (status, v) = api
             .call(

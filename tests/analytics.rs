@@ -626,14 +626,7 @@ async fn every_request_is_priced_and_costs_add_up_exactly() {
         pico_of(usage["totals"]["cost"]["USD"].as_str().unwrap()),
         total
     );
-    let csv = client()
-        .get(gw.admin_url("/admin/api/v1/usage?from=0&format=csv"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let csv = get_text(&gw.admin_url("/admin/api/v1/usage?from=0&format=csv")).await;
     assert!(
         csv.lines().next().unwrap().contains("cost_usd_pico"),
         "{csv}"

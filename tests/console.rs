@@ -113,14 +113,7 @@ async fn console_http_headers_csrf_login_limit_and_switch() {
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     assert_eq!(header(&page, "cache-control"), "no-cache");
     assert_eq!(header(&page, "content-encoding"), "br");
-    let html = c
-        .get(gw.admin_url("/console/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = get_text(&gw.admin_url("/console/")).await;
     assert!(!html.contains("<script>"), "no inline script");
     let app = html
         .split('"')

@@ -5,68 +5,12 @@
 mod common;
 
 use common::*;
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::{json, Value};
 
 const TOKEN: &str = "admin-token-mgmt-1";
 const KEY_ONE: &str = "sk-api-key-one-0001";
 const KEY_TWO: &str = "sk-api-key-two-0002";
-
-/// Calls to the API that keep every answer (to search for secrets afterwards).
-struct Api {
-    base: String,
-    token: Option<String>,
-    seen: String,
-}
-
-impl Api {
-    fn new(gw: &Gateway, token: Option<&str>) -> Api {
-        Api {
-            base: gw.admin_url("/admin/api/v1"),
-            token: token.map(str::to_string),
-            seen: String::new(),
-        }
-    }
-
-    async fn call(
-        &mut self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        self.call_if(method, path, body, None).await
-    }
-
-    async fn call_if(
-        &mut self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-        if_match: Option<&str>,
-    ) -> (StatusCode, Value) {
-        let mut req = client().request(method, format!("{}{path}", self.base));
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        if let Some(r) = if_match {
-            req = req.header("if-match", format!("\"{r}\""));
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        self.seen.push_str(&text);
-        let v = serde_json::from_str(&text).unwrap_or(Value::Null);
-        (status, v)
-    }
-
-    async fn revision(&mut self) -> String {
-        let (_, v) = self.call(Method::GET, "/config", None).await;
-        v["revision"].as_str().unwrap().to_string()
-    }
-}
 
 async fn chat(gw: &Gateway, model: &str, credential: &str) -> (u16, Value) {
     chat_at(&gw.addr, model, credential).await

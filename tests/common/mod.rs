@@ -1391,3 +1391,75 @@ impl RedisTls {
         line["process_id:".len()..].trim().parse().ok()
     }
 }
+
+/// Calls to the management API (as the token or session holder given) that keep every
+/// answer, to search for secrets afterwards.
+pub struct Api {
+    pub base: String,
+    pub token: Option<String>,
+    pub seen: String,
+}
+
+impl Api {
+    pub fn new(gw: &Gateway, token: Option<&str>) -> Api {
+        Api {
+            base: gw.admin_url("/admin/api/v1"),
+            token: token.map(str::to_string),
+            seen: String::new(),
+        }
+    }
+
+    pub async fn call(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        self.call_if(method, path, body, None).await
+    }
+
+    pub async fn call_if(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        if_match: Option<&str>,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let mut req = client().request(method, format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        if let Some(r) = if_match {
+            req = req.header("if-match", format!("\"{r}\""));
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        self.seen.push_str(&text);
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// The config's current revision.
+    pub async fn revision(&mut self) -> String {
+        let (_, v) = self.call(reqwest::Method::GET, "/config", None).await;
+        v["revision"].as_str().unwrap().to_string()
+    }
+
+    /// The state of alert rule `name` in `GET /alerts`.
+    pub async fn state(&mut self, name: &str) -> serde_json::Value {
+        let (_, v) = self.call(reqwest::Method::GET, "/alerts", None).await;
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["rule"] == name)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    }
+}
