@@ -142,6 +142,18 @@ fn broken_configs_are_rejected_with_the_field_named() {
             format!("{good}\nrate_limits: [{{name: a, key: consumer, window: minute}}]\n"),
             &["rate_limits[0] (a).tokens", "input_tokens"],
         ),
+        (
+            format!("{good}\npricing: {{prices: [{{provider: nope, model: x, input: 1}}]}}\n"),
+            &["pricing.prices[0].provider", "no provider `nope`"],
+        ),
+        (
+            format!("{good}\npricing: {{prices: [{{provider_type: openia, model: x, input: 1}}]}}\n"),
+            &["pricing.prices[0].provider_type", "`openia`"],
+        ),
+        (
+            format!("{good}\npricing: {{prices: [{{model: x, input: 1, hours: \"9-17\"}}]}}\n"),
+            &["pricing.prices[0].hours"],
+        ),
     ];
     for (i, (text, needles)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("broken-{i}.yaml"));

@@ -197,9 +197,14 @@ fn the_operators_prices_win_over_the_shipped_ones() {
         wed(12, 0),
     );
     assert_eq!(c.map(|c| c.decimal()), Some("1".to_string()));
-    // Every shipped entry parses.
+    // Every shipped entry parses and names a provider type the gateway has.
     for (i, p) in shipped().iter().enumerate() {
         entry(p, true).unwrap_or_else(|e| panic!("shipped [{i}]: {e:?}"));
+        let kind = p.provider_type.as_deref().unwrap_or_default();
+        assert!(
+            crate::settings::ProviderType::from_word(kind).is_some(),
+            "shipped [{i}]: type `{kind}`"
+        );
     }
 }
 

@@ -171,6 +171,31 @@ fn listener(field: &str, l: &settings::ListenerSection) -> Result<Listener, Conf
     })
 }
 
+/// The price book; a price naming a provider or a provider type the config does not have is
+/// refused (it would never apply).
+fn prices(f: &Settings) -> Result<crate::pricing::PriceBook, ConfigError> {
+    for (i, p) in f.pricing.prices.iter().enumerate() {
+        if let Some(name) = &p.provider {
+            if !f.providers.iter().any(|q| q.name == *name) {
+                return Err(ConfigError::field(
+                    format!("pricing.prices[{i}].provider"),
+                    format!("no provider `{name}` in `providers`"),
+                ));
+            }
+        }
+        if let Some(kind) = &p.provider_type {
+            if settings::ProviderType::from_word(kind).is_none() {
+                return Err(ConfigError::field(
+                    format!("pricing.prices[{i}].provider_type"),
+                    format!("`{kind}`: expected {}", settings::ProviderType::words()),
+                ));
+            }
+        }
+    }
+    crate::pricing::PriceBook::build(&f.pricing)
+        .map_err(|(field, message)| ConfigError::field(field, message))
+}
+
 impl Gateway {
     /// Build the runtime snapshot from the settings. With `previous` (a reload), live state
     /// is carried over by the names the settings give (see `carry_tests`).
@@ -225,8 +250,7 @@ impl Gateway {
             dns_refresh: positive_duration("dns.refresh", &f.dns.refresh, Duration::from_secs(30))?,
             settings: Arc::new(f.clone()),
             tracing: super::tracing::build(f.tracing.as_ref())?,
-            prices: crate::pricing::PriceBook::build(&f.pricing)
-                .map_err(|(field, message)| ConfigError::field(field, message))?,
+            prices: prices(f)?,
         })
     }
 
