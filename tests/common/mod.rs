@@ -589,7 +589,10 @@ impl Gateway {
         loop {
             if let Ok(text) = std::fs::read_to_string(&self.access_log) {
                 for line in text.lines() {
-                    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                    // The writer may be mid-line: a partial last line is read again later.
+                    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                        continue;
+                    };
                     if v["request_id"] == request_id {
                         return v;
                     }
