@@ -149,21 +149,26 @@ impl Consumers {
     }
 
     fn lookup(&self, credential: &str) -> Option<usize> {
-        if credential.starts_with(PLAYGROUND_PREFIX) {
-            let name = playground_consumer(credential)?;
-            return self.names.iter().position(|n| *n == name);
-        }
         if !self.by_digest.is_empty() {
             if let Some(i) = self.by_digest.get(&sha256(credential)) {
                 return Some(*i);
             }
         }
-        let candidates = self.by_hash.get(&self.hash(credential))?;
         let mut found = None;
-        for (c, i) in candidates {
+        for (c, i) in self
+            .by_hash
+            .get(&self.hash(credential))
+            .into_iter()
+            .flatten()
+        {
             if same_secret(c.as_bytes(), credential.as_bytes()) {
                 found = Some(*i);
             }
+        }
+        if found.is_none() && credential.starts_with(PLAYGROUND_PREFIX) {
+            // Only when no consumer has it: other requests never take the playground's lock.
+            let name = playground_consumer(credential)?;
+            return self.names.iter().position(|n| *n == name);
         }
         found
     }

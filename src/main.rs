@@ -164,16 +164,9 @@ fn command(
         Some(Command::Config {
             action: ConfigAction::Diff,
         }) => {
-            let before = tollgate::settings::to_yaml(&file.redacted());
-            let after = tollgate::settings::to_yaml(&gateway.settings.redacted());
             print!(
                 "{}",
-                tollgate::managed::diff::unified(
-                    &before,
-                    &after,
-                    "config file",
-                    &format!("with the API's changes (revision {})", layer.revision)
-                )
+                tollgate::managed::diff::api_changes(file, &gateway.settings, layer.revision)
             );
             ExitCode::SUCCESS
         }

@@ -12,16 +12,6 @@ const TOKEN: &str = "admin-token-alerts-1";
 /// The secret part of the webhook URL (a chat tool's token).
 const HOOK_SECRET: &str = "hook-secret-token-0123456789";
 
-/// The JSON bodies `hooks` received on `path`.
-fn notices(hooks: &RawUpstream, path: &str) -> Vec<Value> {
-    hooks
-        .received()
-        .iter()
-        .filter(|r| r.head.starts_with(&format!("POST {path} ")))
-        .map(|r| serde_json::from_slice(&r.body).unwrap())
-        .collect()
-}
-
 async fn chat(gw: &Gateway, consumer: &str) -> u16 {
     let resp = client()
         .post(gw.url("/v1/chat/completions"))
@@ -38,7 +28,7 @@ async fn chat(gw: &Gateway, consumer: &str) -> u16 {
 /// Wait until `hooks` got `n` notices on `path`.
 async fn notices_at_least(hooks: &RawUpstream, path: &str, n: usize) -> Vec<Value> {
     eventually_some(&format!("{n} notice(s) on {path}"), || {
-        let got = notices(hooks, path);
+        let got = posted_json(hooks, path);
         async move { (got.len() >= n).then_some(got) }
     })
     .await
@@ -286,19 +276,7 @@ async fn alert_rules_and_webhooks_through_the_api() {
         (StatusCode::OK, Some(masked.as_str()))
     );
     api.seen.push_str(&api2.seen);
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args(["-c", gw.config_path.to_str().unwrap()])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let run = |args: &[&str]| gw.cli(args);
     let exported = run(&["config", "export"]);
     assert!(
         exported.contains("name: burst") && exported.contains(HOOK_SECRET),
@@ -390,7 +368,7 @@ async fn a_quota_rule_fires_when_a_balance_runs_low() {
         }
     })
     .await;
-    assert!(notices(&hooks, "/low").is_empty());
+    assert!(posted_json(&hooks, "/low").is_empty());
 
     // bob's balance is set low: the rule fires, naming bob and his balance.
     let (status, _) = api

@@ -232,16 +232,6 @@ async fn rollups_survive_a_restart() {
     assert_eq!(usage["totals"]["requests"], 3, "{usage}");
 }
 
-/// The notices a receiver got, as JSON bodies, for `path`.
-fn notices(hooks: &RawUpstream, path: &str) -> Vec<Value> {
-    hooks
-        .received()
-        .iter()
-        .filter(|r| r.head.starts_with(&format!("POST {path} ")))
-        .map(|r| serde_json::from_slice(&r.body).unwrap())
-        .collect()
-}
-
 /// Seconds into the current wall-clock minute.
 fn second_of_minute() -> u64 {
     std::time::SystemTime::now()
@@ -285,31 +275,31 @@ async fn an_alert_fires_on_a_spike_notifies_and_resolves() {
             "bob is not watched"
         );
     }
-    assert!(notices(&hooks, "/ops").is_empty());
+    assert!(posted_json(&hooks, "/ops").is_empty());
     for _ in 0..3 {
         assert_eq!(send(&gw, "alice", "mock-a", 0, 30).await, 200);
     }
     within(
         "the firing notice",
         std::time::Duration::from_secs(20),
-        || !notices(&hooks, "/ops").is_empty(),
+        || !posted_json(&hooks, "/ops").is_empty(),
     )
     .await;
-    let fired = &notices(&hooks, "/ops")[0];
+    let fired = &posted_json(&hooks, "/ops")[0];
     assert_eq!(fired["alert"], "alice-burst");
     assert_eq!(fired["state"], "firing");
     assert!(fired["value"].as_f64().unwrap() > 40.0, "{fired}");
     within(
         "the chat notices",
         std::time::Duration::from_secs(20),
-        || !notices(&hooks, "/chat").is_empty() && !notices(&hooks, "/ding").is_empty(),
+        || !posted_json(&hooks, "/chat").is_empty() && !posted_json(&hooks, "/ding").is_empty(),
     )
     .await;
-    assert!(notices(&hooks, "/chat")[0]["text"]
+    assert!(posted_json(&hooks, "/chat")[0]["text"]
         .as_str()
         .unwrap()
         .contains("FIRING: alice-burst"));
-    assert_eq!(notices(&hooks, "/ding")[0]["msgtype"], "text");
+    assert_eq!(posted_json(&hooks, "/ding")[0]["msgtype"], "text");
     let states = get_json(&gw.admin_url("/admin/api/v1/alerts"), None).await;
     assert_eq!(states["items"][0]["state"], "firing", "{states}");
     assert_eq!(states["items"][1]["state"], "ok", "{states}");
@@ -318,10 +308,10 @@ async fn an_alert_fires_on_a_spike_notifies_and_resolves() {
     within(
         "the resolved notice",
         std::time::Duration::from_secs(90),
-        || notices(&hooks, "/ops").len() >= 2,
+        || posted_json(&hooks, "/ops").len() >= 2,
     )
     .await;
-    assert_eq!(notices(&hooks, "/ops")[1]["state"], "resolved");
+    assert_eq!(posted_json(&hooks, "/ops")[1]["state"], "resolved");
     // It flaps: firing again within the repeat interval notifies nobody.
     for _ in 0..3 {
         send(&gw, "alice", "mock-a", 0, 30).await;
@@ -333,7 +323,7 @@ async fn an_alert_fires_on_a_spike_notifies_and_resolves() {
     })
     .await;
     assert_eq!(
-        notices(&hooks, "/ops").len(),
+        posted_json(&hooks, "/ops").len(),
         2,
         "no second firing notice within `repeat`"
     );
@@ -532,7 +522,7 @@ async fn a_fleet_alert_reads_the_fleets_rollups_and_notifies_once() {
         .await;
     }
     eventually("the notice", || async {
-        !notices(&hooks, "/ops").is_empty()
+        !posted_json(&hooks, "/ops").is_empty()
     })
     .await;
     // Both fired; one sent. Once each has evaluated again (evaluations run one after the
@@ -547,7 +537,7 @@ async fn a_fleet_alert_reads_the_fleets_rollups_and_notifies_once() {
         })
         .await;
     }
-    let sent = notices(&hooks, "/ops");
+    let sent = posted_json(&hooks, "/ops");
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0]["state"], "firing");
     assert_eq!(send(&a, "alice", "mock-a", 0, 3).await, 200);

@@ -236,19 +236,7 @@ async fn api_changes_apply_persist_and_survive_kill_9() {
 
     // `config export` is the merged config, and `-t` accepts it; `config diff` shows the
     // API's objects, masked.
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args(["-c", gw.config_path.to_str().unwrap()])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let run = |args: &[&str]| gw.cli(args);
     let exported = run(&["config", "export"]);
     assert!(
         exported.contains("api-route") && exported.contains(KEY_ONE),

@@ -99,6 +99,18 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("/setup", "POST", "First run, loopback only, while no admin user exists: {user, password} creates an `admin`."),
 ];
 
+/// An object alone in the settings file's YAML (secrets masked, as shown), its revision
+/// as the `ETag`.
+fn yaml_object(mut object: Value, etag: Option<&str>) -> Response<Vec<u8>> {
+    if let Some(m) = object.as_object_mut() {
+        m.remove("revision");
+        m.remove("source");
+    }
+    let text = serde_yaml::to_string(&object).unwrap_or_default();
+    let resp = respond(StatusCode::OK, "application/yaml", text.into_bytes());
+    with_etag(resp, etag)
+}
+
 /// The parsed `If-Match` header: `None` (absent or `*`) or the revision named.
 pub fn if_match(session: &ServerSession) -> Option<String> {
     let v = session.req_header().headers.get(http::header::IF_MATCH)?;
@@ -219,14 +231,7 @@ impl Admin {
                 Some(&revision),
             ),
             ["config", "diff"] => {
-                let before = crate::settings::to_yaml(&file.redacted());
-                let after = crate::settings::to_yaml(&settings.redacted());
-                let diff = crate::managed::diff::unified(
-                    &before,
-                    &after,
-                    "config file",
-                    &format!("with the API's changes (revision {})", layer.revision),
-                );
+                let diff = managed::diff::api_changes(&file, settings, layer.revision);
                 ok(
                     json!({"revision": revision, "api_revision": layer.revision, "diff": diff}),
                     Some(&revision),
@@ -245,18 +250,7 @@ impl Admin {
                 let object = find(c, settings, &file, name)?;
                 let etag = object["revision"].as_str().map(str::to_string);
                 if query(session, "format").as_deref() == Some("yaml") {
-                    // The object alone, in the settings file's YAML (secrets masked).
-                    let mut plain = object.clone();
-                    if let Some(m) = plain.as_object_mut() {
-                        m.remove("revision");
-                        m.remove("source");
-                    }
-                    let text = serde_yaml::to_string(&plain).unwrap_or_default();
-                    let mut resp = respond(StatusCode::OK, "application/yaml", text.into_bytes());
-                    if let Some(tag) = etag.and_then(|t| format!("\"{t}\"").parse().ok()) {
-                        resp.headers_mut().insert(http::header::ETAG, tag);
-                    }
-                    return Ok(resp);
+                    return Ok(yaml_object(object, etag.as_deref()));
                 }
                 ok(object, etag.as_deref())
             }
@@ -279,38 +273,7 @@ impl Admin {
                 ok(json!({"quota": q}), None)
             }
             ["quota", "balances"] => ok(json!({"balances": self.balances(&config).await}), None),
-            ["revisions", n, "diff"] => {
-                let n: u64 = n
-                    .parse()
-                    .map_err(|_| GatewayError::BadQuery(format!("`{n}` is not a revision")))?;
-                let history = self.reloader.sources.store.history().await?;
-                let this = history.iter().find(|r| r.change.revision == n).ok_or(
-                    GatewayError::AdminObjectNotFound {
-                        kind: "revision",
-                        name: n.to_string(),
-                    },
-                )?;
-                let before = history
-                    .iter()
-                    .filter(|r| r.change.revision < n)
-                    .max_by_key(|r| r.change.revision);
-                let shown =
-                    |l: &Layer| settings::to_yaml(&managed::merge(&file, l).settings.redacted());
-                let (from, from_name) = match before {
-                    Some(b) => (shown(&b.layer), format!("revision {}", b.change.revision)),
-                    None => (shown(&Layer::default()), "the file alone".to_string()),
-                };
-                let diff = managed::diff::unified(
-                    &from,
-                    &shown(&this.layer),
-                    &from_name,
-                    &format!("revision {n}"),
-                );
-                ok(
-                    json!({"revision": n, "change": this.change, "diff": diff}),
-                    None,
-                )
-            }
+            ["revisions", n, "diff"] => ok(self.revision_diff(&file, n).await?, None),
             ["revisions"] => {
                 let history = self.reloader.sources.store.history().await?;
                 let items: Vec<Value> = history.iter().map(|r| json!(r.change)).collect();
@@ -356,6 +319,35 @@ impl Admin {
             }
             _ => return Err(GatewayError::AdminNotFound),
         })
+    }
+
+    /// `GET /revisions/{n}/diff`: the merged settings before revision `n` against after it.
+    async fn revision_diff(&self, file: &Settings, n: &str) -> Result<Value, GatewayError> {
+        let n: u64 = n
+            .parse()
+            .map_err(|_| GatewayError::BadQuery(format!("`{n}` is not a revision")))?;
+        let history = self.reloader.sources.store.history().await?;
+        let this = history.iter().find(|r| r.change.revision == n).ok_or(
+            GatewayError::AdminObjectNotFound {
+                kind: "revision",
+                name: n.to_string(),
+            },
+        )?;
+        let before = history
+            .iter()
+            .filter(|r| r.change.revision < n)
+            .max_by_key(|r| r.change.revision);
+        let (from, from_name) = match before {
+            Some(b) => (b.layer.clone(), format!("revision {}", b.change.revision)),
+            None => (Layer::default(), "the file alone".to_string()),
+        };
+        let diff = managed::diff::settings(
+            &managed::merge(file, &from).settings,
+            &managed::merge(file, &this.layer).settings,
+            &from_name,
+            &format!("revision {n}"),
+        );
+        Ok(json!({"revision": n, "change": this.change, "diff": diff}))
     }
 
     /// `GET /rate_limits/{name}/usage`: the rule's standing for `?key=`, or for each

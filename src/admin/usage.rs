@@ -55,26 +55,14 @@ impl Admin {
         let _ = tokio::task::spawn_blocking(move || flushed.flush(Duration::from_secs(2))).await;
         // With Redis, the fleet's rollups; when Redis cannot answer, this gateway's own
         // (the answer's `scope` says which).
-        let fleet = match analytics.fleet() {
-            Some(redis) => {
-                let minute = |ms: u64| ms / 60_000;
-                let read = crate::analytics::fleet::read(
-                    redis,
-                    minute(q.from_ms),
-                    q.to_ms.div_ceil(60_000),
-                    minute(now_ms),
-                    analytics.retention(),
-                );
-                match read.await {
-                    Ok(rows) => Some(rows),
-                    Err(e) => {
-                        log::warn!("usage query: the fleet's rollups are unavailable ({e}); answering with this gateway's");
-                        None
-                    }
-                }
-            }
-            None => None,
-        };
+        let fleet = analytics
+            .fleet_rows(
+                q.from_ms / 60_000,
+                q.to_ms.div_ceil(60_000),
+                now_ms / 60_000,
+                "usage query",
+            )
+            .await;
         let scope = if fleet.is_some() { "fleet" } else { "gateway" };
         let answer = tokio::task::spawn_blocking(move || {
             let conn = match &fleet {

@@ -19,6 +19,9 @@ pub const COUNTS: [&str; 9] = [
     "cost_cny_pico",
 ];
 
+/// The cost columns of `COUNTS` (their index) and their currency.
+pub const COSTS: [(usize, &str); 2] = [(7, "USD"), (8, "CNY")];
+
 /// Columns added after the first release, with `ALTER TABLE` when a file lacks them.
 const ADDED: [&str; 2] = ["cost_usd_pico", "cost_cny_pico"];
 
@@ -162,6 +165,12 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cost_columns_are_where_costs_says() {
+        assert_eq!(COUNTS[COSTS[0].0], "cost_usd_pico");
+        assert_eq!(COUNTS[COSTS[1].0], "cost_cny_pico");
+    }
 
     #[test]
     fn folding_into_hours_keeps_every_sum() {

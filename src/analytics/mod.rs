@@ -273,6 +273,26 @@ impl Analytics {
         self.shared.retention
     }
 
+    /// The fleet's rollups of the minutes `[from, to)` as of minute `now`, when Redis holds
+    /// them and answers; `None` (logged, saying what `purpose` does instead) means this
+    /// gateway's own file is to be read.
+    pub async fn fleet_rows(
+        &self,
+        from: u64,
+        to: u64,
+        now: u64,
+        purpose: &str,
+    ) -> Option<Vec<fleet::Row>> {
+        let redis = self.fleet()?;
+        match fleet::read(redis, from, to, now, self.shared.retention).await {
+            Ok(rows) => Some(rows),
+            Err(e) => {
+                log::warn!("{purpose}: the fleet's rollups are unavailable ({e}); using this gateway's own");
+                None
+            }
+        }
+    }
+
     /// Write everything aggregated so far, waiting at most `within`.
     pub fn flush(&self, within: Duration) -> bool {
         let Some(tx) = &self.tx else { return true };

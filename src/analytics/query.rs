@@ -1,7 +1,7 @@
 //! Reading the rollups: time series grouped by any of route, provider, model, consumer and
 //! status class over a range, their totals, a top-N, and CSV.
 
-use super::db::{self, COUNTS};
+use super::db::{self, COSTS, COUNTS};
 use super::{BUCKETS_MS, NBUCKETS};
 use rusqlite::params_from_iter;
 use rusqlite::Connection;
@@ -135,7 +135,7 @@ fn quantile(buckets: &[u64], p: f64) -> Option<f64> {
 /// The costs of a row as exact decimals by currency (`{"USD":"0.0042"}`; only those spent).
 fn cost_json(counts: &[i64]) -> Value {
     let mut m = Map::new();
-    for (currency, i) in [("USD", 7), ("CNY", 8)] {
+    for (i, currency) in COSTS {
         let pico = u64::try_from(counts[i]).unwrap_or(0);
         if pico > 0 {
             m.insert(currency.to_string(), json!(crate::pricing::decimal(pico)));
@@ -355,7 +355,7 @@ pub fn usage_csv(conn: &Connection, q: &Query) -> Result<String, QueryError> {
             vec![t.map_or_else(|| (q.from_ms / 1000).to_string(), |t| t.to_string())];
         line.extend(ds.iter().map(|d| csv_field(d)));
         line.extend(nums[..COUNTS.len()].iter().map(|n| n.to_string()));
-        for i in [7, 8] {
+        for (i, _) in COSTS {
             line.push(crate::pricing::decimal(u64::try_from(nums[i]).unwrap_or(0)));
         }
         let lat: Vec<u64> = nums[COUNTS.len()..COUNTS.len() + NBUCKETS]

@@ -159,27 +159,16 @@ impl Alerting {
         analytics_on: bool,
         now: u64,
     ) -> Option<Vec<crate::analytics::fleet::Row>> {
-        let redis = self.analytics.fleet().filter(|_| analytics_on)?;
+        if !analytics_on || self.analytics.fleet().is_none() {
+            return None;
+        }
         let analytics = self.analytics.clone();
         let _ = tokio::task::spawn_blocking(move || analytics.flush(Duration::from_secs(1))).await;
         let minute = now / 60;
         let from = (minute + 1).saturating_sub(alerts::minutes_needed(rules));
-        let read = crate::analytics::fleet::read(
-            redis,
-            from,
-            minute + 1,
-            minute,
-            self.analytics.retention(),
-        );
-        match read.await {
-            Ok(rows) => Some(rows),
-            Err(e) => {
-                log::warn!(
-                    "alerts: the fleet's rollups are unavailable ({e}); evaluating this gateway's"
-                );
-                None
-            }
-        }
+        self.analytics
+            .fleet_rows(from, minute + 1, minute, "alerts")
+            .await
     }
 
     /// Whether this gateway sends `notice`. In a fleet sharing Redis every gateway

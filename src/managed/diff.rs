@@ -59,6 +59,37 @@ fn edits<'a>(a: &[&'a str], b: &[&'a str]) -> Vec<Line<'a>> {
     out
 }
 
+/// Two settings as a unified diff of their YAML, secrets masked; empty when they are equal.
+pub fn settings(
+    before: &crate::settings::Settings,
+    after: &crate::settings::Settings,
+    before_name: &str,
+    after_name: &str,
+) -> String {
+    use crate::settings::to_yaml;
+    unified(
+        &to_yaml(&before.redacted()),
+        &to_yaml(&after.redacted()),
+        before_name,
+        after_name,
+    )
+}
+
+/// What the API changed: the file's settings against the merged ones at layer `revision`
+/// (`tollgate config diff`, `GET /config/diff`).
+pub fn api_changes(
+    file: &crate::settings::Settings,
+    merged: &crate::settings::Settings,
+    revision: u64,
+) -> String {
+    settings(
+        file,
+        merged,
+        "config file",
+        &format!("with the API's changes (revision {revision})"),
+    )
+}
+
 /// `before` and `after` as a unified diff; empty when they are equal.
 pub fn unified(before: &str, after: &str, before_name: &str, after_name: &str) -> String {
     let a: Vec<&str> = before.lines().collect();

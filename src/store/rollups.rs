@@ -40,8 +40,11 @@ return 1",
     )
 });
 
-/// Claim `P:a:{name}` for `ttl`: true for the one caller that set it (`SET NX EX`).
+/// Hashes read per round trip.
+const READ_BATCH: usize = 256;
+
 impl RedisStore {
+    /// Claim `P:a:{name}` for `ttl`: true for the one caller that set it (`SET NX EX`).
     pub async fn claim(&self, name: &str, ttl: std::time::Duration) -> Result<bool, StoreError> {
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key("a", name))
@@ -56,12 +59,7 @@ impl RedisStore {
             .await?;
         Ok(set.is_some())
     }
-}
 
-/// Hashes read per round trip.
-const READ_BATCH: usize = 256;
-
-impl RedisStore {
     /// Add `hashes` to the fleet's rollups in one atomic script.
     pub async fn usage_add(&self, hashes: &[HashAdd]) -> Result<(), StoreError> {
         if hashes.is_empty() {

@@ -1466,3 +1466,31 @@ impl Api {
             .unwrap_or(serde_json::Value::Null)
     }
 }
+
+/// The JSON bodies of the POSTs `receiver` got on `path` (webhook notices).
+pub fn posted_json(receiver: &RawUpstream, path: &str) -> Vec<serde_json::Value> {
+    receiver
+        .received()
+        .iter()
+        .filter(|r| r.head.starts_with(&format!("POST {path} ")))
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect()
+}
+
+impl Gateway {
+    /// `tollgate -c <this gateway's config> ARGS`: its standard output; fails the test when
+    /// the command fails.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["-c", self.config_path.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
