@@ -11,7 +11,7 @@
 //!   carried over by the names the settings give; swapped atomically (`SharedConfig`).
 //!
 //! The request path (`proxy`, the Pingora `ProxyHttp`), as stages in `proxy::pipeline`:
-//! `routing` → `ingress` → `admission` → [room for cache, policies, budgets] → `attempts`
+//! `routing` → `ingress` → `admission` → `budgets` → [room for cache, policies] → `attempts`
 //! (the loop in `retry`, each attempt planned by `plan` and run by `pipe`/`attempt`) →
 //! `accounting`; `exchange` is the record accounting reads; `models_api` and `quota_api`
 //! are the gateway's own answers.
@@ -35,7 +35,10 @@
 //! - `error`: every client-visible error (`GatewayError`), a status and a code of the
 //!   closed set `ErrorCode`; rendered by the client's protocol.
 //! - `pricing`: what a request costs in money (the price book: `pricing:` over the shipped,
-//!   dated `pricing/defaults.yaml`; exact integer picounits).
+//!   dated `pricing/defaults.yaml`; exact integer picounits); `budget`: money budgets per
+//!   consumer, team, route or provider key over calendar periods in a time zone (reserved at
+//!   admission at the dearest target's price, settled with the real cost, in the embedded
+//!   store or Redis).
 //! - `metrics`, `access_log`: what operators see of requests; `analytics` (per-minute usage
 //!   rollups in SQLite and the ring of recent requests, fed off the request path) and
 //!   `alerts` (rules evaluated from the rollups and the quota balances, their states and
@@ -65,6 +68,7 @@ pub mod analytics;
 pub mod auth;
 pub mod background;
 pub mod body;
+pub mod budget;
 pub mod conn;
 pub mod error;
 pub mod forward;

@@ -64,6 +64,10 @@ pub struct Metrics {
     /// Requests admitted without the shared store because it failed (fail-open).
     pub store_fail_open: IntCounterVec,
     pub quota_rejections: IntCounterVec,
+    /// Requests (or attempts, for key budgets) refused by a money budget, by budget name.
+    pub budget_rejections: IntCounterVec,
+    /// Money charged to budgets, by budget name and currency.
+    pub budget_spent: prometheus::CounterVec,
     pub quota_charged_tokens: IntCounterVec,
     /// Balance of consumers with a quota (names from the config: bounded).
     pub quota_remaining: IntGaugeVec,
@@ -262,6 +266,20 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
         config_api_revision: register_int_gauge_with_registry!(
             "tollgate_config_api_revision",
             "The revision of the management API's objects this instance runs",
+            r
+        )
+        .expect("metric"),
+        budget_rejections: register_int_counter_vec_with_registry!(
+            "tollgate_budget_rejections_total",
+            "Requests (or, for provider-key budgets, attempts) refused because a money budget had no room",
+            &["budget"],
+            r
+        )
+        .expect("metric"),
+        budget_spent: prometheus::register_counter_vec_with_registry!(
+            "tollgate_budget_spent_total",
+            "Money charged to budgets, in each budget's currency",
+            &["budget", "currency"],
             r
         )
         .expect("metric"),

@@ -291,17 +291,17 @@ impl Quotas {
 /// Charges waiting for Redis to come back (`retry_settle`).
 static PENDING_CHARGES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// How many quota charges are waiting for Redis; a graceful shutdown waits for them
+/// How many quota and budget charges are waiting for Redis; a graceful shutdown waits for them
 /// (within the grace period).
 pub fn pending_charges() -> usize {
     PENDING_CHARGES.load(Ordering::Acquire)
 }
 
 /// Counts a pending charge until dropped (settled, or the task ends).
-struct Pending;
+pub struct Pending;
 
 impl Pending {
-    fn new() -> Self {
+    pub fn new() -> Self {
         PENDING_CHARGES.fetch_add(1, Ordering::AcqRel);
         Pending
     }

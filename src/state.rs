@@ -1,6 +1,7 @@
-//! Process-lifetime state that outlives config snapshots: the stores (`crate::store`) and
-//! the quota state (`crate::quota`), opened once and shared by the proxy and the admin API.
+//! Process-lifetime state that outlives config snapshots: the stores (`crate::store`), the
+//! quota state (`crate::quota`) and the budgets' spend (`crate::budget::state`), opened once and shared by the proxy and the admin API.
 
+use crate::budget::state::Budgets;
 use crate::quota::Quotas;
 use crate::store::{StoreError, StoreSettings, Stores};
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 /// eagerly by `open_now` to fail fast at start.
 pub struct Backends {
     settings: StoreSettings,
-    cell: once_cell::sync::OnceCell<(Arc<Stores>, Quotas)>,
+    cell: once_cell::sync::OnceCell<(Arc<Stores>, Quotas, Budgets)>,
 }
 
 impl Backends {
@@ -21,9 +22,13 @@ impl Backends {
         }
     }
 
-    fn with_quotas(stores: Stores) -> (Arc<Stores>, Quotas) {
+    fn with_quotas(stores: Stores) -> (Arc<Stores>, Quotas, Budgets) {
         let stores = Arc::new(stores);
-        (stores.clone(), Quotas::new(stores))
+        (
+            stores.clone(),
+            Quotas::new(stores.clone()),
+            Budgets::new(stores),
+        )
     }
 
     /// Open the stores now; an error says why (path, permissions, URL).
@@ -33,7 +38,7 @@ impl Backends {
             .map(|_| ())
     }
 
-    fn get(&self) -> &(Arc<Stores>, Quotas) {
+    fn get(&self) -> &(Arc<Stores>, Quotas, Budgets) {
         self.cell.get_or_init(|| {
             Self::with_quotas(Stores::open(&self.settings).unwrap_or_else(|e| {
                 log::error!("opening the store failed, quotas are unavailable: {e}");
@@ -44,7 +49,7 @@ impl Backends {
 
     /// The stores if they have been opened (never opens them).
     pub fn opened(&self) -> Option<&Arc<Stores>> {
-        self.cell.get().map(|(stores, _)| stores)
+        self.cell.get().map(|(stores, _, _)| stores)
     }
 
     pub fn stores(&self) -> &Arc<Stores> {
@@ -53,5 +58,9 @@ impl Backends {
 
     pub fn quotas(&self) -> &Quotas {
         &self.get().1
+    }
+
+    pub fn budgets(&self) -> &Budgets {
+        &self.get().2
     }
 }

@@ -38,6 +38,7 @@ error_codes! {
     Unauthorized => "unauthorized",
     RateLimitExceeded => "rate_limit_exceeded",
     InsufficientQuota => "insufficient_quota",
+    ModelNotPriced => "model_not_priced",
     StoreUnavailable => "store_unavailable",
     InvalidQuotaRequest => "invalid_quota_request",
     InvalidConfig => "invalid_config",

@@ -120,6 +120,19 @@ pub enum GatewayError {
         "You exceeded your token quota ({consumer}); ask the gateway's operator to top it up."
     )]
     QuotaExceeded { consumer: String },
+    /// A money budget has no room for the request's reservation.
+    #[error("Budget `{budget}` ({subject}) is spent: {spent} of {allowance} {currency} used{}; ask the gateway's operator to raise or top it up.", resets.as_ref().map(|r| format!(" this period, which resets at {r}")).unwrap_or_else(|| " (lifetime budget)".into()))]
+    BudgetExceeded {
+        budget: String,
+        subject: String,
+        spent: String,
+        allowance: String,
+        currency: &'static str,
+        resets: Option<String>,
+    },
+    /// A budget applies and the request's model has no price (`unpriced: refuse`).
+    #[error("Budget `{budget}` applies to this request, and model `{model}` has no price in the gateway's price book, so its cost cannot be counted.")]
+    BudgetUnpriced { budget: String, model: String },
     /// The store behind limits or quotas failed and the config says to refuse (`on_error: closed`).
     #[error("The gateway cannot check {0} right now; try again shortly.")]
     StoreUnavailable(&'static str),
@@ -231,7 +244,8 @@ impl GatewayError {
         match self {
             InvalidJson(_) | NotAnObject | MissingModel | ModelNotString | BodyRead(_)
             | BadQuotaRequest(_) | ConfigRejected(_) => 400,
-            QuotaExceeded { .. } => 429,
+            QuotaExceeded { .. } | BudgetExceeded { .. } => 429,
+            BudgetUnpriced { .. } => 403,
             StoreUnavailable(_) | ServerBusy(_) => 503,
             BodyTimeout(_) => 408,
             ExpectationFailed(_) => 417,
@@ -259,7 +273,7 @@ impl GatewayError {
 
     /// OpenAI's `type` field.
     pub fn kind(&self) -> &'static str {
-        if let GatewayError::QuotaExceeded { .. } = self {
+        if let GatewayError::QuotaExceeded { .. } | GatewayError::BudgetExceeded { .. } = self {
             return "insufficient_quota";
         }
         match self.status() {
@@ -299,7 +313,8 @@ impl GatewayError {
             MethodNotAllowed(_) | AdminMethodNotAllowed => ErrorCode::MethodNotAllowed,
             MissingCredential => ErrorCode::MissingApiKey,
             RateLimited { .. } => ErrorCode::RateLimitExceeded,
-            QuotaExceeded { .. } => ErrorCode::InsufficientQuota,
+            QuotaExceeded { .. } | BudgetExceeded { .. } => ErrorCode::InsufficientQuota,
+            BudgetUnpriced { .. } => ErrorCode::ModelNotPriced,
             StoreUnavailable(_) => ErrorCode::StoreUnavailable,
             BadQuotaRequest(_) => ErrorCode::InvalidQuotaRequest,
             InvalidCredential => ErrorCode::InvalidApiKey,
@@ -342,7 +357,7 @@ impl GatewayError {
                 retry_after: Some(s),
                 ..
             } => *s,
-            QuotaExceeded { .. } => QUOTA_RETRY_AFTER,
+            QuotaExceeded { .. } | BudgetExceeded { .. } => QUOTA_RETRY_AFTER,
             ProviderKeyMissing { .. } => KEY_MISSING_RETRY_AFTER,
             StoreUnavailable(_) => STORE_RETRY_AFTER,
             _ if matches!(self.status(), 429 | 503) => DEFAULT_RETRY_AFTER,
@@ -357,7 +372,10 @@ impl GatewayError {
     pub fn needs_operator(&self) -> bool {
         matches!(
             self,
-            GatewayError::QuotaExceeded { .. } | GatewayError::ProviderKeyMissing { .. }
+            GatewayError::QuotaExceeded { .. }
+                | GatewayError::BudgetExceeded { .. }
+                | GatewayError::BudgetUnpriced { .. }
+                | GatewayError::ProviderKeyMissing { .. }
         )
     }
 
@@ -580,6 +598,18 @@ mod tests {
                 retry_after_ms: 1,
             },
             QuotaExceeded { consumer: s() },
+            BudgetExceeded {
+                budget: s(),
+                subject: s(),
+                spent: s(),
+                allowance: s(),
+                currency: "USD",
+                resets: Some(s()),
+            },
+            BudgetUnpriced {
+                budget: s(),
+                model: s(),
+            },
             StoreUnavailable("quotas"),
             BadQuotaRequest(s()),
             ClientClosed,
@@ -646,6 +676,8 @@ mod tests {
                 | NotQuotaAdmin
                 | RateLimited { .. }
                 | QuotaExceeded { .. }
+                | BudgetExceeded { .. }
+                | BudgetUnpriced { .. }
                 | StoreUnavailable(_)
                 | BadQuotaRequest(_)
                 | ClientClosed

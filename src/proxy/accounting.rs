@@ -42,6 +42,7 @@ pub async fn account(
             input: usage.input_tokens,
             output: usage.output_tokens,
         },
+        cost.flatten(),
     )
     .await;
 }
@@ -64,8 +65,9 @@ fn priced(req: &Exchange, usage: &Usage) -> Option<Option<crate::pricing::Cost>>
     )
 }
 
-/// Replace reservations with the real usage, and charge the consumer's quota.
-async fn settle(req: &Exchange, used: Used) {
+/// Replace reservations with the real usage, and charge the consumer's quota and the
+/// money budgets (the request's, and its delivering key's) with its cost.
+async fn settle(req: &Exchange, used: Used, cost: Option<crate::pricing::Cost>) {
     let stores = req.backends.stores();
     for holds in [&req.reserved.limits, &req.reserved.key] {
         if !holds.is_empty() {
@@ -77,6 +79,11 @@ async fn settle(req: &Exchange, used: Used) {
             .quotas()
             .charge(hold, used.input.saturating_add(used.output))
             .await;
+    }
+    for holds in [&req.reserved.budgets, &req.reserved.key_budgets] {
+        if !holds.is_empty() {
+            super::budgets::settle(&req.config.budgets, &req.backends, holds, cost).await;
+        }
     }
 }
 

@@ -8,9 +8,10 @@ use super::exchange::{AttemptLog, Chosen, ExtraHeaders};
 use super::exhausted::{exhausted, no_key_error};
 use super::pipe::{self, AttemptResult, ClientSide, FailedAttempt};
 use super::pipeline::Failure;
-use super::plan;
 use super::retry::{self, Attempter, Budget, GaveUp, KeyOrder, Step};
+use super::{budgets, plan};
 use crate::body::RequestBody;
+use crate::budget::state::BudgetHold;
 use crate::error::GatewayError;
 use crate::health::{self, AttemptEnd};
 use crate::keys::KeyOutcome;
@@ -42,6 +43,8 @@ pub struct Upstream<'a> {
     pub extra_headers: &'a ExtraHeaders,
     /// The current attempt's hold on its key's budget (the delivering one's is settled).
     pub key_holds: &'a mut Vec<Hold>,
+    /// The current attempt's reservations under its key's money budgets.
+    pub key_budgets: &'a mut Vec<BudgetHold>,
     pub log: &'a mut AttemptLog,
     /// The request's trace (tracing on only): a span per attempt.
     pub trace: Option<&'a mut RequestTrace>,
@@ -85,13 +88,13 @@ impl<'a> Attempter for Upstream<'a> {
             count_retry(&self.route.name, last, provider);
         }
         let span = self.trace.as_deref().map(RequestTrace::begin_attempt);
-        match self.key_budget(provider, key_index).await {
+        let model = target
+            .upstream_model(&self.body.model)
+            .unwrap_or(&self.body.model);
+        match self.key_budget(provider, key_index, model).await {
             Ok(Ok(())) => {}
             Ok(Err(over)) => {
                 if let (Some(t), Some((span, _))) = (self.trace.as_deref_mut(), span) {
-                    let model = target
-                        .upstream_model(&self.body.model)
-                        .unwrap_or(&self.body.model);
                     t.end_attempt(span, || AttemptRecord {
                         status: None,
                         error: Some("key_budget".into()),
@@ -149,6 +152,7 @@ impl Upstream<'_> {
         &mut self,
         provider: &Arc<Provider>,
         key_index: usize,
+        model: &str,
     ) -> Result<Result<(), Box<FailedAttempt>>, GatewayError> {
         let key_name = provider.keys.get(key_index).map_or("", |k| k.name.as_str());
         let budget =
@@ -156,7 +160,41 @@ impl Upstream<'_> {
         match budget {
             Ok(holds) => {
                 *self.key_holds = holds;
-                Ok(Ok(()))
+                let money = budgets::admit_key(
+                    self.config,
+                    self.backends,
+                    provider,
+                    key_name,
+                    model,
+                    &self.admitted,
+                )
+                .await;
+                let over = match money {
+                    Ok(Ok(holds)) => {
+                        *self.key_budgets = holds;
+                        return Ok(Ok(()));
+                    }
+                    Ok(Err(over)) => over,
+                    Err(e) => {
+                        let holds = std::mem::take(self.key_holds);
+                        admission::release(&self.caller(), holds).await;
+                        return Err(e);
+                    }
+                };
+                let holds = std::mem::take(self.key_holds);
+                admission::release(&self.caller(), holds).await;
+                METRICS
+                    .attempt_failures
+                    .with_label_values(&[provider.name.as_str(), key_name, "key_budget"])
+                    .inc();
+                Ok(Err(Box::new(FailedAttempt {
+                    provider: provider.clone(),
+                    key_index,
+                    end: AttemptEnd::Status(429),
+                    error: Some(over),
+                    body: Bytes::new(),
+                    retry_after: None,
+                })))
             }
             Err(limited) => {
                 METRICS
@@ -250,6 +288,8 @@ impl Upstream<'_> {
             AttemptResult::Failed(failed) => {
                 let holds = std::mem::take(self.key_holds);
                 admission::release(&self.caller(), holds).await;
+                let money = std::mem::take(self.key_budgets);
+                budgets::settle(&self.config.budgets, self.backends, &money, None).await;
                 if let Some(k) = key {
                     let outcome =
                         health::classify(failed.end, failed.retry_after, &provider.health);

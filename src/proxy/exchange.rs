@@ -63,6 +63,10 @@ pub struct Reservations {
     pub key: Vec<Hold>,
     /// The consumer's quota reservation.
     pub quota: Option<QuotaHold>,
+    /// Reservations under the money budgets of the consumer, its team and the route.
+    pub budgets: Vec<crate::budget::state::BudgetHold>,
+    /// The delivering attempt's reservations under its provider key's money budgets.
+    pub key_budgets: Vec<crate::budget::state::BudgetHold>,
 }
 
 /// What the upstream attempts did: the last one's choice and measures, and the count.

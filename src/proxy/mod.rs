@@ -15,6 +15,7 @@ pub mod accounting;
 pub mod admission;
 pub mod attempt;
 pub mod attempts;
+pub mod budgets;
 pub mod exchange;
 mod exhausted;
 pub mod ingress;

@@ -5,7 +5,8 @@
 //! 2. ingress: method, body, parse;
 //! 3. routing by model: the route and model rule;
 //! 4. admission: the consumer, rate limits, quota;
-//! 5. (room for new stages: cache lookup, request policies, budget check);
+//! 5. budgets: the request's largest possible cost reserved under its money budgets;
+//!    (room for new stages: cache lookup, request policies);
 //! 6. attempts: targets and keys in order until one answers;
 //! 7. accounting, when the request ends (`super::accounting`, from Pingora's `logging`).
 //!
@@ -15,7 +16,7 @@
 use super::admission::{self, Caller};
 use super::attempts::{self, Upstream};
 use super::exchange::Exchange;
-use super::{ingress, models_api, quota_api, respond, routing};
+use super::{budgets, ingress, models_api, quota_api, respond, routing};
 use crate::error::GatewayError;
 use crate::route::Endpoint;
 use pingora_core::connectors::http::Connector;
@@ -92,7 +93,14 @@ async fn pipeline(
         consumer: x.consumer.as_deref(),
     };
     let admitted = admission::admit(&caller, body, &mut x.reserved, &mut x.extra_headers).await?;
-    // New stages go here: cache lookup, request policies, budget check.
+    let payer = crate::budget::Payer {
+        consumer: x.consumer.as_deref(),
+        route: &route.name,
+    };
+    let rule = &route.rules[routed.rule];
+    x.reserved.budgets =
+        budgets::admit(&config, &x.backends, payer, rule, &body.model, &admitted).await?;
+    // New stages go here: cache lookup, request policies.
     let upstream = Upstream {
         session,
         connector,
@@ -106,10 +114,11 @@ async fn pipeline(
         body,
         extra_headers: &x.extra_headers,
         key_holds: &mut x.reserved.key,
+        key_budgets: &mut x.reserved.key_budgets,
         log: &mut x.attempts,
         trace: x.trace.as_deref_mut(),
     };
-    attempts::run(upstream, &route.rules[routed.rule]).await
+    attempts::run(upstream, rule).await
 }
 
 /// Record how the request ended; answer a failure in the client's protocol unless a response

@@ -238,7 +238,9 @@ pub(super) fn build_store(f: &Settings, limits: &Limits) -> Result<StoreSettings
     Ok(StoreSettings {
         path: path.into(),
         flush_interval: duration(&f.store.flush_interval, Duration::from_millis(50)),
-        needs_local: f.quota.is_some() || limits.rules.iter().any(|r| r.window.is_long()),
+        needs_local: f.quota.is_some()
+            || !f.budgets.is_empty()
+            || limits.rules.iter().any(|r| r.window.is_long()),
         redis,
         on_error,
     })

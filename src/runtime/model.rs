@@ -93,6 +93,8 @@ pub struct Gateway {
     pub tracing: Option<Arc<crate::otel::TraceConfig>>,
     /// What requests cost (`pricing:` over the shipped price book).
     pub prices: crate::pricing::PriceBook,
+    /// Money budgets (`budgets:`).
+    pub budgets: crate::budget::BudgetBook,
 }
 
 pub(super) fn duration(value: &Option<HumanDuration>, default: Duration) -> Duration {
@@ -196,6 +198,62 @@ fn prices(f: &Settings) -> Result<crate::pricing::PriceBook, ConfigError> {
         .map_err(|(field, message)| ConfigError::field(field, message))
 }
 
+/// The budgets; one naming a consumer, team, route, provider or key the config does not
+/// have is refused (it would never apply).
+fn budgets(
+    f: &Settings,
+    providers: &[Arc<Provider>],
+) -> Result<crate::budget::BudgetBook, ConfigError> {
+    let teams: std::collections::HashMap<String, String> = f
+        .consumers
+        .iter()
+        .filter_map(|c| Some((c.name.clone(), c.team.clone()?)))
+        .collect();
+    for (i, b) in f.budgets.iter().enumerate() {
+        let field = |name: &str| format!("budgets[{i}] ({}).{name}", b.name);
+        let missing = |what: &str, name: &str| format!("no {what} `{name}` in the config");
+        fn named(v: &Option<String>) -> Option<&str> {
+            v.as_deref().filter(|n| *n != "*")
+        }
+        if let Some(c) = named(&b.consumer) {
+            if !f.consumers.iter().any(|x| x.name == c) {
+                return Err(ConfigError::field(
+                    field("consumer"),
+                    missing("consumer", c),
+                ));
+            }
+        }
+        if let Some(t) = named(&b.team) {
+            if !teams.values().any(|x| x == t) {
+                return Err(ConfigError::field(
+                    field("team"),
+                    missing("consumer with team", t),
+                ));
+            }
+        }
+        if let Some(r) = named(&b.route) {
+            if !f.routes.iter().any(|x| x.name == r) {
+                return Err(ConfigError::field(field("route"), missing("route", r)));
+            }
+        }
+        if let Some((p, k)) = named(&b.key).and_then(|k| k.split_once('/')) {
+            let Some(provider) = providers.iter().find(|x| x.name == p) else {
+                return Err(ConfigError::field(field("key"), missing("provider", p)));
+            };
+            let known = (0..provider.keys.len())
+                .any(|j| provider.keys.get(j).is_some_and(|key| key.name == k));
+            if k != "*" && !known {
+                return Err(ConfigError::field(
+                    field("key"),
+                    missing("key", &format!("{p}/{k}")),
+                ));
+            }
+        }
+    }
+    crate::budget::BudgetBook::build(&f.budgets, teams, f.pricing.cny_per_usd)
+        .map_err(|(field, message)| ConfigError::field(field, message))
+}
+
 impl Gateway {
     /// Build the runtime snapshot from the settings. With `previous` (a reload), live state
     /// is carried over by the names the settings give (see `carry_tests`).
@@ -207,6 +265,7 @@ impl Gateway {
         let limits = build_limits(f, &routes, &consumers, previous)?;
         let store = build_store(f, &limits)?;
         let quota = build_quota(f, &consumers)?;
+        let budgets = budgets(f, &providers)?;
         let trusted_proxies = f
             .trusted_proxies
             .iter()
@@ -251,6 +310,7 @@ impl Gateway {
             settings: Arc::new(f.clone()),
             tracing: super::tracing::build(f.tracing.as_ref())?,
             prices: prices(f)?,
+            budgets,
         })
     }
 

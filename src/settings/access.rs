@@ -16,6 +16,9 @@ pub struct ConsumerSection {
     /// the management API stores for a key it generated, shown to the caller once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hashed_credentials: Vec<String>,
+    /// The team (a group of consumers) this consumer belongs to, for team budgets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
 }
 
 /// Where consumer credentials are read.

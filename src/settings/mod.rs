@@ -15,6 +15,7 @@
 mod access;
 mod alerts;
 mod analytics;
+mod budgets;
 mod pricing;
 mod providers;
 mod redact;
@@ -32,6 +33,7 @@ pub use access::{
 };
 pub use alerts::{AlertKind, AlertRuleSection, AlertsSection, WebhookFormat, WebhookSection};
 pub use analytics::AnalyticsSection;
+pub use budgets::{BudgetPeriod, BudgetSection, Unpriced};
 pub use pricing::{Currency, PriceSection, PricingSection};
 pub use providers::{
     HealthFailure, HealthSection, KeyEntry, NamedKey, ProviderSection, ProviderType, TimeoutSection,
@@ -105,6 +107,9 @@ pub struct Settings {
     /// What requests cost in money: the price book.
     #[serde(default, skip_serializing_if = "is_default")]
     pub pricing: PricingSection,
+    /// Money budgets per consumer, team, route or provider key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub budgets: Vec<BudgetSection>,
 }
 
 /// Read settings from YAML text. The error is serde's, its path naming list entries that

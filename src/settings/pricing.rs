@@ -14,6 +14,10 @@ pub struct PricingSection {
     pub defaults: Option<bool>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prices: Vec<PriceSection>,
+    /// A fixed exchange rate, yuan per US dollar, for budgets in the other currency than a
+    /// price (none by default: such a cost is unpriced for that budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cny_per_usd: Option<f64>,
 }
 
 impl PricingSection {

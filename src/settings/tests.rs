@@ -529,6 +529,7 @@ fn settings(rng: &mut XorShift) -> Settings {
             name: s(rng),
             credentials: list(rng, 2, secret),
             hashed_credentials: list(rng, 2, s),
+            team: opt(rng, s),
         }),
         auth: AuthSection {
             sources: opt(rng, |rng| list(rng, 3, credential_source)),
@@ -616,7 +617,24 @@ fn settings(rng: &mut XorShift) -> Settings {
                 source: opt(rng, s),
                 as_of: opt(rng, s),
             }),
+            cny_per_usd: opt(rng, |r| num(r) as f64 / 8.0),
         },
+        budgets: list(rng, 2, |rng| BudgetSection {
+            name: s(rng),
+            consumer: opt(rng, s),
+            team: opt(rng, s),
+            route: opt(rng, s),
+            key: opt(rng, s),
+            amount: num(rng) as f64 / 8.0,
+            currency: opt(rng, |r| Currency::ALL[r.below(Currency::ALL.len())]),
+            period: opt(rng, |r| BudgetPeriod::ALL[r.below(BudgetPeriod::ALL.len())]),
+            every: opt(rng, duration),
+            anchor: opt(rng, s),
+            time_zone: opt(rng, s),
+            soft: opt(rng, |r| r.one_in(2)),
+            unpriced: opt(rng, |r| Unpriced::ALL[r.below(2)]),
+            output_allowance: opt(rng, num),
+        }),
     }
 }
 

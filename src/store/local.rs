@@ -1,7 +1,8 @@
 //! The embedded store: SQLite on local disk, one writer thread, group commit.
 //!
-//! One database file (WAL, `synchronous=FULL`, 5 s `busy_timeout`) holds two tables,
-//! `quota(consumer, balance)` and `counters(key, start, count)`. A single std thread
+//! One database file (WAL, `synchronous=FULL`, 5 s `busy_timeout`) holds three tables,
+//! `quota(consumer, balance)`, `counters(key, start, count)` and
+//! `budget(budget, subject, start, spent, topup)` (`super::budget_sql`). A single std thread
 //! (`tollgate-store`) owns the write connection; the async methods send it an op over a
 //! channel and await a oneshot reply, so no SQLite call ever runs on the async runtime.
 //!
@@ -66,6 +67,7 @@ enum Req {
     All,
     Set(String, i64),
     Add(String, i64),
+    Budget(super::budget_sql::BudgetReq),
     Flush,
 }
 
@@ -73,6 +75,7 @@ enum Resp {
     Balance(Option<i64>),
     All(Vec<(String, i64)>),
     Value(i64),
+    Budget(super::budget_sql::BudgetResp),
     Done,
 }
 
@@ -228,7 +231,11 @@ fn open_conn(path: &Path) -> rusqlite::Result<(Connection, Vec<Delta>)> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS quota(consumer TEXT PRIMARY KEY, balance INTEGER NOT NULL);
          CREATE TABLE IF NOT EXISTS counters(key TEXT, start INTEGER, count INTEGER NOT NULL,
-                                             PRIMARY KEY(key, start));",
+                                             PRIMARY KEY(key, start));
+         CREATE TABLE IF NOT EXISTS budget(budget TEXT, subject TEXT, start INTEGER,
+                                           spent INTEGER NOT NULL DEFAULT 0,
+                                           topup INTEGER NOT NULL DEFAULT 0,
+                                           PRIMARY KEY(budget, subject, start));",
     )?;
     let cutoff = sql_i64(now_secs().saturating_sub(KEEP_SECS));
     conn.execute("DELETE FROM counters WHERE start < ?1", [cutoff])?;
@@ -341,6 +348,17 @@ impl LocalStore {
     /// the new total.
     pub fn counter_add(&self, key: &str, start: u64, delta: i64) -> i64 {
         self.cache.add_pending(key, start, delta, false)
+    }
+
+    /// A budget operation, committed when this returns.
+    pub async fn budget(
+        &self,
+        req: super::budget_sql::BudgetReq,
+    ) -> Result<super::budget_sql::BudgetResp, StoreError> {
+        match self.call(Req::Budget(req)).await? {
+            Resp::Budget(r) => Ok(r),
+            _ => Err(mismatch()),
+        }
     }
 
     /// Flush pending counter deltas and wait for the commit.
@@ -486,6 +504,7 @@ fn write_batch(
                     .query_row(params![c, d], |r| r.get(0))?,
                 )),
             },
+            Req::Budget(b) => super::budget_sql::run(&tx, b)?.map(Resp::Budget),
             Req::Flush => Ok(Resp::Done),
         };
         results.push(res);

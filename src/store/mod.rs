@@ -8,7 +8,10 @@
 //! - [`redis`]: a shared Redis (standalone, over TLS, or a Redis Cluster), for several
 //!   gateways; every operation is one atomic script.
 //! - [`rollups`]: the fleet's usage rollups in that Redis (hashes of counters).
+//! - Money budgets' spend: [`budget_sql`] in the embedded store, [`budgets`] in Redis.
 
+pub mod budget_sql;
+pub mod budgets;
 pub mod local;
 pub mod redis;
 pub mod rollups;

@@ -89,7 +89,7 @@ const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
-const RESERVATION_TTL_MS: u64 = 600_000;
+pub(super) const RESERVATION_TTL_MS: u64 = 600_000;
 
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct RedisSettings {
@@ -332,7 +332,7 @@ return 0
 /// Shared by the quota scripts: `add` applies INCRBY/DECRBY and returns false on i64
 /// overflow (nothing changed) and re-raises any other error; `ge(a, b, c)` is
 /// `a - b - c >= 0` computed exactly on i64 decimal strings.
-const QUOTA_LIB: &str = r"
+pub(super) const QUOTA_LIB: &str = r"
 local function add(cmd, k, d)
   local r = redis.pcall(cmd, k, d)
   if type(r) == 'table' and r.err then

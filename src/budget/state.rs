@@ -1,0 +1,394 @@
+//! The spend of every budget, as this process keeps it: reservations and charges against
+//! the embedded store or Redis (`crate::store::budget_sql`, `crate::store::budgets`), and
+//! the operations of the budgets API (read, top up, reset, history).
+//!
+//! With the embedded store, reservations are counted in memory per process and the spend
+//! of the current period is read once from the store, then learnt from every charge (each
+//! committed before the request's end is logged, so `kill -9` loses at most the charges of
+//! the last commit). With Redis, one script reserves under every budget of a request, all
+//! or nothing, against the spend and reservations of every gateway.
+
+use super::{money, Budget};
+use crate::metrics::METRICS;
+use crate::store::budget_sql::{BudgetReq, BudgetResp, Row, Slot, Spend};
+use crate::store::{StoreError, Stores};
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A budget, a subject, a period: what is known of it here (embedded store only).
+struct Account {
+    start: i64,
+    loaded: AtomicBool,
+    /// The spend as the store last answered (it only grows, but for a reset).
+    committed: AtomicI64,
+    /// Charges being written: counted from before their reservation is released until the
+    /// store's answer includes them, so the spend seen never dips in between.
+    pending: AtomicI64,
+    topup: AtomicI64,
+    reserved: AtomicI64,
+}
+
+impl Account {
+    fn new(start: i64) -> Self {
+        Account {
+            start,
+            loaded: AtomicBool::new(false),
+            committed: AtomicI64::new(0),
+            pending: AtomicI64::new(0),
+            topup: AtomicI64::new(0),
+            reserved: AtomicI64::new(0),
+        }
+    }
+
+    fn spent(&self) -> i64 {
+        self.committed
+            .load(Ordering::SeqCst)
+            .saturating_add(self.pending.load(Ordering::SeqCst))
+    }
+}
+
+/// One admitted request's reservation under one budget, settled when it ends.
+#[derive(Debug, Clone)]
+pub struct BudgetHold {
+    pub budget: Arc<Budget>,
+    pub subject: String,
+    pub start: i64,
+    pub reserved: i64,
+    /// `false` when admitted without the store (fail-open): nothing to release.
+    held: bool,
+}
+
+/// Why a request was not admitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// The budget has no room for the reservation.
+    Spent {
+        budget: String,
+        subject: String,
+        spent: i64,
+        allowance: i64,
+        currency: &'static str,
+        /// When its period ends, local time (`None`: a lifetime budget).
+        resets: Option<String>,
+    },
+    Store,
+}
+
+/// A period's standing, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
+    pub subject: String,
+    pub start: i64,
+    pub end: Option<i64>,
+    pub spend: Spend,
+    pub reserved: i64,
+}
+
+/// A wanted reservation: the budget, its subject, the amount.
+pub type Want = (Arc<Budget>, String, i64);
+
+pub struct Budgets {
+    stores: Arc<Stores>,
+    accounts: ArcSwap<HashMap<(String, String), Arc<Account>>>,
+    insert: Mutex<()>,
+}
+
+fn slot(budget: &Budget, subject: &str, start: i64) -> Slot {
+    Slot {
+        budget: budget.name.clone(),
+        subject: subject.to_string(),
+        start,
+    }
+}
+
+impl Budgets {
+    pub fn new(stores: Arc<Stores>) -> Self {
+        Budgets {
+            stores,
+            accounts: ArcSwap::from_pointee(HashMap::new()),
+            insert: Mutex::new(()),
+        }
+    }
+
+    /// The account of a budget's subject in the period beginning at `start` (a new period
+    /// replaces the old one's account: memory stays one account per budget and subject).
+    fn account(&self, budget: &str, subject: &str, start: i64) -> Arc<Account> {
+        let key = (budget.to_string(), subject.to_string());
+        if let Some(a) = self.accounts.load().get(&key).filter(|a| a.start == start) {
+            return a.clone();
+        }
+        let _guard = self.insert.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.accounts.load();
+        if let Some(a) = current.get(&key).filter(|a| a.start == start) {
+            return a.clone();
+        }
+        let mut next = (**current).clone();
+        let account = Arc::new(Account::new(start));
+        next.insert(key, account.clone());
+        self.accounts.store(Arc::new(next));
+        account
+    }
+
+    /// Remember what the store answered: `exact` for an API change (a reset lowers the
+    /// spend), else the larger of it and what is known (answers may arrive out of order).
+    fn learn(&self, s: &Slot, spend: Spend, exact: bool) {
+        let a = self.account(&s.budget, &s.subject, s.start);
+        if exact {
+            a.committed.store(spend.spent, Ordering::SeqCst);
+        } else {
+            a.committed.fetch_max(spend.spent, Ordering::SeqCst);
+        }
+        a.topup.store(spend.topup, Ordering::SeqCst);
+        a.loaded.store(true, Ordering::SeqCst);
+    }
+
+    async fn local_op(&self, req: BudgetReq) -> Result<BudgetResp, StoreError> {
+        match &self.stores.local {
+            Some(local) => local.budget(req).await,
+            None => Err(StoreError::Unavailable("no store for budgets".into())),
+        }
+    }
+
+    async fn local_spend(&self, req: BudgetReq) -> Result<Spend, StoreError> {
+        match self.local_op(req).await? {
+            BudgetResp::Spend(s) => Ok(s),
+            BudgetResp::Rows(_) => Err(StoreError::Backend("unexpected budget reply".into())),
+        }
+    }
+
+    fn refused(want: &Want, spend: Spend, now: i64) -> Refused {
+        let (budget, subject, _) = want;
+        METRICS
+            .budget_rejections
+            .with_label_values(&[budget.name.as_str()])
+            .inc();
+        let period = budget.periods.at(now);
+        Refused::Spent {
+            budget: budget.name.clone(),
+            subject: subject.clone(),
+            spent: spend.spent,
+            allowance: budget.limit.saturating_add(spend.topup),
+            currency: budget.currency.as_str(),
+            resets: period.end.map(|e| budget.periods.local(e)),
+        }
+    }
+
+    /// Reserve under every budget of `wants` (soft ones reserve nothing) if each has room;
+    /// all or nothing.
+    pub async fn admit(&self, wants: &[Want], now: i64) -> Result<Vec<BudgetHold>, Refused> {
+        if wants.is_empty() {
+            return Ok(Vec::new());
+        }
+        let hold = |(b, s, n): &Want, held| BudgetHold {
+            budget: b.clone(),
+            subject: s.clone(),
+            start: b.periods.at(now).start,
+            reserved: if b.soft { 0 } else { (*n).max(0) },
+            held,
+        };
+        if let Some(redis) = &self.stores.redis {
+            let hard: Vec<&Want> = wants.iter().filter(|w| !w.0.soft).collect();
+            if hard.is_empty() {
+                return Ok(wants.iter().map(|w| hold(w, true)).collect());
+            }
+            let items: Vec<(Slot, i64, i64)> = hard
+                .iter()
+                .map(|(b, s, n)| (slot(b, s, b.periods.at(now).start), b.limit, *n))
+                .collect();
+            return match redis.budget_reserve(&items).await {
+                Ok(None) => Ok(wants.iter().map(|w| hold(w, true)).collect()),
+                Ok(Some((i, spend))) => Err(Self::refused(hard[i.min(hard.len() - 1)], spend, now)),
+                Err(_) if self.stores.fail_open("budget") => {
+                    Ok(wants.iter().map(|w| hold(w, false)).collect())
+                }
+                Err(_) => Err(Refused::Store),
+            };
+        }
+        let mut holds = Vec::with_capacity(wants.len());
+        for want in wants {
+            let h = hold(want, true);
+            let s = slot(&h.budget, &h.subject, h.start);
+            let account = self.account(&s.budget, &s.subject, s.start);
+            if !account.loaded.load(Ordering::SeqCst) {
+                match self.local_spend(BudgetReq::Read(s.clone())).await {
+                    Ok(spend) => self.learn(&s, spend, false),
+                    Err(_) => {
+                        self.release_all(&holds);
+                        return Err(Refused::Store);
+                    }
+                }
+            }
+            let before = account.reserved.fetch_add(h.reserved, Ordering::SeqCst);
+            let spent = account.spent();
+            let allowance = h
+                .budget
+                .limit
+                .saturating_add(account.topup.load(Ordering::SeqCst));
+            if !h.budget.soft
+                && allowance
+                    .saturating_sub(spent)
+                    .saturating_sub(before)
+                    .saturating_sub(h.reserved)
+                    < 0
+            {
+                account.reserved.fetch_sub(h.reserved, Ordering::SeqCst);
+                self.release_all(&holds);
+                let spend = Spend {
+                    spent,
+                    topup: account.topup.load(Ordering::SeqCst),
+                };
+                return Err(Self::refused(want, spend, now));
+            }
+            holds.push(h);
+        }
+        Ok(holds)
+    }
+
+    /// Give back in-memory reservations (embedded store) of holds not to be settled.
+    fn release_all(&self, holds: &[BudgetHold]) {
+        for h in holds {
+            self.account(&h.budget.name, &h.subject, h.start)
+                .reserved
+                .fetch_sub(h.reserved, Ordering::SeqCst);
+        }
+    }
+
+    /// Release a hold's reservation and add what the request cost (picounits, in the
+    /// budget's currency).
+    pub async fn settle(&self, hold: &BudgetHold, cost: i64) {
+        let s = slot(&hold.budget, &hold.subject, hold.start);
+        if cost > 0 {
+            METRICS
+                .budget_spent
+                .with_label_values(&[hold.budget.name.as_str(), hold.budget.currency.as_str()])
+                .inc_by(cost as f64 / crate::pricing::PICO as f64);
+        }
+        if let Some(redis) = self.stores.redis.clone() {
+            let reserved = if hold.held { hold.reserved } else { 0 };
+            if let Err(e) = redis.budget_settle(&s, reserved, cost).await {
+                if !matches!(e, StoreError::Overflow) {
+                    retry_settle(redis, s, reserved, cost);
+                }
+            }
+            return;
+        }
+        let account = self.account(&s.budget, &s.subject, s.start);
+        account.pending.fetch_add(cost, Ordering::SeqCst);
+        if hold.held {
+            account.reserved.fetch_sub(hold.reserved, Ordering::SeqCst);
+        }
+        if cost == 0 {
+            return;
+        }
+        let add = BudgetReq::Add {
+            slot: s.clone(),
+            spent: cost,
+            topup: 0,
+        };
+        let result = self.local_spend(add).await;
+        if let Ok(spend) = result {
+            self.learn(&s, spend, false);
+        }
+        account.pending.fetch_sub(cost, Ordering::SeqCst);
+        match result {
+            Ok(_) => {}
+            Err(e) => log::error!(
+                "charging {} to budget {} ({}) failed: {e}",
+                money(cost),
+                s.budget,
+                s.subject
+            ),
+        }
+    }
+
+    /// The standing of `subject` under `budget` in the period of `now`; with `change`, top
+    /// it up by `Some(amount)` or reset its spend (`None`) first.
+    pub async fn standing(
+        &self,
+        budget: &Budget,
+        subject: &str,
+        now: i64,
+        change: Option<Option<i64>>,
+    ) -> Result<Standing, StoreError> {
+        let period = budget.periods.at(now);
+        let s = slot(budget, subject, period.start);
+        let (spend, reserved) = if let Some(redis) = &self.stores.redis {
+            match change {
+                None => redis.budget_change(&s, Some(0), true).await?,
+                Some(c) => redis.budget_change(&s, c, false).await?,
+            }
+        } else {
+            let req = match change {
+                None => BudgetReq::Read(s.clone()),
+                Some(Some(d)) => BudgetReq::Add {
+                    slot: s.clone(),
+                    spent: 0,
+                    topup: d,
+                },
+                Some(None) => BudgetReq::Reset(s.clone()),
+            };
+            let spend = self.local_spend(req).await?;
+            self.learn(&s, spend, true);
+            let reserved = self
+                .account(&s.budget, &s.subject, s.start)
+                .reserved
+                .load(Ordering::SeqCst);
+            (spend, reserved)
+        };
+        Ok(Standing {
+            subject: subject.to_string(),
+            start: period.start,
+            end: period.end,
+            spend,
+            reserved,
+        })
+    }
+
+    /// Stored rows of `budget`: of one subject's periods, or of one period's subjects.
+    pub async fn rows(
+        &self,
+        budget: &str,
+        subject: Option<&str>,
+        start: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Row>, StoreError> {
+        if let Some(redis) = &self.stores.redis {
+            return redis.budget_rows(budget, subject, start, limit).await;
+        }
+        let req = BudgetReq::Rows {
+            budget: budget.to_string(),
+            subject: subject.map(str::to_string),
+            start,
+            limit,
+        };
+        match self.local_op(req).await? {
+            BudgetResp::Rows(r) => Ok(r),
+            BudgetResp::Spend(_) => Err(StoreError::Backend("unexpected budget reply".into())),
+        }
+    }
+}
+
+/// Keep trying a charge that could not reach Redis, with backoff up to a minute (counted
+/// with the quota charges a graceful shutdown waits for).
+fn retry_settle(redis: Arc<crate::store::redis::RedisStore>, s: Slot, reserved: i64, cost: i64) {
+    log::warn!(
+        "charge of {} to budget {} ({}) is pending until Redis answers",
+        money(cost),
+        s.budget,
+        s.subject
+    );
+    let pending = crate::quota::Pending::new();
+    tokio::spawn(async move {
+        let _pending = pending;
+        let mut wait = std::time::Duration::from_millis(200);
+        loop {
+            tokio::time::sleep(wait).await;
+            if redis.budget_settle(&s, reserved, cost).await.is_ok() {
+                return;
+            }
+            wait = (wait * 2).min(std::time::Duration::from_secs(60));
+        }
+    });
+}
