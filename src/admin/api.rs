@@ -87,6 +87,16 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("/alert_webhooks/{name}", "PATCH", "Change an alert webhook (JSON merge patch)."),
     ("/alert_webhooks/{name}", "DELETE", "Delete an alert webhook (refused while a rule names it)."),
     ("/alert_webhooks/{name}/test", "POST", "Send a test notice in the webhook's format; answers the receiver's status."),
+    ("/budgets", "GET", "Every money budget (the file's `budgets`, then the API's)."),
+    ("/budgets", "POST", "Create a budget: {name, consumer|team|route|key (a name, or `*` for each), amount, currency: USD|CNY, period: day|week|month|custom|lifetime, every, anchor, time_zone, soft, unpriced: refuse|admit, output_allowance}."),
+    ("/budgets/{name}", "GET", "One budget."),
+    ("/budgets/{name}", "PUT", "Replace a budget (set its amount, period, …); the spend is kept."),
+    ("/budgets/{name}", "PATCH", "Change a budget (JSON merge patch), e.g. {\"amount\": 50}."),
+    ("/budgets/{name}", "DELETE", "Delete a budget (its spend history stays in the store)."),
+    ("/budgets/{name}/spend", "GET", "The current period of ?subject= (or of every subject): amount, top-ups, spent, reserved, remaining, percent used, when it began and when it resets."),
+    ("/budgets/{name}/history", "GET", "Spend and top-ups per period, newest first: ?subject=&limit=100."),
+    ("/budgets/{name}/top_up", "POST", "Add to the current period's allowance: {subject, amount} (amount may be negative; `subject` may be left out for a budget of one target)."),
+    ("/budgets/{name}/reset", "POST", "Set the current period's spend back to 0: {subject}."),
     ("/playground", "POST", "Send {body} to `path` (default /v1/chat/completions) through this gateway's proxy listener as `consumer` (or anonymously); the answer streams back as it arrives. Admin role."),
     ("/users", "GET", "Admin users (names and roles)."),
     ("/users", "POST", "Create an admin user: {name, role, password}."),
@@ -208,6 +218,9 @@ impl Admin {
             }
             (_, ["users", ..]) => self.users_api(session, who, &segs[1..]).await,
             (_, ["alert_webhooks", name, "test"]) => self.test_webhook(&who.name, name).await,
+            (_, ["budgets", name, action @ ("top_up" | "reset")]) => {
+                self.budget_change(session, &who.name, name, action).await
+            }
             _ => self.write(session, who, &segs).await,
         };
         result.unwrap_or_else(|e| error(&e))
@@ -257,6 +270,8 @@ impl Admin {
             ["rate_limits", name, "usage"] => {
                 return self.limit_usage(session, &config, name).await;
             }
+            ["budgets", name, "spend"] => return self.budget_spend(session, name).await,
+            ["budgets", name, "history"] => return self.budget_history(session, name).await,
             ["providers", name, "keys"] => {
                 let object = find(Collection::Providers, settings, &file, name)?;
                 let health = config

@@ -10,6 +10,7 @@
 
 mod access;
 mod api;
+mod budgets;
 pub mod console;
 mod playground;
 mod usage;

@@ -57,14 +57,23 @@ pub fn validate(a: &AlertsSection) -> Result<(), (String, String)> {
             return Err((field, "duplicate rule name".into()));
         }
         names.push(r.name.as_str());
-        if r.kind != AlertKind::KeysDown && !r.threshold.is_some_and(|t| t.is_finite() && t >= 0.0)
+        let optional = matches!(r.kind, AlertKind::KeysDown | AlertKind::Budget);
+        if !optional && !r.threshold.is_some_and(|t| t.is_finite() && t >= 0.0)
+            || r.threshold.is_some_and(|t| !t.is_finite() || t < 0.0)
         {
             return Err((
                 format!("{field}.threshold"),
                 "a number >= 0 is required".into(),
             ));
         }
-        if let Some(k) = r.filter.keys().find(|k| !FILTERS.contains(&k.as_str())) {
+        if r.kind == AlertKind::Budget {
+            if let Some(k) = r.filter.keys().find(|k| *k != "budget") {
+                return Err((
+                    format!("{field}.filter"),
+                    format!("`{k}`: a budget rule filters by budget only"),
+                ));
+            }
+        } else if let Some(k) = r.filter.keys().find(|k| !FILTERS.contains(&k.as_str())) {
             return Err((
                 format!("{field}.filter"),
                 format!("`{k}`: filter by {}", FILTERS.join(", ")),
@@ -192,6 +201,50 @@ pub struct Facts {
     pub providers_down: Vec<String>,
     /// Balances of the consumers the quota charges (those the `quota` rules look at).
     pub balances: Vec<(String, i64)>,
+    /// Every budget subject's spend this period: budget, subject, percent of its allowance
+    /// spent, and the figures in words (when a `budget` rule exists).
+    pub budgets: Vec<BudgetSpend>,
+}
+
+/// A budget subject's standing, as a `budget` rule reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetSpend {
+    pub budget: String,
+    pub subject: String,
+    pub percent: f64,
+    /// `3.20 of 4 USD`.
+    pub figures: String,
+}
+
+/// The default threshold of a `budget` rule: percent of the allowance spent.
+pub const BUDGET_PERCENT: f64 = 80.0;
+
+/// A `budget` rule: holds when a watched subject has spent `threshold` percent or more;
+/// the value is the highest percentage.
+fn budget(rule: &AlertRuleSection, spends: &[BudgetSpend]) -> Seen {
+    let threshold = rule.threshold.unwrap_or(BUDGET_PERCENT);
+    let wanted = rule.filter.get("budget");
+    let mut watched: Vec<&BudgetSpend> = spends
+        .iter()
+        .filter(|s| wanted.is_none_or(|w| *w == s.budget))
+        .collect();
+    watched.sort_by(|a, b| b.percent.total_cmp(&a.percent));
+    let high: Vec<&&BudgetSpend> = watched.iter().filter(|s| s.percent >= threshold).collect();
+    let say = |s: &BudgetSpend| {
+        format!(
+            "budget {} ({}) has spent {}% ({})",
+            s.budget, s.subject, s.percent, s.figures
+        )
+    };
+    let mut detail: Vec<String> = high.iter().take(QUOTA_NAMED).map(|s| say(s)).collect();
+    if high.len() > QUOTA_NAMED {
+        detail.push(format!("and {} more", high.len() - QUOTA_NAMED));
+    }
+    Seen {
+        holds: !high.is_empty(),
+        value: watched.first().map(|s| s.percent),
+        detail: (!detail.is_empty()).then(|| detail.join("; ")),
+    }
 }
 
 /// The rules' states across evaluations (and reloads: by rule name).
@@ -446,7 +499,10 @@ pub fn quota_consumers(rules: &[AlertRuleSection]) -> Option<Option<Vec<String>>
 
 /// Whether `rule` reads the usage rollups (and so needs analytics on).
 pub fn needs_rollups(rule: &AlertRuleSection) -> bool {
-    !matches!(rule.kind, AlertKind::KeysDown | AlertKind::Quota)
+    !matches!(
+        rule.kind,
+        AlertKind::KeysDown | AlertKind::Quota | AlertKind::Budget
+    )
 }
 
 pub fn now_secs() -> u64 {
@@ -483,6 +539,9 @@ pub fn evaluate(
 ) -> Result<Seen, String> {
     if rule.kind == AlertKind::Quota {
         return Ok(quota(rule, &facts.balances));
+    }
+    if rule.kind == AlertKind::Budget {
+        return Ok(budget(rule, &facts.budgets));
     }
     let seen = |(holds, value)| Seen {
         holds,
@@ -533,7 +592,7 @@ pub fn evaluate(
                 .count();
             (down > 0, Some(down as f64))
         }
-        AlertKind::Quota => (false, None),
+        AlertKind::Quota | AlertKind::Budget => (false, None),
     }))
 }
 

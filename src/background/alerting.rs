@@ -36,6 +36,46 @@ pub fn hook(w: &crate::settings::WebhookSection) -> Result<Hook, String> {
 }
 
 impl Alerting {
+    /// Every budget subject's spend this period, when a `budget` rule looks at them.
+    async fn budget_spends(&self, config: &Gateway) -> Vec<alerts::BudgetSpend> {
+        let rules = &config.settings.alerts.rules;
+        if !rules
+            .iter()
+            .any(|r| r.kind == crate::settings::AlertKind::Budget)
+        {
+            return Vec::new();
+        }
+        let now = i64::try_from(alerts::now_secs()).unwrap_or(i64::MAX);
+        let mut out = Vec::new();
+        for b in &config.budgets.budgets {
+            for subject in config.budget_subjects(b) {
+                let got = self
+                    .backends
+                    .budgets()
+                    .standing(b, &subject, now, None)
+                    .await;
+                match got {
+                    Ok(s) => {
+                        let allowance = b.limit.saturating_add(s.spend.topup);
+                        out.push(alerts::BudgetSpend {
+                            budget: b.name.clone(),
+                            subject,
+                            percent: crate::budget::percent(s.spend.spent, allowance),
+                            figures: format!(
+                                "{} of {} {}",
+                                crate::budget::money(s.spend.spent),
+                                crate::budget::money(allowance),
+                                b.currency
+                            ),
+                        });
+                    }
+                    Err(e) => log::warn!("alerts: the spend of budget `{}` not read: {e}", b.name),
+                }
+            }
+        }
+        out
+    }
+
     /// The balances the `quota` rules look at.
     async fn balances(&self, config: &Gateway) -> Vec<(String, i64)> {
         let Some(wanted) = alerts::quota_consumers(&config.settings.alerts.rules) else {
@@ -87,6 +127,7 @@ impl Alerting {
                 .map(|p| p.name.clone())
                 .collect(),
             balances: self.balances(&config).await,
+            budgets: self.budget_spends(&config).await,
         };
         let now = alerts::now_secs();
         let fleet = self.fleet_rollups(&rules, analytics_on, now).await;

@@ -296,6 +296,14 @@ pub fn reservation(book: &BudgetBook, costs: &[Cost], budget: &Budget) -> Option
     Some(i64::try_from(most).unwrap_or(i64::MAX / 4))
 }
 
+/// Spent as a percentage of the allowance (one decimal).
+pub fn percent(spent: i64, allowance: i64) -> f64 {
+    if allowance <= 0 {
+        return if spent > 0 { 100.0 } else { 0.0 };
+    }
+    (spent as f64 * 1000.0 / allowance as f64).round() / 10.0
+}
+
 /// `pico` as an amount with two to six decimals, for messages (`12.50`, `0.000125`).
 pub fn money(pico: i64) -> String {
     let micro = pico / (PICO as i64 / 1_000_000);

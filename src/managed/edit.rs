@@ -12,8 +12,8 @@
 
 use super::{Layer, ManagedError};
 use crate::settings::{
-    self, AlertRuleSection, ConsumerSection, KeyEntry, NamedKey, ProviderSection, QuotaSection,
-    RateLimitSection, RouteSection, Secret, Settings, WebhookSection,
+    self, AlertRuleSection, BudgetSection, ConsumerSection, KeyEntry, NamedKey, ProviderSection,
+    QuotaSection, RateLimitSection, RouteSection, Secret, Settings, WebhookSection,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -28,16 +28,18 @@ pub enum Collection {
     RateLimits,
     AlertRules,
     AlertWebhooks,
+    Budgets,
 }
 
 impl Collection {
-    pub const ALL: [Collection; 6] = [
+    pub const ALL: [Collection; 7] = [
         Collection::Providers,
         Collection::Routes,
         Collection::Consumers,
         Collection::RateLimits,
         Collection::AlertRules,
         Collection::AlertWebhooks,
+        Collection::Budgets,
     ];
 
     pub fn from_path(segment: &str) -> Option<Self> {
@@ -54,6 +56,7 @@ impl Collection {
             Collection::RateLimits => "rate_limits",
             Collection::AlertRules => "alert_rules",
             Collection::AlertWebhooks => "alert_webhooks",
+            Collection::Budgets => "budgets",
         }
     }
 
@@ -66,6 +69,7 @@ impl Collection {
             Collection::RateLimits => "rate limit",
             Collection::AlertRules => "alert rule",
             Collection::AlertWebhooks => "alert webhook",
+            Collection::Budgets => "budget",
         }
     }
 
@@ -78,6 +82,7 @@ impl Collection {
             Collection::RateLimits => all(&settings.rate_limits),
             Collection::AlertRules => all(&settings.alerts.rules),
             Collection::AlertWebhooks => all(&settings.alerts.webhooks),
+            Collection::Budgets => all(&settings.budgets),
         }
     }
 
@@ -90,6 +95,7 @@ impl Collection {
             Collection::RateLimits => all(&layer.rate_limits),
             Collection::AlertRules => all(&layer.alert_rules),
             Collection::AlertWebhooks => all(&layer.alert_webhooks),
+            Collection::Budgets => all(&layer.budgets),
         }
     }
 }
@@ -159,6 +165,7 @@ macro_rules! named {
     ($($t:ty),*) => {$(impl Named for $t { fn name(&self) -> &str { &self.name } })*};
 }
 named!(
+    BudgetSection,
     ProviderSection,
     RouteSection,
     ConsumerSection,
@@ -454,6 +461,7 @@ fn on_collection(
             body,
             fix_webhook,
         ),
+        Collection::Budgets => upsert(&mut layer.budgets, c, name, change, body, |_, _| Ok(())),
     }
 }
 
@@ -516,6 +524,7 @@ fn delete(layer: &mut Layer, c: Collection, name: &str) -> Result<(), ManagedErr
         Collection::RateLimits => remove(&mut layer.rate_limits, name),
         Collection::AlertRules => remove(&mut layer.alert_rules, name),
         Collection::AlertWebhooks => remove(&mut layer.alert_webhooks, name),
+        Collection::Budgets => remove(&mut layer.budgets, name),
     };
     if removed {
         Ok(())

@@ -1,8 +1,8 @@
 //! The layer's data and how it merges with the operator's file.
 
 use crate::settings::{
-    AlertRuleSection, ConsumerSection, ProviderSection, QuotaSection, RateLimitSection,
-    RouteSection, Settings, WebhookSection,
+    AlertRuleSection, BudgetSection, ConsumerSection, ProviderSection, QuotaSection,
+    RateLimitSection, RouteSection, Settings, WebhookSection,
 };
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +29,9 @@ pub struct Layer {
     /// Alert webhooks (after the file's `alerts.webhooks`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alert_webhooks: Vec<WebhookSection>,
+    /// Money budgets (after the file's `budgets`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub budgets: Vec<BudgetSection>,
     /// Named admin users (argon2 password hashes, never shown by the API).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub admin_users: Vec<crate::users::AdminUser>,
@@ -124,6 +127,13 @@ pub fn merge(file: &Settings, layer: &Layer) -> Merged {
         "alert rule",
         &mut shadowed,
     );
+    append(
+        &mut s.budgets,
+        &layer.budgets,
+        |b| &b.name,
+        "budget",
+        &mut shadowed,
+    );
     match (&s.quota, &layer.quota) {
         (Some(_), Some(_)) => shadowed.push("the quota section".into()),
         (None, Some(q)) => s.quota = Some(q.clone()),
@@ -145,6 +155,7 @@ pub fn source_of(file: &Settings, collection: &str, name: &str) -> Source {
         "quota" => file.quota.is_some(),
         "alert_rules" => file.alerts.rules.iter().any(|r| r.name == name),
         "alert_webhooks" => file.alerts.webhooks.iter().any(|w| w.name == name),
+        "budgets" => file.budgets.iter().any(|b| b.name == name),
         _ => false,
     };
     if in_file {

@@ -314,6 +314,30 @@ impl Gateway {
         })
     }
 
+    /// The subjects a budget has: its one target, or every name of its scope (consumers,
+    /// teams, routes, keys) when it caps each one.
+    pub fn budget_subjects(&self, b: &crate::budget::Budget) -> Vec<String> {
+        use crate::budget::Scope;
+        let mut names: Vec<String> = match b.scope {
+            Scope::Consumer => self.consumers.names().to_vec(),
+            Scope::Team => {
+                let mut t: Vec<String> = self.budgets.teams.values().cloned().collect();
+                t.sort();
+                t.dedup();
+                t
+            }
+            Scope::Route => self.routes.iter().map(|r| r.name.clone()).collect(),
+            Scope::Key => self
+                .providers
+                .iter()
+                .flat_map(|p| p.keys.iter().map(move |k| format!("{}/{}", p.name, k.name)))
+                .collect(),
+        };
+        names.retain(|n| b.subject(n).is_some());
+        names.truncate(1000);
+        names
+    }
+
     pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
         self.providers.iter().find(|p| p.name == name)
     }

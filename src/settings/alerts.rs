@@ -69,6 +69,9 @@ word_enum! {
         /// A consumer's quota balance (`filter.consumer`, or every consumer the quota
         /// charges) below `threshold` tokens.
         Quota = "quota",
+        /// A money budget (`filter.budget`, or every budget) spent to `threshold` percent
+        /// (default 80) of its allowance this period, for any of its subjects.
+        Budget = "budget",
     }
 }
 

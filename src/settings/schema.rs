@@ -7,8 +7,8 @@ use super::providers::HealthFailure;
 use super::text::{HumanDuration, Secret};
 use super::NamedKey;
 use super::{
-    AlertRuleSection, ConsumerSection, ProviderSection, QuotaSection, RateLimitSection,
-    RouteSection, WebhookSection,
+    AlertRuleSection, BudgetSection, ConsumerSection, ProviderSection, QuotaSection,
+    RateLimitSection, RouteSection, WebhookSection,
 };
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use std::borrow::Cow;
@@ -80,6 +80,7 @@ pub fn api_schemas() -> (
             "alert_webhooks",
             generator.subschema_for::<WebhookSection>(),
         ),
+        ("budgets", generator.subschema_for::<BudgetSection>()),
     ];
     let roots = roots
         .into_iter()
