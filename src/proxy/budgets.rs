@@ -139,7 +139,11 @@ pub async fn admit_key(
         };
         budget::max_cost(&config.prices, &target, demand.prompt, output, at)
     };
-    let wants = wants(book, applying, costs, model)?;
+    // A key whose budget refuses the model's missing price is skipped like a spent one.
+    let wants = match wants(book, applying, costs, model) {
+        Ok(w) => w,
+        Err(e) => return Ok(Err(e)),
+    };
     let at = i64::try_from(at).unwrap_or(i64::MAX);
     match backends.budgets().admit(&wants, at).await {
         Ok(holds) => Ok(Ok(holds)),
