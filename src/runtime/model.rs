@@ -93,6 +93,8 @@ pub struct Gateway {
     pub tracing: Option<Arc<crate::otel::TraceConfig>>,
     /// What requests cost (`pricing:` over the shipped price book).
     pub prices: crate::pricing::PriceBook,
+    /// Each answer tells its cost (`pricing.cost_header`): `x-tollgate-cost`.
+    pub cost_header: bool,
 }
 
 pub(super) fn duration(value: &Option<HumanDuration>, default: Duration) -> Duration {
@@ -251,6 +253,7 @@ impl Gateway {
             settings: Arc::new(f.clone()),
             tracing: super::tracing::build(f.tracing.as_ref())?,
             prices: prices(f)?,
+            cost_header: f.pricing.cost_header(),
         })
     }
 

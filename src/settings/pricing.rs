@@ -14,11 +14,20 @@ pub struct PricingSection {
     pub defaults: Option<bool>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prices: Vec<PriceSection>,
+    /// Tell the client what its request cost: the `x-tollgate-cost` response header on a
+    /// non-streamed answer (held until the answer is complete), an SSE comment at the end of
+    /// a stream (default false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_header: Option<bool>,
 }
 
 impl PricingSection {
     pub fn defaults(&self) -> bool {
         self.defaults.unwrap_or(true)
+    }
+
+    pub fn cost_header(&self) -> bool {
+        self.cost_header.unwrap_or(false)
     }
 }
 
