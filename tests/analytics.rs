@@ -639,3 +639,223 @@ async fn every_request_is_priced_and_costs_add_up_exactly() {
         2.0
     );
 }
+
+/// Providers `mock` (OpenAI-compatible) and `claude` (Anthropic) on one mock-llm, priced
+/// (`mock-b` is not), with `pricing.cost_header` as given.
+fn cost_config(mock: &Mock, cost_header: bool) -> String {
+    format!(
+        r#"providers:
+  - name: mock
+    type: openai-compatible
+    base_url: "{url}"
+    api_keys: ["sk-provider"]
+  - name: claude
+    type: anthropic
+    base_url: "{url}"
+    api_keys: ["sk-ant"]
+pricing:
+  defaults: false
+  cost_header: {cost_header}
+  prices:
+    - {{provider: mock, model: mock-a, input: 1.5, cached_input: 0.5, output: 4, reasoning: 6}}
+    - {{provider: claude, model: claude-a, input: 3, output: 15, request: 0.001}}
+routes:
+  - name: default
+    forward_headers: ["x-mock-*"]
+    models:
+      - model: "claude-*"
+        targets: [{{provider: claude}}]
+      - model: "*"
+        targets: [{{provider: mock}}]
+"#,
+        url = mock.url()
+    )
+}
+
+/// One request: its status, `x-tollgate-cost` header, access-log line and body.
+async fn costed(
+    gw: &Gateway,
+    path: &str,
+    body: Value,
+    headers: &[(&str, &str)],
+) -> (u16, Option<String>, Value, String) {
+    let mut req = client()
+        .post(gw.url(path))
+        .header("anthropic-version", "2023-06-01")
+        .json(&body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let cost = resp
+        .headers()
+        .get("x-tollgate-cost")
+        .map(|v| v.to_str().unwrap().to_string());
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let text = resp.text().await.unwrap();
+    (status, cost, gw.log_line(&id), text)
+}
+
+/// What the access log says the request cost, as the client is told it.
+fn logged_cost(line: &Value) -> String {
+    if line["price_missing"] == true {
+        return "unpriced".into();
+    }
+    format!(
+        "{} {}",
+        line["cost"].as_str().expect("a cost"),
+        line["currency"].as_str().unwrap()
+    )
+}
+
+/// The comment ending a stream, if any: the cost it tells.
+fn stream_comment(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(": x-tollgate-cost "))
+        .map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_tell_the_cost_the_access_log_shows() {
+    let mock = Mock::start();
+    let gw = Gateway::start(&cost_config(&mock, true));
+    let chat = |model: &str, stream: bool| {
+        json!({"model": model, "stream": stream,
+            "messages": [{"role": "user", "content": "count words for me"}]})
+    };
+    let messages = |model: &str, stream: bool| {
+        json!({"model": model, "max_tokens": 100, "stream": stream,
+            "messages": [{"role": "user", "content": "count words for me"}]})
+    };
+    let chats = "/v1/chat/completions";
+
+    // Whole answers carry the header, exactly the logged cost: native, with cached and
+    // reasoning tokens, with no usage reported (estimated), translated, Anthropic's own.
+    let cases = [
+        (chats, chat("mock-a", false), vec![("x-mock-chunks", "5")]),
+        (
+            chats,
+            chat("mock-a", false),
+            vec![
+                ("x-mock-cached-tokens", "3"),
+                ("x-mock-reasoning-tokens", "2"),
+            ],
+        ),
+        (chats, chat("mock-a", false), vec![("x-mock-no-usage", "1")]),
+        (chats, chat("claude-a", false), vec![]),
+        ("/v1/messages", messages("claude-a", false), vec![]),
+        ("/v1/messages", messages("mock-a", false), vec![]),
+    ];
+    for (path, body, headers) in &cases {
+        let (status, cost, line, text) = costed(&gw, path, body.clone(), headers).await;
+        assert_eq!(status, 200, "{text}");
+        assert!(line["cost"].is_string(), "{line}");
+        assert_eq!(
+            cost,
+            Some(logged_cost(&line)),
+            "{path} {body} {headers:?}: {line}"
+        );
+        assert!(serde_json::from_str::<Value>(&text).is_ok(), "{text}");
+        assert_eq!(stream_comment(&text), None);
+    }
+    // The header is the exact decimal of the tokens at their prices, and the currency.
+    let (_, cost, line, _) = costed(&gw, chats, chat("mock-a", false), &[]).await;
+    let tokens = |k: &str| line[k].as_u64().unwrap();
+    let want = tokens("input_tokens") * 1_500_000 + tokens("output_tokens") * 4_000_000;
+    let cost = cost.unwrap();
+    let (amount, currency) = cost.split_once(' ').unwrap();
+    assert_eq!((pico_of(amount), currency), (want, "USD"), "{line}");
+
+    // A model without a price: `unpriced`, never 0.
+    let (status, cost, line, _) = costed(&gw, chats, chat("mock-b", false), &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(line["price_missing"], true, "{line}");
+    assert_eq!(cost.as_deref(), Some("unpriced"));
+
+    // Streams end with the comment after their last event (`[DONE]`, `message_stop`);
+    // their events are unchanged.
+    let stream_cases = [
+        (chats, chat("mock-a", true), vec![]),
+        (chats, chat("mock-b", true), vec![]),
+        (chats, chat("claude-a", true), vec![]),
+        ("/v1/messages", messages("claude-a", true), vec![]),
+        ("/v1/messages", messages("mock-a", true), vec![]),
+        (chats, chat("mock-a", true), vec![("x-mock-crlf", "1")]),
+    ];
+    for (path, mut body, headers) in stream_cases {
+        if path == chats && body["model"] == "mock-a" {
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        let (status, cost, line, text) = costed(&gw, path, body.clone(), &headers).await;
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(cost, None, "headers went before the usage was known");
+        let told = stream_comment(&text);
+        assert_eq!(told, Some(logged_cost(&line)), "{body}: {text}");
+        let last = text.trim_end().lines().last().unwrap();
+        assert!(last.starts_with(": x-tollgate-cost "), "{text}");
+        let before = text
+            .trim_end()
+            .rsplit_once("\n: x-tollgate-cost")
+            .unwrap()
+            .0;
+        let end = if path == chats {
+            "data: [DONE]"
+        } else {
+            "\"type\":\"message_stop\"}"
+        };
+        assert!(before.trim_end().ends_with(end), "{text}");
+        assert!(text.ends_with("\n\n"), "{text:?}");
+    }
+
+    // An error answer tells nothing.
+    let (status, cost, _, _) = costed(
+        &gw,
+        chats,
+        chat("mock-a", false),
+        &[("x-mock-status", "400")],
+    )
+    .await;
+    assert_eq!((status, cost), (400, None));
+
+    // A whole answer cut by the provider: its header was still held, so the client gets a
+    // proper error instead of a cut connection.
+    let (status, cost, line, text) = costed(
+        &gw,
+        chats,
+        chat("mock-a", false),
+        &[("x-mock-drop-after", "20")],
+    )
+    .await;
+    assert!(status >= 500, "{status} {text}");
+    assert_eq!(cost, None);
+    let error: Value = serde_json::from_str(&text).unwrap();
+    assert!(error["error"]["message"].is_string(), "{text}");
+    assert_eq!(line["status"], status, "{line}");
+
+    // Nor does an answer the gateway gave up on (last: it may take the key out of rotation).
+    let (status, cost, _, _) = costed(
+        &gw,
+        chats,
+        chat("mock-a", false),
+        &[("x-mock-status", "500")],
+    )
+    .await;
+    assert!(status >= 500);
+    assert_eq!(cost, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_setting_answers_tell_no_cost() {
+    let mock = Mock::start();
+    let gw = Gateway::start(&cost_config(&mock, false));
+    for stream in [false, true] {
+        let body = json!({"model": "mock-a", "stream": stream,
+            "messages": [{"role": "user", "content": "count words for me"}]});
+        let (status, cost, line, text) = costed(&gw, "/v1/chat/completions", body, &[]).await;
+        assert_eq!(status, 200, "{text}");
+        assert!(line["cost"].is_string(), "still priced in the log: {line}");
+        assert_eq!(cost, None);
+        assert_eq!(stream_comment(&text), None, "{text}");
+    }
+}

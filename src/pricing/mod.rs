@@ -71,6 +71,22 @@ impl Cost {
     }
 }
 
+/// A priced request as the client is told it (`x-tollgate-cost`, and the comment ending a
+/// stream): the exact decimal and the currency (`0.00004125 USD`), or `unpriced`.
+pub fn shown(cost: Option<Cost>) -> String {
+    match cost {
+        Some(c) => format!("{} {}", c.decimal(), c.currency.as_str()),
+        None => "unpriced".to_string(),
+    }
+}
+
+/// Now, in unix seconds (the instant a request is priced at).
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// `pico` picounits as an exact decimal, without trailing zeros.
 pub fn decimal(pico: u64) -> String {
     let (whole, frac) = (pico / PICO, pico % PICO);
@@ -267,6 +283,23 @@ impl PriceBook {
         best(false)
             .or_else(|| best(true))
             .map(|e| (e.rates, e.currency))
+    }
+
+    /// What a request that used `usage` costs: `None` when it used no token (nothing to
+    /// price), `Some(None)` when it used tokens no price covers. The one pricing of a
+    /// finished request (the access log, metrics and rollups, and `x-tollgate-cost`).
+    pub fn priced(
+        &self,
+        provider: &str,
+        kind: &str,
+        model: &str,
+        usage: &Usage,
+        at: u64,
+    ) -> Option<Option<Cost>> {
+        if usage.input_tokens == 0 && usage.output_tokens == 0 {
+            return None;
+        }
+        Some(self.cost(provider, kind, model, usage, at))
     }
 
     /// What `usage` costs for `model` of `provider` at `at`; `None` when unpriced.

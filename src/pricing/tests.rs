@@ -246,3 +246,31 @@ fn exact_decimals() {
     assert_eq!(decimal(1), "0.000000000001");
     assert_eq!(decimal(PICO + PICO / 4), "1.25");
 }
+
+#[test]
+fn what_the_client_is_told() {
+    let b = book(BOOK, false);
+    let at = wed(12, 0);
+    // Nothing used: nothing to price (no header, no `cost` in the access log).
+    let none = usage(0, 0, 0, 0, 0);
+    assert_eq!(b.priced("x", "openai", "gpt-4o", &none, at), None);
+    // Used tokens without a price: unpriced, never 0.
+    let used = usage(1000, 0, 0, 100, 0);
+    let unpriced = b.priced("x", "openai", "unknown-model", &used, at);
+    assert_eq!(unpriced, Some(None));
+    assert_eq!(shown(None), "unpriced");
+    let cost = b
+        .priced("x", "openai", "gpt-4o", &used, at)
+        .flatten()
+        .unwrap();
+    // 1000 × 2.50/M + 100 × 10/M = 0.0035.
+    assert_eq!(shown(Some(cost)), "0.0035 USD");
+    let cny = b
+        .priced("qwen-cn", "qwen", "qwen-plus", &used, at)
+        .flatten()
+        .unwrap();
+    // 1000 × 0.8/M + 100 × 2/M + 0.001 per request.
+    assert_eq!(shown(Some(cny)), "0.002 CNY");
+    let settings: PricingSection = serde_yaml::from_str("prices: []").unwrap();
+    assert!(!settings.cost_header(), "off unless asked");
+}

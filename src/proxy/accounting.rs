@@ -7,7 +7,7 @@ use crate::access_log::{AccessLog, Entry};
 use crate::analytics::{Analytics, Event};
 use crate::limits::Used;
 use crate::metrics::METRICS;
-use crate::usage::{estimate_tokens, Usage};
+use crate::usage::Usage;
 use pingora_proxy::Session;
 use std::time::Instant;
 
@@ -48,21 +48,18 @@ pub async fn account(
 }
 
 /// What the request cost: `None` when no provider answered or nothing was used;
-/// `Some(None)` when it used tokens the price book has no price for.
+/// `Some(None)` when it used tokens the price book has no price for. What the client was
+/// told (`x-tollgate-cost`), when it was.
 fn priced(req: &Exchange, usage: &Usage) -> Option<Option<crate::pricing::Cost>> {
-    let provider = req.provider()?;
-    if usage.input_tokens == 0 && usage.output_tokens == 0 {
-        return None;
+    if let Some(told) = req.attempts.outcome.cost {
+        return Some(told);
     }
+    let provider = req.provider()?;
     let model = req.upstream_model().or(req.model())?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    Some(
-        req.config
-            .prices
-            .cost(&provider.name, provider.kind.as_str(), model, usage, now),
-    )
+    let (name, kind) = (&provider.name, provider.kind.as_str());
+    req.config
+        .prices
+        .priced(name, kind, model, usage, crate::pricing::now())
 }
 
 /// Replace reservations with the real usage, and charge the consumer's quota and the
@@ -92,20 +89,12 @@ fn ms(from: Instant, to: Option<Instant>) -> Option<f64> {
 }
 
 /// Usage as reported, or estimated from the request and the delivered text when the
-/// provider reported none; every count clamped to `MAX_TOKENS_PER_REQUEST` (logged).
+/// provider reported none; every count clamped (`usage::billable`).
 pub fn final_usage(req: &Exchange) -> Option<Usage> {
-    let mut usage = req.attempts.outcome.usage?;
-    if usage.estimated && usage.input_tokens == 0 {
-        if let Some(body) = &req.request {
-            usage.input_tokens = estimate_tokens(&String::from_utf8_lossy(&body.bytes));
-        }
-    }
-    let reported = usage;
-    if usage.clamp() {
-        let provider = req.provider().map_or("", |p| p.name.as_str());
-        crate::usage::warn_clamped(provider, &reported);
-    }
-    Some(usage)
+    let usage = req.attempts.outcome.usage?;
+    let provider = req.provider().map_or("", |p| p.name.as_str());
+    let request = req.request.as_ref().map(|b| &b.bytes[..]);
+    Some(crate::usage::billable(usage, request, provider))
 }
 
 /// The request as the usage rollups see it (names and numbers only).

@@ -40,6 +40,9 @@ pub struct Outcome {
     /// When the request was handed to the provider, and when its last byte came back.
     pub upstream_started: Option<Instant>,
     pub upstream_ended: Option<Instant>,
+    /// The cost the client was told (`pricing.cost_header`), priced once the answer was
+    /// complete (`Some(None)`: unpriced); accounting reports the same.
+    pub cost: Option<Option<crate::pricing::Cost>>,
 }
 
 impl Outcome {
@@ -82,6 +85,15 @@ enum Reader {
     Json(Vec<u8>, Protocol),
     /// A JSON body held back whole, translated at its end (`ok`: a 2xx answer).
     Hold { body: Vec<u8>, ok: bool },
+}
+
+/// Where an answer can tell the client its cost (`pricing.cost_header`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CostTold {
+    /// A whole (non-streamed) answer: in its header, held until the answer is complete.
+    Header,
+    /// A stream: in a comment after its last event.
+    Comment,
 }
 
 /// One attempt's state while it runs.
@@ -311,6 +323,35 @@ impl AttemptState {
         out.unwrap_or_default()
     }
 
+    /// Where this answer (its header read) can tell its cost: a successful one only.
+    pub fn cost_told(&self) -> Option<CostTold> {
+        match &self.reader {
+            Reader::Json(..) | Reader::Hold { ok: true, .. } => Some(CostTold::Header),
+            Reader::Meter(_) | Reader::Translate(_) | Reader::Observe(_) => Some(CostTold::Comment),
+            Reader::None | Reader::Scrub(_) | Reader::Hold { ok: false, .. } => None,
+        }
+    }
+
+    /// Price the answer once it is complete, for the client: the usage as it is charged
+    /// (`usage::billable`) and its cost are kept in the outcome, so the access log shows
+    /// what the client was told. The text for the client (`pricing::shown`); `None` when
+    /// nothing was used (no cost is reported then, as in the access log).
+    pub fn price(&mut self, prices: &crate::pricing::PriceBook) -> Option<String> {
+        let a = &self.attempt;
+        let usage =
+            crate::usage::billable(self.outcome.usage?, Some(&a.original[..]), &a.provider.name);
+        self.outcome.usage = Some(usage);
+        let cost = prices.priced(
+            &a.provider.name,
+            a.provider.kind.as_str(),
+            &a.upstream_model,
+            &usage,
+            crate::pricing::now(),
+        )?;
+        self.outcome.cost = Some(cost);
+        Some(crate::pricing::shown(cost))
+    }
+
     /// The bound a reader's buffer went past, if it did: `max_event` for the SSE event being
     /// assembled (one never-ending line or event from the provider), `MAX_HELD_BODY` for a
     /// body held back for translation.
@@ -406,7 +447,7 @@ fn reported_or_estimated(reported: Option<Usage>, delivered: &[u8]) -> Usage {
     }
 }
 
-fn join(a: Option<Bytes>, b: Bytes) -> Bytes {
+pub(super) fn join(a: Option<Bytes>, b: Bytes) -> Bytes {
     match a {
         None => b,
         Some(a) if b.is_empty() => a,

@@ -118,6 +118,7 @@ impl<'a> Attempter for Upstream<'a> {
             stream: self.body.stream,
             client: ClientProtocol::for_endpoint(self.endpoint),
             max_event_bytes: self.config.client.max_event_bytes,
+            cost: self.config.cost_header.then_some(&self.config.prices),
         };
         let (result, outcome) = pipe::run(client, self.connector, attempt).await;
         if let (Some(t), Some(span)) = (self.trace.as_deref_mut(), span) {
@@ -273,10 +274,14 @@ impl Upstream<'_> {
                     .attempt_failures
                     .with_label_values(&[provider.name.as_str(), key_name, "broken"])
                     .inc();
-                Step::Stop(Failure::Abort {
-                    error,
-                    cause,
-                    sent: Some(status),
+                Step::Stop(match status {
+                    Some(status) => Failure::Abort {
+                        error,
+                        cause,
+                        sent: Some(status),
+                    },
+                    // Nothing reached the client (its header was held for the cost).
+                    None => Failure::Respond(error),
                 })
             }
             // Not the provider's fault: the key's health is left as it was.

@@ -14,12 +14,17 @@
 //!   or twice, before the attempt counts as failed (Pingora marks such errors retryable).
 //! - A client that goes away stops the attempt: the upstream connection is closed, so the
 //!   provider stops generating tokens nobody will read.
+//! - With `pricing.cost_header`, a successful answer tells its cost: a whole answer's header
+//!   is held until its body is complete (the body with it, up to `MAX_HELD_BODY`; a longer
+//!   one is sent on without it) to carry `x-tollgate-cost`, and a stream ends with the
+//!   comment `: x-tollgate-cost …` after its last event.
 
-use super::attempt::{Attempt, AttemptState, Outcome};
+use super::attempt::{join, Attempt, AttemptState, CostTold, Outcome, MAX_HELD_BODY};
 use super::X_REQUEST_ID;
 use crate::error::GatewayError;
 use crate::forward::ForwardHeaders;
 use crate::health::{self, AttemptEnd};
+use crate::pricing::PriceBook;
 use crate::protocol::ClientProtocol;
 use crate::provider::Provider;
 use bytes::Bytes;
@@ -40,6 +45,10 @@ const DRAIN_ERROR_BODY: usize = 256 * 1024;
 const STALE_RETRIES: u32 = 2;
 /// Informational (1xx) responses skipped before the real one.
 const MAX_INFORMATIONAL: usize = 8;
+
+/// What the request cost, on an answer (`pricing.cost_header`): `0.00004125 USD` or
+/// `unpriced`.
+pub const X_TOLLGATE_COST: http::HeaderName = http::HeaderName::from_static("x-tollgate-cost");
 
 /// A failed attempt that sent nothing to the client.
 #[derive(Debug)]
@@ -69,9 +78,10 @@ pub enum AttemptResult {
     Delivered(u16),
     /// Nothing reached the client: another attempt may answer.
     Failed(FailedAttempt),
-    /// The response started and then the provider's side broke.
+    /// The response started and then the provider's side broke (`status`: what the client
+    /// had been sent; `None` when its header was still held for its cost).
     Aborted {
-        status: u16,
+        status: Option<u16>,
         error: GatewayError,
         cause: Box<Error>,
     },
@@ -116,6 +126,8 @@ pub struct ClientSide<'a> {
     pub client: ClientProtocol,
     /// Largest SSE event (or line) read from the provider (`client.max_event_bytes`).
     pub max_event_bytes: usize,
+    /// Tell the client what the request cost (`pricing.cost_header`), by this price book.
+    pub cost: Option<&'a PriceBook>,
 }
 
 /// Run `attempt` and pipe its answer to the client; returns how it ended and what it measured.
@@ -143,6 +155,7 @@ async fn exchange(
         stream,
         client: protocol,
         max_event_bytes,
+        cost,
     } = client;
     let peer = match state.peer() {
         Ok(peer) => peer,
@@ -191,16 +204,24 @@ async fn exchange(
         .scrub_headers(&mut resp);
     for_client(&mut resp);
     decorate(&mut resp, request_id, extra_headers);
-    if let Err(cause) = session.write_response_header(resp, false).await {
-        return client_gone(state, &mut up, Some(status), cause).await;
-    }
+    let cost = cost.and_then(|book| Some((book, state.cost_told()?)));
+    let held = match cost {
+        Some((_, CostTold::Header)) => Some(Held::new(resp)),
+        _ => {
+            if let Err(cause) = session.write_response_header(resp, false).await {
+                return client_gone(state, &mut up, Some(status), cause).await;
+            }
+            None
+        }
+    };
     let relay = Relay {
         status,
         stream,
         protocol,
         max_event_bytes,
+        cost,
     };
-    if let Err(end) = relay.body(session, &mut up, state).await {
+    if let Err(end) = relay.body(session, &mut up, state, held).await {
         return end;
     }
     finish(connector, up, &peer).await;
@@ -230,24 +251,114 @@ async fn held_back(
 }
 
 /// Copying a delivered response's body to the client.
-struct Relay {
+struct Relay<'a> {
     status: u16,
     stream: bool,
     protocol: ClientProtocol,
     max_event_bytes: usize,
+    /// How the answer tells its cost, by which price book (`pricing.cost_header`).
+    cost: Option<(&'a PriceBook, CostTold)>,
 }
 
-impl Relay {
+/// A response header held back until the answer is complete, to carry its cost, with the
+/// body so far.
+struct Held {
+    header: Box<ResponseHeader>,
+    body: Vec<Bytes>,
+    bytes: usize,
+}
+
+impl Held {
+    fn new(header: Box<ResponseHeader>) -> Self {
+        Held {
+            header,
+            body: Vec::new(),
+            bytes: 0,
+        }
+    }
+}
+
+/// The last bytes a stream sent: whether it stopped between events.
+#[derive(Default)]
+struct Tail {
+    bytes: [u8; 4],
+    len: usize,
+}
+
+impl Tail {
+    fn push(&mut self, out: &[u8]) {
+        let take = out.len().min(4);
+        self.bytes.copy_within(take.., 0);
+        self.bytes[4 - take..].copy_from_slice(&out[out.len() - take..]);
+        self.len = (self.len + take).min(4);
+    }
+
+    /// Nothing sent yet, or the last line sent was blank (the last event is complete).
+    fn between_events(&self) -> bool {
+        let tail = &self.bytes[4 - self.len..];
+        tail.is_empty()
+            || [&b"\n\n"[..], b"\r\r", b"\n\r", b"\n\r\n", b"\r\r\n"]
+                .iter()
+                .any(|end| tail.ends_with(end))
+    }
+}
+
+/// The comment that ends a stream with its cost (`text`: `pricing::shown`), as an event of
+/// its own (a blank line first when the stream stopped inside an event).
+fn cost_comment(text: &str, tail: &Tail) -> Bytes {
+    let lead = if tail.between_events() { "" } else { "\n" };
+    format!("{lead}: {} {text}\n\n", X_TOLLGATE_COST.as_str()).into()
+}
+
+impl Relay<'_> {
+    /// What the client had been sent: the status, unless the header is still held.
+    fn sent(&self, held: &Option<Held>) -> Option<u16> {
+        held.is_none().then_some(self.status)
+    }
+
+    /// Send `out` to the client, or keep it with the held header (`end`: then send both); a
+    /// held answer that grows past `MAX_HELD_BODY` is sent on without its cost.
+    async fn write(
+        &self,
+        session: &mut Session,
+        held: &mut Option<Held>,
+        out: Bytes,
+        end: bool,
+    ) -> Result<()> {
+        let Some(h) = held else {
+            return session.write_response_body(Some(out), end).await;
+        };
+        h.bytes += out.len();
+        h.body.push(out);
+        if !end && h.bytes <= MAX_HELD_BODY {
+            return Ok(());
+        }
+        let Some(Held { header, body, .. }) = held.take() else {
+            return Ok(());
+        };
+        session.write_response_header(header, false).await?;
+        let last = body.len().saturating_sub(1);
+        for (i, chunk) in body.into_iter().enumerate() {
+            session
+                .write_response_body(Some(chunk), end && i == last)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Copy the body chunk by chunk through the attempt's filter, watching for the client
-    /// leaving; `Err` says how the attempt ended when it did not end well.
+    /// leaving; `Err` says how the attempt ended when it did not end well. `held`: the
+    /// response header, held for the answer's cost.
     async fn body(
         &self,
         session: &mut Session,
         up: &mut UpstreamSession,
         state: &mut AttemptState,
+        mut held: Option<Held>,
     ) -> Result<(), AttemptResult> {
-        let status = self.status;
         let mut watch_client = true;
+        let commenting = matches!(self.cost, Some((_, CostTold::Comment)));
+        let mut tail = Tail::default();
         loop {
             let read = tokio::select! {
                 biased;
@@ -258,18 +369,36 @@ impl Relay {
                 Read::Upstream(Ok(Some(chunk))) => {
                     let out = state.response_body(Some(chunk), false);
                     if !out.is_empty() {
-                        if let Err(cause) = session.write_response_body(Some(out), false).await {
-                            return Err(client_gone(state, up, Some(status), cause).await);
+                        if commenting {
+                            tail.push(&out);
+                        }
+                        if let Err(cause) = self.write(session, &mut held, out, false).await {
+                            let sent = self.sent(&held);
+                            return Err(client_gone(state, up, sent, cause).await);
                         }
                     }
                     if let Some(limit) = state.overflow(self.max_event_bytes) {
-                        return Err(self.overflowed(session, up, state, limit).await);
+                        return Err(self.overflowed(session, up, state, limit, &held).await);
                     }
                 }
                 Read::Upstream(Ok(None)) => {
-                    let out = state.response_body(None, true);
-                    if let Err(cause) = session.write_response_body(Some(out), true).await {
-                        return Err(client_gone(state, up, Some(status), cause).await);
+                    let mut out = state.response_body(None, true);
+                    if commenting {
+                        tail.push(&out);
+                    }
+                    if let Some((book, _)) = self.cost.filter(|_| held.is_some() || commenting) {
+                        if let Some(text) = state.price(book) {
+                            match &mut held {
+                                Some(h) => {
+                                    let _ = h.header.insert_header(X_TOLLGATE_COST, text);
+                                }
+                                None => out = join(Some(out), cost_comment(&text, &tail)),
+                            }
+                        }
+                    }
+                    if let Err(cause) = self.write(session, &mut held, out, true).await {
+                        let sent = self.sent(&held);
+                        return Err(client_gone(state, up, sent, cause).await);
                     }
                     return Ok(());
                 }
@@ -277,19 +406,21 @@ impl Relay {
                     up.shutdown().await;
                     let error = state.failed(&cause);
                     // Tell a stream's reader; the caller then cuts the connection so the
-                    // client cannot mistake the truncated answer for a complete one.
-                    if self.stream {
+                    // client cannot mistake the truncated answer for a complete one. (A
+                    // held answer sent nothing: the client is answered with the error.)
+                    if self.stream && held.is_none() {
                         let event = error.sse_event(self.protocol);
                         let _ = session.write_response_body(Some(event), false).await;
                     }
                     return Err(AttemptResult::Aborted {
-                        status,
+                        status: self.sent(&held),
                         error,
                         cause,
                     });
                 }
                 Read::Client(Err(cause)) => {
-                    return Err(client_gone(state, up, Some(status), cause).await);
+                    let sent = self.sent(&held);
+                    return Err(client_gone(state, up, sent, cause).await);
                 }
                 // The client's connection has nothing to say about this request any more.
                 Read::Client(Ok(_)) => watch_client = false,
@@ -305,6 +436,7 @@ impl Relay {
         up: &mut UpstreamSession,
         state: &mut AttemptState,
         limit: usize,
+        held: &Option<Held>,
     ) -> AttemptResult {
         up.shutdown().await;
         let detail = format!("an event or body larger than {limit} bytes");
@@ -314,7 +446,7 @@ impl Relay {
             detail,
         });
         let error = state.failed(&cause);
-        if self.stream {
+        if self.stream && held.is_none() {
             // Blank lines first: the client may hold part of the endless event, and the
             // error must be an event of its own.
             let mut event = b"\n\n".to_vec();
@@ -322,7 +454,7 @@ impl Relay {
             let _ = session.write_response_body(Some(event.into()), false).await;
         }
         AttemptResult::Aborted {
-            status: self.status,
+            status: self.sent(held),
             error,
             cause,
         }
@@ -483,4 +615,44 @@ fn failed_attempt(
 
 fn failure(state: &AttemptState, end: AttemptEnd, error: Option<GatewayError>) -> AttemptResult {
     AttemptResult::Failed(failed_attempt(state, end, error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn after(sent: &[&[u8]]) -> String {
+        let mut tail = Tail::default();
+        for chunk in sent {
+            tail.push(chunk);
+        }
+        String::from_utf8(cost_comment("0.5 USD", &tail).to_vec()).unwrap()
+    }
+
+    #[test]
+    fn the_cost_comment_is_an_event_of_its_own() {
+        let own = ": x-tollgate-cost 0.5 USD\n\n";
+        // Between events (LF, CRLF, CR), or nothing sent: the comment alone.
+        for sent in [
+            &[][..],
+            &[&b"data: [DONE]\n\n"[..]],
+            &[b"data: [DONE]\r\n\r\n"],
+            &[b"data: x\r\r"],
+            &[b"data: [DONE]\n", b"\n"],
+            &[b"event: message_stop\ndata: {}\n\n", b""],
+            &[b"data: [DONE]\r\n", b"\r", b"\n"],
+        ] {
+            assert_eq!(after(sent), own, "{sent:?}");
+        }
+        // Inside an event (a provider that did not end its last one): a line break first,
+        // which ends that event after the comment line.
+        for sent in [
+            &[&b"data: [DONE]"[..]][..],
+            &[b"data: [DONE]\n"],
+            &[b"data: [DONE]\r\n"],
+            &[b"\n\n", b"data: x"],
+        ] {
+            assert_eq!(after(sent), format!("\n{own}"), "{sent:?}");
+        }
+    }
 }

@@ -95,6 +95,8 @@ pub struct Gateway {
     pub prices: crate::pricing::PriceBook,
     /// Money budgets (`budgets:`).
     pub budgets: crate::budget::BudgetBook,
+    /// Each answer tells its cost (`pricing.cost_header`): `x-tollgate-cost`.
+    pub cost_header: bool,
 }
 
 pub(super) fn duration(value: &Option<HumanDuration>, default: Duration) -> Duration {
@@ -311,6 +313,7 @@ impl Gateway {
             tracing: super::tracing::build(f.tracing.as_ref())?,
             prices: prices(f)?,
             budgets,
+            cost_header: f.pricing.cost_header(),
         })
     }
 

@@ -18,11 +18,20 @@ pub struct PricingSection {
     /// price (none by default: such a cost is unpriced for that budget).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cny_per_usd: Option<f64>,
+    /// Tell the client what its request cost: the `x-tollgate-cost` response header on a
+    /// non-streamed answer (held until the answer is complete), an SSE comment at the end of
+    /// a stream (default false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_header: Option<bool>,
 }
 
 impl PricingSection {
     pub fn defaults(&self) -> bool {
         self.defaults.unwrap_or(true)
+    }
+
+    pub fn cost_header(&self) -> bool {
+        self.cost_header.unwrap_or(false)
     }
 }
 

@@ -600,6 +600,7 @@ fn settings(rng: &mut XorShift) -> Settings {
         }),
         pricing: PricingSection {
             defaults: opt(rng, |r| r.one_in(2)),
+            cost_header: opt(rng, |r| r.one_in(2)),
             prices: list(rng, 2, |rng| PriceSection {
                 provider: opt(rng, s),
                 provider_type: opt(rng, s),

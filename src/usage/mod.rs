@@ -40,7 +40,7 @@ mod usage_scan;
 
 pub use estimate::{estimate_tokens, TokenEstimator};
 pub use meter::StreamMeter;
-pub use response::{estimate_response, warn_clamped, MAX_TOKENS_PER_REQUEST};
+pub use response::{billable, estimate_response, warn_clamped, MAX_TOKENS_PER_REQUEST};
 
 use json::Bail;
 use usage_scan::BodyUsage;

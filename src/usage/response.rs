@@ -86,6 +86,24 @@ impl Usage {
     }
 }
 
+/// What a request is charged for: `usage` as the provider reported it or as the gateway
+/// estimated it, with the prompt estimated from the client's `request` body when the
+/// provider reported none; every count clamped to [`MAX_TOKENS_PER_REQUEST`] (logged, naming
+/// `provider`). The same again gives the same (the cost told to a client is not charged
+/// twice, nor logged twice).
+pub fn billable(mut usage: Usage, request: Option<&[u8]>, provider: &str) -> Usage {
+    if usage.estimated && usage.input_tokens == 0 {
+        if let Some(body) = request {
+            usage.input_tokens = super::estimate_tokens(&String::from_utf8_lossy(body));
+        }
+    }
+    let reported = usage;
+    if usage.clamp() {
+        warn_clamped(provider, &reported);
+    }
+    usage
+}
+
 /// Unix second of the last clamping warning, and how many were not logged since.
 static LAST_WARNING: AtomicU64 = AtomicU64::new(0);
 static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
