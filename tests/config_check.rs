@@ -147,6 +147,26 @@ fn broken_configs_are_rejected_with_the_field_named() {
             &["pricing.prices[0].provider", "no provider `nope`"],
         ),
         (
+            format!("{good}\nbudgets: [{{name: b, consumer: nobody, amount: 1}}]\n"),
+            &["budgets[0] (b).consumer", "no consumer `nobody`"],
+        ),
+        (
+            format!("{good}\nbudgets: [{{name: b, route: '*', amount: 1, time_zone: Moon/Base}}]\n"),
+            &["budgets[0] (b).time_zone", "Moon/Base"],
+        ),
+        (
+            format!("{good}\nbudgets: [{{name: b, key: 'p/k9', amount: 1}}]\n"),
+            &["budgets[0] (b).key"],
+        ),
+        (
+            format!("{good}\nbudgets: [{{name: b, team: red, amount: 1}}]\n"),
+            &["budgets[0] (b).team", "`red`"],
+        ),
+        (
+            format!("{good}\nbudgets: [{{name: b, route: '*', amount: 1, period: custom}}]\n"),
+            &["budgets[0] (b).anchor"],
+        ),
+        (
             format!("{good}\npricing: {{prices: [{{provider_type: openia, model: x, input: 1}}]}}\n"),
             &["pricing.prices[0].provider_type", "`openia`"],
         ),

@@ -684,6 +684,39 @@ mod tests {
     }
 
     #[test]
+    fn budget_rules_fire_at_a_percentage_of_the_allowance() {
+        let spend = |b: &str, s: &str, p: f64| BudgetSpend {
+            budget: b.into(),
+            subject: s.into(),
+            percent: p,
+            figures: format!("{p} of 100 USD"),
+        };
+        let spends = vec![
+            spend("team", "research", 85.0),
+            spend("each", "alice", 40.0),
+            spend("each", "bob", 95.5),
+        ];
+        let any = rule("{name: b, kind: budget}");
+        let seen = budget(&any, &spends);
+        assert!(seen.holds, "80 % by default");
+        assert_eq!(seen.value, Some(95.5));
+        assert_eq!(
+            seen.detail.as_deref(),
+            Some("budget each (bob) has spent 95.5% (95.5 of 100 USD); budget team (research) has spent 85% (85 of 100 USD)")
+        );
+        let each = rule("{name: e, kind: budget, threshold: 96, filter: {budget: each}}");
+        let seen = budget(&each, &spends);
+        assert!(!seen.holds);
+        assert_eq!(seen.value, Some(95.5));
+        let bad = AlertsSection {
+            rules: vec![rule("{name: x, kind: budget, filter: {consumer: a}}")],
+            ..AlertsSection::default()
+        };
+        assert!(validate(&bad).is_err(), "a budget rule filters by budget");
+        assert!(!needs_rollups(&any));
+    }
+
+    #[test]
     fn quota_rules_name_the_consumers_below() {
         let every = rule("{name: q, kind: quota, threshold: 100}");
         let balances = vec![

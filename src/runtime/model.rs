@@ -202,10 +202,7 @@ fn prices(f: &Settings) -> Result<crate::pricing::PriceBook, ConfigError> {
 
 /// The budgets; one naming a consumer, team, route, provider or key the config does not
 /// have is refused (it would never apply).
-fn budgets(
-    f: &Settings,
-    providers: &[Arc<Provider>],
-) -> Result<crate::budget::BudgetBook, ConfigError> {
+fn budgets(f: &Settings) -> Result<crate::budget::BudgetBook, ConfigError> {
     let teams: std::collections::HashMap<String, String> = f
         .consumers
         .iter()
@@ -239,11 +236,14 @@ fn budgets(
             }
         }
         if let Some((p, k)) = named(&b.key).and_then(|k| k.split_once('/')) {
-            let Some(provider) = providers.iter().find(|x| x.name == p) else {
+            let Some(provider) = f.providers.iter().find(|x| x.name == p) else {
                 return Err(ConfigError::field(field("key"), missing("provider", p)));
             };
-            let known = (0..provider.keys.len())
-                .any(|j| provider.keys.get(j).is_some_and(|key| key.name == k));
+            // Keys as configured (one whose variable is unset is still a key of the config).
+            let known = provider.api_keys.iter().enumerate().any(|(j, e)| match e {
+                settings::KeyEntry::Plain(_) => k == format!("{p}#{j}"),
+                settings::KeyEntry::Named(n) => n.name == k,
+            });
             if k != "*" && !known {
                 return Err(ConfigError::field(
                     field("key"),
@@ -267,7 +267,7 @@ impl Gateway {
         let limits = build_limits(f, &routes, &consumers, previous)?;
         let store = build_store(f, &limits)?;
         let quota = build_quota(f, &consumers)?;
-        let budgets = budgets(f, &providers)?;
+        let budgets = budgets(f)?;
         let trusted_proxies = f
             .trusted_proxies
             .iter()
