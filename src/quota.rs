@@ -57,6 +57,9 @@ struct Account {
     loaded: AtomicBool,
     balance: AtomicI64,
     reserved: AtomicI64,
+    /// Charges being written: counted from before their reservation is released until the
+    /// store's answer includes them, so admission never sees the room in between.
+    pending: AtomicI64,
 }
 
 /// An admitted request's reservation, released when it is charged.
@@ -122,6 +125,23 @@ impl Quotas {
     fn learn(&self, consumer: &str, balance: i64) {
         let a = self.account(consumer);
         a.balance.store(balance, Ordering::SeqCst);
+        self.show(consumer, &a);
+    }
+
+    /// Remember the balance a charge's commit answered: the lower of it and what is known
+    /// (answers of concurrent charges may be handled out of order; charges only lower it).
+    fn learn_charged(&self, consumer: &str, balance: i64) {
+        let a = self.account(consumer);
+        if a.loaded.load(Ordering::SeqCst) {
+            a.balance.fetch_min(balance, Ordering::SeqCst);
+        } else {
+            a.balance.store(balance, Ordering::SeqCst);
+        }
+        self.show(consumer, &a);
+    }
+
+    fn show(&self, consumer: &str, a: &Account) {
+        let balance = a.balance.load(Ordering::SeqCst);
         a.loaded.store(true, Ordering::SeqCst);
         METRICS
             .quota_remaining
@@ -184,6 +204,7 @@ impl Quotas {
         if account
             .balance
             .load(Ordering::SeqCst)
+            .saturating_sub(account.pending.load(Ordering::SeqCst))
             .saturating_sub(before)
             < n.max(1)
         {
@@ -216,17 +237,21 @@ impl Quotas {
         let Some(local) = &self.stores.local else {
             return;
         };
+        let account = self.account(consumer);
+        account.pending.fetch_add(used, Ordering::SeqCst);
         if hold.held {
-            self.account(consumer)
-                .reserved
-                .fetch_sub(hold.reserved, Ordering::SeqCst);
+            account.reserved.fetch_sub(hold.reserved, Ordering::SeqCst);
         }
         if used == 0 {
             return;
         }
-        match local.quota_add(consumer, -used).await {
-            Ok(balance) => self.learn(consumer, balance),
-            Err(e) => log::error!("charging {used} tokens to {consumer}'s quota failed: {e}"),
+        let result = local.quota_add(consumer, -used).await;
+        if let Ok(balance) = result {
+            self.learn_charged(consumer, balance);
+        }
+        account.pending.fetch_sub(used, Ordering::SeqCst);
+        if let Err(e) = result {
+            log::error!("charging {used} tokens to {consumer}'s quota failed: {e}");
         }
     }
 
@@ -359,6 +384,46 @@ pub fn integer(params: &HashMap<String, String>, name: &str) -> Result<i64, Gate
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_charges_never_overspend_a_balance() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = crate::store::local::LocalStore::open(
+            &dir.path().join("q.db"),
+            Duration::from_millis(5),
+        )
+        .unwrap();
+        let quotas = Arc::new(Quotas::new(Arc::new(Stores {
+            local: Some(local),
+            ..Stores::default()
+        })));
+        let settings = QuotaSettings {
+            scope: QuotaScope::All,
+            admin_consumer: None,
+            reserve_max_tokens: true,
+        };
+        let store = quotas.stores.local.clone().unwrap();
+        store.quota_set("alice", 1000).await.unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..400 {
+            let (quotas, settings) = (quotas.clone(), settings.clone());
+            tasks.push(tokio::spawn(async move {
+                match quotas.admit(&settings, "alice", 10).await {
+                    Ok(Some(hold)) => {
+                        quotas.charge(&hold, 10).await;
+                        10
+                    }
+                    _ => 0,
+                }
+            }));
+        }
+        let mut used = 0;
+        for t in tasks {
+            used += t.await.unwrap();
+        }
+        assert_eq!(used, 1000, "exactly the balance is served, never more");
+        assert_eq!(store.quota_get("alice").await.unwrap(), Some(0));
+    }
 
     #[test]
     fn form_and_integers() {
