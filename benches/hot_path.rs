@@ -409,8 +409,55 @@ fn bench_pricing(c: &mut Criterion) {
     g.finish();
 }
 
+/// The budget stage's own work per request, before the store: which budgets apply and the
+/// request's largest possible cost at its targets (the embedded store then checks and
+/// reserves in memory; Redis is one script round trip, not measured here).
+fn bench_budgets(c: &mut Criterion) {
+    use tollgate::budget::{max_cost, reservation, BudgetBook, Payer, Target};
+    let Ok(sections) = serde_yaml::from_str::<Vec<tollgate::settings::BudgetSection>>(
+        "[{name: a, consumer: alice, amount: 10}, {name: each, consumer: '*', amount: 1},
+          {name: r, route: chat, amount: 100, period: day, time_zone: Asia/Shanghai}]",
+    ) else {
+        panic!("budgets")
+    };
+    let Ok(book) = BudgetBook::build(&sections, Default::default(), None) else {
+        panic!("budget book")
+    };
+    let Ok(prices) = tollgate::pricing::PriceBook::build(&Default::default()) else {
+        panic!("price book")
+    };
+    let targets = [
+        Target {
+            provider: "p",
+            kind: "deepseek",
+            model: "deepseek-flash",
+        },
+        Target {
+            provider: "q",
+            kind: "openai",
+            model: "gpt-4o-mini",
+        },
+    ];
+    let at = 1_796_169_600;
+    c.bench_function("budget_reservation", |b| {
+        b.iter(|| {
+            let payer = Payer {
+                consumer: Some(black_box("alice")),
+                route: "chat",
+            };
+            let applying = book.applying(payer);
+            let costs = max_cost(&prices, &targets, 1200, 4096, at).unwrap_or_default();
+            applying
+                .iter()
+                .map(|(b, _)| reservation(&book, &costs, b).unwrap_or(0))
+                .sum::<i64>()
+        })
+    });
+}
+
 criterion_group!(
     benches,
+    bench_budgets,
     bench_sse,
     bench_usage_json,
     bench_body,

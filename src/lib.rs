@@ -69,6 +69,7 @@ pub mod auth;
 pub mod background;
 pub mod body;
 pub mod budget;
+pub mod cache;
 pub mod conn;
 pub mod error;
 pub mod forward;

@@ -64,6 +64,16 @@ pub struct Metrics {
     /// Requests admitted without the shared store because it failed (fail-open).
     pub store_fail_open: IntCounterVec,
     pub quota_rejections: IntCounterVec,
+    /// Response cache lookups by route and result (`hit`, `miss`, `refresh`, `bypass`).
+    pub cache_lookups: IntCounterVec,
+    /// Tokens served from the response cache instead of a provider, by route.
+    pub cache_saved_tokens: IntCounterVec,
+    /// Money not spent thanks to the response cache, by route and currency.
+    pub cache_saved_cost: prometheus::CounterVec,
+    /// Answers kept in the response cache, by route.
+    pub cache_stored: IntCounterVec,
+    /// Reads and writes of the shared cache that failed (each a miss).
+    pub cache_errors: IntCounter,
     /// Requests (or attempts, for key budgets) refused by a money budget, by budget name.
     pub budget_rejections: IntCounterVec,
     /// Money charged to budgets, by budget name and currency.
@@ -266,6 +276,40 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
         config_api_revision: register_int_gauge_with_registry!(
             "tollgate_config_api_revision",
             "The revision of the management API's objects this instance runs",
+            r
+        )
+        .expect("metric"),
+        cache_lookups: register_int_counter_vec_with_registry!(
+            "tollgate_cache_lookups_total",
+            "Response cache lookups by route and result: hit, miss, refresh, bypass",
+            &["route", "result"],
+            r
+        )
+        .expect("metric"),
+        cache_saved_tokens: register_int_counter_vec_with_registry!(
+            "tollgate_cache_saved_tokens_total",
+            "Input and output tokens served from the response cache instead of a provider",
+            &["route"],
+            r
+        )
+        .expect("metric"),
+        cache_saved_cost: prometheus::register_counter_vec_with_registry!(
+            "tollgate_cache_saved_cost_total",
+            "What the answers served from the response cache cost when they were made",
+            &["route", "currency"],
+            r
+        )
+        .expect("metric"),
+        cache_stored: register_int_counter_vec_with_registry!(
+            "tollgate_cache_stored_total",
+            "Answers kept in the response cache, by route",
+            &["route"],
+            r
+        )
+        .expect("metric"),
+        cache_errors: prometheus::register_int_counter_with_registry!(
+            "tollgate_cache_errors_total",
+            "Shared (Redis) response cache reads and writes that failed, each served as a miss",
             r
         )
         .expect("metric"),

@@ -326,7 +326,8 @@ pub fn pending_charges() -> usize {
 pub struct Pending;
 
 impl Pending {
-    pub fn new() -> Self {
+    /// Count a charge as pending (until the value is dropped).
+    pub fn start() -> Self {
         PENDING_CHARGES.fetch_add(1, Ordering::AcqRel);
         Pending
     }
@@ -346,7 +347,7 @@ fn retry_settle(
     used: i64,
 ) {
     log::warn!("charge of {used} tokens to {consumer}'s quota is pending until Redis answers");
-    let pending = Pending::new();
+    let pending = Pending::start();
     tokio::spawn(async move {
         let _pending = pending;
         let mut wait = Duration::from_millis(200);

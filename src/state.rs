@@ -2,6 +2,7 @@
 //! quota state (`crate::quota`) and the budgets' spend (`crate::budget::state`), opened once and shared by the proxy and the admin API.
 
 use crate::budget::state::Budgets;
+use crate::cache::store::ResponseCache;
 use crate::quota::Quotas;
 use crate::store::{StoreError, StoreSettings, Stores};
 use std::sync::Arc;
@@ -12,6 +13,8 @@ use std::sync::Arc;
 pub struct Backends {
     settings: StoreSettings,
     cell: once_cell::sync::OnceCell<(Arc<Stores>, Quotas, Budgets)>,
+    /// The response cache (memory, and Redis when configured); made with the stores.
+    cache: once_cell::sync::OnceCell<ResponseCache>,
 }
 
 impl Backends {
@@ -19,6 +22,7 @@ impl Backends {
         Backends {
             settings,
             cell: once_cell::sync::OnceCell::new(),
+            cache: once_cell::sync::OnceCell::new(),
         }
     }
 
@@ -62,5 +66,13 @@ impl Backends {
 
     pub fn budgets(&self) -> &Budgets {
         &self.get().2
+    }
+
+    /// The response cache (opening the stores first: it shares their Redis).
+    pub fn cache(&self) -> &ResponseCache {
+        self.cache.get_or_init(|| {
+            let (max, entry) = self.settings.cache_bytes;
+            ResponseCache::new(max, entry, self.stores().redis.clone())
+        })
     }
 }

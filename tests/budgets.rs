@@ -412,8 +412,7 @@ fn last_request_id(gw: &Gateway, consumer: &str) -> String {
             .access_log_text()
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["consumer"] == consumer)
-            .last()
+            .rfind(|v| v["consumer"] == consumer)
             .and_then(|v| v["request_id"].as_str().map(str::to_string));
         if let Some(id) = id {
             return id;

@@ -379,7 +379,7 @@ fn retry_settle(redis: Arc<crate::store::redis::RedisStore>, s: Slot, reserved: 
         s.budget,
         s.subject
     );
-    let pending = crate::quota::Pending::new();
+    let pending = crate::quota::Pending::start();
     tokio::spawn(async move {
         let _pending = pending;
         let mut wait = std::time::Duration::from_millis(200);

@@ -25,6 +25,33 @@ pub const STORE_RETRY_AFTER: u64 = 5;
 /// `Retry-After` of any other 429/503 (a provider's, passed on without its own header).
 pub const DEFAULT_RETRY_AFTER: u64 = 1;
 
+/// A spent budget, as the client is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetSpent {
+    pub budget: String,
+    pub subject: String,
+    /// Amounts as decimals (`12.50`).
+    pub spent: String,
+    pub allowance: String,
+    pub currency: &'static str,
+    /// When its period resets, local time (`None`: a lifetime budget).
+    pub resets: Option<String>,
+}
+
+impl std::fmt::Display for BudgetSpent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let when = match &self.resets {
+            Some(r) => format!(" this period, which resets at {r}"),
+            None => " (lifetime budget)".into(),
+        };
+        write!(
+            f,
+            "Budget `{}` ({}) is spent: {} of {} {} used{when}; ask the gateway's operator to raise or top it up.",
+            self.budget, self.subject, self.spent, self.allowance, self.currency
+        )
+    }
+}
+
 impl From<crate::auth::AuthError> for GatewayError {
     fn from(e: crate::auth::AuthError) -> Self {
         match e {
@@ -121,15 +148,8 @@ pub enum GatewayError {
     )]
     QuotaExceeded { consumer: String },
     /// A money budget has no room for the request's reservation.
-    #[error("Budget `{budget}` ({subject}) is spent: {spent} of {allowance} {currency} used{}; ask the gateway's operator to raise or top it up.", resets.as_ref().map(|r| format!(" this period, which resets at {r}")).unwrap_or_else(|| " (lifetime budget)".into()))]
-    BudgetExceeded {
-        budget: String,
-        subject: String,
-        spent: String,
-        allowance: String,
-        currency: &'static str,
-        resets: Option<String>,
-    },
+    #[error("{0}")]
+    BudgetExceeded(Box<BudgetSpent>),
     /// A budget applies and the request's model has no price (`unpriced: refuse`).
     #[error("Budget `{budget}` applies to this request, and model `{model}` has no price in the gateway's price book, so its cost cannot be counted.")]
     BudgetUnpriced { budget: String, model: String },
@@ -244,7 +264,7 @@ impl GatewayError {
         match self {
             InvalidJson(_) | NotAnObject | MissingModel | ModelNotString | BodyRead(_)
             | BadQuotaRequest(_) | ConfigRejected(_) => 400,
-            QuotaExceeded { .. } | BudgetExceeded { .. } => 429,
+            QuotaExceeded { .. } | BudgetExceeded(_) => 429,
             BudgetUnpriced { .. } => 403,
             StoreUnavailable(_) | ServerBusy(_) => 503,
             BodyTimeout(_) => 408,
@@ -273,7 +293,7 @@ impl GatewayError {
 
     /// OpenAI's `type` field.
     pub fn kind(&self) -> &'static str {
-        if let GatewayError::QuotaExceeded { .. } | GatewayError::BudgetExceeded { .. } = self {
+        if let GatewayError::QuotaExceeded { .. } | GatewayError::BudgetExceeded(_) = self {
             return "insufficient_quota";
         }
         match self.status() {
@@ -313,7 +333,7 @@ impl GatewayError {
             MethodNotAllowed(_) | AdminMethodNotAllowed => ErrorCode::MethodNotAllowed,
             MissingCredential => ErrorCode::MissingApiKey,
             RateLimited { .. } => ErrorCode::RateLimitExceeded,
-            QuotaExceeded { .. } | BudgetExceeded { .. } => ErrorCode::InsufficientQuota,
+            QuotaExceeded { .. } | BudgetExceeded(_) => ErrorCode::InsufficientQuota,
             BudgetUnpriced { .. } => ErrorCode::ModelNotPriced,
             StoreUnavailable(_) => ErrorCode::StoreUnavailable,
             BadQuotaRequest(_) => ErrorCode::InvalidQuotaRequest,
@@ -357,7 +377,7 @@ impl GatewayError {
                 retry_after: Some(s),
                 ..
             } => *s,
-            QuotaExceeded { .. } | BudgetExceeded { .. } => QUOTA_RETRY_AFTER,
+            QuotaExceeded { .. } | BudgetExceeded(_) => QUOTA_RETRY_AFTER,
             ProviderKeyMissing { .. } => KEY_MISSING_RETRY_AFTER,
             StoreUnavailable(_) => STORE_RETRY_AFTER,
             _ if matches!(self.status(), 429 | 503) => DEFAULT_RETRY_AFTER,
@@ -373,7 +393,7 @@ impl GatewayError {
         matches!(
             self,
             GatewayError::QuotaExceeded { .. }
-                | GatewayError::BudgetExceeded { .. }
+                | GatewayError::BudgetExceeded(_)
                 | GatewayError::BudgetUnpriced { .. }
                 | GatewayError::ProviderKeyMissing { .. }
         )
@@ -598,14 +618,14 @@ mod tests {
                 retry_after_ms: 1,
             },
             QuotaExceeded { consumer: s() },
-            BudgetExceeded {
+            BudgetExceeded(Box::new(BudgetSpent {
                 budget: s(),
                 subject: s(),
                 spent: s(),
                 allowance: s(),
                 currency: "USD",
                 resets: Some(s()),
-            },
+            })),
             BudgetUnpriced {
                 budget: s(),
                 model: s(),
@@ -676,7 +696,7 @@ mod tests {
                 | NotQuotaAdmin
                 | RateLimited { .. }
                 | QuotaExceeded { .. }
-                | BudgetExceeded { .. }
+                | BudgetExceeded(_)
                 | BudgetUnpriced { .. }
                 | StoreUnavailable(_)
                 | BadQuotaRequest(_)

@@ -36,6 +36,15 @@ pub async fn account(
     if let Some(trace) = req.trace.take().filter(|_| !own_answer) {
         trace.finish(|| traced(session, req, reported.as_ref()));
     }
+    let hit = req.cache.as_ref().filter(|c| c.hit.is_some());
+    if let Some(h) = hit {
+        saved(req, &usage, cost.flatten());
+        if !h.charge {
+            // A hit the route does not charge: every reservation is given back.
+            settle(req, Used::default(), None).await;
+            return;
+        }
+    }
     settle(
         req,
         Used {
@@ -60,6 +69,21 @@ fn priced(req: &Exchange, usage: &Usage) -> Option<Option<crate::pricing::Cost>>
     req.config
         .prices
         .priced(name, kind, model, usage, crate::pricing::now())
+}
+
+/// What a cache hit saved: its tokens and what they cost when the answer was made.
+fn saved(req: &Exchange, usage: &Usage, cost: Option<crate::pricing::Cost>) {
+    let route = req.route_name().unwrap_or("");
+    METRICS
+        .cache_saved_tokens
+        .with_label_values(&[route])
+        .inc_by(usage.input_tokens.saturating_add(usage.output_tokens));
+    if let Some(c) = cost {
+        METRICS
+            .cache_saved_cost
+            .with_label_values(&[route, c.currency.as_str()])
+            .inc_by(c.pico as f64 / crate::pricing::PICO as f64);
+    }
 }
 
 /// Replace reservations with the real usage, and charge the consumer's quota and the
@@ -179,7 +203,9 @@ pub fn record(
         .status
         .or_else(|| session.response_written().map(|h| h.status.as_u16()))
         .unwrap_or(0);
-    count(req, usage, status, end, cost);
+    // A cache hit paid no provider: its cost is counted as saved (`saved`), not spent.
+    let hit = req.cache.as_ref().is_some_and(|c| c.hit.is_some());
+    count(req, usage, status, end, if hit { None } else { cost });
     let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
     let header = session.req_header();
     let total = end.duration_since(req.started);
@@ -214,6 +240,7 @@ pub fn record(
         cost: cost.flatten().map(|c| c.decimal()),
         currency: cost.flatten().map(|c| c.currency.as_str()),
         price_missing: matches!(cost, Some(None)),
+        cache: req.cache.as_ref().map(|c| c.verdict.as_str()),
     });
 }
 

@@ -43,6 +43,9 @@ pub struct Outcome {
     /// The cost the client was told (`pricing.cost_header`), priced once the answer was
     /// complete (`Some(None)`: unpriced); accounting reports the same.
     pub cost: Option<Option<crate::pricing::Cost>>,
+    /// The whole answer as the client was sent it, when the response cache wants it (and it
+    /// fit the cache's largest entry).
+    pub sent: Option<Vec<u8>>,
 }
 
 impl Outcome {

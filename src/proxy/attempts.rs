@@ -45,6 +45,8 @@ pub struct Upstream<'a> {
     pub key_holds: &'a mut Vec<Hold>,
     /// The current attempt's reservations under its key's money budgets.
     pub key_budgets: &'a mut Vec<BudgetHold>,
+    /// Keep the delivered answer, up to this many bytes (for the response cache).
+    pub capture: Option<usize>,
     pub log: &'a mut AttemptLog,
     /// The request's trace (tracing on only): a span per attempt.
     pub trace: Option<&'a mut RequestTrace>,
@@ -119,6 +121,7 @@ impl<'a> Attempter for Upstream<'a> {
             client: ClientProtocol::for_endpoint(self.endpoint),
             max_event_bytes: self.config.client.max_event_bytes,
             cost: self.config.cost_header.then_some(&self.config.prices),
+            capture: self.capture,
         };
         let (result, outcome) = pipe::run(client, self.connector, attempt).await;
         if let (Some(t), Some(span)) = (self.trace.as_deref_mut(), span) {

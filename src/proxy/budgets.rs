@@ -5,7 +5,7 @@
 use super::admission::Admitted;
 use crate::budget::state::{BudgetHold, Refused, Want};
 use crate::budget::{self, money, Budget, BudgetBook, Payer};
-use crate::error::GatewayError;
+use crate::error::{BudgetSpent, GatewayError};
 use crate::pricing::Cost;
 use crate::route::ModelRule;
 use crate::runtime::Gateway;
@@ -28,14 +28,14 @@ pub fn refusal(r: Refused) -> GatewayError {
             allowance,
             currency,
             resets,
-        } => GatewayError::BudgetExceeded {
+        } => GatewayError::BudgetExceeded(Box::new(BudgetSpent {
             budget,
             subject,
             spent: money(spent),
             allowance: money(allowance),
             currency,
             resets,
-        },
+        })),
         Refused::Store => GatewayError::StoreUnavailable("budgets"),
     }
 }

@@ -52,6 +52,8 @@ pub struct Exchange {
     pub body_memory: BodyHold,
     /// The request's trace, when tracing is on (`tracing:`).
     pub trace: Option<Box<crate::otel::RequestTrace>>,
+    /// What the response cache did (routes with `cache:` only).
+    pub cache: Option<super::cache::CacheState>,
 }
 
 /// Reservations made at admission and per attempt, replaced by the real usage at the end.
@@ -120,6 +122,7 @@ impl Exchange {
             error: None,
             body_memory: BodyHold::default(),
             trace: None,
+            cache: None,
         }
     }
 

@@ -16,6 +16,7 @@ pub mod admission;
 pub mod attempt;
 pub mod attempts;
 pub mod budgets;
+pub mod cache;
 pub mod exchange;
 mod exhausted;
 pub mod ingress;

@@ -128,6 +128,8 @@ pub struct ClientSide<'a> {
     pub max_event_bytes: usize,
     /// Tell the client what the request cost (`pricing.cost_header`), by this price book.
     pub cost: Option<&'a PriceBook>,
+    /// Keep what the client is sent, up to this many bytes (for the response cache).
+    pub capture: Option<usize>,
 }
 
 /// Run `attempt` and pipe its answer to the client; returns how it ended and what it measured.
@@ -156,6 +158,7 @@ async fn exchange(
         client: protocol,
         max_event_bytes,
         cost,
+        capture,
     } = client;
     let peer = match state.peer() {
         Ok(peer) => peer,
@@ -220,6 +223,7 @@ async fn exchange(
         protocol,
         max_event_bytes,
         cost,
+        capture,
     };
     if let Err(end) = relay.body(session, &mut up, state, held).await {
         return end;
@@ -258,6 +262,27 @@ struct Relay<'a> {
     max_event_bytes: usize,
     /// How the answer tells its cost, by which price book (`pricing.cost_header`).
     cost: Option<(&'a PriceBook, CostTold)>,
+    /// Keep what the client is sent, up to this many bytes (the response cache).
+    capture: Option<usize>,
+}
+
+/// What the client was sent, kept while it fits.
+struct Capture {
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+impl Capture {
+    fn push(this: &mut Option<Capture>, out: &[u8]) {
+        let Some(c) = this else {
+            return;
+        };
+        if c.bytes.len() + out.len() > c.limit {
+            *this = None;
+        } else {
+            c.bytes.extend_from_slice(out);
+        }
+    }
 }
 
 /// A response header held back until the answer is complete, to carry its cost, with the
@@ -359,6 +384,10 @@ impl Relay<'_> {
         let mut watch_client = true;
         let commenting = matches!(self.cost, Some((_, CostTold::Comment)));
         let mut tail = Tail::default();
+        let mut captured = self.capture.map(|limit| Capture {
+            bytes: Vec::new(),
+            limit,
+        });
         loop {
             let read = tokio::select! {
                 biased;
@@ -368,6 +397,7 @@ impl Relay<'_> {
             match read {
                 Read::Upstream(Ok(Some(chunk))) => {
                     let out = state.response_body(Some(chunk), false);
+                    Capture::push(&mut captured, &out);
                     if !out.is_empty() {
                         if commenting {
                             tail.push(&out);
@@ -383,6 +413,8 @@ impl Relay<'_> {
                 }
                 Read::Upstream(Ok(None)) => {
                     let mut out = state.response_body(None, true);
+                    Capture::push(&mut captured, &out);
+                    state.outcome.sent = captured.take().map(|c| c.bytes);
                     if commenting {
                         tail.push(&out);
                     }

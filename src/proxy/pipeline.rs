@@ -6,7 +6,8 @@
 //! 3. routing by model: the route and model rule;
 //! 4. admission: the consumer, rate limits, quota;
 //! 5. budgets: the request's largest possible cost reserved under its money budgets;
-//!    (room for new stages: cache lookup, request policies);
+//! 6. cache: a route's cached answer served without going upstream (`super::cache`);
+//!    (room for new stages: request policies);
 //! 6. attempts: targets and keys in order until one answers;
 //! 7. accounting, when the request ends (`super::accounting`, from Pingora's `logging`).
 //!
@@ -16,7 +17,7 @@
 use super::admission::{self, Caller};
 use super::attempts::{self, Upstream};
 use super::exchange::Exchange;
-use super::{budgets, ingress, models_api, quota_api, respond, routing};
+use super::{budgets, cache, ingress, models_api, quota_api, respond, routing};
 use crate::error::GatewayError;
 use crate::route::Endpoint;
 use pingora_core::connectors::http::Connector;
@@ -100,7 +101,36 @@ async fn pipeline(
     let rule = &route.rules[routed.rule];
     x.reserved.budgets =
         budgets::admit(&config, &x.backends, payer, rule, &body.model, &admitted).await?;
-    // New stages go here: cache lookup, request policies.
+    x.cache = cache::lookup(
+        session,
+        &config,
+        &x.backends,
+        x.consumer.as_deref(),
+        route,
+        endpoint,
+        body,
+    )
+    .await;
+    if let Some(state) = &x.cache {
+        let verdict = state.verdict.as_str().to_string();
+        x.extra_headers
+            .push((crate::cache::X_TOLLGATE_CACHE, verdict));
+        if let Some(hit) = state.hit.clone() {
+            let reply = cache::Reply {
+                config: &config,
+                attempts: &mut x.attempts,
+                request_id: &x.request_id,
+                extra_headers: &x.extra_headers,
+            };
+            return cache::answer(session, reply, hit, body).await;
+        }
+    }
+    // New stages go here: request policies.
+    let capture = x
+        .cache
+        .as_ref()
+        .filter(|c| c.verdict != crate::cache::Verdict::Bypass)
+        .map(|_| x.backends.cache().max_entry());
     let upstream = Upstream {
         session,
         connector,
@@ -115,10 +145,16 @@ async fn pipeline(
         extra_headers: &x.extra_headers,
         key_holds: &mut x.reserved.key,
         key_budgets: &mut x.reserved.key_budgets,
+        capture,
         log: &mut x.attempts,
         trace: x.trace.as_deref_mut(),
     };
-    attempts::run(upstream, rule).await
+    let status = attempts::run(upstream, rule).await?;
+    if let Some(state) = &x.cache {
+        cache::keep(state, &x.backends, &x.attempts, route, body, status).await;
+        x.attempts.outcome.sent = None;
+    }
+    Ok(status)
 }
 
 /// Record how the request ended; answer a failure in the client's protocol unless a response

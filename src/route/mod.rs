@@ -137,6 +137,8 @@ pub struct Route {
     pub forward: crate::forward::ForwardHeaders,
     /// What `GET {prefix}/models` lists through this route (built at load).
     pub models: crate::route::models::ModelList,
+    /// The response cache for its chat completions (`None`: off).
+    pub cache: Option<crate::cache::RouteCache>,
 }
 
 /// Who may use a route.

@@ -243,6 +243,14 @@ pub(super) fn build_store(f: &Settings, limits: &Limits) -> Result<StoreSettings
             || limits.rules.iter().any(|r| r.window.is_long()),
         redis,
         on_error,
+        cache_bytes: (
+            f.cache
+                .max_bytes
+                .unwrap_or(crate::cache::store::DEFAULT_MAX_BYTES),
+            f.cache
+                .max_entry_bytes
+                .unwrap_or(crate::cache::store::DEFAULT_MAX_ENTRY_BYTES),
+        ),
     })
 }
 

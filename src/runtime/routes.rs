@@ -90,6 +90,7 @@ pub(super) fn build_route(
             ConfigError::field(route_field(&format!("forward_headers[{j}]")), e)
         })?,
         models: Default::default(),
+        cache: r.cache.as_ref().map(crate::cache::RouteCache::build),
     };
     let listed = |provider: &str, keys: usize| {
         keys > 0 || r.list_unconfigured || list_unconfigured.contains(provider)

@@ -16,6 +16,7 @@ mod access;
 mod alerts;
 mod analytics;
 mod budgets;
+mod cache;
 mod pricing;
 mod providers;
 mod redact;
@@ -34,6 +35,7 @@ pub use access::{
 pub use alerts::{AlertKind, AlertRuleSection, AlertsSection, WebhookFormat, WebhookSection};
 pub use analytics::AnalyticsSection;
 pub use budgets::{BudgetPeriod, BudgetSection, Unpriced};
+pub use cache::{CacheScope, CacheSection, RouteCacheSection};
 pub use pricing::{Currency, PriceSection, PricingSection};
 pub use providers::{
     HealthFailure, HealthSection, KeyEntry, NamedKey, ProviderSection, ProviderType, TimeoutSection,
@@ -110,6 +112,9 @@ pub struct Settings {
     /// Money budgets per consumer, team, route or provider key.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub budgets: Vec<BudgetSection>,
+    /// The response cache's memory (routes turn it on with `routes[].cache`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub cache: CacheSection,
 }
 
 /// Read settings from YAML text. The error is serde's, its path naming list entries that

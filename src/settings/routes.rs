@@ -29,6 +29,9 @@ pub struct RouteSection {
     /// a configured key (default false).
     #[serde(default, skip_serializing_if = "is_false")]
     pub list_unconfigured: bool,
+    /// Cache this route's chat-completion answers (off when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<super::RouteCacheSection>,
 }
 
 word_enum! {

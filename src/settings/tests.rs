@@ -449,6 +449,12 @@ fn route(rng: &mut XorShift) -> RouteSection {
         all_keys_down: opt(rng, |r| AllKeysDown::ALL[r.below(2)]),
         forward_headers: list(rng, 2, s),
         list_unconfigured: rng.one_in(2),
+        cache: opt(rng, |rng| RouteCacheSection {
+            ttl: opt(rng, duration),
+            scope: opt(rng, |r| CacheScope::ALL[r.below(CacheScope::ALL.len())]),
+            charge: opt(rng, |r| r.one_in(2)),
+            store_truncated: opt(rng, |r| r.one_in(2)),
+        }),
     }
 }
 
@@ -636,6 +642,10 @@ fn settings(rng: &mut XorShift) -> Settings {
             unpriced: opt(rng, |r| Unpriced::ALL[r.below(2)]),
             output_allowance: opt(rng, num),
         }),
+        cache: CacheSection {
+            max_bytes: opt(rng, num),
+            max_entry_bytes: opt(rng, num),
+        },
     }
 }
 

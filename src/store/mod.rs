@@ -12,6 +12,7 @@
 
 pub mod budget_sql;
 pub mod budgets;
+pub mod cache;
 pub mod local;
 pub mod redis;
 pub mod rollups;
@@ -42,6 +43,8 @@ pub struct StoreSettings {
     pub on_error: OnError,
     /// A quota or an hour/day window needs the embedded store (and there is no Redis).
     pub needs_local: bool,
+    /// The response cache's memory and largest entry, bytes (`cache:`; set at start).
+    pub cache_bytes: (u64, u64),
 }
 
 impl StoreSettings {

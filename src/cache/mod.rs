@@ -1,0 +1,392 @@
+//! The response cache (exact): answers to chat-completion requests kept by a hash of the
+//! normalised request and its scope, and served again without going upstream.
+//!
+//! - The key ([`key`]): SHA-256 of the route, the scope and the request body in canonical
+//!   form (object keys sorted, no insignificant whitespace), without `stream` and
+//!   `stream_options` (they change how an answer is sent, not what it says). Everything
+//!   else the client sent counts: model, messages, tools, temperature, seed, …
+//! - An entry ([`Entry`]) is the answer as a whole `chat.completion` object with its usage,
+//!   the provider and model that produced it. A streamed answer is assembled from its
+//!   chunks ([`assemble`]); either kind answers both kinds of request ([`replay_sse`]
+//!   sends an entry as a stream with the chunk structure of OpenAI's, `[DONE]` last, the
+//!   usage chunk only when asked for).
+//! - Only complete, successful answers are kept: status 200, every choice finished with
+//!   `stop` or `tool_calls` (`length` too with `store_truncated`), no larger than
+//!   `cache.max_entry_bytes`. Entries come only from providers' answers to what was sent
+//!   upstream, keyed by the request: a client cannot plant one.
+//! - [`store::ResponseCache`] keeps entries in memory (`moka`, bounded by bytes, expiring per
+//!   entry) and, with `redis:`, in Redis too so every gateway shares them.
+
+pub mod store;
+
+use crate::settings::{CacheScope, RouteCacheSection};
+use crate::usage::Usage;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+
+/// Default time an entry is served.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
+
+/// A route's cache settings, built from `routes[].cache`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteCache {
+    pub ttl: Duration,
+    pub scope: CacheScope,
+    /// A hit charges the consumer's limits, quota and budgets with the answer's usage.
+    pub charge: bool,
+    pub store_truncated: bool,
+}
+
+impl RouteCache {
+    pub fn build(s: &RouteCacheSection) -> RouteCache {
+        RouteCache {
+            ttl: s.ttl.map_or(DEFAULT_TTL, Into::into),
+            scope: s.scope.unwrap_or_default(),
+            charge: s.charge.unwrap_or(true),
+            store_truncated: s.store_truncated.unwrap_or(false),
+        }
+    }
+}
+
+/// What a client asked of the cache (`cache-control`, `x-tollgate-cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wish {
+    /// Look up, store on a miss.
+    Use,
+    /// Do not look up, store the fresh answer (`no-cache`, `refresh`).
+    Refresh,
+    /// Neither look up nor store (`no-store`, `bypass`).
+    Bypass,
+}
+
+impl Wish {
+    pub fn of(headers: &http::HeaderMap) -> Wish {
+        let mut wish = Wish::Use;
+        let words = headers
+            .get_all(http::header::CACHE_CONTROL)
+            .iter()
+            .chain(headers.get_all(X_TOLLGATE_CACHE).iter())
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|w| w.trim().to_ascii_lowercase());
+        for w in words {
+            match w.as_str() {
+                "no-store" | "bypass" => return Wish::Bypass,
+                "no-cache" | "refresh" => wish = Wish::Refresh,
+                _ => {}
+            }
+        }
+        wish
+    }
+}
+
+/// Request and response header: what the cache should do, and what it did.
+pub const X_TOLLGATE_CACHE: http::HeaderName = http::HeaderName::from_static("x-tollgate-cache");
+
+/// What the cache did for a request (the response header, the access log's `cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Hit,
+    Miss,
+    Refresh,
+    Bypass,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Hit => "hit-exact",
+            Verdict::Miss => "miss",
+            Verdict::Refresh => "refresh",
+            Verdict::Bypass => "bypass",
+        }
+    }
+}
+
+/// The scope an entry is kept for: whose requests may be answered with it.
+pub fn scope(s: CacheScope, consumer: Option<&str>, team: Option<&str>, route: &str) -> String {
+    match (s, consumer) {
+        (CacheScope::Consumer, Some(c)) => format!("consumer:{c}"),
+        (CacheScope::Consumer, None) => format!("anonymous:{route}"),
+        (CacheScope::Team, _) => match team.or(consumer) {
+            Some(t) if team.is_some() => format!("team:{t}"),
+            Some(c) => format!("consumer:{c}"),
+            None => format!("anonymous:{route}"),
+        },
+        (CacheScope::Route, _) => format!("route:{route}"),
+        (CacheScope::Global, _) => "global".into(),
+    }
+}
+
+/// Write `v` with object keys sorted and no whitespace.
+fn canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                canonical(&m[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(x, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// The key of a request body (`None`: not a JSON object) on `route` in `scope`.
+pub fn key(route: &str, scope: &str, body: &[u8]) -> Option<String> {
+    let mut v: Value = serde_json::from_slice(body).ok()?;
+    let m = v.as_object_mut()?;
+    m.remove("stream");
+    m.remove("stream_options");
+    let mut text = String::with_capacity(body.len());
+    canonical(&v, &mut text);
+    let mut h = Sha256::new();
+    for part in [
+        route.as_bytes(),
+        b"\0",
+        scope.as_bytes(),
+        b"\0",
+        text.as_bytes(),
+    ] {
+        h.update(part);
+    }
+    Some(
+        h.finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>(),
+    )
+}
+
+/// A kept answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The `chat.completion` object, as JSON text.
+    pub completion: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_tokens: u64,
+    pub reasoning_tokens: u64,
+    /// Who answered: the provider's name and the model asked of it.
+    pub provider: String,
+    pub upstream_model: String,
+    /// What it is kept under (for purges): route, the client's model, scope.
+    pub route: String,
+    pub model: String,
+    pub scope: String,
+}
+
+impl Entry {
+    pub fn usage(&self) -> Usage {
+        Usage {
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            cached_input_tokens: self.cached_tokens,
+            reasoning_tokens: self.reasoning_tokens,
+            ..Usage::default()
+        }
+    }
+
+    /// Bytes it takes in memory (about).
+    pub fn weight(&self) -> u32 {
+        let n = self.completion.len()
+            + self.provider.len()
+            + self.upstream_model.len()
+            + self.route.len()
+            + self.model.len()
+            + self.scope.len()
+            + 128;
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+}
+
+/// Whether a complete answer may be kept: every choice finished well.
+pub fn keepable(completion: &Value, store_truncated: bool) -> bool {
+    let Some(choices) = completion["choices"].as_array().filter(|c| !c.is_empty()) else {
+        return false;
+    };
+    choices.iter().all(|c| match c["finish_reason"].as_str() {
+        Some("stop" | "tool_calls" | "function_call") => true,
+        Some("length") => store_truncated,
+        _ => false,
+    })
+}
+
+/// A streamed answer's SSE bytes (OpenAI chunks) as one `chat.completion`; `None` when the
+/// stream is not a complete chat-completion stream (no `[DONE]`, an error event, bad JSON).
+pub fn assemble(sse: &[u8]) -> Option<Value> {
+    let text = std::str::from_utf8(sse).ok()?;
+    let mut head = Map::new();
+    let mut choices: Vec<Value> = Vec::new();
+    let mut usage = Value::Null;
+    let mut done = false;
+    for line in text.lines() {
+        let Some(data) = line.strip_prefix("data:") else {
+            continue;
+        };
+        let data = data.trim();
+        if data == "[DONE]" {
+            done = true;
+            continue;
+        }
+        let chunk: Value = serde_json::from_str(data).ok()?;
+        if chunk.get("error").is_some() || chunk["object"] != "chat.completion.chunk" {
+            return None;
+        }
+        for k in ["id", "created", "model", "system_fingerprint"] {
+            if let Some(v) = chunk.get(k).filter(|v| !v.is_null()) {
+                head.entry(k).or_insert_with(|| v.clone());
+            }
+        }
+        if chunk["usage"].is_object() {
+            usage = chunk["usage"].clone();
+        }
+        for c in chunk["choices"].as_array().into_iter().flatten() {
+            let i = usize::try_from(c["index"].as_u64()?).ok()?;
+            if i > 128 {
+                return None;
+            }
+            while choices.len() <= i {
+                let n = choices.len();
+                choices.push(
+                    json!({"index": n, "message": {"role": "assistant", "content": null},
+                    "logprobs": null, "finish_reason": null}),
+                );
+            }
+            merge_delta(&mut choices[i], &c["delta"])?;
+            if let Some(f) = c["finish_reason"].as_str() {
+                choices[i]["finish_reason"] = json!(f);
+            }
+        }
+    }
+    if !done {
+        return None;
+    }
+    let mut out = head;
+    out.insert("object".into(), json!("chat.completion"));
+    out.insert("choices".into(), Value::Array(choices));
+    if !usage.is_null() {
+        out.insert("usage".into(), usage);
+    }
+    Some(Value::Object(out))
+}
+
+/// Add one chunk's `delta` to a choice's message.
+fn merge_delta(choice: &mut Value, delta: &Value) -> Option<()> {
+    let msg = choice["message"].as_object_mut()?;
+    for field in ["content", "reasoning_content", "refusal"] {
+        if let Some(s) = delta[field].as_str() {
+            let have = msg.get(field).and_then(Value::as_str).unwrap_or("");
+            msg.insert(field.into(), json!(format!("{have}{s}")));
+        }
+    }
+    for call in delta["tool_calls"].as_array().into_iter().flatten() {
+        let j = usize::try_from(call["index"].as_u64()?).ok()?;
+        let calls = msg
+            .entry("tool_calls")
+            .or_insert_with(|| json!([]))
+            .as_array_mut()?;
+        if j > 128 {
+            return None;
+        }
+        while calls.len() <= j {
+            calls.push(
+                json!({"id": null, "type": "function", "function": {"name": "", "arguments": ""}}),
+            );
+        }
+        let slot = &mut calls[j];
+        if let Some(id) = call["id"].as_str() {
+            slot["id"] = json!(id);
+        }
+        if let Some(t) = call["type"].as_str() {
+            slot["type"] = json!(t);
+        }
+        for f in ["name", "arguments"] {
+            if let Some(s) = call["function"][f].as_str() {
+                let have = slot["function"][f].as_str().unwrap_or("").to_string();
+                slot["function"][f] = json!(format!("{have}{s}"));
+            }
+        }
+    }
+    Some(())
+}
+
+/// An entry as the SSE stream OpenAI would have sent: a first chunk with the role, the
+/// content and tool calls, a last chunk with the finish reason, the usage chunk if
+/// `include_usage`, then `[DONE]`.
+pub fn replay_sse(completion: &Value, include_usage: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    let base = |choices: Value| {
+        let mut c = json!({"id": completion["id"], "object": "chat.completion.chunk",
+            "created": completion["created"], "model": completion["model"], "choices": choices});
+        if let Some(fp) = completion
+            .get("system_fingerprint")
+            .filter(|v| !v.is_null())
+        {
+            c["system_fingerprint"] = fp.clone();
+        }
+        c
+    };
+    let mut event = |v: Value| {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(v.to_string().as_bytes());
+        out.extend_from_slice(b"\n\n");
+    };
+    for c in completion["choices"].as_array().into_iter().flatten() {
+        let i = &c["index"];
+        let m = &c["message"];
+        event(base(
+            json!([{"index": i, "delta": {"role": "assistant", "content": ""},
+            "logprobs": null, "finish_reason": null}]),
+        ));
+        let mut delta = Map::new();
+        for field in ["content", "reasoning_content", "refusal"] {
+            if let Some(s) = m[field].as_str().filter(|s| !s.is_empty()) {
+                delta.insert(field.into(), json!(s));
+            }
+        }
+        if let Some(calls) = m["tool_calls"].as_array() {
+            let calls: Vec<Value> = calls
+                .iter()
+                .enumerate()
+                .map(|(j, t)| json!({"index": j, "id": t["id"], "type": t["type"], "function": t["function"]}))
+                .collect();
+            delta.insert("tool_calls".into(), Value::Array(calls));
+        }
+        if !delta.is_empty() {
+            event(base(json!([{"index": i, "delta": delta, "logprobs": null,
+                "finish_reason": null}])));
+        }
+        event(base(json!([{"index": i, "delta": {}, "logprobs": null,
+            "finish_reason": c["finish_reason"]}])));
+    }
+    if include_usage && completion["usage"].is_object() {
+        let mut u = base(json!([]));
+        u["usage"] = completion["usage"].clone();
+        event(u);
+    }
+    out.extend_from_slice(b"data: [DONE]\n\n");
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,194 @@
+//! Where cached answers are kept: memory (`moka`, bounded by bytes, each entry expiring at
+//! its own time) and, with `redis:`, the shared Redis too (`crate::store::cache`), read on
+//! a memory miss so every gateway serves what any of them kept. A Redis failure is a miss
+//! (counted, logged at most once a minute), never a failed request.
+
+use super::Entry;
+use crate::metrics::METRICS;
+use crate::store::cache::Index;
+use crate::store::redis::RedisStore;
+use moka::future::Cache;
+use moka::Expiry;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Default memory for entries.
+pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
+/// Default largest entry.
+pub const DEFAULT_MAX_ENTRY_BYTES: u64 = 1 << 20;
+
+/// A kept entry and when it stops being served (unix ms).
+#[derive(Debug, Clone)]
+pub struct Kept {
+    pub entry: Arc<Entry>,
+    pub expires_ms: u64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored {
+    expires_ms: u64,
+    entry: Entry,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+struct Expires;
+
+impl Expiry<String, Kept> for Expires {
+    fn expire_after_create(&self, _: &String, v: &Kept, _: Instant) -> Option<Duration> {
+        Some(Duration::from_millis(v.expires_ms.saturating_sub(now_ms())))
+    }
+}
+
+pub struct ResponseCache {
+    memory: Cache<String, Kept>,
+    redis: Option<Arc<RedisStore>>,
+    max_entry: usize,
+    /// When a Redis failure was last logged (unix ms).
+    warned: AtomicU64,
+}
+
+impl ResponseCache {
+    pub fn new(max_bytes: u64, max_entry: u64, redis: Option<Arc<RedisStore>>) -> Self {
+        let memory = Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|_: &String, v: &Kept| v.entry.weight())
+            .expire_after(Expires)
+            .build();
+        ResponseCache {
+            memory,
+            redis,
+            max_entry: usize::try_from(max_entry).unwrap_or(usize::MAX),
+            warned: AtomicU64::new(0),
+        }
+    }
+
+    fn failed(&self, what: &str, e: &dyn std::fmt::Display) {
+        METRICS.cache_errors.inc();
+        let now = now_ms();
+        let last = self.warned.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 60_000
+            && self
+                .warned
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            log::warn!("response cache: {what} failed (a miss): {e}");
+        }
+    }
+
+    /// The largest answer kept, bytes.
+    pub fn max_entry(&self) -> usize {
+        self.max_entry
+    }
+
+    /// The entry kept under `key`, if it is still served.
+    pub async fn get(&self, key: &str) -> Option<Arc<Entry>> {
+        if let Some(k) = self.memory.get(key).await {
+            if k.expires_ms > now_ms() {
+                return Some(k.entry);
+            }
+        }
+        let redis = self.redis.as_ref()?;
+        let text = match redis.cache_get(key).await {
+            Ok(t) => t?,
+            Err(e) => {
+                self.failed("reading from Redis", &e);
+                return None;
+            }
+        };
+        let stored: Stored = serde_json::from_str(&text).ok()?;
+        if stored.expires_ms <= now_ms() {
+            return None;
+        }
+        let kept = Kept {
+            entry: Arc::new(stored.entry),
+            expires_ms: stored.expires_ms,
+        };
+        self.memory.insert(key.to_string(), kept.clone()).await;
+        Some(kept.entry)
+    }
+
+    /// Keep `entry` under `key` for `ttl` (not when larger than `max_entry_bytes`).
+    pub async fn put(&self, key: String, entry: Entry, ttl: Duration) -> bool {
+        if entry.completion.len() > self.max_entry {
+            return false;
+        }
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let expires_ms = now_ms().saturating_add(ttl_ms);
+        if let Some(redis) = &self.redis {
+            let under = [
+                Index::Route(&entry.route),
+                Index::Model(&entry.model),
+                Index::Scope(&entry.scope),
+            ];
+            let stored = Stored {
+                expires_ms,
+                entry: entry.clone(),
+            };
+            let text = serde_json::to_string(&stored).unwrap_or_default();
+            if let Err(e) = redis.cache_put(&key, &text, ttl_ms, under).await {
+                self.failed("writing to Redis", &e);
+            }
+        }
+        let kept = Kept {
+            entry: Arc::new(entry),
+            expires_ms,
+        };
+        self.memory.insert(key, kept).await;
+        true
+    }
+
+    /// Drop the entries of a route, a model or a scope (all three given: those of all);
+    /// how many this gateway's memory and Redis held.
+    pub async fn purge(
+        &self,
+        route: Option<&str>,
+        model: Option<&str>,
+        scope: Option<&str>,
+    ) -> (u64, u64) {
+        let matches = |e: &Entry| {
+            route.is_none_or(|r| r == e.route)
+                && model.is_none_or(|m| m == e.model)
+                && scope.is_none_or(|s| s == e.scope)
+        };
+        let mut memory = 0;
+        let doomed: Vec<Arc<String>> = self
+            .memory
+            .iter()
+            .filter(|(_, v)| matches(&v.entry))
+            .map(|(k, _)| k)
+            .collect();
+        for k in doomed {
+            self.memory.invalidate(k.as_str()).await;
+            memory += 1;
+        }
+        let mut shared = 0;
+        if let Some(redis) = &self.redis {
+            let index = match (route, model, scope) {
+                (Some(r), _, _) => Some(Index::Route(r)),
+                (None, Some(m), _) => Some(Index::Model(m)),
+                (None, None, Some(s)) => Some(Index::Scope(s)),
+                (None, None, None) => None,
+            };
+            if let Some(i) = index {
+                match redis.cache_purge(i).await {
+                    Ok(n) => shared = n,
+                    Err(e) => self.failed("purging in Redis", &e),
+                }
+            }
+        }
+        (memory, shared)
+    }
+
+    /// Entries and their bytes in this gateway's memory.
+    pub async fn stats(&self) -> (u64, u64) {
+        self.memory.run_pending_tasks().await;
+        (self.memory.entry_count(), self.memory.weighted_size())
+    }
+}
