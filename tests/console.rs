@@ -28,10 +28,17 @@ fn has_browser() -> bool {
     ok
 }
 
+/// A route `demo` for mock-*, quotas for every consumer, the consumer `alice` (team
+/// `research`, credential `sk-alice`), a price for mock-a, and alice's monthly budget of $5.
 fn console_body(mock: &Mock) -> String {
     Body::mock(&mock.url())
         .route("demo", "mock-*", None)
         .section("quota:\n  consumers: [\"*\"]")
+        .section(
+            "consumers:\n  - {name: alice, team: research, credentials: [\"sk-alice\"]}\n\
+             pricing: {defaults: false, prices: [{provider: mock, model: mock-a, input: 1000, output: 2000}]}\n\
+             budgets:\n  - {name: alice-monthly, consumer: alice, amount: 5, period: month, time_zone: Asia/Shanghai}",
+        )
         .build()
 }
 
@@ -67,6 +74,7 @@ async fn an_operator_runs_the_gateway_from_the_console_in_a_browser() {
         "providers",
         "routes",
         "consumers",
+        "budgets",
         "requests",
         "playground",
         "config",

@@ -1,7 +1,8 @@
 """The console in a real browser (headless Chromium through Playwright), driven like an
 operator: first-run setup, login, a provider, a route and a consumer through the forms,
 traffic, the request log and the overview against the usage API, a quota top-up, a key
-disabled, a viewer who cannot write, CSRF, logout. Any failed step, and any error in the
+disabled, budgets (spend against the API, top-ups, reset, history, a new budget), a viewer
+who cannot write, CSRF, logout. Any failed step, and any error in the
 page's console, fails the run. Usage: browser.py ADMIN_URL PROXY_URL MOCK_URL SHOTS_DIR
 """
 import http.server
@@ -9,7 +10,9 @@ import json
 import os
 import sys
 import threading
+import time
 import urllib.error
+from decimal import ROUND_HALF_UP, Decimal
 import urllib.request
 
 from playwright.sync_api import expect, sync_playwright
@@ -37,6 +40,28 @@ def stream_chat(credential):
                 usage = chunk.get("usage") or usage
     assert usage, "the stream reported its usage"
     return usage
+
+
+def chat(credential, model):
+    """A plain chat through the proxy with `credential`; its status."""
+    body = json.dumps({"model": model, "max_tokens": 20,
+                       "messages": [{"role": "user", "content": "what does this cost"}]})
+    req = urllib.request.Request(f"{PROXY}/v1/chat/completions", data=body.encode(),
+                                 headers={"Authorization": f"Bearer {credential}",
+                                          "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return r.status
+
+
+def eventually(what, probe, within=15):
+    """`probe()`'s first true value, asked again until `within` seconds have passed."""
+    deadline = time.monotonic() + within
+    while True:
+        v = probe()
+        if v:
+            return v
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.1)
 
 
 def fetch(page, method, path, body=None, csrf=True):
@@ -156,10 +181,13 @@ def steps(page, errors):
         # A consumer: the credential shown once.
         page.click("[data-testid=nav-consumers]")
         page.fill("input[name=consumer_name]", "webapp")
+        page.fill("input[name=consumer_team]", "web")
         page.click("text=New consumer >> xpath=.. >> button[type=submit]")
         credential = page.get_by_test_id("new-credential").inner_text()
         assert credential.startswith("tg-"), credential
         expect(page.get_by_test_id("consumer-webapp")).to_be_visible()
+        expect(page.get_by_test_id("team-webapp")).to_have_text("web")
+        expect(page.get_by_test_id("team-alice")).to_have_text("research")
 
         # A quota top-up changes the balance.
         expect(page.get_by_test_id("balance-webapp")).to_have_text("0")
@@ -268,6 +296,8 @@ def steps(page, errors):
         expect(page.get_by_test_id("alert-webapp-tokens")).to_contain_text("tokens")
         shot(page, "limits")
 
+        budgets(page, errors)
+
         # A route edited as JSON (If-Match on its revision), then the config page's diff.
         page.click("[data-testid=nav-routes]")
         route = page.get_by_test_id("route-browser")
@@ -303,6 +333,11 @@ def steps(page, errors):
         page.click("[data-testid=nav-consumers]")
         expect(page.get_by_test_id("consumer-webapp")).to_be_visible()
         assert page.locator("input[name=consumer_name]").count() == 0
+        page.click("[data-testid=nav-budgets]")
+        page.get_by_test_id("open-alice-monthly").click()
+        expect(page.get_by_test_id("subject-alice-monthly-alice")).to_be_visible()
+        assert page.locator("input[name=budget_name]").count() == 0
+        assert page.locator("input[name^=topup-]").count() == 0
         r = fetch(page, "POST", "/admin/api/v1/consumers", {"name": "viewer-made"})
         assert r["status"] == 403, r
         errors.remove("Failed to load resource: the server responded with a status of 403 (Forbidden)")
@@ -314,6 +349,110 @@ def steps(page, errors):
         page.context.add_cookies(old_cookie)
         assert outside(page, "GET", "/admin/api/v1/consumers") == 401
         shot(page, "login")
+
+
+def spend(page, budget, subject):
+    """The budgets API's standing of `subject` in `budget` now."""
+    r = fetch(page, "GET", f"/admin/api/v1/budgets/{budget}/spend?subject={subject}")
+    assert r["status"] == 200, r
+    return json.loads(r["body"])["items"][0]
+
+
+def top_up(subject_row, id, amount):
+    """A top-up typed into a subject's row."""
+    subject_row.locator(f"input[name=topup-{id}]").fill(amount)
+    subject_row.get_by_role("button", name="Top up").click()
+
+
+def budgets(page, errors):
+    """alice's monthly budget (from the file): her spend after some traffic as the API gives
+    it, top-ups and a reset through the page, her history; a budget made with the form."""
+    r = fetch(page, "POST", "/admin/api/v1/quota/balances/alice/delta", {"value": 1000000})
+    assert r["status"] == 200, r
+    for _ in range(3):
+        assert chat("sk-alice", "mock-a") == 200
+    # Every request settled: nothing reserved any more.
+    before = eventually("alice's requests settled", lambda: (
+        lambda s: s if s["reserved"] == "0" and Decimal(s["spent"]) > 0 else None)(
+            spend(page, "alice-monthly", "alice")))
+
+    page.click("[data-testid=nav-budgets]")
+    row = page.get_by_test_id("budget-alice-monthly")
+    for text in ["Consumer alice", "$5.00", "Monthly", "Asia/Shanghai", "hard: refuses", "file"]:
+        expect(row).to_contain_text(text)
+    assert row.get_by_role("button", name="Delete").count() == 0, "a file's budget is read-only"
+    page.get_by_test_id("open-alice-monthly").click()
+    alice = page.get_by_test_id("subject-alice-monthly-alice")
+    for field in ["spent", "remaining", "reserved"]:
+        expect(alice.get_by_test_id(field)).to_have_attribute("data-exact", before[field])
+    shown = Decimal(before["percent_used"]).quantize(Decimal("0.1"), ROUND_HALF_UP)  # as toFixed(1)
+    expect(alice.get_by_test_id("percent")).to_have_text(f"{shown} %")
+    expect(alice.get_by_test_id("resets-at")).to_have_attribute("datetime", before["resets_at"])
+    assert before["resets_at"].endswith("+08:00"), before
+
+    # A top-up through the page: the API shows it, and the remaining grows by it.
+    top_up(alice, "alice-monthly-alice", "2.5")
+    expect(alice.get_by_test_id("topup")).to_have_attribute("data-exact", "2.5")
+    after = spend(page, "alice-monthly", "alice")
+    assert after["topup"] == "2.5", after
+    assert Decimal(after["remaining"]) == Decimal(before["remaining"]) + Decimal("2.5"), after
+    expect(alice.get_by_test_id("remaining")).to_have_attribute("data-exact", after["remaining"])
+    alice.get_by_role("button", name="History").click()
+    history = page.get_by_test_id("history-alice-monthly-alice")
+    expect(history).to_contain_text("$2.50")
+    api = json.loads(fetch(page, "GET", "/admin/api/v1/budgets/alice-monthly/history?subject=alice")["body"])
+    assert api["items"][0]["topup"] == "2.5", api
+
+    # A negative top-up leaves about 85 % of the allowance spent: the bar warns.
+    spent = Decimal(after["spent"])
+    allowance = (spent / Decimal("0.85")).quantize(Decimal("0.001"))
+    top_up(alice, "alice-monthly-alice", str(allowance - Decimal("7.5")))
+    expect(alice.locator("progress.used")).to_have_class("used warn")
+    assert 80 <= spend(page, "alice-monthly", "alice")["percent_used"] < 100
+
+    # A soft budget for each team, in yuan, through the form; it opens with its teams.
+    page.fill("input[name=budget_name]", "team-daily")
+    page.select_option("select[name=budget_scope]", "team")
+    page.fill("input[name=budget_target]", "*")
+    page.fill("input[name=budget_amount]", "20")
+    page.select_option("select[name=budget_currency]", "CNY")
+    page.select_option("select[name=budget_period]", "day")
+    page.fill("input[name=budget_time_zone]", "Asia/Shanghai")
+    page.check("input[name=budget_soft]")
+    page.select_option("select[name=budget_unpriced]", "admit")
+    page.get_by_test_id("new-budget").locator("button[type=submit]").click()
+    team = page.get_by_test_id("budget-team-daily")
+    for text in ["each team", "¥20.00", "Daily", "soft: alerts only", "api"]:
+        expect(team).to_contain_text(text)
+    expect(page.get_by_test_id("subject-team-daily-research")).to_contain_text("¥0.00")
+    expect(page.get_by_test_id("subject-team-daily-web")).to_be_visible()
+    made = json.loads(fetch(page, "GET", "/admin/api/v1/budgets/team-daily")["body"])
+    for k, v in {"team": "*", "amount": 20, "currency": "CNY", "period": "day",
+                 "time_zone": "Asia/Shanghai", "soft": True, "unpriced": "admit"}.items():
+        assert made.get(k) == v, (k, made)
+    shot(page, "budgets")
+
+    # Spent to the last cent: the bar is red; then a reset (confirmed) empties the period.
+    now = spend(page, "alice-monthly", "alice")
+    top_up(alice, "alice-monthly-alice", str(Decimal(now["spent"]) - Decimal(now["amount"]) - Decimal(now["topup"])))
+    expect(alice.locator("progress.used")).to_have_class("used over")
+    expect(alice.get_by_test_id("percent")).to_have_text("100.0 %")
+    page.once("dialog", lambda d: d.accept())
+    alice.get_by_role("button", name="Reset").click()
+    expect(alice.get_by_test_id("spent")).to_have_attribute("data-exact", "0")
+    assert spend(page, "alice-monthly", "alice")["spent"] == "0"
+    expect(alice.locator("progress.used")).to_have_class("used ok")
+
+    # The API's budget as YAML (editable), then deleted (confirmed).
+    standing = page.get_by_test_id("standing-team-daily")
+    standing.locator("summary").click()
+    expect(standing.get_by_test_id("yaml-view")).to_contain_text("currency: CNY")
+    expect(standing.get_by_role("button", name="Edit")).to_be_visible()
+    page.once("dialog", lambda d: d.accept())
+    team.get_by_role("button", name="Delete").click()
+    expect(team).to_have_count(0)
+    assert fetch(page, "GET", "/admin/api/v1/budgets/team-daily")["status"] == 404
+    errors.remove("Failed to load resource: the server responded with a status of 404 (Not Found)")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ const FILES: &[(&str, &str, &[u8])] = &[
     ("uPlot.min.css", CSS, include_bytes!("vendor/uPlot.min.css")),
     ("i18n.js", JS, include_bytes!("web/i18n.js")),
     ("pages.js", JS, include_bytes!("web/pages.js")),
+    ("budgets.js", JS, include_bytes!("web/budgets.js")),
     ("app.js", JS, include_bytes!("web/app.js")),
     ("app.css", CSS, include_bytes!("web/app.css")),
 ];
@@ -129,6 +130,14 @@ mod tests {
         let app = a.files.iter().find(|f| f.path.contains("/app.")).unwrap();
         let text = String::from_utf8_lossy(&app.raw);
         assert!(!text.contains("\"./preact-htm.js\""), "{text:.200}");
+        for f in a.files.iter().filter(|f| f.path.ends_with(".js")) {
+            let text = String::from_utf8_lossy(&f.raw);
+            assert!(
+                !text.contains("from \"./"),
+                "{}: an import not renamed",
+                f.path
+            );
+        }
         let raw: usize = a.files.iter().map(|f| f.raw.len()).sum::<usize>() + a.index.raw.len();
         assert!(raw < 1_000_000, "the console adds {raw} bytes");
         let first_load: usize =

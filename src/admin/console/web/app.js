@@ -2,10 +2,11 @@
 import { html, render, useState, useEffect } from "./preact-htm.js";
 import { t, lang, setLang } from "./i18n.js";
 import { api, setCsrf, Overview, Providers, Routes, Consumers, Limits, Requests, Playground, Config } from "./pages.js";
+import { Budgets } from "./budgets.js";
 
 const PAGES = [
   ["overview", Overview], ["providers", Providers], ["routes", Routes], ["consumers", Consumers],
-  ["limits", Limits], ["requests", Requests], ["playground", Playground], ["config", Config],
+  ["budgets", Budgets], ["limits", Limits], ["requests", Requests], ["playground", Playground], ["config", Config],
 ];
 
 function page() {

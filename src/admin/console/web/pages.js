@@ -30,7 +30,7 @@ export async function api(method, path, body) {
 }
 
 // Load `path` (re-run when `deps` change); [data, error, reload].
-function useApi(path, deps = []) {
+export function useApi(path, deps = []) {
   const [state, setState] = useState({ data: null, error: null });
   const [n, setN] = useState(0);
   useEffect(() => {
@@ -49,12 +49,12 @@ const fmt = (n) => (n === null || n === undefined ? "–" : Number(n).toLocaleSt
 const fixed = (n, d = 2) => (n === null || n === undefined || !isFinite(n) ? "–" : Number(n).toFixed(d));
 const ms = (n) => (n === null || n === undefined ? "–" : `${n} ms`);
 
-function Problem({ error }) {
+export function Problem({ error }) {
   return error ? html`<p class="error" role="alert">${error}</p>` : null;
 }
 
 // A form's submit: runs `f`, shows its error, re-enables the button.
-function useAction() {
+export function useAction() {
   const [error, setError] = useState(null);
   const [busy, setBusy] = useState(false);
   const run = async (f) => {
@@ -291,7 +291,7 @@ function Yaml({ value }) {
 // An object in the settings file's YAML (secrets masked), as the API gives it; an API
 // object can be edited and saved (PUT as YAML, with If-Match on its revision so that a
 // concurrent change is not overwritten).
-function JsonEdit({ value, path, editable, saved }) {
+export function JsonEdit({ value, path, editable, saved }) {
   const [yaml, setYaml] = useState(null);
   const [etag, setEtag] = useState(null);
   const [editing, setEditing] = useState(false);
@@ -386,6 +386,7 @@ export function Consumers({ me }) {
   }, [limits]);
   const [run, actErr, busy] = useAction();
   const [name, setName] = useState("");
+  const [team, setTeam] = useState("");
   const [secret, setSecret] = useState(null);
   const used = {};
   for (const i of (top && top.items) || []) used[i.consumer] = i.tokens;
@@ -396,9 +397,9 @@ export function Consumers({ me }) {
   return html`<div>
     <${Problem} error=${err || actErr} />
     <${Secret} value=${secret} />
-    <table data-testid="consumers"><thead><tr><th>${t("name")}</th><th>${t("source")}</th><th>${t("usage")} (24h)</th><th>${t("rate_limits")}</th>${quota && html`<th>${t("balance")}</th>`}<th>${t("actions")}</th></tr></thead>
+    <table data-testid="consumers"><thead><tr><th>${t("name")}</th><th>${t("team")}</th><th>${t("source")}</th><th>${t("usage")} (24h)</th><th>${t("rate_limits")}</th>${quota && html`<th>${t("balance")}</th>`}<th>${t("actions")}</th></tr></thead>
     <tbody>${((data && data.items) || []).map((c) => html`<tr data-testid=${`consumer-${c.name}`}>
-      <td>${c.name}</td><td>${c.source}</td><td class="num">${fmt(used[c.name] || 0)}</td>
+      <td>${c.name}</td><td data-testid=${`team-${c.name}`}>${c.team || "–"}</td><td>${c.source}</td><td class="num">${fmt(used[c.name] || 0)}</td>
       <td class="small" data-testid=${`limits-${c.name}`}>${(standing[c.name] || []).join(" · ") || "–"}</td>
       ${quota && html`<td><${Balance} name=${c.name} mayWrite=${me.may_write} /></td>`}
       <td>${me.may_write && c.source !== "file" && html`
@@ -407,14 +408,15 @@ export function Consumers({ me }) {
     </tr>`)}</tbody></table>
     ${me.may_write && html`<section class="card wide"><h3>${t("new_consumer")}</h3>
       <form onSubmit=${(e) => { e.preventDefault(); run(async () => {
-          await api("POST", "consumers", { name }); await credential(name, false); setName(""); reload(); }); }}>
+          await api("POST", "consumers", team ? { name, team } : { name }); await credential(name, false); setName(""); setTeam(""); reload(); }); }}>
         <label>${t("name")} <input name="consumer_name" value=${name} onInput=${(e) => setName(e.target.value)} required /></label>
+        <label>${t("team")} <input name="consumer_team" value=${team} onInput=${(e) => setTeam(e.target.value)} placeholder=${t("optional")} /></label>
         <button type="submit" disabled=${busy}>${t("create")}</button></form></section>`}
   </div>`;
 }
 
 const when = (secs) => (secs ? new Date(secs * 1000).toLocaleString() : "–");
-const KINDS = ["tokens", "spike", "error_rate", "keys_down", "quota"];
+const KINDS = ["tokens", "spike", "error_rate", "keys_down", "quota", "budget"];
 
 function Webhooks({ me }) {
   const [hooks, err, reload] = useApi("alert_webhooks");
