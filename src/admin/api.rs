@@ -97,6 +97,8 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("/budgets/{name}/history", "GET", "Spend and top-ups per period, newest first: ?subject=&limit=100."),
     ("/budgets/{name}/top_up", "POST", "Add to the current period's allowance: {subject, amount} (amount may be negative; `subject` may be left out for a budget of one target)."),
     ("/budgets/{name}/reset", "POST", "Set the current period's spend back to 0: {subject}."),
+    ("/cache", "GET", "The response cache: entries and bytes in this gateway's memory, whether Redis shares them, the routes with a cache."),
+    ("/cache", "DELETE", "Purge cached answers of ?route=, ?model= (the client's model) or ?scope= (consumer:NAME, team:NAME, route:NAME, global): from this gateway's memory and from Redis."),
     ("/playground", "POST", "Send {body} to `path` (default /v1/chat/completions) through this gateway's proxy listener as `consumer` (or anonymously); the answer streams back as it arrives. Admin role."),
     ("/users", "GET", "Admin users (names and roles)."),
     ("/users", "POST", "Create an admin user: {name, role, password}."),
@@ -218,6 +220,7 @@ impl Admin {
             }
             (_, ["users", ..]) => self.users_api(session, who, &segs[1..]).await,
             (_, ["alert_webhooks", name, "test"]) => self.test_webhook(&who.name, name).await,
+            (&Method::DELETE, ["cache"]) => self.cache_purge(session, &who.name).await,
             (_, ["budgets", name, action @ ("top_up" | "reset")]) => {
                 self.budget_change(session, &who.name, name, action).await
             }
@@ -271,6 +274,7 @@ impl Admin {
                 return self.limit_usage(session, &config, name).await;
             }
             ["budgets", name, "spend"] => return self.budget_spend(session, name).await,
+            ["cache"] => return self.cache_stats().await,
             ["budgets", name, "history"] => return self.budget_history(session, name).await,
             ["providers", name, "keys"] => {
                 let object = find(Collection::Providers, settings, &file, name)?;

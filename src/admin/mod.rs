@@ -11,6 +11,7 @@
 mod access;
 mod api;
 mod budgets;
+mod cache;
 pub mod console;
 mod playground;
 mod usage;

@@ -1,6 +1,7 @@
 //! Where cached answers are kept: memory (`moka`, bounded by bytes, each entry expiring at
 //! its own time) and, with `redis:`, the shared Redis too (`crate::store::cache`), read on
-//! a memory miss so every gateway serves what any of them kept. A Redis failure is a miss
+//! a memory miss so every gateway serves what any of them kept (a gateway's own copy of a
+//! shared entry lives at most `SHARED_COPY_MS`, so a purge reaches every gateway). A Redis failure is a miss
 //! (counted, logged at most once a minute), never a failed request.
 
 use super::Entry;
@@ -17,6 +18,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
 /// Default largest entry.
 pub const DEFAULT_MAX_ENTRY_BYTES: u64 = 1 << 20;
+/// With Redis, how long a gateway keeps its own copy of a shared entry: a purge on any
+/// gateway reaches the others' memory within this.
+pub const SHARED_COPY_MS: u64 = 5_000;
 
 /// A kept entry and when it stops being served (unix ms).
 #[derive(Debug, Clone)]
@@ -108,7 +112,7 @@ impl ResponseCache {
         }
         let kept = Kept {
             entry: Arc::new(stored.entry),
-            expires_ms: stored.expires_ms,
+            expires_ms: stored.expires_ms.min(now_ms() + SHARED_COPY_MS),
         };
         self.memory.insert(key.to_string(), kept.clone()).await;
         Some(kept.entry)
@@ -138,7 +142,10 @@ impl ResponseCache {
         }
         let kept = Kept {
             entry: Arc::new(entry),
-            expires_ms,
+            expires_ms: match self.redis {
+                Some(_) => expires_ms.min(now_ms() + SHARED_COPY_MS),
+                None => expires_ms,
+            },
         };
         self.memory.insert(key, kept).await;
         true

@@ -1,1 +1,130 @@
+use super::*;
 
+#[test]
+fn the_key_ignores_field_order_whitespace_and_stream_fields() {
+    let a = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0.5}"#;
+    let b = br#"{ "temperature": 0.5, "stream": true, "stream_options": {"include_usage": true},
+                  "messages": [ {"content": "hi", "role": "user"} ], "model": "m" }"#;
+    let k = |body: &[u8]| key("chat", "consumer:alice", body).unwrap();
+    assert_eq!(k(a), k(b));
+    for other in [
+        &br#"{"model":"m","messages":[{"role":"user","content":"hi!"}],"temperature":0.5}"#[..],
+        br#"{"model":"n","messages":[{"role":"user","content":"hi"}],"temperature":0.5}"#,
+        br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0.6}"#,
+        br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0.5,"tools":[]}"#,
+    ] {
+        assert_ne!(k(a), k(other), "{}", String::from_utf8_lossy(other));
+    }
+    assert_ne!(
+        k(a),
+        key("chat", "consumer:bob", a).unwrap(),
+        "another scope"
+    );
+    assert_ne!(
+        k(a),
+        key("other", "consumer:alice", a).unwrap(),
+        "another route"
+    );
+    assert!(key("chat", "s", b"[1]").is_none());
+}
+
+#[test]
+fn scopes() {
+    use crate::settings::CacheScope::*;
+    assert_eq!(scope(Consumer, Some("a"), Some("t"), "r"), "consumer:a");
+    assert_eq!(scope(Consumer, None, None, "r"), "anonymous:r");
+    assert_eq!(scope(Team, Some("a"), Some("t"), "r"), "team:t");
+    assert_eq!(
+        scope(Team, Some("a"), None, "r"),
+        "consumer:a",
+        "no team: its own"
+    );
+    assert_eq!(scope(Route, Some("a"), None, "r"), "route:r");
+    assert_eq!(scope(Global, Some("a"), None, "r"), "global");
+}
+
+#[test]
+fn client_wishes() {
+    let h = |pairs: &[(&str, &str)]| {
+        let mut m = http::HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        Wish::of(&m)
+    };
+    assert_eq!(h(&[]), Wish::Use);
+    assert_eq!(
+        h(&[("cache-control", "max-age=0, no-cache")]),
+        Wish::Refresh
+    );
+    assert_eq!(h(&[("cache-control", "no-store")]), Wish::Bypass);
+    assert_eq!(h(&[("x-tollgate-cache", "refresh")]), Wish::Refresh);
+    assert_eq!(
+        h(&[
+            ("x-tollgate-cache", "refresh"),
+            ("cache-control", "no-store")
+        ]),
+        Wish::Bypass
+    );
+}
+
+const STREAM: &str = concat!(
+    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n",
+    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"},\"finish_reason\":null}]}\n\n",
+    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo 世界\"},\"finish_reason\":null}]}\n\n",
+    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"get\",\"arguments\":\"{\\\"a\\\":\"}}]},\"finish_reason\":null}]}\n\n",
+    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"1}\"}}]},\"finish_reason\":null}]}\n\n",
+    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":3,\"total_tokens\":8}}\n\n",
+    ": x-tollgate-cost 0.001 USD\n\n",
+    "data: [DONE]\n\n",
+);
+
+#[test]
+fn a_stream_assembles_into_a_completion_and_replays_into_the_same() {
+    let c = assemble(STREAM.as_bytes()).unwrap();
+    assert_eq!(c["object"], "chat.completion");
+    assert_eq!(c["id"], "c1");
+    let m = &c["choices"][0]["message"];
+    assert_eq!(m["content"], "Hello 世界");
+    assert_eq!(m["tool_calls"][0]["id"], "call_1");
+    assert_eq!(m["tool_calls"][0]["function"]["arguments"], "{\"a\":1}");
+    assert_eq!(c["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(c["usage"]["total_tokens"], 8);
+    assert!(keepable(&c, false));
+    // Replayed and assembled again: the same answer; the usage chunk only when asked.
+    let again = assemble(&replay_sse(&c, true)).unwrap();
+    assert_eq!(again, c);
+    let bare = replay_sse(&c, false);
+    let text = String::from_utf8(bare.clone()).unwrap();
+    assert!(
+        !text.contains("usage") && text.ends_with("data: [DONE]\n\n"),
+        "{text}"
+    );
+    for line in text.lines().filter(|l| l.starts_with("data: {")) {
+        let v: Value = serde_json::from_str(&line[6..]).unwrap();
+        assert_eq!(v["object"], "chat.completion.chunk");
+    }
+}
+
+#[test]
+fn incomplete_or_failed_answers_are_not_kept() {
+    let cut = STREAM.replace("data: [DONE]\n\n", "");
+    assert!(assemble(cut.as_bytes()).is_none(), "no [DONE]: cut");
+    let error = format!(
+        "{}data: {{\"error\":{{\"message\":\"x\"}}}}\n\n",
+        &STREAM[..200]
+    );
+    assert!(assemble(error.as_bytes()).is_none());
+    let length = json!({"object": "chat.completion", "choices": [{"finish_reason": "length"}]});
+    assert!(!keepable(&length, false));
+    assert!(keepable(&length, true));
+    assert!(!keepable(&json!({"choices": []}), true));
+    assert!(!keepable(
+        &json!({"choices": [{"finish_reason": "content_filter"}]}),
+        true
+    ));
+}
