@@ -11,7 +11,7 @@
 //!   carried over by the names the settings give; swapped atomically (`SharedConfig`).
 //!
 //! The request path (`proxy`, the Pingora `ProxyHttp`), as stages in `proxy::pipeline`:
-//! `routing` → `ingress` → `admission` → `budgets` → [room for cache, policies] → `attempts`
+//! `routing` → `ingress` → `admission` → `budgets` → `cache` → [room for policies] → `attempts`
 //! (the loop in `retry`, each attempt planned by `plan` and run by `pipe`/`attempt`) →
 //! `accounting`; `exchange` is the record accounting reads; `models_api` and `quota_api`
 //! are the gateway's own answers.
@@ -38,7 +38,8 @@
 //!   dated `pricing/defaults.yaml`; exact integer picounits); `budget`: money budgets per
 //!   consumer, team, route or provider key over calendar periods in a time zone (reserved at
 //!   admission at the dearest target's price, settled with the real cost, in the embedded
-//!   store or Redis).
+//!   store or Redis); `cache`: the response cache (exact keys of normalised requests and
+//!   their scope, answers kept whole and replayed as streams, in memory and Redis).
 //! - `metrics`, `access_log`: what operators see of requests; `analytics` (per-minute usage
 //!   rollups in SQLite and the ring of recent requests, fed off the request path) and
 //!   `alerts` (rules evaluated from the rollups and the quota balances, their states and

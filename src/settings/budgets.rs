@@ -1,8 +1,8 @@
 //! `budgets:`: money budgets. Each caps what one consumer, team, route or provider key may
 //! spend (at the price book's prices) per day, week, month, custom period or lifetime.
 
-use super::pricing::Currency;
 use super::text::{text_serde, word_enum, HumanDuration};
+use super::Currency;
 use serde::{Deserialize, Serialize};
 
 /// One budget.
