@@ -8,6 +8,7 @@
 #   TOLLGATE_BIN=/path/to/tollgate bash load/profile.sh  # another build (A/B)
 #   KEEP=1 ...   leave the servers running (prints their ports) for perf/callgrind.
 #   WORK_STEALING=true|false, UPSTREAM_HTTP2=true: those settings in Tollgate's config.
+#   CACHE_TTL=10m: the route caches answers (load/cache.sh).
 #
 # It does not write load/RESULTS.md (that is load/run.sh's job).
 set -euo pipefail
@@ -143,7 +144,8 @@ ${UPSTREAM_HTTP2:+    http2: $UPSTREAM_HTTP2
       - model: "mock-*"
         targets: [{provider: mock}]
     retry: {attempts: 2, per_target: 2, deadline: 30s}
-EOF
+${CACHE_TTL:+    cache: {ttl: $CACHE_TTL}
+}EOF
 export TOLLGATE_ADMIN_TOKEN=load-admin-token MOCK_KEY_1=sk-mock-primary MOCK_KEY_2=sk-mock-secondary LOAD_CONSUMER_KEY=sk-load-test
 RUST_LOG=warn ${TOLLGATE_WRAP:-} "$TOLLGATE_BIN" -c "$WORK/tollgate/tollgate.yaml" >"$WORK/tollgate/stdout.log" 2>"$WORK/tollgate/stderr.log" &
 TG_PID=$!

@@ -283,39 +283,12 @@ async fn two_gateways_share_hits_through_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_openai_sdk_reads_replayed_streams() {
-    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyvenv/bin/python");
-    let has_sdk = std::process::Command::new(&python)
-        .args(["-c", "import openai"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_sdk {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI has the openai package (tests/deps.sh)"
-        );
-        eprintln!("skipped: no target/pyvenv with the openai package (tests/deps.sh)");
+    let Some(python) = openai_python() else {
         return;
-    }
+    };
     let mock = Mock::start();
     let gw = Gateway::start(&config(&mock, ""));
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/sdk/openai_cache_stream.py");
-    let base = gw.url("/v1");
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python)
-            .arg(script)
-            .arg(base)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_sdk_script(python, "openai_cache_stream.py", gw.url("/v1")).await;
     assert_eq!(
         upstream_requests(&mock).await,
         2,

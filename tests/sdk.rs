@@ -500,22 +500,6 @@ async fn quota_api_speaks_json_and_says_who_may_call_it() {
     assert_eq!(s, 200);
 }
 
-/// The interpreter of a Python environment with the official `openai` package:
-/// `TOLLGATE_OPENAI_PYTHON`, else `target/pyvenv/bin/python` (made by
-/// `python3 -m venv target/pyvenv && target/pyvenv/bin/pip install openai`).
-fn openai_python() -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("TOLLGATE_OPENAI_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyvenv/bin/python")
-        });
-    let ok = std::process::Command::new(&path)
-        .args(["-c", "import openai"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    ok.then_some(path)
-}
-
 /// The official `openai` Python package sees each error as the class OpenAI's own API
 /// gives: `AuthenticationError`, `PermissionDeniedError`, `NotFoundError`,
 /// `RateLimitError`, `InternalServerError`. Skipped (with a note) where the package is not
@@ -523,7 +507,6 @@ fn openai_python() -> Option<std::path::PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_openai_sdk_sees_openai_error_classes() {
     let Some(python) = openai_python() else {
-        eprintln!("skipped: no Python with the `openai` package (see openai_python())");
         return;
     };
     let mock = Mock::start();
@@ -558,24 +541,7 @@ routes:
 "#,
         url = mock.url()
     ));
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/sdk/openai_errors.py");
-    let base = gw.url("/v1");
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python)
-            .arg(script)
-            .arg(base)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_sdk_script(python, "openai_errors.py", gw.url("/v1")).await;
     let (s, _, _) = parts(post_chat(&gw, "/v1", "open-a", None, &[]).await).await;
     assert_eq!(s, 200);
 }

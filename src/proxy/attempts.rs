@@ -140,6 +140,29 @@ impl<'a> Attempter for Upstream<'a> {
     }
 }
 
+/// An attempt that did not start because its key is over its own rate limit or money
+/// budget (counted, and tried as a failed attempt: the next key goes on).
+fn over_budget(
+    provider: &Arc<Provider>,
+    key_index: usize,
+    error: GatewayError,
+    retry_after: Option<std::time::Duration>,
+) -> Box<FailedAttempt> {
+    let key_name = provider.keys.get(key_index).map_or("", |k| k.name.as_str());
+    METRICS
+        .attempt_failures
+        .with_label_values(&[provider.name.as_str(), key_name, "key_budget"])
+        .inc();
+    Box::new(FailedAttempt {
+        provider: provider.clone(),
+        key_index,
+        end: AttemptEnd::Status(429),
+        error: Some(error),
+        body: Bytes::new(),
+        retry_after,
+    })
+}
+
 impl Upstream<'_> {
     fn caller(&self) -> Caller<'_> {
         Caller {
@@ -187,32 +210,16 @@ impl Upstream<'_> {
                 };
                 let holds = std::mem::take(self.key_holds);
                 admission::release(&self.caller(), holds).await;
-                METRICS
-                    .attempt_failures
-                    .with_label_values(&[provider.name.as_str(), key_name, "key_budget"])
-                    .inc();
-                Ok(Err(Box::new(FailedAttempt {
-                    provider: provider.clone(),
-                    key_index,
-                    end: AttemptEnd::Status(429),
-                    error: Some(over),
-                    body: Bytes::new(),
-                    retry_after: None,
-                })))
+                Ok(Err(over_budget(provider, key_index, over, None)))
             }
             Err(limited) => {
-                METRICS
-                    .attempt_failures
-                    .with_label_values(&[provider.name.as_str(), key_name, "key_budget"])
-                    .inc();
-                Ok(Err(Box::new(FailedAttempt {
-                    provider: provider.clone(),
+                let error = admission::rate_limited(&limited);
+                Ok(Err(over_budget(
+                    provider,
                     key_index,
-                    end: AttemptEnd::Status(429),
-                    error: Some(admission::rate_limited(&limited)),
-                    body: Bytes::new(),
-                    retry_after: Some(limited.retry_after),
-                })))
+                    error,
+                    Some(limited.retry_after),
+                )))
             }
         }
     }

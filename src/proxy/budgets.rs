@@ -65,6 +65,25 @@ fn wants(
     Ok(out)
 }
 
+/// The most the request can cost at `targets`, given a budget's output allowance (used
+/// when the request sets no `max_tokens`).
+fn costs<'a>(
+    config: &'a Gateway,
+    targets: &'a [budget::Target<'a>],
+    admitted: &Admitted,
+    at: u64,
+) -> impl Fn(u64) -> Option<Vec<Cost>> + 'a {
+    let demand = admitted.demand;
+    move |allowance| {
+        let output = if demand.max_tokens > 0 {
+            demand.max_tokens
+        } else {
+            allowance
+        };
+        budget::max_cost(&config.prices, targets, demand.prompt, output, at)
+    }
+}
+
 /// Reserve under the consumer's, its team's and the route's budgets.
 pub async fn admit(
     config: &Gateway,
@@ -92,16 +111,7 @@ pub async fn admit(
             model: t.upstream_model(model).unwrap_or(model),
         })
         .collect();
-    let demand = admitted.demand;
-    let costs = |allowance: u64| {
-        let output = if demand.max_tokens > 0 {
-            demand.max_tokens
-        } else {
-            allowance
-        };
-        budget::max_cost(&config.prices, &targets, demand.prompt, output, at)
-    };
-    let wants = wants(book, applying, costs, model)?;
+    let wants = wants(book, applying, costs(config, &targets, admitted, at), model)?;
     let at = i64::try_from(at).unwrap_or(i64::MAX);
     backends.budgets().admit(&wants, at).await.map_err(refusal)
 }
@@ -130,17 +140,8 @@ pub async fn admit_key(
         kind: provider.kind.as_str(),
         model,
     }];
-    let demand = admitted.demand;
-    let costs = |allowance: u64| {
-        let output = if demand.max_tokens > 0 {
-            demand.max_tokens
-        } else {
-            allowance
-        };
-        budget::max_cost(&config.prices, &target, demand.prompt, output, at)
-    };
     // A key whose budget refuses the model's missing price is skipped like a spent one.
-    let wants = match wants(book, applying, costs, model) {
+    let wants = match wants(book, applying, costs(config, &target, admitted, at), model) {
         Ok(w) => w,
         Err(e) => return Ok(Err(e)),
     };

@@ -1291,6 +1291,49 @@ pub async fn get_text(url: &str) -> String {
 
 // ---- Redis over TLS (rediss://) ----
 
+/// The interpreter of a Python environment with the official `openai` package:
+/// `TOLLGATE_OPENAI_PYTHON`, else `target/pyvenv/bin/python` (made by `tests/deps.sh`).
+/// `None` (the test is skipped, with a note) only where CI is not set.
+pub fn openai_python() -> Option<PathBuf> {
+    let path = std::env::var_os("TOLLGATE_OPENAI_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyvenv/bin/python"));
+    let ok = std::process::Command::new(&path)
+        .args(["-c", "import openai"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI has a Python with the openai package (tests/deps.sh)"
+        );
+        eprintln!("skipped: no Python with the `openai` package (tests/deps.sh makes one)");
+    }
+    ok.then_some(path)
+}
+
+/// Run `tests/fixtures/sdk/{script}` with `python` and `arg`; it must succeed.
+pub async fn run_sdk_script(python: PathBuf, script: &str, arg: String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/sdk")
+        .join(script);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(script)
+            .arg(arg)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Whether a test that needs `redis-server` should be skipped: only when it is not installed
 /// and CI is not set (on CI the test runs, and fails).
 pub fn skip_without_redis_server() -> bool {
