@@ -144,8 +144,10 @@ ${UPSTREAM_HTTP2:+    http2: $UPSTREAM_HTTP2
       - model: "mock-*"
         targets: [{provider: mock}]
     retry: {attempts: 2, per_target: 2, deadline: 30s}
-${CACHE_TTL:+    cache: {ttl: $CACHE_TTL}
-}EOF
+${CACHE_TTL:+    cache:
+      ttl: $CACHE_TTL
+}
+EOF
 export TOLLGATE_ADMIN_TOKEN=load-admin-token MOCK_KEY_1=sk-mock-primary MOCK_KEY_2=sk-mock-secondary LOAD_CONSUMER_KEY=sk-load-test
 RUST_LOG=warn ${TOLLGATE_WRAP:-} "$TOLLGATE_BIN" -c "$WORK/tollgate/tollgate.yaml" >"$WORK/tollgate/stdout.log" 2>"$WORK/tollgate/stderr.log" &
 TG_PID=$!
