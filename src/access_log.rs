@@ -57,7 +57,7 @@ pub struct Entry<'a> {
     /// It used tokens that have no price.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub price_missing: bool,
-    /// What the response cache did: `hit-exact`, `miss`, `refresh`, `bypass` (routes with
+    /// What the response cache did: `hit-exact`, `hit-semantic`, `miss`, `refresh`, `bypass` (routes with
     /// `cache:` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<&'static str>,

@@ -14,7 +14,9 @@
 //! credential: the admin listener mints a credential (`tgp_` and 32 random bytes,
 //! kept as its digest for at most `PLAYGROUND_TTL`, at most `PLAYGROUND_MAX` at a time) that
 //! stands for the consumer by name. It is looked at only when a presented credential matches
-//! no consumer and starts with `tgp_`, so other requests never pay for it.
+//! no consumer and starts with `tgp_`, so other requests never pay for it. The semantic cache
+//! sends its embedding requests the same way (`crate::proxy::cache`), revoking each
+//! credential once its request is answered.
 
 use crate::settings::CredentialSource;
 use http::HeaderMap;
@@ -260,6 +262,15 @@ pub fn mint_playground(consumer: &str) -> Result<String, getrandom::Error> {
         std::time::Instant::now(),
     ));
     Ok(credential)
+}
+
+/// Forget a playground credential before its time (its one request has been answered).
+pub fn revoke_playground(credential: &str) {
+    let digest = sha256(credential);
+    let mut live = PLAYGROUND
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    live.retain(|(d, _, _)| !same_secret(d, &digest));
 }
 
 /// The consumer a live playground credential stands for.

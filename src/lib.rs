@@ -39,7 +39,8 @@
 //!   consumer, team, route or provider key over calendar periods in a time zone (reserved at
 //!   admission at the dearest target's price, settled with the real cost, in the embedded
 //!   store or Redis); `cache`: the response cache (exact keys of normalised requests and
-//!   their scope, answers kept whole and replayed as streams, in memory and Redis).
+//!   their scope, answers kept whole and replayed as streams, in memory and Redis; and
+//!   `cache::semantic`, paraphrases in the same context found by their embeddings).
 //! - `metrics`, `access_log`: what operators see of requests; `analytics` (per-minute usage
 //!   rollups in SQLite and the ring of recent requests, fed off the request path) and
 //!   `alerts` (rules evaluated from the rollups and the quota balances, their states and

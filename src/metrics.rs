@@ -64,7 +64,8 @@ pub struct Metrics {
     /// Requests admitted without the shared store because it failed (fail-open).
     pub store_fail_open: IntCounterVec,
     pub quota_rejections: IntCounterVec,
-    /// Response cache lookups by route and result (`hit`, `miss`, `refresh`, `bypass`).
+    /// Response cache lookups by route and result (`hit-exact`, `hit-semantic`, `miss`,
+    /// `refresh`, `bypass`).
     pub cache_lookups: IntCounterVec,
     /// Tokens served from the response cache instead of a provider, by route.
     pub cache_saved_tokens: IntCounterVec,
@@ -72,7 +73,8 @@ pub struct Metrics {
     pub cache_saved_cost: prometheus::CounterVec,
     /// Answers kept in the response cache, by route.
     pub cache_stored: IntCounterVec,
-    /// Reads and writes of the shared cache that failed (each a miss).
+    /// Reads and writes of the shared cache and semantic-cache embedding requests that failed
+    /// (each a miss).
     pub cache_errors: IntCounter,
     /// Requests (or attempts, for key budgets) refused by a money budget, by budget name.
     pub budget_rejections: IntCounterVec,
@@ -281,7 +283,7 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
         .expect("metric"),
         cache_lookups: register_int_counter_vec_with_registry!(
             "tollgate_cache_lookups_total",
-            "Response cache lookups by route and result: hit, miss, refresh, bypass",
+            "Response cache lookups by route and result: hit-exact, hit-semantic, miss, refresh, bypass",
             &["route", "result"],
             r
         )
@@ -309,7 +311,7 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
         .expect("metric"),
         cache_errors: prometheus::register_int_counter_with_registry!(
             "tollgate_cache_errors_total",
-            "Shared (Redis) response cache reads and writes that failed, each served as a miss",
+            "Shared (Redis) response cache reads and writes and semantic-cache embedding requests that failed, each served as a miss",
             r
         )
         .expect("metric"),

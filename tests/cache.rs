@@ -295,3 +295,181 @@ async fn the_official_openai_sdk_reads_replayed_streams() {
         "two answers made, two served from the cache"
     );
 }
+
+/// A route whose cache is semantic too: chat on `mock` (key `sk-provider`), the embeddings
+/// model `text-embedding-3-small` on `emb` (the same mock, key `sk-emb`) through the same
+/// route. The mock's embeddings are hashed bags of words: "capital city of France" against
+/// "capital of France" is 2/√6 ≈ 0.82, against "capital of Germany" 0.5.
+fn semantic_config(mock: &Mock) -> String {
+    let url = mock.url();
+    format!(
+        "providers:
+  - name: mock
+    type: openai-compatible
+    base_url: \"{url}\"
+    api_keys: [\"sk-provider\"]
+  - name: emb
+    type: openai-compatible
+    base_url: \"{url}\"
+    api_keys: [\"sk-emb\"]
+consumers:
+  - name: alice
+    credentials: [\"sk-alice\"]
+  - name: bob
+    credentials: [\"sk-bob\"]
+{PRICES}
+routes:
+  - name: chat
+    auth: {{required: true}}
+    cache:
+      ttl: 10m
+      semantic: {{model: text-embedding-3-small, threshold: 0.8}}
+    models:
+      - model: \"mock-*\"
+        targets: [{{provider: mock}}]
+      - model: text-embedding-3-small
+        targets: [{{provider: emb}}]
+"
+    )
+}
+
+/// A chat request with `messages` (the last one the user's `question`).
+fn asking(earlier: &[(&str, &str)], question: &str) -> String {
+    let mut messages: Vec<Value> = earlier
+        .iter()
+        .map(|(role, content)| serde_json::json!({"role": role, "content": content}))
+        .collect();
+    messages.push(serde_json::json!({"role": "user", "content": question}));
+    serde_json::json!({"model": "mock-a", "messages": messages}).to_string()
+}
+
+fn chat_requests(stats: &Value) -> u64 {
+    stats["by_path"]["/v1/chat/completions"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semantic_cache_serves_paraphrases_in_the_same_context_only() {
+    let mock = Mock::start();
+    let gw = Gateway::start_opts(&semantic_config(&mock), None, Some(TOKEN), &[]);
+    let q = asking(&[], "What is the capital of France?");
+    let (c, id1, first) = send(&gw, "alice", &q, &[]).await;
+    assert_eq!(c, "miss");
+    // A paraphrase: the same answer, said with its score.
+    let paraphrase = asking(&[], "Tell me: the capital city of France, please");
+    let (c, id2, second) = send(&gw, "alice", &paraphrase, &[]).await;
+    let score: f64 = c
+        .strip_prefix("hit-semantic;score=")
+        .unwrap_or_else(|| panic!("{c}"))
+        .parse()
+        .unwrap();
+    assert!((0.8..0.84).contains(&score), "{c}");
+    assert_eq!(first, second, "the kept answer");
+    let stats = mock_stats(&mock).await;
+    assert_eq!(
+        chat_requests(&stats),
+        1,
+        "a hit never goes upstream: {stats}"
+    );
+    assert_eq!(
+        stats["by_key"]["sk-emb"], 2,
+        "one embedding a lookup: {stats}"
+    );
+    let hit = gw.log_line(&id2);
+    assert_eq!(hit["cache"], "hit-semantic", "{hit}");
+    assert_eq!(hit["input_tokens"], gw.log_line(&id1)["input_tokens"]);
+    // The exact repeat is an exact hit (no embedding).
+    let (c, _, _) = send(&gw, "alice", &q, &[]).await;
+    assert_eq!(c, "hit-exact");
+    assert_eq!(mock_stats(&mock).await["by_key"]["sk-emb"], 2);
+
+    // Misses: another question; the same question after another conversation, with a
+    // system prompt, or from another consumer.
+    let earlier = [
+        ("user", "I am planning a trip."),
+        ("assistant", "Where to?"),
+    ];
+    for (consumer, body) in [
+        ("alice", asking(&[], "What is the capital of Germany?")),
+        ("alice", asking(&earlier, "What is the capital of France?")),
+        (
+            "alice",
+            asking(
+                &[("system", "Answer in French.")],
+                "What is the capital of France?",
+            ),
+        ),
+        ("bob", paraphrase.clone()),
+    ] {
+        let (c, _, _) = send(&gw, consumer, &body, &[]).await;
+        assert_eq!(c, "miss", "{consumer}: {body}");
+    }
+    // Within that other conversation a paraphrase hits its own answer.
+    let (c, _, _) = send(
+        &gw,
+        "alice",
+        &asking(&earlier, "the capital city of France?"),
+        &[],
+    )
+    .await;
+    assert!(c.starts_with("hit-semantic;score="), "{c}");
+    assert_eq!(chat_requests(&mock_stats(&mock).await), 5);
+
+    // The embedding requests are requests of their own: logged, metered, as the consumer.
+    let embeddings = eventually_some("the embedding requests logged", || async {
+        let lines: Vec<Value> = gw
+            .access_log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| l["endpoint"] == "embeddings")
+            .collect();
+        (lines.len() >= 7).then_some(lines)
+    })
+    .await;
+    let e = &embeddings[0];
+    assert_eq!(e["consumer"], "alice", "{e}");
+    assert_eq!(e["provider"], "emb", "{e}");
+    assert_eq!(e["status"], 200, "{e}");
+    assert!(e["input_tokens"].as_u64().unwrap() > 0, "{e}");
+    assert!(embeddings.iter().any(|l| l["consumer"] == "bob"));
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric_sum(
+            &m,
+            "tollgate_cache_lookups_total",
+            &[("route", "chat"), ("result", "hit-semantic")]
+        ),
+        2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embeddings_failure_is_a_miss_not_an_error() {
+    let mock = Mock::start();
+    let gw = Gateway::start_opts(&semantic_config(&mock), None, Some(TOKEN), &[]);
+    let faults = format!("http://{}/mock/faults", mock.addr);
+    let resp = client()
+        .post(&faults)
+        .json(&serde_json::json!({"key": "sk-emb", "status": 500}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let q = asking(&[], "What is the capital of Italy?");
+    let paraphrase = asking(&[], "the capital city of Italy?");
+    let (c, _, _) = send(&gw, "alice", &q, &[]).await;
+    assert_eq!(c, "miss");
+    let (c, _, _) = send(&gw, "alice", &paraphrase, &[]).await;
+    assert_eq!(c, "miss", "no embedding, no semantic hit, no error");
+    let (c, _, _) = send(&gw, "alice", &q, &[]).await;
+    assert_eq!(c, "hit-exact", "the exact cache still serves");
+    let m = gw.metrics().await;
+    assert!(metric_sum(&m, "tollgate_cache_errors_total", &[]) >= 2.0);
+    // Once the embeddings provider answers again, paraphrases hit.
+    client().delete(&faults).send().await.unwrap();
+    let q = asking(&[], "What is the capital of Spain?");
+    assert_eq!(send(&gw, "alice", &q, &[]).await.0, "miss");
+    let (c, _, _) = send(&gw, "alice", &asking(&[], "capital city of Spain"), &[]).await;
+    assert!(c.starts_with("hit-semantic;score="), "{c}");
+}

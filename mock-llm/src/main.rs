@@ -53,8 +53,11 @@
 //! * `POST …/completions`: legacy text completion (`prompt`: string, array of
 //!   strings, token array, or array of token arrays).
 //! * `POST …/embeddings`: `input` as string, array of strings, token array or
-//!   array of token arrays; one unit-length vector per input, 8 dims (or
-//!   `dimensions` if given, 1..=4096), derived from an FNV hash of the input.
+//!   array of token arrays; one unit-length vector per input, 256 dims (or
+//!   `dimensions` if given, 1..=4096): a hashed bag of its words (lowercase, stop
+//!   words left out, each adding ±1 where its FNV hash points), so paraphrases are
+//!   near and different questions far; a text without such words gets a vector
+//!   derived from an FNV hash of the whole input.
 //! * `GET …/models`, `GET …/models/{id}`: a small static model list / any id.
 //! * Anything else: 404 with an OpenAI-style error body.
 //!
@@ -140,8 +143,8 @@
 //! * `:countTokens` (`contents` or `generateContentRequest`) → `{"totalTokens":P}`.
 //! * `:embedContent` → `{"embedding":{"values":[..]}}`; `:batchEmbedContents`
 //!   (`requests[]`) → `{"embeddings":[{"values":[..]},..]}`; 8 values per
-//!   content (or `outputDimensionality`, 1..=4096), derived from the FNV hash
-//!   of its text; no token counts (as Google).
+//!   content (or `outputDimensionality`, 1..=4096), the same hashed bag of words
+//!   as OpenAI's embeddings; no token counts (as Google).
 //!
 //! # Request headers (all endpoints except `/mock/*`)
 //!

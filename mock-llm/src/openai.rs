@@ -258,7 +258,7 @@ fn embeddings(ctx: &Ctx<'_>) -> Response<RespBody> {
         .and_then(Value::as_u64)
         .filter(|d| (1..=4096).contains(d))
         .and_then(|d| usize::try_from(d).ok())
-        .unwrap_or(8);
+        .unwrap_or(256);
     let items = inputs(req.get("input"));
     let prompt_tokens: u64 = items.iter().map(|(_, t)| *t).sum();
     let data: Vec<Value> = items

@@ -51,13 +51,42 @@ pub fn content(n: u64) -> String {
     (0..n).map(word).collect()
 }
 
-/// Unit-length vector of `dims` values derived from the FNV-1a hash of
-/// `material`, rounded to 6 decimals.
+/// Words that say little about what a text asks: left out of embeddings.
+const STOP_WORDS: [&str; 34] = [
+    "a", "an", "the", "is", "are", "was", "were", "be", "of", "to", "in", "on", "at", "for", "and",
+    "or", "what", "whats", "which", "who", "how", "do", "does", "did", "me", "please", "tell", "i",
+    "you", "it", "this", "that", "with", "by",
+];
+
+/// The words of `material` an embedding counts: lowercase runs of letters and digits,
+/// without stop words and one-letter words.
+pub fn embedding_words(material: &str) -> Vec<String> {
+    material
+        .split(|c: char| !c.is_alphanumeric())
+        .map(str::to_lowercase)
+        .filter(|w| w.chars().count() > 1 && !STOP_WORDS.contains(&w.as_str()))
+        .collect()
+}
+
+/// Unit-length vector of `dims` values, rounded to 6 decimals: a hashed bag of words (each
+/// word of [`embedding_words`] adds ±1 at the place its FNV-1a hash picks), so texts
+/// sharing most words are near (cosine = shared words over the geometric mean of their
+/// counts, but for hash collisions) and texts sharing none are far; a text without such
+/// words gets a vector derived from the FNV-1a hash of the whole of it.
 pub fn embedding(material: &str, dims: usize) -> Vec<f64> {
-    let mut seed = fnv1a64(material.as_bytes());
-    let raw: Vec<f64> = (0..dims)
-        .map(|_| (splitmix64(&mut seed) >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0)
-        .collect();
+    let dims = dims.max(1);
+    let mut raw = vec![0.0f64; dims];
+    for w in embedding_words(material) {
+        let h = fnv1a64(w.as_bytes());
+        let i = usize::try_from(h % dims as u64).unwrap_or(0);
+        raw[i] += if h >> 63 == 1 { -1.0 } else { 1.0 };
+    }
+    if raw.iter().all(|v| *v == 0.0) {
+        let mut seed = fnv1a64(material.as_bytes());
+        raw = (0..dims)
+            .map(|_| (splitmix64(&mut seed) >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0)
+            .collect();
+    }
     let norm = raw.iter().map(|v| v * v).sum::<f64>().sqrt();
     let norm = if norm > 0.0 { norm } else { 1.0 };
     raw.iter().map(|v| (v / norm * 1e6).round() / 1e6).collect()
@@ -97,6 +126,20 @@ mod tests {
         assert_eq!(a, embedding("x", 8));
         let n: f64 = a.iter().map(|v| v * v).sum();
         assert!((n - 1.0).abs() < 1e-4);
+        let cos = |x: &str, y: &str| -> f64 {
+            let (a, b) = (embedding(x, 256), embedding(y, 256));
+            a.iter().zip(&b).map(|(p, q)| p * q).sum()
+        };
+        let q = "What is the capital of France?";
+        assert!(cos(q, "what's the capital of france") > 0.99);
+        assert!(cos(q, "Tell me: the capital city of France, please") > 0.8);
+        assert!(cos(q, "What is the capital of Germany?") < 0.6);
+        assert!(cos(q, "How do I bake bread?") < 0.2);
+        let n: f64 = embedding("the of", 256).iter().map(|v| v * v).sum();
+        assert!(
+            (n - 1.0).abs() < 1e-4,
+            "stop words only: still a unit vector"
+        );
     }
 
     #[test]

@@ -8,7 +8,8 @@ use pingora_core::protocols::http::ServerSession;
 use serde_json::json;
 
 impl Admin {
-    /// `GET /cache`: entries and bytes in this gateway's memory, and the routes with a cache.
+    /// `GET /cache`: entries and bytes in this gateway's memory, and the routes with a cache
+    /// (with a semantic cache: its model, threshold, and the questions indexed here).
     pub(super) async fn cache_stats(&self) -> Result<Response<Vec<u8>>, GatewayError> {
         let config = self.config.load_full();
         let (entries, bytes) = self.backends.cache().stats().await;
@@ -17,9 +18,14 @@ impl Admin {
             .iter()
             .filter_map(|r| {
                 let c = r.cache.as_ref()?;
+                let semantic = c.semantic.as_ref().map(|s| {
+                    let (points, bytes) = self.backends.cache().semantic(&r.name).stats();
+                    json!({"model": s.model, "threshold": s.threshold, "entries": points,
+                        "bytes": bytes})
+                });
                 Some(
                     json!({"route": r.name, "ttl": humantime::format_duration(c.ttl).to_string(),
-                    "scope": c.scope.as_str(), "charge": c.charge}),
+                    "scope": c.scope.as_str(), "charge": c.charge, "semantic": semantic}),
                 )
             })
             .collect();

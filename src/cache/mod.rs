@@ -16,7 +16,10 @@
 //!   upstream, keyed by the request: a client cannot plant one.
 //! - [`store::ResponseCache`] keeps entries in memory (`moka`, bounded by bytes, expiring per
 //!   entry) and, with `redis:`, in Redis too so every gateway shares them.
+//! - [`semantic`]: paraphrases of a kept question in the same context, found by the
+//!   similarity of their embeddings, are answered with its entry (`routes[].cache.semantic`).
 
+pub mod semantic;
 pub mod store;
 
 use crate::settings::{CacheScope, RouteCacheSection};
@@ -37,16 +40,26 @@ pub struct RouteCache {
     /// A hit charges the consumer's limits, quota and budgets with the answer's usage.
     pub charge: bool,
     pub store_truncated: bool,
+    /// The semantic cache (`None`: exact matches only).
+    pub semantic: Option<semantic::Semantic>,
 }
 
 impl RouteCache {
-    pub fn build(s: &RouteCacheSection) -> RouteCache {
-        RouteCache {
+    /// Build; an error names the field (`semantic.threshold`, …) and what is wrong.
+    pub fn build(s: &RouteCacheSection) -> Result<RouteCache, (String, String)> {
+        let semantic = match &s.semantic {
+            None => None,
+            Some(sem) => {
+                Some(semantic::Semantic::build(sem).map_err(|e| ("semantic".to_string(), e))?)
+            }
+        };
+        Ok(RouteCache {
             ttl: s.ttl.map_or(DEFAULT_TTL, Into::into),
             scope: s.scope.unwrap_or_default(),
             charge: s.charge.unwrap_or(true),
             store_truncated: s.store_truncated.unwrap_or(false),
-        }
+            semantic,
+        })
     }
 }
 
@@ -89,6 +102,8 @@ pub const X_TOLLGATE_CACHE: http::HeaderName = http::HeaderName::from_static("x-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Hit,
+    /// A paraphrase's answer (the semantic cache).
+    HitSemantic,
     Miss,
     Refresh,
     Bypass,
@@ -98,6 +113,7 @@ impl Verdict {
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Hit => "hit-exact",
+            Verdict::HitSemantic => "hit-semantic",
             Verdict::Miss => "miss",
             Verdict::Refresh => "refresh",
             Verdict::Bypass => "bypass",

@@ -4,14 +4,16 @@
 //! shared entry lives at most `SHARED_COPY_MS`, so a purge reaches every gateway). A Redis failure is a miss
 //! (counted, logged at most once a minute), never a failed request.
 
+use super::semantic::SemanticIndex;
 use super::Entry;
 use crate::metrics::METRICS;
 use crate::store::cache::Index;
 use crate::store::redis::RedisStore;
 use moka::future::Cache;
 use moka::Expiry;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Default memory for entries.
@@ -35,7 +37,8 @@ struct Stored {
     entry: Entry,
 }
 
-fn now_ms() -> u64 {
+/// Now, in unix milliseconds.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -55,6 +58,8 @@ pub struct ResponseCache {
     max_entry: usize,
     /// When a Redis failure was last logged (unix ms).
     warned: AtomicU64,
+    /// Each route's semantic index (this gateway's memory only), made on first use.
+    semantic: Mutex<HashMap<String, Arc<SemanticIndex>>>,
 }
 
 impl ResponseCache {
@@ -69,10 +74,22 @@ impl ResponseCache {
             redis,
             max_entry: usize::try_from(max_entry).unwrap_or(usize::MAX),
             warned: AtomicU64::new(0),
+            semantic: Mutex::new(HashMap::new()),
         }
     }
 
-    fn failed(&self, what: &str, e: &dyn std::fmt::Display) {
+    /// The semantic index of `route`.
+    pub fn semantic(&self, route: &str) -> Arc<SemanticIndex> {
+        let mut all = self
+            .semantic
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        all.entry(route.to_string()).or_default().clone()
+    }
+
+    /// A failure of the cache's machinery (Redis, the embeddings request): counted in
+    /// `tollgate_cache_errors_total`, logged at most once a minute; the lookup is a miss.
+    pub fn failed(&self, what: &str, e: &dyn std::fmt::Display) {
         METRICS.cache_errors.inc();
         let now = now_ms();
         let last = self.warned.load(Ordering::Relaxed);
@@ -164,6 +181,9 @@ impl ResponseCache {
                 && model.is_none_or(|m| m == e.model)
                 && scope.is_none_or(|s| s == e.scope)
         };
+        if let Some(r) = route {
+            self.semantic(r).clear();
+        }
         let mut memory = 0;
         let doomed: Vec<Arc<String>> = self
             .memory

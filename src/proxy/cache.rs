@@ -1,10 +1,19 @@
 //! The cache stage (`crate::cache`): after admission and budgets, a chat-completion request
 //! on a route with `cache:` is looked up by its key; a hit is answered here (as JSON or as
 //! a replayed stream), a miss goes on to the attempts and its answer is kept if complete.
+//!
+//! With `cache.semantic`, an exact miss embeds the last user message (`embed`: a request to
+//! this gateway's own proxy listener over loopback, as the same consumer, so the embeddings
+//! model's routing, keys, failover, limits and metering apply; it is its own request in the
+//! access log) and looks up the nearest kept question of the same context
+//! (`crate::cache::semantic`). Any failure of that request is a miss, counted and logged at
+//! most once a minute, never a failed request.
 
 use super::exchange::AttemptLog;
 use super::pipeline::Failure;
 use crate::body::RequestBody;
+use crate::cache::semantic::{self, Semantic, SemanticIndex};
+use crate::cache::store::now_ms;
 use crate::cache::{self, Entry, Verdict, Wish};
 use crate::error::GatewayError;
 use crate::metrics::METRICS;
@@ -26,6 +35,36 @@ pub struct CacheState {
     pub hit: Option<Arc<Entry>>,
     /// A hit charges the consumer's limits, quota and budgets.
     pub charge: bool,
+    /// A semantic hit's similarity.
+    pub score: Option<f32>,
+    /// A semantic miss: where its answer's point goes.
+    probe: Option<Probe>,
+}
+
+/// The request's embedding and context, to index its answer once kept.
+#[derive(Clone)]
+struct Probe {
+    index: Arc<SemanticIndex>,
+    context: [u8; 32],
+    vector: Vec<f32>,
+}
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probe")
+            .field("dimensions", &self.vector.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CacheState {
+    /// The `x-tollgate-cache` response header: `hit-semantic;score=0.93`, `hit-exact`, ….
+    pub fn header(&self) -> String {
+        match self.score {
+            Some(s) => format!("{};score={s:.2}", self.verdict.as_str()),
+            None => self.verdict.as_str().to_string(),
+        }
+    }
 }
 
 /// Look the request up (routes with `cache:`, chat completions only): what the stage
@@ -49,12 +88,46 @@ pub async fn lookup(
     let scope = cache::scope(settings.scope, consumer, team, &route.name);
     let key = cache::key(&route.name, &scope, &body.bytes)?;
     let wish = Wish::of(&session.req_header().headers);
-    let hit = match wish {
+    let mut hit = match wish {
         Wish::Use => backends.cache().get(&key).await,
         Wish::Refresh | Wish::Bypass => None,
     };
+    let exact = hit.is_some();
+    let (mut score, mut probe) = (None, None);
+    if let (None, Some(sem), Wish::Use | Wish::Refresh) = (&hit, &settings.semantic, wish) {
+        let asked = Asked {
+            session,
+            config,
+            route,
+            consumer,
+        };
+        if let Some(p) = semantic_probe(&asked, backends, sem, &scope, body).await {
+            if wish == Wish::Use {
+                if let Some(found) = p.index.nearest(
+                    &p.context,
+                    &p.vector,
+                    sem.threshold,
+                    sem.tool_calls,
+                    now_ms(),
+                ) {
+                    match backends.cache().get(&found.key).await {
+                        Some(entry) => {
+                            hit = Some(entry);
+                            score = Some(found.score);
+                        }
+                        // Its answer is gone from the exact cache (expired, evicted, purged).
+                        None => p.index.forget(&p.context, &found.key),
+                    }
+                }
+            }
+            if hit.is_none() {
+                probe = Some(p);
+            }
+        }
+    }
     let verdict = match (wish, &hit) {
-        (_, Some(_)) => Verdict::Hit,
+        (_, Some(_)) if exact => Verdict::Hit,
+        (_, Some(_)) => Verdict::HitSemantic,
         (Wish::Use, None) => Verdict::Miss,
         (Wish::Refresh, _) => Verdict::Refresh,
         (Wish::Bypass, _) => Verdict::Bypass,
@@ -69,7 +142,149 @@ pub async fn lookup(
         scope,
         hit,
         charge: settings.charge,
+        score,
+        probe,
     })
+}
+
+/// The request a semantic lookup embeds for.
+struct Asked<'a> {
+    session: &'a Session,
+    config: &'a Gateway,
+    route: &'a Route,
+    consumer: Option<&'a str>,
+}
+
+/// The request's context and embedding; `None` when it has no last user message in text
+/// or the embeddings request failed (counted, logged at most once a minute).
+async fn semantic_probe(
+    asked: &Asked<'_>,
+    backends: &Backends,
+    sem: &Semantic,
+    scope: &str,
+    body: &RequestBody,
+) -> Option<Probe> {
+    let v: serde_json::Value = serde_json::from_slice(&body.bytes).ok()?;
+    let text = semantic::last_user_text(&v)?;
+    let context = semantic::context(&asked.route.name, scope, &v)?;
+    match embed(asked, sem, &text).await {
+        Ok(vector) => Some(Probe {
+            index: backends.cache().semantic(&asked.route.name),
+            context,
+            vector,
+        }),
+        Err(e) => {
+            backends
+                .cache()
+                .failed("the semantic cache's embeddings request", &e);
+            None
+        }
+    }
+}
+
+/// How long the embeddings request may take.
+pub const EMBED_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn loopback_client() -> Result<&'static reqwest::Client, String> {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    if let Some(c) = CLIENT.get() {
+        return Ok(c);
+    }
+    let client = reqwest::Client::builder()
+        // Only ever this gateway's own listener on loopback, whose certificate may name
+        // the public host instead.
+        .danger_accept_invalid_certs(true)
+        .no_proxy()
+        .timeout(EMBED_TIMEOUT)
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok(CLIENT.get_or_init(|| client))
+}
+
+/// The embedding of `text` by the semantic cache's model, asked of this gateway's own proxy
+/// listener (the route `sem.route` names, or the request's own) as the request's consumer,
+/// with a short-lived internal credential (`crate::auth::mint_playground`).
+async fn embed(asked: &Asked<'_>, sem: &Semantic, text: &str) -> Result<Vec<f32>, String> {
+    let config = asked.config;
+    let serving = match &sem.route {
+        None => asked.route,
+        Some(name) => config
+            .routes
+            .iter()
+            .find(|r| r.name == *name)
+            .ok_or_else(|| format!("no route `{name}`"))?,
+    };
+    let base = crate::lifecycle::proxy_loopback_url().ok_or("no proxy listener is bound yet")?;
+    let (host, _) = super::routing::host_and_path(asked.session);
+    let path = format!("{}/embeddings", serving.path_prefix);
+    let host = if serving.match_request(host, &path).is_some() {
+        host.to_string()
+    } else {
+        serving
+            .hosts
+            .iter()
+            .find_map(|h| match h {
+                crate::route::HostPattern::Exact(h) => Some(h.clone()),
+                crate::route::HostPattern::Suffix(_) => None,
+            })
+            .ok_or_else(|| format!("route `{}` names no exact host", serving.name))?
+    };
+    let credential = match asked.consumer {
+        Some(c) => Some(crate::auth::mint_playground(c).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let mut url = format!("{base}{path}");
+    let mut headers = http::HeaderMap::new();
+    if let Some(cred) = &credential {
+        let value = |v: String| http::HeaderValue::from_str(&v).map_err(|e| e.to_string());
+        let mut query = Vec::new();
+        for source in &config.consumers.sources {
+            match source {
+                crate::auth::Source::Bearer => {
+                    headers.insert(
+                        http::header::AUTHORIZATION,
+                        value(format!("Bearer {cred}"))?,
+                    );
+                }
+                crate::auth::Source::Header(name) => {
+                    headers.insert(name.clone(), value(cred.clone())?);
+                }
+                crate::auth::Source::Query(name) => query.push(format!("{name}={cred}")),
+            }
+        }
+        if !query.is_empty() {
+            url = format!("{url}?{}", query.join("&"));
+        }
+    }
+    if !host.is_empty() {
+        let host = http::HeaderValue::from_str(&host).map_err(|e| e.to_string())?;
+        headers.insert(http::header::HOST, host);
+    }
+    let request = loopback_client()?.post(&url).headers(headers);
+    let body = serde_json::json!({"model": sem.model, "input": text});
+    let result = async {
+        let resp = request
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| format!("the proxy listener: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("status {}", resp.status().as_u16()));
+        }
+        let v: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
+        let values: Vec<f64> = v["data"][0]["embedding"]
+            .as_array()
+            .ok_or("no embedding in the answer")?
+            .iter()
+            .map(|x| x.as_f64().ok_or("a value that is not a number"))
+            .collect::<Result<_, _>>()?;
+        semantic::unit(&values).ok_or_else(|| "an unusable embedding".to_string())
+    }
+    .await;
+    if let Some(cred) = &credential {
+        crate::auth::revoke_playground(cred);
+    }
+    result
 }
 
 /// What answering from the cache writes to and with.
@@ -185,11 +400,26 @@ pub async fn keep(
         model: body.model.clone(),
         scope: state.scope.clone(),
     };
+    let tool_calls = semantic::calls_tools(&completion);
     if backends
         .cache()
         .put(state.key.clone(), entry, settings.ttl)
         .await
     {
+        if let (Some(p), Some(sem)) = (&state.probe, &settings.semantic) {
+            let ttl_ms = u64::try_from(settings.ttl.as_millis()).unwrap_or(u64::MAX);
+            let now = now_ms();
+            p.index.insert(
+                p.context,
+                p.vector.clone(),
+                state.key.clone(),
+                now.saturating_add(ttl_ms),
+                tool_calls,
+                sem.max_entries,
+                sem.max_bytes,
+                now,
+            );
+        }
         METRICS
             .cache_stored
             .with_label_values(&[route.name.as_str()])

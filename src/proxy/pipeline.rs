@@ -112,9 +112,8 @@ async fn pipeline(
     )
     .await;
     if let Some(state) = &x.cache {
-        let verdict = state.verdict.as_str().to_string();
         x.extra_headers
-            .push((crate::cache::X_TOLLGATE_CACHE, verdict));
+            .push((crate::cache::X_TOLLGATE_CACHE, state.header()));
         if let Some(hit) = state.hit.clone() {
             let reply = cache::Reply {
                 config: &config,

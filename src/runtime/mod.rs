@@ -174,6 +174,50 @@ routes:
     }
 
     #[test]
+    fn a_semantic_cache_needs_a_threshold_in_range_and_a_routed_model() {
+        let with = |semantic: &str| {
+            BASE.replace(
+                "  - name: default\n",
+                &format!("  - name: default\n    cache: {{semantic: {semantic}}}\n"),
+            )
+        };
+        let gw = parse(&with("{model: mock-embed}"), "t.yaml", None).unwrap();
+        let sem = gw.routes[0]
+            .cache
+            .as_ref()
+            .unwrap()
+            .semantic
+            .clone()
+            .unwrap();
+        assert_eq!((sem.model.as_str(), sem.threshold), ("mock-embed", 0.9));
+        assert_eq!((sem.max_entries, sem.tool_calls), (10_000, false));
+        for (semantic, field, says) in [
+            ("{model: mock-e, threshold: 0}", "cache.semantic", "(0, 1]"),
+            (
+                "{model: mock-e, threshold: 1.5}",
+                "cache.semantic",
+                "(0, 1]",
+            ),
+            (
+                "{model: text-embedding-3-small}",
+                "cache.semantic.model",
+                "no model rule",
+            ),
+            (
+                "{model: mock-e, route: nope}",
+                "cache.semantic.route",
+                "unknown route",
+            ),
+        ] {
+            let e = err(&with(semantic));
+            assert!(
+                e.contains(&format!("routes[0] (default).{field}")) && e.contains(says),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn nonsensical_zeros_are_rejected_naming_the_field() {
         let with_retry = |retry: &str| {
             BASE.replace(

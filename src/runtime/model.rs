@@ -458,8 +458,38 @@ fn build_routes(
                 format!("unknown consumer `{name}`"),
             ));
         }
+        if let Some(sem) = r.cache.as_ref().and_then(|c| c.semantic.as_ref()) {
+            check_semantic(i, r, sem, &routes)?;
+        }
     }
     Ok(routes)
+}
+
+/// A semantic cache's embeddings model must be routed by the route it names (or its own).
+fn check_semantic(
+    i: usize,
+    r: &Route,
+    sem: &crate::cache::semantic::Semantic,
+    routes: &[Route],
+) -> Result<(), ConfigError> {
+    let field = |f: &str| format!("routes[{i}] ({}).cache.semantic.{f}", r.name);
+    let serving = match &sem.route {
+        None => r,
+        Some(name) => routes
+            .iter()
+            .find(|x| x.name == *name)
+            .ok_or_else(|| ConfigError::field(field("route"), format!("unknown route `{name}`")))?,
+    };
+    if serving.rule_index(&sem.model).is_none() {
+        return Err(ConfigError::field(
+            field("model"),
+            format!(
+                "route `{}` has no model rule for `{}`",
+                serving.name, sem.model
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn build_access_log(f: &Settings) -> Result<AccessLogTarget, ConfigError> {

@@ -90,7 +90,12 @@ pub(super) fn build_route(
             ConfigError::field(route_field(&format!("forward_headers[{j}]")), e)
         })?,
         models: Default::default(),
-        cache: r.cache.as_ref().map(crate::cache::RouteCache::build),
+        cache: r
+            .cache
+            .as_ref()
+            .map(crate::cache::RouteCache::build)
+            .transpose()
+            .map_err(|(f, e)| ConfigError::field(route_field(&format!("cache.{f}")), e))?,
     };
     let listed = |provider: &str, keys: usize| {
         keys > 0 || r.list_unconfigured || list_unconfigured.contains(provider)

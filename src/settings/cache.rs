@@ -32,6 +32,33 @@ pub struct RouteCacheSection {
     /// Keep answers cut at `max_tokens` (`finish_reason: length`) too (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_truncated: Option<bool>,
+    /// The semantic cache: a paraphrase of a kept question in the same context is answered
+    /// too (off when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semantic: Option<SemanticCacheSection>,
+}
+
+/// `routes[].cache.semantic`: nearest neighbours of the last user message's embedding.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SemanticCacheSection {
+    /// The embeddings model, a model name the gateway routes (e.g. `text-embedding-3-small`).
+    pub model: String,
+    /// The route whose rules serve the embedding request (default: this route).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// Least cosine similarity served, in (0, 1] (default 0.9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// Most embeddings kept for the route (default 10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_entries: Option<u64>,
+    /// Most memory the route's embeddings take, in bytes (default 64 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    /// Serve answers that call tools to paraphrases too (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<bool>,
 }
 
 word_enum! {

@@ -35,7 +35,7 @@ pub use access::{
 pub use alerts::{AlertKind, AlertRuleSection, AlertsSection, WebhookFormat, WebhookSection};
 pub use analytics::AnalyticsSection;
 pub use budgets::{BudgetPeriod, BudgetSection, Unpriced};
-pub use cache::{CacheScope, CacheSection, RouteCacheSection};
+pub use cache::{CacheScope, CacheSection, RouteCacheSection, SemanticCacheSection};
 pub use pricing::{Currency, PriceSection, PricingSection};
 pub use providers::{
     HealthFailure, HealthSection, KeyEntry, NamedKey, ProviderSection, ProviderType, TimeoutSection,

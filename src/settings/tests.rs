@@ -454,6 +454,14 @@ fn route(rng: &mut XorShift) -> RouteSection {
             scope: opt(rng, |r| CacheScope::ALL[r.below(CacheScope::ALL.len())]),
             charge: opt(rng, |r| r.one_in(2)),
             store_truncated: opt(rng, |r| r.one_in(2)),
+            semantic: opt(rng, |rng| SemanticCacheSection {
+                model: s(rng),
+                route: opt(rng, s),
+                threshold: opt(rng, |r| num(r) as f64 / 1024.0),
+                max_entries: opt(rng, num),
+                max_bytes: opt(rng, num),
+                tool_calls: opt(rng, |r| r.one_in(2)),
+            }),
         }),
     }
 }
