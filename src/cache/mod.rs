@@ -138,33 +138,54 @@ pub fn scope(s: CacheScope, consumer: Option<&str>, team: Option<&str>, route: &
 
 /// Write `v` with object keys sorted and no whitespace.
 fn canonical(v: &Value, out: &mut String) {
+    let mut bytes = std::mem::take(out).into_bytes();
+    canonical_bytes(v, &mut bytes);
+    // Only JSON text was written: valid UTF-8.
+    *out = String::from_utf8(bytes).unwrap_or_default();
+}
+
+/// `canonical` into bytes, without an allocation per key or value.
+fn canonical_bytes(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
+            keys.sort_unstable();
+            out.push(b'{');
             for (i, k) in keys.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                canonical(&m[k], out);
+                let _ = serde_json::to_writer(&mut *out, k);
+                out.push(b':');
+                canonical_bytes(&m[k], out);
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(a) => {
-            out.push('[');
+            out.push(b'[');
             for (i, x) in a.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                canonical(x, out);
+                canonical_bytes(x, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        other => out.push_str(&other.to_string()),
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
     }
+}
+
+/// Lowercase hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    s
 }
 
 /// The key of a request body (`None`: not a JSON object) on `route` in `scope`.
@@ -173,24 +194,13 @@ pub fn key(route: &str, scope: &str, body: &[u8]) -> Option<String> {
     let m = v.as_object_mut()?;
     m.remove("stream");
     m.remove("stream_options");
-    let mut text = String::with_capacity(body.len());
-    canonical(&v, &mut text);
+    let mut text = Vec::with_capacity(body.len());
+    canonical_bytes(&v, &mut text);
     let mut h = Sha256::new();
-    for part in [
-        route.as_bytes(),
-        b"\0",
-        scope.as_bytes(),
-        b"\0",
-        text.as_bytes(),
-    ] {
+    for part in [route.as_bytes(), b"\0", scope.as_bytes(), b"\0", &text] {
         h.update(part);
     }
-    Some(
-        h.finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>(),
-    )
+    Some(hex(&h.finalize()))
 }
 
 /// A kept answer.
@@ -233,6 +243,50 @@ impl Entry {
             + 128;
         u32::try_from(n).unwrap_or(u32::MAX)
     }
+}
+
+/// A whole `chat.completion` as keeping it needs to see it (borrowed, nothing else parsed).
+#[derive(Deserialize)]
+struct Whole<'a> {
+    #[serde(borrow, default)]
+    object: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    choices: Vec<WholeChoice<'a>>,
+}
+
+#[derive(Deserialize)]
+struct WholeChoice<'a> {
+    #[serde(borrow, default)]
+    finish_reason: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    message: WholeMessage,
+}
+
+#[derive(Deserialize, Default)]
+struct WholeMessage {
+    #[serde(default)]
+    tool_calls: Option<Vec<serde::de::IgnoredAny>>,
+    #[serde(default)]
+    function_call: Option<serde::de::IgnoredAny>,
+}
+
+/// A whole answer's bytes: `Some(calls tools)` when it is a `chat.completion` that may be
+/// kept (every choice finished well), without building a JSON tree.
+pub fn keepable_whole(bytes: &[u8], store_truncated: bool) -> Option<bool> {
+    let w: Whole<'_> = serde_json::from_slice(bytes).ok()?;
+    if w.object.as_deref() != Some("chat.completion") || w.choices.is_empty() {
+        return None;
+    }
+    let finished = w.choices.iter().all(|c| match c.finish_reason.as_deref() {
+        Some("stop" | "tool_calls" | "function_call") => true,
+        Some("length") => store_truncated,
+        _ => false,
+    });
+    let tools = w.choices.iter().any(|c| {
+        c.message.tool_calls.as_ref().is_some_and(|t| !t.is_empty())
+            || c.message.function_call.is_some()
+    });
+    finished.then_some(tools)
 }
 
 /// Whether a complete answer may be kept: every choice finished well.

@@ -128,3 +128,25 @@ fn incomplete_or_failed_answers_are_not_kept() {
         true
     ));
 }
+
+#[test]
+fn whole_answers_are_checked_without_a_tree() {
+    let ok = br#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi","tool_calls":null},"finish_reason":"stop"}],"usage":{"prompt_tokens":1}}"#;
+    assert_eq!(keepable_whole(ok, false), Some(false));
+    let tools = br#"{"object":"chat.completion","choices":[{"message":{"tool_calls":[{"id":"c"}]},"finish_reason":"tool_calls"}]}"#;
+    assert_eq!(keepable_whole(tools, false), Some(true));
+    let cut =
+        br#"{"object":"chat.completion","choices":[{"message":{},"finish_reason":"length"}]}"#;
+    assert_eq!(keepable_whole(cut, false), None);
+    assert_eq!(keepable_whole(cut, true), Some(false));
+    for bad in [
+        &br#"{"object":"error"}"#[..],
+        b"not json",
+        br#"{"object":"chat.completion","choices":[]}"#,
+    ] {
+        assert_eq!(keepable_whole(bad, true), None);
+    }
+    // Agrees with the tree's check.
+    let v: Value = serde_json::from_slice(ok).unwrap();
+    assert!(keepable(&v, false));
+}

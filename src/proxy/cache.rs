@@ -374,22 +374,30 @@ pub async fn keep(
     if status != 200 || state.verdict == Verdict::Bypass || state.hit.is_some() {
         return;
     }
-    let completion = if stream {
-        cache::assemble(sent)
+    // A whole answer is kept as it was sent (checked without a JSON tree); a stream is
+    // assembled into one.
+    let (completion, tool_calls) = if stream {
+        let Some(c) =
+            cache::assemble(sent).filter(|c| cache::keepable(c, settings.store_truncated))
+        else {
+            return;
+        };
+        let tools = semantic::calls_tools(&c);
+        (c.to_string(), tools)
     } else {
-        serde_json::from_slice::<serde_json::Value>(sent)
-            .ok()
-            .filter(|v| v["object"] == "chat.completion")
-    };
-    let Some(completion) = completion.filter(|c| cache::keepable(c, settings.store_truncated))
-    else {
-        return;
+        let Some(tools) = cache::keepable_whole(sent, settings.store_truncated) else {
+            return;
+        };
+        let Ok(text) = std::str::from_utf8(sent) else {
+            return;
+        };
+        (text.to_string(), tools)
     };
     let (Some(usage), Some(chosen)) = (attempts.outcome.usage, &attempts.chosen) else {
         return;
     };
     let entry = Entry {
-        completion: completion.to_string(),
+        completion,
         input_tokens: usage.input_tokens,
         output_tokens: usage.output_tokens,
         cached_tokens: usage.cached_input_tokens,
@@ -400,7 +408,6 @@ pub async fn keep(
         model: body.model.clone(),
         scope: state.scope.clone(),
     };
-    let tool_calls = semantic::calls_tools(&completion);
     if backends
         .cache()
         .put(state.key.clone(), entry, settings.ttl)
