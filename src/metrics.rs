@@ -315,6 +315,12 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
             r
         )
         .expect("metric"),
+        cache_bytes: register_int_gauge_with_registry!(
+            "tollgate_cache_bytes",
+            "Bytes of answers in this gateway's response cache memory (as last counted)",
+            r
+        )
+        .expect("metric"),
         budget_rejections: register_int_counter_vec_with_registry!(
             "tollgate_budget_rejections_total",
             "Requests (or, for provider-key budgets, attempts) refused because a money budget had no room",

@@ -165,6 +165,9 @@ impl ResponseCache {
             },
         };
         self.memory.insert(key, kept).await;
+        METRICS
+            .cache_bytes
+            .set(i64::try_from(self.memory.weighted_size()).unwrap_or(i64::MAX));
         true
     }
 
@@ -216,6 +219,9 @@ impl ResponseCache {
     /// Entries and their bytes in this gateway's memory.
     pub async fn stats(&self) -> (u64, u64) {
         self.memory.run_pending_tasks().await;
+        METRICS
+            .cache_bytes
+            .set(i64::try_from(self.memory.weighted_size()).unwrap_or(i64::MAX));
         (self.memory.entry_count(), self.memory.weighted_size())
     }
 }
