@@ -185,7 +185,10 @@ async fn identical_requests_hit_and_any_change_misses() {
     assert_eq!(status, StatusCode::OK, "{stats}");
     assert!(stats["entries"].as_u64().unwrap() >= 3, "{stats}");
     let m = gw.metrics().await;
-    assert!(metric_sum(&m, "tollgate_cache_bytes", &[]) > 0.0, "counted by the stats");
+    assert!(
+        metric_sum(&m, "tollgate_cache_bytes", &[]) > 0.0,
+        "counted by the stats"
+    );
     let (status, v) = api.call(Method::DELETE, "/cache", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
     let (status, v) = api
