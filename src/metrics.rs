@@ -76,6 +76,8 @@ pub struct Metrics {
     /// Reads and writes of the shared cache and semantic-cache embedding requests that failed
     /// (each a miss).
     pub cache_errors: IntCounter,
+    /// Bytes of answers in this gateway's response cache memory (as last counted).
+    pub cache_bytes: IntGauge,
     /// Requests (or attempts, for key budgets) refused by a money budget, by budget name.
     pub budget_rejections: IntCounterVec,
     /// Money charged to budgets, by budget name and currency.
