@@ -323,11 +323,11 @@ pub fn pending_charges() -> usize {
 }
 
 /// Counts a pending charge until dropped (settled, or the task ends).
-pub struct Pending;
+struct Pending;
 
 impl Pending {
     /// Count a charge as pending (until the value is dropped).
-    pub fn start() -> Self {
+    fn start() -> Self {
         PENDING_CHARGES.fetch_add(1, Ordering::AcqRel);
         Pending
     }
@@ -347,13 +347,27 @@ fn retry_settle(
     used: i64,
 ) {
     log::warn!("charge of {used} tokens to {consumer}'s quota is pending until Redis answers");
+    retry_in_background(move || {
+        let (redis, consumer) = (redis.clone(), consumer.clone());
+        async move { redis.quota_settle(&consumer, reserved, used).await.is_ok() }
+    });
+}
+
+/// Run `attempt` until it succeeds, in the background, waiting 200 ms then doubling up to a
+/// minute between tries; counted as a pending charge (which a graceful shutdown waits for)
+/// until it succeeds. Quota and budget charges that could not reach Redis use it.
+pub fn retry_in_background<F, Fut>(attempt: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
     let pending = Pending::start();
     tokio::spawn(async move {
         let _pending = pending;
         let mut wait = Duration::from_millis(200);
         loop {
             tokio::time::sleep(wait).await;
-            if redis.quota_settle(&consumer, reserved, used).await.is_ok() {
+            if attempt().await {
                 return;
             }
             wait = (wait * 2).min(Duration::from_secs(60));

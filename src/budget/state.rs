@@ -379,16 +379,8 @@ fn retry_settle(redis: Arc<crate::store::redis::RedisStore>, s: Slot, reserved: 
         s.budget,
         s.subject
     );
-    let pending = crate::quota::Pending::start();
-    tokio::spawn(async move {
-        let _pending = pending;
-        let mut wait = std::time::Duration::from_millis(200);
-        loop {
-            tokio::time::sleep(wait).await;
-            if redis.budget_settle(&s, reserved, cost).await.is_ok() {
-                return;
-            }
-            wait = (wait * 2).min(std::time::Duration::from_secs(60));
-        }
+    crate::quota::retry_in_background(move || {
+        let (redis, s) = (redis.clone(), s.clone());
+        async move { redis.budget_settle(&s, reserved, cost).await.is_ok() }
     });
 }

@@ -188,19 +188,36 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// The key of a request body (`None`: not a JSON object) on `route` in `scope`.
-pub fn key(route: &str, scope: &str, body: &[u8]) -> Option<String> {
-    let mut v: Value = serde_json::from_slice(body).ok()?;
-    let m = v.as_object_mut()?;
-    m.remove("stream");
-    m.remove("stream_options");
-    let mut text = Vec::with_capacity(body.len());
-    canonical_bytes(&v, &mut text);
+/// The key of a request (its parsed body; `None`: not a JSON object) on `route` in `scope`:
+/// `stream` and `stream_options` are left out of the top level.
+pub fn key(route: &str, scope: &str, request: &Value) -> Option<String> {
+    let m = request.as_object()?;
+    let mut text = Vec::with_capacity(256);
+    let mut keys: Vec<&String> = m
+        .keys()
+        .filter(|k| *k != "stream" && *k != "stream_options")
+        .collect();
+    keys.sort_unstable();
+    text.push(b'{');
+    for (i, k) in keys.into_iter().enumerate() {
+        if i > 0 {
+            text.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut text, k);
+        text.push(b':');
+        canonical_bytes(&m[k], &mut text);
+    }
+    text.push(b'}');
     let mut h = Sha256::new();
     for part in [route.as_bytes(), b"\0", scope.as_bytes(), b"\0", &text] {
         h.update(part);
     }
     Some(hex(&h.finalize()))
+}
+
+/// Whether a request asks for the usage chunk at the end of a stream.
+pub fn wants_usage(request: &Value) -> bool {
+    request["stream_options"]["include_usage"].as_bool() == Some(true)
 }
 
 /// A kept answer.

@@ -102,8 +102,9 @@ pub async fn admit(
         return Ok(Vec::new());
     }
     let at = now();
-    let order = rule.attempt_order();
-    let targets: Vec<budget::Target<'_>> = order
+    // Every target the request may go to (their order does not matter here).
+    let targets: Vec<budget::Target<'_>> = rule
+        .targets
         .iter()
         .map(|t| budget::Target {
             provider: &t.provider.name,

@@ -39,6 +39,8 @@ pub struct CacheState {
     pub score: Option<f32>,
     /// A semantic miss: where its answer's point goes.
     probe: Option<Probe>,
+    /// The request asks for the usage chunk of a stream (read when it was parsed here).
+    pub include_usage: bool,
 }
 
 /// The request's embedding and context, to index its answer once kept.
@@ -86,7 +88,9 @@ pub async fn lookup(
         .and_then(|c| config.budgets.teams.get(c))
         .map(String::as_str);
     let scope = cache::scope(settings.scope, consumer, team, &route.name);
-    let key = cache::key(&route.name, &scope, &body.bytes)?;
+    // The body parsed once, for the key, the semantic context and a replay's usage chunk.
+    let request: serde_json::Value = serde_json::from_slice(&body.bytes).ok()?;
+    let key = cache::key(&route.name, &scope, &request)?;
     let wish = Wish::of(&session.req_header().headers);
     let mut hit = match wish {
         Wish::Use => backends.cache().get(&key).await,
@@ -101,7 +105,7 @@ pub async fn lookup(
             route,
             consumer,
         };
-        if let Some(p) = semantic_probe(&asked, backends, sem, &scope, body).await {
+        if let Some(p) = semantic_probe(&asked, backends, sem, &scope, &request).await {
             if wish == Wish::Use {
                 if let Some(found) = p.index.nearest(
                     &p.context,
@@ -144,6 +148,7 @@ pub async fn lookup(
         charge: settings.charge,
         score,
         probe,
+        include_usage: cache::wants_usage(&request),
     })
 }
 
@@ -162,11 +167,10 @@ async fn semantic_probe(
     backends: &Backends,
     sem: &Semantic,
     scope: &str,
-    body: &RequestBody,
+    request: &serde_json::Value,
 ) -> Option<Probe> {
-    let v: serde_json::Value = serde_json::from_slice(&body.bytes).ok()?;
-    let text = semantic::last_user_text(&v)?;
-    let context = semantic::context(&asked.route.name, scope, &v)?;
+    let text = semantic::last_user_text(request)?;
+    let context = semantic::context(&asked.route.name, scope, request)?;
     match embed(asked, sem, &text).await {
         Ok(vector) => Some(Probe {
             index: backends.cache().semantic(&asked.route.name),
@@ -300,7 +304,8 @@ pub async fn answer(
     session: &mut Session,
     reply: Reply<'_>,
     entry: Arc<Entry>,
-    body: &RequestBody,
+    stream: bool,
+    include_usage: bool,
 ) -> Result<u16, Failure> {
     let Reply {
         config,
@@ -322,7 +327,7 @@ pub async fn answer(
         cause,
         sent: Some(200),
     };
-    if !body.stream {
+    if !stream {
         let bytes = Bytes::from(entry.completion.clone());
         super::respond::json_with(session, 200, bytes, request_id, extra_headers)
             .await
@@ -331,10 +336,6 @@ pub async fn answer(
     }
     let completion: serde_json::Value = serde_json::from_str(&entry.completion)
         .map_err(|e| GatewayError::Internal(format!("a cached answer: {e}")))?;
-    let include_usage = serde_json::from_slice::<serde_json::Value>(&body.bytes)
-        .ok()
-        .and_then(|v| v["stream_options"]["include_usage"].as_bool())
-        .unwrap_or(false);
     let events = Bytes::from(cache::replay_sse(&completion, include_usage));
     let header = (|| {
         let mut h = ResponseHeader::build(200, Some(4 + extra_headers.len()))?;

@@ -121,7 +121,8 @@ async fn pipeline(
                 request_id: &x.request_id,
                 extra_headers: &x.extra_headers,
             };
-            return cache::answer(session, reply, hit, body).await;
+            let usage = state.include_usage;
+            return cache::answer(session, reply, hit, body.stream, usage).await;
         }
     }
     // New stages go here: request policies.
