@@ -61,6 +61,9 @@ pub struct Entry<'a> {
     /// `cache:` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<&'static str>,
+    /// What the route's policies did, `policy:action` each (`crate::policy::Action`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<String>,
 }
 
 pub struct AccessLog {

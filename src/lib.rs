@@ -41,6 +41,8 @@
 //!   store or Redis); `cache`: the response cache (exact keys of normalised requests and
 //!   their scope, answers kept whole and replayed as streams, in memory and Redis; and
 //!   `cache::semantic`, paraphrases in the same context found by their embeddings).
+//! - `policy`: prompt and content policies (decorators, templates, PII masking and its
+//!   restore, deny rules, moderation), each action recorded for metrics and the access log.
 //! - `metrics`, `access_log`: what operators see of requests; `analytics` (per-minute usage
 //!   rollups in SQLite and the ring of recent requests, fed off the request path) and
 //!   `alerts` (rules evaluated from the rollups and the quota balances, their states and
@@ -88,6 +90,7 @@ pub mod managed;
 pub mod metrics;
 pub mod otel;
 pub mod pattern;
+pub mod policy;
 pub mod preflight;
 pub mod pricing;
 pub mod protocol;

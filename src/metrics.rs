@@ -67,6 +67,8 @@ pub struct Metrics {
     /// Response cache lookups by route and result (`hit-exact`, `hit-semantic`, `miss`,
     /// `refresh`, `bypass`).
     pub cache_lookups: IntCounterVec,
+    /// Prompt and content policy actions by route, policy and action (`crate::policy`).
+    pub policy_actions: IntCounterVec,
     /// Tokens served from the response cache instead of a provider, by route.
     pub cache_saved_tokens: IntCounterVec,
     /// Money not spent thanks to the response cache, by route and currency.
@@ -280,6 +282,13 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
         config_api_revision: register_int_gauge_with_registry!(
             "tollgate_config_api_revision",
             "The revision of the management API's objects this instance runs",
+            r
+        )
+        .expect("metric"),
+        policy_actions: register_int_counter_vec_with_registry!(
+            "tollgate_policy_actions_total",
+            "Prompt and content policy actions by route, policy and action",
+            &["route", "policy", "action"],
             r
         )
         .expect("metric"),

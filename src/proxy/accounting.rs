@@ -241,6 +241,11 @@ pub fn record(
         currency: cost.flatten().map(|c| c.currency.as_str()),
         price_missing: matches!(cost, Some(None)),
         cache: req.cache.as_ref().map(|c| c.verdict.as_str()),
+        policies: req
+            .policies
+            .iter()
+            .map(crate::policy::Action::label)
+            .collect(),
     });
 }
 
@@ -255,6 +260,12 @@ fn count(
     cost: Option<Option<crate::pricing::Cost>>,
 ) {
     let route = req.route_name().unwrap_or("");
+    for a in &req.policies {
+        METRICS
+            .policy_actions
+            .with_label_values(&[route, a.policy, a.action])
+            .inc();
+    }
     let provider = req.provider().map(|p| p.name.as_str());
     let model_label = req.model_label();
     let series = req.consumer.as_deref().and_then(|c| {

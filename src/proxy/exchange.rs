@@ -54,6 +54,8 @@ pub struct Exchange {
     pub trace: Option<Box<crate::otel::RequestTrace>>,
     /// What the response cache did (routes with `cache:` only).
     pub cache: Option<super::cache::CacheState>,
+    /// What the route's prompt and content policies did (`crate::policy`).
+    pub policies: Vec<crate::policy::Action>,
 }
 
 /// Reservations made at admission and per attempt, replaced by the real usage at the end.
@@ -123,6 +125,7 @@ impl Exchange {
             body_memory: BodyHold::default(),
             trace: None,
             cache: None,
+            policies: Vec::new(),
         }
     }
 
