@@ -230,6 +230,27 @@ async fn a_hit_charges_the_consumer_unless_the_route_says_not() {
     let one: f64 = cost(&id1).parse().unwrap();
     let both: f64 = spent.parse().unwrap();
     assert!((both - 2.0 * one).abs() < 1e-9, "{both} vs 2 × {one}");
+    // The usage rollups mark the hit: its tokens are counted (charged), what it would have
+    // cost is saved, not spent.
+    let totals = eventually_some("the hit in the rollups", || {
+        let mut api = Api::new(&gw, Some(TOKEN));
+        async move {
+            let (_, v) = api.call(Method::GET, "/usage?from=0", None).await;
+            let t = v["totals"].clone();
+            (t["requests"] == 2).then_some(t)
+        }
+    })
+    .await;
+    assert_eq!(totals["cache_hits"], 1, "{totals}");
+    let hit_tokens = gw.log_line(&id2)["input_tokens"].as_u64().unwrap()
+        + gw.log_line(&id2)["output_tokens"].as_u64().unwrap();
+    assert_eq!(totals["cache_hit_tokens"], hit_tokens, "{totals}");
+    assert_eq!(
+        totals["cost"]["USD"],
+        cost(&id1),
+        "only the miss spent: {totals}"
+    );
+    assert_eq!(totals["cache_saved"]["USD"], cost(&id2), "{totals}");
     // Not charged: the route says so.
     let free =
         config(&mock, budgets).replace("cache: {ttl: 10m}", "cache: {ttl: 10m, charge: false}");

@@ -7,7 +7,7 @@ use rusqlite::{params_from_iter, Connection};
 use std::collections::HashMap;
 use std::path::Path;
 
-pub const COUNTS: [&str; 9] = [
+pub const COUNTS: [&str; 13] = [
     "requests",
     "input_tokens",
     "cached_tokens",
@@ -17,13 +17,28 @@ pub const COUNTS: [&str; 9] = [
     "errors",
     "cost_usd_pico",
     "cost_cny_pico",
+    "cache_hits",
+    "cache_hit_tokens",
+    "cache_saved_usd_pico",
+    "cache_saved_cny_pico",
 ];
 
 /// The cost columns of `COUNTS` (their index) and their currency.
 pub const COSTS: [(usize, &str); 2] = [(7, "USD"), (8, "CNY")];
 
+/// The columns of what response-cache hits saved (their index in `COUNTS`) and their
+/// currency.
+pub const SAVED: [(usize, &str); 2] = [(11, "USD"), (12, "CNY")];
+
 /// Columns added after the first release, with `ALTER TABLE` when a file lacks them.
-const ADDED: [&str; 2] = ["cost_usd_pico", "cost_cny_pico"];
+const ADDED: [&str; 6] = [
+    "cost_usd_pico",
+    "cost_cny_pico",
+    "cache_hits",
+    "cache_hit_tokens",
+    "cache_saved_usd_pico",
+    "cache_saved_cny_pico",
+];
 
 /// Every numeric column: the counts, then the latency and TTFT buckets.
 pub fn number_columns() -> Vec<String> {
@@ -170,6 +185,8 @@ mod tests {
     fn the_cost_columns_are_where_costs_says() {
         assert_eq!(COUNTS[COSTS[0].0], "cost_usd_pico");
         assert_eq!(COUNTS[COSTS[1].0], "cost_cny_pico");
+        assert_eq!(COUNTS[SAVED[0].0], "cache_saved_usd_pico");
+        assert_eq!(COUNTS[SAVED[1].0], "cache_saved_cny_pico");
     }
 
     #[test]

@@ -71,9 +71,22 @@ pub struct Event {
     pub ttft_ms: Option<f64>,
     pub duration_ms: f64,
     pub error: Option<&'static str>,
-    /// What it cost (picounits, currency), when priced.
+    /// What it cost (picounits, currency), when priced; never for a response-cache hit.
     #[serde(skip)]
     pub cost: Option<(u64, crate::settings::Currency)>,
+    /// What the response cache did (`hit-exact`, `miss`, …; routes with `cache:` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<&'static str>,
+    /// A response-cache hit: what its answer cost when it was made (picounits, currency).
+    #[serde(skip)]
+    pub saved: Option<(u64, crate::settings::Currency)>,
+}
+
+impl Event {
+    /// It was answered from the response cache.
+    pub fn cache_hit(&self) -> bool {
+        self.cache.is_some_and(|c| c.starts_with("hit"))
+    }
 }
 
 /// The series a request counts in.
@@ -101,6 +114,12 @@ pub struct Sums {
     /// Cost in picounits of each currency.
     pub cost_usd_pico: u64,
     pub cost_cny_pico: u64,
+    /// Requests answered from the response cache, their tokens (also in the token
+    /// counts: a hit is charged what its answer would have cost) and what they saved.
+    pub cache_hits: u64,
+    pub cache_hit_tokens: u64,
+    pub cache_saved_usd_pico: u64,
+    pub cache_saved_cny_pico: u64,
     pub latency: [u64; NBUCKETS],
     pub ttft: [u64; NBUCKETS],
 }
@@ -125,6 +144,10 @@ impl Sums {
             self.errors,
             self.cost_usd_pico,
             self.cost_cny_pico,
+            self.cache_hits,
+            self.cache_hit_tokens,
+            self.cache_saved_usd_pico,
+            self.cache_saved_cny_pico,
         ];
         counts
             .iter()
@@ -145,6 +168,10 @@ impl Sums {
         self.errors += other.errors;
         self.cost_usd_pico += other.cost_usd_pico;
         self.cost_cny_pico += other.cost_cny_pico;
+        self.cache_hits += other.cache_hits;
+        self.cache_hit_tokens += other.cache_hit_tokens;
+        self.cache_saved_usd_pico += other.cache_saved_usd_pico;
+        self.cache_saved_cny_pico += other.cache_saved_cny_pico;
         for (a, b) in self.latency.iter_mut().zip(&other.latency) {
             *a += b;
         }
@@ -164,6 +191,15 @@ impl Sums {
         match e.cost {
             Some((pico, crate::settings::Currency::Usd)) => self.cost_usd_pico += pico,
             Some((pico, crate::settings::Currency::Cny)) => self.cost_cny_pico += pico,
+            None => {}
+        }
+        if e.cache_hit() {
+            self.cache_hits += 1;
+            self.cache_hit_tokens += e.input_tokens.saturating_add(e.output_tokens);
+        }
+        match e.saved {
+            Some((pico, crate::settings::Currency::Usd)) => self.cache_saved_usd_pico += pico,
+            Some((pico, crate::settings::Currency::Cny)) => self.cache_saved_cny_pico += pico,
             None => {}
         }
         self.latency[bucket(e.duration_ms)] += 1;

@@ -1,7 +1,7 @@
 //! Reading the rollups: time series grouped by any of route, provider, model, consumer and
 //! status class over a range, their totals, a top-N, and CSV.
 
-use super::db::{self, COSTS, COUNTS};
+use super::db::{self, COSTS, COUNTS, SAVED};
 use super::{BUCKETS_MS, NBUCKETS};
 use rusqlite::params_from_iter;
 use rusqlite::Connection;
@@ -132,10 +132,11 @@ fn quantile(buckets: &[u64], p: f64) -> Option<f64> {
     None
 }
 
-/// The costs of a row as exact decimals by currency (`{"USD":"0.0042"}`; only those spent).
-fn cost_json(counts: &[i64]) -> Value {
+/// The costs (`COSTS`) or savings (`SAVED`) of a row as exact decimals by currency
+/// (`{"USD":"0.0042"}`; only those not zero).
+fn cost_json(counts: &[i64], columns: [(usize, &str); 2]) -> Value {
     let mut m = Map::new();
-    for (i, currency) in COSTS {
+    for (i, currency) in columns {
         let pico = u64::try_from(counts[i]).unwrap_or(0);
         if pico > 0 {
             m.insert(currency.to_string(), json!(crate::pricing::decimal(pico)));
@@ -155,7 +156,8 @@ fn row_json(counts: &[i64]) -> Value {
             .map(|n| u64::try_from(*n).unwrap_or(0))
             .collect::<Vec<_>>()
     };
-    m.insert("cost".to_string(), cost_json(counts));
+    m.insert("cost".to_string(), cost_json(counts, COSTS));
+    m.insert("cache_saved".to_string(), cost_json(counts, SAVED));
     let lat = as_u64(&counts[COUNTS.len()..COUNTS.len() + NBUCKETS]);
     let ttft = as_u64(&counts[COUNTS.len() + NBUCKETS..]);
     for (name, h) in [("latency_ms", &lat), ("ttft_ms", &ttft)] {
@@ -346,7 +348,7 @@ pub fn usage_csv(conn: &Connection, q: &Query) -> Result<String, QueryError> {
     let mut head: Vec<String> = vec!["time".into()];
     head.extend(q.group_by.iter().cloned());
     head.extend(COUNTS.iter().map(|c| c.to_string()));
-    head.extend(["cost_usd", "cost_cny"].map(String::from));
+    head.extend(["cost_usd", "cost_cny", "cache_saved_usd", "cache_saved_cny"].map(String::from));
     head.extend(["latency_p50_ms", "latency_p95_ms", "latency_p99_ms"].map(String::from));
     let mut out = head.join(",");
     out.push('\n');
@@ -355,7 +357,7 @@ pub fn usage_csv(conn: &Connection, q: &Query) -> Result<String, QueryError> {
             vec![t.map_or_else(|| (q.from_ms / 1000).to_string(), |t| t.to_string())];
         line.extend(ds.iter().map(|d| csv_field(d)));
         line.extend(nums[..COUNTS.len()].iter().map(|n| n.to_string()));
-        for (i, _) in COSTS {
+        for (i, _) in COSTS.into_iter().chain(SAVED) {
             line.push(crate::pricing::decimal(u64::try_from(nums[i]).unwrap_or(0)));
         }
         let lat: Vec<u64> = nums[COUNTS.len()..COUNTS.len() + NBUCKETS]

@@ -25,7 +25,11 @@ pub async fn account(
     if analytics.enabled() {
         let mut e = event(session, req, &usage);
         if let Some(Some(c)) = cost {
-            e.cost = Some((c.pico, c.currency));
+            // A hit paid no provider: what its answer cost is what it saved.
+            match e.cache_hit() {
+                true => e.saved = Some((c.pico, c.currency)),
+                false => e.cost = Some((c.pico, c.currency)),
+            }
         }
         analytics.record(e);
     }
@@ -157,6 +161,8 @@ fn event(session: &Session, req: &Exchange, usage: &Usage) -> Event {
         duration_ms: end.duration_since(req.started).as_secs_f64() * 1000.0,
         error: req.error.as_ref().map(|e| e.code()),
         cost: None,
+        cache: req.cache.as_ref().map(|c| c.verdict.as_str()),
+        saved: None,
     }
 }
 

@@ -184,6 +184,7 @@ export function Overview() {
       ${stat(t("tokens_out"), fixed(tot && tot.output_tokens / secs), "output-per-s")}
       ${stat(t("req_s"), fixed(tot && tot.requests / secs, 3), "requests-per-s")}
       ${stat(t("error_rate"), tot && tot.requests ? `${fixed((100 * tot.errors) / tot.requests, 1)} %` : "–", "error-rate")}
+      ${stat(t("cache_hits"), tot ? `${fmt(tot.cache_hits)}${Object.entries(tot.cache_saved || {}).map(([c, v]) => ` · ${v} ${c} ${t("saved")}`).join("")}` : "–", "cache-hits")}
       ${stat(t("latency"), tot ? `${ms(tot.latency_ms.p50)} / ${ms(tot.latency_ms.p99)}` : "–", "latency")}
       ${stat(t("ttft"), tot ? `${ms(tot.ttft_ms.p50)} / ${ms(tot.ttft_ms.p99)}` : "–", "ttft")}
       ${stat(t("in_now"), fixed(lt && lt.input_tokens / 60), "input-per-s-now")}
@@ -527,7 +528,7 @@ export function Requests() {
       <dl class="detail">${[
         [t("time"), new Date(open.time_ms).toLocaleString()], [t("route"), open.route], [t("consumer"), open.consumer || "–"],
         [t("provider"), open.provider], [t("key_name"), open.key || "–"], [t("model"), open.upstream_model && open.upstream_model !== open.model ? `${open.model} → ${open.upstream_model}` : open.model],
-        ["endpoint", `${open.endpoint}${open.stream ? " (stream)" : ""}`], [t("status"), `${open.status}${open.error ? ` · ${open.error}` : ""}`],
+        ["endpoint", `${open.endpoint}${open.stream ? " (stream)" : ""}${open.cache ? ` · cache ${open.cache}` : ""}`], [t("status"), `${open.status}${open.error ? ` · ${open.error}` : ""}`],
         [t("attempts"), open.attempts], [t("total_in"), `${fmt(open.input_tokens)}${open.cached_tokens ? ` (${fmt(open.cached_tokens)} cached)` : ""}`],
         [t("total_out"), `${fmt(open.output_tokens)}${open.reasoning_tokens ? ` (${fmt(open.reasoning_tokens)} reasoning)` : ""}${open.usage_estimated ? " · estimated" : ""}`],
         [t("first_token"), open.ttft_ms === null ? "–" : `${Math.round(open.ttft_ms)} ms`], [t("duration"), `${Math.round(open.duration_ms)} ms`],
