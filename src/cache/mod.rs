@@ -148,16 +148,15 @@ fn canonical(v: &Value, out: &mut String) {
 fn canonical_bytes(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort_unstable();
+            // serde_json's map is a BTreeMap (no `preserve_order`): its keys come sorted.
             out.push(b'{');
-            for (i, k) in keys.into_iter().enumerate() {
+            for (i, (k, v)) in m.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
                 let _ = serde_json::to_writer(&mut *out, k);
                 out.push(b':');
-                canonical_bytes(&m[k], out);
+                canonical_bytes(v, out);
             }
             out.push(b'}');
         }
@@ -193,19 +192,17 @@ fn hex(bytes: &[u8]) -> String {
 pub fn key(route: &str, scope: &str, request: &Value) -> Option<String> {
     let m = request.as_object()?;
     let mut text = Vec::with_capacity(256);
-    let mut keys: Vec<&String> = m
-        .keys()
-        .filter(|k| *k != "stream" && *k != "stream_options")
-        .collect();
-    keys.sort_unstable();
+    let fields = m
+        .iter()
+        .filter(|(k, _)| *k != "stream" && *k != "stream_options");
     text.push(b'{');
-    for (i, k) in keys.into_iter().enumerate() {
+    for (i, (k, v)) in fields.enumerate() {
         if i > 0 {
             text.push(b',');
         }
         let _ = serde_json::to_writer(&mut text, k);
         text.push(b':');
-        canonical_bytes(&m[k], &mut text);
+        canonical_bytes(v, &mut text);
     }
     text.push(b'}');
     let mut h = Sha256::new();

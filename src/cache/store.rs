@@ -1,4 +1,5 @@
-//! Where cached answers are kept: memory (`moka`, bounded by bytes, each entry expiring at
+//! Where cached answers are kept: memory (`moka`'s synchronous cache: a lookup or an insert
+//! is a plain call, no future; bounded by bytes, each entry expiring at
 //! its own time) and, with `redis:`, the shared Redis too (`crate::store::cache`), read on
 //! a memory miss so every gateway serves what any of them kept (a gateway's own copy of a
 //! shared entry lives at most `SHARED_COPY_MS`, so a purge reaches every gateway). A Redis failure is a miss
@@ -9,7 +10,7 @@ use super::Entry;
 use crate::metrics::METRICS;
 use crate::store::cache::Index;
 use crate::store::redis::RedisStore;
-use moka::future::Cache;
+use moka::sync::Cache;
 use moka::Expiry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -110,7 +111,7 @@ impl ResponseCache {
 
     /// The entry kept under `key`, if it is still served.
     pub async fn get(&self, key: &str) -> Option<Arc<Entry>> {
-        if let Some(k) = self.memory.get(key).await {
+        if let Some(k) = self.memory.get(key) {
             if k.expires_ms > now_ms() {
                 return Some(k.entry);
             }
@@ -131,7 +132,7 @@ impl ResponseCache {
             entry: Arc::new(stored.entry),
             expires_ms: stored.expires_ms.min(now_ms() + SHARED_COPY_MS),
         };
-        self.memory.insert(key.to_string(), kept.clone()).await;
+        self.memory.insert(key.to_string(), kept.clone());
         Some(kept.entry)
     }
 
@@ -164,7 +165,7 @@ impl ResponseCache {
                 None => expires_ms,
             },
         };
-        self.memory.insert(key, kept).await;
+        self.memory.insert(key, kept);
         METRICS
             .cache_bytes
             .set(i64::try_from(self.memory.weighted_size()).unwrap_or(i64::MAX));
@@ -195,7 +196,7 @@ impl ResponseCache {
             .map(|(k, _)| k)
             .collect();
         for k in doomed {
-            self.memory.invalidate(k.as_str()).await;
+            self.memory.invalidate(k.as_str());
             memory += 1;
         }
         let mut shared = 0;
@@ -218,7 +219,7 @@ impl ResponseCache {
 
     /// Entries and their bytes in this gateway's memory.
     pub async fn stats(&self) -> (u64, u64) {
-        self.memory.run_pending_tasks().await;
+        self.memory.run_pending_tasks();
         METRICS
             .cache_bytes
             .set(i64::try_from(self.memory.weighted_size()).unwrap_or(i64::MAX));

@@ -359,16 +359,18 @@ pub async fn answer(
     Ok(200)
 }
 
-/// Keep a delivered answer (the bytes the client was sent) if it is complete and may be.
+/// Keep a delivered answer (`sent`: the bytes the client was sent, when they were kept) if it
+/// is complete and may be.
 pub async fn keep(
     state: &CacheState,
     backends: &Backends,
     attempts: &AttemptLog,
+    sent: Option<Vec<u8>>,
     route: &Route,
     body: &RequestBody,
     status: u16,
 ) {
-    let (Some(settings), Some(sent)) = (&route.cache, attempts.outcome.sent.as_deref()) else {
+    let (Some(settings), Some(sent)) = (&route.cache, sent) else {
         return;
     };
     let stream = body.stream;
@@ -379,20 +381,21 @@ pub async fn keep(
     // assembled into one.
     let (completion, tool_calls) = if stream {
         let Some(c) =
-            cache::assemble(sent).filter(|c| cache::keepable(c, settings.store_truncated))
+            cache::assemble(&sent).filter(|c| cache::keepable(c, settings.store_truncated))
         else {
             return;
         };
         let tools = semantic::calls_tools(&c);
         (c.to_string(), tools)
     } else {
-        let Some(tools) = cache::keepable_whole(sent, settings.store_truncated) else {
+        let Some(tools) = cache::keepable_whole(&sent, settings.store_truncated) else {
             return;
         };
-        let Ok(text) = std::str::from_utf8(sent) else {
+        // The bytes as they are: no copy.
+        let Ok(text) = String::from_utf8(sent) else {
             return;
         };
-        (text.to_string(), tools)
+        (text, tools)
     };
     let (Some(usage), Some(chosen)) = (attempts.outcome.usage, &attempts.chosen) else {
         return;

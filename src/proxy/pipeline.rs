@@ -151,8 +151,8 @@ async fn pipeline(
     };
     let status = attempts::run(upstream, rule).await?;
     if let Some(state) = &x.cache {
-        cache::keep(state, &x.backends, &x.attempts, route, body, status).await;
-        x.attempts.outcome.sent = None;
+        let sent = x.attempts.outcome.sent.take();
+        cache::keep(state, &x.backends, &x.attempts, sent, route, body, status).await;
     }
     Ok(status)
 }
