@@ -7,7 +7,7 @@ use rusqlite::{params_from_iter, Connection};
 use std::collections::HashMap;
 use std::path::Path;
 
-pub const COUNTS: [&str; 13] = [
+pub const COUNTS: [&str; 15] = [
     "requests",
     "input_tokens",
     "cached_tokens",
@@ -21,6 +21,8 @@ pub const COUNTS: [&str; 13] = [
     "cache_hit_tokens",
     "cache_saved_usd_pico",
     "cache_saved_cny_pico",
+    "policy_actions",
+    "policy_blocked",
 ];
 
 /// The cost columns of `COUNTS` (their index) and their currency.
@@ -31,13 +33,15 @@ pub const COSTS: [(usize, &str); 2] = [(7, "USD"), (8, "CNY")];
 pub const SAVED: [(usize, &str); 2] = [(11, "USD"), (12, "CNY")];
 
 /// Columns added after the first release, with `ALTER TABLE` when a file lacks them.
-const ADDED: [&str; 6] = [
+const ADDED: [&str; 8] = [
     "cost_usd_pico",
     "cost_cny_pico",
     "cache_hits",
     "cache_hit_tokens",
     "cache_saved_usd_pico",
     "cache_saved_cny_pico",
+    "policy_actions",
+    "policy_blocked",
 ];
 
 /// Every numeric column: the counts, then the latency and TTFT buckets.

@@ -80,6 +80,9 @@ pub struct Event {
     /// A response-cache hit: what its answer cost when it was made (picounits, currency).
     #[serde(skip)]
     pub saved: Option<(u64, crate::settings::Currency)>,
+    /// What the route's prompt and content policies did, `policy:action` each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<String>,
 }
 
 impl Event {
@@ -120,6 +123,9 @@ pub struct Sums {
     pub cache_hit_tokens: u64,
     pub cache_saved_usd_pico: u64,
     pub cache_saved_cny_pico: u64,
+    /// Actions of prompt and content policies, and requests a policy refused or cut.
+    pub policy_actions: u64,
+    pub policy_blocked: u64,
     pub latency: [u64; NBUCKETS],
     pub ttft: [u64; NBUCKETS],
 }
@@ -148,6 +154,8 @@ impl Sums {
             self.cache_hit_tokens,
             self.cache_saved_usd_pico,
             self.cache_saved_cny_pico,
+            self.policy_actions,
+            self.policy_blocked,
         ];
         counts
             .iter()
@@ -172,6 +180,8 @@ impl Sums {
         self.cache_hit_tokens += other.cache_hit_tokens;
         self.cache_saved_usd_pico += other.cache_saved_usd_pico;
         self.cache_saved_cny_pico += other.cache_saved_cny_pico;
+        self.policy_actions += other.policy_actions;
+        self.policy_blocked += other.policy_blocked;
         for (a, b) in self.latency.iter_mut().zip(&other.latency) {
             *a += b;
         }
@@ -202,6 +212,8 @@ impl Sums {
             Some((pico, crate::settings::Currency::Cny)) => self.cache_saved_cny_pico += pico,
             None => {}
         }
+        self.policy_actions += e.policies.len() as u64;
+        self.policy_blocked += u64::from(e.policies.iter().any(|p| p.ends_with(":blocked")));
         self.latency[bucket(e.duration_ms)] += 1;
         if let Some(t) = e.ttft_ms {
             self.ttft[bucket(t)] += 1;
@@ -518,6 +530,30 @@ fn write(db: &mut Option<db::Db>, pending: &mut Pending, fleet: Option<&mut flee
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_hits_and_policy_actions_are_counted() {
+        let mut sums = Sums::default();
+        let hit = Event {
+            input_tokens: 3,
+            output_tokens: 4,
+            cache: Some("hit-exact"),
+            saved: Some((500, crate::settings::Currency::Usd)),
+            ..Event::default()
+        };
+        let blocked = Event {
+            cache: Some("miss"),
+            cost: Some((700, crate::settings::Currency::Usd)),
+            policies: vec!["pii:masked".into(), "deny_input:blocked".into()],
+            ..Event::default()
+        };
+        sums.add(&hit);
+        sums.add(&blocked);
+        assert_eq!((sums.cache_hits, sums.cache_hit_tokens), (1, 7));
+        assert_eq!((sums.cost_usd_pico, sums.cache_saved_usd_pico), (700, 500));
+        assert_eq!((sums.policy_actions, sums.policy_blocked), (2, 1));
+        assert_eq!(sums.numbers().len(), db::number_columns().len());
+    }
 
     #[test]
     fn names_beyond_the_caps_count_as_other_and_nothing_is_lost() {

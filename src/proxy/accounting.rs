@@ -163,6 +163,11 @@ fn event(session: &Session, req: &Exchange, usage: &Usage) -> Event {
         cost: None,
         cache: req.cache.as_ref().map(|c| c.verdict.as_str()),
         saved: None,
+        policies: req
+            .policies
+            .iter()
+            .map(crate::policy::Action::label)
+            .collect(),
     }
 }
 
