@@ -34,6 +34,10 @@ command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb --locked --versi
 if ! target/pyvenv/bin/python -c 'import openai' >/dev/null 2>&1; then
   target/pyvenv/bin/pip install -q openai==3.57.0
 fi
+# tests/providers.rs: Anthropic's official Python SDK, counting tokens.
+if ! target/pyvenv/bin/python -c 'import anthropic' >/dev/null 2>&1; then
+  target/pyvenv/bin/pip install -q anthropic==2.15.0
+fi
 if ! target/pyvenv/bin/python -c 'import openapi_spec_validator' >/dev/null 2>&1; then
   target/pyvenv/bin/pip install -q openapi-spec-validator==0.9.0
 fi

@@ -353,3 +353,60 @@ async fn anthropic_clients_reach_any_provider() {
     assert_eq!(v["type"], "error");
     assert_eq!(v["error"]["type"], "invalid_request_error");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_token_counting_goes_to_anthropic_targets_or_is_estimated() {
+    let mock = Mock::start();
+    let gw = Gateway::start(&config(&mock));
+    let body =
+        json!({"model": "claude-x", "messages": [{"role": "user", "content": "Count me, please"}]});
+    let count = |body: Value| {
+        let gw = &gw;
+        async move {
+            let resp = client()
+                .post(gw.url("/v1/messages/count_tokens"))
+                .header("anthropic-version", "2023-06-01")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let estimate = resp.headers().get("x-tollgate-token-count").cloned();
+            let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+            (status, estimate, id, resp.json::<Value>().await.unwrap())
+        }
+    };
+    // An Anthropic target: the mock counts (its rule: ceil(chars / 4) + 3 per message).
+    let (status, estimate, id, v) = count(body.clone()).await;
+    assert_eq!((status, estimate), (200, None), "{v}");
+    assert_eq!(v["input_tokens"], 4 + 3, "{v}");
+    let stats = mock_stats(&mock).await;
+    assert_eq!(stats["by_path"]["/v1/messages/count_tokens"], 1, "{stats}");
+    assert_eq!(
+        stats["by_key"]["sk-ant-test"], 1,
+        "the Anthropic key: {stats}"
+    );
+    let line = gw.log_line(&id);
+    assert_eq!(line["endpoint"], "count_tokens", "{line}");
+    assert_eq!(line["provider"], "claude", "{line}");
+    assert_eq!(
+        (
+            line["input_tokens"].as_u64(),
+            line["output_tokens"].as_u64()
+        ),
+        (Some(0), Some(0)),
+        "counting uses no tokens: {line}"
+    );
+    // No Anthropic target: the gateway's estimate, said so, and no upstream request.
+    let mut other = body.clone();
+    other["model"] = json!("gpt-x");
+    let (status, estimate, _, v) = count(other).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(estimate.unwrap(), "estimate");
+    assert!(v["input_tokens"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(mock_stats(&mock).await["requests_total"], 1);
+    // The official SDK, both ways.
+    if let Some(python) = openai_python() {
+        run_sdk_script(python, "anthropic_count_tokens.py", gw.url("")).await;
+    }
+}

@@ -19,7 +19,10 @@ impl ProviderProtocol for Anthropic {
     }
 
     fn path(&self, call: &Call<'_>) -> String {
-        format!("{}/messages", call.base_path)
+        match call.endpoint {
+            Endpoint::CountTokens => format!("{}/messages/count_tokens", call.base_path),
+            _ => format!("{}/messages", call.base_path),
+        }
     }
 
     /// The key, and the API version unless an Anthropic client chose its own.

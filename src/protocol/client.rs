@@ -33,7 +33,7 @@ impl ClientProtocol {
 
     pub fn for_endpoint(e: Endpoint) -> Self {
         match e {
-            Endpoint::Messages => ClientProtocol::Anthropic,
+            Endpoint::Messages | Endpoint::CountTokens => ClientProtocol::Anthropic,
             _ => ClientProtocol::OpenAi,
         }
     }

@@ -8,6 +8,8 @@ pub enum Endpoint {
     Embeddings,
     /// Anthropic's `/messages`, for clients that speak Anthropic's API.
     Messages,
+    /// Anthropic's `/messages/count_tokens`: passed to an Anthropic target, else estimated.
+    CountTokens,
     /// `GET /models`, answered by the gateway itself.
     Models,
     /// `GET /models/{id}`, answered by the gateway itself (the id is read from the path).
@@ -32,6 +34,7 @@ impl Endpoint {
             "/completions" => Some(Endpoint::Completions),
             "/embeddings" => Some(Endpoint::Embeddings),
             "/messages" => Some(Endpoint::Messages),
+            "/messages/count_tokens" => Some(Endpoint::CountTokens),
             "/models" => Some(Endpoint::Models),
             m if m.len() > "/models/".len() && m.starts_with("/models/") => Some(Endpoint::Model),
             "/chat/completions/quota" => Some(Endpoint::Quota(QuotaCall::Get)),
@@ -47,6 +50,7 @@ impl Endpoint {
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
             Endpoint::Messages => "/messages",
+            Endpoint::CountTokens => "/messages/count_tokens",
             Endpoint::Models | Endpoint::Model => "/models",
             Endpoint::Quota(QuotaCall::Get) => "/chat/completions/quota",
             Endpoint::Quota(QuotaCall::Refresh) => "/chat/completions/quota/refresh",
@@ -60,6 +64,7 @@ impl Endpoint {
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
             Endpoint::Messages => "messages",
+            Endpoint::CountTokens => "count_tokens",
             Endpoint::Models | Endpoint::Model => "models",
             Endpoint::Quota(_) => "quota",
         }

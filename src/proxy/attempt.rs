@@ -217,6 +217,10 @@ impl AttemptState {
                 }
                 (false, _) => Reader::None,
             },
+            ResponsePlan::Unmetered if self.attempt.provider.keys.scrubber().is_active() => {
+                Reader::Scrub(StreamScrub::default())
+            }
+            ResponsePlan::Unmetered => Reader::None,
             ResponsePlan::Translate {
                 model,
                 include_usage,

@@ -55,7 +55,10 @@ pub struct Upstream<'a> {
 /// Try the rule's targets until one answers the client; the status it sent.
 pub async fn run<'a>(mut up: Upstream<'a>, rule: &'a ModelRule) -> Result<u16, Failure> {
     let policy = up.route.retry;
-    let order = rule.attempt_order();
+    let mut order = rule.attempt_order();
+    if up.endpoint == Endpoint::CountTokens {
+        order.retain(|t| super::count_tokens::counts(t));
+    }
     let try_anyway = policy.all_keys_down == AllKeysDown::TryAnyway;
     if !try_anyway && !order.iter().any(|t| t.provider.keys.any_usable()) {
         return Err(no_key_error(&order).into());

@@ -17,6 +17,7 @@ pub mod attempt;
 pub mod attempts;
 pub mod budgets;
 pub mod cache;
+pub mod count_tokens;
 pub mod exchange;
 mod exhausted;
 pub mod ingress;

@@ -5,7 +5,9 @@
 //! 2. ingress: method, body, parse;
 //! 3. routing by model: the route and model rule;
 //! 4. admission: the consumer, rate limits, quota;
-//! 5. budgets: the request's largest possible cost reserved under its money budgets;
+//! 5. budgets: the request's largest possible cost reserved under its money budgets
+//!    (Anthropic's token counting instead goes to its Anthropic targets or is answered
+//!    with an estimate, `super::count_tokens`);
 //! 6. cache: a route's cached answer served without going upstream (`super::cache`);
 //!    (room for new stages: request policies);
 //! 6. attempts: targets and keys in order until one answers;
@@ -17,7 +19,7 @@
 use super::admission::{self, Caller};
 use super::attempts::{self, Upstream};
 use super::exchange::Exchange;
-use super::{budgets, cache, ingress, models_api, quota_api, respond, routing};
+use super::{budgets, cache, count_tokens, ingress, models_api, quota_api, respond, routing};
 use crate::error::GatewayError;
 use crate::route::Endpoint;
 use pingora_core::connectors::http::Connector;
@@ -47,7 +49,17 @@ pub(super) async fn answer_json(
     body: bytes::Bytes,
     request_id: &str,
 ) -> Result<u16, Failure> {
-    respond::json(session, 200, body, request_id)
+    answer_json_with(session, body, request_id, &[]).await
+}
+
+/// `answer_json` with headers of its own.
+pub(super) async fn answer_json_with(
+    session: &mut Session,
+    body: bytes::Bytes,
+    request_id: &str,
+    extra: &[(http::HeaderName, String)],
+) -> Result<u16, Failure> {
+    respond::json_with(session, 200, body, request_id, extra)
         .await
         .map_err(|cause| Failure::Abort {
             error: GatewayError::Internal("writing the response".into()),
@@ -78,7 +90,8 @@ async fn pipeline(
         Endpoint::ChatCompletions
         | Endpoint::Completions
         | Endpoint::Embeddings
-        | Endpoint::Messages => {}
+        | Endpoint::Messages
+        | Endpoint::CountTokens => {}
     }
     let body = ingress::read_request(session, &config, &mut x.body_memory).await?;
     let body = &*x.request.insert(body);
@@ -94,13 +107,21 @@ async fn pipeline(
         consumer: x.consumer.as_deref(),
     };
     let admitted = admission::admit(&caller, body, &mut x.reserved, &mut x.extra_headers).await?;
-    let payer = crate::budget::Payer {
-        consumer: x.consumer.as_deref(),
-        route: &route.name,
-    };
     let rule = &route.rules[routed.rule];
-    x.reserved.budgets =
-        budgets::admit(&config, &x.backends, payer, rule, &body.model, &admitted).await?;
+    if endpoint == Endpoint::CountTokens {
+        // Counting costs nothing: no budget, no cache; estimated without an Anthropic target.
+        if !count_tokens::forwarded(rule) {
+            let (id, extra) = (&x.request_id, &x.extra_headers);
+            return count_tokens::answer_estimate(session, &body.bytes, id, extra).await;
+        }
+    } else {
+        let payer = crate::budget::Payer {
+            consumer: x.consumer.as_deref(),
+            route: &route.name,
+        };
+        x.reserved.budgets =
+            budgets::admit(&config, &x.backends, payer, rule, &body.model, &admitted).await?;
+    }
     x.cache = cache::lookup(
         session,
         &config,

@@ -50,6 +50,9 @@ pub enum ResponsePlan {
     /// Same protocol: pass through and meter; `strip_usage` hides the usage chunk the
     /// gateway asked for.
     Native { strip_usage: bool },
+    /// Same protocol, nothing to meter (Anthropic's token counting): pass through, keys
+    /// scrubbed from error bodies.
+    Unmetered,
     /// Translate from the provider's protocol to the client's.
     Translate {
         model: String,
@@ -73,7 +76,11 @@ impl Plan {
     /// The client protocol whose own headers may be forwarded: the client's when the
     /// provider speaks it (no translation).
     pub fn native(&self) -> Option<ClientProtocol> {
-        matches!(self.response, ResponsePlan::Native { .. }).then_some(self.client)
+        matches!(
+            self.response,
+            ResponsePlan::Native { .. } | ResponsePlan::Unmetered
+        )
+        .then_some(self.client)
     }
 }
 
@@ -86,6 +93,9 @@ pub fn plan(
     upstream_model: &str,
 ) -> Result<Plan, GatewayError> {
     let client = ClientProtocol::for_endpoint(endpoint);
+    if endpoint == Endpoint::CountTokens {
+        return count_tokens(body, provider, upstream_model);
+    }
     if provider.native_client() == Some(client) {
         let mapped = (upstream_model != body.model).then_some(upstream_model);
         let ask_usage = client.asks_for_usage(endpoint);
@@ -116,6 +126,30 @@ pub fn plan(
             include_usage: out.include_usage || client.always_reports_usage(),
             embeddings: out.embeddings,
         },
+    })
+}
+
+/// Anthropic's token counting: only a provider speaking Anthropic's protocol answers it
+/// (`super::count_tokens` keeps the others out of the attempts).
+fn count_tokens(
+    body: &RequestBody,
+    provider: Protocol,
+    upstream_model: &str,
+) -> Result<Plan, GatewayError> {
+    if provider.native_client() != Some(ClientProtocol::Anthropic) {
+        return Err(crate::protocol::PlanError::Unsupported {
+            endpoint: Endpoint::CountTokens,
+            protocol: provider.name(),
+        }
+        .into());
+    }
+    let mapped = (upstream_model != body.model).then_some(upstream_model);
+    Ok(Plan {
+        client: ClientProtocol::Anthropic,
+        provider,
+        upstream_endpoint: Endpoint::CountTokens,
+        body: BodyPlan::Splice(body.rewrite(mapped, false)),
+        response: ResponsePlan::Unmetered,
     })
 }
 
