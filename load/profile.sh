@@ -9,6 +9,7 @@
 #   KEEP=1 ...   leave the servers running (prints their ports) for perf/callgrind.
 #   WORK_STEALING=true|false, UPSTREAM_HTTP2=true: those settings in Tollgate's config.
 #   CACHE_TTL=10m: the route caches answers (load/cache.sh).
+#   POLICIES=1: the route masks PII and has input and output deny rules (load/policies.sh).
 #
 # It does not write load/RESULTS.md (that is load/run.sh's job).
 set -euo pipefail
@@ -146,6 +147,10 @@ ${UPSTREAM_HTTP2:+    http2: $UPSTREAM_HTTP2
     retry: {attempts: 2, per_target: 2, deadline: 30s}
 ${CACHE_TTL:+    cache:
       ttl: $CACHE_TTL
+}${POLICIES:+    pii: {mode: mask}
+    deny:
+      input: {keywords: ["forbidden-word", "违禁词"], regex: ["(?i)ignore (all|previous) instructions"]}
+      output: {keywords: ["forbidden-word", "违禁词"], regex: ["(?i)secret plan"]}
 }
 EOF
 export TOLLGATE_ADMIN_TOKEN=load-admin-token MOCK_KEY_1=sk-mock-primary MOCK_KEY_2=sk-mock-secondary LOAD_CONSUMER_KEY=sk-load-test
