@@ -89,6 +89,12 @@ EOF
 nginx -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" >/dev/null 2>&1 &
 PIDS+=($!)
 
+# POLICIES=1: the route's PII masking and deny rules (its braces kept out of `${…:+…}`).
+POLICY_YAML='    pii: {mode: mask}
+    deny:
+      input: {keywords: ["forbidden-word", "违禁词"], regex: ["(?i)ignore (all|previous) instructions"]}
+      output: {keywords: ["forbidden-word", "违禁词"], regex: ["(?i)secret plan"]}
+'
 TG_PORT=$(free_port)
 TG_ADMIN_PORT=$(free_port)
 mkdir -p "$WORK/tollgate"
@@ -147,11 +153,7 @@ ${UPSTREAM_HTTP2:+    http2: $UPSTREAM_HTTP2
     retry: {attempts: 2, per_target: 2, deadline: 30s}
 ${CACHE_TTL:+    cache:
       ttl: $CACHE_TTL
-}${POLICIES:+    pii: {mode: mask}
-    deny:
-      input: {keywords: ["forbidden-word", "违禁词"], regex: ["(?i)ignore (all|previous) instructions"]}
-      output: {keywords: ["forbidden-word", "违禁词"], regex: ["(?i)secret plan"]}
-}
+}${POLICIES:+$POLICY_YAML}
 EOF
 export TOLLGATE_ADMIN_TOKEN=load-admin-token MOCK_KEY_1=sk-mock-primary MOCK_KEY_2=sk-mock-secondary LOAD_CONSUMER_KEY=sk-load-test
 RUST_LOG=warn ${TOLLGATE_WRAP:-} "$TOLLGATE_BIN" -c "$WORK/tollgate/tollgate.yaml" >"$WORK/tollgate/stdout.log" 2>"$WORK/tollgate/stderr.log" &
