@@ -6,6 +6,8 @@ pub enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
+    /// OpenAI's `/moderations` (OpenAI-compatible providers only).
+    Moderations,
     /// Anthropic's `/messages`, for clients that speak Anthropic's API.
     Messages,
     /// `GET /models`, answered by the gateway itself.
@@ -31,6 +33,7 @@ impl Endpoint {
             "/chat/completions" => Some(Endpoint::ChatCompletions),
             "/completions" => Some(Endpoint::Completions),
             "/embeddings" => Some(Endpoint::Embeddings),
+            "/moderations" => Some(Endpoint::Moderations),
             "/messages" => Some(Endpoint::Messages),
             "/models" => Some(Endpoint::Models),
             m if m.len() > "/models/".len() && m.starts_with("/models/") => Some(Endpoint::Model),
@@ -46,6 +49,7 @@ impl Endpoint {
             Endpoint::ChatCompletions => "/chat/completions",
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
+            Endpoint::Moderations => "/moderations",
             Endpoint::Messages => "/messages",
             Endpoint::Models | Endpoint::Model => "/models",
             Endpoint::Quota(QuotaCall::Get) => "/chat/completions/quota",
@@ -59,6 +63,7 @@ impl Endpoint {
             Endpoint::ChatCompletions => "chat",
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
+            Endpoint::Moderations => "moderations",
             Endpoint::Messages => "messages",
             Endpoint::Models | Endpoint::Model => "models",
             Endpoint::Quota(_) => "quota",
