@@ -61,7 +61,11 @@ async fn post(gw: &Gateway, path: &str, key: Option<&str>, body: &str) -> (u16, 
 fn assert_sent(answer: &Value, expected: &str) {
     let echo = &answer["mock_echo"];
     assert_eq!(echo["body_len"], expected.len(), "{echo}");
-    assert_eq!(echo["body_fnv64"], fnv64(expected.as_bytes()), "{echo}\n{expected}");
+    assert_eq!(
+        echo["body_fnv64"],
+        fnv64(expected.as_bytes()),
+        "{echo}\n{expected}"
+    );
 }
 
 const DECORATORS: &str = r#"    decorators:
@@ -147,10 +151,14 @@ async fn moderation_through_the_gateways_own_route_blocks_flagged_input() {
     let mock = Mock::start();
     let moderated = "    moderation: {via: route_model, model: omni-moderation-latest}\n";
     let gw = Gateway::start(&config(&mock, &route("mod", "/v1", moderated), ""));
-    let flagged = r#"{"model":"mock-a","messages":[{"role":"user","content":"please FLAGME now"}]}"#;
+    let flagged =
+        r#"{"model":"mock-a","messages":[{"role":"user","content":"please FLAGME now"}]}"#;
     let (status, answer, id) = post(&gw, "/v1/chat/completions", Some("sk-ann"), flagged).await;
     assert_eq!(status, 400, "{answer}");
-    assert_eq!(answer["error"]["code"], "content_policy_violation", "{answer}");
+    assert_eq!(
+        answer["error"]["code"], "content_policy_violation",
+        "{answer}"
+    );
     assert!(
         answer["error"]["message"]
             .as_str()
@@ -164,9 +172,13 @@ async fn moderation_through_the_gateways_own_route_blocks_flagged_input() {
     );
     let stats = mock_stats(&mock).await;
     assert_eq!(stats["by_path"]["/v1/moderations"], 1, "{stats}");
-    assert!(stats["by_path"].get("/v1/chat/completions").is_none(), "{stats}");
+    assert!(
+        stats["by_path"].get("/v1/chat/completions").is_none(),
+        "{stats}"
+    );
     // Anthropic clients are answered in their own protocol.
-    let flagged = r#"{"model":"mock-a","max_tokens":5,"messages":[{"role":"user","content":"flagme"}]}"#;
+    let flagged =
+        r#"{"model":"mock-a","max_tokens":5,"messages":[{"role":"user","content":"flagme"}]}"#;
     let (status, answer, _) = post(&gw, "/v1/messages", None, flagged).await;
     assert_eq!(status, 400, "{answer}");
     assert_eq!(answer["type"], "error", "{answer}");
@@ -193,10 +205,16 @@ async fn a_failing_hook_fails_open_or_closed_as_configured() {
         r#"{"flagged":true,"categories":["test-category"]}"#,
     ));
     let hook = |addr: &str, more: &str| {
-        format!("    moderation: {{via: hook, url: \"http://{addr}/check\", timeout: 300ms{more}}}\n")
+        format!(
+            "    moderation: {{via: hook, url: \"http://{addr}/check\", timeout: 300ms{more}}}\n"
+        )
     };
     let routes = [
-        route("closed", "/closed/v1", &hook(&broken.addr, ", on_error: fail_closed")),
+        route(
+            "closed",
+            "/closed/v1",
+            &hook(&broken.addr, ", on_error: fail_closed"),
+        ),
         route("open", "/open/v1", &hook(&silent.addr, "")),
         route("flag", "/flag/v1", &hook(&flagging.addr, "")),
     ]
@@ -205,7 +223,10 @@ async fn a_failing_hook_fails_open_or_closed_as_configured() {
     let body = r#"{"model":"mock-a","messages":[{"role":"user","content":"hello"}]}"#;
     let (status, answer, _) = post(&gw, "/closed/v1/chat/completions", Some("sk-ann"), body).await;
     assert_eq!(status, 503, "{answer}");
-    assert_eq!(answer["error"]["code"], "moderation_unavailable", "{answer}");
+    assert_eq!(
+        answer["error"]["code"], "moderation_unavailable",
+        "{answer}"
+    );
     assert_eq!(mock_stats(&mock).await["requests_total"], 0);
     // The hook's contract: the texts, the route and the consumer.
     let sent: Value = serde_json::from_slice(&broken.received()[0].body).unwrap();

@@ -22,8 +22,13 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum Via {
     /// `POST {prefix}/moderations` to this gateway's own listener, `model` routed by the
     /// named route (or the request's own).
-    RouteModel { model: String, route: Option<String> },
-    Hook { url: String },
+    RouteModel {
+        model: String,
+        route: Option<String>,
+    },
+    Hook {
+        url: String,
+    },
 }
 
 /// A route's compiled `moderation:`.
@@ -161,7 +166,10 @@ pub fn openai_verdict(v: &serde_json::Value) -> Result<Verdict, String> {
         categories: Vec::new(),
     };
     for r in results {
-        if !r["flagged"].as_bool().ok_or("a result has no boolean `flagged`")? {
+        if !r["flagged"]
+            .as_bool()
+            .ok_or("a result has no boolean `flagged`")?
+        {
             continue;
         }
         verdict.flagged = true;
@@ -188,7 +196,11 @@ pub fn failed(route: &str, e: &str, closed: bool) {
             .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
     {
-        let then = if closed { "refused (fail_closed)" } else { "let through (fail_open)" };
+        let then = if closed {
+            "refused (fail_closed)"
+        } else {
+            "let through (fail_open)"
+        };
         log::warn!("moderation on route `{route}` failed, the request {then}: {e}");
     }
 }
@@ -206,7 +218,8 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(input_texts(&b), ["sys", "a", "b"]);
-        let b = RequestBody::parse(Bytes::from_static(br#"{"model":"m","prompt":["p","q"]}"#)).unwrap();
+        let b =
+            RequestBody::parse(Bytes::from_static(br#"{"model":"m","prompt":["p","q"]}"#)).unwrap();
         assert_eq!(input_texts(&b), ["p", "q"]);
     }
 
@@ -215,7 +228,10 @@ mod tests {
         let v = serde_json::json!({"results":[{"flagged":false,"categories":{"violence":false}},{"flagged":true,"categories":{"violence":true,"hate":false}}]});
         assert_eq!(
             openai_verdict(&v).unwrap(),
-            Verdict { flagged: true, categories: vec!["violence".into()] }
+            Verdict {
+                flagged: true,
+                categories: vec!["violence".into()]
+            }
         );
         assert!(openai_verdict(&serde_json::json!({})).is_err());
         let v = serde_json::json!({"flagged":true,"categories":["x"]});
@@ -230,9 +246,10 @@ mod tests {
         let s: ModerationSection =
             serde_yaml::from_str("{via: route_model, model: m, route: nope}").unwrap();
         assert_eq!(Moderation::build(&s, &["a"]).unwrap_err().0, "route");
-        let s: ModerationSection =
-            serde_yaml::from_str("{via: hook, url: 'http://h/x', timeout: 500ms, on_error: fail_closed}")
-                .unwrap();
+        let s: ModerationSection = serde_yaml::from_str(
+            "{via: hook, url: 'http://h/x', timeout: 500ms, on_error: fail_closed}",
+        )
+        .unwrap();
         let m = Moderation::build(&s, &[]).unwrap();
         assert!(m.fail_closed);
         assert_eq!(m.timeout, Duration::from_millis(500));

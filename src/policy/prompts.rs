@@ -340,7 +340,10 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for Members<'a> {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut m: M) -> Result<Self::Value, M::Error> {
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> Result<Self::Value, M::Error> {
                 let mut out = Vec::new();
                 while let Some((k, v)) = m.next_entry::<String, &'de RawValue>()? {
                     out.push((k, v));
@@ -368,7 +371,9 @@ fn invoked(bytes: &[u8]) -> Result<Option<String>, GatewayError> {
     if let Some(raw) = top.template.filter(|r| r.get() != "null") {
         return serde_json::from_str::<String>(raw.get())
             .map(Some)
-            .map_err(|_| template_error("The `template` field must be a template's name (a string).".into()));
+            .map_err(|_| {
+                template_error("The `template` field must be a template's name (a string).".into())
+            });
     }
     let model = top
         .model
@@ -393,8 +398,8 @@ pub fn expand(
     let template = templates
         .get(&name)
         .ok_or_else(|| template_error(format!("Unknown prompt template `{name}`.")))?;
-    let members: Members = serde_json::from_slice(bytes)
-        .map_err(|e| GatewayError::InvalidJson(e.to_string()))?;
+    let members: Members =
+        serde_json::from_slice(bytes).map_err(|e| GatewayError::InvalidJson(e.to_string()))?;
     let given = members
         .0
         .iter()
@@ -559,7 +564,8 @@ impl Prompts {
         let mut out = Prompts::default();
         for (i, r) in s.routes.iter().enumerate() {
             let field = format!("routes[{i}] ({}).decorators", r.name);
-            out.routes.push(build_decorators(&field, r.decorators.as_ref())?);
+            out.routes
+                .push(build_decorators(&field, r.decorators.as_ref())?);
             let names: Vec<&str> = s.routes.iter().map(|r| r.name.as_str()).collect();
             let moderation = r
                 .moderation
@@ -580,7 +586,10 @@ impl Prompts {
             let field = format!("templates[{i}] ({})", t.name);
             let built = build_template(&field, t)?;
             if out.templates.insert(t.name.clone(), built).is_some() {
-                return Err((format!("{field}.name"), "a template of this name comes before".into()));
+                return Err((
+                    format!("{field}.name"),
+                    "a template of this name comes before".into(),
+                ));
             }
         }
         Ok(out)
@@ -600,10 +609,17 @@ fn build_decorators(
             .map(|(j, m)| {
                 let at = format!("{field}.{name}[{j}]");
                 if m.role == PromptRole::Assistant {
-                    return Err((format!("{at}.role"), "decorators add `system` or `user` messages".into()));
+                    return Err((
+                        format!("{at}.role"),
+                        "decorators add `system` or `user` messages".into(),
+                    ));
                 }
-                let pieces = decorator_pieces(&m.content).map_err(|e| (format!("{at}.content"), e))?;
-                Ok(Compiled { role: m.role, pieces })
+                let pieces =
+                    decorator_pieces(&m.content).map_err(|e| (format!("{at}.content"), e))?;
+                Ok(Compiled {
+                    role: m.role,
+                    pieces,
+                })
             })
             .collect::<Result<Vec<_>, FieldError>>()
     };
@@ -668,7 +684,10 @@ fn template_pieces(text: &str) -> Result<Vec<Piece<String>>, String> {
         let end = inner.find("}}").ok_or("an unterminated `{{`")?;
         let name = inner[..end].trim();
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!("`{{{{{}}}}}` is not a variable name (letters, digits, `_`)", &inner[..end]));
+            return Err(format!(
+                "`{{{{{}}}}}` is not a variable name (letters, digits, `_`)",
+                &inner[..end]
+            ));
         }
         pieces.push(Piece::Var(name.to_string()));
         rest = &inner[end + 2..];
@@ -684,10 +703,16 @@ fn build_template(field: &str, t: &settings::TemplateSection) -> Result<Template
         return Err((format!("{field}.name"), "must not be empty".into()));
     }
     if t.model.is_empty() || t.model.starts_with(TEMPLATE_PREFIX) {
-        return Err((format!("{field}.model"), "must name a model (not a template)".into()));
+        return Err((
+            format!("{field}.model"),
+            "must name a model (not a template)".into(),
+        ));
     }
     if t.messages.is_empty() {
-        return Err((format!("{field}.messages"), "at least one message is required".into()));
+        return Err((
+            format!("{field}.messages"),
+            "at least one message is required".into(),
+        ));
     }
     let mut variables = BTreeMap::new();
     for (name, v) in &t.variables {
@@ -701,11 +726,17 @@ fn build_template(field: &str, t: &settings::TemplateSection) -> Result<Template
         for p in &pieces {
             if let Piece::Var(v) = p {
                 if !variables.contains_key(v) {
-                    return Err((at, format!("`{{{{{v}}}}}` is not one of the template's variables")));
+                    return Err((
+                        at,
+                        format!("`{{{{{v}}}}}` is not one of the template's variables"),
+                    ));
                 }
             }
         }
-        messages.push(Compiled { role: m.role, pieces });
+        messages.push(Compiled {
+            role: m.role,
+            pieces,
+        });
     }
     Ok(Template {
         name: t.name.clone(),

@@ -116,7 +116,11 @@ fn anthropic_system_gets_the_system_messages() {
         ),
     ];
     for (input, expected) in cases {
-        assert_eq!(decorated(&p, Wire::Anthropic, None, input), expected, "{input}");
+        assert_eq!(
+            decorated(&p, Wire::Anthropic, None, input),
+            expected,
+            "{input}"
+        );
     }
 }
 
@@ -283,7 +287,10 @@ fn bodies_without_a_template_are_left_alone() {
         "not json template",
     ] {
         let b = Bytes::from(input.to_string());
-        assert!(expand(&p.templates, Wire::OpenAi, &b).unwrap().is_none(), "{input}");
+        assert!(
+            expand(&p.templates, Wire::OpenAi, &b).unwrap().is_none(),
+            "{input}"
+        );
     }
     let none = built("").unwrap();
     let b = Bytes::from_static(br#"{"model":"template:summarise"}"#);

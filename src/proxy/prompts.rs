@@ -54,7 +54,13 @@ pub async fn apply(
         endpoint,
         Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Completions
     );
-    if let Some(Some(m)) = asked.config.prompts.moderation.get(route).filter(|_| checked) {
+    if let Some(Some(m)) = asked
+        .config
+        .prompts
+        .moderation
+        .get(route)
+        .filter(|_| checked)
+    {
         moderate(asked, m, body, actions).await?;
     }
     decorate(asked, route, endpoint, body, actions)
@@ -153,9 +159,8 @@ async fn check(asked: &Asked<'_>, m: &Moderation, texts: &[String]) -> Result<Ve
     match &m.via {
         Via::RouteModel { model, route } => {
             let body = serde_json::json!({"model": model, "input": texts});
-            let v =
-                loopback::post_json(asked, route.as_deref(), "/moderations", &body, m.timeout)
-                    .await?;
+            let v = loopback::post_json(asked, route.as_deref(), "/moderations", &body, m.timeout)
+                .await?;
             moderation::openai_verdict(&v)
         }
         Via::Hook { url } => {
@@ -193,5 +198,7 @@ async fn hook(
     if resp.status() != reqwest::StatusCode::OK {
         return Err(format!("the hook answered {}", resp.status().as_u16()));
     }
-    resp.json().await.map_err(|e| format!("the hook's answer: {e}"))
+    resp.json()
+        .await
+        .map_err(|e| format!("the hook's answer: {e}"))
 }
