@@ -70,8 +70,11 @@ impl Moderation {
                 }
             }
             ModerationVia::Hook => {
-                if s.model.is_some() || s.route.is_some() {
-                    return err("model", "`via: hook` takes a url, not a model or route");
+                if s.model.is_some() {
+                    return err("model", "`via: hook` takes a url, not a model");
+                }
+                if s.route.is_some() {
+                    return err("route", "`via: hook` takes a url, not a route");
                 }
                 let Some(url) = s.url.clone() else {
                     return err("url", "`via: hook` needs the hook's url");

@@ -562,11 +562,11 @@ pub type FieldError = (String, String);
 impl Prompts {
     pub fn build(s: &settings::Settings) -> Result<Prompts, FieldError> {
         let mut out = Prompts::default();
+        let names: Vec<&str> = s.routes.iter().map(|r| r.name.as_str()).collect();
         for (i, r) in s.routes.iter().enumerate() {
             let field = format!("routes[{i}] ({}).decorators", r.name);
             out.routes
                 .push(build_decorators(&field, r.decorators.as_ref())?);
-            let names: Vec<&str> = s.routes.iter().map(|r| r.name.as_str()).collect();
             let moderation = r
                 .moderation
                 .as_ref()
