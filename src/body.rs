@@ -23,6 +23,16 @@ struct TopLevel<'a> {
     max_tokens: Option<&'a RawValue>,
     #[serde(borrow, default)]
     max_completion_tokens: Option<&'a RawValue>,
+    /// `null` included (a plain `Option` would read it as absent).
+    #[serde(borrow, default, deserialize_with = "present")]
+    messages: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    system: Option<&'a RawValue>,
+}
+
+/// A field that is present, whatever its value (`null` too).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Clone)]
@@ -36,6 +46,10 @@ pub struct RequestBody {
     pub max_tokens: Option<u64>,
     model_span: Range<usize>,
     stream_options_span: Option<Range<usize>>,
+    /// Where the `messages` value is (its `[`…`]` when it is an array).
+    pub messages_span: Option<Range<usize>>,
+    /// Where Anthropic's `system` value is.
+    pub system_span: Option<Range<usize>>,
     /// Offset of the closing `}` of the top-level object.
     close_brace: usize,
 }
@@ -53,6 +67,13 @@ pub struct Rewrite {
 }
 
 impl Rewrite {
+    /// Splices given as (range, new bytes); they must not overlap. Edits at the same offset
+    /// are applied in the order given.
+    pub fn from_edits(mut edits: Vec<(Range<usize>, Vec<u8>)>) -> Self {
+        edits.sort_by_key(|(r, _)| r.start);
+        Rewrite { edits }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.edits.is_empty()
     }
@@ -127,6 +148,8 @@ impl RequestBody {
             .and_then(|r| serde_json::from_str::<u64>(r.get()).ok());
         let model_span = span(&bytes, model_raw);
         let stream_options_span = top.stream_options.map(|r| span(&bytes, r));
+        let messages_span = top.messages.map(|r| span(&bytes, r));
+        let system_span = top.system.map(|r| span(&bytes, r));
         let close_brace = bytes
             .iter()
             .rposition(|b| *b == b'}')
@@ -138,6 +161,8 @@ impl RequestBody {
             max_tokens,
             model_span,
             stream_options_span,
+            messages_span,
+            system_span,
             close_brace,
             bytes,
         })

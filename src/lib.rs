@@ -11,10 +11,12 @@
 //!   carried over by the names the settings give; swapped atomically (`SharedConfig`).
 //!
 //! The request path (`proxy`, the Pingora `ProxyHttp`), as stages in `proxy::pipeline`:
-//! `routing` → `ingress` → `admission` → `budgets` → `cache` → [room for policies] → `attempts`
-//! (the loop in `retry`, each attempt planned by `plan` and run by `pipe`/`attempt`) →
-//! `accounting`; `exchange` is the record accounting reads; `models_api` and `quota_api`
-//! are the gateway's own answers.
+//! `routing` → `ingress` (and `prompts`: a template expanded) → `admission` (after
+//! authentication, `prompts`: input moderation and decorators) → `budgets` → `cache` →
+//! [room for policies] → `attempts` (the loop in `retry`, each attempt planned by `plan` and
+//! run by `pipe`/`attempt`) → `accounting`; `exchange` is the record accounting reads;
+//! `models_api` and `quota_api` are the gateway's own answers; `loopback` is the gateway's
+//! requests to its own listener (the semantic cache's embeddings, moderation).
 //!
 //! The domain, used by the request path and built by `runtime`:
 //! - `route` (routes, endpoints, model rules, attempt order; `route::models`: what

@@ -174,6 +174,35 @@ fn broken_configs_are_rejected_with_the_field_named() {
             format!("{good}\npricing: {{prices: [{{model: x, input: 1, hours: \"9-17\"}}]}}\n"),
             &["pricing.prices[0].hours"],
         ),
+        (
+            good.replace(
+                "  - name: demo\n    path_prefix: /v1\n",
+                "  - name: demo\n    path_prefix: /v1\n    decorators: {prepend: [{role: system, content: 'Hi ${user}'}]}\n",
+            ),
+            &["routes[0] (demo).decorators.prepend[0].content", "${user}"],
+        ),
+        (
+            good.replace(
+                "  - name: demo\n    path_prefix: /v1\n",
+                "  - name: demo\n    path_prefix: /v1\n    moderation: {via: hook}\n",
+            ),
+            &["routes[0] (demo).moderation.url"],
+        ),
+        (
+            good.replace(
+                "  - name: demo\n    path_prefix: /v1\n",
+                "  - name: demo\n    path_prefix: /v1\n    moderation: {via: route_model, model: m, on_error: maybe}\n",
+            ),
+            &["on_error", "fail_open, fail_closed"],
+        ),
+        (
+            format!("{good}\ntemplates: [{{name: t, model: m, messages: [{{role: user, content: '{{{{x}}}}'}}]}}]\n"),
+            &["templates[0] (t).messages[0].content", "`{{x}}`"],
+        ),
+        (
+            format!("{good}\ntemplates: [{{name: t, model: m, messages: [{{role: user, content: a}}], variables: {{x: {{type: enum}}}}}}]\n"),
+            &["templates[0] (t).variables.x.values"],
+        ),
     ];
     for (i, (text, needles)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("broken-{i}.yaml"));

@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! mock-llm [--listen 127.0.0.1:8090] [--tls-cert FILE --tls-key FILE] [--threads N]
+//!          [--flag-word WORD]
 //! ```
 //!
 //! * `--listen ADDR` (default `127.0.0.1:8090`). Port `0` picks a free port. After
@@ -15,6 +16,7 @@
 //! * `--tls-cert FILE --tls-key FILE`: PEM certificate chain and PEM private key
 //!   (PKCS#8, PKCS#1/RSA or SEC1/EC). Serves HTTPS with ALPN `h2` and `http/1.1`.
 //! * `--threads N`: number of tokio worker threads (default: one per CPU).
+//! * `--flag-word WORD`: the word that `…/moderations` flags (default `flagme`).
 //!
 //! Plain-text listeners speak HTTP/1.1 (keep-alive) and h2c (prior knowledge),
 //! auto-detected per connection. The process exits with status 0 on
@@ -58,6 +60,10 @@
 //!   words left out, each adding ±1 where its FNV hash points), so paraphrases are
 //!   near and different questions far; a text without such words gets a vector
 //!   derived from an FNV hash of the whole input.
+//! * `POST …/moderations`: `input` as for embeddings; one result per input,
+//!   `{"flagged":F,"categories":{"harassment":F,"violence":false},"category_scores":{..}}`,
+//!   F true when the input contains the flag word (`--flag-word`, default `flagme`,
+//!   case-insensitive); `{"id":"modr-mock-N","model":<model>,"results":[..]}`, no usage.
 //! * `GET …/models`, `GET …/models/{id}`: a small static model list / any id.
 //! * Anything else: 404 with an OpenAI-style error body.
 //!
@@ -274,10 +280,14 @@ struct Args {
     /// Tokio worker threads (default: number of CPUs).
     #[arg(long)]
     threads: Option<usize>,
+    /// The word `…/moderations` flags.
+    #[arg(long, default_value = openai::DEFAULT_FLAG_WORD)]
+    flag_word: String,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let _ = openai::FLAG_WORD.set(args.flag_word.clone());
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
     if let Some(n) = args.threads.filter(|n| *n > 0) {

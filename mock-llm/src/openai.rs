@@ -27,6 +27,8 @@ pub fn dispatch(ctx: &Ctx<'_>) -> Response<RespBody> {
         generate(ctx, Kind::Completion)
     } else if method == Method::POST && p.ends_with("/embeddings") {
         embeddings(ctx)
+    } else if method == Method::POST && p.ends_with("/moderations") {
+        moderations(ctx)
     } else if method == Method::GET && p.ends_with("/models") {
         models(ctx)
     } else if let Some((_, id)) = p.rsplit_once("/models/").filter(|_| method == Method::GET) {
@@ -279,6 +281,43 @@ fn embeddings(ctx: &Ctx<'_>) -> Response<RespBody> {
         );
     }
     ctx.json(Value::Object(m))
+}
+
+/// The word whose presence (case-insensitive) flags a moderation input (`--flag-word`).
+pub static FLAG_WORD: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Default of `--flag-word`.
+pub const DEFAULT_FLAG_WORD: &str = "flagme";
+
+/// `POST …/moderations`: one result per input, flagged (category `harassment`) when the
+/// input contains the flag word.
+fn moderations(ctx: &Ctx<'_>) -> Response<RespBody> {
+    let req = match ctx.parse_object() {
+        Ok(r) => r,
+        Err(msg) => return ctx.error(StatusCode::BAD_REQUEST, &msg),
+    };
+    let word = FLAG_WORD
+        .get()
+        .map_or(DEFAULT_FLAG_WORD, String::as_str)
+        .to_lowercase();
+    let results: Vec<Value> = inputs(req.get("input"))
+        .iter()
+        .map(|(text, _)| {
+            let flagged = !word.is_empty() && text.to_lowercase().contains(&word);
+            let score = if flagged { 0.99 } else { 0.01 };
+            json!({
+                "flagged": flagged,
+                "categories": { "harassment": flagged, "violence": false },
+                "category_scores": { "harassment": score, "violence": 0.01 },
+            })
+        })
+        .collect();
+    let id = ctx.state.next_id();
+    ctx.json(json!({
+        "id": format!("modr-mock-{id}"),
+        "model": model_of(ctx, &req),
+        "results": results,
+    }))
 }
 
 fn models(ctx: &Ctx<'_>) -> Response<RespBody> {

@@ -153,6 +153,19 @@ pub enum GatewayError {
     /// A budget applies and the request's model has no price (`unpriced: refuse`).
     #[error("Budget `{budget}` applies to this request, and model `{model}` has no price in the gateway's price book, so its cost cannot be counted.")]
     BudgetUnpriced { budget: String, model: String },
+    /// A template invocation that cannot be expanded (unknown template, a missing, extra
+    /// or wrongly typed variable).
+    #[error("{0}")]
+    Template(String),
+    /// A request a prompt decorator cannot be applied to (`messages` not an array, …).
+    #[error("{0}")]
+    Decorate(String),
+    /// The input was flagged by the route's moderation check.
+    #[error("Your request was rejected by the gateway's content policy (flagged: {0}).")]
+    ContentFlagged(String),
+    /// The route's moderation check failed and `on_error: fail_closed`.
+    #[error("The gateway cannot check your request's content right now ({0}); try again shortly.")]
+    ModerationUnavailable(String),
     /// The store behind limits or quotas failed and the config says to refuse (`on_error: closed`).
     #[error("The gateway cannot check {0} right now; try again shortly.")]
     StoreUnavailable(&'static str),
@@ -264,6 +277,8 @@ impl GatewayError {
         match self {
             InvalidJson(_) | NotAnObject | MissingModel | ModelNotString | BodyRead(_)
             | BadQuotaRequest(_) | ConfigRejected(_) => 400,
+            Template(_) | Decorate(_) | ContentFlagged(_) => 400,
+            ModerationUnavailable(_) => 503,
             QuotaExceeded { .. } | BudgetExceeded(_) => 429,
             BudgetUnpriced { .. } => 403,
             StoreUnavailable(_) | ServerBusy(_) => 503,
@@ -337,6 +352,10 @@ impl GatewayError {
             BudgetUnpriced { .. } => ErrorCode::ModelNotPriced,
             StoreUnavailable(_) => ErrorCode::StoreUnavailable,
             BadQuotaRequest(_) => ErrorCode::InvalidQuotaRequest,
+            Template(_) => ErrorCode::InvalidTemplate,
+            Decorate(_) => ErrorCode::InvalidRequest,
+            ContentFlagged(_) => ErrorCode::ContentPolicyViolation,
+            ModerationUnavailable(_) => ErrorCode::ModerationUnavailable,
             InvalidCredential => ErrorCode::InvalidApiKey,
             Forbidden | NotQuotaAdmin => ErrorCode::PermissionDenied,
             AdminUnauthorized => ErrorCode::Unauthorized,
@@ -568,6 +587,10 @@ mod tests {
             BodyTimeout(1),
             ExpectationFailed(s()),
             ServerBusy(1),
+            Template(s()),
+            Decorate(s()),
+            ContentFlagged(s()),
+            ModerationUnavailable(s()),
             ProviderKeyMissing {
                 provider: s(),
                 vars: s(),
@@ -681,6 +704,10 @@ mod tests {
                 | BodyTimeout(_)
                 | ExpectationFailed(_)
                 | ServerBusy(_)
+                | Template(_)
+                | Decorate(_)
+                | ContentFlagged(_)
+                | ModerationUnavailable(_)
                 | ProviderKeyMissing { .. }
                 | UpstreamUnresolved { .. }
                 | UpstreamConnect { .. }

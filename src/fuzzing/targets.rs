@@ -376,8 +376,9 @@ pub fn check_body(input: &[u8], rng: &mut XorShift) {
         Endpoint::ChatCompletions,
         Endpoint::Completions,
         Endpoint::Embeddings,
+        Endpoint::Moderations,
         Endpoint::Messages,
-    ][rng.below(4)];
+    ][rng.below(5)];
     let family = [OPENAI, AZURE, ANTHROPIC, GEMINI][rng.below(4)];
     match plan::plan(&body, endpoint, family, rng.pick(MODELS)) {
         Ok(p) => {

@@ -11,6 +11,9 @@
 //! (`tollgate_policy_actions_total{route,policy,action}`) and lists them in the access log's
 //! `policies` field. Actions never carry the text they acted on.
 
+pub mod moderation;
+pub mod prompts;
+
 /// What one policy did to one request, as recorded for metrics and the access log. Both
 /// fields are fixed strings from the gateway's code, never the client's text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,6 +6,8 @@ pub enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
+    /// OpenAI's `/moderations` (OpenAI-compatible providers only).
+    Moderations,
     /// Anthropic's `/messages`, for clients that speak Anthropic's API.
     Messages,
     /// Anthropic's `/messages/count_tokens`: passed to an Anthropic target, else estimated.
@@ -33,6 +35,7 @@ impl Endpoint {
             "/chat/completions" => Some(Endpoint::ChatCompletions),
             "/completions" => Some(Endpoint::Completions),
             "/embeddings" => Some(Endpoint::Embeddings),
+            "/moderations" => Some(Endpoint::Moderations),
             "/messages" => Some(Endpoint::Messages),
             "/messages/count_tokens" => Some(Endpoint::CountTokens),
             "/models" => Some(Endpoint::Models),
@@ -49,6 +52,7 @@ impl Endpoint {
             Endpoint::ChatCompletions => "/chat/completions",
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
+            Endpoint::Moderations => "/moderations",
             Endpoint::Messages => "/messages",
             Endpoint::CountTokens => "/messages/count_tokens",
             Endpoint::Models | Endpoint::Model => "/models",
@@ -63,6 +67,7 @@ impl Endpoint {
             Endpoint::ChatCompletions => "chat",
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
+            Endpoint::Moderations => "moderations",
             Endpoint::Messages => "messages",
             Endpoint::CountTokens => "count_tokens",
             Endpoint::Models | Endpoint::Model => "models",

@@ -10,6 +10,7 @@
 //! most once a minute, never a failed request.
 
 use super::exchange::AttemptLog;
+use super::loopback::Asked;
 use super::pipeline::Failure;
 use crate::body::RequestBody;
 use crate::cache::semantic::{self, Semantic, SemanticIndex};
@@ -152,14 +153,6 @@ pub async fn lookup(
     })
 }
 
-/// The request a semantic lookup embeds for.
-struct Asked<'a> {
-    session: &'a Session,
-    config: &'a Gateway,
-    route: &'a Route,
-    consumer: Option<&'a str>,
-}
-
 /// The request's context and embedding; `None` when it has no last user message in text
 /// or the embeddings request failed (counted, logged at most once a minute).
 async fn semantic_probe(
@@ -189,106 +182,26 @@ async fn semantic_probe(
 /// How long the embeddings request may take.
 pub const EMBED_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-fn loopback_client() -> Result<&'static reqwest::Client, String> {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    if let Some(c) = CLIENT.get() {
-        return Ok(c);
-    }
-    let client = reqwest::Client::builder()
-        // Only ever this gateway's own listener on loopback, whose certificate may name
-        // the public host instead.
-        .danger_accept_invalid_certs(true)
-        .no_proxy()
-        .timeout(EMBED_TIMEOUT)
-        .build()
-        .map_err(|e| e.to_string())?;
-    Ok(CLIENT.get_or_init(|| client))
-}
-
 /// The embedding of `text` by the semantic cache's model, asked of this gateway's own proxy
-/// listener (the route `sem.route` names, or the request's own) as the request's consumer,
-/// with a short-lived internal credential (`crate::auth::mint_playground`).
+/// listener (the route `sem.route` names, or the request's own) as the request's consumer
+/// (`super::loopback`).
 async fn embed(asked: &Asked<'_>, sem: &Semantic, text: &str) -> Result<Vec<f32>, String> {
-    let config = asked.config;
-    let serving = match &sem.route {
-        None => asked.route,
-        Some(name) => config
-            .routes
-            .iter()
-            .find(|r| r.name == *name)
-            .ok_or_else(|| format!("no route `{name}`"))?,
-    };
-    let base = crate::lifecycle::proxy_loopback_url().ok_or("no proxy listener is bound yet")?;
-    let (host, _) = super::routing::host_and_path(asked.session);
-    let path = format!("{}/embeddings", serving.path_prefix);
-    let host = if serving.match_request(host, &path).is_some() {
-        host.to_string()
-    } else {
-        serving
-            .hosts
-            .iter()
-            .find_map(|h| match h {
-                crate::route::HostPattern::Exact(h) => Some(h.clone()),
-                crate::route::HostPattern::Suffix(_) => None,
-            })
-            .ok_or_else(|| format!("route `{}` names no exact host", serving.name))?
-    };
-    let credential = match asked.consumer {
-        Some(c) => Some(crate::auth::mint_playground(c).map_err(|e| e.to_string())?),
-        None => None,
-    };
-    let mut url = format!("{base}{path}");
-    let mut headers = http::HeaderMap::new();
-    if let Some(cred) = &credential {
-        let value = |v: String| http::HeaderValue::from_str(&v).map_err(|e| e.to_string());
-        let mut query = Vec::new();
-        for source in &config.consumers.sources {
-            match source {
-                crate::auth::Source::Bearer => {
-                    headers.insert(
-                        http::header::AUTHORIZATION,
-                        value(format!("Bearer {cred}"))?,
-                    );
-                }
-                crate::auth::Source::Header(name) => {
-                    headers.insert(name.clone(), value(cred.clone())?);
-                }
-                crate::auth::Source::Query(name) => query.push(format!("{name}={cred}")),
-            }
-        }
-        if !query.is_empty() {
-            url = format!("{url}?{}", query.join("&"));
-        }
-    }
-    if !host.is_empty() {
-        let host = http::HeaderValue::from_str(&host).map_err(|e| e.to_string())?;
-        headers.insert(http::header::HOST, host);
-    }
-    let request = loopback_client()?.post(&url).headers(headers);
     let body = serde_json::json!({"model": sem.model, "input": text});
-    let result = async {
-        let resp = request
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| format!("the proxy listener: {e}"))?;
-        if !resp.status().is_success() {
-            return Err(format!("status {}", resp.status().as_u16()));
-        }
-        let v: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
-        let values: Vec<f64> = v["data"][0]["embedding"]
-            .as_array()
-            .ok_or("no embedding in the answer")?
-            .iter()
-            .map(|x| x.as_f64().ok_or("a value that is not a number"))
-            .collect::<Result<_, _>>()?;
-        semantic::unit(&values).ok_or_else(|| "an unusable embedding".to_string())
-    }
-    .await;
-    if let Some(cred) = &credential {
-        crate::auth::revoke_playground(cred);
-    }
-    result
+    let v = super::loopback::post_json(
+        asked,
+        sem.route.as_deref(),
+        "/embeddings",
+        &body,
+        EMBED_TIMEOUT,
+    )
+    .await?;
+    let values: Vec<f64> = v["data"][0]["embedding"]
+        .as_array()
+        .ok_or("no embedding in the answer")?
+        .iter()
+        .map(|x| x.as_f64().ok_or("a value that is not a number"))
+        .collect::<Result<_, _>>()?;
+    semantic::unit(&values).ok_or_else(|| "an unusable embedding".to_string())
 }
 
 /// What answering from the cache writes to and with.

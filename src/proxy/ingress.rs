@@ -1,7 +1,7 @@
-//! Ingress: the request's method, its body read under the client limits, and its top-level
-//! JSON fields parsed (`crate::body`).
+//! Ingress: the request's method and its body read under the client limits (the pipeline
+//! then expands a prompt template, `super::prompts`, and parses the top-level JSON fields,
+//! `crate::body`).
 
-use crate::body::RequestBody;
 use crate::conn::{BodyHold, BUSY_RETRY_AFTER};
 use crate::error::GatewayError;
 use crate::runtime::client::ClientSettings;
@@ -9,12 +9,12 @@ use crate::runtime::Gateway;
 use bytes::{Bytes, BytesMut};
 use pingora_proxy::Session;
 
-/// A model request: `POST` with a JSON body within the limits, parsed.
+/// A model request's body: `POST`, within the limits.
 pub async fn read_request(
     session: &mut Session,
     config: &Gateway,
     memory: &mut BodyHold,
-) -> Result<RequestBody, GatewayError> {
+) -> Result<Bytes, GatewayError> {
     let method = &session.req_header().method;
     if method != http::Method::POST {
         return Err(GatewayError::MethodNotAllowed(method.to_string()));
@@ -23,8 +23,7 @@ pub async fn read_request(
         max: config.max_body_bytes,
         client: &config.client,
     };
-    let bytes = read_body(session, limits, memory).await?;
-    RequestBody::parse(bytes)
+    read_body(session, limits, memory).await
 }
 
 /// What bounds the reading of one request body.

@@ -2,16 +2,17 @@
 //!
 //! 1. routing by host and path (the gateway's own answers, `/models` and the quota API,
 //!    end here);
-//! 2. ingress: method, body, parse;
+//! 2. ingress: method, body; a prompt template expanded (`super::prompts`); parse;
 //! 3. routing by model: the route and model rule;
-//! 4. admission: the consumer, rate limits, quota;
+//! 4. admission: the consumer (authentication), then the prompt stage (input moderation,
+//!    decorators: `super::prompts`), then rate limits and quota;
 //! 5. budgets: the request's largest possible cost reserved under its money budgets
 //!    (Anthropic's token counting instead goes to its Anthropic targets or is answered
 //!    with an estimate, `super::count_tokens`);
 //! 6. cache: a route's cached answer served without going upstream (`super::cache`);
 //!    (room for new stages: request policies);
-//! 6. attempts: targets and keys in order until one answers;
-//! 7. accounting, when the request ends (`super::accounting`, from Pingora's `logging`).
+//! 7. attempts: targets and keys in order until one answers;
+//! 8. accounting, when the request ends (`super::accounting`, from Pingora's `logging`).
 //!
 //! Each stage is a function in its own module returning a value; `Exchange` keeps what
 //! accounting needs, and `finish` is the one place a failed request is answered and recorded.
@@ -19,7 +20,11 @@
 use super::admission::{self, Caller};
 use super::attempts::{self, Upstream};
 use super::exchange::Exchange;
-use super::{budgets, cache, count_tokens, ingress, models_api, quota_api, respond, routing};
+use super::loopback::Asked;
+use super::{
+    budgets, cache, count_tokens, ingress, models_api, prompts, quota_api, respond, routing,
+};
+use crate::body::RequestBody;
 use crate::error::GatewayError;
 use crate::route::Endpoint;
 use pingora_core::connectors::http::Connector;
@@ -90,15 +95,32 @@ async fn pipeline(
         Endpoint::ChatCompletions
         | Endpoint::Completions
         | Endpoint::Embeddings
+        | Endpoint::Moderations
         | Endpoint::Messages
         | Endpoint::CountTokens => {}
     }
-    let body = ingress::read_request(session, &config, &mut x.body_memory).await?;
-    let body = &*x.request.insert(body);
+    let bytes = ingress::read_request(session, &config, &mut x.body_memory).await?;
+    let bytes = prompts::expand_template(&config, endpoint, bytes, &mut x.policies)?;
+    let body = &*x.request.insert(RequestBody::parse(bytes)?);
     let routed = routing::rule(session, &config, first, &body.model)?;
     (x.route, x.rule) = (Some(routed.route), Some(routed.rule));
     let route = &config.routes[routed.route];
     x.consumer = admission::authenticate(session, &config, &route.auth)?;
+    let asked = Asked {
+        session,
+        config: &config,
+        route,
+        consumer: x.consumer.as_deref(),
+    };
+    if let Some(decorated) =
+        prompts::apply(&asked, routed.route, endpoint, body, &mut x.policies).await?
+    {
+        x.request = Some(decorated);
+    }
+    let body = x
+        .request
+        .as_ref()
+        .ok_or_else(|| GatewayError::Internal("the request body is gone".into()))?;
     let caller = Caller {
         session,
         config: &config,

@@ -97,6 +97,8 @@ pub struct Gateway {
     pub budgets: crate::budget::BudgetBook,
     /// Each answer tells its cost (`pricing.cost_header`): `x-tollgate-cost`.
     pub cost_header: bool,
+    /// Prompt decorators, templates and input moderation (`crate::policy::prompts`).
+    pub prompts: crate::policy::prompts::Prompts,
 }
 
 pub(super) fn duration(value: &Option<HumanDuration>, default: Duration) -> Duration {
@@ -314,6 +316,8 @@ impl Gateway {
             prices: prices(f)?,
             budgets,
             cost_header: f.pricing.cost_header(),
+            prompts: crate::policy::prompts::Prompts::build(f)
+                .map_err(|(field, message)| ConfigError::field(field, message))?,
         })
     }
 

@@ -19,6 +19,10 @@ pub struct ConsumerSection {
     /// The team (a group of consumers) this consumer belongs to, for team budgets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub team: Option<String>,
+    /// Messages added around this consumer's conversations (after the route's prepended
+    /// ones, before the route's appended ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decorators: Option<super::DecoratorsSection>,
 }
 
 /// Where consumer credentials are read.

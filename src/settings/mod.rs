@@ -18,6 +18,7 @@ mod analytics;
 mod budgets;
 mod cache;
 mod pricing;
+mod prompts;
 mod providers;
 mod redact;
 mod routes;
@@ -37,6 +38,10 @@ pub use analytics::AnalyticsSection;
 pub use budgets::{BudgetPeriod, BudgetSection, Unpriced};
 pub use cache::{CacheScope, CacheSection, RouteCacheSection, SemanticCacheSection};
 pub use pricing::{Currency, PriceSection, PricingSection};
+pub use prompts::{
+    DecoratorsSection, ModerationOnError, ModerationSection, ModerationVia, PromptMessage,
+    PromptRole, TemplateSection, TemplateVariableSection, VariableType,
+};
 pub use providers::{
     HealthFailure, HealthSection, KeyEntry, NamedKey, ProviderSection, ProviderType, TimeoutSection,
 };
@@ -115,6 +120,9 @@ pub struct Settings {
     /// The response cache's memory (routes turn it on with `routes[].cache`).
     #[serde(default, skip_serializing_if = "is_default")]
     pub cache: CacheSection,
+    /// Named prompt templates clients invoke with variables (`"model": "template:NAME"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub templates: Vec<TemplateSection>,
 }
 
 /// Read settings from YAML text. The error is serde's, its path naming list entries that

@@ -32,6 +32,12 @@ pub struct RouteSection {
     /// Cache this route's chat-completion answers (off when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<super::RouteCacheSection>,
+    /// Messages added around every conversation on this route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decorators: Option<super::DecoratorsSection>,
+    /// The client's input checked by a moderation model or hook before it goes upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moderation: Option<super::ModerationSection>,
 }
 
 word_enum! {

@@ -463,6 +463,47 @@ fn route(rng: &mut XorShift) -> RouteSection {
                 tool_calls: opt(rng, |r| r.one_in(2)),
             }),
         }),
+        decorators: opt(rng, decorators),
+        moderation: opt(rng, |rng| ModerationSection {
+            via: ModerationVia::ALL[rng.below(2)],
+            model: opt(rng, s),
+            route: opt(rng, s),
+            url: opt(rng, s),
+            timeout: opt(rng, duration),
+            on_error: opt(rng, |r| ModerationOnError::ALL[r.below(2)]),
+        }),
+    }
+}
+
+fn prompt_message(rng: &mut XorShift) -> PromptMessage {
+    PromptMessage {
+        role: PromptRole::ALL[rng.below(PromptRole::ALL.len())],
+        content: s(rng),
+    }
+}
+
+fn decorators(rng: &mut XorShift) -> DecoratorsSection {
+    DecoratorsSection {
+        prepend: list(rng, 2, prompt_message),
+        append: list(rng, 2, prompt_message),
+    }
+}
+
+fn template(rng: &mut XorShift) -> TemplateSection {
+    TemplateSection {
+        name: s(rng),
+        model: s(rng),
+        messages: list(rng, 2, prompt_message),
+        variables: list(rng, 2, |rng| {
+            let v = TemplateVariableSection {
+                kind: VariableType::ALL[rng.below(VariableType::ALL.len())],
+                values: list(rng, 2, s),
+                default: opt(rng, |r| serde_json::Value::from(s(r))),
+            };
+            (s(rng), v)
+        })
+        .into_iter()
+        .collect(),
     }
 }
 
@@ -544,6 +585,7 @@ fn settings(rng: &mut XorShift) -> Settings {
             credentials: list(rng, 2, secret),
             hashed_credentials: list(rng, 2, s),
             team: opt(rng, s),
+            decorators: opt(rng, decorators),
         }),
         auth: AuthSection {
             sources: opt(rng, |rng| list(rng, 3, credential_source)),
@@ -654,6 +696,7 @@ fn settings(rng: &mut XorShift) -> Settings {
             max_bytes: opt(rng, num),
             max_entry_bytes: opt(rng, num),
         },
+        templates: list(rng, 2, template),
     }
 }
 
