@@ -27,6 +27,7 @@ error_codes! {
     InvalidJson => "invalid_json",
     InvalidBody => "invalid_body",
     InvalidRequest => "invalid_request",
+    ContentPolicyViolation => "content_policy_violation",
     MissingModel => "missing_model",
     InvalidModel => "invalid_model",
     ModelNotFound => "model_not_found",

@@ -156,6 +156,10 @@ pub enum GatewayError {
     /// The store behind limits or quotas failed and the config says to refuse (`on_error: closed`).
     #[error("The gateway cannot check {0} right now; try again shortly.")]
     StoreUnavailable(&'static str),
+    /// The request or the answer violates a route's content policy (`what`: the PII kind
+    /// or the deny list; never the matched text).
+    #[error("{0}")]
+    ContentPolicy(String),
     /// A bad call to the quota API.
     #[error("{0}")]
     BadQuotaRequest(String),
@@ -263,7 +267,7 @@ impl GatewayError {
         use GatewayError::*;
         match self {
             InvalidJson(_) | NotAnObject | MissingModel | ModelNotString | BodyRead(_)
-            | BadQuotaRequest(_) | ConfigRejected(_) => 400,
+            | BadQuotaRequest(_) | ConfigRejected(_) | ContentPolicy(_) => 400,
             QuotaExceeded { .. } | BudgetExceeded(_) => 429,
             BudgetUnpriced { .. } => 403,
             StoreUnavailable(_) | ServerBusy(_) => 503,
@@ -337,6 +341,7 @@ impl GatewayError {
             BudgetUnpriced { .. } => ErrorCode::ModelNotPriced,
             StoreUnavailable(_) => ErrorCode::StoreUnavailable,
             BadQuotaRequest(_) => ErrorCode::InvalidQuotaRequest,
+            ContentPolicy(_) => ErrorCode::ContentPolicyViolation,
             InvalidCredential => ErrorCode::InvalidApiKey,
             Forbidden | NotQuotaAdmin => ErrorCode::PermissionDenied,
             AdminUnauthorized => ErrorCode::Unauthorized,

@@ -24,6 +24,7 @@ pub mod models_api;
 pub mod pipe;
 pub mod pipeline;
 pub mod plan;
+pub mod policies;
 pub mod quota_api;
 pub mod respond;
 pub mod retry;

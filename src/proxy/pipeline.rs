@@ -4,10 +4,10 @@
 //!    end here);
 //! 2. ingress: method, body, parse;
 //! 3. routing by model: the route and model rule;
-//! 4. admission: the consumer, rate limits, quota;
+//! 4. admission: the consumer; then the request policies (`super::policies`: deny rules
+//!    and PII masking on the request's text), then rate limits, quota;
 //! 5. budgets: the request's largest possible cost reserved under its money budgets;
 //! 6. cache: a route's cached answer served without going upstream (`super::cache`);
-//!    (room for new stages: request policies);
 //! 6. attempts: targets and keys in order until one answers;
 //! 7. accounting, when the request ends (`super::accounting`, from Pingora's `logging`).
 //!
@@ -17,7 +17,7 @@
 use super::admission::{self, Caller};
 use super::attempts::{self, Upstream};
 use super::exchange::Exchange;
-use super::{budgets, cache, ingress, models_api, quota_api, respond, routing};
+use super::{budgets, cache, ingress, models_api, policies, quota_api, respond, routing};
 use crate::error::GatewayError;
 use crate::route::Endpoint;
 use pingora_core::connectors::http::Connector;
@@ -86,6 +86,14 @@ async fn pipeline(
     (x.route, x.rule) = (Some(routed.route), Some(routed.rule));
     let route = &config.routes[routed.route];
     x.consumer = admission::authenticate(session, &config, &route.auth)?;
+    let respond = match x.request.as_mut() {
+        Some(b) => policies::apply(b, route, endpoint, &mut x.policies)?,
+        None => None,
+    };
+    let body = x
+        .request
+        .as_ref()
+        .ok_or_else(|| GatewayError::Internal("the request body is gone".into()))?;
     let caller = Caller {
         session,
         config: &config,
@@ -120,12 +128,14 @@ async fn pipeline(
                 attempts: &mut x.attempts,
                 request_id: &x.request_id,
                 extra_headers: &x.extra_headers,
+                respond: respond.as_ref(),
             };
             let usage = state.include_usage;
-            return cache::answer(session, reply, hit, body.stream, usage).await;
+            let sent = cache::answer(session, reply, hit, body.stream, usage).await;
+            record(&respond, &mut x.policies);
+            return sent;
         }
     }
-    // New stages go here: request policies.
     let capture = x
         .cache
         .as_ref()
@@ -148,13 +158,26 @@ async fn pipeline(
         capture,
         log: &mut x.attempts,
         trace: x.trace.as_deref_mut(),
+        respond: respond.as_ref(),
     };
-    let status = attempts::run(upstream, rule).await?;
+    let status = attempts::run(upstream, rule).await;
+    record(&respond, &mut x.policies);
+    let status = status?;
     if let Some(state) = &x.cache {
         cache::keep(state, &x.backends, &x.attempts, route, body, status).await;
         x.attempts.outcome.sent = None;
     }
     Ok(status)
+}
+
+/// What the response policies did, for accounting.
+fn record(
+    respond: &Option<crate::policy::restore::ResponsePolicy>,
+    actions: &mut Vec<crate::policy::Action>,
+) {
+    if let Some(r) = respond {
+        actions.extend(r.actions());
+    }
 }
 
 /// Record how the request ended; answer a failure in the client's protocol unless a response

@@ -17,6 +17,7 @@ mod alerts;
 mod analytics;
 mod budgets;
 mod cache;
+mod policies;
 mod pricing;
 mod providers;
 mod redact;
@@ -36,6 +37,9 @@ pub use alerts::{AlertKind, AlertRuleSection, AlertsSection, WebhookFormat, Webh
 pub use analytics::AnalyticsSection;
 pub use budgets::{BudgetPeriod, BudgetSection, Unpriced};
 pub use cache::{CacheScope, CacheSection, RouteCacheSection, SemanticCacheSection};
+pub use policies::{
+    CustomDetectorSection, DenyListSection, DenySection, PiiDetector, PiiMode, PiiSection,
+};
 pub use pricing::{Currency, PriceSection, PricingSection};
 pub use providers::{
     HealthFailure, HealthSection, KeyEntry, NamedKey, ProviderSection, ProviderType, TimeoutSection,

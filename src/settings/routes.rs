@@ -32,6 +32,12 @@ pub struct RouteSection {
     /// Cache this route's chat-completion answers (off when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<super::RouteCacheSection>,
+    /// Mask personal data in what the provider receives (off when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pii: Option<super::PiiSection>,
+    /// Refuse requests and answers matching keyword or regex lists (off when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deny: Option<super::DenySection>,
 }
 
 word_enum! {
