@@ -174,6 +174,34 @@ fn broken_configs_are_rejected_with_the_field_named() {
             format!("{good}\npricing: {{prices: [{{model: x, input: 1, hours: \"9-17\"}}]}}\n"),
             &["pricing.prices[0].hours"],
         ),
+        (
+            good.replace(
+                "  - name: demo\n    path_prefix: /v1\n",
+                "  - name: demo\n    path_prefix: /v1\n    pii: {custom: [{name: ticket, regex: \"TCK-(\"}]}\n",
+            ),
+            &["routes[0] (demo).pii.custom[0].regex"],
+        ),
+        (
+            good.replace(
+                "  - name: demo\n    path_prefix: /v1\n",
+                "  - name: demo\n    path_prefix: /v1\n    pii: {detectors: [email, passport]}\n",
+            ),
+            &["detectors", "`passport`"],
+        ),
+        (
+            good.replace(
+                "  - name: demo\n    path_prefix: /v1\n",
+                "  - name: demo\n    path_prefix: /v1\n    deny: {output: {regex: [\"[a-\"]}}\n",
+            ),
+            &["routes[0] (demo).deny.output.regex[0]"],
+        ),
+        (
+            good.replace(
+                "  - name: demo\n    path_prefix: /v1\n",
+                "  - name: demo\n    path_prefix: /v1\n    deny: {holdback: 0, input: {keywords: [x]}}\n",
+            ),
+            &["routes[0] (demo).deny.holdback", "1 to 4096"],
+        ),
     ];
     for (i, (text, needles)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("broken-{i}.yaml"));

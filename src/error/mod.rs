@@ -670,6 +670,7 @@ mod tests {
             BadQuery(s()),
             CsrfMissing,
             LoginLimited(3),
+            ContentPolicy(s()),
         ];
         for e in &all {
             // Exhaustive: a new variant must be added above.
@@ -716,6 +717,7 @@ mod tests {
                 | ConfigRejected(_)
                 | Managed(_)
                 | AdminReadOnly
+                | ContentPolicy(_)
                 | BadQuery(_) => {}
             }
         }

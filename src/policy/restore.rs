@@ -213,6 +213,14 @@ fn sse_data(out: &mut Vec<u8>, event: Option<&str>, v: &Value) {
 }
 
 impl StreamFilter<'_> {
+    /// The most characters any choice holds back now: (restore, deny).
+    pub fn held_chars(&self) -> (usize, usize) {
+        self.texts.iter().fold((0, 0), |(r, d), (_, t)| {
+            let (tr, td) = t.held_chars();
+            (r.max(tr), d.max(td))
+        })
+    }
+
     /// Filter the next chunk of the stream.
     pub fn push(&mut self, chunk: &Bytes) -> Filtered {
         if self.ended {
