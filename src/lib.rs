@@ -11,7 +11,8 @@
 //!   carried over by the names the settings give; swapped atomically (`SharedConfig`).
 //!
 //! The request path (`proxy`, the Pingora `ProxyHttp`), as stages in `proxy::pipeline`:
-//! `routing` → `ingress` → `admission` → `budgets` → `cache` → [room for policies] → `attempts`
+//! `routing` → `ingress` → `policies` (deny rules, PII masking) → `admission` → `budgets` →
+//! `cache` → `attempts`
 //! (the loop in `retry`, each attempt planned by `plan` and run by `pipe`/`attempt`) →
 //! `accounting`; `exchange` is the record accounting reads; `models_api` and `quota_api`
 //! are the gateway's own answers.

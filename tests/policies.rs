@@ -110,29 +110,63 @@ async fn the_provider_never_sees_the_values_and_the_client_gets_them_back() {
     let mock = Mock::start();
     let gw = Gateway::start(&config(&mock));
     let echo = [("x-mock-echo", "1"), ("x-mock-reply-parrot", "1")];
-    let resp = post(&gw, "/masked/v1/chat/completions", chat(SECRET_TEXT, false), &echo).await;
+    let resp = post(
+        &gw,
+        "/masked/v1/chat/completions",
+        chat(SECRET_TEXT, false),
+        &echo,
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::OK);
     let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["choices"][0]["message"]["content"], SECRET_TEXT);
     let upstream = v["mock_echo"]["body"].to_string();
     for value in VALUES {
-        assert!(!upstream.contains(value), "{value} reached the provider: {upstream}");
+        assert!(
+            !upstream.contains(value),
+            "{value} reached the provider: {upstream}"
+        );
     }
-    let sent = v["mock_echo"]["body"]["messages"][1]["content"].as_str().unwrap();
+    let sent = v["mock_echo"]["body"]["messages"][1]["content"]
+        .as_str()
+        .unwrap();
     assert_eq!(sent.matches("[PII_EMAIL_1]").count(), 2, "{sent}");
-    assert!(sent.contains("[PII_PHONE_2]") && sent.contains("[PII_IP_1]"), "{sent}");
+    assert!(
+        sent.contains("[PII_PHONE_2]") && sent.contains("[PII_IP_1]"),
+        "{sent}"
+    );
     let line = gw.log_line(&id);
-    assert_eq!(line["policies"], json!(["pii:masked", "pii:restored"]), "{line}");
+    assert_eq!(
+        line["policies"],
+        json!(["pii:masked", "pii:restored"]),
+        "{line}"
+    );
     let metrics = gw.metrics().await;
-    let labels = [("route", "masked"), ("policy", "pii"), ("action", "restored")];
-    assert_eq!(metric_sum(&metrics, "tollgate_policy_actions_total", &labels), 1.0);
+    let labels = [
+        ("route", "masked"),
+        ("policy", "pii"),
+        ("action", "restored"),
+    ];
+    assert_eq!(
+        metric_sum(&metrics, "tollgate_policy_actions_total", &labels),
+        1.0
+    );
 
     // mask_only: the answer keeps the placeholders.
-    let resp = post(&gw, "/only/v1/chat/completions", chat(SECRET_TEXT, false), &echo).await;
+    let resp = post(
+        &gw,
+        "/only/v1/chat/completions",
+        chat(SECRET_TEXT, false),
+        &echo,
+    )
+    .await;
     let v: Value = resp.json().await.unwrap();
     let content = v["choices"][0]["message"]["content"].as_str().unwrap();
-    assert!(content.contains("[PII_EMAIL_1]") && !content.contains("alice@"), "{content}");
+    assert!(
+        content.contains("[PII_EMAIL_1]") && !content.contains("alice@"),
+        "{content}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,8 +176,13 @@ async fn a_stream_gets_its_values_back_however_it_is_cut() {
     let masked_len = 190; // about the masked text's length in characters
     for chunks in ["7", "40", &masked_len.to_string()] {
         let headers = [("x-mock-reply-parrot", "1"), ("x-mock-chunks", chunks)];
-        let resp = post(&gw, "/masked/v1/chat/completions", chat(SECRET_TEXT, true), &headers)
-            .await;
+        let resp = post(
+            &gw,
+            "/masked/v1/chat/completions",
+            chat(SECRET_TEXT, true),
+            &headers,
+        )
+        .await;
         assert_eq!(resp.status(), StatusCode::OK);
         let body = resp.text().await.unwrap();
         let (text, data) = stream_content(&body);
@@ -166,12 +205,20 @@ async fn block_mode_and_input_deny_refuse_before_the_provider() {
     let body = resp.text().await.unwrap();
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["error"]["code"], "content_policy_violation");
-    assert!(v["error"]["message"].as_str().unwrap().contains("cn_id"), "{body}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("cn_id"),
+        "{body}"
+    );
     assert!(!body.contains("11010519491231002X"), "{body}");
     assert_eq!(gw.log_line(&id)["policies"], json!(["pii:blocked"]));
     // An invalid checksum is no ID card: served.
-    let resp = post(&gw, "/blocked/v1/chat/completions", chat("11010519491231002Y", false), &[])
-        .await;
+    let resp = post(
+        &gw,
+        "/blocked/v1/chat/completions",
+        chat("11010519491231002Y", false),
+        &[],
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::OK);
     let before = before + 1;
 
@@ -194,10 +241,14 @@ async fn block_mode_and_input_deny_refuse_before_the_provider() {
     assert_eq!(requests(&mock).await, before, "nothing went upstream");
     let metrics = gw.metrics().await;
     let labels = [("policy", "deny_input"), ("action", "blocked")];
-    assert_eq!(metric_sum(&metrics, "tollgate_policy_actions_total", &labels), 3.0);
+    assert_eq!(
+        metric_sum(&metrics, "tollgate_policy_actions_total", &labels),
+        3.0
+    );
 }
 
-const DANGER: &str = "The first part is fine and long enough. Then the 危险 word comes, and more after it.";
+const DANGER: &str =
+    "The first part is fine and long enough. Then the 危险 word comes, and more after it.";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_deny_ends_a_stream_with_a_content_filter_and_an_error_event() {
@@ -205,12 +256,21 @@ async fn output_deny_ends_a_stream_with_a_content_filter_and_an_error_event() {
     let gw = Gateway::start(&config(&mock));
     for chunks in ["3", "20", "80"] {
         let headers = [("x-mock-reply-parrot", "1"), ("x-mock-chunks", chunks)];
-        let resp = post(&gw, "/masked/v1/chat/completions", chat(DANGER, true), &headers).await;
+        let resp = post(
+            &gw,
+            "/masked/v1/chat/completions",
+            chat(DANGER, true),
+            &headers,
+        )
+        .await;
         assert_eq!(resp.status(), StatusCode::OK);
         let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
         let body = resp.text().await.unwrap();
         let (text, data) = stream_content(&body);
-        assert!(DANGER.starts_with(&text) && !text.contains('危'), "{text:?}");
+        assert!(
+            DANGER.starts_with(&text) && !text.contains('危'),
+            "{text:?}"
+        );
         let n = data.len();
         assert_eq!(data[n - 1], "[DONE]", "{body}");
         let error: Value = serde_json::from_str(&data[n - 2]).unwrap();
@@ -223,18 +283,28 @@ async fn output_deny_ends_a_stream_with_a_content_filter_and_an_error_event() {
     // A regex rule, and a clean answer streamed whole.
     let text = "here is launch-code-1234 ok";
     let headers = [("x-mock-reply-parrot", "1"), ("x-mock-chunks", "9")];
-    let body = post(&gw, "/masked/v1/chat/completions", chat(text, true), &headers)
-        .await
-        .text()
-        .await
-        .unwrap();
+    let body = post(
+        &gw,
+        "/masked/v1/chat/completions",
+        chat(text, true),
+        &headers,
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
     assert!(body.contains("content_filter"), "{body}");
     let clean = "nothing to see here, 完全没有问题";
-    let body = post(&gw, "/masked/v1/chat/completions", chat(clean, true), &headers)
-        .await
-        .text()
-        .await
-        .unwrap();
+    let body = post(
+        &gw,
+        "/masked/v1/chat/completions",
+        chat(clean, true),
+        &headers,
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
     assert_eq!(stream_content(&body).0, clean);
 }
 
@@ -243,7 +313,13 @@ async fn a_whole_answer_with_a_violation_is_withheld() {
     let mock = Mock::start();
     let gw = Gateway::start(&config(&mock));
     let headers = [("x-mock-reply-parrot", "1")];
-    let resp = post(&gw, "/masked/v1/chat/completions", chat(DANGER, false), &headers).await;
+    let resp = post(
+        &gw,
+        "/masked/v1/chat/completions",
+        chat(DANGER, false),
+        &headers,
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::OK);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["choices"][0]["finish_reason"], "content_filter", "{v}");

@@ -392,7 +392,9 @@ pub fn parrot_pieces(req: &Map<String, Value>, chunks: u64) -> Vec<String> {
         })
         .unwrap_or_default();
     let chars: Vec<char> = text.chars().collect();
-    let n = usize::try_from(chunks.max(1)).unwrap_or(1).min(chars.len().max(1));
+    let n = usize::try_from(chunks.max(1))
+        .unwrap_or(1)
+        .min(chars.len().max(1));
     let size = chars.len().div_ceil(n).max(1);
     let mut pieces: Vec<String> = chars.chunks(size).map(|c| c.iter().collect()).collect();
     if pieces.is_empty() {
@@ -416,17 +418,16 @@ pub fn chunk_events(plan: ChunkPlan) -> impl Iterator<Item = Step<Event>> + Send
     }
     tail.push(Step::Frame(Event::data("[DONE]".into())));
     let pc = Arc::clone(&p);
-    let content = (0..p.n)
-        .map(move |i| {
-            let piece = match &pc.pieces {
-                Some(pieces) => usize::try_from(i)
-                    .ok()
-                    .and_then(|i| pieces.get(i))
-                    .map_or("", String::as_str),
-                None => word(i),
-            };
-            Step::Content(Event::data(pc.chunk(pc.choice(piece, None, false))))
-        });
+    let content = (0..p.n).map(move |i| {
+        let piece = match &pc.pieces {
+            Some(pieces) => usize::try_from(i)
+                .ok()
+                .and_then(|i| pieces.get(i))
+                .map_or("", String::as_str),
+            None => word(i),
+        };
+        Step::Content(Event::data(pc.chunk(pc.choice(piece, None, false))))
+    });
     role.into_iter().chain(content).chain(tail)
 }
 

@@ -128,7 +128,12 @@ fn api_key_valid(s: &str) -> bool {
                 || (has(char::is_ascii_uppercase) && has(char::is_ascii_lowercase))))
 }
 
-type Builtin = (&'static str, &'static str, fn(&str) -> bool, fn(char) -> bool);
+type Builtin = (
+    &'static str,
+    &'static str,
+    fn(&str) -> bool,
+    fn(char) -> bool,
+);
 
 /// The pattern, check and neighbours of a built-in detector.
 fn builtin(d: PiiDetector) -> Builtin {
@@ -151,7 +156,12 @@ fn builtin(d: PiiDetector) -> Builtin {
             cn_id_valid,
             joins_alnum,
         ),
-        PiiDetector::BankCard => ("BANK_CARD", r"\d(?:[ \-]?\d){12,18}", luhn_valid, joins_digit),
+        PiiDetector::BankCard => (
+            "BANK_CARD",
+            r"\d(?:[ \-]?\d){12,18}",
+            luhn_valid,
+            joins_digit,
+        ),
         PiiDetector::Ip => (
             "IP",
             r"(?:\d{1,3}\.){3}\d{1,3}|(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}",
@@ -206,7 +216,9 @@ impl PiiPolicy {
             let field = |f: &str| format!("custom[{i}].{f}");
             let name_ok = !c.name.is_empty()
                 && c.name.len() <= 32
-                && c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+                && c.name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
             if !name_ok {
                 return Err((field("name"), "1 to 32 letters, digits or `_`".into()));
             }

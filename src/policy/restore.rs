@@ -354,7 +354,11 @@ impl StreamFilter<'_> {
                     out.extend_from_slice(&e.raw);
                     return Ok(());
                 };
-                let given = d.get("text").and_then(Value::as_str).unwrap_or("").to_string();
+                let given = d
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 let sent = self.push_text(index, &given, false)?;
                 if sent == given {
                     out.extend_from_slice(&e.raw);

@@ -42,11 +42,20 @@ fn checksums() {
 
 #[test]
 fn emails_and_ips() {
-    assert_eq!(found("mail me: a.b+c@example.co.uk!"), one("email", "a.b+c@example.co.uk"));
-    assert_eq!(found("联系alice@example.com谢谢"), one("email", "alice@example.com"));
+    assert_eq!(
+        found("mail me: a.b+c@example.co.uk!"),
+        one("email", "a.b+c@example.co.uk")
+    );
+    assert_eq!(
+        found("联系alice@example.com谢谢"),
+        one("email", "alice@example.com")
+    );
     assert_eq!(found("host 192.168.1.20 is up"), one("ip", "192.168.1.20"));
     assert_eq!(found("服务器10.0.0.1宕机"), one("ip", "10.0.0.1"));
-    assert_eq!(found("v6 2001:db8::8a2e:370:7334 ok"), one("ip", "2001:db8::8a2e:370:7334"));
+    assert_eq!(
+        found("v6 2001:db8::8a2e:370:7334 ok"),
+        one("ip", "2001:db8::8a2e:370:7334")
+    );
     assert!(found("999.1.1.1 and 1.2.3 and 12:30:45").is_empty());
     assert!(found("version 1.2.3.4.5").is_empty());
 }
@@ -54,11 +63,23 @@ fn emails_and_ips() {
 #[test]
 fn phones() {
     assert_eq!(found("call 13812345678 now"), one("phone", "13812345678"));
-    assert_eq!(found("我的手机13812345678谢谢"), one("phone", "13812345678"));
-    assert_eq!(found("tel +86 138 1234 5678."), one("phone", "+86 138 1234 5678"));
+    assert_eq!(
+        found("我的手机13812345678谢谢"),
+        one("phone", "13812345678")
+    );
+    assert_eq!(
+        found("tel +86 138 1234 5678."),
+        one("phone", "+86 138 1234 5678")
+    );
     assert_eq!(found("tel +8613812345678"), one("phone", "+8613812345678"));
-    assert_eq!(found("US +1 415 555 0100 office"), one("phone", "+1 415 555 0100"));
-    assert_eq!(found("UK +44 20 7946 0958"), one("phone", "+44 20 7946 0958"));
+    assert_eq!(
+        found("US +1 415 555 0100 office"),
+        one("phone", "+1 415 555 0100")
+    );
+    assert_eq!(
+        found("UK +44 20 7946 0958"),
+        one("phone", "+44 20 7946 0958")
+    );
     // Not a mobile prefix, part of a longer number, or too short.
     assert!(found("12345678901").is_empty());
     assert!(found("order 1381234567890123").is_empty());
@@ -67,11 +88,25 @@ fn phones() {
 
 #[test]
 fn id_cards_and_bank_cards() {
-    assert_eq!(found("身份证11010519491231002X。"), one("cn_id", "11010519491231002X"));
-    assert_eq!(found("id 440304199001011233"), one("cn_id", "440304199001011233"));
-    assert!(found("id 440304199001011234").iter().all(|(k, _)| k != "cn_id"));
-    assert_eq!(found("card 4111 1111 1111 1111."), one("bank_card", "4111 1111 1111 1111"));
-    assert_eq!(found("卡号4111111111111111"), one("bank_card", "4111111111111111"));
+    assert_eq!(
+        found("身份证11010519491231002X。"),
+        one("cn_id", "11010519491231002X")
+    );
+    assert_eq!(
+        found("id 440304199001011233"),
+        one("cn_id", "440304199001011233")
+    );
+    assert!(found("id 440304199001011234")
+        .iter()
+        .all(|(k, _)| k != "cn_id"));
+    assert_eq!(
+        found("card 4111 1111 1111 1111."),
+        one("bank_card", "4111 1111 1111 1111")
+    );
+    assert_eq!(
+        found("卡号4111111111111111"),
+        one("bank_card", "4111111111111111")
+    );
     assert!(found("card 4111111111111112").is_empty());
 }
 
@@ -79,7 +114,10 @@ fn id_cards_and_bank_cards() {
 fn api_keys() {
     let k = "sk-proj-abcdefghijklmnop1234";
     assert_eq!(found(&format!("key={k} ok")), one("api_key", k));
-    assert_eq!(found("AKIAIOSFODNN7EXAMPLE"), one("api_key", "AKIAIOSFODNN7EXAMPLE"));
+    assert_eq!(
+        found("AKIAIOSFODNN7EXAMPLE"),
+        one("api_key", "AKIAIOSFODNN7EXAMPLE")
+    );
     let hex = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
     assert_eq!(found(hex), one("api_key", hex));
     let b62 = "aZ3kQ9xLm2PqR7sT1uVwX4yB6cD8eF0g";
@@ -131,12 +169,22 @@ fn masked_and_vault() -> (String, Vault) {
 fn same_value_same_placeholder() {
     let (masked, vault) = masked_and_vault();
     assert_eq!(masked.matches("[PII_EMAIL_1]").count(), 2, "{masked}");
-    for secret in ["alice@", "13812345678", "415 555", "10.0.0.1", "4111", "sk-abc"] {
+    for secret in [
+        "alice@",
+        "13812345678",
+        "415 555",
+        "10.0.0.1",
+        "4111",
+        "sk-abc",
+    ] {
         assert!(!masked.contains(secret), "{secret} in {masked}");
     }
     assert_eq!(vault.restore(&masked), ORIGINAL);
     // Unknown or unfinished placeholders stay as they are.
-    assert_eq!(vault.restore("[PII_EMAIL_9] [PII_EMA [x]"), "[PII_EMAIL_9] [PII_EMA [x]");
+    assert_eq!(
+        vault.restore("[PII_EMAIL_9] [PII_EMA [x]"),
+        "[PII_EMAIL_9] [PII_EMA [x]"
+    );
 }
 
 /// An OpenAI chat stream whose content pieces concatenate to `text`, pieces of `step`
@@ -311,15 +359,18 @@ fn deny_lists_match_anywhere() {
 #[test]
 fn deny_window_catches_a_keyword_split_anywhere() {
     let holdback = 8;
-    let policy = ResponsePolicy::new(None, Some(deny(&["违禁词"], false, holdback)), Shape::Chat)
-        .unwrap();
+    let policy =
+        ResponsePolicy::new(None, Some(deny(&["违禁词"], false, holdback)), Shape::Chat).unwrap();
     let text = "前面的文字很长很长，这里有违禁词，后面还有。";
     let before = "前面的文字很长很长，这里有";
     for step in [1, 2, 5] {
         let stream = chat_stream(text, step);
         for cut in 0..=stream.len() {
             let r = read(&run(&policy, &stream, &[cut], (0, holdback)));
-            assert!(r.filtered && r.error && r.done, "step {step} cut {cut}: {r:?}");
+            assert!(
+                r.filtered && r.error && r.done,
+                "step {step} cut {cut}: {r:?}"
+            );
             assert!(!r.content.contains('违'), "part of the keyword was sent");
             assert!(before.starts_with(&r.content), "{}", r.content);
         }
@@ -383,7 +434,9 @@ fn anthropic_text_deltas_are_restored() {
             "delta": {"type": "text_delta", "text": piece}});
         stream.push_str(&format!("event: content_block_delta\ndata: {delta}\n\n"));
     }
-    stream.push_str("event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n");
+    stream.push_str(
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+    );
     let out = run(&policy, stream.as_bytes(), &[], (64, 0));
     let mut parser = crate::sse::SseParser::new();
     let mut got = String::new();

@@ -466,7 +466,9 @@ fn route(rng: &mut XorShift) -> RouteSection {
         pii: opt(rng, |rng| PiiSection {
             mode: opt(rng, |r| PiiMode::ALL[r.below(PiiMode::ALL.len())]),
             detectors: opt(rng, |rng| {
-                list(rng, 3, |r| PiiDetector::ALL[r.below(PiiDetector::ALL.len())])
+                list(rng, 3, |r| {
+                    PiiDetector::ALL[r.below(PiiDetector::ALL.len())]
+                })
             }),
             custom: list(rng, 2, |rng| CustomDetectorSection {
                 name: s(rng),
