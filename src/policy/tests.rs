@@ -34,7 +34,10 @@ fn checksums() {
     assert!(!cn_id_valid("440304199001011234"));
     assert!(!cn_id_valid("11010519491231002"));
     assert!(luhn_valid("4111111111111111"));
-    assert!(luhn_valid("6222 0200 0000 0000 000"), "a 19-digit UnionPay number");
+    assert!(
+        luhn_valid("6222 0200 0000 0000 000"),
+        "a 19-digit UnionPay number"
+    );
     assert!(luhn_valid("4111-1111-1111-1111"));
     assert!(!luhn_valid("4111111111111112"));
     assert!(!luhn_valid("411111111111"), "too short");
