@@ -358,3 +358,28 @@ async fn a_cached_answer_keeps_placeholders_and_a_hit_restores_them() {
     assert_eq!(text, SECRET_TEXT);
     assert_eq!(requests(&mock).await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_messages_are_masked_and_restored_whole_and_streamed() {
+    let mock = Mock::start();
+    let gw = Gateway::start(&config(&mock));
+    let headers = [("x-mock-reply-parrot", "1"), ("x-mock-chunks", "40")];
+    let body = |stream: bool| {
+        json!({"model": "mock-a", "max_tokens": 100, "stream": stream,
+            "system": "reply to alice@example.com",
+            "messages": [{"role": "user", "content": [{"type": "text", "text": SECRET_TEXT}]}]})
+    };
+    let resp = post(&gw, "/masked/v1/messages", body(false), &headers).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["content"][0]["text"], SECRET_TEXT, "{v}");
+    let resp = post(&gw, "/masked/v1/messages", body(true), &headers).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text: String = sse_data(&resp.text().await.unwrap())
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|v| v["delta"]["type"] == "text_delta")
+        .map(|v| v["delta"]["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(text, SECRET_TEXT);
+}
