@@ -12,11 +12,13 @@
 //!
 //! The request path (`proxy`, the Pingora `ProxyHttp`), as stages in `proxy::pipeline`:
 //! `routing` → `ingress` (and `prompts`: a template expanded) → `admission` (after
-//! authentication, `prompts`: input moderation and decorators) → `budgets` → `cache` →
-//! [room for policies] → `attempts` (the loop in `retry`, each attempt planned by `plan` and
-//! run by `pipe`/`attempt`) → `accounting`; `exchange` is the record accounting reads;
-//! `models_api` and `quota_api` are the gateway's own answers; `loopback` is the gateway's
-//! requests to its own listener (the semantic cache's embeddings, moderation).
+//! authentication, `policies`: deny rules and PII masking, then `prompts`: input moderation
+//! and decorators) → `budgets` → `cache` → `attempts` (the loop in `retry`, each attempt
+//! planned by `plan` and run by `pipe`/`attempt`, the answer's policies applied as it is
+//! sent) → `accounting`; `exchange` is the record accounting reads; `models_api` and
+//! `quota_api` are the gateway's own answers; `count_tokens` Anthropic's token counting;
+//! `loopback` is the gateway's requests to its own listener (the semantic cache's
+//! embeddings, moderation).
 //!
 //! The domain, used by the request path and built by `runtime`:
 //! - `route` (routes, endpoints, model rules, attempt order; `route::models`: what

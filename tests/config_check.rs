@@ -184,9 +184,23 @@ fn broken_configs_are_rejected_with_the_field_named() {
         (
             good.replace(
                 "  - name: demo\n    path_prefix: /v1\n",
+                "  - name: demo\n    path_prefix: /v1\n    pii: {custom: [{name: ticket, regex: \"TCK-(\"}]}\n",
+            ),
+            &["routes[0] (demo).pii.custom[0].regex"],
+        ),
+        (
+            good.replace(
+                "  - name: demo\n    path_prefix: /v1\n",
                 "  - name: demo\n    path_prefix: /v1\n    moderation: {via: hook}\n",
             ),
             &["routes[0] (demo).moderation.url"],
+        ),
+        (
+            good.replace(
+                "  - name: demo\n    path_prefix: /v1\n",
+                "  - name: demo\n    path_prefix: /v1\n    pii: {detectors: [email, passport]}\n",
+            ),
+            &["detectors", "`passport`"],
         ),
         (
             good.replace(
@@ -202,6 +216,20 @@ fn broken_configs_are_rejected_with_the_field_named() {
         (
             format!("{good}\ntemplates: [{{name: t, model: m, messages: [{{role: user, content: a}}], variables: {{x: {{type: enum}}}}}}]\n"),
             &["templates[0] (t).variables.x.values"],
+        ),
+        (
+            good.replace(
+                "  - name: demo\n    path_prefix: /v1\n",
+                "  - name: demo\n    path_prefix: /v1\n    deny: {output: {regex: [\"[a-\"]}}\n",
+            ),
+            &["routes[0] (demo).deny.output.regex[0]"],
+        ),
+        (
+            good.replace(
+                "  - name: demo\n    path_prefix: /v1\n",
+                "  - name: demo\n    path_prefix: /v1\n    deny: {holdback: 0, input: {keywords: [x]}}\n",
+            ),
+            &["routes[0] (demo).deny.holdback", "1 to 4096"],
         ),
     ];
     for (i, (text, needles)) in cases.iter().enumerate() {

@@ -200,6 +200,13 @@
 //!   Anthropic `event: mock_echo` with `data: {"type":"mock_echo","mock_echo":{...}}`,
 //!   Gemini JSON-array streams as the first array element `{"mock_echo": {...}}`.
 //!
+//! * `x-mock-reply-parrot: 1`: OpenAI chat completions answer with the text of the
+//!   last `user` message (its content string, or its parts' `text` joined) instead of
+//!   the generated words; streamed, it is cut into `x-mock-chunks` (default 8) pieces
+//!   of nearly equal length in characters, one content chunk each (fewer pieces when the
+//!   text is shorter), so a value can be split across chunks. `max_tokens` does not cut
+//!   it; completion tokens = the number of pieces.
+//!
 //! Every response (including errors and `/mock/*`) carries `x-mock-body-len: n`
 //! and `x-mock-body-fnv64: <16 hex digits>` (FNV-1a 64 over the whole received
 //! request body). Request bodies up to 64 MiB are accepted (larger → 413).

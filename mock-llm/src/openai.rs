@@ -183,7 +183,11 @@ fn generate(ctx: &Ctx<'_>, kind: Kind) -> Response<RespBody> {
             inputs(req.get("prompt")).iter().map(|(_, t)| *t).sum(),
         ),
     };
-    let (n, cut) = o.output_len(max);
+    let parrot = (o.parrot && kind == Kind::Chat).then(|| parrot_pieces(&req, o.chunks));
+    let (n, cut) = match &parrot {
+        Some(pieces) => (pieces.len() as u64, false),
+        None => o.output_len(max),
+    };
     let finish = if cut { "length" } else { "stop" };
     let usage = usage(prompt_tokens, n, o);
     let prefix = match kind {
@@ -198,6 +202,7 @@ fn generate(ctx: &Ctx<'_>, kind: Kind) -> Response<RespBody> {
         n,
         finish,
         usage: None,
+        pieces: parrot.map(Arc::new),
     };
 
     if req.get("stream").and_then(Value::as_bool).unwrap_or(false) {
@@ -219,7 +224,10 @@ fn generate(ctx: &Ctx<'_>, kind: Kind) -> Response<RespBody> {
         return ctx.stream("text/event-stream", stream::sse(events, crlf));
     }
 
-    let text = content(n);
+    let text = match &plan.pieces {
+        Some(pieces) => pieces.concat(),
+        None => content(n),
+    };
     let (object, choice) = match kind {
         Kind::Chat => (
             "chat.completion",
@@ -344,6 +352,8 @@ pub struct ChunkPlan {
     pub finish: &'static str,
     /// `Some` when usage must be sent (include_usage and not suppressed).
     pub usage: Option<Value>,
+    /// `x-mock-reply-parrot`: the content pieces, instead of the generated words.
+    pub pieces: Option<Arc<Vec<String>>>,
 }
 
 impl ChunkPlan {
@@ -399,6 +409,39 @@ impl ChunkPlan {
     }
 }
 
+/// `x-mock-reply-parrot`: the text of the last `user` message (its content string, or its
+/// parts' `text` joined) cut into `chunks` pieces of nearly equal length in characters
+/// (fewer when the text is shorter; one empty piece for an empty text).
+pub fn parrot_pieces(req: &Map<String, Value>, chunks: u64) -> Vec<String> {
+    let text = req
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|ms| {
+            ms.iter()
+                .rev()
+                .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        })
+        .map(|m| match m.get("content") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(parts)) => parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect(),
+            _ => String::new(),
+        })
+        .unwrap_or_default();
+    let chars: Vec<char> = text.chars().collect();
+    let n = usize::try_from(chunks.max(1))
+        .unwrap_or(1)
+        .min(chars.len().max(1));
+    let size = chars.len().div_ceil(n).max(1);
+    let mut pieces: Vec<String> = chars.chunks(size).map(|c| c.iter().collect()).collect();
+    if pieces.is_empty() {
+        pieces.push(String::new());
+    }
+    pieces
+}
+
 /// Chat: role chunk, one chunk per token, finish chunk, optional usage
 /// chunk, `[DONE]`. Legacy completions: the same without the role chunk.
 pub fn chunk_events(plan: ChunkPlan) -> impl Iterator<Item = Step<Event>> + Send + 'static {
@@ -414,8 +457,16 @@ pub fn chunk_events(plan: ChunkPlan) -> impl Iterator<Item = Step<Event>> + Send
     }
     tail.push(Step::Frame(Event::data("[DONE]".into())));
     let pc = Arc::clone(&p);
-    let content = (0..p.n)
-        .map(move |i| Step::Content(Event::data(pc.chunk(pc.choice(word(i), None, false)))));
+    let content = (0..p.n).map(move |i| {
+        let piece = match &pc.pieces {
+            Some(pieces) => usize::try_from(i)
+                .ok()
+                .and_then(|i| pieces.get(i))
+                .map_or("", String::as_str),
+            None => word(i),
+        };
+        Step::Content(Event::data(pc.chunk(pc.choice(piece, None, false))))
+    });
     role.into_iter().chain(content).chain(tail)
 }
 
@@ -454,6 +505,19 @@ mod tests {
     }
 
     #[test]
+    fn parrot_cuts_the_last_user_message() {
+        let req = json!({"messages": [
+            {"role": "user", "content": "old"},
+            {"role": "user", "content": [{"type": "text", "text": "你好a@b.io"}]},
+            {"role": "assistant", "content": "no"}
+        ]});
+        let m = req.as_object().unwrap();
+        assert_eq!(parrot_pieces(m, 3), vec!["你好a", "@b.", "io"]);
+        assert_eq!(parrot_pieces(m, 100).len(), 8);
+        assert_eq!(parrot_pieces(&Map::new(), 8), vec![""]);
+    }
+
+    #[test]
     fn chat_event_sequence() {
         let plan = ChunkPlan {
             kind: Kind::Chat,
@@ -463,6 +527,7 @@ mod tests {
             n: 2,
             finish: "stop",
             usage: Some(json!({"total_tokens": 3})),
+            pieces: None,
         };
         let ev: Vec<_> = chunk_events(plan).collect();
         assert_eq!(ev.len(), 1 + 2 + 1 + 1 + 1 + 1);

@@ -22,6 +22,8 @@ pub struct MockOpts {
     pub echo: bool,
     /// `x-mock-tool-call: NAME` (trimmed, non-empty).
     pub tool_call: Option<String>,
+    /// `x-mock-reply-parrot`: OpenAI chat answers with the last user message's text.
+    pub parrot: bool,
 }
 
 fn num(h: &HeaderMap, name: &str) -> Result<Option<u64>, String> {
@@ -80,6 +82,7 @@ impl MockOpts {
             crlf: flag(h, "x-mock-crlf"),
             echo: flag(h, "x-mock-echo").unwrap_or(false),
             tool_call,
+            parrot: flag(h, "x-mock-reply-parrot").unwrap_or(false),
         })
     }
 

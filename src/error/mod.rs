@@ -160,15 +160,16 @@ pub enum GatewayError {
     /// A request a prompt decorator cannot be applied to (`messages` not an array, …).
     #[error("{0}")]
     Decorate(String),
-    /// The input was flagged by the route's moderation check.
-    #[error("Your request was rejected by the gateway's content policy (flagged: {0}).")]
-    ContentFlagged(String),
     /// The route's moderation check failed and `on_error: fail_closed`.
     #[error("The gateway cannot check your request's content right now ({0}); try again shortly.")]
     ModerationUnavailable(String),
     /// The store behind limits or quotas failed and the config says to refuse (`on_error: closed`).
     #[error("The gateway cannot check {0} right now; try again shortly.")]
     StoreUnavailable(&'static str),
+    /// The request or the answer violates a route's content policy (`what`: the PII kind,
+    /// the deny list or the moderation's categories; never the matched text).
+    #[error("{0}")]
+    ContentPolicy(String),
     /// A bad call to the quota API.
     #[error("{0}")]
     BadQuotaRequest(String),
@@ -276,8 +277,8 @@ impl GatewayError {
         use GatewayError::*;
         match self {
             InvalidJson(_) | NotAnObject | MissingModel | ModelNotString | BodyRead(_)
-            | BadQuotaRequest(_) | ConfigRejected(_) => 400,
-            Template(_) | Decorate(_) | ContentFlagged(_) => 400,
+            | BadQuotaRequest(_) | ConfigRejected(_) | ContentPolicy(_) => 400,
+            Template(_) | Decorate(_) => 400,
             ModerationUnavailable(_) => 503,
             QuotaExceeded { .. } | BudgetExceeded(_) => 429,
             BudgetUnpriced { .. } => 403,
@@ -354,8 +355,8 @@ impl GatewayError {
             BadQuotaRequest(_) => ErrorCode::InvalidQuotaRequest,
             Template(_) => ErrorCode::InvalidTemplate,
             Decorate(_) => ErrorCode::InvalidRequest,
-            ContentFlagged(_) => ErrorCode::ContentPolicyViolation,
             ModerationUnavailable(_) => ErrorCode::ModerationUnavailable,
+            ContentPolicy(_) => ErrorCode::ContentPolicyViolation,
             InvalidCredential => ErrorCode::InvalidApiKey,
             Forbidden | NotQuotaAdmin => ErrorCode::PermissionDenied,
             AdminUnauthorized => ErrorCode::Unauthorized,
@@ -589,7 +590,6 @@ mod tests {
             ServerBusy(1),
             Template(s()),
             Decorate(s()),
-            ContentFlagged(s()),
             ModerationUnavailable(s()),
             ProviderKeyMissing {
                 provider: s(),
@@ -688,6 +688,7 @@ mod tests {
             BadQuery(s()),
             CsrfMissing,
             LoginLimited(3),
+            ContentPolicy(s()),
         ];
         for e in &all {
             // Exhaustive: a new variant must be added above.
@@ -706,7 +707,6 @@ mod tests {
                 | ServerBusy(_)
                 | Template(_)
                 | Decorate(_)
-                | ContentFlagged(_)
                 | ModerationUnavailable(_)
                 | ProviderKeyMissing { .. }
                 | UpstreamUnresolved { .. }
@@ -738,6 +738,7 @@ mod tests {
                 | ConfigRejected(_)
                 | Managed(_)
                 | AdminReadOnly
+                | ContentPolicy(_)
                 | BadQuery(_) => {}
             }
         }

@@ -36,3 +36,11 @@ impl Action {
         format!("{}:{}", self.policy, self.action)
     }
 }
+
+pub mod deny;
+pub mod pii;
+pub mod restore;
+pub mod text;
+
+#[cfg(test)]
+mod tests;

@@ -50,6 +50,8 @@ pub struct Upstream<'a> {
     pub log: &'a mut AttemptLog,
     /// The request's trace (tracing on only): a span per attempt.
     pub trace: Option<&'a mut RequestTrace>,
+    /// Restore masked values and check output deny rules in the answer (`None`: off).
+    pub respond: Option<&'a crate::policy::restore::ResponsePolicy>,
 }
 
 /// Try the rule's targets until one answers the client; the status it sent.
@@ -125,6 +127,7 @@ impl<'a> Attempter for Upstream<'a> {
             max_event_bytes: self.config.client.max_event_bytes,
             cost: self.config.cost_header.then_some(&self.config.prices),
             capture: self.capture,
+            policy: self.respond,
         };
         let (result, outcome) = pipe::run(client, self.connector, attempt).await;
         if let (Some(t), Some(span)) = (self.trace.as_deref_mut(), span) {

@@ -210,6 +210,9 @@ pub struct Reply<'a> {
     pub attempts: &'a mut AttemptLog,
     pub request_id: &'a str,
     pub extra_headers: &'a [(http::HeaderName, String)],
+    /// The answer's policies: a kept answer holds placeholders (it was made for the masked
+    /// request, which is also its key), restored here as in a fresh answer.
+    pub respond: Option<&'a crate::policy::restore::ResponsePolicy>,
 }
 
 /// Answer from `entry`: the `chat.completion` as is, or replayed as a stream.
@@ -225,6 +228,7 @@ pub async fn answer(
         attempts,
         request_id,
         extra_headers,
+        respond,
     } = reply;
     if let Some(provider) = config.provider(&entry.provider) {
         // No key served it: `key_index` names none.
@@ -241,7 +245,10 @@ pub async fn answer(
         sent: Some(200),
     };
     if !stream {
-        let bytes = Bytes::from(entry.completion.clone());
+        let bytes = match respond {
+            Some(policy) => policy.whole(entry.completion.as_bytes()),
+            None => Bytes::from(entry.completion.clone()),
+        };
         super::respond::json_with(session, 200, bytes, request_id, extra_headers)
             .await
             .map_err(abort)?;
@@ -249,7 +256,10 @@ pub async fn answer(
     }
     let completion: serde_json::Value = serde_json::from_str(&entry.completion)
         .map_err(|e| GatewayError::Internal(format!("a cached answer: {e}")))?;
-    let events = Bytes::from(cache::replay_sse(&completion, include_usage));
+    let mut events = Bytes::from(cache::replay_sse(&completion, include_usage));
+    if let Some(policy) = respond {
+        events = filter_replay(policy, &events);
+    }
     let header = (|| {
         let mut h = ResponseHeader::build(200, Some(4 + extra_headers.len()))?;
         for (name, value) in extra_headers {
@@ -270,6 +280,27 @@ pub async fn answer(
         .await
         .map_err(abort)?;
     Ok(200)
+}
+
+/// A replayed stream through the answer's policies; a violation ends it with the closing
+/// chunk, the error event and `[DONE]`, as a fresh stream.
+fn filter_replay(policy: &crate::policy::restore::ResponsePolicy, events: &Bytes) -> Bytes {
+    use crate::policy::restore::Filtered;
+    let mut filter = policy.stream();
+    let mut out = Vec::new();
+    for step in [filter.push(events), filter.finish()] {
+        match step {
+            Filtered::Pass(b) => out.extend_from_slice(&b),
+            Filtered::Blocked(b) => {
+                out.extend_from_slice(&b);
+                out.extend_from_slice(&super::pipe::content_filter_end(
+                    crate::protocol::ClientProtocol::OpenAi,
+                ));
+                break;
+            }
+        }
+    }
+    out.into()
 }
 
 /// Keep a delivered answer (`sent`: the bytes the client was sent, when they were kept) if it

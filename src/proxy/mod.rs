@@ -26,6 +26,7 @@ pub mod models_api;
 pub mod pipe;
 pub mod pipeline;
 pub mod plan;
+pub mod policies;
 pub mod prompts;
 pub mod quota_api;
 pub mod respond;

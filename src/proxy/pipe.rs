@@ -24,6 +24,7 @@ use super::X_REQUEST_ID;
 use crate::error::GatewayError;
 use crate::forward::ForwardHeaders;
 use crate::health::{self, AttemptEnd};
+use crate::policy::restore::{Filtered, ResponsePolicy, StreamFilter};
 use crate::pricing::PriceBook;
 use crate::protocol::ClientProtocol;
 use crate::provider::Provider;
@@ -130,6 +131,8 @@ pub struct ClientSide<'a> {
     pub cost: Option<&'a PriceBook>,
     /// Keep what the client is sent, up to this many bytes (for the response cache).
     pub capture: Option<usize>,
+    /// Restore masked values and check output deny rules in a successful answer.
+    pub policy: Option<&'a ResponsePolicy>,
 }
 
 /// Run `attempt` and pipe its answer to the client; returns how it ended and what it measured.
@@ -159,6 +162,7 @@ async fn exchange(
         max_event_bytes,
         cost,
         capture,
+        policy,
     } = client;
     let peer = match state.peer() {
         Ok(peer) => peer,
@@ -205,6 +209,12 @@ async fn exchange(
         .keys
         .scrubber()
         .scrub_headers(&mut resp);
+    let policy = policy.filter(|_| resp.status.is_success());
+    if policy.is_some() {
+        // The policies change the body's length.
+        resp.remove_header(&http::header::CONTENT_LENGTH);
+        let _ = resp.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+    }
     for_client(&mut resp);
     decorate(&mut resp, request_id, extra_headers);
     let cost = cost.and_then(|book| Some((book, state.cost_told()?)));
@@ -224,6 +234,7 @@ async fn exchange(
         max_event_bytes,
         cost,
         capture,
+        policy,
     };
     if let Err(end) = relay.body(session, &mut up, state, held).await {
         return end;
@@ -264,6 +275,66 @@ struct Relay<'a> {
     cost: Option<(&'a PriceBook, CostTold)>,
     /// Keep what the client is sent, up to this many bytes (the response cache).
     capture: Option<usize>,
+    /// The answer's content policies.
+    policy: Option<&'a ResponsePolicy>,
+}
+
+/// An answer on its way through its content policies: a stream event by event, a whole
+/// answer held until complete.
+enum Policed<'a> {
+    Stream(StreamFilter<'a>),
+    Whole(&'a ResponsePolicy, Vec<u8>),
+}
+
+impl<'a> Policed<'a> {
+    fn new(policy: &'a ResponsePolicy, stream: bool) -> Self {
+        match stream {
+            true => Policed::Stream(policy.stream()),
+            false => Policed::Whole(policy, Vec::new()),
+        }
+    }
+
+    /// What the client gets of `out` (`end`: the answer's last bytes).
+    fn filter(&mut self, out: Bytes, end: bool) -> Filtered {
+        match self {
+            Policed::Stream(f) => match (f.push(&out), end) {
+                (Filtered::Pass(a), true) => match f.finish() {
+                    Filtered::Pass(b) => Filtered::Pass(join(Some(a), b)),
+                    Filtered::Blocked(b) => Filtered::Blocked(join(Some(a), b)),
+                },
+                (step, _) => step,
+            },
+            Policed::Whole(policy, buf) => {
+                buf.extend_from_slice(&out);
+                match end {
+                    true => Filtered::Pass(policy.whole(buf)),
+                    false => Filtered::Pass(Bytes::new()),
+                }
+            }
+        }
+    }
+
+    /// Bytes held for a whole answer (bounded like a held translation).
+    fn held(&self) -> usize {
+        match self {
+            Policed::Stream(_) => 0,
+            Policed::Whole(_, buf) => buf.len(),
+        }
+    }
+}
+
+/// What ends a stream stopped by an output deny rule, after its closing chunk: the error
+/// event (`content_policy_violation`) and, for OpenAI's clients, `data: [DONE]`.
+pub fn content_filter_end(protocol: ClientProtocol) -> Bytes {
+    let error = GatewayError::ContentPolicy(
+        "The answer was stopped by this route's content policy: its text matches a deny rule."
+            .into(),
+    );
+    let mut out = error.sse_event(protocol).to_vec();
+    if protocol == ClientProtocol::OpenAi {
+        out.extend_from_slice(b"data: [DONE]\n\n");
+    }
+    out.into()
 }
 
 /// What the client was sent, kept while it fits.
@@ -388,6 +459,7 @@ impl Relay<'_> {
             bytes: Vec::new(),
             limit,
         });
+        let mut policed = self.policy.map(|p| Policed::new(p, self.stream));
         loop {
             let read = tokio::select! {
                 biased;
@@ -398,6 +470,19 @@ impl Relay<'_> {
                 Read::Upstream(Ok(Some(chunk))) => {
                     let out = state.response_body(Some(chunk), false);
                     Capture::push(&mut captured, &out);
+                    let out = match policed.as_mut() {
+                        None => out,
+                        Some(p) => match p.filter(out, false) {
+                            Filtered::Pass(b) => b,
+                            Filtered::Blocked(b) => {
+                                return self.blocked(session, state, &mut held, b).await;
+                            }
+                        },
+                    };
+                    if policed.as_ref().is_some_and(|p| p.held() > MAX_HELD_BODY) {
+                        let limit = MAX_HELD_BODY;
+                        return Err(self.overflowed(session, up, state, limit, &held).await);
+                    }
                     if !out.is_empty() {
                         if commenting {
                             tail.push(&out);
@@ -415,6 +500,14 @@ impl Relay<'_> {
                     let mut out = state.response_body(None, true);
                     Capture::push(&mut captured, &out);
                     state.outcome.sent = captured.take().map(|c| c.bytes);
+                    if let Some(p) = policed.as_mut() {
+                        match p.filter(out, true) {
+                            Filtered::Pass(b) => out = b,
+                            Filtered::Blocked(b) => {
+                                return self.blocked(session, state, &mut held, b).await;
+                            }
+                        }
+                    }
                     if commenting {
                         tail.push(&out);
                     }
@@ -458,6 +551,29 @@ impl Relay<'_> {
                 Read::Client(Ok(_)) => watch_client = false,
             }
         }
+    }
+
+    /// An output deny rule stopped the stream: send what it let through with the closing
+    /// chunk and the error event, and end the answer (the caller then drops the upstream,
+    /// whose answer is not complete). Nothing of it is kept for the cache.
+    async fn blocked(
+        &self,
+        session: &mut Session,
+        state: &mut AttemptState,
+        held: &mut Option<Held>,
+        out: Bytes,
+    ) -> Result<(), AttemptResult> {
+        state.ended();
+        state.record_usage();
+        state.outcome.sent = None;
+        let out = join(Some(out), content_filter_end(self.protocol));
+        if let Err(cause) = self.write(session, held, out, true).await {
+            return Err(AttemptResult::ClientGone {
+                status: self.sent(held),
+                cause,
+            });
+        }
+        Ok(())
     }
 
     /// A provider that never ends its event (or body) must not grow memory without bound:

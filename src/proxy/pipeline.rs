@@ -4,14 +4,15 @@
 //!    end here);
 //! 2. ingress: method, body; a prompt template expanded (`super::prompts`); parse;
 //! 3. routing by model: the route and model rule;
-//! 4. admission: the consumer (authentication), then the prompt stage (input moderation,
-//!    decorators: `super::prompts`), then rate limits and quota;
+//! 4. admission: the consumer (authentication); the request policies (`super::policies`:
+//!    deny rules and PII masking on the request's text), then the prompt stage (input
+//!    moderation and decorators: `super::prompts`); then rate limits and quota;
 //! 5. budgets: the request's largest possible cost reserved under its money budgets
 //!    (Anthropic's token counting instead goes to its Anthropic targets or is answered
 //!    with an estimate, `super::count_tokens`);
 //! 6. cache: a route's cached answer served without going upstream (`super::cache`);
-//!    (room for new stages: request policies);
-//! 7. attempts: targets and keys in order until one answers;
+//! 7. attempts: targets and keys in order until one answers (the answer's policies applied
+//!    as it is sent);
 //! 8. accounting, when the request ends (`super::accounting`, from Pingora's `logging`).
 //!
 //! Each stage is a function in its own module returning a value; `Exchange` keeps what
@@ -22,7 +23,8 @@ use super::attempts::{self, Upstream};
 use super::exchange::Exchange;
 use super::loopback::Asked;
 use super::{
-    budgets, cache, count_tokens, ingress, models_api, prompts, quota_api, respond, routing,
+    budgets, cache, count_tokens, ingress, models_api, policies, prompts, quota_api, respond,
+    routing,
 };
 use crate::body::RequestBody;
 use crate::error::GatewayError;
@@ -106,6 +108,14 @@ async fn pipeline(
     (x.route, x.rule) = (Some(routed.route), Some(routed.rule));
     let route = &config.routes[routed.route];
     x.consumer = admission::authenticate(session, &config, &route.auth)?;
+    let respond = match x.request.as_mut() {
+        Some(b) => policies::apply(b, route, endpoint, &mut x.policies)?,
+        None => None,
+    };
+    let body = x
+        .request
+        .as_ref()
+        .ok_or_else(|| GatewayError::Internal("the request body is gone".into()))?;
     let asked = Asked {
         session,
         config: &config,
@@ -163,12 +173,14 @@ async fn pipeline(
                 attempts: &mut x.attempts,
                 request_id: &x.request_id,
                 extra_headers: &x.extra_headers,
+                respond: respond.as_ref(),
             };
             let usage = state.include_usage;
-            return cache::answer(session, reply, hit, body.stream, usage).await;
+            let sent = cache::answer(session, reply, hit, body.stream, usage).await;
+            record(&respond, &mut x.policies);
+            return sent;
         }
     }
-    // New stages go here: request policies.
     let capture = x
         .cache
         .as_ref()
@@ -191,13 +203,26 @@ async fn pipeline(
         capture,
         log: &mut x.attempts,
         trace: x.trace.as_deref_mut(),
+        respond: respond.as_ref(),
     };
-    let status = attempts::run(upstream, rule).await?;
+    let status = attempts::run(upstream, rule).await;
+    record(&respond, &mut x.policies);
+    let status = status?;
     if let Some(state) = &x.cache {
         let sent = x.attempts.outcome.sent.take();
         cache::keep(state, &x.backends, &x.attempts, sent, route, body, status).await;
     }
     Ok(status)
+}
+
+/// What the response policies did, for accounting.
+fn record(
+    respond: &Option<crate::policy::restore::ResponsePolicy>,
+    actions: &mut Vec<crate::policy::Action>,
+) {
+    if let Some(r) = respond {
+        actions.extend(r.actions());
+    }
 }
 
 /// Record how the request ended; answer a failure in the client's protocol unless a response

@@ -115,7 +115,10 @@ async fn moderate(
     match check(asked, m, &texts).await {
         Ok(v) if v.flagged => {
             actions.push(Action::new("moderation_input", "flagged"));
-            Err(GatewayError::ContentFlagged(shown(&v)))
+            Err(GatewayError::ContentPolicy(format!(
+                "Your request was rejected by the gateway's content policy (flagged: {}).",
+                shown(&v)
+            )))
         }
         Ok(_) => {
             actions.push(Action::new("moderation_input", "passed"));

@@ -139,6 +139,10 @@ pub struct Route {
     pub models: crate::route::models::ModelList,
     /// The response cache for its chat completions (`None`: off).
     pub cache: Option<crate::cache::RouteCache>,
+    /// PII masking (`None`: off).
+    pub pii: Option<std::sync::Arc<crate::policy::pii::PiiPolicy>>,
+    /// Deny rules (`None`: off).
+    pub deny: Option<std::sync::Arc<crate::policy::deny::DenyPolicy>>,
 }
 
 /// Who may use a route.

@@ -96,6 +96,18 @@ pub(super) fn build_route(
             .map(crate::cache::RouteCache::build)
             .transpose()
             .map_err(|(f, e)| ConfigError::field(route_field(&format!("cache.{f}")), e))?,
+        pii: r
+            .pii
+            .as_ref()
+            .map(|p| crate::policy::pii::PiiPolicy::build(p).map(Arc::new))
+            .transpose()
+            .map_err(|(f, e)| ConfigError::field(route_field(&format!("pii.{f}")), e))?,
+        deny: r
+            .deny
+            .as_ref()
+            .map(|d| crate::policy::deny::DenyPolicy::build(d).map(Arc::new))
+            .transpose()
+            .map_err(|(f, e)| ConfigError::field(route_field(&format!("deny.{f}")), e))?,
     };
     let listed = |provider: &str, keys: usize| {
         keys > 0 || r.list_unconfigured || list_unconfigured.contains(provider)

@@ -17,6 +17,7 @@ mod alerts;
 mod analytics;
 mod budgets;
 mod cache;
+mod policies;
 mod pricing;
 mod prompts;
 mod providers;
@@ -37,6 +38,9 @@ pub use alerts::{AlertKind, AlertRuleSection, AlertsSection, WebhookFormat, Webh
 pub use analytics::AnalyticsSection;
 pub use budgets::{BudgetPeriod, BudgetSection, Unpriced};
 pub use cache::{CacheScope, CacheSection, RouteCacheSection, SemanticCacheSection};
+pub use policies::{
+    CustomDetectorSection, DenyListSection, DenySection, PiiDetector, PiiMode, PiiSection,
+};
 pub use pricing::{Currency, PriceSection, PricingSection};
 pub use prompts::{
     DecoratorsSection, ModerationOnError, ModerationSection, ModerationVia, PromptMessage,

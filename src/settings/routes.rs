@@ -38,6 +38,12 @@ pub struct RouteSection {
     /// The client's input checked by a moderation model or hook before it goes upstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moderation: Option<super::ModerationSection>,
+    /// Mask personal data in what the provider receives (off when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pii: Option<super::PiiSection>,
+    /// Refuse requests and answers matching keyword or regex lists (off when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deny: Option<super::DenySection>,
 }
 
 word_enum! {

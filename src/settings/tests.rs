@@ -472,6 +472,23 @@ fn route(rng: &mut XorShift) -> RouteSection {
             timeout: opt(rng, duration),
             on_error: opt(rng, |r| ModerationOnError::ALL[r.below(2)]),
         }),
+        pii: opt(rng, |rng| PiiSection {
+            mode: opt(rng, |r| PiiMode::ALL[r.below(PiiMode::ALL.len())]),
+            detectors: opt(rng, |rng| {
+                list(rng, 3, |r| {
+                    PiiDetector::ALL[r.below(PiiDetector::ALL.len())]
+                })
+            }),
+            custom: list(rng, 2, |rng| CustomDetectorSection {
+                name: s(rng),
+                regex: s(rng),
+            }),
+        }),
+        deny: opt(rng, |rng| DenySection {
+            input: opt(rng, deny_list),
+            output: opt(rng, deny_list),
+            holdback: opt(rng, |r| r.below(100)),
+        }),
     }
 }
 
@@ -504,6 +521,14 @@ fn template(rng: &mut XorShift) -> TemplateSection {
         })
         .into_iter()
         .collect(),
+    }
+}
+
+fn deny_list(rng: &mut XorShift) -> DenyListSection {
+    DenyListSection {
+        keywords: list(rng, 2, s),
+        regex: list(rng, 2, s),
+        case_insensitive: rng.one_in(2),
     }
 }
 
