@@ -271,3 +271,43 @@ async fn a_failing_hook_fails_open_or_closed_as_configured() {
         "failures are logged once a minute"
     );
 }
+
+#[tokio::test]
+async fn anthropic_clients_get_system_decorators_in_system() {
+    let mock = Mock::start();
+    let text = format!(
+        r#"providers:
+  - name: claude
+    type: anthropic
+    base_url: "http://{}/v1"
+    api_keys: ["sk-ant-test"]
+routes:
+  - name: anth
+    forward_headers: ["x-mock-*"]
+    decorators:
+      prepend: [{{role: system, content: "Be terse (${{route}})."}}]
+      append: [{{role: user, content: "Thanks."}}]
+    models:
+      - model: "claude-*"
+        targets: [{{provider: claude}}]
+"#,
+        mock.addr
+    );
+    let gw = Gateway::start(&text);
+    let body = r#"{"model":"claude-x","max_tokens":5,"system":"You are Claude.","messages":[{"role":"user","content":"hi"}]}"#;
+    let resp = common::client()
+        .post(gw.url("/v1/messages"))
+        .header("content-type", "application/json")
+        .header("anthropic-version", "2023-06-01")
+        .header("x-mock-echo", "1")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let answer: Value = resp.json().await.unwrap();
+    assert_sent(
+        &answer,
+        r#"{"model":"claude-x","max_tokens":5,"system":[{"type":"text","text":"Be terse (anth)."},{"type":"text","text":"You are Claude."}],"messages":[{"role":"user","content":"hi"},{"role":"user","content":"Thanks."}]}"#,
+    );
+}
