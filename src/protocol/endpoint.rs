@@ -8,6 +8,12 @@ pub enum Endpoint {
     Embeddings,
     /// Anthropic's `/messages`, for clients that speak Anthropic's API.
     Messages,
+    /// OpenAI's Responses API, `POST /responses`: passed through to providers that have it,
+    /// translated through chat completions for the others.
+    Responses,
+    /// A stored response: `GET`/`DELETE /responses/{id}`, `GET /responses/{id}/input_items`,
+    /// `POST /responses/{id}/cancel` (the rest is read from the path).
+    ResponseById,
     /// `GET /models`, answered by the gateway itself.
     Models,
     /// `GET /models/{id}`, answered by the gateway itself (the id is read from the path).
@@ -32,6 +38,10 @@ impl Endpoint {
             "/completions" => Some(Endpoint::Completions),
             "/embeddings" => Some(Endpoint::Embeddings),
             "/messages" => Some(Endpoint::Messages),
+            "/responses" => Some(Endpoint::Responses),
+            r if r.len() > "/responses/".len() && r.starts_with("/responses/") => {
+                Some(Endpoint::ResponseById)
+            }
             "/models" => Some(Endpoint::Models),
             m if m.len() > "/models/".len() && m.starts_with("/models/") => Some(Endpoint::Model),
             "/chat/completions/quota" => Some(Endpoint::Quota(QuotaCall::Get)),
@@ -47,6 +57,7 @@ impl Endpoint {
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
             Endpoint::Messages => "/messages",
+            Endpoint::Responses | Endpoint::ResponseById => "/responses",
             Endpoint::Models | Endpoint::Model => "/models",
             Endpoint::Quota(QuotaCall::Get) => "/chat/completions/quota",
             Endpoint::Quota(QuotaCall::Refresh) => "/chat/completions/quota/refresh",
@@ -60,6 +71,7 @@ impl Endpoint {
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
             Endpoint::Messages => "messages",
+            Endpoint::Responses | Endpoint::ResponseById => "responses",
             Endpoint::Models | Endpoint::Model => "models",
             Endpoint::Quota(_) => "quota",
         }

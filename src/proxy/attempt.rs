@@ -11,7 +11,7 @@
 use super::plan::{self, Plan, ResponsePlan};
 use crate::error::GatewayError;
 use crate::forward::ForwardHeaders;
-use crate::protocol::Protocol;
+use crate::protocol::{ClientProtocol, Protocol};
 use crate::provider::{self, Provider};
 use crate::scrub::StreamScrub;
 use crate::translate::StreamTranslator;
@@ -169,6 +169,9 @@ impl AttemptState {
             &a.upstream_model,
             a.stream,
         )?;
+        if a.plan.upstream_endpoint == crate::protocol::Endpoint::ResponseById {
+            super::responses_api::retarget(&mut req, client)?;
+        }
         req.insert_header(http::header::CONTENT_TYPE, "application/json")?;
         req.insert_header(
             http::header::CONTENT_LENGTH,
@@ -206,6 +209,10 @@ impl AttemptState {
         let (from, to) = (self.attempt.plan.provider, self.attempt.plan.client);
         self.reader = match &self.attempt.plan.response {
             ResponsePlan::Native { strip_usage } => match (ok, is_sse) {
+                // A native Responses stream: usage from `response.completed`.
+                (true, true) if self.attempt.plan.client == ClientProtocol::Responses => {
+                    Reader::Observe(Box::new(crate::translate::ResponsesStreamUsage::new()))
+                }
                 // A stream in another protocol than OpenAI's is read for its usage only.
                 (true, true) => match from.stream_to_openai(&self.attempt.upstream_model, true) {
                     Some(observer) => Reader::Observe(observer),

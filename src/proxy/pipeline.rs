@@ -1,7 +1,7 @@
 //! The request path, top to bottom, one stage a line:
 //!
 //! 1. routing by host and path (the gateway's own answers, `/models` and the quota API,
-//!    end here);
+//!    end here, and so do the calls on a stored response, `super::responses_api`);
 //! 2. ingress: method, body, parse;
 //! 3. routing by model: the route and model rule;
 //! 4. admission: the consumer, rate limits, quota;
@@ -17,7 +17,7 @@
 use super::admission::{self, Caller};
 use super::attempts::{self, Upstream};
 use super::exchange::Exchange;
-use super::{budgets, cache, ingress, models_api, quota_api, respond, routing};
+use super::{budgets, cache, ingress, models_api, quota_api, respond, responses_api, routing};
 use crate::error::GatewayError;
 use crate::route::Endpoint;
 use pingora_core::connectors::http::Connector;
@@ -75,10 +75,12 @@ async fn pipeline(
     match endpoint {
         Endpoint::Quota(call) => return quota_api::serve(session, x, call).await,
         Endpoint::Models | Endpoint::Model => return models_api::serve(session, x, endpoint).await,
+        Endpoint::ResponseById => return responses_api::serve(session, x, connector).await,
         Endpoint::ChatCompletions
         | Endpoint::Completions
         | Endpoint::Embeddings
-        | Endpoint::Messages => {}
+        | Endpoint::Messages
+        | Endpoint::Responses => {}
     }
     let body = ingress::read_request(session, &config, &mut x.body_memory).await?;
     let body = &*x.request.insert(body);

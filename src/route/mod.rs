@@ -233,6 +233,7 @@ mod tests {
             health: Default::default(),
             api_version: None,
             connect_to: None,
+            responses_api: false,
         }))
     }
 

@@ -1,0 +1,226 @@
+//! The Responses API's calls on a stored response: `GET`/`DELETE {prefix}/responses/{id}`,
+//! `GET {prefix}/responses/{id}/input_items` and `POST {prefix}/responses/{id}/cancel`.
+//!
+//! They carry no model to route by: each goes to the first target of the route (in rule
+//! order) whose provider has a Responses API (`providers[].responses_api`), with its first
+//! usable key, in one attempt; the answer passes through and no usage is metered (the
+//! response's tokens were metered when it was made). A response made through another
+//! provider, or with a key of another organisation, is not found there.
+
+use super::admission;
+use super::attempt::Attempt;
+use super::exchange::{Chosen, Exchange};
+use super::exhausted::{exhausted, no_key_error};
+use super::ingress::{self, BodyLimits};
+use super::pipe::{self, AttemptResult, ClientSide};
+use super::pipeline::Failure;
+use super::plan::{BodyPlan, Plan, ResponsePlan};
+use crate::error::{ErrorCode, GatewayError};
+use crate::protocol::{ClientProtocol, Endpoint};
+use crate::route::Route;
+use bytes::Bytes;
+use pingora_core::connectors::http::Connector;
+use pingora_http::RequestHeader;
+use pingora_proxy::Session;
+
+/// Longest `{id}/…` path accepted.
+const MAX_REST: usize = 256;
+
+/// Serve a call on a stored response; the status sent.
+pub async fn serve(
+    session: &mut Session,
+    x: &mut Exchange,
+    connector: &Connector,
+) -> Result<u16, Failure> {
+    let method = session.req_header().method.clone();
+    let allowed = match rest_of(session.req_header()) {
+        Some(rest) if rest.ends_with("/cancel") => method == http::Method::POST,
+        Some(_) => matches!(method, http::Method::GET | http::Method::DELETE),
+        None => return Err(GatewayError::RouteNotFound(path(session)).into()),
+    };
+    if !allowed {
+        return Err(GatewayError::MethodNotAllowed(method.to_string()).into());
+    }
+    let config = x.config.clone();
+    let route = x
+        .route
+        .and_then(|i| config.routes.get(i))
+        .ok_or_else(|| GatewayError::Internal("no route".into()))?;
+    x.consumer = admission::authenticate(session, &config, &route.auth)?;
+    if method == http::Method::POST {
+        // A cancel has no body worth sending; read it so the connection stays usable.
+        let limits = BodyLimits {
+            max: config.max_body_bytes,
+            client: &config.client,
+        };
+        ingress::read_body(session, limits, &mut x.body_memory).await?;
+    }
+    let attempt = attempt_for(route)?;
+    x.attempts.chosen = Some(Chosen {
+        provider: attempt.provider.clone(),
+        key_index: attempt.key_index,
+        upstream_model: String::new(),
+    });
+    let client = ClientSide {
+        session,
+        request_id: &x.request_id,
+        extra_headers: &x.extra_headers,
+        forward: &route.forward,
+        stream: false,
+        client: ClientProtocol::Responses,
+        max_event_bytes: config.client.max_event_bytes,
+        cost: None,
+        capture: None,
+    };
+    let (result, mut outcome) = pipe::run(client, connector, attempt).await;
+    // The stored response's usage was metered when it was made.
+    outcome.usage = None;
+    x.attempts.count += 1;
+    x.attempts.upstream_time += outcome.upstream_time();
+    x.attempts.outcome = outcome;
+    ended(result)
+}
+
+/// The one attempt: the route's first target with a Responses API, its first usable key.
+fn attempt_for(route: &Route) -> Result<Attempt, GatewayError> {
+    let target = route
+        .rules
+        .iter()
+        .flat_map(|r| r.targets.iter())
+        .find(|t| t.provider.responses_api)
+        .ok_or_else(|| GatewayError::Translate {
+            status: 400,
+            code: ErrorCode::UnsupportedEndpoint,
+            message: "No provider of this route has a Responses API to keep responses \
+                      (`providers[].responses_api`)."
+                .into(),
+        })?;
+    let provider = target.provider.clone();
+    let key_index = provider
+        .keys
+        .pick(&[])
+        .ok_or_else(|| no_key_error(&[target]))?;
+    let plan = Plan {
+        client: ClientProtocol::Responses,
+        provider: provider.protocol,
+        upstream_endpoint: Endpoint::ResponseById,
+        body: BodyPlan::Splice(crate::body::Rewrite::default()),
+        response: ResponsePlan::Native { strip_usage: false },
+    };
+    Ok(Attempt {
+        provider,
+        key_index,
+        upstream_model: String::new(),
+        stream: false,
+        original: Bytes::new(),
+        plan,
+        propagate: crate::otel::Propagate::default(),
+    })
+}
+
+/// What the attempt's end means for the client.
+fn ended(result: AttemptResult) -> Result<u16, Failure> {
+    match result {
+        AttemptResult::Delivered(status) => Ok(status),
+        AttemptResult::Failed(failed) => Err(exhausted(&[failed]).into()),
+        AttemptResult::Aborted {
+            status: Some(sent),
+            error,
+            cause,
+        } => Err(Failure::Abort {
+            error,
+            cause,
+            sent: Some(sent),
+        }),
+        AttemptResult::Aborted { error, .. } => Err(error.into()),
+        AttemptResult::ClientGone { status, cause } => Err(Failure::Abort {
+            error: GatewayError::ClientClosed,
+            cause,
+            sent: status,
+        }),
+    }
+}
+
+fn path(session: &Session) -> String {
+    session.req_header().uri.path().to_string()
+}
+
+/// The client's path after `/responses/` (`{id}` or `{id}/input_items`), when it is a
+/// plain one: ASCII letters, digits, `_`, `-`, `.` in non-empty segments, never `..`.
+fn rest_of(client: &RequestHeader) -> Option<&str> {
+    let (_, rest) = client.uri.path().split_once("/responses/")?;
+    let rest = rest.trim_end_matches('/');
+    let plain = rest.len() <= MAX_REST
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/'))
+        && rest
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..");
+    plain.then_some(rest)
+}
+
+/// Point the upstream request (already at the provider's `/responses`) at the stored
+/// response the client named, with the client's method and query.
+pub(super) fn retarget(
+    req: &mut RequestHeader,
+    client: &RequestHeader,
+) -> pingora_error::Result<()> {
+    let bad = || {
+        pingora_error::Error::explain(
+            pingora_error::ErrorType::InternalError,
+            "building the upstream path of a stored response",
+        )
+    };
+    let rest = rest_of(client).ok_or_else(bad)?;
+    let query: Vec<&str> = [req.uri.query(), client.uri.query()]
+        .into_iter()
+        .flatten()
+        .filter(|q| !q.is_empty())
+        .collect();
+    let mut uri = format!("{}/{rest}", req.uri.path());
+    if !query.is_empty() {
+        uri.push('?');
+        uri.push_str(&query.join("&"));
+    }
+    req.set_uri(uri.parse::<http::Uri>().map_err(|_| bad())?);
+    req.set_method(client.method.clone());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn header(method: &str, path: &str) -> RequestHeader {
+        let method = http::Method::from_bytes(method.as_bytes()).unwrap();
+        RequestHeader::build(method, path.as_bytes(), None).unwrap()
+    }
+
+    #[test]
+    fn stored_response_paths() {
+        let client = header("GET", "/v1/responses/resp_1/input_items?limit=5&order=asc");
+        let mut up = header("POST", "/openai/responses?api-version=2025-03-01-preview");
+        retarget(&mut up, &client).unwrap();
+        assert_eq!(up.method, http::Method::GET);
+        assert_eq!(
+            up.uri.to_string(),
+            "/openai/responses/resp_1/input_items?api-version=2025-03-01-preview&limit=5&order=asc"
+        );
+        let client = header("DELETE", "/v1/responses/resp_1");
+        let mut up = header("POST", "/v1/responses");
+        retarget(&mut up, &client).unwrap();
+        assert_eq!(
+            (up.method.as_str(), up.uri.to_string().as_str()),
+            ("DELETE", "/v1/responses/resp_1")
+        );
+        for bad in [
+            "/v1/responses/../x",
+            "/v1/responses/a//b",
+            "/v1/responses/a%2F",
+        ] {
+            assert!(rest_of(&header("GET", bad)).is_none(), "{bad}");
+        }
+    }
+}
