@@ -14,25 +14,26 @@ fn config(mock: &Mock) -> String {
         r#"providers:
   - name: native
     type: openai-compatible
-    base_url: "{url}/v1"
+    base_url: "{url}"
     responses_api: true
     api_keys:
       - {{name: one, key: sk-one}}
       - {{name: two, key: sk-two}}
   - name: chatonly
     type: openai-compatible
-    base_url: "{url}/v1"
+    base_url: "{url}"
     api_keys: ["sk-chat"]
   - name: claude
     type: anthropic
-    base_url: "{url}/v1"
+    base_url: "{url}"
     api_keys: ["sk-ant"]
   - name: az
     type: azure
-    base_url: "{url}"
+    base_url: "http://{addr}"
     api_keys: ["sk-az"]
 routes:
   - name: default
+    forward_headers: ["x-mock-*"]
     models:
       - model: "mock-*"
         targets: [{{provider: native}}]
@@ -43,7 +44,8 @@ routes:
       - model: "az-*"
         targets: [{{provider: az}}]
 "#,
-        url = mock.url()
+        url = mock.url(),
+        addr = mock.addr
     )
 }
 
