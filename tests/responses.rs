@@ -19,6 +19,12 @@ fn config(mock: &Mock) -> String {
     api_keys:
       - {{name: one, key: sk-one}}
       - {{name: two, key: sk-two}}
+  - name: other
+    type: openai-compatible
+    base_url: "{url}"
+    responses_api: true
+    api_keys:
+      - {{name: other, key: sk-other}}
   - name: chatonly
     type: openai-compatible
     base_url: "{url}"
@@ -43,6 +49,8 @@ routes:
         targets: [{{provider: claude}}]
       - model: "az-*"
         targets: [{{provider: az}}]
+      - model: "other-*"
+        targets: [{{provider: other}}]
 "#,
         url = mock.url(),
         addr = mock.addr
@@ -295,4 +303,45 @@ async fn stored_responses_go_to_the_first_responses_provider() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 405);
+}
+
+/// A response made through a provider (and key) other than the route's first is found
+/// there: the gateway remembers which made each response it passed through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_responses_go_where_they_were_made() {
+    let mock = Mock::start();
+    let gw = Gateway::start(&config(&mock));
+    for stream in [false, true] {
+        let body = json!({"model": "other-a", "input": "hi", "stream": stream});
+        let (status, _, text) = post(&gw, body, &[]).await;
+        assert_eq!(status, 200, "{text}");
+        let id = if stream {
+            events(&text)[0].1["response"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        } else {
+            let v: Value = serde_json::from_str(&text).unwrap();
+            v["id"].as_str().unwrap().to_string()
+        };
+        for path in [
+            format!("/v1/responses/{id}"),
+            format!("/v1/responses/{id}/input_items"),
+        ] {
+            let resp = client()
+                .get(gw.url(&path))
+                .header("x-mock-echo", "1")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            let body: Value = resp.json().await.unwrap();
+            let echo = &body["mock_echo"];
+            assert_eq!(echo["path"], path.as_str(), "{body}");
+            assert_eq!(
+                echo["headers"]["authorization"], "Bearer sk-other",
+                "{body}"
+            );
+        }
+    }
 }

@@ -46,6 +46,9 @@ pub struct Outcome {
     /// The whole answer as the client was sent it, when the response cache wants it (and it
     /// fit the cache's largest entry).
     pub sent: Option<Vec<u8>>,
+    /// The id of a Responses API answer passed through (the provider keeps it), for the
+    /// calls that name it later.
+    pub response_id: Option<String>,
 }
 
 impl Outcome {
@@ -429,6 +432,27 @@ impl AttemptState {
         };
         if let Some(usage) = usage {
             self.outcome.usage = Some(usage);
+        }
+        if self.outcome.response_id.is_none() {
+            self.outcome.response_id = self.response_id();
+        }
+    }
+
+    /// The id of a native Responses API answer (stream or body).
+    fn response_id(&self) -> Option<String> {
+        if self.attempt.plan.client != ClientProtocol::Responses {
+            return None;
+        }
+        match &self.reader {
+            Reader::Observe(t) => t.response_id(),
+            Reader::Json(body, _) => {
+                #[derive(serde::Deserialize)]
+                struct Id {
+                    id: Option<String>,
+                }
+                serde_json::from_slice::<Id>(body).ok()?.id
+            }
+            _ => None,
         }
     }
 

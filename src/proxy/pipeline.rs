@@ -152,6 +152,7 @@ async fn pipeline(
         trace: x.trace.as_deref_mut(),
     };
     let status = attempts::run(upstream, rule).await?;
+    responses_api::remember(endpoint, &x.attempts);
     if let Some(state) = &x.cache {
         let sent = x.attempts.outcome.sent.take();
         cache::keep(state, &x.backends, &x.attempts, sent, route, body, status).await;

@@ -1,15 +1,18 @@
 //! The Responses API's calls on a stored response: `GET`/`DELETE {prefix}/responses/{id}`,
 //! `GET {prefix}/responses/{id}/input_items` and `POST {prefix}/responses/{id}/cancel`.
 //!
-//! They carry no model to route by: each goes to the first target of the route (in rule
-//! order) whose provider has a Responses API (`providers[].responses_api`), with its first
-//! usable key, in one attempt; the answer passes through and no usage is metered (the
-//! response's tokens were metered when it was made). A response made through another
-//! provider, or with a key of another organisation, is not found there.
+//! They carry no model to route by: each goes to the provider and key that made the response
+//! when this process passed it through (a bounded map of response ids, `MADE_BY`), else to
+//! the first target of the route (in rule order) whose provider has a Responses API
+//! (`providers[].responses_api`) with its first usable key; in one attempt. The answer
+//! passes through and no usage is metered (the response's tokens were metered when it was
+//! made). A response the map does not know (made before a restart, through another gateway
+//! process, or forgotten) made through another provider or with a key of another
+//! organisation is not found there.
 
 use super::admission;
 use super::attempt::Attempt;
-use super::exchange::{Chosen, Exchange};
+use super::exchange::{AttemptLog, Chosen, Exchange};
 use super::exhausted::{exhausted, no_key_error};
 use super::ingress::{self, BodyLimits};
 use super::pipe::{self, AttemptResult, ClientSide};
@@ -19,12 +22,40 @@ use crate::error::{ErrorCode, GatewayError};
 use crate::protocol::{ClientProtocol, Endpoint};
 use crate::route::Route;
 use bytes::Bytes;
+use moka::sync::Cache;
 use pingora_core::connectors::http::Connector;
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
+use std::sync::LazyLock;
+use std::time::Duration;
 
 /// Longest `{id}/…` path accepted.
 const MAX_REST: usize = 256;
+/// Response ids remembered (about 100 bytes each).
+const MADE_BY_CAPACITY: u64 = 100_000;
+/// How long a response id is remembered (OpenAI keeps responses 30 days).
+const MADE_BY_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Which provider and key (by name) made a response the gateway passed through.
+static MADE_BY: LazyLock<Cache<String, (String, String)>> = LazyLock::new(|| {
+    Cache::builder()
+        .max_capacity(MADE_BY_CAPACITY)
+        .time_to_live(MADE_BY_TTL)
+        .build()
+});
+
+/// Remember which provider and key made the response a `POST /responses` was answered with.
+pub fn remember(endpoint: Endpoint, log: &AttemptLog) {
+    if endpoint != Endpoint::Responses {
+        return;
+    }
+    let (Some(id), Some(chosen)) = (&log.outcome.response_id, &log.chosen) else {
+        return;
+    };
+    if let Some(key) = chosen.provider.keys.get(chosen.key_index) {
+        MADE_BY.insert(id.clone(), (chosen.provider.name.clone(), key.name.clone()));
+    }
+}
 
 /// Serve a call on a stored response; the status sent.
 pub async fn serve(
@@ -55,7 +86,11 @@ pub async fn serve(
         };
         ingress::read_body(session, limits, &mut x.body_memory).await?;
     }
-    let attempt = attempt_for(route)?;
+    let id = rest_of(session.req_header())
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_default()
+        .to_string();
+    let attempt = attempt_for(route, &id)?;
     x.attempts.chosen = Some(Chosen {
         provider: attempt.provider.clone(),
         key_index: attempt.key_index,
@@ -81,25 +116,35 @@ pub async fn serve(
     ended(result)
 }
 
-/// The one attempt: the route's first target with a Responses API, its first usable key.
-fn attempt_for(route: &Route) -> Result<Attempt, GatewayError> {
-    let target = route
+/// The one attempt: the provider and key that made response `id`, if known and on the
+/// route; else the route's first target with a Responses API and its first usable key.
+fn attempt_for(route: &Route, id: &str) -> Result<Attempt, GatewayError> {
+    let mut targets = route
         .rules
         .iter()
         .flat_map(|r| r.targets.iter())
-        .find(|t| t.provider.responses_api)
-        .ok_or_else(|| GatewayError::Translate {
-            status: 400,
-            code: ErrorCode::UnsupportedEndpoint,
-            message: "No provider of this route has a Responses API to keep responses \
-                      (`providers[].responses_api`)."
-                .into(),
-        })?;
+        .filter(|t| t.provider.responses_api);
+    let made_by = MADE_BY.get(id);
+    let known = made_by.as_ref().and_then(|(provider, key)| {
+        let target = targets.clone().find(|t| t.provider.name == *provider)?;
+        let key_index = target.provider.keys.iter().position(|k| k.name == *key)?;
+        Some((target, key_index))
+    });
+    let (target, key_index) = match known {
+        Some(found) => found,
+        None => {
+            let target = targets.next().ok_or_else(|| GatewayError::Translate {
+                status: 400,
+                code: ErrorCode::UnsupportedEndpoint,
+                message: "No provider of this route has a Responses API to keep responses \
+                          (`providers[].responses_api`)."
+                    .into(),
+            })?;
+            let key = target.provider.keys.pick(&[]);
+            (target, key.ok_or_else(|| no_key_error(&[target]))?)
+        }
+    };
     let provider = target.provider.clone();
-    let key_index = provider
-        .keys
-        .pick(&[])
-        .ok_or_else(|| no_key_error(&[target]))?;
     let plan = Plan {
         client: ClientProtocol::Responses,
         provider: provider.protocol,

@@ -103,6 +103,11 @@ pub trait StreamTranslator: Send + Sync {
     fn first_content_seen(&self) -> bool;
     /// Upstream bytes held for an event not yet complete; the caller bounds it.
     fn pending_bytes(&self) -> usize;
+    /// The id of the response the stream carries, where the protocol names one the client
+    /// may ask for again (the Responses API's).
+    fn response_id(&self) -> Option<String> {
+        None
+    }
 }
 
 macro_rules! impl_stream_translator {
@@ -130,9 +135,29 @@ impl_stream_translator!(
     AnthropicStreamToOpenAi,
     OpenAiStreamToAnthropic,
     GeminiStreamToOpenAi,
-    OpenAiStreamToResponses,
-    ResponsesStreamUsage
+    OpenAiStreamToResponses
 );
+
+impl StreamTranslator for ResponsesStreamUsage {
+    fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        ResponsesStreamUsage::push(self, chunk)
+    }
+    fn finish(&mut self) -> Vec<u8> {
+        ResponsesStreamUsage::finish(self)
+    }
+    fn usage(&self) -> crate::usage::Usage {
+        ResponsesStreamUsage::usage(self)
+    }
+    fn first_content_seen(&self) -> bool {
+        ResponsesStreamUsage::first_content_seen(self)
+    }
+    fn pending_bytes(&self) -> usize {
+        ResponsesStreamUsage::pending_bytes(self)
+    }
+    fn response_id(&self) -> Option<String> {
+        self.id().map(str::to_owned)
+    }
+}
 
 /// A translated request body.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -398,13 +398,23 @@ fn item_id(call_id: &str) -> String {
 /// A native Responses stream read for its usage: `response.completed` (or
 /// `response.incomplete` / `response.failed`) carries the whole response with its `usage`;
 /// without it (a stream cut short), the output is estimated from the text and argument
-/// deltas. Passes nothing to the client itself (the caller forwards the bytes).
+/// deltas. Passes nothing to the client itself (the caller forwards the bytes). Keeps the
+/// response's id (from `response.created`) for the calls that name it later.
 #[derive(Debug, Default)]
 pub struct ResponsesStreamUsage {
     parser: SseParser,
     reported: Option<Usage>,
     est: TokenEstimator,
     first_content: bool,
+    /// The response's id (from `response.created`).
+    id: Option<String>,
+}
+
+/// The id of a `response` object.
+#[derive(serde::Deserialize)]
+struct ResponseId {
+    #[serde(default)]
+    id: Option<String>,
 }
 
 /// What the observer reads of one event.
@@ -458,6 +468,11 @@ impl ResponsesStreamUsage {
         self.parser.pending().len()
     }
 
+    /// The id of the response, once `response.created` named it.
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
     fn event(&mut self, e: &SseEvent) {
         let Ok(view) = serde_json::from_str::<EventView<'_>>(&e.data) else {
             return;
@@ -468,6 +483,12 @@ impl ResponsesStreamUsage {
                 if let Some(d) = &view.delta {
                     self.est.feed(d);
                 }
+            }
+            Some("response.created") if self.id.is_none() => {
+                self.id = view
+                    .response
+                    .and_then(|r| serde_json::from_str::<ResponseId>(r.get()).ok())
+                    .and_then(|r| r.id);
             }
             Some("response.completed" | "response.incomplete" | "response.failed") => {
                 if let Some(u) = view
