@@ -14,7 +14,7 @@
 //! `routing` → `ingress` → `admission` → `budgets` → `cache` → [room for policies] → `attempts`
 //! (the loop in `retry`, each attempt planned by `plan` and run by `pipe`/`attempt`) →
 //! `accounting`; `exchange` is the record accounting reads; `models_api` and `quota_api`
-//! are the gateway's own answers.
+//! are the gateway's own answers; `responses_api` the calls on a stored response.
 //!
 //! The domain, used by the request path and built by `runtime`:
 //! - `route` (routes, endpoints, model rules, attempt order; `route::models`: what
@@ -22,8 +22,9 @@
 //! - `provider` (URL, TLS, keys and the peer; `resolve`: host lookup off the request path),
 //!   `keys` (a key pool and each key's health), `health` (what an attempt's end means for
 //!   its key; `Retry-After`).
-//! - `protocol`: the wire protocols on both sides, `ClientProtocol` (OpenAI or Anthropic
-//!   Messages, and the rendering of every client-visible error in its shape) and one
+//! - `protocol`: the wire protocols on both sides, `ClientProtocol` (OpenAI, OpenAI's
+//!   Responses API or Anthropic Messages, and the rendering of every client-visible error in
+//!   its shape) and one
 //!   `ProviderProtocol` per provider family with the registry `PRESETS`; the translators
 //!   behind it are in `translate`.
 //! - `auth` (consumers and credentials), `limits` (token and request rate limits), `quota`

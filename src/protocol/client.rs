@@ -1,7 +1,8 @@
 //! The protocol a client speaks to the gateway: OpenAI (chat, completions, embeddings),
-//! OpenAI's Responses API (`/v1/responses`) or Anthropic Messages (`/v1/messages`). The gateway's working format is OpenAI's: a client
-//! protocol says how its requests become OpenAI requests and how OpenAI answers (bodies,
-//! streams, errors) become its own, and renders the gateway's own errors in its shape.
+//! OpenAI's Responses API (`/v1/responses`) or Anthropic Messages (`/v1/messages`). The
+//! gateway's working format is OpenAI's: a client protocol says how its requests become
+//! OpenAI requests and how OpenAI answers (bodies, streams, errors) become its own, and
+//! renders the gateway's own errors in its shape.
 
 use super::Endpoint;
 use crate::translate::{self, StreamTranslator, TranslateError, Translated};
