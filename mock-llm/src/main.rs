@@ -70,6 +70,9 @@
 //!   `response.output_text.delta` (one per token) or the three
 //!   `response.function_call_arguments.delta` events. With `x-mock-echo` a stream starts
 //!   with `event: mock_echo`.
+//! * `GET …/responses/{id}`, `GET …/responses/{id}/input_items`, `DELETE …/responses/{id}`,
+//!   `POST …/responses/{id}/cancel`: stored responses, stateless (any id is found; see
+//!   `responses.rs`).
 //! * `GET …/models`, `GET …/models/{id}`: a small static model list / any id.
 //! * Anything else: 404 with an OpenAI-style error body.
 //!

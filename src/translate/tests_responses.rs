@@ -385,3 +385,30 @@ fn native_stream_usage_at_every_chunking() {
     assert!(t.usage().estimated && t.usage().output_tokens > 0);
     assert!(t.first_content_seen());
 }
+
+/// Every prefix and random damage of each input: no panic, whatever comes in.
+#[test]
+fn damaged_inputs_never_panic() {
+    use super::test_support::{fuzz, stream_no_panic};
+    let req = json!({"model": "m", "instructions": "x", "input": [
+        {"role": "user", "content": [{"type": "input_text", "text": "hi"},
+            {"type": "input_image", "image_url": "data:image/png;base64,AA=="}]},
+        {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c", "output": "ok"}],
+        "tools": [{"type": "function", "name": "f", "parameters": {}}],
+        "tool_choice": {"type": "function", "name": "f"}, "stream": true})
+    .to_string();
+    fuzz(&[req.as_bytes()], &|b| {
+        let _ = responses_to_openai_chat_request(b, "m");
+    });
+    let chat = json!({"id": "x", "choices": [{"finish_reason": "stop", "message":
+        {"content": "hi", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{}"}}]}}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 2}})
+    .to_string();
+    fuzz(&[chat.as_bytes()], &|b| {
+        let _ = openai_chat_response_to_responses(b, "m");
+    });
+    fuzz(&[&chat_stream(true)], &|b| stream_no_panic(&make, b));
+    let observer = || -> Box<dyn StreamTranslator> { Box::new(ResponsesStreamUsage::new()) };
+    fuzz(&[&native_stream()], &|b| stream_no_panic(&observer, b));
+}
