@@ -268,4 +268,63 @@ mod tests {
             assert!(rest_of(&header("GET", bad)).is_none(), "{bad}");
         }
     }
+
+    fn provider(
+        protocol: crate::protocol::Protocol,
+        responses_api: bool,
+    ) -> crate::provider::Provider {
+        let upstream = crate::provider::Upstream::parse("http://127.0.0.1:1/v1", None).unwrap();
+        crate::provider::Provider::new(crate::provider::ProviderSpec {
+            http2: false,
+            name: "p".into(),
+            kind: "openai-compatible".into(),
+            protocol,
+            upstream,
+            keys: crate::keys::KeyPool::new(vec![], vec![]),
+            model_map: Default::default(),
+            models: vec![],
+            timeouts: Default::default(),
+            ca: None,
+            health: Default::default(),
+            api_version: None,
+            connect_to: None,
+            responses_api,
+        })
+    }
+
+    /// A Responses request is passed through only to a provider with the API; any other gets
+    /// chat (in its own protocol) and a translated answer.
+    #[test]
+    fn responses_plans_per_provider() {
+        use crate::protocol::{ANTHROPIC, AZURE, GEMINI, OPENAI};
+        use crate::proxy::plan::plan_for;
+        let body = crate::body::RequestBody::parse(Bytes::from_static(
+            br#"{"model":"m","input":"hi","stream":true,"max_output_tokens":9}"#,
+        ))
+        .unwrap();
+        assert_eq!(body.max_tokens, Some(9));
+        let cases = [
+            (OPENAI, true, Endpoint::Responses, true),
+            (AZURE, true, Endpoint::Responses, true),
+            (OPENAI, false, Endpoint::ChatCompletions, false),
+            (AZURE, false, Endpoint::ChatCompletions, false),
+            (ANTHROPIC, false, Endpoint::Messages, false),
+            (GEMINI, false, Endpoint::ChatCompletions, false),
+        ];
+        for (protocol, api, upstream, native) in cases {
+            let p = plan_for(&body, Endpoint::Responses, &provider(protocol, api), "up").unwrap();
+            let what = format!("{protocol:?} responses_api={api}");
+            assert_eq!(p.client, ClientProtocol::Responses, "{what}");
+            assert_eq!(p.upstream_endpoint, upstream, "{what}");
+            assert_eq!(p.native().is_some(), native, "{what}");
+            match &p.response {
+                ResponsePlan::Native { strip_usage } => assert!(native && !strip_usage, "{what}"),
+                ResponsePlan::Translate { include_usage, .. } => {
+                    assert!(!native && *include_usage, "{what}");
+                    let t = crate::proxy::plan::stream_translator(protocol, p.client, "up", true);
+                    assert!(t.is_some(), "{what}");
+                }
+            }
+        }
+    }
 }
