@@ -23,6 +23,9 @@ struct TopLevel<'a> {
     max_tokens: Option<&'a RawValue>,
     #[serde(borrow, default)]
     max_completion_tokens: Option<&'a RawValue>,
+    /// The Responses API's output limit.
+    #[serde(borrow, default)]
+    max_output_tokens: Option<&'a RawValue>,
     /// `null` included (a plain `Option` would read it as absent).
     #[serde(borrow, default, deserialize_with = "present")]
     messages: Option<&'a RawValue>,
@@ -42,7 +45,8 @@ pub struct RequestBody {
     pub stream: bool,
     /// The client itself asked for `stream_options.include_usage: true`.
     pub client_wants_usage: bool,
-    /// `max_completion_tokens`, else `max_tokens`, when given as a number.
+    /// `max_completion_tokens`, else `max_tokens`, else `max_output_tokens` (the Responses
+    /// API's), when given as a number.
     pub max_tokens: Option<u64>,
     model_span: Range<usize>,
     stream_options_span: Option<Range<usize>>,
@@ -145,6 +149,7 @@ impl RequestBody {
         let max_tokens = top
             .max_completion_tokens
             .or(top.max_tokens)
+            .or(top.max_output_tokens)
             .and_then(|r| serde_json::from_str::<u64>(r.get()).ok());
         let model_span = span(&bytes, model_raw);
         let stream_options_span = top.stream_options.map(|r| span(&bytes, r));

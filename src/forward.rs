@@ -61,7 +61,7 @@ fn names(list: &[&'static str]) -> HashSet<HeaderName> {
 fn slot(native: Option<ClientProtocol>) -> usize {
     match native {
         None => 0,
-        Some(ClientProtocol::OpenAi) => 1,
+        Some(ClientProtocol::OpenAi | ClientProtocol::Responses) => 1,
         Some(ClientProtocol::Anthropic) => 2,
     }
 }

@@ -16,7 +16,8 @@
 //! and decorators) → `budgets` → `cache` → `attempts` (the loop in `retry`, each attempt
 //! planned by `plan` and run by `pipe`/`attempt`, the answer's policies applied as it is
 //! sent) → `accounting`; `exchange` is the record accounting reads; `models_api` and
-//! `quota_api` are the gateway's own answers; `count_tokens` Anthropic's token counting;
+//! `quota_api` are the gateway's own answers; `responses_api` the calls on a stored
+//! response; `count_tokens` Anthropic's token counting;
 //! `loopback` is the gateway's requests to its own listener (the semantic cache's
 //! embeddings, moderation).
 //!
@@ -26,8 +27,9 @@
 //! - `provider` (URL, TLS, keys and the peer; `resolve`: host lookup off the request path),
 //!   `keys` (a key pool and each key's health), `health` (what an attempt's end means for
 //!   its key; `Retry-After`).
-//! - `protocol`: the wire protocols on both sides, `ClientProtocol` (OpenAI or Anthropic
-//!   Messages, and the rendering of every client-visible error in its shape) and one
+//! - `protocol`: the wire protocols on both sides, `ClientProtocol` (OpenAI, OpenAI's
+//!   Responses API or Anthropic Messages, and the rendering of every client-visible error in
+//!   its shape) and one
 //!   `ProviderProtocol` per provider family with the registry `PRESETS`; the translators
 //!   behind it are in `translate`.
 //! - `auth` (consumers and credentials), `limits` (token and request rate limits), `quota`

@@ -64,6 +64,21 @@
 //!   `{"flagged":F,"categories":{"harassment":F,"violence":false},"category_scores":{..}}`,
 //!   F true when the input contains the flag word (`--flag-word`, default `flagme`,
 //!   case-insensitive); `{"id":"modr-mock-N","model":<model>,"results":[..]}`, no usage.
+//! * `POST …/responses`: OpenAI's Responses API, streaming and not (`responses.rs` has the
+//!   token counts, the function call and the event sequence): `input` (string or items),
+//!   `instructions`, `max_output_tokens` (a cut answer is `status: "incomplete"`), `tools`
+//!   with `x-mock-tool-call: NAME` or a `tool_choice` naming a function → one
+//!   `function_call` item; usage `{input_tokens, input_tokens_details.cached_tokens,
+//!   output_tokens, output_tokens_details.reasoning_tokens, total_tokens}` in the body and
+//!   in the stream's last event (`response.completed`, or `response.incomplete`).
+//!   Streams are `event: <type>` + `data: {"type":<type>,"sequence_number":n,..}`; the
+//!   content chunks (for `x-mock-chunk-delay-ms`, `x-mock-drop-after`) are the
+//!   `response.output_text.delta` (one per token) or the three
+//!   `response.function_call_arguments.delta` events. With `x-mock-echo` a stream starts
+//!   with `event: mock_echo`.
+//! * `GET …/responses/{id}`, `GET …/responses/{id}/input_items`, `DELETE …/responses/{id}`,
+//!   `POST …/responses/{id}/cancel`: stored responses, stateless (any id is found; see
+//!   `responses.rs`).
 //! * `GET …/models`, `GET …/models/{id}`: a small static model list / any id.
 //! * Anything else: 404 with an OpenAI-style error body.
 //!
@@ -190,8 +205,8 @@
 //!   Gemini `usageMetadata`), streaming or not, even if asked.
 //! * `x-mock-crlf: 1`: SSE uses `\r\n` line endings instead of `\n` (Gemini SSE
 //!   uses `\r\n` by default; `x-mock-crlf: 0` there gives `\n`).
-//! * `x-mock-tool-call: NAME`: Anthropic / Gemini requests with non-empty `tools`
-//!   answer with a call of tool NAME (see above). Ignored by OpenAI endpoints.
+//! * `x-mock-tool-call: NAME`: Anthropic / Gemini / Responses requests with non-empty
+//!   `tools` answer with a call of tool NAME (see above). Ignored by OpenAI chat.
 //! * `x-mock-echo: 1`: non-streaming JSON responses (errors included) get a
 //!   top-level `mock_echo` object `{method, path, query (string|null), version,
 //!   headers {lowercased name: value, duplicates joined with ", "}, body_len,
@@ -231,7 +246,7 @@
 //!
 //! # Source layout
 //!
-//! `router` (entry, faults, control endpoints) → `openai` / `anthropic` /
+//! `router` (entry, faults, control endpoints) → `openai` (with `responses`) / `anthropic` /
 //! `gemini` (protocols), built on `reply` (context, error styles, JSON
 //! responses), `stream` (event framing and pacing), `opts` (`x-mock-*`
 //! headers), `body`, `state`, `util`, `tls`.
@@ -242,6 +257,7 @@ mod gemini;
 mod openai;
 mod opts;
 mod reply;
+mod responses;
 mod router;
 mod state;
 mod stream;

@@ -25,6 +25,10 @@ pub fn dispatch(ctx: &Ctx<'_>) -> Response<RespBody> {
         generate(ctx, Kind::Chat)
     } else if method == Method::POST && p.ends_with("/completions") {
         generate(ctx, Kind::Completion)
+    } else if method == Method::POST && p.ends_with("/responses") {
+        crate::responses::create(ctx)
+    } else if let Some((_, rest)) = p.split_once("/responses/") {
+        crate::responses::stored(ctx, rest)
     } else if method == Method::POST && p.ends_with("/embeddings") {
         embeddings(ctx)
     } else if method == Method::POST && p.ends_with("/moderations") {

@@ -338,7 +338,7 @@ fn tracestate(headers: &http::HeaderMap) -> Option<http::HeaderValue> {
 /// `gen_ai.operation.name` of an endpoint, by its access-log word (`None`: not a model call).
 pub fn operation(endpoint: &str) -> Option<&'static str> {
     match endpoint {
-        "chat" | "messages" => Some("chat"),
+        "chat" | "messages" | "responses" => Some("chat"),
         "completions" => Some("text_completion"),
         "embeddings" => Some("embeddings"),
         _ => None,

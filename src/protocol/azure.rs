@@ -1,6 +1,7 @@
 //! Azure OpenAI: OpenAI bodies at `{endpoint}/openai/deployments/{deployment}/{operation}
 //! ?api-version=…`, authenticated with the `api-key` header. The deployment is the upstream
-//! model name, so `model_mapping` maps requested models to deployments.
+//! model name, so `model_mapping` maps requested models to deployments. The Responses API is
+//! at `{endpoint}/openai/responses?api-version=…` with the deployment as the body's `model`.
 
 use super::{Call, ClientProtocol, Endpoint, Outbound, PlanError, ProviderProtocol};
 use crate::keys::ApiKey;
@@ -10,6 +11,9 @@ use pingora_http::RequestHeader;
 
 /// Used when the config sets no `api_version`.
 pub const DEFAULT_API_VERSION: &str = "2024-10-21";
+/// Used for the Responses API when the config sets no `api_version` (the first version that
+/// has it).
+pub const RESPONSES_API_VERSION: &str = "2025-03-01-preview";
 
 pub struct Azure;
 
@@ -27,6 +31,14 @@ impl ProviderProtocol for Azure {
     }
 
     fn path(&self, call: &Call<'_>) -> String {
+        if matches!(call.endpoint, Endpoint::Responses | Endpoint::ResponseById) {
+            // Not per deployment: the deployment is the body's `model`.
+            return format!(
+                "{}/openai/responses?api-version={}",
+                call.base_path,
+                call.api_version.unwrap_or(RESPONSES_API_VERSION)
+            );
+        }
         let deployment: String = call
             .model
             .chars()

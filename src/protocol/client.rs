@@ -1,7 +1,8 @@
-//! The protocol a client speaks to the gateway: OpenAI (chat, completions, embeddings) or
-//! Anthropic Messages (`/v1/messages`). The gateway's working format is OpenAI's: a client
-//! protocol says how its requests become OpenAI requests and how OpenAI answers (bodies,
-//! streams, errors) become its own, and renders the gateway's own errors in its shape.
+//! The protocol a client speaks to the gateway: OpenAI (chat, completions, embeddings),
+//! OpenAI's Responses API (`/v1/responses`) or Anthropic Messages (`/v1/messages`). The
+//! gateway's working format is OpenAI's: a client protocol says how its requests become
+//! OpenAI requests and how OpenAI answers (bodies, streams, errors) become its own, and
+//! renders the gateway's own errors in its shape.
 
 use super::Endpoint;
 use crate::translate::{self, StreamTranslator, TranslateError, Translated};
@@ -15,6 +16,9 @@ pub enum ClientProtocol {
     /// Anthropic's Messages API: errors as `{"type":"error","error":{"type","message"}}`,
     /// SSE events named by `event:`.
     Anthropic,
+    /// OpenAI's Responses API: errors in OpenAI's shape, SSE events named by `event:`
+    /// (`response.created`, ..., `response.completed` with the usage).
+    Responses,
 }
 
 /// A client-visible error, ready to be rendered in a client protocol's shape.
@@ -29,11 +33,16 @@ pub struct ErrorView<'a> {
 }
 
 impl ClientProtocol {
-    pub const ALL: [ClientProtocol; 2] = [ClientProtocol::OpenAi, ClientProtocol::Anthropic];
+    pub const ALL: [ClientProtocol; 3] = [
+        ClientProtocol::OpenAi,
+        ClientProtocol::Anthropic,
+        ClientProtocol::Responses,
+    ];
 
     pub fn for_endpoint(e: Endpoint) -> Self {
         match e {
             Endpoint::Messages | Endpoint::CountTokens => ClientProtocol::Anthropic,
+            Endpoint::Responses | Endpoint::ResponseById => ClientProtocol::Responses,
             _ => ClientProtocol::OpenAi,
         }
     }
@@ -42,7 +51,7 @@ impl ClientProtocol {
     /// client's protocol natively (no translation).
     pub fn own_headers(self) -> &'static [&'static str] {
         match self {
-            ClientProtocol::OpenAi => &["openai-beta"],
+            ClientProtocol::OpenAi | ClientProtocol::Responses => &["openai-beta"],
             ClientProtocol::Anthropic => &["anthropic-version", "anthropic-beta"],
         }
     }
@@ -54,14 +63,14 @@ impl ClientProtocol {
             ClientProtocol::OpenAi => {
                 matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
             }
-            ClientProtocol::Anthropic => false,
+            ClientProtocol::Anthropic | ClientProtocol::Responses => false,
         }
     }
 
-    /// Whether answers in this protocol always carry usage (Anthropic's do), whatever the
-    /// request asked.
+    /// Whether answers in this protocol always carry usage (Anthropic's and the Responses
+    /// API's do), whatever the request asked.
     pub fn always_reports_usage(self) -> bool {
-        self == ClientProtocol::Anthropic
+        matches!(self, ClientProtocol::Anthropic | ClientProtocol::Responses)
     }
 
     /// The client's request as an OpenAI chat request; `None`: it is an OpenAI request already.
@@ -75,6 +84,9 @@ impl ClientProtocol {
             ClientProtocol::Anthropic => {
                 translate::anthropic_to_openai_chat_request(body, upstream_model).map(Some)
             }
+            ClientProtocol::Responses => {
+                translate::responses_to_openai_chat_request(body, upstream_model).map(Some)
+            }
         }
     }
 
@@ -84,6 +96,9 @@ impl ClientProtocol {
             ClientProtocol::OpenAi => None,
             ClientProtocol::Anthropic => {
                 Some(Box::new(translate::OpenAiStreamToAnthropic::new(model)))
+            }
+            ClientProtocol::Responses => {
+                Some(Box::new(translate::OpenAiStreamToResponses::new(model)))
             }
         }
     }
@@ -99,13 +114,16 @@ impl ClientProtocol {
             ClientProtocol::Anthropic => {
                 translate::openai_chat_response_to_anthropic(&openai, model).map(|(out, _)| out)
             }
+            ClientProtocol::Responses => {
+                translate::openai_chat_response_to_responses(&openai, model)
+            }
         }
     }
 
     /// A provider's error body (already in OpenAI's shape) in this protocol.
     pub fn error_from_openai(self, openai: Vec<u8>) -> Vec<u8> {
         match self {
-            ClientProtocol::OpenAi => openai,
+            ClientProtocol::OpenAi | ClientProtocol::Responses => openai,
             ClientProtocol::Anthropic => translate::openai_error_to_anthropic(&openai),
         }
     }
@@ -113,7 +131,7 @@ impl ClientProtocol {
     /// The gateway's own error as a JSON body in this protocol's shape.
     pub fn error_body(self, e: &ErrorView<'_>) -> Bytes {
         match self {
-            ClientProtocol::OpenAi => openai_error(e),
+            ClientProtocol::OpenAi | ClientProtocol::Responses => openai_error(e),
             ClientProtocol::Anthropic => anthropic_error(e),
         }
     }
@@ -123,6 +141,7 @@ impl ClientProtocol {
         let mut out = match self {
             ClientProtocol::OpenAi => b"data: ".to_vec(),
             ClientProtocol::Anthropic => b"event: error\ndata: ".to_vec(),
+            ClientProtocol::Responses => return responses_sse_error(e),
         };
         out.extend_from_slice(&self.error_body(e));
         out.extend_from_slice(b"\n\n");
@@ -138,6 +157,22 @@ pub fn openai_error(e: &ErrorView<'_>) -> Bytes {
         "code": e.code,
     }});
     serde_json::to_vec(&v).unwrap_or_default().into()
+}
+
+/// The Responses API's error event: `event: error` with `{"type":"error","code","message",
+/// "param","sequence_number"}` (the number is unknown here: 0).
+fn responses_sse_error(e: &ErrorView<'_>) -> Bytes {
+    let v = serde_json::json!({
+        "type": "error",
+        "code": e.code,
+        "message": e.message,
+        "param": null,
+        "sequence_number": 0,
+    });
+    let mut out = b"event: error\ndata: ".to_vec();
+    out.extend_from_slice(&serde_json::to_vec(&v).unwrap_or_default());
+    out.extend_from_slice(b"\n\n");
+    out.into()
 }
 
 /// Anthropic's error shape: `{"type":"error","error":{"type","message"}}`, the type from the

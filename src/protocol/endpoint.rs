@@ -12,6 +12,12 @@ pub enum Endpoint {
     Messages,
     /// Anthropic's `/messages/count_tokens`: passed to an Anthropic target, else estimated.
     CountTokens,
+    /// OpenAI's Responses API, `POST /responses`: passed through to providers that have it,
+    /// translated through chat completions for the others.
+    Responses,
+    /// A stored response: `GET`/`DELETE /responses/{id}`, `GET /responses/{id}/input_items`,
+    /// `POST /responses/{id}/cancel` (the rest is read from the path).
+    ResponseById,
     /// `GET /models`, answered by the gateway itself.
     Models,
     /// `GET /models/{id}`, answered by the gateway itself (the id is read from the path).
@@ -38,6 +44,10 @@ impl Endpoint {
             "/moderations" => Some(Endpoint::Moderations),
             "/messages" => Some(Endpoint::Messages),
             "/messages/count_tokens" => Some(Endpoint::CountTokens),
+            "/responses" => Some(Endpoint::Responses),
+            r if r.len() > "/responses/".len() && r.starts_with("/responses/") => {
+                Some(Endpoint::ResponseById)
+            }
             "/models" => Some(Endpoint::Models),
             m if m.len() > "/models/".len() && m.starts_with("/models/") => Some(Endpoint::Model),
             "/chat/completions/quota" => Some(Endpoint::Quota(QuotaCall::Get)),
@@ -55,6 +65,7 @@ impl Endpoint {
             Endpoint::Moderations => "/moderations",
             Endpoint::Messages => "/messages",
             Endpoint::CountTokens => "/messages/count_tokens",
+            Endpoint::Responses | Endpoint::ResponseById => "/responses",
             Endpoint::Models | Endpoint::Model => "/models",
             Endpoint::Quota(QuotaCall::Get) => "/chat/completions/quota",
             Endpoint::Quota(QuotaCall::Refresh) => "/chat/completions/quota/refresh",
@@ -70,6 +81,7 @@ impl Endpoint {
             Endpoint::Moderations => "moderations",
             Endpoint::Messages => "messages",
             Endpoint::CountTokens => "count_tokens",
+            Endpoint::Responses | Endpoint::ResponseById => "responses",
             Endpoint::Models | Endpoint::Model => "models",
             Endpoint::Quota(_) => "quota",
         }

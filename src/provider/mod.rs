@@ -170,6 +170,8 @@ pub struct ProviderSpec {
     pub connect_to: Option<SocketAddr>,
     /// HTTP/2 to the provider (ALPN over TLS, prior knowledge over plain HTTP).
     pub http2: bool,
+    /// The provider has OpenAI's Responses API (`providers[].responses_api`).
+    pub responses_api: bool,
 }
 
 /// Requests in flight on one HTTP/2 connection to a provider before another is opened.

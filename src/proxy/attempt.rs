@@ -11,7 +11,7 @@
 use super::plan::{self, Plan, ResponsePlan};
 use crate::error::GatewayError;
 use crate::forward::ForwardHeaders;
-use crate::protocol::Protocol;
+use crate::protocol::{ClientProtocol, Protocol};
 use crate::provider::{self, Provider};
 use crate::scrub::StreamScrub;
 use crate::translate::StreamTranslator;
@@ -46,6 +46,9 @@ pub struct Outcome {
     /// The whole answer as the client was sent it, when the response cache wants it (and it
     /// fit the cache's largest entry).
     pub sent: Option<Vec<u8>>,
+    /// The id of a Responses API answer passed through (the provider keeps it), for the
+    /// calls that name it later.
+    pub response_id: Option<String>,
 }
 
 impl Outcome {
@@ -169,6 +172,9 @@ impl AttemptState {
             &a.upstream_model,
             a.stream,
         )?;
+        if a.plan.upstream_endpoint == crate::protocol::Endpoint::ResponseById {
+            super::responses_api::retarget(&mut req, client)?;
+        }
         req.insert_header(http::header::CONTENT_TYPE, "application/json")?;
         req.insert_header(
             http::header::CONTENT_LENGTH,
@@ -206,6 +212,10 @@ impl AttemptState {
         let (from, to) = (self.attempt.plan.provider, self.attempt.plan.client);
         self.reader = match &self.attempt.plan.response {
             ResponsePlan::Native { strip_usage } => match (ok, is_sse) {
+                // A native Responses stream: usage from `response.completed`.
+                (true, true) if self.attempt.plan.client == ClientProtocol::Responses => {
+                    Reader::Observe(Box::new(crate::translate::ResponsesStreamUsage::new()))
+                }
                 // A stream in another protocol than OpenAI's is read for its usage only.
                 (true, true) => match from.stream_to_openai(&self.attempt.upstream_model, true) {
                     Some(observer) => Reader::Observe(observer),
@@ -426,6 +436,27 @@ impl AttemptState {
         };
         if let Some(usage) = usage {
             self.outcome.usage = Some(usage);
+        }
+        if self.outcome.response_id.is_none() {
+            self.outcome.response_id = self.response_id();
+        }
+    }
+
+    /// The id of a native Responses API answer (stream or body).
+    fn response_id(&self) -> Option<String> {
+        if self.attempt.plan.client != ClientProtocol::Responses {
+            return None;
+        }
+        match &self.reader {
+            Reader::Observe(t) => t.response_id(),
+            Reader::Json(body, _) => {
+                #[derive(serde::Deserialize)]
+                struct Id {
+                    id: Option<String>,
+                }
+                serde_json::from_slice::<Id>(body).ok()?.id
+            }
+            _ => None,
         }
     }
 

@@ -248,7 +248,7 @@ impl Upstream<'_> {
             key_index,
             upstream_model: upstream_model.clone(),
         });
-        let plan = plan::plan(body, self.endpoint, provider.protocol, &upstream_model)?;
+        let plan = plan::plan_for(body, self.endpoint, &provider, &upstream_model)?;
         Ok(Attempt {
             provider,
             key_index,

@@ -9,7 +9,8 @@
 //! response header, each response body chunk: metering, translation), driven by `pipe` over
 //! Pingora's pooled `Connector`. `logging` runs `accounting`: access log, metrics, and the
 //! settling of what admission reserved. `exchange` is the record the stages fill in.
-//! `models_api` and `quota_api` are the gateway's own answers under a route's path.
+//! `models_api` and `quota_api` are the gateway's own answers under a route's path;
+//! `responses_api` serves the calls on a stored response (Responses API) in one attempt.
 
 pub mod accounting;
 pub mod admission;
@@ -30,6 +31,7 @@ pub mod policies;
 pub mod prompts;
 pub mod quota_api;
 pub mod respond;
+pub mod responses_api;
 pub mod retry;
 pub mod routing;
 

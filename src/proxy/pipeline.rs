@@ -1,7 +1,7 @@
 //! The request path, top to bottom, one stage a line:
 //!
 //! 1. routing by host and path (the gateway's own answers, `/models` and the quota API,
-//!    end here);
+//!    end here, and so do the calls on a stored response, `super::responses_api`);
 //! 2. ingress: method, body; a prompt template expanded (`super::prompts`); parse;
 //! 3. routing by model: the route and model rule;
 //! 4. admission: the consumer (authentication); the request policies (`super::policies`:
@@ -24,7 +24,7 @@ use super::exchange::Exchange;
 use super::loopback::Asked;
 use super::{
     budgets, cache, count_tokens, ingress, models_api, policies, prompts, quota_api, respond,
-    routing,
+    responses_api, routing,
 };
 use crate::body::RequestBody;
 use crate::error::GatewayError;
@@ -94,12 +94,14 @@ async fn pipeline(
     match endpoint {
         Endpoint::Quota(call) => return quota_api::serve(session, x, call).await,
         Endpoint::Models | Endpoint::Model => return models_api::serve(session, x, endpoint).await,
+        Endpoint::ResponseById => return responses_api::serve(session, x, connector).await,
         Endpoint::ChatCompletions
         | Endpoint::Completions
         | Endpoint::Embeddings
         | Endpoint::Moderations
         | Endpoint::Messages
-        | Endpoint::CountTokens => {}
+        | Endpoint::CountTokens
+        | Endpoint::Responses => {}
     }
     let bytes = ingress::read_request(session, &config, &mut x.body_memory).await?;
     let bytes = prompts::expand_template(&config, endpoint, bytes, &mut x.policies)?;
@@ -208,6 +210,7 @@ async fn pipeline(
     let status = attempts::run(upstream, rule).await;
     record(&respond, &mut x.policies);
     let status = status?;
+    responses_api::remember(endpoint, &x.attempts);
     if let Some(state) = &x.cache {
         let sent = x.attempts.outcome.sent.take();
         cache::keep(state, &x.backends, &x.attempts, sent, route, body, status).await;

@@ -10,6 +10,7 @@
 use crate::body::{RequestBody, Rewrite};
 use crate::error::GatewayError;
 use crate::protocol::{ClientProtocol, Endpoint, Protocol};
+use crate::provider::Provider;
 use crate::translate::{EmbeddingsContext, StreamTranslator, TranslateError};
 use crate::usage::Usage;
 use bytes::Bytes;
@@ -97,17 +98,7 @@ pub fn plan(
         return count_tokens(body, provider, upstream_model);
     }
     if provider.native_client() == Some(client) {
-        let mapped = (upstream_model != body.model).then_some(upstream_model);
-        let ask_usage = client.asks_for_usage(endpoint);
-        return Ok(Plan {
-            client,
-            provider,
-            upstream_endpoint: endpoint,
-            body: BodyPlan::Splice(body.rewrite(mapped, ask_usage)),
-            response: ResponsePlan::Native {
-                strip_usage: body.stream && ask_usage && !body.client_wants_usage,
-            },
-        });
+        return Ok(native(body, endpoint, client, provider, upstream_model));
     }
     let (openai_endpoint, openai): (Endpoint, Cow<'_, [u8]>) =
         match client.request_to_openai(&body.bytes, upstream_model)? {
@@ -151,6 +142,49 @@ fn count_tokens(
         body: BodyPlan::Splice(body.rewrite(mapped, false)),
         response: ResponsePlan::Unmetered,
     })
+}
+
+/// [`plan`] for `provider`: a Responses API request goes to the provider's own Responses
+/// API when it has one (`providers[].responses_api`), spliced and passed through.
+pub fn plan_for(
+    body: &RequestBody,
+    endpoint: Endpoint,
+    provider: &Provider,
+    upstream_model: &str,
+) -> Result<Plan, GatewayError> {
+    if endpoint == Endpoint::Responses && provider.responses_api {
+        let client = ClientProtocol::Responses;
+        return Ok(native(
+            body,
+            endpoint,
+            client,
+            provider.protocol,
+            upstream_model,
+        ));
+    }
+    plan(body, endpoint, provider.protocol, upstream_model)
+}
+
+/// The plan of a provider that speaks the client's protocol: the body spliced (model
+/// mapping, usage request), the answer passed through.
+fn native(
+    body: &RequestBody,
+    endpoint: Endpoint,
+    client: ClientProtocol,
+    provider: Protocol,
+    upstream_model: &str,
+) -> Plan {
+    let mapped = (upstream_model != body.model).then_some(upstream_model);
+    let ask_usage = client.asks_for_usage(endpoint);
+    Plan {
+        client,
+        provider,
+        upstream_endpoint: endpoint,
+        body: BodyPlan::Splice(body.rewrite(mapped, ask_usage)),
+        response: ResponsePlan::Native {
+            strip_usage: body.stream && ask_usage && !body.client_wants_usage,
+        },
+    }
 }
 
 /// Two translators in a row (provider → OpenAI → client); usage comes from the first.

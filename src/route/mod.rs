@@ -237,6 +237,7 @@ mod tests {
             health: Default::default(),
             api_version: None,
             connect_to: None,
+            responses_api: false,
         }))
     }
 

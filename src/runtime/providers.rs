@@ -70,7 +70,9 @@ pub(super) fn build_provider(
             "only for type azure",
         ));
     }
+    let responses_api = responses_api(p, *protocol, &field)?;
     Ok(Provider::new(ProviderSpec {
+        responses_api,
         api_version: p.api_version.clone(),
         connect_to,
         name: p.name.clone(),
@@ -85,6 +87,24 @@ pub(super) fn build_provider(
         health,
         http2: p.http2.unwrap_or(false),
     }))
+}
+
+/// Whether the provider has OpenAI's Responses API: as configured (OpenAI-compatible and
+/// Azure providers only), else true for the `openai` and `azure` types.
+fn responses_api(
+    p: &settings::ProviderSection,
+    protocol: crate::protocol::Protocol,
+    field: &dyn Fn(&str) -> String,
+) -> Result<bool, ConfigError> {
+    let openai_family = protocol.native_client() == Some(crate::protocol::ClientProtocol::OpenAi);
+    match p.responses_api {
+        Some(true) if !openai_family => Err(ConfigError::field(
+            field("responses_api"),
+            "only for OpenAI-compatible and Azure providers",
+        )),
+        Some(on) => Ok(on),
+        None => Ok(matches!(p.kind.as_str(), "openai" | "azure")),
+    }
 }
 
 /// The provider's key pool; a disabled key is left out, a key whose variable is unset is

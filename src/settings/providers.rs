@@ -46,6 +46,12 @@ pub struct ProviderSection {
     /// stay the URL's (like curl's `--connect-to`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connect_to: Option<String>,
+    /// The provider has OpenAI's Responses API (`/responses`): Responses requests are passed
+    /// through. Default true for `openai` and `azure`, false for the others (Responses
+    /// requests are then translated through chat completions); only for OpenAI-compatible
+    /// and Azure providers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub responses_api: Option<bool>,
 }
 
 word_enum! {

@@ -421,6 +421,7 @@ fn provider(rng: &mut XorShift) -> ProviderSection {
         },
         api_version: opt(rng, s),
         connect_to: opt(rng, s),
+        responses_api: None,
     }
 }
 

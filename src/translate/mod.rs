@@ -11,6 +11,9 @@
 //!   [`gemini_response`]: responses and errors back; [`gemini_embed`]: embeddings
 //!   (`batchEmbedContents`); [`gemini_stream`]: `streamGenerateContent?alt=sse` → OpenAI
 //!   chunks;
+//! - [`responses`]: OpenAI Responses API clients in front of chat-only upstreams (requests
+//!   and whole answers); [`responses_stream`]: chat chunks → Responses events, and the usage
+//!   of a native Responses stream;
 //! - the shared [`TranslateError`], [`Translated`] and the usage normalisation below.
 //!
 //! # Usage normalisation
@@ -58,6 +61,8 @@ pub mod gemini_embed;
 pub mod gemini_response;
 pub mod gemini_stream;
 mod json;
+pub mod responses;
+pub mod responses_stream;
 
 #[cfg(test)]
 pub(crate) mod test_support;
@@ -67,6 +72,8 @@ mod tests_anthropic;
 mod tests_anthropic_reverse;
 #[cfg(test)]
 mod tests_gemini;
+#[cfg(test)]
+mod tests_responses;
 
 pub use anthropic::{
     anthropic_error_to_openai, anthropic_to_openai_chat_request, anthropic_to_openai_chat_response,
@@ -80,6 +87,8 @@ pub use gemini::{
     EmbeddingsContext,
 };
 pub use gemini_stream::GeminiStreamToOpenAi;
+pub use responses::{openai_chat_response_to_responses, responses_to_openai_chat_request};
+pub use responses_stream::{OpenAiStreamToResponses, ResponsesStreamUsage};
 
 /// The common interface of the stream translators, so a caller can hold any of them
 /// (`Box<dyn StreamTranslator>`).
@@ -94,6 +103,11 @@ pub trait StreamTranslator: Send + Sync {
     fn first_content_seen(&self) -> bool;
     /// Upstream bytes held for an event not yet complete; the caller bounds it.
     fn pending_bytes(&self) -> usize;
+    /// The id of the response the stream carries, where the protocol names one the client
+    /// may ask for again (the Responses API's).
+    fn response_id(&self) -> Option<String> {
+        None
+    }
 }
 
 macro_rules! impl_stream_translator {
@@ -120,8 +134,30 @@ macro_rules! impl_stream_translator {
 impl_stream_translator!(
     AnthropicStreamToOpenAi,
     OpenAiStreamToAnthropic,
-    GeminiStreamToOpenAi
+    GeminiStreamToOpenAi,
+    OpenAiStreamToResponses
 );
+
+impl StreamTranslator for ResponsesStreamUsage {
+    fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        ResponsesStreamUsage::push(self, chunk)
+    }
+    fn finish(&mut self) -> Vec<u8> {
+        ResponsesStreamUsage::finish(self)
+    }
+    fn usage(&self) -> crate::usage::Usage {
+        ResponsesStreamUsage::usage(self)
+    }
+    fn first_content_seen(&self) -> bool {
+        ResponsesStreamUsage::first_content_seen(self)
+    }
+    fn pending_bytes(&self) -> usize {
+        ResponsesStreamUsage::pending_bytes(self)
+    }
+    fn response_id(&self) -> Option<String> {
+        self.id().map(str::to_owned)
+    }
+}
 
 /// A translated request body.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,332 @@
+//! The Responses API's calls on a stored response: `GET`/`DELETE {prefix}/responses/{id}`,
+//! `GET {prefix}/responses/{id}/input_items` and `POST {prefix}/responses/{id}/cancel`.
+//!
+//! They carry no model to route by: each goes to the provider and key that made the response
+//! when this process passed it through (a bounded map of response ids, `MADE_BY`), else to
+//! the first target of the route (in rule order) whose provider has a Responses API
+//! (`providers[].responses_api`) with its first usable key; in one attempt. The answer
+//! passes through and no usage is metered (the response's tokens were metered when it was
+//! made). A response the map does not know (made before a restart, through another gateway
+//! process, or forgotten) made through another provider or with a key of another
+//! organisation is not found there.
+
+use super::admission;
+use super::attempt::Attempt;
+use super::exchange::{AttemptLog, Chosen, Exchange};
+use super::exhausted::{exhausted, no_key_error};
+use super::ingress::{self, BodyLimits};
+use super::pipe::{self, AttemptResult, ClientSide};
+use super::pipeline::Failure;
+use super::plan::{BodyPlan, Plan, ResponsePlan};
+use crate::error::{ErrorCode, GatewayError};
+use crate::protocol::{ClientProtocol, Endpoint};
+use crate::route::Route;
+use bytes::Bytes;
+use moka::sync::Cache;
+use pingora_core::connectors::http::Connector;
+use pingora_http::RequestHeader;
+use pingora_proxy::Session;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+/// Longest `{id}/…` path accepted.
+const MAX_REST: usize = 256;
+/// Response ids remembered (about 100 bytes each).
+const MADE_BY_CAPACITY: u64 = 100_000;
+/// How long a response id is remembered (OpenAI keeps responses 30 days).
+const MADE_BY_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Which provider and key (by name) made a response the gateway passed through.
+static MADE_BY: LazyLock<Cache<String, (String, String)>> = LazyLock::new(|| {
+    Cache::builder()
+        .max_capacity(MADE_BY_CAPACITY)
+        .time_to_live(MADE_BY_TTL)
+        .build()
+});
+
+/// Remember which provider and key made the response a `POST /responses` was answered with.
+pub fn remember(endpoint: Endpoint, log: &AttemptLog) {
+    if endpoint != Endpoint::Responses {
+        return;
+    }
+    let (Some(id), Some(chosen)) = (&log.outcome.response_id, &log.chosen) else {
+        return;
+    };
+    if let Some(key) = chosen.provider.keys.get(chosen.key_index) {
+        MADE_BY.insert(id.clone(), (chosen.provider.name.clone(), key.name.clone()));
+    }
+}
+
+/// Serve a call on a stored response; the status sent.
+pub async fn serve(
+    session: &mut Session,
+    x: &mut Exchange,
+    connector: &Connector,
+) -> Result<u16, Failure> {
+    let method = session.req_header().method.clone();
+    let allowed = match rest_of(session.req_header()) {
+        Some(rest) if rest.ends_with("/cancel") => method == http::Method::POST,
+        Some(_) => matches!(method, http::Method::GET | http::Method::DELETE),
+        None => return Err(GatewayError::RouteNotFound(path(session)).into()),
+    };
+    if !allowed {
+        return Err(GatewayError::MethodNotAllowed(method.to_string()).into());
+    }
+    let config = x.config.clone();
+    let route = x
+        .route
+        .and_then(|i| config.routes.get(i))
+        .ok_or_else(|| GatewayError::Internal("no route".into()))?;
+    x.consumer = admission::authenticate(session, &config, &route.auth)?;
+    if method == http::Method::POST {
+        // A cancel has no body worth sending; read it so the connection stays usable.
+        let limits = BodyLimits {
+            max: config.max_body_bytes,
+            client: &config.client,
+        };
+        ingress::read_body(session, limits, &mut x.body_memory).await?;
+    }
+    let id = rest_of(session.req_header())
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_default()
+        .to_string();
+    let attempt = attempt_for(route, &id)?;
+    x.attempts.chosen = Some(Chosen {
+        provider: attempt.provider.clone(),
+        key_index: attempt.key_index,
+        upstream_model: String::new(),
+    });
+    let client = ClientSide {
+        session,
+        request_id: &x.request_id,
+        extra_headers: &x.extra_headers,
+        forward: &route.forward,
+        stream: false,
+        client: ClientProtocol::Responses,
+        max_event_bytes: config.client.max_event_bytes,
+        cost: None,
+        capture: None,
+        policy: None,
+    };
+    let (result, mut outcome) = pipe::run(client, connector, attempt).await;
+    // The stored response's usage was metered when it was made.
+    outcome.usage = None;
+    x.attempts.count += 1;
+    x.attempts.upstream_time += outcome.upstream_time();
+    x.attempts.outcome = outcome;
+    ended(result)
+}
+
+/// The one attempt: the provider and key that made response `id`, if known and on the
+/// route; else the route's first target with a Responses API and its first usable key.
+fn attempt_for(route: &Route, id: &str) -> Result<Attempt, GatewayError> {
+    let mut targets = route
+        .rules
+        .iter()
+        .flat_map(|r| r.targets.iter())
+        .filter(|t| t.provider.responses_api);
+    let made_by = MADE_BY.get(id);
+    let known = made_by.as_ref().and_then(|(provider, key)| {
+        let target = targets.clone().find(|t| t.provider.name == *provider)?;
+        let key_index = target.provider.keys.iter().position(|k| k.name == *key)?;
+        Some((target, key_index))
+    });
+    let (target, key_index) = match known {
+        Some(found) => found,
+        None => {
+            let target = targets.next().ok_or_else(|| GatewayError::Translate {
+                status: 400,
+                code: ErrorCode::UnsupportedEndpoint,
+                message: "No provider of this route has a Responses API to keep responses \
+                          (`providers[].responses_api`)."
+                    .into(),
+            })?;
+            let key = target.provider.keys.pick(&[]);
+            (target, key.ok_or_else(|| no_key_error(&[target]))?)
+        }
+    };
+    let provider = target.provider.clone();
+    let plan = Plan {
+        client: ClientProtocol::Responses,
+        provider: provider.protocol,
+        upstream_endpoint: Endpoint::ResponseById,
+        body: BodyPlan::Splice(crate::body::Rewrite::default()),
+        response: ResponsePlan::Native { strip_usage: false },
+    };
+    Ok(Attempt {
+        provider,
+        key_index,
+        upstream_model: String::new(),
+        stream: false,
+        original: Bytes::new(),
+        plan,
+        propagate: crate::otel::Propagate::default(),
+    })
+}
+
+/// What the attempt's end means for the client.
+fn ended(result: AttemptResult) -> Result<u16, Failure> {
+    match result {
+        AttemptResult::Delivered(status) => Ok(status),
+        AttemptResult::Failed(failed) => Err(exhausted(&[failed]).into()),
+        AttemptResult::Aborted {
+            status: Some(sent),
+            error,
+            cause,
+        } => Err(Failure::Abort {
+            error,
+            cause,
+            sent: Some(sent),
+        }),
+        AttemptResult::Aborted { error, .. } => Err(error.into()),
+        AttemptResult::ClientGone { status, cause } => Err(Failure::Abort {
+            error: GatewayError::ClientClosed,
+            cause,
+            sent: status,
+        }),
+    }
+}
+
+fn path(session: &Session) -> String {
+    session.req_header().uri.path().to_string()
+}
+
+/// The client's path after `/responses/` (`{id}` or `{id}/input_items`), when it is a
+/// plain one: ASCII letters, digits, `_`, `-`, `.` in non-empty segments, never `..`.
+fn rest_of(client: &RequestHeader) -> Option<&str> {
+    let (_, rest) = client.uri.path().split_once("/responses/")?;
+    let rest = rest.trim_end_matches('/');
+    let plain = rest.len() <= MAX_REST
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/'))
+        && rest
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..");
+    plain.then_some(rest)
+}
+
+/// Point the upstream request (already at the provider's `/responses`) at the stored
+/// response the client named, with the client's method and query.
+pub(super) fn retarget(
+    req: &mut RequestHeader,
+    client: &RequestHeader,
+) -> pingora_error::Result<()> {
+    let bad = || {
+        pingora_error::Error::explain(
+            pingora_error::ErrorType::InternalError,
+            "building the upstream path of a stored response",
+        )
+    };
+    let rest = rest_of(client).ok_or_else(bad)?;
+    let query: Vec<&str> = [req.uri.query(), client.uri.query()]
+        .into_iter()
+        .flatten()
+        .filter(|q| !q.is_empty())
+        .collect();
+    let mut uri = format!("{}/{rest}", req.uri.path());
+    if !query.is_empty() {
+        uri.push('?');
+        uri.push_str(&query.join("&"));
+    }
+    req.set_uri(uri.parse::<http::Uri>().map_err(|_| bad())?);
+    req.set_method(client.method.clone());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn header(method: &str, path: &str) -> RequestHeader {
+        let method = http::Method::from_bytes(method.as_bytes()).unwrap();
+        RequestHeader::build(method, path.as_bytes(), None).unwrap()
+    }
+
+    #[test]
+    fn stored_response_paths() {
+        let client = header("GET", "/v1/responses/resp_1/input_items?limit=5&order=asc");
+        let mut up = header("POST", "/openai/responses?api-version=2025-03-01-preview");
+        retarget(&mut up, &client).unwrap();
+        assert_eq!(up.method, http::Method::GET);
+        assert_eq!(
+            up.uri.to_string(),
+            "/openai/responses/resp_1/input_items?api-version=2025-03-01-preview&limit=5&order=asc"
+        );
+        let client = header("DELETE", "/v1/responses/resp_1");
+        let mut up = header("POST", "/v1/responses");
+        retarget(&mut up, &client).unwrap();
+        assert_eq!(
+            (up.method.as_str(), up.uri.to_string().as_str()),
+            ("DELETE", "/v1/responses/resp_1")
+        );
+        for bad in [
+            "/v1/responses/../x",
+            "/v1/responses/a//b",
+            "/v1/responses/a%2F",
+        ] {
+            assert!(rest_of(&header("GET", bad)).is_none(), "{bad}");
+        }
+    }
+
+    fn provider(
+        protocol: crate::protocol::Protocol,
+        responses_api: bool,
+    ) -> crate::provider::Provider {
+        let upstream = crate::provider::Upstream::parse("http://127.0.0.1:1/v1", None).unwrap();
+        crate::provider::Provider::new(crate::provider::ProviderSpec {
+            http2: false,
+            name: "p".into(),
+            kind: "openai-compatible".into(),
+            protocol,
+            upstream,
+            keys: crate::keys::KeyPool::new(vec![], vec![]),
+            model_map: Default::default(),
+            models: vec![],
+            timeouts: Default::default(),
+            ca: None,
+            health: Default::default(),
+            api_version: None,
+            connect_to: None,
+            responses_api,
+        })
+    }
+
+    /// A Responses request is passed through only to a provider with the API; any other gets
+    /// chat (in its own protocol) and a translated answer.
+    #[test]
+    fn responses_plans_per_provider() {
+        use crate::protocol::{ANTHROPIC, AZURE, GEMINI, OPENAI};
+        use crate::proxy::plan::plan_for;
+        let body = crate::body::RequestBody::parse(Bytes::from_static(
+            br#"{"model":"m","input":"hi","stream":true,"max_output_tokens":9}"#,
+        ))
+        .unwrap();
+        assert_eq!(body.max_tokens, Some(9));
+        let cases = [
+            (OPENAI, true, Endpoint::Responses, true),
+            (AZURE, true, Endpoint::Responses, true),
+            (OPENAI, false, Endpoint::ChatCompletions, false),
+            (AZURE, false, Endpoint::ChatCompletions, false),
+            (ANTHROPIC, false, Endpoint::Messages, false),
+            (GEMINI, false, Endpoint::ChatCompletions, false),
+        ];
+        for (protocol, api, upstream, native) in cases {
+            let p = plan_for(&body, Endpoint::Responses, &provider(protocol, api), "up").unwrap();
+            let what = format!("{protocol:?} responses_api={api}");
+            assert_eq!(p.client, ClientProtocol::Responses, "{what}");
+            assert_eq!(p.upstream_endpoint, upstream, "{what}");
+            assert_eq!(p.native().is_some(), native, "{what}");
+            match &p.response {
+                ResponsePlan::Native { strip_usage } => assert!(native && !strip_usage, "{what}"),
+                ResponsePlan::Translate { include_usage, .. } => {
+                    assert!(!native && *include_usage, "{what}");
+                    let t = crate::proxy::plan::stream_translator(protocol, p.client, "up", true);
+                    assert!(t.is_some(), "{what}");
+                }
+                ResponsePlan::Unmetered => panic!("{what}: Responses are metered"),
+            }
+        }
+    }
+}
