@@ -4,6 +4,7 @@
 # answer's placeholders restored as it streams) and has input and output deny rules (the
 # stream checked over a sliding window), then
 #   streams   load/sse-client at CONC (default 200) concurrent streams of 64 chunks 20 ms apart
+#             (`--held 1`: every upstream content chunk counted, its text possibly held back)
 #             against each: the chunk delay (arrival against the chunk's nominal time) p50 and
 #             p99; on minus off is what the policies add per chunk (target: p99 < 1 ms);
 #   whole     wrk at c=64, non-streaming, against nginx and both Tollgates: the ratios
@@ -38,7 +39,7 @@ tg_on=$(port "$on" tollgate)
 python3 -c 'import json,sys; open(sys.argv[1],"w").write(json.dumps({"model":"mock-gpt-4o","messages":[{"role":"user","content":"Hello, my email is ada@example.com, how are you today?"}]},separators=(",",":")))' "$WORK/whole.json"
 streams() { # name port
 	local common=(--model mock-gpt-4o --header "x-mock-chunks: 64" --header "x-mock-chunk-delay-ms: 20"
-		--chunks 64 --pace-ms 20 --concurrency "$CONC" --timeout 20 --ramp-ms 1000)
+		--chunks 64 --pace-ms 20 --concurrency "$CONC" --timeout 20 --ramp-ms 1000 --held 1)
 	timeout 60 "$SSE" --addr "127.0.0.1:$2" "${common[@]}" --duration 2 --label warm >/dev/null 2>&1 || true
 	timeout $((DURATION + 60)) "$SSE" --addr "127.0.0.1:$2" "${common[@]}" --duration "$DURATION" --label "$1" 2>/dev/null |
 		tee -a "$WORK/streams" |

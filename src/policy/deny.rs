@@ -20,6 +20,8 @@ pub struct DenyList {
     keywords: Option<AhoCorasick>,
     regex: Option<RegexSet>,
     case_insensitive: bool,
+    /// The most characters a match can span (`None`: a regex without a bound).
+    longest: Option<usize>,
 }
 
 /// A route's compiled deny rules.
@@ -27,7 +29,9 @@ pub struct DenyList {
 pub struct DenyPolicy {
     pub input: Option<DenyList>,
     pub output: Option<DenyList>,
-    /// Characters of a stream's text held back for the output check.
+    /// Characters of a stream's text held back for the output check: `deny.holdback`, or
+    /// fewer when no output match can span that many (the longest keyword or bounded
+    /// regex, less one).
     pub holdback: usize,
 }
 
@@ -61,6 +65,7 @@ impl DenyList {
             keywords,
             regex,
             case_insensitive: s.case_insensitive,
+            longest: longest_match(&words, &s.regex),
         })
     }
 
@@ -74,6 +79,23 @@ impl DenyList {
         }
         self.regex.as_ref().is_some_and(|set| set.is_match(text))
     }
+}
+
+/// The most characters a match of these keywords (as folded) or regexes can span; `None`
+/// when a regex has no bound (`a+`). A regex's bound is in bytes, never fewer than its
+/// characters.
+fn longest_match(keywords: &[String], regexes: &[String]) -> Option<usize> {
+    let words = keywords
+        .iter()
+        .map(|k| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut longest = words;
+    for r in regexes {
+        let hir = regex_syntax::Parser::new().parse(r).ok()?;
+        longest = longest.max(hir.properties().maximum_len()?);
+    }
+    Some(longest)
 }
 
 fn fold(text: &str, case_insensitive: bool) -> std::borrow::Cow<'_, str> {
@@ -96,10 +118,51 @@ impl DenyPolicy {
         if !(1..=MAX_HOLDBACK).contains(&holdback) {
             return Err(("holdback".into(), format!("must be 1 to {MAX_HOLDBACK}")));
         }
+        let output = list("output", &s.output)?;
+        // Hold back no more than a match can span, less one character: a stream's text is
+        // not delayed longer than the rules need.
+        let needed = output
+            .as_ref()
+            .and_then(|o| o.longest)
+            .map_or(holdback, |n| n.saturating_sub(1).max(1));
         Ok(DenyPolicy {
             input: list("input", &s.input)?,
-            output: list("output", &s.output)?,
+            output,
+            holdback: holdback.min(needed),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(keywords: &[&str], regex: &[&str], holdback: Option<usize>) -> DenyPolicy {
+        let list = DenyListSection {
+            keywords: keywords.iter().map(|k| k.to_string()).collect(),
+            regex: regex.iter().map(|r| r.to_string()).collect(),
+            case_insensitive: false,
+        };
+        DenyPolicy::build(&DenySection {
+            input: None,
+            output: Some(list),
             holdback,
         })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_hold_back_is_what_the_longest_match_needs_at_most() {
+        assert_eq!(policy(&["违禁词"], &[], None).holdback, 2);
+        assert_eq!(policy(&["forbidden-word", "x"], &[], None).holdback, 13);
+        assert_eq!(policy(&["forbidden-word"], &[], Some(4)).holdback, 4);
+        assert_eq!(policy(&["a"], &[], None).holdback, 1);
+        // A bounded regex counts by its most bytes; an unbounded one takes `holdback`.
+        assert_eq!(policy(&[], &["secret plan"], None).holdback, 10);
+        assert_eq!(
+            policy(&[], &["secret.+plan"], None).holdback,
+            DEFAULT_HOLDBACK
+        );
+        assert_eq!(policy(&["ab"], &["x{1,200}"], Some(100)).holdback, 100);
     }
 }

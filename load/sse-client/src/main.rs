@@ -43,13 +43,15 @@ struct Args {
     rss_pids: Vec<u32>,
     rss_baseline_kb: Option<u64>,
     label: String,
+    /// `--held 1`: count content events as a gateway holding text back sends them.
+    held: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: tollgate-sse-load --addr 127.0.0.1:PORT [--path /v1/chat/completions] \
          [--model M] --concurrency N --duration SECS [--ramp-ms MS] [--timeout SECS] \
-         [--header 'name: value']... [--chunks 64] [--pace-ms 20] [--rss-pid PID]... [--rss-baseline-kb KB] [--label L]"
+         [--header 'name: value']... [--chunks 64] [--pace-ms 20] [--rss-pid PID]... [--rss-baseline-kb KB] [--label L] [--held 1]"
     );
     std::process::exit(2)
 }
@@ -69,6 +71,7 @@ fn parse_args() -> Args {
         rss_pids: Vec::new(),
         rss_baseline_kb: None,
         label: String::new(),
+        held: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -88,6 +91,7 @@ fn parse_args() -> Args {
             "--rss-pid" => a.rss_pids.push(num(&v) as u32),
             "--rss-baseline-kb" => a.rss_baseline_kb = Some(num(&v)),
             "--label" => a.label = v,
+            "--held" => a.held = num(&v) == 1,
             _ => usage(),
         }
     }
@@ -145,6 +149,10 @@ fn us(d: Duration) -> u32 {
 
 /// Events of one response: arrival time of each content event, whether `[DONE]` came.
 struct SseScan {
+    /// `--held`: a gateway may hold text back and send it with a later event, so a content
+    /// event is any chunk with a `content` key (empty too) that is not the role chunk or the
+    /// finish chunk: one per upstream content chunk.
+    held: bool,
     pending: Vec<u8>,
     content: Vec<Instant>,
     done: bool,
@@ -152,8 +160,9 @@ struct SseScan {
 }
 
 impl SseScan {
-    fn new() -> Self {
+    fn new(held: bool) -> Self {
         SseScan {
+            held,
             pending: Vec::new(),
             content: Vec::with_capacity(80),
             done: false,
@@ -178,10 +187,23 @@ impl SseScan {
             let data = data.strip_prefix(b" ").unwrap_or(data);
             if data == b"[DONE]" {
                 self.done = true;
-            } else if has_content(data) {
+            } else if self.is_content(data) {
                 self.content.push(now);
             } else if data.starts_with(b"{\"error\"") {
                 self.error_event = true;
+            }
+        }
+    }
+}
+
+impl SseScan {
+    fn is_content(&self, data: &[u8]) -> bool {
+        match self.held {
+            false => has_content(data),
+            true => {
+                find(data, b"\"content\":").is_some()
+                    && find(data, b"\"role\"").is_none()
+                    && find(data, b"\"finish_reason\":\"").is_none()
             }
         }
     }
@@ -434,7 +456,7 @@ async fn worker(sh: Arc<Shared>, index: usize) -> Tally {
         let Some(c) = conn.as_mut() else { continue };
         sh.started.fetch_add(1, Ordering::Relaxed);
         sh.active.fetch_add(1, Ordering::Relaxed);
-        let mut scan = SseScan::new();
+        let mut scan = SseScan::new(a.held);
         let r =
             tokio::time::timeout(a.timeout, one_stream(c, &sh.request, &mut scan, &mut buf)).await;
         sh.active.fetch_sub(1, Ordering::Relaxed);
