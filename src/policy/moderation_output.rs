@@ -3,10 +3,11 @@
 //! windows that are checked before any of their text is sent.
 //!
 //! A stream's events are held from the first one carrying text until its window closes:
-//! when the window holds `window` characters (at the event that reaches them, so at most
-//! `window` characters plus one event's text are held), when a choice (content block)
-//! ends, at `[DONE]`, or when the stream ends. The closed window's text (one string per
-//! choice, for a check's `input` array) is checked, then its events are sent byte for byte.
+//! when the window holds `window` characters (an event whose text would overflow the window
+//! is cut in two events at the boundary, so at most `window` characters are held), when a
+//! choice (content block) ends, at `[DONE]`, or when the stream ends. The closed window's text (one string per
+//! choice, for a check's `input` array) is checked, then its events are sent byte for byte
+//! (but for an event cut at a boundary, re-serialized).
 //! Events with no text outside a window pass at once. A whole answer is checked once.
 
 use super::restore::closing;
@@ -97,6 +98,16 @@ impl Windows {
             push_pass(out, e.raw);
             return;
         }
+        let room = self.window.saturating_sub(self.chars);
+        if let [(index, t)] = pieces.as_slice() {
+            if !ends && t.chars().count() > room {
+                if let Some((head, tail)) = self.split(&e, *index, t, room) {
+                    self.event(head, out);
+                    self.event(tail, out);
+                    return;
+                }
+            }
+        }
         self.held.extend_from_slice(&e.raw);
         for (index, t) in pieces {
             self.chars += t.chars().count();
@@ -124,6 +135,29 @@ impl Windows {
         }
     }
 
+    /// An event whose text overflows the window cut in two: its first `n` characters (which
+    /// fill the window), then the rest, each an event of its own.
+    fn split(&self, e: &SseEvent, index: u64, t: &str, n: usize) -> Option<(SseEvent, SseEvent)> {
+        let v = serde_json::from_str::<Value>(&e.data).ok()?;
+        let at = t.char_indices().nth(n).map_or(t.len(), |(i, _)| i);
+        let part = |text: &str| {
+            let mut v = v.clone();
+            set_text(&mut v, self.shape, index, text)?;
+            let data = v.to_string();
+            let mut raw = Vec::new();
+            if let Some(name) = &e.event {
+                raw.extend_from_slice(format!("event: {name}\n").as_bytes());
+            }
+            raw.extend_from_slice(format!("data: {data}\n\n").as_bytes());
+            Some(SseEvent {
+                event: e.event.clone(),
+                data,
+                raw: raw.into(),
+            })
+        };
+        Some((part(&t[..at])?, part(&t[at..])?))
+    }
+
     /// An event's texts by choice index, and whether it ends a choice or the stream.
     fn read(&mut self, e: &SseEvent) -> (Vec<(u64, String)>, bool) {
         if e.data.trim() == "[DONE]" {
@@ -147,6 +181,26 @@ fn push_pass(out: &mut Vec<Piece>, bytes: Bytes) {
     if !bytes.is_empty() {
         out.push(Piece::Pass(bytes));
     }
+}
+
+/// Replace the text of choice `index` (Anthropic: the delta's); `None` when it has none.
+fn set_text(v: &mut Value, shape: Shape, index: u64, text: &str) -> Option<()> {
+    let slot = match shape {
+        Shape::Messages => v.get_mut("delta")?.get_mut("text")?,
+        _ => {
+            let choices = v.get_mut("choices")?.as_array_mut()?;
+            let pos = choices.iter().enumerate().position(|(pos, c)| {
+                c.get("index").and_then(Value::as_u64).unwrap_or(pos as u64) == index
+            })?;
+            let c = choices.get_mut(pos)?;
+            match shape {
+                Shape::Chat => c.get_mut("delta")?.get_mut("content")?,
+                _ => c.get_mut("text")?,
+            }
+        }
+    };
+    *slot = Value::String(text.to_string());
+    Some(())
 }
 
 fn openai_text(v: &Value, shape: Shape) -> (Vec<(u64, String)>, bool) {
@@ -270,6 +324,45 @@ mod tests {
             assert_eq!(sent, stream, "a clean stream arrives byte for byte");
             assert_eq!(checked, [vec!["abcdefgh".to_string()], vec!["ij".into()]]);
         }
+    }
+
+    #[test]
+    fn an_event_longer_than_the_window_is_cut_at_its_boundary() {
+        let stream = format!("{}{}{FINISH}", chat("abc"), chat("défghijklmn"));
+        let (sent, checked, _) = run(&stream, 4, 1000, "zzz");
+        assert_eq!(
+            checked,
+            [
+                vec!["abcd".to_string()],
+                vec!["éfgh".into()],
+                vec!["ijkl".into()],
+                vec!["mn".into()]
+            ]
+        );
+        let (text, _) = content(&sent);
+        assert_eq!(text, "abcdéfghijklmn");
+        let mut w = Windows::new(2, Shape::Messages);
+        let delta = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"xyz\"}}\n\n";
+        let pieces = w.push(&Bytes::from(delta));
+        let Piece::Window { texts, bytes } = &pieces[0] else {
+            panic!("{pieces:?}")
+        };
+        assert_eq!(texts, &["xy"]);
+        assert!(bytes.starts_with(b"event: content_block_delta\ndata: "));
+        assert_eq!(w.held_chars(), 1);
+    }
+
+    /// The text of an OpenAI chat stream's chunks, and its events.
+    fn content(sent: &str) -> (String, usize) {
+        let mut text = String::new();
+        let mut n = 0;
+        for line in sent.lines().filter_map(|l| l.strip_prefix("data: ")) {
+            n += 1;
+            if let Ok(v) = serde_json::from_str::<Value>(line) {
+                text.push_str(v["choices"][0]["delta"]["content"].as_str().unwrap_or(""));
+            }
+        }
+        (text, n)
     }
 
     #[test]
