@@ -12,6 +12,7 @@
 //! `policies` field. Actions never carry the text they acted on.
 
 pub mod moderation;
+pub mod moderation_output;
 pub mod prompts;
 
 /// What one policy did to one request, as recorded for metrics and the access log. Both

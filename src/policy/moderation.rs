@@ -16,6 +16,8 @@ use std::time::Duration;
 
 /// Default `timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default `output.window`, in characters.
+pub const DEFAULT_WINDOW: usize = 1000;
 
 /// Where a route's moderation check is made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +39,8 @@ pub struct Moderation {
     pub via: Via,
     pub timeout: Duration,
     pub fail_closed: bool,
+    /// `output.window`: the answer is checked too, in windows of this many characters.
+    pub output_window: Option<usize>,
 }
 
 /// The check's answer.
@@ -89,10 +93,21 @@ impl Moderation {
         if timeout.is_zero() {
             return err("timeout", "must be longer than 0");
         }
+        let output_window = match &s.output {
+            None => None,
+            Some(o) => {
+                let n = o.window.map_or(DEFAULT_WINDOW, |w| w as usize);
+                if !(100..=100_000).contains(&n) {
+                    return err("output.window", "must be from 100 to 100000 characters");
+                }
+                Some(n)
+            }
+        };
         Ok(Moderation {
             via,
             timeout,
             fail_closed: s.on_error.unwrap_or_default() == ModerationOnError::FailClosed,
+            output_window,
         })
     }
 }
@@ -256,5 +271,19 @@ mod tests {
         let m = Moderation::build(&s, &[]).unwrap();
         assert!(m.fail_closed);
         assert_eq!(m.timeout, Duration::from_millis(500));
+        assert_eq!(m.output_window, None);
+        let s: ModerationSection =
+            serde_yaml::from_str("{via: hook, url: 'http://h/x', output: {}}").unwrap();
+        assert_eq!(
+            Moderation::build(&s, &[]).unwrap().output_window,
+            Some(1000)
+        );
+        let s: ModerationSection =
+            serde_yaml::from_str("{via: hook, url: 'http://h/x', output: {window: 99}}").unwrap();
+        assert_eq!(Moderation::build(&s, &[]).unwrap_err().0, "output.window");
+        assert!(serde_yaml::from_str::<ModerationSection>(
+            "{via: hook, url: 'http://h/x', output: {size: 500}}"
+        )
+        .is_err());
     }
 }

@@ -409,34 +409,43 @@ impl StreamFilter<'_> {
 
     /// A chunk like the stream's own (id, model, …) with one choice.
     fn chunk(&self, choice: Value) -> Value {
-        let mut v = self.template.clone().unwrap_or_else(|| json!({}));
-        text::set(&mut v, "choices", Value::Array(vec![choice]));
-        if let Some(o) = v.as_object_mut() {
-            o.remove("usage");
-        }
-        v
+        chunk_like(self.template.as_ref(), choice)
     }
 
     /// End the stream after `out` with the closing chunk of a content filter.
     fn block(&mut self, mut out: Vec<u8>) -> Filtered {
         self.ended = true;
-        match self.policy.shape {
-            Shape::Messages => {
-                let v = json!({"type": "message_delta",
-                    "delta": {"stop_reason": "refusal", "stop_sequence": null},
-                    "usage": {"output_tokens": 0}});
-                sse_data(&mut out, Some("message_delta"), &v);
-            }
-            shape => {
-                let choice = match shape {
-                    Shape::Chat => {
-                        json!({"index": 0, "delta": {}, "finish_reason": "content_filter"})
-                    }
-                    _ => json!({"index": 0, "text": "", "finish_reason": "content_filter"}),
-                };
-                sse_data(&mut out, None, &self.chunk(choice));
-            }
-        }
+        closing(&mut out, self.policy.shape, self.template.as_ref());
         Filtered::Blocked(out.into())
+    }
+}
+
+/// A chunk like a stream's own (`template`: its last chunk: id, model, …) with one choice.
+pub fn chunk_like(template: Option<&Value>, choice: Value) -> Value {
+    let mut v = template.cloned().unwrap_or_else(|| json!({}));
+    text::set(&mut v, "choices", Value::Array(vec![choice]));
+    if let Some(o) = v.as_object_mut() {
+        o.remove("usage");
+    }
+    v
+}
+
+/// The closing event of a stream a content filter stops (`finish_reason: "content_filter"`,
+/// Anthropic's `stop_reason: "refusal"`), appended to `out`.
+pub fn closing(out: &mut Vec<u8>, shape: Shape, template: Option<&Value>) {
+    match shape {
+        Shape::Messages => {
+            let v = json!({"type": "message_delta",
+                "delta": {"stop_reason": "refusal", "stop_sequence": null},
+                "usage": {"output_tokens": 0}});
+            sse_data(out, Some("message_delta"), &v);
+        }
+        shape => {
+            let choice = match shape {
+                Shape::Chat => json!({"index": 0, "delta": {}, "finish_reason": "content_filter"}),
+                _ => json!({"index": 0, "text": "", "finish_reason": "content_filter"}),
+            };
+            sse_data(out, None, &chunk_like(template, choice));
+        }
     }
 }

@@ -52,6 +52,8 @@ pub struct Upstream<'a> {
     pub trace: Option<&'a mut RequestTrace>,
     /// Restore masked values and check output deny rules in the answer (`None`: off).
     pub respond: Option<&'a crate::policy::restore::ResponsePolicy>,
+    /// Moderate the answer's text (`None`: off).
+    pub moderate: Option<&'a super::moderation_output::OutputCheck>,
 }
 
 /// Try the rule's targets until one answers the client; the status it sent.
@@ -128,6 +130,7 @@ impl<'a> Attempter for Upstream<'a> {
             cost: self.config.cost_header.then_some(&self.config.prices),
             capture: self.capture,
             policy: self.respond,
+            moderate: self.moderate,
         };
         let (result, outcome) = pipe::run(client, self.connector, attempt).await;
         if let (Some(t), Some(span)) = (self.trace.as_deref_mut(), span) {

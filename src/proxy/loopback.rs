@@ -17,6 +17,26 @@ pub struct Asked<'a> {
     pub consumer: Option<&'a str>,
 }
 
+/// Who a loopback call is made for, without the session: the request's `Host`.
+pub struct Origin<'a> {
+    pub config: &'a Gateway,
+    pub route: &'a Route,
+    pub consumer: Option<&'a str>,
+    pub host: &'a str,
+}
+
+impl Asked<'_> {
+    pub fn origin(&self) -> Origin<'_> {
+        let (host, _) = super::routing::host_and_path(self.session);
+        Origin {
+            config: self.config,
+            route: self.route,
+            consumer: self.consumer,
+            host,
+        }
+    }
+}
+
 fn loopback_client() -> Result<&'static reqwest::Client, String> {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
     if let Some(c) = CLIENT.get() {
@@ -36,6 +56,17 @@ fn loopback_client() -> Result<&'static reqwest::Client, String> {
 /// request's), within `timeout`: the answer's JSON when it is a success.
 pub async fn post_json(
     asked: &Asked<'_>,
+    serving: Option<&str>,
+    suffix: &str,
+    body: &serde_json::Value,
+    timeout: Duration,
+) -> Result<serde_json::Value, String> {
+    post_json_from(&asked.origin(), serving, suffix, body, timeout).await
+}
+
+/// `post_json` for a request known by its `Origin`.
+pub async fn post_json_from(
+    asked: &Origin<'_>,
     serving: Option<&str>,
     suffix: &str,
     body: &serde_json::Value,
@@ -92,8 +123,8 @@ pub async fn post_json(
 
 /// The `Host` for the serving route: the request's own when that route serves it, else the
 /// route's first exact host.
-fn serving_host(asked: &Asked<'_>, serving: &Route, path: &str) -> Result<String, String> {
-    let (host, _) = super::routing::host_and_path(asked.session);
+fn serving_host(asked: &Origin<'_>, serving: &Route, path: &str) -> Result<String, String> {
+    let host = asked.host;
     if serving.match_request(host, path).is_some() {
         return Ok(host.to_string());
     }

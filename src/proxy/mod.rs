@@ -24,6 +24,7 @@ mod exhausted;
 pub mod ingress;
 pub mod loopback;
 pub mod models_api;
+pub mod moderation_output;
 pub mod pipe;
 pub mod pipeline;
 pub mod plan;

@@ -20,10 +20,12 @@
 //!   comment `: x-tollgate-cost …` after its last event.
 
 use super::attempt::{join, Attempt, AttemptState, CostTold, Outcome, MAX_HELD_BODY};
+use super::moderation_output::OutputCheck;
 use super::X_REQUEST_ID;
 use crate::error::GatewayError;
 use crate::forward::ForwardHeaders;
 use crate::health::{self, AttemptEnd};
+use crate::policy::moderation_output::{self as windows, Piece, Windows};
 use crate::policy::restore::{Filtered, ResponsePolicy, StreamFilter};
 use crate::pricing::PriceBook;
 use crate::protocol::ClientProtocol;
@@ -133,6 +135,8 @@ pub struct ClientSide<'a> {
     pub capture: Option<usize>,
     /// Restore masked values and check output deny rules in a successful answer.
     pub policy: Option<&'a ResponsePolicy>,
+    /// Moderate a successful answer's text, window by window.
+    pub moderate: Option<&'a OutputCheck>,
 }
 
 /// Run `attempt` and pipe its answer to the client; returns how it ended and what it measured.
@@ -163,6 +167,7 @@ async fn exchange(
         cost,
         capture,
         policy,
+        moderate,
     } = client;
     let peer = match state.peer() {
         Ok(peer) => peer,
@@ -210,7 +215,8 @@ async fn exchange(
         .scrubber()
         .scrub_headers(&mut resp);
     let policy = policy.filter(|_| resp.status.is_success());
-    if policy.is_some() {
+    let moderate = moderate.filter(|_| resp.status.is_success());
+    if policy.is_some() || moderate.is_some() {
         // The policies change the body's length.
         resp.remove_header(&http::header::CONTENT_LENGTH);
         let _ = resp.insert_header(http::header::TRANSFER_ENCODING, "chunked");
@@ -235,6 +241,7 @@ async fn exchange(
         cost,
         capture,
         policy,
+        moderate,
     };
     if let Err(end) = relay.body(session, &mut up, state, held).await {
         return end;
@@ -277,6 +284,8 @@ struct Relay<'a> {
     capture: Option<usize>,
     /// The answer's content policies.
     policy: Option<&'a ResponsePolicy>,
+    /// The answer's moderation.
+    moderate: Option<&'a OutputCheck>,
 }
 
 /// An answer on its way through its content policies: a stream event by event, a whole
@@ -330,11 +339,94 @@ pub fn content_filter_end(protocol: ClientProtocol) -> Bytes {
         "The answer was stopped by this route's content policy: its text matches a deny rule."
             .into(),
     );
+    error_end(&error, protocol)
+}
+
+/// `error`'s event and, for OpenAI's clients, `data: [DONE]`.
+fn error_end(error: &GatewayError, protocol: ClientProtocol) -> Bytes {
     let mut out = error.sse_event(protocol).to_vec();
     if protocol == ClientProtocol::OpenAi {
         out.extend_from_slice(b"data: [DONE]\n\n");
     }
     out.into()
+}
+
+/// An answer on its way through its moderation: a stream window by window, a whole answer
+/// held until complete.
+enum Moderated {
+    Stream(Windows),
+    Whole(Vec<u8>),
+}
+
+/// What the moderation lets the client have.
+enum Checked {
+    Pass(Bytes),
+    /// Send these bytes (ending with the closing chunk), then `end`, and stop.
+    Stopped(Bytes, Bytes),
+}
+
+impl Moderated {
+    fn new(check: &OutputCheck, stream: bool) -> Self {
+        match stream {
+            true => Moderated::Stream(Windows::new(check.window, check.shape)),
+            false => Moderated::Whole(Vec::new()),
+        }
+    }
+
+    /// Bytes held for a whole answer.
+    fn held(&self) -> usize {
+        match self {
+            Moderated::Stream(_) => 0,
+            Moderated::Whole(buf) => buf.len(),
+        }
+    }
+
+    /// What the client gets of `out` (`end`: the answer's last bytes), checked.
+    async fn filter(
+        &mut self,
+        check: &OutputCheck,
+        protocol: ClientProtocol,
+        out: Bytes,
+        end: bool,
+    ) -> Checked {
+        let w = match self {
+            Moderated::Whole(buf) => {
+                buf.extend_from_slice(&out);
+                return match end {
+                    true => Checked::Pass(whole(check, buf).await),
+                    false => Checked::Pass(Bytes::new()),
+                };
+            }
+            Moderated::Stream(w) => w,
+        };
+        let mut pieces = w.push(&out);
+        if end {
+            pieces.extend(w.finish());
+        }
+        let mut sent = Vec::new();
+        for piece in pieces {
+            match piece {
+                Piece::Pass(b) => sent.extend_from_slice(&b),
+                Piece::Window { texts, bytes } => match check.check(&texts).await {
+                    Ok(()) => sent.extend_from_slice(&bytes),
+                    Err(e) => {
+                        sent.extend_from_slice(&w.closing());
+                        return Checked::Stopped(sent.into(), error_end(&e, protocol));
+                    }
+                },
+            }
+        }
+        Checked::Pass(sent.into())
+    }
+}
+
+/// A whole answer checked once: as it is, or with its content withheld.
+async fn whole(check: &OutputCheck, body: &[u8]) -> Bytes {
+    let texts = windows::whole_texts(body, check.shape);
+    if texts.is_empty() || check.check(&texts).await.is_ok() {
+        return Bytes::copy_from_slice(body);
+    }
+    windows::withheld(body, check.shape)
 }
 
 /// What the client was sent, kept while it fits.
@@ -460,6 +552,7 @@ impl Relay<'_> {
             limit,
         });
         let mut policed = self.policy.map(|p| Policed::new(p, self.stream));
+        let mut moderated = self.moderate.map(|m| Moderated::new(m, self.stream));
         loop {
             let read = tokio::select! {
                 biased;
@@ -475,11 +568,26 @@ impl Relay<'_> {
                         Some(p) => match p.filter(out, false) {
                             Filtered::Pass(b) => b,
                             Filtered::Blocked(b) => {
-                                return self.blocked(session, state, &mut held, b).await;
+                                let end = content_filter_end(self.protocol);
+                                return self.blocked(session, state, &mut held, b, end).await;
                             }
                         },
                     };
-                    if policed.as_ref().is_some_and(|p| p.held() > MAX_HELD_BODY) {
+                    let out = match (moderated.as_mut(), self.moderate) {
+                        (Some(m), Some(check)) => {
+                            match m.filter(check, self.protocol, out, false).await {
+                                Checked::Pass(b) => b,
+                                Checked::Stopped(b, end) => {
+                                    return self.blocked(session, state, &mut held, b, end).await;
+                                }
+                            }
+                        }
+                        _ => out,
+                    };
+                    let whole = moderated.as_ref().map_or(0, Moderated::held);
+                    if whole > MAX_HELD_BODY
+                        || policed.as_ref().is_some_and(|p| p.held() > MAX_HELD_BODY)
+                    {
                         let limit = MAX_HELD_BODY;
                         return Err(self.overflowed(session, up, state, limit, &held).await);
                     }
@@ -504,7 +612,16 @@ impl Relay<'_> {
                         match p.filter(out, true) {
                             Filtered::Pass(b) => out = b,
                             Filtered::Blocked(b) => {
-                                return self.blocked(session, state, &mut held, b).await;
+                                let end = content_filter_end(self.protocol);
+                                return self.blocked(session, state, &mut held, b, end).await;
+                            }
+                        }
+                    }
+                    if let (Some(m), Some(check)) = (moderated.as_mut(), self.moderate) {
+                        match m.filter(check, self.protocol, out, true).await {
+                            Checked::Pass(b) => out = b,
+                            Checked::Stopped(b, end) => {
+                                return self.blocked(session, state, &mut held, b, end).await;
                             }
                         }
                     }
@@ -553,20 +670,22 @@ impl Relay<'_> {
         }
     }
 
-    /// An output deny rule stopped the stream: send what it let through with the closing
-    /// chunk and the error event, and end the answer (the caller then drops the upstream,
-    /// whose answer is not complete). Nothing of it is kept for the cache.
+    /// An output deny rule or the moderation stopped the stream: send what it let through
+    /// with the closing chunk, then `end` (the error event), and end the answer (the caller
+    /// then drops the upstream, whose answer is not complete). Nothing of it is kept for the
+    /// cache.
     async fn blocked(
         &self,
         session: &mut Session,
         state: &mut AttemptState,
         held: &mut Option<Held>,
         out: Bytes,
+        end: Bytes,
     ) -> Result<(), AttemptResult> {
         state.ended();
         state.record_usage();
         state.outcome.sent = None;
-        let out = join(Some(out), content_filter_end(self.protocol));
+        let out = join(Some(out), end);
         if let Err(cause) = self.write(session, held, out, true).await {
             return Err(AttemptResult::ClientGone {
                 status: self.sent(held),

@@ -23,8 +23,8 @@ use super::attempts::{self, Upstream};
 use super::exchange::Exchange;
 use super::loopback::Asked;
 use super::{
-    budgets, cache, count_tokens, ingress, models_api, policies, prompts, quota_api, respond,
-    responses_api, routing,
+    budgets, cache, count_tokens, ingress, models_api, moderation_output::OutputCheck, policies,
+    prompts, quota_api, respond, responses_api, routing,
 };
 use crate::body::RequestBody;
 use crate::error::GatewayError;
@@ -124,6 +124,7 @@ async fn pipeline(
         route,
         consumer: x.consumer.as_deref(),
     };
+    let moderate = OutputCheck::new(&asked, &config, routed.route, endpoint);
     if let Some(decorated) =
         prompts::apply(&asked, routed.route, endpoint, body, &mut x.policies).await?
     {
@@ -156,16 +157,23 @@ async fn pipeline(
         x.reserved.budgets =
             budgets::admit(&config, &x.backends, payer, rule, &body.model, &admitted).await?;
     }
-    x.cache = cache::lookup(
-        session,
-        &config,
-        &x.backends,
-        x.consumer.as_deref(),
-        route,
-        endpoint,
-        body,
-    )
-    .await;
+    // A moderated answer is checked as it is made: never answered from (or kept in) the cache.
+    x.cache = match moderate {
+        Some(_) => None,
+        None => {
+            let consumer = x.consumer.as_deref();
+            cache::lookup(
+                session,
+                &config,
+                &x.backends,
+                consumer,
+                route,
+                endpoint,
+                body,
+            )
+            .await
+        }
+    };
     if let Some(state) = &x.cache {
         x.extra_headers
             .push((crate::cache::X_TOLLGATE_CACHE, state.header()));
@@ -206,9 +214,13 @@ async fn pipeline(
         log: &mut x.attempts,
         trace: x.trace.as_deref_mut(),
         respond: respond.as_ref(),
+        moderate: moderate.as_ref(),
     };
     let status = attempts::run(upstream, rule).await;
     record(&respond, &mut x.policies);
+    if let Some(m) = &moderate {
+        x.policies.extend(m.actions());
+    }
     let status = status?;
     responses_api::remember(endpoint, &x.attempts);
     if let Some(state) = &x.cache {

@@ -4,7 +4,7 @@
 //! and consumer's decorators are spliced in, before admission, budgets and the cache, so
 //! that they all see the body that goes upstream.
 
-use super::loopback::{self, Asked};
+use super::loopback::{self, Asked, Origin};
 use crate::body::RequestBody;
 use crate::error::GatewayError;
 use crate::policy::moderation::{self, Moderation, Verdict, Via};
@@ -112,7 +112,7 @@ async fn moderate(
     if texts.is_empty() {
         return Ok(());
     }
-    match check(asked, m, &texts).await {
+    match check(&asked.origin(), m, &texts).await {
         Ok(v) if v.flagged => {
             actions.push(Action::new("moderation_input", "flagged"));
             Err(GatewayError::ContentPolicy(format!(
@@ -139,7 +139,7 @@ async fn moderate(
 }
 
 /// The flagged categories as the client is told: a few short names.
-fn shown(v: &Verdict) -> String {
+pub fn shown(v: &Verdict) -> String {
     let names: Vec<&str> = v
         .categories
         .iter()
@@ -158,12 +158,18 @@ fn shown(v: &Verdict) -> String {
     names.join(", ")
 }
 
-async fn check(asked: &Asked<'_>, m: &Moderation, texts: &[String]) -> Result<Verdict, String> {
+/// Make the check of `texts` (the input's or an answer's).
+pub async fn check(
+    asked: &Origin<'_>,
+    m: &Moderation,
+    texts: &[String],
+) -> Result<Verdict, String> {
     match &m.via {
         Via::RouteModel { model, route } => {
             let body = serde_json::json!({"model": model, "input": texts});
-            let v = loopback::post_json(asked, route.as_deref(), "/moderations", &body, m.timeout)
-                .await?;
+            let suffix = "/moderations";
+            let v =
+                loopback::post_json_from(asked, route.as_deref(), suffix, &body, m.timeout).await?;
             moderation::openai_verdict(&v)
         }
         Via::Hook { url } => {

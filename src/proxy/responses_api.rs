@@ -107,6 +107,7 @@ pub async fn serve(
         cost: None,
         capture: None,
         policy: None,
+        moderate: None,
     };
     let (result, mut outcome) = pipe::run(client, connector, attempt).await;
     // The stored response's usage was metered when it was made.

@@ -43,8 +43,9 @@ pub use policies::{
 };
 pub use pricing::{Currency, PriceSection, PricingSection};
 pub use prompts::{
-    DecoratorsSection, ModerationOnError, ModerationSection, ModerationVia, PromptMessage,
-    PromptRole, TemplateSection, TemplateVariableSection, VariableType,
+    DecoratorsSection, ModerationOnError, ModerationOutputSection, ModerationSection,
+    ModerationVia, PromptMessage, PromptRole, TemplateSection, TemplateVariableSection,
+    VariableType,
 };
 pub use providers::{
     HealthFailure, HealthSection, KeyEntry, NamedKey, ProviderSection, ProviderType, TimeoutSection,

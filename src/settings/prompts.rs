@@ -121,6 +121,19 @@ pub struct ModerationSection {
     /// `fail_closed` (503 `moderation_unavailable`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_error: Option<ModerationOnError>,
+    /// Also check the answer, in windows of text, before the client receives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<ModerationOutputSection>,
+}
+
+/// `routes[].moderation.output`: the answer's text checked window by window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModerationOutputSection {
+    /// Characters per window (default 1000, 100 to 100000): a stream's text is held back
+    /// until the window holding it is checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<u32>,
 }
 
 word_enum! {

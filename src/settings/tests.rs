@@ -472,6 +472,9 @@ fn route(rng: &mut XorShift) -> RouteSection {
             url: opt(rng, s),
             timeout: opt(rng, duration),
             on_error: opt(rng, |r| ModerationOnError::ALL[r.below(2)]),
+            output: opt(rng, |rng| ModerationOutputSection {
+                window: opt(rng, |r| u32::try_from(r.below(200_000)).unwrap_or(1000)),
+            }),
         }),
         pii: opt(rng, |rng| PiiSection {
             mode: opt(rng, |r| PiiMode::ALL[r.below(PiiMode::ALL.len())]),
