@@ -383,3 +383,20 @@ async fn anthropic_messages_are_masked_and_restored_whole_and_streamed() {
         .collect();
     assert_eq!(text, SECRET_TEXT);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_responses_request_on_a_policed_route_is_refused_not_sent_unchecked() {
+    let mock = Mock::start();
+    let gw = Gateway::start(&config(&mock));
+    let before = mock_stats(&mock).await["requests_total"].as_u64().unwrap();
+    let body = json!({"model": "mock-a", "input": "my email is alice@example.com"});
+    let resp = post(&gw, "/masked/v1/responses", body, &[]).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "unsupported_endpoint", "{v}");
+    assert_eq!(
+        mock_stats(&mock).await["requests_total"].as_u64().unwrap(),
+        before,
+        "nothing went upstream"
+    );
+}

@@ -33,6 +33,9 @@ pub fn apply(
     actions: &mut Vec<Action>,
 ) -> Result<Option<ResponsePolicy>, GatewayError> {
     let Some(shape) = shape(endpoint) else {
+        if endpoint == Endpoint::Responses && (route.pii.is_some() || route.deny.is_some()) {
+            return Err(uncovered("PII masking and deny rules"));
+        }
         return Ok(None);
     };
     let input = route.deny.as_ref().and_then(|d| d.input.as_ref());
@@ -94,4 +97,16 @@ fn mask(
         .map_err(|e| GatewayError::Internal(format!("masking the request: {e}")))?;
     *body = RequestBody::parse(bytes.into())?;
     Ok((pii.mode == PiiMode::Mask).then_some(vault))
+}
+
+/// A Responses API request on a route whose content policies cannot read it yet: refused
+/// rather than sent upstream unchecked.
+pub fn uncovered(policies: &str) -> GatewayError {
+    GatewayError::Translate {
+        status: 400,
+        code: crate::error::ErrorCode::UnsupportedEndpoint,
+        message: format!(
+            "This route's {policies} do not cover the Responses API yet; send the request to /chat/completions instead."
+        ),
+    }
 }

@@ -54,6 +54,10 @@ pub async fn apply(
         endpoint,
         Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Completions
     );
+    let moderated = matches!(asked.config.prompts.moderation.get(route), Some(Some(_)));
+    if moderated && endpoint == Endpoint::Responses {
+        return Err(super::policies::uncovered("moderation checks"));
+    }
     if let Some(Some(m)) = asked
         .config
         .prompts
