@@ -32,17 +32,9 @@ pub const COSTS: [(usize, &str); 2] = [(7, "USD"), (8, "CNY")];
 /// currency.
 pub const SAVED: [(usize, &str); 2] = [(11, "USD"), (12, "CNY")];
 
-/// Columns added after the first release, with `ALTER TABLE` when a file lacks them.
-const ADDED: [&str; 8] = [
-    "cost_usd_pico",
-    "cost_cny_pico",
-    "cache_hits",
-    "cache_hit_tokens",
-    "cache_saved_usd_pico",
-    "cache_saved_cny_pico",
-    "policy_actions",
-    "policy_blocked",
-];
+/// `COUNTS` from this index on were added after the first release: a file that lacks them
+/// gets them with `ALTER TABLE`.
+const FIRST_ADDED: usize = 7;
 
 /// Every numeric column: the counts, then the latency and TTFT buckets.
 pub fn number_columns() -> Vec<String> {
@@ -80,7 +72,7 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
            PRIMARY KEY (minute, route, provider, model, consumer, class)) WITHOUT ROWID;",
         numbers.join(", ")
     ))?;
-    for col in ADDED {
+    for col in &COUNTS[FIRST_ADDED..] {
         let has: bool = conn
             .prepare("SELECT 1 FROM pragma_table_info('usage_minute') WHERE name = ?1")?
             .exists([col])?;
@@ -188,6 +180,10 @@ mod tests {
     #[test]
     fn the_cost_columns_are_where_costs_says() {
         assert_eq!(COUNTS[COSTS[0].0], "cost_usd_pico");
+        assert_eq!(
+            COUNTS[FIRST_ADDED], "cost_usd_pico",
+            "the first column added"
+        );
         assert_eq!(COUNTS[COSTS[1].0], "cost_cny_pico");
         assert_eq!(COUNTS[SAVED[0].0], "cache_saved_usd_pico");
         assert_eq!(COUNTS[SAVED[1].0], "cache_saved_cny_pico");

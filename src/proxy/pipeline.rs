@@ -28,10 +28,13 @@ use super::{
 };
 use crate::body::RequestBody;
 use crate::error::GatewayError;
-use crate::route::Endpoint;
+use crate::policy::restore::ResponsePolicy;
+use crate::route::{Endpoint, Route};
+use crate::runtime::Gateway;
 use pingora_core::connectors::http::Connector;
 use pingora_error::{Error, Result};
 use pingora_proxy::Session;
+use std::sync::Arc;
 
 /// How a request failed: answer with an error, or abort a response already under way.
 pub enum Failure {
@@ -110,26 +113,7 @@ async fn pipeline(
     (x.route, x.rule) = (Some(routed.route), Some(routed.rule));
     let route = &config.routes[routed.route];
     x.consumer = admission::authenticate(session, &config, &route.auth)?;
-    let respond = match x.request.as_mut() {
-        Some(b) => policies::apply(b, route, endpoint, &mut x.policies)?,
-        None => None,
-    };
-    let body = x
-        .request
-        .as_ref()
-        .ok_or_else(|| GatewayError::Internal("the request body is gone".into()))?;
-    let asked = Asked {
-        session,
-        config: &config,
-        route,
-        consumer: x.consumer.as_deref(),
-    };
-    let moderate = OutputCheck::new(&asked, &config, routed.route, endpoint);
-    if let Some(decorated) =
-        prompts::apply(&asked, routed.route, endpoint, body, &mut x.policies).await?
-    {
-        x.request = Some(decorated);
-    }
+    let answer = request_policies(x, session, &config, routed.route, endpoint).await?;
     let body = x
         .request
         .as_ref()
@@ -157,40 +141,13 @@ async fn pipeline(
         x.reserved.budgets =
             budgets::admit(&config, &x.backends, payer, rule, &body.model, &admitted).await?;
     }
-    // A moderated answer is checked as it is made: never answered from (or kept in) the cache.
-    x.cache = match moderate {
-        Some(_) => None,
-        None => {
-            let consumer = x.consumer.as_deref();
-            cache::lookup(
-                session,
-                &config,
-                &x.backends,
-                consumer,
-                route,
-                endpoint,
-                body,
-            )
-            .await
-        }
-    };
-    if let Some(state) = &x.cache {
-        x.extra_headers
-            .push((crate::cache::X_TOLLGATE_CACHE, state.header()));
-        if let Some(hit) = state.hit.clone() {
-            let reply = cache::Reply {
-                config: &config,
-                attempts: &mut x.attempts,
-                request_id: &x.request_id,
-                extra_headers: &x.extra_headers,
-                respond: respond.as_ref(),
-            };
-            let usage = state.include_usage;
-            let sent = cache::answer(session, reply, hit, body.stream, usage).await;
-            record(&respond, &mut x.policies);
-            return sent;
-        }
+    if let Some(sent) = cache_stage(x, session, &config, route, endpoint, &answer).await {
+        return sent;
     }
+    let body = x
+        .request
+        .as_ref()
+        .ok_or_else(|| GatewayError::Internal("the request body is gone".into()))?;
     let capture = x
         .cache
         .as_ref()
@@ -213,14 +170,11 @@ async fn pipeline(
         capture,
         log: &mut x.attempts,
         trace: x.trace.as_deref_mut(),
-        respond: respond.as_ref(),
-        moderate: moderate.as_ref(),
+        respond: answer.respond.as_ref(),
+        moderate: answer.moderate.as_ref(),
     };
     let status = attempts::run(upstream, rule).await;
-    record(&respond, &mut x.policies);
-    if let Some(m) = &moderate {
-        x.policies.extend(m.actions());
-    }
+    answer.record(&mut x.policies);
     let status = status?;
     responses_api::remember(endpoint, &x.attempts);
     if let Some(state) = &x.cache {
@@ -230,14 +184,87 @@ async fn pipeline(
     Ok(status)
 }
 
-/// What the response policies did, for accounting.
-fn record(
-    respond: &Option<crate::policy::restore::ResponsePolicy>,
-    actions: &mut Vec<crate::policy::Action>,
-) {
-    if let Some(r) = respond {
-        actions.extend(r.actions());
+/// What the answer needs from the request policies: the masked values to restore and the
+/// output deny rules, and the output moderation.
+struct AnswerPolicies {
+    respond: Option<ResponsePolicy>,
+    moderate: Option<OutputCheck>,
+}
+
+impl AnswerPolicies {
+    /// What the response policies did, for accounting.
+    fn record(&self, actions: &mut Vec<crate::policy::Action>) {
+        if let Some(r) = &self.respond {
+            actions.extend(r.actions());
+        }
+        if let Some(m) = &self.moderate {
+            actions.extend(m.actions());
+        }
     }
+}
+
+/// The request policies, after authentication: deny rules and PII masking
+/// (`super::policies`), then input moderation and decorators (`super::prompts`), each
+/// replacing the body in `x.request` when it changes it.
+async fn request_policies(
+    x: &mut Exchange,
+    session: &Session,
+    config: &Arc<Gateway>,
+    route: usize,
+    endpoint: Endpoint,
+) -> Result<AnswerPolicies, Failure> {
+    let r = &config.routes[route];
+    let respond = match x.request.as_mut() {
+        Some(b) => policies::apply(b, r, endpoint, &mut x.policies)?,
+        None => None,
+    };
+    let asked = Asked {
+        session,
+        config,
+        route: r,
+        consumer: x.consumer.as_deref(),
+    };
+    let moderate = OutputCheck::new(&asked, config, route, endpoint);
+    let body = x
+        .request
+        .as_ref()
+        .ok_or_else(|| GatewayError::Internal("the request body is gone".into()))?;
+    if let Some(decorated) = prompts::apply(&asked, route, endpoint, body, &mut x.policies).await? {
+        x.request = Some(decorated);
+    }
+    Ok(AnswerPolicies { respond, moderate })
+}
+
+/// The cache stage: the route's kept answer looked up (never for a moderated answer, which
+/// is checked as it is made); `Some` with the status when a kept answer was sent.
+async fn cache_stage(
+    x: &mut Exchange,
+    session: &mut Session,
+    config: &Gateway,
+    route: &Route,
+    endpoint: Endpoint,
+    answer: &AnswerPolicies,
+) -> Option<Result<u16, Failure>> {
+    let body = x.request.as_ref()?;
+    if answer.moderate.is_none() {
+        let consumer = x.consumer.as_deref();
+        let backends = &x.backends;
+        x.cache = cache::lookup(session, config, backends, consumer, route, endpoint, body).await;
+    }
+    let state = x.cache.as_ref()?;
+    x.extra_headers
+        .push((crate::cache::X_TOLLGATE_CACHE, state.header()));
+    let hit = state.hit.clone()?;
+    let reply = cache::Reply {
+        config,
+        attempts: &mut x.attempts,
+        request_id: &x.request_id,
+        extra_headers: &x.extra_headers,
+        respond: answer.respond.as_ref(),
+    };
+    let sent = cache::answer(session, reply, hit, body.stream, state.include_usage).await;
+    answer.record(&mut x.policies);
+    Some(sent)
 }
 
 /// Record how the request ended; answer a failure in the client's protocol unless a response

@@ -12,6 +12,19 @@ use crate::settings::{self};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+/// Build a route's optional section; an error names the section's field (`at`: the
+/// section's own path, `routes[0] (chat).pii`).
+fn section<S, T>(
+    s: &Option<S>,
+    at: &str,
+    build: impl Fn(&S) -> Result<T, (String, String)>,
+) -> Result<Option<T>, ConfigError> {
+    s.as_ref()
+        .map(build)
+        .transpose()
+        .map_err(|(f, e)| ConfigError::field(format!("{at}.{f}"), e))
+}
+
 pub(super) fn build_route(
     i: usize,
     r: &settings::RouteSection,
@@ -90,24 +103,17 @@ pub(super) fn build_route(
             ConfigError::field(route_field(&format!("forward_headers[{j}]")), e)
         })?,
         models: Default::default(),
-        cache: r
-            .cache
-            .as_ref()
-            .map(crate::cache::RouteCache::build)
-            .transpose()
-            .map_err(|(f, e)| ConfigError::field(route_field(&format!("cache.{f}")), e))?,
-        pii: r
-            .pii
-            .as_ref()
-            .map(|p| crate::policy::pii::PiiPolicy::build(p).map(Arc::new))
-            .transpose()
-            .map_err(|(f, e)| ConfigError::field(route_field(&format!("pii.{f}")), e))?,
-        deny: r
-            .deny
-            .as_ref()
-            .map(|d| crate::policy::deny::DenyPolicy::build(d).map(Arc::new))
-            .transpose()
-            .map_err(|(f, e)| ConfigError::field(route_field(&format!("deny.{f}")), e))?,
+        cache: section(
+            &r.cache,
+            &route_field("cache"),
+            crate::cache::RouteCache::build,
+        )?,
+        pii: section(&r.pii, &route_field("pii"), |p| {
+            crate::policy::pii::PiiPolicy::build(p).map(Arc::new)
+        })?,
+        deny: section(&r.deny, &route_field("deny"), |d| {
+            crate::policy::deny::DenyPolicy::build(d).map(Arc::new)
+        })?,
     };
     let listed = |provider: &str, keys: usize| {
         keys > 0 || r.list_unconfigured || list_unconfigured.contains(provider)
