@@ -14,6 +14,7 @@ fn usage(input: u64, cached: u64, written: u64, output: u64, reasoning: u64) -> 
         output_tokens: output,
         reasoning_tokens: reasoning,
         estimated: false,
+        units: crate::usage::Units::NONE,
     }
 }
 

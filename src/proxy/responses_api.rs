@@ -153,6 +153,7 @@ fn attempt_for(route: &Route, id: &str) -> Result<Attempt, GatewayError> {
         upstream_endpoint: Endpoint::ResponseById,
         body: BodyPlan::Splice(crate::body::Rewrite::default()),
         response: ResponsePlan::Native { strip_usage: false },
+        content_type: None,
     };
     Ok(Attempt {
         provider,
