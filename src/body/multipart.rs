@@ -121,7 +121,10 @@ fn field(form: &mut Form, head: &str, body: &[u8], value: Range<usize>) -> Resul
         "stream" => form.stream = text.trim().eq_ignore_ascii_case("true"),
         "response_format" => form.response_format = Some(text.trim().to_string()),
         "n" => {
-            let n = text.trim().parse().map_err(|_| "the field `n` is not a number")?;
+            let n = text
+                .trim()
+                .parse()
+                .map_err(|_| "the field `n` is not a number")?;
             form.n = Some(n);
         }
         "prompt" => form.prompt = Some(text.to_string()),
@@ -199,7 +202,9 @@ mod tests {
     fn a_preamble_and_padding_are_allowed() {
         let mut body = b"preamble\r\n".to_vec();
         body.extend(form(&[("model", None, b"m")]));
-        let body = String::from_utf8(body).unwrap().replace("--XyZ\r\n", "--XyZ  \r\n");
+        let body = String::from_utf8(body)
+            .unwrap()
+            .replace("--XyZ\r\n", "--XyZ  \r\n");
         assert_eq!(parse(body.as_bytes(), "XyZ").unwrap().model.unwrap().0, "m");
     }
 
@@ -211,7 +216,11 @@ mod tests {
             let _ = parse(&good[..cut], "XyZ");
         }
         assert!(parse(b"", "XyZ").is_err());
-        assert!(parse(&form(&[("model", None, b"a"), ("model", None, b"b")]), "XyZ").is_err());
+        assert!(parse(
+            &form(&[("model", None, b"a"), ("model", None, b"b")]),
+            "XyZ"
+        )
+        .is_err());
         assert!(parse(&form(&[("n", None, b"x")]), "XyZ").is_err());
         let no_name = b"--XyZ\r\nContent-Disposition: form-data\r\n\r\nv\r\n--XyZ--";
         assert!(parse(no_name, "XyZ").is_err());

@@ -279,8 +279,7 @@ impl GatewayError {
         use GatewayError::*;
         match self {
             InvalidJson(_) | NotAnObject | InvalidForm(_) | MissingModel | ModelNotString
-            | BodyRead(_)
-            | BadQuotaRequest(_) | ConfigRejected(_) | ContentPolicy(_) => 400,
+            | BodyRead(_) | BadQuotaRequest(_) | ConfigRejected(_) | ContentPolicy(_) => 400,
             Template(_) | Decorate(_) => 400,
             ModerationUnavailable(_) => 503,
             QuotaExceeded { .. } | BudgetExceeded(_) => 429,

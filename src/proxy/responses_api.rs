@@ -327,7 +327,9 @@ mod tests {
                     let t = crate::proxy::plan::stream_translator(protocol, p.client, "up", true);
                     assert!(t.is_some(), "{what}");
                 }
-                ResponsePlan::Unmetered => panic!("{what}: Responses are metered"),
+                ResponsePlan::Unmetered | ResponsePlan::Media { .. } => {
+                    panic!("{what}: Responses are metered as text")
+                }
             }
         }
     }

@@ -126,9 +126,11 @@ impl MediaMeter {
         match &self.read {
             Read::Stream(_) => self.reported.unwrap_or(asked),
             Read::Skip => asked,
-            Read::Keep { overflowed: true, .. } => asked,
+            Read::Keep {
+                overflowed: true, ..
+            } => asked,
             Read::Keep { body, .. } => match serde_json::from_slice::<Value>(body) {
-                Ok(v) => self.from_json(&v).unwrap_or(asked),
+                Ok(v) => self.stated(&v).unwrap_or(asked),
                 Err(_) if self.kind == MediaKind::Transcription => Usage {
                     units: Units {
                         audio_ms: last_cue_ms(&String::from_utf8_lossy(body)),
@@ -157,7 +159,7 @@ impl MediaMeter {
     }
 
     /// The usage a JSON answer states, in the kind's unit.
-    fn from_json(&self, v: &Value) -> Option<Usage> {
+    fn stated(&self, v: &Value) -> Option<Usage> {
         let tokens = v
             .get("usage")
             .filter(|u| u.is_object())
@@ -258,7 +260,12 @@ mod tests {
 
     #[test]
     fn images_in_tokens_or_images() {
-        let u = metered(MediaKind::Images, 3, JSON, r#"{"data":[{"url":"a"},{"url":"b"}]}"#);
+        let u = metered(
+            MediaKind::Images,
+            3,
+            JSON,
+            r#"{"data":[{"url":"a"},{"url":"b"}]}"#,
+        );
         assert_eq!((u.units.images, u.input_tokens), (2, 0));
         let u = metered(
             MediaKind::Images,
@@ -266,7 +273,10 @@ mod tests {
             JSON,
             r#"{"data":[{"b64_json":"x"}],"usage":{"input_tokens":50,"output_tokens":4160,"total_tokens":4210,"input_tokens_details":{"text_tokens":50,"image_tokens":0}}}"#,
         );
-        assert_eq!((u.input_tokens, u.output_tokens, u.units.images), (50, 4160, 0));
+        assert_eq!(
+            (u.input_tokens, u.output_tokens, u.units.images),
+            (50, 4160, 0)
+        );
         // Not JSON (cut short): what was asked.
         assert_eq!(metered(MediaKind::Images, 3, JSON, "{").units.images, 3);
     }
@@ -304,12 +314,15 @@ mod tests {
             r#"{"task":"transcribe","duration":8.47,"text":"hi"}"#,
         );
         assert_eq!(u.units.audio_ms, 8470);
-        let srt = "1\n00:00:00,000 --> 00:00:02,500\nHello\n\n2\n00:01:02,500 --> 00:01:04,120\nBye\n";
+        let srt =
+            "1\n00:00:00,000 --> 00:00:02,500\nHello\n\n2\n00:01:02,500 --> 00:01:04,120\nBye\n";
         let u = metered(MediaKind::Transcription, 0, "text/plain", srt);
         assert_eq!(u.units.audio_ms, 64_120);
         let vtt = "WEBVTT\n\n00:01.000 --> 00:03.250\nHi\n";
         assert_eq!(
-            metered(MediaKind::Transcription, 0, "text/vtt", vtt).units.audio_ms,
+            metered(MediaKind::Transcription, 0, "text/vtt", vtt)
+                .units
+                .audio_ms,
             3_250
         );
         let stream = "event: transcript.text.delta\ndata: {\"type\":\"transcript.text.delta\",\"delta\":\"hi\"}\n\n\

@@ -85,7 +85,11 @@ impl Usage {
         let units = &mut self.units;
         // The same bound for units (ten million images, characters or search units), and
         // 28 hours for audio: far past any one request.
-        for n in [&mut units.images, &mut units.characters, &mut units.search_units] {
+        for n in [
+            &mut units.images,
+            &mut units.characters,
+            &mut units.search_units,
+        ] {
             *n = (*n).min(MAX_TOKENS_PER_REQUEST);
         }
         units.audio_ms = units.audio_ms.min(MAX_TOKENS_PER_REQUEST * 10);

@@ -359,7 +359,9 @@ fn usage_from_json_details() {
             cached_input_tokens: 1920,
             cache_write_tokens: 0,
             reasoning_tokens: 256,
-            estimated: false, units: crate::usage::Units::NONE })
+            estimated: false,
+            units: crate::usage::Units::NONE
+        })
     );
 }
 
