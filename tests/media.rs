@@ -183,6 +183,17 @@ async fn official_sdk_calls_every_media_endpoint_and_each_is_metered() {
     assert!(units("images") >= 2.0, "{metrics}");
     assert!(units("audio_ms") >= 201_000.0, "{metrics}");
     assert!(units("characters") >= chars as f64, "{metrics}");
+
+    // The usage rollups count the units too.
+    let url = gw.admin_url("/admin/api/v1/usage?from=0");
+    eventually("the media units in the rollups", || {
+        let url = url.clone();
+        async move {
+            let t = get_json(&url, None).await["totals"].clone();
+            t["images"] == 2 && t["audio_ms"] == 201_000 && t["characters"] == chars
+        }
+    })
+    .await;
 }
 
 /// A multi-megabyte upload reaches the provider byte for byte, also on the second key after

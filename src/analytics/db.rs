@@ -7,7 +7,7 @@ use rusqlite::{params_from_iter, Connection};
 use std::collections::HashMap;
 use std::path::Path;
 
-pub const COUNTS: [&str; 15] = [
+pub const COUNTS: [&str; 19] = [
     "requests",
     "input_tokens",
     "cached_tokens",
@@ -23,6 +23,10 @@ pub const COUNTS: [&str; 15] = [
     "cache_saved_cny_pico",
     "policy_actions",
     "policy_blocked",
+    "images",
+    "audio_ms",
+    "characters",
+    "search_units",
 ];
 
 /// The cost columns of `COUNTS` (their index) and their currency.

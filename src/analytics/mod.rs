@@ -83,6 +83,9 @@ pub struct Event {
     /// What the route's prompt and content policies did, `policy:action` each.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<String>,
+    /// A media answer's units (images, audio, characters, search units).
+    #[serde(skip_serializing_if = "crate::usage::Units::is_zero")]
+    pub units: crate::usage::Units,
 }
 
 impl Event {
@@ -126,6 +129,12 @@ pub struct Sums {
     /// Actions of prompt and content policies, and requests a policy refused or cut.
     pub policy_actions: u64,
     pub policy_blocked: u64,
+    /// Media answers' units: images made, audio milliseconds, characters spoken, search
+    /// units.
+    pub images: u64,
+    pub audio_ms: u64,
+    pub characters: u64,
+    pub search_units: u64,
     pub latency: [u64; NBUCKETS],
     pub ttft: [u64; NBUCKETS],
 }
@@ -156,6 +165,10 @@ impl Sums {
             self.cache_saved_cny_pico,
             self.policy_actions,
             self.policy_blocked,
+            self.images,
+            self.audio_ms,
+            self.characters,
+            self.search_units,
         ];
         counts
             .iter()
@@ -182,6 +195,10 @@ impl Sums {
         self.cache_saved_cny_pico += other.cache_saved_cny_pico;
         self.policy_actions += other.policy_actions;
         self.policy_blocked += other.policy_blocked;
+        self.images += other.images;
+        self.audio_ms += other.audio_ms;
+        self.characters += other.characters;
+        self.search_units += other.search_units;
         for (a, b) in self.latency.iter_mut().zip(&other.latency) {
             *a += b;
         }
@@ -214,6 +231,10 @@ impl Sums {
         }
         self.policy_actions += e.policies.len() as u64;
         self.policy_blocked += u64::from(e.policies.iter().any(|p| p.ends_with(":blocked")));
+        self.images += e.units.images;
+        self.audio_ms += e.units.audio_ms;
+        self.characters += e.units.characters;
+        self.search_units += e.units.search_units;
         self.latency[bucket(e.duration_ms)] += 1;
         if let Some(t) = e.ttft_ms {
             self.ttft[bucket(t)] += 1;

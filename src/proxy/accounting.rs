@@ -168,6 +168,7 @@ fn event(session: &Session, req: &Exchange, usage: &Usage) -> Event {
             .iter()
             .map(crate::policy::Action::label)
             .collect(),
+        units: usage.units,
     }
 }
 

@@ -70,7 +70,7 @@ pub struct Usage {
 /// What a request used that is not counted in tokens: images made, audio heard, characters
 /// spoken, rerank search units. Zero for text generation; priced by the price book's unit
 /// prices (`crate::pricing`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Units {
     pub images: u64,
     /// Audio transcribed or translated, in milliseconds.
