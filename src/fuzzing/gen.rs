@@ -919,3 +919,71 @@ pub(super) fn yaml(rng: &mut XorShift) -> Vec<u8> {
     }
     out
 }
+
+/// A `multipart/form-data` body delimited by `boundary`: text fields the gateway reads
+/// (`model`, `stream`, `n`, `response_format`, `prompt`) and others, files whose bytes hold
+/// near-boundaries and CRLFs, then mutated: cut short, bytes changed, parts repeated.
+pub fn multipart_form(rng: &mut XorShift, boundary: &str) -> Vec<u8> {
+    const NAMES: [&str; 8] = [
+        "model",
+        "stream",
+        "n",
+        "response_format",
+        "prompt",
+        "language",
+        "file",
+        "image",
+    ];
+    const VALUES: [&str; 9] = [
+        "whisper-1",
+        "true",
+        "2",
+        "srt",
+        "",
+        "é世🚀",
+        "x\r\n--",
+        "--fzB0undar",
+        "abc",
+    ];
+    let mut out = Vec::new();
+    if rng.one_in(8) {
+        out.extend_from_slice(b"preamble\r\n");
+    }
+    let parts = rng.below(6);
+    for i in 0..parts {
+        let name = if i == 0 && !rng.one_in(6) {
+            "model"
+        } else {
+            NAMES[rng.below(NAMES.len())]
+        };
+        out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        let file = matches!(name, "file" | "image") || rng.one_in(10);
+        let head = if file {
+            format!("Content-Disposition: form-data; name=\"{name}\"; filename=\"a.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n")
+        } else {
+            format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n")
+        };
+        out.extend_from_slice(head.as_bytes());
+        if file {
+            for _ in 0..rng.below(64) {
+                out.push((rng.next() % 256) as u8);
+            }
+            out.extend_from_slice(VALUES[rng.below(VALUES.len())].as_bytes());
+        } else if name == "n" && rng.one_in(2) {
+            out.extend_from_slice((rng.next() % 20).to_string().as_bytes());
+        } else {
+            out.extend_from_slice(VALUES[rng.below(VALUES.len())].as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    match rng.below(6) {
+        0 if !out.is_empty() => out.truncate(rng.below(out.len())),
+        1 if !out.is_empty() => {
+            let at = rng.below(out.len());
+            out[at] = (rng.next() % 256) as u8;
+        }
+        _ => {}
+    }
+    out
+}

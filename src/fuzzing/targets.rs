@@ -46,6 +46,7 @@ entry_points! {
     translate_gemini_embed => check_translate_gemini_embed,
     config => check_config,
     quota_api => check_quota_api,
+    multipart => check_multipart,
 }
 
 fn show(bytes: &[u8]) -> Cow<'_, str> {
@@ -731,4 +732,88 @@ pub fn check_quota_api(input: &[u8], rng: &mut XorShift) {
     if let Some(e) = Endpoint::from_suffix(&show(input)) {
         assert_eq!(Endpoint::from_suffix(e.suffix()), Some(e), "suffix {e:?}");
     }
+}
+
+/// The boundary the `multipart` target's forms use.
+pub const FORM_BOUNDARY: &str = "fzB0undary";
+
+/// A multipart body: never a panic; a form that parses has its model where the span says,
+/// and mapping the model gives a body of the announced length that parses to the new model
+/// with the same other fields; the media meter reads any bytes, chunked anyhow, the same.
+pub fn check_multipart(input: &[u8], rng: &mut XorShift) {
+    let content_type = format!("multipart/form-data; boundary={FORM_BOUNDARY}");
+    let bytes = Bytes::copy_from_slice(input);
+    check_media_meter(input, rng);
+    let body = match RequestBody::parse_form(bytes.clone(), &content_type) {
+        Ok(b) => b,
+        Err(e) => {
+            assert!(
+                matches!(e, GatewayError::InvalidForm(_) | GatewayError::MissingModel),
+                "unexpected error {e:?}"
+            );
+            return;
+        }
+    };
+    let form = &body.form.as_ref().expect("a form body").form;
+    let (model, span) = form.model.clone().expect("a model");
+    assert_eq!(&input[span], model.as_bytes(), "the model span");
+    let upstream = rng.pick(&["whisper-1", "m", "é世🚀", "a\r\nb"]);
+    let rewrite = body.rewrite(Some(upstream), true);
+    let sent = rewrite.apply(&bytes);
+    assert_eq!(
+        sent.len(),
+        rewrite.output_len(bytes.len()),
+        "announced length"
+    );
+    let again = RequestBody::parse_form(sent, &content_type).expect("a mapped form parses");
+    let mapped = again.form.as_ref().expect("a form").form.clone();
+    let expected = upstream.replace(['\r', '\n'], "");
+    if upstream != model {
+        assert_eq!(
+            mapped.model.as_ref().map(|m| m.0.as_str()),
+            Some(expected.as_str())
+        );
+    }
+    assert_eq!(
+        (
+            mapped.stream,
+            &mapped.response_format,
+            mapped.n,
+            mapped.files
+        ),
+        (form.stream, &form.response_format, form.n, form.files),
+        "other fields"
+    );
+}
+
+/// The media meter: any answer bytes, chunked anyhow, give the same usage, no panic.
+fn check_media_meter(input: &[u8], rng: &mut XorShift) {
+    use crate::usage::{MediaKind, MediaMeter};
+    let kinds = [
+        MediaKind::Images,
+        MediaKind::Speech,
+        MediaKind::Transcription,
+        MediaKind::Rerank,
+        MediaKind::Moderation,
+    ];
+    let kind = kinds[rng.below(kinds.len())];
+    let content_type = rng.pick(&[
+        "application/json",
+        "text/event-stream",
+        "text/plain",
+        "audio/mpeg",
+    ]);
+    let asked = rng.next() % 100;
+    let usage = |parts: Vec<&[u8]>| {
+        let mut m = MediaMeter::new(kind, asked, content_type);
+        for p in parts {
+            m.push(&Bytes::copy_from_slice(p));
+        }
+        m.usage()
+    };
+    assert_eq!(
+        usage(vec![input]),
+        usage(chunks(input, rng)),
+        "chunking changed the usage"
+    );
 }

@@ -250,3 +250,13 @@ fn entry_points_take_any_bytes() {
         target(&[8, 1, 2]);
     }
 }
+
+#[test]
+fn fuzz_multipart() {
+    run(
+        "multipart",
+        0x2545_F491_4F6C_DD1D,
+        |rng| gen::multipart_form(rng, targets::FORM_BOUNDARY),
+        check_multipart,
+    );
+}
