@@ -754,8 +754,13 @@ pub fn check_multipart(input: &[u8], rng: &mut XorShift) {
             return;
         }
     };
-    let form = &body.form.as_ref().expect("a form body").form;
-    let (model, span) = form.model.clone().expect("a model");
+    let Some((form, (model, span))) = body
+        .form
+        .as_ref()
+        .and_then(|f| Some((&f.form, f.form.model.clone()?)))
+    else {
+        panic!("a parsed form has a model")
+    };
     assert_eq!(&input[span], model.as_bytes(), "the model span");
     let upstream = rng.pick(&["whisper-1", "m", "é世🚀", "a\r\nb"]);
     let rewrite = body.rewrite(Some(upstream), true);
@@ -765,8 +770,13 @@ pub fn check_multipart(input: &[u8], rng: &mut XorShift) {
         rewrite.output_len(bytes.len()),
         "announced length"
     );
-    let again = RequestBody::parse_form(sent, &content_type).expect("a mapped form parses");
-    let mapped = again.form.as_ref().expect("a form").form.clone();
+    let mapped = match RequestBody::parse_form(sent, &content_type) {
+        Ok(again) => again.form.map(|f| f.form),
+        Err(e) => panic!("a mapped form does not parse: {e:?}"),
+    };
+    let Some(mapped) = mapped else {
+        panic!("a mapped form is a form")
+    };
     let expected = upstream.replace(['\r', '\n'], "");
     if upstream != model {
         assert_eq!(
