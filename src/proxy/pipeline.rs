@@ -94,32 +94,11 @@ async fn pipeline(
     let config = x.config.clone();
     let (first, endpoint) = routing::route(session, &config)?;
     (x.route, x.endpoint) = (Some(first), Some(endpoint));
-    match endpoint {
-        Endpoint::Quota(call) => return quota_api::serve(session, x, call).await,
-        Endpoint::Models | Endpoint::Model => return models_api::serve(session, x, endpoint).await,
-        Endpoint::ResponseById => return responses_api::serve(session, x, connector).await,
-        Endpoint::ChatCompletions
-        | Endpoint::Completions
-        | Endpoint::Embeddings
-        | Endpoint::Moderations
-        | Endpoint::Messages
-        | Endpoint::CountTokens
-        | Endpoint::Responses
-        | Endpoint::ImageGenerations
-        | Endpoint::ImageEdits
-        | Endpoint::ImageVariations
-        | Endpoint::Speech
-        | Endpoint::Transcriptions
-        | Endpoint::Translations
-        | Endpoint::Rerank => {}
+    if let Some(sent) = own_answer(x, session, connector, endpoint).await {
+        return sent;
     }
-    let bytes = ingress::read_request(session, &config, &mut x.body_memory).await?;
-    let body = &*x.request.insert(if endpoint.multipart() {
-        RequestBody::parse_form(bytes, ingress::content_type(session))?
-    } else {
-        let bytes = prompts::expand_template(&config, endpoint, bytes, &mut x.policies)?;
-        RequestBody::parse(bytes)?
-    });
+    let read = read_body(x, session, &config, endpoint).await?;
+    let body = &*x.request.insert(read);
     let routed = routing::rule(session, &config, first, &body.model)?;
     (x.route, x.rule) = (Some(routed.route), Some(routed.rule));
     let route = &config.routes[routed.route];
@@ -137,21 +116,11 @@ async fn pipeline(
         consumer: x.consumer.as_deref(),
     };
     let admitted = admission::admit(&caller, body, &mut x.reserved, &mut x.extra_headers).await?;
-    let rule = &route.rules[routed.rule];
-    if endpoint == Endpoint::CountTokens {
-        // Counting costs nothing: no budget, no cache; estimated without an Anthropic target.
-        if !count_tokens::forwarded(rule) {
-            let (id, extra) = (&x.request_id, &x.extra_headers);
-            return count_tokens::answer_estimate(session, &body.bytes, id, extra).await;
-        }
-    } else {
-        let payer = crate::budget::Payer {
-            consumer: x.consumer.as_deref(),
-            route: &route.name,
-        };
-        x.reserved.budgets =
-            budgets::admit(&config, &x.backends, payer, rule, &body.model, &admitted).await?;
+    let stage = (routed.route, routed.rule);
+    if let Some(sent) = budget_stage(x, session, &config, stage, endpoint, &admitted).await? {
+        return Ok(sent);
     }
+    let rule = &route.rules[routed.rule];
     if let Some(sent) = cache_stage(x, session, &config, route, endpoint, &answer).await {
         return sent;
     }
@@ -193,6 +162,87 @@ async fn pipeline(
         cache::keep(state, &x.backends, &x.attempts, sent, route, body, status).await;
     }
     Ok(status)
+}
+
+/// The calls the gateway answers without a model to route by (its own APIs, the calls on
+/// a stored response); `None` for a model request.
+async fn own_answer(
+    x: &mut Exchange,
+    session: &mut Session,
+    connector: &Connector,
+    endpoint: Endpoint,
+) -> Option<Result<u16, Failure>> {
+    Some(match endpoint {
+        Endpoint::Quota(call) => quota_api::serve(session, x, call).await,
+        Endpoint::Models | Endpoint::Model => models_api::serve(session, x, endpoint).await,
+        Endpoint::ResponseById => responses_api::serve(session, x, connector).await,
+        Endpoint::ChatCompletions
+        | Endpoint::Completions
+        | Endpoint::Embeddings
+        | Endpoint::Moderations
+        | Endpoint::Messages
+        | Endpoint::CountTokens
+        | Endpoint::Responses
+        | Endpoint::ImageGenerations
+        | Endpoint::ImageEdits
+        | Endpoint::ImageVariations
+        | Endpoint::Speech
+        | Endpoint::Transcriptions
+        | Endpoint::Translations
+        | Endpoint::Rerank => return None,
+    })
+}
+
+/// Ingress: the body read within the limits, a JSON body's template expanded, and its
+/// top-level fields (or a multipart form's) read.
+async fn read_body(
+    x: &mut Exchange,
+    session: &mut Session,
+    config: &Gateway,
+    endpoint: Endpoint,
+) -> Result<RequestBody, Failure> {
+    let bytes = ingress::read_request(session, config, &mut x.body_memory).await?;
+    Ok(if endpoint.multipart() {
+        RequestBody::parse_form(bytes, ingress::content_type(session))?
+    } else {
+        let bytes = prompts::expand_template(config, endpoint, bytes, &mut x.policies)?;
+        RequestBody::parse(bytes)?
+    })
+}
+
+/// Money before the attempts: the budgets' reservation, or, for Anthropic token counting
+/// (which costs nothing), the gateway's own estimate when no Anthropic target counts;
+/// `Some` with the status when that estimate was sent.
+async fn budget_stage(
+    x: &mut Exchange,
+    session: &mut Session,
+    config: &Gateway,
+    routed: (usize, usize),
+    endpoint: Endpoint,
+    admitted: &admission::Admitted,
+) -> Result<Option<u16>, Failure> {
+    let route = &config.routes[routed.0];
+    let rule = &route.rules[routed.1];
+    let body = x
+        .request
+        .as_ref()
+        .ok_or_else(|| GatewayError::Internal("the request body is gone".into()))?;
+    if endpoint == Endpoint::CountTokens {
+        if !count_tokens::forwarded(rule) {
+            let (id, extra) = (&x.request_id, &x.extra_headers);
+            return count_tokens::answer_estimate(session, &body.bytes, id, extra)
+                .await
+                .map(Some);
+        }
+        return Ok(None);
+    }
+    let payer = crate::budget::Payer {
+        consumer: x.consumer.as_deref(),
+        route: &route.name,
+    };
+    x.reserved.budgets =
+        budgets::admit(config, &x.backends, payer, rule, &body.model, admitted).await?;
+    Ok(None)
 }
 
 /// What the answer needs from the request policies: the masked values to restore and the
