@@ -253,6 +253,7 @@
 
 mod anthropic;
 mod body;
+mod files;
 mod gemini;
 mod openai;
 mod opts;
