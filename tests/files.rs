@@ -41,6 +41,8 @@ fn config(mock: &Mock) -> String {
     type: anthropic
     base_url: "{url}"
     api_keys: ["{CLAUDE}"]
+limits:
+  max_body_bytes: 65536
 consumers:
   - {{name: alice, credentials: ["sk-alice"]}}
   - {{name: bob, credentials: ["sk-bob"]}}
@@ -229,6 +231,21 @@ async fn objects_are_reached_on_the_key_that_made_them() {
     assert!(
         !auth.contains(FIRST),
         "the key scrubbed from the echo: {auth}"
+    );
+    assert!(
+        !echo.to_string().contains("sk-client"),
+        "the client's credential is not forwarded"
+    );
+    // An upload over `limits.max_body_bytes`: 413 before anything goes upstream.
+    let big = multipart("batch", "big.jsonl", &vec![b'x'; 70_000]);
+    let ct = format!("multipart/form-data; boundary={BOUNDARY}");
+    let (status, v, text) = c
+        .call(&mut seen, "POST", "/files", &[], Some((ct, big)))
+        .await;
+    assert_eq!(
+        (status, v["error"]["type"].is_string()),
+        (413, true),
+        "{text}"
     );
     // `second`'s first usable key: `a`; once `a` is out of rotation (a 429 on a chat
     // request, which fails over to `b`), `b`. Each file stays on its own key.
@@ -493,4 +510,63 @@ async fn official_sdk_files_and_batches() {
     let mock = Mock::start();
     let gw = Gateway::start(&config(&mock));
     run_sdk_script(python, "openai_files.py", gw.url("/private/v1")).await;
+}
+
+/// Two gateways sharing a Redis share the map: a file uploaded through one is reached, and
+/// batched, through the other, on the key that made it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_sharing_redis_share_the_map() {
+    if skip_without_redis_server() {
+        return;
+    }
+    let mock = Mock::start();
+    let redis = Redis::start();
+    let body = format!(
+        "{}redis: {{url: \"{}\", timeout: 300ms, prefix: \"t{}\"}}\n",
+        config(&mock),
+        redis.url(),
+        redis.port
+    );
+    let (one, two) = (Gateway::start(&body), Gateway::start(&body));
+    let mut seen = Seen::default();
+    let via = |gw| Client {
+        gw,
+        prefix: "/private/v1",
+        bearer: Some("sk-alice"),
+    };
+    let (a, b) = (via(&one), via(&two));
+    // Both connect to Redis in the background: upload until the other gateway finds one.
+    let start = std::time::Instant::now();
+    let file = loop {
+        let f = a.upload(&mut seen, &[], INPUT.as_bytes()).await;
+        let path = format!("/files/{}", f["id"].as_str().unwrap());
+        if b.get(&mut seen, &path).await.0 == 200 {
+            break f;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the gateways never shared the map"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    };
+    assert_eq!(file["mock_key_fnv"], fnv64(SECOND_A.as_bytes()));
+    let (status, batch, text) = b.batch(&mut seen, file["id"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "{text}");
+    let path = format!("/batches/{}", batch["id"].as_str().unwrap());
+    let (status, done, text) = a.get(&mut seen, &path).await;
+    assert_eq!(
+        (status, done["status"].as_str()),
+        (200, Some("completed")),
+        "{text}"
+    );
+    let (status, v, text) = via(&two).get(&mut seen, "/files/file-unknown").await;
+    assert_not_found(status, &v, &text);
+    let bob = Client {
+        gw: &one,
+        prefix: "/private/v1",
+        bearer: Some("sk-bob"),
+    };
+    let (status, v, text) = bob.get(&mut seen, &path).await;
+    assert_not_found(status, &v, &text);
+    seen.check_no_key();
 }

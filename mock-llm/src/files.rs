@@ -202,7 +202,7 @@ fn create_batch(ctx: &Ctx<'_>, key: String) -> Response<RespBody> {
         .and_then(Value::as_str)
         .unwrap_or_default();
     let mut all = objects();
-    if !all.files.get(input).is_some_and(|f| f.key == key) {
+    if all.files.get(input).is_none_or(|f| f.key != key) {
         drop(all);
         return missing(ctx, "File", input);
     }
