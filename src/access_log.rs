@@ -41,6 +41,16 @@ pub struct Entry<'a> {
     pub cached_tokens: u64,
     pub reasoning_tokens: u64,
     pub usage_estimated: bool,
+    /// Media answers' units (images made, audio milliseconds heard, characters spoken,
+    /// rerank search units); absent when zero.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub images: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub audio_ms: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub characters: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub search_units: u64,
     pub ttfb_ms: Option<f64>,
     pub ttft_ms: Option<f64>,
     pub duration_ms: f64,
@@ -64,6 +74,10 @@ pub struct Entry<'a> {
     /// What the route's policies did, `policy:action` each (`crate::policy::Action`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 pub struct AccessLog {

@@ -71,6 +71,10 @@ pub struct Metrics {
     pub policy_actions: IntCounterVec,
     /// Tokens served from the response cache instead of a provider, by route.
     pub cache_saved_tokens: IntCounterVec,
+    /// What media answers used that is not tokens, by route, provider, model (the rule's
+    /// pattern) and unit: `images`, `audio_seconds` (in milliseconds: `audio_ms`),
+    /// `characters`, `search_units`.
+    pub media_units: IntCounterVec,
     /// Money not spent thanks to the response cache, by route and currency.
     pub cache_saved_cost: prometheus::CounterVec,
     /// Answers kept in the response cache, by route.
@@ -282,6 +286,13 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
         config_api_revision: register_int_gauge_with_registry!(
             "tollgate_config_api_revision",
             "The revision of the management API's objects this instance runs",
+            r
+        )
+        .expect("metric"),
+        media_units: register_int_counter_vec_with_registry!(
+            "tollgate_media_units_total",
+            "Units used by media answers (images, audio_ms, characters, search_units) by route, provider, model and unit",
+            &["route", "provider", "model", "unit"],
             r
         )
         .expect("metric"),

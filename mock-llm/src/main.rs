@@ -64,6 +64,10 @@
 //!   `{"flagged":F,"categories":{"harassment":F,"violence":false},"category_scores":{..}}`,
 //!   F true when the input contains the flag word (`--flag-word`, default `flagme`,
 //!   case-insensitive); `{"id":"modr-mock-N","model":<model>,"results":[..]}`, no usage.
+//! * `POST …/images/generations`, `…/images/edits`, `…/images/variations`,
+//!   `…/audio/speech`, `…/audio/transcriptions`, `…/audio/translations`, `…/rerank`:
+//!   deterministic media answers and their usage (`media.rs` has the units); uploads are
+//!   multipart, and the answer's `x-mock-file-bytes` says how many file bytes arrived.
 //! * `POST …/responses`: OpenAI's Responses API, streaming and not (`responses.rs` has the
 //!   token counts, the function call and the event sequence): `input` (string or items),
 //!   `instructions`, `max_output_tokens` (a cut answer is `status: "incomplete"`), `tools`
@@ -258,6 +262,7 @@ mod anthropic;
 mod body;
 mod files;
 mod gemini;
+mod media;
 mod openai;
 mod opts;
 mod reply;

@@ -35,6 +35,8 @@ pub fn dispatch(ctx: &Ctx<'_>) -> Response<RespBody> {
         embeddings(ctx)
     } else if method == Method::POST && p.ends_with("/moderations") {
         moderations(ctx)
+    } else if let Some(media) = crate::media::dispatch(ctx, p) {
+        media
     } else if method == Method::GET && p.ends_with("/models") {
         models(ctx)
     } else if let Some((_, id)) = p.rsplit_once("/models/").filter(|_| method == Method::GET) {

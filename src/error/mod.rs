@@ -68,6 +68,8 @@ pub enum GatewayError {
     InvalidJson(String),
     #[error("The request body must be a JSON object.")]
     NotAnObject,
+    #[error("We could not read the multipart form of your request: {0}")]
+    InvalidForm(String),
     #[error("You must provide a model parameter.")]
     MissingModel,
     #[error("The `model` parameter must be a string.")]
@@ -276,8 +278,8 @@ impl GatewayError {
     pub fn status(&self) -> u16 {
         use GatewayError::*;
         match self {
-            InvalidJson(_) | NotAnObject | MissingModel | ModelNotString | BodyRead(_)
-            | BadQuotaRequest(_) | ConfigRejected(_) | ContentPolicy(_) => 400,
+            InvalidJson(_) | NotAnObject | InvalidForm(_) | MissingModel | ModelNotString
+            | BodyRead(_) | BadQuotaRequest(_) | ConfigRejected(_) | ContentPolicy(_) => 400,
             Template(_) | Decorate(_) => 400,
             ModerationUnavailable(_) => 503,
             QuotaExceeded { .. } | BudgetExceeded(_) => 429,
@@ -341,7 +343,7 @@ impl GatewayError {
         use GatewayError::*;
         match self {
             InvalidJson(_) => ErrorCode::InvalidJson,
-            NotAnObject => ErrorCode::InvalidBody,
+            NotAnObject | InvalidForm(_) => ErrorCode::InvalidBody,
             MissingModel => ErrorCode::MissingModel,
             ModelNotString => ErrorCode::InvalidModel,
             ModelNotFound(_) => ErrorCode::ModelNotFound,
@@ -578,6 +580,7 @@ mod tests {
         let all = vec![
             InvalidJson(s()),
             NotAnObject,
+            InvalidForm(s()),
             MissingModel,
             ModelNotString,
             ModelNotFound(s()),
@@ -695,6 +698,7 @@ mod tests {
             match e {
                 InvalidJson(_)
                 | NotAnObject
+                | InvalidForm(_)
                 | MissingModel
                 | ModelNotString
                 | ModelNotFound(_)

@@ -341,6 +341,11 @@ pub fn operation(endpoint: &str) -> Option<&'static str> {
         "chat" | "messages" | "responses" => Some("chat"),
         "completions" => Some("text_completion"),
         "embeddings" => Some("embeddings"),
+        "images" | "image_edits" | "image_variations" => Some("image_generation"),
+        "speech" => Some("speech"),
+        "transcriptions" | "translations" => Some("transcription"),
+        "rerank" => Some("rerank"),
+        "moderations" => Some("moderation"),
         _ => None,
     }
 }

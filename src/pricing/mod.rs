@@ -2,7 +2,9 @@
 //! `defaults.yaml`) and the arithmetic.
 //!
 //! Prices are per million tokens of each class: input not read from a cache, cached input
-//! (read), cache writes (Anthropic's cache creation), output, reasoning; and per request.
+//! (read), cache writes (Anthropic's cache creation), output, reasoning; per request; and,
+//! for media answers that report no tokens, per image, per minute of audio, per million
+//! characters spoken and per thousand rerank search units (`usage::Units`).
 //! They are kept as integer picounits (10⁻¹² of the currency) per token and costs are sums
 //! of integers, so a cost is exact and totals add up to the cent and below. A price applies
 //! from its `from` instant (an older entry keeps applying before it: past costs are never
@@ -32,6 +34,14 @@ pub struct Rates {
     pub output: u64,
     pub reasoning: u64,
     pub request: u64,
+    /// Per image.
+    pub image: u64,
+    /// Per millisecond of audio.
+    pub audio_ms: u64,
+    /// Per character spoken.
+    pub character: u64,
+    /// Per search unit.
+    pub search_unit: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -169,10 +179,22 @@ fn entry(p: &PriceSection, shipped: bool) -> Result<Entry, (String, String)> {
     let request = pico("request", p.request, 1.0)
         .map_err(|e| err("request", e))?
         .unwrap_or(0);
-    if input.is_none() && output.is_none() && request == 0 {
+    let unit = |field: &str, price: Option<f64>, per: f64| {
+        pico(field, price, per)
+            .map(Option::unwrap_or_default)
+            .map_err(|e| err(field, e))
+    };
+    let image = unit("image", p.image, 1.0)?;
+    let audio_ms = unit("audio_minute", p.audio_minute, 60_000.0)?;
+    let character = unit("characters", p.characters, million)?;
+    let search_unit = unit("search_units", p.search_units, 1000.0)?;
+    let units = [image, audio_ms, character, search_unit];
+    if input.is_none() && output.is_none() && request == 0 && units.iter().all(|u| *u == 0) {
         return Err(err(
             "input",
-            "a price needs `input`, `output` or `request`".into(),
+            "a price needs `input`, `output`, `request` or a unit price (`image`, \
+             `audio_minute`, `characters`, `search_units`)"
+                .into(),
         ));
     }
     let input = input.unwrap_or(0);
@@ -190,6 +212,10 @@ fn entry(p: &PriceSection, shipped: bool) -> Result<Entry, (String, String)> {
             .map_err(|e| err("reasoning", e))?
             .unwrap_or(output),
         request,
+        image,
+        audio_ms,
+        character,
+        search_unit,
     };
     let from = match &p.from {
         None => 0,
@@ -285,8 +311,8 @@ impl PriceBook {
             .map(|e| (e.rates, e.currency))
     }
 
-    /// What a request that used `usage` costs: `None` when it used no token (nothing to
-    /// price), `Some(None)` when it used tokens no price covers. The one pricing of a
+    /// What a request that used `usage` costs: `None` when it used no token and no unit
+    /// (nothing to price), `Some(None)` when it used tokens no price covers. The one pricing of a
     /// finished request (the access log, metrics and rollups, and `x-tollgate-cost`).
     pub fn priced(
         &self,
@@ -296,7 +322,7 @@ impl PriceBook {
         usage: &Usage,
         at: u64,
     ) -> Option<Option<Cost>> {
-        if usage.input_tokens == 0 && usage.output_tokens == 0 {
+        if usage.input_tokens == 0 && usage.output_tokens == 0 && usage.units.is_zero() {
             return None;
         }
         Some(self.cost(provider, kind, model, usage, at))
@@ -333,6 +359,10 @@ pub fn charge(r: &Rates, u: &Usage) -> u64 {
         (answer, r.output),
         (reasoning, r.reasoning),
         (1, r.request),
+        (u.units.images, r.image),
+        (u.units.audio_ms, r.audio_ms),
+        (u.units.characters, r.character),
+        (u.units.search_units, r.search_unit),
     ]
     .iter()
     .fold(0u64, |sum, (n, rate)| {

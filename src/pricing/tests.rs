@@ -14,6 +14,7 @@ fn usage(input: u64, cached: u64, written: u64, output: u64, reasoning: u64) -> 
         output_tokens: output,
         reasoning_tokens: reasoning,
         estimated: false,
+        units: crate::usage::Units::NONE,
     }
 }
 
@@ -273,4 +274,75 @@ fn what_the_client_is_told() {
     assert_eq!(shown(Some(cny)), "0.002 CNY");
     let settings: PricingSection = serde_yaml::from_str("prices: []").unwrap();
     assert!(!settings.cost_header(), "off unless asked");
+}
+
+/// Media answers are priced per unit: images, audio by the millisecond at a per-minute price,
+/// characters per million, search units per thousand; tokens a media answer reports are
+/// priced as tokens on top.
+#[test]
+fn media_units_are_priced_exactly() {
+    let b = book(
+        r#"
+prices:
+  - {provider_type: openai, model: dall-e-3, image: 0.04}
+  - {provider_type: openai, model: whisper-1, audio_minute: 0.006}
+  - {provider_type: openai, model: tts-1, characters: 15}
+  - {provider_type: openai, model: "rerank-*", search_units: 2, input: 0.1}
+"#,
+        false,
+    );
+    let cost = |model: &str, units: crate::usage::Units, input: u64| {
+        let u = Usage {
+            input_tokens: input,
+            units,
+            ..usage(0, 0, 0, 0, 0)
+        };
+        b.priced("p", "openai", model, &u, wed(12, 0))
+            .flatten()
+            .map(|c| c.decimal())
+    };
+    use crate::usage::Units;
+    let n = |f: fn(&mut Units)| {
+        let mut u = Units::NONE;
+        f(&mut u);
+        u
+    };
+    assert_eq!(
+        cost("dall-e-3", n(|u| u.images = 3), 0).as_deref(),
+        Some("0.12")
+    );
+    // 197 s at $0.006 a minute; 1 ms is 1e-7 USD.
+    assert_eq!(
+        cost("whisper-1", n(|u| u.audio_ms = 197_000), 0).as_deref(),
+        Some("0.0197")
+    );
+    assert_eq!(
+        cost("whisper-1", n(|u| u.audio_ms = 1), 0).as_deref(),
+        Some("0.0000001")
+    );
+    assert_eq!(
+        cost("tts-1", n(|u| u.characters = 18), 0).as_deref(),
+        Some("0.00027")
+    );
+    assert_eq!(
+        cost("rerank-v3.5", n(|u| u.search_units = 1), 1_000_000).as_deref(),
+        Some("0.102")
+    );
+    // Nothing used: nothing to price; a unit without a price: unpriced.
+    let none = usage(0, 0, 0, 0, 0);
+    assert_eq!(b.priced("p", "openai", "dall-e-3", &none, wed(12, 0)), None);
+    let images = Usage {
+        units: n(|u| u.images = 1),
+        ..none
+    };
+    assert_eq!(
+        b.priced("p", "openai", "dall-e-9", &images, wed(12, 0)),
+        Some(None)
+    );
+    // A unit price alone makes an entry; a negative one is refused, naming the field.
+    let mut section: PricingSection =
+        serde_yaml::from_str("prices: [{model: x, audio_minute: -1}]").unwrap();
+    section.defaults = Some(false);
+    let err = PriceBook::build(&section).unwrap_err();
+    assert_eq!(err.0, "pricing.prices[0].audio_minute");
 }

@@ -1,5 +1,7 @@
 //! The API operations a client can call (the path after a route's prefix).
 
+use crate::usage::MediaKind;
+
 /// The OpenAI API operations the gateway proxies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
@@ -18,6 +20,20 @@ pub enum Endpoint {
     /// A stored response: `GET`/`DELETE /responses/{id}`, `GET /responses/{id}/input_items`,
     /// `POST /responses/{id}/cancel` (the rest is read from the path).
     ResponseById,
+    /// `POST /images/generations` (JSON), metered in images (or tokens when reported).
+    ImageGenerations,
+    /// `POST /images/edits` (multipart), metered as generations.
+    ImageEdits,
+    /// `POST /images/variations` (multipart), metered as generations.
+    ImageVariations,
+    /// `POST /audio/speech` (JSON in, audio out), metered in input characters.
+    Speech,
+    /// `POST /audio/transcriptions` (multipart), metered in tokens or audio seconds.
+    Transcriptions,
+    /// `POST /audio/translations` (multipart), metered as transcriptions.
+    Translations,
+    /// `POST /rerank` (Cohere/Jina style), metered in tokens or search units.
+    Rerank,
     /// `GET /models`, answered by the gateway itself.
     Models,
     /// `GET /models/{id}`, answered by the gateway itself (the id is read from the path).
@@ -50,6 +66,13 @@ impl Endpoint {
             "/embeddings" => Some(Endpoint::Embeddings),
             "/moderations" => Some(Endpoint::Moderations),
             "/messages" => Some(Endpoint::Messages),
+            "/images/generations" => Some(Endpoint::ImageGenerations),
+            "/images/edits" => Some(Endpoint::ImageEdits),
+            "/images/variations" => Some(Endpoint::ImageVariations),
+            "/audio/speech" => Some(Endpoint::Speech),
+            "/audio/transcriptions" => Some(Endpoint::Transcriptions),
+            "/audio/translations" => Some(Endpoint::Translations),
+            "/rerank" => Some(Endpoint::Rerank),
             "/messages/count_tokens" => Some(Endpoint::CountTokens),
             "/responses" => Some(Endpoint::Responses),
             r if r.len() > "/responses/".len() && r.starts_with("/responses/") => {
@@ -75,6 +98,13 @@ impl Endpoint {
             Endpoint::Embeddings => "/embeddings",
             Endpoint::Moderations => "/moderations",
             Endpoint::Messages => "/messages",
+            Endpoint::ImageGenerations => "/images/generations",
+            Endpoint::ImageEdits => "/images/edits",
+            Endpoint::ImageVariations => "/images/variations",
+            Endpoint::Speech => "/audio/speech",
+            Endpoint::Transcriptions => "/audio/transcriptions",
+            Endpoint::Translations => "/audio/translations",
+            Endpoint::Rerank => "/rerank",
             Endpoint::CountTokens => "/messages/count_tokens",
             Endpoint::Responses | Endpoint::ResponseById => "/responses",
             Endpoint::Models | Endpoint::Model => "/models",
@@ -93,6 +123,13 @@ impl Endpoint {
             Endpoint::Embeddings => "embeddings",
             Endpoint::Moderations => "moderations",
             Endpoint::Messages => "messages",
+            Endpoint::ImageGenerations => "images",
+            Endpoint::ImageEdits => "image_edits",
+            Endpoint::ImageVariations => "image_variations",
+            Endpoint::Speech => "speech",
+            Endpoint::Transcriptions => "transcriptions",
+            Endpoint::Translations => "translations",
+            Endpoint::Rerank => "rerank",
             Endpoint::CountTokens => "count_tokens",
             Endpoint::Responses | Endpoint::ResponseById => "responses",
             Endpoint::Models | Endpoint::Model => "models",
@@ -100,5 +137,37 @@ impl Endpoint {
             Endpoint::Files => "files",
             Endpoint::Batches => "batches",
         }
+    }
+
+    /// Requests whose text the route's content policies (PII masking, deny rules,
+    /// moderation) do not read: refused on a route that has them, rather than sent
+    /// unchecked. (Moderations is the policies' own check; embeddings are not generation.)
+    pub fn beyond_policies(self) -> bool {
+        self == Endpoint::Responses || (self.media().is_some() && self != Endpoint::Moderations)
+    }
+
+    /// The request body is `multipart/form-data` (a file upload), not JSON.
+    pub fn multipart(self) -> bool {
+        matches!(
+            self,
+            Endpoint::ImageEdits
+                | Endpoint::ImageVariations
+                | Endpoint::Transcriptions
+                | Endpoint::Translations
+        )
+    }
+
+    /// What the answer is metered in, for the endpoints not metered as text generation.
+    pub fn media(self) -> Option<MediaKind> {
+        Some(match self {
+            Endpoint::ImageGenerations | Endpoint::ImageEdits | Endpoint::ImageVariations => {
+                MediaKind::Images
+            }
+            Endpoint::Speech => MediaKind::Speech,
+            Endpoint::Transcriptions | Endpoint::Translations => MediaKind::Transcription,
+            Endpoint::Rerank => MediaKind::Rerank,
+            Endpoint::Moderations => MediaKind::Moderation,
+            _ => return None,
+        })
     }
 }

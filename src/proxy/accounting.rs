@@ -239,6 +239,10 @@ pub fn record(
         cached_tokens: usage.cached_input_tokens,
         reasoning_tokens: usage.reasoning_tokens,
         usage_estimated: usage.estimated,
+        images: usage.units.images,
+        audio_ms: usage.units.audio_ms,
+        characters: usage.units.characters,
+        search_units: usage.units.search_units,
         ttfb_ms: ms(req.started, req.attempts.outcome.first_byte),
         ttft_ms: ms(req.started, req.attempts.outcome.first_token),
         duration_ms: total.as_secs_f64() * 1000.0,
@@ -318,6 +322,7 @@ fn count(
         usage.cached_input_tokens,
         usage.reasoning_tokens,
     );
+    units(route, provider, model_label, &usage.units);
     let total = end.duration_since(req.started);
     s.duration.observe(total.as_secs_f64());
     s.overhead.observe(
@@ -328,5 +333,25 @@ fn count(
     if let Some(t) = req.attempts.outcome.first_token {
         s.ttft
             .observe(t.saturating_duration_since(req.started).as_secs_f64());
+    }
+}
+
+/// A media answer's units (nothing for text answers: no series is touched).
+fn units(route: &str, provider: &str, model: &str, u: &crate::usage::Units) {
+    if u.is_zero() {
+        return;
+    }
+    for (unit, n) in [
+        ("images", u.images),
+        ("audio_ms", u.audio_ms),
+        ("characters", u.characters),
+        ("search_units", u.search_units),
+    ] {
+        if n > 0 {
+            METRICS
+                .media_units
+                .with_label_values(&[route, provider, model, unit])
+                .inc_by(n);
+        }
     }
 }

@@ -48,9 +48,13 @@ fn forwarded_for(peer: IpAddr, headers: &http::HeaderMap, trusted: &[IpNet]) -> 
 /// `MAX_TOKENS_PER_REQUEST` (no request is charged more, and a client's `max_tokens` cannot
 /// push a counter towards overflow).
 pub fn demand(body: &RequestBody) -> Demand {
-    let prompt = std::str::from_utf8(&body.bytes)
-        .map(estimate_tokens)
-        .unwrap_or(body.bytes.len() as u64 / 4);
+    let prompt = match &body.form {
+        // A file upload: its text fields only (the file is audio or an image).
+        Some(f) => f.form.prompt.as_deref().map_or(0, estimate_tokens),
+        None => std::str::from_utf8(&body.bytes)
+            .map(estimate_tokens)
+            .unwrap_or(body.bytes.len() as u64 / 4),
+    };
     Demand {
         prompt: prompt.min(MAX_TOKENS_PER_REQUEST),
         max_tokens: body.max_tokens.unwrap_or(0).min(MAX_TOKENS_PER_REQUEST),

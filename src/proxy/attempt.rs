@@ -15,7 +15,7 @@ use crate::protocol::{ClientProtocol, Endpoint, Protocol};
 use crate::provider::{self, Provider};
 use crate::scrub::StreamScrub;
 use crate::translate::StreamTranslator;
-use crate::usage::{StreamMeter, Usage};
+use crate::usage::{MediaMeter, StreamMeter, Usage};
 use bytes::Bytes;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
@@ -89,6 +89,8 @@ enum Reader {
     Observe(Box<dyn StreamTranslator>),
     /// A JSON body passed through, a copy kept for its usage.
     Json(Vec<u8>, Protocol),
+    /// A media answer passed through, metered in its own unit.
+    Media(Box<MediaMeter>),
     /// A JSON body held back whole, translated at its end (`ok`: a 2xx answer).
     Hold { body: Vec<u8>, ok: bool },
 }
@@ -175,7 +177,10 @@ impl AttemptState {
         if a.plan.upstream_endpoint == Endpoint::ResponseById {
             super::responses_api::retarget(&mut req, client)?;
         }
-        req.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+        match &a.plan.content_type {
+            Some(form) => req.insert_header(http::header::CONTENT_TYPE, form.as_str())?,
+            None => req.insert_header(http::header::CONTENT_TYPE, "application/json")?,
+        }
         req.insert_header(
             http::header::CONTENT_LENGTH,
             a.plan.body.len(a.original.len()),
@@ -230,10 +235,20 @@ impl AttemptState {
                 }
                 (false, _) => Reader::None,
             },
-            ResponsePlan::Unmetered if self.attempt.provider.keys.scrubber().is_active() => {
+            ResponsePlan::Media { kind, asked } if ok => {
+                let content_type = resp
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                Reader::Media(Box::new(MediaMeter::new(*kind, *asked, content_type)))
+            }
+            ResponsePlan::Unmetered | ResponsePlan::Media { .. }
+                if self.attempt.provider.keys.scrubber().is_active() =>
+            {
                 Reader::Scrub(StreamScrub::default())
             }
-            ResponsePlan::Unmetered => Reader::None,
+            ResponsePlan::Unmetered | ResponsePlan::Media { .. } => Reader::None,
             ResponsePlan::Translate {
                 model,
                 include_usage,
@@ -323,6 +338,12 @@ impl AttemptState {
                 }
                 chunk
             }
+            Reader::Media(meter) => {
+                if let Some(c) = &chunk {
+                    meter.push(c);
+                }
+                chunk
+            }
             Reader::Hold { body: held, .. } => {
                 if let Some(c) = &chunk {
                     held.extend_from_slice(c);
@@ -347,6 +368,9 @@ impl AttemptState {
     pub fn cost_told(&self) -> Option<CostTold> {
         match &self.reader {
             Reader::Json(..) | Reader::Hold { ok: true, .. } => Some(CostTold::Header),
+            // A JSON media answer (images, a transcription); not audio, not a stream.
+            Reader::Media(m) if m.kept() => Some(CostTold::Header),
+            Reader::Media(_) => None,
             Reader::Meter(_) | Reader::Translate(_) | Reader::Observe(_) => Some(CostTold::Comment),
             Reader::None | Reader::Scrub(_) | Reader::Hold { ok: false, .. } => None,
         }
@@ -380,6 +404,7 @@ impl AttemptState {
             Reader::Meter(m) => (m.pending_bytes(), max_event),
             Reader::Translate(t) | Reader::Observe(t) => (t.pending_bytes(), max_event),
             Reader::Hold { body, .. } => (body.len(), MAX_HELD_BODY),
+            Reader::Media(m) => (m.pending_bytes(), max_event),
             Reader::None | Reader::Json(..) | Reader::Scrub(_) => return None,
         };
         (held > limit).then_some(limit)
@@ -435,6 +460,7 @@ impl AttemptState {
             Reader::Meter(m) => Some(m.usage()),
             Reader::Translate(t) | Reader::Observe(t) => Some(t.usage()),
             Reader::Json(body, protocol) => Some(reported_or_estimated(protocol.usage(body), body)),
+            Reader::Media(meter) => Some(meter.usage()),
             Reader::None | Reader::Scrub(_) | Reader::Hold { .. } => None,
         };
         if let Some(usage) = usage {

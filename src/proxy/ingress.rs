@@ -26,6 +26,16 @@ pub async fn read_request(
     read_body(session, limits, memory).await
 }
 
+/// The request's `Content-Type` ("" when absent or not text).
+pub fn content_type(session: &Session) -> &str {
+    session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
 /// What bounds the reading of one request body.
 #[derive(Clone, Copy)]
 pub struct BodyLimits<'a> {

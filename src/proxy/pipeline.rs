@@ -108,11 +108,22 @@ async fn pipeline(
         | Endpoint::Moderations
         | Endpoint::Messages
         | Endpoint::CountTokens
-        | Endpoint::Responses => {}
+        | Endpoint::Responses
+        | Endpoint::ImageGenerations
+        | Endpoint::ImageEdits
+        | Endpoint::ImageVariations
+        | Endpoint::Speech
+        | Endpoint::Transcriptions
+        | Endpoint::Translations
+        | Endpoint::Rerank => {}
     }
     let bytes = ingress::read_request(session, &config, &mut x.body_memory).await?;
-    let bytes = prompts::expand_template(&config, endpoint, bytes, &mut x.policies)?;
-    let body = &*x.request.insert(RequestBody::parse(bytes)?);
+    let body = &*x.request.insert(if endpoint.multipart() {
+        RequestBody::parse_form(bytes, ingress::content_type(session))?
+    } else {
+        let bytes = prompts::expand_template(&config, endpoint, bytes, &mut x.policies)?;
+        RequestBody::parse(bytes)?
+    });
     let routed = routing::rule(session, &config, first, &body.model)?;
     (x.route, x.rule) = (Some(routed.route), Some(routed.rule));
     let route = &config.routes[routed.route];

@@ -12,7 +12,7 @@ use crate::error::GatewayError;
 use crate::protocol::{ClientProtocol, Endpoint, Protocol};
 use crate::provider::Provider;
 use crate::translate::{EmbeddingsContext, StreamTranslator, TranslateError};
-use crate::usage::Usage;
+use crate::usage::{MediaKind, Usage};
 use bytes::Bytes;
 use std::borrow::Cow;
 
@@ -54,6 +54,10 @@ pub enum ResponsePlan {
     /// Same protocol, nothing to meter (Anthropic's token counting): pass through, keys
     /// scrubbed from error bodies.
     Unmetered,
+    /// Same protocol, an answer metered in its own unit (images, speech, transcriptions,
+    /// rerank, moderations): passed through; `asked` is what the request asked for (the
+    /// images, or the characters to speak), the measure when the answer states none.
+    Media { kind: MediaKind, asked: u64 },
     /// Translate from the provider's protocol to the client's.
     Translate {
         model: String,
@@ -71,6 +75,8 @@ pub struct Plan {
     pub upstream_endpoint: Endpoint,
     pub body: BodyPlan,
     pub response: ResponsePlan,
+    /// The body's content type when it is not JSON (a multipart upload, with its boundary).
+    pub content_type: Option<String>,
 }
 
 impl Plan {
@@ -79,7 +85,7 @@ impl Plan {
     pub fn native(&self) -> Option<ClientProtocol> {
         matches!(
             self.response,
-            ResponsePlan::Native { .. } | ResponsePlan::Unmetered
+            ResponsePlan::Native { .. } | ResponsePlan::Unmetered | ResponsePlan::Media { .. }
         )
         .then_some(self.client)
     }
@@ -96,6 +102,9 @@ pub fn plan(
     let client = ClientProtocol::for_endpoint(endpoint);
     if endpoint == Endpoint::CountTokens {
         return count_tokens(body, provider, upstream_model);
+    }
+    if let Some(kind) = endpoint.media() {
+        return media(body, endpoint, kind, provider, upstream_model);
     }
     if provider.native_client() == Some(client) {
         return Ok(native(body, endpoint, client, provider, upstream_model));
@@ -117,7 +126,61 @@ pub fn plan(
             include_usage: out.include_usage || client.always_reports_usage(),
             embeddings: out.embeddings,
         },
+        content_type: None,
     })
+}
+
+/// A media (or moderation, rerank) request: only OpenAI-protocol providers (OpenAI, Azure
+/// and the compatible servers) take it, the body passed as it came but for the model.
+fn media(
+    body: &RequestBody,
+    endpoint: Endpoint,
+    kind: MediaKind,
+    provider: Protocol,
+    upstream_model: &str,
+) -> Result<Plan, GatewayError> {
+    if provider.native_client() != Some(ClientProtocol::OpenAi) {
+        return Err(crate::protocol::PlanError::Unsupported {
+            endpoint,
+            protocol: provider.name(),
+        }
+        .into());
+    }
+    let mapped = (upstream_model != body.model).then_some(upstream_model);
+    Ok(Plan {
+        client: ClientProtocol::OpenAi,
+        provider,
+        upstream_endpoint: endpoint,
+        body: BodyPlan::Splice(body.rewrite(mapped, false)),
+        response: ResponsePlan::Media {
+            kind,
+            asked: asked(body, kind),
+        },
+        content_type: body.form.as_ref().map(|f| f.content_type.clone()),
+    })
+}
+
+/// What a media request asks for, the measure of an answer that states none: the images
+/// (`n`, default 1) or the characters of the text to speak.
+fn asked(body: &RequestBody, kind: MediaKind) -> u64 {
+    #[derive(serde::Deserialize)]
+    struct Asked<'a> {
+        #[serde(default)]
+        n: Option<u64>,
+        #[serde(borrow, default)]
+        input: Option<std::borrow::Cow<'a, str>>,
+    }
+    if let Some(form) = &body.form {
+        return form.form.n.unwrap_or(1);
+    }
+    let Ok(fields) = serde_json::from_slice::<Asked<'_>>(&body.bytes) else {
+        return 0;
+    };
+    match kind {
+        MediaKind::Images => fields.n.unwrap_or(1),
+        MediaKind::Speech => fields.input.map_or(0, |t| t.chars().count() as u64),
+        _ => 0,
+    }
 }
 
 /// Anthropic's token counting: only a provider speaking Anthropic's protocol answers it
@@ -141,6 +204,7 @@ fn count_tokens(
         upstream_endpoint: Endpoint::CountTokens,
         body: BodyPlan::Splice(body.rewrite(mapped, false)),
         response: ResponsePlan::Unmetered,
+        content_type: None,
     })
 }
 
@@ -184,6 +248,7 @@ fn native(
         response: ResponsePlan::Native {
             strip_usage: body.stream && ask_usage && !body.client_wants_usage,
         },
+        content_type: None,
     }
 }
 

@@ -33,8 +33,8 @@ pub fn apply(
     actions: &mut Vec<Action>,
 ) -> Result<Option<ResponsePolicy>, GatewayError> {
     let Some(shape) = shape(endpoint) else {
-        if endpoint == Endpoint::Responses && (route.pii.is_some() || route.deny.is_some()) {
-            return Err(uncovered("PII masking and deny rules"));
+        if endpoint.beyond_policies() && (route.pii.is_some() || route.deny.is_some()) {
+            return Err(uncovered("PII masking and deny rules", endpoint));
         }
         return Ok(None);
     };
@@ -101,12 +101,19 @@ fn mask(
 
 /// A Responses API request on a route whose content policies cannot read it yet: refused
 /// rather than sent upstream unchecked.
-pub fn uncovered(policies: &str) -> GatewayError {
+pub fn uncovered(policies: &str, endpoint: Endpoint) -> GatewayError {
+    let message = match endpoint {
+        Endpoint::Responses => format!(
+            "This route's {policies} do not cover the Responses API yet; send the request to /chat/completions instead."
+        ),
+        _ => format!(
+            "This route's {policies} do not cover the {} endpoint; send it through a route without them.",
+            endpoint.suffix().trim_start_matches('/')
+        ),
+    };
     GatewayError::Translate {
         status: 400,
         code: crate::error::ErrorCode::UnsupportedEndpoint,
-        message: format!(
-            "This route's {policies} do not cover the Responses API yet; send the request to /chat/completions instead."
-        ),
+        message,
     }
 }

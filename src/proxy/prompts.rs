@@ -55,8 +55,8 @@ pub async fn apply(
         Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Completions
     );
     let moderated = matches!(asked.config.prompts.moderation.get(route), Some(Some(_)));
-    if moderated && endpoint == Endpoint::Responses {
-        return Err(super::policies::uncovered("moderation checks"));
+    if moderated && endpoint.beyond_policies() {
+        return Err(super::policies::uncovered("moderation checks", endpoint));
     }
     if let Some(Some(m)) = asked
         .config

@@ -153,6 +153,7 @@ fn attempt_for(route: &Route, id: &str) -> Result<Attempt, GatewayError> {
         upstream_endpoint: Endpoint::ResponseById,
         body: BodyPlan::Splice(crate::body::Rewrite::default()),
         response: ResponsePlan::Native { strip_usage: false },
+        content_type: None,
     };
     Ok(Attempt {
         provider,
@@ -326,7 +327,9 @@ mod tests {
                     let t = crate::proxy::plan::stream_translator(protocol, p.client, "up", true);
                     assert!(t.is_some(), "{what}");
                 }
-                ResponsePlan::Unmetered => panic!("{what}: Responses are metered"),
+                ResponsePlan::Unmetered | ResponsePlan::Media { .. } => {
+                    panic!("{what}: Responses are metered as text")
+                }
             }
         }
     }

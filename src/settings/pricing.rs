@@ -66,6 +66,18 @@ pub struct PriceSection {
     /// Per request, on top of the tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<f64>,
+    /// Per image made (`images/*` answers that report no tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<f64>,
+    /// Per minute of audio transcribed or translated (answers that report no tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_minute: Option<f64>,
+    /// Per million characters turned into speech (`audio/speech`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub characters: Option<f64>,
+    /// Per thousand rerank search units (Cohere's billing unit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search_units: Option<f64>,
     /// From when these prices apply (RFC 3339, UTC); an older entry of the same provider
     /// and model keeps applying before it, so past costs are never rewritten.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -488,6 +488,7 @@ impl AnthropicUsage {
             cache_write_tokens: self.cache_creation,
             reasoning_tokens: 0,
             estimated: false,
+            units: crate::usage::Units::NONE,
         }
     }
 }

@@ -106,6 +106,7 @@ pub(crate) fn usage_from_openai(u: &Json) -> Usage {
             .get("completion_tokens_details")
             .map_or(0, |d| count_field(d, "reasoning_tokens")),
         estimated: false,
+        units: crate::usage::Units::NONE,
     }
 }
 

@@ -20,6 +20,7 @@ pub(crate) fn usage_from_gemini(u: &Json) -> Usage {
         cache_write_tokens: 0,
         reasoning_tokens: thoughts,
         estimated: false,
+        units: crate::usage::Units::NONE,
     }
 }
 

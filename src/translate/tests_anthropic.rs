@@ -36,6 +36,7 @@ fn usage(input: u64, cached: u64, output: u64, reasoning: u64) -> Usage {
         cache_write_tokens: 0,
         reasoning_tokens: reasoning,
         estimated: false,
+        units: crate::usage::Units::NONE,
     }
 }
 

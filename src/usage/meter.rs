@@ -332,6 +332,7 @@ impl StreamMeter {
             cache_write_tokens: 0,
             reasoning_tokens: reasoning,
             estimated: true,
+            units: crate::usage::Units::NONE,
         }
     }
 

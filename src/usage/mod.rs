@@ -24,6 +24,8 @@
 //! * `usage_scan.rs`: the fast path for `usage` objects and response bodies;
 //! * `slow.rs`: the serde_json paths (reference and fallback);
 //! * `meter.rs`: [`StreamMeter`], the stream filter;
+//! * `media.rs`: [`MediaMeter`], the answers metered in images, audio seconds,
+//!   characters or search units ([`Units`]);
 //! * `response.rs`: [`estimate_response`] for JSON answers without usage, and the
 //!   per-request clamp ([`MAX_TOKENS_PER_REQUEST`]) of absurd reported usage;
 //! * `tests.rs`, `tests_fast.rs`, `tests_gen.rs`: tests, and property tests
@@ -32,6 +34,7 @@
 mod chunk;
 mod estimate;
 mod json;
+mod media;
 mod memo;
 mod meter;
 mod response;
@@ -39,6 +42,7 @@ mod slow;
 mod usage_scan;
 
 pub use estimate::{estimate_tokens, TokenEstimator};
+pub use media::{MediaKind, MediaMeter};
 pub use meter::StreamMeter;
 pub use response::{billable, estimate_response, warn_clamped, MAX_TOKENS_PER_REQUEST};
 
@@ -59,6 +63,35 @@ pub struct Usage {
     pub reasoning_tokens: u64,
     /// True when the gateway estimated the numbers (the provider reported none).
     pub estimated: bool,
+    /// What the request used that is not counted in tokens (media endpoints).
+    pub units: Units,
+}
+
+/// What a request used that is not counted in tokens: images made, audio heard, characters
+/// spoken, rerank search units. Zero for text generation; priced by the price book's unit
+/// prices (`crate::pricing`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Units {
+    pub images: u64,
+    /// Audio transcribed or translated, in milliseconds.
+    pub audio_ms: u64,
+    /// Characters of text turned into speech.
+    pub characters: u64,
+    /// Rerank search units (Cohere's billing unit).
+    pub search_units: u64,
+}
+
+impl Units {
+    pub const NONE: Units = Units {
+        images: 0,
+        audio_ms: 0,
+        characters: 0,
+        search_units: 0,
+    };
+
+    pub fn is_zero(&self) -> bool {
+        *self == Units::NONE
+    }
 }
 
 /// What metering needs from one chunk's JSON.

@@ -82,6 +82,17 @@ impl Usage {
         ] {
             *n = (*n).min(MAX_TOKENS_PER_REQUEST);
         }
+        let units = &mut self.units;
+        // The same bound for units (ten million images, characters or search units), and
+        // 28 hours for audio: far past any one request.
+        for n in [
+            &mut units.images,
+            &mut units.characters,
+            &mut units.search_units,
+        ] {
+            *n = (*n).min(MAX_TOKENS_PER_REQUEST);
+        }
+        units.audio_ms = units.audio_ms.min(MAX_TOKENS_PER_REQUEST * 10);
         *self != before
     }
 }
@@ -199,6 +210,7 @@ mod tests {
             cache_write_tokens: 0,
             reasoning_tokens: 2,
             estimated: false,
+            units: crate::usage::Units::NONE,
         };
         assert!(u.clamp());
         assert_eq!(u.input_tokens, MAX_TOKENS_PER_REQUEST);

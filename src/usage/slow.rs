@@ -95,6 +95,7 @@ pub(super) fn parse_usage(raw: &str) -> Option<Usage> {
         cache_write_tokens: 0,
         reasoning_tokens: detail(&u.completion_tokens_details, |d| &d.reasoning_tokens),
         estimated: false,
+        units: crate::usage::Units::NONE,
     })
 }
 

@@ -26,6 +26,7 @@ const REPORTED: Usage = Usage {
     cache_write_tokens: 0,
     reasoning_tokens: 3,
     estimated: false,
+    units: crate::usage::Units::NONE,
 };
 
 fn build(events: &[&str], skip: Option<usize>, eol: &str) -> Vec<u8> {
@@ -358,7 +359,8 @@ fn usage_from_json_details() {
             cached_input_tokens: 1920,
             cache_write_tokens: 0,
             reasoning_tokens: 256,
-            estimated: false
+            estimated: false,
+            units: crate::usage::Units::NONE
         })
     );
 }
@@ -429,8 +431,7 @@ fn usage_from_json_missing_null_and_odd_values() {
             cached_input_tokens: 1,
             cache_write_tokens: 0,
             reasoning_tokens: 2,
-            estimated: false
-        })
+            estimated: false, units: crate::usage::Units::NONE })
     );
 }
 

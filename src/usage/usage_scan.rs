@@ -60,6 +60,7 @@ fn usage_at(c: &mut Cursor<'_>) -> Scan<Option<Usage>> {
         cache_write_tokens: 0,
         reasoning_tokens: detail(completion_details, |d| d.reasoning.flatten()),
         estimated: false,
+        units: crate::usage::Units::NONE,
     }))
 }
 

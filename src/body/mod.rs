@@ -4,6 +4,11 @@
 //! Parsing borrows raw values from the body and records byte spans; a rewrite splices new
 //! bytes into those spans and copies everything else verbatim. Messages, images and tools are
 //! never re-serialised, and a body that needs no change is sent as the same `Bytes`.
+//!
+//! A file upload (`multipart/form-data`, `multipart`) is read for its text fields and
+//! forwarded as it came, the model's value spliced when the route maps it.
+
+pub mod multipart;
 
 use crate::error::GatewayError;
 use bytes::Bytes;
@@ -56,6 +61,16 @@ pub struct RequestBody {
     pub system_span: Option<Range<usize>>,
     /// Offset of the closing `}` of the top-level object.
     close_brace: usize,
+    /// A `multipart/form-data` body: its content type (with the boundary) and form fields.
+    pub form: Option<Box<FormBody>>,
+}
+
+/// What a multipart body carries beside the model.
+#[derive(Debug, Clone)]
+pub struct FormBody {
+    /// The client's `Content-Type` (with its boundary), sent upstream as it came.
+    pub content_type: String,
+    pub form: multipart::Form,
 }
 
 fn span(body: &[u8], raw: &RawValue) -> Range<usize> {
@@ -170,6 +185,38 @@ impl RequestBody {
             system_span,
             close_brace,
             bytes,
+            form: None,
+        })
+    }
+
+    /// A `multipart/form-data` body with content type `content_type`: its `model` field is
+    /// required, `stream=true` streams.
+    pub fn parse_form(bytes: Bytes, content_type: &str) -> Result<Self, GatewayError> {
+        let boundary = multipart::boundary(content_type).ok_or_else(|| {
+            GatewayError::InvalidForm(
+                "this endpoint takes `multipart/form-data` with a boundary".into(),
+            )
+        })?;
+        let form = multipart::parse(&bytes, boundary).map_err(GatewayError::InvalidForm)?;
+        let (model, model_span) = form.model.clone().ok_or(GatewayError::MissingModel)?;
+        if model.is_empty() {
+            return Err(GatewayError::MissingModel);
+        }
+        Ok(RequestBody {
+            model,
+            stream: form.stream,
+            client_wants_usage: false,
+            max_tokens: None,
+            model_span,
+            stream_options_span: None,
+            messages_span: None,
+            system_span: None,
+            close_brace: 0,
+            form: Some(Box::new(FormBody {
+                content_type: content_type.to_string(),
+                form,
+            })),
+            bytes,
         })
     }
 
@@ -178,8 +225,18 @@ impl RequestBody {
     pub fn rewrite(&self, upstream_model: Option<&str>, force_usage: bool) -> Rewrite {
         let mut edits = Vec::new();
         if let Some(m) = upstream_model.filter(|m| *m != self.model) {
-            let quoted = serde_json::to_vec(m).unwrap_or_default();
-            edits.push((self.model_span.clone(), quoted));
+            let value = match self.form {
+                // A form field's value is its bytes (a model name has no CR or LF).
+                Some(_) => m.replace(['\r', '\n'], "").into_bytes(),
+                None => serde_json::to_vec(m).unwrap_or_default(),
+            };
+            edits.push((self.model_span.clone(), value));
+            if self.form.is_some() {
+                return Rewrite { edits };
+            }
+        }
+        if self.form.is_some() {
+            return Rewrite { edits };
         }
         if force_usage && self.stream && !self.client_wants_usage {
             match &self.stream_options_span {
