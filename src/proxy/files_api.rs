@@ -366,6 +366,8 @@ fn attempt_for(
         upstream_endpoint: endpoint,
         body: BodyPlan::Splice(crate::body::Rewrite::default()),
         response: ResponsePlan::Unmetered,
+        // `retarget` sets the client's own (a multipart upload's, with its boundary).
+        content_type: None,
     };
     Ok(Attempt {
         provider,
