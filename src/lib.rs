@@ -17,7 +17,8 @@
 //! planned by `plan` and run by `pipe`/`attempt`, the answer's policies applied as it is
 //! sent) → `accounting`; `exchange` is the record accounting reads; `models_api` and
 //! `quota_api` are the gateway's own answers; `responses_api` the calls on a stored
-//! response; `count_tokens` Anthropic's token counting;
+//! response; `files_api` OpenAI's files and batches passed through to the provider and key
+//! that made each object; `count_tokens` Anthropic's token counting;
 //! `loopback` is the gateway's requests to its own listener (the semantic cache's
 //! embeddings, moderation).
 //!
@@ -33,7 +34,8 @@
 //!   `ProviderProtocol` per provider family with the registry `PRESETS`; the translators
 //!   behind it are in `translate`.
 //! - `auth` (consumers and credentials), `limits` (token and request rate limits), `quota`
-//!   (token balances), `store` (where long-lived counters live: SQLite, Redis), `state`
+//!   (token balances), `store` (where long-lived counters live: SQLite, Redis; and which
+//!   provider and key made each file or batch passed through), `state`
 //!   (the process's stores and quotas, opened once, across reloads).
 //! - `body` (the request's top-level fields and the splicing rewrite), `sse` and `usage`
 //!   (the incremental SSE parser and token metering), `forward` (which client headers

@@ -4,6 +4,7 @@
 use crate::budget::state::Budgets;
 use crate::cache::store::ResponseCache;
 use crate::quota::Quotas;
+use crate::store::objects::Objects;
 use crate::store::{StoreError, StoreSettings, Stores};
 use std::sync::Arc;
 
@@ -15,6 +16,8 @@ pub struct Backends {
     cell: once_cell::sync::OnceCell<(Arc<Stores>, Quotas, Budgets)>,
     /// The response cache (memory, and Redis when configured); made with the stores.
     cache: once_cell::sync::OnceCell<ResponseCache>,
+    /// Who made the files and batches passed through; opened on first use.
+    objects: tokio::sync::OnceCell<Objects>,
 }
 
 impl Backends {
@@ -23,6 +26,7 @@ impl Backends {
             settings,
             cell: once_cell::sync::OnceCell::new(),
             cache: once_cell::sync::OnceCell::new(),
+            objects: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -74,5 +78,31 @@ impl Backends {
             let (max, entry) = self.settings.cache_bytes;
             ResponseCache::new(max, entry, self.stores().redis.clone())
         })
+    }
+
+    /// The map of the files and batches passed through (`crate::store::objects`): in the
+    /// shared Redis when configured, else in the embedded store's file, else (it could not
+    /// be opened) in memory.
+    pub async fn objects(&self) -> &Objects {
+        self.objects
+            .get_or_init(|| async {
+                if let Some(redis) = &self.stores().redis {
+                    return Objects::redis(redis.clone());
+                }
+                let path = self.settings.path.clone();
+                let opened = tokio::task::spawn_blocking(move || Objects::open_local(&path)).await;
+                match opened {
+                    Ok(Ok(objects)) => objects,
+                    Ok(Err(e)) => {
+                        log::error!("the files and batches map is kept in memory only: {e}");
+                        Objects::memory()
+                    }
+                    Err(e) => {
+                        log::error!("the files and batches map is kept in memory only: {e}");
+                        Objects::memory()
+                    }
+                }
+            })
+            .await
     }
 }

@@ -83,6 +83,9 @@
 //! * `GET …/responses/{id}`, `GET …/responses/{id}/input_items`, `DELETE …/responses/{id}`,
 //!   `POST …/responses/{id}/cancel`: stored responses, stateless (any id is found; see
 //!   `responses.rs`).
+//! * `…/files`, `…/files/{id}`, `…/files/{id}/content`, `…/batches`, `…/batches/{id}`,
+//!   `…/batches/{id}/cancel` (Azure's `/openai/files`, `/openai/batches` too): files and
+//!   batches in memory, each object visible to the key that made it only (`files.rs`).
 //! * `GET …/models`, `GET …/models/{id}`: a small static model list / any id.
 //! * Anything else: 404 with an OpenAI-style error body.
 //!
@@ -250,13 +253,14 @@
 //!
 //! # Source layout
 //!
-//! `router` (entry, faults, control endpoints) → `openai` (with `responses`) / `anthropic` /
+//! `router` (entry, faults, control endpoints) → `openai` (with `responses`, `files`) / `anthropic` /
 //! `gemini` (protocols), built on `reply` (context, error styles, JSON
 //! responses), `stream` (event framing and pacing), `opts` (`x-mock-*`
 //! headers), `body`, `state`, `util`, `tls`.
 
 mod anthropic;
 mod body;
+mod files;
 mod gemini;
 mod media;
 mod openai;

@@ -1,5 +1,5 @@
 //! OpenAI (and Azure OpenAI) endpoints: chat completions, legacy
-//! completions, embeddings and model listing, streaming and not.
+//! completions, embeddings and model listing, streaming and not (files and batches: `files`).
 
 use std::sync::Arc;
 
@@ -21,7 +21,9 @@ pub enum Kind {
 pub fn dispatch(ctx: &Ctx<'_>) -> Response<RespBody> {
     let p = ctx.parts.uri.path().trim_end_matches('/');
     let method = &ctx.parts.method;
-    if method == Method::POST && p.ends_with("/chat/completions") {
+    if let Some(files_or_batches) = crate::files::dispatch(ctx) {
+        files_or_batches
+    } else if method == Method::POST && p.ends_with("/chat/completions") {
         generate(ctx, Kind::Chat)
     } else if method == Method::POST && p.ends_with("/completions") {
         generate(ctx, Kind::Completion)

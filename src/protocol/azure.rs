@@ -1,7 +1,8 @@
 //! Azure OpenAI: OpenAI bodies at `{endpoint}/openai/deployments/{deployment}/{operation}
 //! ?api-version=…`, authenticated with the `api-key` header. The deployment is the upstream
 //! model name, so `model_mapping` maps requested models to deployments. The Responses API is
-//! at `{endpoint}/openai/responses?api-version=…` with the deployment as the body's `model`.
+//! at `{endpoint}/openai/responses?api-version=…` with the deployment as the body's `model`;
+//! files and batches at `{endpoint}/openai/files` and `{endpoint}/openai/batches`.
 
 use super::{Call, ClientProtocol, Endpoint, Outbound, PlanError, ProviderProtocol};
 use crate::keys::ApiKey;
@@ -37,6 +38,15 @@ impl ProviderProtocol for Azure {
                 "{}/openai/responses?api-version={}",
                 call.base_path,
                 call.api_version.unwrap_or(RESPONSES_API_VERSION)
+            );
+        }
+        if matches!(call.endpoint, Endpoint::Files | Endpoint::Batches) {
+            // Not per deployment either: `{endpoint}/openai/files`, `…/openai/batches`.
+            return format!(
+                "{}/openai{}?api-version={}",
+                call.base_path,
+                call.endpoint.suffix(),
+                call.api_version.unwrap_or(DEFAULT_API_VERSION)
             );
         }
         let deployment: String = call

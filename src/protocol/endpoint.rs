@@ -41,6 +41,13 @@ pub enum Endpoint {
     /// The quota API under the chat path (Higress's ai-quota): `…/chat/completions/quota`,
     /// `…/quota/refresh`, `…/quota/delta`.
     Quota(QuotaCall),
+    /// OpenAI's files API: `POST /files` (multipart), `GET /files`, `GET`/`DELETE
+    /// /files/{id}`, `GET /files/{id}/content` (OpenAI-family providers only; the rest is
+    /// read from the path).
+    Files,
+    /// OpenAI's batches API: `POST /batches`, `GET /batches`, `GET /batches/{id}`,
+    /// `POST /batches/{id}/cancel`.
+    Batches,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +83,10 @@ impl Endpoint {
             "/chat/completions/quota" => Some(Endpoint::Quota(QuotaCall::Get)),
             "/chat/completions/quota/refresh" => Some(Endpoint::Quota(QuotaCall::Refresh)),
             "/chat/completions/quota/delta" => Some(Endpoint::Quota(QuotaCall::Delta)),
+            "/files" => Some(Endpoint::Files),
+            r if r.starts_with("/files/") => Some(Endpoint::Files),
+            "/batches" => Some(Endpoint::Batches),
+            r if r.starts_with("/batches/") => Some(Endpoint::Batches),
             _ => None,
         }
     }
@@ -100,6 +111,8 @@ impl Endpoint {
             Endpoint::Quota(QuotaCall::Get) => "/chat/completions/quota",
             Endpoint::Quota(QuotaCall::Refresh) => "/chat/completions/quota/refresh",
             Endpoint::Quota(QuotaCall::Delta) => "/chat/completions/quota/delta",
+            Endpoint::Files => "/files",
+            Endpoint::Batches => "/batches",
         }
     }
 
@@ -121,6 +134,8 @@ impl Endpoint {
             Endpoint::Responses | Endpoint::ResponseById => "responses",
             Endpoint::Models | Endpoint::Model => "models",
             Endpoint::Quota(_) => "quota",
+            Endpoint::Files => "files",
+            Endpoint::Batches => "batches",
         }
     }
 

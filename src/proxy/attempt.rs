@@ -11,7 +11,7 @@
 use super::plan::{self, Plan, ResponsePlan};
 use crate::error::GatewayError;
 use crate::forward::ForwardHeaders;
-use crate::protocol::{ClientProtocol, Protocol};
+use crate::protocol::{ClientProtocol, Endpoint, Protocol};
 use crate::provider::{self, Provider};
 use crate::scrub::StreamScrub;
 use crate::translate::StreamTranslator;
@@ -174,7 +174,7 @@ impl AttemptState {
             &a.upstream_model,
             a.stream,
         )?;
-        if a.plan.upstream_endpoint == crate::protocol::Endpoint::ResponseById {
+        if a.plan.upstream_endpoint == Endpoint::ResponseById {
             super::responses_api::retarget(&mut req, client)?;
         }
         match &a.plan.content_type {
@@ -185,6 +185,9 @@ impl AttemptState {
             http::header::CONTENT_LENGTH,
             a.plan.body.len(a.original.len()),
         )?;
+        if let e @ (Endpoint::Files | Endpoint::Batches) = a.plan.upstream_endpoint {
+            super::files_api::retarget(&mut req, client, e)?;
+        }
         Ok(req)
     }
 

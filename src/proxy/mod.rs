@@ -10,7 +10,9 @@
 //! Pingora's pooled `Connector`. `logging` runs `accounting`: access log, metrics, and the
 //! settling of what admission reserved. `exchange` is the record the stages fill in.
 //! `models_api` and `quota_api` are the gateway's own answers under a route's path;
-//! `responses_api` serves the calls on a stored response (Responses API) in one attempt.
+//! `responses_api` serves the calls on a stored response (Responses API) in one attempt;
+//! `files_api` OpenAI's files and batches calls, each on the provider and key that made the
+//! object.
 
 pub mod accounting;
 pub mod admission;
@@ -21,6 +23,7 @@ pub mod cache;
 pub mod count_tokens;
 pub mod exchange;
 mod exhausted;
+pub mod files_api;
 pub mod ingress;
 pub mod loopback;
 pub mod models_api;

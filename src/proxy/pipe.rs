@@ -169,44 +169,12 @@ async fn exchange(
         policy,
         moderate,
     } = client;
-    let peer = match state.peer() {
-        Ok(peer) => peer,
-        Err(e) => return failure(state, e.attempt_end(), Some(e)),
-    };
-    let req = match state.upstream_request(session.req_header(), forward, request_id) {
-        Ok(req) => req,
-        Err(e) => {
-            let e = GatewayError::Internal(format!("building the upstream request: {e}"));
-            return failure(state, AttemptEnd::Broken, Some(e));
-        }
-    };
-    let body = state.upstream_body();
-    // The request header and body go with `send`: not kept while a stream runs.
-    let mut up = match send(session, connector, &peer, req, body, state).await {
-        Ok(up) => up,
-        Err(Stop::Upstream(e)) => {
-            let err = state.failed(&e);
-            return failure(state, err.attempt_end(), Some(err));
-        }
-        Err(Stop::Client(cause)) => {
-            state.ended();
-            return AttemptResult::ClientGone {
-                status: None,
-                cause,
-            };
-        }
-    };
-    let Some(mut resp) = up.response_header().map(|h| Box::new(h.clone())) else {
-        up.shutdown().await;
-        let err = GatewayError::Internal("the upstream attempt produced no response".into());
-        return failure(state, AttemptEnd::Broken, Some(err));
+    let (mut up, peer, mut resp) = match open(session, connector, state, forward, request_id).await
+    {
+        Ok(opened) => opened,
+        Err(end) => return end,
     };
     let status = resp.status.as_u16();
-
-    if AttemptEnd::Status(status).retryable() {
-        return held_back(connector, up, &peer, state, status, &resp).await;
-    }
-
     state.response_header(&mut resp);
     state
         .attempt
@@ -248,6 +216,134 @@ async fn exchange(
     }
     finish(connector, up, &peer).await;
     AttemptResult::Delivered(status)
+}
+
+/// Connect, send the attempt's request and read the provider's response header; a status
+/// worth retrying is held back (`Err`, like every way the attempt ends before an answer).
+async fn open(
+    session: &mut Session,
+    connector: &Connector,
+    state: &mut AttemptState,
+    forward: &ForwardHeaders,
+    request_id: &str,
+) -> Result<(UpstreamSession, Arc<HttpPeer>, Box<ResponseHeader>), AttemptResult> {
+    let peer = match state.peer() {
+        Ok(peer) => peer,
+        Err(e) => return Err(failure(state, e.attempt_end(), Some(e))),
+    };
+    let req = match state.upstream_request(session.req_header(), forward, request_id) {
+        Ok(req) => req,
+        Err(e) => {
+            let e = GatewayError::Internal(format!("building the upstream request: {e}"));
+            return Err(failure(state, AttemptEnd::Broken, Some(e)));
+        }
+    };
+    let body = state.upstream_body();
+    // The request header and body go with `send`: not kept while a stream runs.
+    let mut up = match send(session, connector, &peer, req, body, state).await {
+        Ok(up) => up,
+        Err(Stop::Upstream(e)) => {
+            let err = state.failed(&e);
+            return Err(failure(state, err.attempt_end(), Some(err)));
+        }
+        Err(Stop::Client(cause)) => {
+            state.ended();
+            return Err(AttemptResult::ClientGone {
+                status: None,
+                cause,
+            });
+        }
+    };
+    let Some(resp) = up.response_header().map(|h| Box::new(h.clone())) else {
+        up.shutdown().await;
+        let err = GatewayError::Internal("the upstream attempt produced no response".into());
+        return Err(failure(state, AttemptEnd::Broken, Some(err)));
+    };
+    let status = resp.status.as_u16();
+    if AttemptEnd::Status(status).retryable() {
+        return Err(held_back(connector, up, &peer, state, status, &resp).await);
+    }
+    Ok((up, peer, resp))
+}
+
+/// A whole answer read from the provider for the gateway to look at before the client gets
+/// it: its header ready for the client (scrubbed of the provider's keys, with the request
+/// id and the gateway's headers) and its body (scrubbed as the attempt's plan says).
+pub struct Whole {
+    pub header: Box<ResponseHeader>,
+    pub body: Vec<u8>,
+}
+
+/// Run `attempt` and read its whole answer, up to `limit` bytes, sending the client nothing
+/// (the caller answers it); one attempt, like `run`.
+pub async fn fetch(
+    client: ClientSide<'_>,
+    connector: &Connector,
+    attempt: Attempt,
+    limit: usize,
+) -> (Result<Whole, AttemptResult>, Outcome) {
+    let mut state = AttemptState::new(attempt);
+    let result = fetch_whole(client, connector, &mut state, limit).await;
+    (result, state.outcome)
+}
+
+async fn fetch_whole(
+    client: ClientSide<'_>,
+    connector: &Connector,
+    state: &mut AttemptState,
+    limit: usize,
+) -> Result<Whole, AttemptResult> {
+    let ClientSide {
+        session,
+        request_id,
+        extra_headers,
+        forward,
+        ..
+    } = client;
+    let (mut up, peer, mut header) = open(session, connector, state, forward, request_id).await?;
+    state.response_header(&mut header);
+    let keys = &state.attempt.provider.keys;
+    keys.scrubber().scrub_headers(&mut header);
+    header.set_version(http::Version::HTTP_11);
+    decorate(&mut header, request_id, extra_headers);
+    let mut body = Vec::new();
+    loop {
+        match up.read_response_body().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&state.response_body(Some(chunk), false)),
+            Ok(None) => {
+                body.extend_from_slice(&state.response_body(None, true));
+                break;
+            }
+            Err(cause) => {
+                up.shutdown().await;
+                let error = state.failed(&cause);
+                let status = None;
+                return Err(AttemptResult::Aborted {
+                    status,
+                    error,
+                    cause,
+                });
+            }
+        }
+        if body.len() > limit {
+            up.shutdown().await;
+            let detail = format!("an answer larger than {limit} bytes");
+            let cause = Error::explain(ErrorType::ReadError, detail.clone());
+            let error = GatewayError::UpstreamBroken {
+                provider: state.attempt.provider.name.clone(),
+                detail,
+            };
+            state.ended();
+            let status = None;
+            return Err(AttemptResult::Aborted {
+                status,
+                error,
+                cause,
+            });
+        }
+    }
+    finish(connector, up, &peer).await;
+    Ok(Whole { header, body })
 }
 
 /// A response worth retrying: held back from the client whole (its start kept to quote),

@@ -1,7 +1,8 @@
 //! The request path, top to bottom, one stage a line:
 //!
 //! 1. routing by host and path (the gateway's own answers, `/models` and the quota API,
-//!    end here, and so do the calls on a stored response, `super::responses_api`);
+//!    end here, and so do the calls on a stored response, `super::responses_api`, and the
+//!    files and batches calls, `super::files_api`);
 //! 2. ingress: method, body; a prompt template expanded (`super::prompts`); parse;
 //! 3. routing by model: the route and model rule;
 //! 4. admission: the consumer (authentication); the request policies (`super::policies`:
@@ -23,8 +24,8 @@ use super::attempts::{self, Upstream};
 use super::exchange::Exchange;
 use super::loopback::Asked;
 use super::{
-    budgets, cache, count_tokens, ingress, models_api, moderation_output::OutputCheck, policies,
-    prompts, quota_api, respond, responses_api, routing,
+    budgets, cache, count_tokens, files_api, ingress, models_api, moderation_output::OutputCheck,
+    policies, prompts, quota_api, respond, responses_api, routing,
 };
 use crate::body::RequestBody;
 use crate::error::GatewayError;
@@ -165,7 +166,7 @@ async fn pipeline(
 }
 
 /// The calls the gateway answers without a model to route by (its own APIs, the calls on
-/// a stored response); `None` for a model request.
+/// a stored response, files and batches); `None` for a model request.
 async fn own_answer(
     x: &mut Exchange,
     session: &mut Session,
@@ -176,6 +177,9 @@ async fn own_answer(
         Endpoint::Quota(call) => quota_api::serve(session, x, call).await,
         Endpoint::Models | Endpoint::Model => models_api::serve(session, x, endpoint).await,
         Endpoint::ResponseById => responses_api::serve(session, x, connector).await,
+        Endpoint::Files | Endpoint::Batches => {
+            files_api::serve(session, x, connector, endpoint).await
+        }
         Endpoint::ChatCompletions
         | Endpoint::Completions
         | Endpoint::Embeddings

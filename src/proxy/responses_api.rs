@@ -167,7 +167,7 @@ fn attempt_for(route: &Route, id: &str) -> Result<Attempt, GatewayError> {
 }
 
 /// What the attempt's end means for the client.
-fn ended(result: AttemptResult) -> Result<u16, Failure> {
+pub(super) fn ended(result: AttemptResult) -> Result<u16, Failure> {
     match result {
         AttemptResult::Delivered(status) => Ok(status),
         AttemptResult::Failed(failed) => Err(exhausted(&[failed]).into()),
