@@ -37,7 +37,19 @@ fn config(mock: &Mock) -> String {
     type: azure
     base_url: "http://{addr}"
     api_keys: ["sk-az"]
+consumers:
+  - name: alice
+    credentials: ["sk-alice"]
+  - name: bob
+    credentials: ["sk-bob"]
 routes:
+  - name: private
+    path_prefix: /private/v1
+    auth: {{required: true}}
+    forward_headers: ["x-mock-*"]
+    models:
+      - model: "*"
+        targets: [{{provider: other}}]
   - name: default
     forward_headers: ["x-mock-*"]
     models:
@@ -344,4 +356,56 @@ async fn stored_responses_go_where_they_were_made() {
             );
         }
     }
+}
+
+/// Which provider, key and consumer made a response outlives the process (`kill -9`, then a
+/// new start on the same state directory); another consumer's response is not found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_responses_outlive_a_restart_and_stay_their_consumers() {
+    let mock = Mock::start();
+    let mut gw = Gateway::start(&config(&mock));
+    let resp = client()
+        .post(gw.url("/private/v1/responses"))
+        .bearer_auth("sk-alice")
+        .json(&json!({"model": "m", "input": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let get = |gw: &Gateway, who: &str| {
+        let req = client()
+            .get(gw.url(&format!("/private/v1/responses/{id}")))
+            .bearer_auth(who)
+            .header("x-mock-echo", "1");
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = get(&gw, "sk-alice").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["mock_echo"]["headers"]["authorization"],
+        "Bearer sk-other"
+    );
+    let (status, body) = get(&gw, "sk-bob").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
+    gw.signal_and_wait("-KILL");
+    gw.respawn();
+    let (status, body) = get(&gw, "sk-alice").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["mock_echo"]["headers"]["authorization"],
+        "Bearer sk-other"
+    );
+    let (status, _) = get(&gw, "sk-bob").await;
+    assert_eq!(status, 404);
 }

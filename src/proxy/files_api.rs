@@ -260,7 +260,11 @@ fn input_file(body: &[u8]) -> Option<&str> {
 }
 
 /// Object `id`'s maker, if known; another consumer's object is not found.
-async fn owned(objects: &Objects, id: &str, consumer: &str) -> Result<Option<Owner>, GatewayError> {
+pub(super) async fn owned(
+    objects: &Objects,
+    id: &str,
+    consumer: &str,
+) -> Result<Option<Owner>, GatewayError> {
     let owner = objects.get(id).await.map_err(|e| {
         log::warn!("files and batches: looking up {id}: {e}");
         GatewayError::StoreUnavailable("where this object is kept")

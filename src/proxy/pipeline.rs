@@ -157,7 +157,7 @@ async fn pipeline(
     let status = attempts::run(upstream, rule).await;
     answer.record(&mut x.policies);
     let status = status?;
-    responses_api::remember(endpoint, &x.attempts);
+    responses_api::remember(endpoint, x).await;
     if let Some(state) = &x.cache {
         let sent = x.attempts.outcome.sent.take();
         cache::keep(state, &x.backends, &x.attempts, sent, route, body, status).await;

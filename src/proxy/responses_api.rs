@@ -2,17 +2,19 @@
 //! `GET {prefix}/responses/{id}/input_items` and `POST {prefix}/responses/{id}/cancel`.
 //!
 //! They carry no model to route by: each goes to the provider and key that made the response
-//! when this process passed it through (a bounded map of response ids, `MADE_BY`), else to
-//! the first target of the route (in rule order) whose provider has a Responses API
-//! (`providers[].responses_api`) with its first usable key; in one attempt. The answer
-//! passes through and no usage is metered (the response's tokens were metered when it was
-//! made). A response the map does not know (made before a restart, through another gateway
-//! process, or forgotten) made through another provider or with a key of another
+//! when the gateway passed it through (the durable object map shared with files and batches,
+//! `crate::store::objects`: in Redis when configured, so every gateway of a fleet knows it,
+//! else in the embedded store, so it outlives a restart), else to the first target of the
+//! route (in rule order) whose provider has a Responses API (`providers[].responses_api`)
+//! with its first usable key; in one attempt. A response made for another consumer is not
+//! found (404), as an unknown one. The answer passes through and no usage is metered (the
+//! response's tokens were metered when it was made). A response the map does not know
+//! (made around the gateway) made through another provider or with a key of another
 //! organisation is not found there.
 
 use super::admission;
 use super::attempt::Attempt;
-use super::exchange::{AttemptLog, Chosen, Exchange};
+use super::exchange::{Chosen, Exchange};
 use super::exhausted::{exhausted, no_key_error};
 use super::ingress::{self, BodyLimits};
 use super::pipe::{self, AttemptResult, ClientSide};
@@ -21,39 +23,35 @@ use super::plan::{BodyPlan, Plan, ResponsePlan};
 use crate::error::{ErrorCode, GatewayError};
 use crate::protocol::{ClientProtocol, Endpoint};
 use crate::route::Route;
+use crate::store::objects::Owner;
 use bytes::Bytes;
-use moka::sync::Cache;
 use pingora_core::connectors::http::Connector;
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
-use std::sync::LazyLock;
-use std::time::Duration;
 
 /// Longest `{id}/…` path accepted.
 const MAX_REST: usize = 256;
-/// Response ids remembered (about 100 bytes each).
-const MADE_BY_CAPACITY: u64 = 100_000;
-/// How long a response id is remembered (OpenAI keeps responses 30 days).
-const MADE_BY_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
-
-/// Which provider and key (by name) made a response the gateway passed through.
-static MADE_BY: LazyLock<Cache<String, (String, String)>> = LazyLock::new(|| {
-    Cache::builder()
-        .max_capacity(MADE_BY_CAPACITY)
-        .time_to_live(MADE_BY_TTL)
-        .build()
-});
-
-/// Remember which provider and key made the response a `POST /responses` was answered with.
-pub fn remember(endpoint: Endpoint, log: &AttemptLog) {
+/// Remember which provider and key made the response a `POST /responses` was answered
+/// with, and for which consumer, in the durable object map (`crate::store::objects`, shared
+/// with files and batches: in Redis when configured, else the embedded store).
+pub async fn remember(endpoint: Endpoint, x: &Exchange) {
     if endpoint != Endpoint::Responses {
         return;
     }
+    let log = &x.attempts;
     let (Some(id), Some(chosen)) = (&log.outcome.response_id, &log.chosen) else {
         return;
     };
-    if let Some(key) = chosen.provider.keys.get(chosen.key_index) {
-        MADE_BY.insert(id.clone(), (chosen.provider.name.clone(), key.name.clone()));
+    let Some(key) = chosen.provider.keys.get(chosen.key_index) else {
+        return;
+    };
+    let owner = Owner {
+        provider: chosen.provider.name.clone(),
+        key: key.name.clone(),
+        consumer: x.consumer.clone().unwrap_or_default(),
+    };
+    if let Err(e) = x.backends.objects().await.put(id, &owner).await {
+        log::warn!("responses: remembering {id}: {e}");
     }
 }
 
@@ -90,7 +88,10 @@ pub async fn serve(
         .and_then(|r| r.split('/').next())
         .unwrap_or_default()
         .to_string();
-    let attempt = attempt_for(route, &id)?;
+    let objects = x.backends.objects().await;
+    let consumer = x.consumer.clone().unwrap_or_default();
+    let owner = super::files_api::owned(objects, &id, &consumer).await?;
+    let attempt = attempt_for(route, owner.as_ref())?;
     x.attempts.chosen = Some(Chosen {
         provider: attempt.provider.clone(),
         key_index: attempt.key_index,
@@ -118,18 +119,17 @@ pub async fn serve(
     ended(result)
 }
 
-/// The one attempt: the provider and key that made response `id`, if known and on the
-/// route; else the route's first target with a Responses API and its first usable key.
-fn attempt_for(route: &Route, id: &str) -> Result<Attempt, GatewayError> {
+/// The one attempt: the provider and key that made the response (`owner`), if known and on
+/// the route; else the route's first target with a Responses API and its first usable key.
+fn attempt_for(route: &Route, owner: Option<&Owner>) -> Result<Attempt, GatewayError> {
     let mut targets = route
         .rules
         .iter()
         .flat_map(|r| r.targets.iter())
         .filter(|t| t.provider.responses_api);
-    let made_by = MADE_BY.get(id);
-    let known = made_by.as_ref().and_then(|(provider, key)| {
-        let target = targets.clone().find(|t| t.provider.name == *provider)?;
-        let key_index = target.provider.keys.iter().position(|k| k.name == *key)?;
+    let known = owner.and_then(|o| {
+        let target = targets.clone().find(|t| t.provider.name == o.provider)?;
+        let key_index = target.provider.keys.iter().position(|k| k.name == o.key)?;
         Some((target, key_index))
     });
     let (target, key_index) = match known {
