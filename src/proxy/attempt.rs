@@ -174,20 +174,18 @@ impl AttemptState {
             &a.upstream_model,
             a.stream,
         )?;
-        if a.plan.upstream_endpoint == Endpoint::ResponseById {
-            super::responses_api::retarget(&mut req, client)?;
+        match a.plan.upstream_endpoint {
+            Endpoint::ResponseById => super::responses_api::retarget(&mut req, client)?,
+            e @ (Endpoint::Files | Endpoint::Batches) => {
+                super::files_api::retarget(&mut req, client, e)?
+            }
+            _ => {}
         }
-        match &a.plan.content_type {
-            Some(form) => req.insert_header(http::header::CONTENT_TYPE, form.as_str())?,
-            None => req.insert_header(http::header::CONTENT_TYPE, "application/json")?,
-        }
+        content_type(&mut req, a.plan.content_type.as_deref())?;
         req.insert_header(
             http::header::CONTENT_LENGTH,
             a.plan.body.len(a.original.len()),
         )?;
-        if let e @ (Endpoint::Files | Endpoint::Batches) = a.plan.upstream_endpoint {
-            super::files_api::retarget(&mut req, client, e)?;
-        }
         Ok(req)
     }
 
@@ -502,6 +500,20 @@ impl AttemptState {
             })
             .clone()
     }
+}
+
+/// The upstream request's content type: the plan's (a multipart upload's, with its
+/// boundary), else JSON, on a `POST`; none on a call without a body (`GET`, `DELETE`).
+pub(super) fn content_type(req: &mut RequestHeader, planned: Option<&str>) -> Result<()> {
+    if req.method == http::Method::POST {
+        req.insert_header(
+            http::header::CONTENT_TYPE,
+            planned.unwrap_or("application/json"),
+        )?;
+    } else {
+        req.remove_header(&http::header::CONTENT_TYPE);
+    }
+    Ok(())
 }
 
 /// The usage a 2xx JSON answer reported, or, when it reported none (no `usage`, or no token

@@ -26,7 +26,7 @@ use super::ingress::{self, BodyLimits};
 use super::pipe::{self, ClientSide, Whole};
 use super::pipeline::Failure;
 use super::plan::{BodyPlan, Plan, ResponsePlan};
-use super::responses_api::ended;
+use super::responses_api::{ended, path_error};
 use crate::error::{ErrorCode, GatewayError};
 use crate::protocol::{ClientProtocol, Endpoint};
 use crate::provider::Provider;
@@ -152,7 +152,10 @@ pub async fn serve(
     let objects = backends.objects().await;
     let consumer = x.consumer.clone().unwrap_or_default();
     let (target, owner) = maker(session, route, objects, &call, endpoint, &body, consumer).await?;
-    let attempt = attempt_for(target, &owner, endpoint, body)?;
+    let content_type = (!body.is_empty())
+        .then(|| ingress::content_type(session).to_string())
+        .filter(|t| !t.is_empty());
+    let attempt = attempt_for(target, &owner, endpoint, body, content_type)?;
     x.attempts.chosen = Some(Chosen {
         provider: attempt.provider.clone(),
         key_index: attempt.key_index,
@@ -350,6 +353,7 @@ fn attempt_for(
     owner: &Owner,
     endpoint: Endpoint,
     body: Bytes,
+    content_type: Option<String>,
 ) -> Result<Attempt, GatewayError> {
     let provider = target.provider.clone();
     let key_index = provider
@@ -370,8 +374,8 @@ fn attempt_for(
         upstream_endpoint: endpoint,
         body: BodyPlan::Splice(crate::body::Rewrite::default()),
         response: ResponsePlan::Unmetered,
-        // `retarget` sets the client's own (a multipart upload's, with its boundary).
-        content_type: None,
+        // The client's own: a multipart upload's, with its boundary.
+        content_type,
     };
     Ok(Attempt {
         provider,
@@ -518,35 +522,13 @@ pub(super) fn retarget(
     client: &RequestHeader,
     endpoint: Endpoint,
 ) -> pingora_error::Result<()> {
-    let bad = || {
-        pingora_error::Error::explain(
-            pingora_error::ErrorType::InternalError,
-            "building the upstream path of a files or batches call",
-        )
-    };
-    let rest = match tail(client.uri.path(), endpoint).ok_or_else(bad)? {
+    let what = "building the upstream path of a files or batches call";
+    let rest = match tail(client.uri.path(), endpoint).ok_or_else(|| path_error(what))? {
         Tail::Root => String::new(),
         Tail::Id(id) => format!("/{id}"),
         Tail::Action(id) => format!("/{id}/{}", action(endpoint)),
     };
-    let query: Vec<&str> = [req.uri.query(), client.uri.query()]
-        .into_iter()
-        .flatten()
-        .filter(|q| !q.is_empty())
-        .collect();
-    let mut uri = format!("{}{rest}", req.uri.path());
-    if !query.is_empty() {
-        uri.push('?');
-        uri.push_str(&query.join("&"));
-    }
-    req.set_uri(uri.parse::<http::Uri>().map_err(|_| bad())?);
-    req.set_method(client.method.clone());
-    if client.method != http::Method::POST {
-        req.remove_header(&http::header::CONTENT_TYPE);
-    } else if let Some(ct) = client.headers.get(http::header::CONTENT_TYPE) {
-        req.insert_header(http::header::CONTENT_TYPE, ct.clone())?;
-    }
-    Ok(())
+    super::responses_api::aim(req, client, &rest, what)
 }
 
 #[cfg(test)]

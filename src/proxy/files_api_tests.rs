@@ -73,6 +73,9 @@ fn upstream_paths_keep_query_and_content_type() {
     up.insert_header("content-type", "application/json")
         .unwrap();
     retarget(&mut up, &client, Endpoint::Files).unwrap();
+    // The plan carries the client's content type (`serve`), set on the upstream request.
+    let planned = client.headers["content-type"].to_str().unwrap();
+    crate::proxy::attempt::content_type(&mut up, Some(planned)).unwrap();
     assert_eq!(up.uri.to_string(), "/openai/files?api-version=2024-10-21");
     assert_eq!(
         up.headers["content-type"],
@@ -83,6 +86,7 @@ fn upstream_paths_keep_query_and_content_type() {
     up.insert_header("content-type", "application/json")
         .unwrap();
     retarget(&mut up, &client, Endpoint::Files).unwrap();
+    crate::proxy::attempt::content_type(&mut up, None).unwrap();
     assert_eq!(up.method, http::Method::GET);
     assert_eq!(up.uri.to_string(), "/v1/files/file-9/content?x=1");
     assert!(up.headers.get("content-type").is_none());

@@ -214,26 +214,37 @@ pub(super) fn retarget(
     req: &mut RequestHeader,
     client: &RequestHeader,
 ) -> pingora_error::Result<()> {
-    let bad = || {
-        pingora_error::Error::explain(
-            pingora_error::ErrorType::InternalError,
-            "building the upstream path of a stored response",
-        )
-    };
-    let rest = rest_of(client).ok_or_else(bad)?;
+    let what = "building the upstream path of a stored response";
+    let rest = rest_of(client).ok_or_else(|| path_error(what))?;
+    aim(req, client, &format!("/{rest}"), what)
+}
+
+/// The upstream request's path followed by `rest`, its query and the client's joined, and
+/// the client's method: a call on an object the provider keeps (a stored response, a file,
+/// a batch). `what` names the call in the error.
+pub(super) fn aim(
+    req: &mut RequestHeader,
+    client: &RequestHeader,
+    rest: &str,
+    what: &'static str,
+) -> pingora_error::Result<()> {
     let query: Vec<&str> = [req.uri.query(), client.uri.query()]
         .into_iter()
         .flatten()
         .filter(|q| !q.is_empty())
         .collect();
-    let mut uri = format!("{}/{rest}", req.uri.path());
+    let mut uri = format!("{}{rest}", req.uri.path());
     if !query.is_empty() {
         uri.push('?');
         uri.push_str(&query.join("&"));
     }
-    req.set_uri(uri.parse::<http::Uri>().map_err(|_| bad())?);
+    req.set_uri(uri.parse::<http::Uri>().map_err(|_| path_error(what))?);
     req.set_method(client.method.clone());
     Ok(())
+}
+
+pub(super) fn path_error(what: &'static str) -> Box<pingora_error::Error> {
+    pingora_error::Error::explain(pingora_error::ErrorType::InternalError, what)
 }
 
 #[cfg(test)]

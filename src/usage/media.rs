@@ -15,7 +15,7 @@
 //! [`MAX_KEPT`] bytes) to be read at its end, an audio answer is not kept, and a stream is
 //! read event by event.
 
-use super::{parse_usage, Units, Usage};
+use super::{usage_from_json, Units, Usage};
 use crate::sse::SseParser;
 use bytes::Bytes;
 use serde_json::Value;
@@ -130,7 +130,7 @@ impl MediaMeter {
                 overflowed: true, ..
             } => asked,
             Read::Keep { body, .. } => match serde_json::from_slice::<Value>(body) {
-                Ok(v) => self.stated(&v).unwrap_or(asked),
+                Ok(v) => self.stated(body, &v).unwrap_or(asked),
                 Err(_) if self.kind == MediaKind::Transcription => Usage {
                     units: Units {
                         audio_ms: last_cue_ms(&String::from_utf8_lossy(body)),
@@ -158,12 +158,9 @@ impl MediaMeter {
         }
     }
 
-    /// The usage a JSON answer states, in the kind's unit.
-    fn stated(&self, v: &Value) -> Option<Usage> {
-        let tokens = v
-            .get("usage")
-            .filter(|u| u.is_object())
-            .and_then(|u| parse_usage(&u.to_string()));
+    /// The usage a JSON answer (`body`, parsed as `v`) states, in the kind's unit.
+    fn stated(&self, body: &[u8], v: &Value) -> Option<Usage> {
+        let tokens = usage_from_json(body);
         let mut usage = tokens.unwrap_or_default();
         match self.kind {
             MediaKind::Images if tokens.is_none() => {
@@ -210,7 +207,7 @@ fn event_usage(data: &[u8]) -> Option<Usage> {
             ..Usage::default()
         });
     }
-    parse_usage(&u.to_string())
+    usage_from_json(data)
 }
 
 /// The end of the last cue of an `srt` or `vtt` answer (`00:01:02,500 --> 00:01:04,000`),
