@@ -114,26 +114,8 @@ async fn official_sdk_calls_every_media_endpoint_and_each_is_metered() {
     };
     let mock = Mock::start();
     let gw = Gateway::start(&config(&mock));
-    let url = gw.url("/v1");
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sdk/openai_media.py");
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python)
-            .arg(script)
-            .arg(url)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        gw.stderr()
-    );
-    let ids: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = run_sdk_script(python, "openai_media.py", gw.url("/v1")).await;
+    let ids: Value = serde_json::from_str(&out).unwrap();
     let line = |name: &str| gw.log_line(ids[name].as_str().unwrap());
 
     let images = line("images");

@@ -1312,8 +1312,8 @@ pub fn openai_python() -> Option<PathBuf> {
     ok.then_some(path)
 }
 
-/// Run `tests/fixtures/sdk/{script}` with `python` and `arg`; it must succeed.
-pub async fn run_sdk_script(python: PathBuf, script: &str, arg: String) {
+/// Run `tests/fixtures/sdk/{script}` with `python` and `arg`; it must succeed. Its stdout.
+pub async fn run_sdk_script(python: PathBuf, script: &str, arg: String) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/sdk")
         .join(script);
@@ -1332,6 +1332,7 @@ pub async fn run_sdk_script(python: PathBuf, script: &str, arg: String) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Whether a test that needs `redis-server` should be skipped: only when it is not installed
