@@ -48,7 +48,8 @@
 //!   admission at the dearest target's price, settled with the real cost, in the embedded
 //!   store or Redis); `cache`: the response cache (exact keys of normalised requests and
 //!   their scope, answers kept whole and replayed as streams, in memory and Redis; and
-//!   `cache::semantic`, paraphrases in the same context found by their embeddings).
+//!   `cache::semantic`, paraphrases in the same context found by their embeddings, exactly
+//!   or through `cache::graph`'s HNSW graph).
 //! - `policy`: prompt and content policies (decorators, templates, PII masking and its
 //!   restore, deny rules, moderation), each action recorded for metrics and the access log.
 //! - `metrics`, `access_log`: what operators see of requests; `analytics` (per-minute usage

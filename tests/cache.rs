@@ -470,6 +470,57 @@ async fn semantic_cache_serves_paraphrases_in_the_same_context_only() {
     );
 }
 
+/// A question of four words of its own (`zeta{i} alpha{i} beta{i} gamma{i}`): the mock's
+/// bag-of-words embeddings put different questions far apart.
+fn nth_question(i: usize) -> String {
+    format!("zeta{i} alpha{i} beta{i} gamma{i}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_of_many_questions_is_searched_through_its_graph() {
+    let mock = Mock::start();
+    let gw = Gateway::start_opts(&semantic_config(&mock), None, Some(TOKEN), &[]);
+    let n = 270;
+    for i in 0..n {
+        let (c, _, _) = send(&gw, "alice", &asking(&[], &nth_question(i)), &[]).await;
+        assert_eq!(c, "miss", "question {i}");
+    }
+    let mut api = Api::new(&gw, Some(TOKEN));
+    let semantic = eventually_some("every question indexed", || async {
+        let (_, v) = Api::new(&gw, Some(TOKEN))
+            .call(Method::GET, "/cache", None)
+            .await;
+        let s = v["routes"][0]["semantic"].clone();
+        (s["entries"] == n).then_some(s)
+    })
+    .await;
+    assert!(
+        semantic["graphed"].as_u64().unwrap() >= 256,
+        "one context's questions moved into a graph: {semantic}"
+    );
+    // Paraphrases (reordered, a word more) of questions in the graph hit their own answers.
+    for i in [0, 7, 150, 269] {
+        let (c, _, _) = send(
+            &gw,
+            "alice",
+            &asking(&[], &format!("gamma{i} alpha{i} please zeta{i} beta{i}")),
+            &[],
+        )
+        .await;
+        assert!(c.starts_with("hit-semantic;score="), "question {i}: {c}");
+    }
+    let (c, _, _) = send(&gw, "alice", &asking(&[], &nth_question(n)), &[]).await;
+    assert_eq!(c, "miss", "a new question");
+    assert_eq!(chat_requests(&mock_stats(&mock).await), n as u64 + 1);
+    // Purging the route empties its graph too.
+    let (status, _) = api.call(Method::DELETE, "/cache?route=chat", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, v) = api.call(Method::GET, "/cache", None).await;
+    assert_eq!(v["routes"][0]["semantic"]["graphed"], 0, "{v}");
+    let (c, _, _) = send(&gw, "alice", &asking(&[], "gamma7 alpha7 zeta7 beta7"), &[]).await;
+    assert_eq!(c, "miss", "purged");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_embeddings_failure_is_a_miss_not_an_error() {
     let mock = Mock::start();

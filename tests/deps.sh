@@ -15,6 +15,7 @@ install_needed() {
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)        # pingora-core -> libz-ng-sys
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
+command -v c++ >/dev/null 2>&1 || need+=(g++)   # usearch (the semantic cache's graph)
 if [ "${1:-}" = "--build" ]; then
   install_needed
   exit 0

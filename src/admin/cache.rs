@@ -19,9 +19,9 @@ impl Admin {
             .filter_map(|r| {
                 let c = r.cache.as_ref()?;
                 let semantic = c.semantic.as_ref().map(|s| {
-                    let (points, bytes) = self.backends.cache().semantic(&r.name).stats();
-                    json!({"model": s.model, "threshold": s.threshold, "entries": points,
-                        "bytes": bytes})
+                    let st = self.backends.cache().semantic(&r.name).stats();
+                    json!({"model": s.model, "threshold": s.threshold, "entries": st.entries,
+                        "bytes": st.bytes, "graphed": st.graphed})
                 });
                 Some(
                     json!({"route": r.name, "ttl": humantime::format_duration(c.ttl).to_string(),

@@ -18,7 +18,9 @@
 //!   entry) and, with `redis:`, in Redis too so every gateway shares them.
 //! - [`semantic`]: paraphrases of a kept question in the same context, found by the
 //!   similarity of their embeddings, are answered with its entry (`routes[].cache.semantic`).
+//! - [`graph`]: the HNSW graph a large semantic partition is searched through.
 
+pub mod graph;
 pub mod semantic;
 pub mod store;
 

@@ -11,22 +11,23 @@
 //!   made by the embeddings model the route names (`crate::proxy::cache` sends that request
 //!   through the gateway's own proxy listener), unit length, so cosine similarity is a dot
 //!   product.
-//! - The index ([`SemanticIndex`], one per route): partitions by context, each a list of
+//! - The index ([`SemanticIndex`], one per route): partitions by context, each a set of
 //!   points (the vector, the exact cache key its answer is kept under, when it expires,
-//!   whether the answer calls tools). A lookup is an exact search over the request's
-//!   partition only. Why not an approximate (HNSW) index: the partition is the unit of search,
-//!   and it is small (one system prompt, one conversation prefix, one scope; a single-turn
-//!   assistant's partition is at most the route's `max_entries`); entries expire with the
-//!   exact cache's TTL and are evicted oldest first, which the HNSW crates for Rust either
-//!   cannot do (`hnsw_rs`, `instant-distance`: no removal, the latter not even insertion) or
-//!   do through a C++ build (`usearch`); and an exact search has no recall to tune. Its
-//!   cost is bounded: at the default bound, 10,000 points of 1,536 dimensions, one lookup
-//!   is at most 15 million multiply-adds (a few milliseconds), and usually a handful.
+//!   whether the answer calls tools). A lookup searches the request's partition only. A
+//!   partition starts as a list scanned exactly (no recall to tune, and as fast as a graph
+//!   for a few hundred points); once it holds [`GRAPH_FROM`] points of one dimension they
+//!   move into an HNSW graph ([`super::graph`], the `usearch` crate), which removes points
+//!   (expired, evicted, replaced) and searches with a filter. Partitions hold only entries of
+//!   the same context, so the graph is needed only where one context gathers many
+//!   questions: a single-turn assistant with one system prompt and scope, up to the route's
+//!   `max_entries` (10,000 points of 1,536 dimensions: 15 million multiply-adds a lookup
+//!   scanned, a few thousand through the graph).
 //! - Bounds: `max_entries` points and `max_bytes` (the vectors and keys) per route; the
 //!   oldest point goes first. A point holds no answer: it names the exact cache's entry, so
 //!   the answers' memory is the exact cache's (bounded by `cache.max_bytes`); a point whose
 //!   entry is gone is a miss and is dropped.
 
+use super::graph::{Graph, GRAPH_FROM, LINK_BYTES};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
@@ -151,8 +152,10 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 struct Point {
-    id: u64,
+    /// Its vector; empty when its partition's graph holds it.
     vector: Box<[f32]>,
+    /// The length of its vector.
+    dims: usize,
     /// The exact cache's key of the answer.
     key: String,
     expires_ms: u64,
@@ -160,14 +163,124 @@ struct Point {
 }
 
 impl Point {
+    /// What it costs: its vector (in the list or the graph), its key (twice: the point and
+    /// the partition's map by key) and the maps' overhead.
     fn bytes(&self) -> usize {
-        self.vector.len() * 4 + self.key.len() + 96
+        let graph = if self.vector.is_empty() {
+            LINK_BYTES
+        } else {
+            0
+        };
+        self.dims * 4 + graph + 2 * self.key.len() + 128
+    }
+
+    fn serves(&self, tool_calls: bool, now_ms: u64) -> bool {
+        self.expires_ms > now_ms && (tool_calls || !self.tool_calls)
+    }
+}
+
+/// The points of one context.
+#[derive(Default)]
+struct Partition {
+    /// Every point, by id.
+    points: HashMap<u64, Point>,
+    /// Points by their answer's key (a key names at most one point).
+    ids: HashMap<String, u64>,
+    /// Points holding their vector, scanned exactly.
+    listed: Vec<u64>,
+    /// The graph of the rest, once [`GRAPH_FROM`] points had one dimension.
+    graph: Option<Graph>,
+}
+
+impl Partition {
+    /// Drop a point; its bytes (0 when it is not here).
+    fn remove(&mut self, id: u64) -> usize {
+        let Some(p) = self.points.remove(&id) else {
+            return 0;
+        };
+        self.ids.remove(&p.key);
+        if p.vector.is_empty() {
+            if let Some(g) = &self.graph {
+                g.remove(id);
+            }
+        } else if let Some(i) = self.listed.iter().position(|&l| l == id) {
+            self.listed.swap_remove(i);
+        }
+        p.bytes()
+    }
+
+    /// Add a point (into the graph when one of its dimension exists); its bytes.
+    fn add(&mut self, id: u64, mut point: Point) -> usize {
+        // The caller removed the point this key named, if any.
+        self.ids.insert(point.key.clone(), id);
+        if self
+            .graph
+            .as_ref()
+            .is_some_and(|g| g.add(id, &point.vector))
+        {
+            point.vector = Box::default();
+        } else {
+            self.listed.push(id);
+        }
+        let bytes = point.bytes();
+        self.points.insert(id, point);
+        bytes
+    }
+
+    /// Move the listed points into a graph once [`GRAPH_FROM`] of them have `dims` values;
+    /// the bytes this adds.
+    fn grow(&mut self, dims: usize) -> usize {
+        if self.graph.is_some() || self.listed.len() < GRAPH_FROM {
+            return 0;
+        }
+        let same: Vec<u64> = self
+            .listed
+            .iter()
+            .copied()
+            .filter(|id| self.points.get(id).is_some_and(|p| p.dims == dims))
+            .collect();
+        if same.len() < GRAPH_FROM {
+            return 0;
+        }
+        let points = &self.points;
+        let vectors = same
+            .iter()
+            .filter_map(|id| Some((*id, &*points.get(id)?.vector)));
+        let Some(graph) = Graph::build(dims, vectors.collect::<Vec<_>>().into_iter()) else {
+            return 0;
+        };
+        self.graph = Some(graph);
+        self.listed.retain(|id| !same.contains(id));
+        for id in &same {
+            if let Some(p) = self.points.get_mut(id) {
+                p.vector = Box::default();
+            }
+        }
+        // A point in the graph costs its links beyond what it cost in the list.
+        same.len() * LINK_BYTES
+    }
+
+    /// The most similar point that serves, listed or in the graph.
+    fn nearest(&self, vector: &[f32], tool_calls: bool, now_ms: u64) -> Option<(&Point, f32)> {
+        let serves = |id: &u64| self.points.get(id).filter(|p| p.serves(tool_calls, now_ms));
+        let listed = self
+            .listed
+            .iter()
+            .filter_map(serves)
+            .filter(|p| p.dims == vector.len())
+            .map(|p| (p, dot(&p.vector, vector)));
+        let graphed = self
+            .graph
+            .as_ref()
+            .and_then(|g| g.nearest(vector, |id| serves(&id).is_some()))
+            .and_then(|(id, score)| Some((self.points.get(&id)?, score)));
+        listed.chain(graphed).max_by(|a, b| a.1.total_cmp(&b.1))
     }
 }
 
 #[derive(Default)]
 struct Inner {
-    partitions: HashMap<[u8; 32], Vec<Point>>,
+    partitions: HashMap<[u8; 32], Partition>,
     /// Every point, oldest first: (its partition, its id).
     order: VecDeque<([u8; 32], u64)>,
     entries: usize,
@@ -177,17 +290,21 @@ struct Inner {
 
 impl Inner {
     fn remove(&mut self, context: &[u8; 32], id: u64) {
-        let Some(points) = self.partitions.get_mut(context) else {
+        let Some(part) = self.partitions.get_mut(context) else {
             return;
         };
-        if let Some(i) = points.iter().position(|p| p.id == id) {
-            let p = points.swap_remove(i);
+        let bytes = part.remove(id);
+        if bytes > 0 {
             self.entries -= 1;
-            self.bytes -= p.bytes();
+            self.bytes -= bytes;
         }
-        if points.is_empty() {
+        if part.points.is_empty() {
             self.partitions.remove(context);
         }
+    }
+
+    fn expires_ms(&self, context: &[u8; 32], id: u64) -> Option<u64> {
+        Some(self.partitions.get(context)?.points.get(&id)?.expires_ms)
     }
 }
 
@@ -196,6 +313,15 @@ impl Inner {
 pub struct Found {
     pub key: String,
     pub score: f32,
+}
+
+/// What a route's index holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    pub entries: usize,
+    pub bytes: usize,
+    /// Points in partitions' graphs (the rest are scanned exactly).
+    pub graphed: usize,
 }
 
 /// One route's points, partitioned by context (see the module's doc).
@@ -229,20 +355,13 @@ impl SemanticIndex {
         now_ms: u64,
     ) -> Option<Found> {
         let inner = self.read();
-        let best = inner
+        let (point, score) = inner
             .partitions
             .get(context)?
-            .iter()
-            .filter(|p| {
-                p.expires_ms > now_ms
-                    && p.vector.len() == vector.len()
-                    && (tool_calls || !p.tool_calls)
-            })
-            .map(|p| (p, dot(&p.vector, vector)))
-            .max_by(|a, b| a.1.total_cmp(&b.1))?;
-        (best.1 >= threshold).then(|| Found {
-            key: best.0.key.clone(),
-            score: best.1.min(1.0),
+            .nearest(vector, tool_calls, now_ms)?;
+        (score >= threshold).then(|| Found {
+            key: point.key.clone(),
+            score: score.min(1.0),
         })
     }
 
@@ -264,55 +383,27 @@ impl SemanticIndex {
         let old = inner
             .partitions
             .get(&context)
-            .and_then(|ps| ps.iter().find(|p| p.key == key).map(|p| p.id));
+            .and_then(|p| p.ids.get(&key).copied());
         if let Some(id) = old {
             inner.remove(&context, id);
         }
         let id = inner.next;
         inner.next += 1;
+        let dims = vector.len();
         let point = Point {
-            id,
             vector: vector.into_boxed_slice(),
+            dims,
             key,
             expires_ms,
             tool_calls,
         };
+        let part = inner.partitions.entry(context).or_default();
+        let added = part.add(id, point);
+        let grown = part.grow(dims);
         inner.entries += 1;
-        inner.bytes += point.bytes();
-        inner.partitions.entry(context).or_default().push(point);
+        inner.bytes += added + grown;
         inner.order.push_back((context, id));
-        // The order may name points already gone (replaced, dropped as stale): skip them.
-        while inner.entries > max_entries || inner.bytes > max_bytes {
-            let Some((c, id)) = inner.order.pop_front() else {
-                break;
-            };
-            inner.remove(&c, id);
-        }
-        // Names of replaced and forgotten points wait in the order until they reach its
-        // front: rebuild it before they outnumber the points.
-        if inner.order.len() > 2 * inner.entries + 64 {
-            let mut ids: Vec<(u64, [u8; 32])> = inner
-                .partitions
-                .iter()
-                .flat_map(|(c, ps)| ps.iter().map(|p| (p.id, *c)))
-                .collect();
-            ids.sort_unstable_by_key(|(id, _)| *id);
-            inner.order = ids.into_iter().map(|(id, c)| (c, id)).collect();
-        }
-        // Expired points at the front go too.
-        while let Some(&(c, id)) = inner.order.front() {
-            let live = inner
-                .partitions
-                .get(&c)
-                .and_then(|ps| ps.iter().find(|p| p.id == id))
-                .map(|p| p.expires_ms > now_ms);
-            match live {
-                Some(true) => break,
-                Some(false) => inner.remove(&c, id),
-                None => {}
-            }
-            inner.order.pop_front();
-        }
+        inner.evict(max_entries, max_bytes, now_ms);
     }
 
     /// Drop the point naming `key` in `context` (its answer is gone from the exact cache).
@@ -321,7 +412,7 @@ impl SemanticIndex {
         let id = inner
             .partitions
             .get(context)
-            .and_then(|ps| ps.iter().find(|p| p.key == key).map(|p| p.id));
+            .and_then(|p| p.ids.get(key).copied());
         if let Some(id) = id {
             inner.remove(context, id);
         }
@@ -332,10 +423,51 @@ impl SemanticIndex {
         *self.lock() = Inner::default();
     }
 
-    /// Points and their bytes.
-    pub fn stats(&self) -> (usize, usize) {
+    /// Points, their bytes, and how many are in graphs.
+    pub fn stats(&self) -> Stats {
         let inner = self.read();
-        (inner.entries, inner.bytes)
+        Stats {
+            entries: inner.entries,
+            bytes: inner.bytes,
+            graphed: inner
+                .partitions
+                .values()
+                .filter_map(|p| p.graph.as_ref())
+                .map(Graph::points)
+                .sum(),
+        }
+    }
+}
+
+impl Inner {
+    /// Drop the oldest points until the bounds hold, then expired ones at the front.
+    fn evict(&mut self, max_entries: usize, max_bytes: usize, now_ms: u64) {
+        // The order may name points already gone (replaced, dropped as stale): skip them.
+        while self.entries > max_entries || self.bytes > max_bytes {
+            let Some((c, id)) = self.order.pop_front() else {
+                break;
+            };
+            self.remove(&c, id);
+        }
+        // Names of replaced and forgotten points wait in the order until they reach its
+        // front: rebuild it before they outnumber the points.
+        if self.order.len() > 2 * self.entries + 64 {
+            let mut ids: Vec<(u64, [u8; 32])> = self
+                .partitions
+                .iter()
+                .flat_map(|(c, p)| p.points.keys().map(|id| (*id, *c)))
+                .collect();
+            ids.sort_unstable_by_key(|(id, _)| *id);
+            self.order = ids.into_iter().map(|(id, c)| (c, id)).collect();
+        }
+        while let Some(&(c, id)) = self.order.front() {
+            match self.expires_ms(&c, id) {
+                Some(e) if e > now_ms => break,
+                Some(_) => self.remove(&c, id),
+                None => {}
+            }
+            self.order.pop_front();
+        }
     }
 }
 
@@ -449,7 +581,7 @@ mod tests {
             idx.nearest(&a, &v(&[1.0, 0.0]), 0.9, false, 0).is_none(),
             "forgotten"
         );
-        assert_eq!(idx.stats().0, 1);
+        assert_eq!(idx.stats().entries, 1);
     }
 
     #[test]
@@ -468,7 +600,7 @@ mod tests {
                 0,
             );
         }
-        assert_eq!(idx.stats().0, 3);
+        assert_eq!(idx.stats().entries, 3);
         assert_eq!(
             idx.nearest(&c, &v(&[1.0, 9.0]), 0.999, false, 0)
                 .unwrap()
@@ -481,8 +613,8 @@ mod tests {
         );
         // Replacing a key keeps one point.
         idx.insert(c, v(&[1.0, 9.0]), "k9".into(), 100, false, 3, 1 << 20, 0);
-        assert_eq!(idx.stats().0, 3);
-        // Bytes: each point is 2 × 4 + 2 + 96 bytes.
+        assert_eq!(idx.stats().entries, 3);
+        // Bytes: each point is 2 × 4 + 2 × 2 + 128 bytes.
         let small = SemanticIndex::default();
         for i in 0..10 {
             small.insert(
@@ -492,13 +624,13 @@ mod tests {
                 100,
                 false,
                 100,
-                250,
+                300,
                 0,
             );
         }
-        let (n, bytes) = small.stats();
-        assert_eq!(n, 2);
-        assert!(bytes <= 250);
+        let Stats { entries, bytes, .. } = small.stats();
+        assert_eq!(entries, 2);
+        assert!(bytes <= 300);
         // Expired points at the front are dropped by the next insert.
         let e = SemanticIndex::default();
         e.insert(c, v(&[1.0, 0.0]), "old".into(), 5, false, 100, 1 << 20, 0);
@@ -512,7 +644,97 @@ mod tests {
             1 << 20,
             10,
         );
-        assert_eq!(e.stats().0, 1);
+        assert_eq!(e.stats().entries, 1);
+    }
+
+    /// A pseudo-random unit vector of `dims` values.
+    fn random(seed: u64, dims: usize) -> Vec<f32> {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        v(&(0..dims).map(|_| rng.f64() - 0.5).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn a_large_partition_moves_into_a_graph_that_forgets_and_filters() {
+        let (idx, c, dims) = (SemanticIndex::default(), [7u8; 32], 32);
+        let n = GRAPH_FROM as u64 + 200;
+        let max = usize::try_from(n).unwrap() - 50;
+        let insert = |i: u64, expires: u64, tools: bool| {
+            idx.insert(
+                c,
+                random(i, dims),
+                format!("k{i}"),
+                expires,
+                tools,
+                max,
+                1 << 30,
+                0,
+            );
+        };
+        for i in 0..GRAPH_FROM as u64 - 1 {
+            insert(i, 100, i % 10 == 3);
+        }
+        assert_eq!(idx.stats().graphed, 0, "a list below GRAPH_FROM");
+        for i in GRAPH_FROM as u64 - 1..n {
+            insert(i, if i % 10 == 4 { 5 } else { 100 }, i % 10 == 3);
+        }
+        let st = idx.stats();
+        assert_eq!(
+            (st.entries, st.graphed),
+            (max, max),
+            "oldest evicted, the rest graphed"
+        );
+        assert!(
+            st.bytes >= max * (dims * 4 + LINK_BYTES),
+            "the graph's bytes counted"
+        );
+        let find = |i: u64, tools: bool, now: u64| {
+            idx.nearest(&c, &random(i, dims), 0.99, tools, now)
+                .map(|f| f.key)
+        };
+        for i in 0..50 {
+            assert_eq!(find(i, true, 0), None, "evicted k{i}");
+        }
+        for i in 50..n {
+            let want = (i % 10 != 3).then(|| format!("k{i}"));
+            assert_eq!(find(i, false, 0), want, "k{i} without tool calls");
+            assert_eq!(
+                find(i, true, 0),
+                Some(format!("k{i}")),
+                "k{i} with tool calls"
+            );
+            if i % 10 == 4 && i >= GRAPH_FROM as u64 - 1 {
+                assert_eq!(find(i, true, 10), None, "k{i} expired");
+            }
+        }
+        idx.forget(&c, "k100");
+        assert_eq!(find(100, true, 0), None, "forgotten");
+        // Replacing a key replaces its point in the graph.
+        idx.insert(
+            c,
+            random(9_000, dims),
+            "k101".into(),
+            100,
+            false,
+            max,
+            1 << 30,
+            0,
+        );
+        assert_eq!(find(101, true, 0), None);
+        assert_eq!(
+            idx.nearest(&c, &random(9_000, dims), 0.99, false, 0)
+                .unwrap()
+                .key,
+            "k101"
+        );
+        // A vector of another dimension stays in the list and is found there.
+        idx.insert(c, random(1, 8), "short".into(), 100, false, max, 1 << 30, 0);
+        assert_eq!(
+            idx.nearest(&c, &random(1, 8), 0.99, false, 0).unwrap().key,
+            "short"
+        );
+        assert_eq!(idx.stats().graphed, max - 1);
+        idx.clear();
+        assert_eq!(idx.stats(), Stats::default());
     }
 
     #[test]
