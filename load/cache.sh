@@ -6,14 +6,17 @@
 #   hit         Tollgate with the cache, the same request each time (every one a hit after
 #               the first: none goes upstream);
 #   miss-off    Tollgate without the cache, every request different;
-#   miss-on     Tollgate with the cache, every request different (each a miss, kept).
+#   miss-on     Tollgate with the cache, every request different (each a miss, kept);
+#   miss-ctl    the control: a third Tollgate, identical to miss-off, every request different.
 # It prints each figure and the ratios hit/nginx and miss-on/miss-off. Throughput on 2 cores
 # shared by wrk, nginx, the mock and the gateway swings by ±20 % from round to round, more
-# than the cost being measured, so the miss cost is also measured as what it is: the
-# gateway's CPU time per request (user + system of its process, from /proc, over each
-# measured run), which does not depend on how the other processes are scheduled; the
-# reported miss cost is the median over the rounds of miss-on / miss-off CPU per request,
-# each round's two runs back to back. Loopback only; every wrk run is bounded by DURATION.
+# than the cost being measured, so the miss cost is also measured as the gateway's CPU time
+# per request (user + system of its process, from /proc, over each measured run): the
+# median over the rounds of miss-on / miss-off. The control says what that measurement
+# resolves here: miss-ctl / miss-off compares two identical gateways, so its distance from
+# 1.0 and its spread are noise, and a miss cost within them is not shown either way. The
+# three miss runs of a round go back to back, in an order that rotates from round to round.
+# Loopback only; every wrk run is bounded by DURATION.
 # Needs the release build (cargo build --release --workspace).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,19 +33,22 @@ start() {
 trap 'for p in $(cat "$WORK/pids" 2>/dev/null); do kill "$p" 2>/dev/null || true; done' EXIT
 off=$(start)
 on=$(CACHE_TTL=10m start)
+ctl=$(start)
 port() { echo "$1" | sed -n "s/.* $2=\([0-9]*\).*/\1/p"; }
 nginx=$(port "$off" nginx)
 tg_off=$(port "$off" tollgate)
 tg_on=$(port "$on" tollgate)
+tg_ctl=$(port "$ctl" tollgate)
 pid_of() { echo "$1" | sed -n 's/.*tollgate=[0-9]* (pid \([0-9]*\)).*/\1/p'; }
 pid_off=$(pid_of "$off")
 pid_on=$(pid_of "$on")
+pid_ctl=$(pid_of "$ctl")
 TICKS=$(getconf CLK_TCK)
 # User + system CPU ticks of process $1 (all its threads); `stime` its system ticks.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 stime() { awk '{print $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-[ -n "$nginx" ] && [ -n "$tg_off" ] && [ -n "$tg_on" ] || {
-	echo "servers did not start: $off $on" >&2
+[ -n "$nginx" ] && [ -n "$tg_off" ] && [ -n "$tg_on" ] && [ -n "$tg_ctl" ] || {
+	echo "servers did not start: $off $on $ctl" >&2
 	exit 1
 }
 python3 -c 'import json,sys; open(sys.argv[1],"w").write(json.dumps({"model":"mock-gpt-4o","messages":[{"role":"user","content":"Hello, how are you today?"}]},separators=(",",":")))' "$WORK/same.json"
@@ -56,31 +62,42 @@ run() { # name port script body [pid]
 	echo "$1 $cpu $r" >>"$WORK/results"
 	python3 -c 'import json,sys; r=json.loads(sys.argv[2]); cpu=int(sys.argv[4])*1e6/int(sys.argv[5])/max(r["requests"],1); print("%-9s c=%s rps=%8.0f p50=%6dus p99=%6dus status_errors=%d%s" % (sys.argv[1], sys.argv[3], r["rps"], r["latency_us"]["p50"], r["latency_us"]["p99"], r["errors"]["status"], (" gateway_cpu=%.1fus/req (system %d%%)" % (cpu, 100*int(sys.argv[6])/max(int(sys.argv[4]),1))) if cpu else ""))' "$1" "$r" "$C" "$cpu" "$TICKS" "$sys"
 }
-for _ in $(seq "$ROUNDS"); do
+miss() { # which round
+	case $1 in
+	off) run miss-off "$tg_off" post-unique.lua unique.json "$pid_off" ;;
+	on) run miss-on "$tg_on" post-unique.lua unique.json "$pid_on" ;;
+	ctl) run miss-ctl "$tg_ctl" post-unique.lua unique.json "$pid_ctl" ;;
+	esac
+}
+for r in $(seq "$ROUNDS"); do
 	run nginx "$nginx" post.lua same.json
 	run hit "$tg_on" post.lua same.json
-	run miss-off "$tg_off" post-unique.lua unique.json "$pid_off"
-	run miss-on "$tg_on" post-unique.lua unique.json "$pid_on"
+	case $((r % 3)) in
+	1) order="off on ctl" ;;
+	2) order="on ctl off" ;;
+	0) order="ctl off on" ;;
+	esac
+	for m in $order; do miss "$m"; done
 done
 python3 - "$WORK/results" "$TICKS" <<'PY'
 import json, statistics, sys
-best, rounds = {}, []
+best, cpu = {}, {}
 ticks = int(sys.argv[2])
 for line in open(sys.argv[1]):
-    name, cpu, r = line.split(" ", 2)
+    name, c, r = line.split(" ", 2)
     r = json.loads(r)
     best[name] = max(best.get(name, 0), r["rps"])
-    if name in ("miss-off", "miss-on"):
-        per = int(cpu) * 1e6 / ticks / max(r["requests"], 1)
-        if name == "miss-off":
-            rounds.append([per, None])
-        elif rounds:
-            rounds[-1][1] = per
+    if name.startswith("miss-"):
+        cpu.setdefault(name, []).append(int(c) * 1e6 / ticks / max(r["requests"], 1))
 print("hit / nginx         = %.2f (target >= 1.0)" % (best["hit"] / best["nginx"]))
 print("miss-on / miss-off  = %.2f throughput, best round of each" % (best["miss-on"] / best["miss-off"]))
-ratios = [on / off for off, on in rounds if off and on]
-if ratios:
-    print("miss cost: gateway CPU per request, miss-on / miss-off = %.3f (median of %d rounds: %s; target <= 1.05)"
-          % (statistics.median(ratios), len(ratios), ", ".join("%.3f" % x for x in ratios)))
+def ratios(a, b):
+    return [x / y for x, y in zip(cpu.get(a, []), cpu.get(b, [])) if x and y]
+for label, a, what in (("miss cost", "miss-on", "target <= 1.05"),
+                       ("control", "miss-ctl", "two identical gateways: noise")):
+    rs = ratios(a, "miss-off")
+    if rs:
+        print("%-9s gateway CPU per request, %s / miss-off = %.3f (median of %d rounds: %s; %s)"
+              % (label, a, statistics.median(rs), len(rs), ", ".join("%.3f" % x for x in rs), what))
 PY
 echo "load average: $(cat /proc/loadavg)"

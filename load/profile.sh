@@ -8,7 +8,8 @@
 #   TOLLGATE_BIN=/path/to/tollgate bash load/profile.sh  # another build (A/B)
 #   KEEP=1 ...   leave the servers running (prints their ports) for perf/callgrind.
 #   WORK_STEALING=true|false, UPSTREAM_HTTP2=true: those settings in Tollgate's config.
-#   CACHE_TTL=10m: the route caches answers (load/cache.sh).
+#   CACHE_TTL=10m: the route caches answers (load/cache.sh); CACHE_MAX_BYTES (and
+#   CACHE_MAX_ENTRY_BYTES, default 1 MiB): the memory it may use.
 #   POLICIES=1: the route masks PII and has input and output deny rules (load/policies.sh).
 #
 # It does not write load/RESULTS.md (that is load/run.sh's job).
@@ -115,7 +116,10 @@ listeners:
     token: "\${TOLLGATE_ADMIN_TOKEN}"
 limits:
   max_body_bytes: 33554432
-access_log:
+${CACHE_MAX_BYTES:+cache:
+  max_bytes: $CACHE_MAX_BYTES
+  max_entry_bytes: ${CACHE_MAX_ENTRY_BYTES:-1048576}
+}access_log:
   path: $WORK/tollgate/access.log
   buffer_lines: 65536
 consumers:

@@ -54,7 +54,10 @@ impl Expiry<String, Kept> for Expires {
 }
 
 pub struct ResponseCache {
-    memory: Cache<String, Kept>,
+    /// Keyed by SHA-256 digests, hashed with `ahash` (keyed per process, so bucket
+    /// collisions cannot be ground out offline; several times cheaper than the default
+    /// SipHash, which the map's rehashes made visible on a miss).
+    memory: Cache<String, Kept, ahash::RandomState>,
     redis: Option<Arc<RedisStore>>,
     max_entry: usize,
     /// When a Redis failure was last logged (unix ms).
@@ -69,7 +72,7 @@ impl ResponseCache {
             .max_capacity(max_bytes)
             .weigher(|_: &String, v: &Kept| v.entry.weight())
             .expire_after(Expires)
-            .build();
+            .build_with_hasher(ahash::RandomState::new());
         ResponseCache {
             memory,
             redis,
