@@ -99,5 +99,9 @@ for label, a, what in (("miss cost", "miss-on", "target <= 1.05"),
     if rs:
         print("%-9s gateway CPU per request, %s / miss-off = %.3f (median of %d rounds: %s; %s)"
               % (label, a, statistics.median(rs), len(rs), ", ".join("%.3f" % x for x in rs), what))
+both = [on / ((off + ctl) / 2) for on, off, ctl in zip(cpu.get("miss-on", []), cpu.get("miss-off", []), cpu.get("miss-ctl", []))]
+if both:
+    print("miss cost against both cache-off gateways (their mean each round) = %.3f (median of %d rounds: %s)"
+          % (statistics.median(both), len(both), ", ".join("%.3f" % x for x in both)))
 PY
 echo "load average: $(cat /proc/loadavg)"
