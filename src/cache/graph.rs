@@ -16,12 +16,18 @@ use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 pub const GRAPH_FROM: usize = 256;
 
 /// Searches that may run at once on one graph (each needs a context of its own): more than
-/// any gateway runs worker threads; one beyond it is a miss, not a wait.
-const SEARCHERS: usize = 256;
+/// a gateway runs worker threads (`server.threads`); one beyond it is a miss, not a wait.
+const SEARCHERS: usize = 64;
 
 /// Bytes a point costs in the graph beyond its vector: its neighbour lists (16 links on
 /// upper levels, 32 on the base level, 4 bytes each), its key and level.
 pub const LINK_BYTES: usize = 192;
+
+/// Bytes a graph costs whatever it holds: a vector-sized buffer per searcher and the
+/// index's own structures.
+pub fn base_bytes(dims: usize) -> usize {
+    SEARCHERS * dims * 4 + (64 << 10)
+}
 
 /// One partition's graph.
 pub struct Graph {

@@ -27,7 +27,7 @@
 //!   the answers' memory is the exact cache's (bounded by `cache.max_bytes`); a point whose
 //!   entry is gone is a miss and is dropped.
 
-use super::graph::{Graph, GRAPH_FROM, LINK_BYTES};
+use super::graph::{self, Graph, GRAPH_FROM, LINK_BYTES};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
@@ -256,8 +256,8 @@ impl Partition {
                 p.vector = Box::default();
             }
         }
-        // A point in the graph costs its links beyond what it cost in the list.
-        same.len() * LINK_BYTES
+        // The graph's own memory, and each point's links beyond what it cost in the list.
+        graph::base_bytes(dims) + same.len() * LINK_BYTES
     }
 
     /// The most similar point that serves, listed or in the graph.
@@ -299,6 +299,11 @@ impl Inner {
             self.bytes -= bytes;
         }
         if part.points.is_empty() {
+            let graph = part
+                .graph
+                .as_ref()
+                .map_or(0, |g| graph::base_bytes(g.dims()));
+            self.bytes = self.bytes.saturating_sub(graph);
             self.partitions.remove(context);
         }
     }
