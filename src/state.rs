@@ -90,18 +90,14 @@ impl Backends {
                     return Objects::redis(redis.clone());
                 }
                 let path = self.settings.path.clone();
-                let opened = tokio::task::spawn_blocking(move || Objects::open_local(&path)).await;
-                match opened {
-                    Ok(Ok(objects)) => objects,
-                    Ok(Err(e)) => {
-                        log::error!("the files and batches map is kept in memory only: {e}");
-                        Objects::memory()
-                    }
-                    Err(e) => {
-                        log::error!("the files and batches map is kept in memory only: {e}");
-                        Objects::memory()
-                    }
-                }
+                let opened = tokio::task::spawn_blocking(move || Objects::open_local(&path))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()));
+                opened.unwrap_or_else(|e| {
+                    log::error!("the files and batches map is kept in memory only: {e}");
+                    Objects::memory()
+                })
             })
             .await
     }

@@ -355,34 +355,25 @@ async fn objects_are_reached_on_the_key_that_made_them() {
         "a deleted file is unknown to the provider: {text}"
     );
     // Providers named wrongly.
-    let (status, v, text) = c
-        .call(
-            &mut seen,
-            "GET",
-            "/files",
-            &[("x-tollgate-provider", "nope")],
-            None,
-        )
-        .await;
-    assert_eq!(
-        (status, &v["error"]["code"]),
-        (400, &json!("invalid_request")),
-        "{text}"
-    );
-    let (status, v, text) = c
-        .call(
-            &mut seen,
-            "GET",
-            "/files",
-            &[("x-tollgate-provider", "claude")],
-            None,
-        )
-        .await;
-    assert_eq!(
-        (status, &v["error"]["code"]),
-        (400, &json!("unsupported_endpoint")),
-        "{text}"
-    );
+    for (provider, code) in [
+        ("nope", "invalid_request"),
+        ("claude", "unsupported_endpoint"),
+    ] {
+        let (status, v, text) = c
+            .call(
+                &mut seen,
+                "GET",
+                "/files",
+                &[("x-tollgate-provider", provider)],
+                None,
+            )
+            .await;
+        assert_eq!(
+            (status, &v["error"]["code"]),
+            (400, &json!(code)),
+            "{provider}: {text}"
+        );
+    }
     let (status, _, text) = c.call(&mut seen, "PUT", "/files", &[], None).await;
     assert_eq!(status, 405, "{text}");
     seen.check_no_key();

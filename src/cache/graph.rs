@@ -38,10 +38,7 @@ pub struct Graph {
 impl Graph {
     /// A graph of `points` (ids and unit vectors of `dims` values); `None` when the index
     /// cannot be made or a point cannot be added.
-    pub fn build<'a>(
-        dims: usize,
-        points: impl ExactSizeIterator<Item = (u64, &'a [f32])>,
-    ) -> Option<Graph> {
+    pub fn build(dims: usize, points: &[(u64, &[f32])]) -> Option<Graph> {
         let options = IndexOptions {
             dimensions: dims,
             metric: MetricKind::IP,
@@ -53,7 +50,7 @@ impl Graph {
             .reserve_capacity_and_threads((2 * points.len()).max(GRAPH_FROM), SEARCHERS)
             .ok()?;
         let graph = Graph { index, dims };
-        for (id, v) in points {
+        for &(id, v) in points {
             if !graph.add(id, v) {
                 return None;
             }
@@ -123,14 +120,13 @@ mod tests {
     fn finds_near_points_skips_filtered_and_removed_ones() {
         let dims = 48;
         let vs: Vec<Vec<f32>> = (0..2_000).map(|i| unit(i, dims)).collect();
-        let g = Graph::build(
-            dims,
-            vs.iter()
-                .take(300)
-                .enumerate()
-                .map(|(i, v)| (i as u64, v.as_slice())),
-        )
-        .unwrap();
+        let first: Vec<(u64, &[f32])> = vs
+            .iter()
+            .take(300)
+            .enumerate()
+            .map(|(i, v)| (i as u64, v.as_slice()))
+            .collect();
+        let g = Graph::build(dims, &first).unwrap();
         for (i, v) in vs.iter().enumerate().skip(300) {
             assert!(g.add(i as u64, v));
         }

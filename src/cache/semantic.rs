@@ -243,10 +243,11 @@ impl Partition {
             return 0;
         }
         let points = &self.points;
-        let vectors = same
+        let vectors: Vec<(u64, &[f32])> = same
             .iter()
-            .filter_map(|id| Some((*id, &*points.get(id)?.vector)));
-        let Some(graph) = Graph::build(dims, vectors.collect::<Vec<_>>().into_iter()) else {
+            .filter_map(|id| Some((*id, &*points.get(id)?.vector)))
+            .collect();
+        let Some(graph) = Graph::build(dims, &vectors) else {
             return 0;
         };
         self.graph = Some(graph);

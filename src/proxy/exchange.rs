@@ -5,7 +5,8 @@
 //! attempts' `Delivered`); the pipeline writes what accounting needs here, and nothing else
 //! reads it before the request ends.
 
-use super::attempt::Outcome;
+use super::attempt::{Attempt, Outcome};
+use super::pipe::ClientSide;
 use crate::body::RequestBody;
 use crate::conn::BodyHold;
 use crate::error::GatewayError;
@@ -94,6 +95,24 @@ pub struct Chosen {
 }
 
 impl AttemptLog {
+    /// The one attempt of a call on a provider-kept object (it names no model).
+    pub fn chose(&mut self, attempt: &Attempt) {
+        self.chosen = Some(Chosen {
+            provider: attempt.provider.clone(),
+            key_index: attempt.key_index,
+            upstream_model: String::new(),
+        });
+    }
+
+    /// Record that attempt's outcome, unmetered: a stored response's usage was metered when
+    /// it was made, and files and batches use no tokens here.
+    pub fn unmetered(&mut self, mut outcome: Outcome) {
+        outcome.usage = None;
+        self.count += 1;
+        self.upstream_time += outcome.upstream_time();
+        self.outcome = outcome;
+    }
+
     /// Attempts after the first.
     pub fn retries(&self) -> u32 {
         self.count.saturating_sub(1)
@@ -101,6 +120,29 @@ impl AttemptLog {
 }
 
 impl Exchange {
+    /// The client's side of a call on a provider-kept object, passed through as it is: no
+    /// stream flag of its own, cost header, capture, policy or moderation.
+    pub fn plain_client<'a>(
+        &'a self,
+        session: &'a mut pingora_proxy::Session,
+        forward: &'a crate::forward::ForwardHeaders,
+        client: ClientProtocol,
+    ) -> ClientSide<'a> {
+        ClientSide {
+            session,
+            request_id: &self.request_id,
+            extra_headers: &self.extra_headers,
+            forward,
+            stream: false,
+            client,
+            max_event_bytes: self.config.client.max_event_bytes,
+            cost: None,
+            capture: None,
+            policy: None,
+            moderate: None,
+        }
+    }
+
     pub fn new(
         config: Arc<Gateway>,
         backends: Arc<Backends>,

@@ -19,11 +19,11 @@
 //! not. Provider keys are scrubbed from every answer.
 
 use super::admission;
-use super::attempt::{Attempt, Outcome};
-use super::exchange::{AttemptLog, Chosen, Exchange};
+use super::attempt::Attempt;
+use super::exchange::Exchange;
 use super::exhausted::no_key_error;
 use super::ingress::{self, BodyLimits};
-use super::pipe::{self, ClientSide, Whole};
+use super::pipe::{self, Whole};
 use super::pipeline::Failure;
 use super::plan::{BodyPlan, Plan, ResponsePlan};
 use super::responses_api::{ended, path_error};
@@ -156,31 +156,15 @@ pub async fn serve(
         .then(|| ingress::content_type(session).to_string())
         .filter(|t| !t.is_empty());
     let attempt = attempt_for(target, &owner, endpoint, body, content_type)?;
-    x.attempts.chosen = Some(Chosen {
-        provider: attempt.provider.clone(),
-        key_index: attempt.key_index,
-        upstream_model: String::new(),
-    });
-    let client = ClientSide {
-        session,
-        request_id: &x.request_id,
-        extra_headers: &x.extra_headers,
-        forward: &route.forward,
-        stream: false,
-        client: ClientProtocol::OpenAi,
-        max_event_bytes: config.client.max_event_bytes,
-        cost: None,
-        capture: None,
-        policy: None,
-        moderate: None,
-    };
+    x.attempts.chose(&attempt);
+    let client = x.plain_client(session, &route.forward, ClientProtocol::OpenAi);
     if matches!(call, Call::On { content: true, .. }) {
         let (result, outcome) = pipe::run(client, connector, attempt).await;
-        record(&mut x.attempts, outcome);
+        x.attempts.unmetered(outcome);
         return ended(result);
     }
     let (result, outcome) = pipe::fetch(client, connector, attempt, MAX_ANSWER).await;
-    record(&mut x.attempts, outcome);
+    x.attempts.unmetered(outcome);
     let whole: Whole = match result {
         Ok(whole) => whole,
         Err(end) => return ended(end),
@@ -195,14 +179,6 @@ pub async fn serve(
         .answer(&call, whole.header.status.is_success(), whole.body)
         .await;
     deliver(session, whole.header, body).await
-}
-
-/// The one attempt's outcome, unmetered (files and batches use no tokens here).
-fn record(log: &mut AttemptLog, mut outcome: Outcome) {
-    outcome.usage = None;
-    log.count += 1;
-    log.upstream_time += outcome.upstream_time();
-    log.outcome = outcome;
 }
 
 /// The provider, key and consumer a call goes to and acts for.

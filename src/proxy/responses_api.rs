@@ -14,10 +14,10 @@
 
 use super::admission;
 use super::attempt::Attempt;
-use super::exchange::{Chosen, Exchange};
+use super::exchange::Exchange;
 use super::exhausted::{exhausted, no_key_error};
 use super::ingress::{self, BodyLimits};
-use super::pipe::{self, AttemptResult, ClientSide};
+use super::pipe::{self, AttemptResult};
 use super::pipeline::Failure;
 use super::plan::{BodyPlan, Plan, ResponsePlan};
 use crate::error::{ErrorCode, GatewayError};
@@ -92,30 +92,10 @@ pub async fn serve(
     let consumer = x.consumer.clone().unwrap_or_default();
     let owner = super::files_api::owned(objects, &id, &consumer).await?;
     let attempt = attempt_for(route, owner.as_ref())?;
-    x.attempts.chosen = Some(Chosen {
-        provider: attempt.provider.clone(),
-        key_index: attempt.key_index,
-        upstream_model: String::new(),
-    });
-    let client = ClientSide {
-        session,
-        request_id: &x.request_id,
-        extra_headers: &x.extra_headers,
-        forward: &route.forward,
-        stream: false,
-        client: ClientProtocol::Responses,
-        max_event_bytes: config.client.max_event_bytes,
-        cost: None,
-        capture: None,
-        policy: None,
-        moderate: None,
-    };
-    let (result, mut outcome) = pipe::run(client, connector, attempt).await;
-    // The stored response's usage was metered when it was made.
-    outcome.usage = None;
-    x.attempts.count += 1;
-    x.attempts.upstream_time += outcome.upstream_time();
-    x.attempts.outcome = outcome;
+    x.attempts.chose(&attempt);
+    let client = x.plain_client(session, &route.forward, ClientProtocol::Responses);
+    let (result, outcome) = pipe::run(client, connector, attempt).await;
+    x.attempts.unmetered(outcome);
     ended(result)
 }
 
