@@ -2,7 +2,7 @@
 //! by traffic or by quota balances, notices caught by a receiver the test starts.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use reqwest::{Method, StatusCode};

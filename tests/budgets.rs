@@ -4,7 +4,7 @@
 //! Redis, provider-key budgets, and the setting for models without a price.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use reqwest::{Method, StatusCode};

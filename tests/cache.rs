@@ -4,7 +4,7 @@
 //! the official openai SDK reading a replayed stream.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use reqwest::{Method, StatusCode};

@@ -3,7 +3,7 @@
 //! compressed assets, CSRF, the login limiter, the switch.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! consumer's name in the access log and metrics; routes chosen by model across routes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

@@ -1,7 +1,7 @@
 //! API-key health, retries and provider fallback, driven by mock-llm's fault injection.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

@@ -5,7 +5,7 @@
 //! restart; provider keys never in an answer; the official openai SDK.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

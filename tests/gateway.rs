@@ -1,7 +1,7 @@
 //! The gateway core end to end: mock-llm upstream, the gateway on run-time ports, real sockets.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

@@ -3,7 +3,7 @@
 //! `--state-dir`) rather than in system paths, and a short, informative server log.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::{Path, PathBuf};

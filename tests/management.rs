@@ -2,7 +2,7 @@
 //! proxy, the state across `kill -9` and restarts.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use reqwest::Method;

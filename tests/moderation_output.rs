@@ -4,7 +4,7 @@
 //! `/moderations` flags `flagme`, and a scripted hook fails the answer's check.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::{metric_sum, Gateway, Mock, RawUpstream};
 use serde_json::{json, Value};

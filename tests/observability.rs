@@ -2,7 +2,7 @@
 //! counted), and per-consumer series are bounded.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

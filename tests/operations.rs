@@ -1,7 +1,7 @@
 //! Operations: config hot reload (admin API and SIGHUP), the admin token, readiness.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

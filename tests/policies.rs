@@ -6,7 +6,7 @@
 //! the access log and metrics, and the official openai SDK reading a stopped stream.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use reqwest::StatusCode;

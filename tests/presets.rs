@@ -3,7 +3,7 @@
 //! CA (certificates made at run time for every preset's host name).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};

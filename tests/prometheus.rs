@@ -8,7 +8,7 @@
 //! `tests/deps.sh` installs; without them these tests fail rather than pass vacuously.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

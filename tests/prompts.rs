@@ -3,7 +3,7 @@
 //! (mock-llm's `/mock/stats`), and a moderation hook that flags, fails or never answers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::{fnv64, metric_sum, mock_stats, Gateway, Mock, RawUpstream};
 use serde_json::{json, Value};

@@ -2,7 +2,7 @@
 //! and upgrades, the Higress-compatible API and the admin JSON API, shared Redis balances.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

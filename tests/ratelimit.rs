@@ -2,7 +2,7 @@
 //! OpenAI's headers, per-header-value budgets.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

@@ -6,8 +6,6 @@
 //! addresses are moved to free ports, so the check does not depend on this machine.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use std::path::Path;
 use std::process::Command;

@@ -4,7 +4,7 @@
 //! failover before the first byte of a stream; the usage in the access log.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

@@ -4,7 +4,7 @@
 //! 429 and 503, and the quota API's answers and body formats.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

@@ -2,7 +2,7 @@
 //! fail-open when Redis dies), and day windows kept in the embedded store across restarts.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

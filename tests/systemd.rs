@@ -3,7 +3,7 @@
 //! systemd runs them, since systemd is not PID 1 here), and the install script is idempotent.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

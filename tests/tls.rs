@@ -3,7 +3,7 @@
 //! serves clients over its own TLS listener with HTTP/2 and HTTP/1.1.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};

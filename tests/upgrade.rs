@@ -3,7 +3,7 @@
 //! non-streaming and long streaming requests run: not one may fail or be cut.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::traffic::{traffic, Tally};
 use common::*;

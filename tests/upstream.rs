@@ -2,7 +2,7 @@
 //! provider had already closed, and a client that leaves mid-stream.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

@@ -4,9 +4,6 @@
 //! bounded.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../common/mod.rs"]
-mod common;
-
 mod admin_reload;
 mod buffering;
 mod framing;
