@@ -6,7 +6,9 @@
 #
 #   CARGO_TARGET_DIR=... bash load/profile.sh            # uses $CARGO_TARGET_DIR/release
 #   TOLLGATE_BIN=/path/to/tollgate bash load/profile.sh  # another build (A/B)
-#   KEEP=1 ...   leave the servers running (prints their ports) for perf/callgrind.
+#   KEEP=1 ...   leave the servers running (prints their ports) for perf/callgrind;
+#   TOLLGATE_WRAP="valgrind ..." runs the gateway under it, READY_SECONDS (default 30) how
+#   long to wait for it to listen.
 #   WORK_STEALING=true|false, UPSTREAM_HTTP2=true: those settings in Tollgate's config.
 #   CACHE_TTL=10m: the route caches answers (load/cache.sh); CACHE_MAX_BYTES (and
 #   CACHE_MAX_ENTRY_BYTES, default 1 MiB): the memory it may use.
@@ -164,7 +166,7 @@ RUST_LOG=warn ${TOLLGATE_WRAP:-} "$TOLLGATE_BIN" -c "$WORK/tollgate/tollgate.yam
 TG_PID=$!
 PIDS+=($TG_PID)
 wait_port "$NGINX_PORT" 10
-wait_port "$TG_PORT" 30
+wait_port "$TG_PORT" "${READY_SECONDS:-30}"
 echo "work=$WORK mock=$MOCK_PORT nginx=$NGINX_PORT tollgate=$TG_PORT (pid $TG_PID) admin=$TG_ADMIN_PORT"
 if [ "${KEEP:-0}" = 1 ]; then
 	echo "servers left running: ${PIDS[*]}"

@@ -1,10 +1,11 @@
 //! The response cache (exact): answers to chat-completion requests kept by a hash of the
 //! normalised request and its scope, and served again without going upstream.
 //!
-//! - The key ([`key`]): SHA-256 of the route, the scope and the request body in canonical
+//! - The key ([`key()`]): BLAKE3 of the route, the scope and the request body in canonical
 //!   form (object keys sorted, no insignificant whitespace), without `stream` and
-//!   `stream_options` (they change how an answer is sent, not what it says). Everything
-//!   else the client sent counts: model, messages, tools, temperature, seed, …
+//!   `stream_options` (they change how an answer is sent, not what it says), written in one
+//!   pass without a JSON tree. Everything else the client sent counts: model, messages,
+//!   tools, temperature, seed, …
 //! - An entry ([`Entry`]) is the answer as a whole `chat.completion` object with its usage,
 //!   the provider and model that produced it. A streamed answer is assembled from its
 //!   chunks ([`assemble`]); either kind answers both kinds of request ([`replay_sse`]
@@ -21,14 +22,18 @@
 //! - [`graph`]: the HNSW graph a large semantic partition is searched through.
 
 pub mod graph;
+pub mod key;
 pub mod semantic;
 pub mod store;
+mod whole;
+
+pub use key::key;
+pub use whole::keepable_whole;
 
 use crate::settings::{CacheScope, RouteCacheSection};
 use crate::usage::Usage;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 use std::time::Duration;
 
 /// Default time an entry is served.
@@ -178,47 +183,6 @@ fn canonical_bytes(v: &Value, out: &mut Vec<u8>) {
     }
 }
 
-/// Lowercase hex of `bytes`.
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 15)]));
-    }
-    s
-}
-
-/// The key of a request (its parsed body; `None`: not a JSON object) on `route` in `scope`:
-/// `stream` and `stream_options` are left out of the top level.
-pub fn key(route: &str, scope: &str, request: &Value) -> Option<String> {
-    let m = request.as_object()?;
-    let mut text = Vec::with_capacity(256);
-    let fields = m
-        .iter()
-        .filter(|(k, _)| *k != "stream" && *k != "stream_options");
-    text.push(b'{');
-    for (i, (k, v)) in fields.enumerate() {
-        if i > 0 {
-            text.push(b',');
-        }
-        let _ = serde_json::to_writer(&mut text, k);
-        text.push(b':');
-        canonical_bytes(v, &mut text);
-    }
-    text.push(b'}');
-    let mut h = Sha256::new();
-    for part in [route.as_bytes(), b"\0", scope.as_bytes(), b"\0", &text] {
-        h.update(part);
-    }
-    Some(hex(&h.finalize()))
-}
-
-/// Whether a request asks for the usage chunk at the end of a stream.
-pub fn wants_usage(request: &Value) -> bool {
-    request["stream_options"]["include_usage"].as_bool() == Some(true)
-}
-
 /// A kept answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
@@ -259,50 +223,6 @@ impl Entry {
             + 128;
         u32::try_from(n).unwrap_or(u32::MAX)
     }
-}
-
-/// A whole `chat.completion` as keeping it needs to see it (borrowed, nothing else parsed).
-#[derive(Deserialize)]
-struct Whole<'a> {
-    #[serde(borrow, default)]
-    object: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    choices: Vec<WholeChoice<'a>>,
-}
-
-#[derive(Deserialize)]
-struct WholeChoice<'a> {
-    #[serde(borrow, default)]
-    finish_reason: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    message: WholeMessage,
-}
-
-#[derive(Deserialize, Default)]
-struct WholeMessage {
-    #[serde(default)]
-    tool_calls: Option<Vec<serde::de::IgnoredAny>>,
-    #[serde(default)]
-    function_call: Option<serde::de::IgnoredAny>,
-}
-
-/// A whole answer's bytes: `Some(calls tools)` when it is a `chat.completion` that may be
-/// kept (every choice finished well), without building a JSON tree.
-pub fn keepable_whole(bytes: &[u8], store_truncated: bool) -> Option<bool> {
-    let w: Whole<'_> = serde_json::from_slice(bytes).ok()?;
-    if w.object.as_deref() != Some("chat.completion") || w.choices.is_empty() {
-        return None;
-    }
-    let finished = w.choices.iter().all(|c| match c.finish_reason.as_deref() {
-        Some("stop" | "tool_calls" | "function_call") => true,
-        Some("length") => store_truncated,
-        _ => false,
-    });
-    let tools = w.choices.iter().any(|c| {
-        c.message.tool_calls.as_ref().is_some_and(|t| !t.is_empty())
-            || c.message.function_call.is_some()
-    });
-    finished.then_some(tools)
 }
 
 /// Whether a complete answer may be kept: every choice finished well.

@@ -5,8 +5,7 @@ fn the_key_ignores_field_order_whitespace_and_stream_fields() {
     let a = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0.5}"#;
     let b = br#"{ "temperature": 0.5, "stream": true, "stream_options": {"include_usage": true},
                   "messages": [ {"content": "hi", "role": "user"} ], "model": "m" }"#;
-    let parse = |body: &[u8]| serde_json::from_slice::<Value>(body).unwrap();
-    let k = |body: &[u8]| key("chat", "consumer:alice", &parse(body)).unwrap();
+    let k = |body: &[u8]| key("chat", "consumer:alice", body).unwrap();
     assert_eq!(k(a), k(b));
     for other in [
         &br#"{"model":"m","messages":[{"role":"user","content":"hi!"}],"temperature":0.5}"#[..],
@@ -18,17 +17,15 @@ fn the_key_ignores_field_order_whitespace_and_stream_fields() {
     }
     assert_ne!(
         k(a),
-        key("chat", "consumer:bob", &parse(a)).unwrap(),
+        key("chat", "consumer:bob", a).unwrap(),
         "another scope"
     );
     assert_ne!(
         k(a),
-        key("other", "consumer:alice", &parse(a)).unwrap(),
+        key("other", "consumer:alice", a).unwrap(),
         "another route"
     );
-    assert!(key("chat", "s", &parse(b"[1]")).is_none());
-    assert!(wants_usage(&parse(b)));
-    assert!(!wants_usage(&parse(a)));
+    assert!(key("chat", "s", b"[1]").is_none());
 }
 
 #[test]

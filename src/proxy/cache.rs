@@ -40,7 +40,7 @@ pub struct CacheState {
     pub score: Option<f32>,
     /// A semantic miss: where its answer's point goes.
     probe: Option<Probe>,
-    /// The request asks for the usage chunk of a stream (read when it was parsed here).
+    /// The request asks for the usage chunk of a stream (`stream_options.include_usage`).
     pub include_usage: bool,
 }
 
@@ -89,9 +89,8 @@ pub async fn lookup(
         .and_then(|c| config.budgets.teams.get(c))
         .map(String::as_str);
     let scope = cache::scope(settings.scope, consumer, team, &route.name);
-    // The body parsed once, for the key, the semantic context and a replay's usage chunk.
-    let request: serde_json::Value = serde_json::from_slice(&body.bytes).ok()?;
-    let key = cache::key(&route.name, &scope, &request)?;
+    // The key is read off the body in one pass; no JSON tree unless the semantic stage runs.
+    let key = cache::key(&route.name, &scope, &body.bytes)?;
     let wish = Wish::of(&session.req_header().headers);
     let mut hit = match wish {
         Wish::Use => backends.cache().get(&key).await,
@@ -106,7 +105,11 @@ pub async fn lookup(
             route,
             consumer,
         };
-        if let Some(p) = semantic_probe(&asked, backends, sem, &scope, &request).await {
+        let probed = match serde_json::from_slice::<serde_json::Value>(&body.bytes) {
+            Ok(request) => semantic_probe(&asked, backends, sem, &scope, &request).await,
+            Err(_) => None,
+        };
+        if let Some(p) = probed {
             if wish == Wish::Use {
                 if let Some(found) = p.index.nearest(
                     &p.context,
@@ -149,7 +152,7 @@ pub async fn lookup(
         charge: settings.charge,
         score,
         probe,
-        include_usage: cache::wants_usage(&request),
+        include_usage: body.client_wants_usage,
     })
 }
 

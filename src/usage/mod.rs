@@ -33,7 +33,7 @@
 
 mod chunk;
 mod estimate;
-mod json;
+pub(crate) mod json;
 mod media;
 mod memo;
 mod meter;

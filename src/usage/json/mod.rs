@@ -12,13 +12,13 @@
 
 mod strings;
 
-pub(super) use strings::Span;
+pub(crate) use strings::Span;
 
 /// The scanner will not decide this input: use the serde_json path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Bail;
+pub(crate) struct Bail;
 
-pub(super) type Scan<T> = Result<T, Bail>;
+pub(crate) type Scan<T> = Result<T, Bail>;
 
 /// Deepest nesting [`Cursor::skip_value`] follows (serde_json's limit is
 /// 128; the fast paths add fewer than 16 levels of their own).
@@ -41,7 +41,7 @@ fn not_ws_bits(x: u64) -> u64 {
 
 /// A position in a JSON text.
 #[derive(Clone)]
-pub(super) struct Cursor<'a> {
+pub(crate) struct Cursor<'a> {
     b: &'a [u8],
     i: usize,
 }
@@ -329,7 +329,7 @@ impl<'a> Cursor<'a> {
 }
 
 /// What [`Cursor::number`] saw.
-pub(super) struct Number<'a> {
+pub(crate) struct Number<'a> {
     /// The integer part's digits.
     pub int: &'a [u8],
     pub frac_digits: usize,
@@ -339,7 +339,7 @@ pub(super) struct Number<'a> {
 /// Mark a field of a serde-derived struct seen; a second occurrence bails
 /// (serde's derive fails with "duplicate field").
 #[inline]
-pub(super) fn once(seen: &mut bool) -> Scan<()> {
+pub(crate) fn once(seen: &mut bool) -> Scan<()> {
     if *seen {
         return Err(Bail);
     }
@@ -350,7 +350,7 @@ pub(super) fn once(seen: &mut bool) -> Scan<()> {
 /// Store the value of a field of a serde-derived struct, once (see
 /// [`once`]).
 #[inline]
-pub(super) fn once_value<T>(slot: &mut Option<T>, v: T) -> Scan<()> {
+pub(crate) fn once_value<T>(slot: &mut Option<T>, v: T) -> Scan<()> {
     if slot.is_some() {
         return Err(Bail);
     }

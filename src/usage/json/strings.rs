@@ -7,7 +7,7 @@ use crate::usage::estimate::TokenEstimator;
 
 /// The interior of a validated string literal (between the quotes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(in crate::usage) struct Span {
+pub(crate) struct Span {
     pub start: usize,
     pub end: usize,
     /// It contains a `\` escape.
@@ -21,12 +21,17 @@ impl Span {
 }
 
 /// An object key as written (its escapes not yet decoded).
-pub(in crate::usage) struct Key<'a> {
+pub(crate) struct Key<'a> {
     pub raw: &'a [u8],
     escaped: bool,
 }
 
 impl Key<'_> {
+    /// It contains a `\` escape.
+    pub fn escaped(&self) -> bool {
+        self.escaped
+    }
+
     /// Whether the decoded key equals `name`.
     #[inline(always)]
     pub fn is(&self, name: &[u8]) -> bool {

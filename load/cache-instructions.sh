@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# What enabling the response cache costs a miss, in instructions: the measurement this
+# machine can resolve. (load/cache.sh measures throughput and CPU time, whose round-to-round
+# noise here is larger than the cost.) Two Tollgates, one without a cache and one with
+# `cache: {ttl: 10m}` on its route, run under callgrind (valgrind's instruction counter:
+# the same binary and requests give the same count whatever else the machine is doing).
+# Each is warmed with WARM requests, then its counters are zeroed and it is sent N
+# requests, every one different (so each is a miss, and with the cache on each answer is
+# kept). The cache's memory (CACHE_MAX_BYTES, default 256 KiB) is small so that it is full
+# during the measurement: every kept answer makes moka admit it against a victim and evict,
+# the worst case. It prints the instructions per request of each gateway (all its threads:
+# the request's own work and whatever housekeeping it causes) and their ratio, and, with
+# TOP=K, the K functions of the cache that cost the most (inclusive).
+#
+# Loopback only; the client sends exactly WARM + N requests, one at a time.
+# Needs the release build (cargo build --release --workspace) and valgrind.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+N=${N:-2000}
+WARM=${WARM:-600}
+TOP=${TOP:-0}
+WORK=$(mktemp -d /tmp/tollgate-cachei.XXXXXX)
+command -v valgrind >/dev/null || {
+	echo "needs valgrind (apt-get install valgrind)" >&2
+	exit 1
+}
+start() {
+	local out
+	out=$(KEEP=1 READY_SECONDS=120 TOLLGATE_WRAP="valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=$WORK/$1.%p" bash "$ROOT/load/profile.sh" 2>&1) || true
+	echo "$out" | sed -n 's/servers left running: //p' >>"$WORK/pids"
+	echo "$out"
+}
+trap 'for p in $(cat "$WORK/pids" 2>/dev/null); do kill "$p" 2>/dev/null || true; done' EXIT
+off=$(start off)
+on=$(CACHE_TTL=10m CACHE_MAX_BYTES=${CACHE_MAX_BYTES:-262144} start on)
+port() { echo "$1" | sed -n "s/.* $2=\([0-9]*\).*/\1/p"; }
+pid_of() { echo "$1" | sed -n 's/.*tollgate=[0-9]* (pid \([0-9]*\)).*/\1/p'; }
+for g in off on; do
+	eval "[ -n \"\$(port \"\$$g\" tollgate)\" ]" || {
+		echo "gateway '$g' did not start: ${!g}" >&2
+		exit 1
+	}
+done
+# send PORT TAG COUNT: COUNT different requests, one at a time, each must be a 200.
+send() {
+	python3 - "$1" "$2" "$3" <<'PY'
+import http.client, json, sys
+port, tag, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+for i in range(n):
+    body = json.dumps({"model": "mock-gpt-4o", "messages": [
+        {"role": "user", "content": "Hello %s-%d, how are you today?" % (tag, i)}]},
+        separators=(",", ":"))
+    c.request("POST", "/v1/chat/completions", body,
+              {"Content-Type": "application/json", "Authorization": "Bearer sk-load-test"})
+    r = c.getresponse()
+    r.read()
+    if r.status != 200:
+        sys.exit("request %d answered %d" % (i, r.status))
+PY
+}
+# measure NAME: warm, zero, N requests, dump; prints the instructions counted.
+measure() {
+	local name=$1 p pid
+	p=$(port "${!name}" tollgate)
+	pid=$(pid_of "${!name}")
+	send "$p" "warm-$name-$$" "$WARM"
+	callgrind_control -i on "$pid" >/dev/null
+	callgrind_control -z "$pid" >/dev/null
+	send "$p" "run-$name-$$" "$N"
+	callgrind_control -d "$name" "$pid" >/dev/null
+	callgrind_control -i off "$pid" >/dev/null
+	# The dump's totals (one file; the threads are summed).
+	awk '/^totals:/ {s += $2} END {print s}' "$WORK/$name.$pid".*
+}
+i_off=$(measure off)
+i_on=$(measure on)
+python3 - "$i_off" "$i_on" "$N" <<'PY'
+import sys
+off, on, n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+print("instructions per request: cache off %.0f, cache on (every request a miss, kept) %.0f" % (off / n, on / n))
+print("miss cost = %.3f (on / off; target <= 1.05)" % (on / off))
+PY
+if [ "$TOP" -gt 0 ]; then
+	f=$(ls "$WORK"/on.*.* | head -n 1)
+	echo "the cache's costliest functions (inclusive, per request):"
+	callgrind_annotate --inclusive=yes "$f" 2>/dev/null |
+		awk -v n="$N" '/cache::|moka::/ { gsub(",", "", $1); printf "%10.0f  %s\n", $1 / n, $0 }' |
+		cut -c1-220 | head -n "$TOP"
+fi
