@@ -19,34 +19,35 @@ use std::fmt;
 /// The key of a request body on `route` in `scope`; `None` when the body is not a JSON
 /// object.
 pub fn key(route: &str, scope: &str, body: &[u8]) -> Option<String> {
-    let text = canonical(body)?;
-    let mut h = blake3::Hasher::new();
-    for part in [route.as_bytes(), b"\0", scope.as_bytes(), b"\0", &text] {
-        h.update(part);
+    // Hashed in one piece: route, scope, then the canonical text.
+    let mut text = Vec::with_capacity(route.len() + scope.len() + body.len() + 18);
+    for part in [route.as_bytes(), b"\0", scope.as_bytes(), b"\0"] {
+        text.extend_from_slice(part);
     }
-    Some(h.finalize().to_hex().to_string())
+    canonical(body, &mut text)?;
+    Some(blake3::hash(&text).to_hex().to_string())
 }
 
-/// The canonical text of a request body; `None` when it is not one JSON object.
-fn canonical(body: &[u8]) -> Option<Vec<u8>> {
-    let mut text = Vec::with_capacity(body.len() + 16);
+/// Append the canonical text of a request body to `text`; `None` when the body is not one
+/// JSON object.
+fn canonical(body: &[u8], text: &mut Vec<u8>) -> Option<()> {
+    let from = text.len();
     let mut c = Cursor::new(body);
     let fast = c.open(b'{').and_then(|()| {
-        object(&mut c, &mut text, true, 0)?;
+        object(&mut c, text, true, 0)?;
         c.end()
     });
     if fast.is_ok() {
-        return Some(text);
+        return Some(());
     }
-    text.clear();
+    text.truncate(from);
     let mut de = serde_json::Deserializer::from_slice(body);
     de.deserialize_map(Canonical {
-        out: &mut text,
+        out: text,
         top: true,
     })
     .ok()?;
-    de.end().ok()?;
-    Some(text)
+    de.end().ok()
 }
 
 /// Deepest nesting the fast path follows.
@@ -349,7 +350,9 @@ mod tests {
     }
 
     fn text(body: &str) -> String {
-        String::from_utf8(canonical(body.as_bytes()).unwrap()).unwrap()
+        let mut out = b"prefix".to_vec();
+        canonical(body.as_bytes(), &mut out).unwrap();
+        String::from_utf8(out.split_off(6)).unwrap()
     }
 
     const BODIES: [&str; 6] = [
