@@ -65,11 +65,11 @@ measure() {
 	p=$(port "${!name}" tollgate)
 	pid=$(pid_of "${!name}")
 	send "$p" "warm-$name-$$" "$WARM"
-	callgrind_control -i on "$pid" >/dev/null
-	callgrind_control -z "$pid" >/dev/null
+	callgrind_control -i on "$pid" >/dev/null 2>&1
+	callgrind_control -z "$pid" >/dev/null 2>&1
 	send "$p" "run-$name-$$" "$N"
-	callgrind_control -d "$name" "$pid" >/dev/null
-	callgrind_control -i off "$pid" >/dev/null
+	callgrind_control -d "$name" "$pid" >/dev/null 2>&1
+	callgrind_control -i off "$pid" >/dev/null 2>&1
 	# The dump's totals (one file; the threads are summed).
 	awk '/^totals:/ {s += $2} END {print s}' "$WORK/$name.$pid".*
 }
