@@ -24,23 +24,18 @@ command -v valgrind >/dev/null || {
 	echo "needs valgrind (apt-get install valgrind)" >&2
 	exit 1
 }
-start() {
-	local out
-	out=$(KEEP=1 READY_SECONDS=120 TOLLGATE_WRAP="valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=$WORK/$1.%p" bash "$ROOT/load/profile.sh" 2>&1) || true
-	echo "$out" | sed -n 's/servers left running: //p' >>"$WORK/pids"
-	echo "$out"
+# shellcheck source=load/gateways.sh
+. "$ROOT/load/gateways.sh"
+# Under callgrind, instrumented only when measuring; its output named after the gateway.
+under_callgrind() {
+	READY_SECONDS=120 TOLLGATE_WRAP="valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=$WORK/$1.%p" start
 }
-trap 'for p in $(cat "$WORK/pids" 2>/dev/null); do kill "$p" 2>/dev/null || true; done' EXIT
-off=$(start off)
-on=$(CACHE_TTL=10m CACHE_MAX_BYTES=${CACHE_MAX_BYTES:-262144} start on)
-port() { echo "$1" | sed -n "s/.* $2=\([0-9]*\).*/\1/p"; }
-pid_of() { echo "$1" | sed -n 's/.*tollgate=[0-9]* (pid \([0-9]*\)).*/\1/p'; }
-for g in off on; do
-	eval "[ -n \"\$(port \"\$$g\" tollgate)\" ]" || {
-		echo "gateway '$g' did not start: ${!g}" >&2
-		exit 1
-	}
-done
+off=$(under_callgrind off)
+on=$(CACHE_TTL=10m CACHE_MAX_BYTES=${CACHE_MAX_BYTES:-262144} under_callgrind on)
+[ -n "$(port "$off" tollgate)" ] && [ -n "$(port "$on" tollgate)" ] || {
+	echo "servers did not start: $off $on" >&2
+	exit 1
+}
 # send PORT TAG COUNT: COUNT different requests, one at a time, each must be a 200.
 send() {
 	python3 - "$1" "$2" "$3" <<'PY'

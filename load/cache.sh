@@ -24,22 +24,15 @@ DURATION=${DURATION:-8}
 C=${C:-64}
 ROUNDS=${ROUNDS:-2}
 WORK=$(mktemp -d /tmp/tollgate-cache.XXXXXX)
-start() {
-	local out
-	out=$(KEEP=1 bash "$ROOT/load/profile.sh" 2>&1) || true
-	echo "$out" | sed -n 's/servers left running: //p' >>"$WORK/pids"
-	echo "$out"
-}
-trap 'for p in $(cat "$WORK/pids" 2>/dev/null); do kill "$p" 2>/dev/null || true; done' EXIT
+# shellcheck source=load/gateways.sh
+. "$ROOT/load/gateways.sh"
 off=$(start)
 on=$(CACHE_TTL=10m start)
 ctl=$(start)
-port() { echo "$1" | sed -n "s/.* $2=\([0-9]*\).*/\1/p"; }
 nginx=$(port "$off" nginx)
 tg_off=$(port "$off" tollgate)
 tg_on=$(port "$on" tollgate)
 tg_ctl=$(port "$ctl" tollgate)
-pid_of() { echo "$1" | sed -n 's/.*tollgate=[0-9]* (pid \([0-9]*\)).*/\1/p'; }
 pid_off=$(pid_of "$off")
 pid_on=$(pid_of "$on")
 pid_ctl=$(pid_of "$ctl")
