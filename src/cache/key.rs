@@ -33,10 +33,7 @@ pub fn key(route: &str, scope: &str, body: &[u8]) -> Option<String> {
 fn canonical(body: &[u8], text: &mut Vec<u8>) -> Option<()> {
     let from = text.len();
     let mut c = Cursor::new(body);
-    let fast = c.open(b'{').and_then(|()| {
-        object(&mut c, text, true, 0)?;
-        c.end()
-    });
+    let fast = object(&mut c, text, true, 0).and_then(|()| c.end());
     if fast.is_ok() {
         return Some(());
     }
@@ -75,26 +72,20 @@ fn value(c: &mut Cursor<'_>, out: &mut Vec<u8>, depth: u32) -> Scan<()> {
             out.extend_from_slice(text);
             out.push(b'"');
         }
-        Some(b'{') => {
-            c.open(b'{')?;
-            object(c, out, false, depth + 1)?;
-        }
+        Some(b'{') => object(c, out, false, depth + 1)?,
         Some(b'[') => {
-            c.open(b'[')?;
             if depth + 1 > MAX_DEPTH {
                 return Err(Bail);
             }
             out.push(b'[');
-            let mut more = c.first_member(b']')?;
             let mut first = true;
-            while more {
+            c.elements(|c| {
                 if !first {
                     out.push(b',');
                 }
                 first = false;
-                value(c, out, depth + 1)?;
-                more = c.next_member(b']')?;
-            }
+                value(c, out, depth + 1)
+            })?;
             out.push(b']');
         }
         Some(b'-' | b'0'..=b'9') => number(c, out)?,
@@ -144,28 +135,25 @@ fn number(c: &mut Cursor<'_>, out: &mut Vec<u8>) -> Scan<()> {
     Ok(())
 }
 
-/// The fast path: an object's members (after its `{`), in key order.
+/// The fast path: the object at the cursor, its members in key order.
 fn object(c: &mut Cursor<'_>, out: &mut Vec<u8>, top: bool, depth: u32) -> Scan<()> {
     if depth > MAX_DEPTH {
         return Err(Bail);
     }
     let start = out.len();
     let mut fields: Vec<(&[u8], usize, usize)> = Vec::new();
-    let mut more = c.first_member(b'}')?;
-    while more {
-        let k = c.key()?;
+    c.members(|c, k| {
         if k.escaped() || (!k.raw.is_ascii() && std::str::from_utf8(k.raw).is_err()) {
             return Err(Bail);
         }
         if top && (k.raw == b"stream" || k.raw == b"stream_options") {
-            c.skip_value()?;
-        } else {
-            let from = out.len();
-            value(c, out, depth)?;
-            fields.push((k.raw, from - start, out.len() - start));
+            return c.skip_value();
         }
-        more = c.next_member(b'}')?;
-    }
+        let from = out.len();
+        value(c, out, depth)?;
+        fields.push((k.raw, from - start, out.len() - start));
+        Ok(())
+    })?;
     fields.sort_by(|a, b| a.0.cmp(b.0));
     let values = out.split_off(start);
     out.push(b'{');
@@ -343,7 +331,6 @@ mod tests {
     fn fast(body: &[u8]) -> Scan<Vec<u8>> {
         let mut out = Vec::new();
         let mut c = Cursor::new(body);
-        c.open(b'{')?;
         object(&mut c, &mut out, true, 0)?;
         c.end()?;
         Ok(out)

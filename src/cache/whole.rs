@@ -32,25 +32,17 @@ fn finished_well(reason: Option<&str>, store_truncated: bool) -> bool {
 /// The fast path: [`by_serde`]'s answer, or [`Bail`].
 fn scan(bytes: &[u8], store_truncated: bool) -> Scan<Option<bool>> {
     let mut c = Cursor::new(bytes);
-    c.open(b'{')?;
     let (mut object, mut choices) = (None, None);
-    let mut more = c.first_member(b'}')?;
-    while more {
-        let key = c.key()?;
+    c.members(|c, key| {
         if key.is(b"object") {
-            let o = if c.null()? {
-                false
-            } else {
-                plain_string(&mut c)? == b"chat.completion"
-            };
-            once(&mut object, o)?;
+            let o = !c.null()? && plain_string(c)? == b"chat.completion";
+            once(&mut object, o)
         } else if key.is(b"choices") {
-            once(&mut choices, scan_choices(&mut c, store_truncated)?)?;
+            once(&mut choices, scan_choices(c, store_truncated)?)
         } else {
-            c.skip_value()?;
+            c.skip_value()
         }
-        more = c.next_member(b'}')?;
-    }
+    })?;
     c.end()?;
     Ok(match (object, choices) {
         (Some(true), Some(Some((finished, tools)))) => finished.then_some(tools),
@@ -60,75 +52,53 @@ fn scan(bytes: &[u8], store_truncated: bool) -> Scan<Option<bool>> {
 
 /// `choices`: `Some((every one finished well, any calls tools))`, `None` when empty.
 fn scan_choices(c: &mut Cursor<'_>, store_truncated: bool) -> Scan<Option<(bool, bool)>> {
-    c.open(b'[')?;
-    let (mut any, mut finished, mut tools) = (false, true, false);
-    let mut more = c.first_member(b']')?;
-    while more {
+    let (mut finished, mut tools) = (true, false);
+    let n = c.elements(|c| {
         let (reason, calls) = scan_choice(c)?;
-        any = true;
         finished &= finished_well(reason, store_truncated);
         tools |= calls;
-        more = c.next_member(b']')?;
-    }
-    Ok(any.then_some((finished, tools)))
+        Ok(())
+    })?;
+    Ok((n > 0).then_some((finished, tools)))
 }
 
 /// One choice: its `finish_reason` and whether its message calls tools.
 fn scan_choice<'a>(c: &mut Cursor<'a>) -> Scan<(Option<&'a str>, bool)> {
-    c.open(b'{')?;
     let (mut reason, mut calls) = (None, None);
-    let mut more = c.first_member(b'}')?;
-    while more {
-        let key = c.key()?;
+    c.members(|c, key| {
         if key.is(b"finish_reason") {
             let r = if c.null()? {
                 None
             } else {
                 Some(std::str::from_utf8(plain_string(c)?).map_err(|_| Bail)?)
             };
-            once(&mut reason, r)?;
+            once(&mut reason, r)
         } else if key.is(b"message") {
-            once(&mut calls, scan_message(c)?)?;
+            once(&mut calls, scan_message(c)?)
         } else {
-            c.skip_value()?;
+            c.skip_value()
         }
-        more = c.next_member(b'}')?;
-    }
+    })?;
     Ok((reason.flatten(), calls.unwrap_or(false)))
 }
 
 /// A message object: whether it calls tools (`tool_calls` not empty, or `function_call`).
 fn scan_message(c: &mut Cursor<'_>) -> Scan<bool> {
-    c.open(b'{')?;
     let (mut tool_calls, mut function_call) = (None, None);
-    let mut more = c.first_member(b'}')?;
-    while more {
-        let key = c.key()?;
+    c.members(|c, key| {
         if key.is(b"tool_calls") {
-            let calls = if c.null()? {
-                false
-            } else {
-                c.open(b'[')?;
-                let any = c.first_member(b']')?;
-                let mut more = any;
-                while more {
-                    c.skip_value()?;
-                    more = c.next_member(b']')?;
-                }
-                any
-            };
-            once(&mut tool_calls, calls)?;
+            let calls = !c.null()? && c.elements(Cursor::skip_value)? > 0;
+            once(&mut tool_calls, calls)
         } else if key.is(b"function_call") {
             let call = !c.null()?;
             if call {
                 c.skip_value()?;
             }
-            once(&mut function_call, call)?;
+            once(&mut function_call, call)
         } else {
-            c.skip_value()?;
+            c.skip_value()
         }
-        more = c.next_member(b'}')?;
-    }
+    })?;
     Ok(tool_calls.unwrap_or(false) || function_call.unwrap_or(false))
 }
 

@@ -133,6 +133,36 @@ impl<'a> Cursor<'a> {
     }
 
     /// Only whitespace is left.
+    /// Each member of the object at the cursor (after whitespace): `each` gets its key and
+    /// reads or skips its value.
+    pub fn members(
+        &mut self,
+        mut each: impl FnMut(&mut Self, strings::Key<'a>) -> Scan<()>,
+    ) -> Scan<()> {
+        self.open(b'{')?;
+        let mut more = self.first_member(b'}')?;
+        while more {
+            let key = self.key()?;
+            each(self, key)?;
+            more = self.next_member(b'}')?;
+        }
+        Ok(())
+    }
+
+    /// Each element of the array at the cursor (after whitespace): `each` reads or skips
+    /// it. How many there were.
+    pub fn elements(&mut self, mut each: impl FnMut(&mut Self) -> Scan<()>) -> Scan<usize> {
+        self.open(b'[')?;
+        let mut n = 0;
+        let mut more = self.first_member(b']')?;
+        while more {
+            each(self)?;
+            n += 1;
+            more = self.next_member(b']')?;
+        }
+        Ok(n)
+    }
+
     pub fn end(&mut self) -> Scan<()> {
         match self.ws() {
             None => Ok(()),
