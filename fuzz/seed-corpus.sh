@@ -25,3 +25,4 @@ seed translate_gemini_embed $fx/gemini/embeddings_client_request.json $fx/gemini
 seed config ../conf/tollgate.yaml
 mkdir -p corpus/quota_api && printf '\0consumer=alice&quota=10&value=-3' >corpus/quota_api/form
 mkdir -p corpus/multipart && printf '\0--fzB0undary\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n--fzB0undary\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\nRIFF\r\n--fzB0undary--\r\n' >corpus/multipart/form
+seed cache_json $fx/*/client_request.json $fx/*/expected_client_response.json

@@ -25,7 +25,7 @@ pub mod graph;
 pub mod key;
 pub mod semantic;
 pub mod store;
-mod whole;
+pub(crate) mod whole;
 
 pub use key::key;
 pub use whole::keepable_whole;

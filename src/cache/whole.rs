@@ -20,6 +20,20 @@ pub fn keepable_whole(bytes: &[u8], store_truncated: bool) -> Option<bool> {
     }
 }
 
+/// The fast path's answer (`None`: it bailed) and serde_json's: they must agree whenever the
+/// fast path decides and the bytes are UTF-8 (the unit tests and the `cache_json` fuzz
+/// target).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn both_paths(
+    bytes: &[u8],
+    store_truncated: bool,
+) -> (Option<Option<bool>>, Option<bool>) {
+    (
+        scan(bytes, store_truncated).ok(),
+        by_serde(bytes, store_truncated),
+    )
+}
+
 /// A choice's `finish_reason` that lets its answer be kept.
 fn finished_well(reason: Option<&str>, store_truncated: bool) -> bool {
     match reason {
@@ -212,8 +226,8 @@ mod tests {
                 continue;
             }
             for store_truncated in [false, true] {
-                let slow = by_serde(&bytes, store_truncated);
-                if let Ok(fast) = scan(&bytes, store_truncated) {
+                let (fast, slow) = both_paths(&bytes, store_truncated);
+                if let Some(fast) = fast {
                     decided += 1;
                     assert_eq!(fast, slow, "{:?}", String::from_utf8_lossy(&bytes));
                 }

@@ -260,3 +260,14 @@ fn fuzz_multipart() {
         check_multipart,
     );
 }
+
+#[test]
+fn fuzz_cache_json() {
+    let seeds = Seeds::new(&[gen::OPENAI_REQUESTS, gen::OPENAI_RESPONSES]);
+    run(
+        "cache_json",
+        0x2545_F491_4F6C_DD1D,
+        |rng| seeds.json(rng),
+        check_cache_json,
+    );
+}
