@@ -54,7 +54,7 @@ impl Expiry<String, Kept> for Expires {
 }
 
 pub struct ResponseCache {
-    /// Keyed by SHA-256 digests, hashed with `ahash` (keyed per process, so bucket
+    /// Keyed by BLAKE3 digests (hex), hashed with `ahash` (keyed per process, so bucket
     /// collisions cannot be ground out offline; several times cheaper than the default
     /// SipHash, which the map's rehashes made visible on a miss).
     memory: Cache<String, Kept, ahash::RandomState>,
