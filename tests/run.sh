@@ -17,5 +17,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --bins
 # Benchmarks compile and run once each in test mode (criterion's quick check).
 cargo test --bench hot_path
-cargo test --workspace --lib --bins --tests -- --test-threads=2
+# `--tests` takes every target with tests: the libraries, the integration suite and the
+# binaries' unit tests (mock-llm's); the gateway's binary has none (`test = false`).
+cargo test --workspace --lib --tests -- --test-threads=2
 df -h . >&2 || true

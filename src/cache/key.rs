@@ -52,21 +52,11 @@ fn fast(body: &[u8], out: &mut Vec<u8>) -> Scan<()> {
 
 /// The slow path: serde_json's tree, written with sorted keys.
 fn by_tree(body: &[u8], out: &mut Vec<u8>) -> Option<()> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let members = v
-        .as_object()?
-        .iter()
-        .filter(|(k, _)| *k != "stream" && *k != "stream_options");
-    out.push(b'{');
-    for (i, (k, v)) in members.enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write(out, k);
-        out.push(b':');
-        super::canonical_bytes(v, out);
-    }
-    out.push(b'}');
+    let mut v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let members = v.as_object_mut()?;
+    members.remove("stream");
+    members.remove("stream_options");
+    super::canonical_bytes(&v, out);
     Some(())
 }
 

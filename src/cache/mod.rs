@@ -230,11 +230,9 @@ pub fn keepable(completion: &Value, store_truncated: bool) -> bool {
     let Some(choices) = completion["choices"].as_array().filter(|c| !c.is_empty()) else {
         return false;
     };
-    choices.iter().all(|c| match c["finish_reason"].as_str() {
-        Some("stop" | "tool_calls" | "function_call") => true,
-        Some("length") => store_truncated,
-        _ => false,
-    })
+    choices
+        .iter()
+        .all(|c| whole::finished_well(c["finish_reason"].as_str(), store_truncated))
 }
 
 /// A streamed answer's SSE bytes (OpenAI chunks) as one `chat.completion`; `None` when the

@@ -8,7 +8,7 @@
 //! generated variations); neither checks the UTF-8 of strings they skip, which the caller
 //! does when it keeps the text.
 
-use crate::usage::json::{Bail, Cursor, Scan};
+use crate::usage::json::{once_value, Bail, Cursor, Scan};
 use serde::Deserialize;
 
 /// A whole answer's bytes: `Some(calls tools)` when it is a `chat.completion` that may be
@@ -35,7 +35,7 @@ pub(crate) fn both_paths(
 }
 
 /// A choice's `finish_reason` that lets its answer be kept.
-fn finished_well(reason: Option<&str>, store_truncated: bool) -> bool {
+pub(super) fn finished_well(reason: Option<&str>, store_truncated: bool) -> bool {
     match reason {
         Some("stop" | "tool_calls" | "function_call") => true,
         Some("length") => store_truncated,
@@ -50,9 +50,9 @@ fn scan(bytes: &[u8], store_truncated: bool) -> Scan<Option<bool>> {
     c.members(|c, key| {
         if key.is(b"object") {
             let o = !c.null()? && plain_string(c)? == b"chat.completion";
-            once(&mut object, o)
+            once_value(&mut object, o)
         } else if key.is(b"choices") {
-            once(&mut choices, scan_choices(c, store_truncated)?)
+            once_value(&mut choices, scan_choices(c, store_truncated)?)
         } else {
             c.skip_value()
         }
@@ -86,9 +86,9 @@ fn scan_choice<'a>(c: &mut Cursor<'a>) -> Scan<(Option<&'a str>, bool)> {
             } else {
                 Some(std::str::from_utf8(plain_string(c)?).map_err(|_| Bail)?)
             };
-            once(&mut reason, r)
+            once_value(&mut reason, r)
         } else if key.is(b"message") {
-            once(&mut calls, scan_message(c)?)
+            once_value(&mut calls, scan_message(c)?)
         } else {
             c.skip_value()
         }
@@ -102,13 +102,13 @@ fn scan_message(c: &mut Cursor<'_>) -> Scan<bool> {
     c.members(|c, key| {
         if key.is(b"tool_calls") {
             let calls = !c.null()? && c.elements(Cursor::skip_value)? > 0;
-            once(&mut tool_calls, calls)
+            once_value(&mut tool_calls, calls)
         } else if key.is(b"function_call") {
             let call = !c.null()?;
             if call {
                 c.skip_value()?;
             }
-            once(&mut function_call, call)
+            once_value(&mut function_call, call)
         } else {
             c.skip_value()
         }
@@ -123,15 +123,6 @@ fn plain_string<'a>(c: &mut Cursor<'a>) -> Scan<&'a [u8]> {
         return Err(Bail);
     }
     c.bytes().get(s.start..s.end).ok_or(Bail)
-}
-
-/// A field seen once (serde's derive refuses a repeated one: bail and let it).
-fn once<T>(slot: &mut Option<T>, v: T) -> Scan<()> {
-    if slot.is_some() {
-        return Err(Bail);
-    }
-    *slot = Some(v);
-    Ok(())
 }
 
 /// A whole `chat.completion` as keeping it needs to see it (borrowed, nothing else parsed).

@@ -834,9 +834,9 @@ fn check_media_meter(input: &[u8], rng: &mut XorShift) {
 
 /// The cache's key: its fast path writes the canonical text of serde_json's tree whenever it
 /// decides and no key repeats, a body has a key when serde_json reads it as one object and
-/// never when it is not one, and the key does not depend on whitespace between tokens. A whole answer's
-/// check: the fast path gives serde's answer whenever it decides (on UTF-8; the cache checks
-/// UTF-8 before it keeps an answer).
+/// never when it is not one, and the key does not depend on whitespace between tokens. A
+/// whole answer's check: the fast path gives serde's answer whenever it decides (on UTF-8;
+/// the cache checks UTF-8 before it keeps an answer).
 pub fn check_cache_json(input: &[u8], rng: &mut XorShift) {
     let (fast, slow) = crate::cache::key::both_paths(input);
     let repeats = crate::cache::key::repeats_a_key(input);

@@ -132,7 +132,6 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// Only whitespace is left.
     /// Each member of the object at the cursor (after whitespace): `each` gets its key and
     /// reads or skips its value.
     pub fn members(
@@ -163,6 +162,7 @@ impl<'a> Cursor<'a> {
         Ok(n)
     }
 
+    /// Only whitespace is left.
     pub fn end(&mut self) -> Scan<()> {
         match self.ws() {
             None => Ok(()),
