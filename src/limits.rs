@@ -260,7 +260,7 @@ impl Headroom {
     }
 
     /// OpenAI's `x-ratelimit-*` headers (names made at compile time: no parsing per request).
-    pub fn headers(&self) -> Vec<(HeaderName, String)> {
+    pub fn headers(&self) -> Vec<(HeaderName, http::HeaderValue)> {
         const LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
         const REMAINING_TOKENS: HeaderName =
             HeaderName::from_static("x-ratelimit-remaining-tokens");
@@ -270,15 +270,18 @@ impl Headroom {
             HeaderName::from_static("x-ratelimit-remaining-requests");
         const RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
         let mut out = Vec::with_capacity(6);
-        let fmt = |d: Duration| format!("{}ms", d.as_millis());
+        let fmt = |d: Duration| {
+            http::HeaderValue::try_from(format!("{}ms", d.as_millis()))
+                .unwrap_or(http::HeaderValue::from_static("0ms"))
+        };
         if let Some((l, r, t)) = self.limit_tokens {
-            out.push((LIMIT_TOKENS, l.to_string()));
-            out.push((REMAINING_TOKENS, r.to_string()));
+            out.push((LIMIT_TOKENS, l.into()));
+            out.push((REMAINING_TOKENS, r.into()));
             out.push((RESET_TOKENS, fmt(t)));
         }
         if let Some((l, r, t)) = self.limit_requests {
-            out.push((LIMIT_REQUESTS, l.to_string()));
-            out.push((REMAINING_REQUESTS, r.to_string()));
+            out.push((LIMIT_REQUESTS, l.into()));
+            out.push((REMAINING_REQUESTS, r.into()));
             out.push((RESET_REQUESTS, fmt(t)));
         }
         out

@@ -16,16 +16,33 @@
 use crate::usage::json::{Bail, Cursor, Scan};
 use std::borrow::Cow;
 
+/// A key: the BLAKE3 digest itself (32 bytes, hashed and compared as they are in memory),
+/// written as hex where it leaves the process (Redis, the semantic index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key(pub [u8; 32]);
+
+impl Key {
+    /// The 64 hex digits.
+    pub fn hex(&self) -> String {
+        blake3::Hash::from_bytes(self.0).to_hex().to_string()
+    }
+
+    /// From its 64 hex digits.
+    pub fn from_hex(hex: &str) -> Option<Key> {
+        blake3::Hash::from_hex(hex).ok().map(|h| Key(*h.as_bytes()))
+    }
+}
+
 /// The key of a request body on `route` in `scope`; `None` when the body is not a JSON
 /// object.
-pub fn key(route: &str, scope: &str, body: &[u8]) -> Option<String> {
+pub fn key(route: &str, scope: &str, body: &[u8]) -> Option<Key> {
     // Hashed in one piece: route, scope, then the canonical text.
     let mut text = Vec::with_capacity(route.len() + scope.len() + body.len() + 18);
     for part in [route.as_bytes(), b"\0", scope.as_bytes(), b"\0"] {
         text.extend_from_slice(part);
     }
     canonical(body, &mut text)?;
-    Some(blake3::hash(&text).to_hex().to_string())
+    Some(Key(*blake3::hash(&text).as_bytes()))
 }
 
 /// Append the canonical text of a request body to `text`; `None` when the body is not one
@@ -45,6 +62,8 @@ fn fast(body: &[u8], out: &mut Vec<u8>) -> Scan<()> {
     let mut w = Writer {
         out,
         moves_left: body.len().saturating_mul(2).saturating_add(4096),
+        members: Vec::new(),
+        scratch: Vec::new(),
     };
     w.object(&mut c, true, 0)?;
     c.end()
@@ -70,14 +89,19 @@ fn write<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
 const MAX_DEPTH: u32 = 48;
 
 /// The fast path's output, and how many more bytes its reordering may move.
-struct Writer<'o> {
+struct Writer<'o, 'b> {
     out: &'o mut Vec<u8>,
     moves_left: usize,
+    /// The open objects' members, innermost last: each key and where its `"key":value`
+    /// is, from the object's start (one stack for every level: no allocation per object).
+    members: Vec<(&'b [u8], usize, usize)>,
+    /// An unsorted object's members while they are put in order.
+    scratch: Vec<u8>,
 }
 
-impl Writer<'_> {
+impl<'b> Writer<'_, 'b> {
     /// The value at the cursor.
-    fn value(&mut self, c: &mut Cursor<'_>, depth: u32) -> Scan<()> {
+    fn value(&mut self, c: &mut Cursor<'b>, depth: u32) -> Scan<()> {
         let b = c.bytes();
         match c.ws() {
             Some(b'"') => {
@@ -128,14 +152,14 @@ impl Writer<'_> {
     }
 
     /// The object at the cursor, its members in key order.
-    fn object(&mut self, c: &mut Cursor<'_>, top: bool, depth: u32) -> Scan<()> {
+    fn object(&mut self, c: &mut Cursor<'b>, top: bool, depth: u32) -> Scan<()> {
         if depth > MAX_DEPTH {
             return Err(Bail);
         }
         let start = self.out.len();
         self.out.push(b'{');
-        // Each member's key and where its `"key":value` is, from `start`.
-        let mut members: Vec<(&[u8], usize, usize)> = Vec::new();
+        // This object's members are `self.members[base..]`.
+        let base = self.members.len();
         let mut sorted = true;
         c.members(|c, k| {
             if k.escaped() || (!k.raw.is_ascii() && std::str::from_utf8(k.raw).is_err()) {
@@ -144,8 +168,10 @@ impl Writer<'_> {
             if top && (k.raw == b"stream" || k.raw == b"stream_options") {
                 return c.skip_value();
             }
-            if let Some((last, ..)) = members.last() {
-                sorted &= *last <= k.raw;
+            if self.members.len() > base {
+                if let Some((last, ..)) = self.members.last() {
+                    sorted &= *last <= k.raw;
+                }
                 self.out.push(b',');
             }
             let from = self.out.len() - start;
@@ -153,13 +179,17 @@ impl Writer<'_> {
             self.out.extend_from_slice(k.raw);
             self.out.extend_from_slice(b"\":");
             self.value(c, depth)?;
-            members.push((k.raw, from, self.out.len() - start));
+            self.members.push((k.raw, from, self.out.len() - start));
             Ok(())
         })?;
         if !sorted {
             // Put in order: the members move once, within the budget.
-            let written = self.out.split_off(start);
+            let written = self.out.get(start..).ok_or(Bail)?;
             self.moves_left = self.moves_left.checked_sub(written.len()).ok_or(Bail)?;
+            self.scratch.clear();
+            self.scratch.extend_from_slice(written);
+            self.out.truncate(start);
+            let members = self.members.get_mut(base..).ok_or(Bail)?;
             members.sort_by(|a, b| a.0.cmp(b.0));
             self.out.push(b'{');
             for (i, (_, from, to)) in members.iter().enumerate() {
@@ -167,9 +197,10 @@ impl Writer<'_> {
                     self.out.push(b',');
                 }
                 self.out
-                    .extend_from_slice(written.get(*from..*to).ok_or(Bail)?);
+                    .extend_from_slice(self.scratch.get(*from..*to).ok_or(Bail)?);
             }
         }
+        self.members.truncate(base);
         self.out.push(b'}');
         Ok(())
     }

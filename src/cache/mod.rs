@@ -27,7 +27,7 @@ pub mod semantic;
 pub mod store;
 pub(crate) mod whole;
 
-pub use key::key;
+pub use key::{key, Key};
 pub use whole::keepable_whole;
 
 use crate::settings::{CacheScope, RouteCacheSection};
@@ -83,19 +83,22 @@ pub enum Wish {
 
 impl Wish {
     pub fn of(headers: &http::HeaderMap) -> Wish {
+        // One walk over the request's few headers rather than a lookup of each name.
         let mut wish = Wish::Use;
-        let words = headers
-            .get_all(http::header::CACHE_CONTROL)
-            .iter()
-            .chain(headers.get_all(X_TOLLGATE_CACHE).iter())
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|w| w.trim().to_ascii_lowercase());
-        for w in words {
-            match w.as_str() {
-                "no-store" | "bypass" => return Wish::Bypass,
-                "no-cache" | "refresh" => wish = Wish::Refresh,
-                _ => {}
+        for (name, value) in headers {
+            if name != http::header::CACHE_CONTROL && name != X_TOLLGATE_CACHE {
+                continue;
+            }
+            let Ok(value) = value.to_str() else {
+                continue;
+            };
+            for w in value.split(',').map(str::trim) {
+                if w.eq_ignore_ascii_case("no-store") || w.eq_ignore_ascii_case("bypass") {
+                    return Wish::Bypass;
+                }
+                if w.eq_ignore_ascii_case("no-cache") || w.eq_ignore_ascii_case("refresh") {
+                    wish = Wish::Refresh;
+                }
             }
         }
         wish
@@ -128,19 +131,70 @@ impl Verdict {
     }
 }
 
+/// A route's cache counters (`tollgate_cache_lookups_total` by verdict,
+/// `tollgate_cache_stored_total`), resolved from their families once when the route is
+/// built rather than by label on every request.
+#[derive(Debug, Clone)]
+pub struct Counters {
+    /// By [`Verdict`], in its order.
+    lookups: [prometheus::IntCounter; 5],
+    stored: prometheus::IntCounter,
+}
+
+impl Counters {
+    pub fn new(route: &str) -> Counters {
+        let m = &crate::metrics::METRICS;
+        let lookup = |v: Verdict| m.cache_lookups.with_label_values(&[route, v.as_str()]);
+        Counters {
+            lookups: [
+                lookup(Verdict::Hit),
+                lookup(Verdict::HitSemantic),
+                lookup(Verdict::Miss),
+                lookup(Verdict::Refresh),
+                lookup(Verdict::Bypass),
+            ],
+            stored: m.cache_stored.with_label_values(&[route]),
+        }
+    }
+
+    /// Count a lookup's verdict.
+    pub fn looked_up(&self, v: Verdict) {
+        let i = match v {
+            Verdict::Hit => 0,
+            Verdict::HitSemantic => 1,
+            Verdict::Miss => 2,
+            Verdict::Refresh => 3,
+            Verdict::Bypass => 4,
+        };
+        if let Some(c) = self.lookups.get(i) {
+            c.inc();
+        }
+    }
+
+    /// Count an answer kept.
+    pub fn stored(&self) {
+        self.stored.inc();
+    }
+}
+
 /// The scope an entry is kept for: whose requests may be answered with it.
 pub fn scope(s: CacheScope, consumer: Option<&str>, team: Option<&str>, route: &str) -> String {
-    match (s, consumer) {
-        (CacheScope::Consumer, Some(c)) => format!("consumer:{c}"),
-        (CacheScope::Consumer, None) => format!("anonymous:{route}"),
-        (CacheScope::Team, _) => match team.or(consumer) {
-            Some(t) if team.is_some() => format!("team:{t}"),
-            Some(c) => format!("consumer:{c}"),
-            None => format!("anonymous:{route}"),
+    let (kind, name) = match (s, consumer) {
+        (CacheScope::Consumer, Some(c)) => ("consumer:", c),
+        (CacheScope::Consumer, None) => ("anonymous:", route),
+        (CacheScope::Team, _) => match (team, consumer) {
+            (Some(t), _) => ("team:", t),
+            (None, Some(c)) => ("consumer:", c),
+            (None, None) => ("anonymous:", route),
         },
-        (CacheScope::Route, _) => format!("route:{route}"),
-        (CacheScope::Global, _) => "global".into(),
-    }
+        (CacheScope::Route, _) => ("route:", route),
+        (CacheScope::Global, _) => return "global".into(),
+    };
+    // Two pieces, one allocation (no formatting machinery on every request).
+    let mut scope = String::with_capacity(kind.len() + name.len());
+    scope.push_str(kind);
+    scope.push_str(name);
+    scope
 }
 
 /// Write `v` with object keys sorted and no whitespace.

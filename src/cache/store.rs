@@ -6,7 +6,7 @@
 //! (counted, logged at most once a minute), never a failed request.
 
 use super::semantic::SemanticIndex;
-use super::Entry;
+use super::{Entry, Key};
 use crate::metrics::METRICS;
 use crate::store::cache::Index;
 use crate::store::redis::RedisStore;
@@ -47,17 +47,17 @@ pub fn now_ms() -> u64 {
 
 struct Expires;
 
-impl Expiry<String, Kept> for Expires {
-    fn expire_after_create(&self, _: &String, v: &Kept, _: Instant) -> Option<Duration> {
+impl Expiry<Key, Kept> for Expires {
+    fn expire_after_create(&self, _: &Key, v: &Kept, _: Instant) -> Option<Duration> {
         Some(Duration::from_millis(v.expires_ms.saturating_sub(now_ms())))
     }
 }
 
 pub struct ResponseCache {
-    /// Keyed by BLAKE3 digests (hex), hashed with `ahash` (keyed per process, so bucket
+    /// Keyed by BLAKE3 digests (32 bytes), hashed with `ahash` (keyed per process, so bucket
     /// collisions cannot be ground out offline; several times cheaper than the default
     /// SipHash, which the map's rehashes made visible on a miss).
-    memory: Cache<String, Kept, ahash::RandomState>,
+    memory: Cache<Key, Kept, ahash::RandomState>,
     redis: Option<Arc<RedisStore>>,
     max_entry: usize,
     /// When a Redis failure was last logged (unix ms).
@@ -70,7 +70,7 @@ impl ResponseCache {
     pub fn new(max_bytes: u64, max_entry: u64, redis: Option<Arc<RedisStore>>) -> Self {
         let memory = Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|_: &String, v: &Kept| v.entry.weight())
+            .weigher(|_: &Key, v: &Kept| v.entry.weight())
             .expire_after(Expires)
             .build_with_hasher(ahash::RandomState::new());
         ResponseCache {
@@ -113,14 +113,14 @@ impl ResponseCache {
     }
 
     /// The entry kept under `key`, if it is still served.
-    pub async fn get(&self, key: &str) -> Option<Arc<Entry>> {
+    pub async fn get(&self, key: &Key) -> Option<Arc<Entry>> {
         if let Some(k) = self.memory.get(key) {
             if k.expires_ms > now_ms() {
                 return Some(k.entry);
             }
         }
         let redis = self.redis.as_ref()?;
-        let text = match redis.cache_get(key).await {
+        let text = match redis.cache_get(&key.hex()).await {
             Ok(t) => t?,
             Err(e) => {
                 self.failed("reading from Redis", &e);
@@ -135,12 +135,12 @@ impl ResponseCache {
             entry: Arc::new(stored.entry),
             expires_ms: stored.expires_ms.min(now_ms() + SHARED_COPY_MS),
         };
-        self.memory.insert(key.to_string(), kept.clone());
+        self.memory.insert(*key, kept.clone());
         Some(kept.entry)
     }
 
     /// Keep `entry` under `key` for `ttl` (not when larger than `max_entry_bytes`).
-    pub async fn put(&self, key: String, entry: Entry, ttl: Duration) -> bool {
+    pub async fn put(&self, key: Key, entry: Entry, ttl: Duration) -> bool {
         if entry.completion.len() > self.max_entry {
             return false;
         }
@@ -157,7 +157,7 @@ impl ResponseCache {
                 entry: entry.clone(),
             };
             let text = serde_json::to_string(&stored).unwrap_or_default();
-            if let Err(e) = redis.cache_put(&key, &text, ttl_ms, under).await {
+            if let Err(e) = redis.cache_put(&key.hex(), &text, ttl_ms, under).await {
                 self.failed("writing to Redis", &e);
             }
         }
@@ -192,14 +192,14 @@ impl ResponseCache {
             self.semantic(r).clear();
         }
         let mut memory = 0;
-        let doomed: Vec<Arc<String>> = self
+        let doomed: Vec<Arc<Key>> = self
             .memory
             .iter()
             .filter(|(_, v)| matches(&v.entry))
             .map(|(k, _)| k)
             .collect();
         for k in doomed {
-            self.memory.invalidate(k.as_str());
+            self.memory.invalidate(k.as_ref());
             memory += 1;
         }
         let mut shared = 0;

@@ -150,3 +150,14 @@ fn whole_answers_are_checked_without_a_tree() {
     let v: Value = serde_json::from_slice(ok).unwrap();
     assert!(keepable(&v, false));
 }
+
+#[test]
+fn a_key_is_written_and_read_as_hex() {
+    let k = key("chat", "global", br#"{"model":"m"}"#).unwrap();
+    let hex = k.hex();
+    assert_eq!(hex.len(), 64);
+    assert!(hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(Key::from_hex(&hex), Some(k));
+    assert_eq!(Key::from_hex("not hex"), None);
+    assert_eq!(Key::from_hex(&hex[..62]), None);
+}

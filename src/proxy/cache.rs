@@ -17,7 +17,6 @@ use crate::cache::semantic::{self, Semantic, SemanticIndex};
 use crate::cache::store::now_ms;
 use crate::cache::{self, Entry, Verdict, Wish};
 use crate::error::GatewayError;
-use crate::metrics::METRICS;
 use crate::route::{Endpoint, Route};
 use crate::runtime::Gateway;
 use crate::state::Backends;
@@ -30,7 +29,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct CacheState {
     pub verdict: Verdict,
-    key: String,
+    key: cache::Key,
     scope: String,
     /// The entry that answered (a hit).
     pub hit: Option<Arc<Entry>>,
@@ -62,10 +61,14 @@ impl std::fmt::Debug for Probe {
 
 impl CacheState {
     /// The `x-tollgate-cache` response header: `hit-semantic;score=0.93`, `hit-exact`, ….
-    pub fn header(&self) -> String {
+    pub fn header(&self) -> http::HeaderValue {
+        let plain = http::HeaderValue::from_static(self.verdict.as_str());
         match self.score {
-            Some(s) => format!("{};score={s:.2}", self.verdict.as_str()),
-            None => self.verdict.as_str().to_string(),
+            Some(s) => {
+                http::HeaderValue::try_from(format!("{};score={s:.2}", self.verdict.as_str()))
+                    .unwrap_or(plain)
+            }
+            None => plain,
         }
     }
 }
@@ -118,7 +121,11 @@ pub async fn lookup(
                     sem.tool_calls,
                     now_ms(),
                 ) {
-                    match backends.cache().get(&found.key).await {
+                    let kept = match cache::Key::from_hex(&found.key) {
+                        Some(k) => backends.cache().get(&k).await,
+                        None => None,
+                    };
+                    match kept {
                         Some(entry) => {
                             hit = Some(entry);
                             score = Some(found.score);
@@ -140,10 +147,9 @@ pub async fn lookup(
         (Wish::Refresh, _) => Verdict::Refresh,
         (Wish::Bypass, _) => Verdict::Bypass,
     };
-    METRICS
-        .cache_lookups
-        .with_label_values(&[route.name.as_str(), verdict.as_str()])
-        .inc();
+    if let Some(c) = &route.cache_counters {
+        c.looked_up(verdict);
+    }
     Some(CacheState {
         verdict,
         key,
@@ -212,7 +218,7 @@ pub struct Reply<'a> {
     pub config: &'a Gateway,
     pub attempts: &'a mut AttemptLog,
     pub request_id: &'a str,
-    pub extra_headers: &'a [(http::HeaderName, String)],
+    pub extra_headers: &'a [(http::HeaderName, http::HeaderValue)],
     /// The answer's policies: a kept answer holds placeholders (it was made for the masked
     /// request, which is also its key), restored here as in a fresh answer.
     pub respond: Option<&'a crate::policy::restore::ResponsePolicy>,
@@ -266,7 +272,7 @@ pub async fn answer(
     let header = (|| {
         let mut h = ResponseHeader::build(200, Some(4 + extra_headers.len()))?;
         for (name, value) in extra_headers {
-            h.insert_header(name.clone(), value.as_str())?;
+            h.insert_header(name.clone(), value.clone())?;
         }
         h.insert_header(http::header::CONTENT_TYPE, "text/event-stream")?;
         h.insert_header(http::header::CACHE_CONTROL, "no-cache")?;
@@ -359,18 +365,14 @@ pub async fn keep(
         model: body.model.clone(),
         scope: state.scope.clone(),
     };
-    if backends
-        .cache()
-        .put(state.key.clone(), entry, settings.ttl)
-        .await
-    {
+    if backends.cache().put(state.key, entry, settings.ttl).await {
         if let (Some(p), Some(sem)) = (&state.probe, &settings.semantic) {
             let ttl_ms = u64::try_from(settings.ttl.as_millis()).unwrap_or(u64::MAX);
             let now = now_ms();
             p.index.insert(
                 p.context,
                 p.vector.clone(),
-                state.key.clone(),
+                state.key.hex(),
                 now.saturating_add(ttl_ms),
                 tool_calls,
                 sem.max_entries,
@@ -378,9 +380,8 @@ pub async fn keep(
                 now,
             );
         }
-        METRICS
-            .cache_stored
-            .with_label_values(&[route.name.as_str()])
-            .inc();
+        if let Some(c) = &route.cache_counters {
+            c.stored();
+        }
     }
 }

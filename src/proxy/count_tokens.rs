@@ -73,7 +73,10 @@ pub async fn answer_estimate(
 ) -> Result<u16, Failure> {
     let n = estimate(body);
     let mut headers = extra_headers.clone();
-    headers.push((X_TOLLGATE_TOKEN_COUNT, "estimate".to_string()));
+    headers.push((
+        X_TOLLGATE_TOKEN_COUNT,
+        http::HeaderValue::from_static("estimate"),
+    ));
     let answer = serde_json::json!({ "input_tokens": n }).to_string();
     answer_json_with(session, answer.into(), request_id, &headers).await
 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Response headers added by admission (`x-ratelimit-*`, `retry-after`).
-pub type ExtraHeaders = Vec<(http::HeaderName, String)>;
+pub type ExtraHeaders = Vec<(http::HeaderName, http::HeaderValue)>;
 
 /// What a client request did, stage by stage.
 pub struct Exchange {

@@ -121,7 +121,7 @@ enum Stop {
 pub struct ClientSide<'a> {
     pub session: &'a mut Session,
     pub request_id: &'a str,
-    pub extra_headers: &'a [(http::HeaderName, String)],
+    pub extra_headers: &'a [(http::HeaderName, http::HeaderValue)],
     /// Which of the client's headers go to the provider (the route's rule).
     pub forward: &'a ForwardHeaders,
     pub stream: bool,
@@ -942,10 +942,14 @@ fn for_client(resp: &mut ResponseHeader) {
 
 /// The request id and the gateway's own headers on the client's response. All are valid
 /// header values (the request id is checked when it is taken from the client).
-fn decorate(resp: &mut ResponseHeader, request_id: &str, extra: &[(http::HeaderName, String)]) {
+fn decorate(
+    resp: &mut ResponseHeader,
+    request_id: &str,
+    extra: &[(http::HeaderName, http::HeaderValue)],
+) {
     let _ = resp.insert_header(X_REQUEST_ID, request_id);
     for (name, value) in extra {
-        let _ = resp.insert_header(name.clone(), value.as_str());
+        let _ = resp.insert_header(name.clone(), value.clone());
     }
 }
 

@@ -68,7 +68,7 @@ pub(super) async fn answer_json_with(
     session: &mut Session,
     body: bytes::Bytes,
     request_id: &str,
-    extra: &[(http::HeaderName, String)],
+    extra: &[(http::HeaderName, http::HeaderValue)],
 ) -> Result<u16, Failure> {
     respond::json_with(session, 200, body, request_id, extra)
         .await

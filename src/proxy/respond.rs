@@ -16,11 +16,11 @@ pub async fn json_with(
     status: u16,
     body: Bytes,
     request_id: &str,
-    extra: &[(http::HeaderName, String)],
+    extra: &[(http::HeaderName, http::HeaderValue)],
 ) -> Result<()> {
     let mut h = ResponseHeader::build(status, Some(4 + extra.len()))?;
     for (name, value) in extra {
-        h.insert_header(name.clone(), value.as_str())?;
+        h.insert_header(name.clone(), value.clone())?;
     }
     h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     h.insert_header(http::header::CONTENT_LENGTH, body.len())?;
@@ -54,17 +54,17 @@ pub async fn error(
     err: &GatewayError,
     request_id: &str,
     client: ClientProtocol,
-    extra: &[(http::HeaderName, String)],
+    extra: &[(http::HeaderName, http::HeaderValue)],
 ) -> Result<()> {
     let status = err.status();
-    let mut own: Vec<(http::HeaderName, String)> = Vec::new();
+    let mut own: Vec<(http::HeaderName, http::HeaderValue)> = Vec::new();
     if matches!(status, 429 | 503) && !extra.iter().any(|(n, _)| n == http::header::RETRY_AFTER) {
         if let Some(secs) = err.retry_after() {
-            own.push((http::header::RETRY_AFTER, secs.to_string()));
+            own.push((http::header::RETRY_AFTER, secs.into()));
         }
     }
     if err.needs_operator() {
-        own.push((X_SHOULD_RETRY, "false".into()));
+        own.push((X_SHOULD_RETRY, http::HeaderValue::from_static("false")));
     }
     if own.is_empty() {
         return json_with(session, status, err.body_for(client), request_id, extra).await;

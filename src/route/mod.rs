@@ -139,6 +139,8 @@ pub struct Route {
     pub models: crate::route::models::ModelList,
     /// The response cache for its chat completions (`None`: off).
     pub cache: Option<crate::cache::RouteCache>,
+    /// Its cache's counters, resolved once (`None`: no cache).
+    pub cache_counters: Option<crate::cache::Counters>,
     /// PII masking (`None`: off).
     pub pii: Option<std::sync::Arc<crate::policy::pii::PiiPolicy>>,
     /// Deny rules (`None`: off).

@@ -103,6 +103,7 @@ pub(super) fn build_route(
             ConfigError::field(route_field(&format!("forward_headers[{j}]")), e)
         })?,
         models: Default::default(),
+        cache_counters: None,
         cache: section(
             &r.cache,
             &route_field("cache"),
@@ -119,5 +120,8 @@ pub(super) fn build_route(
         keys > 0 || r.list_unconfigured || list_unconfigured.contains(provider)
     };
     route.models = crate::route::models::ModelList::build(&route, &listed);
+    if route.cache.is_some() {
+        route.cache_counters = Some(crate::cache::Counters::new(&route.name));
+    }
     Ok(route)
 }
