@@ -223,20 +223,7 @@ pub fn build(
         server.add_service(admin);
     }
     let connections = connections.into_iter().flatten().collect();
-    server.add_service(background_service(
-        "health checks",
-        Checker {
-            config: config.clone(),
-            connector: Connector::new(Some(ConnectorOptions::from_server_conf(&conf))),
-        },
-    ));
-    server.add_service(background_service(
-        "resolver",
-        Resolver {
-            config: config.clone(),
-        },
-    ));
-    server.add_service(background_service("stores", OpenStores(backends.clone())));
+    add_watchers(&mut server, &shared);
     let sync = LayerSync {
         reloader: reloader.clone(),
         shared: shared_layer,
@@ -246,19 +233,6 @@ pub fn build(
     server.add_service(background_service(
         "access log",
         access_log::Writer(access_log.clone()),
-    ));
-    server.add_service(background_service(
-        "usage rollups",
-        StartAnalytics(analytics.clone(), backends.clone()),
-    ));
-    server.add_service(background_service(
-        "alerts",
-        crate::background::alerting::Alerting {
-            config: config.clone(),
-            analytics: analytics.clone(),
-            alerts,
-            backends: backends.clone(),
-        },
     ));
     let phases = server.watch_execution_phase();
     server.add_service(background_service(
@@ -279,6 +253,40 @@ pub fn build(
         },
     ));
     Ok(server)
+}
+
+/// The background services that watch and serve the shared state: health checks, the
+/// resolver, opening the stores, usage rollups and alerts.
+fn add_watchers(server: &mut Server, shared: &Shared) {
+    let config = &shared.config;
+    server.add_service(background_service(
+        "health checks",
+        Checker {
+            config: config.clone(),
+            connector: Connector::new(Some(ConnectorOptions::from_server_conf(&shared.conf))),
+        },
+    ));
+    server.add_service(background_service(
+        "resolver",
+        Resolver {
+            config: config.clone(),
+        },
+    ));
+    let backends = &shared.backends;
+    server.add_service(background_service("stores", OpenStores(backends.clone())));
+    server.add_service(background_service(
+        "usage rollups",
+        StartAnalytics(shared.analytics.clone(), backends.clone()),
+    ));
+    server.add_service(background_service(
+        "alerts",
+        crate::background::alerting::Alerting {
+            config: config.clone(),
+            analytics: shared.analytics.clone(),
+            alerts: shared.alerts.clone(),
+            backends: backends.clone(),
+        },
+    ));
 }
 
 /// What the proxy and admin services share.

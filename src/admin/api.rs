@@ -293,13 +293,28 @@ impl Admin {
             }
             ["quota", "balances"] => ok(json!({"balances": self.balances(&config).await}), None),
             ["revisions", n, "diff"] => ok(self.revision_diff(&file, n).await?, None),
+            ["usage"] | ["usage", "top"] | ["requests"] => {
+                return self.usage_api(session, segs).await
+            }
+            _ => return self.read_operations(session, segs, settings, &layer).await,
+        })
+    }
+
+    /// The reads of what was done and by whom: API revisions, the audit log, admin users,
+    /// first-run setup, alerts.
+    async fn read_operations(
+        &self,
+        session: &ServerSession,
+        segs: &[&str],
+        settings: &Settings,
+        layer: &managed::Layer,
+    ) -> Result<Response<Vec<u8>>, GatewayError> {
+        let ok = |v: Value| json_response(StatusCode::OK, v);
+        Ok(match segs {
             ["revisions"] => {
                 let history = self.reloader.sources.store.history().await?;
                 let items: Vec<Value> = history.iter().map(|r| json!(r.change)).collect();
-                ok(
-                    json!({"api_revision": layer.revision, "items": items}),
-                    None,
-                )
+                ok(json!({"api_revision": layer.revision, "items": items}))
             }
             ["audit"] => {
                 let limit = query(session, "limit")
@@ -311,30 +326,27 @@ impl Admin {
                     .store
                     .audit(limit.min(managed::AUDIT_KEEP))
                     .await?;
-                ok(json!({"items": items}), None)
+                ok(json!({"items": items}))
             }
-            ["users"] => ok(json!({"items": users_shown(&layer)}), None),
+            ["users"] => ok(json!({"items": users_shown(layer)})),
             ["users", name] => {
-                let user = users_shown(&layer)
+                let user = users_shown(layer)
                     .into_iter()
                     .find(|u| u["name"] == *name)
                     .ok_or_else(|| GatewayError::AdminObjectNotFound {
                         kind: "admin user",
                         name: name.to_string(),
                     })?;
-                ok(user, None)
+                ok(user)
             }
-            ["setup"] => ok(json!({"needed": layer.admin_users.is_empty()}), None),
-            ["usage"] | ["usage", "top"] | ["requests"] => {
-                return self.usage_api(session, segs).await
-            }
+            ["setup"] => ok(json!({"needed": layer.admin_users.is_empty()})),
             ["alerts"] => {
                 let states = self
                     .alerts
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let items = states.statuses(&settings.alerts.rules);
-                ok(json!({"items": items, "history": states.history()}), None)
+                ok(json!({"items": items, "history": states.history()}))
             }
             _ => return Err(GatewayError::AdminNotFound),
         })

@@ -161,3 +161,49 @@ fn a_key_is_written_and_read_as_hex() {
     assert_eq!(Key::from_hex("not hex"), None);
     assert_eq!(Key::from_hex(&hex[..62]), None);
 }
+
+#[test]
+fn the_scope_names_whose_requests_share_entries() {
+    use CacheScope::*;
+    let cases = [
+        (Consumer, Some("alice"), Some("red"), "consumer:alice"),
+        (Consumer, None, None, "anonymous:chat"),
+        (Team, Some("alice"), Some("red"), "team:red"),
+        (Team, Some("alice"), None, "consumer:alice"),
+        (Team, None, None, "anonymous:chat"),
+        (Route, Some("alice"), Some("red"), "route:chat"),
+        (Global, Some("alice"), Some("red"), "global"),
+    ];
+    for (s, consumer, team, want) in cases {
+        assert_eq!(
+            scope(s, consumer, team, "chat"),
+            want,
+            "{s:?} {consumer:?} {team:?}"
+        );
+    }
+}
+
+#[test]
+fn route_counters_count_each_verdict_under_its_label() {
+    let counters = Counters::new("counters-test-route");
+    let m = &crate::metrics::METRICS;
+    let seen = |v: Verdict| {
+        m.cache_lookups
+            .with_label_values(&["counters-test-route", v.as_str()])
+            .get()
+    };
+    counters.looked_up(Verdict::Miss);
+    counters.looked_up(Verdict::Miss);
+    counters.looked_up(Verdict::HitSemantic);
+    counters.stored();
+    assert_eq!(seen(Verdict::Miss), 2);
+    assert_eq!(seen(Verdict::HitSemantic), 1);
+    assert_eq!(seen(Verdict::Hit), 0);
+    assert_eq!(seen(Verdict::Bypass), 0);
+    assert_eq!(
+        m.cache_stored
+            .with_label_values(&["counters-test-route"])
+            .get(),
+        1
+    );
+}

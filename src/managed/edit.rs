@@ -229,149 +229,44 @@ fn with_name(mut body: Value, name: &str) -> Result<Value, ManagedError> {
 /// Apply `op` to `layer` (a copy the caller keeps only if the merged settings validate).
 pub fn apply(layer: &mut Layer, file: &Settings, op: Op) -> Result<Outcome, ManagedError> {
     match op {
-        Op::Create(c, body) => {
-            let name = match body.get("name") {
-                Some(Value::String(n)) => n.clone(),
-                _ => return Err(invalid(format!("a {} needs a string `name`", c.kind()))),
-            };
-            check_name(c.kind(), &name)?;
-            guard(file, c, &name)?;
-            on_collection(layer, c, &name, |_| Err(()), Some(body))?;
-            Ok(outcome("create", c, name))
-        }
+        Op::Create(c, body) => create(layer, file, c, body),
         Op::Replace(c, name, body) => {
             guard(file, c, &name)?;
             let body = with_name(body, &name)?;
             on_collection(layer, c, &name, |_| Ok(None), Some(body))?;
             Ok(outcome("replace", c, name))
         }
-        Op::Patch(c, name, patch) => {
-            guard(file, c, &name)?;
-            if !patch.is_object() {
-                return Err(invalid("a merge patch is a JSON object"));
-            }
-            on_collection(
-                layer,
-                c,
-                &name,
-                |current| {
-                    let mut v = current.clone();
-                    merge_patch(&mut v, &patch);
-                    Ok(Some(v))
-                },
-                None,
-            )?;
-            Ok(outcome("patch", c, name))
-        }
+        Op::Patch(c, name, patch) => patch_entry(layer, file, c, name, patch),
         Op::Delete(c, name) => {
             guard(file, c, &name)?;
             delete(layer, c, &name)?;
             Ok(outcome("delete", c, name))
         }
-        Op::AddKey { provider, key } => {
-            guard(file, Collection::Providers, &provider)?;
-            let p = provider_mut(layer, &provider)?;
-            let key: NamedKey = parse("key ({name, key, weight, disabled})", key)?;
-            check_name("key", &key.name)?;
-            if p.api_keys
-                .iter()
-                .any(|k| key_name(k) == Some(key.name.as_str()))
-            {
-                return Err(ManagedError::Exists {
-                    kind: "key",
-                    name: key.name,
-                });
-            }
-            let name = format!("{provider}/{}", key.name);
-            p.api_keys.push(KeyEntry::Named(key));
-            fix_provider(p, None)?;
-            Ok(Outcome {
-                action: "create",
-                kind: "key",
-                name,
-            })
-        }
+        Op::AddKey { provider, key } => add_key(layer, file, provider, key),
         Op::PatchKey {
             provider,
             key,
             patch,
-        } => {
-            guard(file, Collection::Providers, &provider)?;
-            let p = provider_mut(layer, &provider)?;
-            let old = p.clone();
-            let entry = key_mut(p, &key)?;
-            let mut v = serde_json::to_value(&*entry).map_err(invalid)?;
-            merge_patch(&mut v, &patch);
-            let changed: NamedKey = parse("key", with_name(v, &key)?)?;
-            *entry = KeyEntry::Named(changed);
-            fix_provider(p, Some(&old))?;
-            Ok(Outcome {
-                action: "patch",
-                kind: "key",
-                name: format!("{provider}/{key}"),
-            })
-        }
+        } => patch_key(layer, file, provider, key, patch),
         Op::DeleteKey { provider, key } => {
             guard(file, Collection::Providers, &provider)?;
             let p = provider_mut(layer, &provider)?;
             key_mut(p, &key)?;
             p.api_keys.retain(|k| key_name(k) != Some(key.as_str()));
-            Ok(Outcome {
-                action: "delete",
-                kind: "key",
-                name: format!("{provider}/{key}"),
-            })
+            Ok(key_outcome("delete", format!("{provider}/{key}")))
         }
         Op::NewCredential {
             consumer,
             credential,
             replace,
-        } => {
-            guard(file, Collection::Consumers, &consumer)?;
-            let c = consumer_mut(layer, &consumer)?;
-            if replace {
-                c.credentials.clear();
-                c.hashed_credentials.clear();
-            }
-            c.hashed_credentials
-                .push(crate::auth::digest_text(&credential));
-            Ok(Outcome {
-                action: if replace { "rotate" } else { "create" },
-                kind: "credential",
-                name: consumer,
-            })
-        }
-        Op::DeleteCredential { consumer, id } => {
-            guard(file, Collection::Consumers, &consumer)?;
-            let c = consumer_mut(layer, &consumer)?;
-            let before = c.hashed_credentials.len();
-            let prefix = format!("sha256:{id}");
-            if id.len() < 12 {
-                return Err(invalid("a credential id is 12 hex digits"));
-            }
-            c.hashed_credentials.retain(|d| !d.starts_with(&prefix));
-            if c.hashed_credentials.len() == before {
-                return Err(ManagedError::NotFound {
-                    kind: "credential",
-                    name: id,
-                });
-            }
-            Ok(Outcome {
-                action: "delete",
-                kind: "credential",
-                name: format!("{consumer}/{id}"),
-            })
-        }
+        } => new_credential(layer, file, consumer, &credential, replace),
+        Op::DeleteCredential { consumer, id } => delete_credential(layer, file, consumer, id),
         Op::PutQuota(body) => {
             if file.quota.is_some() {
                 return Err(from_file("quota section", "quota"));
             }
             layer.quota = Some(parse::<QuotaSection>("quota section", body)?);
-            Ok(Outcome {
-                action: "replace",
-                kind: "quota",
-                name: "quota".into(),
-            })
+            Ok(quota_outcome("replace"))
         }
         Op::DeleteQuota => {
             if file.quota.is_some() {
@@ -383,12 +278,151 @@ pub fn apply(layer: &mut Layer, file: &Settings, op: Op) -> Result<Outcome, Mana
                     name: "quota".into(),
                 });
             }
-            Ok(Outcome {
-                action: "delete",
-                kind: "quota",
-                name: "quota".into(),
-            })
+            Ok(quota_outcome("delete"))
         }
+    }
+}
+
+/// `Op::Create`: a new entry of `c`, named by its body.
+fn create(layer: &mut Layer, file: &Settings, c: Collection, body: Value) -> ManagedResult {
+    let name = match body.get("name") {
+        Some(Value::String(n)) => n.clone(),
+        _ => return Err(invalid(format!("a {} needs a string `name`", c.kind()))),
+    };
+    check_name(c.kind(), &name)?;
+    guard(file, c, &name)?;
+    on_collection(layer, c, &name, |_| Err(()), Some(body))?;
+    Ok(outcome("create", c, name))
+}
+
+/// `Op::Patch`: a JSON merge patch (RFC 7396) on an entry of `c`.
+fn patch_entry(
+    layer: &mut Layer,
+    file: &Settings,
+    c: Collection,
+    name: String,
+    patch: Value,
+) -> ManagedResult {
+    guard(file, c, &name)?;
+    if !patch.is_object() {
+        return Err(invalid("a merge patch is a JSON object"));
+    }
+    let merged = |current: &Value| {
+        let mut v = current.clone();
+        merge_patch(&mut v, &patch);
+        Ok(Some(v))
+    };
+    on_collection(layer, c, &name, merged, None)?;
+    Ok(outcome("patch", c, name))
+}
+
+/// `Op::AddKey`: a named key on a provider.
+fn add_key(layer: &mut Layer, file: &Settings, provider: String, key: Value) -> ManagedResult {
+    guard(file, Collection::Providers, &provider)?;
+    let p = provider_mut(layer, &provider)?;
+    let key: NamedKey = parse("key ({name, key, weight, disabled})", key)?;
+    check_name("key", &key.name)?;
+    if p.api_keys
+        .iter()
+        .any(|k| key_name(k) == Some(key.name.as_str()))
+    {
+        return Err(ManagedError::Exists {
+            kind: "key",
+            name: key.name,
+        });
+    }
+    let name = format!("{provider}/{}", key.name);
+    p.api_keys.push(KeyEntry::Named(key));
+    fix_provider(p, None)?;
+    Ok(key_outcome("create", name))
+}
+
+/// `Op::PatchKey`: a merge patch on a provider's named key.
+fn patch_key(
+    layer: &mut Layer,
+    file: &Settings,
+    provider: String,
+    key: String,
+    patch: Value,
+) -> ManagedResult {
+    guard(file, Collection::Providers, &provider)?;
+    let p = provider_mut(layer, &provider)?;
+    let old = p.clone();
+    let entry = key_mut(p, &key)?;
+    let mut v = serde_json::to_value(&*entry).map_err(invalid)?;
+    merge_patch(&mut v, &patch);
+    let changed: NamedKey = parse("key", with_name(v, &key)?)?;
+    *entry = KeyEntry::Named(changed);
+    fix_provider(p, Some(&old))?;
+    Ok(key_outcome("patch", format!("{provider}/{key}")))
+}
+
+/// `Op::NewCredential`: a consumer's new credential, kept hashed (`replace`: its only one).
+fn new_credential(
+    layer: &mut Layer,
+    file: &Settings,
+    consumer: String,
+    credential: &str,
+    replace: bool,
+) -> ManagedResult {
+    guard(file, Collection::Consumers, &consumer)?;
+    let c = consumer_mut(layer, &consumer)?;
+    if replace {
+        c.credentials.clear();
+        c.hashed_credentials.clear();
+    }
+    c.hashed_credentials
+        .push(crate::auth::digest_text(credential));
+    Ok(Outcome {
+        action: if replace { "rotate" } else { "create" },
+        kind: "credential",
+        name: consumer,
+    })
+}
+
+/// `Op::DeleteCredential`: revoke the hashed credential whose id starts its digest.
+fn delete_credential(
+    layer: &mut Layer,
+    file: &Settings,
+    consumer: String,
+    id: String,
+) -> ManagedResult {
+    guard(file, Collection::Consumers, &consumer)?;
+    let c = consumer_mut(layer, &consumer)?;
+    let before = c.hashed_credentials.len();
+    let prefix = format!("sha256:{id}");
+    if id.len() < 12 {
+        return Err(invalid("a credential id is 12 hex digits"));
+    }
+    c.hashed_credentials.retain(|d| !d.starts_with(&prefix));
+    if c.hashed_credentials.len() == before {
+        return Err(ManagedError::NotFound {
+            kind: "credential",
+            name: id,
+        });
+    }
+    Ok(Outcome {
+        action: "delete",
+        kind: "credential",
+        name: format!("{consumer}/{id}"),
+    })
+}
+
+type ManagedResult = Result<Outcome, ManagedError>;
+
+fn key_outcome(action: &'static str, name: String) -> Outcome {
+    Outcome {
+        action,
+        kind: "key",
+        name,
+    }
+}
+
+fn quota_outcome(action: &'static str) -> Outcome {
+    Outcome {
+        action,
+        kind: "quota",
+        name: "quota".into(),
     }
 }
 

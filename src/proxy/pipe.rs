@@ -516,6 +516,38 @@ impl Moderated {
     }
 }
 
+/// The answer's filters between the attempt and the client: its content policies, then its
+/// moderation.
+struct Outgoing<'a> {
+    policed: Option<Policed<'a>>,
+    moderated: Option<Moderated>,
+}
+
+impl Outgoing<'_> {
+    /// What the client gets of `out` (`end`: the answer's last bytes).
+    async fn filter(&mut self, relay: &Relay<'_>, out: Bytes, end: bool) -> Checked {
+        let out = match self.policed.as_mut() {
+            None => out,
+            Some(p) => match p.filter(out, end) {
+                Filtered::Pass(b) => b,
+                Filtered::Blocked(b) => {
+                    return Checked::Stopped(b, content_filter_end(relay.protocol));
+                }
+            },
+        };
+        match (self.moderated.as_mut(), relay.moderate) {
+            (Some(m), Some(check)) => m.filter(check, relay.protocol, out, end).await,
+            _ => Checked::Pass(out),
+        }
+    }
+
+    /// Bytes held for a whole answer, by either.
+    fn held(&self) -> usize {
+        let policed = self.policed.as_ref().map_or(0, Policed::held);
+        policed.max(self.moderated.as_ref().map_or(0, Moderated::held))
+    }
+}
+
 /// A whole answer checked once: as it is, or with its content withheld.
 async fn whole(check: &OutputCheck, body: &[u8]) -> Bytes {
     let texts = windows::whole_texts(body, check.shape);
@@ -647,122 +679,114 @@ impl Relay<'_> {
             bytes: Vec::new(),
             limit,
         });
-        let mut policed = self.policy.map(|p| Policed::new(p, self.stream));
-        let mut moderated = self.moderate.map(|m| Moderated::new(m, self.stream));
+        let mut outgoing = Outgoing {
+            policed: self.policy.map(|p| Policed::new(p, self.stream)),
+            moderated: self.moderate.map(|m| Moderated::new(m, self.stream)),
+        };
         loop {
             let read = tokio::select! {
                 biased;
                 r = up.read_response_body() => Read::Upstream(r),
                 r = session.read_body_or_idle(true), if watch_client => Read::Client(r),
             };
-            match read {
-                Read::Upstream(Ok(Some(chunk))) => {
-                    let out = state.response_body(Some(chunk), false);
-                    Capture::push(&mut captured, &out);
-                    let out = match policed.as_mut() {
-                        None => out,
-                        Some(p) => match p.filter(out, false) {
-                            Filtered::Pass(b) => b,
-                            Filtered::Blocked(b) => {
-                                let end = content_filter_end(self.protocol);
-                                return self.blocked(session, state, &mut held, b, end).await;
-                            }
-                        },
-                    };
-                    let out = match (moderated.as_mut(), self.moderate) {
-                        (Some(m), Some(check)) => {
-                            match m.filter(check, self.protocol, out, false).await {
-                                Checked::Pass(b) => b,
-                                Checked::Stopped(b, end) => {
-                                    return self.blocked(session, state, &mut held, b, end).await;
-                                }
-                            }
-                        }
-                        _ => out,
-                    };
-                    let whole = moderated.as_ref().map_or(0, Moderated::held);
-                    if whole > MAX_HELD_BODY
-                        || policed.as_ref().is_some_and(|p| p.held() > MAX_HELD_BODY)
-                    {
-                        let limit = MAX_HELD_BODY;
-                        return Err(self.overflowed(session, up, state, limit, &held).await);
-                    }
-                    if !out.is_empty() {
-                        if commenting {
-                            tail.push(&out);
-                        }
-                        if let Err(cause) = self.write(session, &mut held, out, false).await {
-                            let sent = self.sent(&held);
-                            return Err(client_gone(state, up, sent, cause).await);
-                        }
-                    }
-                    if let Some(limit) = state.overflow(self.max_event_bytes) {
-                        return Err(self.overflowed(session, up, state, limit, &held).await);
-                    }
-                }
-                Read::Upstream(Ok(None)) => {
-                    let mut out = state.response_body(None, true);
-                    Capture::push(&mut captured, &out);
-                    state.outcome.sent = captured.take().map(|c| c.bytes);
-                    if let Some(p) = policed.as_mut() {
-                        match p.filter(out, true) {
-                            Filtered::Pass(b) => out = b,
-                            Filtered::Blocked(b) => {
-                                let end = content_filter_end(self.protocol);
-                                return self.blocked(session, state, &mut held, b, end).await;
-                            }
-                        }
-                    }
-                    if let (Some(m), Some(check)) = (moderated.as_mut(), self.moderate) {
-                        match m.filter(check, self.protocol, out, true).await {
-                            Checked::Pass(b) => out = b,
-                            Checked::Stopped(b, end) => {
-                                return self.blocked(session, state, &mut held, b, end).await;
-                            }
-                        }
-                    }
-                    if commenting {
-                        tail.push(&out);
-                    }
-                    if let Some((book, _)) = self.cost.filter(|_| held.is_some() || commenting) {
-                        if let Some(text) = state.price(book) {
-                            match &mut held {
-                                Some(h) => {
-                                    let _ = h.header.insert_header(X_TOLLGATE_COST, text);
-                                }
-                                None => out = join(Some(out), cost_comment(&text, &tail)),
-                            }
-                        }
-                    }
-                    if let Err(cause) = self.write(session, &mut held, out, true).await {
-                        let sent = self.sent(&held);
-                        return Err(client_gone(state, up, sent, cause).await);
-                    }
-                    return Ok(());
-                }
+            let (chunk, end) = match read {
+                Read::Upstream(Ok(Some(chunk))) => (Some(chunk), false),
+                Read::Upstream(Ok(None)) => (None, true),
                 Read::Upstream(Err(cause)) => {
-                    up.shutdown().await;
-                    let error = state.failed(&cause);
-                    // Tell a stream's reader; the caller then cuts the connection so the
-                    // client cannot mistake the truncated answer for a complete one. (A
-                    // held answer sent nothing: the client is answered with the error.)
-                    if self.stream && held.is_none() {
-                        let event = error.sse_event(self.protocol);
-                        let _ = session.write_response_body(Some(event), false).await;
-                    }
-                    return Err(AttemptResult::Aborted {
-                        status: self.sent(&held),
-                        error,
-                        cause,
-                    });
+                    return Err(self.upstream_failed(session, up, state, &held, cause).await)
                 }
                 Read::Client(Err(cause)) => {
                     let sent = self.sent(&held);
                     return Err(client_gone(state, up, sent, cause).await);
                 }
                 // The client's connection has nothing to say about this request any more.
-                Read::Client(Ok(_)) => watch_client = false,
+                Read::Client(Ok(_)) => {
+                    watch_client = false;
+                    continue;
+                }
+            };
+            let out = state.response_body(chunk, end);
+            Capture::push(&mut captured, &out);
+            if end {
+                state.outcome.sent = captured.take().map(|c| c.bytes);
             }
+            let mut out = match outgoing.filter(self, out, end).await {
+                Checked::Pass(b) => b,
+                Checked::Stopped(b, stop) => {
+                    return self.blocked(session, state, &mut held, b, stop).await;
+                }
+            };
+            if !end && outgoing.held() > MAX_HELD_BODY {
+                let limit = MAX_HELD_BODY;
+                return Err(self.overflowed(session, up, state, limit, &held).await);
+            }
+            if commenting {
+                tail.push(&out);
+            }
+            if end {
+                out = self.with_cost(state, &mut held, out, &tail, commenting);
+            }
+            if end || !out.is_empty() {
+                if let Err(cause) = self.write(session, &mut held, out, end).await {
+                    let sent = self.sent(&held);
+                    return Err(client_gone(state, up, sent, cause).await);
+                }
+            }
+            if end {
+                return Ok(());
+            }
+            if let Some(limit) = state.overflow(self.max_event_bytes) {
+                return Err(self.overflowed(session, up, state, limit, &held).await);
+            }
+        }
+    }
+
+    /// The answer's last bytes with its cost: in the held header, or as a closing comment.
+    fn with_cost(
+        &self,
+        state: &mut AttemptState,
+        held: &mut Option<Held>,
+        out: Bytes,
+        tail: &Tail,
+        commenting: bool,
+    ) -> Bytes {
+        let Some((book, _)) = self.cost.filter(|_| held.is_some() || commenting) else {
+            return out;
+        };
+        let Some(text) = state.price(book) else {
+            return out;
+        };
+        match held {
+            Some(h) => {
+                let _ = h.header.insert_header(X_TOLLGATE_COST, text);
+                out
+            }
+            None => join(Some(out), cost_comment(&text, tail)),
+        }
+    }
+
+    /// The upstream failed mid-answer.
+    async fn upstream_failed(
+        &self,
+        session: &mut Session,
+        up: &mut UpstreamSession,
+        state: &mut AttemptState,
+        held: &Option<Held>,
+        cause: Box<Error>,
+    ) -> AttemptResult {
+        up.shutdown().await;
+        let error = state.failed(&cause);
+        // Tell a stream's reader; the caller then cuts the connection so the client cannot
+        // mistake the truncated answer for a complete one. (A held answer sent nothing: the
+        // client is answered with the error.)
+        if self.stream && held.is_none() {
+            let event = error.sse_event(self.protocol);
+            let _ = session.write_response_body(Some(event), false).await;
+        }
+        AttemptResult::Aborted {
+            status: self.sent(held),
+            error,
+            cause,
         }
     }
 

@@ -25,17 +25,13 @@ fn section<S, T>(
         .map_err(|(f, e)| ConfigError::field(format!("{at}.{f}"), e))
 }
 
-pub(super) fn build_route(
-    i: usize,
+/// A route's retry policy (`retry`, `all_keys_down`).
+fn retry_policy(
     r: &settings::RouteSection,
-    providers: &HashMap<&str, Arc<Provider>>,
-    sources: &[Source],
-    list_unconfigured: &BTreeSet<&str>,
-) -> Result<Route, ConfigError> {
-    let route_field = |f: &str| format!("routes[{i}] ({}).{f}", r.name);
+    route_field: &impl Fn(&str) -> String,
+) -> Result<RetryPolicy, ConfigError> {
     let d = RetryPolicy::default();
-    let all_keys_down = r.all_keys_down.unwrap_or_default();
-    let retry = RetryPolicy {
+    Ok(RetryPolicy {
         attempts: match r.retry.attempts {
             None => None,
             v => Some(at_least_one(&route_field("retry.attempts"), v, 1)?),
@@ -50,8 +46,17 @@ pub(super) fn build_route(
             &r.retry.deadline,
             d.deadline,
         )?,
-        all_keys_down,
-    };
+        all_keys_down: r.all_keys_down.unwrap_or_default(),
+    })
+}
+
+/// A route's model rules (`models`), their targets resolved to providers.
+fn model_rules(
+    i: usize,
+    r: &settings::RouteSection,
+    providers: &HashMap<&str, Arc<Provider>>,
+    retry: &RetryPolicy,
+) -> Result<Vec<ModelRule>, ConfigError> {
     let mut rules = Vec::new();
     for (j, rule) in r.models.iter().enumerate() {
         let field = |f: &str| format!("routes[{i}] ({}).models[{j}].{f}", r.name);
@@ -82,6 +87,19 @@ pub(super) fn build_route(
         }
         rules.push(ModelRule::new(pattern, targets, retry.attempts));
     }
+    Ok(rules)
+}
+
+pub(super) fn build_route(
+    i: usize,
+    r: &settings::RouteSection,
+    providers: &HashMap<&str, Arc<Provider>>,
+    sources: &[Source],
+    list_unconfigured: &BTreeSet<&str>,
+) -> Result<Route, ConfigError> {
+    let route_field = |f: &str| format!("routes[{i}] ({}).{f}", r.name);
+    let retry = retry_policy(r, &route_field)?;
+    let rules = model_rules(i, r, providers, &retry)?;
     let prefix = r.path_prefix.clone().unwrap_or_else(|| "/v1".into());
     if !prefix.starts_with('/') {
         return Err(ConfigError::field(
