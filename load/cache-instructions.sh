@@ -12,6 +12,10 @@
 # the request's own work and whatever housekeeping it causes) and their ratio, and, with
 # TOP=K, the K functions of the cache that cost the most (inclusive).
 #
+# PAD=B gives every request a system prompt of about B bytes (default 0: a one-line question
+# of about 110 bytes), to see how the cost grows with the request: the key reads and hashes
+# the whole body.
+#
 # Loopback only; the client sends exactly WARM + N requests, one at a time.
 # Needs the release build (cargo build --release --workspace) and valgrind.
 set -euo pipefail
@@ -19,6 +23,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 N=${N:-2000}
 WARM=${WARM:-600}
 TOP=${TOP:-0}
+PAD=${PAD:-0}
 WORK=$(mktemp -d /tmp/tollgate-cachei.XXXXXX)
 command -v valgrind >/dev/null || {
 	echo "needs valgrind (apt-get install valgrind)" >&2
@@ -38,12 +43,14 @@ on=$(CACHE_TTL=10m CACHE_MAX_BYTES=${CACHE_MAX_BYTES:-262144} under_callgrind on
 }
 # send PORT TAG COUNT: COUNT different requests, one at a time, each must be a 200.
 send() {
-	python3 - "$1" "$2" "$3" <<'PY'
+	python3 - "$1" "$2" "$3" "$PAD" <<'PY'
 import http.client, json, sys
-port, tag, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+port, tag, n, pad = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+line = "You are a careful assistant for an online shop; answer briefly. "
+system = [{"role": "system", "content": (line * (pad // len(line) + 1))[:pad]}] if pad else []
 for i in range(n):
-    body = json.dumps({"model": "mock-gpt-4o", "messages": [
+    body = json.dumps({"model": "mock-gpt-4o", "messages": system + [
         {"role": "user", "content": "Hello %s-%d, how are you today?" % (tag, i)}]},
         separators=(",", ":"))
     c.request("POST", "/v1/chat/completions", body,
