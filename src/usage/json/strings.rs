@@ -191,10 +191,27 @@ fn special_bits<const NON_ASCII: bool>(x: u64) -> u64 {
 }
 
 /// Position of the first `"`, `\` or control character — or, if
-/// `NON_ASCII`, non-ASCII byte — in `b` from `i` (else `b.len()`), eight
-/// bytes at a time.
+/// `NON_ASCII`, non-ASCII byte — in `b` from `i` (else `b.len()`).
 #[inline]
-fn next_special<const NON_ASCII: bool>(b: &[u8], mut i: usize) -> usize {
+fn next_special<const NON_ASCII: bool>(b: &[u8], i: usize) -> usize {
+    if NON_ASCII {
+        return next_special_words::<true>(b, i);
+    }
+    // `memchr`'s vector search for the quote or backslash that ends the run, then one
+    // branch-free (vectorised) pass for a control character before it.
+    let rest = b.get(i..).unwrap_or_default();
+    let run = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+    let text = rest.get(..run).unwrap_or_default();
+    if text.iter().fold(false, |any, &c| any | (c < 0x20)) {
+        return i + text.iter().position(|&c| c < 0x20).unwrap_or(run);
+    }
+    i + run
+}
+
+/// [`next_special`] eight bytes at a time (the non-ASCII search, which `memchr` has no
+/// form for; and the reference the tests hold the vector search to).
+#[inline]
+fn next_special_words<const NON_ASCII: bool>(b: &[u8], mut i: usize) -> usize {
     while let Some(word) = b.get(i..i + 8) {
         let hits =
             special_bits::<NON_ASCII>(u64::from_le_bytes(word.try_into().unwrap_or_default()));
@@ -339,5 +356,46 @@ impl<'a> Cursor<'a> {
             raw: self.b.get(s.start..s.end).ok_or(Bail)?,
             escaped: s.escaped,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_vector_search_stops_where_the_word_search_does() {
+        let mut inputs: Vec<Vec<u8>> = vec![
+            Vec::new(),
+            b"plain text without an end".to_vec(),
+            b"ends here\" and more".to_vec(),
+            b"an escape \\n then \"".to_vec(),
+            b"a tab\tbefore the quote\"".to_vec(),
+            b"a quote\" before a newline\n".to_vec(),
+            "non-ASCII é and 😀 then \"".as_bytes().to_vec(),
+            vec![0x1f; 3],
+            vec![0x7f, 0x80, 0xff, b'"'],
+        ];
+        // Every special byte at every place of runs long enough for the vector code.
+        for len in [15, 16, 17, 31, 32, 33, 64, 100] {
+            for special in [b'"', b'\\', 0x00, 0x0a, 0x1f] {
+                for at in 0..len {
+                    let mut v = vec![b'a'; len];
+                    v[at] = special;
+                    inputs.push(v);
+                }
+            }
+        }
+        for b in &inputs {
+            for i in 0..=b.len() {
+                assert_eq!(
+                    next_special::<false>(b, i),
+                    next_special_words::<false>(b, i),
+                    "{:?} from {i}",
+                    String::from_utf8_lossy(b)
+                );
+            }
+        }
+        assert_eq!(next_special::<false>(b"abc", 7), 7);
     }
 }
