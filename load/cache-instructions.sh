@@ -14,7 +14,9 @@
 #
 # PAD=B gives every request a system prompt of about B bytes (default 0: a one-line question
 # of about 110 bytes), to see how the cost grows with the request: the key reads and hashes
-# the whole body.
+# the whole body. The prompt is the same in every request (as an application's is), so the
+# key's memo of long strings' digests (src/cache/long.rs) knows it; UNIQUE=1 makes it
+# differ from request to request (the memo's worst case).
 #
 # Loopback only; the client sends exactly WARM + N requests, one at a time.
 # Needs the release build (cargo build --release --workspace) and valgrind.
@@ -24,6 +26,7 @@ N=${N:-2000}
 WARM=${WARM:-600}
 TOP=${TOP:-0}
 PAD=${PAD:-0}
+UNIQUE=${UNIQUE:-0}
 WORK=$(mktemp -d /tmp/tollgate-cachei.XXXXXX)
 command -v valgrind >/dev/null || {
 	echo "needs valgrind (apt-get install valgrind)" >&2
@@ -43,14 +46,17 @@ on=$(CACHE_TTL=10m CACHE_MAX_BYTES=${CACHE_MAX_BYTES:-262144} under_callgrind on
 }
 # send PORT TAG COUNT: COUNT different requests, one at a time, each must be a 200.
 send() {
-	python3 - "$1" "$2" "$3" "$PAD" <<'PY'
+	python3 - "$1" "$2" "$3" "$PAD" "$UNIQUE" <<'PY'
 import http.client, json, sys
-port, tag, n, pad = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+port, tag, n, pad, unique = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
 c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 line = "You are a careful assistant for an online shop; answer briefly. "
 system = [{"role": "system", "content": (line * (pad // len(line) + 1))[:pad]}] if pad else []
 for i in range(n):
-    body = json.dumps({"model": "mock-gpt-4o", "messages": system + [
+    prompt = system
+    if unique and system:
+        prompt = [{"role": "system", "content": "%s-%d. %s" % (tag, i, system[0]["content"])}]
+    body = json.dumps({"model": "mock-gpt-4o", "messages": prompt + [
         {"role": "user", "content": "Hello %s-%d, how are you today?" % (tag, i)}]},
         separators=(",", ":"))
     c.request("POST", "/v1/chat/completions", body,

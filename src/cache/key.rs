@@ -13,6 +13,7 @@
 //! repeated key keeps only its last value there). BLAKE3 rather than SHA-256: as
 //! collision-resistant, and several times cheaper where the CPU has no SHA instructions.
 
+use super::long;
 use crate::usage::json::{Bail, Cursor, Scan};
 use std::borrow::Cow;
 
@@ -75,7 +76,7 @@ fn by_tree(body: &[u8], out: &mut Vec<u8>) -> Option<()> {
     let members = v.as_object_mut()?;
     members.remove("stream");
     members.remove("stream_options");
-    super::canonical_bytes(&v, out);
+    super::canonical_bytes(&v, out, true);
     Some(())
 }
 
@@ -105,22 +106,24 @@ impl<'b> Writer<'_, 'b> {
         let b = c.bytes();
         match c.ws() {
             Some(b'"') => {
+                let from = self.out.len();
                 let s = c.string()?;
                 if s.escaped {
                     // Decoded and written again the one way (the literal with its quotes).
                     let literal = b.get(s.start.saturating_sub(1)..s.end + 1).ok_or(Bail)?;
                     let text: Cow<'_, str> = serde_json::from_slice(literal).map_err(|_| Bail)?;
                     write(self.out, text.as_ref());
-                    return Ok(());
+                } else {
+                    // Without escapes, and valid UTF-8, a string is written as it came.
+                    let text = b.get(s.start..s.end).ok_or(Bail)?;
+                    if !text.is_ascii() && std::str::from_utf8(text).is_err() {
+                        return Err(Bail);
+                    }
+                    self.out.push(b'"');
+                    self.out.extend_from_slice(text);
+                    self.out.push(b'"');
                 }
-                // Without escapes, and valid UTF-8, a string is written as it came.
-                let text = b.get(s.start..s.end).ok_or(Bail)?;
-                if !text.is_ascii() && std::str::from_utf8(text).is_err() {
-                    return Err(Bail);
-                }
-                self.out.push(b'"');
-                self.out.extend_from_slice(text);
-                self.out.push(b'"');
+                long::shorten(self.out, from);
             }
             Some(b'{') => self.object(c, false, depth + 1)?,
             Some(b'[') => {
@@ -384,13 +387,13 @@ mod tests {
 
     #[test]
     fn reordering_is_bounded_then_the_tree_decides() {
-        // Every level's keys out of order around a large string: putting each level in
-        // order would move the string once per level.
-        let big = "x".repeat(100_000);
-        let (mut unsorted, mut sorted) = (format!("\"{big}\""), format!("\"{big}\""));
+        // Every level's keys out of order, each level with a string just short of a token:
+        // putting each level in order would move every level inside it again.
+        let text = format!("\"{}\"", "x".repeat(long::LONG - 10));
+        let (mut unsorted, mut sorted) = (text.clone(), text.clone());
         for _ in 0..40 {
-            unsorted = format!("{{\"b\":{unsorted},\"a\":1}}");
-            sorted = format!("{{\"a\":1,\"b\":{sorted}}}");
+            unsorted = format!("{{\"b\":{unsorted},\"a\":{text}}}");
+            sorted = format!("{{\"a\":{text},\"b\":{sorted}}}");
         }
         let (fast, tree) = both_paths(unsorted.as_bytes());
         assert!(fast.is_none(), "past its budget the fast path bails");
@@ -432,5 +435,38 @@ mod tests {
             key("r", "s", deep.as_bytes()).is_some(),
             "deep, within serde_json's limit"
         );
+    }
+
+    #[test]
+    fn long_strings_are_tokens_alike_on_both_paths() {
+        let prompt = "You are a careful assistant. ".repeat(60);
+        let escaped = format!("{}\\n\\u00e9 end", "Line one.\\n".repeat(120));
+        let bodies = [
+            format!(
+                r#"{{"model":"m","messages":[{{"role":"system","content":"{prompt}"}},{{"role":"user","content":"hi"}}]}}"#
+            ),
+            format!(
+                r#"{{"messages":[{{"content":"{escaped}","role":"user"}}],"model":"m","stream":true}}"#
+            ),
+            format!(r#"{{"tools":[{{"d":"{prompt}","a":"{escaped}"}}],"model":"m"}}"#),
+        ];
+        for body in &bodies {
+            let (fast, slow) = both_paths(body.as_bytes());
+            let fast = fast.expect("the fast path decides");
+            assert_eq!(Some(&fast), slow.as_ref(), "{body}");
+            assert!(fast.contains(&long::TOKEN), "a token in {body}");
+            // Remembered or not, the same key; and with the spaces a client might add.
+            let k = key("r", "s", body.as_bytes());
+            assert_eq!(k, key("r", "s", body.as_bytes()));
+            let v: serde_json::Value = serde_json::from_str(body).unwrap();
+            let pretty = serde_json::to_string_pretty(&v).unwrap();
+            assert_eq!(k, key("r", "s", pretty.as_bytes()), "{body}");
+        }
+        // One character of a long string changes the key.
+        let a = &bodies[0];
+        let b = a.replacen("careful", "carefree", 1);
+        assert_ne!(key("r", "s", a.as_bytes()), key("r", "s", b.as_bytes()));
+        // A short string is written as it is, never as a token.
+        assert!(!text(BODIES[3]).as_bytes().contains(&long::TOKEN));
     }
 }

@@ -17,12 +17,15 @@
 //!   upstream, keyed by the request: a client cannot plant one.
 //! - [`store::ResponseCache`] keeps entries in memory (`moka`, bounded by bytes, expiring per
 //!   entry) and, with `redis:`, in Redis too so every gateway shares them.
+//! - [`long`]: in the key, a long string value is its BLAKE3 digest, remembered for the
+//!   long strings seen lately (a system prompt sent again is compared, not hashed again).
 //! - [`semantic`]: paraphrases of a kept question in the same context, found by the
 //!   similarity of their embeddings, are answered with its entry (`routes[].cache.semantic`).
 //! - [`graph`]: the HNSW graph a large semantic partition is searched through.
 
 pub mod graph;
 pub mod key;
+pub mod long;
 pub mod semantic;
 pub mod store;
 pub(crate) mod whole;
@@ -200,13 +203,14 @@ pub fn scope(s: CacheScope, consumer: Option<&str>, team: Option<&str>, route: &
 /// Write `v` with object keys sorted and no whitespace.
 fn canonical(v: &Value, out: &mut String) {
     let mut bytes = std::mem::take(out).into_bytes();
-    canonical_bytes(v, &mut bytes);
+    canonical_bytes(v, &mut bytes, false);
     // Only JSON text was written: valid UTF-8.
     *out = String::from_utf8(bytes).unwrap_or_default();
 }
 
-/// `canonical` into bytes, without an allocation per key or value.
-fn canonical_bytes(v: &Value, out: &mut Vec<u8>) {
+/// `canonical` into bytes, without an allocation per key or value; `long`: long string
+/// values as tokens (`long`, for the exact key: not UTF-8 text then).
+fn canonical_bytes(v: &Value, out: &mut Vec<u8>, long: bool) {
     match v {
         Value::Object(m) => {
             // serde_json's map is a BTreeMap (no `preserve_order`): its keys come sorted.
@@ -217,7 +221,7 @@ fn canonical_bytes(v: &Value, out: &mut Vec<u8>) {
                 }
                 let _ = serde_json::to_writer(&mut *out, k);
                 out.push(b':');
-                canonical_bytes(v, out);
+                canonical_bytes(v, out, long);
             }
             out.push(b'}');
         }
@@ -227,12 +231,16 @@ fn canonical_bytes(v: &Value, out: &mut Vec<u8>) {
                 if i > 0 {
                     out.push(b',');
                 }
-                canonical_bytes(x, out);
+                canonical_bytes(x, out, long);
             }
             out.push(b']');
         }
         other => {
+            let from = out.len();
             let _ = serde_json::to_writer(&mut *out, other);
+            if long && other.is_string() {
+                long::shorten(out, from);
+            }
         }
     }
 }
