@@ -42,25 +42,26 @@ pub fn key(route: &str, scope: &str, body: &[u8]) -> Option<Key> {
     for part in [route.as_bytes(), b"\0", scope.as_bytes(), b"\0"] {
         text.extend_from_slice(part);
     }
-    canonical(body, &mut text)?;
+    canonical(scope, body, &mut text)?;
     Some(Key(*blake3::hash(&text).as_bytes()))
 }
 
 /// Append the canonical text of a request body to `text`; `None` when the body is not one
 /// JSON object.
-fn canonical(body: &[u8], text: &mut Vec<u8>) -> Option<()> {
+fn canonical(scope: &str, body: &[u8], text: &mut Vec<u8>) -> Option<()> {
     let from = text.len();
-    if fast(body, text).is_ok() {
+    if fast(scope, body, text).is_ok() {
         return Some(());
     }
     text.truncate(from);
-    by_tree(body, text)
+    by_tree(scope, body, text)
 }
 
 /// The fast path: the canonical text, or [`Bail`].
-fn fast(body: &[u8], out: &mut Vec<u8>) -> Scan<()> {
+fn fast(scope: &str, body: &[u8], out: &mut Vec<u8>) -> Scan<()> {
     let mut c = Cursor::new(body);
     let mut w = Writer {
+        scope: scope.as_bytes(),
         out,
         moves_left: body.len().saturating_mul(2).saturating_add(4096),
         members: Vec::new(),
@@ -71,12 +72,12 @@ fn fast(body: &[u8], out: &mut Vec<u8>) -> Scan<()> {
 }
 
 /// The slow path: serde_json's tree, written with sorted keys.
-fn by_tree(body: &[u8], out: &mut Vec<u8>) -> Option<()> {
+fn by_tree(scope: &str, body: &[u8], out: &mut Vec<u8>) -> Option<()> {
     let mut v: serde_json::Value = serde_json::from_slice(body).ok()?;
     let members = v.as_object_mut()?;
     members.remove("stream");
     members.remove("stream_options");
-    super::canonical_bytes(&v, out, true);
+    super::canonical_bytes(&v, out, Some(scope.as_bytes()));
     Some(())
 }
 
@@ -91,6 +92,8 @@ const MAX_DEPTH: u32 = 48;
 
 /// The fast path's output, and how many more bytes its reordering may move.
 struct Writer<'o, 'b> {
+    /// The request's cache scope: long strings are remembered per scope (`super::long`).
+    scope: &'o [u8],
     out: &'o mut Vec<u8>,
     moves_left: usize,
     /// The open objects' members, innermost last: each key and where its `"key":value`
@@ -123,7 +126,7 @@ impl<'b> Writer<'_, 'b> {
                     self.out.extend_from_slice(text);
                     self.out.push(b'"');
                 }
-                long::shorten(self.out, from);
+                long::shorten(self.scope, self.out, from);
             }
             Some(b'{') => self.object(c, false, depth + 1)?,
             Some(b'[') => {
@@ -250,8 +253,8 @@ fn number(c: &mut Cursor<'_>, out: &mut Vec<u8>) -> Scan<()> {
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn both_paths(body: &[u8]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
     let (mut f, mut t) = (Vec::new(), Vec::new());
-    let decided = fast(body, &mut f).is_ok();
-    let read = by_tree(body, &mut t).is_some();
+    let decided = fast("s", body, &mut f).is_ok();
+    let read = by_tree("s", body, &mut t).is_some();
     (decided.then_some(f), read.then_some(t))
 }
 
@@ -312,7 +315,7 @@ mod tests {
 
     fn text(body: &str) -> String {
         let mut out = b"prefix".to_vec();
-        canonical(body.as_bytes(), &mut out).unwrap();
+        canonical("s", body.as_bytes(), &mut out).unwrap();
         String::from_utf8(out.split_off(6)).unwrap()
     }
 

@@ -6,7 +6,8 @@
 //! What it buys: the digests of long strings seen lately are remembered ([`Memo`]), so a
 //! long string sent again (a system prompt, the earlier turns of a conversation, a tool's
 //! schema) is compared byte for byte instead of hashed again, about a tenth of the
-//! instructions per byte. The memo is a fixed table of slots, each swapped whole
+//! instructions per byte. Remembered per cache scope: a string serves only requests of the
+//! scope that sent it, so how fast a key is made tells no one what another scope sent. The memo is a fixed table of slots, each swapped whole
 //! (`arc-swap`: a lookup takes no lock); a slot is picked by the string's length and ends, and
 //! its entry serves only a string equal to the one it holds. Bounded: [`SLOTS`] strings of
 //! at most [`MEMO_MAX`] bytes.
@@ -25,6 +26,7 @@ pub const SLOTS: usize = 256;
 pub const TOKEN: u8 = 0xFF;
 
 struct Remembered {
+    scope: Box<[u8]>,
     literal: Box<[u8]>,
     digest: [u8; 32],
 }
@@ -44,34 +46,35 @@ impl Memo {
         }
     }
 
-    /// The BLAKE3 digest of `literal`, remembered when it is not too long.
-    pub fn digest(&self, literal: &[u8]) -> [u8; 32] {
+    /// The BLAKE3 digest of `literal`, remembered for `scope` when it is not too long.
+    pub fn digest(&self, scope: &[u8], literal: &[u8]) -> [u8; 32] {
         if literal.len() > MEMO_MAX {
             return *blake3::hash(literal).as_bytes();
         }
-        let Some(slot) = self.slots.get(self.slot_of(literal)) else {
+        let Some(slot) = self.slots.get(self.slot_of(scope, literal)) else {
             return *blake3::hash(literal).as_bytes();
         };
         if let Some(r) = slot.load().as_ref() {
-            if *r.literal == *literal {
+            if *r.literal == *literal && *r.scope == *scope {
                 return r.digest;
             }
         }
         let digest = *blake3::hash(literal).as_bytes();
         slot.store(Some(Arc::new(Remembered {
+            scope: scope.into(),
             literal: literal.into(),
             digest,
         })));
         digest
     }
 
-    /// A slot by the literal's length and its first and last 64 bytes.
-    fn slot_of(&self, literal: &[u8]) -> usize {
+    /// A slot by the scope, the literal's length and its first and last 64 bytes.
+    fn slot_of(&self, scope: &[u8], literal: &[u8]) -> usize {
         let head = literal.get(..64).unwrap_or(literal);
         let tail = literal
             .get(literal.len().saturating_sub(64)..)
             .unwrap_or(literal);
-        let h = self.seed.hash_one((literal.len(), head, tail));
+        let h = self.seed.hash_one((scope, literal.len(), head, tail));
         usize::try_from(h % SLOTS as u64).unwrap_or(0)
     }
 }
@@ -84,19 +87,20 @@ impl Default for Memo {
 
 static MEMO: Lazy<Memo> = Lazy::new(Memo::new);
 
-/// The literal written at `from..` in `out`: replaced by its token when it is long.
-pub fn shorten(out: &mut Vec<u8>, from: usize) {
-    shorten_with(&MEMO, out, from);
+/// The literal written at `from..` in `out` for a request of `scope`: replaced by its token
+/// when it is long.
+pub fn shorten(scope: &[u8], out: &mut Vec<u8>, from: usize) {
+    shorten_with(&MEMO, scope, out, from);
 }
 
-fn shorten_with(memo: &Memo, out: &mut Vec<u8>, from: usize) {
+fn shorten_with(memo: &Memo, scope: &[u8], out: &mut Vec<u8>, from: usize) {
     let Some(literal) = out.get(from..) else {
         return;
     };
     if literal.len() < LONG {
         return;
     }
-    let digest = memo.digest(literal);
+    let digest = memo.digest(scope, literal);
     out.truncate(from);
     out.push(TOKEN);
     out.extend_from_slice(&digest);
@@ -119,12 +123,12 @@ mod tests {
         let mut out = b"{\"a\":".to_vec();
         let short = literal(LONG - 1, b'x');
         out.extend_from_slice(&short);
-        shorten_with(&memo, &mut out, 5);
+        shorten_with(&memo, b"s", &mut out, 5);
         assert_eq!(&out[5..], &short[..]);
         let mut out = b"{\"a\":".to_vec();
         let long = literal(LONG, b'x');
         out.extend_from_slice(&long);
-        shorten_with(&memo, &mut out, 5);
+        shorten_with(&memo, b"s", &mut out, 5);
         assert_eq!(out.len(), 5 + 33);
         assert_eq!(out[5], TOKEN);
         assert_eq!(&out[6..], blake3::hash(&long).as_bytes());
@@ -138,12 +142,12 @@ mod tests {
         b[2000] = b'b';
         // Same length and ends: the same slot; each is hashed, never served the other's.
         for _ in 0..3 {
-            assert_eq!(memo.digest(&a), *blake3::hash(&a).as_bytes());
-            assert_eq!(memo.digest(&b), *blake3::hash(&b).as_bytes());
+            assert_eq!(memo.digest(b"s", &a), *blake3::hash(&a).as_bytes());
+            assert_eq!(memo.digest(b"s", &b), *blake3::hash(&b).as_bytes());
         }
-        assert_eq!(memo.digest(&a), memo.digest(&a));
+        assert_eq!(memo.digest(b"s", &a), memo.digest(b"s", &a));
         let huge = literal(MEMO_MAX + 10, b'h');
-        assert_eq!(memo.digest(&huge), *blake3::hash(&huge).as_bytes());
+        assert_eq!(memo.digest(b"s", &huge), *blake3::hash(&huge).as_bytes());
     }
 
     #[test]
@@ -158,8 +162,21 @@ mod tests {
             .collect();
         for _ in 0..2 {
             for s in &strings {
-                assert_eq!(memo.digest(s), *blake3::hash(s).as_bytes());
+                assert_eq!(memo.digest(b"s", s), *blake3::hash(s).as_bytes());
             }
         }
+    }
+
+    #[test]
+    fn a_string_is_remembered_for_its_scope_only() {
+        let memo = Memo::new();
+        let a = literal(2000, b'a');
+        let want = *blake3::hash(&a).as_bytes();
+        assert_eq!(memo.digest(b"consumer:alice", &a), want);
+        assert_eq!(memo.digest(b"consumer:bob", &a), want);
+        // Each scope's entry holds its scope: a slot never answers for another.
+        let slot = memo.slot_of(b"consumer:bob", &a);
+        let held = memo.slots[slot].load_full().unwrap();
+        assert_eq!(&*held.scope, b"consumer:bob");
     }
 }

@@ -203,14 +203,15 @@ pub fn scope(s: CacheScope, consumer: Option<&str>, team: Option<&str>, route: &
 /// Write `v` with object keys sorted and no whitespace.
 fn canonical(v: &Value, out: &mut String) {
     let mut bytes = std::mem::take(out).into_bytes();
-    canonical_bytes(v, &mut bytes, false);
+    canonical_bytes(v, &mut bytes, None);
     // Only JSON text was written: valid UTF-8.
     *out = String::from_utf8(bytes).unwrap_or_default();
 }
 
 /// `canonical` into bytes, without an allocation per key or value; `long`: long string
-/// values as tokens (`long`, for the exact key: not UTF-8 text then).
-fn canonical_bytes(v: &Value, out: &mut Vec<u8>, long: bool) {
+/// values as tokens, remembered for this scope (`long`, for the exact key: not UTF-8 text
+/// then).
+fn canonical_bytes(v: &Value, out: &mut Vec<u8>, long: Option<&[u8]>) {
     match v {
         Value::Object(m) => {
             // serde_json's map is a BTreeMap (no `preserve_order`): its keys come sorted.
@@ -238,8 +239,8 @@ fn canonical_bytes(v: &Value, out: &mut Vec<u8>, long: bool) {
         other => {
             let from = out.len();
             let _ = serde_json::to_writer(&mut *out, other);
-            if long && other.is_string() {
-                long::shorten(out, from);
+            if let (Some(scope), true) = (long, other.is_string()) {
+                long::shorten(scope, out, from);
             }
         }
     }
