@@ -18,7 +18,7 @@ use crate::usage::json::{Bail, Cursor, Scan};
 use std::borrow::Cow;
 
 /// A key: the BLAKE3 digest itself (32 bytes, hashed and compared as they are in memory),
-/// written as hex where it leaves the process (Redis, the semantic index).
+/// written as hex where it leaves the process (Redis).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Key(pub [u8; 32]);
 
@@ -28,7 +28,9 @@ impl Key {
         blake3::Hash::from_bytes(self.0).to_hex().to_string()
     }
 
-    /// From its 64 hex digits.
+    /// From its 64 hex digits (the inverse of [`Key::hex`], for the tests: nothing reads a
+    /// key back).
+    #[cfg(test)]
     pub fn from_hex(hex: &str) -> Option<Key> {
         blake3::Hash::from_hex(hex).ok().map(|h| Key(*h.as_bytes()))
     }

@@ -7,10 +7,12 @@
 //! long string sent again (a system prompt, the earlier turns of a conversation, a tool's
 //! schema) is compared byte for byte instead of hashed again, about a tenth of the
 //! instructions per byte. Remembered per cache scope: a string serves only requests of the
-//! scope that sent it, so how fast a key is made tells no one what another scope sent. The memo is a fixed table of slots, each swapped whole
-//! (`arc-swap`: a lookup takes no lock); a slot is picked by the string's length and ends, and
-//! its entry serves only a string equal to the one it holds. Bounded: [`SLOTS`] strings of
-//! at most [`MEMO_MAX`] bytes.
+//! scope that sent it, so how fast a key is made tells no one what another scope sent.
+//!
+//! The memo is a fixed table of slots, each swapped whole (`arc-swap`: a lookup takes no
+//! lock); a slot is picked by the scope and the string's length and ends, and its entry
+//! serves only the scope and string it holds. Bounded: [`SLOTS`] strings of at most
+//! [`MEMO_MAX`] bytes.
 
 use arc_swap::ArcSwapOption;
 use once_cell::sync::Lazy;

@@ -123,6 +123,15 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// Every verdict, in declaration order (`v as usize` is its place here).
+    pub const ALL: [Verdict; 5] = [
+        Verdict::Hit,
+        Verdict::HitSemantic,
+        Verdict::Miss,
+        Verdict::Refresh,
+        Verdict::Bypass,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Hit => "hit-exact",
@@ -139,7 +148,7 @@ impl Verdict {
 /// built rather than by label on every request.
 #[derive(Debug, Clone)]
 pub struct Counters {
-    /// By [`Verdict`], in its order.
+    /// By [`Verdict`], in the order of [`Verdict::ALL`].
     lookups: [prometheus::IntCounter; 5],
     stored: prometheus::IntCounter,
 }
@@ -149,27 +158,14 @@ impl Counters {
         let m = &crate::metrics::METRICS;
         let lookup = |v: Verdict| m.cache_lookups.with_label_values(&[route, v.as_str()]);
         Counters {
-            lookups: [
-                lookup(Verdict::Hit),
-                lookup(Verdict::HitSemantic),
-                lookup(Verdict::Miss),
-                lookup(Verdict::Refresh),
-                lookup(Verdict::Bypass),
-            ],
+            lookups: Verdict::ALL.map(lookup),
             stored: m.cache_stored.with_label_values(&[route]),
         }
     }
 
     /// Count a lookup's verdict.
     pub fn looked_up(&self, v: Verdict) {
-        let i = match v {
-            Verdict::Hit => 0,
-            Verdict::HitSemantic => 1,
-            Verdict::Miss => 2,
-            Verdict::Refresh => 3,
-            Verdict::Bypass => 4,
-        };
-        if let Some(c) = self.lookups.get(i) {
+        if let Some(c) = self.lookups.get(v as usize) {
             c.inc();
         }
     }

@@ -28,6 +28,7 @@
 //!   entry is gone is a miss and is dropped.
 
 use super::graph::{self, Graph, GRAPH_FROM, LINK_BYTES};
+use super::Key;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
@@ -157,7 +158,7 @@ struct Point {
     /// The length of its vector.
     dims: usize,
     /// The exact cache's key of the answer.
-    key: String,
+    key: Key,
     expires_ms: u64,
     tool_calls: bool,
 }
@@ -171,7 +172,7 @@ impl Point {
         } else {
             0
         };
-        self.dims * 4 + graph + 2 * self.key.len() + 128
+        self.dims * 4 + graph + 2 * std::mem::size_of::<Key>() + 128
     }
 
     fn serves(&self, tool_calls: bool, now_ms: u64) -> bool {
@@ -185,7 +186,7 @@ struct Partition {
     /// Every point, by id.
     points: HashMap<u64, Point>,
     /// Points by their answer's key (a key names at most one point).
-    ids: HashMap<String, u64>,
+    ids: HashMap<Key, u64>,
     /// Points holding their vector, scanned exactly.
     listed: Vec<u64>,
     /// The graph of the rest, once [`GRAPH_FROM`] points had one dimension.
@@ -212,7 +213,7 @@ impl Partition {
     /// Add a point (into the graph when one of its dimension exists); its bytes.
     fn add(&mut self, id: u64, mut point: Point) -> usize {
         // The caller removed the point this key named, if any.
-        self.ids.insert(point.key.clone(), id);
+        self.ids.insert(point.key, id);
         if self
             .graph
             .as_ref()
@@ -317,7 +318,7 @@ impl Inner {
 /// The best point found for a request: the exact cache's key and the similarity.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Found {
-    pub key: String,
+    pub key: Key,
     pub score: f32,
 }
 
@@ -366,7 +367,7 @@ impl SemanticIndex {
             .get(context)?
             .nearest(vector, tool_calls, now_ms)?;
         (score >= threshold).then(|| Found {
-            key: point.key.clone(),
+            key: point.key,
             score: score.min(1.0),
         })
     }
@@ -378,7 +379,7 @@ impl SemanticIndex {
         &self,
         context: [u8; 32],
         vector: Vec<f32>,
-        key: String,
+        key: Key,
         expires_ms: u64,
         tool_calls: bool,
         max_entries: usize,
@@ -413,7 +414,7 @@ impl SemanticIndex {
     }
 
     /// Drop the point naming `key` in `context` (its answer is gone from the exact cache).
-    pub fn forget(&self, context: &[u8; 32], key: &str) {
+    pub fn forget(&self, context: &[u8; 32], key: &Key) {
         let mut inner = self.lock();
         let id = inner
             .partitions
@@ -495,6 +496,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A key named for the test.
+    fn k(name: &str) -> Key {
+        Key(*blake3::hash(name.as_bytes()).as_bytes())
+    }
+
     fn v(xs: &[f64]) -> Vec<f32> {
         unit(xs).unwrap()
     }
@@ -552,10 +558,10 @@ mod tests {
     fn nearest_in_the_partition_above_the_threshold() {
         let idx = SemanticIndex::default();
         let (a, b) = ([1u8; 32], [2u8; 32]);
-        idx.insert(a, v(&[1.0, 0.0]), "k1".into(), 100, false, 10, 1 << 20, 0);
-        idx.insert(a, v(&[0.0, 1.0]), "k2".into(), 100, true, 10, 1 << 20, 0);
+        idx.insert(a, v(&[1.0, 0.0]), k("k1"), 100, false, 10, 1 << 20, 0);
+        idx.insert(a, v(&[0.0, 1.0]), k("k2"), 100, true, 10, 1 << 20, 0);
         let near = idx.nearest(&a, &v(&[0.95, 0.1]), 0.9, false, 0).unwrap();
-        assert_eq!(near.key, "k1");
+        assert_eq!(near.key, k("k1"));
         assert!(near.score > 0.99);
         assert!(
             idx.nearest(&b, &v(&[1.0, 0.0]), 0.9, false, 0).is_none(),
@@ -571,7 +577,7 @@ mod tests {
         );
         assert_eq!(
             idx.nearest(&a, &v(&[0.0, 1.0]), 0.9, true, 0).unwrap().key,
-            "k2"
+            k("k2")
         );
         assert!(
             idx.nearest(&a, &v(&[1.0, 0.0]), 0.9, false, 100).is_none(),
@@ -582,7 +588,7 @@ mod tests {
                 .is_none(),
             "dimensions"
         );
-        idx.forget(&a, "k1");
+        idx.forget(&a, &k("k1"));
         assert!(
             idx.nearest(&a, &v(&[1.0, 0.0]), 0.9, false, 0).is_none(),
             "forgotten"
@@ -598,7 +604,7 @@ mod tests {
             idx.insert(
                 c,
                 v(&[1.0, f64::from(i)]),
-                format!("k{i}"),
+                k(&format!("k{i}")),
                 100,
                 false,
                 3,
@@ -611,45 +617,36 @@ mod tests {
             idx.nearest(&c, &v(&[1.0, 9.0]), 0.999, false, 0)
                 .unwrap()
                 .key,
-            "k9"
+            k("k9")
         );
         assert!(
             idx.nearest(&c, &v(&[1.0, 0.0]), 0.999, false, 0).is_none(),
             "evicted"
         );
         // Replacing a key keeps one point.
-        idx.insert(c, v(&[1.0, 9.0]), "k9".into(), 100, false, 3, 1 << 20, 0);
+        idx.insert(c, v(&[1.0, 9.0]), k("k9"), 100, false, 3, 1 << 20, 0);
         assert_eq!(idx.stats().entries, 3);
-        // Bytes: each point is 2 × 4 + 2 × 2 + 128 bytes.
+        // Bytes: each point is 2 × 4 + 2 × 32 + 128 = 200 bytes.
         let small = SemanticIndex::default();
         for i in 0..10 {
             small.insert(
                 c,
                 v(&[1.0, f64::from(i)]),
-                format!("k{i}"),
+                k(&format!("k{i}")),
                 100,
                 false,
                 100,
-                300,
+                450,
                 0,
             );
         }
         let Stats { entries, bytes, .. } = small.stats();
         assert_eq!(entries, 2);
-        assert!(bytes <= 300);
+        assert!(bytes <= 450);
         // Expired points at the front are dropped by the next insert.
         let e = SemanticIndex::default();
-        e.insert(c, v(&[1.0, 0.0]), "old".into(), 5, false, 100, 1 << 20, 0);
-        e.insert(
-            c,
-            v(&[0.0, 1.0]),
-            "new".into(),
-            100,
-            false,
-            100,
-            1 << 20,
-            10,
-        );
+        e.insert(c, v(&[1.0, 0.0]), k("old"), 5, false, 100, 1 << 20, 0);
+        e.insert(c, v(&[0.0, 1.0]), k("new"), 100, false, 100, 1 << 20, 10);
         assert_eq!(e.stats().entries, 1);
     }
 
@@ -668,7 +665,7 @@ mod tests {
             idx.insert(
                 c,
                 random(i, dims),
-                format!("k{i}"),
+                k(&format!("k{i}")),
                 expires,
                 tools,
                 max,
@@ -701,24 +698,24 @@ mod tests {
             assert_eq!(find(i, true, 0), None, "evicted k{i}");
         }
         for i in 50..n {
-            let want = (i % 10 != 3).then(|| format!("k{i}"));
+            let want = (i % 10 != 3).then(|| k(&format!("k{i}")));
             assert_eq!(find(i, false, 0), want, "k{i} without tool calls");
             assert_eq!(
                 find(i, true, 0),
-                Some(format!("k{i}")),
+                Some(k(&format!("k{i}"))),
                 "k{i} with tool calls"
             );
             if i % 10 == 4 && i >= GRAPH_FROM as u64 - 1 {
                 assert_eq!(find(i, true, 10), None, "k{i} expired");
             }
         }
-        idx.forget(&c, "k100");
+        idx.forget(&c, &k("k100"));
         assert_eq!(find(100, true, 0), None, "forgotten");
         // Replacing a key replaces its point in the graph.
         idx.insert(
             c,
             random(9_000, dims),
-            "k101".into(),
+            k("k101"),
             100,
             false,
             max,
@@ -730,13 +727,13 @@ mod tests {
             idx.nearest(&c, &random(9_000, dims), 0.99, false, 0)
                 .unwrap()
                 .key,
-            "k101"
+            k("k101")
         );
         // A vector of another dimension stays in the list and is found there.
-        idx.insert(c, random(1, 8), "short".into(), 100, false, max, 1 << 30, 0);
+        idx.insert(c, random(1, 8), k("short"), 100, false, max, 1 << 30, 0);
         assert_eq!(
             idx.nearest(&c, &random(1, 8), 0.99, false, 0).unwrap().key,
-            "short"
+            k("short")
         );
         assert_eq!(idx.stats().graphed, max - 1);
         idx.clear();

@@ -200,6 +200,9 @@ fn route_counters_count_each_verdict_under_its_label() {
     assert_eq!(seen(Verdict::HitSemantic), 1);
     assert_eq!(seen(Verdict::Hit), 0);
     assert_eq!(seen(Verdict::Bypass), 0);
+    for (i, v) in Verdict::ALL.into_iter().enumerate() {
+        assert_eq!(v as usize, i, "{v:?} in its place");
+    }
     assert_eq!(
         m.cache_stored
             .with_label_values(&["counters-test-route"])

@@ -121,11 +121,7 @@ pub async fn lookup(
                     sem.tool_calls,
                     now_ms(),
                 ) {
-                    let kept = match cache::Key::from_hex(&found.key) {
-                        Some(k) => backends.cache().get(&k).await,
-                        None => None,
-                    };
-                    match kept {
+                    match backends.cache().get(&found.key).await {
                         Some(entry) => {
                             hit = Some(entry);
                             score = Some(found.score);
@@ -372,7 +368,7 @@ pub async fn keep(
             p.index.insert(
                 p.context,
                 p.vector.clone(),
-                state.key.hex(),
+                state.key,
                 now.saturating_add(ttl_ms),
                 tool_calls,
                 sem.max_entries,

@@ -159,10 +159,7 @@ impl Walk<'_, '_, '_> {
     /// The chunk, from its start to its end.
     pub fn chunk<'d2>(&mut self, c: &mut Cursor<'d2>) -> Scan<ChunkSummary<'d2>> {
         let mut s = ChunkSummary::default();
-        c.open(b'{')?;
-        let mut more = c.first_member(b'}')?;
-        while more {
-            let key = c.key()?;
+        c.members(|c, key| {
             if key.is(b"choices") {
                 let (n, text) = self.choices(c)?;
                 s.has_choices = n > 0;
@@ -179,8 +176,8 @@ impl Walk<'_, '_, '_> {
             } else {
                 self.skip(c)?;
             }
-            more = c.next_member(b'}')?;
-        }
+            Ok(())
+        })?;
         c.end()?;
         Ok(s)
     }
@@ -190,15 +187,11 @@ impl Walk<'_, '_, '_> {
         if c.null()? {
             return Ok((0, false));
         }
-        c.open(b'[')?;
-        let mut n = 0usize;
         let mut any = false;
-        let mut more = c.first_member(b']')?;
-        while more {
-            n = n.saturating_add(1);
+        let n = c.elements(|c| {
             any |= self.choice(c)?;
-            more = c.next_member(b']')?;
-        }
+            Ok(())
+        })?;
         Ok((n, any))
     }
 
@@ -206,24 +199,21 @@ impl Walk<'_, '_, '_> {
     /// (its own estimator), content and tool call arguments, then legacy
     /// `text` (kept for the end, as it may come first).
     fn choice(&mut self, c: &mut Cursor<'_>) -> Scan<bool> {
-        c.open(b'{')?;
         let (mut delta_seen, mut text) = (false, None);
         let mut any = false;
-        let mut more = c.first_member(b'}')?;
-        while more {
-            let key = c.key()?;
+        c.members(|c, key| {
             if key.is(b"delta") {
                 once(&mut delta_seen)?;
                 if !c.null()? {
                     any |= self.delta(c)?;
                 }
+                Ok(())
             } else if key.is(b"text") {
-                once_value(&mut text, text_value(c)?)?;
+                once_value(&mut text, text_value(c)?)
             } else {
-                self.skip(c)?;
+                self.skip(c)
             }
-            more = c.next_member(b'}')?;
-        }
+        })?;
         any |= self.feed(str_span(text), false)?;
         Ok(any)
     }
@@ -233,15 +223,12 @@ impl Walk<'_, '_, '_> {
     /// null, and tool call arguments come after `content`, so those are fed
     /// at the end.
     fn delta(&mut self, c: &mut Cursor<'_>) -> Scan<bool> {
-        c.open(b'{')?;
         let (mut content_seen, mut reasoning_content_seen) = (false, false);
         let (mut reasoning_seen, mut tool_calls_seen) = (false, false);
         let mut reasoning_content = false;
         let (mut reasoning, mut tools) = (None, None);
         let mut any = false;
-        let mut more = c.first_member(b'}')?;
-        while more {
-            let key = c.key()?;
+        c.members(|c, key| {
             if key.is(b"content") {
                 once(&mut content_seen)?;
                 any |= self.text_fed(c, false)?.1;
@@ -262,8 +249,8 @@ impl Walk<'_, '_, '_> {
             } else {
                 self.skip(c)?;
             }
-            more = c.next_member(b'}')?;
-        }
+            Ok(())
+        })?;
         if !reasoning_content {
             any |= self.feed(reasoning, true)?;
         }
@@ -276,46 +263,38 @@ impl Walk<'_, '_, '_> {
     /// A `tool_calls` array: validated, and its `function.arguments` strings
     /// fed if `feed`.
     fn tool_calls(&mut self, c: &mut Cursor<'_>, feed: bool) -> Scan<bool> {
-        c.open(b'[')?;
         let mut any = false;
-        let mut more = c.first_member(b']')?;
-        while more {
-            c.open(b'{')?;
+        c.elements(|c| {
             let (mut function_seen, mut args) = (false, None);
-            let mut more_fields = c.first_member(b'}')?;
-            while more_fields {
-                let key = c.key()?;
+            c.members(|c, key| {
                 if key.is(b"function") {
                     once(&mut function_seen)?;
                     if !c.null()? {
                         args = function_args(c)?;
                     }
+                    Ok(())
                 } else {
-                    c.skip_value()?;
+                    c.skip_value()
                 }
-                more_fields = c.next_member(b'}')?;
-            }
+            })?;
             if feed {
                 any |= self.feed(str_span(args), false)?;
             }
-            more = c.next_member(b']')?;
-        }
+            Ok(())
+        })?;
         Ok(any)
     }
 }
 
 /// A `function` object: its `arguments`.
 fn function_args(c: &mut Cursor<'_>) -> Scan<Option<TextVal>> {
-    c.open(b'{')?;
     let mut args = None;
-    let mut more = c.first_member(b'}')?;
-    while more {
-        if c.key()?.is(b"arguments") {
-            once_value(&mut args, text_value(c)?)?;
+    c.members(|c, key| {
+        if key.is(b"arguments") {
+            once_value(&mut args, text_value(c)?)
         } else {
-            c.skip_value()?;
+            c.skip_value()
         }
-        more = c.next_member(b'}')?;
-    }
+    })?;
     Ok(args)
 }

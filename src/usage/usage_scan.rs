@@ -22,27 +22,23 @@ pub(super) fn usage(raw: &[u8]) -> Scan<Option<Usage>> {
 
 /// The `usage` object at the cursor.
 fn usage_at(c: &mut Cursor<'_>) -> Scan<Option<Usage>> {
-    c.open(b'{')?;
     let (mut prompt, mut completion, mut total) = (None, None, None);
     let (mut prompt_details, mut completion_details) = (None, None);
-    let mut more = c.first_member(b'}')?;
-    while more {
-        let key = c.key()?;
+    c.members(|c, key| {
         if key.is(b"prompt_tokens") || key.is(b"input_tokens") {
-            once_value(&mut prompt, c.count()?)?;
+            once_value(&mut prompt, c.count()?)
         } else if key.is(b"completion_tokens") || key.is(b"output_tokens") {
-            once_value(&mut completion, c.count()?)?;
+            once_value(&mut completion, c.count()?)
         } else if key.is(b"total_tokens") {
-            once_value(&mut total, c.count()?)?;
+            once_value(&mut total, c.count()?)
         } else if key.is(b"prompt_tokens_details") || key.is(b"input_tokens_details") {
-            once_value(&mut prompt_details, details(c)?)?;
+            once_value(&mut prompt_details, details(c)?)
         } else if key.is(b"completion_tokens_details") || key.is(b"output_tokens_details") {
-            once_value(&mut completion_details, details(c)?)?;
+            once_value(&mut completion_details, details(c)?)
         } else {
-            c.skip_value()?;
+            c.skip_value()
         }
-        more = c.next_member(b'}')?;
-    }
+    })?;
     let (prompt, completion, total) = (prompt.flatten(), completion.flatten(), total.flatten());
     if prompt.is_none() && completion.is_none() && total.is_none() {
         return Ok(None);
@@ -74,23 +70,19 @@ fn details(c: &mut Cursor<'_>) -> Scan<Option<Details>> {
     if c.null()? {
         return Ok(None);
     }
-    c.open(b'{')?;
     let mut d = Details {
         cached: None,
         reasoning: None,
     };
-    let mut more = c.first_member(b'}')?;
-    while more {
-        let key = c.key()?;
+    c.members(|c, key| {
         if key.is(b"cached_tokens") {
-            once_value(&mut d.cached, c.count()?)?;
+            once_value(&mut d.cached, c.count()?)
         } else if key.is(b"reasoning_tokens") {
-            once_value(&mut d.reasoning, c.count()?)?;
+            once_value(&mut d.reasoning, c.count()?)
         } else {
-            c.skip_value()?;
+            c.skip_value()
         }
-        more = c.next_member(b'}')?;
-    }
+    })?;
     Ok(Some(d))
 }
 
@@ -110,43 +102,38 @@ pub(super) enum BodyUsage<'a> {
 /// not).
 pub(super) fn body_usage(body: &[u8]) -> Scan<BodyUsage<'_>> {
     let mut c = Cursor::new(body);
-    c.open(b'{')?;
     let mut usage = None;
-    let mut more = c.first_member(b'}')?;
-    while more {
-        let key = c.key()?;
+    c.members(|c, key| {
         if !key.raw.is_ascii() && std::str::from_utf8(key.raw).is_err() {
             return Err(Bail);
         }
-        if key.is(b"usage") {
-            let found = if c.null()? {
-                BodyUsage::None
-            } else {
-                let start = c.pos();
-                let mut probe = c.clone();
-                let parsed = match usage_at(&mut probe) {
-                    Ok(u) => {
-                        c = probe;
-                        Some(u)
-                    }
-                    Err(Bail) => {
-                        c.skip_value()?;
-                        None
-                    }
-                };
-                let raw = body.get(start..c.pos()).ok_or(Bail)?;
-                let raw = std::str::from_utf8(raw).map_err(|_| Bail)?;
-                match parsed {
-                    Some(u) => BodyUsage::Parsed(u),
-                    None => BodyUsage::Raw(raw),
+        if !key.is(b"usage") {
+            return c.skip_value();
+        }
+        let found = if c.null()? {
+            BodyUsage::None
+        } else {
+            let start = c.pos();
+            let mut probe = c.clone();
+            let parsed = match usage_at(&mut probe) {
+                Ok(u) => {
+                    *c = probe;
+                    Some(u)
+                }
+                Err(Bail) => {
+                    c.skip_value()?;
+                    None
                 }
             };
-            once_value(&mut usage, found)?;
-        } else {
-            c.skip_value()?;
-        }
-        more = c.next_member(b'}')?;
-    }
+            let raw = body.get(start..c.pos()).ok_or(Bail)?;
+            let raw = std::str::from_utf8(raw).map_err(|_| Bail)?;
+            match parsed {
+                Some(u) => BodyUsage::Parsed(u),
+                None => BodyUsage::Raw(raw),
+            }
+        };
+        once_value(&mut usage, found)
+    })?;
     c.end()?;
     Ok(usage.unwrap_or(BodyUsage::None))
 }
