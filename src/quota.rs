@@ -12,7 +12,9 @@
 //!   in the request's logging phase, so a graceful shutdown or upgrade waits for it, and a
 //!   `kill -9` can lose only charges of responses that ended in the last fsync (a few ms).
 //!   Reservations are counted in memory per process; admission reads the balance from
-//!   memory, refreshed from the store by every charge and API change.
+//!   memory, refreshed from the store by every charge and API change. Every answer of the
+//!   store carries its commit's position (`Stamped::seq`), and an answer older than the one
+//!   learnt is ignored, so a first read that started before a charge never undoes it.
 //!
 //! Either way, concurrent requests cannot overspend a balance by more than the difference
 //! between what they reserved and what they used.
@@ -20,11 +22,12 @@
 use crate::auth::Consumers;
 use crate::error::GatewayError;
 use crate::metrics::METRICS;
+use crate::store::local::Stamped;
 use crate::store::{StoreError, Stores};
 use arc_swap::ArcSwap;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// Which consumers are charged.
@@ -56,6 +59,10 @@ impl QuotaSettings {
 struct Account {
     loaded: AtomicBool,
     balance: AtomicI64,
+    /// The store's stamp (`Stamped::seq`) of the answer `balance` came from: an answer
+    /// with a lower stamp is older than what is known and is not learnt. Locked only to
+    /// learn an answer, never to admit.
+    learnt: Mutex<u64>,
     reserved: AtomicI64,
     /// Charges being written: counted from before their reservation is released until the
     /// store's answer includes them, so admission never sees the room in between.
@@ -121,21 +128,25 @@ impl Quotas {
         account
     }
 
-    /// Remember a committed balance (and show it as a gauge).
+    /// Remember a balance Redis answered (only shown as a gauge: Redis admits).
     fn learn(&self, consumer: &str, balance: i64) {
         let a = self.account(consumer);
         a.balance.store(balance, Ordering::SeqCst);
         self.show(consumer, &a);
     }
 
-    /// Remember the balance a charge's commit answered: the lower of it and what is known
-    /// (answers of concurrent charges may be handled out of order; charges only lower it).
-    fn learn_charged(&self, consumer: &str, balance: i64) {
+    /// Remember a balance the embedded store answered, unless a newer answer (a higher
+    /// stamp) was learnt already: answers of concurrent operations reach their callers in
+    /// any order, and a first read that started before a charge must not undo it.
+    fn learn_stamped(&self, consumer: &str, answer: Stamped<i64>) {
         let a = self.account(consumer);
-        if a.loaded.load(Ordering::SeqCst) {
-            a.balance.fetch_min(balance, Ordering::SeqCst);
-        } else {
-            a.balance.store(balance, Ordering::SeqCst);
+        {
+            let mut learnt = a.learnt.lock().unwrap_or_else(PoisonError::into_inner);
+            if *learnt >= answer.seq && a.loaded.load(Ordering::SeqCst) {
+                return;
+            }
+            *learnt = answer.seq;
+            a.balance.store(answer.value, Ordering::SeqCst);
         }
         self.show(consumer, &a);
     }
@@ -193,12 +204,14 @@ impl Quotas {
         };
         let account = self.account(consumer);
         if !account.loaded.load(Ordering::SeqCst) {
-            let balance = local
-                .quota_get(consumer)
-                .await
-                .map_err(store_error)?
-                .unwrap_or(0);
-            self.learn(consumer, balance);
+            let answer = local.quota_get(consumer).await.map_err(store_error)?;
+            self.learn_stamped(
+                consumer,
+                Stamped {
+                    seq: answer.seq,
+                    value: answer.value.unwrap_or(0),
+                },
+            );
         }
         let before = account.reserved.fetch_add(n, Ordering::SeqCst);
         if account
@@ -246,8 +259,8 @@ impl Quotas {
             return;
         }
         let result = local.quota_add(consumer, -used).await;
-        if let Ok(balance) = result {
-            self.learn_charged(consumer, balance);
+        if let Ok(answer) = result {
+            self.learn_stamped(consumer, answer);
         }
         account.pending.fetch_sub(used, Ordering::SeqCst);
         if let Err(e) = result {
@@ -278,24 +291,30 @@ impl Quotas {
                 "quotas are not configured on this gateway".into(),
             ));
         }
-        let result = if let Some(redis) = &self.stores.redis {
-            match op {
+        if let Some(redis) = &self.stores.redis {
+            let balance = match op {
                 QuotaOp::Get => redis.quota_get(consumer).await.map(|b| b.unwrap_or(0)),
                 QuotaOp::Set(v) => redis.quota_set(consumer, v).await,
                 QuotaOp::Add(d) => redis.quota_add(consumer, d).await,
             }
-        } else if let Some(local) = &self.stores.local {
-            match op {
-                QuotaOp::Get => local.quota_get(consumer).await.map(|b| b.unwrap_or(0)),
-                QuotaOp::Set(v) => local.quota_set(consumer, v).await,
-                QuotaOp::Add(d) => local.quota_add(consumer, d).await,
-            }
-        } else {
+            .map_err(store_error)?;
+            self.learn(consumer, balance);
+            return Ok(balance);
+        }
+        let Some(local) = &self.stores.local else {
             return Err(GatewayError::StoreUnavailable("quotas"));
         };
-        let balance = result.map_err(store_error)?;
-        self.learn(consumer, balance);
-        Ok(balance)
+        let answer = match op {
+            QuotaOp::Get => local.quota_get(consumer).await.map(|s| Stamped {
+                seq: s.seq,
+                value: s.value.unwrap_or(0),
+            }),
+            QuotaOp::Set(v) => local.quota_set(consumer, v).await,
+            QuotaOp::Add(d) => local.quota_add(consumer, d).await,
+        }
+        .map_err(store_error)?;
+        self.learn_stamped(consumer, answer);
+        Ok(answer.value)
     }
 
     /// Load every stored balance into memory and the gauges (at start).
@@ -303,8 +322,14 @@ impl Quotas {
         if let Some(local) = &self.stores.local {
             match local.quota_all().await {
                 Ok(all) => {
-                    for (consumer, balance) in all {
-                        self.learn(&consumer, balance);
+                    for (consumer, value) in all.value {
+                        self.learn_stamped(
+                            &consumer,
+                            Stamped {
+                                seq: all.seq,
+                                value,
+                            },
+                        );
                     }
                 }
                 Err(e) => log::warn!("loading quota balances failed: {e}"),
@@ -437,7 +462,19 @@ mod tests {
             used += t.await.unwrap();
         }
         assert_eq!(used, 1000, "exactly the balance is served, never more");
-        assert_eq!(store.quota_get("alice").await.unwrap(), Some(0));
+        assert_eq!(store.quota_get("alice").await.unwrap().value, Some(0));
+    }
+
+    #[test]
+    fn an_older_answer_never_undoes_a_newer_one() {
+        let quotas = Quotas::new(Arc::new(Stores::default()));
+        let at = |seq, value| Stamped { seq, value };
+        let balance = |q: &Quotas| q.account("a").balance.load(Ordering::SeqCst);
+        quotas.learn_stamped("a", at(5, 990));
+        quotas.learn_stamped("a", at(3, 1000));
+        assert_eq!(balance(&quotas), 990, "a first read answered late is older");
+        quotas.learn_stamped("a", at(6, 2000));
+        assert_eq!(balance(&quotas), 2000, "a top-up committed later is learnt");
     }
 
     #[test]

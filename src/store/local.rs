@@ -81,7 +81,16 @@ enum Resp {
 
 struct Op {
     req: Req,
-    reply: oneshot::Sender<Result<Resp, StoreError>>,
+    reply: oneshot::Sender<Result<(u64, Resp), StoreError>>,
+}
+
+/// A value read or written by the store, with the position of its transaction among this
+/// store's commits: of two answers, the one with the higher `seq` shows the newer state
+/// (answers of concurrent operations may reach their callers in any order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamped<T> {
+    pub seq: u64,
+    pub value: T,
 }
 
 #[derive(Default)]
@@ -277,6 +286,7 @@ impl LocalStore {
         let (tx, rx) = mpsc::channel();
         let writer = Writer {
             conn,
+            seq: 0,
             cache: cache.clone(),
             path: path.display().to_string(),
         };
@@ -292,7 +302,7 @@ impl LocalStore {
         }))
     }
 
-    async fn call(&self, req: Req) -> Result<Resp, StoreError> {
+    async fn call(&self, req: Req) -> Result<(u64, Resp), StoreError> {
         let gone = || StoreError::Unavailable("the store writer thread has stopped".into());
         let (reply, rx) = oneshot::channel();
         let tx = self.tx.as_ref().ok_or_else(gone)?;
@@ -301,34 +311,34 @@ impl LocalStore {
     }
 
     /// A consumer's balance, `None` if it was never set.
-    pub async fn quota_get(&self, consumer: &str) -> Result<Option<i64>, StoreError> {
+    pub async fn quota_get(&self, consumer: &str) -> Result<Stamped<Option<i64>>, StoreError> {
         match self.call(Req::Get(consumer.to_string())).await? {
-            Resp::Balance(b) => Ok(b),
+            (seq, Resp::Balance(value)) => Ok(Stamped { seq, value }),
             _ => Err(mismatch()),
         }
     }
 
     /// Every stored balance.
-    pub async fn quota_all(&self) -> Result<Vec<(String, i64)>, StoreError> {
+    pub async fn quota_all(&self) -> Result<Stamped<Vec<(String, i64)>>, StoreError> {
         match self.call(Req::All).await? {
-            Resp::All(v) => Ok(v),
+            (seq, Resp::All(value)) => Ok(Stamped { seq, value }),
             _ => Err(mismatch()),
         }
     }
 
     /// Set a balance; durable when this returns. Returns the balance.
-    pub async fn quota_set(&self, consumer: &str, value: i64) -> Result<i64, StoreError> {
+    pub async fn quota_set(&self, consumer: &str, value: i64) -> Result<Stamped<i64>, StoreError> {
         match self.call(Req::Set(consumer.to_string(), value)).await? {
-            Resp::Value(v) => Ok(v),
+            (seq, Resp::Value(value)) => Ok(Stamped { seq, value }),
             _ => Err(mismatch()),
         }
     }
 
     /// Add `delta` (negative to charge) to a balance (a missing one counts as 0); durable
     /// when this returns. Returns the new balance. `Overflow` leaves it unchanged.
-    pub async fn quota_add(&self, consumer: &str, delta: i64) -> Result<i64, StoreError> {
+    pub async fn quota_add(&self, consumer: &str, delta: i64) -> Result<Stamped<i64>, StoreError> {
         match self.call(Req::Add(consumer.to_string(), delta)).await? {
-            Resp::Value(v) => Ok(v),
+            (seq, Resp::Value(value)) => Ok(Stamped { seq, value }),
             _ => Err(mismatch()),
         }
     }
@@ -356,7 +366,7 @@ impl LocalStore {
         req: super::budget_sql::BudgetReq,
     ) -> Result<super::budget_sql::BudgetResp, StoreError> {
         match self.call(Req::Budget(req)).await? {
-            Resp::Budget(r) => Ok(r),
+            (_, Resp::Budget(r)) => Ok(r),
             _ => Err(mismatch()),
         }
     }
@@ -385,6 +395,8 @@ impl Drop for LocalStore {
 
 struct Writer {
     conn: Connection,
+    /// Operations committed so far: the last one's `Stamped::seq`.
+    seq: u64,
     cache: Arc<Cache>,
     path: String,
 }
@@ -434,7 +446,8 @@ impl Writer {
             Ok((results, counts)) => {
                 self.cache.committed(&deltas, &counts);
                 for (op, res) in ops.into_iter().zip(results) {
-                    let _ = op.reply.send(res);
+                    self.seq += 1;
+                    let _ = op.reply.send(res.map(|r| (self.seq, r)));
                 }
             }
             Err(e) => {

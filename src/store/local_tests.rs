@@ -11,28 +11,40 @@ fn db(dir: &tempfile::TempDir) -> std::path::PathBuf {
 async fn quota_round_trip_and_overflow() {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalStore::open(&db(&dir), HOUR).unwrap();
-    assert_eq!(store.quota_get("alice").await.unwrap(), None);
-    assert_eq!(store.quota_set("alice", 100).await.unwrap(), 100);
-    assert_eq!(store.quota_add("alice", -30).await.unwrap(), 70);
-    assert_eq!(store.quota_add("bob", 5).await.unwrap(), 5);
-    assert_eq!(store.quota_get("alice").await.unwrap(), Some(70));
+    assert_eq!(store.quota_get("alice").await.unwrap().value, None);
+    assert_eq!(store.quota_set("alice", 100).await.unwrap().value, 100);
+    assert_eq!(store.quota_add("alice", -30).await.unwrap().value, 70);
+    assert_eq!(store.quota_add("bob", 5).await.unwrap().value, 5);
+    assert_eq!(store.quota_get("alice").await.unwrap().value, Some(70));
     assert!(matches!(
         store.quota_add("alice", i64::MAX).await,
         Err(StoreError::Overflow)
     ));
-    assert_eq!(store.quota_get("alice").await.unwrap(), Some(70));
-    assert_eq!(store.quota_set("carol", i64::MIN).await.unwrap(), i64::MIN);
+    assert_eq!(store.quota_get("alice").await.unwrap().value, Some(70));
+    assert_eq!(
+        store.quota_set("carol", i64::MIN).await.unwrap().value,
+        i64::MIN
+    );
     assert!(matches!(
         store.quota_add("carol", -1).await,
         Err(StoreError::Overflow)
     ));
-    assert_eq!(store.quota_get("carol").await.unwrap(), Some(i64::MIN));
     assert_eq!(
-        store.quota_all().await.unwrap(),
+        store.quota_get("carol").await.unwrap().value,
+        Some(i64::MIN)
+    );
+    let (a, b) = (
+        store.quota_get("x").await.unwrap(),
+        store.quota_add("x", 1).await.unwrap(),
+    );
+    assert!(b.seq > a.seq, "later commits have higher stamps");
+    assert_eq!(
+        store.quota_all().await.unwrap().value,
         vec![
             ("alice".to_string(), 70),
             ("bob".to_string(), 5),
-            ("carol".to_string(), i64::MIN)
+            ("carol".to_string(), i64::MIN),
+            ("x".to_string(), 1)
         ]
     );
 }
@@ -57,7 +69,7 @@ async fn concurrent_quota_adds_are_exact() {
     let tasks: Vec<_> = (1..=500i64)
         .map(|k| {
             let store = store.clone();
-            tokio::spawn(async move { store.quota_add("c", -k).await.unwrap() })
+            tokio::spawn(async move { store.quota_add("c", -k).await.unwrap().value })
         })
         .collect();
     let mut seen = std::collections::HashSet::new();
@@ -68,7 +80,7 @@ async fn concurrent_quota_adds_are_exact() {
         );
     }
     assert_eq!(
-        store.quota_get("c").await.unwrap(),
+        store.quota_get("c").await.unwrap().value,
         Some(1_000_000 - 500 * 501 / 2)
     );
 }
@@ -89,7 +101,7 @@ async fn survives_reopen() {
     drop(store);
 
     let store = LocalStore::open(&path, HOUR).unwrap();
-    assert_eq!(store.quota_get("a").await.unwrap(), Some(15));
+    assert_eq!(store.quota_get("a").await.unwrap().value, Some(15));
     assert_eq!(store.counter("k", now), 8);
     assert_eq!(
         store.counter("k", 3600),
@@ -129,7 +141,7 @@ async fn two_stores_on_one_file_stay_exact() {
     drop((a, b));
 
     let fresh = LocalStore::open(&path, HOUR).unwrap();
-    assert_eq!(fresh.quota_get("shared").await.unwrap(), Some(400));
+    assert_eq!(fresh.quota_get("shared").await.unwrap().value, Some(400));
     assert_eq!(fresh.counter("win", start), 2000);
 }
 
