@@ -157,6 +157,23 @@ async fn identical_requests_hit_and_any_change_misses() {
     let (c, _, _) = send(&gw, "alice", cut, &[]).await;
     assert_eq!(c, "miss", "a cut stream was not kept");
 
+    // A whole answer cut by `max_tokens` (`finish_reason: length`) is not kept; the same
+    // question answered in full is.
+    let short =
+        r#"{"model":"mock-a","max_tokens":2,"messages":[{"role":"user","content":"be brief"}]}"#;
+    for expected in ["miss", "miss"] {
+        let (c, _, body) = send(&gw, "alice", short, &[]).await;
+        assert_eq!(c, expected, "a truncated answer was not kept: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["choices"][0]["finish_reason"], "length");
+    }
+    let full =
+        r#"{"model":"mock-a","max_tokens":64,"messages":[{"role":"user","content":"be brief"}]}"#;
+    for expected in ["miss", "hit-exact"] {
+        let (c, _, _) = send(&gw, "alice", full, &[]).await;
+        assert_eq!(c, expected);
+    }
+
     // Metrics, stats and purge.
     let m = gw.metrics().await;
     assert!(

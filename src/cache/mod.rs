@@ -31,7 +31,7 @@ pub mod store;
 pub(crate) mod whole;
 
 pub use key::{key, Key};
-pub use whole::keepable_whole;
+pub use whole::{keepable_whole, usage_and_keepable};
 
 use crate::settings::{CacheScope, RouteCacheSection};
 use crate::usage::Usage;

@@ -8,7 +8,8 @@
 //! generated variations); neither checks the UTF-8 of strings they skip, which the caller
 //! does when it keeps the text.
 
-use crate::usage::json::{once_value, Bail, Cursor, Scan};
+use crate::usage::json::{once_value, Bail, Cursor, Key, Scan};
+use crate::usage::{usage_from_json_with, Usage};
 use serde::Deserialize;
 
 /// A whole answer's bytes: `Some(calls tools)` when it is a `chat.completion` that may be
@@ -46,22 +47,70 @@ pub(super) fn finished_well(reason: Option<&str>, store_truncated: bool) -> bool
 /// The fast path: [`by_serde`]'s answer, or [`Bail`].
 fn scan(bytes: &[u8], store_truncated: bool) -> Scan<Option<bool>> {
     let mut c = Cursor::new(bytes);
-    let (mut object, mut choices) = (None, None);
+    let mut check = Check::new(store_truncated);
     c.members(|c, key| {
-        if key.is(b"object") {
-            let o = !c.null()? && plain_string(c)? == b"chat.completion";
-            once_value(&mut object, o)
-        } else if key.is(b"choices") {
-            once_value(&mut choices, scan_choices(c, store_truncated)?)
+        if check.member(c, &key)? {
+            Ok(())
         } else {
             c.skip_value()
         }
     })?;
     c.end()?;
-    Ok(match (object, choices) {
-        (Some(true), Some(Some((finished, tools)))) => finished.then_some(tools),
-        _ => None,
-    })
+    Ok(check.verdict())
+}
+
+/// A whole answer's usage (`usage::usage_from_json`) and [`keepable_whole`]'s verdict, read
+/// in one pass over the bytes where the scanner decides both.
+pub fn usage_and_keepable(bytes: &[u8], store_truncated: bool) -> (Option<Usage>, Option<bool>) {
+    let mut check = Check::new(store_truncated);
+    let (usage, scanned) = usage_from_json_with(bytes, |c, key| check.member(c, key));
+    let keep = if scanned {
+        check.verdict()
+    } else {
+        by_serde(bytes, store_truncated)
+    };
+    (usage, keep)
+}
+
+/// What the fast path gathers from an answer's top-level members.
+struct Check {
+    store_truncated: bool,
+    /// `object` is `chat.completion`.
+    object: Option<bool>,
+    /// [`scan_choices`]'s answer.
+    choices: Option<Option<(bool, bool)>>,
+}
+
+impl Check {
+    fn new(store_truncated: bool) -> Self {
+        Check {
+            store_truncated,
+            object: None,
+            choices: None,
+        }
+    }
+
+    /// Read the member's value if the check needs it (`Ok(false)`: not read).
+    fn member<'a>(&mut self, c: &mut Cursor<'a>, key: &Key<'a>) -> Scan<bool> {
+        if key.is(b"object") {
+            let o = !c.null()? && plain_string(c)? == b"chat.completion";
+            once_value(&mut self.object, o)?;
+        } else if key.is(b"choices") {
+            let choices = scan_choices(c, self.store_truncated)?;
+            once_value(&mut self.choices, choices)?;
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// `Some(calls tools)` when the answer may be kept.
+    fn verdict(&self) -> Option<bool> {
+        match (self.object, self.choices) {
+            (Some(true), Some(Some((finished, tools)))) => finished.then_some(tools),
+            _ => None,
+        }
+    }
 }
 
 /// `choices`: `Some((every one finished well, any calls tools))`, `None` when empty.
@@ -173,7 +222,7 @@ mod tests {
 
     /// Answers of many shapes: kept or not, with tools or not, and the unusual forms the
     /// fast path leaves to serde_json.
-    const ANSWERS: [&str; 14] = [
+    const ANSWERS: [&str; 15] = [
         r#"{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi \"there\"\n","tool_calls":null,"refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#,
         r#"{"object":"chat.completion","choices":[{"message":{"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]},"finish_reason":"tool_calls"}]}"#,
         r#"{"object":"chat.completion","choices":[{"message":{},"finish_reason":"length"}]}"#,
@@ -188,6 +237,7 @@ mod tests {
         r#"{"object":"chat.completion","choices":[{"finish_reason":"stop","message":null}]}"#,
         r#"{"object":"chat.completion","choices":[{"finish_reason":5,"message":{"tool_calls":{}}}]}"#,
         r#"{"object":"chat.completion","choices":[{"message":{"function_call":null},"finish_reason":"content_filter"}],"x":[1,2.5e3,true,false,null,{"y":[]}]}"#,
+        r#"{"usage":{"prompt_tokens":7,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":2}},"choices":[{"finish_reason":"stop","message":{"content":"x"}}],"object":"chat.completion"}"#,
     ];
 
     /// Every truncation of each answer, and each with one byte replaced at every position.
@@ -226,6 +276,27 @@ mod tests {
             }
         }
         assert!(decided > 1000, "the fast path decided only {decided} cases");
+    }
+
+    /// The usage meter's pass reads the usage and the verdict the two separate reads give.
+    #[test]
+    fn one_pass_gives_the_usage_and_the_verdict() {
+        for bytes in variations() {
+            if std::str::from_utf8(&bytes).is_err() {
+                continue;
+            }
+            for store_truncated in [false, true] {
+                assert_eq!(
+                    usage_and_keepable(&bytes, store_truncated),
+                    (
+                        crate::usage::usage_from_json(&bytes),
+                        keepable_whole(&bytes, store_truncated)
+                    ),
+                    "{:?}",
+                    String::from_utf8_lossy(&bytes)
+                );
+            }
+        }
     }
 
     #[test]

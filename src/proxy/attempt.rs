@@ -49,6 +49,18 @@ pub struct Outcome {
     /// The id of a Responses API answer passed through (the provider keeps it), for the
     /// calls that name it later.
     pub response_id: Option<String>,
+    /// Whether a whole answer may be kept by the response cache, read in the usage meter's
+    /// pass over it (`KeepAnswer`): the bytes read, and `cache::keepable_whole`'s verdict.
+    pub keepable: Option<(usize, Option<bool>)>,
+}
+
+/// The response cache wants the delivered answer (`Outcome::sent`, `Outcome::keepable`).
+#[derive(Debug, Clone, Copy)]
+pub struct KeepAnswer {
+    /// Keep at most this many bytes (the cache's largest entry).
+    pub limit: usize,
+    /// The route's `store_truncated`.
+    pub store_truncated: bool,
 }
 
 impl Outcome {
@@ -109,6 +121,8 @@ pub struct AttemptState {
     pub attempt: Attempt,
     reader: Reader,
     pub outcome: Outcome,
+    /// Check a whole OpenAI answer for the response cache as its usage is read.
+    pub keep: Option<KeepAnswer>,
 }
 
 impl AttemptState {
@@ -117,6 +131,7 @@ impl AttemptState {
             attempt,
             reader: Reader::None,
             outcome: Outcome::default(),
+            keep: None,
         }
     }
 
@@ -457,7 +472,23 @@ impl AttemptState {
         let usage = match &self.reader {
             Reader::Meter(m) => Some(m.usage()),
             Reader::Translate(t) | Reader::Observe(t) => Some(t.usage()),
-            Reader::Json(body, protocol) => Some(reported_or_estimated(protocol.usage(body), body)),
+            Reader::Json(body, protocol) => {
+                let usage = match self
+                    .keep
+                    .filter(|_| self.attempt.plan.client == ClientProtocol::OpenAi)
+                {
+                    // The provider speaks OpenAI (a native plan): its usage is
+                    // `usage_from_json`'s, read in the same pass as the check.
+                    Some(keep) if protocol.native_client() == Some(ClientProtocol::OpenAi) => {
+                        let (usage, keepable) =
+                            crate::cache::usage_and_keepable(body, keep.store_truncated);
+                        self.outcome.keepable = Some((body.len(), keepable));
+                        usage
+                    }
+                    _ => protocol.usage(body),
+                };
+                Some(reported_or_estimated(usage, body))
+            }
             Reader::Media(meter) => Some(meter.usage()),
             Reader::None | Reader::Scrub(_) | Reader::Hold { .. } => None,
         };

@@ -45,8 +45,8 @@ pub struct Upstream<'a> {
     pub key_holds: &'a mut Vec<Hold>,
     /// The current attempt's reservations under its key's money budgets.
     pub key_budgets: &'a mut Vec<BudgetHold>,
-    /// Keep the delivered answer, up to this many bytes (for the response cache).
-    pub capture: Option<usize>,
+    /// Keep the delivered answer (for the response cache).
+    pub capture: Option<super::attempt::KeepAnswer>,
     pub log: &'a mut AttemptLog,
     /// The request's trace (tracing on only): a span per attempt.
     pub trace: Option<&'a mut RequestTrace>,

@@ -337,7 +337,12 @@ pub async fn keep(
         let tools = semantic::calls_tools(&c);
         (c.to_string(), tools)
     } else {
-        let Some(tools) = cache::keepable_whole(&sent, settings.store_truncated) else {
+        // Read in the usage meter's pass when it read these bytes.
+        let keepable = match attempts.outcome.keepable {
+            Some((read, keepable)) if read == sent.len() => keepable,
+            _ => cache::keepable_whole(&sent, settings.store_truncated),
+        };
+        let Some(tools) = keepable else {
             return;
         };
         // The bytes as they are: no copy.

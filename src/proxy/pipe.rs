@@ -19,7 +19,7 @@
 //!   one is sent on without it) to carry `x-tollgate-cost`, and a stream ends with the
 //!   comment `: x-tollgate-cost …` after its last event.
 
-use super::attempt::{join, Attempt, AttemptState, CostTold, Outcome, MAX_HELD_BODY};
+use super::attempt::{join, Attempt, AttemptState, CostTold, KeepAnswer, Outcome, MAX_HELD_BODY};
 use super::moderation_output::OutputCheck;
 use super::X_REQUEST_ID;
 use crate::error::GatewayError;
@@ -131,8 +131,8 @@ pub struct ClientSide<'a> {
     pub max_event_bytes: usize,
     /// Tell the client what the request cost (`pricing.cost_header`), by this price book.
     pub cost: Option<&'a PriceBook>,
-    /// Keep what the client is sent, up to this many bytes (for the response cache).
-    pub capture: Option<usize>,
+    /// Keep what the client is sent (for the response cache).
+    pub capture: Option<KeepAnswer>,
     /// Restore masked values and check output deny rules in a successful answer.
     pub policy: Option<&'a ResponsePolicy>,
     /// Moderate a successful answer's text, window by window.
@@ -175,6 +175,7 @@ async fn exchange(
         Err(end) => return end,
     };
     let status = resp.status.as_u16();
+    state.keep = capture;
     state.response_header(&mut resp);
     state
         .attempt
@@ -376,8 +377,8 @@ struct Relay<'a> {
     max_event_bytes: usize,
     /// How the answer tells its cost, by which price book (`pricing.cost_header`).
     cost: Option<(&'a PriceBook, CostTold)>,
-    /// Keep what the client is sent, up to this many bytes (the response cache).
-    capture: Option<usize>,
+    /// Keep what the client is sent (the response cache).
+    capture: Option<KeepAnswer>,
     /// The answer's content policies.
     policy: Option<&'a ResponsePolicy>,
     /// The answer's moderation.
@@ -675,9 +676,9 @@ impl Relay<'_> {
         let mut watch_client = true;
         let commenting = matches!(self.cost, Some((_, CostTold::Comment)));
         let mut tail = Tail::default();
-        let mut captured = self.capture.map(|limit| Capture {
+        let mut captured = self.capture.map(|keep| Capture {
             bytes: Vec::new(),
-            limit,
+            limit: keep.limit,
         });
         let mut outgoing = Outgoing {
             policed: self.policy.map(|p| Policed::new(p, self.stream)),

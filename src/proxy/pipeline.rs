@@ -133,7 +133,11 @@ async fn pipeline(
         .cache
         .as_ref()
         .filter(|c| c.verdict != crate::cache::Verdict::Bypass)
-        .map(|_| x.backends.cache().max_entry());
+        .zip(route.cache.as_ref())
+        .map(|(_, settings)| super::attempt::KeepAnswer {
+            limit: x.backends.cache().max_entry(),
+            store_truncated: settings.store_truncated,
+        });
     let upstream = Upstream {
         session,
         connector,

@@ -131,11 +131,22 @@ fn parse_usage(raw: &str) -> Option<Usage> {
 /// Missing or null fields count as 0. `None` if the body is not JSON or has
 /// no usable `usage` object (absent, null, or without any token count).
 pub fn usage_from_json(body: &[u8]) -> Option<Usage> {
-    match usage_scan::body_usage(body) {
-        Ok(BodyUsage::None) => None,
-        Ok(BodyUsage::Parsed(usage)) => usage,
-        Ok(BodyUsage::Raw(raw)) => slow::parse_usage(raw),
-        Err(Bail) => slow::usage_from_json(body),
+    usage_from_json_with(body, |_, _| Ok(false)).0
+}
+
+/// [`usage_from_json`], handing the body's other top-level members to `other` in the same
+/// pass over the bytes (`Ok(true)`: it read the value; `Ok(false)`: skip it). The flag says
+/// whether the pass reached the end: when `false` the scanner bailed, and what `other`
+/// gathered is partial.
+pub(crate) fn usage_from_json_with<'a>(
+    body: &'a [u8],
+    other: impl FnMut(&mut json::Cursor<'a>, &json::Key<'a>) -> json::Scan<bool>,
+) -> (Option<Usage>, bool) {
+    match usage_scan::body_usage(body, other) {
+        Ok(BodyUsage::None) => (None, true),
+        Ok(BodyUsage::Parsed(usage)) => (usage, true),
+        Ok(BodyUsage::Raw(raw)) => (slow::parse_usage(raw), true),
+        Err(Bail) => (slow::usage_from_json(body), false),
     }
 }
 

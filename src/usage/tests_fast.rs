@@ -92,7 +92,7 @@ fn same_body(body: &[u8]) -> bool {
         String::from_utf8_lossy(body)
     );
     matches!(
-        usage_scan::body_usage(body),
+        usage_scan::body_usage(body, |_, _| Ok(false)),
         Ok(usage_scan::BodyUsage::None | usage_scan::BodyUsage::Parsed(_))
     )
 }

@@ -9,7 +9,7 @@
 //! an alias given with its name (serde's derive fails on those), a `usage`
 //! that is not an object, all bail.
 
-use super::json::{once_value, Bail, Cursor, Scan};
+use super::json::{once_value, Bail, Cursor, Key, Scan};
 use super::Usage;
 
 /// A `usage` object; see [`super::slow::parse_usage`].
@@ -99,8 +99,12 @@ pub(super) enum BodyUsage<'a> {
 /// The `usage` of a whole response body; see
 /// [`super::slow::usage_from_json`]. Keys, and the `usage` value, are
 /// checked to be UTF-8 like serde_json does (string values it skips are
-/// not).
-pub(super) fn body_usage(body: &[u8]) -> Scan<BodyUsage<'_>> {
+/// not). `other` is handed every other top-level member first: `Ok(true)`
+/// when it read the value, `Ok(false)` to have it skipped.
+pub(super) fn body_usage<'a>(
+    body: &'a [u8],
+    mut other: impl FnMut(&mut Cursor<'a>, &Key<'a>) -> Scan<bool>,
+) -> Scan<BodyUsage<'a>> {
     let mut c = Cursor::new(body);
     let mut usage = None;
     c.members(|c, key| {
@@ -108,7 +112,11 @@ pub(super) fn body_usage(body: &[u8]) -> Scan<BodyUsage<'_>> {
             return Err(Bail);
         }
         if !key.is(b"usage") {
-            return c.skip_value();
+            return if other(c, &key)? {
+                Ok(())
+            } else {
+                c.skip_value()
+            };
         }
         let found = if c.null()? {
             BodyUsage::None

@@ -12,7 +12,7 @@
 
 mod strings;
 
-pub(crate) use strings::Span;
+pub(crate) use strings::{Key, Span};
 
 /// The scanner will not decide this input: use the serde_json path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
