@@ -5,22 +5,27 @@
 //! With the embedded store, reservations are counted in memory per process and the spend
 //! of the current period is read once from the store, then learnt from every charge (each
 //! committed before the request's end is logged, so `kill -9` loses at most the charges of
-//! the last commit). With Redis, one script reserves under every budget of a request, all
+//! the last commit) and API change; of answers that arrive out of order, the one committed
+//! last (`Stamped::seq`) is what is known. With Redis, one script reserves under every budget of a request, all
 //! or nothing, against the spend and reservations of every gateway.
 
 use super::{money, Budget};
 use crate::metrics::METRICS;
 use crate::store::budget_sql::{BudgetReq, BudgetResp, Row, Slot, Spend};
+use crate::store::local::Stamped;
 use crate::store::{StoreError, Stores};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// A budget, a subject, a period: what is known of it here (embedded store only).
 struct Account {
     start: i64,
     loaded: AtomicBool,
+    /// The store's stamp (`Stamped::seq`) of the answer `committed` and `topup` came from:
+    /// an older answer is not learnt. Locked only to learn, never to admit.
+    learnt: Mutex<u64>,
     /// The spend as the store last answered (it only grows, but for a reset).
     committed: AtomicI64,
     /// Charges being written: counted from before their reservation is released until the
@@ -35,6 +40,7 @@ impl Account {
         Account {
             start,
             loaded: AtomicBool::new(false),
+            learnt: Mutex::new(0),
             committed: AtomicI64::new(0),
             pending: AtomicI64::new(0),
             topup: AtomicI64::new(0),
@@ -131,29 +137,35 @@ impl Budgets {
         account
     }
 
-    /// Remember what the store answered: `exact` for an API change (a reset lowers the
-    /// spend), else the larger of it and what is known (answers may arrive out of order).
-    fn learn(&self, s: &Slot, spend: Spend, exact: bool) {
+    /// Remember what the store answered, unless a newer answer (a higher stamp) was learnt
+    /// already: answers of concurrent operations reach their callers in any order, and a
+    /// first read, or a charge, answered late must not undo a later charge, top-up or reset.
+    fn learn(&self, s: &Slot, answer: Stamped<Spend>) {
         let a = self.account(&s.budget, &s.subject, s.start);
-        if exact {
-            a.committed.store(spend.spent, Ordering::SeqCst);
-        } else {
-            a.committed.fetch_max(spend.spent, Ordering::SeqCst);
+        let mut learnt = a.learnt.lock().unwrap_or_else(PoisonError::into_inner);
+        if *learnt >= answer.seq && a.loaded.load(Ordering::SeqCst) {
+            return;
         }
-        a.topup.store(spend.topup, Ordering::SeqCst);
+        *learnt = answer.seq;
+        a.committed.store(answer.value.spent, Ordering::SeqCst);
+        a.topup.store(answer.value.topup, Ordering::SeqCst);
         a.loaded.store(true, Ordering::SeqCst);
     }
 
-    async fn local_op(&self, req: BudgetReq) -> Result<BudgetResp, StoreError> {
+    async fn local_op(&self, req: BudgetReq) -> Result<Stamped<BudgetResp>, StoreError> {
         match &self.stores.local {
             Some(local) => local.budget(req).await,
             None => Err(StoreError::Unavailable("no store for budgets".into())),
         }
     }
 
-    async fn local_spend(&self, req: BudgetReq) -> Result<Spend, StoreError> {
-        match self.local_op(req).await? {
-            BudgetResp::Spend(s) => Ok(s),
+    async fn local_spend(&self, req: BudgetReq) -> Result<Stamped<Spend>, StoreError> {
+        let answer = self.local_op(req).await?;
+        match answer.value {
+            BudgetResp::Spend(value) => Ok(Stamped {
+                seq: answer.seq,
+                value,
+            }),
             BudgetResp::Rows(_) => Err(StoreError::Backend("unexpected budget reply".into())),
         }
     }
@@ -213,7 +225,7 @@ impl Budgets {
             let account = self.account(&s.budget, &s.subject, s.start);
             if !account.loaded.load(Ordering::SeqCst) {
                 match self.local_spend(BudgetReq::Read(s.clone())).await {
-                    Ok(spend) => self.learn(&s, spend, false),
+                    Ok(spend) => self.learn(&s, spend),
                     Err(_) => {
                         self.release_all(&holds);
                         return Err(Refused::Store);
@@ -289,7 +301,7 @@ impl Budgets {
         };
         let result = self.local_spend(add).await;
         if let Ok(spend) = result {
-            self.learn(&s, spend, false);
+            self.learn(&s, spend);
         }
         account.pending.fetch_sub(cost, Ordering::SeqCst);
         match result {
@@ -329,8 +341,9 @@ impl Budgets {
                 },
                 Some(None) => BudgetReq::Reset(s.clone()),
             };
-            let spend = self.local_spend(req).await?;
-            self.learn(&s, spend, true);
+            let answer = self.local_spend(req).await?;
+            self.learn(&s, answer);
+            let spend = answer.value;
             let reserved = self
                 .account(&s.budget, &s.subject, s.start)
                 .reserved
@@ -363,7 +376,7 @@ impl Budgets {
             start,
             limit,
         };
-        match self.local_op(req).await? {
+        match self.local_op(req).await?.value {
             BudgetResp::Rows(r) => Ok(r),
             BudgetResp::Spend(_) => Err(StoreError::Backend("unexpected budget reply".into())),
         }
@@ -383,4 +396,46 @@ fn retry_settle(redis: Arc<crate::store::redis::RedisStore>, s: Slot, reserved: 
         let (redis, s) = (redis.clone(), s.clone());
         async move { redis.budget_settle(&s, reserved, cost).await.is_ok() }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_older_answer_never_undoes_a_newer_one() {
+        let budgets = Budgets::new(Arc::new(Stores::default()));
+        let s = Slot {
+            budget: "b".into(),
+            subject: "chat".into(),
+            start: 0,
+        };
+        let at = |seq, spent, topup| Stamped {
+            seq,
+            value: Spend { spent, topup },
+        };
+        let known = |b: &Budgets| {
+            let a = b.account("b", "chat", 0);
+            (
+                a.committed.load(Ordering::SeqCst),
+                a.topup.load(Ordering::SeqCst),
+            )
+        };
+        budgets.learn(&s, at(5, 100, 10));
+        budgets.learn(&s, at(3, 50, 0));
+        assert_eq!(
+            known(&budgets),
+            (100, 10),
+            "a first read answered late is older"
+        );
+        budgets.learn(&s, at(7, 0, 10));
+        budgets.learn(&s, at(6, 120, 10));
+        assert_eq!(
+            known(&budgets),
+            (0, 10),
+            "a charge answered after a later reset does not bring the spend back"
+        );
+        budgets.learn(&s, at(8, 30, 10));
+        assert_eq!(known(&budgets), (30, 10));
+    }
 }

@@ -364,9 +364,9 @@ impl LocalStore {
     pub async fn budget(
         &self,
         req: super::budget_sql::BudgetReq,
-    ) -> Result<super::budget_sql::BudgetResp, StoreError> {
+    ) -> Result<Stamped<super::budget_sql::BudgetResp>, StoreError> {
         match self.call(Req::Budget(req)).await? {
-            (_, Resp::Budget(r)) => Ok(r),
+            (seq, Resp::Budget(value)) => Ok(Stamped { seq, value }),
             _ => Err(mismatch()),
         }
     }
