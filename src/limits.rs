@@ -237,7 +237,8 @@ pub struct Hold {
     check: usize,
     key: String,
     reserved: i64,
-    /// Start of the epoch-aligned window the reservation went to (store-backed counters).
+    /// Start of the window the reservation went to: epoch-aligned unix seconds for
+    /// store-backed counters, milliseconds on the in-memory windows' clock for the others.
     start: u64,
 }
 

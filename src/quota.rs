@@ -147,6 +147,8 @@ impl Quotas {
             }
             *learnt = answer.seq;
             a.balance.store(answer.value, Ordering::SeqCst);
+            // Under the lock: an older answer learnt next must see this one.
+            a.loaded.store(true, Ordering::SeqCst);
         }
         self.show(consumer, &a);
     }

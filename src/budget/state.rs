@@ -118,8 +118,12 @@ impl Budgets {
         }
     }
 
-    /// The account of a budget's subject in the period beginning at `start` (a new period
-    /// replaces the old one's account: memory stays one account per budget and subject).
+    /// The account of a budget's subject in the period beginning at `start`. A later period
+    /// replaces an earlier one's account (memory stays one account per budget and subject);
+    /// an earlier period never replaces a later one: a request of the period before, ending
+    /// after the turn, is settled on an account of its own (admission is always in the
+    /// current period, so nothing reads it), not on one that would take the place of the
+    /// current period's and lose its reservations.
     fn account(&self, budget: &str, subject: &str, start: i64) -> Arc<Account> {
         let key = (budget.to_string(), subject.to_string());
         if let Some(a) = self.accounts.load().get(&key).filter(|a| a.start == start) {
@@ -127,8 +131,10 @@ impl Budgets {
         }
         let _guard = self.insert.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.accounts.load();
-        if let Some(a) = current.get(&key).filter(|a| a.start == start) {
-            return a.clone();
+        match current.get(&key) {
+            Some(a) if a.start == start => return a.clone(),
+            Some(a) if a.start > start => return Arc::new(Account::new(start)),
+            _ => {}
         }
         let mut next = (**current).clone();
         let account = Arc::new(Account::new(start));
@@ -140,8 +146,7 @@ impl Budgets {
     /// Remember what the store answered, unless a newer answer (a higher stamp) was learnt
     /// already: answers of concurrent operations reach their callers in any order, and a
     /// first read, or a charge, answered late must not undo a later charge, top-up or reset.
-    fn learn(&self, s: &Slot, answer: Stamped<Spend>) {
-        let a = self.account(&s.budget, &s.subject, s.start);
+    fn learn(a: &Account, answer: Stamped<Spend>) {
         let mut learnt = a.learnt.lock().unwrap_or_else(PoisonError::into_inner);
         if *learnt >= answer.seq && a.loaded.load(Ordering::SeqCst) {
             return;
@@ -225,7 +230,7 @@ impl Budgets {
             let account = self.account(&s.budget, &s.subject, s.start);
             if !account.loaded.load(Ordering::SeqCst) {
                 match self.local_spend(BudgetReq::Read(s.clone())).await {
-                    Ok(spend) => self.learn(&s, spend),
+                    Ok(spend) => Self::learn(&account, spend),
                     Err(_) => {
                         self.release_all(&holds);
                         return Err(Refused::Store);
@@ -301,7 +306,7 @@ impl Budgets {
         };
         let result = self.local_spend(add).await;
         if let Ok(spend) = result {
-            self.learn(&s, spend);
+            Self::learn(&account, spend);
         }
         account.pending.fetch_sub(cost, Ordering::SeqCst);
         match result {
@@ -342,12 +347,10 @@ impl Budgets {
                 Some(None) => BudgetReq::Reset(s.clone()),
             };
             let answer = self.local_spend(req).await?;
-            self.learn(&s, answer);
+            let account = self.account(&s.budget, &s.subject, s.start);
+            Self::learn(&account, answer);
             let spend = answer.value;
-            let reserved = self
-                .account(&s.budget, &s.subject, s.start)
-                .reserved
-                .load(Ordering::SeqCst);
+            let reserved = account.reserved.load(Ordering::SeqCst);
             (spend, reserved)
         };
         Ok(Standing {
@@ -405,11 +408,7 @@ mod tests {
     #[test]
     fn an_older_answer_never_undoes_a_newer_one() {
         let budgets = Budgets::new(Arc::new(Stores::default()));
-        let s = Slot {
-            budget: "b".into(),
-            subject: "chat".into(),
-            start: 0,
-        };
+        let a = budgets.account("b", "chat", 0);
         let at = |seq, spent, topup| Stamped {
             seq,
             value: Spend { spent, topup },
@@ -421,21 +420,21 @@ mod tests {
                 a.topup.load(Ordering::SeqCst),
             )
         };
-        budgets.learn(&s, at(5, 100, 10));
-        budgets.learn(&s, at(3, 50, 0));
+        Budgets::learn(&a, at(5, 100, 10));
+        Budgets::learn(&a, at(3, 50, 0));
         assert_eq!(
             known(&budgets),
             (100, 10),
             "a first read answered late is older"
         );
-        budgets.learn(&s, at(7, 0, 10));
-        budgets.learn(&s, at(6, 120, 10));
+        Budgets::learn(&a, at(7, 0, 10));
+        Budgets::learn(&a, at(6, 120, 10));
         assert_eq!(
             known(&budgets),
             (0, 10),
             "a charge answered after a later reset does not bring the spend back"
         );
-        budgets.learn(&s, at(8, 30, 10));
+        Budgets::learn(&a, at(8, 30, 10));
         assert_eq!(known(&budgets), (30, 10));
     }
 }

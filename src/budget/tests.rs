@@ -183,6 +183,30 @@ async fn spend_is_reserved_then_settled_and_refused_when_spent() {
 }
 
 #[tokio::test]
+async fn a_request_of_the_last_period_ending_late_leaves_the_new_one_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let budgets = local(&dir);
+    let b = book("[{name: m, consumer: alice, amount: 1, time_zone: Asia/Shanghai}]");
+    let budget = b.get("m").unwrap().clone();
+    let want = |n: i64| vec![(budget.clone(), "alice".to_string(), n)];
+    let (before, after) = (secs("2026-01-31T15:59:59Z"), secs("2026-01-31T16:00:00Z"));
+    let old = budgets.admit(&want(USD / 2), before).await.unwrap();
+    let new = budgets.admit(&want(USD * 6 / 10), after).await.unwrap();
+    // The January request ends in February.
+    budgets.settle(&old[0], USD / 4).await;
+    assert!(
+        budgets.admit(&want(USD * 6 / 10), after).await.is_err(),
+        "February's reservation is still counted"
+    );
+    budgets.settle(&new[0], USD / 10).await;
+    let s = budgets
+        .standing(&budget, "alice", after, None)
+        .await
+        .unwrap();
+    assert_eq!((s.spend.spent, s.reserved), (USD / 10, 0));
+}
+
+#[tokio::test]
 async fn a_monthly_budget_resets_at_the_anchor_in_its_time_zone() {
     let dir = tempfile::tempdir().unwrap();
     let budgets = local(&dir);

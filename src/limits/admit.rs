@@ -1,6 +1,7 @@
 //! Admission and reconciliation across the three places a rule can be counted.
 
 use super::*;
+use std::time::Instant;
 
 #[derive(Debug, Default)]
 pub struct Limits {
@@ -216,16 +217,16 @@ impl Limits {
             _ => {
                 let rate = &w.c.rate;
                 rate.observe(&w.key.as_str(), w.n as isize);
-                let (count, reset) = rate.rate_with(&w.key.as_str(), |c| {
+                let (count, reset, start) = rate.rate_with(&w.key.as_str(), |c| {
                     let frac = c.current_interval_fraction.clamp(0.0, 1.0);
                     let count = slide(c.prev_samples as i64, c.curr_samples as i64, frac);
-                    (count, c.interval.mul_f64(1.0 - frac))
+                    (count, c.interval.mul_f64(1.0 - frac), memory_window(&c))
                 });
                 if over(count, w.n, w.c.limit) {
                     rate.observe(&w.key.as_str(), -(w.n as isize));
                     return Err(reset);
                 }
-                (count, reset, 0)
+                (count, reset, start)
             }
         };
         Ok(((w.c.limit as f64 - count).max(0.0) as u64, reset, start))
@@ -241,6 +242,13 @@ impl Limits {
                 local.counter_add(&h.key, h.start, delta);
             }
             (Place::Memory, _) => {
+                // A refund goes only to the window the reservation went to: after a flip it
+                // would lower the new window's count (and, through the shared cells of the
+                // count-min sketch, other keys' counts) while the reservation still weighs
+                // in the previous one. Kept there, it only overcounts until it slides by.
+                if delta < 0 && !same_memory_window(&c.rate, &h.key, h.start) {
+                    return;
+                }
                 c.rate.observe(&h.key.as_str(), delta as isize);
             }
             _ => {}
@@ -287,4 +295,24 @@ impl Limits {
             let _ = redis.window_adjust(&remote).await;
         }
     }
+}
+
+/// The clock in-memory windows are placed on (a reservation's `Hold::start`).
+static CLOCK: once_cell::sync::Lazy<Instant> = once_cell::sync::Lazy::new(Instant::now);
+
+/// Where the in-memory window of `c` began, in milliseconds on [`CLOCK`]. Pingora's windows
+/// flip lazily (at the first use after an interval), not on a grid, so this is read off the
+/// elapsed fraction it reports.
+fn memory_window(c: &pingora_limits::rate::RateComponents) -> u64 {
+    let now = u64::try_from(CLOCK.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let into = c.interval.as_millis() as f64 * c.current_interval_fraction.clamp(0.0, 1.0);
+    now.saturating_sub(into as u64)
+}
+
+/// Whether `rate`'s current window is the one that began at `start` ([`memory_window`]):
+/// another one began at least an interval later, so half of one tells them apart.
+fn same_memory_window(rate: &Rate, key: &str, start: u64) -> bool {
+    let (now, interval) = rate.rate_with(&key, |c| (memory_window(&c), c.interval));
+    let half = u64::try_from(interval.as_millis() / 2).unwrap_or(u64::MAX);
+    now.abs_diff(start) < half
 }

@@ -94,6 +94,41 @@ async fn reserve_then_reconcile_bounds_the_overshoot() {
 }
 
 #[tokio::test]
+async fn an_in_memory_refund_goes_only_to_the_window_it_was_reserved_in() {
+    let stores = Stores::default();
+    let h = HeaderMap::new();
+    let used = Used {
+        input: 50,
+        output: 50,
+    };
+    for flipped in [false, true] {
+        let limits = rule(
+            KeyBy::Consumer(vec![]),
+            Window::Minute,
+            &[(Measure::Tokens, 1000)],
+        );
+        let (mut holds, _) = limits
+            .admit(&stores, &who(&h, Some("a")), demand(900))
+            .await
+            .unwrap();
+        assert_eq!(holds.len(), 1);
+        if flipped {
+            // As if the window had turned since the reservation was made.
+            holds[0].start += 60_000;
+        }
+        limits.reconcile(&stores, &holds, used).await;
+        let next = limits
+            .admit(&stores, &who(&h, Some("a")), demand(200))
+            .await;
+        assert_eq!(
+            next.is_ok(),
+            !flipped,
+            "refunded only in the same window (flipped: {flipped})"
+        );
+    }
+}
+
+#[tokio::test]
 async fn input_and_output_limits_apply_separately() {
     let stores = Stores::default();
     let limits = rule(
