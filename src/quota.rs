@@ -69,6 +69,21 @@ struct Account {
     pending: AtomicI64,
 }
 
+impl Account {
+    /// Learn `answer` unless a newer one was learnt; whether it was.
+    fn learn(&self, answer: Stamped<i64>) -> bool {
+        let mut learnt = self.learnt.lock().unwrap_or_else(PoisonError::into_inner);
+        if *learnt >= answer.seq && self.loaded.load(Ordering::SeqCst) {
+            return false;
+        }
+        *learnt = answer.seq;
+        self.balance.store(answer.value, Ordering::SeqCst);
+        // Under the lock: an older answer learnt next must see this one.
+        self.loaded.store(true, Ordering::SeqCst);
+        true
+    }
+}
+
 /// An admitted request's reservation, released when it is charged.
 #[derive(Debug)]
 pub struct QuotaHold {
@@ -140,17 +155,9 @@ impl Quotas {
     /// any order, and a first read that started before a charge must not undo it.
     fn learn_stamped(&self, consumer: &str, answer: Stamped<i64>) {
         let a = self.account(consumer);
-        {
-            let mut learnt = a.learnt.lock().unwrap_or_else(PoisonError::into_inner);
-            if *learnt >= answer.seq && a.loaded.load(Ordering::SeqCst) {
-                return;
-            }
-            *learnt = answer.seq;
-            a.balance.store(answer.value, Ordering::SeqCst);
-            // Under the lock: an older answer learnt next must see this one.
-            a.loaded.store(true, Ordering::SeqCst);
+        if a.learn(answer) {
+            self.show(consumer, &a);
         }
-        self.show(consumer, &a);
     }
 
     fn show(&self, consumer: &str, a: &Account) {
@@ -260,14 +267,19 @@ impl Quotas {
         if used == 0 {
             return;
         }
-        let result = local.quota_add(consumer, -used).await;
-        if let Ok(answer) = result {
-            self.learn_stamped(consumer, answer);
+        match local.quota_add(consumer, -used).await {
+            Ok(answer) => self.learn_stamped(consumer, answer),
+            Err(StoreError::Overflow) => log::error!(
+                "charging {used} tokens to {consumer}'s quota would overflow its balance"
+            ),
+            Err(e) => {
+                // Still counted as pending (admission sees it) until a retry commits it.
+                log::error!("charging {used} tokens to {consumer}'s quota failed, retrying: {e}");
+                retry_local_charge(local.clone(), account, consumer.to_string(), used);
+                return;
+            }
         }
         account.pending.fetch_sub(used, Ordering::SeqCst);
-        if let Err(e) = result {
-            log::error!("charging {used} tokens to {consumer}'s quota failed: {e}");
-        }
     }
 
     /// Apply an API operation to a consumer known to the config; returns the balance.
@@ -380,6 +392,33 @@ fn retry_settle(
     });
 }
 
+/// Retry a charge the embedded store failed to commit (a full disk, a lock held past every
+/// retry) until it is committed; its tokens stay pending on the account until then.
+fn retry_local_charge(
+    local: Arc<crate::store::local::LocalStore>,
+    account: Arc<Account>,
+    consumer: String,
+    used: i64,
+) {
+    retry_in_background(move || {
+        let (local, account, consumer) = (local.clone(), account.clone(), consumer.clone());
+        async move {
+            let done = match local.quota_add(&consumer, -used).await {
+                Ok(answer) => {
+                    account.learn(answer);
+                    true
+                }
+                Err(StoreError::Overflow) => true,
+                Err(_) => false,
+            };
+            if done {
+                account.pending.fetch_sub(used, Ordering::SeqCst);
+            }
+            done
+        }
+    });
+}
+
 /// Run `attempt` until it succeeds, in the background, waiting 200 ms then doubling up to a
 /// minute between tries; counted as a pending charge (which a graceful shutdown waits for)
 /// until it succeeds. Quota and budget charges that could not reach Redis use it.
@@ -465,6 +504,43 @@ mod tests {
         }
         assert_eq!(used, 1000, "exactly the balance is served, never more");
         assert_eq!(store.quota_get("alice").await.unwrap().value, Some(0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_charge_the_store_failed_to_commit_is_retried_and_counted_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = crate::store::local::LocalStore::open(
+            &dir.path().join("q.db"),
+            Duration::from_millis(5),
+        )
+        .unwrap();
+        let quotas = Quotas::new(Arc::new(Stores {
+            local: Some(local.clone()),
+            ..Stores::default()
+        }));
+        let settings = QuotaSettings {
+            scope: QuotaScope::All,
+            admin_consumer: None,
+            reserve_max_tokens: true,
+        };
+        local.quota_set("alice", 100).await.unwrap();
+        let hold = quotas.admit(&settings, "alice", 60).await.unwrap().unwrap();
+        local.fail_writes(1);
+        quotas.charge(&hold, 60).await;
+        assert!(
+            quotas.admit(&settings, "alice", 60).await.is_err(),
+            "the failed charge is still counted"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while local.quota_get("alice").await.unwrap().value != Some(40) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the charge was retried"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(quotas.admit(&settings, "alice", 40).await.is_ok());
+        assert!(quotas.admit(&settings, "alice", 1).await.is_err());
     }
 
     #[test]

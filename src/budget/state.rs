@@ -304,20 +304,29 @@ impl Budgets {
             spent: cost,
             topup: 0,
         };
-        let result = self.local_spend(add).await;
-        if let Ok(spend) = result {
-            Self::learn(&account, spend);
-        }
-        account.pending.fetch_sub(cost, Ordering::SeqCst);
-        match result {
-            Ok(_) => {}
-            Err(e) => log::error!(
-                "charging {} to budget {} ({}) failed: {e}",
+        match self.local_spend(add.clone()).await {
+            Ok(spend) => Self::learn(&account, spend),
+            Err(StoreError::Overflow) => log::error!(
+                "charging {} to budget {} ({}) would overflow its spend",
                 money(cost),
                 s.budget,
                 s.subject
             ),
+            Err(e) => {
+                // Still counted as pending (admission sees it) until a retry commits it.
+                log::error!(
+                    "charging {} to budget {} ({}) failed, retrying: {e}",
+                    money(cost),
+                    s.budget,
+                    s.subject
+                );
+                if let Some(local) = self.stores.local.clone() {
+                    retry_local_charge(local, account, add, cost);
+                    return;
+                }
+            }
         }
+        account.pending.fetch_sub(cost, Ordering::SeqCst);
     }
 
     /// The standing of `subject` under `budget` in the period of `now`; with `change`, top
@@ -384,6 +393,36 @@ impl Budgets {
             BudgetResp::Spend(_) => Err(StoreError::Backend("unexpected budget reply".into())),
         }
     }
+}
+
+/// Retry a charge the embedded store failed to commit until it is committed; its cost stays
+/// pending on the account until then.
+fn retry_local_charge(
+    local: Arc<crate::store::local::LocalStore>,
+    account: Arc<Account>,
+    add: BudgetReq,
+    cost: i64,
+) {
+    crate::quota::retry_in_background(move || {
+        let (local, account, add) = (local.clone(), account.clone(), add.clone());
+        async move {
+            let done = match local.budget(add).await {
+                Ok(Stamped {
+                    seq,
+                    value: BudgetResp::Spend(value),
+                }) => {
+                    Budgets::learn(&account, Stamped { seq, value });
+                    true
+                }
+                Ok(_) | Err(StoreError::Overflow) => true,
+                Err(_) => false,
+            };
+            if done {
+                account.pending.fetch_sub(cost, Ordering::SeqCst);
+            }
+            done
+        }
+    });
 }
 
 /// Keep trying a charge that could not reach Redis, with backoff up to a minute (counted

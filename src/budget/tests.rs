@@ -206,6 +206,40 @@ async fn a_request_of_the_last_period_ending_late_leaves_the_new_one_intact() {
     assert_eq!((s.spend.spent, s.reserved), (USD / 10, 0));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_the_store_failed_to_commit_is_retried_and_counted_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(&dir.path().join("store.db"), Duration::from_millis(5)).unwrap();
+    let budgets = Budgets::new(Arc::new(Stores {
+        local: Some(store.clone()),
+        ..Stores::default()
+    }));
+    let b = book("[{name: m, consumer: alice, amount: 1}]");
+    let budget = b.get("m").unwrap().clone();
+    let want = |n: i64| vec![(budget.clone(), "alice".to_string(), n)];
+    let now = secs("2026-03-03T03:03:03Z");
+    let h = budgets.admit(&want(USD * 6 / 10), now).await.unwrap();
+    store.fail_writes(1);
+    budgets.settle(&h[0], USD * 6 / 10).await;
+    assert!(
+        budgets.admit(&want(USD / 2), now).await.is_err(),
+        "the failed charge is still counted"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = budgets.standing(&budget, "alice", now, None).await.unwrap();
+        if s.spend.spent == USD * 6 / 10 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the charge was retried"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(budgets.admit(&want(USD * 4 / 10), now).await.is_ok());
+}
+
 #[tokio::test]
 async fn a_monthly_budget_resets_at_the_anchor_in_its_time_zone() {
     let dir = tempfile::tempdir().unwrap();

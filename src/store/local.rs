@@ -60,6 +60,10 @@ pub struct LocalStore {
     tx: Option<mpsc::Sender<Op>>,
     writer: Option<JoinHandle<()>>,
     cache: Arc<Cache>,
+    /// Transactions still to fail (the tests' stand-in for a full disk or a lock held
+    /// too long).
+    #[cfg(test)]
+    failures: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 enum Req {
@@ -284,7 +288,11 @@ impl LocalStore {
             Cache::with_entry(&mut cache.shard(&key), &key, start, |e| e.committed = count);
         }
         let (tx, rx) = mpsc::channel();
+        #[cfg(test)]
+        let failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let writer = Writer {
+            #[cfg(test)]
+            failures: failures.clone(),
             conn,
             seq: 0,
             cache: cache.clone(),
@@ -299,7 +307,15 @@ impl LocalStore {
             tx: Some(tx),
             writer: Some(handle),
             cache,
+            #[cfg(test)]
+            failures,
         }))
+    }
+
+    /// Fail the next `n` transactions (tests only).
+    #[cfg(test)]
+    pub fn fail_writes(&self, n: usize) {
+        self.failures.store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     async fn call(&self, req: Req) -> Result<(u64, Resp), StoreError> {
@@ -394,6 +410,8 @@ impl Drop for LocalStore {
 }
 
 struct Writer {
+    #[cfg(test)]
+    failures: Arc<std::sync::atomic::AtomicUsize>,
     conn: Connection,
     /// Operations committed so far: the last one's `Stamped::seq`.
     seq: u64,
@@ -434,6 +452,9 @@ impl Writer {
         }
         let mut attempt = 1;
         let outcome = loop {
+            if self.injected_failure() {
+                break Err(rusqlite::Error::InvalidQuery);
+            }
             match write_batch(&mut self.conn, &ops, &deltas) {
                 Err(e) if is_busy(&e) && attempt < ATTEMPTS => {
                     log::warn!("store {}: database busy, retrying: {e}", self.path);
@@ -465,6 +486,20 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Whether the tests asked this transaction to fail ([`LocalStore::fail_writes`]).
+    #[cfg(test)]
+    fn injected_failure(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        let take = |n: usize| n.checked_sub(1);
+        self.failures.fetch_update(SeqCst, SeqCst, take).is_ok()
+    }
+
+    #[cfg(not(test))]
+    #[inline(always)]
+    fn injected_failure(&self) -> bool {
+        false
     }
 
     fn prune(&mut self) {
