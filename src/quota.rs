@@ -11,6 +11,8 @@
 //!   is committed (fsync'd, group commit) before it is acknowledged: the charge is awaited
 //!   in the request's logging phase, so a graceful shutdown or upgrade waits for it, and a
 //!   `kill -9` can lose only charges of responses that ended in the last fsync (a few ms).
+//!   A charge the store fails to commit is retried in the background and counted as
+//!   pending until it is committed.
 //!   Reservations are counted in memory per process; admission reads the balance from
 //!   memory, refreshed from the store by every charge and API change. Every answer of the
 //!   store carries its commit's position (`Stamped::seq`), and an answer older than the one

@@ -44,7 +44,8 @@ pub async fn account(
     if let Some(h) = hit {
         saved(req, &usage, cost.flatten());
         if !h.charge {
-            // A hit the route does not charge: every reservation is given back.
+            // A hit the route does not charge: every token and money reservation is given
+            // back (the request still counts against requests-per-window limits: it was made).
             settle(req, Used::default(), None).await;
             return;
         }
