@@ -448,69 +448,13 @@ impl Admin {
             Method::DELETE => Value::Null,
             _ => super::read_json(session).await?,
         };
-        let op_for = |segs: &[&str]| -> Result<(Op, Option<(Collection, String)>), GatewayError> {
-            let owned = |s: &str| s.to_string();
-            Ok(match (&method, segs) {
-                (&Method::POST, [c]) => {
-                    let c = Collection::from_path(c).ok_or(GatewayError::AdminNotFound)?;
-                    let name = body
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string();
-                    (Op::Create(c, body.clone()), Some((c, name)))
-                }
-                (m, [c, name]) => {
-                    let c = Collection::from_path(c).ok_or(GatewayError::AdminNotFound)?;
-                    let op = match *m {
-                        Method::PUT => Op::Replace(c, owned(name), body.clone()),
-                        Method::PATCH => Op::Patch(c, owned(name), body.clone()),
-                        _ => Op::Delete(c, owned(name)),
-                    };
-                    let shown = (*m != Method::DELETE).then(|| (c, owned(name)));
-                    (op, shown)
-                }
-                (_, ["providers", p, "keys"]) => (
-                    Op::AddKey {
-                        provider: owned(p),
-                        key: body.clone(),
-                    },
-                    Some((Collection::Providers, owned(p))),
-                ),
-                (&Method::PATCH, ["providers", p, "keys", k]) => (
-                    Op::PatchKey {
-                        provider: owned(p),
-                        key: owned(k),
-                        patch: body.clone(),
-                    },
-                    Some((Collection::Providers, owned(p))),
-                ),
-                (_, ["providers", p, "keys", k]) => (
-                    Op::DeleteKey {
-                        provider: owned(p),
-                        key: owned(k),
-                    },
-                    Some((Collection::Providers, owned(p))),
-                ),
-                (_, ["consumers", c, "credentials", id]) => (
-                    Op::DeleteCredential {
-                        consumer: owned(c),
-                        id: owned(id),
-                    },
-                    None,
-                ),
-                (&Method::PUT, ["quota"]) => (Op::PutQuota(body.clone()), None),
-                (_, ["quota"]) => (Op::DeleteQuota, None),
-                _ => return Err(GatewayError::AdminNotFound),
-            })
-        };
         if let ["revisions", n, "restore"] = segs {
             return self.restore(who, n).await;
         }
         if let ["consumers", c, "credentials"] = segs {
             return self.new_credential(who, c, &body, given).await;
         }
-        let (op, shown) = op_for(segs)?;
+        let (op, shown) = layer_op(&method, segs, &body)?;
         let target = object_of(&op);
         let (outcome, api_revision) = self
             .reloader
@@ -831,6 +775,69 @@ pub fn openapi() -> Value {
         },
         "security": [{"admin_token": []}, {"admin_user": []}],
         "paths": paths,
+    })
+}
+
+/// The layer operation of a write (`method` on the path `segs`, with `body`), and the object
+/// to show in the answer.
+fn layer_op(
+    method: &Method,
+    segs: &[&str],
+    body: &Value,
+) -> Result<(Op, Option<(Collection, String)>), GatewayError> {
+    let owned = |s: &str| s.to_string();
+    Ok(match (method, segs) {
+        (&Method::POST, [c]) => {
+            let c = Collection::from_path(c).ok_or(GatewayError::AdminNotFound)?;
+            let name = body
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            (Op::Create(c, body.clone()), Some((c, name)))
+        }
+        (m, [c, name]) => {
+            let c = Collection::from_path(c).ok_or(GatewayError::AdminNotFound)?;
+            let op = match *m {
+                Method::PUT => Op::Replace(c, owned(name), body.clone()),
+                Method::PATCH => Op::Patch(c, owned(name), body.clone()),
+                _ => Op::Delete(c, owned(name)),
+            };
+            let shown = (*m != Method::DELETE).then(|| (c, owned(name)));
+            (op, shown)
+        }
+        (_, ["providers", p, "keys"]) => (
+            Op::AddKey {
+                provider: owned(p),
+                key: body.clone(),
+            },
+            Some((Collection::Providers, owned(p))),
+        ),
+        (&Method::PATCH, ["providers", p, "keys", k]) => (
+            Op::PatchKey {
+                provider: owned(p),
+                key: owned(k),
+                patch: body.clone(),
+            },
+            Some((Collection::Providers, owned(p))),
+        ),
+        (_, ["providers", p, "keys", k]) => (
+            Op::DeleteKey {
+                provider: owned(p),
+                key: owned(k),
+            },
+            Some((Collection::Providers, owned(p))),
+        ),
+        (_, ["consumers", c, "credentials", id]) => (
+            Op::DeleteCredential {
+                consumer: owned(c),
+                id: owned(id),
+            },
+            None,
+        ),
+        (&Method::PUT, ["quota"]) => (Op::PutQuota(body.clone()), None),
+        (_, ["quota"]) => (Op::DeleteQuota, None),
+        _ => return Err(GatewayError::AdminNotFound),
     })
 }
 

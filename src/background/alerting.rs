@@ -131,30 +131,15 @@ impl Alerting {
         };
         let now = alerts::now_secs();
         let fleet = self.fleet_rollups(&rules, analytics_on, now).await;
-        let analytics = self.analytics.clone();
-        let seen = tokio::task::spawn_blocking(move || {
-            // The fleet's rollups when Redis holds them, else this gateway's file.
-            let rollups: Result<rusqlite::Connection, String> = match (&fleet, analytics_on) {
-                (Some(rows), _) => crate::analytics::fleet::table(rows).map_err(|e| e.to_string()),
-                (None, true) => {
-                    analytics.flush(Duration::from_secs(1));
-                    crate::analytics::query::local(analytics.db_path()).map_err(|e| e.to_string())
-                }
-                (None, false) => rusqlite::Connection::open_in_memory().map_err(|e| e.to_string()),
-            };
-            rules
-                .into_iter()
-                .map(|r| {
-                    let result = match &rollups {
-                        Ok(conn) => alerts::evaluate(&r, conn, now, &facts),
-                        Err(e) => Err(format!("usage rollups: {e}")),
-                    };
-                    (r, result)
-                })
-                .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default();
+        let seen = judge(
+            self.analytics.clone(),
+            fleet,
+            analytics_on,
+            rules,
+            now,
+            facts,
+        )
+        .await;
         let mut notices = Vec::new();
         {
             let mut states = self.alerts.lock().unwrap_or_else(PoisonError::into_inner);
@@ -165,9 +150,19 @@ impl Alerting {
                 }
             }
         }
-        if notices.is_empty() {
-            return;
+        if !notices.is_empty() {
+            self.deliver(client, section, &notices, now).await;
         }
+    }
+
+    /// Send each notice this gateway claims to the webhooks, and record it.
+    async fn deliver(
+        &self,
+        client: &reqwest::Client,
+        section: &crate::settings::AlertsSection,
+        notices: &[alerts::Notice],
+        now: u64,
+    ) {
         let hooks: Vec<Hook> = section
             .webhooks
             .iter()
@@ -179,7 +174,7 @@ impl Alerting {
                 }
             })
             .collect();
-        for notice in &notices {
+        for notice in notices {
             let mine = self.claimed(notice).await;
             if mine {
                 notify::send(client, &hooks, notice).await;
@@ -264,4 +259,41 @@ impl BackgroundService for Alerting {
             self.evaluate(&client).await;
         }
     }
+}
+
+/// Each rule's verdict at `now` from the usage rollups (the fleet's `rows` when Redis holds
+/// them, else this gateway's file), off the async runtime.
+async fn judge(
+    analytics: Arc<Analytics>,
+    fleet: Option<Vec<crate::analytics::fleet::Row>>,
+    analytics_on: bool,
+    rules: Vec<crate::settings::AlertRuleSection>,
+    now: u64,
+    facts: Facts,
+) -> Vec<(
+    crate::settings::AlertRuleSection,
+    Result<alerts::Seen, String>,
+)> {
+    tokio::task::spawn_blocking(move || {
+        let rollups: Result<rusqlite::Connection, String> = match (&fleet, analytics_on) {
+            (Some(rows), _) => crate::analytics::fleet::table(rows).map_err(|e| e.to_string()),
+            (None, true) => {
+                analytics.flush(Duration::from_secs(1));
+                crate::analytics::query::local(analytics.db_path()).map_err(|e| e.to_string())
+            }
+            (None, false) => rusqlite::Connection::open_in_memory().map_err(|e| e.to_string()),
+        };
+        rules
+            .into_iter()
+            .map(|r| {
+                let result = match &rollups {
+                    Ok(conn) => alerts::evaluate(&r, conn, now, &facts),
+                    Err(e) => Err(format!("usage rollups: {e}")),
+                };
+                (r, result)
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
 }
