@@ -162,7 +162,10 @@ impl Lifecycle {
                     pending(charges)
                 );
                 if charges > 0 {
-                    log::error!("{charges} quota charge(s) never reached Redis and are lost");
+                    log::error!(
+                        "{charges} quota or budget charge(s) were never committed (Redis \
+                         unreachable, or the embedded store failing) and are lost"
+                    );
                 }
                 break;
             }
@@ -194,7 +197,7 @@ impl Lifecycle {
 fn pending(charges: usize) -> String {
     match charges {
         0 => String::new(),
-        n => format!(" and {n} quota charge(s) waiting for Redis"),
+        n => format!(" and {n} quota or budget charge(s) waiting to be committed"),
     }
 }
 

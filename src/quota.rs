@@ -354,10 +354,11 @@ impl Quotas {
     }
 }
 
-/// Charges waiting for Redis to come back (`retry_settle`).
+/// Charges being retried: waiting for Redis to come back (`retry_settle`) or for the
+/// embedded store to commit them (`retry_local`).
 static PENDING_CHARGES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// How many quota and budget charges are waiting for Redis; a graceful shutdown waits for them
+/// How many quota and budget charges are being retried; a graceful shutdown waits for them
 /// (within the grace period).
 pub fn pending_charges() -> usize {
     PENDING_CHARGES.load(Ordering::Acquire)
@@ -402,22 +403,60 @@ fn retry_local_charge(
     consumer: String,
     used: i64,
 ) {
-    retry_in_background(move || {
-        let (local, account, consumer) = (local.clone(), account.clone(), consumer.clone());
-        async move {
-            let done = match local.quota_add(&consumer, -used).await {
-                Ok(answer) => {
-                    account.learn(answer);
-                    true
+    let what = format!("charge of {used} tokens to {consumer}'s quota");
+    let settled = account.clone();
+    retry_local(
+        what,
+        move || {
+            let (local, account, consumer) = (local.clone(), account.clone(), consumer.clone());
+            async move {
+                let answer = local.quota_add(&consumer, -used).await?;
+                if account.learn(answer) {
+                    METRICS
+                        .quota_remaining
+                        .with_label_values(&[consumer.as_str()])
+                        .set(answer.value);
                 }
-                Err(StoreError::Overflow) => true,
-                Err(_) => false,
-            };
-            if done {
-                account.pending.fetch_sub(used, Ordering::SeqCst);
+                Ok(())
             }
-            done
+        },
+        move || {
+            settled.pending.fetch_sub(used, Ordering::SeqCst);
+        },
+    );
+}
+
+/// Tries of a charge the embedded store failed to commit: about 16 minutes in all.
+const LOCAL_RETRIES: usize = 20;
+
+/// Retry `attempt` (a charge the embedded store failed to commit: `what`) in the background,
+/// waiting 200 ms then doubling up to a minute between tries, until it is committed, fails
+/// for good (an overflow, the store's writer gone) or has failed [`LOCAL_RETRIES`] times;
+/// then `done` (the charge stops counting as pending). Counted as a pending charge, which a
+/// graceful shutdown waits for.
+pub(crate) fn retry_local<F, Fut>(what: String, attempt: F, done: impl FnOnce() + Send + 'static)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), StoreError>> + Send,
+{
+    let pending = Pending::start();
+    tokio::spawn(async move {
+        let _pending = pending;
+        let mut wait = Duration::from_millis(200);
+        let mut outcome = Err(StoreError::Backend("not tried".into()));
+        for _ in 0..LOCAL_RETRIES {
+            tokio::time::sleep(wait).await;
+            outcome = attempt().await;
+            if !matches!(outcome, Err(StoreError::Backend(_) | StoreError::Timeout)) {
+                break;
+            }
+            wait = (wait * 2).min(Duration::from_secs(60));
         }
+        match outcome {
+            Ok(()) => log::info!("{what} committed on a retry"),
+            Err(e) => log::error!("{what} is lost: {e}"),
+        }
+        done();
     });
 }
 
@@ -534,13 +573,14 @@ mod tests {
             "the failed charge is still counted"
         );
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while local.quota_get("alice").await.unwrap().value != Some(40) {
+        while quotas.account("alice").pending.load(Ordering::SeqCst) != 0 {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the charge was retried"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        assert_eq!(local.quota_get("alice").await.unwrap().value, Some(40));
         assert!(quotas.admit(&settings, "alice", 40).await.is_ok());
         assert!(quotas.admit(&settings, "alice", 1).await.is_err());
     }

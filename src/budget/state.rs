@@ -143,6 +143,14 @@ impl Budgets {
         account
     }
 
+    /// Charges of `subject` under `budget` in the period from `start` not yet committed.
+    #[cfg(test)]
+    pub(super) fn pending(&self, budget: &str, subject: &str, start: i64) -> i64 {
+        self.account(budget, subject, start)
+            .pending
+            .load(Ordering::SeqCst)
+    }
+
     /// Remember what the store answered, unless a newer answer (a higher stamp) was learnt
     /// already: answers of concurrent operations reach their callers in any order, and a
     /// first read, or a charge, answered late must not undo a later charge, top-up or reset.
@@ -403,26 +411,38 @@ fn retry_local_charge(
     add: BudgetReq,
     cost: i64,
 ) {
-    crate::quota::retry_in_background(move || {
-        let (local, account, add) = (local.clone(), account.clone(), add.clone());
-        async move {
-            let done = match local.budget(add).await {
-                Ok(Stamped {
-                    seq,
-                    value: BudgetResp::Spend(value),
-                }) => {
-                    Budgets::learn(&account, Stamped { seq, value });
-                    true
+    let what = match &add {
+        BudgetReq::Add { slot, .. } => format!(
+            "charge of {} to budget {} ({})",
+            money(cost),
+            slot.budget,
+            slot.subject
+        ),
+        _ => format!("charge of {} to a budget", money(cost)),
+    };
+    let settled = account.clone();
+    crate::quota::retry_local(
+        what,
+        move || {
+            let (local, account, add) = (local.clone(), account.clone(), add.clone());
+            async move {
+                let answer = local.budget(add).await?;
+                if let BudgetResp::Spend(value) = answer.value {
+                    Budgets::learn(
+                        &account,
+                        Stamped {
+                            seq: answer.seq,
+                            value,
+                        },
+                    );
                 }
-                Ok(_) | Err(StoreError::Overflow) => true,
-                Err(_) => false,
-            };
-            if done {
-                account.pending.fetch_sub(cost, Ordering::SeqCst);
+                Ok(())
             }
-            done
-        }
-    });
+        },
+        move || {
+            settled.pending.fetch_sub(cost, Ordering::SeqCst);
+        },
+    );
 }
 
 /// Keep trying a charge that could not reach Redis, with backoff up to a minute (counted

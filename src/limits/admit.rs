@@ -300,18 +300,27 @@ impl Limits {
 /// The clock in-memory windows are placed on (a reservation's `Hold::start`).
 static CLOCK: once_cell::sync::Lazy<Instant> = once_cell::sync::Lazy::new(Instant::now);
 
+/// Added to [`CLOCK`]'s readings: more than the longest window (a day), so the start of a
+/// window that began before the clock (a `Rate` made at config load, before the first
+/// request started the clock) is still a distinct, earlier number, never clamped to 0.
+const CLOCK_OFFSET_MS: u64 = 4 * 86_400_000;
+
 /// Where the in-memory window of `c` began, in milliseconds on [`CLOCK`]. Pingora's windows
 /// flip lazily (at the first use after an interval), not on a grid, so this is read off the
-/// elapsed fraction it reports.
-fn memory_window(c: &pingora_limits::rate::RateComponents) -> u64 {
-    let now = u64::try_from(CLOCK.elapsed().as_millis()).unwrap_or(u64::MAX);
+/// elapsed fraction it reports. (A flip by another request between a reservation's
+/// `observe` and this reading would place it one window late: a gap of a few hundred
+/// nanoseconds once a window, where the refund is then given to the wrong window.)
+pub(super) fn memory_window(c: &pingora_limits::rate::RateComponents) -> u64 {
+    let now = u64::try_from(CLOCK.elapsed().as_millis())
+        .unwrap_or(u64::MAX / 2)
+        .saturating_add(CLOCK_OFFSET_MS);
     let into = c.interval.as_millis() as f64 * c.current_interval_fraction.clamp(0.0, 1.0);
     now.saturating_sub(into as u64)
 }
 
 /// Whether `rate`'s current window is the one that began at `start` ([`memory_window`]):
 /// another one began at least an interval later, so half of one tells them apart.
-fn same_memory_window(rate: &Rate, key: &str, start: u64) -> bool {
+pub(super) fn same_memory_window(rate: &Rate, key: &str, start: u64) -> bool {
     let (now, interval) = rate.rate_with(&key, |c| (memory_window(&c), c.interval));
     let half = u64::try_from(interval.as_millis() / 2).unwrap_or(u64::MAX);
     now.abs_diff(start) < half
