@@ -58,17 +58,18 @@ return {{0}}
 });
 
 /// KEYS: hash, reserved, index; ARGV: reserved, cost, index member, start. Returns
-/// `{spent, topup}`, or nil on overflow (nothing changed).
+/// `{spent, topup}`, or nil on overflow (then the reservation is released and nothing is
+/// charged: the charge is dropped, never retried, so the reservation must not stay behind).
 static BUDGET_SETTLE: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(&format!(
         "{QUOTA_LIB}{BUDGET_LIB}
+if ARGV[1] ~= '0' and redis.call('EXISTS', KEYS[2]) == 1 then
+  if redis.call('DECRBY', KEYS[2], ARGV[1]) <= 0 then redis.call('DEL', KEYS[2]) end
+end
 if ARGV[2] ~= '0' then
   local r = redis.pcall('HINCRBY', KEYS[1], 'spent', ARGV[2])
   if type(r) == 'table' and r.err then return false end
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
-end
-if ARGV[1] ~= '0' and redis.call('EXISTS', KEYS[2]) == 1 then
-  if redis.call('DECRBY', KEYS[2], ARGV[1]) <= 0 then redis.call('DEL', KEYS[2]) end
 end
 local s, t = spend(KEYS[1])
 return {{s, t}}

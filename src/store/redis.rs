@@ -385,14 +385,15 @@ return {{1, bal}}
 });
 
 /// KEYS: balance, reserved; ARGV: reserved (>= 0), used. Returns the new balance, or nil
-/// on overflow (then nothing changed).
+/// on overflow (then the reservation is released and nothing is charged: the charge is
+/// dropped, never retried, so the reservation must not stay behind).
 static QUOTA_SETTLE: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(&format!(
         "{QUOTA_LIB}
-if ARGV[2] ~= '0' and not add('DECRBY', KEYS[1], ARGV[2]) then return false end
 if ARGV[1] ~= '0' and redis.call('EXISTS', KEYS[2]) == 1 then
   if redis.call('DECRBY', KEYS[2], ARGV[1]) <= 0 then redis.call('DEL', KEYS[2]) end
 end
+if ARGV[2] ~= '0' and not add('DECRBY', KEYS[1], ARGV[2]) then return false end
 return redis.call('GET', KEYS[1]) or '0'
 "
     ))

@@ -320,6 +320,42 @@ async fn quota_set_get_add_overflow() {
         Err(StoreError::Overflow)
     ));
     assert_eq!(store.quota_get("min").await.unwrap(), Some(i64::MIN));
+    // A charge that would overflow still releases its reservation (it is not retried).
+    store.quota_set("held", 5).await.unwrap();
+    assert!(store.quota_reserve("held", 5).await.unwrap().admitted);
+    assert!(!store.quota_reserve("held", 1).await.unwrap().admitted);
+    store.quota_set("held", i64::MIN + 3).await.unwrap();
+    assert!(matches!(
+        store.quota_settle("held", 5, 10).await,
+        Err(StoreError::Overflow)
+    ));
+    store.quota_set("held", 5).await.unwrap();
+    assert!(
+        store.quota_reserve("held", 5).await.unwrap().admitted,
+        "the reservation was released"
+    );
+    // The same for a budget.
+    let slot = crate::store::budget_sql::Slot {
+        budget: "b".into(),
+        subject: "s".into(),
+        start: 0,
+    };
+    store.budget_settle(&slot, 0, i64::MAX).await.unwrap();
+    store.budget_change(&slot, Some(10), false).await.unwrap();
+    let items = [(slot.clone(), i64::MAX, 5)];
+    assert_eq!(store.budget_reserve(&items).await.unwrap(), None);
+    let (_, reserved) = store.budget_change(&slot, Some(0), true).await.unwrap();
+    assert_eq!(reserved, 5);
+    assert!(matches!(
+        store.budget_settle(&slot, 5, 1).await,
+        Err(StoreError::Overflow)
+    ));
+    let (spend, reserved) = store.budget_change(&slot, Some(0), true).await.unwrap();
+    assert_eq!(
+        (spend.spent, reserved),
+        (i64::MAX, 0),
+        "released, not charged"
+    );
 }
 
 #[tokio::test]
