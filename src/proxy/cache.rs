@@ -339,7 +339,15 @@ pub async fn keep(
     } else {
         // Read in the usage meter's pass when it read these bytes.
         let keepable = match attempts.outcome.keepable {
-            Some((read, keepable)) if read == sent.len() => keepable,
+            Some((read, keepable)) if read == sent.len() => {
+                // Debug builds (the test suites) hold the meter's verdict to the cache's own
+                // (on UTF-8: other bytes are never kept, whatever either says).
+                debug_assert!(
+                    std::str::from_utf8(&sent).is_err()
+                        || keepable == cache::keepable_whole(&sent, settings.store_truncated)
+                );
+                keepable
+            }
             _ => cache::keepable_whole(&sent, settings.store_truncated),
         };
         let Some(tools) = keepable else {
