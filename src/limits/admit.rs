@@ -234,7 +234,10 @@ impl Limits {
 
     /// Add `delta` to the in-process counter behind `h`.
     fn add_here(&self, stores: &Stores, h: &Hold, delta: i64) {
-        let Some(c) = self.rules.get(h.rule).and_then(|r| r.checks.get(h.check)) else {
+        let Some(rule) = self.rules.get(h.rule) else {
+            return;
+        };
+        let Some(c) = rule.checks.get(h.check) else {
             return;
         };
         match (h.place, &stores.local) {
@@ -246,7 +249,8 @@ impl Limits {
                 // would lower the new window's count (and, through the shared cells of the
                 // count-min sketch, other keys' counts) while the reservation still weighs
                 // in the previous one. Kept there, it only overcounts until it slides by.
-                if delta < 0 && !same_memory_window(&c.rate, &h.key, h.start) {
+                let period = Duration::from_secs(rule.window.secs());
+                if delta < 0 && !same_memory_window(period, h.start) {
                     return;
                 }
                 c.rate.observe(&h.key.as_str(), delta as isize);
@@ -305,23 +309,28 @@ static CLOCK: once_cell::sync::Lazy<Instant> = once_cell::sync::Lazy::new(Instan
 /// request started the clock) is still a distinct, earlier number, never clamped to 0.
 const CLOCK_OFFSET_MS: u64 = 4 * 86_400_000;
 
+/// Now, in milliseconds on [`CLOCK`] (offset).
+fn clock_ms() -> u64 {
+    u64::try_from(CLOCK.elapsed().as_millis())
+        .unwrap_or(u64::MAX / 2)
+        .saturating_add(CLOCK_OFFSET_MS)
+}
+
 /// Where the in-memory window of `c` began, in milliseconds on [`CLOCK`]. Pingora's windows
 /// flip lazily (at the first use after an interval), not on a grid, so this is read off the
 /// elapsed fraction it reports. (A flip by another request between a reservation's
 /// `observe` and this reading would place it one window late: a gap of a few hundred
 /// nanoseconds once a window, where the refund is then given to the wrong window.)
 pub(super) fn memory_window(c: &pingora_limits::rate::RateComponents) -> u64 {
-    let now = u64::try_from(CLOCK.elapsed().as_millis())
-        .unwrap_or(u64::MAX / 2)
-        .saturating_add(CLOCK_OFFSET_MS);
     let into = c.interval.as_millis() as f64 * c.current_interval_fraction.clamp(0.0, 1.0);
-    now.saturating_sub(into as u64)
+    clock_ms().saturating_sub(into as u64)
 }
 
-/// Whether `rate`'s current window is the one that began at `start` ([`memory_window`]):
-/// another one began at least an interval later, so half of one tells them apart.
-pub(super) fn same_memory_window(rate: &Rate, key: &str, start: u64) -> bool {
-    let (now, interval) = rate.rate_with(&key, |c| (memory_window(&c), c.interval));
-    let half = u64::try_from(interval.as_millis() / 2).unwrap_or(u64::MAX);
-    now.abs_diff(start) < half
+/// Whether an in-memory window of `interval` that began at `start` ([`memory_window`]) is
+/// still the current one. A window turns only at the first use a whole interval after it
+/// began, and a refund's own use would turn it then; so it is the same one until then (less
+/// 2 ms for the rounding of `start`), and read as gone after.
+pub(super) fn same_memory_window(interval: Duration, start: u64) -> bool {
+    let interval = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+    clock_ms().saturating_sub(start).saturating_add(2) < interval
 }
