@@ -24,12 +24,12 @@
 use crate::auth::Consumers;
 use crate::error::GatewayError;
 use crate::metrics::METRICS;
-use crate::store::local::Stamped;
+use crate::store::local::{Learnt, Stamped};
 use crate::store::{StoreError, Stores};
 use arc_swap::ArcSwap;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Which consumers are charged.
@@ -59,12 +59,9 @@ impl QuotaSettings {
 /// A consumer's balance as this process knows it (embedded store only).
 #[derive(Default)]
 struct Account {
-    loaded: AtomicBool,
+    /// The stamp of the store's answer `balance` came from.
+    learnt: Learnt,
     balance: AtomicI64,
-    /// The store's stamp (`Stamped::seq`) of the answer `balance` came from: an answer
-    /// with a lower stamp is older than what is known and is not learnt. Locked only to
-    /// learn an answer, never to admit.
-    learnt: Mutex<u64>,
     reserved: AtomicI64,
     /// Charges being written: counted from before their reservation is released until the
     /// store's answer includes them, so admission never sees the room in between.
@@ -74,16 +71,18 @@ struct Account {
 impl Account {
     /// Learn `answer` unless a newer one was learnt; whether it was.
     fn learn(&self, answer: Stamped<i64>) -> bool {
-        let mut learnt = self.learnt.lock().unwrap_or_else(PoisonError::into_inner);
-        if *learnt >= answer.seq && self.loaded.load(Ordering::SeqCst) {
-            return false;
-        }
-        *learnt = answer.seq;
-        self.balance.store(answer.value, Ordering::SeqCst);
-        // Under the lock: an older answer learnt next must see this one.
-        self.loaded.store(true, Ordering::SeqCst);
-        true
+        self.learnt.newer(answer.seq, || {
+            self.balance.store(answer.value, Ordering::SeqCst);
+        })
     }
+}
+
+/// Show a consumer's balance as learnt (the `quota_remaining` gauge).
+fn show(consumer: &str, balance: i64) {
+    METRICS
+        .quota_remaining
+        .with_label_values(&[consumer])
+        .set(balance);
 }
 
 /// An admitted request's reservation, released when it is charged.
@@ -147,28 +146,19 @@ impl Quotas {
 
     /// Remember a balance Redis answered (only shown as a gauge: Redis admits).
     fn learn(&self, consumer: &str, balance: i64) {
-        let a = self.account(consumer);
-        a.balance.store(balance, Ordering::SeqCst);
-        self.show(consumer, &a);
+        self.account(consumer)
+            .balance
+            .store(balance, Ordering::SeqCst);
+        show(consumer, balance);
     }
 
     /// Remember a balance the embedded store answered, unless a newer answer (a higher
     /// stamp) was learnt already: answers of concurrent operations reach their callers in
     /// any order, and a first read that started before a charge must not undo it.
     fn learn_stamped(&self, consumer: &str, answer: Stamped<i64>) {
-        let a = self.account(consumer);
-        if a.learn(answer) {
-            self.show(consumer, &a);
+        if self.account(consumer).learn(answer) {
+            show(consumer, answer.value);
         }
-    }
-
-    fn show(&self, consumer: &str, a: &Account) {
-        let balance = a.balance.load(Ordering::SeqCst);
-        a.loaded.store(true, Ordering::SeqCst);
-        METRICS
-            .quota_remaining
-            .with_label_values(&[consumer])
-            .set(balance);
     }
 
     /// Admit `consumer` if its balance covers `reserve` tokens (at least one), reserving them.
@@ -214,15 +204,9 @@ impl Quotas {
             return Err(GatewayError::StoreUnavailable("quotas"));
         };
         let account = self.account(consumer);
-        if !account.loaded.load(Ordering::SeqCst) {
+        if !account.learnt.loaded() {
             let answer = local.quota_get(consumer).await.map_err(store_error)?;
-            self.learn_stamped(
-                consumer,
-                Stamped {
-                    seq: answer.seq,
-                    value: answer.value.unwrap_or(0),
-                },
-            );
+            self.learn_stamped(consumer, answer.map(|b| b.unwrap_or(0)));
         }
         let before = account.reserved.fetch_add(n, Ordering::SeqCst);
         if account
@@ -321,10 +305,10 @@ impl Quotas {
             return Err(GatewayError::StoreUnavailable("quotas"));
         };
         let answer = match op {
-            QuotaOp::Get => local.quota_get(consumer).await.map(|s| Stamped {
-                seq: s.seq,
-                value: s.value.unwrap_or(0),
-            }),
+            QuotaOp::Get => local
+                .quota_get(consumer)
+                .await
+                .map(|s| s.map(|b| b.unwrap_or(0))),
             QuotaOp::Set(v) => local.quota_set(consumer, v).await,
             QuotaOp::Add(d) => local.quota_add(consumer, d).await,
         }
@@ -338,14 +322,9 @@ impl Quotas {
         if let Some(local) = &self.stores.local {
             match local.quota_all().await {
                 Ok(all) => {
+                    let seq = all.seq;
                     for (consumer, value) in all.value {
-                        self.learn_stamped(
-                            &consumer,
-                            Stamped {
-                                seq: all.seq,
-                                value,
-                            },
-                        );
+                        self.learn_stamped(&consumer, Stamped { seq, value });
                     }
                 }
                 Err(e) => log::warn!("loading quota balances failed: {e}"),
@@ -412,10 +391,7 @@ fn retry_local_charge(
             async move {
                 let answer = local.quota_add(&consumer, -used).await?;
                 if account.learn(answer) {
-                    METRICS
-                        .quota_remaining
-                        .with_label_values(&[consumer.as_str()])
-                        .set(answer.value);
+                    show(&consumer, answer.value);
                 }
                 Ok(())
             }

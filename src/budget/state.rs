@@ -12,20 +12,18 @@
 use super::{money, Budget};
 use crate::metrics::METRICS;
 use crate::store::budget_sql::{BudgetReq, BudgetResp, Row, Slot, Spend};
-use crate::store::local::Stamped;
+use crate::store::local::{Learnt, Stamped};
 use crate::store::{StoreError, Stores};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// A budget, a subject, a period: what is known of it here (embedded store only).
 struct Account {
     start: i64,
-    loaded: AtomicBool,
-    /// The store's stamp (`Stamped::seq`) of the answer `committed` and `topup` came from:
-    /// an older answer is not learnt. Locked only to learn, never to admit.
-    learnt: Mutex<u64>,
+    /// The stamp of the store's answer `committed` and `topup` came from.
+    learnt: Learnt,
     /// The spend as the store last answered (it only grows, but for a reset).
     committed: AtomicI64,
     /// Charges being written: counted from before their reservation is released until the
@@ -39,8 +37,7 @@ impl Account {
     fn new(start: i64) -> Self {
         Account {
             start,
-            loaded: AtomicBool::new(false),
-            learnt: Mutex::new(0),
+            learnt: Learnt::default(),
             committed: AtomicI64::new(0),
             pending: AtomicI64::new(0),
             topup: AtomicI64::new(0),
@@ -155,14 +152,10 @@ impl Budgets {
     /// already: answers of concurrent operations reach their callers in any order, and a
     /// first read, or a charge, answered late must not undo a later charge, top-up or reset.
     fn learn(a: &Account, answer: Stamped<Spend>) {
-        let mut learnt = a.learnt.lock().unwrap_or_else(PoisonError::into_inner);
-        if *learnt >= answer.seq && a.loaded.load(Ordering::SeqCst) {
-            return;
-        }
-        *learnt = answer.seq;
-        a.committed.store(answer.value.spent, Ordering::SeqCst);
-        a.topup.store(answer.value.topup, Ordering::SeqCst);
-        a.loaded.store(true, Ordering::SeqCst);
+        a.learnt.newer(answer.seq, || {
+            a.committed.store(answer.value.spent, Ordering::SeqCst);
+            a.topup.store(answer.value.topup, Ordering::SeqCst);
+        });
     }
 
     async fn local_op(&self, req: BudgetReq) -> Result<Stamped<BudgetResp>, StoreError> {
@@ -173,14 +166,7 @@ impl Budgets {
     }
 
     async fn local_spend(&self, req: BudgetReq) -> Result<Stamped<Spend>, StoreError> {
-        let answer = self.local_op(req).await?;
-        match answer.value {
-            BudgetResp::Spend(value) => Ok(Stamped {
-                seq: answer.seq,
-                value,
-            }),
-            BudgetResp::Rows(_) => Err(StoreError::Backend("unexpected budget reply".into())),
-        }
+        spend_of(self.local_op(req).await?)
     }
 
     fn refused(want: &Want, spend: Spend, now: i64) -> Refused {
@@ -236,7 +222,7 @@ impl Budgets {
             let h = hold(want, true);
             let s = slot(&h.budget, &h.subject, h.start);
             let account = self.account(&s.budget, &s.subject, s.start);
-            if !account.loaded.load(Ordering::SeqCst) {
+            if !account.learnt.loaded() {
                 match self.local_spend(BudgetReq::Read(s.clone())).await {
                     Ok(spend) => Self::learn(&account, spend),
                     Err(_) => {
@@ -307,12 +293,7 @@ impl Budgets {
         if cost == 0 {
             return;
         }
-        let add = BudgetReq::Add {
-            slot: s.clone(),
-            spent: cost,
-            topup: 0,
-        };
-        match self.local_spend(add.clone()).await {
+        match self.local_spend(charge(s.clone(), cost)).await {
             Ok(spend) => Self::learn(&account, spend),
             Err(StoreError::Overflow) => log::error!(
                 "charging {} to budget {} ({}) would overflow its spend",
@@ -329,7 +310,7 @@ impl Budgets {
                     s.subject
                 );
                 if let Some(local) = self.stores.local.clone() {
-                    retry_local_charge(local, account, add, cost);
+                    retry_local_charge(local, account, s, cost);
                     return;
                 }
             }
@@ -403,39 +384,44 @@ impl Budgets {
     }
 }
 
+/// The request that adds `cost` to the spend of `slot`.
+fn charge(slot: Slot, cost: i64) -> BudgetReq {
+    BudgetReq::Add {
+        slot,
+        spent: cost,
+        topup: 0,
+    }
+}
+
+/// The spend a budget operation answered.
+fn spend_of(answer: Stamped<BudgetResp>) -> Result<Stamped<Spend>, StoreError> {
+    match answer.value {
+        BudgetResp::Spend(spend) => Ok(answer.map(|_| spend)),
+        BudgetResp::Rows(_) => Err(StoreError::Backend("unexpected budget reply".into())),
+    }
+}
+
 /// Retry a charge the embedded store failed to commit until it is committed; its cost stays
 /// pending on the account until then.
 fn retry_local_charge(
     local: Arc<crate::store::local::LocalStore>,
     account: Arc<Account>,
-    add: BudgetReq,
+    slot: Slot,
     cost: i64,
 ) {
-    let what = match &add {
-        BudgetReq::Add { slot, .. } => format!(
-            "charge of {} to budget {} ({})",
-            money(cost),
-            slot.budget,
-            slot.subject
-        ),
-        _ => format!("charge of {} to a budget", money(cost)),
-    };
+    let what = format!(
+        "charge of {} to budget {} ({})",
+        money(cost),
+        slot.budget,
+        slot.subject
+    );
     let settled = account.clone();
     crate::quota::retry_local(
         what,
         move || {
-            let (local, account, add) = (local.clone(), account.clone(), add.clone());
+            let (local, account, slot) = (local.clone(), account.clone(), slot.clone());
             async move {
-                let answer = local.budget(add).await?;
-                if let BudgetResp::Spend(value) = answer.value {
-                    Budgets::learn(
-                        &account,
-                        Stamped {
-                            seq: answer.seq,
-                            value,
-                        },
-                    );
-                }
+                Budgets::learn(&account, spend_of(local.budget(charge(slot, cost)).await?)?);
                 Ok(())
             }
         },

@@ -473,19 +473,20 @@ impl AttemptState {
             Reader::Meter(m) => Some(m.usage()),
             Reader::Translate(t) | Reader::Observe(t) => Some(t.usage()),
             Reader::Json(body, protocol) => {
-                let usage = match self
-                    .keep
-                    .filter(|_| self.attempt.plan.client == ClientProtocol::OpenAi)
-                {
-                    // The provider speaks OpenAI (a native plan): its usage is
-                    // `usage_from_json`'s, read in the same pass as the check.
-                    Some(keep) if protocol.native_client() == Some(ClientProtocol::OpenAi) => {
+                // An OpenAI client's answer from a provider speaking OpenAI (a native plan):
+                // its usage is `usage_from_json`'s, read in the same pass as the check.
+                let openai = Some(ClientProtocol::OpenAi);
+                let fused = self.keep.filter(|_| {
+                    Some(self.attempt.plan.client) == openai && protocol.native_client() == openai
+                });
+                let usage = match fused {
+                    Some(keep) => {
                         let (usage, keepable) =
                             crate::cache::usage_and_keepable(body, keep.store_truncated);
                         self.outcome.keepable = Some((body.len(), keepable));
                         usage
                     }
-                    _ => protocol.usage(body),
+                    None => protocol.usage(body),
                 };
                 Some(reported_or_estimated(usage, body))
             }

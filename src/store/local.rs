@@ -93,8 +93,48 @@ struct Op {
 /// (answers of concurrent operations may reach their callers in any order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamped<T> {
+    /// From 1: the first commit's.
     pub seq: u64,
     pub value: T,
+}
+
+impl<T> Stamped<T> {
+    /// The same answer, its value changed by `f`.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Stamped<U> {
+        Stamped {
+            seq: self.seq,
+            value: f(self.value),
+        }
+    }
+}
+
+/// What a copy of stored figures in memory learnt of the store's answers: the stamp of the
+/// newest (0 before any), so that an answer older than it is not learnt over it.
+#[derive(Default)]
+pub struct Learnt {
+    seq: std::sync::atomic::AtomicU64,
+    /// Held while an answer is compared and learnt (never to read `loaded`).
+    learning: Mutex<()>,
+}
+
+impl Learnt {
+    /// Whether any answer was learnt (lock-free).
+    pub fn loaded(&self) -> bool {
+        self.seq.load(std::sync::atomic::Ordering::SeqCst) != 0
+    }
+
+    /// Run `apply` (which stores the answer's figures) if the answer stamped `seq` is newer
+    /// than every one learnt; whether it ran.
+    pub fn newer(&self, seq: u64, apply: impl FnOnce()) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        let _learning = self.learning.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.seq.load(SeqCst) >= seq {
+            return false;
+        }
+        apply();
+        self.seq.store(seq, SeqCst);
+        true
+    }
 }
 
 #[derive(Default)]
