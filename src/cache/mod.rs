@@ -245,8 +245,10 @@ fn canonical_bytes(v: &Value, out: &mut Vec<u8>, long: Option<&[u8]>) {
 /// A kept answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
-    /// The `chat.completion` object, as JSON text.
-    pub completion: String,
+    /// The `chat.completion` object, as JSON text (UTF-8, checked when kept). Bytes, so a
+    /// hit sends it without a copy; in Redis it is a JSON string as before.
+    #[serde(with = "text")]
+    pub completion: bytes::Bytes,
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cached_tokens: u64,
@@ -282,6 +284,26 @@ impl Entry {
             + 128;
         u32::try_from(n).unwrap_or(u32::MAX)
     }
+}
+
+/// `Entry::completion` in serde: a string (Redis keeps entries as JSON text).
+mod text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &bytes::Bytes, s: S) -> Result<S::Ok, S::Error> {
+        let text = std::str::from_utf8(b).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<bytes::Bytes, D::Error> {
+        String::deserialize(d).map(bytes::Bytes::from)
+    }
+}
+
+/// Whether `bytes` are UTF-8 text (only text is kept): answers are mostly ASCII, told by a
+/// word-at-a-time scan before the full check.
+pub fn is_text(bytes: &[u8]) -> bool {
+    bytes.is_ascii() || std::str::from_utf8(bytes).is_ok()
 }
 
 /// Whether a complete answer may be kept: every choice finished well.

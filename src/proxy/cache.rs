@@ -251,15 +251,15 @@ pub async fn answer(
     };
     if !stream {
         let bytes = match respond {
-            Some(policy) => policy.whole(entry.completion.as_bytes()),
-            None => Bytes::from(entry.completion.clone()),
+            Some(policy) => policy.whole(&entry.completion),
+            None => entry.completion.clone(),
         };
         super::respond::json_with(session, 200, bytes, request_id, extra_headers)
             .await
             .map_err(abort)?;
         return Ok(200);
     }
-    let completion: serde_json::Value = serde_json::from_str(&entry.completion)
+    let completion: serde_json::Value = serde_json::from_slice(&entry.completion)
         .map_err(|e| GatewayError::Internal(format!("a cached answer: {e}")))?;
     let mut events = Bytes::from(cache::replay_sse(&completion, include_usage));
     if let Some(policy) = respond {
@@ -335,7 +335,7 @@ pub async fn keep(
             return;
         };
         let tools = semantic::calls_tools(&c);
-        (c.to_string(), tools)
+        (Bytes::from(c.to_string()), tools)
     } else {
         // Read in the usage meter's pass when it read these bytes.
         let keepable = match attempts.outcome.keepable {
@@ -354,10 +354,10 @@ pub async fn keep(
             return;
         };
         // The bytes as they are: no copy.
-        let Ok(text) = String::from_utf8(sent) else {
+        if !cache::is_text(&sent) {
             return;
-        };
-        (text, tools)
+        }
+        (Bytes::from(sent), tools)
     };
     let (Some(usage), Some(chosen)) = (attempts.outcome.usage, &attempts.chosen) else {
         return;
