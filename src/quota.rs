@@ -24,6 +24,7 @@
 use crate::auth::Consumers;
 use crate::error::GatewayError;
 use crate::metrics::METRICS;
+use crate::store::holds::{HoldId, Ticket};
 use crate::store::local::{Learnt, Stamped};
 use crate::store::{StoreError, Stores};
 use arc_swap::ArcSwap;
@@ -92,6 +93,8 @@ pub struct QuotaHold {
     reserved: i64,
     /// `false` when admitted without the store (fail-open): nothing to release.
     held: bool,
+    /// Its name in the shared store (a settle is applied once per id).
+    id: HoldId,
 }
 
 /// An operation of the quota API.
@@ -181,13 +184,15 @@ impl Quotas {
                 consumer: consumer.to_string(),
             }
         };
+        let id = HoldId::new();
         let hold = |held| QuotaHold {
             consumer: consumer.to_string(),
             reserved: n,
             held,
+            id,
         };
         if let Some(redis) = &self.stores.redis {
-            return match redis.quota_reserve(consumer, n).await {
+            return match redis.quota_reserve(consumer, n, id).await {
                 Ok(r) if r.admitted => {
                     METRICS
                         .quota_remaining
@@ -231,14 +236,19 @@ impl Quotas {
             .with_label_values(&[consumer])
             .inc_by(used.max(0) as u64);
         if let Some(redis) = self.stores.redis.clone() {
-            let reserved = if hold.held { hold.reserved } else { 0 };
-            match redis.quota_settle(consumer, reserved, used).await {
+            let ticket = Ticket {
+                id: hold.id,
+                reserved: if hold.held { hold.reserved } else { 0 },
+                held: hold.held,
+            };
+            match redis.quota_settle(consumer, ticket, used).await {
                 Ok(balance) => self.learn(consumer, balance),
                 // Permanent: retrying would loop forever (nothing was changed).
                 Err(StoreError::Overflow) => log::error!(
                     "charging {used} tokens to {consumer}'s quota would overflow its balance"
                 ),
-                Err(_) => retry_settle(redis, consumer.to_string(), reserved, used),
+                // Retried with the same ticket: applied once even if this try was too.
+                Err(_) => retry_settle(redis, consumer.to_string(), ticket, used),
             }
             return;
         }
@@ -364,13 +374,17 @@ impl Drop for Pending {
 fn retry_settle(
     redis: Arc<crate::store::redis::RedisStore>,
     consumer: String,
-    reserved: i64,
+    ticket: Ticket,
     used: i64,
 ) {
     log::warn!("charge of {used} tokens to {consumer}'s quota is pending until Redis answers");
     retry_in_background(move || {
         let (redis, consumer) = (redis.clone(), consumer.clone());
-        async move { redis.quota_settle(&consumer, reserved, used).await.is_ok() }
+        // An overflow is final (nothing changed); anything else is tried again.
+        async move {
+            let r = redis.quota_settle(&consumer, ticket, used).await;
+            !matches!(r, Err(e) if !matches!(e, StoreError::Overflow))
+        }
     });
 }
 

@@ -12,6 +12,7 @@
 use super::{money, Budget};
 use crate::metrics::METRICS;
 use crate::store::budget_sql::{BudgetReq, BudgetResp, Row, Slot, Spend};
+use crate::store::holds::{HoldId, Ticket};
 use crate::store::local::{Learnt, Stamped};
 use crate::store::{StoreError, Stores};
 use arc_swap::ArcSwap;
@@ -61,6 +62,8 @@ pub struct BudgetHold {
     pub reserved: i64,
     /// `false` when admitted without the store (fail-open): nothing to release.
     held: bool,
+    /// The request's name in the shared store (a settle is applied once per id).
+    id: HoldId,
 }
 
 /// Why a request was not admitted.
@@ -192,26 +195,32 @@ impl Budgets {
         if wants.is_empty() {
             return Ok(Vec::new());
         }
+        let id = HoldId::new();
         let hold = |(b, s, n): &Want, held| BudgetHold {
             budget: b.clone(),
             subject: s.clone(),
             start: b.periods.at(now).start,
             reserved: if b.soft { 0 } else { (*n).max(0) },
             held,
+            id,
         };
         if let Some(redis) = &self.stores.redis {
-            let hard: Vec<&Want> = wants.iter().filter(|w| !w.0.soft).collect();
-            if hard.is_empty() {
-                return Ok(wants.iter().map(|w| hold(w, true)).collect());
-            }
-            let items: Vec<(Slot, i64, i64)> = hard
+            // Soft budgets too: their hold (of nothing) names the request, so a retried
+            // settle is recognised.
+            let items: Vec<(Slot, Option<i64>, i64)> = wants
                 .iter()
-                .map(|(b, s, n)| (slot(b, s, b.periods.at(now).start), b.limit, *n))
+                .map(|(b, s, n)| {
+                    let limit = (!b.soft).then_some(b.limit);
+                    (slot(b, s, b.periods.at(now).start), limit, *n)
+                })
                 .collect();
-            return match redis.budget_reserve(&items).await {
+            return match redis.budget_reserve(&items, id).await {
                 Ok(None) => Ok(wants.iter().map(|w| hold(w, true)).collect()),
-                Ok(Some((i, spend))) => Err(Self::refused(hard[i.min(hard.len() - 1)], spend, now)),
-                Err(_) if self.stores.fail_open("budget") => {
+                Ok(Some((i, spend))) => {
+                    Err(Self::refused(&wants[i.min(wants.len() - 1)], spend, now))
+                }
+                // Soft budgets never refuse a request, whatever the store does.
+                Err(_) if wants.iter().all(|w| w.0.soft) || self.stores.fail_open("budget") => {
                     Ok(wants.iter().map(|w| hold(w, false)).collect())
                 }
                 Err(_) => Err(Refused::Store),
@@ -277,10 +286,15 @@ impl Budgets {
                 .inc_by(cost as f64 / crate::pricing::PICO as f64);
         }
         if let Some(redis) = self.stores.redis.clone() {
-            let reserved = if hold.held { hold.reserved } else { 0 };
-            if let Err(e) = redis.budget_settle(&s, reserved, cost).await {
+            let ticket = Ticket {
+                id: hold.id,
+                reserved: if hold.held { hold.reserved } else { 0 },
+                held: hold.held,
+            };
+            if let Err(e) = redis.budget_settle(&s, ticket, cost).await {
+                // Retried with the same ticket: applied once even if this try was too.
                 if !matches!(e, StoreError::Overflow) {
-                    retry_settle(redis, s, reserved, cost);
+                    retry_settle(redis, s, ticket, cost);
                 }
             }
             return;
@@ -433,7 +447,7 @@ fn retry_local_charge(
 
 /// Keep trying a charge that could not reach Redis, with backoff up to a minute (counted
 /// with the quota charges a graceful shutdown waits for).
-fn retry_settle(redis: Arc<crate::store::redis::RedisStore>, s: Slot, reserved: i64, cost: i64) {
+fn retry_settle(redis: Arc<crate::store::redis::RedisStore>, s: Slot, ticket: Ticket, cost: i64) {
     log::warn!(
         "charge of {} to budget {} ({}) is pending until Redis answers",
         money(cost),
@@ -442,7 +456,11 @@ fn retry_settle(redis: Arc<crate::store::redis::RedisStore>, s: Slot, reserved: 
     );
     crate::quota::retry_in_background(move || {
         let (redis, s) = (redis.clone(), s.clone());
-        async move { redis.budget_settle(&s, reserved, cost).await.is_ok() }
+        // An overflow is final (nothing changed); anything else is tried again.
+        async move {
+            let r = redis.budget_settle(&s, ticket, cost).await;
+            !matches!(r, Err(e) if !matches!(e, StoreError::Overflow))
+        }
     });
 }
 

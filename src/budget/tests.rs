@@ -337,3 +337,34 @@ async fn soft_budgets_only_count() {
     let s = budgets.standing(&budget, "alice", 0, None).await.unwrap();
     assert_eq!(s.spend.spent, 3 * USD);
 }
+
+#[tokio::test]
+async fn a_failing_shared_store_never_refuses_for_a_soft_budget() {
+    // Nothing listens on port 1: every call to the store fails at once.
+    let redis = crate::store::redis::RedisStore::start(crate::store::redis::RedisSettings {
+        url: "redis://127.0.0.1:1".into(),
+        prefix: "tg".into(),
+        timeout: Duration::from_millis(200),
+        ..Default::default()
+    })
+    .unwrap();
+    let stores = Stores {
+        local: None,
+        redis: Some(redis),
+        on_error: crate::store::OnError::Closed,
+    };
+    let budgets = Budgets::new(std::sync::Arc::new(stores));
+    let b = book(
+        "[{name: watch, consumer: alice, amount: 10, soft: true},
+          {name: cap, consumer: alice, amount: 10}]",
+    );
+    let now = secs("2026-01-15T00:00:00Z");
+    let want = |name: &str| (b.get(name).unwrap().clone(), "alice".to_string(), USD);
+    let held = budgets.admit(&[want("watch")], now).await.unwrap();
+    assert_eq!(held.len(), 1, "a soft budget only watches");
+    let refused = budgets.admit(&[want("watch"), want("cap")], now).await;
+    assert!(
+        matches!(refused, Err(Refused::Store)),
+        "a hard one fails closed"
+    );
+}

@@ -2,8 +2,9 @@
 //! `{len(budget)}:{budget}:{subject}`, `start` the period's first second):
 //!
 //! - `P:b:{id}:{start}`: a hash `{spent, topup}` (picounits; kept, it is the history);
-//! - `P:br:{id}:{start}`: reserved by in-flight requests of every gateway, expiring 600 s
-//!   after the last reservation (a crashed gateway's reservations go away on their own);
+//! - `P:br:{id}:{start}`: reserved by in-flight requests of every gateway, each
+//!   reservation by name in `P:br:{id}:{start}:h` (`super::holds`: settled once, released
+//!   when it expires, 600 s after it was made);
 //! - `P:bi:{len(budget)}:{budget}`: a sorted set of `{start}:{subject}` (score `start`),
 //!   the index of the budget's periods, for history and listings.
 //!
@@ -11,7 +12,8 @@
 //! the quota scripts do), so Lua's doubles never round a budget.
 
 use super::budget_sql::{Row, Slot, Spend};
-use super::redis::{Lua, RedisStore, QUOTA_LIB, RESERVATION_TTL_MS};
+use super::holds::{HoldId, Ticket, HOLD_LIB};
+use super::redis::{Lua, RedisStore, QUOTA_LIB};
 use super::StoreError;
 use std::sync::LazyLock;
 
@@ -32,41 +34,42 @@ local function spend(k)
 end
 ";
 
-/// KEYS: per budget its hash and its reserved key; ARGV: ttl, then per budget its limit and
-/// reservation. All or nothing: returns `{0}`, or `{i, spent, topup}` for the first
+/// KEYS: per budget its hash and its reserved key; ARGV: ttl, hold id, then per budget its
+/// limit, its reservation and whether it is checked (`1`; a soft budget's `0` reserves
+/// nothing, its hold only names the request for an idempotent settle). Releases expired
+/// reservations first. All or nothing: returns `{0}`, or `{i, spent, topup}` for the first
 /// budget (1-based) without room.
 static BUDGET_RESERVE: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(&format!(
-        "{QUOTA_LIB}{BUDGET_LIB}
+        "{QUOTA_LIB}{HOLD_LIB}{BUDGET_LIB}
 local n = #KEYS / 2
+local now = now_ms()
 for i = 1, n do
-  local spent, topup = spend(KEYS[2 * i - 1])
-  local res = redis.call('GET', KEYS[2 * i]) or '0'
-  if not fits(ARGV[2 * i], topup, spent, res, ARGV[2 * i + 1]) then
-    return {{i, spent, topup}}
+  sweep(KEYS[2 * i], now)
+  if ARGV[3 * i + 2] == '1' then
+    local spent, topup = spend(KEYS[2 * i - 1])
+    local res = redis.call('GET', KEYS[2 * i]) or '0'
+    if not fits(ARGV[3 * i], topup, spent, res, ARGV[3 * i + 1]) then
+      return {{i, spent, topup}}
+    end
   end
 end
 for i = 1, n do
-  if ARGV[2 * i + 1] ~= '0' then
-    redis.call('INCRBY', KEYS[2 * i], ARGV[2 * i + 1])
-    redis.call('PEXPIRE', KEYS[2 * i], ARGV[1])
-  end
+  hold(KEYS[2 * i], ARGV[2], ARGV[3 * i + 1], now, ARGV[1])
 end
 return {{0}}
 "
     ))
 });
 
-/// KEYS: hash, reserved, index; ARGV: reserved, cost, index member, start. Returns
-/// `{spent, topup}`, or nil on overflow (then the reservation is released and nothing is
-/// charged: the charge is dropped, never retried, so the reservation must not stay behind).
+/// KEYS: hash, reserved, index; ARGV: reserved, cost, index member, start, hold id, held
+/// (`1`/`0`). Settles once per id: again, it changes nothing. Returns `{spent, topup}`, or
+/// nil on overflow (then the reservation is released and nothing is charged: the charge is
+/// dropped, never retried, so the reservation must not stay behind).
 static BUDGET_SETTLE: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(&format!(
-        "{QUOTA_LIB}{BUDGET_LIB}
-if ARGV[1] ~= '0' and redis.call('EXISTS', KEYS[2]) == 1 then
-  if redis.call('DECRBY', KEYS[2], ARGV[1]) <= 0 then redis.call('DEL', KEYS[2]) end
-end
-if ARGV[2] ~= '0' then
+        "{QUOTA_LIB}{HOLD_LIB}{BUDGET_LIB}
+if settles(KEYS[2], ARGV[5], ARGV[1], ARGV[6]) and ARGV[2] ~= '0' then
   local r = redis.pcall('HINCRBY', KEYS[1], 'spent', ARGV[2])
   if type(r) == 'table' and r.err then return false end
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
@@ -143,17 +146,24 @@ impl RedisStore {
         )
     }
 
-    /// Reserve `n` under each `(slot, limit, n)` if every one has room; `Ok(None)` when
-    /// admitted, else the first without room and its figures.
+    /// Reserve `n` under `id` in each `(slot, limit, n)` if every one has room (`limit`
+    /// `None`: a soft budget, never checked, nothing reserved); `Ok(None)` when admitted,
+    /// else the first without room and its figures.
     pub async fn budget_reserve(
         &self,
-        items: &[(Slot, i64, i64)],
+        items: &[(Slot, Option<i64>, i64)],
+        id: HoldId,
     ) -> Result<Option<(usize, Spend)>, StoreError> {
         let mut inv = BUDGET_RESERVE.prepare_invoke();
-        inv.arg(RESERVATION_TTL_MS);
+        inv.arg(self.reservation_ttl()).arg(id.to_string());
         for (slot, limit, n) in items {
             let (hash, reserved, _) = self.budget_keys(slot);
-            inv.key(hash).key(reserved).arg(*limit).arg((*n).max(0));
+            let n = if limit.is_some() { (*n).max(0) } else { 0 };
+            inv.key(hash)
+                .key(reserved)
+                .arg(limit.unwrap_or(0))
+                .arg(n)
+                .arg(if limit.is_some() { "1" } else { "0" });
         }
         let r: Vec<String> = self.script("budget_reserve", inv).await?;
         match r.as_slice() {
@@ -171,11 +181,12 @@ impl RedisStore {
         }
     }
 
-    /// Release `reserved` and add `cost` to the spend; the period's figures.
+    /// Release `ticket`'s reservation and add `cost` to the spend, once per ticket (a retry
+    /// after a lost answer changes nothing); the period's figures.
     pub async fn budget_settle(
         &self,
         slot: &Slot,
-        reserved: i64,
+        ticket: Ticket,
         cost: i64,
     ) -> Result<Spend, StoreError> {
         let (hash, res, index) = self.budget_keys(slot);
@@ -183,10 +194,12 @@ impl RedisStore {
         inv.key(hash)
             .key(res)
             .key(index)
-            .arg(reserved.max(0))
+            .arg(ticket.reserved.max(0))
             .arg(cost)
             .arg(format!("{}:{}", slot.start, slot.subject))
-            .arg(slot.start);
+            .arg(slot.start)
+            .arg(ticket.id.to_string())
+            .arg(if ticket.held { "1" } else { "0" });
         let r: Option<(String, String)> = self.script("budget_settle", inv).await?;
         let (s, t) = r.ok_or(StoreError::Overflow)?;
         Ok(Spend {

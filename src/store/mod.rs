@@ -9,11 +9,13 @@
 //!   gateways; every operation is one atomic script.
 //! - [`rollups`]: the fleet's usage rollups in that Redis (hashes of counters).
 //! - Money budgets' spend: [`budget_sql`] in the embedded store, [`budgets`] in Redis.
+//! - [`holds`]: in-flight reservations in Redis by name (idempotent settles, expiry).
 //! - [`objects`]: which provider, key and consumer made a file or batch passed through.
 
 pub mod budget_sql;
 pub mod budgets;
 pub mod cache;
+pub mod holds;
 pub mod local;
 pub mod objects;
 pub mod redis;

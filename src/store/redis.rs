@@ -20,8 +20,9 @@
 //!   `start` (unix seconds, a multiple of the window length). Expires after two windows.
 //! - `P:q:{consumer}`: quota balance (an i64, no expiry).
 //! - `P:qr:{consumer}`: total currently reserved against that balance by in-flight
-//!   requests of every gateway. Refreshed to expire 600 s after the last reservation, so the
-//!   reservations of a gateway that crashed before settling disappear on their own.
+//!   requests of every gateway; each reservation by name in `P:qr:{consumer}:h`
+//!   ([`super::holds`]): a settle applies once however often it is retried, and a
+//!   reservation left by a gateway that crashed is released 600 s after it was made.
 //! - `P:w`: never written; the anchor key of [`WINDOW_RESERVE`] (below).
 //! - `P:u:m:{minute}` and `P:u:h:{minute}`: the fleet's usage rollups of one minute, and of
 //!   one hour at its first minute (hashes of counters; see [`super::rollups`]).
@@ -70,6 +71,7 @@
 //! the connection is one cluster client, rebuilt from the seeds when it breaks). Passwords in
 //! the URLs never appear in messages.
 
+use super::holds::{HoldId, Ticket, HOLD_LIB};
 use super::StoreError;
 use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -81,6 +83,7 @@ use redis::{
     ToRedisArgs, Value,
 };
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Notify};
@@ -367,34 +370,35 @@ return redis.call('GET', KEYS[1])
     ))
 });
 
-/// KEYS: balance, reserved; ARGV: need (max(n, 1)), n, reservation ttl (ms).
-/// Returns `{admitted 0/1, balance}`, or nil on overflow. `n <= 0` reserves nothing.
+/// KEYS: balance, reserved; ARGV: need (max(n, 1)), n (>= 0), reservation ttl (ms), hold
+/// id. Releases expired reservations first (`holds::HOLD_LIB`). Returns `{admitted 0/1,
+/// balance}`, or nil on overflow.
 static QUOTA_RESERVE: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(&format!(
-        "{QUOTA_LIB}
+        "{QUOTA_LIB}{HOLD_LIB}
+local now = now_ms()
+sweep(KEYS[2], now)
 local bal = redis.call('GET', KEYS[1]) or '0'
 local res = redis.call('GET', KEYS[2]) or '0'
 if not ge(bal, res, ARGV[1]) then return {{0, bal}} end
-if tonumber(ARGV[2]) > 0 then
-  if not add('INCRBY', KEYS[2], ARGV[2]) then return false end
-  redis.call('PEXPIRE', KEYS[2], ARGV[3])
-end
+if not hold(KEYS[2], ARGV[4], ARGV[2], now, ARGV[3]) then return false end
 return {{1, bal}}
 "
     ))
 });
 
-/// KEYS: balance, reserved; ARGV: reserved (>= 0), used. Returns the new balance, or nil
-/// on overflow (then the reservation is released and nothing is charged: the charge is
+/// KEYS: balance, reserved; ARGV: hold id, reserved (>= 0), used, held (`1`/`0`). Settles
+/// once per id: again, it changes nothing. Returns `{settled now 0/1, balance}`, or nil on
+/// overflow (then the reservation is released and nothing is charged: the charge is
 /// dropped, never retried, so the reservation must not stay behind).
 static QUOTA_SETTLE: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(&format!(
-        "{QUOTA_LIB}
-if ARGV[1] ~= '0' and redis.call('EXISTS', KEYS[2]) == 1 then
-  if redis.call('DECRBY', KEYS[2], ARGV[1]) <= 0 then redis.call('DEL', KEYS[2]) end
+        "{QUOTA_LIB}{HOLD_LIB}
+if not settles(KEYS[2], ARGV[1], ARGV[2], ARGV[4]) then
+  return {{0, redis.call('GET', KEYS[1]) or '0'}}
 end
-if ARGV[2] ~= '0' and not add('DECRBY', KEYS[1], ARGV[2]) then return false end
-return redis.call('GET', KEYS[1]) or '0'
+if ARGV[3] ~= '0' and not add('DECRBY', KEYS[1], ARGV[3]) then return false end
+return {{1, redis.call('GET', KEYS[1]) or '0'}}
 "
     ))
 });
@@ -406,6 +410,8 @@ pub struct RedisStore {
     /// `prefix:w`, the key that routes [`WINDOW_RESERVE`].
     anchor: String,
     timeout: Duration,
+    /// How long a reservation lasts ([`RESERVATION_TTL_MS`]; shorter in tests).
+    reservation_ttl_ms: AtomicU64,
     /// Dropping it stops the connection thread.
     _stop: oneshot::Sender<()>,
 }
@@ -489,8 +495,20 @@ impl RedisStore {
             prefix,
             anchor,
             timeout: settings.timeout,
+            reservation_ttl_ms: AtomicU64::new(RESERVATION_TTL_MS),
             _stop: stop,
         }))
+    }
+
+    /// Reservations made from now on last `ms` (tests of their expiry).
+    #[cfg(test)]
+    pub fn set_reservation_ttl_ms(&self, ms: u64) {
+        self.reservation_ttl_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long a reservation made now lasts, ms.
+    pub(super) fn reservation_ttl(&self) -> u64 {
+        self.reservation_ttl_ms.load(Ordering::Relaxed)
     }
 
     pub fn connected(&self) -> bool {
@@ -567,14 +585,20 @@ impl RedisStore {
         r.ok_or(StoreError::Overflow)
     }
 
-    /// Admit when `balance - reserved_by_all >= max(n, 1)`, then reserve `n`.
-    pub async fn quota_reserve(&self, consumer: &str, n: i64) -> Result<QuotaReserve, StoreError> {
+    /// Admit when `balance - reserved_by_all >= max(n, 1)`, then reserve `n` under `id`.
+    pub async fn quota_reserve(
+        &self,
+        consumer: &str,
+        n: i64,
+        id: HoldId,
+    ) -> Result<QuotaReserve, StoreError> {
         let mut inv = QUOTA_RESERVE.prepare_invoke();
         inv.key(self.key("q", consumer))
             .key(self.key("qr", consumer))
             .arg(n.max(1))
-            .arg(n)
-            .arg(RESERVATION_TTL_MS);
+            .arg(n.max(0))
+            .arg(self.reservation_ttl())
+            .arg(id.to_string());
         let r: Option<(i64, i64)> = self.script("quota_reserve", inv).await?;
         let (admitted, balance) = r.ok_or(StoreError::Overflow)?;
         Ok(QuotaReserve {
@@ -583,20 +607,24 @@ impl RedisStore {
         })
     }
 
-    /// Release a reservation of `reserved` and charge `used`; returns the new balance.
+    /// Release the reservation of `ticket` and charge `used`, once per ticket (a retry after
+    /// a lost answer changes nothing); the balance.
     pub async fn quota_settle(
         &self,
         consumer: &str,
-        reserved: i64,
+        ticket: Ticket,
         used: i64,
     ) -> Result<i64, StoreError> {
         let mut inv = QUOTA_SETTLE.prepare_invoke();
         inv.key(self.key("q", consumer))
             .key(self.key("qr", consumer))
-            .arg(reserved.max(0))
-            .arg(used);
-        let r: Option<i64> = self.script("quota_settle", inv).await?;
-        r.ok_or(StoreError::Overflow)
+            .arg(ticket.id.to_string())
+            .arg(ticket.reserved.max(0))
+            .arg(used)
+            .arg(if ticket.held { "1" } else { "0" });
+        let r: Option<(i64, i64)> = self.script("quota_settle", inv).await?;
+        let (_, balance) = r.ok_or(StoreError::Overflow)?;
+        Ok(balance)
     }
 
     pub(super) fn key(&self, kind: &str, id: &str) -> String {

@@ -121,6 +121,24 @@ impl Drop for Server {
     }
 }
 
+/// The ticket of a reservation of `reserved` under `id`.
+fn held(id: HoldId, reserved: i64) -> Ticket {
+    Ticket {
+        id,
+        reserved,
+        held: true,
+    }
+}
+
+/// A charge admitted without a reservation.
+fn unheld() -> Ticket {
+    Ticket {
+        id: HoldId::new(),
+        reserved: 0,
+        held: false,
+    }
+}
+
 fn settings(url: String) -> RedisSettings {
     RedisSettings {
         url,
@@ -158,7 +176,7 @@ fn futures_are_send() {
     fn send<T: Send>(_: T) {}
     let store = RedisStore::start(settings("redis://127.0.0.1:1".into())).unwrap();
     send(store.window_reserve(&[]));
-    send(store.quota_settle("a", 1, 1));
+    send(store.quota_settle("a", held(HoldId::new(), 1), 1));
 }
 
 #[test]
@@ -312,26 +330,37 @@ async fn quota_set_get_add_overflow() {
         Err(StoreError::Overflow)
     ));
     assert!(matches!(
-        store.quota_settle("min", 0, i64::MAX).await,
+        store.quota_settle("min", unheld(), i64::MAX).await,
         Ok(i64::MIN)
     ));
     assert!(matches!(
-        store.quota_settle("min", 0, 1).await,
+        store.quota_settle("min", unheld(), 1).await,
         Err(StoreError::Overflow)
     ));
     assert_eq!(store.quota_get("min").await.unwrap(), Some(i64::MIN));
     // A charge that would overflow still releases its reservation (it is not retried).
     store.quota_set("held", 5).await.unwrap();
-    assert!(store.quota_reserve("held", 5).await.unwrap().admitted);
-    assert!(!store.quota_reserve("held", 1).await.unwrap().admitted);
+    let id = HoldId::new();
+    assert!(store.quota_reserve("held", 5, id).await.unwrap().admitted);
+    assert!(
+        !store
+            .quota_reserve("held", 1, HoldId::new())
+            .await
+            .unwrap()
+            .admitted
+    );
     store.quota_set("held", i64::MIN + 3).await.unwrap();
     assert!(matches!(
-        store.quota_settle("held", 5, 10).await,
+        store.quota_settle("held", held(id, 5), 10).await,
         Err(StoreError::Overflow)
     ));
     store.quota_set("held", 5).await.unwrap();
     assert!(
-        store.quota_reserve("held", 5).await.unwrap().admitted,
+        store
+            .quota_reserve("held", 5, HoldId::new())
+            .await
+            .unwrap()
+            .admitted,
         "the reservation was released"
     );
     // The same for a budget.
@@ -340,14 +369,18 @@ async fn quota_set_get_add_overflow() {
         subject: "s".into(),
         start: 0,
     };
-    store.budget_settle(&slot, 0, i64::MAX).await.unwrap();
+    store
+        .budget_settle(&slot, unheld(), i64::MAX)
+        .await
+        .unwrap();
     store.budget_change(&slot, Some(10), false).await.unwrap();
-    let items = [(slot.clone(), i64::MAX, 5)];
-    assert_eq!(store.budget_reserve(&items).await.unwrap(), None);
+    let items = [(slot.clone(), Some(i64::MAX), 5)];
+    let id = HoldId::new();
+    assert_eq!(store.budget_reserve(&items, id).await.unwrap(), None);
     let (_, reserved) = store.budget_change(&slot, Some(0), true).await.unwrap();
     assert_eq!(reserved, 5);
     assert!(matches!(
-        store.budget_settle(&slot, 5, 1).await,
+        store.budget_settle(&slot, held(id, 5), 1).await,
         Err(StoreError::Overflow)
     ));
     let (spend, reserved) = store.budget_change(&slot, Some(0), true).await.unwrap();
@@ -362,7 +395,10 @@ async fn quota_set_get_add_overflow() {
 async fn quota_reserve_counts_reservations() {
     let server = Server::start();
     let store = connected_store(server.url()).await;
-    let r = store.quota_reserve("nobody", 0).await.unwrap();
+    let r = store
+        .quota_reserve("nobody", 0, HoldId::new())
+        .await
+        .unwrap();
     assert_eq!(
         r,
         QuotaReserve {
@@ -371,34 +407,81 @@ async fn quota_reserve_counts_reservations() {
         }
     );
     store.quota_set("c", 10).await.unwrap();
-    assert!(store.quota_reserve("c", 4).await.unwrap().admitted);
+    let (a, b, c) = (HoldId::new(), HoldId::new(), HoldId::new());
+    assert!(store.quota_reserve("c", 4, a).await.unwrap().admitted);
     assert_eq!(
-        store.quota_reserve("c", 6).await.unwrap(),
+        store.quota_reserve("c", 6, b).await.unwrap(),
         QuotaReserve {
             admitted: true,
             balance: 10
         }
     );
-    assert!(!store.quota_reserve("c", 1).await.unwrap().admitted);
-    assert!(!store.quota_reserve("c", 0).await.unwrap().admitted);
+    assert!(
+        !store
+            .quota_reserve("c", 1, HoldId::new())
+            .await
+            .unwrap()
+            .admitted
+    );
+    assert!(
+        !store
+            .quota_reserve("c", 0, HoldId::new())
+            .await
+            .unwrap()
+            .admitted
+    );
     let mut raw = server.raw();
     let ttl: i64 = redis::cmd("PTTL").arg("tg:qr:c").query(&mut raw).unwrap();
     assert!(ttl > 590_000 && ttl <= 600_000, "{ttl}");
-    assert_eq!(store.quota_settle("c", 4, 1).await.unwrap(), 9);
+    assert_eq!(store.quota_settle("c", held(a, 4), 1).await.unwrap(), 9);
     // 9 - 6 reserved = 3 available.
-    assert!(store.quota_reserve("c", 3).await.unwrap().admitted);
-    assert!(!store.quota_reserve("c", 1).await.unwrap().admitted);
-    // Settling more than is reserved deletes the reservation key.
-    store.quota_settle("c", 100, 0).await.unwrap();
+    assert!(store.quota_reserve("c", 3, c).await.unwrap().admitted);
+    assert!(
+        !store
+            .quota_reserve("c", 1, HoldId::new())
+            .await
+            .unwrap()
+            .admitted
+    );
+    // The last settle deletes the reservation key.
+    store.quota_settle("c", held(b, 6), 0).await.unwrap();
+    store.quota_settle("c", held(c, 3), 0).await.unwrap();
     let exists: bool = redis::cmd("EXISTS").arg("tg:qr:c").query(&mut raw).unwrap();
     assert!(!exists);
     // Exact at the edges of i64.
     store.quota_set("m", i64::MAX).await.unwrap();
-    assert!(store.quota_reserve("m", i64::MAX).await.unwrap().admitted);
-    assert!(!store.quota_reserve("m", 1).await.unwrap().admitted);
-    store.quota_settle("m", 1, 0).await.unwrap();
-    assert!(store.quota_reserve("m", 1).await.unwrap().admitted);
-    assert!(!store.quota_reserve("m", 1).await.unwrap().admitted);
+    let m = HoldId::new();
+    assert!(
+        store
+            .quota_reserve("m", i64::MAX, m)
+            .await
+            .unwrap()
+            .admitted
+    );
+    assert!(
+        !store
+            .quota_reserve("m", 1, HoldId::new())
+            .await
+            .unwrap()
+            .admitted
+    );
+    store.quota_settle("m", held(m, i64::MAX), 0).await.unwrap();
+    assert!(
+        store
+            .quota_reserve("m", 1, HoldId::new())
+            .await
+            .unwrap()
+            .admitted
+    );
+    let last = store.quota_reserve("m", i64::MAX - 1, HoldId::new());
+    assert!(last.await.unwrap().admitted);
+    assert!(
+        !store
+            .quota_reserve("m", 1, HoldId::new())
+            .await
+            .unwrap()
+            .admitted
+    );
 }
 
 #[tokio::test]
@@ -406,12 +489,16 @@ async fn concurrent_settles_deduct_exactly() {
     let server = Server::start();
     let store = connected_store(server.url()).await;
     store.quota_set("busy", 10_000).await.unwrap();
-    let reserves = (0..500).map(|_| store.quota_reserve("busy", 10));
+    let ids: Vec<HoldId> = (0..500).map(|_| HoldId::new()).collect();
+    let reserves = ids.iter().map(|id| store.quota_reserve("busy", 10, *id));
     for r in futures_util::future::join_all(reserves).await {
         assert!(r.unwrap().admitted);
     }
-    assert!(!store.quota_reserve("busy", 5001).await.unwrap().admitted);
-    let settles = (0..500).map(|_| store.quota_settle("busy", 10, 3));
+    let over = store.quota_reserve("busy", 5001, HoldId::new());
+    assert!(!over.await.unwrap().admitted);
+    let settles = ids
+        .iter()
+        .map(|id| store.quota_settle("busy", held(*id, 10), 3));
     for r in futures_util::future::join_all(settles).await {
         r.unwrap();
     }
@@ -422,6 +509,103 @@ async fn concurrent_settles_deduct_exactly() {
         .query(&mut raw)
         .unwrap();
     assert!(!exists);
+}
+
+/// The reserved sum of `key`, 0 when it is gone.
+fn reserved_sum(raw: &mut redis::Connection, key: &str) -> i64 {
+    let v: Option<i64> = redis::cmd("GET").arg(key).query(raw).unwrap();
+    v.unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_settle_applies_once_and_expired_reservations_are_released() {
+    let server = Server::start();
+    let store = connected_store(server.url()).await;
+    let mut raw = server.raw();
+    store.quota_set("r", 100).await.unwrap();
+    // A retried settle (its first answer lost) neither charges nor releases again.
+    let a = HoldId::new();
+    assert!(store.quota_reserve("r", 10, a).await.unwrap().admitted);
+    assert_eq!(store.quota_settle("r", held(a, 10), 4).await.unwrap(), 96);
+    assert_eq!(store.quota_settle("r", held(a, 10), 4).await.unwrap(), 96);
+    assert_eq!(reserved_sum(&mut raw, "tg:qr:r"), 0);
+    // So does a charge admitted without a reservation (the store had failed).
+    let u = unheld();
+    assert_eq!(store.quota_settle("r", u, 5).await.unwrap(), 91);
+    assert_eq!(store.quota_settle("r", u, 5).await.unwrap(), 91);
+    // A reservation whose request never settles (its gateway died) is released when it
+    // expires, by the next reservation, under steady traffic too.
+    store.set_reservation_ttl_ms(50);
+    let lost = HoldId::new();
+    assert!(store.quota_reserve("r", 80, lost).await.unwrap().admitted);
+    assert!(
+        !store
+            .quota_reserve("r", 20, HoldId::new())
+            .await
+            .unwrap()
+            .admitted
+    );
+    store.set_reservation_ttl_ms(600_000);
+    let next = HoldId::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !store.quota_reserve("r", 20, next).await.unwrap().admitted {
+        assert!(
+            Instant::now() < deadline,
+            "the expired reservation was never released"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(reserved_sum(&mut raw, "tg:qr:r"), 20);
+    // The late request still settles: charged once, and it does not release the newer
+    // reservation's share.
+    assert_eq!(
+        store.quota_settle("r", held(lost, 80), 30).await.unwrap(),
+        61
+    );
+    assert_eq!(
+        store.quota_settle("r", held(lost, 80), 30).await.unwrap(),
+        61
+    );
+    assert_eq!(reserved_sum(&mut raw, "tg:qr:r"), 20);
+    assert_eq!(
+        store.quota_settle("r", held(next, 20), 0).await.unwrap(),
+        61
+    );
+    assert_eq!(reserved_sum(&mut raw, "tg:qr:r"), 0);
+    let members: i64 = redis::cmd("ZCARD")
+        .arg("tg:qr:r:h")
+        .query(&mut raw)
+        .unwrap();
+    assert_eq!(members, 0, "settled reservations leave nothing behind");
+
+    // Budgets: the same, soft ones included (never checked, nothing reserved).
+    let slot = |budget: &str| crate::store::budget_sql::Slot {
+        budget: budget.into(),
+        subject: "s".into(),
+        start: 0,
+    };
+    let (hard, soft) = (slot("hard"), slot("soft"));
+    let id = HoldId::new();
+    let items = [(hard.clone(), Some(10), 6), (soft.clone(), None, 1_000)];
+    assert_eq!(store.budget_reserve(&items, id).await.unwrap(), None);
+    let spent = |s: &crate::store::budget_sql::Slot| {
+        let s = s.clone();
+        let store = store.clone();
+        async move { store.budget_change(&s, None, true).await.unwrap() }
+    };
+    assert_eq!(spent(&hard).await.1, 6);
+    assert_eq!(spent(&soft).await.1, 0);
+    for _ in 0..2 {
+        store.budget_settle(&hard, held(id, 6), 4).await.unwrap();
+        store.budget_settle(&soft, held(id, 0), 7).await.unwrap();
+    }
+    assert_eq!((spent(&hard).await.0.spent, spent(&hard).await.1), (4, 0));
+    assert_eq!((spent(&soft).await.0.spent, spent(&soft).await.1), (7, 0));
+    let u = unheld();
+    for _ in 0..2 {
+        store.budget_settle(&hard, u, 1).await.unwrap();
+    }
+    assert_eq!(spent(&hard).await.0.spent, 5);
 }
 
 #[tokio::test]
@@ -845,10 +1029,20 @@ async fn exercise(store: &RedisStore, p: &str, mut get: impl FnMut(&str) -> Opti
     assert_eq!(store.quota_get("alice").await.unwrap(), None);
     assert_eq!(store.quota_set("alice", 10).await.unwrap(), 10);
     assert_eq!(store.quota_add("alice", 5).await.unwrap(), 15);
-    assert!(store.quota_reserve("alice", 10).await.unwrap().admitted);
-    assert!(!store.quota_reserve("alice", 6).await.unwrap().admitted);
+    let id = HoldId::new();
+    assert!(store.quota_reserve("alice", 10, id).await.unwrap().admitted);
+    assert!(
+        !store
+            .quota_reserve("alice", 6, HoldId::new())
+            .await
+            .unwrap()
+            .admitted
+    );
     assert_eq!(get(&format!("{p}:qr:alice")), Some(10));
-    assert_eq!(store.quota_settle("alice", 10, 7).await.unwrap(), 8);
+    assert_eq!(
+        store.quota_settle("alice", held(id, 10), 7).await.unwrap(),
+        8
+    );
     assert_eq!(get(&format!("{p}:q:alice")), Some(8));
     assert_eq!(get(&format!("{p}:qr:alice")), None);
     store.quota_set("max", i64::MAX).await.unwrap();
