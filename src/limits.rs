@@ -16,7 +16,8 @@
 //! - Otherwise hour and day windows: exact counters in the embedded store (`store::local`),
 //!   epoch-aligned, so they survive restarts and upgrades.
 //! - Otherwise (second and minute windows on one machine): in memory with Pingora's
-//!   count-min estimator (`pingora_limits::rate::Rate`); they start afresh on restart.
+//!   count-min estimator (`pingora_limits::estimator::Estimator`, two per window:
+//!   [`memory`]); they start afresh on restart.
 //!
 //! Accuracy: every sliding window is `previous × (1 − elapsed fraction) + current`, the
 //! two-slot approximation (exact at window boundaries, linear in between). In memory each
@@ -34,7 +35,6 @@ use crate::store::Stores;
 use http::HeaderMap;
 use http::HeaderName;
 use ipnet::IpNet;
-use pingora_limits::rate::Rate;
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -88,7 +88,7 @@ struct Check {
     /// `rule␟measure␟`, the start of every counter key of this check (built once).
     prefix: String,
     /// The in-memory counter (used when the rule is counted in memory).
-    rate: Arc<Rate>,
+    rate: Arc<memory::MemoryWindow>,
 }
 
 pub struct Rule {
@@ -124,7 +124,7 @@ impl Rule {
                 measure,
                 limit,
                 prefix: format!("{name}\u{1f}{}\u{1f}", measure.as_str()),
-                rate: Arc::new(Rate::new_with_estimator_config(period, 4, 2048)),
+                rate: Arc::new(memory::MemoryWindow::new(period, 4, 2048)),
             })
             .collect();
         Rule {
@@ -324,6 +324,7 @@ fn over(count: f64, n: i64, limit: u64) -> bool {
 }
 
 mod admit;
+pub mod memory;
 mod usage;
 pub use admit::Limits;
 pub use usage::Standing;

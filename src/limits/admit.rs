@@ -1,7 +1,6 @@
 //! Admission and reconciliation across the three places a rule can be counted.
 
 use super::*;
-use std::time::Instant;
 
 #[derive(Debug, Default)]
 pub struct Limits {
@@ -215,18 +214,16 @@ impl Limits {
                 (count, reset, start)
             }
             _ => {
-                let rate = &w.c.rate;
-                rate.observe(&w.key.as_str(), w.n as isize);
-                let (count, reset, start) = rate.rate_with(&w.key.as_str(), |c| {
-                    let frac = c.current_interval_fraction.clamp(0.0, 1.0);
-                    let count = slide(c.prev_samples as i64, c.curr_samples as i64, frac);
-                    (count, c.interval.mul_f64(1.0 - frac), memory_window(&c))
-                });
+                let window = &w.c.rate;
+                let seen = window.observe(&w.key.as_str(), w.n);
+                let frac = seen.fraction.clamp(0.0, 1.0);
+                let count = slide(seen.prev, seen.curr, frac);
+                let reset = window.interval().mul_f64(1.0 - frac);
                 if over(count, w.n, w.c.limit) {
-                    rate.observe(&w.key.as_str(), -(w.n as isize));
+                    window.add_to(&w.key.as_str(), -w.n, seen.start);
                     return Err(reset);
                 }
-                (count, reset, start)
+                (count, reset, seen.start)
             }
         };
         Ok(((w.c.limit as f64 - count).max(0.0) as u64, reset, start))
@@ -245,15 +242,16 @@ impl Limits {
                 local.counter_add(&h.key, h.start, delta);
             }
             (Place::Memory, _) => {
-                // A refund goes only to the window the reservation went to: after a flip it
+                // A refund goes only to the window the reservation went to: after a turn it
                 // would lower the new window's count (and, through the shared cells of the
                 // count-min sketch, other keys' counts) while the reservation still weighs
                 // in the previous one. Kept there, it only overcounts until it slides by.
-                let period = Duration::from_secs(rule.window.secs());
-                if delta < 0 && !same_memory_window(period, h.start) {
-                    return;
+                // Usage beyond the reservation counts now.
+                if delta < 0 {
+                    c.rate.add_to(&h.key.as_str(), delta, h.start);
+                } else {
+                    c.rate.observe(&h.key.as_str(), delta);
                 }
-                c.rate.observe(&h.key.as_str(), delta as isize);
             }
             _ => {}
         }
@@ -299,38 +297,4 @@ impl Limits {
             let _ = redis.window_adjust(&remote).await;
         }
     }
-}
-
-/// The clock in-memory windows are placed on (a reservation's `Hold::start`).
-static CLOCK: once_cell::sync::Lazy<Instant> = once_cell::sync::Lazy::new(Instant::now);
-
-/// Added to [`CLOCK`]'s readings: more than the longest window (a day), so the start of a
-/// window that began before the clock (a `Rate` made at config load, before the first
-/// request started the clock) is still a distinct, earlier number, never clamped to 0.
-const CLOCK_OFFSET_MS: u64 = 4 * 86_400_000;
-
-/// Now, in milliseconds on [`CLOCK`] (offset).
-fn clock_ms() -> u64 {
-    u64::try_from(CLOCK.elapsed().as_millis())
-        .unwrap_or(u64::MAX / 2)
-        .saturating_add(CLOCK_OFFSET_MS)
-}
-
-/// Where the in-memory window of `c` began, in milliseconds on [`CLOCK`]. Pingora's windows
-/// flip lazily (at the first use after an interval), not on a grid, so this is read off the
-/// elapsed fraction it reports. (A flip by another request between a reservation's
-/// `observe` and this reading would place it one window late: a gap of a few hundred
-/// nanoseconds once a window, where the refund is then given to the wrong window.)
-pub(super) fn memory_window(c: &pingora_limits::rate::RateComponents) -> u64 {
-    let into = c.interval.as_millis() as f64 * c.current_interval_fraction.clamp(0.0, 1.0);
-    clock_ms().saturating_sub(into as u64)
-}
-
-/// Whether an in-memory window of `interval` that began at `start` ([`memory_window`]) is
-/// still the current one. A window turns only at the first use a whole interval after it
-/// began, and a refund's own use would turn it then; so it is the same one until then (less
-/// 2 ms for the rounding of `start`), and read as gone after.
-pub(super) fn same_memory_window(interval: Duration, start: u64) -> bool {
-    let interval = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
-    clock_ms().saturating_sub(start).saturating_add(2) < interval
 }

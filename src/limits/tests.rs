@@ -128,35 +128,6 @@ async fn an_in_memory_refund_goes_only_to_the_window_it_was_reserved_in() {
     }
 }
 
-/// A real flip of an in-memory window: the next window's start is an interval later, and
-/// the reservation's start no longer matches it.
-#[test]
-fn a_window_is_told_from_the_next_by_its_start() {
-    let rate = Rate::new_with_estimator_config(Duration::from_secs(1), 4, 2048);
-    rate.observe(&"k", 1);
-    let second = Duration::from_secs(1);
-    let start = rate.rate_with(&"k", |c| admit::memory_window(&c));
-    assert!(admit::same_memory_window(second, start));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while admit::same_memory_window(second, start) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the window is read as gone"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    // Read as gone up to 2 ms before a use can turn it (the margin for rounding): a use
-    // then turns it, and the next one begins an interval later.
-    let mut next = rate.rate_with(&"k", |c| admit::memory_window(&c));
-    while next.abs_diff(start) < 500 {
-        assert!(std::time::Instant::now() < deadline, "the window turned");
-        std::thread::sleep(Duration::from_millis(1));
-        next = rate.rate_with(&"k", |c| admit::memory_window(&c));
-    }
-    assert!(next >= start + 990, "{start} -> {next}");
-    assert!(admit::same_memory_window(second, next));
-}
-
 #[tokio::test]
 async fn input_and_output_limits_apply_separately() {
     let stores = Stores::default();

@@ -44,10 +44,10 @@ impl Limits {
                     let prev = local.counter(&counter, start.saturating_sub(rule.window.secs()));
                     slide(prev, curr, frac) as u64
                 }
-                _ => c.rate.rate_with(&counter.as_str(), |s| {
-                    let frac = s.current_interval_fraction.clamp(0.0, 1.0);
-                    slide(s.prev_samples as i64, s.curr_samples as i64, frac) as u64
-                }),
+                _ => {
+                    let seen = c.rate.read(&counter.as_str());
+                    slide(seen.prev, seen.curr, seen.fraction.clamp(0.0, 1.0)) as u64
+                }
             };
             out.push(Standing {
                 measure: c.measure.as_str(),
