@@ -23,6 +23,7 @@
 //!   similarity of their embeddings, are answered with its entry (`routes[].cache.semantic`).
 //! - [`graph`]: the HNSW graph a large semantic partition is searched through.
 
+pub mod entry;
 pub mod graph;
 pub mod key;
 pub mod long;
@@ -30,12 +31,11 @@ pub mod semantic;
 pub mod store;
 pub(crate) mod whole;
 
+pub use entry::{Entry, Names};
 pub use key::{key, Key};
 pub use whole::{keepable_whole, usage_and_keepable};
 
 use crate::settings::{CacheScope, RouteCacheSection};
-use crate::usage::Usage;
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::time::Duration;
 
@@ -240,70 +240,6 @@ fn canonical_bytes(v: &Value, out: &mut Vec<u8>, long: Option<&[u8]>) {
             }
         }
     }
-}
-
-/// A kept answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Entry {
-    /// The `chat.completion` object, as JSON text (UTF-8, checked when kept). Bytes, so a
-    /// hit sends it without a copy; in Redis it is a JSON string as before.
-    #[serde(with = "text")]
-    pub completion: bytes::Bytes,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cached_tokens: u64,
-    pub reasoning_tokens: u64,
-    /// Who answered: the provider's name and the model asked of it.
-    pub provider: String,
-    pub upstream_model: String,
-    /// What it is kept under (for purges): route, the client's model, scope.
-    pub route: String,
-    pub model: String,
-    pub scope: String,
-}
-
-impl Entry {
-    pub fn usage(&self) -> Usage {
-        Usage {
-            input_tokens: self.input_tokens,
-            output_tokens: self.output_tokens,
-            cached_input_tokens: self.cached_tokens,
-            reasoning_tokens: self.reasoning_tokens,
-            ..Usage::default()
-        }
-    }
-
-    /// Bytes it takes in memory (about).
-    pub fn weight(&self) -> u32 {
-        let n = self.completion.len()
-            + self.provider.len()
-            + self.upstream_model.len()
-            + self.route.len()
-            + self.model.len()
-            + self.scope.len()
-            + 128;
-        u32::try_from(n).unwrap_or(u32::MAX)
-    }
-}
-
-/// `Entry::completion` in serde: a string (Redis keeps entries as JSON text).
-mod text {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(b: &bytes::Bytes, s: S) -> Result<S::Ok, S::Error> {
-        let text = std::str::from_utf8(b).map_err(serde::ser::Error::custom)?;
-        s.serialize_str(text)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<bytes::Bytes, D::Error> {
-        String::deserialize(d).map(bytes::Bytes::from)
-    }
-}
-
-/// Whether `bytes` are UTF-8 text (only text is kept): answers are mostly ASCII, told by a
-/// word-at-a-time scan before the full check.
-pub fn is_text(bytes: &[u8]) -> bool {
-    bytes.is_ascii() || std::str::from_utf8(bytes).is_ok()
 }
 
 /// Whether a complete answer may be kept: every choice finished well.

@@ -146,11 +146,13 @@ impl ResponseCache {
         }
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         let expires_ms = now_ms().saturating_add(ttl_ms);
-        if let Some(redis) = &self.redis {
+        // Redis keeps text only (an answer not in UTF-8 stays in this gateway's memory).
+        if let (Some(redis), true) = (&self.redis, std::str::from_utf8(&entry.completion).is_ok()) {
+            let n = &entry.names;
             let under = [
-                Index::Route(&entry.route),
-                Index::Model(&entry.model),
-                Index::Scope(&entry.scope),
+                Index::Route(n.route()),
+                Index::Model(n.model()),
+                Index::Scope(n.scope()),
             ];
             let stored = Stored {
                 expires_ms,
@@ -184,9 +186,9 @@ impl ResponseCache {
         scope: Option<&str>,
     ) -> (u64, u64) {
         let matches = |e: &Entry| {
-            route.is_none_or(|r| r == e.route)
-                && model.is_none_or(|m| m == e.model)
-                && scope.is_none_or(|s| s == e.scope)
+            route.is_none_or(|r| r == e.names.route())
+                && model.is_none_or(|m| m == e.names.model())
+                && scope.is_none_or(|s| s == e.names.scope())
         };
         if let Some(r) = route {
             self.semantic(r).clear();

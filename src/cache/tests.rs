@@ -212,26 +212,31 @@ fn route_counters_count_each_verdict_under_its_label() {
 }
 
 #[test]
-fn only_text_is_kept_and_an_entry_travels_as_json_text() {
-    assert!(is_text(b"{\"a\":\"plain\"}"));
-    assert!(is_text("{\"a\":\"lo 世界 😀\"}".as_bytes()));
-    assert!(!is_text(b"{\"a\":\"\xff\"}"));
-    assert!(!is_text(b"{\"a\":\"\xe4\xb8\"}"), "a cut character");
+fn an_entry_travels_as_json_text_with_its_names() {
+    let names = Names::new("p", "up-model", "", "m", "consumer:alice");
+    assert_eq!(
+        [
+            names.provider(),
+            names.upstream_model(),
+            names.route(),
+            names.model(),
+            names.scope()
+        ],
+        ["p", "up-model", "", "m", "consumer:alice"]
+    );
     let entry = Entry {
         completion: bytes::Bytes::from_static("{\"x\":\"世界\"}".as_bytes()),
         input_tokens: 1,
         output_tokens: 2,
         cached_tokens: 0,
         reasoning_tokens: 0,
-        provider: "p".into(),
-        upstream_model: "u".into(),
-        route: "r".into(),
-        model: "m".into(),
-        scope: "s".into(),
+        names,
     };
     let text = serde_json::to_string(&entry).unwrap();
-    // The same shape Redis held before the answer was kept as bytes: a string.
+    // The shape Redis has always held: the answer as a string, each name a field.
     let v: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["completion"], "{\"x\":\"世界\"}");
+    assert_eq!(v["upstream_model"], "up-model");
+    assert_eq!(v["scope"], "consumer:alice");
     assert_eq!(serde_json::from_str::<Entry>(&text).unwrap(), entry);
 }

@@ -15,7 +15,7 @@ use super::pipeline::Failure;
 use crate::body::RequestBody;
 use crate::cache::semantic::{self, Semantic, SemanticIndex};
 use crate::cache::store::now_ms;
-use crate::cache::{self, Entry, Verdict, Wish};
+use crate::cache::{self, Entry, Names, Verdict, Wish};
 use crate::error::GatewayError;
 use crate::route::{Endpoint, Route};
 use crate::runtime::Gateway;
@@ -99,6 +99,11 @@ pub async fn lookup(
         Wish::Use => backends.cache().get(&key).await,
         Wish::Refresh | Wish::Bypass => None,
     };
+    // A replayed stream parses the kept answer: one that is not text (kept as the
+    // provider sent it) answers only whole requests.
+    if body.stream {
+        hit = hit.filter(|e| std::str::from_utf8(&e.completion).is_ok());
+    }
     let exact = hit.is_some();
     let (mut score, mut probe) = (None, None);
     if let (None, Some(sem), Wish::Use | Wish::Refresh) = (&hit, &settings.semantic, wish) {
@@ -235,12 +240,12 @@ pub async fn answer(
         extra_headers,
         respond,
     } = reply;
-    if let Some(provider) = config.provider(&entry.provider) {
+    if let Some(provider) = config.provider(entry.names.provider()) {
         // No key served it: `key_index` names none.
         attempts.chosen = Some(super::exchange::Chosen {
             provider: provider.clone(),
             key_index: usize::MAX,
-            upstream_model: entry.upstream_model.clone(),
+            upstream_model: entry.names.upstream_model().to_string(),
         });
     }
     attempts.outcome.usage = Some(entry.usage());
@@ -353,10 +358,7 @@ pub async fn keep(
         let Some(tools) = keepable else {
             return;
         };
-        // The bytes as they are: no copy.
-        if !cache::is_text(&sent) {
-            return;
-        }
+        // The bytes as they are: no copy, no UTF-8 check (a stream replay checks).
         (Bytes::from(sent), tools)
     };
     let (Some(usage), Some(chosen)) = (attempts.outcome.usage, &attempts.chosen) else {
@@ -368,11 +370,13 @@ pub async fn keep(
         output_tokens: usage.output_tokens,
         cached_tokens: usage.cached_input_tokens,
         reasoning_tokens: usage.reasoning_tokens,
-        provider: chosen.provider.name.clone(),
-        upstream_model: chosen.upstream_model.clone(),
-        route: route.name.clone(),
-        model: body.model.clone(),
-        scope: state.scope.clone(),
+        names: Names::new(
+            &chosen.provider.name,
+            &chosen.upstream_model,
+            &route.name,
+            &body.model,
+            &state.scope,
+        ),
     };
     if backends.cache().put(state.key, entry, settings.ttl).await {
         if let (Some(p), Some(sem)) = (&state.probe, &settings.semantic) {
