@@ -147,7 +147,11 @@ impl ResponseCache {
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         let expires_ms = now_ms().saturating_add(ttl_ms);
         // Redis keeps text only (an answer not in UTF-8 stays in this gateway's memory).
-        if let (Some(redis), true) = (&self.redis, std::str::from_utf8(&entry.completion).is_ok()) {
+        let redis = self
+            .redis
+            .as_ref()
+            .filter(|_| std::str::from_utf8(&entry.completion).is_ok());
+        if let Some(redis) = redis {
             let n = &entry.names;
             let under = [
                 Index::Route(n.route()),
