@@ -238,7 +238,9 @@ impl Quotas {
         if let Some(redis) = self.stores.redis.clone() {
             let ticket = Ticket {
                 id: hold.id,
-                reserved: if hold.held { hold.reserved } else { 0 },
+                // Unconfirmed (`held` false), the reservation is settled if it was made
+                // after all (its answer lost), under what was asked.
+                reserved: hold.reserved.max(0),
                 held: hold.held,
             };
             match redis.quota_settle(consumer, ticket, used).await {
@@ -452,19 +454,29 @@ where
 
 /// Run `attempt` until it succeeds, in the background, waiting 200 ms then doubling up to a
 /// minute between tries; counted as a pending charge (which a graceful shutdown waits for)
-/// until it succeeds. Quota and budget charges that could not reach Redis use it.
+/// until it succeeds. Quota and budget charges that could not reach Redis use it. After a
+/// day it gives up (logged): by then Redis no longer knows whether an earlier try was
+/// applied (`store::holds`), and a retry could charge twice.
 pub fn retry_in_background<F, Fut>(attempt: F)
 where
     F: Fn() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
     let pending = Pending::start();
+    let give_up = std::time::Instant::now()
+        + Duration::from_millis(
+            crate::store::holds::MARKER_TTL_MS.min(crate::store::holds::TOMBSTONE_MS),
+        );
     tokio::spawn(async move {
         let _pending = pending;
         let mut wait = Duration::from_millis(200);
         loop {
             tokio::time::sleep(wait).await;
             if attempt().await {
+                return;
+            }
+            if std::time::Instant::now() >= give_up {
+                log::error!("a charge that could not reach Redis for a day is dropped");
                 return;
             }
             wait = (wait * 2).min(Duration::from_secs(60));

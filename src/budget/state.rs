@@ -288,7 +288,9 @@ impl Budgets {
         if let Some(redis) = self.stores.redis.clone() {
             let ticket = Ticket {
                 id: hold.id,
-                reserved: if hold.held { hold.reserved } else { 0 },
+                // Unconfirmed (`held` false), the reservation is settled if it was made
+                // after all (its answer lost), under what was asked.
+                reserved: hold.reserved,
                 held: hold.held,
             };
             if let Err(e) = redis.budget_settle(&s, ticket, cost).await {

@@ -3,8 +3,9 @@
 //!
 //! - `P:b:{id}:{start}`: a hash `{spent, topup}` (picounits; kept, it is the history);
 //! - `P:br:{id}:{start}`: reserved by in-flight requests of every gateway, each
-//!   reservation by name in `P:br:{id}:{start}:h` (`super::holds`: settled once, released
-//!   when it expires, 600 s after it was made);
+//!   reservation by name in `P:bh:{id}:{start}` (`super::holds`: settled once, released
+//!   when it expires, 600 s after it was made); `P:bd:{id}:{start}:{hold}`: a charge
+//!   admitted without a reservation, applied (24 h);
 //! - `P:bi:{len(budget)}:{budget}`: a sorted set of `{start}:{subject}` (score `start`),
 //!   the index of the budget's periods, for history and listings.
 //!
@@ -34,42 +35,44 @@ local function spend(k)
 end
 ";
 
-/// KEYS: per budget its hash and its reserved key; ARGV: ttl, hold id, then per budget its
-/// limit, its reservation and whether it is checked (`1`; a soft budget's `0` reserves
-/// nothing, its hold only names the request for an idempotent settle). Releases expired
-/// reservations first. All or nothing: returns `{0}`, or `{i, spent, topup}` for the first
-/// budget (1-based) without room.
+/// KEYS: per budget its hash, its reserved key and its holds; ARGV: ttl, hold id, then per
+/// budget its limit, its reservation and whether it is checked (`1`; a soft budget's `0`
+/// reserves nothing, its hold only names the request for an idempotent settle). Releases
+/// expired reservations first. All or nothing: returns `{0}`, or `{i, spent, topup}` for the
+/// first budget (1-based) without room, or nil on overflow.
 static BUDGET_RESERVE: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(&format!(
         "{QUOTA_LIB}{HOLD_LIB}{BUDGET_LIB}
-local n = #KEYS / 2
+local n = #KEYS / 3
 local now = now_ms()
 for i = 1, n do
-  sweep(KEYS[2 * i], now)
+  sweep(KEYS[3 * i - 1], KEYS[3 * i], now)
   if ARGV[3 * i + 2] == '1' then
-    local spent, topup = spend(KEYS[2 * i - 1])
-    local res = redis.call('GET', KEYS[2 * i]) or '0'
+    local spent, topup = spend(KEYS[3 * i - 2])
+    local res = redis.call('GET', KEYS[3 * i - 1]) or '0'
     if not fits(ARGV[3 * i], topup, spent, res, ARGV[3 * i + 1]) then
       return {{i, spent, topup}}
     end
   end
 end
 for i = 1, n do
-  hold(KEYS[2 * i], ARGV[2], ARGV[3 * i + 1], now, ARGV[1])
+  if not hold(KEYS[3 * i - 1], KEYS[3 * i], ARGV[2], ARGV[3 * i + 1], now, ARGV[1]) then
+    return false
+  end
 end
 return {{0}}
 "
     ))
 });
 
-/// KEYS: hash, reserved, index; ARGV: reserved, cost, index member, start, hold id, held
-/// (`1`/`0`). Settles once per id: again, it changes nothing. Returns `{spent, topup}`, or
-/// nil on overflow (then the reservation is released and nothing is charged: the charge is
-/// dropped, never retried, so the reservation must not stay behind).
+/// KEYS: hash, reserved, index, holds, marker; ARGV: reserved, cost, index member, start,
+/// hold id, held (`1`/`0`). Settles once per id: again, it changes nothing. Returns
+/// `{spent, topup}`, or nil on overflow (then the reservation is released and nothing is
+/// charged: the charge is dropped, never retried, so the reservation must not stay behind).
 static BUDGET_SETTLE: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(&format!(
         "{QUOTA_LIB}{HOLD_LIB}{BUDGET_LIB}
-if settles(KEYS[2], ARGV[5], ARGV[1], ARGV[6]) and ARGV[2] ~= '0' then
+if settles(KEYS[2], KEYS[4], KEYS[5], ARGV[5], ARGV[1], ARGV[6]) and ARGV[2] ~= '0' then
   local r = redis.pcall('HINCRBY', KEYS[1], 'spent', ARGV[2])
   if type(r) == 'table' and r.err then return false end
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
@@ -138,12 +141,22 @@ impl RedisStore {
     }
 
     fn budget_keys(&self, s: &Slot) -> (String, String, String) {
-        let id = format!("{}:{}:{}:{}", s.budget.len(), s.budget, s.subject, s.start);
+        let id = Self::budget_id(s);
         (
             self.key("b", &id),
             self.key("br", &id),
             self.key("bi", &format!("{}:{}", s.budget.len(), s.budget)),
         )
+    }
+
+    fn budget_id(s: &Slot) -> String {
+        format!("{}:{}:{}:{}", s.budget.len(), s.budget, s.subject, s.start)
+    }
+
+    /// A period's holds (`super::holds`) and the marker of an unreserved charge under `id`.
+    fn budget_hold_keys(&self, s: &Slot, id: HoldId) -> (String, String) {
+        let b = Self::budget_id(s);
+        (self.key("bh", &b), self.key("bd", &format!("{b}:{id}")))
     }
 
     /// Reserve `n` under `id` in each `(slot, limit, n)` if every one has room (`limit`
@@ -158,9 +171,11 @@ impl RedisStore {
         inv.arg(self.reservation_ttl()).arg(id.to_string());
         for (slot, limit, n) in items {
             let (hash, reserved, _) = self.budget_keys(slot);
+            let (holds, _) = self.budget_hold_keys(slot, id);
             let n = if limit.is_some() { (*n).max(0) } else { 0 };
             inv.key(hash)
                 .key(reserved)
+                .key(holds)
                 .arg(limit.unwrap_or(0))
                 .arg(n)
                 .arg(if limit.is_some() { "1" } else { "0" });
@@ -190,10 +205,13 @@ impl RedisStore {
         cost: i64,
     ) -> Result<Spend, StoreError> {
         let (hash, res, index) = self.budget_keys(slot);
+        let (holds, marker) = self.budget_hold_keys(slot, ticket.id);
         let mut inv = BUDGET_SETTLE.prepare_invoke();
         inv.key(hash)
             .key(res)
             .key(index)
+            .key(holds)
+            .key(marker)
             .arg(ticket.reserved.max(0))
             .arg(cost)
             .arg(format!("{}:{}", slot.start, slot.subject))

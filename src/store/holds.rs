@@ -1,28 +1,32 @@
 //! Reservations by name in the shared Redis (quotas and budgets): each in-flight request's
-//! reservation is a member `{id}:{amount}` of a sorted set beside the reserved sum
-//! (`{sum}:h`), scored by when it expires (unix ms, Redis's own clock), so that
+//! reservation is a member `{id}:{amount}` of a sorted set (the holds) beside the reserved
+//! sum, scored by when it expires (unix ms, Redis's own clock), so that
 //!
 //! - settling is idempotent: a settle removes its own member and charges only if it did, so
 //!   a retry after an answer was lost (a timeout) neither charges twice nor releases twice;
-//! - a reservation whose gateway died is released when it expires, one by one, by the next
-//!   reservation of the same sum ([`HOLD_LIB`]'s `sweep`), however busy the sum stays (the
-//!   sum's own expiry is refreshed by every reservation, so it alone never ran out under
-//!   steady traffic);
+//! - a reservation whose gateway died is released when it expires, by the next reservation
+//!   of the same sum ([`HOLD_LIB`]'s `sweep`), however busy the sum stays;
 //! - a request that outlives its reservation's expiry settles without releasing it again:
 //!   the swept member stays as a tombstone (negative score, forgotten after [`TOMBSTONE_MS`]),
 //!   so the late settle still charges, once, and never takes newer reservations' share.
 //!
-//! A charge admitted without a reservation (the store failed at admission and the gateway
-//! fails open) has no member: it is applied once per id by a marker key `{sum}:d:{id}`
-//! that lives [`MARKER_TTL_MS`]. Every key is named from the sum's, so on a cluster (hash
-//! tag `{prefix}`) they share its slot.
+//! Neither the sum nor the holds expire as keys (so a `volatile-*` eviction policy never
+//! takes them): they clean themselves. The sum is deleted when its last reservation goes,
+//! and also whenever no live reservation is left (what an older gateway reserved without a
+//! name, or a failover lost, cannot hold it up); tombstones are forgotten in their time.
+//!
+//! A charge admitted without a confirmed reservation (the store failed at admission and the
+//! gateway fails open) settles the reservation if it was made after all (its answer lost),
+//! else it is applied once per id by a marker key that lives [`MARKER_TTL_MS`]. The caller
+//! names the three keys (sum, holds, marker) with kinds of their own, so no consumer's name
+//! can make one of them another's; on a cluster they share the prefix's slot.
 
 /// How long a swept reservation's tombstone is kept for a late settle (a request that
 /// outlives its reservation by more than this settles without charging).
 pub const TOMBSTONE_MS: u64 = 86_400_000;
 /// How long an unreserved charge's marker is kept (the time within which a retry of it is
-/// recognised).
-pub const MARKER_TTL_MS: u64 = 3_600_000;
+/// recognised); retries of a charge stop after it.
+pub const MARKER_TTL_MS: u64 = 86_400_000;
 
 /// A reservation's name, unique among every gateway's in-flight requests (64 random bits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,42 +61,41 @@ pub struct Ticket {
 }
 
 /// Lua shared by the scripts that reserve and settle (after `QUOTA_LIB`, whose `add` it
-/// uses):
+/// uses). `r` is a reserved sum, `h` its holds, `d` a marker key:
 ///
-/// - `now_ms()`: Redis's clock;
-/// - `sweep(r, now)`: release up to 64 expired reservations of the sum `r` (tombstones
-///   left) and forget tombstones past their time;
-/// - `hold(r, id, a, now, ttl)`: reserve `a` under `id` (false on overflow, nothing changed);
-/// - `release(r, id, a)`: settle `id`'s reservation; false when it was settled already;
-/// - `once(r, id)`: for an unreserved charge, true the first time only.
+/// - `now_ms()`: Redis's clock (effects replication, so `TIME` may precede writes);
+/// - `sweep(r, h, now)`: release up to 256 expired reservations (tombstones left), forget
+///   tombstones past their time, and drop the sum when no live reservation is left;
+/// - `hold(r, h, id, a, now, ttl)`: reserve `a` under `id` (false on overflow, nothing
+///   changed);
+/// - `release(r, h, id, a)`: settle `id`'s reservation; false when it was settled already;
+/// - `settles(r, h, d, id, a, held)`: whether a settle applies now (`held` `0`: admitted
+///   without a confirmed reservation: once per marker, releasing the reservation if it was
+///   made after all).
 pub const HOLD_LIB: &str = r"
+redis.replicate_commands()
 local TOMB = 86400000
-local MARK = 3600000
+local MARK = 86400000
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function sweep(r, now)
-  local h = r .. ':h'
-  local gone = redis.call('ZRANGEBYSCORE', h, 0, now, 'LIMIT', 0, 64)
+local function sweep(r, h, now)
+  local gone = redis.call('ZRANGEBYSCORE', h, 0, now, 'LIMIT', 0, 256)
   for _, m in ipairs(gone) do
     local a = string.sub(m, string.find(m, ':', 1, true) + 1)
     if a ~= '0' and redis.call('DECRBY', r, a) <= 0 then redis.call('DEL', r) end
     redis.call('ZADD', h, -(now + TOMB), m)
   end
   redis.call('ZREMRANGEBYSCORE', h, -now, '(0')
+  if redis.call('ZCOUNT', h, '(0', '+inf') == 0 then redis.call('DEL', r) end
 end
-local function hold(r, id, a, now, ttl)
-  if a ~= '0' then
-    if not add('INCRBY', r, a) then return false end
-    redis.call('PEXPIRE', r, ttl)
-  end
-  redis.call('ZADD', r .. ':h', now + tonumber(ttl), id .. ':' .. a)
-  redis.call('PEXPIRE', r .. ':h', tonumber(ttl) + TOMB)
+local function hold(r, h, id, a, now, ttl)
+  if a ~= '0' and not add('INCRBY', r, a) then return false end
+  redis.call('ZADD', h, now + tonumber(ttl), id .. ':' .. a)
   return true
 end
-local function release(r, id, a)
-  local h = r .. ':h'
+local function release(r, h, id, a)
   local m = id .. ':' .. a
   local s = redis.call('ZSCORE', h, m)
   if not s then return false end
@@ -102,12 +105,11 @@ local function release(r, id, a)
   end
   return true
 end
-local function once(r, id)
-  return redis.call('SET', r .. ':d:' .. id, '1', 'NX', 'PX', MARK) ~= false
-end
-local function settles(r, id, a, held)
-  if held == '1' then return release(r, id, a) end
-  return once(r, id)
+local function settles(r, h, d, id, a, held)
+  if held == '1' then return release(r, h, id, a) end
+  if redis.call('SET', d, '1', 'NX', 'PX', MARK) == false then return false end
+  release(r, h, id, a)
+  return true
 end
 ";
 

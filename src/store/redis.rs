@@ -20,9 +20,10 @@
 //!   `start` (unix seconds, a multiple of the window length). Expires after two windows.
 //! - `P:q:{consumer}`: quota balance (an i64, no expiry).
 //! - `P:qr:{consumer}`: total currently reserved against that balance by in-flight
-//!   requests of every gateway; each reservation by name in `P:qr:{consumer}:h`
+//!   requests of every gateway; each reservation by name in `P:qh:{consumer}`
 //!   ([`super::holds`]): a settle applies once however often it is retried, and a
 //!   reservation left by a gateway that crashed is released 600 s after it was made.
+//!   `P:qd:{consumer}:{id}`: a charge admitted without a reservation, applied (24 h).
 //! - `P:w`: never written; the anchor key of [`WINDOW_RESERVE`] (below).
 //! - `P:u:m:{minute}` and `P:u:h:{minute}`: the fleet's usage rollups of one minute, and of
 //!   one hour at its first minute (hashes of counters; see [`super::rollups`]).
@@ -370,31 +371,31 @@ return redis.call('GET', KEYS[1])
     ))
 });
 
-/// KEYS: balance, reserved; ARGV: need (max(n, 1)), n (>= 0), reservation ttl (ms), hold
-/// id. Releases expired reservations first (`holds::HOLD_LIB`). Returns `{admitted 0/1,
-/// balance}`, or nil on overflow.
+/// KEYS: balance, reserved, holds; ARGV: need (max(n, 1)), n (>= 0), reservation ttl (ms),
+/// hold id. Releases expired reservations first (`holds::HOLD_LIB`). Returns `{admitted
+/// 0/1, balance}`, or nil on overflow.
 static QUOTA_RESERVE: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(&format!(
         "{QUOTA_LIB}{HOLD_LIB}
 local now = now_ms()
-sweep(KEYS[2], now)
+sweep(KEYS[2], KEYS[3], now)
 local bal = redis.call('GET', KEYS[1]) or '0'
 local res = redis.call('GET', KEYS[2]) or '0'
 if not ge(bal, res, ARGV[1]) then return {{0, bal}} end
-if not hold(KEYS[2], ARGV[4], ARGV[2], now, ARGV[3]) then return false end
+if not hold(KEYS[2], KEYS[3], ARGV[4], ARGV[2], now, ARGV[3]) then return false end
 return {{1, bal}}
 "
     ))
 });
 
-/// KEYS: balance, reserved; ARGV: hold id, reserved (>= 0), used, held (`1`/`0`). Settles
-/// once per id: again, it changes nothing. Returns `{settled now 0/1, balance}`, or nil on
-/// overflow (then the reservation is released and nothing is charged: the charge is
-/// dropped, never retried, so the reservation must not stay behind).
+/// KEYS: balance, reserved, holds, marker; ARGV: hold id, reserved (>= 0), used, held
+/// (`1`/`0`). Settles once per id: again, it changes nothing. Returns `{settled now 0/1,
+/// balance}`, or nil on overflow (then the reservation is released and nothing is charged:
+/// the charge is dropped, never retried, so the reservation must not stay behind).
 static QUOTA_SETTLE: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(&format!(
         "{QUOTA_LIB}{HOLD_LIB}
-if not settles(KEYS[2], ARGV[1], ARGV[2], ARGV[4]) then
+if not settles(KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[4]) then
   return {{0, redis.call('GET', KEYS[1]) or '0'}}
 end
 if ARGV[3] ~= '0' and not add('DECRBY', KEYS[1], ARGV[3]) then return false end
@@ -595,6 +596,7 @@ impl RedisStore {
         let mut inv = QUOTA_RESERVE.prepare_invoke();
         inv.key(self.key("q", consumer))
             .key(self.key("qr", consumer))
+            .key(self.key("qh", consumer))
             .arg(n.max(1))
             .arg(n.max(0))
             .arg(self.reservation_ttl())
@@ -618,6 +620,8 @@ impl RedisStore {
         let mut inv = QUOTA_SETTLE.prepare_invoke();
         inv.key(self.key("q", consumer))
             .key(self.key("qr", consumer))
+            .key(self.key("qh", consumer))
+            .key(self.key("qd", &format!("{consumer}:{}", ticket.id)))
             .arg(ticket.id.to_string())
             .arg(ticket.reserved.max(0))
             .arg(used)
