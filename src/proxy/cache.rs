@@ -99,11 +99,7 @@ pub async fn lookup(
         Wish::Use => backends.cache().get(&key).await,
         Wish::Refresh | Wish::Bypass => None,
     };
-    // A replayed stream parses the kept answer: one that is not text (kept as the
-    // provider sent it) answers only whole requests.
-    if body.stream {
-        hit = hit.filter(|e| std::str::from_utf8(&e.completion).is_ok());
-    }
+    hit = hit.filter(|e| answers(e, body.stream));
     let exact = hit.is_some();
     let (mut score, mut probe) = (None, None);
     if let (None, Some(sem), Wish::Use | Wish::Refresh) = (&hit, &settings.semantic, wish) {
@@ -113,33 +109,7 @@ pub async fn lookup(
             route,
             consumer,
         };
-        let probed = match serde_json::from_slice::<serde_json::Value>(&body.bytes) {
-            Ok(request) => semantic_probe(&asked, backends, sem, &scope, &request).await,
-            Err(_) => None,
-        };
-        if let Some(p) = probed {
-            if wish == Wish::Use {
-                if let Some(found) = p.index.nearest(
-                    &p.context,
-                    &p.vector,
-                    sem.threshold,
-                    sem.tool_calls,
-                    now_ms(),
-                ) {
-                    match backends.cache().get(&found.key).await {
-                        Some(entry) => {
-                            hit = Some(entry);
-                            score = Some(found.score);
-                        }
-                        // Its answer is gone from the exact cache (expired, evicted, purged).
-                        None => p.index.forget(&p.context, &found.key),
-                    }
-                }
-            }
-            if hit.is_none() {
-                probe = Some(p);
-            }
-        }
+        (hit, score, probe) = semantic_lookup(&asked, backends, sem, &scope, body, wish).await;
     }
     let verdict = match (wish, &hit) {
         (_, Some(_)) if exact => Verdict::Hit,
@@ -161,6 +131,50 @@ pub async fn lookup(
         probe,
         include_usage: body.client_wants_usage,
     })
+}
+
+/// Whether `entry` can answer the request: a replayed stream parses the kept answer, so one
+/// that is not text (kept as the provider sent it) answers only whole requests.
+fn answers(entry: &Entry, stream: bool) -> bool {
+    !stream || std::str::from_utf8(&entry.completion).is_ok()
+}
+
+/// An exact miss looked up by meaning (`cache.semantic`): the paraphrase's entry and its
+/// similarity, or the request's probe, to index its answer once kept.
+async fn semantic_lookup(
+    asked: &Asked<'_>,
+    backends: &Backends,
+    sem: &Semantic,
+    scope: &str,
+    body: &RequestBody,
+    wish: Wish,
+) -> (Option<Arc<Entry>>, Option<f32>, Option<Probe>) {
+    let probed = match serde_json::from_slice::<serde_json::Value>(&body.bytes) {
+        Ok(request) => semantic_probe(asked, backends, sem, scope, &request).await,
+        Err(_) => None,
+    };
+    let Some(p) = probed else {
+        return (None, None, None);
+    };
+    if wish == Wish::Use {
+        if let Some(found) = p.index.nearest(
+            &p.context,
+            &p.vector,
+            sem.threshold,
+            sem.tool_calls,
+            now_ms(),
+        ) {
+            match backends.cache().get(&found.key).await {
+                Some(entry) if answers(&entry, body.stream) => {
+                    return (Some(entry), Some(found.score), None)
+                }
+                Some(_) => {}
+                // Its answer is gone from the exact cache (expired, evicted, purged).
+                None => p.index.forget(&p.context, &found.key),
+            }
+        }
+    }
+    (None, None, Some(p))
 }
 
 /// The request's context and embedding; `None` when it has no last user message in text
@@ -396,5 +410,33 @@ pub async fn keep(
         if let Some(c) = &route.cache_counters {
             c.stored();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_not_in_text_answers_only_whole_requests() {
+        let entry = |bytes: &'static [u8]| Entry {
+            completion: Bytes::from_static(bytes),
+            input_tokens: 1,
+            output_tokens: 1,
+            cached_tokens: 0,
+            reasoning_tokens: 0,
+            names: Names::new("p", "m", "r", "m", "s"),
+        };
+        let text = entry("{\"x\":\"世界\"}".as_bytes());
+        let not_text = entry(b"{\"x\":\"\xff\"}");
+        assert!(answers(&text, true) && answers(&text, false));
+        assert!(
+            answers(&not_text, false),
+            "served whole as the provider sent it"
+        );
+        assert!(
+            !answers(&not_text, true),
+            "a stream replay would not parse it"
+        );
     }
 }

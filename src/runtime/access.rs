@@ -157,74 +157,73 @@ pub(super) fn parse_net(s: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("`{s}` is not an address or CIDR"))
 }
 
+/// `redis:` as the store's settings (URLs expanded and checked, the CA read).
+fn build_redis(r: &crate::settings::RedisSection) -> Result<RedisSettings, ConfigError> {
+    let url = expand(r.url.as_written()).map_err(|e| ConfigError::field("redis.url", e))?;
+    let tls = url.starts_with("rediss://");
+    if !tls && !url.starts_with("redis://") {
+        return Err(ConfigError::field(
+            "redis.url",
+            "expected redis://[user:password@]host:port[/db], or rediss:// for TLS",
+        ));
+    }
+    let cluster = r.cluster.unwrap_or(false);
+    if !cluster && !r.nodes.is_empty() {
+        return Err(ConfigError::field(
+            "redis.nodes",
+            "seed nodes of a cluster: only with cluster: true",
+        ));
+    }
+    let mut nodes = Vec::with_capacity(r.nodes.len());
+    for (i, n) in r.nodes.iter().enumerate() {
+        let field = format!("redis.nodes[{i}]");
+        let n = expand(n.as_written()).map_err(|e| ConfigError::field(&field, e))?;
+        if n.starts_with("rediss://") != tls || !n.starts_with("redis") {
+            return Err(ConfigError::field(
+                &field,
+                "expected a URL with the same scheme as redis.url",
+            ));
+        }
+        nodes.push(n);
+    }
+    let prefix = r.prefix.clone().unwrap_or_else(|| "tollgate".into());
+    if cluster && (prefix.is_empty() || prefix.contains(['{', '}'])) {
+        return Err(ConfigError::field(
+            "redis.prefix",
+            "on a cluster the prefix is the hash tag of every key: it must be \
+             non-empty and hold no `{` or `}`",
+        ));
+    }
+    let ca_pem = match &r.ca_file {
+        None => None,
+        Some(_) if !tls => {
+            return Err(ConfigError::field(
+                "redis.ca_file",
+                "a CA file needs a rediss:// url",
+            ))
+        }
+        Some(path) => {
+            let path = expand(path).map_err(|e| ConfigError::field("redis.ca_file", e))?;
+            Some(
+                crate::store::redis::load_ca(&path)
+                    .map_err(|e| ConfigError::field("redis.ca_file", e))?,
+            )
+        }
+    };
+    Ok(RedisSettings {
+        url,
+        cluster,
+        nodes,
+        ca_pem,
+        prefix,
+        timeout: positive_duration("redis.timeout", &r.timeout, Duration::from_millis(100))?,
+    })
+}
+
 pub(super) fn build_store(f: &Settings, limits: &Limits) -> Result<StoreSettings, ConfigError> {
     let redis = match &f.redis {
         None => None,
-        Some(r) => {
-            let url = expand(r.url.as_written()).map_err(|e| ConfigError::field("redis.url", e))?;
-            let tls = url.starts_with("rediss://");
-            if !tls && !url.starts_with("redis://") {
-                return Err(ConfigError::field(
-                    "redis.url",
-                    "expected redis://[user:password@]host:port[/db], or rediss:// for TLS",
-                ));
-            }
-            let cluster = r.cluster.unwrap_or(false);
-            if !cluster && !r.nodes.is_empty() {
-                return Err(ConfigError::field(
-                    "redis.nodes",
-                    "seed nodes of a cluster: only with cluster: true",
-                ));
-            }
-            let mut nodes = Vec::with_capacity(r.nodes.len());
-            for (i, n) in r.nodes.iter().enumerate() {
-                let field = format!("redis.nodes[{i}]");
-                let n = expand(n.as_written()).map_err(|e| ConfigError::field(&field, e))?;
-                if n.starts_with("rediss://") != tls || !n.starts_with("redis") {
-                    return Err(ConfigError::field(
-                        &field,
-                        "expected a URL with the same scheme as redis.url",
-                    ));
-                }
-                nodes.push(n);
-            }
-            let prefix = r.prefix.clone().unwrap_or_else(|| "tollgate".into());
-            if cluster && (prefix.is_empty() || prefix.contains(['{', '}'])) {
-                return Err(ConfigError::field(
-                    "redis.prefix",
-                    "on a cluster the prefix is the hash tag of every key: it must be \
-                     non-empty and hold no `{` or `}`",
-                ));
-            }
-            let ca_pem = match &r.ca_file {
-                None => None,
-                Some(_) if !tls => {
-                    return Err(ConfigError::field(
-                        "redis.ca_file",
-                        "a CA file needs a rediss:// url",
-                    ))
-                }
-                Some(path) => {
-                    let path = expand(path).map_err(|e| ConfigError::field("redis.ca_file", e))?;
-                    Some(
-                        crate::store::redis::load_ca(&path)
-                            .map_err(|e| ConfigError::field("redis.ca_file", e))?,
-                    )
-                }
-            };
-            Some(RedisSettings {
-                url,
-                cluster,
-                nodes,
-                ca_pem,
-                prefix,
-                timeout: positive_duration(
-                    "redis.timeout",
-                    &r.timeout,
-                    Duration::from_millis(100),
-                )?,
-            })
-        }
+        Some(r) => Some(build_redis(r)?),
     };
     let on_error = f
         .redis
