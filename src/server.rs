@@ -165,14 +165,9 @@ impl BackgroundService for OpenStores {
     }
 }
 
-/// Build the server for `gateway`; the caller runs it with `run_forever`. The composition
-/// root: the shared state, the proxy and admin services, and the background services.
-pub fn build(
-    (gateway, file, layer): (Gateway, crate::settings::Settings, crate::managed::Layer),
-    config_path: &str,
-    switches: Switches,
-) -> Result<Server, Box<dyn std::error::Error>> {
-    resolve_now(&gateway.providers);
+/// Pingora's server for `gateway`'s `server:` settings and the command line's switches,
+/// bootstrapped (on an upgrade: the listening sockets taken over from the old process).
+fn pingora_server(gateway: &Gateway, switches: &Switches) -> Server {
     let mut conf = server_conf(&gateway.server);
     conf.daemon = conf.daemon || switches.daemon;
     let opt = Opt {
@@ -184,6 +179,18 @@ pub fn build(
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
+    server
+}
+
+/// Build the server for `gateway`; the caller runs it with `run_forever`. The composition
+/// root: the shared state, the proxy and admin services, and the background services.
+pub fn build(
+    (gateway, file, layer): (Gateway, crate::settings::Settings, crate::managed::Layer),
+    config_path: &str,
+    switches: Switches,
+) -> Result<Server, Box<dyn std::error::Error>> {
+    resolve_now(&gateway.providers);
+    let mut server = pingora_server(&gateway, &switches);
     let conf = server.configuration.clone();
 
     let access_log = Arc::new(AccessLog::new(
