@@ -327,6 +327,37 @@ fn filter_replay(policy: &crate::policy::restore::ResponsePolicy, events: &Bytes
     out.into()
 }
 
+/// The answer to keep and whether it calls tools, if it may be kept: a whole answer as it
+/// was sent (checked without a JSON tree, in the usage meter's pass when that read these
+/// bytes), a stream assembled into one.
+fn kept_answer(
+    sent: Vec<u8>,
+    attempts: &AttemptLog,
+    settings: &cache::RouteCache,
+    stream: bool,
+) -> Option<(Bytes, bool)> {
+    if stream {
+        let c = cache::assemble(&sent).filter(|c| cache::keepable(c, settings.store_truncated))?;
+        let tools = semantic::calls_tools(&c);
+        return Some((Bytes::from(c.to_string()), tools));
+    }
+    let keepable = match attempts.outcome.keepable {
+        Some((read, keepable)) if read == sent.len() => {
+            // Debug builds (the test suites) hold the meter's verdict to the cache's own
+            // (on UTF-8 only: serde_json, the cache's fallback, refuses other bytes where the
+            // scanner need not).
+            debug_assert!(
+                std::str::from_utf8(&sent).is_err()
+                    || keepable == cache::keepable_whole(&sent, settings.store_truncated)
+            );
+            keepable
+        }
+        _ => cache::keepable_whole(&sent, settings.store_truncated),
+    };
+    // The bytes as they are: no copy, no UTF-8 check (a stream replay checks).
+    keepable.map(|tools| (Bytes::from(sent), tools))
+}
+
 /// Keep a delivered answer (`sent`: the bytes the client was sent, when they were kept) if it
 /// is complete and may be.
 pub async fn keep(
@@ -341,39 +372,11 @@ pub async fn keep(
     let (Some(settings), Some(sent)) = (&route.cache, sent) else {
         return;
     };
-    let stream = body.stream;
     if status != 200 || state.verdict == Verdict::Bypass || state.hit.is_some() {
         return;
     }
-    // A whole answer is kept as it was sent (checked without a JSON tree); a stream is
-    // assembled into one.
-    let (completion, tool_calls) = if stream {
-        let Some(c) =
-            cache::assemble(&sent).filter(|c| cache::keepable(c, settings.store_truncated))
-        else {
-            return;
-        };
-        let tools = semantic::calls_tools(&c);
-        (Bytes::from(c.to_string()), tools)
-    } else {
-        // Read in the usage meter's pass when it read these bytes.
-        let keepable = match attempts.outcome.keepable {
-            Some((read, keepable)) if read == sent.len() => {
-                // Debug builds (the test suites) hold the meter's verdict to the cache's own
-                // (on UTF-8: other bytes are never kept, whatever either says).
-                debug_assert!(
-                    std::str::from_utf8(&sent).is_err()
-                        || keepable == cache::keepable_whole(&sent, settings.store_truncated)
-                );
-                keepable
-            }
-            _ => cache::keepable_whole(&sent, settings.store_truncated),
-        };
-        let Some(tools) = keepable else {
-            return;
-        };
-        // The bytes as they are: no copy, no UTF-8 check (a stream replay checks).
-        (Bytes::from(sent), tools)
+    let Some((completion, tool_calls)) = kept_answer(sent, attempts, settings, body.stream) else {
+        return;
     };
     let (Some(usage), Some(chosen)) = (attempts.outcome.usage, &attempts.chosen) else {
         return;
