@@ -130,6 +130,12 @@ fn held(id: HoldId, reserved: i64) -> Ticket {
     }
 }
 
+/// Whether a reservation of `n` under a fresh id is admitted.
+async fn admits(store: &RedisStore, consumer: &str, n: i64) -> bool {
+    let r = store.quota_reserve(consumer, n, HoldId::new()).await;
+    r.expect("the store answers").admitted
+}
+
 /// A charge admitted without a reservation.
 fn unheld() -> Ticket {
     Ticket {
@@ -342,13 +348,7 @@ async fn quota_set_get_add_overflow() {
     store.quota_set("held", 5).await.unwrap();
     let id = HoldId::new();
     assert!(store.quota_reserve("held", 5, id).await.unwrap().admitted);
-    assert!(
-        !store
-            .quota_reserve("held", 1, HoldId::new())
-            .await
-            .unwrap()
-            .admitted
-    );
+    assert!(!admits(&store, "held", 1).await);
     store.quota_set("held", i64::MIN + 3).await.unwrap();
     assert!(matches!(
         store.quota_settle("held", held(id, 5), 10).await,
@@ -356,11 +356,7 @@ async fn quota_set_get_add_overflow() {
     ));
     store.quota_set("held", 5).await.unwrap();
     assert!(
-        store
-            .quota_reserve("held", 5, HoldId::new())
-            .await
-            .unwrap()
-            .admitted,
+        admits(&store, "held", 5).await,
         "the reservation was released"
     );
     // The same for a budget.
@@ -416,20 +412,8 @@ async fn quota_reserve_counts_reservations() {
             balance: 10
         }
     );
-    assert!(
-        !store
-            .quota_reserve("c", 1, HoldId::new())
-            .await
-            .unwrap()
-            .admitted
-    );
-    assert!(
-        !store
-            .quota_reserve("c", 0, HoldId::new())
-            .await
-            .unwrap()
-            .admitted
-    );
+    assert!(!admits(&store, "c", 1).await);
+    assert!(!admits(&store, "c", 0).await);
     let mut raw = server.raw();
     // Neither the sum nor the holds expire as keys (an eviction policy for keys with a
     // TTL never takes them); each reservation expires on its own.
@@ -440,13 +424,7 @@ async fn quota_reserve_counts_reservations() {
     assert_eq!(store.quota_settle("c", held(a, 4), 1).await.unwrap(), 9);
     // 9 - 6 reserved = 3 available.
     assert!(store.quota_reserve("c", 3, c).await.unwrap().admitted);
-    assert!(
-        !store
-            .quota_reserve("c", 1, HoldId::new())
-            .await
-            .unwrap()
-            .admitted
-    );
+    assert!(!admits(&store, "c", 1).await);
     // The last settle deletes the reservation key.
     store.quota_settle("c", held(b, 6), 0).await.unwrap();
     store.quota_settle("c", held(c, 3), 0).await.unwrap();
@@ -462,30 +440,11 @@ async fn quota_reserve_counts_reservations() {
             .unwrap()
             .admitted
     );
-    assert!(
-        !store
-            .quota_reserve("m", 1, HoldId::new())
-            .await
-            .unwrap()
-            .admitted
-    );
+    assert!(!admits(&store, "m", 1).await);
     store.quota_settle("m", held(m, i64::MAX), 0).await.unwrap();
-    assert!(
-        store
-            .quota_reserve("m", 1, HoldId::new())
-            .await
-            .unwrap()
-            .admitted
-    );
-    let last = store.quota_reserve("m", i64::MAX - 1, HoldId::new());
-    assert!(last.await.unwrap().admitted);
-    assert!(
-        !store
-            .quota_reserve("m", 1, HoldId::new())
-            .await
-            .unwrap()
-            .admitted
-    );
+    assert!(admits(&store, "m", 1).await);
+    assert!(admits(&store, "m", i64::MAX - 1).await);
+    assert!(!admits(&store, "m", 1).await);
 }
 
 #[tokio::test]
@@ -498,8 +457,7 @@ async fn concurrent_settles_deduct_exactly() {
     for r in futures_util::future::join_all(reserves).await {
         assert!(r.unwrap().admitted);
     }
-    let over = store.quota_reserve("busy", 5001, HoldId::new());
-    assert!(!over.await.unwrap().admitted);
+    assert!(!admits(&store, "busy", 5001).await);
     let settles = ids
         .iter()
         .map(|id| store.quota_settle("busy", held(*id, 10), 3));
@@ -542,13 +500,7 @@ async fn a_settle_applies_once_and_expired_reservations_are_released() {
     store.set_reservation_ttl_ms(50);
     let lost = HoldId::new();
     assert!(store.quota_reserve("r", 80, lost).await.unwrap().admitted);
-    assert!(
-        !store
-            .quota_reserve("r", 20, HoldId::new())
-            .await
-            .unwrap()
-            .admitted
-    );
+    assert!(!admits(&store, "r", 20).await);
     store.set_reservation_ttl_ms(600_000);
     let next = HoldId::new();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -598,29 +550,17 @@ async fn a_settle_applies_once_and_expired_reservations_are_released() {
         .arg(55)
         .query::<()>(&mut raw)
         .unwrap();
-    assert!(
-        store
-            .quota_reserve("r", 60, HoldId::new())
-            .await
-            .unwrap()
-            .admitted
-    );
+    assert!(admits(&store, "r", 60).await);
     assert_eq!(reserved_sum(&mut raw, "tg:qr:r"), 60);
     // Many reservations of a dead gateway go at once when they expire.
     store.quota_set("many", 100).await.unwrap();
     store.set_reservation_ttl_ms(50);
     for _ in 0..100 {
-        let one = store.quota_reserve("many", 1, HoldId::new()).await;
-        assert!(one.unwrap().admitted);
+        assert!(admits(&store, "many", 1).await);
     }
     store.set_reservation_ttl_ms(600_000);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !store
-        .quota_reserve("many", 100, HoldId::new())
-        .await
-        .unwrap()
-        .admitted
-    {
+    while !admits(&store, "many", 100).await {
         assert!(
             Instant::now() < deadline,
             "the expired reservations were never released"
@@ -1082,13 +1022,7 @@ async fn exercise(store: &RedisStore, p: &str, mut get: impl FnMut(&str) -> Opti
     assert_eq!(store.quota_add("alice", 5).await.unwrap(), 15);
     let id = HoldId::new();
     assert!(store.quota_reserve("alice", 10, id).await.unwrap().admitted);
-    assert!(
-        !store
-            .quota_reserve("alice", 6, HoldId::new())
-            .await
-            .unwrap()
-            .admitted
-    );
+    assert!(!admits(store, "alice", 6).await);
     assert_eq!(get(&format!("{p}:qr:alice")), Some(10));
     assert_eq!(
         store.quota_settle("alice", held(id, 10), 7).await.unwrap(),
