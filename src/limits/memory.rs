@@ -161,8 +161,11 @@ impl MemoryWindow {
 mod tests {
     use super::*;
 
+    /// The interval of the tests' window: a minute, so no test's own pace turns it.
+    const I: u64 = 60_000;
+
     fn window() -> MemoryWindow {
-        MemoryWindow::new(Duration::from_millis(1000), 4, 64)
+        MemoryWindow::new(Duration::from_millis(I), 4, 64)
     }
 
     #[test]
@@ -170,13 +173,13 @@ mod tests {
         let w = window();
         let start = w.observe(&"k", 5).start;
         assert_eq!(w.observe(&"k", 2).curr, 7);
-        let now = start + 1_200;
+        let now = start + I + 200;
         let (slot, turned) = w.turn(now);
         assert_eq!(turned, now);
         let seen = w.seen(&"k", now, slot, turned, w.sketches[slot].get("k") as i64);
         assert_eq!((seen.prev, seen.curr), (7, 0));
         // Two intervals later nothing is left.
-        let later = now + 2_500;
+        let later = now + 2 * I + 500;
         let (slot, turned) = w.turn(later);
         assert_eq!(turned, later);
         assert_eq!(w.sketches[slot].get("k"), 0);
@@ -187,9 +190,9 @@ mod tests {
     fn a_reading_older_than_the_start_is_inside_the_window() {
         let w = window();
         let start = w.observe(&"k", 3).start;
-        let (_, turned) = w.turn(start + 1_500);
+        let (_, turned) = w.turn(start + I + 500);
         // A thread that read the clock before the turn: no second turn, nothing wiped.
-        assert_eq!(w.turn(start + 1_400), w.turn(turned));
+        assert_eq!(w.turn(start + I + 400), w.turn(turned));
         assert_eq!(w.turn(start + 10), w.turn(turned));
         let s = w.state.load(Ordering::Acquire) >> 2;
         assert_eq!(s, turned);
@@ -207,7 +210,7 @@ mod tests {
         let start = w.observe(&"k", 10).start;
         assert!(w.add_to(&"k", -4, start));
         assert_eq!(w.read(&"k").curr, 6);
-        assert!(!w.add_to(&"k", -4, start - 1_000), "an earlier window");
+        assert!(!w.add_to(&"k", -4, start - I), "an earlier window");
         assert_eq!(w.read(&"k").curr, 6);
     }
 
