@@ -324,7 +324,7 @@ fn over(count: f64, n: i64, limit: u64) -> bool {
 }
 
 mod admit;
-pub mod memory;
+mod memory;
 mod usage;
 pub use admit::Limits;
 pub use usage::Standing;

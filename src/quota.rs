@@ -382,11 +382,7 @@ fn retry_settle(
     log::warn!("charge of {used} tokens to {consumer}'s quota is pending until Redis answers");
     retry_in_background(move || {
         let (redis, consumer) = (redis.clone(), consumer.clone());
-        // An overflow is final (nothing changed); anything else is tried again.
-        async move {
-            let r = redis.quota_settle(&consumer, ticket, used).await;
-            !matches!(r, Err(e) if !matches!(e, StoreError::Overflow))
-        }
+        async move { redis.quota_settle(&consumer, ticket, used).await }
     });
 }
 
@@ -452,15 +448,16 @@ where
     });
 }
 
-/// Run `attempt` until it succeeds, in the background, waiting 200 ms then doubling up to a
-/// minute between tries; counted as a pending charge (which a graceful shutdown waits for)
-/// until it succeeds. Quota and budget charges that could not reach Redis use it. After a
-/// day it gives up (logged): by then Redis no longer knows whether an earlier try was
-/// applied (`store::holds`), and a retry could charge twice.
-pub fn retry_in_background<F, Fut>(attempt: F)
+/// Run `attempt` until it succeeds or overflows (final: nothing changed), in the
+/// background, waiting 200 ms then doubling up to a minute between tries; counted as a
+/// pending charge (which a graceful shutdown waits for) until then. Quota and budget charges
+/// that could not reach Redis use it. After a day it gives up (logged): by then Redis no
+/// longer knows whether an earlier try was applied (`store::holds`), and a retry could
+/// charge twice.
+pub fn retry_in_background<F, Fut, T>(attempt: F)
 where
     F: Fn() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
+    Fut: std::future::Future<Output = Result<T, StoreError>> + Send,
 {
     let pending = Pending::start();
     let give_up = std::time::Instant::now()
@@ -472,7 +469,7 @@ where
         let mut wait = Duration::from_millis(200);
         loop {
             tokio::time::sleep(wait).await;
-            if attempt().await {
+            if !matches!(attempt().await, Err(e) if !matches!(e, StoreError::Overflow)) {
                 return;
             }
             if std::time::Instant::now() >= give_up {

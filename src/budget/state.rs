@@ -458,11 +458,7 @@ fn retry_settle(redis: Arc<crate::store::redis::RedisStore>, s: Slot, ticket: Ti
     );
     crate::quota::retry_in_background(move || {
         let (redis, s) = (redis.clone(), s.clone());
-        // An overflow is final (nothing changed); anything else is tried again.
-        async move {
-            let r = redis.budget_settle(&s, ticket, cost).await;
-            !matches!(r, Err(e) if !matches!(e, StoreError::Overflow))
-        }
+        async move { redis.budget_settle(&s, ticket, cost).await }
     });
 }
 

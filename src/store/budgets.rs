@@ -65,10 +65,11 @@ return {{0}}
     ))
 });
 
-/// KEYS: hash, reserved, index, holds, marker; ARGV: reserved, cost, index member, start,
-/// hold id, held (`1`/`0`). Settles once per id: again, it changes nothing. Returns
-/// `{spent, topup}`, or nil on overflow (then the reservation is released and nothing is
-/// charged: the charge is dropped, never retried, so the reservation must not stay behind).
+/// KEYS: hash, reserved, index, holds, and the marker when unconfirmed; ARGV: reserved, cost,
+/// index member, start, hold id, held (`1`/`0`). Settles once per id: again, it changes
+/// nothing. Returns `{spent, topup}`, or nil on overflow (then the reservation is released
+/// and nothing is charged: the charge is dropped, never retried, so the reservation must not
+/// stay behind).
 static BUDGET_SETTLE: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(&format!(
         "{QUOTA_LIB}{HOLD_LIB}{BUDGET_LIB}
@@ -140,23 +141,20 @@ impl RedisStore {
         self.key("b", &format!("{}:{budget}:", budget.len()))
     }
 
-    fn budget_keys(&self, s: &Slot) -> (String, String, String) {
+    /// A period's keys: its spend, what is reserved, its reservations (`super::holds`), the
+    /// budget's index.
+    fn budget_keys(&self, s: &Slot) -> [String; 4] {
         let id = Self::budget_id(s);
-        (
+        [
             self.key("b", &id),
             self.key("br", &id),
+            self.key("bh", &id),
             self.key("bi", &format!("{}:{}", s.budget.len(), s.budget)),
-        )
+        ]
     }
 
     fn budget_id(s: &Slot) -> String {
         format!("{}:{}:{}:{}", s.budget.len(), s.budget, s.subject, s.start)
-    }
-
-    /// A period's holds (`super::holds`) and the marker of an unreserved charge under `id`.
-    fn budget_hold_keys(&self, s: &Slot, id: HoldId) -> (String, String) {
-        let b = Self::budget_id(s);
-        (self.key("bh", &b), self.key("bd", &format!("{b}:{id}")))
     }
 
     /// Reserve `n` under `id` in each `(slot, limit, n)` if every one has room (`limit`
@@ -170,8 +168,7 @@ impl RedisStore {
         let mut inv = BUDGET_RESERVE.prepare_invoke();
         inv.arg(self.reservation_ttl()).arg(id.to_string());
         for (slot, limit, n) in items {
-            let (hash, reserved, _) = self.budget_keys(slot);
-            let (holds, _) = self.budget_hold_keys(slot, id);
+            let [hash, reserved, holds, _] = self.budget_keys(slot);
             let n = if limit.is_some() { (*n).max(0) } else { 0 };
             inv.key(hash)
                 .key(reserved)
@@ -204,15 +201,14 @@ impl RedisStore {
         ticket: Ticket,
         cost: i64,
     ) -> Result<Spend, StoreError> {
-        let (hash, res, index) = self.budget_keys(slot);
-        let (holds, marker) = self.budget_hold_keys(slot, ticket.id);
+        let [hash, res, holds, index] = self.budget_keys(slot);
         let mut inv = BUDGET_SETTLE.prepare_invoke();
-        inv.key(hash)
-            .key(res)
-            .key(index)
-            .key(holds)
-            .key(marker)
-            .arg(ticket.reserved.max(0))
+        inv.key(hash).key(res).key(index).key(holds);
+        if !ticket.held {
+            let marker = format!("{}:{}", Self::budget_id(slot), ticket.id);
+            inv.key(self.key("bd", &marker));
+        }
+        inv.arg(ticket.reserved.max(0))
             .arg(cost)
             .arg(format!("{}:{}", slot.start, slot.subject))
             .arg(slot.start)
@@ -234,7 +230,7 @@ impl RedisStore {
         topup: Option<i64>,
         read: bool,
     ) -> Result<(Spend, i64), StoreError> {
-        let (hash, res, index) = self.budget_keys(slot);
+        let [hash, res, _, index] = self.budget_keys(slot);
         let mut inv = BUDGET_CHANGE.prepare_invoke();
         inv.key(hash).key(index).key(res);
         match topup {

@@ -388,18 +388,17 @@ return {{1, bal}}
     ))
 });
 
-/// KEYS: balance, reserved, holds, marker; ARGV: hold id, reserved (>= 0), used, held
-/// (`1`/`0`). Settles once per id: again, it changes nothing. Returns `{settled now 0/1,
-/// balance}`, or nil on overflow (then the reservation is released and nothing is charged:
+/// KEYS: balance, reserved, holds, and the marker when unconfirmed; ARGV: hold id, reserved
+/// (>= 0), used, held (`1`/`0`). Settles once per id: again, it changes nothing. Returns the
+/// balance, or nil on overflow (then the reservation is released and nothing is charged:
 /// the charge is dropped, never retried, so the reservation must not stay behind).
 static QUOTA_SETTLE: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(&format!(
         "{QUOTA_LIB}{HOLD_LIB}
-if not settles(KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[4]) then
-  return {{0, redis.call('GET', KEYS[1]) or '0'}}
+if settles(KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[4]) and ARGV[3] ~= '0' then
+  if not add('DECRBY', KEYS[1], ARGV[3]) then return false end
 end
-if ARGV[3] ~= '0' and not add('DECRBY', KEYS[1], ARGV[3]) then return false end
-return {{1, redis.call('GET', KEYS[1]) or '0'}}
+return redis.call('GET', KEYS[1]) or '0'
 "
     ))
 });
@@ -620,15 +619,16 @@ impl RedisStore {
         let mut inv = QUOTA_SETTLE.prepare_invoke();
         inv.key(self.key("q", consumer))
             .key(self.key("qr", consumer))
-            .key(self.key("qh", consumer))
-            .key(self.key("qd", &format!("{consumer}:{}", ticket.id)))
-            .arg(ticket.id.to_string())
+            .key(self.key("qh", consumer));
+        if !ticket.held {
+            inv.key(self.key("qd", &format!("{consumer}:{}", ticket.id)));
+        }
+        inv.arg(ticket.id.to_string())
             .arg(ticket.reserved.max(0))
             .arg(used)
             .arg(if ticket.held { "1" } else { "0" });
-        let r: Option<(i64, i64)> = self.script("quota_settle", inv).await?;
-        let (_, balance) = r.ok_or(StoreError::Overflow)?;
-        Ok(balance)
+        let r: Option<i64> = self.script("quota_settle", inv).await?;
+        r.ok_or(StoreError::Overflow)
     }
 
     pub(super) fn key(&self, kind: &str, id: &str) -> String {
