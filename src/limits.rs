@@ -270,7 +270,9 @@ impl Headroom {
         const REMAINING_REQUESTS: HeaderName =
             HeaderName::from_static("x-ratelimit-remaining-requests");
         const RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
-        let mut out = Vec::with_capacity(6);
+        // Room for the six, and for what later stages add (`retry-after`, the response
+        // cache's verdict) without growing.
+        let mut out = Vec::with_capacity(8);
         let fmt = |d: Duration| {
             http::HeaderValue::try_from(format!("{}ms", d.as_millis()))
                 .unwrap_or(http::HeaderValue::from_static("0ms"))

@@ -15,6 +15,7 @@
 
 use super::long;
 use crate::usage::json::{Bail, Cursor, Scan};
+use smallvec::SmallVec;
 use std::borrow::Cow;
 
 /// A key: the BLAKE3 digest itself (32 bytes, hashed and compared as they are in memory),
@@ -39,13 +40,30 @@ impl Key {
 /// The key of a request body on `route` in `scope`; `None` when the body is not a JSON
 /// object.
 pub fn key(route: &str, scope: &str, body: &[u8]) -> Option<Key> {
-    // Hashed in one piece: route, scope, then the canonical text.
-    let mut text = Vec::with_capacity(route.len() + scope.len() + body.len() + 18);
-    for part in [route.as_bytes(), b"\0", scope.as_bytes(), b"\0"] {
-        text.extend_from_slice(part);
-    }
-    canonical(scope, body, &mut text)?;
-    Some(Key(*blake3::hash(&text).as_bytes()))
+    // Hashed in one piece: route, scope, then the canonical text, written into this
+    // thread's buffer (no allocation per request once it has grown to the bodies seen).
+    TEXT.with(|cell| {
+        let mut text = cell.take();
+        text.clear();
+        // Room for reordering within the buffer itself (`Writer::object`).
+        text.reserve(route.len() + scope.len() + body.len().saturating_mul(2) + 64);
+        for part in [route.as_bytes(), b"\0", scope.as_bytes(), b"\0"] {
+            text.extend_from_slice(part);
+        }
+        let key = canonical(scope, body, &mut text).map(|()| Key(*blake3::hash(&text).as_bytes()));
+        if text.capacity() <= MAX_KEPT_TEXT {
+            cell.set(text);
+        }
+        key
+    })
+}
+
+/// The largest key buffer a thread keeps between requests.
+const MAX_KEPT_TEXT: usize = 64 << 10;
+
+thread_local! {
+    /// The key's canonical text, reused by the requests this thread serves.
+    static TEXT: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Append the canonical text of a request body to `text`; `None` when the body is not one
@@ -66,8 +84,7 @@ fn fast(scope: &str, body: &[u8], out: &mut Vec<u8>) -> Scan<()> {
         scope: scope.as_bytes(),
         out,
         moves_left: body.len().saturating_mul(2).saturating_add(4096),
-        members: Vec::new(),
-        scratch: Vec::new(),
+        members: SmallVec::new(),
     };
     w.object(&mut c, true, 0)?;
     c.end()
@@ -99,10 +116,9 @@ struct Writer<'o, 'b> {
     out: &'o mut Vec<u8>,
     moves_left: usize,
     /// The open objects' members, innermost last: each key and where its `"key":value`
-    /// is, from the object's start (one stack for every level: no allocation per object).
-    members: Vec<(&'b [u8], usize, usize)>,
-    /// An unsorted object's members while they are put in order.
-    scratch: Vec<u8>,
+    /// is, from the object's start (one stack for every level, on the call's stack until
+    /// it holds more than a small request's).
+    members: SmallVec<[(&'b [u8], usize, usize); 16]>,
 }
 
 impl<'b> Writer<'_, 'b> {
@@ -191,22 +207,28 @@ impl<'b> Writer<'_, 'b> {
             Ok(())
         })?;
         if !sorted {
-            // Put in order: the members move once, within the budget.
-            let written = self.out.get(start..).ok_or(Bail)?;
-            self.moves_left = self.moves_left.checked_sub(written.len()).ok_or(Bail)?;
-            self.scratch.clear();
-            self.scratch.extend_from_slice(written);
-            self.out.truncate(start);
+            // Put in order: the members move twice (copied past the end, then back in key
+            // order), within the budget; the output's room was reserved for this.
+            let len = self.out.len() - start;
+            self.moves_left = self.moves_left.checked_sub(len).ok_or(Bail)?;
+            let copy = self.out.len();
+            self.out.extend_from_within(start..);
             let members = self.members.get_mut(base..).ok_or(Bail)?;
             members.sort_by(|a, b| a.0.cmp(b.0));
-            self.out.push(b'{');
+            // The same members and commas: the sorted text is exactly as long.
+            let mut at = start + 1;
             for (i, (_, from, to)) in members.iter().enumerate() {
                 if i > 0 {
-                    self.out.push(b',');
+                    *self.out.get_mut(at).ok_or(Bail)? = b',';
+                    at += 1;
                 }
-                self.out
-                    .extend_from_slice(self.scratch.get(*from..*to).ok_or(Bail)?);
+                if from > to || copy + to > self.out.len() {
+                    return Err(Bail);
+                }
+                self.out.copy_within(copy + from..copy + to, at);
+                at += to - from;
             }
+            self.out.truncate(copy);
         }
         self.members.truncate(base);
         self.out.push(b'}');

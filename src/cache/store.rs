@@ -1,6 +1,6 @@
 //! Where cached answers are kept: memory (`moka`'s synchronous cache: a lookup or an insert
-//! is a plain call, no future; bounded by bytes, each entry expiring at
-//! its own time) and, with `redis:`, the shared Redis too (`crate::store::cache`), read on
+//! is a plain call, no future; bounded by bytes; each entry served until its own time, then
+//! dropped when read or by a sweep every 30 s) and, with `redis:`, the shared Redis too (`crate::store::cache`), read on
 //! a memory miss so every gateway serves what any of them kept (a gateway's own copy of a
 //! shared entry lives at most `SHARED_COPY_MS`, so a purge reaches every gateway). A Redis failure is a miss
 //! (counted, logged at most once a minute), never a failed request.
@@ -11,11 +11,10 @@ use crate::metrics::METRICS;
 use crate::store::cache::Index;
 use crate::store::redis::RedisStore;
 use moka::sync::Cache;
-use moka::Expiry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Default memory for entries.
 pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
@@ -38,6 +37,19 @@ struct Stored {
     entry: Entry,
 }
 
+/// Drop the entries past their time (at `now`, unix ms); how many.
+fn sweep(memory: &Cache<Key, Kept, ahash::RandomState>, now: u64) -> usize {
+    let past: Vec<Arc<Key>> = memory
+        .iter()
+        .filter(|(_, v)| v.expires_ms <= now)
+        .map(|(k, _)| k)
+        .collect();
+    for k in &past {
+        memory.invalidate(k.as_ref());
+    }
+    past.len()
+}
+
 /// Now, in unix milliseconds.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -45,13 +57,8 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-struct Expires;
-
-impl Expiry<Key, Kept> for Expires {
-    fn expire_after_create(&self, _: &Key, v: &Kept, _: Instant) -> Option<Duration> {
-        Some(Duration::from_millis(v.expires_ms.saturating_sub(now_ms())))
-    }
-}
+/// How often the entries past their time are dropped from memory (`ResponseCache::sweep`).
+const SWEEP_EVERY_MS: u64 = 30_000;
 
 pub struct ResponseCache {
     /// Keyed by BLAKE3 digests (32 bytes), hashed with `ahash` (keyed per process, so bucket
@@ -62,22 +69,27 @@ pub struct ResponseCache {
     max_entry: usize,
     /// When a Redis failure was last logged (unix ms).
     warned: AtomicU64,
+    /// When the memory is next swept of entries past their time (unix ms).
+    next_sweep: AtomicU64,
     /// Each route's semantic index (this gateway's memory only), made on first use.
     semantic: Mutex<HashMap<String, Arc<SemanticIndex>>>,
 }
 
 impl ResponseCache {
     pub fn new(max_bytes: u64, max_entry: u64, redis: Option<Arc<RedisStore>>) -> Self {
+        // Each entry's time is its own (`Kept::expires_ms`, checked on every read); rather
+        // than moka's per-entry expiry (a timer wheel kept on every insert), entries past
+        // their time are dropped when read, by the byte bound, or by the sweep.
         let memory = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_: &Key, v: &Kept| v.entry.weight())
-            .expire_after(Expires)
             .build_with_hasher(ahash::RandomState::new());
         ResponseCache {
             memory,
             redis,
             max_entry: usize::try_from(max_entry).unwrap_or(usize::MAX),
             warned: AtomicU64::new(0),
+            next_sweep: AtomicU64::new(now_ms().saturating_add(SWEEP_EVERY_MS)),
             semantic: Mutex::new(HashMap::new()),
         }
     }
@@ -118,6 +130,7 @@ impl ResponseCache {
             if k.expires_ms > now_ms() {
                 return Some(k.entry);
             }
+            self.memory.invalidate(key);
         }
         let redis = self.redis.as_ref()?;
         let text = match redis.cache_get(&key.hex()).await {
@@ -145,7 +158,8 @@ impl ResponseCache {
             return false;
         }
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        let expires_ms = now_ms().saturating_add(ttl_ms);
+        let now = now_ms();
+        let expires_ms = now.saturating_add(ttl_ms);
         // Redis keeps text only (an answer not in UTF-8 stays in this gateway's memory).
         let redis = self
             .redis
@@ -170,15 +184,44 @@ impl ResponseCache {
         let kept = Kept {
             entry: Arc::new(entry),
             expires_ms: match self.redis {
-                Some(_) => expires_ms.min(now_ms() + SHARED_COPY_MS),
+                Some(_) => expires_ms.min(now.saturating_add(SHARED_COPY_MS)),
                 None => expires_ms,
             },
         };
         self.memory.insert(key, kept);
+        self.sweep_if_due(now);
         METRICS
             .cache_bytes
             .set(i64::try_from(self.memory.weighted_size()).unwrap_or(i64::MAX));
         true
+    }
+
+    /// Every `SWEEP_EVERY_MS`, drop the entries past their time from memory: on a blocking
+    /// thread (it walks every entry), one sweep at a time.
+    fn sweep_if_due(&self, now: u64) {
+        let due = self.next_sweep.load(Ordering::Relaxed);
+        if now < due
+            || self
+                .next_sweep
+                .compare_exchange(
+                    due,
+                    now + SWEEP_EVERY_MS,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+        {
+            return;
+        }
+        let memory = self.memory.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let _ = rt.spawn_blocking(move || sweep(&memory, now_ms()));
+            }
+            Err(_) => {
+                let _ = sweep(&memory, now);
+            }
+        }
     }
 
     /// Drop the entries of a route, a model or a scope (all three given: those of all);
@@ -233,5 +276,66 @@ impl ResponseCache {
             .cache_bytes
             .set(i64::try_from(self.memory.weighted_size()).unwrap_or(i64::MAX));
         (self.memory.entry_count(), self.memory.weighted_size())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::Names;
+
+    fn entry(text: &'static str) -> Entry {
+        Entry {
+            completion: bytes::Bytes::from_static(text.as_bytes()),
+            input_tokens: 1,
+            output_tokens: 1,
+            cached_tokens: 0,
+            reasoning_tokens: 0,
+            names: Names::new("p", "m", "r", "m", "s"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_entry_is_served_until_its_own_time_then_dropped() {
+        let cache = ResponseCache::new(1 << 20, 1 << 20, None);
+        let (short, long) = (Key([1; 32]), Key([2; 32]));
+        assert!(cache.put(short, entry("short"), Duration::ZERO).await);
+        assert!(
+            cache
+                .put(long, entry("long"), Duration::from_secs(600))
+                .await
+        );
+        assert!(cache.get(&long).await.is_some());
+        // Past its time: not served, and dropped from memory when read.
+        assert!(cache.get(&short).await.is_none());
+        assert_eq!(cache.stats().await.0, 1);
+        // The sweep drops an entry past its time that nobody reads again.
+        let third = Key([3; 32]);
+        assert!(cache.put(third, entry("third"), Duration::ZERO).await);
+        assert_eq!(cache.stats().await.0, 2);
+        assert_eq!(sweep(&cache.memory, now_ms()), 1);
+        assert_eq!(cache.stats().await.0, 1);
+        assert!(cache.get(&long).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_due_sweep_runs_once_per_interval() {
+        let cache = ResponseCache::new(1 << 20, 1 << 20, None);
+        cache.next_sweep.store(0, Ordering::Relaxed);
+        assert!(cache.put(Key([4; 32]), entry("x"), Duration::ZERO).await);
+        // The put found the sweep due and started it (on a blocking thread).
+        let next = cache.next_sweep.load(Ordering::Relaxed);
+        assert!(next > now_ms(), "the next sweep is set ahead");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while cache.stats().await.0 != 0 {
+            assert!(std::time::Instant::now() < deadline, "the sweep dropped it");
+            tokio::task::yield_now().await;
+        }
+        assert!(cache.put(Key([5; 32]), entry("y"), Duration::ZERO).await);
+        assert_eq!(
+            cache.next_sweep.load(Ordering::Relaxed),
+            next,
+            "not due again yet"
+        );
     }
 }

@@ -467,6 +467,24 @@ impl AttemptState {
         }
     }
 
+    /// Whether the answer is a JSON body passed through as it came, its bytes kept whole
+    /// for its usage.
+    pub fn passes_json(&self) -> bool {
+        matches!(self.reader, Reader::Json(..))
+    }
+
+    /// The bytes of a JSON body passed through, once it was delivered and metered (the
+    /// reader is done with them: the response cache keeps them rather than a copy).
+    pub fn take_json(&mut self) -> Option<Vec<u8>> {
+        match std::mem::replace(&mut self.reader, Reader::None) {
+            Reader::Json(body, _) => Some(body),
+            other => {
+                self.reader = other;
+                None
+            }
+        }
+    }
+
     /// Put what was metered so far into the outcome (also after a failure mid-stream).
     pub fn record_usage(&mut self) {
         let usage = match &self.reader {

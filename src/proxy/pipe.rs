@@ -559,20 +559,55 @@ async fn whole(check: &OutputCheck, body: &[u8]) -> Bytes {
 }
 
 /// What the client was sent, kept while it fits.
-struct Capture {
-    bytes: Vec<u8>,
-    limit: usize,
+enum Capture {
+    /// A copy of what the client is sent.
+    Copy { bytes: Vec<u8>, limit: usize },
+    /// A JSON answer passed through, which the reader keeps for its usage anyway
+    /// (`AttemptState::take_json`): only counted here, taken at the end rather than copied.
+    Count { len: usize, limit: usize },
 }
 
 impl Capture {
-    fn push(this: &mut Option<Capture>, out: &[u8]) {
-        let Some(c) = this else {
-            return;
-        };
-        if c.bytes.len() + out.len() > c.limit {
-            *this = None;
+    fn new(keep: KeepAnswer, state: &AttemptState) -> Capture {
+        if state.passes_json() {
+            Capture::Count {
+                len: 0,
+                limit: keep.limit,
+            }
         } else {
-            c.bytes.extend_from_slice(out);
+            Capture::Copy {
+                bytes: Vec::new(),
+                limit: keep.limit,
+            }
+        }
+    }
+
+    fn push(this: &mut Option<Capture>, out: &[u8]) {
+        let fits = match this {
+            None => return,
+            Some(Capture::Copy { bytes, limit }) => {
+                let fits = bytes.len() + out.len() <= *limit;
+                if fits {
+                    bytes.extend_from_slice(out);
+                }
+                fits
+            }
+            Some(Capture::Count { len, limit }) => {
+                *len += out.len();
+                *len <= *limit
+            }
+        };
+        if !fits {
+            *this = None;
+        }
+    }
+
+    /// The whole answer, once it was delivered.
+    fn finish(self, state: &mut AttemptState) -> Option<Vec<u8>> {
+        match self {
+            Capture::Copy { bytes, .. } => Some(bytes),
+            // The reader's copy is whole unless it stopped keeping (a huge answer).
+            Capture::Count { len, .. } => state.take_json().filter(|b| b.len() == len),
         }
     }
 }
@@ -676,10 +711,7 @@ impl Relay<'_> {
         let mut watch_client = true;
         let commenting = matches!(self.cost, Some((_, CostTold::Comment)));
         let mut tail = Tail::default();
-        let mut captured = self.capture.map(|keep| Capture {
-            bytes: Vec::new(),
-            limit: keep.limit,
-        });
+        let mut captured = self.capture.map(|keep| Capture::new(keep, state));
         let mut outgoing = Outgoing {
             policed: self.policy.map(|p| Policed::new(p, self.stream)),
             moderated: self.moderate.map(|m| Moderated::new(m, self.stream)),
@@ -708,9 +740,6 @@ impl Relay<'_> {
             };
             let out = state.response_body(chunk, end);
             Capture::push(&mut captured, &out);
-            if end {
-                state.outcome.sent = captured.take().map(|c| c.bytes);
-            }
             let mut out = match outgoing.filter(self, out, end).await {
                 Checked::Pass(b) => b,
                 Checked::Stopped(b, stop) => {
@@ -734,6 +763,8 @@ impl Relay<'_> {
                 }
             }
             if end {
+                // Delivered: what the cache may keep (the reader is done with it).
+                state.outcome.sent = captured.take().and_then(|c| c.finish(state));
                 return Ok(());
             }
             if let Some(limit) = state.overflow(self.max_event_bytes) {
