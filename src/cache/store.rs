@@ -215,9 +215,7 @@ impl ResponseCache {
         }
         let memory = self.memory.clone();
         match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                let _ = rt.spawn_blocking(move || sweep(&memory, now_ms()));
-            }
+            Ok(rt) => drop(rt.spawn_blocking(move || sweep(&memory, now_ms()))),
             Err(_) => {
                 let _ = sweep(&memory, now);
             }
