@@ -1,11 +1,12 @@
 //! The response cache (exact): answers to chat-completion requests kept by a hash of the
 //! normalised request and its scope, and served again without going upstream.
 //!
-//! - The key ([`key()`]): BLAKE3 of the route, the scope and the request body in canonical
-//!   form (object keys sorted, no insignificant whitespace), without `stream` and
+//! - The key ([`key()`]): a digest of the route, the scope and the request body in
+//!   canonical form (object keys sorted, no insignificant whitespace), without `stream` and
 //!   `stream_options` (they change how an answer is sent, not what it says), written in one
 //!   pass without a JSON tree. Everything else the client sent counts: model, messages,
-//!   tools, temperature, seed, …
+//!   tools, temperature, seed, … BLAKE3 when Redis shares the entries; in one gateway's
+//!   memory, SipHash-2-4 under a secret of the process for a short text ([`Hashing`]).
 //! - An entry ([`Entry`]) is the answer as a whole `chat.completion` object with its usage,
 //!   the provider and model that produced it. A streamed answer is assembled from its
 //!   chunks ([`assemble`]); either kind answers both kinds of request ([`replay_sse`]
@@ -32,7 +33,7 @@ pub mod store;
 pub(crate) mod whole;
 
 pub use entry::{Entry, Names};
-pub use key::{key, Key};
+pub use key::{key, Hashing, Key};
 pub use whole::{keepable_whole, usage_and_keepable};
 
 use crate::settings::{CacheScope, RouteCacheSection};

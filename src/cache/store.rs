@@ -119,6 +119,14 @@ impl ResponseCache {
         }
     }
 
+    /// How keys are hashed: the same in every gateway when Redis shares the entries.
+    pub fn hashing(&self) -> super::Hashing {
+        match self.redis {
+            Some(_) => super::Hashing::Shared,
+            None => super::Hashing::Local,
+        }
+    }
+
     /// The largest answer kept, bytes.
     pub fn max_entry(&self) -> usize {
         self.max_entry

@@ -2,10 +2,16 @@ use super::*;
 
 #[test]
 fn the_key_ignores_field_order_whitespace_and_stream_fields() {
+    for hashing in [Hashing::Shared, Hashing::Local] {
+        the_key_ignores_order_and_layout_by(hashing);
+    }
+}
+
+fn the_key_ignores_order_and_layout_by(hashing: Hashing) {
     let a = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0.5}"#;
     let b = br#"{ "temperature": 0.5, "stream": true, "stream_options": {"include_usage": true},
                   "messages": [ {"content": "hi", "role": "user"} ], "model": "m" }"#;
-    let k = |body: &[u8]| key("chat", "consumer:alice", body).unwrap();
+    let k = |body: &[u8]| key(hashing, "chat", "consumer:alice", body).unwrap();
     assert_eq!(k(a), k(b));
     for other in [
         &br#"{"model":"m","messages":[{"role":"user","content":"hi!"}],"temperature":0.5}"#[..],
@@ -17,15 +23,33 @@ fn the_key_ignores_field_order_whitespace_and_stream_fields() {
     }
     assert_ne!(
         k(a),
-        key("chat", "consumer:bob", a).unwrap(),
+        key(hashing, "chat", "consumer:bob", a).unwrap(),
         "another scope"
     );
     assert_ne!(
         k(a),
-        key("other", "consumer:alice", a).unwrap(),
+        key(hashing, "other", "consumer:alice", a).unwrap(),
         "another route"
     );
-    assert!(key("chat", "s", b"[1]").is_none());
+    assert!(key(hashing, "chat", "s", b"[1]").is_none());
+}
+
+#[test]
+fn a_local_key_is_keyed_for_short_texts_and_blake3_for_long_ones() {
+    let short = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    let local = key(Hashing::Local, "chat", "s", short).unwrap();
+    let shared = key(Hashing::Shared, "chat", "s", short).unwrap();
+    assert_ne!(local, shared, "a secret of this process, not BLAKE3");
+    assert_eq!(&local.0[16..], b"tollgate:siphash");
+    // Past `KEYED_UP_TO` (route, scope and canonical text), BLAKE3 either way.
+    let long = format!(
+        r#"{{"model":"m","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "word ".repeat(key::KEYED_UP_TO / 5)
+    );
+    assert_eq!(
+        key(Hashing::Local, "chat", "s", long.as_bytes()),
+        key(Hashing::Shared, "chat", "s", long.as_bytes())
+    );
 }
 
 #[test]
@@ -153,7 +177,7 @@ fn whole_answers_are_checked_without_a_tree() {
 
 #[test]
 fn a_key_is_written_and_read_as_hex() {
-    let k = key("chat", "global", br#"{"model":"m"}"#).unwrap();
+    let k = key(Hashing::Shared, "chat", "global", br#"{"model":"m"}"#).unwrap();
     let hex = k.hex();
     assert_eq!(hex.len(), 64);
     assert!(hex.bytes().all(|b| b.is_ascii_hexdigit()));

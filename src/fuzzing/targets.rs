@@ -848,7 +848,7 @@ pub fn check_cache_json(input: &[u8], rng: &mut XorShift) {
             show(input)
         );
     }
-    let key = crate::cache::key("r", "s", input);
+    let key = crate::cache::key(crate::cache::Hashing::Shared, "r", "s", input);
     // A key for every object serde_json reads, and never for what is not JSON (the fast
     // path, like serde_json's skipping, does not check the UTF-8 of `stream`'s value).
     assert_eq!(
@@ -871,7 +871,7 @@ pub fn check_cache_json(input: &[u8], rng: &mut XorShift) {
         let same = serde_json::from_str::<serde_json::Value>(&spaced).is_ok_and(|w| w == v);
         if same && !repeats {
             assert_eq!(
-                crate::cache::key("r", "s", spaced.as_bytes()).as_ref(),
+                crate::cache::key(crate::cache::Hashing::Shared, "r", "s", spaced.as_bytes()).as_ref(),
                 Some(key),
                 "key of {} spaced",
                 show(input)
