@@ -502,7 +502,10 @@ mod tests {
         }
         assert!(key(Hashing::Shared, "r", "s", b" {} ").is_some());
         let deep = format!("{}1{}", "{\"a\":".repeat(200), "}".repeat(200));
-        assert!(key(Hashing::Shared, "r", "s", deep.as_bytes()).is_none(), "too deep");
+        assert!(
+            key(Hashing::Shared, "r", "s", deep.as_bytes()).is_none(),
+            "too deep"
+        );
         let deep = format!("{{\"a\":{}1{}}}", "[".repeat(100), "]".repeat(100));
         assert!(
             key(Hashing::Shared, "r", "s", deep.as_bytes()).is_some(),
@@ -533,12 +536,19 @@ mod tests {
             assert_eq!(k, key(Hashing::Shared, "r", "s", body.as_bytes()));
             let v: serde_json::Value = serde_json::from_str(body).unwrap();
             let pretty = serde_json::to_string_pretty(&v).unwrap();
-            assert_eq!(k, key(Hashing::Shared, "r", "s", pretty.as_bytes()), "{body}");
+            assert_eq!(
+                k,
+                key(Hashing::Shared, "r", "s", pretty.as_bytes()),
+                "{body}"
+            );
         }
         // One character of a long string changes the key.
         let a = &bodies[0];
         let b = a.replacen("careful", "carefree", 1);
-        assert_ne!(key(Hashing::Shared, "r", "s", a.as_bytes()), key(Hashing::Shared, "r", "s", b.as_bytes()));
+        assert_ne!(
+            key(Hashing::Shared, "r", "s", a.as_bytes()),
+            key(Hashing::Shared, "r", "s", b.as_bytes())
+        );
         // A short string is written as it is, never as a token.
         assert!(!text(BODIES[3]).as_bytes().contains(&long::TOKEN));
     }

@@ -41,11 +41,11 @@ fn a_local_key_is_keyed_for_short_texts_and_blake3_for_long_ones() {
     let shared = key(Hashing::Shared, "chat", "s", short).unwrap();
     assert_ne!(local, shared, "a secret of this process, not BLAKE3");
     assert_eq!(&local.0[16..], b"tollgate:siphash");
-    // Past `KEYED_UP_TO` (route, scope and canonical text), BLAKE3 either way.
-    let long = format!(
-        r#"{{"model":"m","messages":[{{"role":"user","content":"{}"}}]}}"#,
-        "word ".repeat(key::KEYED_UP_TO / 5)
-    );
+    // Past `KEYED_UP_TO` (route, scope and canonical text), BLAKE3 either way (many short
+    // strings: a long one is written as its digest).
+    let turn = r#"{"role":"user","content":"a short question of a long conversation"}"#;
+    let turns = vec![turn; key::KEYED_UP_TO / turn.len() + 1].join(",");
+    let long = format!(r#"{{"model":"m","messages":[{turns}]}}"#);
     assert_eq!(
         key(Hashing::Local, "chat", "s", long.as_bytes()),
         key(Hashing::Shared, "chat", "s", long.as_bytes())

@@ -871,7 +871,8 @@ pub fn check_cache_json(input: &[u8], rng: &mut XorShift) {
         let same = serde_json::from_str::<serde_json::Value>(&spaced).is_ok_and(|w| w == v);
         if same && !repeats {
             assert_eq!(
-                crate::cache::key(crate::cache::Hashing::Shared, "r", "s", spaced.as_bytes()).as_ref(),
+                crate::cache::key(crate::cache::Hashing::Shared, "r", "s", spaced.as_bytes())
+                    .as_ref(),
                 Some(key),
                 "key of {} spaced",
                 show(input)
