@@ -125,6 +125,11 @@ fn canonical(scope: &str, body: &[u8], text: &mut Vec<u8>) -> Option<()> {
 
 /// The fast path: the canonical text, or [`Bail`].
 fn fast(scope: &str, body: &[u8], out: &mut Vec<u8>) -> Scan<()> {
+    // JSON is UTF-8: checked once here, every string and key within is then UTF-8 too
+    // (a quote cannot fall inside a character).
+    if std::str::from_utf8(body).is_err() {
+        return Err(Bail);
+    }
     let mut c = Cursor::new(body);
     let mut w = Writer {
         scope: scope.as_bytes(),
@@ -181,16 +186,14 @@ impl<'b> Writer<'_, 'b> {
                     let text: Cow<'_, str> = serde_json::from_slice(literal).map_err(|_| Bail)?;
                     write(self.out, text.as_ref());
                 } else {
-                    // Without escapes, and valid UTF-8, a string is written as it came.
-                    let text = b.get(s.start..s.end).ok_or(Bail)?;
-                    if !text.is_ascii() && std::str::from_utf8(text).is_err() {
-                        return Err(Bail);
-                    }
-                    self.out.push(b'"');
-                    self.out.extend_from_slice(text);
-                    self.out.push(b'"');
+                    // Without escapes a string is written as it came, quotes and all (the
+                    // body is UTF-8: `fast` checked it whole).
+                    let literal = b.get(s.start.saturating_sub(1)..s.end + 1).ok_or(Bail)?;
+                    self.out.extend_from_slice(literal);
                 }
-                long::shorten(self.scope, self.out, from);
+                if self.out.len() - from >= long::LONG {
+                    long::shorten(self.scope, self.out, from);
+                }
             }
             Some(b'{') => self.object(c, false, depth + 1)?,
             Some(b'[') => {
@@ -232,7 +235,7 @@ impl<'b> Writer<'_, 'b> {
         let base = self.members.len();
         let mut sorted = true;
         c.members(|c, k| {
-            if k.escaped() || (!k.raw.is_ascii() && std::str::from_utf8(k.raw).is_err()) {
+            if k.escaped() {
                 return Err(Bail);
             }
             if top && (k.raw == b"stream" || k.raw == b"stream_options") {
