@@ -120,7 +120,27 @@ impl Rewrite {
     }
 }
 
+/// Bytes known to be UTF-8: a JSON body [`RequestBody::parse`] checked, or bytes checked
+/// here.
+#[derive(Debug, Clone, Copy)]
+pub struct Utf8<'a>(&'a [u8]);
+
+impl<'a> Utf8<'a> {
+    pub fn check(bytes: &'a [u8]) -> Option<Self> {
+        std::str::from_utf8(bytes).ok().map(|_| Utf8(bytes))
+    }
+
+    pub fn bytes(self) -> &'a [u8] {
+        self.0
+    }
+}
+
 impl RequestBody {
+    /// The JSON body, checked as UTF-8 when it was parsed; `None` for a form.
+    pub fn json_text(&self) -> Option<Utf8<'_>> {
+        self.form.is_none().then_some(Utf8(&self.bytes))
+    }
+
     pub fn parse(bytes: Bytes) -> Result<Self, GatewayError> {
         // JSON is UTF-8, and serde_json does not check the strings of the fields it skips:
         // check the whole body, so that no invalid byte is forwarded as JSON.

@@ -16,6 +16,7 @@
 //! collision-resistant, and several times cheaper where the CPU has no SHA instructions.
 
 use super::long;
+use crate::body::Utf8;
 use crate::usage::json::{Bail, Cursor, Scan};
 use once_cell::sync::Lazy;
 use siphasher::sip128::SipHasher24;
@@ -85,7 +86,8 @@ fn digest(hashing: Hashing, text: &[u8]) -> Key {
 
 /// The key of a request body on `route` in `scope`; `None` when the body is not a JSON
 /// object.
-pub fn key(hashing: Hashing, route: &str, scope: &str, body: &[u8]) -> Option<Key> {
+pub fn key(hashing: Hashing, route: &str, scope: &str, body: Utf8<'_>) -> Option<Key> {
+    let body = body.bytes();
     // Hashed in one piece: route, scope, then the canonical text, written into this
     // thread's buffer (no allocation per request once it has grown to the bodies seen).
     TEXT.with(|cell| {
@@ -102,6 +104,12 @@ pub fn key(hashing: Hashing, route: &str, scope: &str, body: &[u8]) -> Option<Ke
         }
         key
     })
+}
+
+/// [`key()`] of bytes not yet known to be UTF-8 (`None` when they are not).
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn key_bytes(hashing: Hashing, route: &str, scope: &str, body: &[u8]) -> Option<Key> {
+    key(hashing, route, scope, Utf8::check(body)?)
 }
 
 /// The largest key buffer a thread keeps between requests.
@@ -123,13 +131,10 @@ fn canonical(scope: &str, body: &[u8], text: &mut Vec<u8>) -> Option<()> {
     by_tree(scope, body, text)
 }
 
-/// The fast path: the canonical text, or [`Bail`].
+/// The fast path: the canonical text, or [`Bail`]. `body` is UTF-8 (the caller's
+/// [`Utf8`]), so every string and key within is too (a quote cannot fall inside a
+/// character).
 fn fast(scope: &str, body: &[u8], out: &mut Vec<u8>) -> Scan<()> {
-    // JSON is UTF-8: checked once here, every string and key within is then UTF-8 too
-    // (a quote cannot fall inside a character).
-    if std::str::from_utf8(body).is_err() {
-        return Err(Bail);
-    }
     let mut c = Cursor::new(body);
     let mut w = Writer {
         scope: scope.as_bytes(),
@@ -326,7 +331,7 @@ fn number(c: &mut Cursor<'_>, out: &mut Vec<u8>) -> Scan<()> {
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn both_paths(body: &[u8]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
     let (mut f, mut t) = (Vec::new(), Vec::new());
-    let decided = fast("s", body, &mut f).is_ok();
+    let decided = Utf8::check(body).is_some() && fast("s", body, &mut f).is_ok();
     let read = by_tree("s", body, &mut t).is_some();
     (decided.then_some(f), read.then_some(t))
 }
@@ -414,8 +419,8 @@ mod tests {
         // Repeated keys keep their order (a stable sort): both count.
         assert_eq!(text(r#"{"b":0,"a":2,"a":1}"#), r#"{"a":2,"a":1,"b":0}"#);
         assert_ne!(
-            key(Hashing::Shared, "r", "s", br#"{"a":1,"a":2}"#),
-            key(Hashing::Shared, "r", "s", br#"{"a":2,"a":1}"#)
+            key_bytes(Hashing::Shared, "r", "s", br#"{"a":1,"a":2}"#),
+            key_bytes(Hashing::Shared, "r", "s", br#"{"a":2,"a":1}"#)
         );
     }
 
@@ -479,8 +484,8 @@ mod tests {
         );
         assert_eq!(tree, both_paths(sorted.as_bytes()).1);
         assert_eq!(
-            key(Hashing::Shared, "r", "s", unsorted.as_bytes()),
-            key(Hashing::Shared, "r", "s", sorted.as_bytes())
+            key_bytes(Hashing::Shared, "r", "s", unsorted.as_bytes()),
+            key_bytes(Hashing::Shared, "r", "s", sorted.as_bytes())
         );
     }
 
@@ -498,20 +503,20 @@ mod tests {
             b"{\"a\":\"\xff\"}",
         ] {
             assert!(
-                key(Hashing::Shared, "r", "s", bad).is_none(),
+                key_bytes(Hashing::Shared, "r", "s", bad).is_none(),
                 "{}",
                 String::from_utf8_lossy(bad)
             );
         }
-        assert!(key(Hashing::Shared, "r", "s", b" {} ").is_some());
+        assert!(key_bytes(Hashing::Shared, "r", "s", b" {} ").is_some());
         let deep = format!("{}1{}", "{\"a\":".repeat(200), "}".repeat(200));
         assert!(
-            key(Hashing::Shared, "r", "s", deep.as_bytes()).is_none(),
+            key_bytes(Hashing::Shared, "r", "s", deep.as_bytes()).is_none(),
             "too deep"
         );
         let deep = format!("{{\"a\":{}1{}}}", "[".repeat(100), "]".repeat(100));
         assert!(
-            key(Hashing::Shared, "r", "s", deep.as_bytes()).is_some(),
+            key_bytes(Hashing::Shared, "r", "s", deep.as_bytes()).is_some(),
             "deep, within serde_json's limit"
         );
     }
@@ -535,13 +540,13 @@ mod tests {
             assert_eq!(Some(&fast), slow.as_ref(), "{body}");
             assert!(fast.contains(&long::TOKEN), "a token in {body}");
             // Remembered or not, the same key; and with the spaces a client might add.
-            let k = key(Hashing::Shared, "r", "s", body.as_bytes());
-            assert_eq!(k, key(Hashing::Shared, "r", "s", body.as_bytes()));
+            let k = key_bytes(Hashing::Shared, "r", "s", body.as_bytes());
+            assert_eq!(k, key_bytes(Hashing::Shared, "r", "s", body.as_bytes()));
             let v: serde_json::Value = serde_json::from_str(body).unwrap();
             let pretty = serde_json::to_string_pretty(&v).unwrap();
             assert_eq!(
                 k,
-                key(Hashing::Shared, "r", "s", pretty.as_bytes()),
+                key_bytes(Hashing::Shared, "r", "s", pretty.as_bytes()),
                 "{body}"
             );
         }
@@ -549,8 +554,8 @@ mod tests {
         let a = &bodies[0];
         let b = a.replacen("careful", "carefree", 1);
         assert_ne!(
-            key(Hashing::Shared, "r", "s", a.as_bytes()),
-            key(Hashing::Shared, "r", "s", b.as_bytes())
+            key_bytes(Hashing::Shared, "r", "s", a.as_bytes()),
+            key_bytes(Hashing::Shared, "r", "s", b.as_bytes())
         );
         // A short string is written as it is, never as a token.
         assert!(!text(BODIES[3]).as_bytes().contains(&long::TOKEN));

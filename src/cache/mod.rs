@@ -33,6 +33,8 @@ pub mod store;
 pub(crate) mod whole;
 
 pub use entry::{Entry, Names};
+#[cfg(any(test, feature = "fuzzing"))]
+pub use key::key_bytes;
 pub use key::{key, Hashing, Key};
 pub use whole::{keepable_whole, usage_and_keepable};
 

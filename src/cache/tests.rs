@@ -11,7 +11,7 @@ fn the_key_ignores_order_and_layout_by(hashing: Hashing) {
     let a = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0.5}"#;
     let b = br#"{ "temperature": 0.5, "stream": true, "stream_options": {"include_usage": true},
                   "messages": [ {"content": "hi", "role": "user"} ], "model": "m" }"#;
-    let k = |body: &[u8]| key(hashing, "chat", "consumer:alice", body).unwrap();
+    let k = |body: &[u8]| key_bytes(hashing, "chat", "consumer:alice", body).unwrap();
     assert_eq!(k(a), k(b));
     for other in [
         &br#"{"model":"m","messages":[{"role":"user","content":"hi!"}],"temperature":0.5}"#[..],
@@ -23,22 +23,22 @@ fn the_key_ignores_order_and_layout_by(hashing: Hashing) {
     }
     assert_ne!(
         k(a),
-        key(hashing, "chat", "consumer:bob", a).unwrap(),
+        key_bytes(hashing, "chat", "consumer:bob", a).unwrap(),
         "another scope"
     );
     assert_ne!(
         k(a),
-        key(hashing, "other", "consumer:alice", a).unwrap(),
+        key_bytes(hashing, "other", "consumer:alice", a).unwrap(),
         "another route"
     );
-    assert!(key(hashing, "chat", "s", b"[1]").is_none());
+    assert!(key_bytes(hashing, "chat", "s", b"[1]").is_none());
 }
 
 #[test]
 fn a_local_key_is_keyed_for_short_texts_and_blake3_for_long_ones() {
     let short = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
-    let local = key(Hashing::Local, "chat", "s", short).unwrap();
-    let shared = key(Hashing::Shared, "chat", "s", short).unwrap();
+    let local = key_bytes(Hashing::Local, "chat", "s", short).unwrap();
+    let shared = key_bytes(Hashing::Shared, "chat", "s", short).unwrap();
     assert_ne!(local, shared, "a secret of this process, not BLAKE3");
     assert_eq!(&local.0[16..], b"tollgate:siphash");
     // Past `KEYED_UP_TO` (route, scope and canonical text), BLAKE3 either way (many short
@@ -47,8 +47,8 @@ fn a_local_key_is_keyed_for_short_texts_and_blake3_for_long_ones() {
     let turns = vec![turn; key::KEYED_UP_TO / turn.len() + 1].join(",");
     let long = format!(r#"{{"model":"m","messages":[{turns}]}}"#);
     assert_eq!(
-        key(Hashing::Local, "chat", "s", long.as_bytes()),
-        key(Hashing::Shared, "chat", "s", long.as_bytes())
+        key_bytes(Hashing::Local, "chat", "s", long.as_bytes()),
+        key_bytes(Hashing::Shared, "chat", "s", long.as_bytes())
     );
 }
 
@@ -177,7 +177,7 @@ fn whole_answers_are_checked_without_a_tree() {
 
 #[test]
 fn a_key_is_written_and_read_as_hex() {
-    let k = key(Hashing::Shared, "chat", "global", br#"{"model":"m"}"#).unwrap();
+    let k = key_bytes(Hashing::Shared, "chat", "global", br#"{"model":"m"}"#).unwrap();
     let hex = k.hex();
     assert_eq!(hex.len(), 64);
     assert!(hex.bytes().all(|b| b.is_ascii_hexdigit()));

@@ -93,7 +93,8 @@ pub async fn lookup(
         .map(String::as_str);
     let scope = cache::scope(settings.scope, consumer, team, &route.name);
     // The key is read off the body in one pass; no JSON tree unless the semantic stage runs.
-    let key = cache::key(backends.cache().hashing(), &route.name, &scope, &body.bytes)?;
+    let text = body.json_text()?;
+    let key = cache::key(backends.cache().hashing(), &route.name, &scope, text)?;
     let wish = Wish::of(&session.req_header().headers);
     let mut hit = match wish {
         Wish::Use => backends.cache().get(&key).await,
