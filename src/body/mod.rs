@@ -45,6 +45,8 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValu
 
 #[derive(Debug, Clone)]
 pub struct RequestBody {
+    /// Set only by [`RequestBody::parse`] (checked as UTF-8) and
+    /// [`RequestBody::parse_form`]: [`RequestBody::json_text`] relies on it.
     pub bytes: Bytes,
     pub model: String,
     pub stream: bool,

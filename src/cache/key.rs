@@ -23,7 +23,8 @@ use siphasher::sip128::SipHasher24;
 use smallvec::SmallVec;
 use std::borrow::Cow;
 
-/// A key: the BLAKE3 digest itself (32 bytes, hashed and compared as they are in memory),
+/// A key: the digest itself (32 bytes, hashed and compared as they are in memory; see
+/// [`Hashing`]),
 /// written as hex where it leaves the process (Redis).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Key(pub [u8; 32]);
@@ -93,8 +94,9 @@ pub fn key(hashing: Hashing, route: &str, scope: &str, body: Utf8<'_>) -> Option
     TEXT.with(|cell| {
         let mut text = cell.take();
         text.clear();
-        // Room for reordering within the buffer itself (`Writer::object`).
-        text.reserve(route.len() + scope.len() + body.len().saturating_mul(2) + 64);
+        // The text is about as long as the body (long strings shorter); reordering within
+        // the buffer (`Writer::object`) grows it as it needs, and the thread keeps the room.
+        text.reserve(route.len() + scope.len() + body.len() + 64);
         for part in [route.as_bytes(), b"\0", scope.as_bytes(), b"\0"] {
             text.extend_from_slice(part);
         }
@@ -262,7 +264,8 @@ impl<'b> Writer<'_, 'b> {
         })?;
         if !sorted {
             // Put in order: the members move twice (copied past the end, then back in key
-            // order), within the budget; the output's room was reserved for this.
+            // order); the budget counts each object once, so the bytes moved stay within
+            // twice the budget.
             let len = self.out.len() - start;
             self.moves_left = self.moves_left.checked_sub(len).ok_or(Bail)?;
             let copy = self.out.len();

@@ -1,9 +1,10 @@
 //! Where cached answers are kept: memory (`moka`'s synchronous cache: a lookup or an insert
 //! is a plain call, no future; bounded by bytes; each entry served until its own time, then
-//! dropped when read or by a sweep every 30 s) and, with `redis:`, the shared Redis too (`crate::store::cache`), read on
-//! a memory miss so every gateway serves what any of them kept (a gateway's own copy of a
-//! shared entry lives at most `SHARED_COPY_MS`, so a purge reaches every gateway). A Redis failure is a miss
-//! (counted, logged at most once a minute), never a failed request.
+//! dropped when read or by a sweep) and, with `redis:`, the shared Redis too
+//! (`crate::store::cache`), read on a memory miss so every gateway serves what any of them
+//! kept (a gateway's own copy of a shared entry lives at most `SHARED_COPY_MS`, so a purge
+//! reaches every gateway). A Redis failure is a miss (counted, logged at most once a
+//! minute), never a failed request.
 
 use super::semantic::SemanticIndex;
 use super::{Entry, Key};
@@ -37,17 +38,29 @@ struct Stored {
     entry: Entry,
 }
 
+type Memory = Cache<Key, Kept, ahash::RandomState>;
+
 /// Drop the entries past their time (at `now`, unix ms); how many.
-fn sweep(memory: &Cache<Key, Kept, ahash::RandomState>, now: u64) -> usize {
+fn sweep(memory: &Memory, now: u64) -> usize {
     let past: Vec<Arc<Key>> = memory
         .iter()
         .filter(|(_, v)| v.expires_ms <= now)
         .map(|(k, _)| k)
         .collect();
-    for k in &past {
-        memory.invalidate(k.as_ref());
+    past.iter().filter(|k| drop_if_past(memory, k, now)).count()
+}
+
+/// Drop the entry under `key` if it is past its time at `now`; whether one was. (moka removes
+/// by key only: an entry kept again meanwhile, still fresh, is put back.)
+fn drop_if_past(memory: &Memory, key: &Key, now: u64) -> bool {
+    match memory.remove(key) {
+        Some(kept) if kept.expires_ms > now => {
+            memory.insert(*key, kept);
+            false
+        }
+        Some(_) => true,
+        None => false,
     }
-    past.len()
 }
 
 /// Now, in unix milliseconds.
@@ -57,14 +70,16 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// How often the entries past their time are dropped from memory (`ResponseCache::sweep`).
+/// How often the entries past their time are dropped from memory
+/// (`ResponseCache::sweep_if_due`); with Redis, as often as a gateway's copies of shared
+/// entries expire (`SHARED_COPY_MS`).
 const SWEEP_EVERY_MS: u64 = 30_000;
 
 pub struct ResponseCache {
-    /// Keyed by BLAKE3 digests (32 bytes), hashed with `ahash` (keyed per process, so bucket
+    /// Keyed by digests (32 bytes, `super::Hashing`), hashed with `ahash` (keyed per process, so bucket
     /// collisions cannot be ground out offline; several times cheaper than the default
     /// SipHash, which the map's rehashes made visible on a miss).
-    memory: Cache<Key, Kept, ahash::RandomState>,
+    memory: Memory,
     redis: Option<Arc<RedisStore>>,
     max_entry: usize,
     /// When a Redis failure was last logged (unix ms).
@@ -138,7 +153,7 @@ impl ResponseCache {
             if k.expires_ms > now_ms() {
                 return Some(k.entry);
             }
-            self.memory.invalidate(key);
+            drop_if_past(&self.memory, key, now_ms());
         }
         let redis = self.redis.as_ref()?;
         let text = match redis.cache_get(&key.hex()).await {
@@ -204,19 +219,19 @@ impl ResponseCache {
         true
     }
 
-    /// Every `SWEEP_EVERY_MS`, drop the entries past their time from memory: on a blocking
-    /// thread (it walks every entry), one sweep at a time.
+    /// Every `SWEEP_EVERY_MS` (`SHARED_COPY_MS` with Redis), drop the entries past their
+    /// time from memory: on a blocking thread (it walks every entry); at most one sweep
+    /// starts per interval.
     fn sweep_if_due(&self, now: u64) {
         let due = self.next_sweep.load(Ordering::Relaxed);
+        let every = match self.redis {
+            Some(_) => SHARED_COPY_MS,
+            None => SWEEP_EVERY_MS,
+        };
         if now < due
             || self
                 .next_sweep
-                .compare_exchange(
-                    due,
-                    now + SWEEP_EVERY_MS,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
+                .compare_exchange(due, now + every, Ordering::Relaxed, Ordering::Relaxed)
                 .is_err()
         {
             return;
@@ -322,6 +337,24 @@ mod tests {
         assert_eq!(sweep(&cache.memory, now_ms()), 1);
         assert_eq!(cache.stats().await.0, 1);
         assert!(cache.get(&long).await.is_some());
+    }
+
+    #[test]
+    fn only_an_entry_past_its_time_is_dropped() {
+        let cache = ResponseCache::new(1 << 20, 1 << 20, None);
+        let kept = |expires_ms| Kept {
+            entry: Arc::new(entry("x")),
+            expires_ms,
+        };
+        let (key, now) = (Key([6; 32]), now_ms());
+        // Kept again (fresh) after a read or a sweep found it past its time: it stays.
+        cache.memory.insert(key, kept(now + 60_000));
+        assert!(!drop_if_past(&cache.memory, &key, now));
+        assert!(cache.memory.get(&key).is_some());
+        cache.memory.insert(key, kept(now));
+        assert!(drop_if_past(&cache.memory, &key, now));
+        assert!(cache.memory.get(&key).is_none());
+        assert!(!drop_if_past(&cache.memory, &key, now), "nothing there");
     }
 
     #[tokio::test]

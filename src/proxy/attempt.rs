@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Largest non-streamed response body kept to read its `usage`.
-const MAX_JSON_FOR_USAGE: usize = 32 * 1024 * 1024;
+pub const MAX_JSON_FOR_USAGE: usize = 32 * 1024 * 1024;
 /// Largest non-streamed response held back whole to be translated; a longer one ends the
 /// response with an error.
 pub const MAX_HELD_BODY: usize = 32 * 1024 * 1024;

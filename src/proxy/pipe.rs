@@ -19,7 +19,9 @@
 //!   one is sent on without it) to carry `x-tollgate-cost`, and a stream ends with the
 //!   comment `: x-tollgate-cost …` after its last event.
 
-use super::attempt::{join, Attempt, AttemptState, CostTold, KeepAnswer, Outcome, MAX_HELD_BODY};
+use super::attempt::{
+    join, Attempt, AttemptState, CostTold, KeepAnswer, Outcome, MAX_HELD_BODY, MAX_JSON_FOR_USAGE,
+};
 use super::moderation_output::OutputCheck;
 use super::X_REQUEST_ID;
 use crate::error::GatewayError;
@@ -569,7 +571,8 @@ enum Capture {
 
 impl Capture {
     fn new(keep: KeepAnswer, state: &AttemptState) -> Capture {
-        if state.passes_json() {
+        // The reader keeps at most `MAX_JSON_FOR_USAGE`: a larger entry needs its own copy.
+        if state.passes_json() && keep.limit <= MAX_JSON_FOR_USAGE {
             Capture::Count {
                 len: 0,
                 limit: keep.limit,
