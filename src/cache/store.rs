@@ -71,9 +71,18 @@ pub fn now_ms() -> u64 {
 }
 
 /// How often the entries past their time are dropped from memory
-/// (`ResponseCache::sweep_if_due`); with Redis, as often as a gateway's copies of shared
-/// entries expire (`SHARED_COPY_MS`).
+/// (`ResponseCache::sweep_if_due`).
 const SWEEP_EVERY_MS: u64 = 30_000;
+
+/// The sweep's interval: with Redis, as often as a gateway's copies of shared entries
+/// expire (`SHARED_COPY_MS`).
+fn sweep_every(shared: bool) -> u64 {
+    if shared {
+        SHARED_COPY_MS
+    } else {
+        SWEEP_EVERY_MS
+    }
+}
 
 pub struct ResponseCache {
     /// Keyed by digests (32 bytes, `super::Hashing`), hashed with `ahash` (keyed per process, so bucket
@@ -99,12 +108,13 @@ impl ResponseCache {
             .max_capacity(max_bytes)
             .weigher(|_: &Key, v: &Kept| v.entry.weight())
             .build_with_hasher(ahash::RandomState::new());
+        let next_sweep = now_ms().saturating_add(sweep_every(redis.is_some()));
         ResponseCache {
             memory,
             redis,
             max_entry: usize::try_from(max_entry).unwrap_or(usize::MAX),
             warned: AtomicU64::new(0),
-            next_sweep: AtomicU64::new(now_ms().saturating_add(SWEEP_EVERY_MS)),
+            next_sweep: AtomicU64::new(next_sweep),
             semantic: Mutex::new(HashMap::new()),
         }
     }
@@ -150,10 +160,11 @@ impl ResponseCache {
     /// The entry kept under `key`, if it is still served.
     pub async fn get(&self, key: &Key) -> Option<Arc<Entry>> {
         if let Some(k) = self.memory.get(key) {
-            if k.expires_ms > now_ms() {
+            let now = now_ms();
+            if k.expires_ms > now {
                 return Some(k.entry);
             }
-            drop_if_past(&self.memory, key, now_ms());
+            drop_if_past(&self.memory, key, now);
         }
         let redis = self.redis.as_ref()?;
         let text = match redis.cache_get(&key.hex()).await {
@@ -224,14 +235,11 @@ impl ResponseCache {
     /// starts per interval.
     fn sweep_if_due(&self, now: u64) {
         let due = self.next_sweep.load(Ordering::Relaxed);
-        let every = match self.redis {
-            Some(_) => SHARED_COPY_MS,
-            None => SWEEP_EVERY_MS,
-        };
+        let next = now.saturating_add(sweep_every(self.redis.is_some()));
         if now < due
             || self
                 .next_sweep
-                .compare_exchange(due, now + every, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed)
                 .is_err()
         {
             return;

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Largest non-streamed response body kept to read its `usage`.
-pub const MAX_JSON_FOR_USAGE: usize = 32 * 1024 * 1024;
+const MAX_JSON_FOR_USAGE: usize = 32 * 1024 * 1024;
 /// Largest non-streamed response held back whole to be translated; a longer one ends the
 /// response with an error.
 pub const MAX_HELD_BODY: usize = 32 * 1024 * 1024;
@@ -467,10 +467,10 @@ impl AttemptState {
         }
     }
 
-    /// Whether the answer is a JSON body passed through as it came, its bytes kept whole
-    /// for its usage.
-    pub fn passes_json(&self) -> bool {
-        matches!(self.reader, Reader::Json(..))
+    /// Whether the answer is a JSON body passed through as it came whose bytes, up to
+    /// `limit`, the reader keeps whole for its usage (`take_json` gives them at the end).
+    pub fn keeps_json_up_to(&self, limit: usize) -> bool {
+        matches!(self.reader, Reader::Json(..)) && limit <= MAX_JSON_FOR_USAGE
     }
 
     /// The bytes of a JSON body passed through, once it was delivered and metered (the

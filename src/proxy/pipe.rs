@@ -19,9 +19,7 @@
 //!   one is sent on without it) to carry `x-tollgate-cost`, and a stream ends with the
 //!   comment `: x-tollgate-cost …` after its last event.
 
-use super::attempt::{
-    join, Attempt, AttemptState, CostTold, KeepAnswer, Outcome, MAX_HELD_BODY, MAX_JSON_FOR_USAGE,
-};
+use super::attempt::{join, Attempt, AttemptState, CostTold, KeepAnswer, Outcome, MAX_HELD_BODY};
 use super::moderation_output::OutputCheck;
 use super::X_REQUEST_ID;
 use crate::error::GatewayError;
@@ -571,8 +569,7 @@ enum Capture {
 
 impl Capture {
     fn new(keep: KeepAnswer, state: &AttemptState) -> Capture {
-        // The reader keeps at most `MAX_JSON_FOR_USAGE`: a larger entry needs its own copy.
-        if state.passes_json() && keep.limit <= MAX_JSON_FOR_USAGE {
+        if state.keeps_json_up_to(keep.limit) {
             Capture::Count {
                 len: 0,
                 limit: keep.limit,
