@@ -18,12 +18,15 @@
 //!   upstream, keyed by the request: a client cannot plant one.
 //! - [`store::ResponseCache`] keeps entries in memory (`moka`, bounded by bytes, expiring per
 //!   entry) and, with `redis:`, in Redis too so every gateway shares them.
+//! - [`door`]: while the memory is full, only a key offered before is let in (moka's
+//!   admission would refuse a one-off request's answer after inserting it).
 //! - [`long`]: in the key, a long string value is its BLAKE3 digest, remembered for the
 //!   long strings seen lately (a system prompt sent again is compared, not hashed again).
 //! - [`semantic`]: paraphrases of a kept question in the same context, found by the
 //!   similarity of their embeddings, are answered with its entry (`routes[].cache.semantic`).
 //! - [`graph`]: the HNSW graph a large semantic partition is searched through.
 
+pub mod door;
 pub mod entry;
 pub mod graph;
 pub mod key;

@@ -4,8 +4,10 @@
 //! (`crate::store::cache`), read on a memory miss so every gateway serves what any of them
 //! kept (a gateway's own copy of a shared entry lives at most `SHARED_COPY_MS`, so a purge
 //! reaches every gateway). A Redis failure is a miss (counted, logged at most once a
-//! minute), never a failed request.
+//! minute), never a failed request. While the memory is full, an answer enters it only if
+//! its key was offered before (`super::door`).
 
+use super::door::Doorkeeper;
 use super::semantic::SemanticIndex;
 use super::{Entry, Key};
 use crate::metrics::METRICS;
@@ -89,6 +91,10 @@ pub struct ResponseCache {
     /// collisions cannot be ground out offline; several times cheaper than the default
     /// SipHash, which the map's rehashes made visible on a miss).
     memory: Memory,
+    /// The memory's bound, bytes (the entries' weights).
+    max_bytes: u64,
+    /// While the memory is full, lets in only keys offered before (`super::door`).
+    door: Doorkeeper,
     redis: Option<Arc<RedisStore>>,
     max_entry: usize,
     /// When a Redis failure was last logged (unix ms).
@@ -111,6 +117,8 @@ impl ResponseCache {
         let next_sweep = now_ms().saturating_add(sweep_every(redis.is_some()));
         ResponseCache {
             memory,
+            max_bytes,
+            door: Doorkeeper::default(),
             redis,
             max_entry: usize::try_from(max_entry).unwrap_or(usize::MAX),
             warned: AtomicU64::new(0),
@@ -186,11 +194,19 @@ impl ResponseCache {
         Some(kept.entry)
     }
 
-    /// Keep `entry` under `key` for `ttl` (not when larger than `max_entry_bytes`).
+    /// Keep `entry` under `key` for `ttl` (not when larger than `max_entry_bytes`); whether
+    /// it was (in Redis, or in memory: while that is full, only a key offered before is let
+    /// in, and moka's admission still decides).
     pub async fn put(&self, key: Key, entry: Entry, ttl: Duration) -> bool {
         if entry.completion.len() > self.max_entry {
             return false;
         }
+        let full = self
+            .memory
+            .weighted_size()
+            .saturating_add(u64::from(entry.weight()))
+            > self.max_bytes;
+        let remember = !full || self.door.offered_before(&key);
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         let now = now_ms();
         let expires_ms = now.saturating_add(ttl_ms);
@@ -199,21 +215,15 @@ impl ResponseCache {
             .redis
             .as_ref()
             .filter(|_| std::str::from_utf8(&entry.completion).is_ok());
-        if let Some(redis) = redis {
-            let n = &entry.names;
-            let under = [
-                Index::Route(n.route()),
-                Index::Model(n.model()),
-                Index::Scope(n.scope()),
-            ];
-            let stored = Stored {
-                expires_ms,
-                entry: entry.clone(),
-            };
-            let text = serde_json::to_string(&stored).unwrap_or_default();
-            if let Err(e) = redis.cache_put(&key.hex(), &text, ttl_ms, under).await {
-                self.failed("writing to Redis", &e);
+        let shared = match redis {
+            Some(redis) => {
+                self.put_shared(redis, &key, &entry, expires_ms, ttl_ms)
+                    .await
             }
+            None => false,
+        };
+        if !remember {
+            return shared;
         }
         let kept = Kept {
             entry: Arc::new(entry),
@@ -228,6 +238,35 @@ impl ResponseCache {
             .cache_bytes
             .set(i64::try_from(self.memory.weighted_size()).unwrap_or(i64::MAX));
         true
+    }
+
+    /// Keep `entry` in Redis until `expires_ms`; whether it was.
+    async fn put_shared(
+        &self,
+        redis: &RedisStore,
+        key: &Key,
+        entry: &Entry,
+        expires_ms: u64,
+        ttl_ms: u64,
+    ) -> bool {
+        let n = &entry.names;
+        let under = [
+            Index::Route(n.route()),
+            Index::Model(n.model()),
+            Index::Scope(n.scope()),
+        ];
+        let stored = Stored {
+            expires_ms,
+            entry: entry.clone(),
+        };
+        let text = serde_json::to_string(&stored).unwrap_or_default();
+        match redis.cache_put(&key.hex(), &text, ttl_ms, under).await {
+            Ok(()) => true,
+            Err(e) => {
+                self.failed("writing to Redis", &e);
+                false
+            }
+        }
     }
 
     /// Every `SWEEP_EVERY_MS` (`SHARED_COPY_MS` with Redis), drop the entries past their
@@ -363,6 +402,32 @@ mod tests {
         assert!(drop_if_past(&cache.memory, &key, now));
         assert!(cache.memory.get(&key).is_none());
         assert!(!drop_if_past(&cache.memory, &key, now), "nothing there");
+    }
+
+    #[tokio::test]
+    async fn while_full_the_memory_lets_in_only_a_key_offered_before() {
+        // Room for four entries (each weighs its text, names and 128 bytes).
+        let weight = u64::from(entry("x").weight());
+        let cache = ResponseCache::new(4 * weight, 1 << 20, None);
+        for i in 0..4 {
+            assert!(
+                cache
+                    .put(Key([i; 32]), entry("x"), Duration::from_secs(60))
+                    .await
+            );
+            assert!(cache.memory.contains_key(&Key([i; 32])), "room: let in");
+        }
+        cache.memory.run_pending_tasks();
+        assert_eq!(cache.memory.weighted_size(), 4 * weight, "full");
+        // moka inserts at once and runs its admission later: not inserted at all here.
+        let new = Key([9; 32]);
+        assert!(!cache.put(new, entry("x"), Duration::from_secs(60)).await);
+        assert!(!cache.memory.contains_key(&new), "a first-seen key waits");
+        assert!(cache.put(new, entry("x"), Duration::from_secs(60)).await);
+        assert!(
+            cache.memory.contains_key(&new),
+            "offered again: moka decides"
+        );
     }
 
     #[tokio::test]
