@@ -42,13 +42,23 @@ struct Stored {
 
 type Memory = Cache<Key, Kept, ahash::RandomState>;
 
-/// Drop the entries past their time (at `now`, unix ms); how many.
-fn sweep(memory: &Memory, now: u64) -> usize {
+/// Drop the entries past their time (at `now`, unix ms); how many. `earliest` (when the
+/// first entry in memory is due) is lowered to the earliest time of those left; an entry
+/// kept meanwhile lowers it itself.
+fn sweep(memory: &Memory, earliest: &AtomicU64, now: u64) -> usize {
+    earliest.store(u64::MAX, Ordering::Relaxed);
+    let mut left = u64::MAX;
     let past: Vec<Arc<Key>> = memory
         .iter()
-        .filter(|(_, v)| v.expires_ms <= now)
+        .filter(|(_, v)| {
+            if v.expires_ms > now {
+                left = left.min(v.expires_ms);
+            }
+            v.expires_ms <= now
+        })
         .map(|(k, _)| k)
         .collect();
+    earliest.fetch_min(left, Ordering::Relaxed);
     past.iter().filter(|k| drop_if_past(memory, k, now)).count()
 }
 
@@ -99,8 +109,11 @@ pub struct ResponseCache {
     max_entry: usize,
     /// When a Redis failure was last logged (unix ms).
     warned: AtomicU64,
-    /// When the memory is next swept of entries past their time (unix ms).
+    /// When the memory may next be swept of entries past their time (unix ms).
     next_sweep: AtomicU64,
+    /// When the first entry in memory is due (unix ms; `u64::MAX`: none): until then a sweep
+    /// would find nothing, and none runs.
+    earliest: Arc<AtomicU64>,
     /// Each route's semantic index (this gateway's memory only), made on first use.
     semantic: Mutex<HashMap<String, Arc<SemanticIndex>>>,
 }
@@ -123,6 +136,7 @@ impl ResponseCache {
             max_entry: usize::try_from(max_entry).unwrap_or(usize::MAX),
             warned: AtomicU64::new(0),
             next_sweep: AtomicU64::new(next_sweep),
+            earliest: Arc::new(AtomicU64::new(u64::MAX)),
             semantic: Mutex::new(HashMap::new()),
         }
     }
@@ -190,7 +204,7 @@ impl ResponseCache {
             entry: Arc::new(stored.entry),
             expires_ms: stored.expires_ms.min(now_ms() + SHARED_COPY_MS),
         };
-        self.memory.insert(*key, kept.clone());
+        self.remember(*key, kept.clone());
         Some(kept.entry)
     }
 
@@ -232,7 +246,7 @@ impl ResponseCache {
                 None => expires_ms,
             },
         };
-        self.memory.insert(key, kept);
+        self.remember(key, kept);
         self.sweep_if_due(now);
         METRICS
             .cache_bytes
@@ -269,13 +283,21 @@ impl ResponseCache {
         }
     }
 
+    /// Put `kept` in memory.
+    fn remember(&self, key: Key, kept: Kept) {
+        self.earliest.fetch_min(kept.expires_ms, Ordering::Relaxed);
+        self.memory.insert(key, kept);
+    }
+
     /// Every `SWEEP_EVERY_MS` (`SHARED_COPY_MS` with Redis), drop the entries past their
-    /// time from memory: on a blocking thread (it walks every entry); at most one sweep
+    /// time from memory, if one is (`earliest`): on a blocking thread (it walks every
+    /// entry); at most one sweep
     /// starts per interval.
     fn sweep_if_due(&self, now: u64) {
         let due = self.next_sweep.load(Ordering::Relaxed);
         let next = now.saturating_add(sweep_every(self.redis.is_some()));
         if now < due
+            || now < self.earliest.load(Ordering::Relaxed)
             || self
                 .next_sweep
                 .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed)
@@ -283,11 +305,11 @@ impl ResponseCache {
         {
             return;
         }
-        let memory = self.memory.clone();
+        let (memory, earliest) = (self.memory.clone(), self.earliest.clone());
         match tokio::runtime::Handle::try_current() {
-            Ok(rt) => drop(rt.spawn_blocking(move || sweep(&memory, now_ms()))),
+            Ok(rt) => drop(rt.spawn_blocking(move || sweep(&memory, &earliest, now_ms()))),
             Err(_) => {
-                let _ = sweep(&memory, now);
+                let _ = sweep(&memory, &earliest, now);
             }
         }
     }
@@ -381,7 +403,10 @@ mod tests {
         let third = Key([3; 32]);
         assert!(cache.put(third, entry("third"), Duration::ZERO).await);
         assert_eq!(cache.stats().await.0, 2);
-        assert_eq!(sweep(&cache.memory, now_ms()), 1);
+        assert_eq!(sweep(&cache.memory, &cache.earliest, now_ms()), 1);
+        // What is left is due in ten minutes: no sweep before.
+        let left = cache.earliest.load(Ordering::Relaxed);
+        assert!(left > now_ms() + 590_000 && left <= now_ms() + 600_000);
         assert_eq!(cache.stats().await.0, 1);
         assert!(cache.get(&long).await.is_some());
     }
@@ -434,12 +459,16 @@ mod tests {
     async fn a_due_sweep_runs_once_per_interval() {
         let cache = ResponseCache::new(1 << 20, 1 << 20, None);
         cache.next_sweep.store(0, Ordering::Relaxed);
+        // Due, but no entry is past its time: no sweep (it would walk them all for nothing).
+        let fresh = Key([7; 32]);
+        assert!(cache.put(fresh, entry("z"), Duration::from_secs(60)).await);
+        assert_eq!(cache.next_sweep.load(Ordering::Relaxed), 0, "not started");
         assert!(cache.put(Key([4; 32]), entry("x"), Duration::ZERO).await);
         // The put found the sweep due and started it (on a blocking thread).
         let next = cache.next_sweep.load(Ordering::Relaxed);
         assert!(next > now_ms(), "the next sweep is set ahead");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while cache.stats().await.0 != 0 {
+        while cache.stats().await.0 != 1 {
             assert!(std::time::Instant::now() < deadline, "the sweep dropped it");
             tokio::task::yield_now().await;
         }
@@ -449,5 +478,6 @@ mod tests {
             next,
             "not due again yet"
         );
+        assert!(cache.get(&fresh).await.is_some());
     }
 }
