@@ -1,7 +1,8 @@
 //! Criterion benchmarks of the per-request hot path that does not touch the network:
 //! the SSE parser, usage extraction (streaming and not), the request-body rewrite, and the
 //! consumer lookup (a credential written in the config, and one the management API keeps as
-//! a SHA-256 digest: the digest's cost is paid only when such credentials exist).
+//! a SHA-256 digest: the digest's cost is paid only when such credentials exist), and the
+//! response cache's key of a short request (as `load/cache-instructions.sh` sends).
 //!
 //! Inputs are built here, deterministically, to look like real traffic: an OpenAI
 //! chat-completions stream of 64 content chunks (role chunk, content, finish chunk, usage
@@ -455,8 +456,28 @@ fn bench_budgets(c: &mut Criterion) {
     });
 }
 
+/// The response cache's key of a one-line request (its canonical text, then SipHash in one
+/// gateway's memory, BLAKE3 when Redis shares the entries).
+fn bench_cache_key(c: &mut Criterion) {
+    use tollgate::body::Utf8;
+    use tollgate::cache::{key, Hashing};
+    let body = br#"{"model":"mock-gpt-4o","messages":[{"role":"user","content":"Hello run1-on-4242-17, how are you today?"}]}"#;
+    let Some(text) = Utf8::check(body) else {
+        return;
+    };
+    let mut g = c.benchmark_group("cache_key");
+    g.throughput(Throughput::Bytes(body.len() as u64));
+    for (name, hashing) in [("local", Hashing::Local), ("shared", Hashing::Shared)] {
+        g.bench_function(name, |b| {
+            b.iter(|| key(hashing, "default", "anonymous:default", black_box(text)))
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    bench_cache_key,
     bench_budgets,
     bench_sse,
     bench_usage_json,
