@@ -472,6 +472,28 @@ fn bench_cache_key(c: &mut Criterion) {
             b.iter(|| key(hashing, "default", "anonymous:default", black_box(text)))
         });
     }
+    // An 8 KB system prompt never seen before (`PAD=8000 UNIQUE=1` in
+    // load/cache-instructions.sh): the key hashes it whole with BLAKE3, natively with the
+    // machine's widest SIMD (which valgrind's instruction count does not see).
+    let line = "You are a careful assistant for an online shop; answer briefly. ";
+    let prompt = line.repeat(8000 / line.len() + 1);
+    let mut n = 0u64;
+    g.throughput(Throughput::Bytes(8100));
+    g.bench_function("local_8k_unique", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                format!(
+                    r#"{{"model":"mock-gpt-4o","messages":[{{"role":"system","content":"{n}. {prompt}"}},{{"role":"user","content":"Hello {n}"}}]}}"#
+                )
+            },
+            |body| {
+                let text = Utf8::check(body.as_bytes());
+                text.and_then(|t| key(Hashing::Local, "default", "anonymous:default", t))
+            },
+            BatchSize::SmallInput,
+        )
+    });
     g.finish();
 }
 
