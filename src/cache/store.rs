@@ -59,14 +59,18 @@ fn sweep(memory: &Memory, earliest: &AtomicU64, now: u64) -> usize {
         .map(|(k, _)| k)
         .collect();
     earliest.fetch_min(left, Ordering::Relaxed);
-    past.iter().filter(|k| drop_if_past(memory, k, now)).count()
+    past.iter()
+        .filter(|k| drop_if_past(memory, earliest, k, now))
+        .count()
 }
 
 /// Drop the entry under `key` if it is past its time at `now`; whether one was. (moka removes
-/// by key only: an entry kept again meanwhile, still fresh, is put back.)
-fn drop_if_past(memory: &Memory, key: &Key, now: u64) -> bool {
+/// by key only: an entry kept again meanwhile, still fresh, is put back, and `earliest`
+/// lowered to its time: a sweep may have missed it.)
+fn drop_if_past(memory: &Memory, earliest: &AtomicU64, key: &Key, now: u64) -> bool {
     match memory.remove(key) {
         Some(kept) if kept.expires_ms > now => {
+            earliest.fetch_min(kept.expires_ms, Ordering::Relaxed);
             memory.insert(*key, kept);
             false
         }
@@ -186,7 +190,7 @@ impl ResponseCache {
             if k.expires_ms > now {
                 return Some(k.entry);
             }
-            drop_if_past(&self.memory, key, now);
+            drop_if_past(&self.memory, &self.earliest, key, now);
         }
         let redis = self.redis.as_ref()?;
         let text = match redis.cache_get(&key.hex()).await {
@@ -421,12 +425,18 @@ mod tests {
         let (key, now) = (Key([6; 32]), now_ms());
         // Kept again (fresh) after a read or a sweep found it past its time: it stays.
         cache.memory.insert(key, kept(now + 60_000));
-        assert!(!drop_if_past(&cache.memory, &key, now));
+        assert!(!drop_if_past(&cache.memory, &cache.earliest, &key, now));
         assert!(cache.memory.get(&key).is_some());
+        // A sweep that saw it past its time may have set `earliest` past it: put back, it
+        // lowers it again, so its own time still starts a sweep.
+        assert_eq!(cache.earliest.load(Ordering::Relaxed), now + 60_000);
         cache.memory.insert(key, kept(now));
-        assert!(drop_if_past(&cache.memory, &key, now));
+        assert!(drop_if_past(&cache.memory, &cache.earliest, &key, now));
         assert!(cache.memory.get(&key).is_none());
-        assert!(!drop_if_past(&cache.memory, &key, now), "nothing there");
+        assert!(
+            !drop_if_past(&cache.memory, &cache.earliest, &key, now),
+            "nothing there"
+        );
     }
 
     #[tokio::test]
