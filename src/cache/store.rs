@@ -105,8 +105,6 @@ pub struct ResponseCache {
     /// collisions cannot be ground out offline; several times cheaper than the default
     /// SipHash, which the map's rehashes made visible on a miss).
     memory: Memory,
-    /// The memory's bound, bytes (the entries' weights).
-    max_bytes: u64,
     /// While the memory is full, lets in only keys offered before (`super::door`).
     door: Doorkeeper,
     redis: Option<Arc<RedisStore>>,
@@ -134,7 +132,6 @@ impl ResponseCache {
         let next_sweep = now_ms().saturating_add(sweep_every(redis.is_some()));
         ResponseCache {
             memory,
-            max_bytes,
             door: Doorkeeper::default(),
             redis,
             max_entry: usize::try_from(max_entry).unwrap_or(usize::MAX),
@@ -219,11 +216,13 @@ impl ResponseCache {
         if entry.completion.len() > self.max_entry {
             return false;
         }
+        // moka's own bound (`max_bytes`), the entry weighed as its weigher does.
+        let bound = self.memory.policy().max_capacity().unwrap_or(u64::MAX);
         let full = self
             .memory
             .weighted_size()
             .saturating_add(u64::from(entry.weight()))
-            > self.max_bytes;
+            > bound;
         let remember = !full || self.door.offered_before(&key);
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         let now = now_ms();
@@ -295,8 +294,7 @@ impl ResponseCache {
 
     /// Every `SWEEP_EVERY_MS` (`SHARED_COPY_MS` with Redis), drop the entries past their
     /// time from memory, if one is (`earliest`): on a blocking thread (it walks every
-    /// entry); at most one sweep
-    /// starts per interval.
+    /// entry); at most one sweep starts per interval.
     fn sweep_if_due(&self, now: u64) {
         let due = self.next_sweep.load(Ordering::Relaxed);
         let next = now.saturating_add(sweep_every(self.redis.is_some()));
