@@ -1,7 +1,8 @@
 //! The response cache, black box: hits for the same request (fields reordered), misses for
 //! any change or another consumer, streams replayed and kept, client bypass and refresh,
-//! the access log, metrics and the admin API, two gateways sharing hits through Redis, and
-//! the official openai SDK reading a replayed stream.
+//! the access log, metrics and the admin API, two gateways sharing hits through Redis (which
+//! fails if a key of one process's own hashing reached Redis), the official openai SDK
+//! reading a replayed stream, and an answer beyond the meter's 32 MiB delivered but not kept.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::common;
@@ -566,4 +567,46 @@ async fn an_embeddings_failure_is_a_miss_not_an_error() {
     assert_eq!(send(&gw, "alice", &q, &[]).await.0, "miss");
     let (c, _, _) = send(&gw, "alice", &asking(&[], "capital city of Spain"), &[]).await;
     assert!(c.starts_with("hit-semantic;score="), "{c}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_whose_usage_was_not_read_is_delivered_but_not_kept() {
+    // The meter reads a whole JSON answer's usage from up to 32 MiB of it; a larger answer
+    // (allowed by `cache.max_entry_bytes`) is delivered whole, but not kept: a hit would
+    // charge tokens nobody counted.
+    let mock = Mock::start();
+    let big = 48 << 20;
+    let sizes = format!("limits: {{max_body_bytes: {big}}}\ncache: {{max_entry_bytes: {big}}}");
+    let gw = Gateway::start_opts(&config(&mock, &sizes), None, Some(TOKEN), &[]);
+    let question = "word ".repeat((33 << 20) / 5);
+    let body = serde_json::json!({
+        "model": "mock-a",
+        "messages": [{"role": "user", "content": question}],
+    })
+    .to_string();
+    let parrot = [("x-mock-reply-parrot", "1")];
+    let (first, _, answer) = send(&gw, "alice", &body, &parrot).await;
+    assert_eq!(first, "miss");
+    assert!(
+        answer.len() > 33 << 20,
+        "an answer of {} bytes",
+        answer.len()
+    );
+    let v: Value = serde_json::from_str(&answer).unwrap();
+    let said = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(said == question, "the parrot said {} bytes", said.len());
+    let (second, _, again) = send(&gw, "alice", &body, &parrot).await;
+    assert_eq!(second, "miss", "an answer of unread usage is not kept");
+    let v: Value = serde_json::from_str(&again).unwrap();
+    let said = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        said == question,
+        "delivered whole again: {} bytes",
+        said.len()
+    );
+    assert_eq!(upstream_requests(&mock).await, 2);
+    // An answer within the meter's reach on the same route is kept.
+    let small = r#"{"model":"mock-a","messages":[{"role":"user","content":"short"}]}"#;
+    assert_eq!(send(&gw, "alice", small, &[]).await.0, "miss");
+    assert_eq!(send(&gw, "alice", small, &[]).await.0, "hit-exact");
 }
