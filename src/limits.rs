@@ -33,7 +33,6 @@
 use crate::store::redis::{WindowAdjust, WindowCheck};
 use crate::store::Stores;
 use http::HeaderMap;
-use http::HeaderName;
 use ipnet::IpNet;
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -260,16 +259,15 @@ impl Headroom {
         }
     }
 
-    /// OpenAI's `x-ratelimit-*` headers (names made at compile time: no parsing per request).
-    pub fn headers(&self) -> Vec<(HeaderName, http::HeaderValue)> {
-        const LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
-        const REMAINING_TOKENS: HeaderName =
-            HeaderName::from_static("x-ratelimit-remaining-tokens");
-        const RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
-        const LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
-        const REMAINING_REQUESTS: HeaderName =
-            HeaderName::from_static("x-ratelimit-remaining-requests");
-        const RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
+    /// OpenAI's `x-ratelimit-*` headers, their names static text (pingora keeps those as
+    /// they are, and copies a `HeaderName` into new bytes on every response).
+    pub fn headers(&self) -> Vec<(&'static str, http::HeaderValue)> {
+        const LIMIT_TOKENS: &str = "x-ratelimit-limit-tokens";
+        const REMAINING_TOKENS: &str = "x-ratelimit-remaining-tokens";
+        const RESET_TOKENS: &str = "x-ratelimit-reset-tokens";
+        const LIMIT_REQUESTS: &str = "x-ratelimit-limit-requests";
+        const REMAINING_REQUESTS: &str = "x-ratelimit-remaining-requests";
+        const RESET_REQUESTS: &str = "x-ratelimit-reset-requests";
         // Room for the six, and for what later stages add (`retry-after`, the response
         // cache's verdict) without growing.
         let mut out = Vec::with_capacity(8);

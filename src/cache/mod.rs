@@ -115,7 +115,11 @@ impl Wish {
 }
 
 /// Request and response header: what the cache should do, and what it did.
-pub const X_TOLLGATE_CACHE: http::HeaderName = http::HeaderName::from_static("x-tollgate-cache");
+pub const X_TOLLGATE_CACHE: http::HeaderName = http::HeaderName::from_static(CACHE_HEADER);
+
+/// `x-tollgate-cache` as a response is given it (static text: pingora copies a
+/// `HeaderName`).
+pub const CACHE_HEADER: &str = "x-tollgate-cache";
 
 /// What the cache did for a request (the response header, the access log's `cache`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

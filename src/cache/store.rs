@@ -15,7 +15,7 @@ use crate::store::cache::Index;
 use crate::store::redis::RedisStore;
 use moka::sync::Cache;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -118,6 +118,8 @@ pub struct ResponseCache {
     earliest: Arc<AtomicU64>,
     /// Each route's semantic index (this gateway's memory only), made on first use.
     semantic: Mutex<HashMap<String, Arc<SemanticIndex>>>,
+    /// Whether moka's admission sketch may be counting ([`ResponseCache::sketch_counts`]).
+    sketching: AtomicBool,
 }
 
 impl ResponseCache {
@@ -139,7 +141,24 @@ impl ResponseCache {
             next_sweep: AtomicU64::new(next_sweep),
             earliest: Arc::new(AtomicU64::new(u64::MAX)),
             semantic: Mutex::new(HashMap::new()),
+            sketching: AtomicBool::new(false),
         }
+    }
+
+    /// Whether moka's admission sketch (TinyLFU's frequencies, which a lookup's miss feeds)
+    /// may be counting: moka starts it once its memory has been half full and never stops
+    /// it. Before, a miss needs nothing of moka but the map's answer
+    /// ([`ResponseCache::get`]).
+    fn sketch_counts(&self) -> bool {
+        if self.sketching.load(Ordering::Relaxed) {
+            return true;
+        }
+        let bound = self.memory.policy().max_capacity().unwrap_or(u64::MAX);
+        let counts = self.memory.weighted_size() >= bound / 2;
+        if counts {
+            self.sketching.store(true, Ordering::Relaxed);
+        }
+        counts
     }
 
     /// The semantic index of `route`.
@@ -182,7 +201,11 @@ impl ResponseCache {
 
     /// The entry kept under `key`, if it is still served.
     pub async fn get(&self, key: &Key) -> Option<Arc<Entry>> {
-        if let Some(k) = self.memory.get(key) {
+        // While the sketch is off, a key the map does not hold is a miss without moka's
+        // lookup (its clock reading and the miss it records for the sketch, about 600
+        // instructions); once it counts, every miss is recorded for admission.
+        let held = self.sketch_counts() || self.memory.contains_key(key);
+        if let Some(k) = held.then(|| self.memory.get(key)).flatten() {
             let now = now_ms();
             if k.expires_ms > now {
                 return Some(k.entry);
@@ -385,6 +408,35 @@ mod tests {
             reasoning_tokens: 0,
             names: Names::new("p", "m", "r", "m", "s"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_lookup_asks_moka_only_for_a_held_key_until_its_sketch_counts() {
+        let cache = ResponseCache::new(4096, 4096, None);
+        let ttl = Duration::from_secs(600);
+        let held = Key([7; 32]);
+        assert!(cache.get(&held).await.is_none());
+        assert!(cache.put(held, entry("kept"), ttl).await);
+        cache.memory.run_pending_tasks();
+        assert!(cache.get(&held).await.is_some(), "a held key is looked up");
+        assert!(cache.get(&Key([8; 32])).await.is_none());
+        assert!(!cache.sketching.load(Ordering::Relaxed), "under half full");
+        // Past half of the bound (moka's rule for starting its sketch), every lookup goes to
+        // moka, and keeps going once the memory is below half again.
+        let text: &'static str = "x".repeat(700).leak();
+        for i in 0..3 {
+            assert!(cache.put(Key([10 + i; 32]), entry(text), ttl).await);
+        }
+        cache.memory.run_pending_tasks();
+        assert!(cache.memory.weighted_size() >= 2048);
+        assert!(cache.get(&Key([9; 32])).await.is_none());
+        assert!(cache.sketching.load(Ordering::Relaxed), "half full");
+        cache.memory.invalidate_all();
+        cache.memory.run_pending_tasks();
+        assert!(cache.memory.weighted_size() < 2048);
+        assert!(cache.sketch_counts(), "it never stops counting");
+        assert!(cache.put(held, entry("kept"), ttl).await);
+        assert!(cache.get(&held).await.is_some());
     }
 
     #[tokio::test]

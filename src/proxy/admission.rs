@@ -164,7 +164,7 @@ async fn admit_limits(
                 .inc();
             *headers = limited.headroom.headers();
             let secs = limited.retry_after.as_secs_f64().ceil().max(1.0) as u64;
-            headers.push((http::header::RETRY_AFTER, secs.into()));
+            headers.push((super::respond::RETRY_AFTER, secs.into()));
             Err(rate_limited(&limited))
         }
         Err(Refusal::StoreUnavailable) => Err(GatewayError::StoreUnavailable("rate limits")),

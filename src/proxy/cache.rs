@@ -234,7 +234,7 @@ pub struct Reply<'a> {
     pub config: &'a Gateway,
     pub attempts: &'a mut AttemptLog,
     pub request_id: &'a str,
-    pub extra_headers: &'a [(http::HeaderName, http::HeaderValue)],
+    pub extra_headers: &'a [super::exchange::ExtraHeader],
     /// The answer's policies: a kept answer holds placeholders (it was made for the masked
     /// request, which is also its key), restored here as in a fresh answer.
     pub respond: Option<&'a crate::policy::restore::ResponsePolicy>,
@@ -288,11 +288,11 @@ pub async fn answer(
     let header = (|| {
         let mut h = ResponseHeader::build(200, Some(4 + extra_headers.len()))?;
         for (name, value) in extra_headers {
-            h.insert_header(name.clone(), value.clone())?;
+            h.insert_header(*name, value.clone())?;
         }
         h.insert_header(http::header::CONTENT_TYPE, "text/event-stream")?;
         h.insert_header(http::header::CACHE_CONTROL, "no-cache")?;
-        h.insert_header(super::X_REQUEST_ID, request_id)?;
+        h.insert_header(super::REQUEST_ID, request_id)?;
         Ok::<_, Box<pingora_error::Error>>(h)
     })()
     .map_err(|e| GatewayError::Internal(format!("a cached answer's header: {e}")))?;

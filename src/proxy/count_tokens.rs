@@ -14,8 +14,7 @@ use pingora_proxy::Session;
 use serde_json::Value;
 
 /// The response header of an estimated count.
-pub const X_TOLLGATE_TOKEN_COUNT: http::HeaderName =
-    http::HeaderName::from_static("x-tollgate-token-count");
+pub const X_TOLLGATE_TOKEN_COUNT: &str = "x-tollgate-token-count";
 
 /// The target counts tokens itself: its provider speaks Anthropic's protocol.
 pub fn counts(target: &Target) -> bool {

@@ -20,8 +20,13 @@ use crate::state::Backends;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Response headers added by admission (`x-ratelimit-*`, `retry-after`).
-pub type ExtraHeaders = Vec<(http::HeaderName, http::HeaderValue)>;
+/// A response header a stage adds (admission's `x-ratelimit-*` and `retry-after`, the
+/// cache's verdict). Its name is static text: pingora keeps a name given so as it is, and
+/// copies one given as a `HeaderName` into new bytes on every response.
+pub type ExtraHeader = (&'static str, http::HeaderValue);
+
+/// The response headers the stages added.
+pub type ExtraHeaders = Vec<ExtraHeader>;
 
 /// What a client request did, stage by stage.
 pub struct Exchange {

@@ -66,8 +66,11 @@ pub enum Ctx {
     Client(Box<Exchange>),
 }
 
-/// `x-request-id`, made at compile time.
-pub const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+/// `x-request-id` as responses are given it (static text: `exchange::ExtraHeader`).
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// `x-request-id`, made at compile time, to look up.
+pub const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static(REQUEST_ID);
 
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
 

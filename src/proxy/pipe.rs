@@ -21,7 +21,7 @@
 
 use super::attempt::{join, Attempt, AttemptState, CostTold, KeepAnswer, Outcome, MAX_HELD_BODY};
 use super::moderation_output::OutputCheck;
-use super::X_REQUEST_ID;
+use super::REQUEST_ID;
 use crate::error::GatewayError;
 use crate::forward::ForwardHeaders;
 use crate::health::{self, AttemptEnd};
@@ -121,7 +121,7 @@ enum Stop {
 pub struct ClientSide<'a> {
     pub session: &'a mut Session,
     pub request_id: &'a str,
-    pub extra_headers: &'a [(http::HeaderName, http::HeaderValue)],
+    pub extra_headers: &'a [super::exchange::ExtraHeader],
     /// Which of the client's headers go to the provider (the route's rule).
     pub forward: &'a ForwardHeaders,
     pub stream: bool,
@@ -998,14 +998,10 @@ fn for_client(resp: &mut ResponseHeader) {
 
 /// The request id and the gateway's own headers on the client's response. All are valid
 /// header values (the request id is checked when it is taken from the client).
-fn decorate(
-    resp: &mut ResponseHeader,
-    request_id: &str,
-    extra: &[(http::HeaderName, http::HeaderValue)],
-) {
-    let _ = resp.insert_header(X_REQUEST_ID, request_id);
+fn decorate(resp: &mut ResponseHeader, request_id: &str, extra: &[super::exchange::ExtraHeader]) {
+    let _ = resp.insert_header(REQUEST_ID, request_id);
     for (name, value) in extra {
-        let _ = resp.insert_header(name.clone(), value.clone());
+        let _ = resp.insert_header(*name, value.clone());
     }
 }
 

@@ -68,7 +68,7 @@ pub(super) async fn answer_json_with(
     session: &mut Session,
     body: bytes::Bytes,
     request_id: &str,
-    extra: &[(http::HeaderName, http::HeaderValue)],
+    extra: &[super::exchange::ExtraHeader],
 ) -> Result<u16, Failure> {
     respond::json_with(session, 200, body, request_id, extra)
         .await
@@ -322,7 +322,7 @@ async fn cache_stage(
     }
     let state = x.cache.as_ref()?;
     x.extra_headers
-        .push((crate::cache::X_TOLLGATE_CACHE, state.header()));
+        .push((crate::cache::CACHE_HEADER, state.header()));
     let hit = state.hit.clone()?;
     let reply = cache::Reply {
         config,

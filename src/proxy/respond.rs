@@ -1,5 +1,6 @@
 //! Responses the gateway writes itself: errors and locally answered endpoints.
 
+use super::exchange::ExtraHeader;
 use crate::error::GatewayError;
 use crate::protocol::ClientProtocol;
 use bytes::Bytes;
@@ -16,15 +17,15 @@ pub async fn json_with(
     status: u16,
     body: Bytes,
     request_id: &str,
-    extra: &[(http::HeaderName, http::HeaderValue)],
+    extra: &[ExtraHeader],
 ) -> Result<()> {
     let mut h = ResponseHeader::build(status, Some(4 + extra.len()))?;
     for (name, value) in extra {
-        h.insert_header(name.clone(), value.clone())?;
+        h.insert_header(*name, value.clone())?;
     }
     h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     h.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    h.insert_header(super::X_REQUEST_ID, request_id)?;
+    h.insert_header(super::REQUEST_ID, request_id)?;
     session.write_response_header(Box::new(h), false).await?;
     session.write_response_body(Some(body), true).await?;
     Ok(())
@@ -54,13 +55,13 @@ pub async fn error(
     err: &GatewayError,
     request_id: &str,
     client: ClientProtocol,
-    extra: &[(http::HeaderName, http::HeaderValue)],
+    extra: &[ExtraHeader],
 ) -> Result<()> {
     let status = err.status();
-    let mut own: Vec<(http::HeaderName, http::HeaderValue)> = Vec::new();
-    if matches!(status, 429 | 503) && !extra.iter().any(|(n, _)| n == http::header::RETRY_AFTER) {
+    let mut own: Vec<ExtraHeader> = Vec::new();
+    if matches!(status, 429 | 503) && !extra.iter().any(|(n, _)| *n == RETRY_AFTER) {
         if let Some(secs) = err.retry_after() {
-            own.push((http::header::RETRY_AFTER, secs.into()));
+            own.push((RETRY_AFTER, secs.into()));
         }
     }
     if err.needs_operator() {
@@ -74,4 +75,7 @@ pub async fn error(
 }
 
 /// Read by OpenAI's SDKs before any other retry rule.
-const X_SHOULD_RETRY: http::HeaderName = http::HeaderName::from_static("x-should-retry");
+const X_SHOULD_RETRY: &str = "x-should-retry";
+
+/// `Retry-After` as stages add it (`super::exchange::ExtraHeader`), in pingora's case.
+pub const RETRY_AFTER: &str = "Retry-After";
