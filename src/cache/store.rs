@@ -202,8 +202,8 @@ impl ResponseCache {
     /// The entry kept under `key`, if it is still served.
     pub async fn get(&self, key: &Key) -> Option<Arc<Entry>> {
         // While the sketch is off, a key the map does not hold is a miss without moka's
-        // lookup (its clock reading and the miss it records for the sketch, about 600
-        // instructions); once it counts, every miss is recorded for admission.
+        // lookup (its clock reading and the read it records for a sketch not counting);
+        // once it counts, every miss is recorded for admission.
         let held = self.sketch_counts() || self.memory.contains_key(key);
         if let Some(k) = held.then(|| self.memory.get(key)).flatten() {
             let now = now_ms();
