@@ -79,6 +79,23 @@ fn drop_if_past(memory: &Memory, earliest: &AtomicU64, key: &Key, now: u64) -> b
     }
 }
 
+/// The entries moka's map is made for at first: the memory's bound over [`SIZED_ENTRY`]
+/// (at most [`MAX_SIZED_ENTRIES`]). While the memory fills, the map's segments then do not
+/// double (a doubling moves the segment's entries, on the requests of the moment) until it
+/// holds about that many; its buckets cost about 32 bytes an entry sized for (0.8 % of the
+/// bound), from the start.
+fn initial_entries(max_bytes: u64) -> usize {
+    usize::try_from(max_bytes / SIZED_ENTRY)
+        .unwrap_or(usize::MAX)
+        .min(MAX_SIZED_ENTRIES)
+}
+
+/// A kept answer's weight the map is sized by (a chat answer of a few hundred words).
+const SIZED_ENTRY: u64 = 4096;
+
+/// The most entries the map is sized for at first (about 32 MiB of buckets).
+const MAX_SIZED_ENTRIES: usize = 1 << 20;
+
 /// Now, in unix milliseconds.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -129,6 +146,7 @@ impl ResponseCache {
         // their time are dropped when read, by the byte bound, or by the sweep.
         let memory = Cache::builder()
             .max_capacity(max_bytes)
+            .initial_capacity(initial_entries(max_bytes))
             .weigher(|_: &Key, v: &Kept| v.entry.weight())
             .build_with_hasher(ahash::RandomState::new());
         let next_sweep = now_ms().saturating_add(sweep_every(redis.is_some()));
@@ -408,6 +426,13 @@ mod tests {
             reasoning_tokens: 0,
             names: Names::new("p", "m", "r", "m", "s"),
         }
+    }
+
+    #[test]
+    fn the_map_is_sized_for_the_bound_over_a_typical_answer() {
+        assert_eq!(initial_entries(DEFAULT_MAX_BYTES), 16_384);
+        assert_eq!(initial_entries(1000), 0);
+        assert_eq!(initial_entries(u64::MAX), MAX_SIZED_ENTRIES);
     }
 
     #[tokio::test]
