@@ -170,7 +170,7 @@ impl AttemptState {
             Some(size),
         )?);
         forward.copy(&client.headers, &mut req, a.plan.native())?;
-        req.insert_header(super::X_REQUEST_ID, request_id)?;
+        req.insert_header(super::REQUEST_ID, request_id)?;
         if let Some(traceparent) = &a.propagate.traceparent {
             // The gateway's own context replaces whatever a route forwards of the client's.
             req.insert_header(crate::otel::TRACEPARENT, traceparent)?;

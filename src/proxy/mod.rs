@@ -66,7 +66,8 @@ pub enum Ctx {
     Client(Box<Exchange>),
 }
 
-/// `x-request-id` as responses are given it (static text: `exchange::ExtraHeader`).
+/// `x-request-id` as responses and upstream requests are given it (static text:
+/// `exchange::ExtraHeader`).
 pub const REQUEST_ID: &str = "x-request-id";
 
 /// `x-request-id`, made at compile time, to look up.
