@@ -163,6 +163,11 @@ impl ResponseCache {
         }
     }
 
+    /// The memory's bound in bytes (`max_bytes`), as moka holds it.
+    fn bound(&self) -> u64 {
+        self.memory.policy().max_capacity().unwrap_or(u64::MAX)
+    }
+
     /// Whether moka's admission sketch (TinyLFU's frequencies, which a lookup's miss feeds)
     /// may be counting: moka starts it once its memory has been half full and never stops
     /// it. Before, a miss needs nothing of moka but the map's answer
@@ -171,8 +176,7 @@ impl ResponseCache {
         if self.sketching.load(Ordering::Relaxed) {
             return true;
         }
-        let bound = self.memory.policy().max_capacity().unwrap_or(u64::MAX);
-        let counts = self.memory.weighted_size() >= bound / 2;
+        let counts = self.memory.weighted_size() >= self.bound() / 2;
         if counts {
             self.sketching.store(true, Ordering::Relaxed);
         }
@@ -257,13 +261,12 @@ impl ResponseCache {
         if entry.completion.len() > self.max_entry {
             return false;
         }
-        // moka's own bound (`max_bytes`), the entry weighed as its weigher does.
-        let bound = self.memory.policy().max_capacity().unwrap_or(u64::MAX);
+        // The entry weighed as moka's weigher does.
         let full = self
             .memory
             .weighted_size()
             .saturating_add(u64::from(entry.weight()))
-            > bound;
+            > self.bound();
         let remember = !full || self.door.offered_before(&key);
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         let now = now_ms();
