@@ -569,14 +569,12 @@ async fn an_embeddings_failure_is_a_miss_not_an_error() {
     assert!(c.starts_with("hit-semantic;score="), "{c}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_answer_whose_usage_was_not_read_is_delivered_but_not_kept() {
-    // The meter reads a whole JSON answer's usage from up to 32 MiB of it; a larger answer
-    // (allowed by `cache.max_entry_bytes`) is delivered whole, but not kept: a hit would
-    // charge tokens nobody counted.
+/// A 33 MiB answer (the parrot's) twice, on a gateway with `extra` settings: each time
+/// delivered whole and charged the usage it reports (not an estimate); the cache's verdicts.
+async fn long_answer_twice(extra: &str) -> (String, String, Mock) {
     let mock = Mock::start();
     let big = 48 << 20;
-    let sizes = format!("limits: {{max_body_bytes: {big}}}\ncache: {{max_entry_bytes: {big}}}");
+    let sizes = format!("limits: {{max_body_bytes: {big}}}\n{extra}");
     let gw = Gateway::start_opts(&config(&mock, &sizes), None, Some(TOKEN), &[]);
     let question = "word ".repeat((33 << 20) / 5);
     let body = serde_json::json!({
@@ -585,28 +583,57 @@ async fn an_answer_whose_usage_was_not_read_is_delivered_but_not_kept() {
     })
     .to_string();
     let parrot = [("x-mock-reply-parrot", "1")];
-    let (first, _, answer) = send(&gw, "alice", &body, &parrot).await;
-    assert_eq!(first, "miss");
-    assert!(
-        answer.len() > 33 << 20,
-        "an answer of {} bytes",
-        answer.len()
-    );
-    let v: Value = serde_json::from_str(&answer).unwrap();
-    let said = v["choices"][0]["message"]["content"].as_str().unwrap();
-    assert!(said == question, "the parrot said {} bytes", said.len());
-    let (second, _, again) = send(&gw, "alice", &body, &parrot).await;
-    assert_eq!(second, "miss", "an answer of unread usage is not kept");
-    let v: Value = serde_json::from_str(&again).unwrap();
-    let said = v["choices"][0]["message"]["content"].as_str().unwrap();
-    assert!(
-        said == question,
-        "delivered whole again: {} bytes",
-        said.len()
+    let mut verdicts = Vec::new();
+    let mut charged = Vec::new();
+    for _ in 0..2 {
+        let (verdict, id, answer) = send(&gw, "alice", &body, &parrot).await;
+        assert!(
+            answer.len() > 33 << 20,
+            "an answer of {} bytes",
+            answer.len()
+        );
+        let v: Value = serde_json::from_str(&answer).unwrap();
+        let said = v["choices"][0]["message"]["content"].as_str().unwrap();
+        assert!(said == question, "the parrot said {} bytes", said.len());
+        let logged = gw.log_line(&id);
+        assert_eq!(
+            logged["input_tokens"], v["usage"]["prompt_tokens"],
+            "{logged}"
+        );
+        assert_eq!(
+            logged["output_tokens"], v["usage"]["completion_tokens"],
+            "{logged}"
+        );
+        assert_eq!(logged["usage_estimated"], false, "{logged}");
+        charged.push((
+            logged["input_tokens"].clone(),
+            logged["output_tokens"].clone(),
+        ));
+        verdicts.push(verdict);
+    }
+    assert_eq!(charged[0], charged[1]);
+    (verdicts.remove(0), verdicts.remove(0), mock)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_longer_than_the_meter_keeps_is_charged_its_usage() {
+    // The meter keeps a whole JSON answer of up to 32 MiB to read its usage; past that
+    // (the cache's entries being smaller) it reads the usage as the answer goes by.
+    let (first, second, mock) = long_answer_twice("").await;
+    assert_eq!(
+        (&first[..], &second[..]),
+        ("miss", "miss"),
+        "too long to keep"
     );
     assert_eq!(upstream_requests(&mock).await, 2);
-    // An answer within the meter's reach on the same route is kept.
-    let small = r#"{"model":"mock-a","messages":[{"role":"user","content":"short"}]}"#;
-    assert_eq!(send(&gw, "alice", small, &[]).await.0, "miss");
-    assert_eq!(send(&gw, "alice", small, &[]).await.0, "hit-exact");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_answer_the_cache_may_keep_is_charged_its_usage_and_kept() {
+    // With `cache.max_entry_bytes` above 32 MiB, the meter keeps the answer up to it (the
+    // cache takes those bytes, not a copy): the hit is the same answer, charged the same.
+    let (first, second, mock) =
+        long_answer_twice(&format!("cache: {{max_entry_bytes: {}}}", 48 << 20)).await;
+    assert_eq!((&first[..], &second[..]), ("miss", "hit-exact"));
+    assert_eq!(upstream_requests(&mock).await, 1);
 }

@@ -15,7 +15,7 @@ use crate::protocol::{ClientProtocol, Endpoint, Protocol};
 use crate::provider::{self, Provider};
 use crate::scrub::StreamScrub;
 use crate::translate::StreamTranslator;
-use crate::usage::{MediaMeter, StreamMeter, Usage};
+use crate::usage::{LongJson, MediaMeter, StreamMeter, Usage};
 use bytes::Bytes;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
@@ -23,7 +23,9 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Largest non-streamed response body kept to read its `usage`.
+/// Largest non-streamed response body kept to read its `usage` (unless the response cache
+/// keeps longer answers: then up to its largest entry); a longer one's usage is read as it
+/// goes by (`LongJson`).
 const MAX_JSON_FOR_USAGE: usize = 32 * 1024 * 1024;
 /// Largest non-streamed response held back whole to be translated; a longer one ends the
 /// response with an error.
@@ -101,6 +103,9 @@ enum Reader {
     Observe(Box<dyn StreamTranslator>),
     /// A JSON body passed through, a copy kept for its usage.
     Json(Vec<u8>, Protocol),
+    /// A JSON body passed through that outgrew what `Json` keeps (`json_bound`): read for its
+    /// usage as it goes by.
+    LongJson(Box<LongJson>, Protocol),
     /// A media answer passed through, metered in its own unit.
     Media(Box<MediaMeter>),
     /// A JSON body held back whole, translated at its end (`ok`: a 2xx answer).
@@ -310,6 +315,7 @@ impl AttemptState {
         if end_of_stream {
             self.ended();
         }
+        let json_bound = self.json_bound();
         let out: Option<Bytes> = match &mut self.reader {
             Reader::None => chunk,
             Reader::Scrub(scrub) => {
@@ -343,11 +349,22 @@ impl AttemptState {
                 }
                 chunk
             }
-            Reader::Json(buf, _) => {
+            Reader::Json(buf, protocol) => {
                 if let Some(c) = &chunk {
-                    if buf.len() + c.len() <= MAX_JSON_FOR_USAGE {
+                    if buf.len() + c.len() <= json_bound {
                         buf.extend_from_slice(c);
+                    } else {
+                        let mut long = Box::new(LongJson::new());
+                        long.push(buf);
+                        long.push(c);
+                        self.reader = Reader::LongJson(long, *protocol);
                     }
+                }
+                chunk
+            }
+            Reader::LongJson(long, _) => {
+                if let Some(c) = &chunk {
+                    long.push(c);
                 }
                 chunk
             }
@@ -380,7 +397,9 @@ impl AttemptState {
     /// Where this answer (its header read) can tell its cost: a successful one only.
     pub fn cost_told(&self) -> Option<CostTold> {
         match &self.reader {
-            Reader::Json(..) | Reader::Hold { ok: true, .. } => Some(CostTold::Header),
+            Reader::Json(..) | Reader::LongJson(..) | Reader::Hold { ok: true, .. } => {
+                Some(CostTold::Header)
+            }
             // A JSON media answer (images, a transcription); not audio, not a stream.
             Reader::Media(m) if m.kept() => Some(CostTold::Header),
             Reader::Media(_) => None,
@@ -418,7 +437,9 @@ impl AttemptState {
             Reader::Translate(t) | Reader::Observe(t) => (t.pending_bytes(), max_event),
             Reader::Hold { body, .. } => (body.len(), MAX_HELD_BODY),
             Reader::Media(m) => (m.pending_bytes(), max_event),
-            Reader::None | Reader::Json(..) | Reader::Scrub(_) => return None,
+            Reader::None | Reader::Json(..) | Reader::LongJson(..) | Reader::Scrub(_) => {
+                return None
+            }
         };
         (held > limit).then_some(limit)
     }
@@ -470,7 +491,14 @@ impl AttemptState {
     /// Whether the answer is a JSON body passed through as it came whose bytes, up to
     /// `limit`, the reader keeps whole for its usage (`take_json` gives them at the end).
     pub fn keeps_json_up_to(&self, limit: usize) -> bool {
-        matches!(self.reader, Reader::Json(..)) && limit <= MAX_JSON_FOR_USAGE
+        matches!(self.reader, Reader::Json(..)) && limit <= self.json_bound()
+    }
+
+    /// The most bytes of a JSON body `Json` keeps: `MAX_JSON_FOR_USAGE`, or the response
+    /// cache's largest entry when that is more (the cache takes these bytes rather than a
+    /// copy of its own).
+    fn json_bound(&self) -> usize {
+        MAX_JSON_FOR_USAGE.max(self.keep.map_or(0, |k| k.limit))
     }
 
     /// The bytes of a JSON body passed through, once it was delivered and metered (the
@@ -508,6 +536,13 @@ impl AttemptState {
                 };
                 Some(reported_or_estimated(usage, body))
             }
+            // Read from the answer's skeleton by the same reader as a whole one's.
+            Reader::LongJson(long, protocol) => Some(
+                long.skeleton()
+                    .and_then(|skeleton| protocol.usage(skeleton))
+                    .filter(|u| u.input_tokens > 0 || u.output_tokens > 0)
+                    .unwrap_or_else(|| long.estimate()),
+            ),
             Reader::Media(meter) => Some(meter.usage()),
             Reader::None | Reader::Scrub(_) | Reader::Hold { .. } => None,
         };
@@ -526,13 +561,8 @@ impl AttemptState {
         }
         match &self.reader {
             Reader::Observe(t) => t.response_id(),
-            Reader::Json(body, _) => {
-                #[derive(serde::Deserialize)]
-                struct Id {
-                    id: Option<String>,
-                }
-                serde_json::from_slice::<Id>(body).ok()?.id
-            }
+            Reader::Json(body, _) => id_of(body),
+            Reader::LongJson(long, _) => id_of(long.skeleton()?),
             _ => None,
         }
     }
@@ -564,6 +594,15 @@ pub(super) fn content_type(req: &mut RequestHeader, planned: Option<&str>) -> Re
         req.remove_header(&http::header::CONTENT_TYPE);
     }
     Ok(())
+}
+
+/// The top-level `id` of a JSON answer.
+fn id_of(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: Option<String>,
+    }
+    serde_json::from_slice::<Id>(body).ok()?.id
 }
 
 /// The usage a 2xx JSON answer reported, or, when it reported none (no `usage`, or no token

@@ -26,6 +26,8 @@
 //! * `meter.rs`: [`StreamMeter`], the stream filter;
 //! * `media.rs`: [`MediaMeter`], the answers metered in images, audio seconds,
 //!   characters or search units ([`Units`]);
+//! * `long_json.rs`: [`LongJson`], the usage of a whole answer too long to keep, read
+//!   in one pass as it goes by;
 //! * `response.rs`: [`estimate_response`] for JSON answers without usage, and the
 //!   per-request clamp ([`MAX_TOKENS_PER_REQUEST`]) of absurd reported usage;
 //! * `tests.rs`, `tests_fast.rs`, `tests_gen.rs`: tests, and property tests
@@ -34,6 +36,7 @@
 mod chunk;
 mod estimate;
 pub(crate) mod json;
+mod long_json;
 mod media;
 mod memo;
 mod meter;
@@ -42,6 +45,7 @@ mod slow;
 mod usage_scan;
 
 pub use estimate::{estimate_tokens, TokenEstimator};
+pub use long_json::LongJson;
 pub use media::{MediaKind, MediaMeter};
 pub use meter::StreamMeter;
 pub use response::{billable, estimate_response, warn_clamped, MAX_TOKENS_PER_REQUEST};
