@@ -363,93 +363,156 @@ impl SseParser {
         let Some(&first) = chunk.first() else {
             return;
         };
-        // Index of the next byte to scan for a line end.
+        // `pos`: the next byte to scan for a line end; `seg`: the start of the bytes of the
+        // current event not yet copied into `buf`.
+        let (mut pos, mut seg) = self.resume(first, f);
+        while let Some(off) = chunk.get(pos..).and_then(find_eol) {
+            let end = pos + off;
+            let next = self.line_end(chunk, end);
+            let blank = self.line(chunk, &mut seg, pos..end, next);
+            pos = next;
+            if blank {
+                let event = Segment {
+                    chunk,
+                    shared,
+                    start: seg,
+                    end: next,
+                };
+                if self.blank_line(event, f) {
+                    seg = next;
+                }
+            }
+        }
+        self.carry(chunk, seg, pos);
+    }
+
+    /// The start of a chunk: the second half of a `\r\n` split across chunks, and an event
+    /// held for it. Returns where to scan from and where the event's bytes not yet copied
+    /// start.
+    #[inline]
+    fn resume<F: FnMut(SseEventRef<'_>)>(&mut self, first: u8, f: &mut F) -> (usize, usize) {
         let mut pos = 0;
         if self.after_cr {
             self.after_cr = false;
             if first == b'\n' {
-                // Second half of a `\r\n` split across chunks: already
-                // counted as a line end, but part of the raw bytes.
+                // Already counted as a line end, but part of the raw bytes.
                 pos = 1;
                 if self.held {
                     self.buf.extend_from_slice(b"\n");
                 }
             }
         }
-        // Start of the bytes of the current event not yet copied into `buf`.
         let mut seg = 0;
         if self.held {
             seg = pos;
             self.flush_held(f);
         }
-        while let Some(off) = chunk.get(pos..).and_then(find_eol) {
-            let end = pos + off;
-            let mut next = end + 1;
-            if chunk.get(end) == Some(&b'\r') {
-                match chunk.get(next) {
-                    Some(b'\n') => next += 1,
-                    Some(_) => {}
-                    None => self.after_cr = true,
-                }
-            }
-            let blank = if self.buf.len() > self.line_start {
-                // The line started in an earlier chunk: complete it in `buf`.
-                self.buf
-                    .extend_from_slice(chunk.get(seg..next).unwrap_or_default());
-                seg = next;
-                let line_end = self.buf.len() - (next - end);
-                let line = self.buf.get(self.line_start..line_end).unwrap_or_default();
-                let blank = self.fields.line(line);
-                self.line_start = self.buf.len();
-                blank
-            } else {
-                self.fields.line(chunk.get(pos..end).unwrap_or_default())
-            };
-            pos = next;
-            if !blank {
-                continue;
-            }
-            if !self.fields.has_data {
-                self.fields.reset_event();
-            } else if self.after_cr {
-                // The blank line ended in a `\r` that is the last byte of the
-                // chunk: wait for the next byte so that a following `\n`
-                // ends up in this event's raw bytes whatever the chunking.
-                self.buf
-                    .extend_from_slice(chunk.get(seg..next).unwrap_or_default());
-                seg = next;
-                self.line_start = self.buf.len();
-                self.held = true;
-            } else {
-                let raw = if self.buf.is_empty() {
-                    Raw::InChunk {
-                        chunk,
-                        shared,
-                        start: seg,
-                        end: next,
-                    }
-                } else {
-                    self.buf
-                        .extend_from_slice(chunk.get(seg..next).unwrap_or_default());
-                    Raw::Owned(self.buf.split().freeze())
-                };
-                seg = next;
-                self.line_start = 0;
-                f(self.fields.view(raw));
-                self.fields.reset_event();
+        (pos, seg)
+    }
+
+    /// Where the line ending at `end` (a `\n` or `\r`) is over: after a whole `\r\n`; a `\r`
+    /// last in the chunk is noted (`after_cr`).
+    #[inline]
+    fn line_end(&mut self, chunk: &[u8], end: usize) -> usize {
+        let mut next = end + 1;
+        if chunk.get(end) == Some(&b'\r') {
+            match chunk.get(next) {
+                Some(b'\n') => next += 1,
+                Some(_) => {}
+                None => self.after_cr = true,
             }
         }
-        if let Some(rest) = chunk.get(seg..) {
-            if !rest.is_empty() {
-                let carried_partial = self.buf.len() > self.line_start;
-                let before = self.buf.len();
-                self.buf.extend_from_slice(rest);
-                if !carried_partial {
-                    self.line_start = before + (pos - seg);
-                }
+        next
+    }
+
+    /// The line `text` of the chunk (its end through `next`) into the event's fields,
+    /// completed in `buf` when it started in an earlier chunk; whether it was blank.
+    #[inline]
+    fn line(
+        &mut self,
+        chunk: &[u8],
+        seg: &mut usize,
+        text: std::ops::Range<usize>,
+        next: usize,
+    ) -> bool {
+        if self.buf.len() <= self.line_start {
+            return self.fields.line(chunk.get(text).unwrap_or_default());
+        }
+        self.buf
+            .extend_from_slice(chunk.get(*seg..next).unwrap_or_default());
+        *seg = next;
+        let line_end = self.buf.len() - (next - text.end);
+        let line = self.buf.get(self.line_start..line_end).unwrap_or_default();
+        let blank = self.fields.line(line);
+        self.line_start = self.buf.len();
+        blank
+    }
+
+    /// A blank line ending at `event.end`: the event ends, and is dispatched if it has data
+    /// (held when the blank line's `\r` is the chunk's last byte, so that a following `\n`
+    /// ends up in this event's raw bytes whatever the chunking). Whether its bytes were taken
+    /// (an event without data leaves them to the next one's raw bytes).
+    #[inline]
+    fn blank_line<F: FnMut(SseEventRef<'_>)>(&mut self, event: Segment<'_>, f: &mut F) -> bool {
+        let Segment {
+            chunk,
+            shared,
+            start,
+            end,
+        } = event;
+        if !self.fields.has_data {
+            self.fields.reset_event();
+            return false;
+        }
+        if self.after_cr {
+            self.buf
+                .extend_from_slice(chunk.get(start..end).unwrap_or_default());
+            self.line_start = self.buf.len();
+            self.held = true;
+            return true;
+        }
+        let raw = if self.buf.is_empty() {
+            Raw::InChunk {
+                chunk,
+                shared,
+                start,
+                end,
             }
+        } else {
+            self.buf
+                .extend_from_slice(chunk.get(start..end).unwrap_or_default());
+            Raw::Owned(self.buf.split().freeze())
+        };
+        self.line_start = 0;
+        f(self.fields.view(raw));
+        self.fields.reset_event();
+        true
+    }
+
+    /// The chunk's bytes after its last line end (from `seg`; the line's own from `pos`),
+    /// kept in `buf` for the next chunk.
+    #[inline]
+    fn carry(&mut self, chunk: &[u8], seg: usize, pos: usize) {
+        let rest = chunk.get(seg..).unwrap_or_default();
+        if rest.is_empty() {
+            return;
+        }
+        let carried_partial = self.buf.len() > self.line_start;
+        let before = self.buf.len();
+        self.buf.extend_from_slice(rest);
+        if !carried_partial {
+            self.line_start = before + (pos - seg);
         }
     }
+}
+
+/// The bytes of a chunk from an event's first byte not yet copied to its end.
+#[derive(Clone, Copy)]
+struct Segment<'a> {
+    chunk: &'a [u8],
+    shared: Option<&'a Bytes>,
+    start: usize,
+    end: usize,
 }
 
 /// Iterator over the lines of raw SSE bytes as `(line, line_end)` pairs,

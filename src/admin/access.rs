@@ -218,68 +218,14 @@ impl Admin {
             Method::DELETE => Value::Null,
             _ => read_json(session).await?,
         };
-        let role = |body: &Value| -> Result<Role, GatewayError> {
-            serde_json::from_value(body.get("role").cloned().unwrap_or(json!("viewer")))
-                .map_err(|_| bad("`role` is viewer or admin"))
-        };
-        let (name, user) = match (&method, rest) {
-            (&Method::POST, []) => {
-                let name = text_field(&body, "name")?;
-                let user =
-                    new_user(name.clone(), role(&body)?, text_field(&body, "password")?).await?;
-                (name, Some(user))
-            }
-            (&Method::PUT, [name]) => {
-                let user = new_user(
-                    name.to_string(),
-                    role(&body)?,
-                    text_field(&body, "password")?,
-                )
-                .await?;
-                (name.to_string(), Some(user))
-            }
-            (_, [name]) => (name.to_string(), None),
-            _ => return Err(GatewayError::AdminNotFound),
-        };
+        let (name, user) = user_asked(&method, rest, &body).await?;
         let admin_token = self.admin_token().is_some();
         let creating = method == Method::POST;
         let target = name.clone();
         let (outcome, revision) = self
             .reloader
             .write(&who.name, move |layer, _| {
-                let at = layer.admin_users.iter().position(|u| u.name == target);
-                let action = match (user, at) {
-                    (Some(_), Some(_)) if creating => {
-                        return Err(ManagedError::Exists { kind: "admin user", name: target })
-                    }
-                    (Some(u), None) if creating => {
-                        layer.admin_users.push(u);
-                        "create"
-                    }
-                    (Some(u), Some(i)) => {
-                        layer.admin_users[i] = u;
-                        "replace"
-                    }
-                    (None, Some(i)) => {
-                        layer.admin_users.remove(i);
-                        "delete"
-                    }
-                    (_, None) => {
-                        return Err(ManagedError::NotFound { kind: "admin user", name: target })
-                    }
-                };
-                let users = &layer.admin_users;
-                if !users.is_empty() && !users.iter().any(|u| u.role == Role::Admin) {
-                    return Err(ManagedError::Invalid(
-                        "at least one admin user must keep the `admin` role".into(),
-                    ));
-                }
-                if users.is_empty() && !admin_token {
-                    return Err(ManagedError::Invalid(
-                        "deleting the last admin user would leave the admin API open: configure an admin token first".into(),
-                    ));
-                }
-                Ok(Outcome { action, kind: "admin user", name: target })
+                change_user(&mut layer.admin_users, target, user, creating, admin_token)
             })
             .await?;
         if outcome.action != "create" {
@@ -295,6 +241,84 @@ impl Admin {
             json!({"action": outcome.action, "name": name, "api_revision": revision}),
         ))
     }
+}
+
+/// The user a `users` call names, and what it asks to store (`None`: a deletion).
+async fn user_asked(
+    method: &Method,
+    rest: &[&str],
+    body: &Value,
+) -> Result<(String, Option<AdminUser>), GatewayError> {
+    let role = || -> Result<Role, GatewayError> {
+        serde_json::from_value(body.get("role").cloned().unwrap_or(json!("viewer")))
+            .map_err(|_| bad("`role` is viewer or admin"))
+    };
+    match (method, rest) {
+        (&Method::POST, []) => {
+            let name = text_field(body, "name")?;
+            let user = new_user(name.clone(), role()?, text_field(body, "password")?).await?;
+            Ok((name, Some(user)))
+        }
+        (&Method::PUT, [name]) => {
+            let user = new_user(name.to_string(), role()?, text_field(body, "password")?).await?;
+            Ok((name.to_string(), Some(user)))
+        }
+        (_, [name]) => Ok((name.to_string(), None)),
+        _ => Err(GatewayError::AdminNotFound),
+    }
+}
+
+/// Create (`creating`), replace or (`user` is `None`) delete the admin user `target`; refused
+/// when it would leave no user with the `admin` role, or no user and no admin token.
+fn change_user(
+    users: &mut Vec<AdminUser>,
+    target: String,
+    user: Option<AdminUser>,
+    creating: bool,
+    admin_token: bool,
+) -> Result<Outcome, ManagedError> {
+    let at = users.iter().position(|u| u.name == target);
+    let action = match (user, at) {
+        (Some(_), Some(_)) if creating => {
+            return Err(ManagedError::Exists {
+                kind: "admin user",
+                name: target,
+            })
+        }
+        (Some(u), None) if creating => {
+            users.push(u);
+            "create"
+        }
+        (Some(u), Some(i)) => {
+            users[i] = u;
+            "replace"
+        }
+        (None, Some(i)) => {
+            users.remove(i);
+            "delete"
+        }
+        (_, None) => {
+            return Err(ManagedError::NotFound {
+                kind: "admin user",
+                name: target,
+            })
+        }
+    };
+    if !users.is_empty() && !users.iter().any(|u| u.role == Role::Admin) {
+        return Err(ManagedError::Invalid(
+            "at least one admin user must keep the `admin` role".into(),
+        ));
+    }
+    if users.is_empty() && !admin_token {
+        return Err(ManagedError::Invalid(
+            "deleting the last admin user would leave the admin API open: configure an admin token first".into(),
+        ));
+    }
+    Ok(Outcome {
+        action,
+        kind: "admin user",
+        name: target,
+    })
 }
 
 /// A user to store: name and password checked, the password hashed.

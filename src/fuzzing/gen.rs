@@ -518,90 +518,103 @@ impl Streams {
             let end = (start + 1 + rng.below(2)).min(seed.len());
             &seed[start..end]
         };
-        let mut events: Vec<Event> = Vec::with_capacity(seed.len() + 2);
-        let odds = [2, 4, 8, 1000][rng.below(4)];
-        for ((event, data), v) in seed {
-            if rng.one_in(odds) {
-                match rng.below(6) {
-                    0 => continue,
-                    1 => {
-                        events.push((event.clone(), data.clone()));
-                        events.push((event.clone(), data.clone()));
-                    }
-                    2 => {
-                        let name = rng.pick(EVENT_TYPES);
-                        events.push(((!name.is_empty()).then(|| name.to_owned()), data.clone()));
-                    }
-                    3 => events.push((
-                        None,
-                        rng.pick(&[
-                            "[DONE]",
-                            "{}",
-                            "null",
-                            "{\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}",
-                            "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"x\"}}",
-                            "{\"error\":{\"code\":500,\"message\":\"x\"}}",
-                        ])
-                        .to_owned(),
-                    )),
-                    _ => {
-                        let mut v = v.clone().unwrap_or_else(|| value(rng, 3));
-                        mutate_value(rng, &mut v);
-                        events.push((event.clone(), v.to_string()));
-                    }
+        let events = mutated(seed, rng);
+        written(&events, rng)
+    }
+}
+
+/// The events of a seed window, now and then dropped, repeated, renamed, replaced, mutated
+/// or swapped with the next.
+fn mutated(seed: &[(Event, Option<Value>)], rng: &mut XorShift) -> Vec<Event> {
+    let mut events: Vec<Event> = Vec::with_capacity(seed.len() + 2);
+    let odds = [2, 4, 8, 1000][rng.below(4)];
+    for ((event, data), v) in seed {
+        if rng.one_in(odds) {
+            match rng.below(6) {
+                0 => continue,
+                1 => {
+                    events.push((event.clone(), data.clone()));
+                    events.push((event.clone(), data.clone()));
                 }
-            } else {
-                events.push((event.clone(), data.clone()));
-            }
-        }
-        if events.len() > 1 && rng.one_in(odds) {
-            let i = rng.below(events.len() - 1);
-            events.swap(i, i + 1);
-        }
-        let eol: &[u8] = match rng.below(8) {
-            0 => b"\r\n",
-            1 => b"\r",
-            _ => b"\n",
-        };
-        let mut out = Vec::new();
-        if rng.one_in(20) {
-            out.extend_from_slice(b"\xEF\xBB\xBF");
-        }
-        for (event, data) in &events {
-            if rng.one_in(10) {
-                out.extend_from_slice(b": keep-alive");
-                out.extend_from_slice(eol);
-            }
-            if let Some(name) = event {
-                out.extend_from_slice(b"event: ");
-                out.extend_from_slice(name.as_bytes());
-                out.extend_from_slice(eol);
-            }
-            let data = data.as_bytes();
-            // Now and then the data split over two `data:` lines (joined with `\n`).
-            let cut = if rng.one_in(10) {
-                rng.below(data.len() + 1)
-            } else {
-                data.len()
-            };
-            for part in [&data[..cut], &data[cut..]] {
-                if part.is_empty() && cut != 0 {
-                    continue;
+                2 => {
+                    let name = rng.pick(EVENT_TYPES);
+                    events.push(((!name.is_empty()).then(|| name.to_owned()), data.clone()));
                 }
-                out.extend_from_slice(if rng.one_in(6) { b"data:" } else { b"data: " });
-                out.extend_from_slice(part);
-                out.extend_from_slice(eol);
+                3 => events.push((
+                    None,
+                    rng.pick(&[
+                        "[DONE]",
+                        "{}",
+                        "null",
+                        "{\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}",
+                        "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"x\"}}",
+                        "{\"error\":{\"code\":500,\"message\":\"x\"}}",
+                    ])
+                    .to_owned(),
+                )),
+                _ => {
+                    let mut v = v.clone().unwrap_or_else(|| value(rng, 3));
+                    mutate_value(rng, &mut v);
+                    events.push((event.clone(), v.to_string()));
+                }
             }
+        } else {
+            events.push((event.clone(), data.clone()));
+        }
+    }
+    if events.len() > 1 && rng.one_in(odds) {
+        let i = rng.below(events.len() - 1);
+        events.swap(i, i + 1);
+    }
+    events
+}
+
+/// Events written as SSE with random line ends and field forms (comments, a BOM, data split
+/// over two lines); then maybe damaged or cut.
+fn written(events: &[Event], rng: &mut XorShift) -> Vec<u8> {
+    let eol: &[u8] = match rng.below(8) {
+        0 => b"\r\n",
+        1 => b"\r",
+        _ => b"\n",
+    };
+    let mut out = Vec::new();
+    if rng.one_in(20) {
+        out.extend_from_slice(b"\xEF\xBB\xBF");
+    }
+    for (event, data) in events {
+        if rng.one_in(10) {
+            out.extend_from_slice(b": keep-alive");
             out.extend_from_slice(eol);
         }
-        if rng.one_in(4) {
-            mutate_bytes(rng, &mut out);
+        if let Some(name) = event {
+            out.extend_from_slice(b"event: ");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(eol);
         }
-        if rng.one_in(6) {
-            out.truncate(rng.below(out.len() + 1));
+        let data = data.as_bytes();
+        // Now and then the data split over two `data:` lines (joined with `\n`).
+        let cut = if rng.one_in(10) {
+            rng.below(data.len() + 1)
+        } else {
+            data.len()
+        };
+        for part in [&data[..cut], &data[cut..]] {
+            if part.is_empty() && cut != 0 {
+                continue;
+            }
+            out.extend_from_slice(if rng.one_in(6) { b"data:" } else { b"data: " });
+            out.extend_from_slice(part);
+            out.extend_from_slice(eol);
         }
-        out
+        out.extend_from_slice(eol);
     }
+    if rng.one_in(4) {
+        mutate_bytes(rng, &mut out);
+    }
+    if rng.one_in(6) {
+        out.truncate(rng.below(out.len() + 1));
+    }
+    out
 }
 
 /// Raw SSE-ish bytes from a small alphabet (for the parser itself).

@@ -121,6 +121,24 @@ pub enum CostTold {
     Comment,
 }
 
+impl Reader {
+    /// A chunk of a JSON body passed through: kept while the body fits in `bound`, else read
+    /// as it goes by (`LongJson`, from the bytes kept so far).
+    fn json(&mut self, c: &[u8], bound: usize) {
+        match self {
+            Reader::Json(buf, _) if buf.len() + c.len() <= bound => buf.extend_from_slice(c),
+            Reader::Json(buf, protocol) => {
+                let mut long = Box::new(LongJson::new());
+                long.push(buf);
+                long.push(c);
+                *self = Reader::LongJson(long, *protocol);
+            }
+            Reader::LongJson(long, _) => long.push(c),
+            _ => {}
+        }
+    }
+}
+
 /// One attempt's state while it runs.
 pub struct AttemptState {
     pub attempt: Attempt,
@@ -237,22 +255,7 @@ impl AttemptState {
         let ok = resp.status.is_success();
         let (from, to) = (self.attempt.plan.provider, self.attempt.plan.client);
         self.reader = match &self.attempt.plan.response {
-            ResponsePlan::Native { strip_usage } => match (ok, is_sse) {
-                // A native Responses stream: usage from `response.completed`.
-                (true, true) if self.attempt.plan.client == ClientProtocol::Responses => {
-                    Reader::Observe(Box::new(crate::translate::ResponsesStreamUsage::new()))
-                }
-                // A stream in another protocol than OpenAI's is read for its usage only.
-                (true, true) => match from.stream_to_openai(&self.attempt.upstream_model, true) {
-                    Some(observer) => Reader::Observe(observer),
-                    None => Reader::Meter(Box::new(StreamMeter::new(*strip_usage))),
-                },
-                (true, false) => Reader::Json(Vec::new(), from),
-                (false, _) if self.attempt.provider.keys.scrubber().is_active() => {
-                    Reader::Scrub(StreamScrub::default())
-                }
-                (false, _) => Reader::None,
-            },
+            ResponsePlan::Native { strip_usage } => self.native_reader(*strip_usage, ok, is_sse),
             ResponsePlan::Media { kind, asked } if ok => {
                 let content_type = resp
                     .headers
@@ -309,6 +312,27 @@ impl AttemptState {
         }
     }
 
+    /// The reader of an answer in the client's protocol, passed through.
+    fn native_reader(&self, strip_usage: bool, ok: bool, is_sse: bool) -> Reader {
+        let from = self.attempt.plan.provider;
+        match (ok, is_sse) {
+            // A native Responses stream: usage from `response.completed`.
+            (true, true) if self.attempt.plan.client == ClientProtocol::Responses => {
+                Reader::Observe(Box::new(crate::translate::ResponsesStreamUsage::new()))
+            }
+            // A stream in another protocol than OpenAI's is read for its usage only.
+            (true, true) => match from.stream_to_openai(&self.attempt.upstream_model, true) {
+                Some(observer) => Reader::Observe(observer),
+                None => Reader::Meter(Box::new(StreamMeter::new(strip_usage))),
+            },
+            (true, false) => Reader::Json(Vec::new(), from),
+            (false, _) if self.attempt.provider.keys.scrubber().is_active() => {
+                Reader::Scrub(StreamScrub::default())
+            }
+            (false, _) => Reader::None,
+        }
+    }
+
     /// A body chunk on its way to the client (`None` with `end_of_stream` at the end): meter
     /// usage, translate, or strip what the gateway added. Returns what the client gets.
     pub fn response_body(&mut self, chunk: Option<Bytes>, end_of_stream: bool) -> Bytes {
@@ -349,22 +373,9 @@ impl AttemptState {
                 }
                 chunk
             }
-            Reader::Json(buf, protocol) => {
+            Reader::Json(..) | Reader::LongJson(..) => {
                 if let Some(c) = &chunk {
-                    if buf.len() + c.len() <= json_bound {
-                        buf.extend_from_slice(c);
-                    } else {
-                        let mut long = Box::new(LongJson::new());
-                        long.push(buf);
-                        long.push(c);
-                        self.reader = Reader::LongJson(long, *protocol);
-                    }
-                }
-                chunk
-            }
-            Reader::LongJson(long, _) => {
-                if let Some(c) = &chunk {
-                    long.push(c);
+                    self.reader.json(c, json_bound);
                 }
                 chunk
             }

@@ -22,6 +22,39 @@ type Result<T> = std::result::Result<T, TranslateError>;
 /// `stream_options.include_usage: true`. Anthropic server tools are an error.
 pub fn anthropic_to_openai_chat_request(body: &[u8], upstream_model: &str) -> Result<Translated> {
     let req = parse_request(body)?;
+    let messages = chat_messages(&req)?;
+
+    let mut out = Obj::new();
+    out.insert("model".into(), upstream_model.into());
+    out.insert("messages".into(), messages.into());
+    sampling(&req, &mut out)?;
+    if let Some(t) = req.get("tools") {
+        let tools = tools(t)?;
+        if !tools.is_empty() {
+            out.insert("tools".into(), tools.into());
+            if let Some(c) = req.get("tool_choice") {
+                let (choice, parallel) = tool_choice(c)?;
+                out.insert("tool_choice".into(), choice);
+                if parallel == Some(false) {
+                    out.insert("parallel_tool_calls".into(), false.into());
+                }
+            }
+        }
+    }
+    let stream = stream_flag(&req)?;
+    if stream {
+        out.insert("stream".into(), true.into());
+        out.insert("stream_options".into(), jobj! { "include_usage" => true });
+    }
+    Ok(Translated {
+        body: Json::Obj(out).to_vec(),
+        stream,
+        include_usage: true,
+    })
+}
+
+/// The OpenAI messages of an Anthropic request: `system` first, then each message.
+fn chat_messages(req: &Json) -> Result<Vec<Json>> {
     let input = req
         .get("messages")
         .and_then(Json::as_array)
@@ -52,10 +85,12 @@ pub fn anthropic_to_openai_chat_request(body: &[u8], upstream_model: &str) -> Re
             None => return Err(invalid(format!("`{what}.role` must be a string"))),
         }
     }
+    Ok(messages)
+}
 
-    let mut out = Obj::new();
-    out.insert("model".into(), upstream_model.into());
-    out.insert("messages".into(), messages.into());
+/// `max_tokens`, `stop_sequences` → `stop`, `temperature`, `top_p` and `metadata.user_id` →
+/// `user`, checked, into `out`.
+fn sampling(req: &Json, out: &mut Obj) -> Result<()> {
     if let Some(v) = req.get("max_tokens") {
         let n = v
             .as_u64()
@@ -82,29 +117,7 @@ pub fn anthropic_to_openai_chat_request(body: &[u8], upstream_model: &str) -> Re
     if let Some(user) = req.get("metadata").and_then(|m| str_field(m, "user_id")) {
         out.insert("user".into(), user.into());
     }
-    if let Some(t) = req.get("tools") {
-        let tools = tools(t)?;
-        if !tools.is_empty() {
-            out.insert("tools".into(), tools.into());
-            if let Some(c) = req.get("tool_choice") {
-                let (choice, parallel) = tool_choice(c)?;
-                out.insert("tool_choice".into(), choice);
-                if parallel == Some(false) {
-                    out.insert("parallel_tool_calls".into(), false.into());
-                }
-            }
-        }
-    }
-    let stream = stream_flag(&req)?;
-    if stream {
-        out.insert("stream".into(), true.into());
-        out.insert("stream_options".into(), jobj! { "include_usage" => true });
-    }
-    Ok(Translated {
-        body: Json::Obj(out).to_vec(),
-        stream,
-        include_usage: true,
-    })
+    Ok(())
 }
 
 /// The text of a string or an array of text blocks, blocks joined with a blank line.

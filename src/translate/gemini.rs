@@ -58,6 +58,43 @@ pub fn openai_chat_to_gemini(body: &[u8]) -> Result<Translated> {
         .and_then(Json::as_array)
         .ok_or_else(|| invalid("`messages` must be an array"))?;
 
+    let (system_parts, contents) = gemini_contents(messages)?;
+
+    let mut out = Obj::new();
+    out.insert("contents".into(), contents.into());
+    if !system_parts.is_empty() {
+        out.insert(
+            "systemInstruction".into(),
+            jobj! { "parts" => system_parts },
+        );
+    }
+    if let Some(t) = req.get("tools") {
+        let decls = function_declarations(t)?;
+        if !decls.is_empty() {
+            out.insert(
+                "tools".into(),
+                vec![jobj! { "functionDeclarations" => decls }].into(),
+            );
+            if let Some(c) = req.get("tool_choice") {
+                out.insert("toolConfig".into(), tool_config(c)?);
+            }
+        }
+    }
+    let config = generation_config(&req)?;
+    if !config.is_empty() {
+        out.insert("generationConfig".into(), config.into());
+    }
+    let stream = stream_flag(&req)?;
+    Ok(Translated {
+        body: Json::Obj(out).to_vec(),
+        stream,
+        include_usage: stream && include_usage(&req),
+    })
+}
+
+/// The system instruction's parts and the contents (`role`, `parts`) of OpenAI chat
+/// `messages`: consecutive turns of one role merged, tool results given their call's name.
+fn gemini_contents(messages: &[Json]) -> Result<(Vec<Json>, Vec<Json>)> {
     let mut system_parts: Vec<Json> = Vec::new();
     let mut contents: Vec<(&'static str, Vec<Json>)> = Vec::new();
     // (tool call id, function name) of the assistant tool calls so far.
@@ -100,41 +137,11 @@ pub fn openai_chat_to_gemini(body: &[u8]) -> Result<Translated> {
             "`messages` must contain at least one user or assistant message with content",
         ));
     }
-
-    let mut out = Obj::new();
-    let contents: Vec<Json> = contents
+    let contents = contents
         .into_iter()
         .map(|(role, parts)| jobj! { "role" => role, "parts" => parts })
         .collect();
-    out.insert("contents".into(), contents.into());
-    if !system_parts.is_empty() {
-        out.insert(
-            "systemInstruction".into(),
-            jobj! { "parts" => system_parts },
-        );
-    }
-    if let Some(t) = req.get("tools") {
-        let decls = function_declarations(t)?;
-        if !decls.is_empty() {
-            out.insert(
-                "tools".into(),
-                vec![jobj! { "functionDeclarations" => decls }].into(),
-            );
-            if let Some(c) = req.get("tool_choice") {
-                out.insert("toolConfig".into(), tool_config(c)?);
-            }
-        }
-    }
-    let config = generation_config(&req)?;
-    if !config.is_empty() {
-        out.insert("generationConfig".into(), config.into());
-    }
-    let stream = stream_flag(&req)?;
-    Ok(Translated {
-        body: Json::Obj(out).to_vec(),
-        stream,
-        include_usage: stream && include_usage(&req),
-    })
+    Ok((system_parts, contents))
 }
 
 /// An assistant message's parts: its text, and each tool call as a `functionCall` (noted in
