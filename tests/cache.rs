@@ -2,7 +2,8 @@
 //! any change or another consumer, streams replayed and kept, client bypass and refresh,
 //! the access log, metrics and the admin API, two gateways sharing hits through Redis (which
 //! fails if a key of one process's own hashing reached Redis), the official openai SDK
-//! reading a replayed stream, and an answer beyond the meter's 32 MiB delivered but not kept.
+//! reading a replayed stream, answers beyond the meter's 32 MiB charged their usage (and kept
+//! when the cache's entries may be that long), and an answer that is not UTF-8.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::common;
@@ -636,4 +637,81 @@ async fn a_long_answer_the_cache_may_keep_is_charged_its_usage_and_kept() {
         long_answer_twice(&format!("cache: {{max_entry_bytes: {}}}", 48 << 20)).await;
     assert_eq!((&first[..], &second[..]), ("miss", "hit-exact"));
     assert_eq!(upstream_requests(&mock).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_not_in_utf8_is_passed_on_as_it_came_and_replayed_whole_only() {
+    // A provider's answer that is not UTF-8 (the mock's Latin-1) reaches the client byte for
+    // byte, is charged the usage it reports, and is kept: a whole request hits with the same
+    // bytes; a streamed one is not answered from it (a replay is text), it goes upstream.
+    let mock = Mock::start();
+    let gw = Gateway::start_opts(&config(&mock, ""), None, Some(TOKEN), &[]);
+    let ask = |stream: bool| {
+        serde_json::json!({
+            "model": "mock-a",
+            "messages": [{"role": "user", "content": "un café"}],
+            "stream": stream,
+        })
+        .to_string()
+    };
+    let send_bytes = |body: String| {
+        let gw = &gw;
+        async move {
+            let resp = client()
+                .post(gw.url("/v1/chat/completions"))
+                .bearer_auth("sk-alice")
+                .header("content-type", "application/json")
+                .header("x-mock-reply-parrot", "1")
+                .header("x-mock-reply-latin1", "1")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            let h = |n: &str| resp.headers()[n].to_str().unwrap().to_string();
+            let (cache, id) = (h("x-tollgate-cache"), h("x-request-id"));
+            (cache, id, resp.bytes().await.unwrap().to_vec())
+        }
+    };
+    let (first, id, answer) = send_bytes(ask(false)).await;
+    assert_eq!(first, "miss");
+    assert!(std::str::from_utf8(&answer).is_err(), "not UTF-8");
+    assert!(
+        answer.windows(4).any(|w| w == b"caf\xE9"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let v: Value = serde_json::from_str(&String::from_utf8_lossy(&answer)).unwrap();
+    let logged = gw.log_line(&id);
+    assert_eq!(
+        logged["input_tokens"], v["usage"]["prompt_tokens"],
+        "{logged}"
+    );
+    assert_eq!(
+        logged["output_tokens"], v["usage"]["completion_tokens"],
+        "{logged}"
+    );
+    assert_eq!(logged["usage_estimated"], false, "{logged}");
+    let (second, _, again) = send_bytes(ask(false)).await;
+    assert_eq!(second, "hit-exact");
+    assert_eq!(again, answer, "the same bytes");
+    let (streamed, _, events) = send_bytes(ask(true)).await;
+    assert_eq!(
+        streamed, "miss",
+        "a stream is not replayed from bytes that are not text"
+    );
+    let events = String::from_utf8(events).unwrap();
+    let said: String = events
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(said, "un café", "{events}");
+    assert!(events.trim_end().ends_with("data: [DONE]"), "{events}");
+    assert_eq!(upstream_requests(&mock).await, 2);
 }

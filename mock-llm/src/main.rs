@@ -228,6 +228,9 @@
 //!   of nearly equal length in characters, one content chunk each (fewer pieces when the
 //!   text is shorter), so a value can be split across chunks. `max_tokens` does not cut
 //!   it; completion tokens = the number of pieces.
+//! * `x-mock-reply-latin1: 1`: a non-streamed OpenAI chat answer is written in Latin-1:
+//!   its characters U+0080..=U+00FF as one byte each, so the body is not UTF-8 when it has
+//!   any (with `x-mock-reply-parrot`, `café` comes back as `caf\xE9`).
 //!
 //! Every response (including errors and `/mock/*`) carries `x-mock-body-len: n`
 //! and `x-mock-body-fnv64: <16 hex digits>` (FNV-1a 64 over the whole received

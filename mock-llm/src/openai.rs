@@ -263,6 +263,9 @@ fn generate(ctx: &Ctx<'_>, kind: Kind) -> Response<RespBody> {
     if !o.no_usage {
         m.insert("usage".into(), usage);
     }
+    if o.latin1 && kind == Kind::Chat {
+        return ctx.json_latin1(Value::Object(m));
+    }
     ctx.json(Value::Object(m))
 }
 

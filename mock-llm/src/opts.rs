@@ -24,6 +24,8 @@ pub struct MockOpts {
     pub tool_call: Option<String>,
     /// `x-mock-reply-parrot`: OpenAI chat answers with the last user message's text.
     pub parrot: bool,
+    /// `x-mock-reply-latin1`: a non-streamed OpenAI chat answer in Latin-1 (not UTF-8).
+    pub latin1: bool,
 }
 
 fn num(h: &HeaderMap, name: &str) -> Result<Option<u64>, String> {
@@ -83,6 +85,7 @@ impl MockOpts {
             echo: flag(h, "x-mock-echo").unwrap_or(false),
             tool_call,
             parrot: flag(h, "x-mock-reply-parrot").unwrap_or(false),
+            latin1: flag(h, "x-mock-reply-latin1").unwrap_or(false),
         })
     }
 

@@ -111,6 +111,15 @@ impl Ctx<'_> {
         json_response(StatusCode::OK, v, self.echo.as_ref(), drop)
     }
 
+    /// 200 response of JSON text with its characters U+0080..=U+00FF written as one byte each
+    /// (Latin-1: not UTF-8 when it has any), for `x-mock-reply-latin1`.
+    pub fn json_latin1(&self, v: Value) -> Response<RespBody> {
+        let mut resp = Response::new(body::full(Bytes::from(latin1(&v.to_string()))));
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp
+    }
+
     /// 200 JSON response that is never truncated (model lists).
     pub fn json_whole(&self, v: Value) -> Response<RespBody> {
         json_response(StatusCode::OK, v, self.echo.as_ref(), None)
@@ -183,9 +192,27 @@ pub fn json_response(
     resp
 }
 
+/// `text` with its characters U+0080..=U+00FF as one byte each, the others in UTF-8.
+fn latin1(text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    for c in text.chars() {
+        match u8::try_from(u32::from(c)) {
+            Ok(b) => out.push(b),
+            Err(_) => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latin1_writes_the_first_256_characters_as_bytes() {
+        assert_eq!(latin1("café 世"), b"caf\xE9 \xE4\xB8\x96".to_vec());
+        assert!(std::str::from_utf8(&latin1("é")).is_err());
+    }
 
     #[test]
     fn detects_dialects() {
