@@ -310,7 +310,7 @@ fn bench_body(c: &mut Criterion) {
                     panic!("benchmark body does not parse")
                 };
                 let rw = parsed.rewrite(Some("gpt-4o"), true);
-                rw.apply(&parsed.bytes).len()
+                rw.apply(parsed.bytes()).len()
             },
             BatchSize::SmallInput,
         )
@@ -326,7 +326,7 @@ fn bench_body(c: &mut Criterion) {
                         panic!("benchmark body does not parse")
                     };
                     let rw = parsed.rewrite(Some("gpt-4o-2024-08-06"), true);
-                    rw.apply(&parsed.bytes).len()
+                    rw.apply(parsed.bytes()).len()
                 },
                 BatchSize::SmallInput,
             )
@@ -337,7 +337,7 @@ fn bench_body(c: &mut Criterion) {
     };
     let rw = parsed.rewrite(Some("gpt-4o-2024-08-06"), true);
     g.bench_function("100k_chat/apply_only", |b| {
-        b.iter(|| rw.apply(black_box(&parsed.bytes)).len())
+        b.iter(|| rw.apply(black_box(parsed.bytes())).len())
     });
     g.finish();
 }

@@ -48,7 +48,7 @@ async fn check_key(connector: &Connector, provider: &Provider, key_index: usize)
     else {
         return CheckResult::Failed;
     };
-    let body = plan.body.apply(&parsed.bytes);
+    let body = plan.body.apply(parsed.bytes());
     let run = async {
         let mut req = RequestHeader::build("POST", b"/", None).ok()?;
         crate::provider::prepare_request(

@@ -46,8 +46,9 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValu
 #[derive(Debug, Clone)]
 pub struct RequestBody {
     /// Set only by [`RequestBody::parse`] (checked as UTF-8) and
-    /// [`RequestBody::parse_form`]: [`RequestBody::json_text`] relies on it.
-    pub bytes: Bytes,
+    /// [`RequestBody::parse_form`]: [`RequestBody::json_text`] and the spans rely on it
+    /// (read through [`RequestBody::bytes`]).
+    bytes: Bytes,
     pub model: String,
     pub stream: bool,
     /// The client itself asked for `stream_options.include_usage: true`.
@@ -138,6 +139,11 @@ impl<'a> Utf8<'a> {
 }
 
 impl RequestBody {
+    /// The body as the client sent it.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
     /// The JSON body, checked as UTF-8 when it was parsed; `None` for a form.
     pub fn json_text(&self) -> Option<Utf8<'_>> {
         self.form.is_none().then_some(Utf8(&self.bytes))

@@ -345,10 +345,10 @@ pub fn check_body(input: &[u8], rng: &mut XorShift) {
     let upstream = (!rng.one_in(4)).then(|| rng.pick(MODELS));
     let force = !rng.one_in(3);
     let rw = body.rewrite(upstream, force);
-    let out = rw.apply(&body.bytes);
+    let out = rw.apply(body.bytes());
     assert_eq!(out.len(), rw.output_len(input.len()), "announced length");
     if rw.is_empty() {
-        assert_eq!(out.as_ptr(), body.bytes.as_ptr(), "untouched body copied");
+        assert_eq!(out.as_ptr(), body.bytes().as_ptr(), "untouched body copied");
     }
     // Top-level members as raw text (values are not decoded: a lone surrogate escape is
     // valid JSON text that serde_json will not decode).
@@ -398,7 +398,7 @@ pub fn check_body(input: &[u8], rng: &mut XorShift) {
     let family = [OPENAI, AZURE, ANTHROPIC, GEMINI][rng.below(4)];
     match plan::plan(&body, endpoint, family, rng.pick(MODELS)) {
         Ok(p) => {
-            let sent = p.body.apply(&body.bytes);
+            let sent = p.body.apply(body.bytes());
             assert_eq!(sent.len(), p.body.len(input.len()), "plan length");
             assert_json_object(&sent, "a planned body");
         }

@@ -115,7 +115,7 @@ impl Moderation {
 /// The texts of a request the check reads: every message's text (strings and text parts or
 /// blocks), Anthropic's `system`, a completion's `prompt`.
 pub fn input_texts(body: &RequestBody) -> Vec<String> {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body.bytes) else {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body.bytes()) else {
         return Vec::new();
     };
     let mut out = Vec::new();

@@ -122,10 +122,10 @@ pub fn decorate(
     let spans = Spans {
         messages: body.messages_span.clone(),
         system: body.system_span.clone(),
-        object: object_span(&body.bytes),
+        object: object_span(body.bytes()),
     };
     Ok(Rewrite::from_edits(splice_edits(
-        &body.bytes,
+        body.bytes(),
         &spans,
         wire,
         &pre,

@@ -44,8 +44,8 @@ fn decorated(p: &Prompts, wire: Wire, consumer: Option<&str>, input: &str) -> St
         consumer.and_then(|c| p.consumers.get(c)),
     ];
     let rw = decorate(&b, wire, layers, &cx(consumer.unwrap_or(""))).unwrap();
-    let out = rw.apply(&b.bytes);
-    assert_eq!(out.len(), rw.output_len(b.bytes.len()));
+    let out = rw.apply(b.bytes());
+    assert_eq!(out.len(), rw.output_len(b.bytes().len()));
     serde_json::from_slice::<serde_json::Value>(&out).expect("valid JSON");
     String::from_utf8(out.to_vec()).unwrap()
 }
@@ -130,9 +130,9 @@ fn a_route_without_decorators_leaves_the_same_bytes() {
     let b = body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
     let rw = decorate(&b, Wire::OpenAi, [Some(&p.routes[1]), None], &cx("")).unwrap();
     assert!(rw.is_empty());
-    assert_eq!(rw.apply(&b.bytes).as_ptr(), b.bytes.as_ptr());
+    assert_eq!(rw.apply(b.bytes()).as_ptr(), b.bytes().as_ptr());
     let rw = decorate(&b, Wire::OpenAi, [None, None], &cx("")).unwrap();
-    assert_eq!(rw.apply(&b.bytes).as_ptr(), b.bytes.as_ptr());
+    assert_eq!(rw.apply(b.bytes()).as_ptr(), b.bytes().as_ptr());
 }
 
 #[test]

@@ -122,7 +122,7 @@ fn ms(from: Instant, to: Option<Instant>) -> Option<f64> {
 pub fn final_usage(req: &Exchange) -> Option<Usage> {
     let usage = req.attempts.outcome.usage?;
     let provider = req.provider().map_or("", |p| p.name.as_str());
-    let request = req.request.as_ref().map(|b| &b.bytes[..]);
+    let request = req.request.as_ref().map(|b| &b.bytes()[..]);
     Some(crate::usage::billable(usage, request, provider))
 }
 

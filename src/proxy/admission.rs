@@ -51,9 +51,9 @@ pub fn demand(body: &RequestBody) -> Demand {
     let prompt = match &body.form {
         // A file upload: its text fields only (the file is audio or an image).
         Some(f) => f.form.prompt.as_deref().map_or(0, estimate_tokens),
-        None => std::str::from_utf8(&body.bytes)
+        None => std::str::from_utf8(body.bytes())
             .map(estimate_tokens)
-            .unwrap_or(body.bytes.len() as u64 / 4),
+            .unwrap_or(body.bytes().len() as u64 / 4),
     };
     Demand {
         prompt: prompt.min(MAX_TOKENS_PER_REQUEST),

@@ -257,7 +257,7 @@ impl Upstream<'_> {
             key_index,
             upstream_model,
             stream: body.stream,
-            original: body.bytes.clone(),
+            original: body.bytes().clone(),
             plan,
             propagate,
         })

@@ -150,7 +150,7 @@ async fn semantic_lookup(
     body: &RequestBody,
     wish: Wish,
 ) -> (Option<Arc<Entry>>, Option<f32>, Option<Probe>) {
-    let probed = match serde_json::from_slice::<serde_json::Value>(&body.bytes) {
+    let probed = match serde_json::from_slice::<serde_json::Value>(body.bytes()) {
         Ok(request) => semantic_probe(asked, backends, sem, scope, &request).await,
         Err(_) => None,
     };

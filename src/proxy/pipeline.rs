@@ -238,7 +238,7 @@ async fn budget_stage(
     if endpoint == Endpoint::CountTokens {
         if !count_tokens::forwarded(rule) {
             let (id, extra) = (&x.request_id, &x.extra_headers);
-            return count_tokens::answer_estimate(session, &body.bytes, id, extra)
+            return count_tokens::answer_estimate(session, body.bytes(), id, extra)
                 .await
                 .map(Some);
         }

@@ -110,9 +110,9 @@ pub fn plan(
         return Ok(native(body, endpoint, client, provider, upstream_model));
     }
     let (openai_endpoint, openai): (Endpoint, Cow<'_, [u8]>) =
-        match client.request_to_openai(&body.bytes, upstream_model)? {
+        match client.request_to_openai(body.bytes(), upstream_model)? {
             Some(t) => (Endpoint::ChatCompletions, Cow::Owned(t.body)),
-            None => (endpoint, Cow::Borrowed(&body.bytes[..])),
+            None => (endpoint, Cow::Borrowed(&body.bytes()[..])),
         };
     let out = provider.request_from_openai(openai_endpoint, &openai, upstream_model)?;
     let sent = out.body.unwrap_or_else(|| openai.into_owned());
@@ -173,7 +173,7 @@ fn asked(body: &RequestBody, kind: MediaKind) -> u64 {
     if let Some(form) = &body.form {
         return form.form.n.unwrap_or(1);
     }
-    let Ok(fields) = serde_json::from_slice::<Asked<'_>>(&body.bytes) else {
+    let Ok(fields) = serde_json::from_slice::<Asked<'_>>(body.bytes()) else {
         return 0;
     };
     match kind {

@@ -42,7 +42,7 @@ pub fn apply(
     if input.is_none() && route.pii.is_none() {
         return Ok(ResponsePolicy::new(None, route.deny.clone(), shape));
     }
-    let mut v: Value = serde_json::from_slice(&body.bytes)
+    let mut v: Value = serde_json::from_slice(body.bytes())
         .map_err(|e| GatewayError::InvalidJson(e.to_string()))?;
     if let Some(list) = input {
         let mut hit = false;

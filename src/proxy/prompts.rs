@@ -100,7 +100,7 @@ fn decorate(
     if rewrite.is_empty() {
         return Ok(None);
     }
-    let decorated = RequestBody::parse(rewrite.apply(&body.bytes))?;
+    let decorated = RequestBody::parse(rewrite.apply(body.bytes()))?;
     actions.push(Action::new("decorator", "applied"));
     Ok(Some(decorated))
 }
