@@ -185,6 +185,24 @@ fn command(
     }
 }
 
+/// `tollgate -t`: everything a start checks (files, stores, listener addresses; see
+/// `preflight`), without starting.
+fn test_config(gateway: &tollgate::runtime::Gateway, conf: &str) -> ExitCode {
+    match tollgate::preflight::check(gateway, tollgate::preflight::Mode::Test) {
+        Ok(warnings) => {
+            for w in warnings {
+                eprintln!("tollgate: warning: {w}");
+            }
+            println!("tollgate: configuration {conf} is valid");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tollgate: configuration error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     tollgate::logging::init();
     let cli = Cli::parse();
@@ -218,20 +236,7 @@ fn main() -> ExitCode {
     }
     use tollgate::preflight::{check, Mode};
     if cli.test {
-        // Everything a start checks: files, stores, listener addresses (see `preflight`).
-        return match check(&gateway, Mode::Test) {
-            Ok(warnings) => {
-                for w in warnings {
-                    eprintln!("tollgate: warning: {w}");
-                }
-                println!("tollgate: configuration {} is valid", cli.conf);
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("tollgate: configuration error: {e}");
-                ExitCode::from(2)
-            }
-        };
+        return test_config(&gateway, &cli.conf);
     }
     let mode = Mode::Start {
         upgrade: cli.upgrade,

@@ -208,46 +208,7 @@ fn user_message(content: Option<&Json>, what: &str, out: &mut Vec<Json>) -> Resu
                 "text" => str_field(b, "text").unwrap_or_default(),
             }),
             Some("image") | Some("document") => parts.push(media_part(b, what)?),
-            Some("tool_result") => {
-                let id = str_field(b, "tool_use_id").ok_or_else(|| {
-                    invalid(format!("a tool_result in {what} has no `tool_use_id`"))
-                })?;
-                let mut texts = Vec::new();
-                match b.get("content") {
-                    None => {}
-                    Some(Json::Str(s)) => texts.push(s.as_str()),
-                    Some(Json::Arr(inner)) => {
-                        for c in inner {
-                            match str_field(c, "type") {
-                                Some("text") => {
-                                    texts.push(str_field(c, "text").unwrap_or_default())
-                                }
-                                // OpenAI tool messages carry text only: media goes to the
-                                // user message that follows the tool messages.
-                                Some("image") | Some("document") => {
-                                    parts.push(media_part(c, what)?)
-                                }
-                                other => {
-                                    return Err(TranslateError::Unsupported(format!(
-                                        "block type `{}` in a tool_result in {what}",
-                                        short(other.unwrap_or("?"))
-                                    )))
-                                }
-                            }
-                        }
-                    }
-                    Some(_) => {
-                        return Err(invalid(format!(
-                            "a tool_result `content` in {what} must be a string or an array"
-                        )))
-                    }
-                }
-                out.push(jobj! {
-                    "role" => "tool",
-                    "tool_call_id" => id,
-                    "content" => texts.join("\n"),
-                });
-            }
+            Some("tool_result") => out.push(tool_message(b, what, &mut parts)?),
             Some("thinking") | Some("redacted_thinking") => {}
             other => {
                 return Err(TranslateError::Unsupported(format!(
@@ -268,6 +229,43 @@ fn user_message(content: Option<&Json>, what: &str, out: &mut Vec<Json>) -> Resu
     };
     out.push(jobj! { "role" => "user", "content" => content });
     Ok(())
+}
+
+/// The OpenAI `tool` message of a `tool_result` block: its text (media blocks in it go to
+/// `parts`, the user message that follows the tool messages: OpenAI tool messages carry
+/// text only).
+fn tool_message(b: &Json, what: &str, parts: &mut Vec<Json>) -> Result<Json> {
+    let id = str_field(b, "tool_use_id")
+        .ok_or_else(|| invalid(format!("a tool_result in {what} has no `tool_use_id`")))?;
+    let mut texts = Vec::new();
+    match b.get("content") {
+        None => {}
+        Some(Json::Str(s)) => texts.push(s.as_str()),
+        Some(Json::Arr(inner)) => {
+            for c in inner {
+                match str_field(c, "type") {
+                    Some("text") => texts.push(str_field(c, "text").unwrap_or_default()),
+                    Some("image") | Some("document") => parts.push(media_part(c, what)?),
+                    other => {
+                        return Err(TranslateError::Unsupported(format!(
+                            "block type `{}` in a tool_result in {what}",
+                            short(other.unwrap_or("?"))
+                        )))
+                    }
+                }
+            }
+        }
+        Some(_) => {
+            return Err(invalid(format!(
+                "a tool_result `content` in {what} must be a string or an array"
+            )))
+        }
+    }
+    Ok(jobj! {
+        "role" => "tool",
+        "tool_call_id" => id,
+        "content" => texts.join("\n"),
+    })
 }
 
 fn assistant_message(content: Option<&Json>, what: &str) -> Result<Option<Json>> {
