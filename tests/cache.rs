@@ -570,6 +570,20 @@ async fn an_embeddings_failure_is_a_miss_not_an_error() {
     assert!(c.starts_with("hit-semantic;score="), "{c}");
 }
 
+/// The access log's line for request `id`, which charged the usage `answer` reports (not
+/// an estimate).
+fn charged_as_reported(gw: &Gateway, id: &str, answer: &Value) -> Value {
+    let logged = gw.log_line(id);
+    let usage = &answer["usage"];
+    assert_eq!(logged["input_tokens"], usage["prompt_tokens"], "{logged}");
+    assert_eq!(
+        logged["output_tokens"], usage["completion_tokens"],
+        "{logged}"
+    );
+    assert_eq!(logged["usage_estimated"], false, "{logged}");
+    logged
+}
+
 /// A 33 MiB answer (the parrot's) twice, on a gateway with `extra` settings: each time
 /// delivered whole and charged the usage it reports (not an estimate); the cache's verdicts.
 async fn long_answer_twice(extra: &str) -> (String, String, Mock) {
@@ -596,16 +610,7 @@ async fn long_answer_twice(extra: &str) -> (String, String, Mock) {
         let v: Value = serde_json::from_str(&answer).unwrap();
         let said = v["choices"][0]["message"]["content"].as_str().unwrap();
         assert!(said == question, "the parrot said {} bytes", said.len());
-        let logged = gw.log_line(&id);
-        assert_eq!(
-            logged["input_tokens"], v["usage"]["prompt_tokens"],
-            "{logged}"
-        );
-        assert_eq!(
-            logged["output_tokens"], v["usage"]["completion_tokens"],
-            "{logged}"
-        );
-        assert_eq!(logged["usage_estimated"], false, "{logged}");
+        let logged = charged_as_reported(&gw, &id, &v);
         charged.push((
             logged["input_tokens"].clone(),
             logged["output_tokens"].clone(),
@@ -682,16 +687,7 @@ async fn an_answer_not_in_utf8_is_passed_on_as_it_came_and_replayed_whole_only()
         String::from_utf8_lossy(&answer)
     );
     let v: Value = serde_json::from_str(&String::from_utf8_lossy(&answer)).unwrap();
-    let logged = gw.log_line(&id);
-    assert_eq!(
-        logged["input_tokens"], v["usage"]["prompt_tokens"],
-        "{logged}"
-    );
-    assert_eq!(
-        logged["output_tokens"], v["usage"]["completion_tokens"],
-        "{logged}"
-    );
-    assert_eq!(logged["usage_estimated"], false, "{logged}");
+    charged_as_reported(&gw, &id, &v);
     let (second, _, again) = send_bytes(ask(false)).await;
     assert_eq!(second, "hit-exact");
     assert_eq!(again, answer, "the same bytes");
