@@ -121,15 +121,7 @@ async fn identical_requests_hit_and_any_change_misses() {
     assert_eq!(c, "hit-exact");
     let events = sse_data(&sse);
     assert_eq!(events.last().unwrap(), "[DONE]");
-    let text: String = events
-        .iter()
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|v| {
-            v["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .collect();
+    let text = delta_text(&events);
     let whole: Value = serde_json::from_str(&first).unwrap();
     assert_eq!(text, whole["choices"][0]["message"]["content"]);
     assert!(
@@ -697,16 +689,7 @@ async fn an_answer_not_in_utf8_is_passed_on_as_it_came_and_replayed_whole_only()
         "a stream is not replayed from bytes that are not text"
     );
     let events = String::from_utf8(events).unwrap();
-    let said: String = events
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|c| {
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect();
+    let said = delta_text(&sse_data(&events));
     assert_eq!(said, "un café", "{events}");
     assert!(events.trim_end().ends_with("data: [DONE]"), "{events}");
     assert_eq!(upstream_requests(&mock).await, 2);

@@ -456,15 +456,7 @@ async fn stream_cut_midway_ends_with_an_error_event() {
     assert!(last["error"]["message"].is_string(), "{last}");
     // The mock cuts after 3 chunks; the client saw those it managed to send (3, or fewer
     // when the abort overtook the last write).
-    let content: String = events
-        .iter()
-        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
-        .filter_map(|v| {
-            v["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .collect();
+    let content = delta_text(&events);
     assert!(
         !content.is_empty() && "Hello wörld 世界".starts_with(&content),
         "{content}"

@@ -113,16 +113,7 @@ async fn anthropic_upstream_for_openai_clients() {
     assert_eq!(status, 200);
     let events = sse_data(&text);
     assert_eq!(events.last().unwrap(), "[DONE]");
-    let content: String = events
-        .iter()
-        .filter(|e| *e != "[DONE]")
-        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
-        .filter_map(|v| {
-            v["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .collect();
+    let content = delta_text(&events);
     assert_eq!(content, "Hello wörld 世界 from mock");
     let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
     assert_eq!(usage["usage"]["completion_tokens"], 5);

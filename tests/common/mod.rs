@@ -869,6 +869,20 @@ pub fn fnv64(data: &[u8]) -> String {
     format!("{h:016x}")
 }
 
+/// The text of OpenAI chat chunks' `choices[0].delta.content`, joined, from SSE `data:`
+/// payloads (others, such as `[DONE]`, skipped).
+pub fn delta_text(events: &[String]) -> String {
+    events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<serde_json::Value>(e).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
 /// SSE `data:` payloads of a complete stream body.
 pub fn sse_data(body: &str) -> Vec<String> {
     body.split("\n\n")
