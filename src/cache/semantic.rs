@@ -16,7 +16,9 @@
 //!   whether the answer calls tools). A lookup searches the request's partition only. A
 //!   partition starts as a list scanned exactly (no recall to tune, and as fast as a graph
 //!   for a few hundred points); once it holds [`GRAPH_FROM`] points of one dimension they
-//!   move into an HNSW graph ([`super::graph`], the `usearch` crate), which removes points
+//!   move into an HNSW graph ([`super::graph`], the `usearch` crate; built from a copy of
+//!   their vectors off the proxy's threads and outside the index's lock, [`GraphJob`],
+//!   while lookups go on scanning the list), which removes points
 //!   (expired, evicted, replaced) and searches with a filter. Partitions hold only entries of
 //!   the same context, so the graph is needed only where one context gathers many
 //!   questions: a single-turn assistant with one system prompt and scope, up to the route's
@@ -31,7 +33,8 @@ use super::graph::{self, Graph, GRAPH_FROM, LINK_BYTES};
 use super::Key;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 /// Default least similarity served.
@@ -191,6 +194,8 @@ struct Partition {
     listed: Vec<u64>,
     /// The graph of the rest, once [`GRAPH_FROM`] points had one dimension.
     graph: Option<Graph>,
+    /// The ticket of the graph being built for it, outside the index's lock ([`GraphJob`]).
+    building: Option<u64>,
 }
 
 impl Partition {
@@ -228,38 +233,47 @@ impl Partition {
         bytes
     }
 
-    /// Move the listed points into a graph once [`GRAPH_FROM`] of them have `dims` values;
-    /// the bytes this adds.
-    fn grow(&mut self, dims: usize) -> usize {
-        if self.graph.is_some() || self.listed.len() < GRAPH_FROM {
-            return 0;
-        }
-        let same: Vec<u64> = self
-            .listed
-            .iter()
-            .copied()
-            .filter(|id| self.points.get(id).is_some_and(|p| p.dims == dims))
-            .collect();
-        if same.len() < GRAPH_FROM {
-            return 0;
+    /// Once [`GRAPH_FROM`] listed points have `dims` values (and no graph is built or being
+    /// built): a copy of their vectors, to build a graph from outside the index's lock.
+    fn graph_due(&mut self, dims: usize) -> Option<Vec<(u64, Box<[f32]>)>> {
+        if self.graph.is_some() || self.building.is_some() || self.listed.len() < GRAPH_FROM {
+            return None;
         }
         let points = &self.points;
-        let vectors: Vec<(u64, &[f32])> = same
+        let same: Vec<(u64, Box<[f32]>)> = self
+            .listed
             .iter()
-            .filter_map(|id| Some((*id, &*points.get(id)?.vector)))
+            .filter_map(|id| Some((*id, points.get(id).filter(|p| p.dims == dims)?)))
+            .map(|(id, p)| (id, p.vector.clone()))
             .collect();
-        let Some(graph) = Graph::build(dims, &vectors) else {
-            return 0;
-        };
-        self.graph = Some(graph);
-        self.listed.retain(|id| !same.contains(id));
-        for id in &same {
-            if let Some(p) = self.points.get_mut(id) {
-                p.vector = Box::default();
+        (same.len() >= GRAPH_FROM).then_some(same)
+    }
+
+    /// Take `graph`, built from the points `built` while the lock was free: the listed points
+    /// of its dimension move into it (their vectors dropped: those added since too), the
+    /// points gone since leave it. The bytes this adds.
+    fn install(&mut self, graph: Graph, built: &[u64]) -> usize {
+        let listed: HashSet<u64> = self.listed.iter().copied().collect();
+        for id in built {
+            if !listed.contains(id) {
+                graph.remove(*id);
             }
         }
-        // The graph's own memory, and each point's links beyond what it cost in the list.
-        graph::base_bytes(dims) + same.len() * LINK_BYTES
+        let built: HashSet<u64> = built.iter().copied().collect();
+        let mut moved = HashSet::new();
+        for id in &self.listed {
+            let Some(p) = self.points.get_mut(id) else {
+                continue;
+            };
+            if p.dims == graph.dims() && (built.contains(id) || graph.add(*id, &p.vector)) {
+                p.vector = Box::default();
+                moved.insert(*id);
+            }
+        }
+        self.listed.retain(|id| !moved.contains(id));
+        let bytes = graph::base_bytes(graph.dims()) + moved.len() * LINK_BYTES;
+        self.graph = Some(graph);
+        bytes
     }
 
     /// The most similar point that serves, listed or in the graph.
@@ -331,6 +345,33 @@ pub struct Stats {
     pub graphed: usize,
 }
 
+/// A graph to build for a partition's points outside the index's lock
+/// ([`SemanticIndex::build`]).
+#[must_use = "the graph is built by SemanticIndex::build"]
+pub struct GraphJob {
+    context: [u8; 32],
+    dims: usize,
+    /// Which job: a partition takes the graph of the job it started only (not one started
+    /// before it was emptied and made again).
+    ticket: u64,
+    points: Vec<(u64, Box<[f32]>)>,
+    /// The route's `max_entries` and `max_bytes`, held again once the graph is in, and the
+    /// time the job was made (what is past it is dropped then).
+    bounds: (usize, usize, u64),
+}
+
+impl std::fmt::Debug for GraphJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphJob")
+            .field("dims", &self.dims)
+            .field("points", &self.points.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Tickets of graph jobs, unique in the process.
+static TICKETS: AtomicU64 = AtomicU64::new(0);
+
 /// One route's points, partitioned by context (see the module's doc).
 #[derive(Default)]
 pub struct SemanticIndex {
@@ -373,7 +414,8 @@ impl SemanticIndex {
     }
 
     /// Keep a point (replacing one of the same context and key), then drop expired and
-    /// oldest points until the bounds hold.
+    /// oldest points until the bounds hold. When its partition now wants a graph, the job
+    /// to build it ([`SemanticIndex::build`], off the request's thread).
     #[expect(clippy::too_many_arguments, reason = "a point's fields and the bounds")]
     pub fn insert(
         &self,
@@ -385,7 +427,7 @@ impl SemanticIndex {
         max_entries: usize,
         max_bytes: usize,
         now_ms: u64,
-    ) {
+    ) -> Option<GraphJob> {
         let mut inner = self.lock();
         let old = inner
             .partitions
@@ -406,10 +448,48 @@ impl SemanticIndex {
         };
         let part = inner.partitions.entry(context).or_default();
         let added = part.add(id, point);
-        let grown = part.grow(dims);
+        let due = part.graph_due(dims);
+        let ticket = due
+            .as_ref()
+            .map(|_| TICKETS.fetch_add(1, Ordering::Relaxed));
+        part.building = part.building.or(ticket);
         inner.entries += 1;
-        inner.bytes += added + grown;
+        inner.bytes += added;
         inner.order.push_back((context, id));
+        inner.evict(max_entries, max_bytes, now_ms);
+        Some(GraphJob {
+            context,
+            dims,
+            ticket: ticket?,
+            points: due?,
+            bounds: (max_entries, max_bytes, now_ms),
+        })
+    }
+
+    /// Build the graph `job` asks for, without the index's lock (lookups and inserts go on
+    /// meanwhile: a few hundred points of a thousand dimensions take tens of milliseconds),
+    /// then put it in its partition, if the partition is still the one it was built for.
+    pub fn build(&self, job: GraphJob) {
+        let vectors: Vec<(u64, &[f32])> = job.points.iter().map(|(id, v)| (*id, &v[..])).collect();
+        let graph = Graph::build(job.dims, &vectors);
+        let ids: Vec<u64> = job.points.iter().map(|(id, _)| *id).collect();
+        drop(vectors);
+        drop(job.points);
+        let mut inner = self.lock();
+        let Some(part) = inner.partitions.get_mut(&job.context) else {
+            return;
+        };
+        if part.building != Some(job.ticket) {
+            return;
+        }
+        part.building = None;
+        // A graph that could not be made is tried again with the next point.
+        let Some(graph) = graph else {
+            return;
+        };
+        let added = part.install(graph, &ids);
+        inner.bytes += added;
+        let (max_entries, max_bytes, now_ms) = job.bounds;
         inner.evict(max_entries, max_bytes, now_ms);
     }
 
@@ -662,7 +742,7 @@ mod tests {
         let n = GRAPH_FROM as u64 + 200;
         let max = usize::try_from(n).unwrap() - 50;
         let insert = |i: u64, expires: u64, tools: bool| {
-            idx.insert(
+            let job = idx.insert(
                 c,
                 random(i, dims),
                 k(&format!("k{i}")),
@@ -672,6 +752,9 @@ mod tests {
                 1 << 30,
                 0,
             );
+            if let Some(job) = job {
+                idx.build(job);
+            }
         };
         for i in 0..GRAPH_FROM as u64 - 1 {
             insert(i, 100, i % 10 == 3);
@@ -738,6 +821,66 @@ mod tests {
         assert_eq!(idx.stats().graphed, max - 1);
         idx.clear();
         assert_eq!(idx.stats(), Stats::default());
+    }
+
+    /// Keep point `i` (its key `k{i}`, a random vector of `dims`) in `c`; the graph job.
+    fn put(idx: &SemanticIndex, c: [u8; 32], i: u64, dims: usize) -> Option<GraphJob> {
+        let key = k(&format!("k{i}"));
+        idx.insert(c, random(i, dims), key, 100, false, 10_000, 1 << 30, 0)
+    }
+
+    #[test]
+    fn a_graph_built_outside_the_lock_takes_the_points_of_the_moment() {
+        let (c, dims, last) = ([8u8; 32], 16, GRAPH_FROM as u64 - 1);
+        let idx = SemanticIndex::default();
+        for i in 0..last {
+            assert!(put(&idx, c, i, dims).is_none());
+        }
+        let job = put(&idx, c, last, dims).expect("a graph is due");
+        // While it is built: lookups, a point added (no second job), one forgotten.
+        assert!(put(&idx, c, 5_000, dims).is_none(), "one job at a time");
+        idx.forget(&c, &k("k3"));
+        let found = |idx: &SemanticIndex, i: u64| {
+            idx.nearest(&c, &random(i, dims), 0.99, false, 0)
+                .map(|f| f.key)
+        };
+        assert_eq!(found(&idx, 10), Some(k("k10")), "served from the list");
+        assert_eq!(idx.stats().graphed, 0);
+        idx.build(job);
+        let st = idx.stats();
+        assert_eq!((st.entries, st.graphed), (GRAPH_FROM, GRAPH_FROM));
+        for i in (0..=last).chain([5_000]) {
+            let want = (i != 3).then(|| k(&format!("k{i}")));
+            assert_eq!(found(&idx, i), want, "k{i}");
+        }
+        // The same points put in one after another (each job built at once) weigh the same.
+        let at_once = SemanticIndex::default();
+        for i in 0..=last {
+            if let Some(job) = put(&at_once, c, i, dims) {
+                at_once.build(job);
+            }
+        }
+        assert!(put(&at_once, c, 5_000, dims).is_none());
+        at_once.forget(&c, &k("k3"));
+        assert_eq!(at_once.stats(), st);
+        // A job whose partition was emptied (a purge) and made again meanwhile is dropped.
+        let purged = SemanticIndex::default();
+        for i in 0..last {
+            assert!(put(&purged, c, i, dims).is_none());
+        }
+        let job = put(&purged, c, last, dims).expect("a graph is due");
+        purged.clear();
+        for i in 0..10 {
+            assert!(put(&purged, c, i, dims).is_none());
+        }
+        purged.build(job);
+        let st = purged.stats();
+        assert_eq!(
+            (st.entries, st.graphed),
+            (10, 0),
+            "the old job's graph is not taken"
+        );
+        assert_eq!(found(&purged, 4), Some(k("k4")));
     }
 
     #[test]

@@ -400,7 +400,7 @@ pub async fn keep(
         if let (Some(p), Some(sem)) = (&state.probe, &settings.semantic) {
             let ttl_ms = u64::try_from(settings.ttl.as_millis()).unwrap_or(u64::MAX);
             let now = now_ms();
-            p.index.insert(
+            let job = p.index.insert(
                 p.context,
                 p.vector.clone(),
                 state.key,
@@ -410,6 +410,11 @@ pub async fn keep(
                 sem.max_bytes,
                 now,
             );
+            if let Some(job) = job {
+                // Tens of milliseconds of work: not on the proxy's threads.
+                let index = p.index.clone();
+                tokio::task::spawn_blocking(move || index.build(job));
+            }
         }
         if let Some(c) = &route.cache_counters {
             c.stored();
