@@ -274,6 +274,24 @@ fn bench_usage_json(c: &mut Criterion) {
         b.iter(|| usage_from_json(black_box(&response)))
     });
     g.finish();
+    // An answer past what the meter keeps whole (32 MiB) is read as it goes by: the pass
+    // over 1 MiB of it, in 64 KiB reads (`LongJson`).
+    let text = "word, and a \\\"quote\\\" ".repeat((1 << 20) / 24);
+    let long = format!(
+        r#"{{"id":"chatcmpl-1","choices":[{{"message":{{"content":"{text}"}}}}],"usage":{{"prompt_tokens":9,"completion_tokens":8}}}}"#
+    );
+    let mut g = c.benchmark_group("long_json");
+    g.throughput(Throughput::Bytes(long.len() as u64));
+    g.bench_function("1mib_answer/64k_reads", |b| {
+        b.iter(|| {
+            let mut pass = tollgate::usage::LongJson::new();
+            for piece in black_box(long.as_bytes()).chunks(64 << 10) {
+                pass.push(piece);
+            }
+            pass.skeleton().and_then(usage_from_json)
+        })
+    });
+    g.finish();
 }
 
 fn bench_body(c: &mut Criterion) {
