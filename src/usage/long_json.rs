@@ -65,7 +65,6 @@ pub struct LongJson {
     /// The text of every string, and the bytes of a character split between chunks.
     text: TokenEstimator,
     carry: Vec<u8>,
-    bytes: usize,
 }
 
 impl Default for LongJson {
@@ -89,13 +88,11 @@ impl LongJson {
             usage_seen: false,
             text: TokenEstimator::new(),
             carry: Vec::new(),
-            bytes: 0,
         }
     }
 
     /// The next bytes of the answer.
     pub fn push(&mut self, bytes: &[u8]) {
-        self.bytes = self.bytes.saturating_add(bytes.len());
         let mut i = 0;
         while i < bytes.len() && self.phase != Phase::Broken {
             if self.in_string {
@@ -106,16 +103,6 @@ impl LongJson {
             i += 1;
             self.structural(b);
         }
-    }
-
-    /// Bytes read so far.
-    pub fn len(&self) -> usize {
-        self.bytes
-    }
-
-    /// Whether nothing was read yet.
-    pub fn is_empty(&self) -> bool {
-        self.bytes == 0
     }
 
     /// The answer's top-level object with its long values emptied, once it was read whole
@@ -170,7 +157,7 @@ impl LongJson {
 
     /// One byte outside any string.
     fn structural(&mut self, b: u8) {
-        let ws = matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+        let ws = is_ws(b);
         match self.phase {
             Phase::Before | Phase::Done if ws => {}
             Phase::Before if b == b'{' => {
@@ -197,8 +184,7 @@ impl LongJson {
 
     /// A byte of a member's value, outside strings.
     fn value_byte(&mut self, b: u8) {
-        let ws = matches!(b, b' ' | b'\t' | b'\n' | b'\r');
-        if ws && self.value.is_empty() {
+        if is_ws(b) && self.value.is_empty() {
             // The value's first byte says its kind (`MAX_MEMBER`).
             return;
         }
@@ -256,7 +242,13 @@ impl LongJson {
 
     /// The end of a member's value: write the member into the skeleton.
     fn end_member(&mut self) {
-        let value = trim(&self.value);
+        // Its leading whitespace was never taken.
+        let end = self
+            .value
+            .iter()
+            .rposition(|&b| !is_ws(b))
+            .map_or(0, |e| e + 1);
+        let value = self.value.get(..end).unwrap_or_default();
         if value.is_empty() {
             self.phase = Phase::Broken;
             return;
@@ -352,11 +344,9 @@ impl LongJson {
     }
 }
 
-fn trim(b: &[u8]) -> &[u8] {
-    let ws = |c: &u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r');
-    let start = b.iter().position(|c| !ws(c)).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !ws(c)).map_or(start, |e| e + 1);
-    b.get(start..end).unwrap_or_default()
+/// JSON's whitespace (not `\x0C`, which `u8::is_ascii_whitespace` takes too).
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
 #[cfg(test)]

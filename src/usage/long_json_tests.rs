@@ -10,7 +10,7 @@ fn read(body: &[u8], cuts: &[usize]) -> LongJson {
         long.push(&body[at..cut]);
         at = cut;
     }
-    assert_eq!(long.len(), body.len());
+    assert_eq!(at, body.len(), "the pieces cover the body");
     long
 }
 
