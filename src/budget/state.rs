@@ -46,6 +46,14 @@ impl Account {
         }
     }
 
+    /// What requests in flight hold: their reservations, and the charges of those settling
+    /// (from the release of their reservation until the store has the charge).
+    fn in_flight(&self) -> i64 {
+        self.reserved
+            .load(Ordering::SeqCst)
+            .saturating_add(self.pending.load(Ordering::SeqCst))
+    }
+
     fn spent(&self) -> i64 {
         self.committed
             .load(Ordering::SeqCst)
@@ -360,12 +368,14 @@ impl Budgets {
                 },
                 Some(None) => BudgetReq::Reset(s.clone()),
             };
-            let answer = self.local_spend(req).await?;
             let account = self.account(&s.budget, &s.subject, s.start);
+            // Taken before the read: a charge the answer lacks is committed after it, so
+            // it was still held here (reserved, or pending once settling began). After the
+            // read, a charge released and not yet committed would be in neither figure.
+            let reserved = account.in_flight();
+            let answer = self.local_spend(req).await?;
             Self::learn(&account, answer);
-            let spend = answer.value;
-            let reserved = account.reserved.load(Ordering::SeqCst);
-            (spend, reserved)
+            (answer.value, reserved)
         };
         Ok(Standing {
             subject: subject.to_string(),

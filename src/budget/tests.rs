@@ -306,6 +306,48 @@ async fn concurrent_requests_overspend_by_at_most_one_reservation() {
     assert_eq!(s.reserved, 0);
 }
 
+/// The API's standing never loses a charge between its release and its commit: spent plus
+/// reserved covers every admitted request, and nothing reserved means everything is spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standing_taken_while_requests_settle_misses_no_charge() {
+    let dir = tempfile::tempdir().unwrap();
+    let budgets = Arc::new(local(&dir));
+    let b = book("[{name: b, consumer: alice, amount: 100}]");
+    let budget = b.get("b").unwrap().clone();
+    let now = secs("2026-03-03T03:03:03Z");
+    let (reserve, cost, n) = (USD, USD / 2, 20);
+    let want = vec![(budget.clone(), "alice".to_string(), reserve)];
+    let mut holds = Vec::new();
+    for _ in 0..n {
+        holds.extend(budgets.admit(&want, now).await.unwrap());
+    }
+    let settling: Vec<_> = holds
+        .into_iter()
+        .map(|h| {
+            let budgets = budgets.clone();
+            tokio::spawn(async move { budgets.settle(&h, cost).await })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = budgets.standing(&budget, "alice", now, None).await.unwrap();
+        assert!(
+            s.spend.spent + s.reserved >= n * cost,
+            "spent {} + reserved {} lost a charge",
+            s.spend.spent,
+            s.reserved
+        );
+        if s.reserved == 0 {
+            assert_eq!(s.spend.spent, n * cost);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never settled");
+    }
+    for t in settling {
+        t.await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn spend_survives_reopening_the_store() {
     let dir = tempfile::tempdir().unwrap();
