@@ -47,7 +47,8 @@
 //!   consumer, team, route or provider key over calendar periods in a time zone (reserved at
 //!   admission at the dearest target's price, settled with the real cost, in the embedded
 //!   store or Redis); `cache`: the response cache (exact keys of normalised requests and
-//!   their scope, read in one pass by `cache::key`, long strings by their remembered
+//!   their scope, read in one pass by `cache::key`, hashed by `cache::keyed` in memory,
+//!   long strings by their remembered
 //!   digests in `cache::long`; answers checked by `cache::whole`, kept
 //!   whole and replayed as streams, in memory and Redis; and
 //!   `cache::semantic`, paraphrases in the same context found by their embeddings, exactly

@@ -1,8 +1,8 @@
 //! The exact cache's key: a digest of the route, the scope and the request body in
 //! canonical form (object keys sorted, strings and numbers written one way, no
 //! insignificant whitespace), without the top level's `stream` and `stream_options`. Keys
-//! shared through Redis are BLAKE3 digests; keys kept in one gateway's memory are
-//! SipHash-2-4 under the process's secret when the text is short ([`Hashing`]).
+//! shared through Redis are BLAKE3 digests; keys kept in one gateway's memory are a keyed
+//! hash under the process's secret when the text is short ([`Hashing`], `super::keyed`).
 //!
 //! The canonical text is written in one pass over the body on the usage meter's scanner
 //! (`crate::usage::json`), without a JSON tree: members are written as they are read, and
@@ -15,11 +15,10 @@
 //! repeated key keeps only its last value there). BLAKE3 rather than SHA-256: as
 //! collision-resistant, and several times cheaper where the CPU has no SHA instructions.
 
+use super::keyed::KEYED;
 use super::long;
 use crate::body::Utf8;
 use crate::usage::json::{Bail, Cursor, Scan};
-use once_cell::sync::Lazy;
-use siphasher::sip128::SipHasher24;
 use smallvec::SmallVec;
 use std::borrow::Cow;
 
@@ -49,38 +48,22 @@ pub enum Hashing {
     /// BLAKE3: the same key in every gateway, for entries shared through Redis.
     Shared,
     /// For entries in this gateway's memory only: a text of at most [`KEYED_UP_TO`] bytes
-    /// by SipHash-2-4 (128 bits) under a secret drawn from the OS when the process starts
-    /// (a keyed PRF: without the secret nobody can compute a key, let alone make two
-    /// requests collide; several times cheaper than BLAKE3 on a short text, which costs
-    /// BLAKE3 a whole compression per 64 bytes), a longer one by BLAKE3 (whose SIMD is
-    /// faster on long texts). Without OS randomness, BLAKE3 throughout.
+    /// by a keyed PRF of 128 bits under a secret drawn from the OS when the process starts
+    /// (AES-CMAC where the CPU has AES instructions, else SipHash-2-4: `super::keyed`;
+    /// without the secret nobody can compute a key, let alone make two requests collide;
+    /// several times cheaper than BLAKE3 on a short text, which costs BLAKE3 a whole
+    /// compression per 64 bytes), a longer one by BLAKE3 (whose SIMD is faster on long
+    /// texts). Without OS randomness, BLAKE3 throughout.
     Local,
 }
 
-/// The longest text `Hashing::Local` hashes with SipHash.
+/// The longest text `Hashing::Local` hashes with its keyed hash.
 pub const KEYED_UP_TO: usize = 4096;
-
-/// The second half of a SipHash key (BLAKE3 fills all 32 bytes: a BLAKE3 key equals a
-/// SipHash one only if its last 16 bytes are these, a chance of 2^-128).
-const KEYED_TAIL: [u8; 16] = *b"tollgate:siphash";
-
-/// SipHash under this process's secret; `None` when the OS gave no randomness.
-static KEYED: Lazy<Option<SipHasher24>> = Lazy::new(|| {
-    let mut secret = [0u8; 16];
-    getrandom::fill(&mut secret).ok()?;
-    Some(SipHasher24::new_with_key(&secret))
-});
 
 /// The key of `text` (route, scope and canonical body) by `hashing`.
 fn digest(hashing: Hashing, text: &[u8]) -> Key {
     match (hashing, KEYED.as_ref()) {
-        (Hashing::Local, Some(sip)) if text.len() <= KEYED_UP_TO => {
-            let mut key = [0u8; 32];
-            let (head, tail) = key.split_at_mut(16);
-            head.copy_from_slice(&sip.hash(text).as_bytes());
-            tail.copy_from_slice(&KEYED_TAIL);
-            Key(key)
-        }
+        (Hashing::Local, Some(keyed)) if text.len() <= KEYED_UP_TO => Key(keyed.key(text)),
         _ => Key(*blake3::hash(text).as_bytes()),
     }
 }

@@ -6,7 +6,8 @@
 //!   `stream_options` (they change how an answer is sent, not what it says), written in one
 //!   pass without a JSON tree. Everything else the client sent counts: model, messages,
 //!   tools, temperature, seed, … BLAKE3 when Redis shares the entries; in one gateway's
-//!   memory, SipHash-2-4 under a secret of the process for a short text ([`Hashing`]).
+//!   memory, AES-CMAC (or SipHash-2-4 without AES instructions) under a secret of the
+//!   process for a short text ([`Hashing`], [`keyed`]).
 //! - An entry ([`Entry`]) is the answer as a whole `chat.completion` object with its usage,
 //!   the provider and model that produced it. A streamed answer is assembled from its
 //!   chunks ([`assemble`]); either kind answers both kinds of request ([`replay_sse`]
@@ -20,6 +21,7 @@
 //!   entry) and, with `redis:`, in Redis too so every gateway shares them.
 //! - [`door`]: while the memory is full, only a key offered before is let in (moka's
 //!   admission would refuse a one-off request's answer after inserting it).
+//! - [`keyed`]: the keyed hash of in-memory keys (AES-CMAC, or SipHash-2-4).
 //! - [`long`]: in the key, a long string value is its BLAKE3 digest, remembered for the
 //!   long strings seen lately (a system prompt sent again is compared, not hashed again).
 //! - [`semantic`]: paraphrases of a kept question in the same context, found by the
@@ -30,6 +32,7 @@ pub mod door;
 pub mod entry;
 pub mod graph;
 pub mod key;
+pub mod keyed;
 pub mod long;
 pub mod semantic;
 pub mod store;

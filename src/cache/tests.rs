@@ -40,7 +40,12 @@ fn a_local_key_is_keyed_for_short_texts_and_blake3_for_long_ones() {
     let local = key_bytes(Hashing::Local, "chat", "s", short).unwrap();
     let shared = key_bytes(Hashing::Shared, "chat", "s", short).unwrap();
     assert_ne!(local, shared, "a secret of this process, not BLAKE3");
-    assert_eq!(&local.0[16..], b"tollgate:siphash");
+    let mark: &[u8] = if super::keyed::has_aes() {
+        b"tollgate:aescmac"
+    } else {
+        b"tollgate:siphash"
+    };
+    assert_eq!(&local.0[16..], mark, "AES-CMAC where the CPU has AES");
     // Past `KEYED_UP_TO` (route, scope and canonical text), BLAKE3 either way (many short
     // strings: a long one is written as its digest).
     let turn = r#"{"role":"user","content":"a short question of a long conversation"}"#;
