@@ -2,7 +2,8 @@
 //! any change or another consumer, streams replayed and kept, client bypass and refresh,
 //! the access log, metrics and the admin API, two gateways sharing hits through Redis (which
 //! fails if a key of one process's own hashing reached Redis), the official openai SDK
-//! reading a replayed stream, answers beyond the meter's 32 MiB charged their usage (and kept
+//! reading a replayed stream, Anthropic clients answered from the cache in their protocol
+//! (Anthropic's SDK reading replays), answers beyond the meter's 32 MiB charged their usage (and kept
 //! when the cache's entries may be that long), and an answer that is not UTF-8.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -331,6 +332,47 @@ async fn the_official_openai_sdk_reads_replayed_streams() {
         2,
         "two answers made, two served from the cache"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_clients_are_answered_from_the_cache_in_their_protocol() {
+    let Some(python) = openai_python() else {
+        return;
+    };
+    let mock = Mock::start();
+    let gw = Gateway::start(&config(&mock, ""));
+    run_sdk_script(python, "anthropic_cache.py", gw.url("")).await;
+    assert_eq!(
+        upstream_requests(&mock).await,
+        2,
+        "two answers made, four served from the cache"
+    );
+    // The same JSON is a request in both protocols, with two meanings: two keys.
+    let body =
+        r#"{"model":"mock-a","max_tokens":20,"messages":[{"role":"user","content":"both"}]}"#;
+    let anthropic = |body: &str| {
+        client()
+            .post(gw.url("/v1/messages"))
+            .header("x-api-key", "sk-alice")
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let first = anthropic(body).await.unwrap();
+    assert_eq!(first.headers()["x-tollgate-cache"], "miss");
+    assert_eq!(first.json::<Value>().await.unwrap()["type"], "message");
+    let (verdict, _, answer) = send(&gw, "alice", body, &[]).await;
+    assert_eq!(
+        verdict, "miss",
+        "an Anthropic entry never answers an OpenAI client"
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&answer).unwrap()["object"],
+        "chat.completion"
+    );
+    let again = anthropic(body).await.unwrap();
+    assert_eq!(again.headers()["x-tollgate-cache"], "hit-exact");
+    assert_eq!(upstream_requests(&mock).await, 4);
 }
 
 /// A route whose cache is semantic too: chat on `mock` (key `sk-provider`), the embeddings

@@ -71,6 +71,20 @@ fn digest(hashing: Hashing, text: &[u8]) -> Key {
 /// The key of a request body on `route` in `scope`; `None` when the body is not a JSON
 /// object.
 pub fn key(hashing: Hashing, route: &str, scope: &str, body: Utf8<'_>) -> Option<Key> {
+    key_in(hashing, route, scope, "", body)
+}
+
+/// [`key()`] of a request in another protocol than OpenAI's chat completions: `dialect`
+/// names it (`"anthropic"`), written between the scope and the body, so that the same JSON
+/// sent to two protocols' endpoints (where it means different things) has two keys (a
+/// chat request's text has the body's `{` where another's has its dialect).
+pub fn key_in(
+    hashing: Hashing,
+    route: &str,
+    scope: &str,
+    dialect: &str,
+    body: Utf8<'_>,
+) -> Option<Key> {
     let body = body.bytes();
     // Hashed in one piece: route, scope, then the canonical text, written into this
     // thread's buffer (no allocation per request once it has grown to the bodies seen).
@@ -79,9 +93,13 @@ pub fn key(hashing: Hashing, route: &str, scope: &str, body: Utf8<'_>) -> Option
         text.clear();
         // The text is about as long as the body (long strings shorter); reordering within
         // the buffer (`Writer::object`) grows it as it needs, and the thread keeps the room.
-        text.reserve(route.len() + scope.len() + body.len() + 64);
+        text.reserve(route.len() + scope.len() + dialect.len() + body.len() + 64);
         for part in [route.as_bytes(), b"\0", scope.as_bytes(), b"\0"] {
             text.extend_from_slice(part);
+        }
+        if !dialect.is_empty() {
+            text.extend_from_slice(dialect.as_bytes());
+            text.push(b'\0');
         }
         let key = canonical(scope, body, &mut text).map(|()| digest(hashing, &text));
         if text.capacity() <= MAX_KEPT_TEXT {

@@ -9,7 +9,8 @@
 //!   memory, AES-CMAC (or SipHash-2-4 without AES instructions) under a secret of the
 //!   process for a short text ([`Hashing`], [`keyed`]).
 //! - An entry ([`Entry`]) is the answer as a whole `chat.completion` object with its usage,
-//!   the provider and model that produced it. A streamed answer is assembled from its
+//!   the provider and model that produced it (an Anthropic client's answer translated into
+//!   one, keyed in its own dialect: [`key_in`]; see the proxy's cache stage). A streamed answer is assembled from its
 //!   chunks ([`assemble`]); either kind answers both kinds of request ([`replay_sse`]
 //!   sends an entry as a stream with the chunk structure of OpenAI's, `[DONE]` last, the
 //!   usage chunk only when asked for).
@@ -41,7 +42,7 @@ pub(crate) mod whole;
 pub use entry::{Entry, Names};
 #[cfg(any(test, feature = "fuzzing"))]
 pub use key::key_bytes;
-pub use key::{key, Hashing, Key};
+pub use key::{key, key_in, Hashing, Key};
 pub use whole::{keepable_whole, usage_and_keepable};
 
 use crate::settings::{CacheScope, RouteCacheSection};

@@ -1,6 +1,14 @@
 //! The cache stage (`crate::cache`): after admission and budgets, a chat-completion request
-//! on a route with `cache:` is looked up by its key; a hit is answered here (as JSON or as
-//! a replayed stream), a miss goes on to the attempts and its answer is kept if complete.
+//! (OpenAI's `/chat/completions`, or Anthropic's `/messages`: [`Dialect`]) on a route with
+//! `cache:` is looked up by its key; a hit is answered here (as JSON or as a replayed
+//! stream), a miss goes on to the attempts and its answer is kept if complete.
+//!
+//! Entries are OpenAI `chat.completion` objects whatever the client spoke: an Anthropic
+//! client's answer is kept through the translator of Anthropic answers into OpenAI's (the
+//! one an Anthropic provider's answers take to OpenAI clients), and a hit is sent back
+//! through the translator of OpenAI answers into Anthropic's (the one OpenAI providers'
+//! answers take to Anthropic clients). Anthropic answers with thinking blocks are not kept
+//! (their signatures would not survive the way back).
 //!
 //! With `cache.semantic`, an exact miss embeds the last user message (`embed`: a request to
 //! this gateway's own proxy listener over loopback, as the same consumer, so the embeddings
@@ -17,6 +25,7 @@ use crate::cache::semantic::{self, Semantic, SemanticIndex};
 use crate::cache::store::now_ms;
 use crate::cache::{self, Entry, Names, Verdict, Wish};
 use crate::error::GatewayError;
+use crate::protocol::ClientProtocol;
 use crate::route::{Endpoint, Route};
 use crate::runtime::Gateway;
 use crate::state::Backends;
@@ -41,6 +50,42 @@ pub struct CacheState {
     probe: Option<Probe>,
     /// The request asks for the usage chunk of a stream (`stream_options.include_usage`).
     pub include_usage: bool,
+    /// The protocol the request came in.
+    pub dialect: Dialect,
+}
+
+/// The protocols whose chat requests are cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// OpenAI's `/chat/completions`: entries are its answers as they were sent.
+    OpenAi,
+    /// Anthropic's `/messages`: entries are its answers translated into OpenAI's.
+    Anthropic,
+}
+
+impl Dialect {
+    fn of(endpoint: Endpoint) -> Option<Dialect> {
+        match endpoint {
+            Endpoint::ChatCompletions => Some(Dialect::OpenAi),
+            Endpoint::Messages => Some(Dialect::Anthropic),
+            _ => None,
+        }
+    }
+
+    /// Its name in the key (`crate::cache::key_in`): none for OpenAI's.
+    fn tag(self) -> &'static str {
+        match self {
+            Dialect::OpenAi => "",
+            Dialect::Anthropic => "anthropic",
+        }
+    }
+
+    pub fn client(self) -> ClientProtocol {
+        match self {
+            Dialect::OpenAi => ClientProtocol::OpenAi,
+            Dialect::Anthropic => ClientProtocol::Anthropic,
+        }
+    }
 }
 
 /// The request's embedding and context, to index its answer once kept.
@@ -73,8 +118,8 @@ impl CacheState {
     }
 }
 
-/// Look the request up (routes with `cache:`, chat completions only): what the stage
-/// decided, with the entry on a hit.
+/// Look the request up (routes with `cache:`, chat requests of a [`Dialect`] only): what the
+/// stage decided, with the entry on a hit.
 pub async fn lookup(
     session: &Session,
     config: &Gateway,
@@ -85,16 +130,15 @@ pub async fn lookup(
     body: &RequestBody,
 ) -> Option<CacheState> {
     let settings = route.cache.as_ref()?;
-    if endpoint != Endpoint::ChatCompletions {
-        return None;
-    }
+    let dialect = Dialect::of(endpoint)?;
     let team = consumer
         .and_then(|c| config.budgets.teams.get(c))
         .map(String::as_str);
     let scope = cache::scope(settings.scope, consumer, team, &route.name);
     // The key is read off the body in one pass; no JSON tree unless the semantic stage runs.
     let text = body.json_text()?;
-    let key = cache::key(backends.cache().hashing(), &route.name, &scope, text)?;
+    let hashing = backends.cache().hashing();
+    let key = cache::key_in(hashing, &route.name, &scope, dialect.tag(), text)?;
     let wish = Wish::of(&session.req_header().headers);
     let mut hit = match wish {
         Wish::Use => backends.cache().get(&key).await,
@@ -103,7 +147,12 @@ pub async fn lookup(
     hit = hit.filter(|e| answers(e, body.stream));
     let exact = hit.is_some();
     let (mut score, mut probe) = (None, None);
-    if let (None, Some(sem), Wish::Use | Wish::Refresh) = (&hit, &settings.semantic, wish) {
+    // Semantic lookups read OpenAI's messages (the last user message, the context before).
+    let semantic = settings
+        .semantic
+        .as_ref()
+        .filter(|_| dialect == Dialect::OpenAi);
+    if let (None, Some(sem), Wish::Use | Wish::Refresh) = (&hit, semantic, wish) {
         let asked = Asked {
             session,
             config,
@@ -131,6 +180,7 @@ pub async fn lookup(
         score,
         probe,
         include_usage: body.client_wants_usage,
+        dialect,
     })
 }
 
@@ -240,13 +290,23 @@ pub struct Reply<'a> {
     pub respond: Option<&'a crate::policy::restore::ResponsePolicy>,
 }
 
-/// Answer from `entry`: the `chat.completion` as is, or replayed as a stream.
+/// How a kept answer is sent: as a stream or whole, in which protocol, under which model
+/// name (the client's), with the usage chunk of an OpenAI stream or not.
+#[derive(Debug, Clone, Copy)]
+pub struct Sending<'a> {
+    pub stream: bool,
+    pub include_usage: bool,
+    pub dialect: Dialect,
+    pub model: &'a str,
+}
+
+/// Answer from `entry`: the `chat.completion` as is, or replayed as a stream, in the
+/// client's protocol.
 pub async fn answer(
     session: &mut Session,
     reply: Reply<'_>,
     entry: Arc<Entry>,
-    stream: bool,
-    include_usage: bool,
+    how: Sending<'_>,
 ) -> Result<u16, Failure> {
     let Reply {
         config,
@@ -269,22 +329,14 @@ pub async fn answer(
         cause,
         sent: Some(200),
     };
-    if !stream {
-        let bytes = match respond {
-            Some(policy) => policy.whole(&entry.completion),
-            None => entry.completion.clone(),
-        };
+    if !how.stream {
+        let bytes = whole_reply(&entry, how, respond)?;
         super::respond::json_with(session, 200, bytes, request_id, extra_headers)
             .await
             .map_err(abort)?;
         return Ok(200);
     }
-    let completion: serde_json::Value = serde_json::from_slice(&entry.completion)
-        .map_err(|e| GatewayError::Internal(format!("a cached answer: {e}")))?;
-    let mut events = Bytes::from(cache::replay_sse(&completion, include_usage));
-    if let Some(policy) = respond {
-        events = filter_replay(policy, &events);
-    }
+    let events = replayed_events(&entry, how, respond)?;
     let header = (|| {
         let mut h = ResponseHeader::build(200, Some(4 + extra_headers.len()))?;
         for (name, value) in extra_headers {
@@ -307,9 +359,58 @@ pub async fn answer(
     Ok(200)
 }
 
+/// A kept answer sent whole, in the client's protocol, through the answer's policies (they
+/// read the client's protocol: they run on what it is sent).
+fn whole_reply(
+    entry: &Entry,
+    how: Sending<'_>,
+    respond: Option<&crate::policy::restore::ResponsePolicy>,
+) -> Result<Bytes, GatewayError> {
+    let client = how.dialect.client();
+    let mut bytes = entry.completion.clone();
+    if client != ClientProtocol::OpenAi {
+        let translated = client
+            .response_from_openai(bytes.to_vec(), how.model)
+            .map_err(|e| GatewayError::Internal(format!("a cached answer translated: {e}")))?;
+        bytes = Bytes::from(translated);
+    }
+    Ok(match respond {
+        Some(policy) => policy.whole(&bytes),
+        None => bytes,
+    })
+}
+
+/// A kept answer replayed as the events of a stream in the client's protocol, through the
+/// answer's policies.
+fn replayed_events(
+    entry: &Entry,
+    how: Sending<'_>,
+    respond: Option<&crate::policy::restore::ResponsePolicy>,
+) -> Result<Bytes, GatewayError> {
+    let client = how.dialect.client();
+    let completion: serde_json::Value = serde_json::from_slice(&entry.completion)
+        .map_err(|e| GatewayError::Internal(format!("a cached answer: {e}")))?;
+    // A translated stream takes its usage from the usage chunk, as from a provider's.
+    let usage_chunk = how.include_usage || client != ClientProtocol::OpenAi;
+    let mut events = Bytes::from(cache::replay_sse(&completion, usage_chunk));
+    if let Some(mut t) = client.stream_from_openai(how.model) {
+        let mut out = t.push(&events);
+        out.extend_from_slice(&t.finish());
+        events = Bytes::from(out);
+    }
+    Ok(match respond {
+        Some(policy) => filter_replay(policy, &events, client),
+        None => events,
+    })
+}
+
 /// A replayed stream through the answer's policies; a violation ends it with the closing
 /// chunk, the error event and `[DONE]`, as a fresh stream.
-fn filter_replay(policy: &crate::policy::restore::ResponsePolicy, events: &Bytes) -> Bytes {
+fn filter_replay(
+    policy: &crate::policy::restore::ResponsePolicy,
+    events: &Bytes,
+    client: ClientProtocol,
+) -> Bytes {
     use crate::policy::restore::Filtered;
     let mut filter = policy.stream();
     let mut out = Vec::new();
@@ -318,9 +419,7 @@ fn filter_replay(policy: &crate::policy::restore::ResponsePolicy, events: &Bytes
             Filtered::Pass(b) => out.extend_from_slice(&b),
             Filtered::Blocked(b) => {
                 out.extend_from_slice(&b);
-                out.extend_from_slice(&super::pipe::content_filter_end(
-                    crate::protocol::ClientProtocol::OpenAi,
-                ));
+                out.extend_from_slice(&super::pipe::content_filter_end(client));
                 break;
             }
         }
@@ -330,13 +429,18 @@ fn filter_replay(policy: &crate::policy::restore::ResponsePolicy, events: &Bytes
 
 /// The answer to keep and whether it calls tools, if it may be kept: a whole answer as it
 /// was sent (checked without a JSON tree, in the usage meter's pass when that read these
-/// bytes), a stream assembled into one.
+/// bytes), a stream assembled into one; an Anthropic answer translated into OpenAI's.
 fn kept_answer(
     sent: Vec<u8>,
     attempts: &AttemptLog,
     settings: &cache::RouteCache,
-    stream: bool,
+    body: &RequestBody,
+    dialect: Dialect,
 ) -> Option<(Bytes, bool)> {
+    let stream = body.stream;
+    if dialect == Dialect::Anthropic {
+        return anthropic_kept(&sent, settings.store_truncated, body.stream, &body.model);
+    }
     if stream {
         let c = cache::assemble(&sent).filter(|c| cache::keepable(c, settings.store_truncated))?;
         let tools = semantic::calls_tools(&c);
@@ -359,6 +463,35 @@ fn kept_answer(
     keepable.map(|tools| (Bytes::from(sent), tools))
 }
 
+/// An Anthropic answer (whole, or its events) as the `chat.completion` to keep, and whether
+/// it calls tools; `None` if it may not be kept, or holds thinking (its blocks' signatures
+/// have no place in OpenAI's answer, and a replay without them would be refused when the
+/// client sends it back in its next turn).
+fn anthropic_kept(
+    sent: &[u8],
+    store_truncated: bool,
+    stream: bool,
+    model: &str,
+) -> Option<(Bytes, bool)> {
+    let c = if stream {
+        let mut t = crate::translate::AnthropicStreamToOpenAi::new(model, true);
+        let mut chunks = t.push(sent);
+        chunks.extend_from_slice(&t.finish());
+        cache::assemble(&chunks)?
+    } else {
+        let (openai, _) = crate::translate::anthropic_to_openai_chat_response(sent, model).ok()?;
+        serde_json::from_slice(&openai).ok()?
+    };
+    let choices = c["choices"].as_array()?;
+    let thinks = choices
+        .iter()
+        .any(|ch| ch["message"].get("reasoning_content").is_some());
+    if thinks || !cache::keepable(&c, store_truncated) {
+        return None;
+    }
+    Some((Bytes::from(c.to_string()), semantic::calls_tools(&c)))
+}
+
 /// Keep a delivered answer (`sent`: the bytes the client was sent, when they were kept) if it
 /// is complete and may be.
 pub async fn keep(
@@ -376,7 +509,8 @@ pub async fn keep(
     if status != 200 || state.verdict == Verdict::Bypass || state.hit.is_some() {
         return;
     }
-    let Some((completion, tool_calls)) = kept_answer(sent, attempts, settings, body.stream) else {
+    let Some((completion, tool_calls)) = kept_answer(sent, attempts, settings, body, state.dialect)
+    else {
         return;
     };
     let (Some(usage), Some(chosen)) = (attempts.outcome.usage, &attempts.chosen) else {
@@ -447,5 +581,74 @@ mod tests {
             !answers(&not_text, true),
             "a stream replay would not parse it"
         );
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/anthropic");
+        std::fs::read(dir.join(name)).unwrap()
+    }
+
+    /// Anthropic's answers (the fixtures are its documentation's) kept as OpenAI's, and back.
+    #[test]
+    fn anthropic_answers_are_kept_translated_and_come_back_the_same() {
+        use serde_json::Value;
+        let whole = fixture("upstream_response.json");
+        let (kept, tools) = anthropic_kept(&whole, false, false, "claude").unwrap();
+        assert!(!tools);
+        let back = ClientProtocol::Anthropic
+            .response_from_openai(kept.to_vec(), "claude")
+            .unwrap();
+        let (was, is): (Value, Value) = (
+            serde_json::from_slice(&whole).unwrap(),
+            serde_json::from_slice(&back).unwrap(),
+        );
+        assert_eq!(is["content"], was["content"]);
+        assert_eq!(is["stop_reason"], "end_turn");
+        assert_eq!(is["type"], "message");
+        // A tool call is kept, and says so (the semantic cache's `tool_calls` switch).
+        let tool = fixture("tool_upstream_response.json");
+        let (kept, tools) = anthropic_kept(&tool, false, false, "claude").unwrap();
+        assert!(tools);
+        let back = ClientProtocol::Anthropic
+            .response_from_openai(kept.to_vec(), "claude")
+            .unwrap();
+        let (was, is): (Value, Value) = (
+            serde_json::from_slice(&tool).unwrap(),
+            serde_json::from_slice(&back).unwrap(),
+        );
+        assert_eq!(is["stop_reason"], "tool_use");
+        let uses = |v: &Value| {
+            v["content"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|b| b["type"] == "tool_use")
+                .map(|b| (b["name"].clone(), b["input"].clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(uses(&is), uses(&was));
+        // A stream, assembled.
+        let (kept, _) = anthropic_kept(&fixture("upstream_stream.sse"), false, true, "c").unwrap();
+        let c: Value = serde_json::from_slice(&kept).unwrap();
+        assert!(!c["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn anthropic_answers_with_thinking_or_cut_short_are_not_kept() {
+        let thinking = fixture("thinking_upstream_stream.sse");
+        assert!(anthropic_kept(&thinking, true, true, "claude").is_none());
+        let whole = String::from_utf8(fixture("upstream_response.json")).unwrap();
+        let cut = whole.replace("\"end_turn\"", "\"max_tokens\"");
+        assert_ne!(cut, whole);
+        assert!(anthropic_kept(cut.as_bytes(), false, false, "claude").is_none());
+        assert!(anthropic_kept(cut.as_bytes(), true, false, "claude").is_some());
+        // Not an answer at all, or a stream cut before its end.
+        assert!(anthropic_kept(b"{\"type\":\"error\"}", true, false, "claude").is_none());
+        let stream = fixture("upstream_stream.sse");
+        let half = &stream[..stream.len() / 2];
+        assert!(anthropic_kept(half, true, true, "claude").is_none());
     }
 }

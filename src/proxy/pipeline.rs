@@ -331,7 +331,13 @@ async fn cache_stage(
         extra_headers: &x.extra_headers,
         respond: answer.respond.as_ref(),
     };
-    let sent = cache::answer(session, reply, hit, body.stream, state.include_usage).await;
+    let how = cache::Sending {
+        stream: body.stream,
+        include_usage: state.include_usage,
+        dialect: state.dialect,
+        model: &body.model,
+    };
+    let sent = cache::answer(session, reply, hit, how).await;
     answer.record(&mut x.policies);
     Some(sent)
 }
