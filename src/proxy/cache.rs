@@ -32,6 +32,7 @@ use crate::state::Backends;
 use bytes::Bytes;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// What the stage decided for a request, kept for storing the answer and for accounting.
@@ -72,11 +73,26 @@ impl Dialect {
         }
     }
 
-    /// Its name in the key (`crate::cache::key_in`): none for OpenAI's.
-    fn tag(self) -> &'static str {
+    /// Its name in the key (`crate::cache::key_in`): none for OpenAI's; Anthropic's with
+    /// the request's `anthropic-version` and `anthropic-beta` (passed to Anthropic
+    /// providers, they may change the answer). Header values hold no NUL.
+    fn tag(self, headers: &http::HeaderMap) -> Cow<'static, str> {
         match self {
-            Dialect::OpenAi => "",
-            Dialect::Anthropic => "anthropic",
+            Dialect::OpenAi => Cow::Borrowed(""),
+            Dialect::Anthropic => {
+                let values = |name: &str| {
+                    let all = headers.get_all(name).iter();
+                    all.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                let (version, beta) = (values("anthropic-version"), values("anthropic-beta"));
+                if version.is_empty() && beta.is_empty() {
+                    Cow::Borrowed("anthropic")
+                } else {
+                    Cow::Owned(format!("anthropic\0{version}\0{beta}"))
+                }
+            }
         }
     }
 
@@ -138,7 +154,8 @@ pub async fn lookup(
     // The key is read off the body in one pass; no JSON tree unless the semantic stage runs.
     let text = body.json_text()?;
     let hashing = backends.cache().hashing();
-    let key = cache::key_in(hashing, &route.name, &scope, dialect.tag(), text)?;
+    let tag = dialect.tag(&session.req_header().headers);
+    let key = cache::key_in(hashing, &route.name, &scope, &tag, text)?;
     let wish = Wish::of(&session.req_header().headers);
     let mut hit = match wish {
         Wish::Use => backends.cache().get(&key).await,
@@ -464,15 +481,17 @@ fn kept_answer(
 }
 
 /// An Anthropic answer (whole, or its events) as the `chat.completion` to keep, and whether
-/// it calls tools; `None` if it may not be kept, or holds thinking (its blocks' signatures
-/// have no place in OpenAI's answer, and a replay without them would be refused when the
-/// client sends it back in its next turn).
+/// it calls tools; `None` if it may not be kept (`anthropic_keepable`), or would not come
+/// back whole (translated back once here: a hit must not fail where the miss did not).
 fn anthropic_kept(
     sent: &[u8],
     store_truncated: bool,
     stream: bool,
     model: &str,
 ) -> Option<(Bytes, bool)> {
+    if !AnthropicShape::of(sent, stream)?.keepable(store_truncated) {
+        return None;
+    }
     let c = if stream {
         let mut t = crate::translate::AnthropicStreamToOpenAi::new(model, true);
         let mut chunks = t.push(sent);
@@ -482,14 +501,78 @@ fn anthropic_kept(
         let (openai, _) = crate::translate::anthropic_to_openai_chat_response(sent, model).ok()?;
         serde_json::from_slice(&openai).ok()?
     };
-    let choices = c["choices"].as_array()?;
-    let thinks = choices
-        .iter()
-        .any(|ch| ch["message"].get("reasoning_content").is_some());
-    if thinks || !cache::keepable(&c, store_truncated) {
+    if !cache::keepable(&c, store_truncated) {
         return None;
     }
-    Some((Bytes::from(c.to_string()), semantic::calls_tools(&c)))
+    let completion = c.to_string();
+    ClientProtocol::Anthropic
+        .response_from_openai(completion.clone().into_bytes(), model)
+        .ok()?;
+    Some((Bytes::from(completion), semantic::calls_tools(&c)))
+}
+
+/// What an Anthropic answer holds, read from the answer as the client got it.
+#[derive(Debug, Default)]
+struct AnthropicShape {
+    /// Every content block is `text` or `tool_use`, what OpenAI's answer carries back.
+    plain: bool,
+    calls_tools: bool,
+    stop_reason: Option<String>,
+}
+
+impl AnthropicShape {
+    /// `None` when the answer (or an event's data) is not JSON.
+    fn of(sent: &[u8], stream: bool) -> Option<AnthropicShape> {
+        let mut shape = AnthropicShape {
+            plain: true,
+            ..AnthropicShape::default()
+        };
+        let mut block = |b: &serde_json::Value| {
+            let kind = b["type"].as_str();
+            shape.plain &= matches!(kind, Some("text" | "tool_use"));
+            shape.calls_tools |= kind == Some("tool_use");
+        };
+        if !stream {
+            let v: serde_json::Value = serde_json::from_slice(sent).ok()?;
+            v["content"].as_array()?.iter().for_each(&mut block);
+            shape.stop_reason = v["stop_reason"].as_str().map(str::to_string);
+            return Some(shape);
+        }
+        let mut stop = None;
+        for line in std::str::from_utf8(sent).ok()?.lines() {
+            let Some(data) = line.strip_prefix("data:") else {
+                continue;
+            };
+            let v: serde_json::Value = serde_json::from_str(data.trim()).ok()?;
+            match v["type"].as_str() {
+                Some("content_block_start") => block(&v["content_block"]),
+                Some("message_delta") => {
+                    stop = v["delta"]["stop_reason"]
+                        .as_str()
+                        .map(str::to_string)
+                        .or(stop)
+                }
+                _ => {}
+            }
+        }
+        shape.stop_reason = stop;
+        Some(shape)
+    }
+
+    /// Only answers that come back as they were: text and tool calls, finished by
+    /// `end_turn` or `tool_use` (or cut by `max_tokens` with `store_truncated`, unless in a
+    /// tool call's arguments). Not thinking or redacted thinking (their signatures have no
+    /// place in OpenAI's answer, and a client sending such a turn back without them is
+    /// refused), server tools' blocks, a `pause_turn` (a turn to continue), a
+    /// `stop_sequence` (which sequence would be lost), or a refusal.
+    fn keepable(&self, store_truncated: bool) -> bool {
+        self.plain
+            && match self.stop_reason.as_deref() {
+                Some("end_turn" | "tool_use") => true,
+                Some("max_tokens") => store_truncated && !self.calls_tools,
+                _ => false,
+            }
+    }
 }
 
 /// Keep a delivered answer (`sent`: the bytes the client was sent, when they were kept) if it
@@ -637,7 +720,7 @@ mod tests {
     }
 
     #[test]
-    fn anthropic_answers_with_thinking_or_cut_short_are_not_kept() {
+    fn anthropic_answers_that_would_not_come_back_as_they_were_are_not_kept() {
         let thinking = fixture("thinking_upstream_stream.sse");
         assert!(anthropic_kept(&thinking, true, true, "claude").is_none());
         let whole = String::from_utf8(fixture("upstream_response.json")).unwrap();
@@ -650,5 +733,59 @@ mod tests {
         let stream = fixture("upstream_stream.sse");
         let half = &stream[..stream.len() / 2];
         assert!(anthropic_kept(half, true, true, "claude").is_none());
+        // Blocks OpenAI's answer cannot carry back, stops that would come back otherwise.
+        for (from, to) in [
+            (
+                r#"{"type": "text""#,
+                r#"{"type": "redacted_thinking", "data": "x"}, {"type": "text""#,
+            ),
+            (r#""end_turn""#, r#""stop_sequence""#),
+            (r#""end_turn""#, r#""pause_turn""#),
+            (r#""end_turn""#, r#""refusal""#),
+        ] {
+            let changed = whole.replace(from, to);
+            assert_ne!(changed, whole, "{to}");
+            assert!(
+                anthropic_kept(changed.as_bytes(), true, false, "c").is_none(),
+                "{to}"
+            );
+        }
+        // A tool call cut by `max_tokens` (its arguments may be cut too): never kept.
+        let tool = String::from_utf8(fixture("tool_upstream_response.json")).unwrap();
+        let cut = tool.replace(r#""tool_use""#, r#""max_tokens""#);
+        let cut = cut.replace(r#""type": "max_tokens""#, r#""type": "tool_use""#);
+        assert!(cut.contains(r#""stop_reason": "max_tokens""#), "{cut}");
+        assert!(anthropic_kept(cut.as_bytes(), true, false, "claude").is_none());
+    }
+
+    /// The headers that Anthropic providers are passed, and that may change the answer,
+    /// are in an Anthropic request's key.
+    #[test]
+    fn anthropic_keys_name_the_version_and_betas() {
+        let tag = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = http::HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, http::HeaderValue::from_static(v));
+            }
+            Dialect::Anthropic.tag(&h).into_owned()
+        };
+        assert_eq!(tag(&[]), "anthropic");
+        assert_eq!(Dialect::OpenAi.tag(&http::HeaderMap::new()), "");
+        let v = [("anthropic-version", "2023-06-01")];
+        let b = [
+            ("anthropic-version", "2023-06-01"),
+            ("anthropic-beta", "x-2025"),
+        ];
+        let bb = [
+            ("anthropic-version", "2023-06-01"),
+            ("anthropic-beta", "x-2025"),
+            ("anthropic-beta", "y-2025"),
+        ];
+        let tags = [tag(&[]), tag(&v), tag(&b), tag(&bb)];
+        for (i, a) in tags.iter().enumerate() {
+            for b in &tags[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
     }
 }
