@@ -75,9 +75,10 @@ pub fn key(hashing: Hashing, route: &str, scope: &str, body: Utf8<'_>) -> Option
 }
 
 /// [`key()`] of a request in another protocol than OpenAI's chat completions: `dialect`
-/// names it (`"anthropic"`), written between the scope and the body, so that the same JSON
-/// sent to two protocols' endpoints (where it means different things) has two keys (a
-/// chat request's text has the body's `{` where another's has its dialect).
+/// names it (`"anthropic"`, with what else of the request changes its answer), so that the
+/// same JSON sent to two protocols' endpoints (where it means different things) has two
+/// keys. Route, scope and dialect are each written after their length: no two triples of
+/// names write the same text, whatever bytes the names hold.
 pub fn key_in(
     hashing: Hashing,
     route: &str,
@@ -93,13 +94,11 @@ pub fn key_in(
         text.clear();
         // The text is about as long as the body (long strings shorter); reordering within
         // the buffer (`Writer::object`) grows it as it needs, and the thread keeps the room.
-        text.reserve(route.len() + scope.len() + dialect.len() + body.len() + 64);
-        for part in [route.as_bytes(), b"\0", scope.as_bytes(), b"\0"] {
-            text.extend_from_slice(part);
-        }
-        if !dialect.is_empty() {
-            text.extend_from_slice(dialect.as_bytes());
-            text.push(b'\0');
+        text.reserve(route.len() + scope.len() + dialect.len() + body.len() + 88);
+        for part in [route, scope, dialect] {
+            let len = u64::try_from(part.len()).unwrap_or(u64::MAX);
+            text.extend_from_slice(&len.to_le_bytes());
+            text.extend_from_slice(part.as_bytes());
         }
         let key = canonical(scope, body, &mut text).map(|()| digest(hashing, &text));
         if text.capacity() <= MAX_KEPT_TEXT {

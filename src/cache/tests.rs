@@ -269,3 +269,23 @@ fn an_entry_travels_as_json_text_with_its_names() {
     assert_eq!(v["scope"], "consumer:alice");
     assert_eq!(serde_json::from_str::<Entry>(&text).unwrap(), entry);
 }
+
+#[test]
+fn names_holding_any_bytes_never_make_two_keys_one() {
+    let body = crate::body::Utf8::check(br#"{"model":"m"}"#).unwrap();
+    for hashing in [Hashing::Shared, Hashing::Local] {
+        let keys = [
+            key_in(hashing, "a\0b", "c", "", body),
+            key_in(hashing, "a", "b\0c", "", body),
+            key_in(hashing, "a", "b", "anthropic", body),
+            key_in(hashing, "a", "b\0\u{9}\0\0\0\0\0\0\0anthropic", "", body),
+            key(hashing, "a", "b", body),
+        ];
+        for (i, k) in keys.iter().enumerate() {
+            assert!(k.is_some());
+            for other in &keys[i + 1..] {
+                assert_ne!(k, other, "{hashing:?}");
+            }
+        }
+    }
+}
