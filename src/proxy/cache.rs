@@ -1,5 +1,5 @@
 //! The cache stage (`crate::cache`): after admission and budgets, a chat-completion request
-//! (OpenAI's `/chat/completions`, or Anthropic's `/messages`: [`Dialect`]) on a route with
+//! (OpenAI's `/chat/completions`, or Anthropic's `/messages`: `cached_protocol`) on a route with
 //! `cache:` is looked up by its key; a hit is answered here (as JSON or as a replayed
 //! stream), a miss goes on to the attempts and its answer is kept if complete.
 //!
@@ -7,8 +7,8 @@
 //! client's answer is kept through the translator of Anthropic answers into OpenAI's (the
 //! one an Anthropic provider's answers take to OpenAI clients), and a hit is sent back
 //! through the translator of OpenAI answers into Anthropic's (the one OpenAI providers'
-//! answers take to Anthropic clients). Anthropic answers with thinking blocks are not kept
-//! (their signatures would not survive the way back).
+//! answers take to Anthropic clients). Only Anthropic answers that come back as they were
+//! are kept (`AnthropicShape::keepable`).
 //!
 //! With `cache.semantic`, an exact miss embeds the last user message (`embed`: a request to
 //! this gateway's own proxy listener over loopback, as the same consumer, so the embeddings
@@ -52,56 +52,40 @@ pub struct CacheState {
     /// The request asks for the usage chunk of a stream (`stream_options.include_usage`).
     pub include_usage: bool,
     /// The protocol the request came in.
-    pub dialect: Dialect,
+    pub client: ClientProtocol,
 }
 
-/// The protocols whose chat requests are cached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    /// OpenAI's `/chat/completions`: entries are its answers as they were sent.
-    OpenAi,
-    /// Anthropic's `/messages`: entries are its answers translated into OpenAI's.
-    Anthropic,
+/// The protocol of a chat request the cache answers: OpenAI's `/chat/completions` (entries
+/// are its answers as they were sent) or Anthropic's `/messages` (its answers translated
+/// into OpenAI's); `None` for any other endpoint.
+fn cached_protocol(endpoint: Endpoint) -> Option<ClientProtocol> {
+    matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages)
+        .then(|| ClientProtocol::for_endpoint(endpoint))
 }
 
-impl Dialect {
-    fn of(endpoint: Endpoint) -> Option<Dialect> {
-        match endpoint {
-            Endpoint::ChatCompletions => Some(Dialect::OpenAi),
-            Endpoint::Messages => Some(Dialect::Anthropic),
-            _ => None,
-        }
+/// The protocol's name in the key (`crate::cache::key_in`): none for OpenAI's; another's
+/// with the request's values of the protocol's own headers (`anthropic-version`,
+/// `anthropic-beta`: passed to its providers, they may change the answer). Header values
+/// hold no NUL.
+fn key_tag(client: ClientProtocol, headers: &http::HeaderMap) -> Cow<'static, str> {
+    let name = match client {
+        ClientProtocol::OpenAi => return Cow::Borrowed(""),
+        ClientProtocol::Anthropic => "anthropic",
+        ClientProtocol::Responses => "responses",
+    };
+    let mut tag = String::new();
+    for header in client.own_headers() {
+        let values = headers.get_all(*header).iter();
+        let values: Vec<_> = values
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
+            .collect();
+        tag.push('\0');
+        tag.push_str(&values.join(","));
     }
-
-    /// Its name in the key (`crate::cache::key_in`): none for OpenAI's; Anthropic's with
-    /// the request's `anthropic-version` and `anthropic-beta` (passed to Anthropic
-    /// providers, they may change the answer). Header values hold no NUL.
-    fn tag(self, headers: &http::HeaderMap) -> Cow<'static, str> {
-        match self {
-            Dialect::OpenAi => Cow::Borrowed(""),
-            Dialect::Anthropic => {
-                let values = |name: &str| {
-                    let all = headers.get_all(name).iter();
-                    all.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                };
-                let (version, beta) = (values("anthropic-version"), values("anthropic-beta"));
-                if version.is_empty() && beta.is_empty() {
-                    Cow::Borrowed("anthropic")
-                } else {
-                    Cow::Owned(format!("anthropic\0{version}\0{beta}"))
-                }
-            }
-        }
+    if tag.bytes().all(|b| b == 0) {
+        return Cow::Borrowed(name);
     }
-
-    pub fn client(self) -> ClientProtocol {
-        match self {
-            Dialect::OpenAi => ClientProtocol::OpenAi,
-            Dialect::Anthropic => ClientProtocol::Anthropic,
-        }
-    }
+    Cow::Owned(format!("{name}{tag}"))
 }
 
 /// The request's embedding and context, to index its answer once kept.
@@ -134,8 +118,8 @@ impl CacheState {
     }
 }
 
-/// Look the request up (routes with `cache:`, chat requests of a [`Dialect`] only): what the
-/// stage decided, with the entry on a hit.
+/// Look the request up (routes with `cache:`, chat requests of a `cached_protocol` only):
+/// what the stage decided, with the entry on a hit.
 pub async fn lookup(
     session: &Session,
     config: &Gateway,
@@ -146,7 +130,7 @@ pub async fn lookup(
     body: &RequestBody,
 ) -> Option<CacheState> {
     let settings = route.cache.as_ref()?;
-    let dialect = Dialect::of(endpoint)?;
+    let client = cached_protocol(endpoint)?;
     let team = consumer
         .and_then(|c| config.budgets.teams.get(c))
         .map(String::as_str);
@@ -154,7 +138,7 @@ pub async fn lookup(
     // The key is read off the body in one pass; no JSON tree unless the semantic stage runs.
     let text = body.json_text()?;
     let hashing = backends.cache().hashing();
-    let tag = dialect.tag(&session.req_header().headers);
+    let tag = key_tag(client, &session.req_header().headers);
     let key = cache::key_in(hashing, &route.name, &scope, &tag, text)?;
     let wish = Wish::of(&session.req_header().headers);
     let mut hit = match wish {
@@ -168,7 +152,7 @@ pub async fn lookup(
     let semantic = settings
         .semantic
         .as_ref()
-        .filter(|_| dialect == Dialect::OpenAi);
+        .filter(|_| client == ClientProtocol::OpenAi);
     if let (None, Some(sem), Wish::Use | Wish::Refresh) = (&hit, semantic, wish) {
         let asked = Asked {
             session,
@@ -197,7 +181,7 @@ pub async fn lookup(
         score,
         probe,
         include_usage: body.client_wants_usage,
-        dialect,
+        client,
     })
 }
 
@@ -313,7 +297,7 @@ pub struct Reply<'a> {
 pub struct Sending<'a> {
     pub stream: bool,
     pub include_usage: bool,
-    pub dialect: Dialect,
+    pub client: ClientProtocol,
     pub model: &'a str,
 }
 
@@ -383,7 +367,7 @@ fn whole_reply(
     how: Sending<'_>,
     respond: Option<&crate::policy::restore::ResponsePolicy>,
 ) -> Result<Bytes, GatewayError> {
-    let client = how.dialect.client();
+    let client = how.client;
     let mut bytes = entry.completion.clone();
     if client != ClientProtocol::OpenAi {
         let translated = client
@@ -404,7 +388,7 @@ fn replayed_events(
     how: Sending<'_>,
     respond: Option<&crate::policy::restore::ResponsePolicy>,
 ) -> Result<Bytes, GatewayError> {
-    let client = how.dialect.client();
+    let client = how.client;
     let completion: serde_json::Value = serde_json::from_slice(&entry.completion)
         .map_err(|e| GatewayError::Internal(format!("a cached answer: {e}")))?;
     // A translated stream takes its usage from the usage chunk, as from a provider's.
@@ -452,11 +436,11 @@ fn kept_answer(
     attempts: &AttemptLog,
     settings: &cache::RouteCache,
     body: &RequestBody,
-    dialect: Dialect,
+    client: ClientProtocol,
 ) -> Option<(Bytes, bool)> {
     let stream = body.stream;
-    if dialect == Dialect::Anthropic {
-        return anthropic_kept(&sent, settings.store_truncated, body.stream, &body.model);
+    if client == ClientProtocol::Anthropic {
+        return anthropic_kept(&sent, settings.store_truncated, stream, &body.model);
     }
     if stream {
         let c = cache::assemble(&sent).filter(|c| cache::keepable(c, settings.store_truncated))?;
@@ -481,7 +465,7 @@ fn kept_answer(
 }
 
 /// An Anthropic answer (whole, or its events) as the `chat.completion` to keep, and whether
-/// it calls tools; `None` if it may not be kept (`anthropic_keepable`), or would not come
+/// it calls tools; `None` if it may not be kept (`AnthropicShape::keepable`), or would not come
 /// back whole (translated back once here: a hit must not fail where the miss did not).
 fn anthropic_kept(
     sent: &[u8],
@@ -592,7 +576,7 @@ pub async fn keep(
     if status != 200 || state.verdict == Verdict::Bypass || state.hit.is_some() {
         return;
     }
-    let Some((completion, tool_calls)) = kept_answer(sent, attempts, settings, body, state.dialect)
+    let Some((completion, tool_calls)) = kept_answer(sent, attempts, settings, body, state.client)
     else {
         return;
     };
@@ -767,10 +751,10 @@ mod tests {
             for (k, v) in pairs {
                 h.append(*k, http::HeaderValue::from_static(v));
             }
-            Dialect::Anthropic.tag(&h).into_owned()
+            key_tag(ClientProtocol::Anthropic, &h).into_owned()
         };
         assert_eq!(tag(&[]), "anthropic");
-        assert_eq!(Dialect::OpenAi.tag(&http::HeaderMap::new()), "");
+        assert_eq!(key_tag(ClientProtocol::OpenAi, &http::HeaderMap::new()), "");
         let v = [("anthropic-version", "2023-06-01")];
         let b = [
             ("anthropic-version", "2023-06-01"),

@@ -334,7 +334,7 @@ async fn cache_stage(
     let how = cache::Sending {
         stream: body.stream,
         include_usage: state.include_usage,
-        dialect: state.dialect,
+        client: state.client,
         model: &body.model,
     };
     let sent = cache::answer(session, reply, hit, how).await;
